@@ -1,0 +1,23 @@
+# Tether: the two commands README.md opens with are `make run` and `make test`.
+SWIFT ?= swift
+
+.PHONY: deps build run test bench clean
+
+deps:            ## install the Debian packages Tether needs, when missing
+	@scripts/install-deps
+
+build: deps      ## build tether (debug)
+	$(SWIFT) build --product tether
+
+run: build       ## the walk-through: validate, plan, apply, drift on the bundled example
+	@scripts/demo
+
+test: deps       ## the whole test suite (real git repositories, real certificates, SQLite on disk)
+	$(SWIFT) test
+
+bench: deps      ## validate/plan timings on generated repositories of 100, 1,000 and 10,000 policies
+	$(SWIFT) build -c release --product tether
+	python3 scripts/bench.py --tether .build/release/tether
+
+clean:
+	rm -rf .build .tether-demo .tether-bench

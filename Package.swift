@@ -1,0 +1,54 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Tether: a GitOps controller for an endpoint agent's threat-platform integrations.
+/// C libraries come from Debian's -dev packages (see scripts/install-deps); each is
+/// wrapped by exactly one Swift module that owns its handles.
+let package = Package(
+    name: "Tether",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "tether", targets: ["tether"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+    ],
+    targets: [
+        // C libraries as system-library targets.
+        .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // Non-variadic wrappers and macros Swift cannot import.
+        .target(name: "CCurlShims", dependencies: ["CCurl"]),
+        .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
+
+        // One Swift module per C library.
+        .target(name: "GitSource", dependencies: ["CGit2"]),
+        .target(name: "X509", dependencies: ["COpenSSL", "COpenSSLShims"]),
+        .target(name: "HTTPTransport", dependencies: ["CCurl", "CCurlShims"]),
+        .target(name: "SQLiteDB", dependencies: ["CSQLite"]),
+
+        // The domain.
+        .target(name: "IntegrationModel"),
+        .target(name: "Policy", dependencies: ["IntegrationModel", "Yams"]),
+        .target(name: "ConnectorCore", dependencies: ["IntegrationModel", "SQLiteDB", "X509"]),
+        .target(name: "Reconciler", dependencies: ["IntegrationModel", "Policy", "ConnectorCore", "GitSource", "X509"]),
+        .target(name: "Reports", dependencies: ["IntegrationModel", "Reconciler"]),
+        .target(name: "TetherCLI", dependencies: [
+            "IntegrationModel", "Policy", "ConnectorCore", "Reconciler", "Reports", "GitSource", "X509",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "tether", dependencies: ["TetherCLI"]),
+
+        // Test support: real git repositories, a test PKI and TLS peers on loopback.
+        .target(name: "TetherTestSupport", dependencies: []),
+        .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
+        .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "TetherTestSupport"]),
+        .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
+        .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
+        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
+    ]
+)

@@ -1,0 +1,17 @@
+#ifndef TETHER_OPENSSL_SHIMS_H
+#define TETHER_OPENSSL_SHIMS_H
+#include <openssl/bio.h>
+#include <openssl/x509.h>
+
+/// BIO_get_mem_data (a macro): the memory BIO's bytes and their count.
+long tether_bio_mem_data(BIO *bio, const char **data);
+/// XN_FLAG_RFC2253 (a composite macro).
+unsigned long tether_xn_flag_rfc2253(void);
+/// OPENSSL_free (a macro).
+void tether_openssl_free(void *pointer);
+/// sk_X509_pop_free(stack, X509_free) (a macro in OpenSSL 3).
+void tether_x509_stack_free(STACK_OF(X509) *stack);
+/// Loads the "default" and "legacy" providers once, so old PKCS#12 files (RC2, 3DES) open.
+/// Returns 1 when the default provider is available.
+int tether_load_providers(void);
+#endif

@@ -1,0 +1,286 @@
+import Foundation
+import IntegrationModel
+import SQLiteDB
+import X509
+
+/// The embedded endpoint agent (settings side): an SQLite store in the state directory holding
+/// each integration's settings, whether its task runs, and its certificates. It enforces
+/// DESIGN.md's rules itself: a change that would leave a running task with an unmet
+/// precondition is refused, and nothing of it is kept.
+public final class Agent {
+    /// The state directory.
+    public let directory: URL
+    private let database: Database
+    private var transactionDepth = 0
+    private var actor = "tether agent"
+
+    /// The store's file name inside the state directory.
+    public static let storeFileName = "agent.db"
+
+    /// Opens the agent's store in `stateDirectory`, creating both when missing (owner-only permissions:
+    /// the store holds client containers).
+    public init(stateDirectory: String) throws {
+        directory = URL(fileURLWithPath: stateDirectory, isDirectory: true)
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true,
+                                                    attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw AgentError.store("cannot create the state directory \(stateDirectory): \(error.localizedDescription)")
+        }
+        let path = directory.appendingPathComponent(Agent.storeFileName).path
+        let isNew = !FileManager.default.fileExists(atPath: path)
+        do {
+            database = try Database(path: path)
+            if isNew { chmod(path, 0o600) }
+            try database.execute(Agent.schema)
+        } catch {
+            throw AgentError.store("\(path): \(error)")
+        }
+    }
+
+    private static let schema = """
+        CREATE TABLE IF NOT EXISTS settings (path TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS tasks (integration TEXT PRIMARY KEY, running INTEGER NOT NULL, changed_at REAL NOT NULL, starts INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE IF NOT EXISTS certificates (
+            integration TEXT NOT NULL, role TEXT NOT NULL, der BLOB NOT NULL,
+            container BLOB, secret BLOB, added_at REAL NOT NULL,
+            PRIMARY KEY (integration, role));
+        CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL,
+            path TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
+        """
+
+    // MARK: - Reading
+
+    /// Reads the whole state.
+    public func state() throws -> AgentState {
+        try storeAccess {
+            var state = AgentState.initial
+            for row in try database.query("SELECT path, value FROM settings") {
+                guard let pathText = row[0].text, let json = row[1].text, let path = Agent.path(pathText),
+                      let value = try? JSONDecoder().decode(SettingValue.self, from: Data(json.utf8)) else { continue }
+                state.settings[path] = value
+            }
+            for scope in SettingCatalog.scopes {
+                for field in SettingCatalog.fields(scope) where !field.isTaskState {
+                    let path = SettingPath(scope, field.name)
+                    if state.settings[path] == nil { state.settings[path] = field.defaultValue }
+                }
+            }
+            for row in try database.query("SELECT integration FROM tasks WHERE running = 1") {
+                if let name = row[0].text, let integration = Integration(rawValue: name) { state.running.insert(integration) }
+            }
+            for row in try database.query("SELECT integration, role, der FROM certificates") {
+                guard let name = row[0].text, let integration = Integration(rawValue: name), let der = row[2].blob,
+                      let certificate = try? Certificate(bytes: der) else { continue }
+                if row[1].text == "server" {
+                    state.serverCertificates[integration] = certificate
+                } else {
+                    state.clientCertificates[integration] = certificate
+                }
+            }
+            let latest = "SELECT at, actor, path, old, new FROM changes WHERE id IN (SELECT max(id) FROM changes GROUP BY path)"
+            for row in try database.query(latest) {
+                guard let at = row[0].real, let actor = row[1].text, let path = row[2].text else { continue }
+                state.lastChanges[path] = ChangeRecord(at: Date(timeIntervalSince1970: at), actor: actor, path: path,
+                                                       old: row[3].text ?? "", new: row[4].text ?? "")
+            }
+            return state
+        }
+    }
+
+    /// The client container of an integration and its password, for the connectors' mutual TLS.
+    public func clientContainer(_ integration: Integration) throws -> (pkcs12: [UInt8], password: String)? {
+        try storeAccess {
+            let rows = try database.query("SELECT container, secret FROM certificates WHERE integration = ? AND role = 'client'",
+                                          [.text(integration.rawValue)])
+            guard let row = rows.first, let container = row[0].blob else { return nil }
+            return (container, String(decoding: row[1].blob ?? [], as: UTF8.self))
+        }
+    }
+
+    // MARK: - Changing, all or nothing
+
+    /// Runs `body` as one transaction in the name of `actor`: every change in it is kept, or
+    /// (when it throws) none is and the store is exactly as before.
+    public func transaction<T>(actor: String, _ body: () throws -> T) throws -> T {
+        let previousActor = self.actor
+        self.actor = actor
+        defer { self.actor = previousActor }
+        return try atomically(body)
+    }
+
+    private func atomically<T>(_ body: () throws -> T) throws -> T {
+        if transactionDepth > 0 { return try body() }
+        transactionDepth += 1
+        defer { transactionDepth -= 1 }
+        return try storeAccess { try database.transaction(body) }
+    }
+
+    /// Sets one setting. A running task must still meet its preconditions afterwards; changing
+    /// EDR `mode` restarts the EDR task (rule 6).
+    public func set(_ path: SettingPath, to value: SettingValue) throws {
+        guard let field = SettingCatalog.field(path) else {
+            throw AgentError.invalidSetting("unknown setting '\(path)'")
+        }
+        if field.isTaskState, let integration = path.integration {
+            return try (value == .bool(true)) ? start(integration) : stop(integration)
+        }
+        if let problem = field.problem(with: value) {
+            throw AgentError.invalidSetting("\(path): \(problem)")
+        }
+        try atomically {
+            let before = try state()
+            let old = before.value(path)
+            guard old != value else { return }
+            try database.query("INSERT INTO settings (path, value) VALUES (?, ?) ON CONFLICT(path) DO UPDATE SET value = excluded.value",
+                               [.text(path.description), .text(Agent.json(value))])
+            try record(path.description, old: old.description, new: value.description)
+            try requireRunningTasksValid(action: "take \(path) = \(value)")
+            if path == SettingPath(.integration(.edr), "mode"), before.running.contains(.edr) {
+                try database.query("UPDATE tasks SET changed_at = ?, starts = starts + 1 WHERE integration = 'edr'", [.real(Date().timeIntervalSince1970)])
+                try record("edr.enabled", old: "true", new: "true (restarted: mode changed)")
+            }
+        }
+    }
+
+    /// Starts an integration's task; refused with the unmet preconditions named.
+    public func start(_ integration: Integration) throws {
+        try atomically {
+            let current = try state()
+            if current.running.contains(integration) { return }
+            let unmet = current.unmetPreconditions(integration)
+            guard unmet.isEmpty else { throw AgentError.preconditionFailed(integration, action: "start", reasons: unmet) }
+            try setRunning(integration, true)
+        }
+    }
+
+    /// Stops an integration's task.
+    public func stop(_ integration: Integration) throws {
+        try atomically {
+            if try state().running.contains(integration) { try setRunning(integration, false) }
+        }
+    }
+
+    /// Pins `bytes` (a PEM or DER certificate) as the integration's server certificate, replacing any other.
+    @discardableResult
+    public func addServerCertificate(_ integration: Integration, bytes: [UInt8], source: String) throws -> Certificate {
+        let certificate: Certificate
+        do {
+            certificate = try Certificate(bytes: bytes)
+        } catch {
+            throw AgentError.certificate(path: source, reason: "\(error)")
+        }
+        try atomically {
+            let old = try state().serverCertificates[integration]
+            guard old?.sha256Fingerprint != certificate.sha256Fingerprint else { return }
+            try database.query("INSERT OR REPLACE INTO certificates (integration, role, der, added_at) VALUES (?, 'server', ?, ?)",
+                               [.text(integration.rawValue), .blob(certificate.der), .real(Date().timeIntervalSince1970)])
+            try record("\(integration.rawValue).serverCertificate", old: old?.sha256Fingerprint ?? "none", new: certificate.sha256Fingerprint)
+        }
+        return certificate
+    }
+
+    /// Removes the pinned server certificate; a running task needs it, so it is stopped first (rule 5).
+    public func removeServerCertificate(_ integration: Integration) throws {
+        try atomically {
+            let current = try state()
+            guard let old = current.serverCertificates[integration] else { return }
+            if current.running.contains(integration) { try setRunning(integration, false) }
+            try database.query("DELETE FROM certificates WHERE integration = ? AND role = 'server'", [.text(integration.rawValue)])
+            try record("\(integration.rawValue).serverCertificate", old: old.sha256Fingerprint, new: "none")
+        }
+    }
+
+    /// Installs a PKCS#12 client container after checking its password and that its key matches
+    /// its certificate. The container stays inside the store; the password is never shown.
+    @discardableResult
+    public func addClientCertificate(_ integration: Integration, pkcs12: [UInt8], password: String, source: String) throws -> Certificate {
+        let container: ClientContainer
+        do {
+            container = try ClientContainer(pkcs12: pkcs12, password: password)
+        } catch {
+            throw AgentError.certificate(path: source, reason: "\(error)")
+        }
+        try atomically {
+            let old = try state().clientCertificates[integration]
+            guard old?.sha256Fingerprint != container.certificate.sha256Fingerprint else { return }
+            try database.query("INSERT OR REPLACE INTO certificates (integration, role, der, container, secret, added_at) VALUES (?, 'client', ?, ?, ?, ?)",
+                               [.text(integration.rawValue), .blob(container.certificate.der), .blob(pkcs12),
+                                .blob(Array(password.utf8)), .real(Date().timeIntervalSince1970)])
+            try record("\(integration.rawValue).clientCertificate", old: old?.sha256Fingerprint ?? "none", new: container.certificate.sha256Fingerprint)
+        }
+        return container.certificate
+    }
+
+    /// Removes the client certificate; a running task that uses mutual authentication is stopped first (rule 5).
+    public func removeClientCertificate(_ integration: Integration) throws {
+        try atomically {
+            let current = try state()
+            guard let old = current.clientCertificates[integration] else { return }
+            if current.running.contains(integration),
+               current.value(SettingPath(.integration(integration), "mutualAuthentication")) == .bool(true) {
+                try setRunning(integration, false)
+            }
+            try database.query("DELETE FROM certificates WHERE integration = ? AND role = 'client'", [.text(integration.rawValue)])
+            try record("\(integration.rawValue).clientCertificate", old: old.sha256Fingerprint, new: "none")
+        }
+    }
+
+    /// The recorded changes, newest first.
+    public func changes(limit: Int = 100) throws -> [ChangeRecord] {
+        try storeAccess {
+            try database.query("SELECT at, actor, path, old, new FROM changes ORDER BY id DESC LIMIT ?", [.integer(Int64(limit))]).compactMap { row in
+                guard let at = row[0].real, let actor = row[1].text, let path = row[2].text else { return nil }
+                return ChangeRecord(at: Date(timeIntervalSince1970: at), actor: actor, path: path, old: row[3].text ?? "", new: row[4].text ?? "")
+            }
+        }
+    }
+
+    // MARK: - Internals
+
+    private func setRunning(_ integration: Integration, _ running: Bool) throws {
+        try database.query("""
+            INSERT INTO tasks (integration, running, changed_at, starts) VALUES (?, ?, ?, ?)
+            ON CONFLICT(integration) DO UPDATE SET running = excluded.running, changed_at = excluded.changed_at,
+                starts = starts + excluded.starts
+            """, [.text(integration.rawValue), .integer(running ? 1 : 0), .real(Date().timeIntervalSince1970), .integer(running ? 1 : 0)])
+        try record("\(integration.rawValue).enabled", old: String(!running), new: String(running))
+    }
+
+    private func requireRunningTasksValid(action: String) throws {
+        let current = try state()
+        for integration in current.running.sorted() {
+            let unmet = current.unmetPreconditions(integration)
+            if !unmet.isEmpty { throw AgentError.preconditionFailed(integration, action: action, reasons: unmet) }
+        }
+    }
+
+    private func record(_ path: String, old: String, new: String) throws {
+        try database.query("INSERT INTO changes (at, actor, path, old, new) VALUES (?, ?, ?, ?, ?)",
+                           [.real(Date().timeIntervalSince1970), .text(actor), .text(path), .text(old), .text(new)])
+    }
+
+    private func storeAccess<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as SQLiteError {
+            throw AgentError.store(error.description)
+        }
+    }
+
+    static func path(_ text: String) -> SettingPath? {
+        for scope in SettingCatalog.scopes {
+            let prefix = scope.prefix.isEmpty ? "" : scope.prefix + "."
+            guard text.hasPrefix(prefix) else { continue }
+            let field = String(text.dropFirst(prefix.count))
+            if SettingCatalog.fields(scope).contains(where: { $0.name == field }) { return SettingPath(scope, field) }
+        }
+        return nil
+    }
+
+    static func json(_ value: SettingValue) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import IntegrationModel
+import X509
+
+/// What the agent has right now: every setting (defaults filled), which tasks run, and the
+/// pinned server and installed client certificates.
+public struct AgentState: Sendable {
+    /// Every setting of every scope; a setting never set holds its default.
+    public var settings: [SettingPath: SettingValue]
+    public var running: Set<Integration>
+    public var serverCertificates: [Integration: Certificate]
+    public var clientCertificates: [Integration: Certificate]
+    /// The last recorded change of each path (`edr.port`, `edr.serverCertificate`).
+    public var lastChanges: [String: ChangeRecord]
+
+    /// The value at `path`; `enabled` reads whether the task runs.
+    public func value(_ path: SettingPath) -> SettingValue {
+        if path.field == "enabled", let integration = path.integration {
+            return .bool(running.contains(integration))
+        }
+        if let value = settings[path] { return value }
+        return SettingCatalog.field(path)?.defaultValue ?? .string("")
+    }
+
+    /// Whether the integration's task could run with these settings; the unmet preconditions otherwise.
+    public func unmetPreconditions(_ integration: Integration) -> [String] {
+        var unmet: [String] = []
+        if serverCertificates[integration] == nil {
+            unmet.append("no server certificate is pinned (rule 1: the server certificate is added before the integration starts)")
+        }
+        if value(SettingPath(.integration(integration), "mutualAuthentication")) == .bool(true), clientCertificates[integration] == nil {
+            unmet.append("mutualAuthentication is on but no client certificate is installed (rule 2)")
+        }
+        if integration == .edr, value(SettingPath(.integration(.edr), "telemetry")) == .bool(true),
+           value(SettingPath(.app, "behaviorDetection")) == .bool(false) {
+            unmet.append("telemetry is on but behaviorDetection is off (rule 3: EDR telemetry needs behaviour detection)")
+        }
+        return unmet
+    }
+
+    /// The state of a fresh agent: defaults everywhere, nothing running, no certificates.
+    public static let initial = AgentState(settings: [:], running: [], serverCertificates: [:], clientCertificates: [:], lastChanges: [:])
+}
+
+/// One recorded change to the agent, by Tether or by a local administrator.
+public struct ChangeRecord: Sendable, Codable, Equatable {
+    public let at: Date
+    /// Who made it: `tether apply 1a2b3c4`, `tether agent set-settings`.
+    public let actor: String
+    public let path: String
+    public let old: String
+    public let new: String
+}
+
+/// Why the agent refused a change. Nothing was changed.
+public enum AgentError: Error, CustomStringConvertible, Sendable {
+    /// A task cannot run as asked; each reason names the unmet rule.
+    case preconditionFailed(Integration, action: String, reasons: [String])
+    case invalidSetting(String)
+    case certificate(path: String, reason: String)
+    case store(String)
+
+    public var description: String {
+        switch self {
+        case .preconditionFailed(let integration, let action, let reasons):
+            return "\(integration.displayName) (\(integration.taskName)) cannot \(action): " + reasons.joined(separator: "; ")
+        case .invalidSetting(let message): return message
+        case .certificate(let path, let reason): return "\(path): \(reason)"
+        case .store(let message): return "agent state store: \(message)"
+        }
+    }
+}

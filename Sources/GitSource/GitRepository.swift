@@ -1,0 +1,270 @@
+internal import CGit2
+import Foundation
+
+/// An error from libgit2 or from reading a repository, with libgit2's own message.
+public struct GitError: Error, CustomStringConvertible, Sendable {
+    public enum Kind: Sendable { case notARepository, unknownRef, notFound, fetchFailed, other }
+    public let kind: Kind
+    public let message: String
+    public var description: String { message }
+
+    init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    /// Builds an error from libgit2's thread-local error state; call right after the failing call.
+    static func last(_ kind: Kind, _ context: String) -> GitError {
+        let detail = git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown libgit2 error"
+        return GitError(kind, "\(context): \(detail)")
+    }
+}
+
+/// A file read from a commit's tree.
+public struct GitFile: Sendable {
+    /// The path inside the repository (`policies/edr.yaml`).
+    public let path: String
+    public let contents: [UInt8]
+}
+
+/// A resolved commit.
+public struct GitCommit: Sendable, Equatable {
+    /// The full 40-character commit id.
+    public let id: String
+    public let summary: String
+    public let time: Date
+}
+
+/// A git repository opened with libgit2. Files are read from git objects, never from a
+/// working tree. Owns its libgit2 handle and frees it in `deinit`.
+public final class GitRepository {
+    private let handle: OpaquePointer
+    /// Where the repository lives on disk (a mirror for remote sources).
+    public let location: String
+
+    private static let libraryReady: Bool = {
+        git_libgit2_init()
+        return true
+    }()
+
+    /// Opens the repository at `path` or in one of its parent folders.
+    public init(path: String) throws {
+        _ = GitRepository.libraryReady
+        var repository: OpaquePointer?
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw GitError(.notARepository, "\(path): no such file or folder")
+        }
+        if git_repository_open_ext(&repository, path, 0, nil) != 0 || repository == nil {
+            throw GitError(.notARepository, "\(path) is not a git repository (or inside one)")
+        }
+        handle = repository!
+        location = path
+    }
+
+    private init(handle: OpaquePointer, location: String) {
+        self.handle = handle
+        self.location = location
+    }
+
+    deinit {
+        git_repository_free(handle)
+    }
+
+    /// True when `source` names a remote (`file://`, `https://`, `ssh://`, `git://`, `user@host:path`)
+    /// rather than a local folder.
+    public static func isRemote(_ source: String) -> Bool {
+        if source.contains("://") { return true }
+        if let colon = source.firstIndex(of: ":"), let at = source.firstIndex(of: "@"), at < colon, !source.hasPrefix("/") { return true }
+        return false
+    }
+
+    /// Fetches `url` into a bare mirror at `mirrorPath` (created when missing) and opens it.
+    /// Branches and tags are mirrored as they are upstream; HEAD follows the remote's default branch.
+    public static func mirror(url: String, into mirrorPath: String) throws -> GitRepository {
+        _ = libraryReady
+        var repository: OpaquePointer?
+        if git_repository_open_bare(&repository, mirrorPath) != 0 {
+            try? FileManager.default.removeItem(atPath: mirrorPath)
+            try FileManager.default.createDirectory(atPath: mirrorPath, withIntermediateDirectories: true)
+            guard git_repository_init(&repository, mirrorPath, 1) == 0 else {
+                throw GitError.last(.other, "cannot create a mirror at \(mirrorPath)")
+            }
+        }
+        let mirror = GitRepository(handle: repository!, location: mirrorPath)
+        try mirror.fetch(url: url)
+        return mirror
+    }
+
+    private func fetch(url: String) throws {
+        var remote: OpaquePointer?
+        guard git_remote_create_anonymous(&remote, handle, url) == 0, let remote else {
+            throw GitError.last(.fetchFailed, "\(url)")
+        }
+        defer { git_remote_free(remote) }
+        var options = git_fetch_options()
+        git_fetch_options_init(&options, UInt32(GIT_FETCH_OPTIONS_VERSION))
+        options.prune = GIT_FETCH_PRUNE
+        options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE
+        let refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
+        let status = withStringArray(refspecs) { array in
+            git_remote_fetch(remote, &array, &options, nil)
+        }
+        guard status == 0 else { throw GitError.last(.fetchFailed, "cannot fetch \(url)") }
+        var buffer = git_buf()
+        defer { git_buf_dispose(&buffer) }
+        if git_remote_default_branch(&buffer, remote) == 0, let name = buffer.ptr {
+            git_repository_set_head(handle, name)
+        }
+    }
+
+    /// Resolves a branch, tag, commit id (full or abbreviated) or any revision expression;
+    /// nil or "HEAD" means the repository's HEAD.
+    public func resolve(_ ref: String?) throws -> GitCommit {
+        let wanted = (ref?.isEmpty == false) ? ref! : "HEAD"
+        for candidate in [wanted, "refs/heads/\(wanted)", "refs/tags/\(wanted)", "refs/remotes/origin/\(wanted)"] {
+            var object: OpaquePointer?
+            if git_revparse_single(&object, handle, candidate) == 0, let object {
+                defer { git_object_free(object) }
+                var peeled: OpaquePointer?
+                guard git_object_peel(&peeled, object, GIT_OBJECT_COMMIT) == 0, let peeled else {
+                    throw GitError.last(.unknownRef, "'\(wanted)' does not name a commit")
+                }
+                defer { git_object_free(peeled) }
+                return commitInfo(peeled)
+            }
+        }
+        git_error_clear()
+        if wanted == "HEAD" {
+            throw GitError(.unknownRef, "\(location): the repository has no commits (HEAD does not point to a commit)")
+        }
+        throw GitError(.unknownRef, "\(location): unknown ref '\(wanted)' (not a branch, tag or commit id)")
+    }
+
+    private func commitInfo(_ commit: OpaquePointer) -> GitCommit {
+        let id = oidString(git_commit_id(commit))
+        let summary = git_commit_summary(commit).map { String(cString: $0) } ?? ""
+        let time = Date(timeIntervalSince1970: TimeInterval(git_commit_time(commit)))
+        return GitCommit(id: id, summary: summary, time: time)
+    }
+
+    /// Reads every file below `directory` in the commit's tree whose name passes `include`.
+    /// Returns an empty list when the directory does not exist in that commit.
+    /// Symbolic links and submodules are refused: a policy tree holds plain files only.
+    public func files(in commit: GitCommit, under directory: String, include: (String) -> Bool) throws -> [GitFile] {
+        try withTree(of: commit) { root in
+            let trimmed = directory.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            if trimmed.isEmpty || trimmed == "." {
+                var files: [GitFile] = []
+                try collect(tree: root, prefix: "", include: include, into: &files)
+                return files
+            }
+            var entry: OpaquePointer?
+            guard git_tree_entry_bypath(&entry, root, trimmed) == 0, let entry else {
+                git_error_clear()
+                return []
+            }
+            defer { git_tree_entry_free(entry) }
+            guard git_tree_entry_type(entry) == GIT_OBJECT_TREE else {
+                throw GitError(.notFound, "\(trimmed) is a file in commit \(commit.id.prefix(12)), not a folder")
+            }
+            var subtree: OpaquePointer?
+            guard git_tree_lookup(&subtree, handle, git_tree_entry_id(entry)) == 0, let subtree else {
+                throw GitError.last(.other, "cannot read \(trimmed)")
+            }
+            defer { git_tree_free(subtree) }
+            var files: [GitFile] = []
+            try collect(tree: subtree, prefix: trimmed + "/", include: include, into: &files)
+            return files
+        }
+    }
+
+    /// Reads one file of the commit's tree; nil when there is no file at `path`.
+    public func file(in commit: GitCommit, at path: String) throws -> GitFile? {
+        try withTree(of: commit) { root in
+            var entry: OpaquePointer?
+            guard git_tree_entry_bypath(&entry, root, path) == 0, let entry else {
+                git_error_clear()
+                return nil
+            }
+            defer { git_tree_entry_free(entry) }
+            guard git_tree_entry_type(entry) == GIT_OBJECT_BLOB else { return nil }
+            try refuseLinks(entry, path: path)
+            return GitFile(path: path, contents: try blobContents(git_tree_entry_id(entry), path: path))
+        }
+    }
+
+    private func withTree<T>(of commit: GitCommit, _ body: (OpaquePointer) throws -> T) throws -> T {
+        var oid = git_oid()
+        guard git_oid_fromstr(&oid, commit.id) == 0 else { throw GitError.last(.notFound, "bad commit id \(commit.id)") }
+        var commitHandle: OpaquePointer?
+        guard git_commit_lookup(&commitHandle, handle, &oid) == 0, let commitHandle else {
+            throw GitError.last(.notFound, "commit \(commit.id)")
+        }
+        defer { git_commit_free(commitHandle) }
+        var tree: OpaquePointer?
+        guard git_commit_tree(&tree, commitHandle) == 0, let tree else {
+            throw GitError.last(.other, "tree of commit \(commit.id)")
+        }
+        defer { git_tree_free(tree) }
+        return try body(tree)
+    }
+
+    private func collect(tree: OpaquePointer, prefix: String, include: (String) -> Bool, into files: inout [GitFile]) throws {
+        let count = git_tree_entrycount(tree)
+        for index in 0..<count {
+            guard let entry = git_tree_entry_byindex(tree, index) else { continue }
+            let name = String(cString: git_tree_entry_name(entry))
+            let path = prefix + name
+            switch git_tree_entry_type(entry) {
+            case GIT_OBJECT_TREE:
+                var subtree: OpaquePointer?
+                guard git_tree_lookup(&subtree, handle, git_tree_entry_id(entry)) == 0, let subtree else {
+                    throw GitError.last(.other, "cannot read \(path)")
+                }
+                defer { git_tree_free(subtree) }
+                try collect(tree: subtree, prefix: path + "/", include: include, into: &files)
+            case GIT_OBJECT_BLOB:
+                guard include(path) else { continue }
+                try refuseLinks(entry, path: path)
+                files.append(GitFile(path: path, contents: try blobContents(git_tree_entry_id(entry), path: path)))
+            case GIT_OBJECT_COMMIT:
+                throw GitError(.other, "\(path): submodules are not allowed in a policy tree")
+            default:
+                continue
+            }
+        }
+    }
+
+    private func refuseLinks(_ entry: OpaquePointer, path: String) throws {
+        if git_tree_entry_filemode(entry) == GIT_FILEMODE_LINK {
+            throw GitError(.other, "\(path): symbolic links are not allowed in a policy tree")
+        }
+    }
+
+    private func blobContents(_ oid: UnsafePointer<git_oid>?, path: String) throws -> [UInt8] {
+        var blob: OpaquePointer?
+        guard git_blob_lookup(&blob, handle, oid) == 0, let blob else {
+            throw GitError.last(.other, "cannot read \(path)")
+        }
+        defer { git_blob_free(blob) }
+        let size = Int(git_blob_rawsize(blob))
+        guard size > 0, let raw = git_blob_rawcontent(blob) else { return [] }
+        return Array(UnsafeRawBufferPointer(start: raw, count: size))
+    }
+
+    private func oidString(_ oid: UnsafePointer<git_oid>?) -> String {
+        var buffer = [CChar](repeating: 0, count: 41)
+        git_oid_tostr(&buffer, buffer.count, oid)
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+}
+
+/// Calls `body` with a `git_strarray` of `strings`, valid only during the call.
+private func withStringArray<T>(_ strings: [String], _ body: (inout git_strarray) -> T) -> T {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeMutableBufferPointer { buffer in
+        var array = git_strarray(strings: buffer.baseAddress, count: strings.count)
+        return body(&array)
+    }
+}

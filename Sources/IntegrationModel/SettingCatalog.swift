@@ -1,0 +1,281 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What values a setting accepts.
+public enum SettingKind: Sendable, Equatable {
+    case bool
+    /// An integer within a range, with a unit for people ("seconds", "minutes", "percent", "MB").
+    case integer(ClosedRange<Int>, unit: String?)
+    /// One of a fixed set of words.
+    case choice([String])
+    /// An IPv4 or IPv6 address or a host name.
+    case host
+    /// Free text (empty means "not set").
+    case text
+    /// A non-empty list of `{address, port}`; `ordered` when order carries meaning (fail-over order).
+    case endpoints(ordered: Bool)
+
+    /// A short description for errors and `--help`: "an integer from 1 to 65535".
+    public var expectation: String {
+        switch self {
+        case .bool: return "true or false"
+        case .integer(let range, let unit):
+            let suffix = unit.map { " (\($0))" } ?? ""
+            if range.upperBound == SettingKind.unbounded { return "an integer of at least \(range.lowerBound)\(suffix)" }
+            return "an integer from \(range.lowerBound) to \(range.upperBound)\(suffix)"
+        case .choice(let words): return "one of " + words.joined(separator: ", ")
+        case .host: return "an IPv4 address, an IPv6 address or a host name"
+        case .text: return "a string"
+        case .endpoints: return "a list of {address, port}"
+        }
+    }
+
+    /// The upper bound used for settings that the vendor only bounds below.
+    public static let unbounded = Int(Int32.max)
+}
+
+/// One setting: its policy name, the vendor's key, its kind and default.
+public struct SettingField: Sendable {
+    /// The camelCase name used in policies and reports (`port`).
+    public let name: String
+    /// The vendor's key (`Port`, `EventTransferSettings.PingPeriod`); nil for the task's running state.
+    public let vendorKey: String?
+    public let kind: SettingKind
+    public let defaultValue: SettingValue
+    /// One line for people.
+    public let summary: String
+
+    init(_ name: String, _ vendorKey: String?, _ kind: SettingKind, _ defaultValue: SettingValue, _ summary: String) {
+        self.name = name
+        self.vendorKey = vendorKey
+        self.kind = kind
+        self.defaultValue = defaultValue
+        self.summary = summary
+    }
+
+    /// True for `enabled`: stored as whether the task runs, not as a setting.
+    public var isTaskState: Bool { name == "enabled" }
+
+    /// Checks a value against the kind; returns a message that says what is expected, or nil.
+    public func problem(with value: SettingValue) -> String? {
+        switch (kind, value) {
+        case (.bool, .bool): return nil
+        case (.integer(let range, _), .int(let number)):
+            return range.contains(number) ? nil : "\(number) is out of range: expected \(kind.expectation)"
+        case (.choice(let words), .string(let word)):
+            return words.contains(word) ? nil : "\"\(word)\" is not allowed: expected \(kind.expectation)"
+        case (.host, .string(let host)):
+            return HostName.isValid(host) ? nil : "\"\(host)\" is not \(kind.expectation)"
+        case (.text, .string): return nil
+        case (.endpoints, .endpoints(let list)):
+            if list.isEmpty { return "the list is empty: expected at least one {address, port}" }
+            for (index, endpoint) in list.enumerated() {
+                if !HostName.isValid(endpoint.address) { return "item \(index + 1): \"\(endpoint.address)\" is not \(SettingKind.host.expectation)" }
+                if !(1...65535).contains(endpoint.port) { return "item \(index + 1): port \(endpoint.port) is out of range: expected an integer from 1 to 65535" }
+            }
+            return nil
+        default:
+            return "expected \(kind.expectation), found \(value)"
+        }
+    }
+
+    /// Parses the text form used on the command line (`Port=8443`, `Endpoints=10.0.0.1:8081,[::1]:8081`).
+    public func parse(text: String) -> Result<SettingValue, SettingTextError> {
+        let trimmed = text.trimmingSpaces()
+        let value: SettingValue
+        switch kind {
+        case .bool:
+            switch trimmed.lowercased() {
+            case "true", "yes", "on", "1": value = .bool(true)
+            case "false", "no", "off", "0": value = .bool(false)
+            default: return .failure(SettingTextError("\"\(text)\" is not \(kind.expectation)"))
+            }
+        case .integer:
+            guard let number = Int(trimmed) else { return .failure(SettingTextError("\"\(text)\" is not \(kind.expectation)")) }
+            value = .int(number)
+        case .choice, .host, .text:
+            value = .string(trimmed)
+        case .endpoints:
+            var list: [Endpoint] = []
+            for item in trimmed.split(separator: ",") {
+                guard let endpoint = Endpoint(text: String(item).trimmingSpaces()) else {
+                    return .failure(SettingTextError("\"\(item)\" is not address:port (write IPv6 addresses as [::1]:8081)"))
+                }
+                list.append(endpoint)
+            }
+            value = .endpoints(list)
+        }
+        if let problem = problem(with: value) { return .failure(SettingTextError(problem)) }
+        return .success(value)
+    }
+}
+
+/// A value on the command line that does not fit its setting.
+public struct SettingTextError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+extension Endpoint {
+    /// Parses `host:port` or `[ipv6]:port`.
+    public init?(text: String) {
+        let host: Substring
+        let portText: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = text[text.index(after: text.startIndex)..<close]
+            let rest = text[text.index(after: close)...]
+            guard rest.hasPrefix(":") else { return nil }
+            portText = rest.dropFirst()
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { return nil }
+            host = text[..<colon]
+            portText = text[text.index(after: colon)...]
+        }
+        guard let port = Int(portText), !host.isEmpty else { return nil }
+        self.init(address: String(host), port: port)
+    }
+}
+
+/// Every setting Tether manages, as DESIGN.md §1 lists them.
+public enum SettingCatalog {
+    private static let seconds = "seconds"
+    private static let positiveSeconds = SettingKind.integer(1...SettingKind.unbounded, unit: "seconds")
+    private static let positive = SettingKind.integer(1...SettingKind.unbounded, unit: nil)
+    private static let percent = SettingKind.integer(1...100, unit: "percent")
+
+    /// App-wide settings.
+    public static let app: [SettingField] = [
+        SettingField("behaviorDetection", "BehaviorDetection", .bool, .bool(true),
+                     "Behaviour detection; EDR telemetry exists only while it is on."),
+        SettingField("proxy.address", "ProxyAddress", .text, .string(""),
+                     "The app-wide proxy (host:port); empty for none."),
+        SettingField("proxy.user", "ProxyUser", .text, .string(""),
+                     "The proxy user name; empty for none."),
+        SettingField("proxy.passwordFile", "ProxyPasswordFile", .text, .string(""),
+                     "A file on the device holding the proxy password (never the password itself)."),
+    ]
+
+    private static func enabled(_ task: String) -> SettingField {
+        SettingField("enabled", nil, .bool, .bool(false), "Whether the \(task) task runs. Integrations are off by default.")
+    }
+
+    private static let timeouts: [SettingField] = [
+        SettingField("connectionTimeout", "ConnectionTimeout", positiveSeconds, .int(10), "Seconds to wait for a connection."),
+        SettingField("requestTimeout", "RequestTimeout", positiveSeconds, .int(10), "Seconds to wait for a response."),
+    ]
+
+    private static func eventTransfer(section: String) -> [SettingField] {
+        [
+            SettingField("maximumDataTransferTime", section + "MaximumDataTransferTime", positiveSeconds, .int(30),
+                         "Seconds a telemetry batch may wait before it is sent."),
+            SettingField("requestCountLimits", section + "UseRequestCountLimits", .bool, .bool(true),
+                         "Whether events are throttled."),
+            SettingField("maximumEventsPerHour", section + "MaximumNumberOfEventsInHour", positive, .int(3000),
+                         "Events sent per hour at most."),
+            SettingField("eventLimitExceededPercentage", section + "EventLimitExceededPercentage", percent, .int(15),
+                         "One event type above this share of all events is limited."),
+        ]
+    }
+
+    private static let useProxy = SettingField("useProxy", "UseProxy", .bool, .bool(true),
+                                               "Connect through the app-wide proxy when one is set.")
+
+    /// EDR (task KATAEDR).
+    public static let edr: [SettingField] = [enabled("KATAEDR")] + [
+        SettingField("mode", "Mode", .choice(["kata", "expert-onprem"]), .string("kata"), "The EDR back-end; one at a time. Changing it restarts the task."),
+        SettingField("address", "Address", .host, .string("127.0.0.1"), "The platform's central node."),
+        SettingField("port", "Port", .integer(1...65535, unit: nil), .int(443), "The central node's port."),
+        SettingField("mutualAuthentication", "UseClientPinnedCertificate", .bool, .bool(false),
+                     "Present a client certificate; needs one before the task starts."),
+        SettingField("synchronizationPeriod", "SynchronizationPeriod", .integer(1...60, unit: "minutes"), .int(5),
+                     "Minutes between sync requests."),
+    ] + timeouts + eventTransfer(section: "") + [
+        SettingField("telemetry", "EnableTelemetry", .bool, .bool(true), "Send telemetry; needs behaviour detection on."),
+        useProxy,
+    ]
+
+    /// NDR (task KATANDR).
+    public static let ndr: [SettingField] = [enabled("KATANDR")] + [
+        SettingField("endpoints", "Endpoints", .endpoints(ordered: true), .endpoints([Endpoint(address: "127.0.0.1", port: 8081)]),
+                     "NDR servers, tried in order (fail-over)."),
+        SettingField("mutualAuthentication", "UseClientPinnedCertificate", .bool, .bool(false),
+                     "Present a client certificate; needs one before the task starts."),
+        SettingField("synchronizationPeriod", "SynchronizationPeriod", .integer(1...60, unit: "minutes"), .int(5),
+                     "Minutes between sync requests."),
+    ] + timeouts + eventTransfer(section: "EventTransferSettings.") + [
+        SettingField("maximumEventsInPackage", "EventTransferSettings.MaximumNumberOfEventsInPackage", positive, .int(1024),
+                     "Events per package at most."),
+        SettingField("pingPeriod", "EventTransferSettings.PingPeriod", positiveSeconds, .int(450), "Seconds between pings."),
+        useProxy,
+    ]
+
+    /// Sandbox (task KATASandbox).
+    public static let sandbox: [SettingField] = [enabled("KATASandbox")] + [
+        SettingField("servers", "Servers", .endpoints(ordered: false), .endpoints([Endpoint(address: "127.0.0.1", port: 443)]),
+                     "Sandbox scanner servers (compared as a set)."),
+        SettingField("mutualAuthentication", "UseClientCertificate", .bool, .bool(false),
+                     "Present a client certificate; needs one before the task starts."),
+    ] + timeouts + [
+        SettingField("queueSize", "SandboxTransferSettings.SandboxQueue", .integer(1...SettingKind.unbounded, unit: "MB"), .int(1024),
+                     "Megabytes of objects that may wait on disk to be scanned."),
+        useProxy,
+    ]
+
+    /// The fields of a scope, in the order people read them.
+    public static func fields(_ scope: SettingScope) -> [SettingField] {
+        switch scope {
+        case .app: return app
+        case .integration(.edr): return edr
+        case .integration(.ndr): return ndr
+        case .integration(.sandbox): return sandbox
+        }
+    }
+
+    /// Every scope, app-wide first.
+    public static let scopes: [SettingScope] = [.app] + Integration.allCases.map { .integration($0) }
+
+    /// The field at a path, if there is one.
+    public static func field(_ path: SettingPath) -> SettingField? {
+        fields(path.scope).first { $0.name == path.field }
+    }
+
+    /// Finds a field by the vendor's key, case-insensitively; a key without its INI section
+    /// (`PingPeriod` for `EventTransferSettings.PingPeriod`) also matches.
+    public static func field(vendorKey: String, in scope: SettingScope) -> SettingField? {
+        let wanted = vendorKey.lowercased()
+        let candidates = fields(scope).filter { $0.vendorKey != nil }
+        if let exact = candidates.first(where: { $0.vendorKey!.lowercased() == wanted }) { return exact }
+        return candidates.first { $0.vendorKey!.lowercased().split(separator: ".").last.map(String.init) == wanted }
+    }
+
+    static func order(of path: SettingPath) -> Int {
+        fields(path.scope).firstIndex { $0.name == path.field } ?? Int.max
+    }
+}
+
+/// Checks host names and IP addresses.
+public enum HostName {
+    /// True for an IPv4 address, an IPv6 address or a DNS host name.
+    public static func isValid(_ text: String) -> Bool {
+        if text.isEmpty || text.count > 253 { return false }
+        var buffer = [UInt8](repeating: 0, count: 16)
+        if inet_pton(AF_INET, text, &buffer) == 1 || inet_pton(AF_INET6, text, &buffer) == 1 { return true }
+        // Anything of digits and dots that is not a valid IPv4 address is a typo, not a host name.
+        if text.allSatisfy({ $0.isNumber || $0 == "." }) { return false }
+        let labels = text.split(separator: ".", omittingEmptySubsequences: false)
+        return labels.allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
+                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        }
+    }
+}
+
+extension String {
+    func trimmingSpaces() -> String {
+        var slice = Substring(self)
+        while let first = slice.first, first.isWhitespace { slice.removeFirst() }
+        while let last = slice.last, last.isWhitespace { slice.removeLast() }
+        return String(slice)
+    }
+}

@@ -1,0 +1,67 @@
+/// A server address and port, as in NDR `endpoints` and Sandbox `servers`.
+public struct Endpoint: Hashable, Sendable, Codable, CustomStringConvertible {
+    public var address: String
+    public var port: Int
+
+    public init(address: String, port: Int) {
+        self.address = address
+        self.port = port
+    }
+
+    /// `host:port`, with IPv6 addresses in brackets.
+    public var description: String {
+        address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+    }
+}
+
+/// The value of one setting.
+public enum SettingValue: Hashable, Sendable, CustomStringConvertible {
+    case bool(Bool)
+    case int(Int)
+    case string(String)
+    case endpoints([Endpoint])
+
+    public var description: String {
+        switch self {
+        case .bool(let value): return value ? "true" : "false"
+        case .int(let value): return String(value)
+        case .string(let value): return "\"\(value)\""
+        case .endpoints(let list): return "[" + list.map(\.description).joined(separator: ", ") + "]"
+        }
+    }
+
+    /// A JSON-compatible value: Bool, Int, String or an array of `{address, port}` objects.
+    public var jsonValue: Any {
+        switch self {
+        case .bool(let value): return value
+        case .int(let value): return value
+        case .string(let value): return value
+        case .endpoints(let list): return list.map { ["address": $0.address, "port": $0.port] as [String: Any] }
+        }
+    }
+}
+
+extension SettingValue: Codable {
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .int(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else {
+            self = .endpoints(try container.decode([Endpoint].self))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .bool(let value): try container.encode(value)
+        case .int(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .endpoints(let list): try container.encode(list)
+        }
+    }
+}

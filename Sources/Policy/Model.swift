@@ -1,0 +1,145 @@
+import IntegrationModel
+
+/// Where something was declared: a file in the repository, a line and a column (both from 1).
+public struct SourceLocation: Hashable, Sendable, Codable, CustomStringConvertible {
+    public let file: String
+    public let line: Int
+    public let column: Int
+
+    public init(file: String, line: Int, column: Int) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+
+    /// `file:line`, as people cite a place.
+    public var shortDescription: String { "\(file):\(line)" }
+    /// `file:line:column`, as compilers print it.
+    public var description: String { "\(file):\(line):\(column)" }
+}
+
+/// One problem found in the policies, printed as `FILE:LINE:COLUMN: message`.
+public struct PolicyProblem: Error, Sendable, Hashable, CustomStringConvertible {
+    public let location: SourceLocation
+    public let message: String
+
+    public init(_ location: SourceLocation, _ message: String) {
+        self.location = location
+        self.message = message
+    }
+
+    public var description: String { "\(location): \(message)" }
+}
+
+/// Every problem found in one run, in file and line order.
+public struct PolicyProblems: Error, Sendable, CustomStringConvertible {
+    public let problems: [PolicyProblem]
+
+    public init(_ problems: [PolicyProblem]) {
+        self.problems = problems.sorted {
+            ($0.location.file, $0.location.line, $0.location.column) < ($1.location.file, $1.location.line, $1.location.column)
+        }
+    }
+
+    public var description: String { problems.map(\.description).joined(separator: "\n") }
+}
+
+/// What a policy can manage: a setting, or an integration's server or client certificate.
+public enum DesiredKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    case setting(SettingPath)
+    case serverCertificate(Integration)
+    case clientCertificate(Integration)
+
+    /// The path as reports show it: `edr.port`, `edr.serverCertificate`.
+    public var description: String {
+        switch self {
+        case .setting(let path): return path.description
+        case .serverCertificate(let integration): return "\(integration.rawValue).serverCertificate"
+        case .clientCertificate(let integration): return "\(integration.rawValue).clientCertificate"
+        }
+    }
+
+    public var scope: SettingScope {
+        switch self {
+        case .setting(let path): return path.scope
+        case .serverCertificate(let integration), .clientCertificate(let integration): return .integration(integration)
+        }
+    }
+
+    public static func < (lhs: DesiredKey, rhs: DesiredKey) -> Bool {
+        if lhs.scope != rhs.scope { return lhs.scope < rhs.scope }
+        return lhs.rank < rhs.rank
+    }
+
+    private var rank: (Int, SettingPath?) {
+        switch self {
+        case .serverCertificate: return (1, nil)
+        case .clientCertificate: return (2, nil)
+        case .setting(let path) where path.field == "enabled": return (0, nil)
+        case .setting(let path): return (3, path)
+        }
+    }
+}
+
+private func < (lhs: (Int, SettingPath?), rhs: (Int, SettingPath?)) -> Bool {
+    if lhs.0 != rhs.0 { return lhs.0 < rhs.0 }
+    guard let a = lhs.1, let b = rhs.1 else { return false }
+    return a < b
+}
+
+/// A reference to a PKCS#12 client container that lives on the device, never in git.
+public struct ClientCertificateReference: Hashable, Sendable, Codable {
+    /// The container's path on the device.
+    public let file: String
+    /// A file on the device holding the container's password; nil for a container without one.
+    public let passwordFile: String?
+
+    public init(file: String, passwordFile: String?) {
+        self.file = file
+        self.passwordFile = passwordFile
+    }
+}
+
+/// What a policy says one key should be.
+public enum DesiredValue: Hashable, Sendable, CustomStringConvertible {
+    case setting(SettingValue)
+    /// A certificate file in the repository (a path inside it).
+    case serverCertificate(path: String)
+    case clientCertificate(ClientCertificateReference)
+
+    public var description: String {
+        switch self {
+        case .setting(let value): return value.description
+        case .serverCertificate(let path): return path
+        case .clientCertificate(let reference): return reference.file
+        }
+    }
+}
+
+/// A value and the place that declared it.
+public struct Sourced<Value: Sendable & Hashable>: Sendable, Hashable {
+    public let value: Value
+    public let source: SourceLocation
+
+    public init(_ value: Value, at source: SourceLocation) {
+        self.value = value
+        self.source = source
+    }
+}
+
+/// One `IntegrationPolicy` document.
+public struct IntegrationPolicy: Sendable {
+    public let name: String
+    public let priority: Int
+    /// `matchLabels`; empty selects every device.
+    public let matchLabels: [String: String]
+    /// Where the document starts.
+    public let location: SourceLocation
+    /// The keys this policy manages and the values it gives them.
+    public let values: [DesiredKey: Sourced<DesiredValue>]
+
+    /// Whether the policy applies to a device with these labels.
+    public func selects(_ labels: [String: String]) -> Bool {
+        matchLabels.allSatisfy { labels[$0.key] == $0.value }
+    }
+}

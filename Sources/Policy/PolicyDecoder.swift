@@ -1,0 +1,322 @@
+import IntegrationModel
+import Yams
+
+/// Decodes `IntegrationPolicy` YAML documents, keeping the file, line and column of every value,
+/// and collecting every problem rather than stopping at the first.
+public struct PolicyDecoder {
+    public static let apiVersion = "tether/v1"
+    public static let kind = "IntegrationPolicy"
+
+    private let file: String
+    private var problems: [PolicyProblem] = []
+
+    private init(file: String) {
+        self.file = file
+    }
+
+    /// Decodes every document in one file. Empty documents are skipped.
+    public static func decode(file: String, contents: [UInt8]) -> (policies: [IntegrationPolicy], problems: [PolicyProblem]) {
+        var decoder = PolicyDecoder(file: file)
+        guard let text = String(validating: contents, as: UTF8.self) else {
+            return ([], [PolicyProblem(SourceLocation(file: file, line: 1, column: 1), "the file is not valid UTF-8 text")])
+        }
+        var policies: [IntegrationPolicy] = []
+        do {
+            var documents = try Yams.compose_all(yaml: text)
+            while let node = documents.next() {
+                if let policy = decoder.policy(from: node) { policies.append(policy) }
+            }
+            if let error = documents.error { decoder.add(yamlError: error) }
+        } catch {
+            decoder.add(yamlError: error)
+        }
+        return (policies, decoder.problems)
+    }
+
+    // MARK: - Documents
+
+    private mutating func policy(from node: Node) -> IntegrationPolicy? {
+        if case .scalar = node, node.tag.rawValue == Tag.Name.null.rawValue { return nil }
+        guard let root = mapping(node, "a policy document") else { return nil }
+        let fields = fieldMap(root, allowed: ["apiVersion", "kind", "metadata", "spec"], context: "a policy document")
+        let start = location(node)
+        var valid = true
+
+        if let version = fields["apiVersion"] {
+            if let text = string(version.value, "apiVersion"), text != Self.apiVersion {
+                add(version.value, "apiVersion '\(text)' is not supported: expected '\(Self.apiVersion)'")
+                valid = false
+            }
+        } else {
+            add(start, "missing 'apiVersion': expected 'apiVersion: \(Self.apiVersion)'")
+            valid = false
+        }
+        if let kind = fields["kind"] {
+            if let text = string(kind.value, "kind"), text != Self.kind {
+                add(kind.value, "kind '\(text)' is not supported: expected '\(Self.kind)'")
+                valid = false
+            }
+        } else {
+            add(start, "missing 'kind': expected 'kind: \(Self.kind)'")
+            valid = false
+        }
+
+        var name: String?
+        if let metadata = fields["metadata"], let map = mapping(metadata.value, "metadata") {
+            let metadataFields = fieldMap(map, allowed: ["name", "labels", "annotations"], context: "metadata")
+            if let nameNode = metadataFields["name"] {
+                if let text = string(nameNode.value, "metadata.name") {
+                    if Self.isValidName(text) {
+                        name = text
+                    } else {
+                        add(nameNode.value, "metadata.name '\(text)' is not a valid name: use lower-case letters, digits, '-' and '.' (at most 253)")
+                    }
+                }
+            } else {
+                add(metadata.key, "missing 'metadata.name'")
+            }
+            for key in ["labels", "annotations"] {
+                if let labels = metadataFields[key] { _ = stringMap(labels.value, "metadata.\(key)") }
+            }
+        } else if fields["metadata"] == nil {
+            add(start, "missing 'metadata' with a 'name'")
+        }
+
+        var priority = 0
+        var matchLabels: [String: String] = [:]
+        var values: [DesiredKey: Sourced<DesiredValue>] = [:]
+        if let spec = fields["spec"], let map = mapping(spec.value, "spec") {
+            let allowed = ["priority", "selector", "behaviorDetection", "proxy"] + Integration.allCases.map(\.rawValue)
+            let specFields = fieldMap(map, allowed: allowed, context: "spec")
+            if let priorityNode = specFields["priority"], let number = integer(priorityNode.value, "spec.priority") {
+                priority = number
+            }
+            if let selector = specFields["selector"], let selectorMap = mapping(selector.value, "spec.selector") {
+                let selectorFields = fieldMap(selectorMap, allowed: ["matchLabels"], context: "spec.selector")
+                if let labels = selectorFields["matchLabels"] {
+                    matchLabels = stringMap(labels.value, "spec.selector.matchLabels") ?? [:]
+                }
+            }
+            if let node = specFields["behaviorDetection"] {
+                setting(SettingPath(.app, "behaviorDetection"), node.value, into: &values)
+            }
+            if let proxy = specFields["proxy"], let proxyMap = mapping(proxy.value, "spec.proxy") {
+                let proxyFields = fieldMap(proxyMap, allowed: ["address", "user", "passwordFile"], context: "spec.proxy")
+                for (key, pair) in proxyFields {
+                    setting(SettingPath(.app, "proxy.\(key)"), pair.value, into: &values)
+                }
+            }
+            for integration in Integration.allCases {
+                if let section = specFields[integration.rawValue] {
+                    self.integration(integration, section.value, into: &values)
+                }
+            }
+        } else if fields["spec"] == nil {
+            add(start, "missing 'spec'")
+        }
+
+        guard valid, let name else { return nil }
+        return IntegrationPolicy(name: name, priority: priority, matchLabels: matchLabels, location: start, values: values)
+    }
+
+    private mutating func integration(_ integration: Integration, _ node: Node, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
+        let context = "spec.\(integration.rawValue)"
+        guard let map = mapping(node, context) else { return }
+        let fields = SettingCatalog.fields(.integration(integration))
+        let allowed = fields.map(\.name) + ["serverCertificate", "clientCertificate"]
+        let present = fieldMap(map, allowed: allowed, context: context, vendorScope: .integration(integration))
+        for (key, pair) in present {
+            switch key {
+            case "serverCertificate":
+                if let path = string(pair.value, "\(context).serverCertificate") {
+                    if path.isEmpty || path.hasPrefix("/") || path.split(separator: "/").contains("..") {
+                        add(pair.value, "\(context).serverCertificate must be a relative path inside the repository, found '\(path)'")
+                    } else {
+                        values[.serverCertificate(integration)] = Sourced(.serverCertificate(path: path), at: location(pair.value))
+                    }
+                }
+            case "clientCertificate":
+                guard let clientMap = mapping(pair.value, "\(context).clientCertificate") else { continue }
+                let clientFields = fieldMap(clientMap, allowed: ["file", "passwordFile"], context: "\(context).clientCertificate")
+                guard let fileNode = clientFields["file"] else {
+                    add(pair.key, "\(context).clientCertificate needs 'file': the PKCS#12 container's path on the device")
+                    continue
+                }
+                guard let file = string(fileNode.value, "\(context).clientCertificate.file") else { continue }
+                var passwordFile: String?
+                if let passwordNode = clientFields["passwordFile"] {
+                    guard let text = string(passwordNode.value, "\(context).clientCertificate.passwordFile") else { continue }
+                    passwordFile = text
+                }
+                values[.clientCertificate(integration)] = Sourced(
+                    .clientCertificate(ClientCertificateReference(file: file, passwordFile: passwordFile)), at: location(pair.value))
+            default:
+                setting(SettingPath(.integration(integration), key), pair.value, into: &values)
+            }
+        }
+    }
+
+    private mutating func setting(_ path: SettingPath, _ node: Node, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
+        guard let field = SettingCatalog.field(path), let value = settingValue(field, node, path: path.description) else { return }
+        if let problem = field.problem(with: value) {
+            add(node, "\(path): \(problem)")
+            return
+        }
+        values[.setting(path)] = Sourced(.setting(value), at: location(node))
+    }
+
+    private mutating func settingValue(_ field: SettingField, _ node: Node, path: String) -> SettingValue? {
+        switch field.kind {
+        case .bool:
+            return boolean(node, path).map(SettingValue.bool)
+        case .integer:
+            return integer(node, path).map(SettingValue.int)
+        case .choice, .host, .text:
+            return string(node, path).map(SettingValue.string)
+        case .endpoints:
+            guard case .sequence(let sequence) = node else {
+                add(node, "\(path): expected a list of {address, port}, found \(describe(node))")
+                return nil
+            }
+            var list: [Endpoint] = []
+            for (index, item) in sequence.enumerated() {
+                let itemPath = "\(path)[\(index)]"
+                guard let map = mapping(item, itemPath) else { return nil }
+                let fields = fieldMap(map, allowed: ["address", "port"], context: itemPath)
+                guard let addressNode = fields["address"], let portNode = fields["port"] else {
+                    add(item, "\(itemPath): needs both 'address' and 'port'")
+                    return nil
+                }
+                guard let address = string(addressNode.value, "\(itemPath).address"),
+                      let port = integer(portNode.value, "\(itemPath).port") else { return nil }
+                if !HostName.isValid(address) {
+                    add(addressNode.value, "\(itemPath).address: \"\(address)\" is not \(SettingKind.host.expectation)")
+                    return nil
+                }
+                if !(1...65535).contains(port) {
+                    add(portNode.value, "\(itemPath).port: \(port) is out of range: expected an integer from 1 to 65535")
+                    return nil
+                }
+                list.append(Endpoint(address: address, port: port))
+            }
+            return .endpoints(list)
+        }
+    }
+
+    // MARK: - Typed reads that report what they found instead
+
+    private mutating func mapping(_ node: Node, _ path: String) -> Node.Mapping? {
+        if case .mapping(let map) = node { return map }
+        add(node, "\(path): expected a mapping of fields, found \(describe(node))")
+        return nil
+    }
+
+    /// The fields of a mapping by name; unknown and repeated fields are reported.
+    private mutating func fieldMap(_ map: Node.Mapping, allowed: [String], context: String,
+                                   vendorScope: SettingScope? = nil) -> [String: (key: Node, value: Node)] {
+        var result: [String: (key: Node, value: Node)] = [:]
+        for (key, value) in map {
+            guard let name = key.scalar?.string else {
+                add(key, "\(context): field names must be plain words")
+                continue
+            }
+            guard allowed.contains(name) else {
+                var hint = Suggestion.hint(for: name, among: allowed)
+                if let vendorScope, let field = SettingCatalog.field(vendorKey: name, in: vendorScope), field.vendorKey?.lowercased() == name.lowercased() {
+                    hint = "; '\(name)' is the vendor's key name: policies use '\(field.name)'"
+                }
+                add(key, "\(context): unknown field '\(name)'\(hint)")
+                continue
+            }
+            if result[name] != nil {
+                add(key, "\(context): field '\(name)' appears twice")
+                continue
+            }
+            result[name] = (key, value)
+        }
+        return result
+    }
+
+    private mutating func string(_ node: Node, _ path: String) -> String? {
+        if case .scalar(let scalar) = node, node.tag.rawValue == Tag.Name.str.rawValue { return scalar.string }
+        add(node, "\(path): expected a string, found \(describe(node))")
+        return nil
+    }
+
+    private mutating func integer(_ node: Node, _ path: String) -> Int? {
+        if case .scalar = node, node.tag.rawValue == Tag.Name.int.rawValue, let number = node.int { return number }
+        add(node, "\(path): expected an integer, found \(describe(node))")
+        return nil
+    }
+
+    private mutating func boolean(_ node: Node, _ path: String) -> Bool? {
+        if case .scalar = node, node.tag.rawValue == Tag.Name.bool.rawValue, let value = node.bool { return value }
+        add(node, "\(path): expected true or false, found \(describe(node))")
+        return nil
+    }
+
+    private mutating func stringMap(_ node: Node, _ path: String) -> [String: String]? {
+        guard let map = mapping(node, path) else { return nil }
+        var result: [String: String] = [:]
+        for (key, value) in map {
+            guard let name = key.scalar?.string else {
+                add(key, "\(path): keys must be strings")
+                continue
+            }
+            guard case .scalar(let scalar) = value, value.tag.rawValue != Tag.Name.null.rawValue else {
+                add(value, "\(path).\(name): expected a string, found \(describe(value))")
+                continue
+            }
+            result[name] = scalar.string
+        }
+        return result
+    }
+
+    private func describe(_ node: Node) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        case .scalar(let scalar):
+            switch node.tag.rawValue {
+            case Tag.Name.null.rawValue: return "nothing (null)"
+            case Tag.Name.bool.rawValue: return "the boolean \(scalar.string)"
+            case Tag.Name.int.rawValue: return "the integer \(scalar.string)"
+            case Tag.Name.float.rawValue: return "the number \(scalar.string)"
+            default: return "the string \"\(scalar.string)\""
+            }
+        }
+    }
+
+    // MARK: - Problems
+
+    private func location(_ node: Node) -> SourceLocation {
+        let mark = node.mark
+        return SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1)
+    }
+
+    private mutating func add(_ node: Node, _ message: String) {
+        add(location(node), message)
+    }
+
+    private mutating func add(_ location: SourceLocation, _ message: String) {
+        problems.append(PolicyProblem(location, message))
+    }
+
+    private mutating func add(yamlError error: Error) {
+        switch error {
+        case YamlError.scanner(let context, let problem, let mark, _),
+             YamlError.parser(let context, let problem, let mark, _),
+             YamlError.composer(let context, let problem, let mark, _):
+            let detail = context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
+            add(SourceLocation(file: file, line: mark.line, column: mark.column), "malformed YAML: \(problem)\(detail)")
+        default:
+            add(SourceLocation(file: file, line: 1, column: 1), "malformed YAML: \(error)")
+        }
+    }
+
+    static func isValidName(_ name: String) -> Bool {
+        guard let first = name.first, name.count <= 253, first.isASCII, first.isLowercase || first.isNumber else { return false }
+        return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }
+    }
+}

@@ -1,0 +1,107 @@
+import IntegrationModel
+
+/// The desired state for one device: each managed key, its value and the policy line that set it.
+public struct DesiredState: Sendable {
+    public let values: [DesiredKey: Sourced<DesiredValue>]
+    /// The policies that selected this device, highest priority first.
+    public let policies: [String]
+
+    public init(values: [DesiredKey: Sourced<DesiredValue>], policies: [String]) {
+        self.values = values
+        self.policies = policies
+    }
+
+    /// The desired setting at `path`, when a policy manages it.
+    public func setting(_ path: SettingPath) -> SettingValue? {
+        if case .setting(let value)? = values[.setting(path)]?.value { return value }
+        return nil
+    }
+}
+
+/// All policies of one revision.
+public struct PolicySet: Sendable {
+    public let policies: [IntegrationPolicy]
+
+    /// Decodes every file and checks that policy names are unique. Throws `PolicyProblems`
+    /// with every problem found when any file is invalid.
+    public init(files: [(path: String, contents: [UInt8])]) throws {
+        var policies: [IntegrationPolicy] = []
+        var problems: [PolicyProblem] = []
+        for file in files {
+            let decoded = PolicyDecoder.decode(file: file.path, contents: file.contents)
+            policies += decoded.policies
+            problems += decoded.problems
+        }
+        var firstByName: [String: IntegrationPolicy] = [:]
+        for policy in policies {
+            if let earlier = firstByName[policy.name] {
+                problems.append(PolicyProblem(policy.location,
+                    "policy name '\(policy.name)' is already used at \(earlier.location.shortDescription): names must be unique in the repository"))
+            } else {
+                firstByName[policy.name] = policy
+            }
+        }
+        if !problems.isEmpty { throw PolicyProblems(problems) }
+        self.policies = policies
+    }
+
+    /// Selects the policies whose selector matches `labels` and merges them field by field:
+    /// the highest priority wins; two policies of equal priority that give one key different
+    /// values are a problem naming both places.
+    public func desiredState(labels: [String: String]) throws -> DesiredState {
+        let selected = policies.filter { $0.selects(labels) }.sorted {
+            ($0.priority, $1.name) > ($1.priority, $0.name)
+        }
+        var values: [DesiredKey: Sourced<DesiredValue>] = [:]
+        var winners: [DesiredKey: IntegrationPolicy] = [:]
+        var problems: [PolicyProblem] = []
+        for policy in selected {
+            for (key, candidate) in policy.values {
+                guard let current = values[key], let owner = winners[key] else {
+                    values[key] = candidate
+                    winners[key] = policy
+                    continue
+                }
+                if owner.priority == policy.priority && current.value != candidate.value {
+                    problems.append(PolicyProblem(candidate.source,
+                        "\(key): policies '\(owner.name)' (\(current.source.shortDescription)) and '\(policy.name)' (\(candidate.source.shortDescription)) both have priority \(policy.priority) and set different values (\(current.value) and \(candidate.value)); give one of them a higher priority"))
+                }
+            }
+        }
+        if !problems.isEmpty { throw PolicyProblems(problems) }
+        return DesiredState(values: values, policies: selected.map(\.name))
+    }
+}
+
+extension PolicySet {
+    /// Conflicts that some device could hit: two policies of equal priority whose selectors do
+    /// not contradict each other (so one device can match both) and that set one key to
+    /// different values. Cost stays linear unless policies really disagree.
+    public func potentialConflicts() -> [PolicyProblem] {
+        struct Entry { let policy: IntegrationPolicy; let value: Sourced<DesiredValue> }
+        var buckets: [DesiredKey: [Int: [Entry]]] = [:]
+        for policy in policies {
+            for (key, value) in policy.values {
+                buckets[key, default: [:]][policy.priority, default: []].append(Entry(policy: policy, value: value))
+            }
+        }
+        var problems: [PolicyProblem] = []
+        for (key, byPriority) in buckets {
+            for (priority, entries) in byPriority where entries.count > 1 {
+                let distinct = Set(entries.map(\.value.value))
+                guard distinct.count > 1 else { continue }
+                for (index, a) in entries.enumerated() {
+                    for b in entries[(index + 1)...] where a.value.value != b.value.value && Self.compatible(a.policy, b.policy) {
+                        problems.append(PolicyProblem(b.value.source,
+                            "\(key): policies '\(a.policy.name)' (\(a.value.source.shortDescription)) and '\(b.policy.name)' (\(b.value.source.shortDescription)) both have priority \(priority), can select the same device and set different values (\(a.value.value) and \(b.value.value)); give one of them a higher priority or disjoint selectors"))
+                    }
+                }
+            }
+        }
+        return problems
+    }
+
+    private static func compatible(_ a: IntegrationPolicy, _ b: IntegrationPolicy) -> Bool {
+        a.matchLabels.allSatisfy { key, value in b.matchLabels[key].map { $0 == value } ?? true }
+    }
+}

@@ -1,0 +1,284 @@
+import ArgumentParser
+import ConnectorCore
+import Foundation
+import IntegrationModel
+import Reports
+import X509
+
+/// `tether agent …`: the local administrator's imperative commands, named after `kesl-control`.
+/// A change made here is what `tether drift` then reports.
+struct AgentCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Inspect and change the embedded agent directly, as a local administrator would.",
+        discussion: "Changes made here are recorded with their time and command, and `tether drift` reports them against git.",
+        subcommands: [
+            GetSettings.self, SetSettings.self, Start.self, Stop.self,
+            AddServerCertificate.self, RemoveServerCertificate.self, QueryServerCertificate.self,
+            AddClientCertificate.self, RemoveClientCertificate.self, QueryClientCertificate.self,
+        ])
+}
+
+extension Integration: ExpressibleByArgument {}
+
+/// `edr`, `ndr`, `sandbox` or `app` (the app-wide settings).
+enum SettingsTarget: ExpressibleByArgument {
+    case scope(SettingScope)
+
+    init?(argument: String) {
+        if argument.lowercased() == "app" {
+            self = .scope(.app)
+        } else if let integration = Integration(argument: argument) {
+            self = .scope(.integration(integration))
+        } else {
+            return nil
+        }
+    }
+
+    static var allValueStrings: [String] { Integration.allCases.map(\.rawValue) + ["app"] }
+
+    var scope: SettingScope { if case .scope(let scope) = self { return scope }; return .app }
+}
+
+struct GetSettings: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print an integration's settings by their vendor key names (or `app` for app-wide settings).")
+
+    @Argument(help: "edr, ndr, sandbox or app.") var target: SettingsTarget
+    @Flag(help: "Print JSON (policy field names) instead of Key=Value lines.") var json = false
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let state = try agentCall { try device.agent().state() }
+        let scope = target.scope
+        let fields = SettingCatalog.fields(scope).filter { !$0.isTaskState }
+        if json {
+            var settings: [String: Any] = [:]
+            for field in fields { settings[field.name] = state.value(SettingPath(scope, field.name)).jsonValue }
+            var object: [String: Any] = ["settings": settings]
+            if let integration = SettingPath(scope, "").integration {
+                object["integration"] = integration.rawValue
+                object["task"] = integration.taskName
+                object["running"] = state.running.contains(integration)
+            }
+            Console.out(JSONReport.serialize(object))
+            return
+        }
+        if let integration = SettingPath(scope, "").integration {
+            Console.out("[\(integration.taskName)] \(state.running.contains(integration) ? "running" : "stopped")")
+        }
+        for field in fields {
+            let value = state.value(SettingPath(scope, field.name))
+            Console.out("\(field.vendorKey ?? field.name)=\(Self.vendorText(value))")
+        }
+    }
+
+    static func vendorText(_ value: SettingValue) -> String {
+        switch value {
+        case .string(let text): return text
+        case .endpoints(let list): return list.map(\.description).joined(separator: ",")
+        default: return value.description
+        }
+    }
+}
+
+struct SetSettings: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Change settings by vendor key: `tether agent set-settings edr Port=8443 ConnectionTimeout=20`.",
+        discussion: """
+            Keys are the vendor's (Port, UseClientPinnedCertificate, EventTransferSettings.PingPeriod or
+            just PingPeriod); policy field names (port) work too. Lists are written
+            Endpoints=10.0.0.1:8081,[::1]:8081. All changes apply together or not at all, and a running
+            task must still meet its preconditions afterwards.
+            """)
+
+    @Argument(help: "edr, ndr, sandbox or app.") var target: SettingsTarget
+    @Argument(help: "Key=Value pairs.") var assignments: [String] = []
+    @OptionGroup var device: DeviceOptions
+
+    func validate() throws {
+        if assignments.isEmpty { throw ValidationError("give at least one Key=Value, e.g. `tether agent set-settings edr Port=8443`") }
+    }
+
+    func run() throws {
+        let scope = target.scope
+        var changes: [(SettingPath, SettingValue)] = []
+        for assignment in assignments {
+            guard let equals = assignment.firstIndex(of: "=") else {
+                throw CommandError("error: '\(assignment)' is not Key=Value; write for example Port=8443")
+            }
+            let key = String(assignment[..<equals])
+            let text = String(assignment[assignment.index(after: equals)...])
+            let fields = SettingCatalog.fields(scope)
+            guard let field = SettingCatalog.field(vendorKey: key, in: scope) ?? fields.first(where: { $0.name.lowercased() == key.lowercased() }) else {
+                let known = fields.compactMap(\.vendorKey)
+                throw CommandError("error: unknown key '\(key)' for \(scope.prefix.isEmpty ? "app" : scope.prefix)\(Suggestion.hint(for: key, among: known)); known keys: \(known.joined(separator: ", "))")
+            }
+            if field.isTaskState {
+                throw CommandError("error: the task's running state is not a setting; use `tether agent start` or `tether agent stop`")
+            }
+            switch field.parse(text: text) {
+            case .success(let value): changes.append((SettingPath(scope, field.name), value))
+            case .failure(let error): throw CommandError("error: \(field.vendorKey ?? field.name): \(error)")
+            }
+        }
+        let agent = try device.agent()
+        try agentCall {
+            try agent.transaction(actor: "tether agent set-settings") {
+                for (path, value) in changes { try agent.set(path, to: value) }
+            }
+        }
+        Console.out("Set " + changes.map { "\($0.0)=\($0.1)" }.joined(separator: ", ") + ".")
+    }
+}
+
+struct Start: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start an integration's task (refused, with the reason, when a precondition is unmet).")
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let agent = try device.agent()
+        try agentCall { try agent.transaction(actor: "tether agent start") { try agent.start(integration) } }
+        Console.out("\(integration.displayName) (\(integration.taskName)) is running.")
+    }
+}
+
+struct Stop: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop an integration's task.")
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let agent = try device.agent()
+        try agentCall { try agent.transaction(actor: "tether agent stop") { try agent.stop(integration) } }
+        Console.out("\(integration.displayName) (\(integration.taskName)) is stopped.")
+    }
+}
+
+struct AddServerCertificate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Pin a server certificate (PEM or DER) for an integration, replacing any other.")
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @Argument(help: "The certificate file.") var file: String
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let bytes = try readFile(file)
+        let agent = try device.agent()
+        let certificate = try agentCall {
+            try agent.transaction(actor: "tether agent add-server-certificate") {
+                try agent.addServerCertificate(integration, bytes: bytes, source: file)
+            }
+        }
+        Console.out("Pinned for \(integration.displayName):\n" + describe(certificate))
+    }
+}
+
+struct RemoveServerCertificate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove an integration's pinned server certificate (a running task is stopped first).")
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let agent = try device.agent()
+        try agentCall { try agent.transaction(actor: "tether agent remove-server-certificate") { try agent.removeServerCertificate(integration) } }
+        Console.out("\(integration.displayName) has no pinned server certificate.")
+    }
+}
+
+struct QueryServerCertificate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show an integration's pinned server certificate; exit 1 when there is none.")
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        guard let certificate = try agentCall({ try device.agent().state().serverCertificates[integration] }) else {
+            throw CommandError("error: \(integration.displayName) has no pinned server certificate; add one with `tether agent add-server-certificate \(integration.rawValue) FILE`")
+        }
+        Console.out(describe(certificate))
+    }
+}
+
+struct AddClientCertificate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Install a PKCS#12 client container (certificate and private key) for mutual TLS.")
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @Argument(help: "The PKCS#12 (.p12/.pfx) file.") var file: String
+    @Option(help: ArgumentHelp("A file holding the container's password (never pass a password as an argument).", valueName: "file"))
+    var passwordFile: String?
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let container = try readFile(file)
+        var password = ""
+        if let passwordFile {
+            password = String(decoding: try readFile(passwordFile), as: UTF8.self)
+            while password.hasSuffix("\n") || password.hasSuffix("\r") { password.removeLast() }
+        }
+        let agent = try device.agent()
+        let certificate = try agentCall {
+            try agent.transaction(actor: "tether agent add-client-certificate") {
+                try agent.addClientCertificate(integration, pkcs12: container, password: password, source: file)
+            }
+        }
+        Console.out("Installed for \(integration.displayName):\n" + describe(certificate))
+    }
+}
+
+struct RemoveClientCertificate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove an integration's client certificate (a running task that needs it is stopped first).")
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let agent = try device.agent()
+        try agentCall { try agent.transaction(actor: "tether agent remove-client-certificate") { try agent.removeClientCertificate(integration) } }
+        Console.out("\(integration.displayName) has no client certificate.")
+    }
+}
+
+struct QueryClientCertificate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show an integration's client certificate (never its key); exit 1 when there is none.")
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        guard let certificate = try agentCall({ try device.agent().state().clientCertificates[integration] }) else {
+            throw CommandError("error: \(integration.displayName) has no client certificate; add one with `tether agent add-client-certificate \(integration.rawValue) FILE --password-file FILE`")
+        }
+        Console.out(describe(certificate))
+    }
+}
+
+/// Turns the agent's refusals into one clear message.
+func agentCall<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as AgentError {
+        throw CommandError("error: \(error)")
+    }
+}
+
+func readFile(_ path: String) throws -> [UInt8] {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CommandError("error: \(path): cannot read the file (missing or not readable)")
+    }
+    return Array(data)
+}
+
+func describe(_ certificate: Certificate) -> String {
+    """
+      subject      \(certificate.subject)
+      issuer       \(certificate.issuer)
+      serial       \(certificate.serialNumber)
+      valid from   \(TextReportDates.format(certificate.notBefore))
+      valid until  \(TextReportDates.format(certificate.notAfter))
+      sha256       \(certificate.sha256Fingerprint)
+    """
+}
+
+enum TextReportDates {
+    static func format(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        return formatter.string(from: date)
+    }
+}

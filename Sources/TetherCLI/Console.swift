@@ -1,0 +1,51 @@
+import Foundation
+
+/// Where commands write. Tests swap it per task to read what a command printed.
+public final class Console: @unchecked Sendable {
+    private let writeOut: @Sendable (String) -> Void
+    private let writeError: @Sendable (String) -> Void
+    /// Whether standard output is a terminal a person reads (colour, progress).
+    public let isTerminal: Bool
+
+    public init(isTerminal: Bool, out: @escaping @Sendable (String) -> Void, error: @escaping @Sendable (String) -> Void) {
+        self.isTerminal = isTerminal
+        self.writeOut = out
+        self.writeError = error
+    }
+
+    /// The process's standard output and error.
+    public static let standard = Console(
+        isTerminal: isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil,
+        out: { FileHandle.standardOutput.write(Data($0.utf8)) },
+        error: { FileHandle.standardError.write(Data($0.utf8)) })
+
+    @TaskLocal public static var current: Console = .standard
+
+    /// Writes to standard output; adds a newline unless the text ends with one.
+    static func out(_ text: String) {
+        current.writeOut(text.hasSuffix("\n") ? text : text + "\n")
+    }
+
+    /// Writes to standard error; adds a newline unless the text ends with one.
+    static func error(_ text: String) {
+        current.writeError(text.hasSuffix("\n") ? text : text + "\n")
+    }
+}
+
+/// Collects what a command prints, for tests.
+public final class CapturedConsole: @unchecked Sendable {
+    private let lock = NSLock()
+    private var outText = ""
+    private var errorText = ""
+
+    public init() {}
+
+    public var stdout: String { lock.withLock { outText } }
+    public var stderr: String { lock.withLock { errorText } }
+
+    public var console: Console {
+        Console(isTerminal: false,
+                out: { [self] text in lock.withLock { outText += text } },
+                error: { [self] text in lock.withLock { errorText += text } })
+    }
+}

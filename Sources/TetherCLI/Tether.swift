@@ -1,0 +1,71 @@
+import ArgumentParser
+import Foundation
+import Policy
+import Reconciler
+
+/// The `tether` command.
+public struct Tether: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "tether",
+        abstract: "Keep an endpoint agent's EDR, NDR and Sandbox integrations exactly as a git repository declares.",
+        discussion: """
+            Tether reads IntegrationPolicy documents from a git commit (never from a working tree),
+            selects those matching this device's labels, merges them by priority and reconciles
+            the embedded agent's certificates, connector state and settings.
+
+            Exit codes: validate 0 valid, 1 invalid; plan 0 nothing to do, 2 changes, 1 error;
+            apply 0 applied or nothing to do, 1 error (nothing changed); drift 0 in sync, 2 drift, 1 error.
+
+            Start here:
+              tether validate --repo .                      check every policy file
+              tether plan --repo . --state-dir ./state      what would change
+              tether apply --repo . --state-dir ./state     change it, all or nothing
+              tether drift --repo . --state-dir ./state     is the agent still as git says?
+            """,
+        subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, AgentCommand.self]
+    )
+
+    public init() {}
+
+    /// Runs tether with `arguments` (without the program name) and returns the exit code.
+    /// Output goes to `Console.current`.
+    public static func run(arguments: [String]) -> Int32 {
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+            return 0
+        } catch {
+            return report(error)
+        }
+    }
+
+    static func report(_ error: Error) -> Int32 {
+        switch error {
+        case let problems as PolicyProblems:
+            Console.error(problems.description)
+            Console.error("\(problems.problems.count) problem\(problems.problems.count == 1 ? "" : "s") found; nothing was changed.")
+            return 1
+        case let exit as ExitCode:
+            return exit.rawValue
+        case let failure as CommandError:
+            Console.error(failure.description)
+            return 1
+        default:
+            let code = exitCode(for: error)
+            let message = fullMessage(for: error)
+            if code == .success {
+                Console.out(message)
+                return 0
+            }
+            if !message.isEmpty { Console.error(message) }
+            // Usage mistakes are errors too: exit 1, as the documented contract says.
+            return code == .validationFailure ? 1 : code.rawValue
+        }
+    }
+}
+
+/// A failure already explained to the user; carries only its message.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

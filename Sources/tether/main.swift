@@ -1,0 +1,4 @@
+import Foundation
+import TetherCLI
+
+exit(Tether.run(arguments: Array(CommandLine.arguments.dropFirst())))
