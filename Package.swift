@@ -49,6 +49,6 @@ let package = Package(
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
-        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
+        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "Reconciler", "IntegrationModel", "TetherTestSupport"]),
     ]
 )

@@ -149,7 +149,7 @@ public struct PolicyDecoder {
                     passwordFile = text
                 }
                 values[.clientCertificate(integration)] = Sourced(
-                    .clientCertificate(ClientCertificateReference(file: file, passwordFile: passwordFile)), at: location(pair.value))
+                    .clientCertificate(ClientCertificateReference(file: file, passwordFile: passwordFile)), at: location(pair.key))
             default:
                 setting(SettingPath(.integration(integration), key), pair.value, into: &values)
             }

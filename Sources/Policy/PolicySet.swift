@@ -22,9 +22,12 @@ public struct DesiredState: Sendable {
 public struct PolicySet: Sendable {
     public let policies: [IntegrationPolicy]
 
-    /// Decodes every file and checks that policy names are unique. Throws `PolicyProblems`
-    /// with every problem found when any file is invalid.
-    public init(files: [(path: String, contents: [UInt8])]) throws {
+    /// Every problem found while decoding (empty when all files are valid). Policies with
+    /// problems in some fields keep their valid fields, so later checks still see them.
+    public let problems: [PolicyProblem]
+
+    /// Decodes every file and checks that policy names are unique, keeping every problem found.
+    public init(decoding files: [(path: String, contents: [UInt8])]) {
         var policies: [IntegrationPolicy] = []
         var problems: [PolicyProblem] = []
         for file in files {
@@ -41,8 +44,14 @@ public struct PolicySet: Sendable {
                 firstByName[policy.name] = policy
             }
         }
-        if !problems.isEmpty { throw PolicyProblems(problems) }
         self.policies = policies
+        self.problems = problems
+    }
+
+    /// Decodes every file; throws `PolicyProblems` with every problem when any file is invalid.
+    public init(files: [(path: String, contents: [UInt8])]) throws {
+        self.init(decoding: files)
+        if !problems.isEmpty { throw PolicyProblems(problems) }
     }
 
     /// Selects the policies whose selector matches `labels` and merges them field by field:

@@ -26,8 +26,8 @@ public final class PolicyRevision {
     private let repository: GitRepository
 
     /// Opens the repository (mirroring it into `mirrorDirectory` when it is a URL), resolves
-    /// the ref and decodes every `.yaml`/`.yml` file under the path. Throws `SourceError`
-    /// or `PolicyProblems` (every problem of every file).
+    /// the ref and decodes every `.yaml`/`.yml` file under the path. Throws `SourceError`;
+    /// problems in the files are kept for `validate()` and `requireValid()`.
     public init(spec: SourceSpec, mirrorDirectory: URL) throws {
         self.spec = spec
         do {
@@ -51,7 +51,12 @@ public final class PolicyRevision {
             throw SourceError(message: "no policy files (*.yaml, *.yml) under '\(spec.path)' in commit \(commit.id.prefix(12)) of \(spec.repository); pass the folder that holds them with --path")
         }
         fileCount = files.count
-        policySet = try PolicySet(files: files.map { ($0.path, $0.contents) })
+        policySet = PolicySet(decoding: files.map { ($0.path, $0.contents) })
+    }
+
+    /// Throws `PolicyProblems` when any policy file has a problem.
+    public func requireValid() throws {
+        if !policySet.problems.isEmpty { throw PolicyProblems(policySet.problems) }
     }
 
     /// Reads a file of this revision; nil when there is none at `path`.
@@ -67,7 +72,7 @@ public final class PolicyRevision {
     /// in this revision and is a certificate; policies of equal priority that could select one
     /// device never disagree. Returns every problem found.
     public func validate() -> [PolicyProblem] {
-        var problems = policySet.potentialConflicts()
+        var problems = policySet.problems + policySet.potentialConflicts()
         var checked: [String: String?] = [:]
         for policy in policySet.policies {
             for (key, sourced) in policy.values {

@@ -39,6 +39,7 @@ struct Comparison {
 
     init(_ source: SourceOptions) throws {
         revision = try source.revision()
+        try revision.requireValid()
         labels = try source.device.deviceLabels()
         let state = try revision.policySet.desiredState(labels: labels)
         desired = try Reconciler.resolve(state, revision: revision, deviceDirectory: source.device.stateDirectoryURL)

@@ -127,8 +127,8 @@ public struct ClientContainer: Sendable {
             if let leaf { X509_free(leaf) }
             if let chain { tether_x509_stack_free(chain) }
         }
-        guard let leaf else { throw X509Error.incompleteContainer("no certificate") }
         guard let key else { throw X509Error.incompleteContainer("no private key") }
+        guard let leaf else { throw X509Error.incompleteContainer("no certificate that matches its private key") }
         guard X509_check_private_key(leaf, key) == 1 else {
             ERR_clear_error()
             throw X509Error.incompleteContainer("the private key does not belong to the certificate")

@@ -1,0 +1,89 @@
+import Foundation
+import GitSource
+import TetherTestSupport
+import Testing
+
+@Suite("Reading policies from git objects with libgit2")
+struct GitRepositoryTests {
+    private func yaml(_ path: String) -> Bool { path.hasSuffix(".yaml") }
+
+    @Test("Branches, tags, commit ids and HEAD resolve to commits; files come from that commit's tree")
+    func refsAndFiles() throws {
+        let fixture = try GitFixture()
+        let first = try fixture.commit(["policies/a.yaml": "one\n", "README.md": "x\n"], message: "First")
+        try fixture.git("tag", "v1")
+        let second = try fixture.commit(["policies/a.yaml": "two\n", "policies/sub/b.yaml": "bee\n"], message: "Second")
+        let repository = try GitRepository(path: fixture.path)
+
+        #expect(try repository.resolve(nil).id == second)
+        #expect(try repository.resolve("main").id == second)
+        #expect(try repository.resolve("v1").id == first)
+        #expect(try repository.resolve(String(first.prefix(10))).id == first)
+        #expect(try repository.resolve("main~1").summary == "First")
+
+        let now = try repository.files(in: repository.resolve("main"), under: "policies", include: yaml)
+        #expect(now.map(\.path) == ["policies/a.yaml", "policies/sub/b.yaml"])
+        #expect(now.first.map { String(decoding: $0.contents, as: UTF8.self) } == "two\n")
+        let then = try repository.files(in: repository.resolve("v1"), under: "policies", include: yaml)
+        #expect(then.map { String(decoding: $0.contents, as: UTF8.self) } == ["one\n"])
+        #expect(try repository.files(in: repository.resolve("v1"), under: "missing", include: yaml).isEmpty)
+    }
+
+    @Test("The working tree is never read: uncommitted edits do not count")
+    func objectsNotWorkingTree() throws {
+        let fixture = try GitFixture()
+        try fixture.commit(["policies/a.yaml": "committed\n"])
+        try fixture.directory.write("policies/a.yaml", "edited but not committed\n")
+        try fixture.directory.write("policies/new.yaml", "untracked\n")
+        let repository = try GitRepository(path: fixture.path)
+        let files = try repository.files(in: repository.resolve(nil), under: "policies", include: yaml)
+        #expect(files.map { String(decoding: $0.contents, as: UTF8.self) } == ["committed\n"])
+    }
+
+    @Test("Unknown refs and folders that are not repositories get clear errors")
+    func errors() throws {
+        let fixture = try GitFixture()
+        try fixture.commit(["policies/a.yaml": "a\n"])
+        let repository = try GitRepository(path: fixture.path)
+        let unknown = #expect(throws: GitError.self) { try repository.resolve("no-such-branch") }
+        #expect(unknown?.message.contains("unknown ref 'no-such-branch'") == true)
+
+        let plain = try TemporaryDirectory()
+        let notRepository = #expect(throws: GitError.self) { try GitRepository(path: plain.path) }
+        #expect(notRepository?.kind == .notARepository)
+        #expect(notRepository?.message.contains("is not a git repository") == true)
+    }
+
+    @Test("A file:// remote is mirrored, and a later fetch sees new commits")
+    func mirror() throws {
+        let fixture = try GitFixture()
+        let first = try fixture.commit(["policies/a.yaml": "one\n"])
+        let state = try TemporaryDirectory()
+        let mirrorPath = state.url.appendingPathComponent("mirror").path
+        let url = "file://\(fixture.path)"
+        #expect(GitRepository.isRemote(url))
+        #expect(!GitRepository.isRemote(fixture.path))
+
+        #expect(try GitRepository.mirror(url: url, into: mirrorPath).resolve(nil).id == first)
+        let second = try fixture.commit(["policies/a.yaml": "two\n"])
+        let updated = try GitRepository.mirror(url: url, into: mirrorPath)
+        #expect(try updated.resolve("main").id == second)
+        #expect(try updated.resolve(nil).id == second)
+        let file = try updated.file(in: updated.resolve(nil), at: "policies/a.yaml")
+        #expect(file.map { String(decoding: $0.contents, as: UTF8.self) } == "two\n")
+    }
+
+    @Test("Symbolic links in a policy tree are refused with their path")
+    func symlinks() throws {
+        let fixture = try GitFixture()
+        try fixture.directory.write("outside.yaml", "x\n")
+        try FileManager.default.createDirectory(atPath: fixture.path + "/policies", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: fixture.path + "/policies/link.yaml", withDestinationPath: "../outside.yaml")
+        try fixture.commitAll(message: "Link")
+        let repository = try GitRepository(path: fixture.path)
+        let error = #expect(throws: GitError.self) {
+            try repository.files(in: repository.resolve(nil), under: "policies", include: yaml)
+        }
+        #expect(error?.message == "policies/link.yaml: symbolic links are not allowed in a policy tree")
+    }
+}

@@ -1,0 +1,187 @@
+import IntegrationModel
+import Testing
+@testable import Policy
+
+private func decode(_ text: String, file: String = "policies/p.yaml") -> (policies: [IntegrationPolicy], problems: [PolicyProblem]) {
+    PolicyDecoder.decode(file: file, contents: Array(text.utf8))
+}
+
+private func policy(_ name: String, priority: Int = 0, labels: [String: String] = [:], spec: String) -> String {
+    let selector = labels.isEmpty ? "" : "  selector:\n    matchLabels:\n" + labels.sorted { $0.key < $1.key }.map { "      \($0.key): \($0.value)\n" }.joined()
+    return """
+        apiVersion: tether/v1
+        kind: IntegrationPolicy
+        metadata:
+          name: \(name)
+        spec:
+          priority: \(priority)
+        \(selector)\(spec)
+        """
+}
+
+@Suite("Decoding policies")
+struct PolicyDecoderTests {
+    @Test("Every value keeps the file, line and column that declared it")
+    func positions() throws {
+        let text = """
+            apiVersion: tether/v1
+            kind: IntegrationPolicy
+            metadata:
+              name: prod-edr
+            spec:
+              priority: 100
+              selector:
+                matchLabels: {env: prod}
+              behaviorDetection: true
+              edr:
+                enabled: true
+                port: 8443
+                serverCertificate: certs/kata.pem
+                clientCertificate:
+                  file: /etc/tether/edr.p12
+                  passwordFile: /etc/tether/edr.pass
+              ndr:
+                endpoints:
+                  - {address: 10.0.0.1, port: 8081}
+                  - {address: "::1", port: 8082}
+            """
+        let result = decode(text)
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        let policy = try #require(result.policies.first)
+        #expect(policy.name == "prod-edr")
+        #expect(policy.priority == 100)
+        #expect(policy.matchLabels == ["env": "prod"])
+        let port = try #require(policy.values[.setting(SettingPath(.integration(.edr), "port"))])
+        #expect(port.value == .setting(.int(8443)))
+        #expect(port.source == SourceLocation(file: "policies/p.yaml", line: 12, column: 11))
+        #expect(policy.values[.serverCertificate(.edr)]?.value == .serverCertificate(path: "certs/kata.pem"))
+        #expect(policy.values[.clientCertificate(.edr)]?.value
+                == .clientCertificate(ClientCertificateReference(file: "/etc/tether/edr.p12", passwordFile: "/etc/tether/edr.pass")))
+        #expect(policy.values[.setting(SettingPath(.integration(.ndr), "endpoints"))]?.value
+                == .setting(.endpoints([Endpoint(address: "10.0.0.1", port: 8081), Endpoint(address: "::1", port: 8082)])))
+        #expect(policy.values[.setting(SettingPath(.app, "behaviorDetection"))]?.value == .setting(.bool(true)))
+        // Fields the policy does not name are not managed by it.
+        #expect(policy.values[.setting(SettingPath(.integration(.edr), "address"))] == nil)
+    }
+
+    @Test("Every problem of a file is reported in one run, each at its line and column")
+    func everyProblemAtOnce() {
+        let text = policy("bad", spec: """
+              edr:
+                prot: 443
+                port: "443"
+                synchronizationPeriod: 61
+                mode: cloud
+                enabled: yes please
+              ndr:
+                UseClientPinnedCertificate: true
+            """)
+        let messages = decode(text).problems.map(\.description)
+        #expect(messages.contains("policies/p.yaml:8:5: spec.edr: unknown field 'prot'; did you mean 'port'?"))
+        #expect(messages.contains("policies/p.yaml:9:11: edr.port: expected an integer, found the string \"443\""))
+        #expect(messages.contains("policies/p.yaml:10:28: edr.synchronizationPeriod: 61 is out of range: expected an integer from 1 to 60 (minutes)"))
+        #expect(messages.contains("policies/p.yaml:11:11: edr.mode: \"cloud\" is not allowed: expected one of kata, expert-onprem"))
+        #expect(messages.contains("policies/p.yaml:12:14: edr.enabled: expected true or false, found the string \"yes please\""))
+        #expect(messages.contains("policies/p.yaml:14:5: spec.ndr: unknown field 'UseClientPinnedCertificate'; 'UseClientPinnedCertificate' is the vendor's key name: policies use 'mutualAuthentication'"))
+        #expect(messages.count == 6)
+    }
+
+    @Test("Malformed YAML is located where the parser stopped")
+    func malformedYAML() {
+        let problems = decode("apiVersion: tether/v1\nkind: IntegrationPolicy\nmetadata:\n  name: [unclosed\n").problems
+        #expect(problems.count == 1)
+        #expect(problems.first?.location.file == "policies/p.yaml")
+        #expect(problems.first?.location.line == 5)
+        #expect(problems.first?.message.hasPrefix("malformed YAML:") == true)
+    }
+
+    @Test("apiVersion, kind and metadata.name are required and checked")
+    func header() {
+        let problems = decode("apiVersion: tether/v2\nkind: Policy\nspec: {}\n").problems.map(\.description)
+        #expect(problems.contains("policies/p.yaml:1:13: apiVersion 'tether/v2' is not supported: expected 'tether/v1'"))
+        #expect(problems.contains("policies/p.yaml:2:7: kind 'Policy' is not supported: expected 'IntegrationPolicy'"))
+        #expect(problems.contains("policies/p.yaml:1:1: missing 'metadata' with a 'name'"))
+    }
+
+    @Test("Host names, IP addresses and ports are checked")
+    func addresses() {
+        let problems = decode(policy("hosts", spec: """
+              edr:
+                address: 300.1.2.3
+              sandbox:
+                servers:
+                  - {address: sandbox.example, port: 70000}
+            """)).problems.map(\.description)
+        #expect(problems.contains("policies/p.yaml:8:14: edr.address: \"300.1.2.3\" is not an IPv4 address, an IPv6 address or a host name"))
+        #expect(problems.contains("policies/p.yaml:11:42: sandbox.servers[0].port: 70000 is out of range: expected an integer from 1 to 65535"))
+        #expect(decode(policy("ok", spec: "  edr:\n    address: \"fe80::1\"\n")).problems.isEmpty)
+    }
+
+    @Test("Several documents in one file, empty ones skipped")
+    func multipleDocuments() {
+        let text = policy("a", spec: "  edr: {port: 1}\n") + "\n---\n# nothing here\n---\n" + policy("b", spec: "  edr: {port: 2}\n")
+        let result = decode(text)
+        #expect(result.problems.isEmpty)
+        #expect(result.policies.map(\.name) == ["a", "b"])
+    }
+}
+
+@Suite("Selecting and merging policies")
+struct PolicySetTests {
+    private func set(_ files: [String: String]) throws -> PolicySet {
+        try PolicySet(files: files.sorted { $0.key < $1.key }.map { ($0.key, Array($0.value.utf8)) })
+    }
+
+    @Test("Policies are selected by the device's labels and merged field by field, highest priority first")
+    func selectionAndPriority() throws {
+        let policies = try set([
+            "base.yaml": policy("base", spec: "  edr:\n    port: 443\n    address: 10.0.0.5\n"),
+            "prod.yaml": policy("prod", priority: 100, labels: ["env": "prod"], spec: "  edr:\n    port: 8443\n"),
+            "lab.yaml": policy("lab", priority: 200, labels: ["env": "lab"], spec: "  edr:\n    port: 9443\n"),
+        ])
+        let prod = try policies.desiredState(labels: ["env": "prod", "site": "paris"])
+        #expect(prod.policies == ["prod", "base"])
+        #expect(prod.setting(SettingPath(.integration(.edr), "port")) == .int(8443))
+        #expect(prod.values[.setting(SettingPath(.integration(.edr), "port"))]?.source.file == "prod.yaml")
+        #expect(prod.setting(SettingPath(.integration(.edr), "address")) == .string("10.0.0.5"))
+
+        let other = try policies.desiredState(labels: [:])
+        #expect(other.policies == ["base"])
+        #expect(other.setting(SettingPath(.integration(.edr), "port")) == .int(443))
+    }
+
+    @Test("Equal priority, different values: an error naming both files and lines")
+    func equalPriorityConflict() throws {
+        let policies = try set([
+            "a.yaml": policy("team-a", priority: 10, spec: "  edr:\n    port: 443\n"),
+            "b.yaml": policy("team-b", priority: 10, spec: "  edr:\n    port: 8443\n    address: 10.0.0.1\n"),
+        ])
+        let error = try #require(throws: PolicyProblems.self) { try policies.desiredState(labels: [:]) }
+        #expect(error.problems.count == 1)
+        let message = try #require(error.problems.first).description
+        #expect(message.contains("edr.port"))
+        #expect(message.contains("'team-a' (a.yaml:8)"))
+        #expect(message.contains("'team-b' (b.yaml:8)"))
+        #expect(!policies.potentialConflicts().isEmpty)
+    }
+
+    @Test("Equal priority and equal values, or selectors that exclude each other, are no conflict")
+    func noConflict() throws {
+        let policies = try set([
+            "a.yaml": policy("a", priority: 10, labels: ["env": "prod"], spec: "  edr:\n    port: 443\n"),
+            "b.yaml": policy("b", priority: 10, labels: ["env": "lab"], spec: "  edr:\n    port: 8443\n"),
+            "c.yaml": policy("c", priority: 10, spec: "  edr:\n    address: 10.0.0.1\n"),
+            "d.yaml": policy("d", priority: 10, spec: "  edr:\n    address: 10.0.0.1\n"),
+        ])
+        #expect(policies.potentialConflicts().isEmpty)
+        #expect(try policies.desiredState(labels: ["env": "lab"]).setting(SettingPath(.integration(.edr), "port")) == .int(8443))
+    }
+
+    @Test("Policy names are unique in the repository")
+    func uniqueNames() {
+        let error = #expect(throws: PolicyProblems.self) {
+            try set(["a.yaml": policy("same", spec: "  edr: {port: 1}\n"), "b.yaml": policy("same", spec: "  edr: {port: 2}\n")])
+        }
+        #expect(error?.description.contains("b.yaml:1:1: policy name 'same' is already used at a.yaml:1") == true)
+    }
+}

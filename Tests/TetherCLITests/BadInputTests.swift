@@ -1,0 +1,218 @@
+import ConnectorCore
+import Foundation
+import TetherTestSupport
+import Testing
+
+/// Each bad input gets one clear message with its location, exit 1, and the agent's store is
+/// byte-for-byte unchanged.
+@Suite("Bad input is refused clearly and changes nothing")
+struct BadInputTests {
+    /// Applies the good policies, commits `files`, then runs `arguments` and checks the refusal.
+    private func expectRefusal(_ files: [String: String], _ arguments: [String] = ["apply"],
+                               extraFlags: [String]? = nil, message expected: String,
+                               sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
+        let env = try Environment()
+        #expect(env.run("apply").code == 0, sourceLocation: sourceLocation)
+        #expect(tether(["agent", "set-settings", "edr", "Port=8443", "--state-dir", env.state.path]).code == 0, sourceLocation: sourceLocation)
+        if !files.isEmpty { try env.repo.commit(files) }
+        let before = try env.storeDigest()
+        let result = tether(arguments + (extraFlags ?? env.flags))
+        #expect(result.code == 1, "exit \(result.code): \(result.stdout)", sourceLocation: sourceLocation)
+        #expect(result.stderr.contains(expected), "stderr was: \(result.stderr)", sourceLocation: sourceLocation)
+        #expect(result.stdout.isEmpty, sourceLocation: sourceLocation)
+        #expect(try env.storeDigest() == before, "the store changed", sourceLocation: sourceLocation)
+    }
+
+    @Test("Malformed YAML")
+    func malformedYAML() throws {
+        try expectRefusal(["policies/base.yaml": "apiVersion: tether/v1\nkind: [IntegrationPolicy\n"],
+                          message: "policies/base.yaml:3:1: malformed YAML:")
+    }
+
+    @Test("An unknown field, with a did-you-mean")
+    func unknownField() throws {
+        try expectRefusal(["policies/base.yaml": Environment.base.replacingOccurrences(of: "    port: 443", with: "    prot: 443")],
+                          message: "policies/base.yaml:8:5: spec.edr: unknown field 'prot'; did you mean 'port'?")
+    }
+
+    @Test("A wrong type")
+    func wrongType() throws {
+        try expectRefusal(["policies/base.yaml": Environment.base.replacingOccurrences(of: "behaviorDetection: true", with: "behaviorDetection: sometimes")],
+                          message: "policies/base.yaml:6:22: behaviorDetection: expected true or false, found the string \"sometimes\"")
+    }
+
+    @Test("An out-of-range value")
+    func outOfRange() throws {
+        try expectRefusal(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 0")],
+                          message: "policies/base.yaml:8:11: edr.port: 0 is out of range: expected an integer from 1 to 65535")
+    }
+
+    @Test("A certificate file missing from the repository")
+    func missingCertificate() throws {
+        try expectRefusal(["policies/prod.yaml": Environment.prod.replacingOccurrences(of: "certs/kata.pem", with: "certs/missing.pem")],
+                          message: "policies/prod.yaml:11:24: edr.serverCertificate: certificate file 'certs/missing.pem' does not exist in commit")
+    }
+
+    @Test("A file that is not a certificate")
+    func notACertificate() throws {
+        try expectRefusal(["certs/kata.pem": "this is not a certificate\n"],
+                          message: "policies/prod.yaml:11:24: edr.serverCertificate: 'certs/kata.pem' is not a PEM or DER X.509 certificate")
+    }
+
+    @Test("A client container whose password is wrong")
+    func wrongPassword() throws {
+        let env = try Environment()
+        #expect(env.run("apply").code == 0)
+        try env.state.write("edr-client.pass", "not-the-password\n")
+        // A new container is wanted, so the password matters now.
+        let pki = try TestPKI()
+        try env.state.write("edr-client.p12", try pki.data("edr-client.p12"))
+        let before = try env.storeDigest()
+        let result = env.run("apply")
+        #expect(result.code == 1)
+        #expect(result.stderr.contains("policies/prod.yaml:13:5: edr.clientCertificate: client container edr-client.p12 does not open with the password in edr-client.pass: wrong password"), "\(result.stderr)")
+        #expect(try env.storeDigest() == before)
+    }
+
+    @Test("An unknown ref")
+    func unknownRef() throws {
+        try expectRefusal([:], ["apply", "--ref", "no-such-branch"], message: "unknown ref 'no-such-branch'")
+    }
+
+    @Test("A path that is not a git repository")
+    func notARepository() throws {
+        let plain = try TemporaryDirectory()
+        let env = try Environment()
+        #expect(env.run("apply").code == 0)
+        let before = try env.storeDigest()
+        let result = tether(["apply", "--repo", plain.path, "--state-dir", env.state.path])
+        #expect(result.code == 1)
+        #expect(result.stderr.contains("\(plain.path) is not a git repository"))
+        #expect(try env.storeDigest() == before)
+    }
+
+    @Test("A policy that cannot hold on this agent (mutual TLS without a client certificate) names its line")
+    func unenforceable() throws {
+        let withoutClient = Environment.prod.replacingOccurrences(of: """
+                clientCertificate:
+                  file: edr-client.p12
+                  passwordFile: edr-client.pass
+
+            """, with: "\n")
+        let env = try Environment(policies: ["policies/base.yaml": Environment.base, "policies/prod.yaml": withoutClient])
+        #expect(env.agentCommand("get-settings", "edr").code == 0)
+        let before = try env.storeDigest()
+        let result = env.run("apply")
+        #expect(result.code == 1)
+        #expect(result.stderr.contains("policies/prod.yaml:10:14: edr: EDR cannot run as declared: mutualAuthentication is on but no client certificate is installed"), "\(result.stderr)")
+        #expect(try env.storeDigest() == before)
+    }
+}
+
+@Suite("tether validate")
+struct ValidateTests {
+    @Test("Every problem in every file in one run, as FILE:LINE:COLUMN: message; exit 1")
+    func everyProblem() throws {
+        let env = try Environment()
+        try env.repo.commit([
+            "policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 99999"),
+            "policies/prod.yaml": Environment.prod.replacingOccurrences(of: "certs/kata.pem", with: "certs/none.pem")
+                .replacingOccurrences(of: "synchronizationPeriod: 10", with: "synchronisationPeriod: 10"),
+        ])
+        let head = try env.repo.git("rev-parse", "HEAD").prefix(12)
+        let result = env.run("validate")
+        #expect(result.code == 1)
+        let lines = result.stderr.split(separator: "\n").map(String.init)
+        #expect(lines.contains("policies/base.yaml:8:11: edr.port: 99999 is out of range: expected an integer from 1 to 65535"))
+        #expect(lines.contains("policies/prod.yaml:16:5: spec.edr: unknown field 'synchronisationPeriod'; did you mean 'synchronizationPeriod'?"))
+        #expect(lines.contains("policies/prod.yaml:11:24: edr.serverCertificate: certificate file 'certs/none.pem' does not exist in commit \(head)"))
+        #expect(lines.last == "3 problems found; nothing was changed.")
+    }
+
+    @Test("A valid repository: exit 0 and a one-line summary")
+    func valid() throws {
+        let env = try Environment()
+        let result = env.run("validate")
+        #expect(result.code == 0, "\(result.stderr)")
+        #expect(result.stdout.hasPrefix("Valid: 2 policies in 2 files at revision \(env.revision.prefix(12))"))
+    }
+
+    @Test("validate checks that certificates exist and are certificates")
+    func certificates() throws {
+        let env = try Environment()
+        try env.repo.commit(["policies/prod.yaml": Environment.prod.replacingOccurrences(of: "certs/kata.pem", with: "README.md"),
+                             "README.md": "hello\n"])
+        let result = env.run("validate")
+        #expect(result.code == 1)
+        #expect(result.stderr.contains("policies/prod.yaml:11:24: edr.serverCertificate: 'README.md' is not a PEM or DER X.509 certificate"))
+    }
+}
+
+@Suite("tether agent: the local administrator's commands")
+struct AgentCommandTests {
+    @Test("get-settings prints vendor keys; --json prints policy names")
+    func getSettings() throws {
+        let env = try Environment()
+        let text = env.agentCommand("get-settings", "ndr")
+        #expect(text.code == 0)
+        #expect(text.stdout.contains("[KATANDR] stopped"))
+        #expect(text.stdout.contains("Endpoints=127.0.0.1:8081"))
+        #expect(text.stdout.contains("EventTransferSettings.PingPeriod=450"))
+        let json = env.agentCommand("get-settings", "sandbox", "--json").json
+        #expect((json["settings"] as? [String: Any])?["queueSize"] as? Int == 1024)
+        #expect(json["task"] as? String == "KATASandbox")
+    }
+
+    @Test("set-settings takes vendor keys, bare INI keys and lists; mistakes get a did-you-mean")
+    func setSettings() throws {
+        let env = try Environment()
+        #expect(env.agentCommand("set-settings", "ndr", "PingPeriod=300", "Endpoints=10.0.0.1:8081,[::1]:8082").code == 0)
+        let json = env.agentCommand("get-settings", "ndr", "--json").json
+        let settings = json["settings"] as? [String: Any]
+        #expect(settings?["pingPeriod"] as? Int == 300)
+        #expect((settings?["endpoints"] as? [[String: Any]])?.last?["address"] as? String == "::1")
+
+        let typo = env.agentCommand("set-settings", "edr", "Prot=1")
+        #expect(typo.code == 1)
+        #expect(typo.stderr.contains("unknown key 'Prot' for edr; did you mean 'Port'?"))
+        let range = env.agentCommand("set-settings", "edr", "SynchronizationPeriod=0")
+        #expect(range.code == 1)
+        #expect(range.stderr.contains("SynchronizationPeriod: 0 is out of range: expected an integer from 1 to 60 (minutes)"))
+    }
+
+    @Test("start is refused with the unmet rule; certificates can be added, queried and removed")
+    func startAndCertificates() throws {
+        let env = try Environment()
+        let refused = env.agentCommand("start", "edr")
+        #expect(refused.code == 1)
+        #expect(refused.stderr.contains("EDR (KATAEDR) cannot start: no server certificate is pinned"))
+        #expect(env.agentCommand("query-server-certificate", "edr").code == 1)
+
+        #expect(env.agentCommand("add-server-certificate", "edr", env.pki.path("server.pem")).code == 0)
+        let query = env.agentCommand("query-server-certificate", "edr")
+        #expect(query.code == 0)
+        #expect(query.stdout.contains("subject      O=Tether demo platform,CN=kata.demo.local"))
+        #expect(env.agentCommand("start", "edr").code == 0)
+
+        let wrong = env.agentCommand("add-client-certificate", "edr", env.pki.path("edr-client.p12"), "--password-file", env.pki.path("ca.pem"))
+        #expect(wrong.code == 1)
+        #expect(wrong.stderr.contains("the PKCS#12 container's password is wrong"))
+        #expect(!wrong.stderr.contains(try env.pki.text("edr-client.pass").trimmingCharacters(in: .whitespacesAndNewlines)))
+        let added = env.agentCommand("add-client-certificate", "edr", env.pki.path("edr-client.p12"), "--password-file", env.pki.path("edr-client.pass"))
+        #expect(added.code == 0, "\(added.stderr)")
+        #expect(env.agentCommand("query-client-certificate", "edr").stdout.contains("CN=endpoint-demo"))
+
+        #expect(env.agentCommand("remove-server-certificate", "edr").code == 0)
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("[KATAEDR] stopped"))
+    }
+
+    @Test("Usage mistakes exit 1 and say what to type")
+    func usage() {
+        let result = tether(["agent", "set-settings", "edr"])
+        #expect(result.code == 1)
+        #expect(result.stderr.contains("tether agent set-settings edr Port=8443"))
+        let help = tether(["plan", "--help"])
+        #expect(help.code == 0)
+        #expect(help.stdout.contains("--repo"))
+    }
+}

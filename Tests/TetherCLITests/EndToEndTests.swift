@@ -1,0 +1,140 @@
+import ConnectorCore
+import Foundation
+import IntegrationModel
+import Reconciler
+import TetherTestSupport
+import Testing
+
+@Suite("plan → apply → drift against a real repository and an agent on disk")
+struct EndToEndTests {
+    @Test("A new device: plan shows the changes (exit 2), apply makes them, drift is in sync (exit 0)")
+    func planApplyDrift() throws {
+        let env = try Environment()
+        let plan = env.run("plan")
+        #expect(plan.code == 2, "\(plan.stderr)")
+        #expect(plan.stdout.contains("Plan: 5 settings to change"))
+        #expect(plan.stdout.contains("edr.port") == false, "port is already 443 by default: no noise")
+        #expect(plan.stdout.contains("1. pin edr server certificate certs/kata.pem"))
+        #expect(plan.stdout.contains("start EDR (KATAEDR)"))
+        // Planning changes nothing.
+        #expect(try Agent(stateDirectory: env.state.path).state().running.isEmpty)
+
+        let apply = env.run("apply")
+        #expect(apply.code == 0, "\(apply.stderr)")
+        #expect(apply.stdout.hasPrefix("Applied: 5 settings changed"))
+        let agent = try Agent(stateDirectory: env.state.path).state()
+        #expect(agent.running == [.edr])
+        #expect(agent.value(SettingPath(.integration(.edr), "synchronizationPeriod")) == .int(10))
+        #expect(agent.clientCertificates[.edr]?.subject == "O=Tether demo fleet,CN=endpoint-demo")
+
+        let drift = env.run("drift", "--format", "json")
+        #expect(drift.code == 0, "\(drift.stderr)")
+        #expect(drift.json["inSync"] as? Bool == true)
+        #expect(drift.json["formatVersion"] as? Int == 1)
+        #expect(drift.json["revision"] as? String == env.revision)
+        #expect((drift.json["findings"] as? [Any])?.isEmpty == true)
+        #expect(env.run("plan").code == 0)
+        #expect(env.run("apply").stdout.hasPrefix("Nothing to apply."))
+    }
+
+    @Test("A local set-settings is drift: edr.port desired 443, actual 8443, with where it was declared; apply restores it")
+    func localChangeIsDrift() throws {
+        let env = try Environment()
+        #expect(env.run("apply").code == 0)
+        let set = tether(["agent", "set-settings", "edr", "Port=8443", "--state-dir", env.state.path])
+        #expect(set.code == 0, "\(set.stderr)")
+
+        let drift = env.run("drift", "--format", "json")
+        #expect(drift.code == 2)
+        #expect(drift.json["inSync"] as? Bool == false)
+        let findings = try #require(drift.json["findings"] as? [[String: Any]])
+        #expect(findings.count == 1)
+        let finding = try #require(findings.first)
+        #expect(finding["path"] as? String == "edr.port")
+        #expect(finding["desired"] as? Int == 443)
+        #expect(finding["actual"] as? Int == 8443)
+        let source = try #require(finding["source"] as? [String: Any])
+        #expect(source["file"] as? String == "policies/base.yaml")
+        #expect(source["line"] as? Int == 8)
+        let change = try #require(finding["lastChange"] as? [String: Any])
+        #expect(change["actor"] as? String == "tether agent set-settings")
+
+        let text = env.run("drift")
+        #expect(text.code == 2)
+        #expect(text.stdout.contains("edr.port  8443 → 443"))
+        #expect(text.stdout.contains("declared at policies/base.yaml:8"))
+
+        #expect(env.run("apply").code == 0)
+        #expect(env.run("drift").code == 0)
+        #expect(try Agent(stateDirectory: env.state.path).state().value(SettingPath(.integration(.edr), "port")) == .int(443))
+    }
+
+    @Test("A failing apply leaves the store byte-for-byte untouched")
+    func failingApplyChangesNothing() throws {
+        let env = try Environment()
+        #expect(env.run("apply").code == 0)
+        let agent = try Agent(stateDirectory: env.state.path)
+        let before = try env.storeDigest()
+        // A plan whose last step the agent refuses: NDR has no server certificate.
+        let plan = Plan(findings: [], steps: [
+            .set(SettingPath(.integration(.edr), "port"), from: .int(443), to: .int(9443)),
+            .stop(.edr),
+            .start(.ndr),
+        ])
+        let error = #expect(throws: AgentError.self) { try plan.apply(to: agent, actor: "test") }
+        #expect(error?.description.contains("NDR (KATANDR) cannot start") == true)
+        #expect(try env.storeDigest() == before)
+        #expect(try agent.state().running == [.edr])
+    }
+
+    @Test("Labels select policies: without env=prod only the base policy applies")
+    func labelSelection() throws {
+        let env = try Environment(labels: "")
+        let plan = env.run("plan", "--format", "json")
+        #expect(plan.code == 0, "\(plan.stderr)")
+        #expect(plan.json["policies"] as? [String] == ["base"])
+        let labelled = env.run("plan", "--format", "json", "--label", "env=prod")
+        #expect(labelled.code == 2)
+        #expect(labelled.json["policies"] as? [String] == ["prod-edr", "base"])
+        #expect((labelled.json["device"] as? [String: Any])?["labels"] as? [String: String] == ["env": "prod"])
+    }
+
+    @Test("Higher priority wins field by field; equal priority with different values is an error naming both")
+    func priorities() throws {
+        let override = """
+            apiVersion: tether/v1
+            kind: IntegrationPolicy
+            metadata: {name: port-override}
+            spec:
+              priority: 50
+              edr: {port: 8443, address: 10.0.0.9}
+            """
+        let env = try Environment(policies: ["policies/base.yaml": Environment.base, "policies/override.yaml": override])
+        let plan = env.run("plan", "--format", "json")
+        let findings = try #require(plan.json["findings"] as? [[String: Any]])
+        let port = try #require(findings.first { $0["path"] as? String == "edr.port" })
+        #expect(port["desired"] as? Int == 8443)
+        #expect((port["source"] as? [String: Any])?["file"] as? String == "policies/override.yaml")
+
+        let clash = override.replacingOccurrences(of: "priority: 50", with: "priority: 0")
+        try env.repo.commit(["policies/override.yaml": clash])
+        let conflict = env.run("plan")
+        #expect(conflict.code == 1)
+        #expect(conflict.stderr.contains("policies/override.yaml:6:15: edr.port: policies 'base' (policies/base.yaml:8) and 'port-override' (policies/override.yaml:6)"))
+        #expect(env.run("validate").code == 1)
+    }
+
+    @Test("--ref reads an older commit; a file:// URL is read through a mirror in the state directory")
+    func refsAndURLs() throws {
+        let env = try Environment()
+        let first = env.revision
+        try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        let old = tether(["plan", "--format", "json", "--ref", String(first.prefix(8))] + env.flags)
+        #expect(old.json["revision"] as? String == first)
+        let remote = tether(["plan", "--format", "json", "--repo", "file://\(env.repo.path)", "--ref", "main", "--state-dir", env.state.path])
+        #expect(remote.code == 2, "\(remote.stderr)")
+        let findings = remote.json["findings"] as? [[String: Any]] ?? []
+        #expect(findings.contains { $0["path"] as? String == "edr.port" && $0["desired"] as? Int == 4443 })
+        #expect(FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent("mirrors").path))
+    }
+}

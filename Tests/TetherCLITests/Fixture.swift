@@ -1,0 +1,86 @@
+import ConnectorCore
+import Foundation
+import TetherCLI
+import TetherTestSupport
+
+/// What one `tether` invocation printed and returned.
+struct TetherResult {
+    let code: Int32
+    let stdout: String
+    let stderr: String
+
+    /// stdout parsed as a JSON object.
+    var json: [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(stdout.utf8))) as? [String: Any] ?? [:]
+    }
+}
+
+/// Runs tether in-process, capturing what it prints.
+func tether(_ arguments: [String]) -> TetherResult {
+    let capture = CapturedConsole()
+    let code = Console.$current.withValue(capture.console) { Tether.run(arguments: arguments) }
+    return TetherResult(code: code, stdout: capture.stdout, stderr: capture.stderr)
+}
+
+/// A policy repository with a server certificate committed, and a device (state directory)
+/// labelled env=prod that holds the client container.
+final class Environment: @unchecked Sendable {
+    let repo: GitFixture
+    let pki: TestPKI
+    let state: TemporaryDirectory
+    var revision: String
+
+    static let base = """
+        apiVersion: tether/v1
+        kind: IntegrationPolicy
+        metadata:
+          name: base
+        spec:
+          behaviorDetection: true
+          edr:
+            port: 443
+            address: 127.0.0.1
+        """
+
+    static let prod = """
+        apiVersion: tether/v1
+        kind: IntegrationPolicy
+        metadata:
+          name: prod-edr
+        spec:
+          priority: 100
+          selector:
+            matchLabels: {env: prod}
+          edr:
+            enabled: true
+            serverCertificate: certs/kata.pem
+            mutualAuthentication: true
+            clientCertificate:
+              file: edr-client.p12
+              passwordFile: edr-client.pass
+            synchronizationPeriod: 10
+        """
+
+    init(policies: [String: String]? = nil, labels: String = "env=prod\n") throws {
+        pki = try TestPKI()
+        repo = try GitFixture()
+        state = try TemporaryDirectory("tether-device")
+        try state.write("labels", labels)
+        try state.write("edr-client.p12", try pki.data("edr-client.p12"))
+        try state.write("edr-client.pass", try pki.data("edr-client.pass"))
+        try repo.directory.write("certs/kata.pem", try pki.data("server.pem"))
+        revision = try repo.commit(policies ?? ["policies/base.yaml": Environment.base, "policies/prod.yaml": Environment.prod],
+                                   message: "Policies")
+    }
+
+    /// The common flags, placed after the subcommand as users write them.
+    var flags: [String] { ["--repo", repo.path, "--state-dir", state.path] }
+
+    func run(_ arguments: String...) -> TetherResult { tether(arguments + flags) }
+
+    func agentCommand(_ arguments: String...) -> TetherResult { tether(["agent"] + arguments + ["--state-dir", state.path]) }
+
+    var storePath: String { state.url.appendingPathComponent(Agent.storeFileName).path }
+
+    func storeDigest() throws -> String { try fileDigest(storePath) }
+}
