@@ -1,0 +1,215 @@
+internal import CCurl
+internal import CCurlShims
+import Foundation
+
+/// A PKCS#12 client identity for mutual TLS, passed to libcurl in memory (never written to a file).
+public struct ClientIdentity: Sendable {
+    public let pkcs12: [UInt8]
+    public let password: String
+
+    public init(pkcs12: [UInt8], password: String) {
+        self.pkcs12 = pkcs12
+        self.password = password
+    }
+}
+
+/// An HTTP CONNECT proxy, with credentials when it needs them.
+public struct ProxySettings: Sendable {
+    /// `host:port` or `http://host:port`.
+    public let address: String
+    public let user: String?
+    public let password: String?
+
+    public init(address: String, user: String? = nil, password: String? = nil) {
+        self.address = address
+        self.user = user
+        self.password = password
+    }
+}
+
+/// How one connector talks to its server.
+public struct TransportConfiguration: Sendable {
+    /// The pinned server certificate (PEM): the only trust anchor. A server presenting a
+    /// certificate that neither equals nor chains to it is refused.
+    public var pinnedCertificatePEM: String
+    public var clientIdentity: ClientIdentity?
+    public var proxy: ProxySettings?
+    /// Seconds to establish the connection (TCP and TLS).
+    public var connectionTimeout: Int
+    /// Seconds for the whole request.
+    public var requestTimeout: Int
+
+    public init(pinnedCertificatePEM: String, clientIdentity: ClientIdentity? = nil, proxy: ProxySettings? = nil,
+                connectionTimeout: Int = 10, requestTimeout: Int = 10) {
+        self.pinnedCertificatePEM = pinnedCertificatePEM
+        self.clientIdentity = clientIdentity
+        self.proxy = proxy
+        self.connectionTimeout = connectionTimeout
+        self.requestTimeout = requestTimeout
+    }
+}
+
+/// An HTTP response; 4xx and 5xx are responses, not errors.
+public struct HTTPResponse: Sendable {
+    public let status: Int
+    public let body: [UInt8]
+    public var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// Why a request failed, each failure named distinctly for status and reports.
+public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The server's certificate does not equal or chain to the pinned one (or its name does not match).
+    case serverCertificateRejected(String)
+    /// The server asked for a client certificate and none is configured.
+    case clientCertificateMissing(String)
+    /// The server refused the client certificate, or the container could not be used.
+    case clientCertificateRejected(String)
+    case unreachable(String)
+    case timedOut(String)
+    /// The proxy could not be reached or refused the CONNECT (with its HTTP code when it sent one).
+    case proxyRefused(String)
+    case other(String)
+
+    public var description: String {
+        switch self {
+        case .serverCertificateRejected(let detail): return "server certificate rejected: \(detail)"
+        case .clientCertificateMissing(let detail): return "client certificate missing: the server requires one (\(detail))"
+        case .clientCertificateRejected(let detail): return "client certificate rejected: \(detail)"
+        case .unreachable(let detail): return "server unreachable: \(detail)"
+        case .timedOut(let detail): return "timed out: \(detail)"
+        case .proxyRefused(let detail): return "proxy refused: \(detail)"
+        case .other(let detail): return detail
+        }
+    }
+}
+
+/// A blocking HTTPS client over libcurl and OpenSSL with a pinned server certificate, optional
+/// mutual TLS and an optional proxy. Owns one curl handle (reused across requests, so
+/// connections are kept alive) and frees it in `deinit`. Not thread-safe, and `send` blocks:
+/// call it from a dedicated thread, never from Swift's cooperative pool.
+public final class HTTPClient {
+    private let handle: UnsafeMutableRawPointer
+    private let configuration: TransportConfiguration
+    private let errorBuffer: UnsafeMutablePointer<CChar>
+
+    private static let globalInit: Bool = {
+        curl_global_init(Int(CURL_GLOBAL_DEFAULT))
+        return true
+    }()
+
+    public init(configuration: TransportConfiguration) throws {
+        _ = HTTPClient.globalInit
+        guard let handle = curl_easy_init() else { throw TransportError.other("libcurl could not create a handle") }
+        self.handle = handle
+        self.configuration = configuration
+        errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        try configure()
+    }
+
+    deinit {
+        curl_easy_cleanup(handle)
+        errorBuffer.deallocate()
+    }
+
+    private func configure() throws {
+        try check(tether_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer))
+        try check(tether_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
+        try check(tether_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1))
+        try check(tether_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2))
+        try check(tether_curl_setopt_long(handle, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2))
+        // The pinned certificate is the only anchor: no system bundle, no CA folder.
+        try check(tether_curl_setopt_string(handle, CURLOPT_CAINFO, nil))
+        try check(tether_curl_setopt_string(handle, CURLOPT_CAPATH, nil))
+        let pem = Array(configuration.pinnedCertificatePEM.utf8)
+        try check(pem.withUnsafeBytes { tether_curl_setopt_blob(handle, CURLOPT_CAINFO_BLOB, $0.baseAddress, $0.count) })
+        if let identity = configuration.clientIdentity {
+            try check(identity.pkcs12.withUnsafeBytes { tether_curl_setopt_blob(handle, CURLOPT_SSLCERT_BLOB, $0.baseAddress, $0.count) })
+            try check(tether_curl_setopt_string(handle, CURLOPT_SSLCERTTYPE, "P12"))
+            try check(tether_curl_setopt_string(handle, CURLOPT_KEYPASSWD, identity.password))
+        }
+        if let proxy = configuration.proxy {
+            try check(tether_curl_setopt_string(handle, CURLOPT_PROXY, proxy.address))
+            try check(tether_curl_setopt_long(handle, CURLOPT_HTTPPROXYTUNNEL, 1))
+            if let user = proxy.user { try check(tether_curl_setopt_string(handle, CURLOPT_PROXYUSERNAME, user)) }
+            if let password = proxy.password { try check(tether_curl_setopt_string(handle, CURLOPT_PROXYPASSWORD, password)) }
+        } else {
+            // Ignore http_proxy and friends from the environment: the proxy is a setting.
+            try check(tether_curl_setopt_string(handle, CURLOPT_NOPROXY, "*"))
+        }
+        try check(tether_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, configuration.connectionTimeout * 1000))
+        try check(tether_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, configuration.requestTimeout * 1000))
+        try check(tether_curl_setopt_write_function(handle, { data, size, count, context in
+            guard let data, let context else { return 0 }
+            let sink = Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue()
+            sink.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: size * count))
+            return size * count
+        }))
+    }
+
+    /// Sends one request and waits for the whole response.
+    public func send(method: String = "GET", url: String, headers: [String] = [], body: [UInt8]? = nil) throws -> HTTPResponse {
+        let sink = ResponseSink()
+        let context = Unmanaged.passRetained(sink)
+        defer { context.release() }
+        errorBuffer[0] = 0
+        try check(tether_curl_setopt_string(handle, CURLOPT_URL, url))
+        try check(tether_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context.toOpaque()))
+        try check(tether_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method == "GET" ? nil : method))
+        if let body {
+            try check(tether_curl_setopt_long(handle, CURLOPT_POSTFIELDSIZE, body.count))
+            try check(body.withUnsafeBytes { tether_curl_setopt_pointer(handle, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: $0.baseAddress)) })
+        } else {
+            try check(tether_curl_setopt_long(handle, CURLOPT_HTTPGET, 1))
+        }
+        var list: UnsafeMutablePointer<curl_slist>?
+        for header in headers { list = curl_slist_append(list, header) }
+        defer { curl_slist_free_all(list) }
+        try check(tether_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
+
+        let code = curl_easy_perform(handle)
+        guard code == CURLE_OK else { throw classify(code) }
+        var status = 0
+        tether_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        return HTTPResponse(status: status, body: sink.body)
+    }
+
+    /// Names a libcurl failure; reads the error buffer right after the call that failed.
+    private func classify(_ code: CURLcode) -> TransportError {
+        let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(code))
+        var connectCode = 0
+        tether_curl_getinfo_long(handle, CURLINFO_HTTP_CONNECTCODE, &connectCode)
+        let lowered = detail.lowercased()
+        if configuration.proxy != nil {
+            if connectCode >= 300 { return .proxyRefused("the proxy answered CONNECT with HTTP \(connectCode)") }
+            if code == CURLE_COULDNT_RESOLVE_PROXY { return .proxyRefused(detail) }
+            if code == CURLE_COULDNT_CONNECT && connectCode == 0 && !lowered.contains("after connect") { return .proxyRefused(detail) }
+        }
+        let clientAlert = lowered.contains("certificate required") || lowered.contains("alert bad certificate")
+            || lowered.contains("alert unknown ca") || lowered.contains("handshake failure")
+        switch code {
+        case CURLE_PEER_FAILED_VERIFICATION:
+            return .serverCertificateRejected(detail)
+        case CURLE_SSL_CERTPROBLEM:
+            return .clientCertificateRejected("the client container cannot be used: \(detail)")
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST:
+            return .unreachable(detail)
+        case CURLE_OPERATION_TIMEDOUT:
+            return .timedOut(detail)
+        case CURLE_SSL_CONNECT_ERROR, CURLE_RECV_ERROR, CURLE_SEND_ERROR where clientAlert:
+            return configuration.clientIdentity == nil ? .clientCertificateMissing(detail) : .clientCertificateRejected(detail)
+        default:
+            return .other("libcurl error \(code.rawValue): \(detail)")
+        }
+    }
+
+    private func check(_ code: CURLcode) throws {
+        guard code == CURLE_OK else {
+            throw TransportError.other("libcurl refused an option: \(String(cString: curl_easy_strerror(code)))")
+        }
+    }
+}
+
+private final class ResponseSink {
+    var body: [UInt8] = []
+}

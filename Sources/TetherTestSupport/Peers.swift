@@ -1,0 +1,215 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A long-running helper process (a TLS server), killed with SIGKILL when released: on Linux a
+/// child started from async code may ignore SIGTERM.
+public final class BackgroundProcess: @unchecked Sendable {
+    let process: Process
+
+    public init(_ executable: String, _ arguments: [String], in directory: String? = nil) throws {
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [executable] + arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    deinit {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+public func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = loopback(port: 0)
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0 else { throw FixtureError("cannot bind a free port") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Waits until something accepts connections on 127.0.0.1:`port`.
+public func waitForPort(_ port: Int, seconds: Double = 10) throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = loopback(port: port)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        close(fd)
+        if connected == 0 { return }
+        usleep(20_000)
+    }
+    throw FixtureError("nothing listens on 127.0.0.1:\(port) after \(seconds) s")
+}
+
+/// A listening socket on 127.0.0.1 with a port the kernel chose.
+func listenOnLoopback() throws -> (Int32, Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var reuse: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
+    var address = loopback(port: 0)
+    let bound = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard bound == 0, listen(fd, 16) == 0 else {
+        close(fd)
+        throw FixtureError("cannot listen on 127.0.0.1")
+    }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}
+
+func loopback(port: Int) -> sockaddr_in {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return address
+}
+
+/// `openssl s_server -www` on 127.0.0.1: a real TLS peer that answers GET with a status page,
+/// optionally requiring a client certificate issued by the PKI's CA.
+public final class OpenSSLServer: @unchecked Sendable {
+    public let port: Int
+    private let process: BackgroundProcess
+
+    public init(pki: TestPKI, certificate: String = "server.pem", key: String = "server.key", requireClientCertificate: Bool = false) throws {
+        port = try freePort()
+        var arguments = ["s_server", "-accept", "127.0.0.1:\(port)", "-cert", pki.path(certificate), "-key", pki.path(key), "-www", "-quiet"]
+        if requireClientCertificate {
+            arguments += ["-CAfile", pki.path("ca.pem"), "-Verify", "1", "-verify_return_error"]
+        }
+        process = try BackgroundProcess("openssl", arguments)
+        try waitForPort(port)
+    }
+
+    public var url: String { "https://127.0.0.1:\(port)/" }
+}
+
+/// A socket that listens but never accepts: connections complete, then nothing is ever said.
+public final class SilentServer: @unchecked Sendable {
+    public let port: Int
+    private let fd: Int32
+
+    public init() throws {
+        (fd, port) = try listenOnLoopback()
+    }
+
+    deinit { close(fd) }
+}
+
+/// A small HTTP CONNECT proxy on 127.0.0.1, in-process, that tunnels to loopback targets only,
+/// optionally demanding Basic credentials (407 without them), and counts the tunnels it made.
+public final class ConnectProxy: @unchecked Sendable {
+    public let port: Int
+    private let listener: Int32
+    private let credentials: String?
+    private let lock = NSLock()
+    private var tunnelCount = 0
+    private var stopped = false
+
+    /// `user` and `password`, when given, are required from clients.
+    public init(user: String? = nil, password: String? = nil) throws {
+        credentials = user.map { Data("\($0):\(password ?? "")".utf8).base64EncodedString() }
+        (listener, port) = try listenOnLoopback()
+        let thread = Thread { [weak self] in self?.acceptLoop() }
+        thread.start()
+    }
+
+    deinit {
+        lock.withLock { stopped = true }
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
+
+    /// How many CONNECT tunnels were opened.
+    public var tunnels: Int { lock.withLock { tunnelCount } }
+
+    public var address: String { "127.0.0.1:\(port)" }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(listener, nil, nil)
+            if client < 0 { return }
+            if lock.withLock({ stopped }) { close(client); return }
+            Thread { [weak self] in self?.serve(client) }.start()
+        }
+    }
+
+    private func serve(_ client: Int32) {
+        var request = [UInt8]()
+        var byte: UInt8 = 0
+        while !request.ends(with: Array("\r\n\r\n".utf8)) {
+            guard read(client, &byte, 1) == 1, request.count < 8192 else { close(client); return }
+            request.append(byte)
+        }
+        let head = String(decoding: request, as: UTF8.self)
+        let lines = head.components(separatedBy: "\r\n")
+        let parts = lines[0].split(separator: " ")
+        guard parts.count >= 2, parts[0] == "CONNECT" else { reply(client, "405 Method Not Allowed"); return }
+        if let credentials, !lines.contains(where: { $0.lowercased() == "proxy-authorization: basic \(credentials.lowercased())" }) {
+            reply(client, "407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"tether-test\"")
+            return
+        }
+        let target = parts[1].split(separator: ":")
+        guard target.count == 2, target[0] == "127.0.0.1" || target[0] == "localhost", let port = Int(target[1]) else {
+            reply(client, "403 Forbidden")
+            return
+        }
+        let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = loopback(port: port)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { close(upstream); reply(client, "502 Bad Gateway"); return }
+        lock.withLock { tunnelCount += 1 }
+        let established = Array("HTTP/1.1 200 Connection established\r\n\r\n".utf8)
+        _ = established.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+        pump(client, upstream)
+    }
+
+    private func reply(_ client: Int32, _ status: String) {
+        let response = Array("HTTP/1.1 \(status)\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".utf8)
+        _ = response.withUnsafeBytes { write(client, $0.baseAddress, $0.count) }
+        close(client)
+    }
+
+    private func pump(_ a: Int32, _ b: Int32) {
+        var fds = [pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0)]
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        loop: while poll(&fds, 2, 30_000) > 0 {
+            for (index, entry) in fds.enumerated() where entry.revents != 0 {
+                let count = read(entry.fd, &buffer, buffer.count)
+                if count <= 0 { break loop }
+                let other = index == 0 ? b : a
+                _ = buffer.withUnsafeBytes { write(other, $0.baseAddress, count) }
+            }
+        }
+        close(a)
+        close(b)
+    }
+}
+
+extension Array where Element == UInt8 {
+    func ends(with suffix: [UInt8]) -> Bool {
+        count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix
+    }
+}
