@@ -22,7 +22,8 @@ public struct PolicyDecoder {
         }
         var policies: [IntegrationPolicy] = []
         do {
-            var documents = try Yams.compose_all(yaml: text)
+            // The basic resolver (no regular expressions): scalars are typed by `ScalarType` below.
+            var documents = try Yams.compose_all(yaml: text, .basic)
             while let node = documents.next() {
                 if let policy = decoder.policy(from: node) { policies.append(policy) }
             }
@@ -36,7 +37,7 @@ public struct PolicyDecoder {
     // MARK: - Documents
 
     private mutating func policy(from node: Node) -> IntegrationPolicy? {
-        if case .scalar = node, node.tag.rawValue == Tag.Name.null.rawValue { return nil }
+        if case .null? = ScalarType(node) { return nil }
         guard let root = mapping(node, "a policy document") else { return nil }
         let fields = fieldMap(root, allowed: ["apiVersion", "kind", "metadata", "spec"], context: "a policy document")
         let start = location(node)
@@ -238,19 +239,19 @@ public struct PolicyDecoder {
     }
 
     private mutating func string(_ node: Node, _ path: String) -> String? {
-        if case .scalar(let scalar) = node, node.tag.rawValue == Tag.Name.str.rawValue { return scalar.string }
+        if case .string(let text)? = ScalarType(node) { return text }
         add(node, "\(path): expected a string, found \(describe(node))")
         return nil
     }
 
     private mutating func integer(_ node: Node, _ path: String) -> Int? {
-        if case .scalar = node, node.tag.rawValue == Tag.Name.int.rawValue, let number = node.int { return number }
+        if case .integer(let number)? = ScalarType(node) { return number }
         add(node, "\(path): expected an integer, found \(describe(node))")
         return nil
     }
 
     private mutating func boolean(_ node: Node, _ path: String) -> Bool? {
-        if case .scalar = node, node.tag.rawValue == Tag.Name.bool.rawValue, let value = node.bool { return value }
+        if case .boolean(let value)? = ScalarType(node) { return value }
         add(node, "\(path): expected true or false, found \(describe(node))")
         return nil
     }
@@ -263,7 +264,7 @@ public struct PolicyDecoder {
                 add(key, "\(path): keys must be strings")
                 continue
             }
-            guard case .scalar(let scalar) = value, value.tag.rawValue != Tag.Name.null.rawValue else {
+            guard case .scalar(let scalar) = value, let type = ScalarType(value), type != .null else {
                 add(value, "\(path).\(name): expected a string, found \(describe(value))")
                 continue
             }
@@ -278,11 +279,11 @@ public struct PolicyDecoder {
         case .sequence: return "a list"
         case .alias: return "an alias"
         case .scalar(let scalar):
-            switch node.tag.rawValue {
-            case Tag.Name.null.rawValue: return "nothing (null)"
-            case Tag.Name.bool.rawValue: return "the boolean \(scalar.string)"
-            case Tag.Name.int.rawValue: return "the integer \(scalar.string)"
-            case Tag.Name.float.rawValue: return "the number \(scalar.string)"
+            switch ScalarType(node) {
+            case .null?: return "nothing (null)"
+            case .boolean?: return "the boolean \(scalar.string)"
+            case .integer?: return "the integer \(scalar.string)"
+            case .float?: return "the number \(scalar.string)"
             default: return "the string \"\(scalar.string)\""
             }
         }
@@ -310,6 +311,9 @@ public struct PolicyDecoder {
              YamlError.composer(let context, let problem, let mark, _):
             let detail = context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
             add(SourceLocation(file: file, line: mark.line, column: mark.column), "malformed YAML: \(problem)\(detail)")
+        case YamlError.duplicatedKeysInMapping(let duplicates, let context):
+            add(SourceLocation(file: file, line: context.mark.line, column: context.mark.column),
+                "field '\(duplicates.joined(separator: "', '"))' appears twice in one mapping")
         default:
             add(SourceLocation(file: file, line: 1, column: 1), "malformed YAML: \(error)")
         }

@@ -1,3 +1,5 @@
+import Dispatch
+import Foundation
 import IntegrationModel
 
 /// The desired state for one device: each managed key, its value and the policy line that set it.
@@ -28,12 +30,12 @@ public struct PolicySet: Sendable {
 
     /// Decodes every file and checks that policy names are unique, keeping every problem found.
     public init(decoding files: [(path: String, contents: [UInt8])]) {
+        let decoded = PolicySet.decodeConcurrently(files)
         var policies: [IntegrationPolicy] = []
         var problems: [PolicyProblem] = []
-        for file in files {
-            let decoded = PolicyDecoder.decode(file: file.path, contents: file.contents)
-            policies += decoded.policies
-            problems += decoded.problems
+        for result in decoded {
+            policies += result.policies
+            problems += result.problems
         }
         var firstByName: [String: IntegrationPolicy] = [:]
         for policy in policies {
@@ -46,6 +48,21 @@ public struct PolicySet: Sendable {
         }
         self.policies = policies
         self.problems = problems
+    }
+
+    /// Decodes files on every core; results keep the files' order.
+    private static func decodeConcurrently(_ files: [(path: String, contents: [UInt8])]) -> [(policies: [IntegrationPolicy], problems: [PolicyProblem])] {
+        let chunkCount = files.count < 64 ? 1 : ProcessInfo.processInfo.activeProcessorCount * 4
+        let chunkSize = (files.count + chunkCount - 1) / max(chunkCount, 1)
+        let results = ResultSlots(count: files.count)
+        DispatchQueue.concurrentPerform(iterations: chunkCount) { chunk in
+            let start = chunk * chunkSize
+            guard start < files.count else { return }
+            for index in start..<min(start + chunkSize, files.count) {
+                results.store(PolicyDecoder.decode(file: files[index].path, contents: files[index].contents), at: index)
+            }
+        }
+        return results.values
     }
 
     /// Decodes every file; throws `PolicyProblems` with every problem when any file is invalid.
@@ -113,4 +130,19 @@ extension PolicySet {
     private static func compatible(_ a: IntegrationPolicy, _ b: IntegrationPolicy) -> Bool {
         a.matchLabels.allSatisfy { key, value in b.matchLabels[key].map { $0 == value } ?? true }
     }
+}
+
+/// Fixed slots written by concurrent workers, each slot by exactly one worker.
+private final class ResultSlots: @unchecked Sendable {
+    private var slots: [(policies: [IntegrationPolicy], problems: [PolicyProblem])]
+
+    init(count: Int) {
+        slots = Array(repeating: ([], []), count: count)
+    }
+
+    func store(_ value: (policies: [IntegrationPolicy], problems: [PolicyProblem]), at index: Int) {
+        slots.withUnsafeMutableBufferPointer { $0[index] = value }
+    }
+
+    var values: [(policies: [IntegrationPolicy], problems: [PolicyProblem])] { slots }
 }
