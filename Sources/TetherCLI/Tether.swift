@@ -22,7 +22,7 @@ public struct Tether: ParsableCommand {
               tether apply --repo . --state-dir ./state     change it, all or nothing
               tether drift --repo . --state-dir ./state     is the agent still as git says?
             """,
-        subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, AgentCommand.self]
+        subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, AgentCommand.self, SchemaCommand.self]
     )
 
     public init() {}

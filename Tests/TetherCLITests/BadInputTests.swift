@@ -216,3 +216,20 @@ struct AgentCommandTests {
         #expect(help.stdout.contains("--repo"))
     }
 }
+
+@Suite("tether schema")
+struct SchemaTests {
+    @Test("The committed policies/integration-policy.schema.json is what `tether schema` prints")
+    func committedSchemaIsCurrent() throws {
+        let printed = tether(["schema"])
+        #expect(printed.code == 0)
+        let committed = try String(contentsOf: repositoryRoot.appendingPathComponent("policies/integration-policy.schema.json"), encoding: .utf8)
+        #expect(printed.stdout == committed, "run `swift run tether schema > policies/integration-policy.schema.json`")
+        let edr = ((printed.json["properties"] as? [String: Any])?["spec"] as? [String: Any])
+            .flatMap { ($0["properties"] as? [String: Any])?["edr"] as? [String: Any] }
+            .flatMap { $0["properties"] as? [String: Any] }
+        let port = edr?["port"] as? [String: Any]
+        #expect(port?["maximum"] as? Int == 65535)
+        #expect(port?["default"] as? Int == 443)
+    }
+}

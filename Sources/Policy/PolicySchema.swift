@@ -1,0 +1,106 @@
+import IntegrationModel
+
+/// The JSON Schema (draft 2020-12) of IntegrationPolicy documents, made from the settings
+/// catalog so it can never disagree with what the decoder accepts.
+public enum PolicySchema {
+    public static var document: [String: Any] {
+        var integrations: [String: Any] = [:]
+        for integration in Integration.allCases {
+            var properties: [String: Any] = [:]
+            for field in SettingCatalog.fields(.integration(integration)) {
+                properties[field.name] = schema(for: field)
+            }
+            properties["serverCertificate"] = [
+                "type": "string",
+                "description": "A PEM or DER certificate file inside the repository, pinned as the only trust anchor.",
+            ] as [String: Any]
+            properties["clientCertificate"] = [
+                "type": "object",
+                "description": "A PKCS#12 container on the device (never in git); relative paths are taken from the state directory.",
+                "additionalProperties": false,
+                "required": ["file"],
+                "properties": [
+                    "file": ["type": "string"],
+                    "passwordFile": ["type": "string"],
+                ],
+            ] as [String: Any]
+            integrations[integration.rawValue] = [
+                "type": "object",
+                "description": "\(integration.displayName) (task \(integration.taskName)).",
+                "additionalProperties": false,
+                "properties": properties,
+            ] as [String: Any]
+        }
+        var spec: [String: Any] = [
+            "priority": ["type": "integer", "default": 0, "description": "The higher wins, field by field."] as [String: Any],
+            "selector": [
+                "type": "object",
+                "additionalProperties": false,
+                "properties": ["matchLabels": ["type": "object", "additionalProperties": ["type": "string"]]],
+            ] as [String: Any],
+        ]
+        var proxy: [String: Any] = [:]
+        for field in SettingCatalog.app {
+            if field.name.hasPrefix("proxy.") {
+                proxy[String(field.name.dropFirst("proxy.".count))] = schema(for: field)
+            } else {
+                spec[field.name] = schema(for: field)
+            }
+        }
+        spec["proxy"] = ["type": "object", "additionalProperties": false, "properties": proxy] as [String: Any]
+        spec.merge(integrations) { current, _ in current }
+        return [
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://tether.invalid/schemas/integration-policy.schema.json",
+            "title": "Tether IntegrationPolicy",
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["apiVersion", "kind", "metadata", "spec"],
+            "properties": [
+                "apiVersion": ["const": PolicyDecoder.apiVersion],
+                "kind": ["const": PolicyDecoder.kind],
+                "metadata": [
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["name"],
+                    "properties": [
+                        "name": ["type": "string", "pattern": "^[a-z0-9][a-z0-9.-]*$", "maxLength": 253],
+                        "labels": ["type": "object", "additionalProperties": ["type": "string"]],
+                        "annotations": ["type": "object", "additionalProperties": ["type": "string"]],
+                    ] as [String: Any],
+                ] as [String: Any],
+                "spec": ["type": "object", "additionalProperties": false, "properties": spec] as [String: Any],
+            ] as [String: Any],
+        ]
+    }
+
+    private static func schema(for field: SettingField) -> [String: Any] {
+        var schema: [String: Any] = ["description": field.summary + (field.vendorKey.map { " Vendor key: \($0)." } ?? "")]
+        schema["default"] = field.defaultValue.jsonValue
+        switch field.kind {
+        case .bool:
+            schema["type"] = "boolean"
+        case .integer(let range, _):
+            schema["type"] = "integer"
+            schema["minimum"] = range.lowerBound
+            if range.upperBound != SettingKind.unbounded { schema["maximum"] = range.upperBound }
+        case .choice(let words):
+            schema["enum"] = words
+        case .host, .text:
+            schema["type"] = "string"
+        case .endpoints:
+            schema["type"] = "array"
+            schema["minItems"] = 1
+            schema["items"] = [
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["address", "port"],
+                "properties": [
+                    "address": ["type": "string"],
+                    "port": ["type": "integer", "minimum": 1, "maximum": 65535],
+                ] as [String: Any],
+            ] as [String: Any]
+        }
+        return schema
+    }
+}
