@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "IntegrationModel"),
         .target(name: "Policy", dependencies: ["IntegrationModel", "Yams"]),
         .target(name: "ConnectorCore", dependencies: ["IntegrationModel", "SQLiteDB", "X509"]),
-        .target(name: "Reconciler", dependencies: ["IntegrationModel", "Policy", "ConnectorCore", "GitSource", "X509"]),
+        .target(name: "Reconciler", dependencies: ["IntegrationModel", "Policy", "ConnectorCore", "GitSource", "X509", "SQLiteDB"]),
         .target(name: "Reports", dependencies: ["IntegrationModel", "Reconciler"]),
         .target(name: "TetherCLI", dependencies: [
             "IntegrationModel", "Policy", "ConnectorCore", "Reconciler", "Reports", "GitSource", "X509",

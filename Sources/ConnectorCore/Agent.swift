@@ -10,7 +10,7 @@ import X509
 public final class Agent {
     /// The state directory.
     public let directory: URL
-    private let database: Database
+    let database: Database
     private var transactionDepth = 0
     private var actor = "tether agent"
 
@@ -47,6 +47,7 @@ public final class Agent {
             PRIMARY KEY (integration, role));
         CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL,
             path TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision TEXT NOT NULL, at REAL NOT NULL);
         """
 
     // MARK: - Reading
@@ -109,7 +110,7 @@ public final class Agent {
         return try atomically(body)
     }
 
-    private func atomically<T>(_ body: () throws -> T) throws -> T {
+    func atomically<T>(_ body: () throws -> T) throws -> T {
         if transactionDepth > 0 { return try body() }
         transactionDepth += 1
         defer { transactionDepth -= 1 }
@@ -260,7 +261,7 @@ public final class Agent {
                            [.real(Date().timeIntervalSince1970), .text(actor), .text(path), .text(old), .text(new)])
     }
 
-    private func storeAccess<T>(_ body: () throws -> T) throws -> T {
+    func storeAccess<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as SQLiteError {

@@ -1,3 +1,4 @@
+import Foundation
 import IntegrationModel
 
 /// Where something was declared: a file in the repository, a line and a column (both from 1).
@@ -71,6 +72,34 @@ public enum DesiredKey: Hashable, Sendable, Comparable, CustomStringConvertible 
         return lhs.rank < rhs.rank
     }
 
+    /// Parses a path as reports write it (`edr.port`, `edr.serverCertificate`, `proxy.address`).
+    public init?(path: String) {
+        for integration in Integration.allCases where path.hasPrefix(integration.rawValue + ".") {
+            let field = String(path.dropFirst(integration.rawValue.count + 1))
+            switch field {
+            case "serverCertificate": self = .serverCertificate(integration)
+            case "clientCertificate": self = .clientCertificate(integration)
+            default:
+                let settingPath = SettingPath(.integration(integration), field)
+                guard SettingCatalog.field(settingPath) != nil else { return nil }
+                self = .setting(settingPath)
+            }
+            return
+        }
+        let settingPath = SettingPath(.app, path)
+        guard SettingCatalog.field(settingPath) != nil else { return nil }
+        self = .setting(settingPath)
+    }
+
+    /// Every key a policy can manage, in report order.
+    public static let all: [DesiredKey] = SettingCatalog.scopes.flatMap { scope -> [DesiredKey] in
+        var keys = SettingCatalog.fields(scope).map { DesiredKey.setting(SettingPath(scope, $0.name)) }
+        if case .integration(let integration) = scope {
+            keys += [.serverCertificate(integration), .clientCertificate(integration)]
+        }
+        return keys
+    }.sorted()
+
     private var rank: (Int, SettingPath?) {
         switch self {
         case .serverCertificate: return (1, nil)
@@ -127,6 +156,26 @@ public struct Sourced<Value: Sendable & Hashable>: Sendable, Hashable {
     }
 }
 
+/// Who has authority over a key: Tether corrects it (`enforce`, the default), only reports it
+/// (`observe`), or leaves it alone entirely (`ignore`).
+public enum FieldMode: String, Sendable, Hashable, Codable {
+    case enforce, observe, ignore
+}
+
+/// An accepted difference: the key is reported but not corrected until the exception expires.
+public struct PolicyException: Sendable, Hashable {
+    public let key: DesiredKey
+    public let reason: String
+    /// The moment the exception stops applying.
+    public let expires: Date
+    /// The date as written in the policy.
+    public let expiresText: String
+    public let source: SourceLocation
+    public let policy: String
+
+    public func isActive(at date: Date) -> Bool { date < expires }
+}
+
 /// One `IntegrationPolicy` document.
 public struct IntegrationPolicy: Sendable {
     public let name: String
@@ -137,6 +186,9 @@ public struct IntegrationPolicy: Sendable {
     public let location: SourceLocation
     /// The keys this policy manages and the values it gives them.
     public let values: [DesiredKey: Sourced<DesiredValue>]
+    /// Keys this policy marks `observe` or `ignore`.
+    public let modes: [DesiredKey: Sourced<FieldMode>]
+    public let exceptions: [PolicyException]
 
     /// Whether the policy applies to a device with these labels.
     public func selects(_ labels: [String: String]) -> Bool {

@@ -1,3 +1,4 @@
+import Foundation
 import IntegrationModel
 import Yams
 
@@ -86,8 +87,10 @@ public struct PolicyDecoder {
         var priority = 0
         var matchLabels: [String: String] = [:]
         var values: [DesiredKey: Sourced<DesiredValue>] = [:]
+        var modes: [DesiredKey: Sourced<FieldMode>] = [:]
+        var exceptions: [PolicyException] = []
         if let spec = fields["spec"], let map = mapping(spec.value, "spec") {
-            let allowed = ["priority", "selector", "behaviorDetection", "proxy"] + Integration.allCases.map(\.rawValue)
+            let allowed = ["priority", "selector", "behaviorDetection", "proxy", "observe", "ignore", "exceptions"] + Integration.allCases.map(\.rawValue)
             let specFields = fieldMap(map, allowed: allowed, context: "spec")
             if let priorityNode = specFields["priority"], let number = integer(priorityNode.value, "spec.priority") {
                 priority = number
@@ -112,12 +115,26 @@ public struct PolicyDecoder {
                     self.integration(integration, section.value, into: &values)
                 }
             }
+            for mode in [FieldMode.observe, .ignore] {
+                guard let list = specFields[mode.rawValue] else { continue }
+                for (key, node) in keyList(list.value, "spec.\(mode.rawValue)") {
+                    if let earlier = modes[key] {
+                        add(node, "spec.\(mode.rawValue): '\(key)' is already marked '\(earlier.value.rawValue)' at line \(earlier.source.line)")
+                    } else {
+                        modes[key] = Sourced(mode, at: location(node))
+                    }
+                }
+            }
+            if let list = specFields["exceptions"] {
+                exceptions = self.exceptions(list.value, policy: name ?? "")
+            }
         } else if fields["spec"] == nil {
             add(start, "missing 'spec'")
         }
 
         guard valid, let name else { return nil }
-        return IntegrationPolicy(name: name, priority: priority, matchLabels: matchLabels, location: start, values: values)
+        return IntegrationPolicy(name: name, priority: priority, matchLabels: matchLabels, location: start, values: values,
+                                 modes: modes, exceptions: exceptions.map { $0.withPolicy(name) })
     }
 
     private mutating func integration(_ integration: Integration, _ node: Node, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
@@ -202,6 +219,69 @@ public struct PolicyDecoder {
             }
             return .endpoints(list)
         }
+    }
+
+    /// A list of key paths (`[edr.port, ndr.pingPeriod]`), each checked against the catalog.
+    private mutating func keyList(_ node: Node, _ path: String) -> [(DesiredKey, Node)] {
+        guard case .sequence(let sequence) = node else {
+            add(node, "\(path): expected a list of setting paths such as [edr.port], found \(describe(node))")
+            return []
+        }
+        var keys: [(DesiredKey, Node)] = []
+        for item in sequence {
+            guard let text = string(item, path) else { continue }
+            guard let key = DesiredKey(path: text) else {
+                add(item, "\(path): unknown setting path '\(text)'\(Suggestion.hint(for: text, among: DesiredKey.all.map(\.description)))")
+                continue
+            }
+            keys.append((key, item))
+        }
+        return keys
+    }
+
+    private mutating func exceptions(_ node: Node, policy: String) -> [PolicyException] {
+        guard case .sequence(let sequence) = node else {
+            add(node, "spec.exceptions: expected a list of {path, reason, expires}, found \(describe(node))")
+            return []
+        }
+        var result: [PolicyException] = []
+        for (index, item) in sequence.enumerated() {
+            let context = "spec.exceptions[\(index)]"
+            guard let map = mapping(item, context) else { continue }
+            let fields = fieldMap(map, allowed: ["path", "reason", "expires"], context: context)
+            guard let pathNode = fields["path"], let reasonNode = fields["reason"], let expiresNode = fields["expires"] else {
+                add(item, "\(context): an exception needs 'path', 'reason' and 'expires' (a date such as 2026-12-31)")
+                continue
+            }
+            guard let pathText = string(pathNode.value, "\(context).path"),
+                  let reason = string(reasonNode.value, "\(context).reason"),
+                  let expiresText = string(expiresNode.value, "\(context).expires") else { continue }
+            guard let key = DesiredKey(path: pathText) else {
+                add(pathNode.value, "\(context).path: unknown setting path '\(pathText)'\(Suggestion.hint(for: pathText, among: DesiredKey.all.map(\.description)))")
+                continue
+            }
+            if reason.trimmingCharacters(in: .whitespaces).isEmpty {
+                add(reasonNode.value, "\(context).reason: say why the difference is accepted")
+                continue
+            }
+            guard let expires = PolicyDecoder.expiry(expiresText) else {
+                add(expiresNode.value, "\(context).expires: '\(expiresText)' is not a date: write YYYY-MM-DD (the exception ends when that day ends, UTC) or an ISO 8601 time")
+                continue
+            }
+            result.append(PolicyException(key: key, reason: reason, expires: expires, expiresText: expiresText,
+                                          source: location(item), policy: policy))
+        }
+        return result
+    }
+
+    /// `2026-12-31` (the end of that day, UTC) or an ISO 8601 time.
+    static func expiry(_ text: String) -> Date? {
+        let day = DateFormatter()
+        day.locale = Locale(identifier: "en_US_POSIX")
+        day.timeZone = TimeZone(identifier: "UTC")
+        day.dateFormat = "yyyy-MM-dd"
+        if text.count == 10, let date = day.date(from: text) { return date.addingTimeInterval(86_400) }
+        return ISO8601DateFormatter().date(from: text)
     }
 
     // MARK: - Typed reads that report what they found instead
@@ -322,5 +402,11 @@ public struct PolicyDecoder {
     static func isValidName(_ name: String) -> Bool {
         guard let first = name.first, name.count <= 253, first.isASCII, first.isLowercase || first.isNumber else { return false }
         return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }
+    }
+}
+
+extension PolicyException {
+    func withPolicy(_ name: String) -> PolicyException {
+        PolicyException(key: key, reason: reason, expires: expires, expiresText: expiresText, source: source, policy: name)
     }
 }

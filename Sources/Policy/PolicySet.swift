@@ -7,11 +7,21 @@ public struct DesiredState: Sendable {
     public let values: [DesiredKey: Sourced<DesiredValue>]
     /// The policies that selected this device, highest priority first.
     public let policies: [String]
+    /// Keys marked `observe` or `ignore` by any selected policy (`ignore` wins over `observe`).
+    public let modes: [DesiredKey: Sourced<FieldMode>]
+    /// Exceptions of the selected policies, by key (the highest-priority policy's first).
+    public let exceptions: [DesiredKey: PolicyException]
 
-    public init(values: [DesiredKey: Sourced<DesiredValue>], policies: [String]) {
+    public init(values: [DesiredKey: Sourced<DesiredValue>], policies: [String],
+                modes: [DesiredKey: Sourced<FieldMode>] = [:], exceptions: [DesiredKey: PolicyException] = [:]) {
         self.values = values
         self.policies = policies
+        self.modes = modes
+        self.exceptions = exceptions
     }
+
+    /// The authority over `key`.
+    public func mode(_ key: DesiredKey) -> FieldMode { modes[key]?.value ?? .enforce }
 
     /// The desired setting at `path`, when a policy manages it.
     public func setting(_ path: SettingPath) -> SettingValue? {
@@ -95,7 +105,17 @@ public struct PolicySet: Sendable {
             }
         }
         if !problems.isEmpty { throw PolicyProblems(problems) }
-        return DesiredState(values: values, policies: selected.map(\.name))
+        var modes: [DesiredKey: Sourced<FieldMode>] = [:]
+        var exceptions: [DesiredKey: PolicyException] = [:]
+        for policy in selected {
+            for (key, mode) in policy.modes where modes[key]?.value != .ignore {
+                modes[key] = mode
+            }
+            for exception in policy.exceptions where exceptions[exception.key] == nil {
+                exceptions[exception.key] = exception
+            }
+        }
+        return DesiredState(values: values, policies: selected.map(\.name), modes: modes, exceptions: exceptions)
     }
 }
 

@@ -9,6 +9,14 @@ public enum ResolvedValue: Sendable {
     case setting(SettingValue)
     case serverCertificate(Certificate, bytes: [UInt8], path: String)
     case clientCertificate(Certificate, container: [UInt8], password: String, file: String)
+
+    /// The certificate, for certificate values.
+    public var certificate: Certificate? {
+        switch self {
+        case .setting: return nil
+        case .serverCertificate(let certificate, _, _), .clientCertificate(let certificate, _, _, _): return certificate
+        }
+    }
 }
 
 /// What a report shows as a desired or actual value. Secrets never appear: certificates are
@@ -35,15 +43,76 @@ public enum ReportValue: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// One managed key whose actual value differs from the desired one.
+/// Why a finding exists.
+public enum FindingKind: String, Sendable, CaseIterable {
+    /// Git changed and the agent has not caught up yet (or Tether never applied this key).
+    case pending
+    /// Someone or something changed the agent outside Tether since the last apply.
+    case drift
+    /// Both git and the agent changed since the last apply.
+    case conflict
+    /// A certificate expires within the warning window.
+    case expiring
+    /// A certificate has expired.
+    case expired
+    /// The desired value cannot be applied on this device; `reason` says why.
+    case unenforceable
+    /// A difference accepted by an exception in git until it expires.
+    case excepted
+    /// An exception has expired: it no longer applies and the key is enforced again.
+    case exceptionExpired = "exception-expired"
+
+    /// Whether the finding makes a drift report "not in sync".
+    public var isProblem: Bool { self != .excepted }
+
+    /// A word or two for people.
+    public var label: String {
+        switch self {
+        case .pending: return "pending"
+        case .drift: return "drift"
+        case .conflict: return "conflict"
+        case .expiring: return "expiring"
+        case .expired: return "expired"
+        case .unenforceable: return "unenforceable"
+        case .excepted: return "excepted"
+        case .exceptionExpired: return "exception expired"
+        }
+    }
+}
+
+/// One thing a report tells about a managed key.
 public struct Finding: Sendable {
     public let key: DesiredKey
+    public let kind: FindingKind
     public let desired: ReportValue
     public let actual: ReportValue
-    /// The policy line that declared the desired value.
+    /// The policy line that declared the desired value (or the exception).
     public let source: SourceLocation
     /// The last recorded change of this key on the agent (who, when), if any.
     public let lastChange: ChangeRecord?
+    /// When this difference was first noticed by `drift`.
+    public var noticedAt: Date?
+    /// Why, in words (for unenforceable, expiring, excepted and expired exceptions).
+    public let reason: String?
+    /// `observe` findings are reported, never corrected.
+    public let mode: FieldMode
+    /// Whether `apply` corrects it.
+    public let corrected: Bool
+
+    public init(key: DesiredKey, kind: FindingKind, desired: ReportValue, actual: ReportValue, source: SourceLocation,
+                lastChange: ChangeRecord? = nil, noticedAt: Date? = nil, reason: String? = nil, mode: FieldMode = .enforce,
+                corrected: Bool) {
+        self.key = key
+        self.kind = kind
+        self.desired = desired
+        self.actual = actual
+        self.source = source
+        self.lastChange = lastChange
+        self.noticedAt = noticedAt
+        self.reason = reason
+        self.mode = mode
+        self.corrected = corrected
+    }
 }
 
 /// One step of a plan. Steps run in the order the rules need (DESIGN.md §1).
@@ -100,23 +169,40 @@ public enum PlanStep: Sendable, CustomStringConvertible {
 
 /// The findings of one comparison and the ordered steps that remove them.
 public struct Plan: Sendable {
-    public let findings: [Finding]
+    public var findings: [Finding]
     public let steps: [PlanStep]
     /// Tasks that keep running through a change that restarts them (EDR `mode`, rule 6).
     public let restarts: [Integration]
+    /// Every key the policies manage on this device (ignored keys excluded), with its source.
+    public let managed: [(key: DesiredKey, source: SourceLocation)]
+    /// Canonical desired values, as `AppliedState` records them after a successful apply.
+    public let desiredValues: [String: String]
 
     public var isEmpty: Bool { steps.isEmpty }
 
-    public init(findings: [Finding], steps: [PlanStep], restarts: [Integration] = []) {
+    /// The desired values that cannot be applied here, as policy problems (for plan and apply).
+    public var unenforceable: [PolicyProblem] {
+        findings.filter { $0.kind == .unenforceable }.map { PolicyProblem($0.source, "\($0.key): \($0.reason ?? "cannot be applied")") }
+    }
+
+    public init(findings: [Finding], steps: [PlanStep], restarts: [Integration] = [],
+                managed: [(key: DesiredKey, source: SourceLocation)] = [], desiredValues: [String: String] = [:]) {
         self.findings = findings
         self.steps = steps
         self.restarts = restarts
+        self.managed = managed
+        self.desiredValues = desiredValues
     }
 
-    /// Runs every step on the agent in one transaction in the name of `actor`: all or nothing.
-    public func apply(to agent: Agent, actor: String) throws {
+    /// Runs every step on the agent and records the applied desired state, in one transaction
+    /// in the name of `actor`: all or nothing.
+    public func apply(to agent: Agent, actor: String, revision: String) throws {
         try agent.transaction(actor: actor) {
             for step in steps { try step.run(on: agent) }
+            let applied = try agent.appliedState()
+            if applied.values != desiredValues || applied.revision != revision {
+                try agent.recordApplied(desiredValues, revision: revision)
+            }
         }
     }
 }

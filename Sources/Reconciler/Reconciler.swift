@@ -9,18 +9,33 @@ import X509
 public struct ResolvedDesiredState: Sendable {
     public let values: [DesiredKey: (value: ResolvedValue, source: SourceLocation)]
     public let policies: [String]
+    /// Desired values that cannot be read on this device (a missing client container, a wrong password).
+    public let unresolved: [DesiredKey: (reason: String, source: SourceLocation)]
+    public let modes: [DesiredKey: Sourced<FieldMode>]
+    public let exceptions: [DesiredKey: PolicyException]
+
+    public func mode(_ key: DesiredKey) -> FieldMode { modes[key]?.value ?? .enforce }
+
+    /// The same state without some unresolved keys (those an offline plan cannot check).
+    public func dropping(unresolved keys: [DesiredKey]) -> ResolvedDesiredState {
+        var remaining = unresolved
+        for key in keys { remaining[key] = nil }
+        return ResolvedDesiredState(values: values, policies: policies, unresolved: remaining, modes: modes, exceptions: exceptions)
+    }
 }
 
 /// Compares desired and actual state and plans the change, ordered by the agent's rules.
 public enum Reconciler {
     /// Makes the desired state concrete: reads each server certificate from the revision and each
-    /// client container from the device. Throws `PolicyProblems` naming the policy line of
-    /// every certificate that is missing, not a certificate, or whose password is wrong.
+    /// client container from the device. Throws `PolicyProblems` naming the policy line of every
+    /// server certificate that is missing or not a certificate; client containers that cannot be
+    /// read here are kept as `unresolved`, with the reason.
     /// Relative device paths (client containers, password files) are taken from `deviceDirectory`.
     public static func resolve(_ desired: DesiredState, revision: PolicyRevision, deviceDirectory: URL) throws -> ResolvedDesiredState {
         var values: [DesiredKey: (value: ResolvedValue, source: SourceLocation)] = [:]
+        var unresolved: [DesiredKey: (reason: String, source: SourceLocation)] = [:]
         var problems: [PolicyProblem] = []
-        for (key, sourced) in desired.values {
+        for (key, sourced) in desired.values where desired.mode(key) != .ignore {
             switch sourced.value {
             case .setting(let value):
                 values[key] = (.setting(value), sourced.source)
@@ -34,12 +49,13 @@ public enum Reconciler {
             case .clientCertificate(let reference):
                 switch readClientContainer(reference, deviceDirectory: deviceDirectory) {
                 case .success(let resolved): values[key] = (resolved, sourced.source)
-                case .failure(let message): problems.append(PolicyProblem(sourced.source, "\(key): \(message)"))
+                case .failure(let message): unresolved[key] = (message, sourced.source)
                 }
             }
         }
         if !problems.isEmpty { throw PolicyProblems(problems) }
-        return ResolvedDesiredState(values: values, policies: desired.policies)
+        return ResolvedDesiredState(values: values, policies: desired.policies, unresolved: unresolved,
+                                    modes: desired.modes, exceptions: desired.exceptions)
     }
 
     private enum ContainerRead { case success(ResolvedValue), failure(String) }
@@ -70,45 +86,62 @@ public enum Reconciler {
         }
     }
 
-    /// Compares every managed key with the agent and plans the steps that make them equal.
-    /// Throws `PolicyProblems` when the desired state cannot hold on this agent (a task that
-    /// must run lacks a precondition), naming the policy line that asks for it.
-    public static func plan(desired: ResolvedDesiredState, actual: AgentState) throws -> Plan {
+    /// Compares every managed key with the agent (and with what was last applied, to tell
+    /// pending from drift from conflict) and plans the steps that make them equal. Keys marked
+    /// `observe`, or covered by an active exception, are reported and never corrected; `ignore`d
+    /// keys are left out. Values that cannot hold on this agent become `unenforceable` findings.
+    public static func plan(desired: ResolvedDesiredState, actual: AgentState, applied: AppliedState = .none,
+                            now: Date = Date(), warnExpiryDays: Int = 30) -> Plan {
         var findings: [Finding] = []
+        var corrected: [DesiredKey] = []
         var target = actual
+        var desiredValues: [String: String] = [:]
+        let warnUntil = now.addingTimeInterval(TimeInterval(warnExpiryDays) * 86_400)
+
         for key in desired.values.keys.sorted() {
             let (value, source) = desired.values[key]!
-            let lastChange = actual.lastChanges[key.description]
-            switch (key, value) {
-            case (.setting(let path), .setting(let wanted)):
-                let current = actual.value(path)
-                if !equivalent(current, wanted, path: path) {
-                    findings.append(Finding(key: key, desired: .setting(wanted), actual: .setting(current), source: source, lastChange: lastChange))
+            let mode = desired.mode(key)
+            let wanted = canonical(value, key: key)
+            let current = canonical(actual: actual, key: key)
+            desiredValues[key.description] = wanted
+            var exception = desired.exceptions[key]
+            if let expired = exception, !expired.isActive(at: now) {
+                findings.append(Finding(key: key, kind: .exceptionExpired, desired: reportValue(value), actual: reportValue(actual: actual, key: key),
+                                        source: expired.source,
+                                        reason: "the exception of policy '\(expired.policy)' (\(expired.reason)) expired on \(expired.expiresText); the key is enforced again",
+                                        mode: mode, corrected: false))
+                exception = nil
+            }
+            if wanted != current {
+                let enforce = mode == .enforce && exception == nil
+                let kind: FindingKind = exception != nil ? .excepted : classify(desired: wanted, actual: current, applied: applied.values[key.description])
+                let reason = exception.map { "accepted by policy '\($0.policy)' until \($0.expiresText): \($0.reason)" }
+                    ?? (mode == .observe ? "observed only: Tether reports this key and never corrects it" : nil)
+                findings.append(Finding(key: key, kind: kind, desired: reportValue(value), actual: reportValue(actual: actual, key: key),
+                                        source: exception?.source ?? source, lastChange: actual.lastChanges[key.description],
+                                        reason: reason, mode: mode, corrected: enforce))
+                if enforce {
+                    corrected.append(key)
+                    apply(value, key: key, to: &target)
                 }
-                if path.field == "enabled", let integration = path.integration {
-                    if wanted == .bool(true) { target.running.insert(integration) } else { target.running.remove(integration) }
-                } else {
-                    target.settings[path] = wanted
-                }
-            case (.serverCertificate(let integration), .serverCertificate(let certificate, _, _)):
-                let current = actual.serverCertificates[integration]
-                if current?.sha256Fingerprint != certificate.sha256Fingerprint {
-                    findings.append(Finding(key: key, desired: ReportValue(certificate), actual: ReportValue(current), source: source, lastChange: lastChange))
-                }
-                target.serverCertificates[integration] = certificate
-            case (.clientCertificate(let integration), .clientCertificate(let certificate, _, _, _)):
-                let current = actual.clientCertificates[integration]
-                if current?.sha256Fingerprint != certificate.sha256Fingerprint {
-                    findings.append(Finding(key: key, desired: ReportValue(certificate), actual: ReportValue(current), source: source, lastChange: lastChange))
-                }
-                target.clientCertificates[integration] = certificate
-            default:
-                continue
+            }
+            if let certificate = value.certificate, certificate.notAfter < warnUntil {
+                let expired = certificate.notAfter <= now
+                let days = Int((certificate.notAfter.timeIntervalSince(now) / 86_400).rounded(.down))
+                findings.append(Finding(key: key, kind: expired ? .expired : .expiring, desired: reportValue(value),
+                                        actual: reportValue(actual: actual, key: key), source: source,
+                                        reason: expired ? "the certificate expired on \(day(certificate.notAfter))"
+                                                        : "the certificate expires on \(day(certificate.notAfter)), in \(days) day\(days == 1 ? "" : "s") (warning at \(warnExpiryDays))",
+                                        mode: mode, corrected: false))
             }
         }
 
+        for (key, problem) in desired.unresolved.sorted(by: { $0.key < $1.key }) {
+            findings.append(Finding(key: key, kind: .unenforceable, desired: .none, actual: reportValue(actual: actual, key: key),
+                                    source: problem.source, reason: problem.reason, mode: desired.mode(key), corrected: false))
+        }
+
         // The target must hold: every task that will run meets its preconditions.
-        var problems: [PolicyProblem] = []
         for integration in target.running.sorted() {
             let unmet = target.unmetPreconditions(integration)
             guard !unmet.isEmpty else { continue }
@@ -117,34 +150,101 @@ public enum Reconciler {
                 ?? findings.first { $0.key.scope == .integration(integration) }?.source
                 ?? desired.values.values.map(\.source).first
             guard let source else { continue }
-            problems.append(PolicyProblem(source, "\(integration.rawValue): \(integration.displayName) cannot run as declared: " + unmet.joined(separator: "; ")))
+            findings.append(Finding(key: enabledKey, kind: .unenforceable, desired: .setting(.bool(true)),
+                                    actual: .setting(actual.value(SettingPath(.integration(integration), "enabled"))), source: source,
+                                    reason: "\(integration.displayName) cannot run as declared: " + unmet.joined(separator: "; "),
+                                    corrected: false))
         }
-        if !problems.isEmpty { throw PolicyProblems(problems) }
 
-        return Plan(findings: findings, steps: orderedSteps(findings: findings, desired: desired, actual: actual, target: target),
-                    restarts: restarts(findings: findings, actual: actual, target: target))
+        let blocked = findings.contains { $0.kind == .unenforceable }
+        let steps = blocked ? [] : orderedSteps(keys: corrected, desired: desired, actual: actual)
+        let managed = desired.values.map { (key: $0.key, source: $0.value.source) }.sorted { $0.key < $1.key }
+        return Plan(findings: findings, steps: steps, restarts: blocked ? [] : restarts(keys: corrected, actual: actual, target: target),
+                    managed: managed, desiredValues: desiredValues)
     }
 
-    /// Lists compared as sets where order has no meaning (Sandbox servers); otherwise plain equality.
-    static func equivalent(_ a: SettingValue, _ b: SettingValue, path: SettingPath) -> Bool {
-        if case .endpoints(let left) = a, case .endpoints(let right) = b,
-           case .endpoints(ordered: false)? = SettingCatalog.field(path)?.kind {
-            return Set(left) == Set(right)
+    /// pending: git moved, the agent did not; drift: the agent moved, git did not; conflict: both.
+    static func classify(desired: String, actual: String, applied: String?) -> FindingKind {
+        guard let applied else { return .pending }
+        if applied == desired { return .drift }
+        if applied == actual { return .pending }
+        return .conflict
+    }
+
+    /// A comparable text for a desired value: JSON for settings (unordered lists sorted), the
+    /// fingerprint for certificates.
+    static func canonical(_ value: ResolvedValue, key: DesiredKey) -> String {
+        switch value {
+        case .setting(let setting): return canonical(setting, key: key)
+        case .serverCertificate(let certificate, _, _), .clientCertificate(let certificate, _, _, _): return certificate.sha256Fingerprint
         }
-        return a == b
+    }
+
+    static func canonical(actual: AgentState, key: DesiredKey) -> String {
+        switch key {
+        case .setting(let path): return canonical(actual.value(path), key: key)
+        case .serverCertificate(let integration): return actual.serverCertificates[integration]?.sha256Fingerprint ?? "none"
+        case .clientCertificate(let integration): return actual.clientCertificates[integration]?.sha256Fingerprint ?? "none"
+        }
+    }
+
+    private static func canonical(_ value: SettingValue, key: DesiredKey) -> String {
+        if case .setting(let path) = key, case .endpoints(let list) = value,
+           case .endpoints(ordered: false)? = SettingCatalog.field(path)?.kind {
+            return SettingValue.endpoints(list.sorted { $0.description < $1.description }).description
+        }
+        return value.description
+    }
+
+    static func reportValue(_ value: ResolvedValue) -> ReportValue {
+        switch value {
+        case .setting(let setting): return .setting(setting)
+        case .serverCertificate(let certificate, _, _), .clientCertificate(let certificate, _, _, _): return ReportValue(certificate)
+        }
+    }
+
+    static func reportValue(actual: AgentState, key: DesiredKey) -> ReportValue {
+        switch key {
+        case .setting(let path): return .setting(actual.value(path))
+        case .serverCertificate(let integration): return ReportValue(actual.serverCertificates[integration])
+        case .clientCertificate(let integration): return ReportValue(actual.clientCertificates[integration])
+        }
+    }
+
+    private static func apply(_ value: ResolvedValue, key: DesiredKey, to target: inout AgentState) {
+        switch (key, value) {
+        case (.setting(let path), .setting(let wanted)):
+            if path.field == "enabled", let integration = path.integration {
+                if wanted == .bool(true) { target.running.insert(integration) } else { target.running.remove(integration) }
+            } else {
+                target.settings[path] = wanted
+            }
+        case (.serverCertificate(let integration), .serverCertificate(let certificate, _, _)):
+            target.serverCertificates[integration] = certificate
+        case (.clientCertificate(let integration), .clientCertificate(let certificate, _, _, _)):
+            target.clientCertificates[integration] = certificate
+        default:
+            break
+        }
+    }
+
+    static func day(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withFullDate]
+        return formatter.string(from: date)
     }
 
     /// Orders the steps so that each one is valid when it runs:
     /// stop tasks → behaviour detection on → certificates → telemetry off → other settings →
     /// behaviour detection off → start tasks.
-    private static func orderedSteps(findings: [Finding], desired: ResolvedDesiredState, actual: AgentState, target: AgentState) -> [PlanStep] {
+    private static func orderedSteps(keys: [DesiredKey], desired: ResolvedDesiredState, actual: AgentState) -> [PlanStep] {
         var stops: [PlanStep] = [], early: [PlanStep] = [], certificates: [PlanStep] = []
         var loosen: [PlanStep] = [], settings: [PlanStep] = [], late: [PlanStep] = [], starts: [PlanStep] = []
         let behaviorDetection = SettingPath(.app, "behaviorDetection")
         let telemetry = SettingPath(.integration(.edr), "telemetry")
-        for finding in findings {
-            guard let (value, _) = desired.values[finding.key] else { continue }
-            switch (finding.key, value) {
+        for key in keys {
+            guard let (value, _) = desired.values[key] else { continue }
+            switch (key, value) {
             case (.setting(let path), .setting(let wanted)) where path.field == "enabled":
                 guard let integration = path.integration else { continue }
                 if wanted == .bool(true) { starts.append(.start(integration)) } else { stops.append(.stop(integration)) }
@@ -168,8 +268,8 @@ public enum Reconciler {
         return stops + early + certificates + loosen + settings + late + starts
     }
 
-    private static func restarts(findings: [Finding], actual: AgentState, target: AgentState) -> [Integration] {
-        let modeChanged = findings.contains { $0.key == .setting(SettingPath(.integration(.edr), "mode")) }
+    private static func restarts(keys: [DesiredKey], actual: AgentState, target: AgentState) -> [Integration] {
+        let modeChanged = keys.contains(.setting(SettingPath(.integration(.edr), "mode")))
         return modeChanged && actual.running.contains(.edr) && target.running.contains(.edr) ? [.edr] : []
     }
 }

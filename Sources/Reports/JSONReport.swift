@@ -3,52 +3,70 @@ import IntegrationModel
 import Policy
 import Reconciler
 
-/// Renders a report for tools. `formatVersion` changes only when a published key changes meaning.
-///
-/// Keys: `formatVersion`, `kind` (plan|apply|drift), `revision` (commit id), `source`
-/// {repository, ref, path}, `generatedAt`, `device` {labels}, `policies`, `inSync`,
-/// `managedKeys`, `findings` [{path, integration, desired, actual, source {file, line, column},
-/// lastChange {at, actor, from, to}}], `steps` [{action, path, description}], `applied`.
+/// Renders a report for tools, as `policies/report.schema.json` documents it.
+/// `formatVersion` changes only when a published key changes meaning.
 public enum JSONReport {
     public static let formatVersion = 1
 
-    public static func render(_ report: Report) -> String {
+    public static func object(_ report: Report) -> [String: Any] {
+        var counts: [String: Int] = [:]
+        for (kind, count) in report.counts { counts[kind.rawValue] = count }
         var root: [String: Any] = [
             "formatVersion": formatVersion,
             "kind": report.kind.rawValue,
             "revision": report.revision,
+            "revisionSummary": report.revisionSummary,
             "source": ["repository": report.source.repository, "ref": report.source.ref ?? "HEAD", "path": report.source.path],
-            "generatedAt": TextReport.timestamp(report.generatedAt),
-            "device": ["labels": report.labels],
+            "generatedAt": ReportFormatting.timestamp(report.generatedAt),
+            "device": ["host": report.host, "labels": report.labels] as [String: Any],
             "policies": report.policies,
             "inSync": report.inSync,
             "managedKeys": report.managedKeys,
+            "managed": report.managed.map { ["path": $0.key.description, "source": location($0.source)] as [String: Any] },
+            "counts": counts,
             "findings": report.findings.map(finding),
             "steps": report.steps.map { ["action": action($0), "path": $0.key.description, "description": $0.description] },
+            "notes": report.notes,
         ]
+        if let revision = report.lastAppliedRevision {
+            root["lastApplied"] = ["revision": revision, "at": report.lastAppliedAt.map(ReportFormatting.timestamp) ?? NSNull()] as [String: Any]
+        }
         if report.kind == .apply { root["applied"] = report.applied }
-        return serialize(root)
+        return root
+    }
+
+    public static func render(_ report: Report) -> String {
+        serialize(object(report))
     }
 
     static func finding(_ finding: Finding) -> [String: Any] {
         var object: [String: Any] = [
             "path": finding.key.description,
+            "kind": finding.kind.rawValue,
             "integration": finding.key.scope.prefix.isEmpty ? NSNull() : finding.key.scope.prefix,
             "desired": value(finding.desired),
             "actual": value(finding.actual),
-            "source": ["file": finding.source.file, "line": finding.source.line, "column": finding.source.column],
+            "source": location(finding.source),
+            "mode": finding.mode.rawValue,
+            "corrected": finding.corrected,
         ]
+        if let reason = finding.reason { object["reason"] = reason }
+        if let noticed = finding.noticedAt { object["noticedAt"] = ReportFormatting.timestamp(noticed) }
         if let change = finding.lastChange {
-            object["lastChange"] = ["at": TextReport.timestamp(change.at), "actor": change.actor, "from": change.old, "to": change.new]
+            object["lastChange"] = ["at": ReportFormatting.timestamp(change.at), "actor": change.actor, "from": change.old, "to": change.new]
         }
         return object
+    }
+
+    static func location(_ source: SourceLocation) -> [String: Any] {
+        ["file": source.file, "line": source.line, "column": source.column]
     }
 
     static func value(_ value: ReportValue) -> Any {
         switch value {
         case .setting(let setting): return setting.jsonValue
         case .certificate(let fingerprint, let subject, let notAfter):
-            return ["sha256": fingerprint, "subject": subject, "notAfter": TextReport.timestamp(notAfter)]
+            return ["sha256": fingerprint, "subject": subject, "notAfter": ReportFormatting.timestamp(notAfter)]
         case .none: return NSNull()
         }
     }

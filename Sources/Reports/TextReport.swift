@@ -4,7 +4,7 @@ import Policy
 import Reconciler
 
 /// Renders a report for people: a one-line summary first, findings grouped by integration
-/// with the policy line that declared each desired value, then the ordered steps.
+/// with their cause and the policy line that declared each desired value, then the ordered steps.
 public struct TextReport {
     /// Colour only where a person reads a terminal (and NO_COLOR is unset).
     public var colour: Bool
@@ -18,25 +18,29 @@ public struct TextReport {
         lines.append("  revision  \(report.revision.prefix(12))  \(report.revisionSummary)")
         lines.append("  source    \(report.source.repository) @ \(report.source.ref ?? "HEAD"), folder \(report.source.path)")
         let labels = report.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
-        lines.append("  device    labels: \(labels.isEmpty ? "(none)" : labels)")
+        lines.append("  device    \(report.host), labels: \(labels.isEmpty ? "(none)" : labels)")
         lines.append("  policies  \(report.policies.isEmpty ? "(none select this device)" : report.policies.joined(separator: ", "))")
+        if let applied = report.lastAppliedRevision {
+            lines.append("  applied   \(applied.prefix(12))\(report.lastAppliedAt.map { " at \(ReportFormatting.timestamp($0))" } ?? "")")
+        }
 
         if !report.findings.isEmpty {
             let width = min(34, report.findings.map { $0.key.description.count }.max() ?? 0)
-            for scope in SettingCatalog.scopes {
-                let group = report.findings.filter { $0.key.scope == scope }
-                guard !group.isEmpty else { continue }
+            for (scope, group) in report.findingsByScope {
                 lines.append("")
-                lines.append(bold(heading(scope)))
+                lines.append(bold(scope.heading))
                 for finding in group {
                     let name = finding.key.description.padding(toLength: max(width, finding.key.description.count), withPad: " ", startingAt: 0)
-                    let symbol = self.symbol(for: finding)
-                    lines.append("  \(symbol) \(name)  \(finding.actual) → \(finding.desired)")
-                    var where_ = "      declared at \(finding.source.shortDescription)"
+                    lines.append("  \(symbol(for: finding)) \(name)  \(finding.actual) → \(finding.desired)  \(tag(finding))")
+                    var detail = "declared at \(finding.source.shortDescription)"
                     if let change = finding.lastChange {
-                        where_ += "; last changed \(Self.timestamp(change.at)) by \(change.actor)"
+                        detail += "; changed \(ReportFormatting.timestamp(change.at)) by \(change.actor)"
                     }
-                    lines.append(dim(where_))
+                    if let noticed = finding.noticedAt {
+                        detail += "; noticed \(ReportFormatting.timestamp(noticed))"
+                    }
+                    lines.append(dim("      " + detail))
+                    if let reason = finding.reason { lines.append(dim("      " + reason)) }
                 }
             }
         }
@@ -57,12 +61,16 @@ public struct TextReport {
                 lines.append("  (\(integration.displayName) restarts: its mode changes while it runs)")
             }
         }
+        for note in report.notes {
+            lines.append("")
+            lines.append("Note: \(note)")
+        }
 
         switch report.kind {
         case .plan where !report.steps.isEmpty:
             lines.append("")
             lines.append("Run `tether apply` with the same --repo, --ref and --path to make these changes.")
-        case .drift where !report.inSync:
+        case .drift where report.findings.contains(where: \.corrected):
             lines.append("")
             lines.append("Run `tether apply` to restore what git declares, or change the policy in git to keep the agent's value.")
         default:
@@ -72,41 +80,44 @@ public struct TextReport {
     }
 
     private func summary(_ report: Report) -> String {
-        let count = report.findings.count
-        let noun = count == 1 ? "setting" : "settings"
+        let problems = report.findings.filter { $0.kind.isProblem }
         let revision = String(report.revision.prefix(12))
+        let breakdown = ReportFormatting.breakdown(report)
         switch report.kind {
         case .plan:
-            if report.steps.isEmpty { return green("No changes.") + " The agent matches revision \(revision): \(report.managedKeys) managed settings in sync." }
-            return yellow("Plan: \(count) \(noun) to change") + " on this agent to match revision \(revision) (shown as actual → desired)."
+            if report.steps.isEmpty && problems.isEmpty {
+                return green("No changes.") + " The agent matches revision \(revision): \(report.managedKeys) managed settings in sync."
+            }
+            if report.steps.isEmpty { return yellow("No changes to make") + ", but \(breakdown) against revision \(revision)." }
+            let count = report.steps.count
+            return yellow("Plan: \(count) step\(count == 1 ? "" : "s")") + " to match revision \(revision) (\(breakdown); shown as actual → desired)."
         case .apply:
             if report.steps.isEmpty { return green("Nothing to apply.") + " The agent already matches revision \(revision)." }
-            return green("Applied: \(count) \(noun) changed") + " to match revision \(revision)."
+            return green("Applied: \(report.steps.count) step\(report.steps.count == 1 ? "" : "s")") + " to match revision \(revision) (\(breakdown))."
         case .drift:
-            if report.inSync { return green("In sync.") + " All \(report.managedKeys) managed settings match revision \(revision)." }
-            return red("Drift: \(count) \(noun) \(count == 1 ? "differs" : "differ")") + " from revision \(revision) (shown as actual → desired)."
+            if report.inSync {
+                let excepted = report.counts[.excepted].map { ", \($0) accepted by exceptions" } ?? ""
+                return green("In sync.") + " All \(report.managedKeys) managed settings match revision \(revision)\(excepted)."
+            }
+            return red("Out of sync: \(breakdown)") + " against revision \(revision) (shown as actual → desired)."
         }
     }
 
-    private func heading(_ scope: SettingScope) -> String {
-        switch scope {
-        case .app: return "App-wide"
-        case .integration(let integration): return "\(integration.displayName) (\(integration.taskName))"
+    private func tag(_ finding: Finding) -> String {
+        let text = "[\(finding.kind.label)\(finding.mode == .observe ? ", observe" : "")]"
+        switch finding.kind {
+        case .drift, .conflict, .expired, .unenforceable: return red(text)
+        case .pending, .expiring, .exceptionExpired: return yellow(text)
+        case .excepted: return dim(text)
         }
     }
 
     private func symbol(for finding: Finding) -> String {
         switch (finding.actual, finding.desired) {
         case (.none, _): return green("+")
-        case (_, .none): return red("-")
+        case (_, .none): return red("!")
         default: return yellow("~")
         }
-    }
-
-    static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
     }
 
     private func paint(_ text: String, _ code: String) -> String { colour ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
@@ -115,4 +126,21 @@ public struct TextReport {
     private func red(_ text: String) -> String { paint(text, "31") }
     private func green(_ text: String) -> String { paint(text, "32") }
     private func yellow(_ text: String) -> String { paint(text, "33") }
+}
+
+/// Formatting every renderer shares.
+public enum ReportFormatting {
+    /// ISO 8601 in UTC, to the second.
+    public static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        return formatter.string(from: date)
+    }
+
+    /// "1 drift, 2 pending" — counts by kind, in a fixed order.
+    public static func breakdown(_ report: Report) -> String {
+        let counts = report.counts
+        let parts = FindingKind.allCases.compactMap { kind in counts[kind].map { "\($0) \(kind.label)" } }
+        return parts.isEmpty ? "no findings" : parts.joined(separator: ", ")
+    }
 }

@@ -15,7 +15,7 @@ struct AgentCommand: ParsableCommand {
         subcommands: [
             GetSettings.self, SetSettings.self, Start.self, Stop.self,
             AddServerCertificate.self, RemoveServerCertificate.self, QueryServerCertificate.self,
-            AddClientCertificate.self, RemoveClientCertificate.self, QueryClientCertificate.self,
+            AddClientCertificate.self, RemoveClientCertificate.self, QueryClientCertificate.self, Snapshot.self,
         ])
 }
 

@@ -12,9 +12,9 @@ struct ValidateCommand: ParsableCommand {
         abstract: "Check every policy file of a revision and print every problem as FILE:LINE:COLUMN: message.",
         discussion: """
             Checks YAML syntax, fields (with a did-you-mean for unknown ones), types, ranges, unique
-            policy names, that each serverCertificate exists in the same commit and is a certificate,
-            and that no two policies of equal priority that could select one device disagree.
-            Client containers live on devices, so `plan` checks them, not `validate`.
+            policy names, observe/ignore lists and exceptions, that each serverCertificate exists in the
+            same commit and is a certificate, and that no two policies of equal priority that could
+            select one device disagree. Client containers live on devices, so `plan` checks them.
             Exit 0 when valid, 1 when not.
             """)
 
@@ -29,28 +29,63 @@ struct ValidateCommand: ParsableCommand {
     }
 }
 
-/// What plan, apply and drift share: read the revision, resolve it for this device, compare.
+/// What plan, apply and drift share: read the revision, resolve it for this device (or for a
+/// snapshot of one), compare three ways.
 struct Comparison {
     let revision: PolicyRevision
     let labels: [String: String]
+    let host: String
     let desired: ResolvedDesiredState
-    let agent: Agent
+    let agent: Agent?
+    let applied: AppliedState
     let plan: Plan
+    let notes: [String]
 
-    init(_ source: SourceOptions) throws {
+    init(_ source: SourceOptions, warnExpiry: Int, snapshot: AgentSnapshot? = nil) throws {
         revision = try source.revision()
         try revision.requireValid()
-        labels = try source.device.deviceLabels()
+        var notes: [String] = []
+        if let snapshot {
+            labels = snapshot.labels.merging(try source.device.labelOverrides()) { _, new in new }
+            host = snapshot.host
+        } else {
+            labels = try source.device.deviceLabels()
+            host = ProcessInfo.processInfo.hostName
+        }
         let state = try revision.policySet.desiredState(labels: labels)
-        desired = try Reconciler.resolve(state, revision: revision, deviceDirectory: source.device.stateDirectoryURL)
-        agent = try source.device.agent()
-        plan = try Reconciler.plan(desired: desired, actual: agent.state())
+        var resolved = try Reconciler.resolve(state, revision: revision, deviceDirectory: source.device.stateDirectoryURL)
+        let actual: AgentState
+        if let snapshot {
+            agent = nil
+            actual = snapshot.state
+            applied = snapshot.applied
+            let offline = resolved.unresolved.keys.filter { if case .clientCertificate = $0 { return true }; return false }
+            if !offline.isEmpty {
+                notes.append("not checked offline: " + offline.sorted().map(\.description).joined(separator: ", ")
+                             + " (client containers live on the device, not in the snapshot)")
+                resolved = resolved.dropping(unresolved: offline)
+            }
+        } else {
+            let agent = try source.device.agent()
+            self.agent = agent
+            actual = try agentCall { try agent.state() }
+            applied = try agentCall { try agent.appliedState() }
+        }
+        desired = resolved
+        plan = Reconciler.plan(desired: resolved, actual: actual, applied: applied, warnExpiryDays: warnExpiry)
+        self.notes = notes
     }
 
-    func render(_ report: Report, format: ReportFormat) {
-        switch format {
-        case .text: Console.out(TextReport(colour: Console.current.isTerminal).render(report))
-        case .json: Console.out(JSONReport.render(report))
+    func report(_ kind: Report.Kind, plan: Plan? = nil, applied didApply: Bool = false, notes extra: [String] = []) -> Report {
+        Report(kind: kind, revision: revision, host: host, labels: labels, desired: desired, plan: plan ?? self.plan,
+               applied: didApply, lastApplied: (applied.revision, applied.at), notes: notes + extra)
+    }
+
+    func history(_ source: SourceOptions) throws -> History {
+        do {
+            return try History(stateDirectory: source.device.stateDirectoryURL)
+        } catch {
+            throw CommandError("error: history store: \(error)")
         }
     }
 }
@@ -60,18 +95,29 @@ struct PlanCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
         abstract: "Show what apply would change on this agent, in the order it would change it.",
-        discussion: "Exit 0 when there is nothing to do, 2 when there are changes, 1 on error (like terraform plan -detailed-exitcode).")
+        discussion: """
+            Each finding says why it exists: pending (git changed), drift (the agent was changed outside
+            Tether), conflict (both), expiring/expired certificates, unenforceable values, and differences
+            accepted by exceptions. With --against device.json (from `tether agent snapshot`) the plan is made
+            offline, for a pull request's CI, without access to any endpoint.
+            Exit 0 when there is nothing to do, 2 when there are changes, 1 on error
+            (like terraform plan -detailed-exitcode).
+            """)
 
     @OptionGroup var source: SourceOptions
+    @OptionGroup var reportOptions: ReportOptions
 
-    @Option(help: "Output format: text for people, json for tools.")
-    var format: ReportFormat = .text
+    @Option(help: ArgumentHelp("Plan offline against an agent snapshot instead of this device's agent.", valueName: "snapshot.json"))
+    var against: String?
 
     func run() throws {
-        let comparison = try Comparison(source)
-        comparison.render(Report(kind: .plan, revision: comparison.revision, labels: comparison.labels,
-                                 desired: comparison.desired, plan: comparison.plan), format: format)
-        if !comparison.plan.isEmpty { throw ExitCode(2) }
+        let snapshot = try against.map { path in
+            try agentCall { try AgentSnapshot(json: Data(try readFile(path)), source: path) }
+        }
+        let comparison = try Comparison(source, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot)
+        if snapshot == nil, !comparison.plan.unenforceable.isEmpty { throw PolicyProblems(comparison.plan.unenforceable) }
+        try reportOptions.emit(comparison.report(.plan))
+        if !comparison.plan.isEmpty || !comparison.plan.unenforceable.isEmpty { throw ExitCode(2) }
     }
 }
 
@@ -80,25 +126,64 @@ struct ApplyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "apply",
         abstract: "Make the agent match the revision: every change in one transaction, or none.",
-        discussion: "Exit 0 when applied (or nothing to do), 1 on error; after an error the agent is exactly as it was.")
+        discussion: """
+            Keys marked observe or covered by an active exception are reported, never changed.
+            Exit 0 when applied (or nothing to do), 1 on error; after an error the agent is exactly as it was.
+            With --detailed-exitcodes the exit code is a bitmask: 2 changes were made, 4 the apply failed
+            (nothing changed), 8 verification refused the revision.
+            """)
 
     @OptionGroup var source: SourceOptions
+    @OptionGroup var reportOptions: ReportOptions
 
-    @Option(help: "Output format: text for people, json for tools.")
-    var format: ReportFormat = .text
+    @Flag(help: "Exit with a bitmask: 2 changes made, 4 failures, 8 verification refused.")
+    var detailedExitcodes = false
 
     func run() throws {
-        let comparison = try Comparison(source)
-        let plan = comparison.plan
-        if !plan.isEmpty {
-            do {
-                try plan.apply(to: comparison.agent, actor: "tether apply \(comparison.revision.commit.id.prefix(12))")
-            } catch {
-                throw CommandError("error: apply failed, nothing was changed: \(error)")
-            }
+        let comparison = try Comparison(source, warnExpiry: reportOptions.warnExpiry)
+        let outcome = try Applier(comparison: comparison, source: source).apply(actor: "tether apply")
+        try reportOptions.emit(outcome.report)
+        if let failure = outcome.failure {
+            Console.error(failure)
+            throw ExitCode(detailedExitcodes ? 4 : 1)
         }
-        comparison.render(Report(kind: .apply, revision: comparison.revision, labels: comparison.labels,
-                                 desired: comparison.desired, plan: plan, applied: !plan.isEmpty), format: format)
+        if detailedExitcodes && outcome.changed { throw ExitCode(2) }
+    }
+}
+
+/// Applies a comparison's plan and records the outcome in the history.
+struct Applier {
+    let comparison: Comparison
+    let source: SourceOptions
+
+    struct Outcome {
+        let report: Report
+        let changed: Bool
+        /// The error, when the apply failed (and nothing changed).
+        let failure: String?
+    }
+
+    func apply(actor: String, historyKind: String = "apply", notes: [String] = []) throws -> Outcome {
+        let plan = comparison.plan
+        let history = try comparison.history(source)
+        let revision = comparison.revision.commit.id
+        if !plan.unenforceable.isEmpty {
+            try? history.record(HistoryEntry(kind: historyKind, revision: revision, result: "failed", findings: plan.findings.count,
+                                             detail: plan.unenforceable.map(\.description).joined(separator: "; ")))
+            throw PolicyProblems(plan.unenforceable)
+        }
+        guard let agent = comparison.agent else { throw CommandError("error: no agent to apply to") }
+        do {
+            try plan.apply(to: agent, actor: "\(actor) \(revision.prefix(12))", revision: revision)
+        } catch {
+            let message = "error: apply failed, nothing was changed: \(error)"
+            try? history.record(HistoryEntry(kind: historyKind, revision: revision, result: "failed", findings: plan.findings.count, detail: "\(error)"))
+            return Outcome(report: comparison.report(.apply, applied: false, notes: notes), changed: false, failure: message)
+        }
+        try? history.record(HistoryEntry(kind: historyKind, revision: revision, result: plan.isEmpty ? "nothing-to-do" : "applied",
+                                         findings: plan.findings.count,
+                                         detail: plan.steps.map { $0.key.description }.joined(separator: ", ")))
+        return Outcome(report: comparison.report(.apply, applied: !plan.isEmpty, notes: notes), changed: !plan.isEmpty, failure: nil)
     }
 }
 
@@ -106,18 +191,35 @@ struct ApplyCommand: ParsableCommand {
 struct DriftCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "drift",
-        abstract: "Report every managed setting where the agent differs from the revision, and who changed it when.",
-        discussion: "Exit 0 when in sync, 2 when anything drifted, 1 on error.")
+        abstract: "Report every managed setting where the agent differs from the revision: why, declared where, changed by whom, noticed when.",
+        discussion: """
+            Kinds: pending (git changed, the agent has not caught up), drift (changed outside Tether),
+            conflict (both changed), expiring/expired certificates (--warn-expiry days), unenforceable
+            (cannot be applied here, with the reason), excepted (accepted by an exception in git) and
+            exception-expired. Each detection is recorded in `tether history`.
+            Exit 0 when in sync (exceptions aside), 2 otherwise, 1 on error.
+            """)
 
     @OptionGroup var source: SourceOptions
-
-    @Option(help: "Output format: text for people, json for tools.")
-    var format: ReportFormat = .text
+    @OptionGroup var reportOptions: ReportOptions
 
     func run() throws {
-        let comparison = try Comparison(source)
-        comparison.render(Report(kind: .drift, revision: comparison.revision, labels: comparison.labels,
-                                 desired: comparison.desired, plan: comparison.plan), format: format)
-        if !comparison.plan.findings.isEmpty { throw ExitCode(2) }
+        let comparison = try Comparison(source, warnExpiry: reportOptions.warnExpiry)
+        var plan = comparison.plan
+        let history = try comparison.history(source)
+        var differences: [String: String] = [:]
+        for finding in plan.findings where [.pending, .drift, .conflict, .unenforceable].contains(finding.kind) {
+            differences[finding.key.description] = "\(finding.kind.rawValue):\(finding.actual)"
+        }
+        let noticed = (try? history.notice(differences)) ?? [:]
+        for index in plan.findings.indices {
+            plan.findings[index].noticedAt = noticed[plan.findings[index].key.description]
+        }
+        let report = comparison.report(.drift, plan: plan)
+        try? history.record(HistoryEntry(kind: "drift", revision: report.revision, result: report.inSync ? "in-sync" : "drift",
+                                         findings: plan.findings.filter { $0.kind.isProblem }.count,
+                                         detail: plan.findings.map { "\($0.key) \($0.kind.rawValue)" }.joined(separator: ", ")))
+        try reportOptions.emit(report)
+        if !report.inSync { throw ExitCode(2) }
     }
 }

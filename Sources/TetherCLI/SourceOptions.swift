@@ -3,6 +3,7 @@ import ConnectorCore
 import Foundation
 import Policy
 import Reconciler
+import Reports
 
 /// Options every reconciling command shares.
 struct SourceOptions: ParsableArguments {
@@ -49,13 +50,19 @@ struct DeviceOptions: ParsableArguments {
 
     var stateDirectoryURL: URL { URL(fileURLWithPath: stateDirectory, isDirectory: true) }
 
-    func deviceLabels() throws -> [String: String] {
+    /// The `--label` flags.
+    func labelOverrides() throws -> [String: String] {
         var overrides: [String: String] = [:]
         for label in labels {
             if let (key, value) = DeviceLabels.parse(label) { overrides[key] = value }
         }
+        return overrides
+    }
+
+    /// The labels file, with `--label` on top.
+    func deviceLabels() throws -> [String: String] {
         do {
-            return try DeviceLabels.load(stateDirectory: stateDirectory, overrides: overrides)
+            return try DeviceLabels.load(stateDirectory: stateDirectory, overrides: try labelOverrides())
         } catch let error as SourceError {
             throw CommandError("error: \(error.message)")
         }
@@ -70,7 +77,38 @@ struct DeviceOptions: ParsableArguments {
     }
 }
 
-/// `--format text|json`.
-enum ReportFormat: String, ExpressibleByArgument, CaseIterable {
-    case text, json
+extension ReportFormat: ExpressibleByArgument {}
+
+/// How a report is written: `--format`, `--output`, `--warn-expiry`.
+struct ReportOptions: ParsableArguments {
+    @Option(help: "text for people (colour on a terminal), json for tools, markdown for a pull-request comment, html for a browser, sarif for code scanning, junit for CI test views.")
+    var format: ReportFormat = .text
+
+    @Option(help: ArgumentHelp("Write the report to this file instead of standard output.", valueName: "file"))
+    var output: String?
+
+    @Option(help: ArgumentHelp("Report certificates that expire within this many days.", valueName: "days"))
+    var warnExpiry: Int = 30
+
+    func validate() throws {
+        if warnExpiry < 0 { throw ValidationError("--warn-expiry takes a number of days, 0 or more; for example --warn-expiry 30") }
+    }
+
+    /// Renders the report to the file or to standard output.
+    func emit(_ report: Report) throws {
+        try write(format.render(report, colour: output == nil && Console.current.isTerminal))
+    }
+
+    func write(_ text: String) throws {
+        guard let output else {
+            Console.out(text)
+            return
+        }
+        do {
+            try text.write(toFile: output, atomically: true, encoding: .utf8)
+        } catch {
+            throw CommandError("error: cannot write \(output): \(error.localizedDescription)")
+        }
+        Console.error("Wrote the \(format.rawValue) report to \(output).")
+    }
 }

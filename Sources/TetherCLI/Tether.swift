@@ -14,7 +14,8 @@ public struct Tether: ParsableCommand {
             the embedded agent's certificates, connector state and settings.
 
             Exit codes: validate 0 valid, 1 invalid; plan 0 nothing to do, 2 changes, 1 error;
-            apply 0 applied or nothing to do, 1 error (nothing changed); drift 0 in sync, 2 drift, 1 error.
+            apply 0 applied or nothing to do, 1 error (nothing changed), or with --detailed-exitcodes
+            a bitmask (2 changes, 4 failures, 8 verification refused); drift 0 in sync, 2 drift, 1 error.
 
             Start here:
               tether validate --repo .                      check every policy file
@@ -22,7 +23,8 @@ public struct Tether: ParsableCommand {
               tether apply --repo . --state-dir ./state     change it, all or nothing
               tether drift --repo . --state-dir ./state     is the agent still as git says?
             """,
-        subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, AgentCommand.self, SchemaCommand.self]
+        subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, HistoryCommand.self, RollbackCommand.self,
+                      ReportCommand.self, AgentCommand.self, SchemaCommand.self]
     )
 
     public init() {}

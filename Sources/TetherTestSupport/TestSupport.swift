@@ -116,10 +116,11 @@ public final class GitFixture: @unchecked Sendable {
 public final class TestPKI: @unchecked Sendable {
     public let directory: TemporaryDirectory
 
-    public init() throws {
+    /// Certificates valid for `days` days from now.
+    public init(days: Int = 90) throws {
         directory = try TemporaryDirectory("tether-pki")
         let script = repositoryRoot.appendingPathComponent("scripts/make-pki").path
-        let result = try runProgram("/bin/bash", [script, directory.path])
+        let result = try runProgram("/bin/bash", [script, directory.path, String(days)])
         guard result.status == 0 else { throw FixtureError("make-pki failed: \(result.output)") }
     }
 

@@ -104,7 +104,7 @@ struct BadInputTests {
         let before = try env.storeDigest()
         let result = env.run("apply")
         #expect(result.code == 1)
-        #expect(result.stderr.contains("policies/prod.yaml:10:14: edr: EDR cannot run as declared: mutualAuthentication is on but no client certificate is installed"), "\(result.stderr)")
+        #expect(result.stderr.contains("policies/prod.yaml:10:14: edr.enabled: EDR cannot run as declared: mutualAuthentication is on but no client certificate is installed"), "\(result.stderr)")
         #expect(try env.storeDigest() == before)
     }
 }

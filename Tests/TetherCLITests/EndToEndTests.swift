@@ -12,7 +12,7 @@ struct EndToEndTests {
         let env = try Environment()
         let plan = env.run("plan")
         #expect(plan.code == 2, "\(plan.stderr)")
-        #expect(plan.stdout.contains("Plan: 5 settings to change"))
+        #expect(plan.stdout.hasPrefix("Plan: 5 steps to match revision \(env.revision.prefix(12)) (5 pending;"))
         #expect(plan.stdout.contains("edr.port") == false, "port is already 443 by default: no noise")
         #expect(plan.stdout.contains("1. pin edr server certificate certs/kata.pem"))
         #expect(plan.stdout.contains("start EDR (KATAEDR)"))
@@ -21,7 +21,7 @@ struct EndToEndTests {
 
         let apply = env.run("apply")
         #expect(apply.code == 0, "\(apply.stderr)")
-        #expect(apply.stdout.hasPrefix("Applied: 5 settings changed"))
+        #expect(apply.stdout.hasPrefix("Applied: 5 steps"))
         let agent = try Agent(stateDirectory: env.state.path).state()
         #expect(agent.running == [.edr])
         #expect(agent.value(SettingPath(.integration(.edr), "synchronizationPeriod")) == .int(10))
@@ -81,7 +81,7 @@ struct EndToEndTests {
             .stop(.edr),
             .start(.ndr),
         ])
-        let error = #expect(throws: AgentError.self) { try plan.apply(to: agent, actor: "test") }
+        let error = #expect(throws: AgentError.self) { try plan.apply(to: agent, actor: "test", revision: "0000") }
         #expect(error?.description.contains("NDR (KATANDR) cannot start") == true)
         #expect(try env.storeDigest() == before)
         #expect(try agent.state().running == [.edr])

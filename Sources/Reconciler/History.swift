@@ -1,0 +1,97 @@
+import Foundation
+import SQLiteDB
+
+/// One entry of the history: an apply, a drift detection or a rollback.
+public struct HistoryEntry: Sendable, Equatable {
+    public let id: Int
+    public let at: Date
+    /// `apply`, `drift` or `rollback`.
+    public let kind: String
+    public let revision: String
+    /// `applied`, `nothing-to-do`, `failed`, `in-sync`, `drift`.
+    public let result: String
+    public let findings: Int
+    /// A short, secret-free description: the error, or the paths found.
+    public let detail: String
+
+    public init(id: Int = 0, at: Date = Date(), kind: String, revision: String, result: String, findings: Int, detail: String) {
+        self.id = id
+        self.at = at
+        self.kind = kind
+        self.revision = revision
+        self.result = result
+        self.findings = findings
+        self.detail = detail
+    }
+}
+
+/// Tether's own records beside the agent's store (`history.db` in the state directory): what
+/// was applied or detected when, and when each difference was first noticed. Kept apart from
+/// the agent so that recording a failed apply leaves the agent's store untouched.
+public final class History {
+    private let database: Database
+    public static let fileName = "history.db"
+
+    public init(stateDirectory: URL) throws {
+        try FileManager.default.createDirectory(at: stateDirectory, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o700])
+        database = try Database(path: stateDirectory.appendingPathComponent(History.fileName).path)
+        try database.execute("""
+            CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL,
+                revision TEXT NOT NULL, result TEXT NOT NULL, findings INTEGER NOT NULL, detail TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS noticed (key TEXT PRIMARY KEY, value TEXT NOT NULL, at REAL NOT NULL);
+            """)
+    }
+
+    /// Appends an entry.
+    public func record(_ entry: HistoryEntry) throws {
+        try database.query("INSERT INTO history (at, kind, revision, result, findings, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                           [.real(entry.at.timeIntervalSince1970), .text(entry.kind), .text(entry.revision),
+                            .text(entry.result), .integer(Int64(entry.findings)), .text(entry.detail)])
+    }
+
+    /// The entries, newest first.
+    public func entries(limit: Int = 50) throws -> [HistoryEntry] {
+        try database.query("SELECT id, at, kind, revision, result, findings, detail FROM history ORDER BY id DESC LIMIT ?",
+                           [.integer(Int64(limit))]).compactMap { row in
+            guard let id = row[0].integer, let at = row[1].real, let kind = row[2].text, let revision = row[3].text,
+                  let result = row[4].text, let findings = row[5].integer else { return nil }
+            return HistoryEntry(id: Int(id), at: Date(timeIntervalSince1970: at), kind: kind, revision: revision,
+                                result: result, findings: Int(findings), detail: row[6].text ?? "")
+        }
+    }
+
+    /// The revisions the agent was known to match after an apply, newest first, each once.
+    public func appliedRevisions() throws -> [String] {
+        var seen = Set<String>()
+        return try database.query("SELECT revision FROM history WHERE kind IN ('apply', 'rollback') AND result IN ('applied', 'nothing-to-do') ORDER BY id DESC")
+            .compactMap { $0[0].text }
+            .filter { seen.insert($0).inserted }
+    }
+
+    /// When each current difference (key → actual value) was first noticed: the time is kept
+    /// while the actual value stays the same, and keys no longer different are forgotten.
+    public func notice(_ differences: [String: String], now: Date = Date()) throws -> [String: Date] {
+        try database.transaction {
+            var noticed: [String: (value: String, at: Date)] = [:]
+            for row in try database.query("SELECT key, value, at FROM noticed") {
+                guard let key = row[0].text, let value = row[1].text, let at = row[2].real else { continue }
+                noticed[key] = (value, Date(timeIntervalSince1970: at))
+            }
+            var result: [String: Date] = [:]
+            for (key, value) in differences {
+                if let earlier = noticed[key], earlier.value == value {
+                    result[key] = earlier.at
+                } else {
+                    try database.query("INSERT OR REPLACE INTO noticed (key, value, at) VALUES (?, ?, ?)",
+                                       [.text(key), .text(value), .real(now.timeIntervalSince1970)])
+                    result[key] = now
+                }
+            }
+            for key in noticed.keys where differences[key] == nil {
+                try database.query("DELETE FROM noticed WHERE key = ?", [.text(key)])
+            }
+            return result
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+
+/// Many devices' JSON reports combined into one fleet view: which devices are in sync, drifting
+/// or failing, and which integrations and fields drift across the fleet.
+public struct FleetReport {
+    /// One device's report, as read from its JSON.
+    public struct Device {
+        public let file: String
+        public let host: String
+        public let revision: String
+        public let inSync: Bool
+        public let generatedAt: String
+        /// (path, kind, integration) of each finding.
+        public let findings: [(path: String, kind: String, integration: String)]
+
+        /// `in sync`, `drifting`, or `failing` (something cannot be applied or has expired).
+        public var status: String {
+            if findings.contains(where: { $0.kind == "unenforceable" || $0.kind == "expired" }) { return "failing" }
+            return inSync ? "in sync" : "drifting"
+        }
+    }
+
+    public let devices: [Device]
+
+    /// Reads JSON reports (`tether drift --format json`); errors name the file.
+    public init(files: [(name: String, data: Data)]) throws {
+        devices = try files.map { file in
+            guard let object = (try? JSONSerialization.jsonObject(with: file.data)) as? [String: Any],
+                  object["formatVersion"] as? Int != nil, let revision = object["revision"] as? String else {
+                throw FleetError(description: "\(file.name): not a tether JSON report (make one with `tether drift --format json`)")
+            }
+            let findings = (object["findings"] as? [[String: Any]] ?? []).map { finding in
+                (path: finding["path"] as? String ?? "?", kind: finding["kind"] as? String ?? "drift",
+                 integration: finding["integration"] as? String ?? "app")
+            }
+            let device = object["device"] as? [String: Any] ?? [:]
+            return Device(file: file.name, host: device["host"] as? String ?? file.name, revision: revision,
+                          inSync: object["inSync"] as? Bool ?? findings.isEmpty, generatedAt: object["generatedAt"] as? String ?? "",
+                          findings: findings)
+        }
+    }
+
+    /// Devices per status.
+    public var statusCounts: [(status: String, count: Int)] {
+        ["in sync", "drifting", "failing"].map { status in (status, devices.filter { $0.status == status }.count) }
+    }
+
+    /// Per integration: how many devices have findings there.
+    public var byIntegration: [(integration: String, devices: Int, findings: Int)] {
+        let names = Set(devices.flatMap { $0.findings.map(\.integration) }).sorted()
+        return names.map { name in
+            (name, devices.filter { $0.findings.contains { $0.integration == name } }.count,
+             devices.reduce(0) { $0 + $1.findings.filter { $0.integration == name }.count })
+        }
+    }
+
+    /// Per field: how many devices, and with which kinds.
+    public var byField: [(path: String, devices: Int, kinds: String)] {
+        let paths = Set(devices.flatMap { $0.findings.map(\.path) }).sorted()
+        return paths.map { path in
+            let hits = devices.flatMap { device in device.findings.filter { $0.path == path } }
+            let kinds = Dictionary(grouping: hits, by: \.kind).sorted { $0.key < $1.key }.map { "\($0.value.count) \($0.key)" }.joined(separator: ", ")
+            return (path, devices.filter { $0.findings.contains { $0.path == path } }.count, kinds)
+        }
+    }
+
+    public var summary: String {
+        "\(devices.count) device\(devices.count == 1 ? "" : "s"): " + statusCounts.map { "\($0.count) \($0.status)" }.joined(separator: ", ")
+    }
+
+    public func json() -> String {
+        JSONReport.serialize([
+            "formatVersion": 1,
+            "kind": "fleet",
+            "summary": Dictionary(uniqueKeysWithValues: statusCounts.map { ($0.status, $0.count) }),
+            "devices": devices.map { ["host": $0.host, "file": $0.file, "revision": $0.revision, "status": $0.status,
+                                      "findings": $0.findings.count, "generatedAt": $0.generatedAt] as [String: Any] },
+            "byIntegration": byIntegration.map { ["integration": $0.integration, "devices": $0.devices, "findings": $0.findings] as [String: Any] },
+            "byField": byField.map { ["path": $0.path, "devices": $0.devices, "kinds": $0.kinds] as [String: Any] },
+        ] as [String: Any])
+    }
+
+    public func markdown() -> String {
+        var lines = ["### Tether fleet: \(summary)", "", "| Device | Status | Findings | Revision | Report |", "|---|---|---:|---|---|"]
+        for device in devices.sorted(by: { ($0.status, $0.host) < ($1.status, $1.host) }) {
+            lines.append("| `\(device.host)` | \(device.status) | \(device.findings.count) | `\(device.revision.prefix(12))` | \(device.file) |")
+        }
+        if !byIntegration.isEmpty {
+            lines += ["", "| Integration | Devices with findings | Findings |", "|---|---:|---:|"]
+            lines += byIntegration.map { "| \($0.integration) | \($0.devices) | \($0.findings) |" }
+        }
+        if !byField.isEmpty {
+            lines += ["", "| Field | Devices | Kinds |", "|---|---:|---|"]
+            lines += byField.map { "| `\($0.path)` | \($0.devices) | \($0.kinds) |" }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    public func html() -> String {
+        var body = "<header class=\"\(devices.allSatisfy { $0.status == "in sync" } ? "ok" : "warn")\"><h1>Tether fleet</h1><p class=\"summary\">\(HTMLReport.escape(summary))</p></header>\n"
+        body += "<div class=\"cards\">" + statusCounts.map { "<div class=\"card\"><b>\($0.count)</b><span>\($0.status)</span></div>" }.joined() + "</div>\n"
+        body += "<section><h2>Devices</h2><table><thead><tr><th>Device</th><th>Status</th><th>Findings</th><th>Revision</th><th>Report</th></tr></thead><tbody>"
+        for device in devices.sorted(by: { ($0.status, $0.host) < ($1.status, $1.host) }) {
+            let badge = device.status == "in sync" ? "in-sync" : (device.status == "failing" ? "unenforceable" : "drift")
+            body += "<tr><td><code>\(HTMLReport.escape(device.host))</code></td><td><span class=\"badge \(badge)\">\(device.status)</span></td><td>\(device.findings.count)</td><td><code>\(device.revision.prefix(12))</code></td><td>\(HTMLReport.escape(device.file))</td></tr>"
+        }
+        body += "</tbody></table></section>\n"
+        if !byIntegration.isEmpty {
+            body += "<section><h2>By integration</h2><table><thead><tr><th>Integration</th><th>Devices with findings</th><th>Findings</th></tr></thead><tbody>"
+            body += byIntegration.map { "<tr><td>\(HTMLReport.escape($0.integration))</td><td>\($0.devices)</td><td>\($0.findings)</td></tr>" }.joined()
+            body += "</tbody></table></section>\n"
+        }
+        if !byField.isEmpty {
+            body += "<section><h2>By field</h2><table><thead><tr><th>Field</th><th>Devices</th><th>Kinds</th></tr></thead><tbody>"
+            body += byField.map { "<tr><td><code>\(HTMLReport.escape($0.path))</code></td><td>\($0.devices)</td><td>\(HTMLReport.escape($0.kinds))</td></tr>" }.joined()
+            body += "</tbody></table></section>\n"
+        }
+        return HTMLReport.page(title: "Tether fleet — \(summary)", body: body)
+    }
+}
+
+public struct FleetError: Error, CustomStringConvertible {
+    public let description: String
+}

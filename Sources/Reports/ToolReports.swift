@@ -1,0 +1,137 @@
+import Foundation
+import IntegrationModel
+import Policy
+import Reconciler
+
+/// SARIF 2.1.0: each finding located at the policy file and line that declared it, so code
+/// hosts show it on the pull request's diff.
+public enum SARIFReport {
+    public static func render(_ report: Report) -> String {
+        let rules: [[String: Any]] = FindingKind.allCases.map { kind in
+            [
+                "id": "tether/\(kind.rawValue)",
+                "name": kind.rawValue.split(separator: "-").map { $0.capitalized }.joined(),
+                "shortDescription": ["text": ruleText(kind)],
+                "defaultConfiguration": ["level": level(kind)],
+            ]
+        }
+        let results: [[String: Any]] = report.findings.map { finding in
+            var text = "\(finding.key) is \(finding.actual) on \(report.host); the policy declares \(finding.desired) (\(finding.kind.label))."
+            if let reason = finding.reason { text += " \(reason)." }
+            if let change = finding.lastChange { text += " Changed \(ReportFormatting.timestamp(change.at)) by \(change.actor)." }
+            return [
+                "ruleId": "tether/\(finding.kind.rawValue)",
+                "level": level(finding.kind),
+                "message": ["text": text],
+                "locations": [[
+                    "physicalLocation": [
+                        "artifactLocation": ["uri": finding.source.file],
+                        "region": ["startLine": finding.source.line, "startColumn": finding.source.column],
+                    ],
+                    "logicalLocations": [["fullyQualifiedName": finding.key.description, "kind": "member"]],
+                ]],
+                "partialFingerprints": ["tetherFinding/v1": "\(report.host)/\(finding.key)/\(finding.kind.rawValue)"],
+                "properties": [
+                    "path": finding.key.description,
+                    "desired": JSONReport.value(finding.desired),
+                    "actual": JSONReport.value(finding.actual),
+                    "device": report.host,
+                    "revision": report.revision,
+                ],
+            ]
+        }
+        let sarif: [String: Any] = [
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [[
+                "tool": ["driver": ["name": "tether", "informationUri": "https://tether.invalid/", "semanticVersion": "1.0.0", "rules": rules]],
+                "automationDetails": ["id": "tether/\(report.kind.rawValue)/\(report.host)/"],
+                "versionControlProvenance": [["repositoryUri": report.source.repository, "revisionId": report.revision]],
+                "results": results,
+            ]],
+        ]
+        return JSONReport.serialize(sarif)
+    }
+
+    static func level(_ kind: FindingKind) -> String {
+        switch kind {
+        case .drift, .conflict, .expired, .unenforceable: return "error"
+        case .pending, .expiring, .exceptionExpired: return "warning"
+        case .excepted: return "note"
+        }
+    }
+
+    static func ruleText(_ kind: FindingKind) -> String {
+        switch kind {
+        case .pending: return "Git changed and the agent has not caught up yet."
+        case .drift: return "The agent was changed outside Tether."
+        case .conflict: return "Both git and the agent changed since the last apply."
+        case .expiring: return "A certificate expires soon."
+        case .expired: return "A certificate has expired."
+        case .unenforceable: return "The desired value cannot be applied on this device."
+        case .excepted: return "A difference accepted by an exception in git."
+        case .exceptionExpired: return "An exception has expired and no longer applies."
+        }
+    }
+}
+
+/// JUnit XML: one test case per managed setting, failing where it is out of sync.
+public enum JUnitReport {
+    public static func render(_ report: Report) -> String {
+        var cases: [String] = []
+        var failures = 0
+        var keys = report.managed.map { ($0.key, $0.source) }
+        for finding in report.findings where !keys.contains(where: { $0.0 == finding.key }) {
+            keys.append((finding.key, finding.source))
+        }
+        for (key, source) in keys.sorted(by: { $0.0 < $1.0 }) {
+            let classname = "tether.\(report.host).\(key.scope.prefix.isEmpty ? "app" : key.scope.prefix)"
+            var element = "    <testcase classname=\"\(HTMLReport.escape(classname))\" name=\"\(HTMLReport.escape(key.description))\" file=\"\(HTMLReport.escape(source.file))\" line=\"\(source.line)\">\n"
+            let problems = report.findings.filter { $0.key == key && $0.kind.isProblem }
+            if !problems.isEmpty {
+                failures += 1
+                let message = problems.map { "\($0.kind.label): actual \($0.actual), desired \($0.desired)" }.joined(separator: "; ")
+                var detail = problems.map { finding -> String in
+                    var line = "\(finding.key) \(finding.kind.label) — declared at \(finding.source.shortDescription)"
+                    if let reason = finding.reason { line += "; \(reason)" }
+                    if let change = finding.lastChange { line += "; changed \(ReportFormatting.timestamp(change.at)) by \(change.actor)" }
+                    return line
+                }.joined(separator: "\n")
+                detail = HTMLReport.escape(detail)
+                element += "      <failure type=\"\(problems[0].kind.rawValue)\" message=\"\(HTMLReport.escape(message))\">\(detail)</failure>\n"
+            }
+            for excepted in report.findings where excepted.key == key && excepted.kind == .excepted {
+                element += "      <system-out>\(HTMLReport.escape(excepted.reason ?? "excepted"))</system-out>\n"
+            }
+            element += "    </testcase>"
+            cases.append(element)
+        }
+        let name = "tether \(report.kind.rawValue) \(report.host) @ \(report.revision.prefix(12))"
+        return """
+            <?xml version="1.0" encoding="UTF-8"?>
+            <testsuites name="tether" tests="\(cases.count)" failures="\(failures)">
+              <testsuite name="\(HTMLReport.escape(name))" tests="\(cases.count)" failures="\(failures)" errors="0" skipped="0" timestamp="\(ReportFormatting.timestamp(report.generatedAt))" hostname="\(HTMLReport.escape(report.host))">
+            \(cases.joined(separator: "\n"))
+              </testsuite>
+            </testsuites>
+
+            """
+    }
+}
+
+/// The formats `--format` takes.
+public enum ReportFormat: String, CaseIterable, Sendable {
+    case text, json, markdown, html, sarif, junit
+
+    /// Renders `report`; colour applies to text on a terminal only.
+    public func render(_ report: Report, colour: Bool) -> String {
+        switch self {
+        case .text: return TextReport(colour: colour).render(report)
+        case .json: return JSONReport.render(report)
+        case .markdown: return MarkdownReport.render(report)
+        case .html: return HTMLReport.render(report)
+        case .sarif: return SARIFReport.render(report)
+        case .junit: return JUnitReport.render(report)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+import ArgumentParser
+import ConnectorCore
+import Foundation
+import Reconciler
+import Reports
+
+/// `tether history`
+struct HistoryCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history",
+        abstract: "List every apply, rollback and drift detection on this device: when, which revision, what came of it.")
+
+    @OptionGroup var device: DeviceOptions
+
+    @Option(help: "How many entries, newest first.")
+    var limit: Int = 20
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        let entries = try History(stateDirectory: device.stateDirectoryURL).entries(limit: limit)
+        if json {
+            Console.out(JSONReport.serialize(entries.map {
+                ["at": ReportFormatting.timestamp($0.at), "kind": $0.kind, "revision": $0.revision, "result": $0.result,
+                 "findings": $0.findings, "detail": $0.detail] as [String: Any]
+            }))
+            return
+        }
+        if entries.isEmpty {
+            Console.out("No history yet: run `tether apply` or `tether drift`.")
+            return
+        }
+        Console.out("WHEN                  WHAT      REVISION      RESULT         FINDINGS  DETAIL")
+        for entry in entries {
+            let columns = [
+                ReportFormatting.timestamp(entry.at).padding(toLength: 21, withPad: " ", startingAt: 0),
+                entry.kind.padding(toLength: 9, withPad: " ", startingAt: 0),
+                String(entry.revision.prefix(12)).padding(toLength: 13, withPad: " ", startingAt: 0),
+                entry.result.padding(toLength: 14, withPad: " ", startingAt: 0),
+                String(entry.findings).padding(toLength: 9, withPad: " ", startingAt: 0),
+                String(entry.detail.prefix(80)),
+            ]
+            Console.out(columns.joined(separator: " "))
+        }
+    }
+}
+
+/// `tether rollback`
+struct RollbackCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollback",
+        abstract: "Re-apply the last known-good revision: the one applied before the current one.",
+        discussion: """
+            Reads that revision from the same repository (--repo, --path) and applies it in one
+            transaction, like `tether apply --ref REVISION`. --to picks another revision from
+            `tether history`. Exit 0 when rolled back, 1 on error (nothing changed).
+            """)
+
+    @OptionGroup var source: SourceOptions
+    @OptionGroup var reportOptions: ReportOptions
+
+    @Option(help: ArgumentHelp("The revision to go back to (default: the one applied before the current one).", valueName: "commit"))
+    var to: String?
+
+    func run() throws {
+        let history = try History(stateDirectory: source.device.stateDirectoryURL)
+        let current = try agentCall { try source.device.agent().appliedState().revision }
+        let target: String
+        if let to {
+            target = to
+        } else {
+            guard let previous = try history.appliedRevisions().first(where: { $0 != current }) else {
+                throw CommandError("error: no earlier known-good revision in `tether history`; name one with --to COMMIT")
+            }
+            target = previous
+        }
+        var options = source
+        options.ref = target
+        let comparison = try Comparison(options, warnExpiry: reportOptions.warnExpiry)
+        let note = "Rolled back from \(current.map { String($0.prefix(12)) } ?? "nothing applied") to \(target.prefix(12))."
+        let outcome = try Applier(comparison: comparison, source: options).apply(actor: "tether rollback", historyKind: "rollback", notes: [note])
+        try reportOptions.emit(outcome.report)
+        if let failure = outcome.failure {
+            Console.error(failure)
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// `tether report …`
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report",
+        abstract: "Work with saved reports.",
+        subcommands: [MergeReports.self])
+}
+
+/// `tether report merge`
+struct MergeReports: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Combine many devices' JSON reports into one fleet view: in sync, drifting, failing; by integration and by field.",
+        discussion: "Example: tether report merge reports/*.json --format html --output fleet.html")
+
+    @Argument(help: "JSON reports made with `tether drift --format json`.")
+    var files: [String] = []
+
+    @Option(help: "json, markdown or html.")
+    var format: FleetFormat = .markdown
+
+    @Option(help: ArgumentHelp("Write to this file instead of standard output.", valueName: "file"))
+    var output: String?
+
+    enum FleetFormat: String, ExpressibleByArgument, CaseIterable { case json, markdown, html }
+
+    func validate() throws {
+        if files.isEmpty { throw ValidationError("give the reports to merge, e.g. `tether report merge a.json b.json --format html`") }
+    }
+
+    func run() throws {
+        let inputs = try files.map { (name: $0, data: Data(try readFile($0))) }
+        let fleet: FleetReport
+        do {
+            fleet = try FleetReport(files: inputs)
+        } catch let error as FleetError {
+            throw CommandError("error: \(error.description)")
+        }
+        let text: String
+        switch format {
+        case .json: text = fleet.json()
+        case .markdown: text = fleet.markdown()
+        case .html: text = fleet.html()
+        }
+        if let output {
+            do { try text.write(toFile: output, atomically: true, encoding: .utf8) } catch {
+                throw CommandError("error: cannot write \(output): \(error.localizedDescription)")
+            }
+            Console.error("Wrote the fleet view (\(fleet.summary)) to \(output).")
+        } else {
+            Console.out(text)
+        }
+    }
+}
+
+/// `tether agent snapshot`
+struct Snapshot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the agent's actual state as JSON (no secrets), for `tether plan --against`.",
+        discussion: "Example: tether agent snapshot > device.json; then, anywhere: tether plan --repo . --against device.json")
+
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let agent = try device.agent()
+        let snapshot = try agentCall {
+            AgentSnapshot(host: ProcessInfo.processInfo.hostName, labels: try device.deviceLabels(),
+                          state: try agent.state(), applied: try agent.appliedState())
+        }
+        Console.out(JSONReport.serialize(snapshot.jsonObject))
+    }
+}
