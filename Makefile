@@ -12,7 +12,8 @@ build: deps      ## build tether (debug)
 run: build       ## the walk-through: validate, plan, apply, drift on the bundled example
 	@scripts/demo
 
-test: deps       ## the whole test suite (real git repositories, real certificates, SQLite on disk)
+test:            ## the whole test suite (real git repositories, real certificates, TLS servers on loopback, SQLite on disk)
+	@scripts/install-deps --test
 	$(SWIFT) test
 
 bench: deps      ## validate/plan timings on generated repositories of 100, 1,000 and 10,000 policies

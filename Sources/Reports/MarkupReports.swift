@@ -136,7 +136,7 @@ public enum HTMLReport {
         .cards{display:flex;flex-wrap:wrap;gap:10px;margin:12px 0}.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:90px}
         .card b{display:block;font-size:22px}.card span{color:#555}
         table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #e4e4e4;padding:6px 8px;text-align:left;vertical-align:top}th{background:#f6f7f8}
-        code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace}
+        code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace}td code{white-space:nowrap}
         .badge{border-radius:10px;padding:1px 8px;font-size:12px;background:#eee;white-space:nowrap}
         .badge.in-sync{background:#e3f1e4;color:#1b5e20}.badge.drift,.badge.conflict,.badge.expired,.badge.unenforceable{background:#fde2e1;color:#8e1b1b}
         .badge.pending,.badge.expiring,.badge.exception-expired{background:#fff1d6;color:#7a4b00}.badge.excepted{background:#eceff1;color:#455a64}
