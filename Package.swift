@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "tether", targets: ["tether"]),
+        .executable(name: "platform-sim", targets: ["platform-sim"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -27,6 +28,7 @@ let package = Package(
         // One Swift module per C library.
         .target(name: "GitSource", dependencies: ["CGit2"]),
         .target(name: "X509", dependencies: ["COpenSSL", "COpenSSLShims"]),
+        .target(name: "HTTPSServer", dependencies: ["COpenSSL", "COpenSSLShims"]),
         .target(name: "HTTPTransport", dependencies: ["CCurl", "CCurlShims"]),
         .target(name: "SQLiteDB", dependencies: ["CSQLite"]),
 
@@ -41,6 +43,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "tether", dependencies: ["TetherCLI"]),
+
+        // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
+        .target(name: "PlatformSim", dependencies: ["HTTPSServer", "X509"]),
+        .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // Test support: real git repositories, a test PKI and TLS peers on loopback.
         .target(name: "TetherTestSupport", dependencies: []),

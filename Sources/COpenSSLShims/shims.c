@@ -29,3 +29,7 @@ int tether_load_providers(void) {
     pthread_once(&providers_once, load_providers);
     return providers_ok;
 }
+
+int tether_ssl_ctx_require_tls12(SSL_CTX *context) {
+    return (int)SSL_CTX_set_min_proto_version(context, TLS1_2_VERSION);
+}

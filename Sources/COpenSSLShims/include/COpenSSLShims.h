@@ -14,4 +14,7 @@ void tether_x509_stack_free(STACK_OF(X509) *stack);
 /// Loads the "default" and "legacy" providers once, so old PKCS#12 files (RC2, 3DES) open.
 /// Returns 1 when the default provider is available.
 int tether_load_providers(void);
+#include <openssl/ssl.h>
+/// SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) (a macro).
+int tether_ssl_ctx_require_tls12(SSL_CTX *context);
 #endif

@@ -1,0 +1,283 @@
+import Foundation
+import HTTPSServer
+import X509
+
+/// A request the platform received, as tests and the demo read it back.
+public struct ReceivedRequest: @unchecked Sendable {
+    public let at: Date
+    public let method: String
+    public let path: String
+    /// The client certificate's subject, when mutual TLS was used.
+    public let clientSubject: String?
+    /// The body parsed as JSON, when it was JSON.
+    public let json: [String: Any]?
+
+    public var agentId: String? {
+        let parts = path.split(separator: "/")
+        guard let index = parts.firstIndex(of: "sensors"), index + 1 < parts.count else { return nil }
+        return String(parts[index + 1])
+    }
+}
+
+/// The platform's PKI: a test CA and the server certificate it issued (for localhost,
+/// 127.0.0.1 and ::1), kept in a folder so a restarted platform presents the same certificate.
+public struct PlatformPKI: Sendable {
+    public let caPEM: String
+    public let caKeyPEM: String
+    public let serverCertificatePEM: String
+    public let serverKeyPEM: String
+
+    /// Loads the PKI from `directory`, or makes one there (ca.pem, server.pem and their keys).
+    public static func loadOrCreate(in directory: URL, days: Int = 90) throws -> PlatformPKI {
+        let files = ["ca.pem", "ca.key", "server.pem", "server.key"].map { directory.appendingPathComponent($0) }
+        if files.allSatisfy({ FileManager.default.fileExists(atPath: $0.path) }) {
+            let texts = try files.map { try String(contentsOf: $0, encoding: .utf8) }
+            return PlatformPKI(caPEM: texts[0], caKeyPEM: texts[1], serverCertificatePEM: texts[2], serverKeyPEM: texts[3])
+        }
+        let pki = try create(days: days)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for (file, text) in zip(files, [pki.caPEM, pki.caKeyPEM, pki.serverCertificatePEM, pki.serverKeyPEM]) {
+            try text.write(to: file, atomically: true, encoding: .utf8)
+            if file.lastPathComponent.hasSuffix(".key") { chmod(file.path, 0o600) }
+        }
+        return pki
+    }
+
+    /// A new PKI in memory.
+    public static func create(days: Int = 90) throws -> PlatformPKI {
+        let authority = try CertificateAuthority(commonName: "Tether platform-sim CA", days: days)
+        let server = try authority.issue(commonName: "kata.platform-sim.local", names: ["localhost", "127.0.0.1", "::1"], days: days)
+        return PlatformPKI(caPEM: authority.root.certificatePEM, caKeyPEM: authority.root.privateKeyPEM,
+                           serverCertificatePEM: server.certificatePEM, serverKeyPEM: server.privateKeyPEM)
+    }
+
+    /// Issues a client certificate from this CA as a PKCS#12 container.
+    public func issueClient(commonName: String, password: String, days: Int = 90) throws -> [UInt8] {
+        let authority = CertificateAuthority(root: try IssuedCertificate(certificatePEM: caPEM, privateKeyPEM: caKeyPEM))
+        return try authority.issue(commonName: commonName, client: true, days: days).pkcs12(password: password)
+    }
+}
+
+/// The local targeted-attack platform: EDR sync and events, NDR ping and events, and the public
+/// Sandbox scanner API, over HTTPS on loopback; see docs/wire-format.md. It keeps a record of what
+/// it received, can queue response commands for agents, and can play a few failures.
+public final class PlatformSimulator: @unchecked Sendable {
+    /// The EICAR test string: a scanned object containing it is a detection.
+    public static let eicar = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+    public let pki: PlatformPKI
+    public let requireClientCertificate: Bool
+    private var server: HTTPSServer?
+    private let lock = NSLock()
+    private var requests: [ReceivedRequest] = []
+    private var commands: [String: [[String: Any]]] = [:]
+    private var scans: [String: (verdict: String, polls: Int)] = [:]
+    private var rejectScansRemaining = 0
+    private var failuresRemaining: [(prefix: String, status: Int)] = []
+    private let recordFile: URL?
+    private let host: String
+    /// The port it listens on.
+    public private(set) var port: Int
+
+    /// Starts the platform at once. `port` 0 lets the kernel choose; `recordFile` appends each
+    /// received request there as a JSON line.
+    public init(pki: PlatformPKI, requireClientCertificate: Bool = false, host: String = "127.0.0.1", port: Int = 0, recordFile: URL? = nil) throws {
+        self.pki = pki
+        self.requireClientCertificate = requireClientCertificate
+        self.recordFile = recordFile
+        self.host = host
+        self.port = port
+        try start()
+    }
+
+    /// Starts listening (again, after `stop`) on the same port.
+    public func start() throws {
+        let server = try HTTPSServer(certificatePEM: pki.serverCertificatePEM, privateKeyPEM: pki.serverKeyPEM,
+                                     clientCAPEM: requireClientCertificate ? pki.caPEM : nil, host: host, port: port) { [weak self] request in
+            self?.handle(request) ?? ServerResponse(status: 503)
+        }
+        lock.withLock {
+            self.server = server
+            self.port = server.port
+        }
+    }
+
+    /// Stops listening and drops open connections: an outage.
+    public func stop() {
+        let server = lock.withLock { () -> HTTPSServer? in
+            defer { self.server = nil }
+            return self.server
+        }
+        server?.stop()
+    }
+
+    deinit {
+        stop()
+    }
+
+    // MARK: - What tests and the demo use
+
+    /// Every request received, in order.
+    public var received: [ReceivedRequest] { lock.withLock { requests } }
+
+    /// The telemetry events received for `path` (`edr` or `ndr`), in the order they arrived.
+    public func events(_ integration: String = "edr") -> [[String: Any]] {
+        received.filter { $0.path.hasPrefix("/kata/\(integration)/") && $0.path.hasSuffix("/events") }
+            .flatMap { $0.json?["events"] as? [[String: Any]] ?? [] }
+    }
+
+    /// Queues a response command for an agent (`*` for any); it is sent on that agent's next sync.
+    public func queueCommand(_ command: [String: Any], for agentId: String = "*") {
+        var command = command
+        if command["id"] == nil { command["id"] = UUID().uuidString.lowercased() }
+        lock.withLock { commands[agentId, default: []].append(command) }
+    }
+
+    /// The next `count` scan uploads are answered 429 Too Many Requests.
+    public func rejectScans(_ count: Int) {
+        lock.withLock { rejectScansRemaining = count }
+    }
+
+    /// The next `count` requests whose path starts with `prefix` are answered with `status`.
+    public func fail(_ prefix: String, status: Int, count: Int = 1) {
+        lock.withLock { failuresRemaining += Array(repeating: (prefix, status), count: count) }
+    }
+
+    // MARK: - The wire
+
+    private func handle(_ request: ServerRequest) -> ServerResponse {
+        let json = (try? JSONSerialization.jsonObject(with: Data(request.body))) as? [String: Any]
+        let received = ReceivedRequest(at: Date(), method: request.method, path: request.path, clientSubject: request.clientSubject,
+                                       json: json ?? multipartSummary(request))
+        let injected: Int? = lock.withLock {
+            requests.append(received)
+            if let index = failuresRemaining.firstIndex(where: { request.path.hasPrefix($0.prefix) }) {
+                return failuresRemaining.remove(at: index).status
+            }
+            return nil
+        }
+        record(received)
+        if let injected { return ServerResponse(status: injected, json: "{\"error\":\"injected failure\"}") }
+
+        let parts = request.path.split(separator: "/").map(String.init)
+        // /kata/{edr|ndr}/v1/sensors/{id}/{sync|events|ping}, /kata/scanner/v1/sensors/{id}/scans…, /sim/…
+        switch (request.method, parts.first, parts.count > 1 ? parts[1] : "") {
+        case ("POST", "kata", "edr") where parts.last == "sync":
+            let agent = parts.count > 4 ? parts[4] : "*"
+            let pending: [[String: Any]] = lock.withLock {
+                let list = (commands[agent] ?? []) + (commands["*"] ?? [])
+                commands[agent] = nil
+                commands["*"] = nil
+                return list
+            }
+            return self.json(["commands": pending, "serverTime": ISO8601DateFormatter().string(from: Date())])
+        case ("POST", "kata", "edr") where parts.last == "events", ("POST", "kata", "ndr") where parts.last == "events":
+            let count = (json?["events"] as? [Any])?.count ?? 0
+            return self.json(["accepted": count])
+        case ("POST", "kata", "ndr") where parts.last == "ping":
+            return self.json(["pong": true])
+        case (_, "kata", "scanner"):
+            return scanner(request, parts: parts)
+        case ("GET", "sim", "received"):
+            return self.json(["requests": self.received.map { ["at": ISO8601DateFormatter().string(from: $0.at), "method": $0.method, "path": $0.path] }])
+        case ("POST", "sim", "commands"):
+            guard let json else { return ServerResponse(status: 400, json: "{\"error\":\"a JSON command is expected\"}") }
+            queueCommand(json, for: request.query["agent"] ?? "*")
+            return self.json(["queued": true])
+        default:
+            return ServerResponse(status: 404, json: "{\"error\":\"no such endpoint: \(request.method) \(request.path)\"}")
+        }
+    }
+
+    private func scanner(_ request: ServerRequest, parts: [String]) -> ServerResponse {
+        // /kata/scanner/v1/sensors/{sensorId}/scans[/state|/{scanId}]
+        guard parts.count >= 6, parts[5] == "scans" else { return ServerResponse(status: 404) }
+        switch (request.method, parts.count) {
+        case ("POST", 6):
+            let reject: Bool = lock.withLock {
+                if rejectScansRemaining > 0 { rejectScansRemaining -= 1; return true }
+                return false
+            }
+            if reject { return ServerResponse(status: 429, body: Array("{\"error\":\"too many requests\"}".utf8), headers: ["Retry-After": "1"]) }
+            guard let form = Multipart.parse(request), let scanId = form.fields["scanId"], let content = form.file,
+                  form.fields["objectType"] == "file" else {
+                return ServerResponse(status: 400, json: "{\"error\":\"multipart fields content, scanId and objectType=file are required\"}")
+            }
+            let verdict = String(decoding: content, as: UTF8.self).contains(Self.eicar) ? "detect" : "not detected"
+            lock.withLock { scans[scanId] = (verdict, 0) }
+            return self.json(["scanId": scanId, "state": "processing"])
+        case ("GET", 7) where parts[6] == "state":
+            let wanted = Set((request.query["state"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+            let list: [[String: Any]] = lock.withLock {
+                var list: [[String: Any]] = []
+                for (id, scan) in scans.sorted(by: { $0.key < $1.key }) {
+                    // Every object is "processing" at its first poll, then final.
+                    let state = scan.polls == 0 ? "processing" : scan.verdict
+                    scans[id] = (scan.verdict, scan.polls + 1)
+                    if wanted.isEmpty || wanted.contains(state) { list.append(["scanId": id, "state": state]) }
+                }
+                return list
+            }
+            return self.json(["scans": list])
+        case ("DELETE", 7):
+            let removed = lock.withLock { scans.removeValue(forKey: parts[6]) != nil }
+            return removed ? ServerResponse(status: 204) : ServerResponse(status: 404)
+        default:
+            return ServerResponse(status: 405)
+        }
+    }
+
+    private func json(_ object: [String: Any]) -> ServerResponse {
+        ServerResponse(status: 200, body: Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()))
+    }
+
+    private func multipartSummary(_ request: ServerRequest) -> [String: Any]? {
+        guard let form = Multipart.parse(request) else { return nil }
+        return ["scanId": form.fields["scanId"] ?? "", "objectType": form.fields["objectType"] ?? "", "size": form.file?.count ?? 0]
+    }
+
+    private func record(_ request: ReceivedRequest) {
+        guard let recordFile else { return }
+        var line: [String: Any] = ["at": ISO8601DateFormatter().string(from: request.at), "method": request.method, "path": request.path]
+        if let subject = request.clientSubject { line["clientSubject"] = subject }
+        if let json = request.json { line["body"] = json }
+        guard var data = try? JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) else { return }
+        data.append(0x0A)
+        lock.withLock {
+            if let handle = try? FileHandle(forWritingTo: recordFile) {
+                handle.seekToEndOfFile()
+                handle.write(data)
+                try? handle.close()
+            } else {
+                try? data.write(to: recordFile)
+            }
+        }
+    }
+}
+
+/// Just enough multipart/form-data for the scanner API.
+enum Multipart {
+    static func parse(_ request: ServerRequest) -> (fields: [String: String], file: [UInt8]?)? {
+        guard let type = request.headers["content-type"], type.hasPrefix("multipart/form-data"),
+              let boundaryRange = type.range(of: "boundary=") else { return nil }
+        let boundary = Array(("--" + type[boundaryRange.upperBound...].trimmingCharacters(in: CharacterSet(charactersIn: "\" "))).utf8)
+        var fields: [String: String] = [:]
+        var file: [UInt8]?
+        var rest = request.body[...]
+        while let start = rest.firstRange(of: boundary) {
+            rest = rest[start.upperBound...]
+            guard let headerEnd = rest.firstRange(of: [13, 10, 13, 10]) else { break }
+            let headers = String(decoding: rest[..<headerEnd.lowerBound], as: UTF8.self)
+            let content = rest[headerEnd.upperBound...]
+            guard let next = content.firstRange(of: [13, 10] + boundary) else { break }
+            let value = Array(content[..<next.lowerBound])
+            if let nameRange = headers.range(of: "name=\"") {
+                let name = String(headers[nameRange.upperBound...].prefix { $0 != "\"" })
+                if headers.contains("filename=") || name == "content" { file = value }
+                else { fields[name] = String(decoding: value, as: UTF8.self) }
+            }
+            rest = content[next.lowerBound...]
+        }
+        return (fields, file)
+    }
+}

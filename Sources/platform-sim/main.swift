@@ -1,0 +1,54 @@
+import ArgumentParser
+import Foundation
+import PlatformSim
+
+/// `platform-sim`: a local targeted-attack platform on loopback for tests, the demo and trying
+/// policies before production.
+struct PlatformSimCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "platform-sim",
+        abstract: "Run a local targeted-attack platform (EDR, NDR, Sandbox scanner API) over HTTPS on 127.0.0.1.",
+        discussion: """
+            On first start it makes a test CA and a server certificate for localhost, 127.0.0.1 and ::1 in
+            --dir (ca.pem, server.pem and their keys) and reuses them afterwards. Pin server.pem (or ca.pem)
+            in your policies. With --client-certificate NAME it also issues NAME.p12 (password in NAME.pass)
+            for mutual TLS. Every request it receives is appended to --dir/received.jsonl. The wire format
+            is in docs/wire-format.md. Queue a response command with
+              curl --cacert DIR/ca.pem -d '{"type":"network-isolation","durationSeconds":600}' https://127.0.0.1:PORT/sim/commands
+            Stops on Ctrl-C.
+            """)
+
+    @Option(help: "The port on 127.0.0.1 (0: any free port, printed at start).")
+    var port: Int = 8443
+
+    @Option(help: ArgumentHelp("Where the PKI, issued client containers and the record of requests live.", valueName: "dir"))
+    var dir: String = ".platform-sim"
+
+    @Flag(help: "Require a client certificate issued by the platform's CA (mutual TLS).")
+    var requireClientCertificate = false
+
+    @Option(help: ArgumentHelp("Issue a client container NAME.p12 (and NAME.pass) from the platform's CA, then serve.", valueName: "name"))
+    var clientCertificate: [String] = []
+
+    func run() throws {
+        let directory = URL(fileURLWithPath: dir, isDirectory: true)
+        let pki = try PlatformPKI.loadOrCreate(in: directory)
+        for name in clientCertificate {
+            let password = UUID().uuidString
+            let container = try pki.issueClient(commonName: name, password: password)
+            try Data(container).write(to: directory.appendingPathComponent("\(name).p12"))
+            try (password + "\n").write(to: directory.appendingPathComponent("\(name).pass"), atomically: true, encoding: .utf8)
+            chmod(directory.appendingPathComponent("\(name).p12").path, 0o600)
+            chmod(directory.appendingPathComponent("\(name).pass").path, 0o600)
+        }
+        let platform = try PlatformSimulator(pki: pki, requireClientCertificate: requireClientCertificate, port: port,
+                                             recordFile: directory.appendingPathComponent("received.jsonl"))
+        print("platform-sim listening on https://127.0.0.1:\(platform.port) (mutual TLS \(requireClientCertificate ? "required" : "off")); PKI in \(directory.path)")
+        fflush(nil)
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+        while true { sleep(3600) }
+    }
+}
+
+PlatformSimCommand.main()
