@@ -8,6 +8,7 @@ deps:            ## install the Debian packages Tether needs, when missing
 
 build: deps      ## build tether (debug)
 	$(SWIFT) build --product tether
+	$(SWIFT) build --product platform-sim
 
 run: build       ## the walk-through: validate, plan, apply, drift on the bundled example
 	@scripts/demo

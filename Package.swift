@@ -35,9 +35,9 @@ let package = Package(
         // The domain.
         .target(name: "IntegrationModel"),
         .target(name: "Policy", dependencies: ["IntegrationModel", "Yams"]),
-        .target(name: "ConnectorCore", dependencies: ["IntegrationModel", "SQLiteDB", "X509"]),
+        .target(name: "ConnectorCore", dependencies: ["IntegrationModel", "SQLiteDB", "X509", "HTTPTransport"]),
         .target(name: "Reconciler", dependencies: ["IntegrationModel", "Policy", "ConnectorCore", "GitSource", "X509", "SQLiteDB"]),
-        .target(name: "Reports", dependencies: ["IntegrationModel", "Reconciler"]),
+        .target(name: "Reports", dependencies: ["IntegrationModel", "Reconciler", "ConnectorCore"]),
         .target(name: "TetherCLI", dependencies: [
             "IntegrationModel", "Policy", "ConnectorCore", "Reconciler", "Reports", "GitSource", "X509",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,3 +1,4 @@
+import ConnectorCore
 import Foundation
 import IntegrationModel
 import Policy
@@ -31,6 +32,8 @@ public struct Report: Sendable {
     public let lastAppliedAt: Date?
     /// Things people should know that are not findings (what an offline plan could not check).
     public let notes: [String]
+    /// Each connector's connection health (drift reports on a device).
+    public var health: [ConnectorStatus] = []
 
     /// In sync when nothing but accepted exceptions differs.
     public var inSync: Bool { !findings.contains { $0.kind.isProblem } }

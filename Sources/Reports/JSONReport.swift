@@ -1,3 +1,4 @@
+import ConnectorCore
 import Foundation
 import IntegrationModel
 import Policy
@@ -32,6 +33,7 @@ public enum JSONReport {
             root["lastApplied"] = ["revision": revision, "at": report.lastAppliedAt.map(ReportFormatting.timestamp) ?? NSNull()] as [String: Any]
         }
         if report.kind == .apply { root["applied"] = report.applied }
+        if !report.health.isEmpty { root["health"] = report.health.map(health) }
         return root
     }
 
@@ -56,6 +58,24 @@ public enum JSONReport {
             object["lastChange"] = ["at": ReportFormatting.timestamp(change.at), "actor": change.actor, "from": change.old, "to": change.new]
         }
         return object
+    }
+
+    /// One connector's health, as `tether agent status --json` prints it too.
+    public static func health(_ status: ConnectorStatus) -> [String: Any] {
+        [
+            "integration": status.integration.rawValue,
+            "running": status.running,
+            "state": status.state,
+            "server": status.server ?? NSNull(),
+            "lastSuccess": status.lastSuccess.map(ReportFormatting.timestamp) ?? NSNull(),
+            "lastAttempt": status.lastAttempt.map(ReportFormatting.timestamp) ?? NSNull(),
+            "lastError": status.lastError ?? NSNull(),
+            "errorKind": status.errorKind ?? NSNull(),
+            "queueDepth": status.queueDepth,
+            "sent": status.sent,
+            "throttled": status.throttled,
+            "dropped": status.dropped,
+        ]
     }
 
     static func location(_ source: SourceLocation) -> [String: Any] {

@@ -44,6 +44,12 @@ public enum MarkdownReport {
             lines.append("")
             for (index, step) in report.steps.enumerated() { lines.append("\(index + 1). \(cell(step.description))") }
         }
+        if !report.health.isEmpty {
+            lines += ["", "| Connector | State | Server | Last contact | Queue | Last error |", "|---|---|---|---|---:|---|"]
+            for status in report.health {
+                lines.append("| \(status.integration.displayName) | \(status.state) | \(status.server ?? "") | \(status.lastSuccess.map(ReportFormatting.timestamp) ?? "never") | \(status.queueDepth) | \(cell(status.running ? status.lastError ?? "" : "")) |")
+            }
+        }
         for note in report.notes {
             lines.append("")
             lines.append("> \(note)")
@@ -104,6 +110,15 @@ public enum HTMLReport {
             body += "<section><h2>\(report.kind == .apply ? "Applied, in this order" : "Steps, in this order")</h2><ol>"
             for step in report.steps { body += "<li>\(escape(step.description))</li>" }
             body += "</ol></section>\n"
+        }
+        if !report.health.isEmpty {
+            body += "<section><h2>Health</h2><table><thead><tr><th>Connector</th><th>State</th><th>Server</th><th>Last contact</th><th>Queue</th><th>Last error</th></tr></thead><tbody>"
+            for status in report.health {
+                let badge = status.state == "connected" ? "in-sync" : (status.state == "failing" ? "drift" : "excepted")
+                body += "<tr><td>\(escape(status.integration.displayName))</td><td><span class=\"badge \(badge)\">\(escape(status.state))</span></td><td>\(escape(status.server ?? ""))</td>"
+                body += "<td>\(escape(status.lastSuccess.map(ReportFormatting.timestamp) ?? "never"))</td><td>\(status.queueDepth)</td><td>\(escape(status.running ? status.lastError ?? "" : ""))</td></tr>"
+            }
+            body += "</tbody></table></section>\n"
         }
         for note in report.notes { body += "<p class=\"note\">\(escape(note))</p>\n" }
         return page(title: "Tether \(report.kind.rawValue) — \(report.host)", body: body)

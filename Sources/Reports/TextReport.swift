@@ -61,6 +61,24 @@ public struct TextReport {
                 lines.append("  (\(integration.displayName) restarts: its mode changes while it runs)")
             }
         }
+        if !report.health.isEmpty {
+            lines.append("")
+            lines.append(bold("Health"))
+            for status in report.health {
+                let name = "\(status.integration.displayName) (\(status.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
+                var line = "  \(name)"
+                switch status.state {
+                case "connected": line += green(status.state)
+                case "failing": line += red(status.state)
+                default: line += status.state
+                }
+                if let server = status.server { line += " — \(server)" }
+                if let success = status.lastSuccess { line += "; last contact \(ReportFormatting.timestamp(success))" }
+                if status.running { line += "; queue \(status.queueDepth)" }
+                lines.append(line)
+                if let error = status.lastError, status.running { lines.append(dim("      last error (\(status.errorKind ?? "error")): \(error)")) }
+            }
+        }
         for note in report.notes {
             lines.append("")
             lines.append("Note: \(note)")

@@ -215,7 +215,10 @@ struct DriftCommand: ParsableCommand {
         for index in plan.findings.indices {
             plan.findings[index].noticedAt = noticed[plan.findings[index].key.description]
         }
-        let report = comparison.report(.drift, plan: plan)
+        var report = comparison.report(.drift, plan: plan)
+        if let agent = comparison.agent, let runtime = try? ConnectorRuntime(agent: agent) {
+            report.health = (try? runtime.status()) ?? []
+        }
         try? history.record(HistoryEntry(kind: "drift", revision: report.revision, result: report.inSync ? "in-sync" : "drift",
                                          findings: plan.findings.filter { $0.kind.isProblem }.count,
                                          detail: plan.findings.map { "\($0.key) \($0.kind.rawValue)" }.joined(separator: ", ")))

@@ -1,0 +1,506 @@
+import Foundation
+import HTTPTransport
+import IntegrationModel
+import X509
+
+/// The outcome of one connector's sync.
+public struct SyncOutcome: Sendable {
+    public let integration: Integration
+    /// False when the task is stopped (nothing was attempted).
+    public let attempted: Bool
+    public let succeeded: Bool
+    /// What happened, for people: "synced with 127.0.0.1:443; 120 events sent in 1 batch".
+    public let summary: String
+    public let errorKind: String?
+}
+
+/// The connector core: EDR, NDR and Sandbox connectors that talk HTTPS to the platform with the
+/// agent's settings and certificates. Every call blocks on the network: run it on a dedicated
+/// thread, never on Swift's cooperative pool.
+public final class ConnectorRuntime {
+    let agent: Agent
+    let store: RuntimeStore
+    let directory: URL
+    /// Events per telemetry batch at most.
+    public static let batchSize = 1024
+    /// A run-process command may start only executables listed in this file (one path a line).
+    public static let allowListFileName = "run-process.allow"
+
+    /// Opens the connectors' store beside the agent's. `queueLimit` bounds each telemetry queue.
+    public init(agent: Agent, queueLimit: Int = 100_000) throws {
+        self.agent = agent
+        directory = agent.directory
+        do {
+            store = try RuntimeStore(directory: agent.directory, queueLimit: queueLimit)
+        } catch {
+            throw AgentError.store("runtime.db: \(error)")
+        }
+    }
+
+    /// The agent's id on the wire.
+    public func agentId() throws -> String { try storeCall { try store.agentId() } }
+
+    // MARK: - Telemetry in
+
+    /// Records sensor events for an integration's telemetry. Telemetry exists only while
+    /// behaviour detection (and, for EDR, `telemetry`) is on: otherwise nothing is queued.
+    /// Returns how many were queued (the rest were over the queue's bound, and counted).
+    @discardableResult
+    public func record(_ events: [TelemetryEvent], for integration: Integration = .edr) throws -> Int {
+        let state = try agent.state()
+        guard telemetryFlows(integration, state: state) else {
+            try storeCall { try store.bump(integration, "suppressed", by: events.count) }
+            return 0
+        }
+        return try storeCall { try store.enqueue(events, for: integration) }
+    }
+
+    func telemetryFlows(_ integration: Integration, state: AgentState) -> Bool {
+        guard state.value(SettingPath(.app, "behaviorDetection")) == .bool(true) else { return false }
+        if integration == .edr { return state.value(SettingPath(.integration(.edr), "telemetry")) == .bool(true) }
+        return integration == .ndr
+    }
+
+    // MARK: - Sync
+
+    /// Syncs every running connector now (and flushes its telemetry); stopped ones are skipped.
+    public func syncAll() -> [SyncOutcome] {
+        Integration.allCases.map { sync($0) }
+    }
+
+    /// One sync of one connector: EDR sync + command results + telemetry flush; NDR ping +
+    /// event packages; Sandbox uploads and verdict polling.
+    public func sync(_ integration: Integration) -> SyncOutcome {
+        let state: AgentState
+        do {
+            state = try agent.state()
+        } catch {
+            return SyncOutcome(integration: integration, attempted: false, succeeded: false, summary: "\(error)", errorKind: "other")
+        }
+        guard state.running.contains(integration) else {
+            return SyncOutcome(integration: integration, attempted: false, succeeded: true, summary: "stopped", errorKind: nil)
+        }
+        expireIsolation()
+        do {
+            let summary: String
+            switch integration {
+            case .edr: summary = try syncEDR(state)
+            case .ndr: summary = try syncNDR(state)
+            case .sandbox: summary = try syncSandbox(state)
+            }
+            return SyncOutcome(integration: integration, attempted: true, succeeded: true, summary: summary, errorKind: nil)
+        } catch let failure as ConnectorFailure {
+            try? store.recordFailure(integration, server: failure.server, kind: failure.kind, message: failure.message)
+            return SyncOutcome(integration: integration, attempted: true, succeeded: false, summary: failure.message, errorKind: failure.kind)
+        } catch {
+            try? store.recordFailure(integration, server: nil, kind: "other", message: "\(error)")
+            return SyncOutcome(integration: integration, attempted: true, succeeded: false, summary: "\(error)", errorKind: "other")
+        }
+    }
+
+    /// Sends queued telemetry now without a sync (the batch timer or the 1024-event mark).
+    public func flushTelemetry(_ integration: Integration) -> SyncOutcome {
+        guard integration != .sandbox, let state = try? agent.state(), state.running.contains(integration),
+              telemetryFlows(integration, state: state) else {
+            return SyncOutcome(integration: integration, attempted: false, succeeded: true, summary: "nothing to flush", errorKind: nil)
+        }
+        do {
+            let client = try makeClient(integration, state: state)
+            let server: Endpoint
+            let url: String
+            var size = ConnectorRuntime.batchSize
+            if integration == .edr {
+                guard case .string(let address) = state.value(SettingPath(.integration(.edr), "address")),
+                      case .int(let port) = state.value(SettingPath(.integration(.edr), "port")) else { throw ConnectorFailure(kind: "other", message: "no EDR address", server: nil) }
+                server = Endpoint(address: address, port: port)
+                url = "\(Self.url(server))/kata/edr/v1/sensors/\(try agentId())/events"
+            } else {
+                let last = try storeCall { try store.status(.ndr, running: true).server }
+                guard case .endpoints(let endpoints) = state.value(SettingPath(.integration(.ndr), "endpoints")),
+                      let chosen = endpoints.first(where: { $0.description == last }) ?? endpoints.first else { throw ConnectorFailure(kind: "other", message: "no NDR endpoint", server: nil) }
+                server = chosen
+                url = "\(Self.url(server))/kata/ndr/v1/sensors/\(try agentId())/events"
+                if case .int(let value) = state.value(SettingPath(.integration(.ndr), "maximumEventsInPackage")) { size = value }
+            }
+            let summary = try flush(integration, client: client, url: url, server: server, state: state, prefix: "", packageSize: size)
+            return SyncOutcome(integration: integration, attempted: true, succeeded: true, summary: summary, errorKind: nil)
+        } catch let failure as ConnectorFailure {
+            try? store.recordFailure(integration, server: failure.server, kind: failure.kind, message: failure.message)
+            return SyncOutcome(integration: integration, attempted: true, succeeded: false, summary: failure.message, errorKind: failure.kind)
+        } catch {
+            return SyncOutcome(integration: integration, attempted: true, succeeded: false, summary: "\(error)", errorKind: "other")
+        }
+    }
+
+    /// What is due now for each running connector, by its settings: a sync every
+    /// `synchronizationPeriod` (EDR), a ping every `pingPeriod` (NDR), polling while scans wait
+    /// (Sandbox), and a telemetry flush every `maximumDataTransferTime` or at 1024 queued events.
+    /// Runs what is due and returns what it did.
+    public func tick(now: Date = Date()) -> [SyncOutcome] {
+        guard let state = try? agent.state() else { return [] }
+        var outcomes: [SyncOutcome] = []
+        for integration in state.running.sorted() {
+            let path = { (field: String) in SettingPath(.integration(integration), field) }
+            let number = { (field: String, fallback: Int) -> Int in if case .int(let value) = state.value(path(field)) { return value }; return fallback }
+            let status = try? store.status(integration, running: true)
+            let since = status?.lastAttempt.map { now.timeIntervalSince($0) } ?? .infinity
+            let period: TimeInterval
+            switch integration {
+            case .edr: period = TimeInterval(number("synchronizationPeriod", 5) * 60)
+            case .ndr: period = TimeInterval(number("pingPeriod", 450))
+            case .sandbox: period = ((try? store.pendingScans().isEmpty) ?? true) ? 300 : 5
+            }
+            let retry = status?.lastError != nil ? min(period, 30) : period
+            if since >= retry {
+                outcomes.append(sync(integration))
+                continue
+            }
+            if integration != .sandbox, let depth = try? store.depth(integration), depth > 0 {
+                let age = (try? store.oldestEventAge(integration, now: now)) ?? 0
+                if depth >= ConnectorRuntime.batchSize || age ?? 0 >= TimeInterval(number("maximumDataTransferTime", 30)) {
+                    outcomes.append(flushTelemetry(integration))
+                }
+            }
+        }
+        return outcomes
+    }
+
+    /// Every connector's status.
+    public func status() throws -> [ConnectorStatus] {
+        let state = try agent.state()
+        return try storeCall { try Integration.allCases.map { try store.status($0, running: state.running.contains($0)) } }
+    }
+
+    // MARK: - EDR
+
+    private func syncEDR(_ state: AgentState) throws -> String {
+        let path = { (field: String) in SettingPath(.integration(.edr), field) }
+        guard case .string(let address) = state.value(path("address")), case .int(let port) = state.value(path("port")) else {
+            throw ConnectorFailure(kind: "other", message: "EDR address or port is not set", server: nil)
+        }
+        let server = Endpoint(address: address, port: port)
+        let client = try makeClient(.edr, state: state)
+        let agentId = try self.agentId()
+        let base = "\(Self.url(server))/kata/edr/v1/sensors/\(agentId)"
+        let results = try storeCall { try unreportedResults() }
+        let body: [String: Any] = [
+            "agentId": agentId,
+            "hostName": ProcessInfo.processInfo.hostName,
+            "addresses": Self.addresses(),
+            "os": ProcessInfo.processInfo.operatingSystemVersionString,
+            "versions": ["agent": "tether-connector-core 1", "settings": settingsVersion(state)],
+            "tasks": Dictionary(uniqueKeysWithValues: Integration.allCases.map { ($0.taskName, state.running.contains($0) ? "running" : "stopped") }),
+            "isolation": (try? isolationStatus().active) ?? false,
+            "commandResults": results.map { ["id": $0.id, "result": $0.result, "detail": $0.detail] },
+        ]
+        let response = try post(client, url: "\(base)/sync", json: body, server: server)
+        try storeCall { try markReported(results.map(\.id)) }
+        let commands = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
+        let received = commands?["commands"] as? [[String: Any]] ?? []
+        for command in received { try handle(command) }
+        try storeCall { try store.recordSuccess(.edr, server: server.description) }
+
+        var summary = "synced with \(server)"
+        if !received.isEmpty { summary += "; \(received.count) command\(received.count == 1 ? "" : "s") received" }
+        if telemetryFlows(.edr, state: state) {
+            let flushed = try flush(.edr, client: client, url: "\(base)/events", server: server, state: state, prefix: "EventTransferSettings.")
+            summary += "; " + flushed
+        } else {
+            summary += "; telemetry off"
+        }
+        return summary
+    }
+
+    /// Sends queued events in order, in batches, applying the count limits; stops at the first
+    /// failure so nothing is lost or reordered.
+    private func flush(_ integration: Integration, client: HTTPClient, url: String, server: Endpoint, state: AgentState,
+                       prefix: String, packageSize: Int = ConnectorRuntime.batchSize) throws -> String {
+        var sent = 0, batches = 0, throttled = 0
+        let path = { (field: String) in SettingPath(.integration(integration), field) }
+        let limited = state.value(path("requestCountLimits")) == .bool(true)
+        let perHour: Int = { if case .int(let value) = state.value(path("maximumEventsPerHour")) { return value }; return 3000 }()
+        let share: Int = { if case .int(let value) = state.value(path("eventLimitExceededPercentage")) { return value }; return 15 }()
+        while true {
+            let queued = try storeCall { try store.peek(integration, limit: packageSize) }
+            guard let last = queued.last else { break }
+            let hour = Int(Date().timeIntervalSince1970 / 3600)
+            var counts = try storeCall { try store.sentThisHour(integration, hour: hour) }
+            var total = counts.values.reduce(0, +)
+            var batch: [[String: Any]] = []
+            var batchCounts: [String: Int] = [:]
+            var dropped = 0
+            for item in queued {
+                // At most maximumEventsPerHour an hour, and one event type at most
+                // eventLimitExceededPercentage percent of that budget.
+                if limited && (total >= perHour || counts[item.event.type, default: 0] * 100 >= perHour * share) {
+                    dropped += 1
+                    continue
+                }
+                counts[item.event.type, default: 0] += 1
+                batchCounts[item.event.type, default: 0] += 1
+                total += 1
+                batch.append(["seq": item.seq, "type": item.event.type,
+                              "time": ISO8601DateFormatter().string(from: item.event.at), "detail": item.event.detail])
+            }
+            if !batch.isEmpty {
+                let body: [String: Any] = ["batchId": UUID().uuidString.lowercased(), "events": batch]
+                _ = try post(client, url: url, json: body, server: server)
+                batches += 1
+                sent += batch.count
+            }
+            try storeCall {
+                try store.database.transaction {
+                    try store.remove(integration, through: last.seq)
+                    try store.recordSent(integration, hour: hour, counts: batchCounts)
+                    try store.bump(integration, "sent", by: batch.count)
+                    try store.bump(integration, "throttled", by: dropped)
+                }
+            }
+            throttled += dropped
+        }
+        var summary = sent == 0 && throttled == 0 ? "no events queued" : "\(sent) event\(sent == 1 ? "" : "s") sent in \(batches) batch\(batches == 1 ? "" : "es")"
+        if throttled > 0 { summary += ", \(throttled) throttled" }
+        return summary
+    }
+
+    // MARK: - NDR
+
+    private func syncNDR(_ state: AgentState) throws -> String {
+        guard case .endpoints(let endpoints) = state.value(SettingPath(.integration(.ndr), "endpoints")), !endpoints.isEmpty else {
+            throw ConnectorFailure(kind: "other", message: "NDR has no endpoints", server: nil)
+        }
+        let client = try makeClient(.ndr, state: state)
+        let agentId = try self.agentId()
+        var failures: [String] = []
+        var lastFailure: ConnectorFailure?
+        // One endpoint at a time, in order: the first that answers the ping is used.
+        for endpoint in endpoints {
+            let base = "\(Self.url(endpoint))/kata/ndr/v1/sensors/\(agentId)"
+            do {
+                _ = try post(client, url: "\(base)/ping", json: ["agentId": agentId, "time": ISO8601DateFormatter().string(from: Date())], server: endpoint)
+            } catch let failure as ConnectorFailure {
+                failures.append(failure.message)
+                lastFailure = failure
+                continue
+            }
+            try storeCall { try store.recordSuccess(.ndr, server: endpoint.description) }
+            var summary = "pinged \(endpoint)"
+            if !failures.isEmpty { summary += " after failing over from " + failures.joined(separator: "; ") }
+            if telemetryFlows(.ndr, state: state) {
+                let size: Int = { if case .int(let value) = state.value(SettingPath(.integration(.ndr), "maximumEventsInPackage")) { return value }; return 1024 }()
+                summary += "; " + (try flush(.ndr, client: client, url: "\(base)/events", server: endpoint, state: state, prefix: "", packageSize: size))
+            }
+            return summary
+        }
+        throw ConnectorFailure(kind: lastFailure?.kind ?? "unreachable", message: "no NDR endpoint answered: " + failures.joined(separator: "; "),
+                               server: endpoints.last?.description)
+    }
+
+    // MARK: - Sandbox
+
+    /// Queues files for scanning; refused (with an event) when the on-disk queue would exceed `queueSize` MB.
+    public func submitToSandbox(_ files: [(path: String, content: [UInt8])]) throws -> [String] {
+        let state = try agent.state()
+        let limit: Int = { if case .int(let value) = state.value(SettingPath(.integration(.sandbox), "queueSize")) { return value }; return 1024 }()
+        return try storeCall {
+            try store.database.transaction {
+                var queued = try store.queuedBytes()
+                var ids: [String] = []
+                for file in files {
+                    guard queued + file.content.count <= limit * 1024 * 1024 else {
+                        try store.enqueue([TelemetryEvent(type: "sandbox-queue-full", detail: ["path": file.path, "size": String(file.content.count)])], for: .edr)
+                        throw AgentError.invalidSetting("the Sandbox queue is full: \(file.path) (\(file.content.count) bytes) does not fit in sandbox.queueSize = \(limit) MB (\(queued) bytes waiting); nothing was queued")
+                    }
+                    let id = UUID().uuidString.lowercased()
+                    try store.addScan(id: id, path: file.path, content: file.content)
+                    queued += file.content.count
+                    ids.append(id)
+                }
+                return ids
+            }
+        }
+    }
+
+    /// Each scan: its file, state (`queued`, `processing`, `done`) and verdict.
+    public func sandboxScans() throws -> [(id: String, path: String, state: String, verdict: String?)] {
+        try storeCall { try store.scans().map { ($0.id, $0.path, $0.state, $0.verdict) } }
+    }
+
+    private func syncSandbox(_ state: AgentState) throws -> String {
+        guard case .endpoints(let servers) = state.value(SettingPath(.integration(.sandbox), "servers")), let server = servers.first else {
+            throw ConnectorFailure(kind: "other", message: "Sandbox has no servers", server: nil)
+        }
+        let backoff = try storeCall { try store.backoff(.sandbox) }
+        if let until = backoff.until, until > Date() {
+            return "backing off until \(ISO8601DateFormatter().string(from: until)) (the scanner answered 429)"
+        }
+        let client = try makeClient(.sandbox, state: state)
+        let base = "\(Self.url(server))/kata/scanner/v1/sensors/\(try agentId())/scans"
+        var uploaded = 0
+        for scan in try storeCall({ try store.scans(state: "queued") }) {
+            let boundary = "tether-\(UUID().uuidString.lowercased())"
+            var body: [UInt8] = []
+            func part(_ name: String, _ value: [UInt8], filename: String? = nil) {
+                var head = "--\(boundary)\r\nContent-Disposition: form-data; name=\"\(name)\""
+                if let filename { head += "; filename=\"\(filename)\"\r\nContent-Type: application/octet-stream" }
+                head += "\r\n\r\n"
+                body += Array(head.utf8) + value + Array("\r\n".utf8)
+            }
+            part("content", scan.content ?? [], filename: (scan.path as NSString).lastPathComponent)
+            part("scanId", Array(scan.id.utf8))
+            part("objectType", Array("file".utf8))
+            body += Array("--\(boundary)--\r\n".utf8)
+            let response = try send(client, method: "POST", url: base, headers: ["Content-Type: multipart/form-data; boundary=\(boundary)"],
+                                    body: body, server: server, acceptRateLimit: true)
+            if response.status == 429 {
+                let delay = min(300.0, pow(2.0, Double(backoff.step)))
+                try storeCall { try store.setBackoff(.sandbox, until: Date().addingTimeInterval(delay)) }
+                try storeCall { try store.recordSuccess(.sandbox, server: server.description) }
+                return "\(uploaded) uploaded; the scanner answered 429, backing off \(Int(delay)) s"
+            }
+            try storeCall { try store.updateScan(scan.id, state: "processing") }
+            uploaded += 1
+        }
+        try storeCall { try store.setBackoff(.sandbox, until: nil) }
+        var verdicts = 0
+        if try storeCall({ try !store.scans(state: "processing").isEmpty }) {
+            let response = try send(client, method: "GET", url: "\(base)/state?state=detect,not%20detected,processing,timeout,error",
+                                    headers: [], body: nil, server: server)
+            let list = ((try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any])?["scans"] as? [[String: Any]] ?? []
+            let mine = Dictionary(uniqueKeysWithValues: try storeCall { try store.scans(state: "processing") }.map { ($0.id, $0) })
+            for entry in list {
+                guard let id = entry["scanId"] as? String, let verdict = entry["state"] as? String, let scan = mine[id], verdict != "processing" else { continue }
+                try storeCall {
+                    try store.updateScan(id, state: "done", verdict: verdict, dropContent: true)
+                    try store.enqueue([TelemetryEvent(type: "sandbox-verdict", detail: ["path": scan.path, "scanId": id, "verdict": verdict])], for: .edr)
+                }
+                _ = try? send(client, method: "DELETE", url: "\(base)/\(id)", headers: [], body: nil, server: server)
+                verdicts += 1
+            }
+        }
+        try storeCall { try store.recordSuccess(.sandbox, server: server.description) }
+        let waiting = try storeCall { try store.pendingScans().count }
+        return "\(uploaded) uploaded, \(verdicts) verdict\(verdicts == 1 ? "" : "s"), \(waiting) waiting"
+    }
+
+    // MARK: - Transport
+
+    func makeClient(_ integration: Integration, state: AgentState) throws -> HTTPClient {
+        guard let pinned = state.serverCertificates[integration] else {
+            throw ConnectorFailure(kind: "server-certificate-rejected", message: "no server certificate is pinned", server: nil)
+        }
+        let path = { (field: String) in SettingPath(.integration(integration), field) }
+        var identity: ClientIdentity?
+        if state.value(path("mutualAuthentication")) == .bool(true) {
+            guard let container = try agent.clientContainer(integration) else {
+                throw ConnectorFailure(kind: "client-certificate-missing", message: "mutual authentication is on but no client certificate is installed", server: nil)
+            }
+            identity = ClientIdentity(pkcs12: container.pkcs12, password: container.password)
+        }
+        var proxy: ProxySettings?
+        if state.value(path("useProxy")) == .bool(true), case .string(let address) = state.value(SettingPath(.app, "proxy.address")), !address.isEmpty {
+            var user: String?
+            if case .string(let name) = state.value(SettingPath(.app, "proxy.user")), !name.isEmpty { user = name }
+            var password: String?
+            if case .string(let file) = state.value(SettingPath(.app, "proxy.passwordFile")), !file.isEmpty {
+                let resolved = file.hasPrefix("/") ? file : directory.appendingPathComponent(file).path
+                guard let data = FileManager.default.contents(atPath: resolved) else {
+                    throw ConnectorFailure(kind: "proxy-refused", message: "the proxy password file \(file) cannot be read", server: nil)
+                }
+                password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)
+            }
+            proxy = ProxySettings(address: address, user: user, password: password)
+        }
+        let seconds = { (field: String) -> Int in if case .int(let value) = state.value(path(field)) { return value }; return 10 }
+        do {
+            return try HTTPClient(configuration: TransportConfiguration(
+                pinnedCertificatePEM: pinned.pem, clientIdentity: identity, proxy: proxy,
+                connectionTimeout: seconds("connectionTimeout"), requestTimeout: seconds("requestTimeout")))
+        } catch {
+            throw ConnectorFailure(kind: "other", message: "\(error)", server: nil)
+        }
+    }
+
+    private func post(_ client: HTTPClient, url: String, json: [String: Any], server: Endpoint) throws -> HTTPResponse {
+        let body = Array((try? JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])) ?? Data())
+        return try send(client, method: "POST", url: url, headers: ["Content-Type: application/json"], body: body, server: server)
+    }
+
+    private func send(_ client: HTTPClient, method: String, url: String, headers: [String], body: [UInt8]?, server: Endpoint,
+                      acceptRateLimit: Bool = false) throws -> HTTPResponse {
+        let response: HTTPResponse
+        do {
+            response = try client.send(method: method, url: url, headers: headers, body: body)
+        } catch let error as TransportError {
+            throw ConnectorFailure(error, server: server.description)
+        }
+        if (200..<300).contains(response.status) || (acceptRateLimit && response.status == 429) { return response }
+        throw ConnectorFailure(kind: "http-error", message: "HTTP \(response.status) from \(server) for \(method) \(URL(string: url)?.path ?? url)",
+                               server: server.description)
+    }
+
+    static func url(_ endpoint: Endpoint) -> String {
+        "https://\(endpoint.address.contains(":") ? "[\(endpoint.address)]" : endpoint.address):\(endpoint.port)"
+    }
+
+    private func settingsVersion(_ state: AgentState) -> Int {
+        state.lastChanges.values.map { Int($0.at.timeIntervalSince1970) }.max() ?? 0
+    }
+
+    static func addresses() -> [String] {
+        var result: [String] = []
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { return [] }
+        defer { freeifaddrs(list) }
+        var cursor = list
+        while let entry = cursor {
+            defer { cursor = entry.pointee.ifa_next }
+            guard let address = entry.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET) else { continue }
+            var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+            if getnameinfo(address, socklen_t(MemoryLayout<sockaddr_in>.size), &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) == 0 {
+                let text = host.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+                if text != "127.0.0.1" { result.append(text) }
+            }
+        }
+        return result
+    }
+
+    func storeCall<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as AgentError {
+            throw error
+        } catch let error as ConnectorFailure {
+            throw error
+        } catch {
+            throw AgentError.store("runtime.db: \(error)")
+        }
+    }
+}
+
+/// A connector's failure, named for status and reports.
+struct ConnectorFailure: Error {
+    let kind: String
+    let message: String
+    let server: String?
+
+    init(kind: String, message: String, server: String?) {
+        self.kind = kind
+        self.message = message
+        self.server = server
+    }
+
+    init(_ error: TransportError, server: String) {
+        switch error {
+        case .serverCertificateRejected: kind = "server-certificate-rejected"
+        case .clientCertificateMissing: kind = "client-certificate-missing"
+        case .clientCertificateRejected: kind = "client-certificate-rejected"
+        case .unreachable: kind = "unreachable"
+        case .timedOut: kind = "timed-out"
+        case .proxyRefused: kind = "proxy-refused"
+        case .other: kind = "other"
+        }
+        message = "\(server): \(error)"
+        self.server = server
+    }
+}

@@ -1,0 +1,189 @@
+import Foundation
+import SQLiteDB
+
+/// The network isolation the platform ordered, as `tether agent isolation-status` shows it.
+public struct IsolationStatus: Sendable {
+    public let active: Bool
+    public let since: Date?
+    /// When it lifts by itself.
+    public let until: Date?
+    /// Traffic still allowed while isolated (`{address, port, direction}` as the platform sent them).
+    public let exclusions: [[String: String]]
+    public let commandId: String?
+    /// Who lifted it last (`auto-off timer`, `tether agent isolation-off`, a command id).
+    public let liftedBy: String?
+}
+
+/// One execution-prevention rule: a file hash that may not run.
+public struct PreventionRule: Sendable, Equatable {
+    public let hash: String
+    /// `sha256` or `md5`.
+    public let algorithm: String
+}
+
+extension ConnectorRuntime {
+    // MARK: - Commands from the platform
+
+    /// Carries out one response command and keeps its result for the next sync.
+    func handle(_ command: [String: Any]) throws {
+        let id = command["id"] as? String ?? UUID().uuidString.lowercased()
+        let type = command["type"] as? String ?? ""
+        let known = try storeCall { try store.database.query("SELECT 1 FROM commands WHERE id = ?", [.text(id)]) }
+        guard known.isEmpty else { return }  // delivered twice: done once
+        let result: (String, String)
+        switch type {
+        case "network-isolation": result = isolate(command, id: id)
+        case "network-isolation-off": result = liftIsolation(by: "command \(id)")
+        case "execution-prevention": result = replacePrevention(command, id: id)
+        case "run-process": result = runProcess(command)
+        default: result = ("rejected", "unknown command type '\(type)'")
+        }
+        let payload = RuntimeStore.json(command)
+        try storeCall {
+            try store.database.query("INSERT INTO commands (id, type, payload, received_at, result, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                                     [.text(id), .text(type), .text(payload), .real(Date().timeIntervalSince1970), .text(result.0), .text(result.1)])
+        }
+    }
+
+    func unreportedResults() throws -> [(id: String, result: String, detail: String)] {
+        try store.database.query("SELECT id, result, detail FROM commands WHERE reported = 0 ORDER BY received_at").compactMap { row in
+            guard let id = row[0].text, let result = row[1].text else { return nil }
+            return (id, result, row[2].text ?? "")
+        }
+    }
+
+    func markReported(_ ids: [String]) throws {
+        for id in ids { try store.database.query("UPDATE commands SET reported = 1 WHERE id = ?", [.text(id)]) }
+    }
+
+    /// Received commands and their results, newest first.
+    public func commandLog(limit: Int = 50) throws -> [(id: String, type: String, result: String, detail: String, reported: Bool)] {
+        try storeCall {
+            try store.database.query("SELECT id, type, result, detail, reported FROM commands ORDER BY received_at DESC LIMIT ?",
+                                     [.integer(Int64(limit))]).compactMap { row in
+                guard let id = row[0].text, let type = row[1].text, let result = row[2].text else { return nil }
+                return (id, type, result, row[3].text ?? "", row[4].integer == 1)
+            }
+        }
+    }
+
+    // MARK: - Network isolation
+
+    private func isolate(_ command: [String: Any], id: String) -> (String, String) {
+        let exclusions = (command["exclusions"] as? [[String: Any]] ?? []).map { rule in rule.mapValues { "\($0)" } }
+        let duration = command["durationSeconds"] as? Int
+        let now = Date()
+        let until = duration.map { now.addingTimeInterval(TimeInterval($0)) }
+        do {
+            try store.database.query("""
+                INSERT INTO isolation (id, active, since, until, exclusions, command_id, lifted_by) VALUES (1, 1, ?, ?, ?, ?, NULL)
+                ON CONFLICT(id) DO UPDATE SET active = 1, since = excluded.since, until = excluded.until,
+                    exclusions = excluded.exclusions, command_id = excluded.command_id, lifted_by = NULL
+                """, [.real(now.timeIntervalSince1970), until.map { .real($0.timeIntervalSince1970) } ?? .null,
+                      .text(RuntimeStore.json(exclusions)), .text(id)])
+        } catch {
+            return ("failed", "\(error)")
+        }
+        let timer = duration.map { " for \($0) s" } ?? " until lifted"
+        return ("applied", "network isolated\(timer) with \(exclusions.count) exclusion\(exclusions.count == 1 ? "" : "s")")
+    }
+
+    /// Lifts the isolation (an operator's `tether agent isolation-off`, the auto-off timer, or a command).
+    @discardableResult
+    public func liftIsolation(by who: String) -> (String, String) {
+        do {
+            let active = try isolationStatus().active
+            try store.database.query("UPDATE isolation SET active = 0, lifted_by = ? WHERE id = 1 AND active = 1", [.text(who)])
+            return ("applied", active ? "isolation lifted by \(who)" : "no isolation was active")
+        } catch {
+            return ("failed", "\(error)")
+        }
+    }
+
+    /// The isolation state (lifted first when its timer ran out).
+    public func isolationStatus() throws -> IsolationStatus {
+        expireIsolation()
+        return try storeCall {
+            guard let row = try store.database.query("SELECT active, since, until, exclusions, command_id, lifted_by FROM isolation WHERE id = 1").first else {
+                return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], commandId: nil, liftedBy: nil)
+            }
+            let exclusions = (try? JSONSerialization.jsonObject(with: Data((row[3].text ?? "[]").utf8))) as? [[String: String]] ?? []
+            return IsolationStatus(active: row[0].integer == 1, since: row[1].real.map { Date(timeIntervalSince1970: $0) },
+                                   until: row[2].real.map { Date(timeIntervalSince1970: $0) }, exclusions: exclusions,
+                                   commandId: row[4].text, liftedBy: row[5].text)
+        }
+    }
+
+    func expireIsolation() {
+        _ = try? store.database.query("UPDATE isolation SET active = 0, lifted_by = 'auto-off timer' WHERE id = 1 AND active = 1 AND until IS NOT NULL AND until <= ?",
+                                      [.real(Date().timeIntervalSince1970)])
+    }
+
+    // MARK: - Execution prevention
+
+    private func replacePrevention(_ command: [String: Any], id: String) -> (String, String) {
+        let rules = command["rules"] as? [[String: Any]] ?? []
+        var parsed: [PreventionRule] = []
+        for (index, rule) in rules.enumerated() {
+            let hash = (rule["hash"] as? String ?? "").lowercased()
+            let algorithm = (rule["algorithm"] as? String ?? (hash.count == 32 ? "md5" : "sha256")).lowercased()
+            let length = algorithm == "md5" ? 32 : 64
+            guard ["sha256", "md5"].contains(algorithm), hash.count == length, hash.allSatisfy(\.isHexDigit) else {
+                return ("rejected", "rule \(index + 1): '\(hash)' is not a \(algorithm) hash; the previous list stays")
+            }
+            parsed.append(PreventionRule(hash: hash, algorithm: algorithm))
+        }
+        do {
+            try store.database.transaction {
+                try store.database.execute("DELETE FROM prevention")
+                for rule in parsed {
+                    try store.database.query("INSERT OR REPLACE INTO prevention (hash, algorithm, command_id, at) VALUES (?, ?, ?, ?)",
+                                             [.text(rule.hash), .text(rule.algorithm), .text(id), .real(Date().timeIntervalSince1970)])
+                }
+            }
+        } catch {
+            return ("failed", "\(error)")
+        }
+        return ("applied", "execution prevention list replaced: \(parsed.count) rule\(parsed.count == 1 ? "" : "s")")
+    }
+
+    /// The execution-prevention rules in force.
+    public func preventionRules() throws -> [PreventionRule] {
+        try storeCall {
+            try store.database.query("SELECT hash, algorithm FROM prevention ORDER BY hash").compactMap { row in
+                guard let hash = row[0].text, let algorithm = row[1].text else { return nil }
+                return PreventionRule(hash: hash, algorithm: algorithm)
+            }
+        }
+    }
+
+    // MARK: - Run process
+
+    private func runProcess(_ command: [String: Any]) -> (String, String) {
+        guard let executable = command["executable"] as? String, !executable.isEmpty else {
+            return ("rejected", "a run-process command needs 'executable'")
+        }
+        let allowFile = directory.appendingPathComponent(Self.allowListFileName)
+        let allowed = (FileManager.default.contents(atPath: allowFile.path).map { String(decoding: $0, as: UTF8.self) } ?? "")
+            .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        guard allowed.contains(executable) else {
+            return ("refused", "\(executable) is not in the local allow-list (\(allowFile.path))")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = command["arguments"] as? [String] ?? []
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        process.standardInput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            return ("failed", "\(executable) could not start: \(error.localizedDescription)")
+        }
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: output.prefix(4096), as: UTF8.self)
+        return (process.terminationStatus == 0 ? "applied" : "failed", "exit \(process.terminationStatus): \(text)")
+    }
+}

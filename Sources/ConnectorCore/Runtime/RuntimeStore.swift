@@ -1,0 +1,270 @@
+import Foundation
+import IntegrationModel
+import SQLiteDB
+
+/// A telemetry event from the endpoint's sensors (or a Sandbox verdict).
+public struct TelemetryEvent: Sendable, Equatable {
+    /// `process-start`, `process-stop`, `network-connection`, `file-change`, `detection`,
+    /// `remediation`, `sandbox-verdict`, `sandbox-queue-full`.
+    public let type: String
+    public let at: Date
+    public let detail: [String: String]
+
+    public init(type: String, at: Date = Date(), detail: [String: String] = [:]) {
+        self.type = type
+        self.at = at
+        self.detail = detail
+    }
+
+    /// The event types sensors produce.
+    public static let sensorTypes = ["process-start", "process-stop", "network-connection", "file-change", "detection", "remediation"]
+}
+
+/// A queued event with its place in the queue.
+struct QueuedEvent {
+    let seq: Int64
+    let event: TelemetryEvent
+}
+
+/// How a connector is doing, as `tether agent status` and the drift report's health section show it.
+public struct ConnectorStatus: Sendable {
+    public let integration: Integration
+    public let running: Bool
+    /// `stopped`, `connected`, `failing` or `not yet connected`.
+    public let state: String
+    /// The server last tried (`127.0.0.1:443`).
+    public let server: String?
+    public let lastSuccess: Date?
+    public let lastAttempt: Date?
+    public let lastError: String?
+    /// `server-certificate-rejected`, `client-certificate-missing`, `client-certificate-rejected`,
+    /// `unreachable`, `timed-out`, `proxy-refused`, `http-error`, `other`.
+    public let errorKind: String?
+    public let queueDepth: Int
+    public let sent: Int
+    public let dropped: Int
+    public let throttled: Int
+    public let backoffUntil: Date?
+}
+
+/// The connectors' durable state (`runtime.db` beside the agent's store): the telemetry queue,
+/// counters, connection status, response commands, isolation, prevention rules and the Sandbox
+/// queue. Apart from `agent.db`, so connector traffic never touches settings.
+final class RuntimeStore {
+    let database: Database
+    let queueLimit: Int
+
+    init(directory: URL, queueLimit: Int) throws {
+        database = try Database(path: directory.appendingPathComponent("runtime.db").path)
+        self.queueLimit = queueLimit
+        try database.execute("""
+            PRAGMA journal_mode = WAL;
+            PRAGMA synchronous = NORMAL;
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, integration TEXT NOT NULL,
+                type TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS events_by_integration ON events (integration, seq);
+            CREATE TABLE IF NOT EXISTS counters (integration TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+                PRIMARY KEY (integration, name));
+            CREATE TABLE IF NOT EXISTS throttle (integration TEXT NOT NULL, hour INTEGER NOT NULL, type TEXT NOT NULL,
+                count INTEGER NOT NULL, PRIMARY KEY (integration, hour, type));
+            CREATE TABLE IF NOT EXISTS status (integration TEXT PRIMARY KEY, server TEXT, last_success REAL, last_attempt REAL,
+                last_error TEXT, error_kind TEXT, backoff_until REAL, backoff_step INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE IF NOT EXISTS commands (id TEXT PRIMARY KEY, type TEXT NOT NULL, payload TEXT NOT NULL,
+                received_at REAL NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL, reported INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE IF NOT EXISTS isolation (id INTEGER PRIMARY KEY CHECK (id = 1), active INTEGER NOT NULL,
+                since REAL, until REAL, exclusions TEXT NOT NULL, command_id TEXT, lifted_by TEXT);
+            CREATE TABLE IF NOT EXISTS prevention (hash TEXT PRIMARY KEY, algorithm TEXT NOT NULL, command_id TEXT NOT NULL, at REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS scans (scan_id TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, content BLOB,
+                state TEXT NOT NULL, verdict TEXT, submitted_at REAL NOT NULL, updated_at REAL NOT NULL);
+            """)
+    }
+
+    // MARK: - Identity
+
+    /// The agent's id, made once.
+    func agentId() throws -> String {
+        if let id = try database.query("SELECT value FROM meta WHERE key = 'agent_id'").first?[0].text { return id }
+        let id = UUID().uuidString.lowercased()
+        try database.query("INSERT INTO meta (key, value) VALUES ('agent_id', ?)", [.text(id)])
+        return id
+    }
+
+    // MARK: - The telemetry queue
+
+    /// Appends events in order; events beyond the queue's bound are dropped and counted.
+    /// Returns how many were queued.
+    @discardableResult
+    func enqueue(_ events: [TelemetryEvent], for integration: Integration) throws -> Int {
+        try database.transaction {
+            var depth = try self.depth(integration)
+            var queued = 0
+            for event in events {
+                guard depth < queueLimit else {
+                    try bump(integration, "dropped", by: events.count - queued)
+                    break
+                }
+                try database.query("INSERT INTO events (integration, type, at, detail) VALUES (?, ?, ?, ?)",
+                                   [.text(integration.rawValue), .text(event.type), .real(event.at.timeIntervalSince1970), .text(Self.json(event.detail))])
+                depth += 1
+                queued += 1
+            }
+            return queued
+        }
+    }
+
+    /// The oldest `limit` events, in order.
+    func peek(_ integration: Integration, limit: Int) throws -> [QueuedEvent] {
+        try database.query("SELECT seq, type, at, detail FROM events WHERE integration = ? ORDER BY seq LIMIT ?",
+                           [.text(integration.rawValue), .integer(Int64(limit))]).compactMap { row in
+            guard let seq = row[0].integer, let type = row[1].text, let at = row[2].real else { return nil }
+            let detail = (try? JSONSerialization.jsonObject(with: Data((row[3].text ?? "{}").utf8))) as? [String: String] ?? [:]
+            return QueuedEvent(seq: seq, event: TelemetryEvent(type: type, at: Date(timeIntervalSince1970: at), detail: detail))
+        }
+    }
+
+    /// Removes events up to and including `seq` (they were delivered or throttled).
+    func remove(_ integration: Integration, through seq: Int64) throws {
+        try database.query("DELETE FROM events WHERE integration = ? AND seq <= ?", [.text(integration.rawValue), .integer(seq)])
+    }
+
+    func depth(_ integration: Integration) throws -> Int {
+        Int(try database.query("SELECT count(*) FROM events WHERE integration = ?", [.text(integration.rawValue)]).first?[0].integer ?? 0)
+    }
+
+    func oldestEventAge(_ integration: Integration, now: Date) throws -> TimeInterval? {
+        guard let at = try database.query("SELECT min(at) FROM events WHERE integration = ?", [.text(integration.rawValue)]).first?[0].real else { return nil }
+        return now.timeIntervalSince1970 - at
+    }
+
+    // MARK: - Counters and throttling
+
+    func bump(_ integration: Integration, _ name: String, by amount: Int = 1) throws {
+        guard amount != 0 else { return }
+        try database.query("""
+            INSERT INTO counters (integration, name, value) VALUES (?, ?, ?)
+            ON CONFLICT(integration, name) DO UPDATE SET value = value + excluded.value
+            """, [.text(integration.rawValue), .text(name), .integer(Int64(amount))])
+    }
+
+    func counter(_ integration: Integration, _ name: String) throws -> Int {
+        Int(try database.query("SELECT value FROM counters WHERE integration = ? AND name = ?",
+                               [.text(integration.rawValue), .text(name)]).first?[0].integer ?? 0)
+    }
+
+    /// Events sent in the hour `hour` (hours since 1970), by type.
+    func sentThisHour(_ integration: Integration, hour: Int) throws -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in try database.query("SELECT type, count FROM throttle WHERE integration = ? AND hour = ?",
+                                      [.text(integration.rawValue), .integer(Int64(hour))]) {
+            if let type = row[0].text, let count = row[1].integer { counts[type] = Int(count) }
+        }
+        return counts
+    }
+
+    func recordSent(_ integration: Integration, hour: Int, counts: [String: Int]) throws {
+        for (type, count) in counts {
+            try database.query("""
+                INSERT INTO throttle (integration, hour, type, count) VALUES (?, ?, ?, ?)
+                ON CONFLICT(integration, hour, type) DO UPDATE SET count = count + excluded.count
+                """, [.text(integration.rawValue), .integer(Int64(hour)), .text(type), .integer(Int64(count))])
+        }
+        try database.query("DELETE FROM throttle WHERE integration = ? AND hour < ?", [.text(integration.rawValue), .integer(Int64(hour - 1))])
+    }
+
+    // MARK: - Status
+
+    func recordSuccess(_ integration: Integration, server: String, at: Date = Date()) throws {
+        try database.query("""
+            INSERT INTO status (integration, server, last_success, last_attempt, last_error, error_kind) VALUES (?, ?, ?, ?, NULL, NULL)
+            ON CONFLICT(integration) DO UPDATE SET server = excluded.server, last_success = excluded.last_success,
+                last_attempt = excluded.last_attempt, last_error = NULL, error_kind = NULL
+            """, [.text(integration.rawValue), .text(server), .real(at.timeIntervalSince1970), .real(at.timeIntervalSince1970)])
+    }
+
+    func recordFailure(_ integration: Integration, server: String?, kind: String, message: String, at: Date = Date()) throws {
+        try database.query("""
+            INSERT INTO status (integration, server, last_attempt, last_error, error_kind) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT(integration) DO UPDATE SET server = excluded.server, last_attempt = excluded.last_attempt,
+                last_error = excluded.last_error, error_kind = excluded.error_kind
+            """, [.text(integration.rawValue), server.map(SQLValue.text) ?? .null, .real(at.timeIntervalSince1970), .text(message), .text(kind)])
+    }
+
+    /// Sets (or clears, with nil) a back-off deadline; returns the step for exponential growth.
+    func setBackoff(_ integration: Integration, until: Date?) throws {
+        try database.query("INSERT OR IGNORE INTO status (integration) VALUES (?)", [.text(integration.rawValue)])
+        if let until {
+            try database.query("UPDATE status SET backoff_until = ?, backoff_step = backoff_step + 1 WHERE integration = ?",
+                               [.real(until.timeIntervalSince1970), .text(integration.rawValue)])
+        } else {
+            try database.query("UPDATE status SET backoff_until = NULL, backoff_step = 0 WHERE integration = ?", [.text(integration.rawValue)])
+        }
+    }
+
+    func backoff(_ integration: Integration) throws -> (until: Date?, step: Int) {
+        guard let row = try database.query("SELECT backoff_until, backoff_step FROM status WHERE integration = ?", [.text(integration.rawValue)]).first else {
+            return (nil, 0)
+        }
+        return (row[0].real.map { Date(timeIntervalSince1970: $0) }, Int(row[1].integer ?? 0))
+    }
+
+    func status(_ integration: Integration, running: Bool) throws -> ConnectorStatus {
+        let row = try database.query("SELECT server, last_success, last_attempt, last_error, error_kind, backoff_until FROM status WHERE integration = ?",
+                                     [.text(integration.rawValue)]).first
+        let lastSuccess = row?[1].real.map { Date(timeIntervalSince1970: $0) }
+        let lastAttempt = row?[2].real.map { Date(timeIntervalSince1970: $0) }
+        let lastError = row?[3].text
+        let state: String
+        if !running { state = "stopped" } else if lastError != nil { state = "failing" } else if lastSuccess != nil { state = "connected" } else { state = "not yet connected" }
+        return ConnectorStatus(integration: integration, running: running, state: state, server: row?[0].text,
+                               lastSuccess: lastSuccess, lastAttempt: lastAttempt, lastError: lastError, errorKind: row?[4].text,
+                               queueDepth: integration == .sandbox ? try pendingScans().count : try depth(integration),
+                               sent: try counter(integration, "sent"), dropped: try counter(integration, "dropped"),
+                               throttled: try counter(integration, "throttled"),
+                               backoffUntil: row?[5].real.map { Date(timeIntervalSince1970: $0) })
+    }
+
+    // MARK: - Sandbox queue
+
+    struct Scan {
+        let id: String
+        let path: String
+        let size: Int
+        let content: [UInt8]?
+        let state: String
+        let verdict: String?
+    }
+
+    func queuedBytes() throws -> Int {
+        Int(try database.query("SELECT coalesce(sum(size), 0) FROM scans WHERE state IN ('queued', 'processing')").first?[0].integer ?? 0)
+    }
+
+    func addScan(id: String, path: String, content: [UInt8]) throws {
+        let now = Date().timeIntervalSince1970
+        try database.query("INSERT INTO scans (scan_id, path, size, content, state, submitted_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                           [.text(id), .text(path), .integer(Int64(content.count)), .blob(content), .real(now), .real(now)])
+    }
+
+    func scans(state: String? = nil) throws -> [Scan] {
+        let rows = state == nil
+            ? try database.query("SELECT scan_id, path, size, content, state, verdict FROM scans ORDER BY submitted_at, scan_id")
+            : try database.query("SELECT scan_id, path, size, content, state, verdict FROM scans WHERE state = ? ORDER BY submitted_at, scan_id", [.text(state!)])
+        return rows.compactMap { row in
+            guard let id = row[0].text, let path = row[1].text, let size = row[2].integer, let state = row[4].text else { return nil }
+            return Scan(id: id, path: path, size: Int(size), content: row[3].blob, state: state, verdict: row[5].text)
+        }
+    }
+
+    func pendingScans() throws -> [Scan] {
+        try scans().filter { $0.state == "queued" || $0.state == "processing" }
+    }
+
+    func updateScan(_ id: String, state: String, verdict: String? = nil, dropContent: Bool = false) throws {
+        try database.query("UPDATE scans SET state = ?, verdict = coalesce(?, verdict), updated_at = ?\(dropContent ? ", content = NULL" : "") WHERE scan_id = ?",
+                           [.text(state), verdict.map(SQLValue.text) ?? .null, .real(Date().timeIntervalSince1970), .text(id)])
+    }
+
+    static func json(_ object: Any) -> String {
+        String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
+    }
+}

@@ -1,0 +1,204 @@
+import ArgumentParser
+import ConnectorCore
+import Foundation
+import IntegrationModel
+import Reports
+
+/// Opens the agent and its connectors.
+func connectorRuntime(_ device: DeviceOptions) throws -> ConnectorRuntime {
+    let agent = try device.agent()
+    return try agentCall { try ConnectorRuntime(agent: agent) }
+}
+
+/// `tether agent sync`
+struct Sync: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Connect now: one sync (and a telemetry flush) for each enabled connector; exit 0 if every one succeeded, else 1.",
+        discussion: "For operators checking a new certificate or proxy, and for scripts. Stopped connectors are skipped.")
+
+    @Argument(help: "edr, ndr or sandbox (default: every enabled connector).")
+    var integration: Integration?
+
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let runtime = try connectorRuntime(device)
+        let outcomes = integration.map { [runtime.sync($0)] } ?? runtime.syncAll()
+        var failed = false
+        for outcome in outcomes {
+            let name = "\(outcome.integration.displayName) (\(outcome.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
+            if !outcome.attempted {
+                Console.out("\(name) skipped: \(outcome.summary)")
+            } else if outcome.succeeded {
+                Console.out("\(name) ok: \(outcome.summary)")
+            } else {
+                failed = true
+                Console.out("\(name) FAILED (\(outcome.errorKind ?? "error")): \(outcome.summary)")
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}
+
+/// `tether agent status`
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show each connector: state, server, last successful contact, queue depth, last error; and network isolation.")
+
+    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let runtime = try connectorRuntime(device)
+        let statuses = try agentCall { try runtime.status() }
+        let isolation = try agentCall { try runtime.isolationStatus() }
+        if json {
+            Console.out(JSONReport.serialize([
+                "connectors": statuses.map(JSONReport.health),
+                "isolation": ["active": isolation.active, "until": isolation.until.map(ReportFormatting.timestamp) ?? NSNull()] as [String: Any],
+            ] as [String: Any]))
+            return
+        }
+        for status in statuses { Console.out(HealthFormatting.line(status)) }
+        Console.out("Network isolation: \(isolation.active ? "ACTIVE" + (isolation.until.map { " until \(ReportFormatting.timestamp($0))" } ?? "") : "off")")
+    }
+}
+
+/// How connector health reads in text and JSON.
+enum HealthFormatting {
+    static func line(_ status: ConnectorStatus) -> String {
+        var text = "\(status.integration.displayName) (\(status.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
+        text += status.state
+        if let server = status.server { text += " — \(server)" }
+        if let success = status.lastSuccess { text += "; last contact \(ReportFormatting.timestamp(success))" }
+        text += "; queue \(status.queueDepth)"
+        if status.sent > 0 { text += ", sent \(status.sent)" }
+        if status.throttled > 0 { text += ", throttled \(status.throttled)" }
+        if status.dropped > 0 { text += ", dropped \(status.dropped) (queue full)" }
+        if let error = status.lastError { text += "\n" + String(repeating: " ", count: 22) + "last error (\(status.errorKind ?? "error")): \(error)" }
+        return text
+    }
+}
+
+/// `tether agent isolation-status`
+struct IsolationStatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "isolation-status", abstract: "Show whether the platform isolated this endpoint from the network, until when, and the exclusions.")
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let isolation = try agentCall { try connectorRuntime(device).isolationStatus() }
+        guard isolation.active else {
+            Console.out("Network isolation is off\(isolation.liftedBy.map { " (last lifted by \($0))" } ?? "").")
+            return
+        }
+        Console.out("Network isolation is ACTIVE since \(isolation.since.map(ReportFormatting.timestamp) ?? "?")"
+                    + (isolation.until.map { ", lifts by itself at \(ReportFormatting.timestamp($0))" } ?? ", until lifted")
+                    + " (command \(isolation.commandId ?? "?")).")
+        for exclusion in isolation.exclusions {
+            Console.out("  allowed: " + exclusion.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        }
+    }
+}
+
+/// `tether agent isolation-off`
+struct IsolationOff: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "isolation-off", abstract: "Lift the network isolation locally (recorded, and reported on the next sync).")
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let (_, detail) = try connectorRuntime(device).liftIsolation(by: "tether agent isolation-off")
+        Console.out(detail.prefix(1).uppercased() + detail.dropFirst() + ".")
+    }
+}
+
+/// `tether agent sandbox …`
+struct SandboxCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "sandbox", abstract: "Submit files to the platform's Sandbox and list verdicts.",
+                                                    subcommands: [SandboxSubmit.self, SandboxList.self])
+}
+
+struct SandboxSubmit: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "submit",
+        abstract: "Queue files for scanning (on disk, within sandbox.queueSize MB); they upload on the next sync.")
+    @Argument(help: "Files to scan.") var paths: [String] = []
+    @OptionGroup var device: DeviceOptions
+
+    func validate() throws {
+        if paths.isEmpty { throw ValidationError("name the files to scan, e.g. `tether agent sandbox submit ./sample.exe`") }
+    }
+
+    func run() throws {
+        let files = try paths.map { (path: $0, content: try readFile($0)) }
+        let ids = try agentCall { try connectorRuntime(device).submitToSandbox(files) }
+        for (file, id) in zip(paths, ids) { Console.out("queued \(file) as scan \(id)") }
+    }
+}
+
+struct SandboxList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List submitted files, their state and verdicts.")
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let scans = try agentCall { try connectorRuntime(device).sandboxScans() }
+        if scans.isEmpty { Console.out("Nothing submitted.") }
+        for scan in scans { Console.out("\(scan.id)  \(scan.state.padding(toLength: 10, withPad: " ", startingAt: 0))  \(scan.verdict ?? "-")  \(scan.path)") }
+    }
+}
+
+/// `tether agent emit-events`
+struct EmitEvents: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "emit-events",
+        abstract: "Record synthetic sensor events into a connector's telemetry queue (for demos, tests and benchmarks).")
+    @Option(help: "process-start, process-stop, network-connection, file-change, detection or remediation.")
+    var type: String = "process-start"
+    @Option(help: "How many.") var count: Int = 1
+    @Option(help: "edr or ndr.") var integration: Integration = .edr
+    @OptionGroup var device: DeviceOptions
+
+    func validate() throws {
+        if !TelemetryEvent.sensorTypes.contains(type) {
+            throw ValidationError("unknown event type '\(type)'\(Suggestion.hint(for: type, among: TelemetryEvent.sensorTypes)); use one of \(TelemetryEvent.sensorTypes.joined(separator: ", "))")
+        }
+        if count < 1 { throw ValidationError("--count must be at least 1") }
+    }
+
+    func run() throws {
+        let events = (0..<count).map { TelemetryEvent(type: type, detail: ["synthetic": "true", "n": String($0)]) }
+        let queued = try agentCall { try connectorRuntime(device).record(events, for: integration) }
+        Console.out(queued == count ? "Queued \(queued) \(type) event\(queued == 1 ? "" : "s") for \(integration.displayName)."
+                    : "Queued \(queued) of \(count) events for \(integration.displayName) (telemetry off, or the queue is full).")
+    }
+}
+
+/// `tether agent run`
+struct RunConnectors: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "run",
+        abstract: "Run the connectors until Ctrl-C: syncs, pings, telemetry flushes and Sandbox polling on their own schedules.",
+        discussion: "Settings are read every second, so connectors start, stop and restart as `tether apply` changes them; queued events survive restarts.")
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let runtime = try connectorRuntime(device)
+        StopSignal.install()
+        Console.out("Connectors running (Ctrl-C to stop).")
+        while !StopSignal.requested {
+            for outcome in runtime.tick() where outcome.attempted {
+                Console.out("\(ReportFormatting.timestamp(Date())) \(outcome.integration.rawValue): \(outcome.succeeded ? "" : "FAILED (\(outcome.errorKind ?? "error")) ")\(outcome.summary)")
+            }
+            usleep(250_000)
+        }
+        Console.out("Stopped.")
+    }
+}
+
+/// SIGINT/SIGTERM ask a long-running command to finish its current step and exit.
+enum StopSignal {
+    nonisolated(unsafe) private static var flag: sig_atomic_t = 0
+
+    static var requested: Bool { flag != 0 }
+
+    static func install() {
+        signal(SIGINT) { _ in StopSignal.flag = 1 }
+        signal(SIGTERM) { _ in StopSignal.flag = 1 }
+    }
+}
