@@ -55,6 +55,7 @@ let package = Package(
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
-        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "Reconciler", "IntegrationModel", "TetherTestSupport"]),
+        .testTarget(name: "ConnectorTests", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel", "X509", "TetherTestSupport"]),
+        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "Reconciler", "IntegrationModel", "PlatformSim", "TetherTestSupport"]),
     ]
 )

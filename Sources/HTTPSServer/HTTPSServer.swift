@@ -56,6 +56,8 @@ public final class HTTPSServer: @unchecked Sendable {
     public init(certificatePEM: String, privateKeyPEM: String, clientCAPEM: String? = nil, host: String = "127.0.0.1", port: Int = 0,
                 handler: @escaping @Sendable (ServerRequest) -> ServerResponse) throws {
         _ = tether_load_providers()
+        // A client that hangs up mid-response must not kill the process.
+        signal(SIGPIPE, SIG_IGN)
         guard let context = SSL_CTX_new(TLS_server_method()) else { throw ServerError(description: "SSL_CTX_new failed") }
         func fail(_ what: String) -> ServerError {
             SSL_CTX_free(context)
@@ -184,6 +186,13 @@ private final class ServerState: @unchecked Sendable {
         SSL_set_fd(ssl, fd)
         guard SSL_accept(ssl) == 1 else {
             ERR_clear_error()
+            // Let the client read the alert (e.g. "certificate required") before the socket
+            // closes: closing with unread data would reset the connection and lose it.
+            shutdown(fd, Int32(SHUT_WR))
+            var drain = timeval(tv_sec: 0, tv_usec: 200_000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &drain, socklen_t(MemoryLayout<timeval>.size))
+            var sink = [UInt8](repeating: 0, count: 4096)
+            while recv(fd, &sink, sink.count, 0) > 0 {}
             return
         }
         defer { SSL_shutdown(ssl) }

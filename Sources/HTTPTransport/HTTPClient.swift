@@ -196,7 +196,7 @@ public final class HTTPClient {
             return .unreachable(detail)
         case CURLE_OPERATION_TIMEDOUT:
             return .timedOut(detail)
-        case CURLE_SSL_CONNECT_ERROR, CURLE_RECV_ERROR, CURLE_SEND_ERROR where clientAlert:
+        case CURLE_SSL_CONNECT_ERROR where clientAlert, CURLE_RECV_ERROR where clientAlert, CURLE_SEND_ERROR where clientAlert:
             return configuration.clientIdentity == nil ? .clientCertificateMissing(detail) : .clientCertificateRejected(detail)
         default:
             return .other("libcurl error \(code.rawValue): \(detail)")

@@ -128,6 +128,7 @@ public final class ConnectProxy: @unchecked Sendable {
 
     /// `user` and `password`, when given, are required from clients.
     public init(user: String? = nil, password: String? = nil) throws {
+        signal(SIGPIPE, SIG_IGN)
         credentials = user.map { Data("\($0):\(password ?? "")".utf8).base64EncodedString() }
         (listener, port) = try listenOnLoopback()
         let thread = Thread { [weak self] in self?.acceptLoop() }

@@ -1,5 +1,6 @@
 import ConnectorCore
 import Foundation
+import PlatformSim
 import TetherCLI
 import TetherTestSupport
 
@@ -61,14 +62,22 @@ final class Environment: @unchecked Sendable {
             synchronizationPeriod: 10
         """
 
-    init(policies: [String: String]? = nil, labels: String = "env=prod\n") throws {
+    /// `platform` replaces the test PKI's server certificate and client container with ones
+    /// from a platform's CA.
+    init(policies: [String: String]? = nil, labels: String = "env=prod\n", platform: PlatformPKI? = nil) throws {
         pki = try TestPKI()
         repo = try GitFixture()
         state = try TemporaryDirectory("tether-device")
         try state.write("labels", labels)
-        try state.write("edr-client.p12", try pki.data("edr-client.p12"))
-        try state.write("edr-client.pass", try pki.data("edr-client.pass"))
-        try repo.directory.write("certs/kata.pem", try pki.data("server.pem"))
+        if let platform {
+            try state.write("edr-client.p12", Data(try platform.issueClient(commonName: "endpoint-cli", password: "cli-pass")))
+            try state.write("edr-client.pass", "cli-pass\n")
+            try repo.directory.write("certs/kata.pem", platform.serverCertificatePEM)
+        } else {
+            try state.write("edr-client.p12", try pki.data("edr-client.p12"))
+            try state.write("edr-client.pass", try pki.data("edr-client.pass"))
+            try repo.directory.write("certs/kata.pem", try pki.data("server.pem"))
+        }
         revision = try repo.commit(policies ?? ["policies/base.yaml": Environment.base, "policies/prod.yaml": Environment.prod],
                                    message: "Policies")
     }

@@ -303,14 +303,16 @@ public final class ConnectorRuntime {
         let state = try agent.state()
         let limit: Int = { if case .int(let value) = state.value(SettingPath(.integration(.sandbox), "queueSize")) { return value }; return 1024 }()
         return try storeCall {
-            try store.database.transaction {
-                var queued = try store.queuedBytes()
+            var queued = try store.queuedBytes()
+            let total = files.reduce(0) { $0 + $1.content.count }
+            if queued + total > limit * 1024 * 1024, let file = files.first(where: { _ in true }) {
+                let refused = files.first { queued + $0.content.count > limit * 1024 * 1024 } ?? file
+                try store.enqueue([TelemetryEvent(type: "sandbox-queue-full", detail: ["path": refused.path, "size": String(refused.content.count)])], for: .edr)
+                throw AgentError.invalidSetting("the Sandbox queue is full: \(refused.path) (\(refused.content.count) bytes) does not fit in sandbox.queueSize = \(limit) MB (\(queued) bytes waiting); nothing was queued")
+            }
+            return try store.database.transaction {
                 var ids: [String] = []
                 for file in files {
-                    guard queued + file.content.count <= limit * 1024 * 1024 else {
-                        try store.enqueue([TelemetryEvent(type: "sandbox-queue-full", detail: ["path": file.path, "size": String(file.content.count)])], for: .edr)
-                        throw AgentError.invalidSetting("the Sandbox queue is full: \(file.path) (\(file.content.count) bytes) does not fit in sandbox.queueSize = \(limit) MB (\(queued) bytes waiting); nothing was queued")
-                    }
                     let id = UUID().uuidString.lowercased()
                     try store.addScan(id: id, path: file.path, content: file.content)
                     queued += file.content.count

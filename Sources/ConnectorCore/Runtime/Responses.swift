@@ -19,6 +19,11 @@ public struct PreventionRule: Sendable, Equatable {
     public let hash: String
     /// `sha256` or `md5`.
     public let algorithm: String
+
+    public init(hash: String, algorithm: String) {
+        self.hash = hash
+        self.algorithm = algorithm
+    }
 }
 
 extension ConnectorRuntime {

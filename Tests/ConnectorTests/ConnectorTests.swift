@@ -1,0 +1,310 @@
+import ConnectorCore
+import Foundation
+import IntegrationModel
+import PlatformSim
+import TetherTestSupport
+import Testing
+import X509
+
+/// An agent on disk talking to a platform on 127.0.0.1.
+final class Rig: @unchecked Sendable {
+    let pki: PlatformPKI
+    let platform: PlatformSimulator
+    let state: TemporaryDirectory
+    let agent: Agent
+    var runtime: ConnectorRuntime
+
+    init(mutualTLS: Bool = true, queueLimit: Int = 100_000, start: [Integration] = [.edr]) throws {
+        pki = try PlatformPKI.create()
+        platform = try PlatformSimulator(pki: pki, requireClientCertificate: mutualTLS)
+        state = try TemporaryDirectory("tether-agent")
+        agent = try Agent(stateDirectory: state.path)
+        runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit)
+        let here = [Endpoint(address: "127.0.0.1", port: platform.port)]
+        try agent.transaction(actor: "test") {
+            try agent.set(SettingPath(.integration(.edr), "port"), to: .int(platform.port))
+            try agent.set(SettingPath(.integration(.ndr), "endpoints"), to: .endpoints(here))
+            try agent.set(SettingPath(.integration(.sandbox), "servers"), to: .endpoints(here))
+            for integration in Integration.allCases {
+                try agent.addServerCertificate(integration, bytes: Array(pki.serverCertificatePEM.utf8), source: "server.pem")
+                if mutualTLS {
+                    try agent.addClientCertificate(integration, pkcs12: try pki.issueClient(commonName: "endpoint-1", password: "pw"),
+                                                   password: "pw", source: "client.p12")
+                    try agent.set(SettingPath(.integration(integration), "mutualAuthentication"), to: .bool(true))
+                }
+            }
+            for integration in start { try agent.start(integration) }
+        }
+    }
+
+    func set(_ integration: Integration?, _ field: String, _ value: SettingValue) throws {
+        try agent.set(SettingPath(integration.map { .integration($0) } ?? .app, field), to: value)
+    }
+
+    /// Events of one type, numbered n = 0…
+    static func events(_ count: Int, type: String = "process-start", from start: Int = 0) -> [TelemetryEvent] {
+        (start..<(start + count)).map { TelemetryEvent(type: type, detail: ["n": String($0)]) }
+    }
+}
+
+@Suite("Connectors over real TLS to the local platform", .serialized)
+struct ConnectorTransportTests {
+    @Test("The pinned certificate is accepted, mutual TLS is presented, and the sync carries the agent's facts")
+    func syncAccepted() throws {
+        let rig = try Rig()
+        let outcome = rig.runtime.sync(.edr)
+        #expect(outcome.succeeded, "\(outcome.summary)")
+        let sync = try #require(rig.platform.received.first { $0.path.hasSuffix("/sync") })
+        #expect(sync.clientSubject?.contains("CN=endpoint-1") == true)
+        #expect(sync.json?["agentId"] as? String == (try rig.runtime.agentId()))
+        #expect((sync.json?["tasks"] as? [String: String])?["KATAEDR"] == "running")
+        let status = try #require(try rig.runtime.status().first { $0.integration == .edr })
+        #expect(status.state == "connected")
+        #expect(status.server == "127.0.0.1:\(rig.platform.port)")
+    }
+
+    @Test("A server whose certificate is not the pinned one is refused, and status names it")
+    func wrongCertificate() throws {
+        let rig = try Rig()
+        let other = try PlatformPKI.create()
+        try rig.agent.transaction(actor: "test") {
+            try rig.agent.addServerCertificate(.edr, bytes: Array(other.serverCertificatePEM.utf8), source: "other.pem")
+        }
+        let outcome = rig.runtime.sync(.edr)
+        #expect(!outcome.succeeded)
+        #expect(outcome.errorKind == "server-certificate-rejected")
+        #expect(rig.platform.received.isEmpty)
+        let status = try #require(try rig.runtime.status().first { $0.integration == .edr })
+        #expect(status.state == "failing")
+        #expect(status.errorKind == "server-certificate-rejected")
+    }
+
+    @Test("A platform that requires a client certificate, and none is configured: client certificate missing")
+    func clientCertificateMissing() throws {
+        let rig = try Rig()
+        try rig.set(.edr, "mutualAuthentication", .bool(false))
+        let outcome = rig.runtime.sync(.edr)
+        #expect(outcome.errorKind == "client-certificate-missing", "\(outcome.summary)")
+    }
+
+    @Test("Through the app-wide proxy with credentials when useProxy is on; straight when it is off")
+    func proxy() throws {
+        let rig = try Rig()
+        let proxy = try ConnectProxy(user: "tether", password: "proxy-secret")
+        try rig.state.write("proxy.pass", "proxy-secret\n")
+        try rig.agent.transaction(actor: "test") {
+            try rig.set(nil, "proxy.address", .string(proxy.address))
+            try rig.set(nil, "proxy.user", .string("tether"))
+            try rig.set(nil, "proxy.passwordFile", .string("proxy.pass"))
+        }
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(proxy.tunnels == 1)
+        try rig.state.write("proxy.pass", "wrong\n")
+        #expect(rig.runtime.sync(.edr).errorKind == "proxy-refused")
+        try rig.set(.edr, "useProxy", .bool(false))
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(proxy.tunnels == 1)
+    }
+
+    @Test("requestTimeout is honoured: a server that never answers times out after it")
+    func timeout() throws {
+        let rig = try Rig()
+        let silent = try SilentServer()
+        try rig.agent.transaction(actor: "test") {
+            try rig.set(.edr, "port", .int(silent.port))
+            try rig.set(.edr, "requestTimeout", .int(1))
+            try rig.set(.edr, "connectionTimeout", .int(1))
+        }
+        let started = Date()
+        let outcome = rig.runtime.sync(.edr)
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(outcome.errorKind == "timed-out", "\(outcome.summary)")
+        #expect(elapsed >= 0.9 && elapsed < 3, "took \(elapsed) s")
+    }
+}
+
+@Suite("Telemetry: batches, outages, restarts, limits", .serialized)
+struct TelemetryTests {
+    @Test("Batches arrive complete and in order across a server outage and an agent restart")
+    func outageAndRestart() throws {
+        let rig = try Rig()
+        try rig.set(.edr, "requestCountLimits", .bool(false))
+        #expect(try rig.runtime.record(Rig.events(1500)) == 1500)
+        rig.platform.stop()
+        let down = rig.runtime.sync(.edr)
+        #expect(down.errorKind == "unreachable")
+        #expect(try rig.runtime.record(Rig.events(1000, from: 1500)) == 1000)
+        #expect(try rig.runtime.status().first { $0.integration == .edr }?.queueDepth == 2500)
+
+        // The agent restarts (a new runtime over the same store); the platform comes back.
+        rig.runtime = try ConnectorRuntime(agent: try Agent(stateDirectory: rig.state.path))
+        try rig.platform.start()
+        let up = rig.runtime.sync(.edr)
+        #expect(up.succeeded, "\(up.summary)")
+        let events = rig.platform.events()
+        #expect(events.count == 2500)
+        #expect(events.map { $0["detail"] as? [String: String] }.map { $0?["n"] } == (0..<2500).map { String($0) })
+        let batches = rig.platform.received.filter { $0.path.hasSuffix("/events") }.map { ($0.json?["events"] as? [Any])?.count ?? 0 }
+        #expect(batches == [1024, 1024, 452])
+        #expect(try rig.runtime.status().first { $0.integration == .edr }?.queueDepth == 0)
+    }
+
+    @Test("Count limits: at most maximumEventsPerHour, one type at most eventLimitExceededPercentage of it")
+    func throttling() throws {
+        let rig = try Rig()
+        try rig.agent.transaction(actor: "test") {
+            try rig.set(.edr, "maximumEventsPerHour", .int(100))
+            try rig.set(.edr, "eventLimitExceededPercentage", .int(50))
+        }
+        try rig.runtime.record(Rig.events(80, type: "process-start") + Rig.events(40, type: "file-change"))
+        #expect(rig.runtime.sync(.edr).succeeded)
+        let sent = rig.platform.events()
+        #expect(sent.filter { $0["type"] as? String == "process-start" }.count == 50)
+        #expect(sent.filter { $0["type"] as? String == "file-change" }.count == 40)
+        try rig.runtime.record(Rig.events(30, type: "network-connection"))
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(rig.platform.events().count == 100, "the hourly budget is spent")
+        let status = try #require(try rig.runtime.status().first { $0.integration == .edr })
+        #expect(status.sent == 100)
+        #expect(status.throttled == 50)
+    }
+
+    @Test("The queue is bounded; what it drops is counted and reported")
+    func bounded() throws {
+        let rig = try Rig(queueLimit: 10)
+        #expect(try rig.runtime.record(Rig.events(15)) == 10)
+        let status = try #require(try rig.runtime.status().first { $0.integration == .edr })
+        #expect(status.queueDepth == 10)
+        #expect(status.dropped == 5)
+    }
+
+    @Test("Telemetry flows only while telemetry and behaviour detection are both on")
+    func telemetrySwitch() throws {
+        let rig = try Rig()
+        try rig.set(.edr, "telemetry", .bool(false))
+        #expect(try rig.runtime.record(Rig.events(5)) == 0)
+        let outcome = rig.runtime.sync(.edr)
+        #expect(outcome.succeeded)
+        #expect(outcome.summary.contains("telemetry off"))
+        #expect(rig.platform.events().isEmpty)
+    }
+
+    @Test("NDR fails over to the next endpoint and sends packages of at most maximumEventsInPackage")
+    func ndrFailover() throws {
+        let rig = try Rig(start: [.ndr])
+        let closed = try freePort()
+        try rig.agent.transaction(actor: "test") {
+            try rig.set(.ndr, "endpoints", .endpoints([Endpoint(address: "127.0.0.1", port: closed), Endpoint(address: "127.0.0.1", port: rig.platform.port)]))
+            try rig.set(.ndr, "maximumEventsInPackage", .int(100))
+            try rig.set(.ndr, "requestCountLimits", .bool(false))
+        }
+        try rig.runtime.record(Rig.events(250, type: "network-connection"), for: .ndr)
+        let outcome = rig.runtime.sync(.ndr)
+        #expect(outcome.succeeded, "\(outcome.summary)")
+        #expect(outcome.summary.contains("failing over from 127.0.0.1:\(closed)"))
+        #expect(rig.platform.received.contains { $0.path.hasSuffix("/ping") })
+        let packages = rig.platform.received.filter { $0.path.hasPrefix("/kata/ndr/") && $0.path.hasSuffix("/events") }
+            .map { ($0.json?["events"] as? [Any])?.count ?? 0 }
+        #expect(packages == [100, 100, 50])
+        #expect(try rig.runtime.status().first { $0.integration == .ndr }?.server == "127.0.0.1:\(rig.platform.port)")
+    }
+}
+
+@Suite("Sandbox and response commands", .serialized)
+struct SandboxAndResponseTests {
+    @Test("Submit → upload → poll → verdict; the EICAR test file is a detection and each verdict is an event")
+    func sandboxVerdicts() throws {
+        let rig = try Rig(start: [.edr, .sandbox])
+        try rig.runtime.submitToSandbox([(path: "/tmp/clean.txt", content: Array("harmless\n".utf8)),
+                                         (path: "/tmp/eicar.com", content: Array(PlatformSimulator.eicar.utf8))])
+        #expect(rig.runtime.sync(.sandbox).summary.hasPrefix("2 uploaded, 0 verdicts"))
+        #expect(rig.runtime.sync(.sandbox).summary.hasPrefix("0 uploaded, 2 verdicts"))
+        let verdicts = Dictionary(uniqueKeysWithValues: try rig.runtime.sandboxScans().map { ($0.path, $0.verdict ?? "") })
+        #expect(verdicts == ["/tmp/clean.txt": "not detected", "/tmp/eicar.com": "detect"])
+        let upload = try #require(rig.platform.received.first { $0.method == "POST" && $0.path.hasSuffix("/scans") })
+        #expect(upload.json?["objectType"] as? String == "file")
+        #expect(rig.platform.received.filter { $0.method == "DELETE" }.count == 2)
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(rig.platform.events().filter { $0["type"] as? String == "sandbox-verdict" }.count == 2)
+    }
+
+    @Test("429 means back off: nothing is lost, the upload waits")
+    func backoff() throws {
+        let rig = try Rig(start: [.sandbox])
+        rig.platform.rejectScans(1)
+        try rig.runtime.submitToSandbox([(path: "a.bin", content: [1, 2, 3])])
+        let first = rig.runtime.sync(.sandbox)
+        #expect(first.summary.contains("429"))
+        #expect(rig.runtime.sync(.sandbox).summary.hasPrefix("backing off until"))
+        #expect(try rig.runtime.sandboxScans().first?.state == "queued")
+        Thread.sleep(forTimeInterval: 1.1)
+        #expect(rig.runtime.sync(.sandbox).summary.hasPrefix("1 uploaded"))
+    }
+
+    @Test("A full queue refuses a submission with a clear error and an event, and keeps nothing of it")
+    func queueFull() throws {
+        let rig = try Rig(start: [.sandbox])
+        try rig.set(.sandbox, "queueSize", .int(1))
+        let big = [UInt8](repeating: 7, count: 700 * 1024)
+        try rig.runtime.submitToSandbox([(path: "one.bin", content: big)])
+        let error = #expect(throws: AgentError.self) { try rig.runtime.submitToSandbox([(path: "two.bin", content: big)]) }
+        #expect(error?.description.contains("the Sandbox queue is full: two.bin") == true)
+        #expect(try rig.runtime.sandboxScans().map(\.path) == ["one.bin"])
+    }
+
+    @Test("Network isolation round trip: command → isolated with exclusions → result reported → lifted locally")
+    func isolation() throws {
+        let rig = try Rig()
+        rig.platform.queueCommand(["id": "iso-1", "type": "network-isolation", "durationSeconds": 600,
+                                   "exclusions": [["address": "10.0.0.5", "port": 443, "direction": "outbound"]]])
+        #expect(rig.runtime.sync(.edr).summary.contains("1 command received"))
+        let isolated = try rig.runtime.isolationStatus()
+        #expect(isolated.active)
+        #expect(isolated.exclusions == [["address": "10.0.0.5", "port": "443", "direction": "outbound"]])
+        #expect(isolated.until.map { $0.timeIntervalSinceNow > 590 } == true)
+        #expect(rig.runtime.sync(.edr).succeeded)
+        let report = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.last?.json?["commandResults"] as? [[String: Any]]
+        #expect(report?.first?["id"] as? String == "iso-1")
+        #expect(report?.first?["result"] as? String == "applied")
+        rig.runtime.liftIsolation(by: "tether agent isolation-off")
+        let lifted = try rig.runtime.isolationStatus()
+        #expect(!lifted.active)
+        #expect(lifted.liftedBy == "tether agent isolation-off")
+    }
+
+    @Test("Isolation lifts by itself when its timer runs out")
+    func isolationTimer() throws {
+        let rig = try Rig()
+        rig.platform.queueCommand(["type": "network-isolation", "durationSeconds": 1])
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(try rig.runtime.isolationStatus().active)
+        Thread.sleep(forTimeInterval: 1.2)
+        let status = try rig.runtime.isolationStatus()
+        #expect(!status.active)
+        #expect(status.liftedBy == "auto-off timer")
+    }
+
+    @Test("Execution prevention replaces the whole list; run-process is refused unless allow-listed, and the refusal is reported")
+    func preventionAndRunProcess() throws {
+        let rig = try Rig()
+        let sha = String(repeating: "a", count: 64)
+        let md5 = String(repeating: "b", count: 32)
+        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": sha, "algorithm": "sha256"], ["hash": md5, "algorithm": "md5"]]])
+        rig.platform.queueCommand(["id": "run-1", "type": "run-process", "executable": "/bin/echo", "arguments": ["hello"]])
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(try rig.runtime.preventionRules() == [PreventionRule(hash: sha, algorithm: "sha256"), PreventionRule(hash: md5, algorithm: "md5")])
+        #expect(try rig.runtime.commandLog().first { $0.id == "run-1" }?.result == "refused")
+
+        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": md5]]])
+        try rig.state.write(ConnectorRuntime.allowListFileName, "/bin/echo\n")
+        rig.platform.queueCommand(["id": "run-2", "type": "run-process", "executable": "/bin/echo", "arguments": ["hello"]])
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(try rig.runtime.preventionRules() == [PreventionRule(hash: md5, algorithm: "md5")])
+        let run = try #require(try rig.runtime.commandLog().first { $0.id == "run-2" })
+        #expect(run.result == "applied")
+        #expect(run.detail == "exit 0: hello\n")
+        #expect(rig.runtime.sync(.edr).succeeded)
+        let results = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.flatMap { $0.json?["commandResults"] as? [[String: Any]] ?? [] }
+        #expect(results.first { $0["id"] as? String == "run-1" }?["result"] as? String == "refused")
+    }
+}

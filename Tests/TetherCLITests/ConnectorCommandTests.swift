@@ -1,0 +1,59 @@
+import Foundation
+import PlatformSim
+import TetherTestSupport
+import Testing
+
+@Suite("tether agent sync and status against the local platform", .serialized)
+struct ConnectorCommandTests {
+    @Test("apply → sync connects (exit 0) → the drift report's health section shows EDR connected; a wrong port fails (exit 1)")
+    func syncStatusHealth() throws {
+        let pki = try PlatformPKI.create()
+        let platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
+        let env = try Environment(policies: [
+            "policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(platform.port)"),
+            "policies/prod.yaml": Environment.prod,
+        ], platform: pki)
+        #expect(env.run("apply").code == 0)
+        #expect(env.agentCommand("emit-events", "--count", "5").stdout == "Queued 5 process-start events for EDR.\n")
+
+        let sync = env.agentCommand("sync")
+        #expect(sync.code == 0, "\(sync.stdout)\(sync.stderr)")
+        #expect(sync.stdout.contains("EDR (KATAEDR)          ok: synced with 127.0.0.1:\(platform.port); 5 events sent in 1 batch"))
+        #expect(sync.stdout.contains("NDR (KATANDR)          skipped: stopped"))
+        #expect(platform.events().count == 5)
+
+        let status = env.agentCommand("status", "--json").json
+        let edr = (status["connectors"] as? [[String: Any]])?.first { $0["integration"] as? String == "edr" }
+        #expect(edr?["state"] as? String == "connected")
+
+        let drift = env.run("drift", "--format", "json")
+        #expect(drift.code == 0)
+        let health = (drift.json["health"] as? [[String: Any]])?.first { $0["integration"] as? String == "edr" }
+        #expect(health?["state"] as? String == "connected")
+        #expect(env.run("drift").stdout.contains("EDR (KATAEDR)         connected — 127.0.0.1:\(platform.port)"))
+
+        platform.stop()
+        let failed = env.agentCommand("sync", "edr")
+        #expect(failed.code == 1)
+        #expect(failed.stdout.contains("FAILED (unreachable)"))
+        #expect(env.run("drift").stdout.contains("last error (unreachable)"))
+    }
+
+    @Test("Isolation from the platform, seen and lifted locally")
+    func isolation() throws {
+        let pki = try PlatformPKI.create()
+        let platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
+        let env = try Environment(policies: [
+            "policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(platform.port)"),
+            "policies/prod.yaml": Environment.prod,
+        ], platform: pki)
+        #expect(env.run("apply").code == 0)
+        platform.queueCommand(["type": "network-isolation", "durationSeconds": 3600, "exclusions": [["address": "10.0.0.1"]]])
+        #expect(env.agentCommand("sync", "edr").code == 0)
+        let status = env.agentCommand("isolation-status").stdout
+        #expect(status.contains("Network isolation is ACTIVE"))
+        #expect(status.contains("allowed: address=10.0.0.1"))
+        #expect(env.agentCommand("isolation-off").stdout == "Isolation lifted by tether agent isolation-off.\n")
+        #expect(env.agentCommand("isolation-status").stdout.hasPrefix("Network isolation is off (last lifted by tether agent isolation-off)"))
+    }
+}
