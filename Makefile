@@ -17,9 +17,12 @@ test:            ## the whole test suite (real git repositories, real certificat
 	@scripts/install-deps --test
 	$(SWIFT) test
 
-bench: deps      ## validate/plan timings on generated repositories of 100, 1,000 and 10,000 policies
+bench: deps      ## validate/plan timings on 100/1,000/10,000 policies; connector throughput over mutual TLS
 	$(SWIFT) build -c release --product tether
+	$(SWIFT) build -c release --product tether-bench
 	python3 scripts/bench.py --tether .build/release/tether
+	@echo
+	.build/release/tether-bench
 
 clean:
 	rm -rf .build .tether-demo .tether-bench

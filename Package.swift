@@ -47,6 +47,8 @@ let package = Package(
         // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
         .target(name: "PlatformSim", dependencies: ["HTTPSServer", "X509"]),
         .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // make bench: connector throughput and queue write rates.
+        .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel"]),
 
         // Test support: real git repositories, a test PKI and TLS peers on loopback.
         .target(name: "TetherTestSupport", dependencies: []),

@@ -89,6 +89,17 @@ public final class Agent {
         }
     }
 
+    /// One setting's value (its default when never set), without reading the whole state.
+    public func value(_ path: SettingPath) throws -> SettingValue {
+        try storeAccess {
+            if let json = try database.query("SELECT value FROM settings WHERE path = ?", [.text(path.description)]).first?[0].text,
+               let value = try? JSONDecoder().decode(SettingValue.self, from: Data(json.utf8)) {
+                return value
+            }
+            return SettingCatalog.field(path)?.defaultValue ?? .string("")
+        }
+    }
+
     /// The client container of an integration and its password, for the connectors' mutual TLS.
     public func clientContainer(_ integration: Integration) throws -> (pkcs12: [UInt8], password: String)? {
         try storeAccess {

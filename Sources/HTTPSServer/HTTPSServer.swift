@@ -181,6 +181,9 @@ private final class ServerState: @unchecked Sendable {
         }
         var timeout = timeval(tv_sec: 30, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        // Small TLS records (session tickets, short answers) must not wait for Nagle's algorithm.
+        var noDelay: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
         guard let ssl = SSL_new(context) else { return }
         defer { SSL_free(ssl) }
         SSL_set_fd(ssl, fd)

@@ -47,8 +47,9 @@ public final class ConnectorRuntime {
     /// Returns how many were queued (the rest were over the queue's bound, and counted).
     @discardableResult
     public func record(_ events: [TelemetryEvent], for integration: Integration = .edr) throws -> Int {
-        let state = try agent.state()
-        guard telemetryFlows(integration, state: state) else {
+        let flows = try agent.value(SettingPath(.app, "behaviorDetection")) == .bool(true)
+            && (integration == .ndr || (integration == .edr && agent.value(SettingPath(.integration(.edr), "telemetry")) == .bool(true)))
+        guard flows else {
             try storeCall { try store.bump(integration, "suppressed", by: events.count) }
             return 0
         }
@@ -185,7 +186,7 @@ public final class ConnectorRuntime {
         let results = try storeCall { try unreportedResults() }
         let body: [String: Any] = [
             "agentId": agentId,
-            "hostName": ProcessInfo.processInfo.hostName,
+            "hostName": Self.hostName,
             "addresses": Self.addresses(),
             "os": ProcessInfo.processInfo.operatingSystemVersionString,
             "versions": ["agent": "tether-connector-core 1", "settings": settingsVersion(state)],
@@ -220,6 +221,7 @@ public final class ConnectorRuntime {
         let limited = state.value(path("requestCountLimits")) == .bool(true)
         let perHour: Int = { if case .int(let value) = state.value(path("maximumEventsPerHour")) { return value }; return 3000 }()
         let share: Int = { if case .int(let value) = state.value(path("eventLimitExceededPercentage")) { return value }; return 15 }()
+        let timestamps = ISO8601DateFormatter()
         while true {
             let queued = try storeCall { try store.peek(integration, limit: packageSize) }
             guard let last = queued.last else { break }
@@ -240,7 +242,7 @@ public final class ConnectorRuntime {
                 batchCounts[item.event.type, default: 0] += 1
                 total += 1
                 batch.append(["seq": item.seq, "type": item.event.type,
-                              "time": ISO8601DateFormatter().string(from: item.event.at), "detail": item.event.detail])
+                              "time": timestamps.string(from: item.event.at), "detail": item.event.detail])
             }
             if !batch.isEmpty {
                 let body: [String: Any] = ["batchId": UUID().uuidString.lowercased(), "events": batch]
@@ -448,6 +450,9 @@ public final class ConnectorRuntime {
     private func settingsVersion(_ state: AgentState) -> Int {
         state.lastChanges.values.map { Int($0.at.timeIntervalSince1970) }.max() ?? 0
     }
+
+    /// The host name, looked up once (it can cost a resolver round trip).
+    static let hostName = ProcessInfo.processInfo.hostName
 
     static func addresses() -> [String] {
         var result: [String] = []
