@@ -27,10 +27,11 @@ extension Agent {
         }
     }
 
-    /// Replaces the last applied desired state; call inside the apply's transaction.
-    public func recordApplied(_ values: [String: String], revision: String) throws {
+    /// Replaces the last applied desired state (none, with a nil revision); call inside the apply's transaction.
+    public func recordApplied(_ values: [String: String], revision: String?) throws {
         try atomically {
             try database.execute("DELETE FROM applied")
+            guard let revision else { return }
             let now = Date().timeIntervalSince1970
             for (key, value) in values {
                 try database.query("INSERT INTO applied (key, value, revision, at) VALUES (?, ?, ?, ?)",

@@ -122,6 +122,9 @@ public enum PlanStep: Sendable, CustomStringConvertible {
     case pinServerCertificate(Integration, Certificate, bytes: [UInt8], path: String)
     case installClientCertificate(Integration, Certificate, container: [UInt8], password: String, file: String)
     case start(Integration)
+    /// Only when restoring a previous state: that state had no such certificate.
+    case removeServerCertificate(Integration)
+    case removeClientCertificate(Integration)
 
     public var description: String {
         switch self {
@@ -132,15 +135,8 @@ public enum PlanStep: Sendable, CustomStringConvertible {
         case .installClientCertificate(let integration, let certificate, _, _, let file):
             return "install \(integration.rawValue) client certificate \(file) (\(certificate.subject), sha256 \(certificate.shortFingerprint)…)"
         case .start(let integration): return "start \(integration.displayName) (\(integration.taskName))"
-        }
-    }
-
-    /// The symbol Terraform users read: `+` add, `~` change, `-` stop.
-    public var symbol: String {
-        switch self {
-        case .stop: return "-"
-        case .start, .pinServerCertificate, .installClientCertificate: return "+"
-        case .set: return "~"
+        case .removeServerCertificate(let integration): return "remove \(integration.rawValue) server certificate"
+        case .removeClientCertificate(let integration): return "remove \(integration.rawValue) client certificate"
         }
     }
 
@@ -149,8 +145,8 @@ public enum PlanStep: Sendable, CustomStringConvertible {
         switch self {
         case .stop(let integration), .start(let integration): return .setting(SettingPath(.integration(integration), "enabled"))
         case .set(let path, _, _): return .setting(path)
-        case .pinServerCertificate(let integration, _, _, _): return .serverCertificate(integration)
-        case .installClientCertificate(let integration, _, _, _, _): return .clientCertificate(integration)
+        case .pinServerCertificate(let integration, _, _, _), .removeServerCertificate(let integration): return .serverCertificate(integration)
+        case .installClientCertificate(let integration, _, _, _, _), .removeClientCertificate(let integration): return .clientCertificate(integration)
         }
     }
 
@@ -163,6 +159,8 @@ public enum PlanStep: Sendable, CustomStringConvertible {
             try agent.addServerCertificate(integration, bytes: bytes, source: path)
         case .installClientCertificate(let integration, _, let container, let password, let file):
             try agent.addClientCertificate(integration, pkcs12: container, password: password, source: file)
+        case .removeServerCertificate(let integration): try agent.removeServerCertificate(integration)
+        case .removeClientCertificate(let integration): try agent.removeClientCertificate(integration)
         }
     }
 }

@@ -98,6 +98,8 @@ public enum JSONReport {
         case .set: return "set"
         case .pinServerCertificate: return "pinServerCertificate"
         case .installClientCertificate: return "installClientCertificate"
+        case .removeServerCertificate: return "removeServerCertificate"
+        case .removeClientCertificate: return "removeClientCertificate"
         }
     }
 

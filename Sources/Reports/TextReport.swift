@@ -49,7 +49,7 @@ public struct TextReport {
             lines.append("")
             let title: String
             switch report.kind {
-            case .apply: title = "Applied, in this order:"
+            case .apply: title = report.applied ? "Applied, in this order:" : "Undone, as if never applied:"
             case .plan: title = "Steps, in this order:"
             case .drift: title = "To restore, apply would, in this order:"
             }
@@ -111,6 +111,7 @@ public struct TextReport {
             return yellow("Plan: \(count) step\(count == 1 ? "" : "s")") + " to match revision \(revision) (\(breakdown); shown as actual → desired)."
         case .apply:
             if report.steps.isEmpty { return green("Nothing to apply.") + " The agent already matches revision \(revision)." }
+            if !report.applied { return red("Not applied") + ": the agent is as it was before (\(breakdown) against revision \(revision)); see the note below." }
             return green("Applied: \(report.steps.count) step\(report.steps.count == 1 ? "" : "s")") + " to match revision \(revision) (\(breakdown))."
         case .drift:
             if report.inSync {

@@ -63,6 +63,8 @@ struct RollbackCommand: ParsableCommand {
     @Option(help: ArgumentHelp("The revision to go back to (default: the one applied before the current one).", valueName: "commit"))
     var to: String?
 
+    @OptionGroup var health: HealthWindowOptions
+
     func run() throws {
         let history = try History(stateDirectory: source.device.stateDirectoryURL)
         let current = try agentCall { try source.device.agent().appliedState().revision }
@@ -79,7 +81,8 @@ struct RollbackCommand: ParsableCommand {
         options.ref = target
         let comparison = try Comparison(options, warnExpiry: reportOptions.warnExpiry)
         let note = "Rolled back from \(current.map { String($0.prefix(12)) } ?? "nothing applied") to \(target.prefix(12))."
-        let outcome = try Applier(comparison: comparison, source: options).apply(actor: "tether rollback", historyKind: "rollback", notes: [note])
+        let outcome = try Applier(comparison: comparison, source: options, healthWindow: health.healthWindow)
+            .apply(actor: "tether rollback", historyKind: "rollback", notes: [note])
         try reportOptions.emit(outcome.report)
         if let failure = outcome.failure {
             Console.error(failure)

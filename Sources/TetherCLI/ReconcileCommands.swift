@@ -139,9 +139,11 @@ struct ApplyCommand: ParsableCommand {
     @Flag(help: "Exit with a bitmask: 2 changes made, 4 failures, 8 verification refused.")
     var detailedExitcodes = false
 
+    @OptionGroup var health: HealthWindowOptions
+
     func run() throws {
         let comparison = try Comparison(source, warnExpiry: reportOptions.warnExpiry)
-        let outcome = try Applier(comparison: comparison, source: source).apply(actor: "tether apply")
+        let outcome = try Applier(comparison: comparison, source: source, healthWindow: health.healthWindow).apply(actor: "tether apply")
         try reportOptions.emit(outcome.report)
         if let failure = outcome.failure {
             Console.error(failure)
@@ -151,10 +153,22 @@ struct ApplyCommand: ParsableCommand {
     }
 }
 
-/// Applies a comparison's plan and records the outcome in the history.
+/// `--health-window SECONDS`.
+struct HealthWindowOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("After applying, sync each changed connector for up to this many seconds; if one never reaches its server, restore the previous state. 0: off.", valueName: "seconds"))
+    var healthWindow: Double = 0
+
+    func validate() throws {
+        if healthWindow < 0 { throw ValidationError("--health-window takes seconds, 0 or more; for example --health-window 30") }
+    }
+}
+
+/// Applies a comparison's plan, checks the changed connectors' health when asked, and records
+/// the outcome in the history.
 struct Applier {
     let comparison: Comparison
     let source: SourceOptions
+    var healthWindow: Double = 0
 
     struct Outcome {
         let report: Report
@@ -173,12 +187,34 @@ struct Applier {
             throw PolicyProblems(plan.unenforceable)
         }
         guard let agent = comparison.agent else { throw CommandError("error: no agent to apply to") }
+        let restorePoint = try agentCall { try RestorePoint(agent: agent) }
         do {
             try plan.apply(to: agent, actor: "\(actor) \(revision.prefix(12))", revision: revision)
         } catch {
             let message = "error: apply failed, nothing was changed: \(error)"
             try? history.record(HistoryEntry(kind: historyKind, revision: revision, result: "failed", findings: plan.findings.count, detail: "\(error)"))
             return Outcome(report: comparison.report(.apply, applied: false, notes: notes), changed: false, failure: message)
+        }
+        if healthWindow > 0, !plan.isEmpty {
+            let running = try agentCall { try agent.state().running }
+            let changed = HealthWindow.connectors(changedBy: plan.steps, running: running)
+            let runtime = try agentCall { try ConnectorRuntime(agent: agent) }
+            let failed = HealthWindow.check(changed, runtime: runtime, seconds: healthWindow)
+            if !failed.isEmpty {
+                let reasons = failed.map { "\($0.integration.displayName) did not reach its server (\($0.errorKind ?? "error"): \($0.summary))" }
+                do {
+                    try restorePoint.restore(agent, undoing: plan.steps, actor: "tether apply health window")
+                } catch {
+                    let message = "error: the health window failed (\(reasons.joined(separator: "; "))) and restoring the previous state failed too: \(error)"
+                    try? history.record(HistoryEntry(kind: historyKind, revision: revision, result: "failed", findings: plan.findings.count, detail: message))
+                    return Outcome(report: comparison.report(.apply, applied: true, notes: notes), changed: true, failure: message)
+                }
+                let note = "Health window (\(Int(healthWindow)) s): " + reasons.joined(separator: "; ") + ". The previous state was restored."
+                try? history.record(HistoryEntry(kind: historyKind, revision: revision, result: "rolled-back", findings: plan.findings.count,
+                                                 detail: reasons.joined(separator: "; ")))
+                return Outcome(report: comparison.report(.apply, applied: false, notes: notes + [note]), changed: false,
+                               failure: "error: apply rolled back: " + reasons.joined(separator: "; "))
+            }
         }
         try? history.record(HistoryEntry(kind: historyKind, revision: revision, result: plan.isEmpty ? "nothing-to-do" : "applied",
                                          findings: plan.findings.count,

@@ -57,3 +57,29 @@ struct ConnectorCommandTests {
         #expect(env.agentCommand("isolation-status").stdout.hasPrefix("Network isolation is off (last lifted by tether agent isolation-off)"))
     }
 }
+
+@Suite("The health window after an apply", .serialized)
+struct HealthWindowTests {
+    @Test("A changed connector that cannot reach its server brings the previous state back, and the report says so")
+    func rollsBack() throws {
+        let pki = try PlatformPKI.create()
+        let platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
+        let base = Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(platform.port)")
+        let env = try Environment(policies: ["policies/base.yaml": base, "policies/prod.yaml": Environment.prod], platform: pki)
+        let good = env.run("apply", "--health-window", "5")
+        #expect(good.code == 0, "\(good.stderr)")
+
+        let closed = try freePort()
+        try env.repo.commit(["policies/base.yaml": base.replacingOccurrences(of: "port: \(platform.port)", with: "port: \(closed)")])
+        let bad = env.run("apply", "--health-window", "1", "--detailed-exitcodes")
+        #expect(bad.code == 4)
+        #expect(bad.stderr.contains("apply rolled back: EDR did not reach its server (unreachable"))
+        #expect(bad.stdout.hasPrefix("Not applied"))
+        #expect(bad.stdout.contains("The previous state was restored."))
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=\(platform.port)"))
+        let drift = env.run("drift", "--format", "json")
+        #expect((drift.json["findings"] as? [[String: Any]])?.first?["kind"] as? String == "pending")
+        #expect(tether(["history", "--state-dir", env.state.path]).stdout.contains("rolled-back"))
+        #expect(env.agentCommand("sync", "edr").code == 0, "the restored connector works")
+    }
+}
