@@ -28,7 +28,7 @@ let package = Package(
         // One Swift module per C library.
         .target(name: "GitSource", dependencies: ["CGit2"]),
         .target(name: "X509", dependencies: ["COpenSSL", "COpenSSLShims"]),
-        .target(name: "HTTPSServer", dependencies: ["COpenSSL", "COpenSSLShims"]),
+        .target(name: "HTTPServer", dependencies: ["COpenSSL", "COpenSSLShims"]),
         .target(name: "HTTPTransport", dependencies: ["CCurl", "CCurlShims"]),
         .target(name: "SQLiteDB", dependencies: ["CSQLite"]),
 
@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(name: "tether", dependencies: ["TetherCLI"]),
 
         // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
-        .target(name: "PlatformSim", dependencies: ["HTTPSServer", "X509"]),
+        .target(name: "PlatformSim", dependencies: ["HTTPServer", "X509"]),
         .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // make bench: connector throughput and queue write rates.
         .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel"]),

@@ -1,5 +1,5 @@
 import Foundation
-import HTTPSServer
+import HTTPServer
 import X509
 
 /// A request the platform received, as tests and the demo read it back.
@@ -67,7 +67,7 @@ public final class PlatformSimulator: @unchecked Sendable {
 
     public let pki: PlatformPKI
     public let requireClientCertificate: Bool
-    private var server: HTTPSServer?
+    private var server: HTTPServer?
     private let lock = NSLock()
     private var requests: [ReceivedRequest] = []
     private var commands: [String: [[String: Any]]] = [:]
@@ -92,7 +92,7 @@ public final class PlatformSimulator: @unchecked Sendable {
 
     /// Starts listening (again, after `stop`) on the same port.
     public func start() throws {
-        let server = try HTTPSServer(certificatePEM: pki.serverCertificatePEM, privateKeyPEM: pki.serverKeyPEM,
+        let server = try HTTPServer(certificatePEM: pki.serverCertificatePEM, privateKeyPEM: pki.serverKeyPEM,
                                      clientCAPEM: requireClientCertificate ? pki.caPEM : nil, host: host, port: port) { [weak self] request in
             self?.handle(request) ?? ServerResponse(status: 503)
         }
@@ -104,7 +104,7 @@ public final class PlatformSimulator: @unchecked Sendable {
 
     /// Stops listening and drops open connections: an outage.
     public func stop() {
-        let server = lock.withLock { () -> HTTPSServer? in
+        let server = lock.withLock { () -> HTTPServer? in
             defer { self.server = nil }
             return self.server
         }

@@ -44,15 +44,26 @@ public struct ServerError: Error, CustomStringConvertible, Sendable {
     public let description: String
 }
 
-/// A small HTTPS/1.1 server over OpenSSL on 127.0.0.1 (or ::1): TLS 1.2 or newer, optionally
-/// requiring a client certificate from a given CA; a thread per connection, keep-alive,
-/// Content-Length bodies. For the local platform and tests, not for the open internet.
-public final class HTTPSServer: @unchecked Sendable {
+/// A small HTTP/1.1 server on 127.0.0.1 (or ::1), over TLS 1.2 or newer through OpenSSL
+/// (optionally requiring a client certificate from a given CA) or in the clear for loopback
+/// metrics; a thread per connection, keep-alive, Content-Length bodies. For the local
+/// platform, the controller's metrics and tests, not for the open internet.
+public final class HTTPServer: @unchecked Sendable {
     /// The port it listens on.
     public let port: Int
     private let state: ServerState
 
-    /// Starts listening at once. `port` 0 lets the kernel choose.
+    /// Starts a plain-HTTP server at once (for loopback endpoints such as /metrics).
+    public init(host: String = "127.0.0.1", port: Int = 0, handler: @escaping @Sendable (ServerRequest) -> ServerResponse) throws {
+        signal(SIGPIPE, SIG_IGN)
+        let (listener, boundPort) = try Self.listen(host: host, port: port)
+        self.port = boundPort
+        state = ServerState(context: nil, listener: listener, handler: handler)
+        let state = self.state
+        Thread { state.acceptLoop() }.start()
+    }
+
+    /// Starts an HTTPS server at once. `port` 0 lets the kernel choose.
     public init(certificatePEM: String, privateKeyPEM: String, clientCAPEM: String? = nil, host: String = "127.0.0.1", port: Int = 0,
                 handler: @escaping @Sendable (ServerRequest) -> ServerResponse) throws {
         _ = tether_load_providers()
@@ -132,7 +143,8 @@ public final class HTTPSServer: @unchecked Sendable {
 
 /// What the accept loop and the connection threads share.
 private final class ServerState: @unchecked Sendable {
-    let context: OpaquePointer
+    /// The TLS context; nil for plain HTTP.
+    let context: OpaquePointer?
     let listener: Int32
     let handler: @Sendable (ServerRequest) -> ServerResponse
     private let lock = NSLock()
@@ -140,7 +152,7 @@ private final class ServerState: @unchecked Sendable {
     private var connections = Set<Int32>()
     private var contextFreed = false
 
-    init(context: OpaquePointer, listener: Int32, handler: @escaping @Sendable (ServerRequest) -> ServerResponse) {
+    init(context: OpaquePointer?, listener: Int32, handler: @escaping @Sendable (ServerRequest) -> ServerResponse) {
         self.context = context
         self.listener = listener
         self.handler = handler
@@ -184,44 +196,28 @@ private final class ServerState: @unchecked Sendable {
         // Small TLS records (session tickets, short answers) must not wait for Nagle's algorithm.
         var noDelay: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
-        guard let ssl = SSL_new(context) else { return }
-        defer { SSL_free(ssl) }
-        SSL_set_fd(ssl, fd)
-        guard SSL_accept(ssl) == 1 else {
-            ERR_clear_error()
-            // Let the client read the alert (e.g. "certificate required") before the socket
-            // closes: closing with unread data would reset the connection and lose it.
-            shutdown(fd, Int32(SHUT_WR))
-            var drain = timeval(tv_sec: 0, tv_usec: 200_000)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &drain, socklen_t(MemoryLayout<timeval>.size))
-            var sink = [UInt8](repeating: 0, count: 4096)
-            while recv(fd, &sink, sink.count, 0) > 0 {}
-            return
-        }
-        defer { SSL_shutdown(ssl) }
-        var subject: String?
-        if let peer = SSL_get1_peer_certificate(ssl) {
-            if let name = X509_NAME_oneline(X509_get_subject_name(peer), nil, 0) {
-                subject = String(cString: name)
-                tether_openssl_free(name)
-            }
-            X509_free(peer)
+        let connection: Connection
+        if let context {
+            guard let tls = TLSConnection(context: context, fd: fd) else { return }
+            connection = tls
+        } else {
+            connection = PlainConnection(fd: fd)
         }
         var buffer: [UInt8] = []
-        while let request = readRequest(ssl, buffer: &buffer, clientSubject: subject) {
+        while let request = readRequest(connection, buffer: &buffer) {
             let response = handler(request)
-            guard write(ssl, response, keepAlive: request.headers["connection"]?.lowercased() != "close") else { return }
+            guard write(connection, response, keepAlive: request.headers["connection"]?.lowercased() != "close") else { return }
             if request.headers["connection"]?.lowercased() == "close" { return }
         }
     }
 
-    private func readRequest(_ ssl: OpaquePointer, buffer: inout [UInt8], clientSubject: String?) -> ServerRequest? {
+    private func readRequest(_ connection: Connection, buffer: inout [UInt8]) -> ServerRequest? {
         let separator: [UInt8] = [13, 10, 13, 10]
         var headerEnd: Int?
         while headerEnd == nil {
             headerEnd = buffer.firstRange(of: separator)?.lowerBound
             if headerEnd != nil { break }
-            guard buffer.count < 64 * 1024, read(ssl, into: &buffer) else { return nil }
+            guard buffer.count < 64 * 1024, connection.read(into: &buffer) else { return nil }
         }
         let head = String(decoding: buffer[..<headerEnd!], as: UTF8.self)
         var lines = head.components(separatedBy: "\r\n")
@@ -236,7 +232,7 @@ private final class ServerState: @unchecked Sendable {
         guard length <= 256 * 1024 * 1024 else { return nil }
         let bodyStart = headerEnd! + 4
         while buffer.count < bodyStart + length {
-            guard read(ssl, into: &buffer) else { return nil }
+            guard connection.read(into: &buffer) else { return nil }
         }
         let body = Array(buffer[bodyStart..<(bodyStart + length)])
         buffer.removeFirst(bodyStart + length)
@@ -252,36 +248,15 @@ private final class ServerState: @unchecked Sendable {
             }
         }
         return ServerRequest(method: String(requestLine[0]), path: String(parts.first ?? ""), query: query,
-                             headers: headers, body: body, clientSubject: clientSubject)
+                             headers: headers, body: body, clientSubject: connection.clientSubject)
     }
 
-    private func read(_ ssl: OpaquePointer, into buffer: inout [UInt8]) -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        let count = SSL_read(ssl, &chunk, Int32(chunk.count))
-        guard count > 0 else {
-            ERR_clear_error()
-            return false
-        }
-        buffer.append(contentsOf: chunk[0..<Int(count)])
-        return true
-    }
-
-    private func write(_ ssl: OpaquePointer, _ response: ServerResponse, keepAlive: Bool) -> Bool {
+    private func write(_ connection: Connection, _ response: ServerResponse, keepAlive: Bool) -> Bool {
         var head = "HTTP/1.1 \(response.status) \(reason(response.status))\r\nContent-Type: \(response.contentType)\r\nContent-Length: \(response.body.count)\r\n"
         head += "Connection: \(keepAlive ? "keep-alive" : "close")\r\n"
         for (name, value) in response.headers { head += "\(name): \(value)\r\n" }
         head += "\r\n"
-        let bytes = Array(head.utf8) + response.body
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { SSL_write(ssl, $0.baseAddress, Int32($0.count)) }
-            guard written > 0 else {
-                ERR_clear_error()
-                return false
-            }
-            offset += Int(written)
-        }
-        return true
+        return connection.write(Array(head.utf8) + response.body)
     }
 
     private func reason(_ status: Int) -> String {
@@ -301,7 +276,101 @@ private final class ServerState: @unchecked Sendable {
     }
 
     deinit {
-        SSL_CTX_free(context)
+        if let context { SSL_CTX_free(context) }
+    }
+}
+
+/// One accepted connection, in the clear or over TLS.
+private protocol Connection {
+    var clientSubject: String? { get }
+    /// Appends what arrives; false at the end of the stream or on an error.
+    func read(into buffer: inout [UInt8]) -> Bool
+    func write(_ bytes: [UInt8]) -> Bool
+}
+
+private struct PlainConnection: Connection {
+    let fd: Int32
+    var clientSubject: String? { nil }
+
+    func read(into buffer: inout [UInt8]) -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let count = recv(fd, &chunk, chunk.count, 0)
+        guard count > 0 else { return false }
+        buffer.append(contentsOf: chunk[0..<count])
+        return true
+    }
+
+    func write(_ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard written > 0 else { return false }
+            offset += written
+        }
+        return true
+    }
+}
+
+/// A TLS session over an accepted socket; freed with the connection.
+private final class TLSConnection: Connection {
+    private let ssl: OpaquePointer
+    let clientSubject: String?
+
+    /// Completes the handshake; nil when it fails (the client was told why by the TLS alert).
+    init?(context: OpaquePointer, fd: Int32) {
+        guard let ssl = SSL_new(context) else { return nil }
+        SSL_set_fd(ssl, fd)
+        guard SSL_accept(ssl) == 1 else {
+            ERR_clear_error()
+            SSL_free(ssl)
+            // Let the client read the alert (e.g. "certificate required") before the socket
+            // closes: closing with unread data would reset the connection and lose it.
+            shutdown(fd, Int32(SHUT_WR))
+            var drain = timeval(tv_sec: 0, tv_usec: 200_000)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &drain, socklen_t(MemoryLayout<timeval>.size))
+            var sink = [UInt8](repeating: 0, count: 4096)
+            while recv(fd, &sink, sink.count, 0) > 0 {}
+            return nil
+        }
+        self.ssl = ssl
+        var subject: String?
+        if let peer = SSL_get1_peer_certificate(ssl) {
+            if let name = X509_NAME_oneline(X509_get_subject_name(peer), nil, 0) {
+                subject = String(cString: name)
+                tether_openssl_free(name)
+            }
+            X509_free(peer)
+        }
+        clientSubject = subject
+    }
+
+    deinit {
+        SSL_shutdown(ssl)
+        SSL_free(ssl)
+    }
+
+    func read(into buffer: inout [UInt8]) -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let count = SSL_read(ssl, &chunk, Int32(chunk.count))
+        guard count > 0 else {
+            ERR_clear_error()
+            return false
+        }
+        buffer.append(contentsOf: chunk[0..<Int(count)])
+        return true
+    }
+
+    func write(_ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { SSL_write(ssl, $0.baseAddress, Int32($0.count)) }
+            guard written > 0 else {
+                ERR_clear_error()
+                return false
+            }
+            offset += Int(written)
+        }
+        return true
     }
 }
 
