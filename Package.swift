@@ -23,10 +23,11 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         // Non-variadic wrappers and macros Swift cannot import.
         .target(name: "CCurlShims", dependencies: ["CCurl"]),
+        .target(name: "CGit2Shims", dependencies: ["CGit2"]),
         .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
 
         // One Swift module per C library.
-        .target(name: "GitSource", dependencies: ["CGit2"]),
+        .target(name: "GitSource", dependencies: ["CGit2", "CGit2Shims"]),
         .target(name: "X509", dependencies: ["COpenSSL", "COpenSSLShims"]),
         .target(name: "HTTPServer", dependencies: ["COpenSSL", "COpenSSLShims"]),
         .target(name: "HTTPTransport", dependencies: ["CCurl", "CCurlShims"]),
@@ -53,7 +54,7 @@ let package = Package(
         // Test support: real git repositories, a test PKI and TLS peers on loopback.
         .target(name: "TetherTestSupport", dependencies: []),
         .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
-        .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "TetherTestSupport"]),
+        .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "IntegrationModel", "TetherTestSupport"]),

@@ -3,7 +3,7 @@ import Foundation
 
 /// An error from libgit2 or from reading a repository, with libgit2's own message.
 public struct GitError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case notARepository, unknownRef, notFound, fetchFailed, other }
+    public enum Kind: Sendable { case notARepository, unknownRef, notFound, fetchFailed, corrupted, other }
     public let kind: Kind
     public let message: String
     public var description: String { message }
@@ -38,11 +38,11 @@ public struct GitCommit: Sendable, Equatable {
 /// A git repository opened with libgit2. Files are read from git objects, never from a
 /// working tree. Owns its libgit2 handle and frees it in `deinit`.
 public final class GitRepository {
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
     /// Where the repository lives on disk (a mirror for remote sources).
     public let location: String
 
-    private static let libraryReady: Bool = {
+    static let libraryReady: Bool = {
         git_libgit2_init()
         return true
     }()
@@ -61,7 +61,7 @@ public final class GitRepository {
         location = path
     }
 
-    private init(handle: OpaquePointer, location: String) {
+    init(handle: OpaquePointer, location: String) {
         self.handle = handle
         self.location = location
     }
@@ -80,47 +80,21 @@ public final class GitRepository {
 
     /// Fetches `url` into a bare mirror at `mirrorPath` (created when missing) and opens it.
     /// Branches and tags are mirrored as they are upstream; HEAD follows the remote's default branch.
-    public static func mirror(url: String, into mirrorPath: String) throws -> GitRepository {
-        _ = libraryReady
-        var repository: OpaquePointer?
-        if git_repository_open_bare(&repository, mirrorPath) != 0 {
-            try? FileManager.default.removeItem(atPath: mirrorPath)
-            try FileManager.default.createDirectory(atPath: mirrorPath, withIntermediateDirectories: true)
-            guard git_repository_init(&repository, mirrorPath, 1) == 0 else {
-                throw GitError.last(.other, "cannot create a mirror at \(mirrorPath)")
-            }
-        }
-        let mirror = GitRepository(handle: repository!, location: mirrorPath)
-        try mirror.fetch(url: url)
-        return mirror
-    }
-
-    private func fetch(url: String) throws {
-        var remote: OpaquePointer?
-        guard git_remote_create_anonymous(&remote, handle, url) == 0, let remote else {
-            throw GitError.last(.fetchFailed, "\(url)")
-        }
-        defer { git_remote_free(remote) }
-        var options = git_fetch_options()
-        git_fetch_options_init(&options, UInt32(GIT_FETCH_OPTIONS_VERSION))
-        options.prune = GIT_FETCH_PRUNE
-        options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE
-        let refspecs = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
-        let status = withStringArray(refspecs) { array in
-            git_remote_fetch(remote, &array, &options, nil)
-        }
-        guard status == 0 else { throw GitError.last(.fetchFailed, "cannot fetch \(url)") }
-        var buffer = git_buf()
-        defer { git_buf_dispose(&buffer) }
-        if git_remote_default_branch(&buffer, remote) == 0, let name = buffer.ptr {
-            git_repository_set_head(handle, name)
-        }
+    public static func mirror(url: String, into mirrorPath: String, credentials: RemoteCredentials = .none) throws -> GitRepository {
+        try updateMirror(url: url, at: mirrorPath, credentials: credentials).0
     }
 
     /// Resolves a branch, tag, commit id (full or abbreviated) or any revision expression;
     /// nil or "HEAD" means the repository's HEAD.
+    /// A glob over tags (`v1.*`) picks the highest version among the matching tags.
     public func resolve(_ ref: String?) throws -> GitCommit {
-        let wanted = (ref?.isEmpty == false) ? ref! : "HEAD"
+        var wanted = (ref?.isEmpty == false) ? ref! : "HEAD"
+        if wanted.contains("*") || wanted.contains("?") {
+            guard let newest = tags(matching: wanted).first else {
+                throw GitError(.unknownRef, "\(location): no tag matches '\(wanted)'")
+            }
+            wanted = "refs/tags/\(newest)"
+        }
         for candidate in [wanted, "refs/heads/\(wanted)", "refs/tags/\(wanted)", "refs/remotes/origin/\(wanted)"] {
             var object: OpaquePointer?
             if git_revparse_single(&object, handle, candidate) == 0, let object {
@@ -140,7 +114,7 @@ public final class GitRepository {
         throw GitError(.unknownRef, "\(location): unknown ref '\(wanted)' (not a branch, tag or commit id)")
     }
 
-    private func commitInfo(_ commit: OpaquePointer) -> GitCommit {
+    func commitInfo(_ commit: OpaquePointer) -> GitCommit {
         let id = oidString(git_commit_id(commit))
         let summary = git_commit_summary(commit).map { String(cString: $0) } ?? ""
         let time = Date(timeIntervalSince1970: TimeInterval(git_commit_time(commit)))
@@ -252,7 +226,7 @@ public final class GitRepository {
         return Array(UnsafeRawBufferPointer(start: raw, count: size))
     }
 
-    private func oidString(_ oid: UnsafePointer<git_oid>?) -> String {
+    func oidString(_ oid: UnsafePointer<git_oid>?) -> String {
         var buffer = [CChar](repeating: 0, count: 41)
         git_oid_tostr(&buffer, buffer.count, oid)
         return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
@@ -260,7 +234,7 @@ public final class GitRepository {
 }
 
 /// Calls `body` with a `git_strarray` of `strings`, valid only during the call.
-private func withStringArray<T>(_ strings: [String], _ body: (inout git_strarray) -> T) -> T {
+func withStringArray<T>(_ strings: [String], _ body: (inout git_strarray) -> T) -> T {
     var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
     defer { pointers.forEach { free($0) } }
     return pointers.withUnsafeMutableBufferPointer { buffer in

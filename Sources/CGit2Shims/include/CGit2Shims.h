@@ -1,0 +1,8 @@
+#ifndef TETHER_GIT2_SHIMS_H
+#define TETHER_GIT2_SHIMS_H
+#include <git2.h>
+
+/// git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, path) (a variadic function):
+/// the CA bundle libgit2 trusts for https remotes.
+int tether_git_set_ssl_cert_locations(const char *file, const char *path);
+#endif

@@ -1,0 +1,5 @@
+#include "CGit2Shims.h"
+
+int tether_git_set_ssl_cert_locations(const char *file, const char *path) {
+    return git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, path);
+}
