@@ -3,7 +3,7 @@ import Foundation
 
 /// An error from libgit2 or from reading a repository, with libgit2's own message.
 public struct GitError: Error, CustomStringConvertible, Sendable {
-    public enum Kind: Sendable { case notARepository, unknownRef, notFound, fetchFailed, corrupted, other }
+    public enum Kind: Sendable { case notARepository, unknownRef, notFound, fetchFailed, corrupted, limitExceeded, other }
     public let kind: Kind
     public let message: String
     public var description: String { message }
@@ -25,6 +25,30 @@ public struct GitFile: Sendable {
     /// The path inside the repository (`policies/edr.yaml`).
     public let path: String
     public let contents: [UInt8]
+}
+
+/// Bounds on what a policy tree may hold: it is untrusted input.
+public struct TreeLimits: Sendable {
+    public var maximumFileBytes: Int
+    public var maximumTotalBytes: Int
+    public var maximumFiles: Int
+    public var maximumDepth: Int
+
+    public init(maximumFileBytes: Int = 1 << 20, maximumTotalBytes: Int = 256 << 20, maximumFiles: Int = 50_000, maximumDepth: Int = 32) {
+        self.maximumFileBytes = maximumFileBytes
+        self.maximumTotalBytes = maximumTotalBytes
+        self.maximumFiles = maximumFiles
+        self.maximumDepth = maximumDepth
+    }
+
+    public static let standard = TreeLimits()
+}
+
+/// What a tree walk has used of its limits.
+private struct Budget {
+    let limits: TreeLimits
+    var files = 0
+    var bytes = 0
 }
 
 /// A resolved commit.
@@ -124,12 +148,16 @@ public final class GitRepository {
     /// Reads every file below `directory` in the commit's tree whose name passes `include`.
     /// Returns an empty list when the directory does not exist in that commit.
     /// Symbolic links and submodules are refused: a policy tree holds plain files only.
-    public func files(in commit: GitCommit, under directory: String, include: (String) -> Bool) throws -> [GitFile] {
-        try withTree(of: commit) { root in
+    /// `limits` bound file sizes, the tree's total, the number of files and the nesting depth;
+    /// going past one is an error naming the path.
+    public func files(in commit: GitCommit, under directory: String, limits: TreeLimits = .standard,
+                      include: (String) -> Bool) throws -> [GitFile] {
+        var budget = Budget(limits: limits)
+        return try withTree(of: commit) { root in
             let trimmed = directory.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
             if trimmed.isEmpty || trimmed == "." {
                 var files: [GitFile] = []
-                try collect(tree: root, prefix: "", include: include, into: &files)
+                try collect(tree: root, prefix: "", depth: 0, include: include, budget: &budget, into: &files)
                 return files
             }
             var entry: OpaquePointer?
@@ -147,7 +175,7 @@ public final class GitRepository {
             }
             defer { git_tree_free(subtree) }
             var files: [GitFile] = []
-            try collect(tree: subtree, prefix: trimmed + "/", include: include, into: &files)
+            try collect(tree: subtree, prefix: trimmed + "/", depth: 0, include: include, budget: &budget, into: &files)
             return files
         }
     }
@@ -183,7 +211,11 @@ public final class GitRepository {
         return try body(tree)
     }
 
-    private func collect(tree: OpaquePointer, prefix: String, include: (String) -> Bool, into files: inout [GitFile]) throws {
+    private func collect(tree: OpaquePointer, prefix: String, depth: Int, include: (String) -> Bool,
+                         budget: inout Budget, into files: inout [GitFile]) throws {
+        guard depth <= budget.limits.maximumDepth else {
+            throw GitError(.limitExceeded, "\(prefix): folders nest deeper than \(budget.limits.maximumDepth) levels")
+        }
         let count = git_tree_entrycount(tree)
         for index in 0..<count {
             guard let entry = git_tree_entry_byindex(tree, index) else { continue }
@@ -196,11 +228,20 @@ public final class GitRepository {
                     throw GitError.last(.other, "cannot read \(path)")
                 }
                 defer { git_tree_free(subtree) }
-                try collect(tree: subtree, prefix: path + "/", include: include, into: &files)
+                try collect(tree: subtree, prefix: path + "/", depth: depth + 1, include: include, budget: &budget, into: &files)
             case GIT_OBJECT_BLOB:
                 guard include(path) else { continue }
                 try refuseLinks(entry, path: path)
-                files.append(GitFile(path: path, contents: try blobContents(git_tree_entry_id(entry), path: path)))
+                budget.files += 1
+                guard budget.files <= budget.limits.maximumFiles else {
+                    throw GitError(.limitExceeded, "\(path): the policy tree holds more than \(budget.limits.maximumFiles) files")
+                }
+                let contents = try blobContents(git_tree_entry_id(entry), path: path, limit: budget.limits.maximumFileBytes)
+                budget.bytes += contents.count
+                guard budget.bytes <= budget.limits.maximumTotalBytes else {
+                    throw GitError(.limitExceeded, "\(path): the policy tree holds more than \(budget.limits.maximumTotalBytes) bytes")
+                }
+                files.append(GitFile(path: path, contents: contents))
             case GIT_OBJECT_COMMIT:
                 throw GitError(.other, "\(path): submodules are not allowed in a policy tree")
             default:
@@ -215,13 +256,16 @@ public final class GitRepository {
         }
     }
 
-    private func blobContents(_ oid: UnsafePointer<git_oid>?, path: String) throws -> [UInt8] {
+    private func blobContents(_ oid: UnsafePointer<git_oid>?, path: String, limit: Int = TreeLimits.standard.maximumFileBytes) throws -> [UInt8] {
         var blob: OpaquePointer?
         guard git_blob_lookup(&blob, handle, oid) == 0, let blob else {
             throw GitError.last(.other, "cannot read \(path)")
         }
         defer { git_blob_free(blob) }
         let size = Int(git_blob_rawsize(blob))
+        guard size <= limit else {
+            throw GitError(.limitExceeded, "\(path): \(size) bytes is larger than the \(limit)-byte limit for a policy file")
+        }
         guard size > 0, let raw = git_blob_rawcontent(blob) else { return [] }
         return Array(UnsafeRawBufferPointer(start: raw, count: size))
     }

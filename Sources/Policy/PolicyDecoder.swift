@@ -21,11 +21,17 @@ public struct PolicyDecoder {
         guard let text = String(validating: contents, as: UTF8.self) else {
             return ([], [PolicyProblem(SourceLocation(file: file, line: 1, column: 1), "the file is not valid UTF-8 text")])
         }
+        if let problem = preflight(text, file: file) { return ([], [problem]) }
         var policies: [IntegrationPolicy] = []
         do {
             // The basic resolver (no regular expressions): scalars are typed by `ScalarType` below.
             var documents = try Yams.compose_all(yaml: text, .basic)
             while let node = documents.next() {
+                var budget = Self.maximumNodes
+                guard Self.withinBudget(node, depth: 0, budget: &budget) else {
+                    decoder.add(node, "the document expands to more than \(Self.maximumNodes) nodes or nests deeper than \(Self.maximumDepth) levels (YAML aliases?): refused")
+                    continue
+                }
                 if let policy = decoder.policy(from: node) { policies.append(policy) }
             }
             if let error = documents.error { decoder.add(yamlError: error) }
@@ -33,6 +39,86 @@ public struct PolicyDecoder {
             decoder.add(yamlError: error)
         }
         return (policies, decoder.problems)
+    }
+
+    // MARK: - Bounds on untrusted input
+
+    /// Limits for one file: nesting depth, aliases, and nodes after alias expansion.
+    public static let maximumDepth = 64
+    public static let maximumAliases = 256
+    public static let maximumNodes = 100_000
+
+    /// Checks what the YAML parser would otherwise recurse into or expand, before parsing.
+    static func preflight(_ text: String, file: String) -> PolicyProblem? {
+        var flowDepth = 0
+        var aliases = 0
+        var line = 1
+        var column = 0
+        var quote: Character?
+        var comment = false
+        var previous: Character = " "
+        for character in text {
+            column += 1
+            if character == "\n" {
+                line += 1
+                column = 0
+                comment = false
+                previous = " "
+                continue
+            }
+            if comment { continue }
+            if let open = quote {
+                if character == open { quote = nil }
+                previous = character
+                continue
+            }
+            switch character {
+            case "\"", "'" where previous == " " || previous == "[" || previous == "{" || previous == "," || previous == ":":
+                quote = character
+            case "#" where previous == " " || column == 1:
+                comment = true
+            case "[", "{":
+                flowDepth += 1
+                if flowDepth > maximumDepth {
+                    return PolicyProblem(SourceLocation(file: file, line: line, column: column), "YAML nests deeper than \(maximumDepth) levels: refused")
+                }
+            case "]", "}":
+                flowDepth = max(0, flowDepth - 1)
+            case "*" where previous == " " || previous == "[" || previous == "," || previous == "{":
+                aliases += 1
+                if aliases > maximumAliases {
+                    return PolicyProblem(SourceLocation(file: file, line: line, column: column), "more than \(maximumAliases) YAML aliases in one file: refused")
+                }
+            default:
+                break
+            }
+            previous = character
+        }
+        // Block nesting needs indentation: bound it.
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let indentation = raw.prefix { $0 == " " }.count
+            if indentation > maximumDepth * 4 {
+                return PolicyProblem(SourceLocation(file: file, line: index + 1, column: 1), "YAML indented more than \(maximumDepth * 4) columns (nesting too deep): refused")
+            }
+        }
+        return nil
+    }
+
+    /// Walks the composed document (aliases included) within a node and depth budget.
+    private static func withinBudget(_ node: Node, depth: Int, budget: inout Int) -> Bool {
+        budget -= 1
+        guard budget >= 0, depth <= maximumDepth else { return false }
+        switch node {
+        case .mapping(let map):
+            for (key, value) in map {
+                guard withinBudget(key, depth: depth + 1, budget: &budget), withinBudget(value, depth: depth + 1, budget: &budget) else { return false }
+            }
+        case .sequence(let sequence):
+            for item in sequence where !withinBudget(item, depth: depth + 1, budget: &budget) { return false }
+        default:
+            break
+        }
+        return true
     }
 
     // MARK: - Documents

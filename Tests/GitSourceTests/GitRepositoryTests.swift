@@ -86,4 +86,21 @@ struct GitRepositoryTests {
         }
         #expect(error?.message == "policies/link.yaml: symbolic links are not allowed in a policy tree")
     }
+
+    @Test("Size, count and depth limits refuse an oversized policy tree, naming the path")
+    func limits() throws {
+        let fixture = try GitFixture()
+        try fixture.commit(["policies/small.yaml": "a\n", "policies/big.yaml": String(repeating: "x", count: 2000)])
+        let repository = try GitRepository(path: fixture.path)
+        let head = try repository.resolve(nil)
+        let large = #expect(throws: GitError.self) {
+            try repository.files(in: head, under: "policies", limits: TreeLimits(maximumFileBytes: 1000), include: yaml)
+        }
+        #expect(large?.message == "policies/big.yaml: 2000 bytes is larger than the 1000-byte limit for a policy file")
+        let many = #expect(throws: GitError.self) {
+            try repository.files(in: head, under: "policies", limits: TreeLimits(maximumFiles: 1), include: yaml)
+        }
+        #expect(many?.message.contains("more than 1 files") == true)
+        #expect(try repository.files(in: head, under: "policies", include: yaml).count == 2)
+    }
 }

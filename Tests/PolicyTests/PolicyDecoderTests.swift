@@ -185,3 +185,43 @@ struct PolicySetTests {
         #expect(error?.description.contains("b.yaml:1:1: policy name 'same' is already used at a.yaml:1") == true)
     }
 }
+
+@Suite("Policy files are untrusted input")
+struct UntrustedInputTests {
+    @Test("Alias bombs, deep nesting and too many aliases are refused with their place")
+    func bounds() {
+        var bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        for level in 1...8 {
+            bomb += "l\(level): &l\(level) [" + Array(repeating: "*\(level == 1 ? "a" : "l\(level - 1)")", count: 10).joined(separator: ", ") + "]\n"
+        }
+        let expanded = PolicyDecoder.decode(file: "bomb.yaml", contents: Array(bomb.utf8)).problems
+        #expect(expanded.first?.message.contains("expands to more than 100000 nodes") == true)
+
+        let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
+        let nested = PolicyDecoder.decode(file: "deep.yaml", contents: Array(deep.utf8)).problems
+        #expect(nested.first?.description == "deep.yaml:1:65: YAML nests deeper than 64 levels: refused")
+
+        let many = "list: [" + Array(repeating: "*a", count: 300).joined(separator: ", ") + "]\n"
+        let aliases = PolicyDecoder.decode(file: "many.yaml", contents: Array(("a: &a 1\n" + many).utf8)).problems
+        #expect(aliases.first?.message == "more than 256 YAML aliases in one file: refused")
+    }
+
+    @Test("Anchors and aliases within the bounds still work")
+    func reasonableAliases() {
+        let text = """
+            apiVersion: tether/v1
+            kind: IntegrationPolicy
+            metadata: {name: anchors}
+            spec:
+              ndr:
+                endpoints: &servers
+                  - {address: 10.0.0.1, port: 8081}
+              sandbox:
+                servers: *servers
+            """
+        let result = PolicyDecoder.decode(file: "p.yaml", contents: Array(text.utf8))
+        #expect(result.problems.isEmpty, "\(result.problems)")
+        #expect(result.policies.first?.values[.setting(SettingPath(.integration(.sandbox), "servers"))]?.value
+                == .setting(.endpoints([Endpoint(address: "10.0.0.1", port: 8081)])))
+    }
+}
