@@ -189,6 +189,10 @@ public struct IntegrationPolicy: Sendable {
     /// Keys this policy marks `observe` or `ignore`.
     public let modes: [DesiredKey: Sourced<FieldMode>]
     public let exceptions: [PolicyException]
+    /// `observe`: every key this policy wins is reported, never corrected.
+    public let mode: FieldMode
+    /// Lets a revision that does not descend from the last applied one be applied (a deliberate rollback).
+    public let allowRollback: Bool
 
     /// Whether the policy applies to a device with these labels.
     public func selects(_ labels: [String: String]) -> Bool {

@@ -175,11 +175,24 @@ public struct PolicyDecoder {
         var values: [DesiredKey: Sourced<DesiredValue>] = [:]
         var modes: [DesiredKey: Sourced<FieldMode>] = [:]
         var exceptions: [PolicyException] = []
+        var policyMode = FieldMode.enforce
+        var allowRollback = false
         if let spec = fields["spec"], let map = mapping(spec.value, "spec") {
-            let allowed = ["priority", "selector", "behaviorDetection", "proxy", "observe", "ignore", "exceptions"] + Integration.allCases.map(\.rawValue)
+            let allowed = ["priority", "mode", "allowRollback", "selector", "behaviorDetection", "proxy", "observe", "ignore", "exceptions"]
+                + Integration.allCases.map(\.rawValue)
             let specFields = fieldMap(map, allowed: allowed, context: "spec")
             if let priorityNode = specFields["priority"], let number = integer(priorityNode.value, "spec.priority") {
                 priority = number
+            }
+            if let modeNode = specFields["mode"], let text = string(modeNode.value, "spec.mode") {
+                if let parsed = FieldMode(rawValue: text), parsed != .ignore {
+                    policyMode = parsed
+                } else {
+                    add(modeNode.value, "spec.mode: '\(text)' is not a mode: expected enforce (correct drift) or observe (report only)")
+                }
+            }
+            if let rollbackNode = specFields["allowRollback"], let flag = boolean(rollbackNode.value, "spec.allowRollback") {
+                allowRollback = flag
             }
             if let selector = specFields["selector"], let selectorMap = mapping(selector.value, "spec.selector") {
                 let selectorFields = fieldMap(selectorMap, allowed: ["matchLabels"], context: "spec.selector")
@@ -220,7 +233,7 @@ public struct PolicyDecoder {
 
         guard valid, let name else { return nil }
         return IntegrationPolicy(name: name, priority: priority, matchLabels: matchLabels, location: start, values: values,
-                                 modes: modes, exceptions: exceptions.map { $0.withPolicy(name) })
+                                 modes: modes, exceptions: exceptions.map { $0.withPolicy(name) }, mode: policyMode, allowRollback: allowRollback)
     }
 
     private mutating func integration(_ integration: Integration, _ node: Node, into values: inout [DesiredKey: Sourced<DesiredValue>]) {

@@ -33,6 +33,19 @@ public enum PolicySchema {
         }
         var spec: [String: Any] = [
             "priority": ["type": "integer", "default": 0, "description": "The higher wins, field by field."] as [String: Any],
+            "mode": ["enum": ["enforce", "observe"], "default": "enforce",
+                     "description": "observe: the keys this policy wins are reported, never corrected."] as [String: Any],
+            "allowRollback": ["type": "boolean", "default": false,
+                              "description": "Allow applying this revision although it does not descend from the last applied one."] as [String: Any],
+            "observe": ["type": "array", "items": ["type": "string"], "description": "Setting paths reported, never corrected."] as [String: Any],
+            "ignore": ["type": "array", "items": ["type": "string"], "description": "Setting paths neither reported nor corrected."] as [String: Any],
+            "exceptions": [
+                "type": "array",
+                "items": [
+                    "type": "object", "additionalProperties": false, "required": ["path", "reason", "expires"],
+                    "properties": ["path": ["type": "string"], "reason": ["type": "string"], "expires": ["type": "string"]],
+                ] as [String: Any],
+            ] as [String: Any],
             "selector": [
                 "type": "object",
                 "additionalProperties": false,

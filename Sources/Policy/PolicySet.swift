@@ -107,6 +107,9 @@ public struct PolicySet: Sendable {
         if !problems.isEmpty { throw PolicyProblems(problems) }
         var modes: [DesiredKey: Sourced<FieldMode>] = [:]
         var exceptions: [DesiredKey: PolicyException] = [:]
+        for (key, owner) in winners where owner.mode == .observe && modes[key] == nil {
+            modes[key] = Sourced(.observe, at: owner.location)
+        }
         for policy in selected {
             for (key, mode) in policy.modes where modes[key]?.value != .ignore {
                 modes[key] = mode
@@ -120,6 +123,10 @@ public struct PolicySet: Sendable {
 }
 
 extension PolicySet {
+    /// Whether a policy of this revision explicitly allows applying it although it does not
+    /// descend from the last applied revision.
+    public var allowsRollback: Bool { policies.contains { $0.allowRollback } }
+
     /// Conflicts that some device could hit: two policies of equal priority whose selectors do
     /// not contradict each other (so one device can match both) and that set one key to
     /// different values. Cost stays linear unless policies really disagree.
