@@ -23,20 +23,22 @@ public final class PolicyRevision {
     public let policySet: PolicySet
     /// How many policy files were read.
     public let fileCount: Int
-    private let repository: GitRepository
+    /// The repository the revision was read from (the mirror, for a remote).
+    public let repository: GitRepository
 
     /// Opens the repository (mirroring it into `mirrorDirectory` when it is a URL), resolves
     /// the ref and decodes every `.yaml`/`.yml` file under the path. Throws `SourceError`;
     /// problems in the files are kept for `validate()` and `requireValid()`.
-    public init(spec: SourceSpec, mirrorDirectory: URL) throws {
+    public convenience init(spec: SourceSpec, mirrorDirectory: URL, credentials: RemoteCredentials = .none) throws {
+        let repository = try Self.open(spec, mirrorDirectory: mirrorDirectory, credentials: credentials).repository
+        try self.init(spec: spec, repository: repository)
+    }
+
+    /// Reads the revision `spec.ref` names from an opened repository.
+    public init(spec: SourceSpec, repository: GitRepository) throws {
         self.spec = spec
+        self.repository = repository
         do {
-            if GitRepository.isRemote(spec.repository) {
-                let name = Self.mirrorName(for: spec.repository)
-                repository = try GitRepository.mirror(url: spec.repository, into: mirrorDirectory.appendingPathComponent(name).path)
-            } else {
-                repository = try GitRepository(path: spec.repository)
-            }
             commit = try repository.resolve(spec.ref)
         } catch let error as GitError {
             throw SourceError(message: error.message)
@@ -106,6 +108,21 @@ public final class PolicyRevision {
             return error.message(path: path, commit: commit)
         } catch {
             return "\(path): \(error)"
+        }
+    }
+
+    /// Opens a local repository, or brings the mirror of a remote one up to date.
+    public static func open(_ spec: SourceSpec, mirrorDirectory: URL, credentials: RemoteCredentials,
+                            timeout: TimeInterval = 60) throws -> (repository: GitRepository, update: MirrorUpdate?) {
+        do {
+            if GitRepository.isRemote(spec.repository) {
+                let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
+                let (mirror, update) = try GitRepository.updateMirror(url: spec.repository, at: path, credentials: credentials, timeout: timeout)
+                return (mirror, update)
+            }
+            return (try GitRepository(path: spec.repository), nil)
+        } catch let error as GitError {
+            throw SourceError(message: error.message)
         }
     }
 

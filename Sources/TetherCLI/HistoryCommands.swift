@@ -79,10 +79,9 @@ struct RollbackCommand: ParsableCommand {
         }
         var options = source
         options.ref = target
-        let comparison = try Comparison(options, warnExpiry: reportOptions.warnExpiry)
+        let comparison = try Reconciliation(options, warnExpiry: reportOptions.warnExpiry)
         let note = "Rolled back from \(current.map { String($0.prefix(12)) } ?? "nothing applied") to \(target.prefix(12))."
-        let outcome = try Applier(comparison: comparison, source: options, healthWindow: health.healthWindow)
-            .apply(actor: "tether rollback", historyKind: "rollback", notes: [note])
+        let outcome = try comparison.apply(actor: "tether rollback", historyKind: "rollback", notes: [note], healthWindow: health.healthWindow)
         try reportOptions.emit(outcome.report)
         if let failure = outcome.failure {
             Console.error(failure)

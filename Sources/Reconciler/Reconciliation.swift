@@ -1,0 +1,134 @@
+import ConnectorCore
+import Foundation
+import IntegrationModel
+import Policy
+
+/// One comparison of a revision with a device (its agent, or a snapshot of one), ready to
+/// report or apply. What `plan`, `apply`, `drift`, `rollback` and the controller share.
+public struct Reconciliation {
+    public let revision: PolicyRevision
+    public let labels: [String: String]
+    public let host: String
+    public let desired: ResolvedDesiredState
+    /// The agent, when comparing with a device (nil for a snapshot).
+    public let agent: Agent?
+    public let applied: AppliedState
+    public let plan: Plan
+    public let notes: [String]
+    let history: History?
+
+    /// Compares `revision` with the agent in `stateDirectory`, or with `snapshot` when given
+    /// (then nothing on this machine is opened or changed).
+    public init(revision: PolicyRevision, labels: [String: String], host: String, stateDirectory: URL,
+                snapshot: AgentSnapshot? = nil, warnExpiryDays: Int = 30) throws {
+        try revision.requireValid()
+        self.revision = revision
+        self.labels = labels
+        self.host = host
+        var notes: [String] = []
+        let state = try revision.policySet.desiredState(labels: labels)
+        var resolved = try Reconciler.resolve(state, revision: revision, deviceDirectory: stateDirectory)
+        let actual: AgentState
+        if let snapshot {
+            agent = nil
+            history = nil
+            actual = snapshot.state
+            applied = snapshot.applied
+            let offline = resolved.unresolved.keys.filter { if case .clientCertificate = $0 { return true }; return false }
+            if !offline.isEmpty {
+                notes.append("not checked offline: " + offline.sorted().map(\.description).joined(separator: ", ")
+                             + " (client containers live on the device, not in the snapshot)")
+                resolved = resolved.dropping(unresolved: offline)
+            }
+        } else {
+            let agent = try Agent(stateDirectory: stateDirectory.path)
+            self.agent = agent
+            history = try History(stateDirectory: stateDirectory)
+            actual = try agent.state()
+            applied = try agent.appliedState()
+        }
+        desired = resolved
+        plan = Reconciler.plan(desired: resolved, actual: actual, applied: applied, warnExpiryDays: warnExpiryDays)
+        self.notes = notes
+    }
+
+    /// A report of this comparison.
+    public func report(_ kind: Report.Kind, plan: Plan? = nil, applied didApply: Bool = false, notes extra: [String] = []) -> Report {
+        Report(kind: kind, revision: revision, host: host, labels: labels, desired: desired, plan: plan ?? self.plan,
+               applied: didApply, lastApplied: (applied.revision, applied.at), notes: notes + extra)
+    }
+
+    /// What an apply did.
+    public struct ApplyOutcome {
+        public let report: Report
+        public let changed: Bool
+        /// The error, when the apply failed or was rolled back (the agent is then as it was).
+        public let failure: String?
+    }
+
+    /// Applies the plan in one transaction; with a health window, syncs each changed connector
+    /// for up to that many seconds and restores the previous state when one never reaches its
+    /// server. Records the outcome in the history. Throws `PolicyProblems` for values that
+    /// cannot be applied here (nothing is changed).
+    public func apply(actor: String, historyKind: String = "apply", notes: [String] = [], healthWindow: Double = 0) throws -> ApplyOutcome {
+        let revisionId = revision.commit.id
+        guard let agent else { throw SourceError(message: "an offline comparison cannot be applied") }
+        if !plan.unenforceable.isEmpty {
+            try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count,
+                                              detail: plan.unenforceable.map(\.description).joined(separator: "; ")))
+            throw PolicyProblems(plan.unenforceable)
+        }
+        let restorePoint = try RestorePoint(agent: agent)
+        do {
+            try plan.apply(to: agent, actor: "\(actor) \(revisionId.prefix(12))", revision: revisionId)
+        } catch {
+            try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: "\(error)"))
+            return ApplyOutcome(report: report(.apply, applied: false, notes: notes), changed: false,
+                                failure: "error: apply failed, nothing was changed: \(error)")
+        }
+        if healthWindow > 0, !plan.isEmpty {
+            let changed = HealthWindow.connectors(changedBy: plan.steps, running: try agent.state().running)
+            let failed = HealthWindow.check(changed, runtime: try ConnectorRuntime(agent: agent), seconds: healthWindow)
+            if !failed.isEmpty {
+                let reasons = failed.map { "\($0.integration.displayName) did not reach its server (\($0.errorKind ?? "error"): \($0.summary))" }
+                do {
+                    try restorePoint.restore(agent, undoing: plan.steps, actor: "\(actor) health window")
+                } catch {
+                    let message = "error: the health window failed (\(reasons.joined(separator: "; "))) and restoring the previous state failed too: \(error)"
+                    try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: message))
+                    return ApplyOutcome(report: report(.apply, applied: true, notes: notes), changed: true, failure: message)
+                }
+                let note = "Health window (\(Int(healthWindow)) s): " + reasons.joined(separator: "; ") + ". The previous state was restored."
+                try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "rolled-back", findings: plan.findings.count,
+                                                  detail: reasons.joined(separator: "; ")))
+                return ApplyOutcome(report: report(.apply, applied: false, notes: notes + [note]), changed: false,
+                                    failure: "error: apply rolled back: " + reasons.joined(separator: "; "))
+            }
+        }
+        try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? "nothing-to-do" : "applied",
+                                          findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", ")))
+        return ApplyOutcome(report: report(.apply, applied: !plan.isEmpty, notes: notes), changed: !plan.isEmpty, failure: nil)
+    }
+
+    /// Records a drift detection (noting when each difference was first seen) and returns its
+    /// report, with connector health.
+    public func detectDrift() -> Report {
+        var plan = self.plan
+        var differences: [String: String] = [:]
+        for finding in plan.findings where [.pending, .drift, .conflict, .unenforceable].contains(finding.kind) {
+            differences[finding.key.description] = "\(finding.kind.rawValue):\(finding.actual)"
+        }
+        let noticed = (try? history?.notice(differences)) ?? [:]
+        for index in plan.findings.indices {
+            plan.findings[index].noticedAt = noticed[plan.findings[index].key.description]
+        }
+        var report = self.report(.drift, plan: plan)
+        if let agent, let runtime = try? ConnectorRuntime(agent: agent) {
+            report.health = (try? runtime.status()) ?? []
+        }
+        try? history?.record(HistoryEntry(kind: "drift", revision: report.revision, result: report.inSync ? "in-sync" : "drift",
+                                          findings: plan.findings.filter { $0.kind.isProblem }.count,
+                                          detail: plan.findings.map { "\($0.key) \($0.kind.rawValue)" }.joined(separator: ", ")))
+        return report
+    }
+}
