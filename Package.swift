@@ -14,6 +14,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // C libraries as system-library targets.
@@ -39,9 +40,14 @@ let package = Package(
         .target(name: "ConnectorCore", dependencies: ["IntegrationModel", "SQLiteDB", "X509", "HTTPTransport"]),
         .target(name: "Reconciler", dependencies: ["IntegrationModel", "Policy", "ConnectorCore", "GitSource", "X509", "SQLiteDB"]),
         .target(name: "Reports", dependencies: ["IntegrationModel", "Reconciler", "ConnectorCore"]),
+        .target(name: "Controller", dependencies: [
+            "Reconciler", "ConnectorCore", "GitSource", "X509", "Policy", "IntegrationModel", "HTTPServer",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "TetherCLI", dependencies: [
-            "IntegrationModel", "Policy", "ConnectorCore", "Reconciler", "Reports", "GitSource", "X509",
+            "IntegrationModel", "Policy", "ConnectorCore", "Reconciler", "Reports", "GitSource", "X509", "Controller",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tether", dependencies: ["TetherCLI"]),
 
@@ -52,13 +58,13 @@ let package = Package(
         .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel"]),
 
         // Test support: real git repositories, a test PKI and TLS peers on loopback.
-        .target(name: "TetherTestSupport", dependencies: []),
+        .target(name: "TetherTestSupport", dependencies: ["HTTPServer"]),
         .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
         .testTarget(name: "ConnectorTests", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel", "X509", "TetherTestSupport"]),
-        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "Reconciler", "IntegrationModel", "PlatformSim", "TetherTestSupport"]),
+        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "Reconciler", "IntegrationModel", "PlatformSim", "Controller", "GitSource", "TetherTestSupport"]),
     ]
 )

@@ -133,7 +133,7 @@ public final class GitRepository {
         }
         git_error_clear()
         if wanted == "HEAD" {
-            throw GitError(.unknownRef, "\(location): the repository has no commits (HEAD does not point to a commit)")
+            throw GitError(.unknownRef, "\(location): HEAD does not point to a commit (an empty repository, or a remote whose HEAD names a missing branch); name a branch, tag or commit with --ref")
         }
         throw GitError(.unknownRef, "\(location): unknown ref '\(wanted)' (not a branch, tag or commit id)")
     }

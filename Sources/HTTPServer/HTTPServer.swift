@@ -164,12 +164,14 @@ private final class ServerState: @unchecked Sendable {
             stopped = true
             return connections
         }
+        // Wake the accept loop; it closes the socket itself, so its descriptor cannot be
+        // reused by another socket while it still waits on it.
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
         for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     func acceptLoop() {
+        defer { close(listener) }
         while true {
             let client = accept(listener, nil, nil)
             if client < 0 {
@@ -228,14 +230,46 @@ private final class ServerState: @unchecked Sendable {
             guard let colon = line.firstIndex(of: ":") else { continue }
             headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         }
-        let length = Int(headers["content-length"] ?? "0") ?? 0
-        guard length <= 256 * 1024 * 1024 else { return nil }
-        let bodyStart = headerEnd! + 4
-        while buffer.count < bodyStart + length {
-            guard connection.read(into: &buffer) else { return nil }
+        var bodyStart = headerEnd! + 4
+        let body: [UInt8]
+        if headers["transfer-encoding"]?.lowercased().contains("chunked") == true {
+            // Chunked request bodies (libgit2 sends them): size line, data, CRLF … a zero-size chunk.
+            var decoded: [UInt8] = []
+            while true {
+                var lineEnd = buffer[bodyStart...].firstRange(of: [13, 10])
+                while lineEnd == nil {
+                    guard connection.read(into: &buffer) else { return nil }
+                    lineEnd = buffer[bodyStart...].firstRange(of: [13, 10])
+                }
+                let sizeText = String(decoding: buffer[bodyStart..<lineEnd!.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
+                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), decoded.count + size <= 256 * 1024 * 1024 else { return nil }
+                let dataStart = lineEnd!.upperBound
+                if size == 0 {
+                    var trailerEnd = buffer[dataStart...].firstRange(of: [13, 10])
+                    while trailerEnd == nil {
+                        guard connection.read(into: &buffer) else { return nil }
+                        trailerEnd = buffer[dataStart...].firstRange(of: [13, 10])
+                    }
+                    bodyStart = trailerEnd!.upperBound
+                    break
+                }
+                while buffer.count < dataStart + size + 2 {
+                    guard connection.read(into: &buffer) else { return nil }
+                }
+                decoded += buffer[dataStart..<(dataStart + size)]
+                bodyStart = dataStart + size + 2
+            }
+            body = decoded
+            buffer.removeFirst(bodyStart)
+        } else {
+            let length = Int(headers["content-length"] ?? "0") ?? 0
+            guard length <= 256 * 1024 * 1024 else { return nil }
+            while buffer.count < bodyStart + length {
+                guard connection.read(into: &buffer) else { return nil }
+            }
+            body = Array(buffer[bodyStart..<(bodyStart + length)])
+            buffer.removeFirst(bodyStart + length)
         }
-        let body = Array(buffer[bodyStart..<(bodyStart + length)])
-        buffer.removeFirst(bodyStart + length)
         let target = String(requestLine[1])
         let parts = target.split(separator: "?", maxSplits: 1)
         var query: [String: String] = [:]

@@ -191,14 +191,31 @@ struct RunConnectors: ParsableCommand {
     }
 }
 
-/// SIGINT/SIGTERM ask a long-running command to finish its current step and exit.
+/// SIGINT/SIGTERM ask a long-running command to finish its current step and exit; SIGHUP
+/// asks it to re-read its configuration.
 enum StopSignal {
     nonisolated(unsafe) private static var flag: sig_atomic_t = 0
+    nonisolated(unsafe) private static var reload: sig_atomic_t = 0
 
     static var requested: Bool { flag != 0 }
 
+    /// Whether SIGHUP arrived since the last call.
+    static func takeReload() -> Bool {
+        guard reload != 0 else { return false }
+        reload = 0
+        return true
+    }
+
     static func install() {
+        flag = 0
+        // A parent may have started us with these signals blocked (Foundation.Process from
+        // async code does): unblock them, or SIGTERM would never arrive.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for number in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, number) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         signal(SIGINT) { _ in StopSignal.flag = 1 }
         signal(SIGTERM) { _ in StopSignal.flag = 1 }
+        signal(SIGHUP) { _ in StopSignal.reload = 1 }
     }
 }

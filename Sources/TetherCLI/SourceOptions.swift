@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConnectorCore
 import Foundation
+import GitSource
 import Policy
 import Reconciler
 import Reports
@@ -17,16 +18,56 @@ struct SourceOptions: ParsableArguments {
     var path: String = "policies"
 
     @OptionGroup var device: DeviceOptions
+    @OptionGroup var credentialOptions: CredentialOptions
 
     var spec: SourceSpec { SourceSpec(repository: repo, ref: ref, path: path) }
 
     /// Reads and decodes the revision's policies.
     func revision() throws -> PolicyRevision {
         do {
-            return try PolicyRevision(spec: spec, mirrorDirectory: device.stateDirectoryURL.appendingPathComponent("mirrors"))
+            return try PolicyRevision(spec: spec, mirrorDirectory: device.stateDirectoryURL.appendingPathComponent("mirrors"),
+                                      credentials: try credentialOptions.credentials())
         } catch let error as SourceError {
             throw CommandError("error: \(error.message)")
         }
+    }
+}
+
+/// How to authenticate to a remote repository. Secrets come from files or the environment,
+/// never from the command line.
+struct CredentialOptions: ParsableArguments {
+    @Option(name: .customLong("git-user"), help: ArgumentHelp("The user name for an https remote.", valueName: "name"))
+    var gitUser: String?
+
+    @Option(name: .customLong("git-password-file"), help: ArgumentHelp("A file holding the password or token for an https remote (else $TETHER_GIT_TOKEN or $TETHER_GIT_PASSWORD).", valueName: "file"))
+    var gitPasswordFile: String?
+
+    @Option(name: .customLong("ssh-key"), help: ArgumentHelp("The private key for an ssh remote.", valueName: "file"))
+    var sshKey: String?
+
+    @Option(name: .customLong("ssh-passphrase-file"), help: ArgumentHelp("A file holding the ssh key's passphrase.", valueName: "file"))
+    var sshPassphraseFile: String?
+
+    @Option(name: .customLong("known-hosts"), help: ArgumentHelp("An OpenSSH known_hosts file that must list an ssh remote's host key.", valueName: "file"))
+    var knownHosts: String?
+
+    @Option(name: .customLong("git-ca-file"), help: ArgumentHelp("A PEM CA bundle to trust for https remotes.", valueName: "file"))
+    var gitCAFile: String?
+
+    func credentials() throws -> RemoteCredentials {
+        func secret(_ file: String) throws -> String {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw CommandError("error: \(file): cannot read the file (missing or not readable)")
+            }
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)
+        }
+        if let gitCAFile {
+            do { try GitRepository.trustCertificates(inFile: gitCAFile) } catch { throw CommandError("error: \(error)") }
+        }
+        let environment = ProcessInfo.processInfo.environment
+        let password = try gitPasswordFile.map(secret) ?? environment["TETHER_GIT_TOKEN"] ?? environment["TETHER_GIT_PASSWORD"]
+        return RemoteCredentials(username: gitUser, password: password, sshPrivateKey: sshKey,
+                                 sshPassphrase: try sshPassphraseFile.map(secret), knownHosts: knownHosts)
     }
 }
 

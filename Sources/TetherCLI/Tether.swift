@@ -23,8 +23,8 @@ public struct Tether: ParsableCommand {
               tether apply --repo . --state-dir ./state     change it, all or nothing
               tether drift --repo . --state-dir ./state     is the agent still as git says?
             """,
-        subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, HistoryCommand.self, RollbackCommand.self,
-                      ReportCommand.self, AgentCommand.self, SchemaCommand.self]
+        subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, StatusCommand.self,
+                      HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self]
     )
 
     public init() {}

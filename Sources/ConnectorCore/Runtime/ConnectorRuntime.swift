@@ -301,6 +301,7 @@ public final class ConnectorRuntime {
     // MARK: - Sandbox
 
     /// Queues files for scanning; refused (with an event) when the on-disk queue would exceed `queueSize` MB.
+    @discardableResult
     public func submitToSandbox(_ files: [(path: String, content: [UInt8])]) throws -> [String] {
         let state = try agent.state()
         let limit: Int = { if case .int(let value) = state.value(SettingPath(.integration(.sandbox), "queueSize")) { return value }; return 1024 }()

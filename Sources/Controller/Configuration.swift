@@ -1,0 +1,64 @@
+import Foundation
+import GitSource
+import Reconciler
+
+/// Which commits must carry a trusted SSH signature before they are applied.
+public enum VerifyMode: String, Sendable, CaseIterable {
+    /// No verification.
+    case off
+    /// The revision to apply.
+    case head
+    /// Every commit since the last applied revision.
+    case range
+}
+
+/// Everything one controller runs with; re-read on SIGHUP where it comes from files.
+public struct ControllerConfiguration: Sendable {
+    public var source: SourceSpec
+    public var stateDirectory: URL
+    /// `--label` overrides on top of the state directory's labels file.
+    public var labelOverrides: [String: String]
+    public var credentials: RemoteCredentials
+    public var verify: VerifyMode
+    /// An allowed-signers file in ssh-keygen's format.
+    public var allowedSigners: String?
+    /// Seconds between cycles, and the random share of it added or taken (0.1: ±10 %).
+    public var interval: TimeInterval
+    public var jitter: Double
+    /// The longest wait after repeated errors.
+    public var maximumBackoff: TimeInterval
+    /// Suspended by flag (the `suspend` file in the state directory also suspends).
+    public var suspend: Bool
+    public var healthWindow: Double
+    public var warnExpiryDays: Int
+    /// Bounds one fetch.
+    public var fetchTimeout: TimeInterval
+    /// Whether the controller also runs the connectors between cycles.
+    public var runConnectors: Bool
+
+    public init(source: SourceSpec, stateDirectory: URL, labelOverrides: [String: String] = [:], credentials: RemoteCredentials = .none,
+                verify: VerifyMode = .off, allowedSigners: String? = nil, interval: TimeInterval = 300, jitter: Double = 0.1,
+                maximumBackoff: TimeInterval = 3600, suspend: Bool = false, healthWindow: Double = 0, warnExpiryDays: Int = 30,
+                fetchTimeout: TimeInterval = 60, runConnectors: Bool = true) {
+        self.source = source
+        self.stateDirectory = stateDirectory
+        self.labelOverrides = labelOverrides
+        self.credentials = credentials
+        self.verify = verify
+        self.allowedSigners = allowedSigners
+        self.interval = interval
+        self.jitter = jitter
+        self.maximumBackoff = maximumBackoff
+        self.suspend = suspend
+        self.healthWindow = healthWindow
+        self.warnExpiryDays = warnExpiryDays
+        self.fetchTimeout = fetchTimeout
+        self.runConnectors = runConnectors
+    }
+
+    /// The file whose presence suspends the controller.
+    public var suspendFile: URL { stateDirectory.appendingPathComponent("suspend") }
+    /// What the controller did last, for `tether status`.
+    public var statusFile: URL { stateDirectory.appendingPathComponent("controller.json") }
+    public var lockFile: URL { stateDirectory.appendingPathComponent("controller.lock") }
+}

@@ -1,0 +1,123 @@
+import ConnectorCore
+import Foundation
+import HTTPServer
+import Logging
+
+/// One controller per state directory: an exclusive lock on `controller.lock`, held for the
+/// process's life (the kernel drops it when the process ends, however it ends).
+public final class ControllerLock {
+    private let fd: Int32
+
+    /// Takes the lock, or says which process holds it.
+    public init(file: URL) throws {
+        try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+        fd = open(file.path, O_RDWR | O_CREAT, 0o600)
+        guard fd >= 0 else { throw LockError(description: "cannot open \(file.path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = (try? String(contentsOf: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            close(fd)
+            throw LockError(description: "another controller runs for this state directory (pid \(holder)); stop it first, or use another --state-dir")
+        }
+        ftruncate(fd, 0)
+        let pid = Array("\(getpid())\n".utf8)
+        _ = pid.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+
+    deinit {
+        flock(fd, LOCK_UN)
+        close(fd)
+    }
+}
+
+public struct LockError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Runs cycles every interval (with jitter; exponential back-off after errors), runs the
+/// connectors in between, and serves /healthz, /readyz and /metrics when asked.
+public final class ControllerLoop {
+    private let controller: Controller
+    private let logger: Logger
+    private var server: HTTPServer?
+
+    public init(controller: Controller, logger: Logger) {
+        self.controller = controller
+        self.logger = logger
+    }
+
+    /// Serves /healthz, /readyz and /metrics in the clear on a loopback address.
+    public func serveMetrics(host: String, port: Int) throws -> Int {
+        guard host == "127.0.0.1" || host == "::1" || host == "localhost" else {
+            throw LockError(description: "the metrics endpoint listens on loopback only (127.0.0.1 or ::1), not \(host)")
+        }
+        let metrics = controller.metrics
+        let server = try HTTPServer(host: host == "localhost" ? "127.0.0.1" : host, port: port) { request in
+            switch request.path {
+            case "/healthz": return ServerResponse(status: 200, contentType: "text/plain", body: Array("ok\n".utf8))
+            case "/readyz":
+                return metrics.isReady ? ServerResponse(status: 200, contentType: "text/plain", body: Array("ready\n".utf8))
+                                       : ServerResponse(status: 503, contentType: "text/plain", body: Array("not ready: no successful cycle yet\n".utf8))
+            case "/metrics":
+                return ServerResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render().utf8))
+            default:
+                return ServerResponse(status: 404, contentType: "text/plain", body: Array("try /healthz, /readyz or /metrics\n".utf8))
+            }
+        }
+        self.server = server
+        return server.port
+    }
+
+    /// Runs until `shouldStop` says so (checked often; the current cycle always finishes), or
+    /// after `cycles` cycles. `shouldReload` (SIGHUP) starts a cycle at once.
+    public func run(cycles: Int? = nil, shouldStop: () -> Bool, shouldReload: () -> Bool, afterCycle: (CycleResult) -> Void = { _ in }) {
+        var failures = 0
+        var done = 0
+        var runtime: ConnectorRuntime?
+        while !shouldStop() {
+            let result = controller.runCycle()
+            done += 1
+            afterCycle(result)
+            if let cycles, done >= cycles { break }
+            failures = (result.condition == .failed || result.condition == .stalled) ? failures + 1 : 0
+            let wait = delay(afterFailures: failures)
+            logger.debug("next cycle in \(Int(wait)) s")
+            let deadline = Date().addingTimeInterval(wait)
+            while Date() < deadline && !shouldStop() {
+                if shouldReload() {
+                    logger.info("SIGHUP: configuration re-read, cycling now")
+                    break
+                }
+                if controller.configuration.runConnectors {
+                    if runtime == nil, let agent = try? Agent(stateDirectory: controller.configuration.stateDirectory.path) {
+                        runtime = try? ConnectorRuntime(agent: agent)
+                    }
+                    for outcome in runtime?.tick() ?? [] where outcome.attempted {
+                        if outcome.succeeded {
+                            logger.debug("\(outcome.integration.rawValue): \(outcome.summary)")
+                        } else {
+                            logger.warning("\(outcome.integration.rawValue): \(outcome.summary)", metadata: ["errorKind": .string(outcome.errorKind ?? "other")])
+                        }
+                    }
+                }
+                Thread.sleep(forTimeInterval: min(0.25, max(0, deadline.timeIntervalSinceNow)))
+            }
+        }
+    }
+
+    /// Stops serving /metrics.
+    public func stopServing() {
+        server?.stop()
+        server = nil
+    }
+
+    /// The interval with random jitter, or an exponential back-off after failures (capped).
+    func delay(afterFailures failures: Int) -> TimeInterval {
+        let configuration = controller.configuration
+        if failures > 0 {
+            let base = min(configuration.interval, 5)
+            return min(configuration.maximumBackoff, base * pow(2, Double(failures - 1)))
+        }
+        let spread = configuration.interval * configuration.jitter
+        return max(0, configuration.interval + Double.random(in: -spread...spread))
+    }
+}

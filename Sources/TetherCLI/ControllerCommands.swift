@@ -1,0 +1,154 @@
+import ArgumentParser
+import Controller
+import Foundation
+import Logging
+import Reconciler
+import Reports
+
+extension VerifyMode: ExpressibleByArgument {}
+
+/// `tether run`
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run as a controller: reconcile every --interval, run the connectors in between, until SIGTERM or Ctrl-C.",
+        discussion: """
+            Each cycle asks the remote for its refs and fetches only when the pinned ref moved, verifies
+            commit signatures (--verify), refuses a revision that does not descend from the last applied
+            one (unless a policy says spec.allowRollback: true), then applies — or only reports, while
+            suspended (--suspend, or a file named `suspend` in the state directory) or for policies in
+            spec.mode: observe. Errors back off exponentially up to --max-backoff.
+            One controller per state directory. SIGTERM and SIGINT finish the current cycle and exit 0;
+            SIGHUP re-reads the labels, suspend and allowed-signers files and cycles at once.
+            `tether status` shows what it did last; --metrics-address serves /healthz, /readyz and /metrics.
+            """)
+
+    @OptionGroup var source: SourceOptions
+
+    @Option(help: ArgumentHelp("Seconds between cycles.", valueName: "seconds"))
+    var interval: Double = 300
+
+    @Option(help: ArgumentHelp("Random spread of the interval, as a share of it (0.1: ±10 %).", valueName: "share"))
+    var jitter: Double = 0.1
+
+    @Option(help: ArgumentHelp("The longest wait between cycles after repeated errors.", valueName: "seconds"))
+    var maxBackoff: Double = 3600
+
+    @Flag(help: "Run one cycle and exit: 0 when it reconciled (Ready), 1 otherwise. For cron and tests.")
+    var once = false
+
+    @Option(help: ArgumentHelp("Stop after this many cycles (for benchmarks).", valueName: "count"))
+    var cycles: Int?
+
+    @Option(help: "Signature verification: off, head (the revision applied) or range (every commit since the last applied one).")
+    var verify: VerifyMode = .off
+
+    @Option(help: ArgumentHelp("The allowed-signers file (ssh-keygen's format) for --verify.", valueName: "file"))
+    var allowedSigners: String?
+
+    @Flag(help: "Suspend: report every cycle, apply nothing.")
+    var suspend = false
+
+    @Option(help: ArgumentHelp("Serve /healthz, /readyz and /metrics on this loopback address, e.g. 127.0.0.1:9464.", valueName: "host:port"))
+    var metricsAddress: String?
+
+    @Option(help: "Log lines as text (for people) or json (one object a line).")
+    var logFormat: LogFormat = .text
+
+    @Option(help: ArgumentHelp("After applying, sync each changed connector for up to this many seconds; restore the previous state if one never connects.", valueName: "seconds"))
+    var healthWindow: Double = 0
+
+    @Flag(help: "Do not run the connectors between cycles.")
+    var noConnectors = false
+
+    @Option(help: ArgumentHelp("Seconds one fetch may take.", valueName: "seconds"))
+    var fetchTimeout: Double = 60
+
+    enum LogFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
+
+    func validate() throws {
+        if interval < 0 || maxBackoff < 0 || fetchTimeout <= 0 { throw ValidationError("--interval, --max-backoff and --fetch-timeout take seconds, more than 0") }
+        if !(0...1).contains(jitter) { throw ValidationError("--jitter is a share of the interval, from 0 to 1; for example --jitter 0.1") }
+        if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
+        if let metricsAddress, Self.address(metricsAddress) == nil { throw ValidationError("--metrics-address takes host:port, e.g. 127.0.0.1:9464") }
+    }
+
+    static func address(_ text: String) -> (String, Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
+        return (String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+    }
+
+    func run() throws {
+        _ = TetherLogHandler.bootstrapped
+        TetherLogHandler.settings.format = logFormat == .json ? .json : .text
+        let logger = Logger(label: "tether.controller")
+        let lock: ControllerLock
+        do {
+            lock = try ControllerLock(file: source.device.stateDirectoryURL.appendingPathComponent("controller.lock"))
+        } catch {
+            throw CommandError("error: \(error)")
+        }
+        defer { withExtendedLifetime(lock) {} }
+        let configuration = ControllerConfiguration(
+            source: source.spec, stateDirectory: source.device.stateDirectoryURL, labelOverrides: try source.device.labelOverrides(),
+            credentials: try source.credentialOptions.credentials(), verify: verify, allowedSigners: allowedSigners,
+            interval: interval, jitter: jitter, maximumBackoff: maxBackoff, suspend: suspend, healthWindow: healthWindow,
+            fetchTimeout: fetchTimeout, runConnectors: !noConnectors && !once)
+        let controller = Controller(configuration: configuration, logger: logger)
+        let loop = ControllerLoop(controller: controller, logger: logger)
+        if let metricsAddress, let (host, port) = Self.address(metricsAddress) {
+            do {
+                let bound = try loop.serveMetrics(host: host, port: port)
+                logger.info("serving /healthz, /readyz and /metrics on http://\(host):\(bound)")
+            } catch {
+                throw CommandError("error: \(error)")
+            }
+        }
+        StopSignal.install()
+        logger.info("controller started", metadata: ["repo": .string(source.repo), "ref": .string(source.ref ?? "HEAD"),
+                                                     "interval": .stringConvertible(interval), "verify": .string(verify.rawValue)])
+        var last: CycleResult?
+        loop.run(cycles: once ? 1 : cycles, shouldStop: { StopSignal.requested }, shouldReload: { StopSignal.takeReload() }) { last = $0 }
+        loop.stopServing()
+        logger.info("controller stopped", metadata: ["cycles": .stringConvertible(controller.metrics.cycles)])
+        if once, let last, last.condition != .ready && last.condition != .suspended { throw ExitCode(1) }
+    }
+}
+
+/// `tether status`
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Print what the controller did last: revision, when, result, findings, verification, and whether it is suspended.")
+
+    @OptionGroup var device: DeviceOptions
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let file = device.stateDirectoryURL.appendingPathComponent("controller.json")
+        let (object, verified) = Controller.readStatus(file)
+        guard let object else {
+            throw CommandError("error: no controller has run for \(device.stateDirectory) yet; start one with `tether run` (or `tether run --once`)")
+        }
+        if json {
+            Console.out(JSONReport.serialize(object))
+            return
+        }
+        let cycle = object["lastCycle"] as? [String: Any] ?? [:]
+        let at = (cycle["at"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) }
+        let condition = cycle["condition"] as? String ?? "?"
+        Console.out("\(condition): \(cycle["message"] as? String ?? "")")
+        Console.out("  last cycle   \(cycle["at"] as? String ?? "?")\(at.map { " (\(Controller.age(since: $0)) ago)" } ?? ""), \(String(format: "%.2f", cycle["durationSeconds"] as? Double ?? 0)) s, reason \(cycle["reason"] as? String ?? "?")")
+        Console.out("  revision     \((cycle["revision"] as? String).map { String($0.prefix(12)) } ?? "none")")
+        Console.out("  findings     \(cycle["findings"] as? Int ?? 0), steps \(cycle["steps"] as? Int ?? 0), fetched \(cycle["fetched"] as? Bool == true ? "yes (\(cycle["bytesReceived"] as? Int ?? 0) bytes)" : "no (ref unchanged)")")
+        let source = object["source"] as? [String: Any] ?? [:]
+        Console.out("  source       \(source["repository"] as? String ?? "?") @ \(source["ref"] as? String ?? "HEAD"), folder \(source["path"] as? String ?? "?")")
+        Console.out("  verify       \(object["verify"] as? String ?? "off")" + (verified.map {
+            "; last verified \($0.revision.prefix(12))\($0.signer.map { " signed by \($0)" } ?? ""), committed \(Controller.age(since: $0.commitTime)) ago"
+        } ?? ""))
+        Console.out("  suspended    \(object["suspended"] as? Bool == true ? "yes" : "no")")
+        Console.out("  cycles       \(object["cycles"] as? Int ?? 0) in this run, \(object["errors"] as? Int ?? 0) with errors")
+    }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import HTTPServer
+
+/// `git daemon` serving a folder of repositories over git:// on 127.0.0.1, killed when released.
+public final class GitDaemon: @unchecked Sendable {
+    public let port: Int
+    private let process: BackgroundProcess
+
+    /// Serves every repository below `base` (read-only).
+    public init(base: String) throws {
+        port = try freePort()
+        // git-daemon itself (not `git daemon`, which would run it as a child that outlives a kill).
+        let execPath = try runProgram("git", ["--exec-path"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        process = try BackgroundProcess(execPath + "/git-daemon", ["--export-all", "--reuseaddr", "--listen=127.0.0.1", "--port=\(port)",
+                                                                  "--base-path=\(base)", base])
+        try waitForPort(port)
+    }
+
+    /// The URL of a repository below the base folder.
+    public func url(_ name: String) -> String { "git://127.0.0.1:\(port)/\(name)" }
+}
+
+/// `git http-backend` behind a small HTTP server on 127.0.0.1 (the smart HTTP protocol),
+/// optionally demanding Basic credentials; counts the bytes it sent.
+public final class GitHTTPServer: @unchecked Sendable {
+    private var server: HTTPServer?
+    public let port: Int
+    private let counter = ByteCounter()
+
+    /// Serves the repositories below `base`; with `user`/`password`, a request without them is answered 401.
+    public init(base: String, user: String? = nil, password: String? = nil) throws {
+        let expected = user.map { "Basic " + Data("\($0):\(password ?? "")".utf8).base64EncodedString() }
+        let counter = self.counter
+        let server = try HTTPServer { request in
+            if let expected, request.headers["authorization"] != expected {
+                return ServerResponse(status: 401, contentType: "text/plain", body: Array("authentication required\n".utf8),
+                                      headers: ["WWW-Authenticate": "Basic realm=\"tether-test\""])
+            }
+            let response = GitHTTPServer.cgi(request, base: base)
+            counter.add(response.body.count)
+            return response
+        }
+        self.server = server
+        port = server.port
+    }
+
+    public func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
+
+    /// Bytes of response bodies sent so far.
+    public var bytesSent: Int { counter.total }
+
+    private static func cgi(_ request: ServerRequest, base: String) -> ServerResponse {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["git", "http-backend"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["GIT_PROJECT_ROOT"] = base
+        environment["GIT_HTTP_EXPORT_ALL"] = "1"
+        environment["REQUEST_METHOD"] = request.method
+        environment["PATH_INFO"] = request.path
+        environment["QUERY_STRING"] = request.query.map { "\($0.key)=\($0.value)" }.joined(separator: "&")
+        environment["CONTENT_TYPE"] = request.headers["content-type"] ?? ""
+        environment["CONTENT_LENGTH"] = String(request.body.count)
+        environment["REMOTE_ADDR"] = "127.0.0.1"
+        if let protocolHeader = request.headers["git-protocol"] { environment["GIT_PROTOCOL"] = protocolHeader }
+        process.environment = environment
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return ServerResponse(status: 500) }
+        input.fileHandleForWriting.write(Data(request.body))
+        try? input.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard let split = data.firstRange(of: Data("\r\n\r\n".utf8)) ?? data.firstRange(of: Data("\n\n".utf8)) else {
+            return ServerResponse(status: 500)
+        }
+        var status = 200
+        var contentType = "application/octet-stream"
+        var headers: [String: String] = [:]
+        for line in String(decoding: data[..<split.lowerBound], as: UTF8.self).split(whereSeparator: \.isNewline) {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            let name = line[..<colon].trimmingCharacters(in: .whitespaces)
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            switch name.lowercased() {
+            case "status": status = Int(value.prefix(3)) ?? 200
+            case "content-type": contentType = value
+            default: headers[name] = value
+            }
+        }
+        return ServerResponse(status: status, contentType: contentType, body: Array(data[split.upperBound...]), headers: headers)
+    }
+}
+
+final class ByteCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add(_ bytes: Int) { lock.withLock { count += bytes } }
+    var total: Int { lock.withLock { count } }
+}
+
+/// A plain HTTP GET to 127.0.0.1 (for /metrics and friends): the status and the body.
+public func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = loopback(port: port)
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw FixtureError("nothing listens on 127.0.0.1:\(port)") }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+    var response = [UInt8]()
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = recv(fd, &chunk, chunk.count, 0)
+        if count <= 0 { break }
+        response += chunk[0..<count]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
+    let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+    return (status, body)
+}

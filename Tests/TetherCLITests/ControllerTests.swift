@@ -1,0 +1,261 @@
+import ConnectorCore
+import Controller
+import Foundation
+import GitSource
+import Logging
+import Reconciler
+import TetherTestSupport
+import Testing
+
+/// A bare "remote" repository that the environment's repository pushes to.
+private func publish(_ env: Environment, to remotes: TemporaryDirectory, name: String = "policies.git") throws -> String {
+    let bare = remotes.url.appendingPathComponent(name).path
+    if !FileManager.default.fileExists(atPath: bare) {
+        try runProgram("git", ["init", "-q", "--bare", "-b", "main", bare])
+        try env.repo.git("remote", "add", "origin", bare)
+    }
+    try env.repo.git("push", "-q", "--force", "origin", "main")
+    return bare
+}
+
+@Suite("Fetching over real transports on loopback", .serialized)
+struct FetchTests {
+    @Test("git://: the first cycle fetches; a no-change cycle asks for refs only; a new commit is fetched")
+    func gitDaemon() throws {
+        let env = try Environment()
+        let remotes = try TemporaryDirectory("tether-remotes")
+        try publish(env, to: remotes)
+        let daemon = try GitDaemon(base: remotes.path)
+        let mirror = env.state.url.appendingPathComponent("mirror").path
+        let (_, first) = try GitRepository.updateMirror(url: daemon.url("policies.git"), at: mirror)
+        #expect(first.fetched)
+        #expect(first.bytesReceived > 0)
+        let (_, again) = try GitRepository.updateMirror(url: daemon.url("policies.git"), at: mirror)
+        #expect(!again.fetched, "nothing moved upstream")
+        let newer = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        try publish(env, to: remotes)
+        let (repository, moved) = try GitRepository.updateMirror(url: daemon.url("policies.git"), at: mirror)
+        #expect(moved.fetched)
+        #expect(try repository.resolve("main").id == newer)
+
+        let run = tether(["run", "--once", "--repo", daemon.url("policies.git"), "--ref", "main", "--state-dir", env.state.path])
+        #expect(run.code == 0, "\(run.stderr)")
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=4443"))
+    }
+
+    @Test("A deleted or corrupted mirror is rebuilt by itself")
+    func rebuild() throws {
+        let env = try Environment()
+        let remotes = try TemporaryDirectory("tether-remotes")
+        try publish(env, to: remotes)
+        let daemon = try GitDaemon(base: remotes.path)
+        let mirror = env.state.url.appendingPathComponent("mirror").path
+        _ = try GitRepository.updateMirror(url: daemon.url("policies.git"), at: mirror)
+        try FileManager.default.removeItem(atPath: mirror + "/objects")
+        let (repository, update) = try GitRepository.updateMirror(url: daemon.url("policies.git"), at: mirror)
+        #expect(update.rebuilt)
+        #expect(try repository.resolve("main").id == env.revision)
+        try FileManager.default.removeItem(atPath: mirror)
+        #expect(try GitRepository.updateMirror(url: daemon.url("policies.git"), at: mirror).1.fetched)
+    }
+
+    @Test("http(s): a token from a file or the environment, never the command line; a wrong one is refused clearly")
+    func httpCredentials() throws {
+        let env = try Environment()
+        let remotes = try TemporaryDirectory("tether-remotes")
+        try publish(env, to: remotes)
+        let server = try GitHTTPServer(base: remotes.path, user: "tether", password: "s3cret-token")
+        let url = server.url("policies.git")
+        try env.state.write("token", "s3cret-token\n")
+        let good = tether(["plan", "--repo", url, "--git-user", "tether", "--git-password-file", env.state.url.appendingPathComponent("token").path,
+                           "--state-dir", env.state.path, "--format", "json"])
+        #expect(good.code == 2, "\(good.stderr)")
+        #expect(good.json["revision"] as? String == env.revision)
+
+        try env.state.write("wrong", "nope\n")
+        let wrong = tether(["plan", "--repo", url, "--git-user", "tether", "--git-password-file", env.state.url.appendingPathComponent("wrong").path,
+                            "--state-dir", env.state.path])
+        #expect(wrong.code == 1)
+        #expect(wrong.stderr.contains("the remote refused the credentials"))
+        #expect(!wrong.stderr.contains("nope"))
+        let none = tether(["plan", "--repo", url, "--state-dir", env.state.path])
+        #expect(none.code == 1)
+        #expect(none.stderr.contains("asks for credentials and none were given"))
+    }
+
+    @Test("--ref takes a glob over tags and picks the highest version")
+    func semverTags() throws {
+        let env = try Environment()
+        try env.repo.git("tag", "v1.2.0")
+        let later = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        try env.repo.git("tag", "v1.10.0")
+        try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 5443")])
+        try env.repo.git("tag", "v2.0.0")
+        let plan = tether(["plan", "--ref", "v1.*", "--format", "json"] + env.flags)
+        #expect(plan.json["revision"] as? String == later)
+        #expect(tether(["plan", "--ref", "v9.*"] + env.flags).stderr.contains("no tag matches 'v9.*'"))
+    }
+}
+
+@Suite("The controller", .serialized)
+struct ControllerTests {
+    private func keys(_ directory: TemporaryDirectory, _ name: String) throws -> (key: String, allowed: String) {
+        let path = directory.url.appendingPathComponent(name).path
+        try runProgram("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path])
+        let publicKey = try String(contentsOfFile: path + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        return (path, "\(name)@example.com \(publicKey)\n")
+    }
+
+    private func signedCommit(_ env: Environment, key: String, files: [String: String], message: String) throws -> String {
+        for (file, text) in files { try env.repo.directory.write(file, text) }
+        try env.repo.git("add", "-A")
+        try env.repo.git("-c", "user.name=Signer", "-c", "user.email=s@tether.invalid", "-c", "gpg.format=ssh", "-c", "user.signingkey=\(key)",
+                         "commit", "-q", "-S", "-m", message)
+        return try env.repo.git("rev-parse", "HEAD").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    @Test("--verify head: an unsigned or wrongly signed commit is never applied; the report says which, why, and who signed")
+    func verifyHead() throws {
+        let env = try Environment()
+        let keyDirectory = try TemporaryDirectory()
+        let alice = try keys(keyDirectory, "alice")
+        let mallory = try keys(keyDirectory, "mallory")
+        let allowed = try keyDirectory.write("allowed_signers", alice.allowed)
+        let verify = ["--verify", "head", "--allowed-signers", allowed]
+
+        let unsigned = tether(["run", "--once"] + verify + env.flags)
+        #expect(unsigned.code == 1)
+        #expect(unsigned.stderr.contains("commit \(env.revision.prefix(12)) (\"Policies\") is not signed: refused"))
+        #expect(try Agent(stateDirectory: env.state.path).state().running.isEmpty, "nothing applied")
+
+        let byMallory = try signedCommit(env, key: mallory.key, files: ["policies/extra.yaml": "# nothing\n"], message: "By mallory")
+        let refused = tether(["run", "--once"] + verify + env.flags)
+        #expect(refused.code == 1)
+        #expect(refused.stderr.contains("commit \(byMallory.prefix(12)) (\"By mallory\") is signed by key SHA256:"))
+        #expect(refused.stderr.contains("which the allowed signers do not list"))
+
+        try signedCommit(env, key: alice.key, files: ["policies/extra.yaml": "# still nothing\n"], message: "By alice")
+        let applied = tether(["run", "--once"] + verify + env.flags)
+        #expect(applied.code == 0, "\(applied.stderr)")
+        #expect(try Agent(stateDirectory: env.state.path).state().running == [.edr])
+        let status = tether(["status", "--state-dir", env.state.path]).stdout
+        #expect(status.contains("signed by alice@example.com"))
+    }
+
+    @Test("--verify range checks every commit since the last applied one")
+    func verifyRange() throws {
+        let env = try Environment()
+        let keyDirectory = try TemporaryDirectory()
+        let alice = try keys(keyDirectory, "alice")
+        let allowed = try keyDirectory.write("allowed_signers", alice.allowed)
+        try signedCommit(env, key: alice.key, files: ["policies/a.yaml": "# a\n"], message: "Signed base")
+        #expect(tether(["run", "--once", "--verify", "range", "--allowed-signers", allowed] + env.flags).code == 0)
+        let sneaked = try env.repo.commit(["policies/b.yaml": "# b\n"], message: "Unsigned in the middle")
+        try signedCommit(env, key: alice.key, files: ["policies/c.yaml": "# c\n"], message: "Signed on top")
+        let range = tether(["run", "--once", "--verify", "range", "--allowed-signers", allowed] + env.flags)
+        #expect(range.code == 1)
+        #expect(range.stderr.contains("commit \(sneaked.prefix(12)) (\"Unsigned in the middle\") is not signed: refused"))
+        #expect(tether(["run", "--once", "--verify", "head", "--allowed-signers", allowed] + env.flags).code == 0, "head alone is signed")
+    }
+
+    @Test("Anti-rollback: a force-push to an older commit is refused, unless a policy allows it")
+    func antiRollback() throws {
+        let env = try Environment()
+        let first = env.revision
+        #expect(tether(["run", "--once"] + env.flags).code == 0)
+        try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        #expect(tether(["run", "--once"] + env.flags).code == 0)
+        try env.repo.git("reset", "-q", "--hard", first)
+        try env.repo.commit(["policies/other.yaml": "# a different history\n"], message: "Rewritten")
+        let refused = tether(["run", "--once"] + env.flags)
+        #expect(refused.code == 1)
+        #expect(refused.stderr.contains("does not descend from the last applied revision"))
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=4443"))
+
+        let allow = Environment.base.replacingOccurrences(of: "spec:\n", with: "spec:\n  allowRollback: true\n")
+        try env.repo.commit(["policies/base.yaml": allow], message: "Deliberate rollback")
+        #expect(tether(["run", "--once"] + env.flags).code == 0)
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=443"))
+    }
+
+    @Test("Suspend (flag or file) reports and applies nothing; observe-mode policies never correct")
+    func suspendAndObserve() throws {
+        let env = try Environment()
+        try env.state.write("suspend", "")
+        let suspended = tether(["run", "--once"] + env.flags)
+        #expect(suspended.code == 0)
+        #expect(suspended.stderr.contains("suspended: nothing applied"))
+        #expect(try Agent(stateDirectory: env.state.path).state().running.isEmpty)
+        #expect(tether(["status", "--state-dir", env.state.path]).stdout.contains("suspended    yes"))
+        try FileManager.default.removeItem(at: env.state.url.appendingPathComponent("suspend"))
+
+        #expect(tether(["run", "--once"] + env.flags).code == 0)
+        let observing = Environment.base.replacingOccurrences(of: "spec:\n", with: "spec:\n  mode: observe\n")
+        try env.repo.commit(["policies/base.yaml": observing.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        #expect(tether(["run", "--once"] + env.flags).code == 0)
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=443\n"), "observe never corrects")
+        let drift = env.run("drift", "--format", "json")
+        #expect((drift.json["findings"] as? [[String: Any]])?.first?["mode"] as? String == "observe")
+    }
+
+    @Test("One controller per state directory")
+    func lock() throws {
+        let state = try TemporaryDirectory()
+        let file = state.url.appendingPathComponent("controller.lock")
+        let first = try ControllerLock(file: file)
+        let second = #expect(throws: LockError.self) { try ControllerLock(file: file) }
+        #expect(second?.description.contains("another controller runs for this state directory (pid \(getpid()))") == true)
+        withExtendedLifetime(first) {}
+    }
+
+    @Test("/healthz, /readyz and /metrics in Prometheus text format")
+    func metrics() throws {
+        let env = try Environment()
+        let controller = Controller(configuration: ControllerConfiguration(source: SourceSpec(repository: env.repo.path, ref: nil, path: "policies"),
+                                                                           stateDirectory: env.state.url, labelOverrides: [:]),
+                                    logger: Logger(label: "test"))
+        let loop = ControllerLoop(controller: controller, logger: Logger(label: "test"))
+        let port = try loop.serveMetrics(host: "127.0.0.1", port: 0)
+        #expect(try httpGet(port: port, path: "/healthz").status == 200)
+        #expect(try httpGet(port: port, path: "/readyz").status == 503)
+        loop.run(cycles: 1, shouldStop: { false }, shouldReload: { false })
+        defer { loop.stopServing() }
+        #expect(try httpGet(port: port, path: "/readyz").status == 200)
+        let metrics = try httpGet(port: port, path: "/metrics").body
+        #expect(metrics.contains("# TYPE tether_cycles_total counter\ntether_cycles_total 1\n"))
+        #expect(metrics.contains("tether_last_applied_revision_info{revision=\"\(env.revision)\"} 1"))
+        #expect(metrics.contains("tether_drift_findings{integration=\"edr\"} 0"))
+        #expect(metrics.contains("tether_fetch_duration_seconds_count 1"))
+        #expect(metrics.contains("tether_connector_up{integration=\"edr\",state=\"not yet connected\"} 0"))
+    }
+
+    @Test("SIGTERM finishes the current cycle and exits cleanly; logs are JSON lines with --log-format json")
+    func signals() throws {
+        let env = try Environment()
+        let tetherBinary = repositoryRoot.appendingPathComponent(".build/debug/tether").path
+        try #require(FileManager.default.isExecutableFile(atPath: tetherBinary), "swift build builds the tether executable")
+        let log = env.state.url.appendingPathComponent("run.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tetherBinary)
+        process.arguments = ["run", "--interval", "1", "--log-format", "json"] + env.flags
+        process.standardError = try FileHandle(forWritingTo: log)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !((try? String(contentsOf: log, encoding: .utf8))?.contains("\"reason\":\"applied\"") ?? false) {
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        kill(process.processIdentifier, SIGTERM)
+        let stopDeadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < stopDeadline { Thread.sleep(forTimeInterval: 0.05) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let lines = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+        let objects = lines.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
+        #expect(objects.count == lines.count, "every line is JSON")
+        #expect(objects.first?["message"] as? String == "controller started")
+        #expect(objects.last?["message"] as? String == "controller stopped")
+    }
+}
