@@ -9,9 +9,11 @@ process's maximum resident set size as the kernel reports it (wait4 rusage).
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,18 +66,17 @@ def measure(command, runs):
     """Median wall seconds, median CPU seconds and the largest peak RSS (MiB) over `runs` runs."""
     walls, cpus, peaks, codes = [], [], [], set()
     for _ in range(runs):
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(process.pid, 0)
-        walls.append(time.perf_counter() - start)
-        cpus.append(usage.ru_utime + usage.ru_stime)
-        peaks.append(usage.ru_maxrss / 1024)
-        codes.add(os.waitstatus_to_exitcode(status))
-        if process.stderr:
-            error = process.stderr.read().decode()
-            process.stderr.close()
+        with open(os.path.join(WORK, "stderr.log"), "w+b") as log:  # a file, not a pipe: a long run must not block on it
+            start = time.perf_counter()
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+            _, status, usage = os.wait4(process.pid, 0)
+            walls.append(time.perf_counter() - start)
+            cpus.append(usage.ru_utime + usage.ru_stime)
+            peaks.append(usage.ru_maxrss / 1024)
+            codes.add(os.waitstatus_to_exitcode(status))
             if codes - {0, 2}:
-                sys.exit(f"bench: {' '.join(command)} failed:\n{error}")
+                log.seek(0)
+                sys.exit(f"bench: {' '.join(command)} failed:\n{log.read().decode()[-2000:]}")
     return statistics.median(walls), statistics.median(cpus), max(peaks), codes
 
 
@@ -84,6 +85,7 @@ def main():
     parser.add_argument("--tether", default=os.path.join(ROOT, ".build/release/tether"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--cycles", type=int, default=1000, help="no-change controller cycles to run in one process")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     state = os.path.join(WORK, "state")
@@ -121,6 +123,106 @@ def main():
         sizes = sorted(plans)
         small, large = sizes[0], sizes[-1]
         print(f"growth of plan from {small} to {large} files: ×{plans[large] / plans[small]:.1f} time for ×{large / small:.0f} files")
+    if os.path.isdir(os.path.join(WORK, "repo-100")):
+        controller_bench(args.tether, args.cycles)
+
+
+class CountingProxy:
+    """A TCP forwarder on 127.0.0.1 that counts the bytes flowing each way."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.received = 0  # bytes from the server to the client
+        self.sent = 0
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            client, _ = self.listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            pair = [0]
+            threading.Thread(target=self.pump, args=(client, upstream, "sent", pair), daemon=True).start()
+            threading.Thread(target=self.pump, args=(upstream, client, "received", pair), daemon=True).start()
+
+    def pump(self, source, destination, counter, pair):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                setattr(self, counter, getattr(self, counter) + len(data))
+                destination.sendall(data)
+        except OSError:
+            pass
+        finally:
+            # Each direction shuts both down; the last one out closes them.
+            for s in (source, destination):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            with self.lock:
+                pair[0] += 1
+                last = pair[0] == 2
+            if last:
+                source.close()
+                destination.close()
+
+    def reset(self):
+        self.received = self.sent = 0
+
+
+def controller_bench(tether, cycles):
+    """The controller's steady state against a git daemon on loopback."""
+    base = os.path.join(WORK, "remotes")
+    bare = os.path.join(base, "policies.git")
+    if not os.path.isdir(bare):
+        os.makedirs(base, exist_ok=True)
+        subprocess.run(["git", "clone", "-q", "--bare", os.path.join(WORK, "repo-100"), bare], check=True)
+    port_socket = socket.socket()
+    port_socket.bind(("127.0.0.1", 0))
+    daemon_port = port_socket.getsockname()[1]
+    port_socket.close()
+    exec_path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True).stdout.strip()
+    daemon = subprocess.Popen([exec_path + "/git-daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1",
+                               f"--port={daemon_port}", f"--base-path={base}", base],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", daemon_port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        proxy = CountingProxy(daemon_port)
+        state = os.path.join(WORK, "controller-state")
+        shutil.rmtree(state, ignore_errors=True)
+        os.makedirs(state)
+        with open(os.path.join(state, "labels"), "w") as labels:
+            labels.write("shard=s0\nenv=prod\n")
+        url = f"git://127.0.0.1:{proxy.port}/policies.git"
+        common = [tether, "run", "--repo", url, "--ref", "main", "--state-dir", state, "--no-connectors", "--log-format", "json"]
+        wall, cpu, peak, codes = measure(common + ["--once"], 1)
+        first = proxy.received
+        proxy.reset()
+        wall1, cpu1, peak1, _ = measure(common + ["--once"], 1)
+        print(f"\ncontroller against git:// on loopback (100 policy files):")
+        print(f"  first cycle (clone, apply):        {wall * 1000:7.1f} ms wall, {cpu * 1000:7.1f} ms CPU, {first} bytes received")
+        print(f"  no-change cycle, whole process:    {wall1 * 1000:7.1f} ms wall, {cpu1 * 1000:7.1f} ms CPU, "
+              f"{proxy.received} bytes received, {proxy.sent} sent")
+        proxy.reset()
+        wall, cpu, peak, _ = measure(common + ["--cycles", str(cycles), "--interval", "0", "--jitter", "0"], 1)
+        print(f"  {cycles} no-change cycles in one process: {wall / cycles * 1000:7.2f} ms wall and "
+              f"{cpu / cycles * 1000:7.2f} ms CPU per cycle; peak RSS after them {peak:.1f} MiB; "
+              f"{proxy.received / cycles:.0f} bytes received per cycle")
+    finally:
+        daemon.kill()
+        daemon.wait()
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import GitSource
 import Policy
@@ -111,18 +112,41 @@ public final class PolicyRevision {
         }
     }
 
-    /// Opens a local repository, or brings the mirror of a remote one up to date.
+    /// Opens a local repository, or brings the mirror of a remote one up to date within
+    /// `timeout` seconds. libgit2 1.5 has no network timeouts, so the transfer runs on its own
+    /// thread: past the time limit it is abandoned and reported, and no other fetch touches that
+    /// mirror until it ends.
     public static func open(_ spec: SourceSpec, mirrorDirectory: URL, credentials: RemoteCredentials,
                             timeout: TimeInterval = 60) throws -> (repository: GitRepository, update: MirrorUpdate?) {
-        do {
-            if GitRepository.isRemote(spec.repository) {
-                let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
-                let (mirror, update) = try GitRepository.updateMirror(url: spec.repository, at: path, credentials: credentials, timeout: timeout)
-                return (mirror, update)
+        guard GitRepository.isRemote(spec.repository) else {
+            do {
+                return (try GitRepository(path: spec.repository), nil)
+            } catch let error as GitError {
+                throw SourceError(message: error.message)
             }
-            return (try GitRepository(path: spec.repository), nil)
-        } catch let error as GitError {
-            throw SourceError(message: error.message)
+        }
+        let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
+        guard FetchWatchdog.begin(path) else {
+            throw SourceError(message: "a previous fetch of \(spec.repository) is still stuck past its time limit; waiting for it to end")
+        }
+        let outcome = FetchOutcome()
+        let done = DispatchSemaphore(value: 0)
+        let url = spec.repository
+        Thread {
+            defer { FetchWatchdog.end(path); done.signal() }
+            do {
+                outcome.set(.success(try GitRepository.updateMirror(url: url, at: path, credentials: credentials, timeout: timeout)))
+            } catch {
+                outcome.set(.failure(error))
+            }
+        }.start()
+        guard done.wait(timeout: .now() + timeout) == .success, let result = outcome.result else {
+            throw SourceError(message: "fetching \(spec.repository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
+        }
+        switch result {
+        case .success(let (mirror, update)): return (mirror, update)
+        case .failure(let error as GitError): throw SourceError(message: error.message)
+        case .failure(let error): throw error
         }
     }
 
@@ -130,6 +154,23 @@ public final class PolicyRevision {
         let safe = url.map { $0.isLetter || $0.isNumber ? $0 : "_" }
         return String(String(safe).suffix(80))
     }
+}
+
+/// Mirrors with a fetch under way (a fetch past its time limit stays here until it ends).
+private enum FetchWatchdog {
+    nonisolated(unsafe) private static var inFlight = Set<String>()
+    private static let lock = NSLock()
+
+    static func begin(_ path: String) -> Bool { lock.withLock { inFlight.insert(path).inserted } }
+    static func end(_ path: String) { _ = lock.withLock { inFlight.remove(path) } }
+}
+
+/// The result a fetch thread hands back.
+private final class FetchOutcome: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Result<(GitRepository, MirrorUpdate), Error>?
+    func set(_ result: Result<(GitRepository, MirrorUpdate), Error>) { lock.withLock { value = result } }
+    var result: Result<(GitRepository, MirrorUpdate), Error>? { lock.withLock { value } }
 }
 
 enum CertificateFileError: Error {

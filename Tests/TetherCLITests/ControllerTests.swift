@@ -83,6 +83,18 @@ struct FetchTests {
         #expect(none.stderr.contains("asks for credentials and none were given"))
     }
 
+    @Test("A remote that never answers is abandoned after --fetch-timeout, and the cycle reports it")
+    func fetchTimeout() throws {
+        let env = try Environment()
+        let silent = try SilentServer()
+        let started = Date()
+        let run = tether(["run", "--once", "--fetch-timeout", "1", "--repo", "git://127.0.0.1:\(silent.port)/policies.git", "--state-dir", env.state.path])
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(run.code == 1)
+        #expect(run.stderr.contains("took longer than 1 s (--fetch-timeout): abandoned"))
+        #expect(elapsed < 5, "took \(elapsed) s")
+    }
+
     @Test("--ref takes a glob over tags and picks the highest version")
     func semverTags() throws {
         let env = try Environment()
