@@ -132,14 +132,14 @@ public final class PolicyRevision {
         let outcome = FetchOutcome()
         let done = DispatchSemaphore(value: 0)
         let url = spec.repository
-        Thread {
+        FetchWatchdog.queue.async {
             defer { FetchWatchdog.end(path); done.signal() }
             do {
                 outcome.set(.success(try GitRepository.updateMirror(url: url, at: path, credentials: credentials, timeout: timeout)))
             } catch {
                 outcome.set(.failure(error))
             }
-        }.start()
+        }
         guard done.wait(timeout: .now() + timeout) == .success, let result = outcome.result else {
             throw SourceError(message: "fetching \(spec.repository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
         }
@@ -160,6 +160,9 @@ public final class PolicyRevision {
 private enum FetchWatchdog {
     nonisolated(unsafe) private static var inFlight = Set<String>()
     private static let lock = NSLock()
+    /// Fetches block on the network: they run here, never on Swift's cooperative pool, on
+    /// threads dispatch reuses (a new thread per fetch kept growing the process).
+    static let queue = DispatchQueue(label: "tether.fetch", attributes: .concurrent)
 
     static func begin(_ path: String) -> Bool { lock.withLock { inFlight.insert(path).inserted } }
     static func end(_ path: String) { _ = lock.withLock { inFlight.remove(path) } }
