@@ -29,6 +29,50 @@ public struct CycleResult: Sendable {
     public let steps: Int
 }
 
+/// Checks that the commits to apply carry trusted SSH signatures.
+public enum CommitVerification {
+    public enum Outcome: Equatable {
+        /// May be applied; the principal that signed the head, when verification is on.
+        case accepted(signer: String?)
+        /// Which commit was refused, why, and which key signed it if any.
+        case refused(String)
+    }
+
+    /// `head` mode checks the revision; `range` every commit since `lastApplied` (the head
+    /// alone when there is none, or it is not an ancestor).
+    public static func check(repository: GitRepository, head: GitCommit, lastApplied: String?, mode: VerifyMode,
+                             allowedSigners: String?) -> Outcome {
+        guard mode != .off else { return .accepted(signer: nil) }
+        guard let file = allowedSigners else { return .refused("--verify \(mode.rawValue) needs --allowed-signers FILE") }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            return .refused("the allowed-signers file \(file) cannot be read")
+        }
+        let allowed = SSHSignature.allowedSigners(String(decoding: data, as: UTF8.self))
+        var commits = [head]
+        if mode == .range, let last = lastApplied, last != head.id, repository.contains(commit: last),
+           repository.isDescendant(head, of: last), let range = try? repository.commits(from: head, since: last) {
+            commits = range
+        }
+        var signer: String?
+        for commit in commits {
+            let verdict: SignatureVerdict
+            do {
+                guard let signature = try repository.signature(of: commit) else {
+                    return .refused("commit \(commit.id.prefix(12)) (\"\(commit.summary)\") is not signed: refused")
+                }
+                verdict = SSHSignature.verify(armored: signature.signature, payload: signature.signedData, allowed: allowed)
+            } catch {
+                return .refused("commit \(commit.id.prefix(12)): \(error)")
+            }
+            guard case .verified(let principal, _) = verdict else {
+                return .refused("commit \(commit.id.prefix(12)) (\"\(commit.summary)\") is \(verdict): refused")
+            }
+            if commit.id == head.id { signer = principal }
+        }
+        return .accepted(signer: signer)
+    }
+}
+
 /// The controller: each cycle fetches the pinned ref (only when it moved), verifies commit
 /// signatures, refuses rollbacks, reconciles (or only reports, when suspended or observing)
 /// and records what it did.
@@ -149,37 +193,14 @@ public final class Controller: @unchecked Sendable {
 
     /// nil when the revision may be applied; otherwise which commit was refused, why and who signed it.
     func verify(repository: GitRepository, head: GitCommit, lastApplied: String?) -> String? {
-        guard configuration.verify != .off else { return nil }
-        guard let file = configuration.allowedSigners else {
-            return "--verify \(configuration.verify.rawValue) needs --allowed-signers FILE"
+        switch CommitVerification.check(repository: repository, head: head, lastApplied: lastApplied,
+                                        mode: configuration.verify, allowedSigners: configuration.allowedSigners) {
+        case .refused(let reason):
+            return reason
+        case .accepted(let signer):
+            if configuration.verify != .off { lastVerified = (head.id, head.time, Date(), signer) }
+            return nil
         }
-        guard let data = FileManager.default.contents(atPath: file) else {
-            return "the allowed-signers file \(file) cannot be read"
-        }
-        let allowed = SSHSignature.allowedSigners(String(decoding: data, as: UTF8.self))
-        var commits = [head]
-        if configuration.verify == .range, let last = lastApplied, last != head.id, repository.contains(commit: last),
-           repository.isDescendant(head, of: last), let range = try? repository.commits(from: head, since: last) {
-            commits = range
-        }
-        var signer: String?
-        for commit in commits {
-            let verdict: SignatureVerdict
-            do {
-                guard let signature = try repository.signature(of: commit) else {
-                    return "commit \(commit.id.prefix(12)) (\"\(commit.summary)\") is not signed: refused"
-                }
-                verdict = SSHSignature.verify(armored: signature.signature, payload: signature.signedData, allowed: allowed)
-            } catch {
-                return "commit \(commit.id.prefix(12)): \(error)"
-            }
-            guard case .verified(let principal, _) = verdict else {
-                return "commit \(commit.id.prefix(12)) (\"\(commit.summary)\") is \(verdict): refused"
-            }
-            if commit.id == head.id { signer = principal }
-        }
-        lastVerified = (head.id, head.time, Date(), signer)
-        return nil
     }
 
     // MARK: - What the controller did last

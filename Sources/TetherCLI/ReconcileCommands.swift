@@ -1,5 +1,6 @@
 import ArgumentParser
 import ConnectorCore
+import Controller
 import Foundation
 import Policy
 import Reconciler
@@ -99,8 +100,24 @@ struct ApplyCommand: ParsableCommand {
 
     @OptionGroup var health: HealthWindowOptions
 
+    @Option(help: "Signature verification before applying: off, head (the revision) or range (every commit since the last applied one).")
+    var verify: VerifyMode = .off
+
+    @Option(help: ArgumentHelp("The allowed-signers file (ssh-keygen's format) for --verify.", valueName: "file"))
+    var allowedSigners: String?
+
+    func validate() throws {
+        if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
+    }
+
     func run() throws {
         let comparison = try Reconciliation(source, warnExpiry: reportOptions.warnExpiry)
+        if case .refused(let reason) = CommitVerification.check(
+            repository: comparison.revision.repository, head: comparison.revision.commit,
+            lastApplied: comparison.applied.revision, mode: verify, allowedSigners: allowedSigners) {
+            Console.error("error: verification refused the revision, nothing was changed: \(reason)")
+            throw ExitCode(detailedExitcodes ? 8 : 1)
+        }
         let outcome = try comparison.apply(actor: "tether apply", healthWindow: health.healthWindow)
         try reportOptions.emit(outcome.report)
         if let failure = outcome.failure {

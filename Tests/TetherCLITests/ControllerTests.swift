@@ -152,6 +152,12 @@ struct ControllerTests {
         #expect(try Agent(stateDirectory: env.state.path).state().running == [.edr])
         let status = tether(["status", "--state-dir", env.state.path]).stdout
         #expect(status.contains("signed by alice@example.com"))
+
+        // apply verifies too: with --detailed-exitcodes a refusal is 8.
+        try env.repo.commit(["policies/extra.yaml": "# unsigned again\n"], message: "Unsigned")
+        let apply = tether(["apply", "--detailed-exitcodes"] + verify + env.flags)
+        #expect(apply.code == 8)
+        #expect(apply.stderr.contains("verification refused the revision, nothing was changed"))
     }
 
     @Test("--verify range checks every commit since the last applied one")
