@@ -210,7 +210,7 @@ public final class Controller: @unchecked Sendable {
             "pid": Int(getpid()),
             "suspended": isSuspended,
             "verify": configuration.verify.rawValue,
-            "source": ["repository": configuration.source.repository, "ref": configuration.source.ref ?? "HEAD", "path": configuration.source.path],
+            "source": ["repository": configuration.source.displayRepository, "ref": configuration.source.ref ?? "HEAD", "path": configuration.source.path],
             "lastCycle": [
                 "at": Self.timestamp(result.startedAt),
                 "durationSeconds": result.duration,

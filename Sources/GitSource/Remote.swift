@@ -52,6 +52,15 @@ private final class CallbackContext {
 }
 
 extension GitRepository {
+    /// The URL without a password (`https://user:token@host/x` → `https://user@host/x`), for
+    /// anything people or logs read.
+    public static func redacted(_ url: String) -> String {
+        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
+        let userinfo = url[scheme.upperBound..<at]
+        guard let colon = userinfo.firstIndex(of: ":") else { return url }
+        return String(url[..<colon]) + String(url[at...])
+    }
+
     /// Trusts the CA bundle in `file` for https remotes (libgit2 with mbedTLS does not read
     /// OpenSSL's store). Process-wide.
     public static func trustCertificates(inFile file: String) throws {
@@ -66,6 +75,11 @@ extension GitRepository {
     /// `timeout` bounds the transfer (checked as data arrives).
     public static func updateMirror(url: String, at mirrorPath: String, credentials: RemoteCredentials = .none,
                                     timeout: TimeInterval = 60) throws -> (GitRepository, MirrorUpdate) {
+        try updateMirror(url: url, at: mirrorPath, credentials: credentials, timeout: timeout, retried: false)
+    }
+
+    private static func updateMirror(url: String, at mirrorPath: String, credentials: RemoteCredentials,
+                                     timeout: TimeInterval, retried: Bool) throws -> (GitRepository, MirrorUpdate) {
         _ = libraryReady
         var rebuilt = false
         var repository: OpaquePointer?
@@ -84,14 +98,14 @@ extension GitRepository {
         do {
             let update = try mirror.sync(url: url, credentials: credentials, timeout: timeout)
             return (mirror, MirrorUpdate(fetched: update.fetched, rebuilt: rebuilt, bytesReceived: update.bytes))
-        } catch let error as GitError where !rebuilt && error.kind == .corrupted {
+        } catch let error as GitError where !rebuilt && !retried && error.kind == .corrupted {
             try? FileManager.default.removeItem(atPath: mirrorPath)
-            let (fresh, update) = try updateMirror(url: url, at: mirrorPath, credentials: credentials, timeout: timeout)
+            let (fresh, update) = try updateMirror(url: url, at: mirrorPath, credentials: credentials, timeout: timeout, retried: true)
             return (fresh, MirrorUpdate(fetched: update.fetched, rebuilt: true, bytesReceived: update.bytesReceived))
         }
     }
 
-    /// A mirror whose refs all point at readable commits.
+    /// A mirror whose branches point at readable commits and whose tags point at readable objects.
     private static func isHealthy(_ repository: OpaquePointer) -> Bool {
         var iterator: OpaquePointer?
         guard git_reference_iterator_new(&iterator, repository) == 0, let iterator else { return false }
@@ -99,11 +113,15 @@ extension GitRepository {
         var reference: OpaquePointer?
         while git_reference_next(&reference, iterator) == 0, let current = reference {
             defer { git_reference_free(current) }
+            let isBranch = String(cString: git_reference_name(current)).hasPrefix("refs/heads/")
             var object: OpaquePointer?
-            guard git_reference_peel(&object, current, GIT_OBJECT_COMMIT) == 0, let object else { return false }
-            var tree: OpaquePointer?
-            let ok = git_commit_tree(&tree, object) == 0
-            if let tree { git_tree_free(tree) }
+            guard git_reference_peel(&object, current, isBranch ? GIT_OBJECT_COMMIT : GIT_OBJECT_ANY) == 0, let object else { return false }
+            var ok = true
+            if isBranch {
+                var tree: OpaquePointer?
+                ok = git_commit_tree(&tree, object) == 0
+                if let tree { git_tree_free(tree) }
+            }
             git_object_free(object)
             if !ok { return false }
         }
@@ -173,7 +191,7 @@ extension GitRepository {
         // remote it binds to a repository: a no-change cycle must not pay that).
         var probe: OpaquePointer?
         guard git_remote_create_detached(&probe, url) == 0, let remote = probe else {
-            throw GitError.last(.fetchFailed, "\(url)")
+            throw GitError.last(.fetchFailed, Self.redacted(url))
         }
         defer { git_remote_free(remote) }
         guard git_remote_connect(remote, GIT_DIRECTION_FETCH, &callbacks, nil, nil) == 0 else {
@@ -202,7 +220,7 @@ extension GitRepository {
         if wanted != localRefs().filter({ $0.key.hasPrefix("refs/heads/") || $0.key.hasPrefix("refs/tags/") }) {
             var bound: OpaquePointer?
             guard git_remote_create_anonymous(&bound, handle, url) == 0, let fetcher = bound else {
-                throw GitError.last(.fetchFailed, "\(url)")
+                throw GitError.last(.fetchFailed, Self.redacted(url))
             }
             defer { git_remote_free(fetcher) }
             context.attempts = 0
@@ -217,7 +235,7 @@ extension GitRepository {
             guard status == 0 else {
                 let message = git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? ""
                 if message.contains("object not found") || message.contains("corrupt") || message.contains("missing") {
-                    throw GitError(.corrupted, "the mirror of \(url) is damaged: \(message)")
+                    throw GitError(.corrupted, "the mirror of \(Self.redacted(url)) is damaged: \(message)")
                 }
                 throw remoteError(context, url: url, action: "cannot fetch")
             }
@@ -230,7 +248,7 @@ extension GitRepository {
     private func remoteError(_ context: CallbackContext, url: String, action: String) -> GitError {
         let detail = context.refusal ?? git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown libgit2 error"
         git_error_clear()
-        return GitError(.fetchFailed, "\(action) \(url): \(detail)")
+        return GitError(.fetchFailed, "\(action) \(Self.redacted(url)): \(detail.replacingOccurrences(of: url, with: Self.redacted(url)))")
     }
 
     /// The mirror's branches and tags and the commits or tag objects they point at.

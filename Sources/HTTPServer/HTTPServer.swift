@@ -116,13 +116,19 @@ public final class HTTPServer: @unchecked Sendable {
             var address = sockaddr_in6()
             address.sin6_family = sa_family_t(AF_INET6)
             address.sin6_port = UInt16(port).bigEndian
-            inet_pton(AF_INET6, host, &address.sin6_addr)
+            guard inet_pton(AF_INET6, host, &address.sin6_addr) == 1 else {
+                close(fd)
+                throw ServerError(description: "'\(host)' is not an IPv6 address")
+            }
             result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
         } else {
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_port = UInt16(port).bigEndian
-            address.sin_addr.s_addr = inet_addr(host)
+            guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else {
+                close(fd)
+                throw ServerError(description: "'\(host)' is not an IPv4 address")
+            }
             result = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         }
         guard result == 0, Glibc.listen(fd, 64) == 0 else {
@@ -242,7 +248,8 @@ private final class ServerState: @unchecked Sendable {
                     lineEnd = buffer[bodyStart...].firstRange(of: [13, 10])
                 }
                 let sizeText = String(decoding: buffer[bodyStart..<lineEnd!.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
-                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), decoded.count + size <= 256 * 1024 * 1024 else { return nil }
+                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0,
+                      size <= 256 * 1024 * 1024 - decoded.count else { return nil }
                 let dataStart = lineEnd!.upperBound
                 if size == 0 {
                     var trailerEnd = buffer[dataStart...].firstRange(of: [13, 10])
@@ -262,8 +269,7 @@ private final class ServerState: @unchecked Sendable {
             body = decoded
             buffer.removeFirst(bodyStart)
         } else {
-            let length = Int(headers["content-length"] ?? "0") ?? 0
-            guard length <= 256 * 1024 * 1024 else { return nil }
+            guard let length = Int(headers["content-length"] ?? "0"), length >= 0, length <= 256 * 1024 * 1024 else { return nil }
             while buffer.count < bodyStart + length {
                 guard connection.read(into: &buffer) else { return nil }
             }
@@ -275,7 +281,7 @@ private final class ServerState: @unchecked Sendable {
         var query: [String: String] = [:]
         if parts.count == 2 {
             for pair in parts[1].split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1)
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
                 let key = String(kv[0]).removingPercentEncoding ?? String(kv[0])
                 let value = kv.count == 2 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(kv[1])) : ""
                 query[key] = value

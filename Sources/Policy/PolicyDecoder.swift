@@ -72,8 +72,9 @@ public struct PolicyDecoder {
                 previous = character
                 continue
             }
+            let boundary = previous == " " || previous == "[" || previous == "{" || previous == "," || previous == ":" || column == 1
             switch character {
-            case "\"", "'" where previous == " " || previous == "[" || previous == "{" || previous == "," || previous == ":":
+            case "\"" where boundary, "'" where boundary:
                 quote = character
             case "#" where previous == " " || column == 1:
                 comment = true
@@ -94,9 +95,9 @@ public struct PolicyDecoder {
             }
             previous = character
         }
-        // Block nesting needs indentation: bound it.
+        // Block nesting needs indentation (or compact "- - -" sequences): bound it.
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let indentation = raw.prefix { $0 == " " }.count
+            let indentation = raw.prefix { $0 == " " || $0 == "-" }.count
             if indentation > maximumDepth * 4 {
                 return PolicyProblem(SourceLocation(file: file, line: index + 1, column: 1), "YAML indented more than \(maximumDepth * 4) columns (nesting too deep): refused")
             }

@@ -15,6 +15,9 @@ public struct SourceSpec: Sendable {
         self.ref = ref
         self.path = path
     }
+
+    /// The repository as people and logs may see it: without a password in its URL.
+    public var displayRepository: String { GitRepository.redacted(repository) }
 }
 
 /// One revision's policies, read from git objects (never from a working tree).
@@ -51,7 +54,7 @@ public final class PolicyRevision {
             throw SourceError(message: error.message)
         }
         if files.isEmpty {
-            throw SourceError(message: "no policy files (*.yaml, *.yml) under '\(spec.path)' in commit \(commit.id.prefix(12)) of \(spec.repository); pass the folder that holds them with --path")
+            throw SourceError(message: "no policy files (*.yaml, *.yml) under '\(spec.path)' in commit \(commit.id.prefix(12)) of \(spec.displayRepository); pass the folder that holds them with --path")
         }
         fileCount = files.count
         policySet = PolicySet(decoding: files.map { ($0.path, $0.contents) })
@@ -127,7 +130,7 @@ public final class PolicyRevision {
         }
         let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
         guard FetchWatchdog.begin(path) else {
-            throw SourceError(message: "a previous fetch of \(spec.repository) is still stuck past its time limit; waiting for it to end")
+            throw SourceError(message: "a previous fetch of \(spec.displayRepository) is still stuck past its time limit; waiting for it to end")
         }
         let outcome = FetchOutcome()
         let done = DispatchSemaphore(value: 0)
@@ -141,7 +144,7 @@ public final class PolicyRevision {
             }
         }
         guard done.wait(timeout: .now() + timeout) == .success, let result = outcome.result else {
-            throw SourceError(message: "fetching \(spec.repository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
+            throw SourceError(message: "fetching \(spec.displayRepository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
         }
         switch result {
         case .success(let (mirror, update)): return (mirror, update)
@@ -150,9 +153,13 @@ public final class PolicyRevision {
         }
     }
 
+    /// A folder name for a remote's mirror: readable, and unique by a hash of the URL without
+    /// its password (so `team-a` and `team_a` never share a mirror).
     static func mirrorName(for url: String) -> String {
-        let safe = url.map { $0.isLetter || $0.isNumber ? $0 : "_" }
-        return String(String(safe).suffix(80))
+        let redacted = GitRepository.redacted(url)
+        let host = redacted.split(separator: "/").dropFirst().first { !$0.isEmpty }.map { String($0.split(separator: "@").last ?? $0) } ?? "remote"
+        let readable = String(host.map { $0.isLetter || $0.isNumber ? $0 : "_" }.prefix(40))
+        return "\(readable)-\(Digest.sha256Hex(Array(redacted.utf8)).prefix(16))"
     }
 }
 

@@ -61,23 +61,23 @@ public enum Reconciler {
     private enum ContainerRead { case success(ResolvedValue), failure(String) }
 
     private static func readClientContainer(_ reference: ClientCertificateReference, deviceDirectory: URL) -> ContainerRead {
-        func onDevice(_ path: String) -> String {
-            path.hasPrefix("/") ? path : deviceDirectory.appendingPathComponent(path).path
-        }
-        guard let container = FileManager.default.contents(atPath: onDevice(reference.file)) else {
-            return .failure("client container \(reference.file) cannot be read on this device (missing or not readable)")
-        }
+        let container: [UInt8]
         var password = ""
+        do {
+            container = try DeviceFiles.read(reference.file, stateDirectory: deviceDirectory)
+        } catch {
+            return .failure("client container \(error)")
+        }
         if let passwordFile = reference.passwordFile {
-            guard let data = FileManager.default.contents(atPath: onDevice(passwordFile)) else {
-                return .failure("password file \(passwordFile) cannot be read on this device (missing or not readable)")
+            do {
+                password = try DeviceFiles.readSecret(passwordFile, stateDirectory: deviceDirectory)
+            } catch {
+                return .failure("password file \(error)")
             }
-            password = String(decoding: data, as: UTF8.self)
-            while password.hasSuffix("\n") || password.hasSuffix("\r") { password.removeLast() }
         }
         do {
-            let parsed = try ClientContainer(pkcs12: Array(container), password: password)
-            return .success(.clientCertificate(parsed.certificate, container: Array(container), password: password, file: reference.file))
+            let parsed = try ClientContainer(pkcs12: container, password: password)
+            return .success(.clientCertificate(parsed.certificate, container: container, password: password, file: reference.file))
         } catch X509Error.wrongPassword {
             let origin = reference.passwordFile.map { "the password in \($0)" } ?? "an empty password (no passwordFile given)"
             return .failure("client container \(reference.file) does not open with \(origin): wrong password")

@@ -17,7 +17,7 @@ public enum JSONReport {
             "kind": report.kind.rawValue,
             "revision": report.revision,
             "revisionSummary": report.revisionSummary,
-            "source": ["repository": report.source.repository, "ref": report.source.ref ?? "HEAD", "path": report.source.path],
+            "source": ["repository": report.source.displayRepository, "ref": report.source.ref ?? "HEAD", "path": report.source.path],
             "generatedAt": ReportFormatting.timestamp(report.generatedAt),
             "device": ["host": report.host, "labels": report.labels] as [String: Any],
             "policies": report.policies,

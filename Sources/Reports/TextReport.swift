@@ -16,7 +16,7 @@ public struct TextReport {
     public func render(_ report: Report) -> String {
         var lines: [String] = [summary(report), ""]
         lines.append("  revision  \(report.revision.prefix(12))  \(report.revisionSummary)")
-        lines.append("  source    \(report.source.repository) @ \(report.source.ref ?? "HEAD"), folder \(report.source.path)")
+        lines.append("  source    \(report.source.displayRepository) @ \(report.source.ref ?? "HEAD"), folder \(report.source.path)")
         let labels = report.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
         lines.append("  device    \(report.host), labels: \(labels.isEmpty ? "(none)" : labels)")
         lines.append("  policies  \(report.policies.isEmpty ? "(none select this device)" : report.policies.joined(separator: ", "))")

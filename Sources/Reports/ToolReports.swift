@@ -46,7 +46,7 @@ public enum SARIFReport {
             "runs": [[
                 "tool": ["driver": ["name": "tether", "informationUri": "https://tether.invalid/", "semanticVersion": "1.0.0", "rules": rules]],
                 "automationDetails": ["id": "tether/\(report.kind.rawValue)/\(report.host)/"],
-                "versionControlProvenance": [["repositoryUri": report.source.repository, "revisionId": report.revision]],
+                "versionControlProvenance": [["repositoryUri": report.source.displayRepository, "revisionId": report.revision]],
                 "results": results,
             ]],
         ]

@@ -105,7 +105,7 @@ struct RunCommand: ParsableCommand {
             }
         }
         StopSignal.install()
-        logger.info("controller started", metadata: ["repo": .string(source.repo), "ref": .string(source.ref ?? "HEAD"),
+        logger.info("controller started", metadata: ["repo": .string(source.spec.displayRepository), "ref": .string(source.ref ?? "HEAD"),
                                                      "interval": .stringConvertible(interval), "verify": .string(verify.rawValue)])
         var last: CycleResult?
         loop.run(cycles: once ? 1 : cycles, shouldStop: { StopSignal.requested }, shouldReload: { StopSignal.takeReload() }) { last = $0 }

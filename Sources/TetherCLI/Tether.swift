@@ -1,5 +1,8 @@
 import ArgumentParser
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Policy
 import Reconciler
 
@@ -32,6 +35,8 @@ public struct Tether: ParsableCommand {
     /// Runs tether with `arguments` (without the program name) and returns the exit code.
     /// Output goes to `Console.current`.
     public static func run(arguments: [String]) -> Int32 {
+        // Everything Tether writes (stores holding client containers, history, mirrors) is the owner's alone.
+        umask(0o077)
         do {
             var command = try parseAsRoot(arguments)
             try command.run()

@@ -207,6 +207,14 @@ public enum SSHSignature {
     }
 }
 
+/// Message digests.
+public enum Digest {
+    /// SHA-256 as lower-case hex.
+    public static func sha256Hex(_ bytes: [UInt8]) -> String {
+        SSHSignature.hash(bytes, EVP_sha256()).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
 /// Reads SSH wire types (RFC 4251): uint32, string.
 struct SSHReader {
     private let bytes: [UInt8]

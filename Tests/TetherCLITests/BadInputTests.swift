@@ -233,3 +233,18 @@ struct SchemaTests {
         #expect(port?["default"] as? Int == 443)
     }
 }
+
+@Suite("Device files named by policies stay in their folders")
+struct DeviceFileTests {
+    @Test("A policy cannot make the agent read (and send) any file: paths outside the state directory and /etc/tether are refused")
+    func outsideAllowedFolders() throws {
+        let escaping = Environment.prod.replacingOccurrences(of: "file: edr-client.p12", with: "file: ../../../../etc/passwd")
+        let env = try Environment(policies: ["policies/base.yaml": Environment.base, "policies/prod.yaml": escaping])
+        let plan = env.run("plan")
+        #expect(plan.code == 1)
+        #expect(plan.stderr.contains("edr.clientCertificate: client container ../../../../etc/passwd is outside the folders device files may come from"))
+        let absolute = Environment.prod.replacingOccurrences(of: "passwordFile: edr-client.pass", with: "passwordFile: /etc/hostname")
+        try env.repo.commit(["policies/prod.yaml": absolute])
+        #expect(env.run("plan").stderr.contains("password file /etc/hostname is outside the folders"))
+    }
+}

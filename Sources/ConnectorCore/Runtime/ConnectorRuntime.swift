@@ -408,11 +408,11 @@ public final class ConnectorRuntime {
             if case .string(let name) = state.value(SettingPath(.app, "proxy.user")), !name.isEmpty { user = name }
             var password: String?
             if case .string(let file) = state.value(SettingPath(.app, "proxy.passwordFile")), !file.isEmpty {
-                let resolved = file.hasPrefix("/") ? file : directory.appendingPathComponent(file).path
-                guard let data = FileManager.default.contents(atPath: resolved) else {
-                    throw ConnectorFailure(kind: "proxy-refused", message: "the proxy password file \(file) cannot be read", server: nil)
+                do {
+                    password = try DeviceFiles.readSecret(file, stateDirectory: directory)
+                } catch {
+                    throw ConnectorFailure(kind: "proxy-refused", message: "the proxy password file \(error)", server: nil)
                 }
-                password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)
             }
             proxy = ProxySettings(address: address, user: user, password: password)
         }
