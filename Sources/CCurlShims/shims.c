@@ -22,12 +22,6 @@ CURLcode tether_curl_setopt_blob(CURL *handle, CURLoption option, const void *da
 CURLcode tether_curl_setopt_write_function(CURL *handle, tether_curl_write_callback callback) {
     return curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, callback);
 }
-CURLcode tether_curl_setopt_header_function(CURL *handle, tether_curl_write_callback callback) {
-    return curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, callback);
-}
 CURLcode tether_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
-    return curl_easy_getinfo(handle, info, value);
-}
-CURLcode tether_curl_getinfo_double(CURL *handle, CURLINFO info, double *value) {
     return curl_easy_getinfo(handle, info, value);
 }

@@ -91,7 +91,10 @@ public final class Agent {
 
     /// One setting's value (its default when never set), without reading the whole state.
     public func value(_ path: SettingPath) throws -> SettingValue {
-        try storeAccess {
+        if path.field == "enabled", let integration = path.integration {
+            return .bool(try state().running.contains(integration))
+        }
+        return try storeAccess {
             if let json = try database.query("SELECT value FROM settings WHERE path = ?", [.text(path.description)]).first?[0].text,
                let value = try? JSONDecoder().decode(SettingValue.self, from: Data(json.utf8)) {
                 return value

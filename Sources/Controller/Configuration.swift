@@ -12,7 +12,8 @@ public enum VerifyMode: String, Sendable, CaseIterable {
     case range
 }
 
-/// Everything one controller runs with; re-read on SIGHUP where it comes from files.
+/// Everything one controller runs with. What comes from files (labels, `suspend`, allowed
+/// signers) is read every cycle; SIGHUP starts a cycle at once.
 public struct ControllerConfiguration: Sendable {
     public var source: SourceSpec
     public var stateDirectory: URL

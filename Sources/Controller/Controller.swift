@@ -129,14 +129,13 @@ public final class Controller: @unchecked Sendable {
             return finish(.failed, "fetch-failed", "\(error)")
         }
 
-        // 2. The revision, its trust and its ancestry.
-        let revision: PolicyRevision
+        // 2. The revision's trust and ancestry, before any of its files is read.
+        let head: GitCommit
         do {
-            revision = try PolicyRevision(spec: configuration.source, repository: repository)
+            head = try repository.resolve(configuration.source.ref)
         } catch {
             return finish(.failed, "error", "\(error)")
         }
-        let head = revision.commit
         let agent: Agent
         do {
             agent = try Agent(stateDirectory: configuration.stateDirectory.path)
@@ -147,6 +146,14 @@ public final class Controller: @unchecked Sendable {
         if let refusal = verify(repository: repository, head: head, lastApplied: lastApplied) {
             metrics.verificationRefused()
             return finish(.stalled, "verification-refused", refusal, revision: head.id)
+        }
+        var pinned = configuration.source
+        pinned.ref = head.id
+        let revision: PolicyRevision
+        do {
+            revision = try PolicyRevision(spec: pinned, repository: repository)
+        } catch {
+            return finish(.failed, "error", "\(error)", revision: head.id)
         }
         if let last = lastApplied, last != head.id,
            !(repository.contains(commit: last) && repository.isDescendant(head, of: last)), !revision.policySet.allowsRollback {
@@ -169,13 +176,17 @@ public final class Controller: @unchecked Sendable {
             }
             var message = "in sync"
             var reason = "in-sync"
-            if !reconciliation.plan.isEmpty {
+            // Apply when there is something to change, and also when the revision is new, so it
+            // becomes the base that anti-rollback and `tether rollback` start from.
+            if !reconciliation.plan.isEmpty || reconciliation.applied.revision != head.id {
                 let outcome = try reconciliation.apply(actor: "tether run", healthWindow: configuration.healthWindow)
                 if let failure = outcome.failure {
                     return finish(.failed, "apply-failed", failure, revision: head.id, report: outcome.report)
                 }
-                reason = "applied"
-                message = "applied \(outcome.report.steps.count) steps"
+                if outcome.changed {
+                    reason = "applied"
+                    message = "applied \(outcome.report.steps.count) steps"
+                }
             }
             let drift = try Reconciliation(revision: revision, labels: labels, host: ProcessInfo.processInfo.hostName,
                                            stateDirectory: configuration.stateDirectory, warnExpiryDays: configuration.warnExpiryDays).detectDrift()

@@ -114,7 +114,7 @@ public final class ControllerLoop {
     func delay(afterFailures failures: Int) -> TimeInterval {
         let configuration = controller.configuration
         if failures > 0 {
-            let base = min(configuration.interval, 5)
+            let base = max(1, min(configuration.interval, 5))
             return min(configuration.maximumBackoff, base * pow(2, Double(failures - 1)))
         }
         let spread = configuration.interval * configuration.jitter

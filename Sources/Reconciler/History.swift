@@ -43,11 +43,15 @@ public final class History {
             """)
     }
 
+    /// How many entries are kept (the oldest go first).
+    public static let retained = 10_000
+
     /// Appends an entry.
     public func record(_ entry: HistoryEntry) throws {
         try database.query("INSERT INTO history (at, kind, revision, result, findings, detail) VALUES (?, ?, ?, ?, ?, ?)",
                            [.real(entry.at.timeIntervalSince1970), .text(entry.kind), .text(entry.revision),
                             .text(entry.result), .integer(Int64(entry.findings)), .text(entry.detail)])
+        try database.query("DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?", [.integer(Int64(History.retained))])
     }
 
     /// The entries, newest first.

@@ -103,7 +103,6 @@ public enum Reconciler {
             let mode = desired.mode(key)
             let wanted = canonical(value, key: key)
             let current = canonical(actual: actual, key: key)
-            desiredValues[key.description] = wanted
             var exception = desired.exceptions[key]
             if let expired = exception, !expired.isActive(at: now) {
                 findings.append(Finding(key: key, kind: .exceptionExpired, desired: reportValue(value), actual: reportValue(actual: actual, key: key),
@@ -123,7 +122,13 @@ public enum Reconciler {
                 if enforce {
                     corrected.append(key)
                     apply(value, key: key, to: &target)
+                    desiredValues[key.description] = wanted
+                } else if let previous = applied.values[key.description] {
+                    // Observed or excepted: Tether does not apply it, so what it last applied stands.
+                    desiredValues[key.description] = previous
                 }
+            } else {
+                desiredValues[key.description] = wanted
             }
             if let certificate = value.certificate, certificate.notAfter < warnUntil {
                 let expired = certificate.notAfter <= now
@@ -148,7 +153,7 @@ public enum Reconciler {
             let enabledKey = DesiredKey.setting(SettingPath(.integration(integration), "enabled"))
             let source = desired.values[enabledKey]?.source
                 ?? findings.first { $0.key.scope == .integration(integration) }?.source
-                ?? desired.values.values.map(\.source).first
+                ?? desired.values.keys.sorted().first.flatMap { desired.values[$0]?.source }
             guard let source else { continue }
             findings.append(Finding(key: enabledKey, kind: .unenforceable, desired: .setting(.bool(true)),
                                     actual: .setting(actual.value(SettingPath(.integration(integration), "enabled"))), source: source,

@@ -174,7 +174,7 @@ struct EmitEvents: ParsableCommand {
 struct RunConnectors: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "run",
         abstract: "Run the connectors until Ctrl-C: syncs, pings, telemetry flushes and Sandbox polling on their own schedules.",
-        discussion: "Settings are read every second, so connectors start, stop and restart as `tether apply` changes them; queued events survive restarts.")
+        discussion: "Settings are read four times a second, so connectors start, stop and restart as `tether apply` changes them; queued events survive restarts.")
     @OptionGroup var device: DeviceOptions
 
     func run() throws {

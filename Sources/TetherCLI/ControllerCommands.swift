@@ -67,7 +67,8 @@ struct RunCommand: ParsableCommand {
     enum LogFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
 
     func validate() throws {
-        if interval < 0 || maxBackoff < 0 || fetchTimeout <= 0 { throw ValidationError("--interval, --max-backoff and --fetch-timeout take seconds, more than 0") }
+        if interval < 0 || maxBackoff < 0 { throw ValidationError("--interval and --max-backoff take seconds, 0 or more; for example --interval 300") }
+        if fetchTimeout <= 0 { throw ValidationError("--fetch-timeout takes seconds, more than 0; for example --fetch-timeout 60") }
         if !(0...1).contains(jitter) { throw ValidationError("--jitter is a share of the interval, from 0 to 1; for example --jitter 0.1") }
         if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
         if let metricsAddress, Self.address(metricsAddress) == nil { throw ValidationError("--metrics-address takes host:port, e.g. 127.0.0.1:9464") }

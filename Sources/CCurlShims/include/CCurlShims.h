@@ -12,7 +12,5 @@ CURLcode tether_curl_setopt_slist(CURL *handle, CURLoption option, struct curl_s
 CURLcode tether_curl_setopt_blob(CURL *handle, CURLoption option, const void *data, size_t length);
 typedef size_t (*tether_curl_write_callback)(char *data, size_t size, size_t count, void *context);
 CURLcode tether_curl_setopt_write_function(CURL *handle, tether_curl_write_callback callback);
-CURLcode tether_curl_setopt_header_function(CURL *handle, tether_curl_write_callback callback);
 CURLcode tether_curl_getinfo_long(CURL *handle, CURLINFO info, long *value);
-CURLcode tether_curl_getinfo_double(CURL *handle, CURLINFO info, double *value);
 #endif

@@ -47,9 +47,7 @@ public final class ConnectorRuntime {
     /// Returns how many were queued (the rest were over the queue's bound, and counted).
     @discardableResult
     public func record(_ events: [TelemetryEvent], for integration: Integration = .edr) throws -> Int {
-        let flows = try agent.value(SettingPath(.app, "behaviorDetection")) == .bool(true)
-            && (integration == .ndr || (integration == .edr && agent.value(SettingPath(.integration(.edr), "telemetry")) == .bool(true)))
-        guard flows else {
+        guard try telemetryFlows(integration, value: agent.value) else {
             try storeCall { try store.bump(integration, "suppressed", by: events.count) }
             return 0
         }
@@ -57,8 +55,13 @@ public final class ConnectorRuntime {
     }
 
     func telemetryFlows(_ integration: Integration, state: AgentState) -> Bool {
-        guard state.value(SettingPath(.app, "behaviorDetection")) == .bool(true) else { return false }
-        if integration == .edr { return state.value(SettingPath(.integration(.edr), "telemetry")) == .bool(true) }
+        (try? telemetryFlows(integration, value: state.value)) ?? false
+    }
+
+    /// Telemetry exists while behaviour detection is on (and, for EDR, `telemetry`); Sandbox has none.
+    private func telemetryFlows(_ integration: Integration, value: (SettingPath) throws -> SettingValue) throws -> Bool {
+        guard try value(SettingPath(.app, "behaviorDetection")) == .bool(true) else { return false }
+        if integration == .edr { return try value(SettingPath(.integration(.edr), "telemetry")) == .bool(true) }
         return integration == .ndr
     }
 
@@ -123,7 +126,7 @@ public final class ConnectorRuntime {
                 url = "\(Self.url(server))/kata/ndr/v1/sensors/\(try agentId())/events"
                 if case .int(let value) = state.value(SettingPath(.integration(.ndr), "maximumEventsInPackage")) { size = value }
             }
-            let summary = try flush(integration, client: client, url: url, server: server, state: state, prefix: "", packageSize: size)
+            let summary = try flush(integration, client: client, url: url, server: server, state: state, packageSize: size)
             return SyncOutcome(integration: integration, attempted: true, succeeded: true, summary: summary, errorKind: nil)
         } catch let failure as ConnectorFailure {
             try? store.recordFailure(integration, server: failure.server, kind: failure.kind, message: failure.message)
@@ -149,7 +152,7 @@ public final class ConnectorRuntime {
             switch integration {
             case .edr: period = TimeInterval(number("synchronizationPeriod", 5) * 60)
             case .ndr: period = TimeInterval(number("pingPeriod", 450))
-            case .sandbox: period = ((try? store.pendingScans().isEmpty) ?? true) ? 300 : 5
+            case .sandbox: period = ((try? store.pendingScanCount()) ?? 0) == 0 ? 300 : 5
             }
             let retry = status?.lastError != nil ? min(period, 30) : period
             if since >= retry {
@@ -204,7 +207,7 @@ public final class ConnectorRuntime {
         var summary = "synced with \(server)"
         if !received.isEmpty { summary += "; \(received.count) command\(received.count == 1 ? "" : "s") received" }
         if telemetryFlows(.edr, state: state) {
-            let flushed = try flush(.edr, client: client, url: "\(base)/events", server: server, state: state, prefix: "EventTransferSettings.")
+            let flushed = try flush(.edr, client: client, url: "\(base)/events", server: server, state: state)
             summary += "; " + flushed
         } else {
             summary += "; telemetry off"
@@ -215,7 +218,7 @@ public final class ConnectorRuntime {
     /// Sends queued events in order, in batches, applying the count limits; stops at the first
     /// failure so nothing is lost or reordered.
     private func flush(_ integration: Integration, client: HTTPClient, url: String, server: Endpoint, state: AgentState,
-                       prefix: String, packageSize: Int = ConnectorRuntime.batchSize) throws -> String {
+                       packageSize: Int = ConnectorRuntime.batchSize) throws -> String {
         var sent = 0, batches = 0, throttled = 0
         let path = { (field: String) in SettingPath(.integration(integration), field) }
         let limited = state.value(path("requestCountLimits")) == .bool(true)
@@ -290,7 +293,7 @@ public final class ConnectorRuntime {
             if !failures.isEmpty { summary += " after failing over from " + failures.joined(separator: "; ") }
             if telemetryFlows(.ndr, state: state) {
                 let size: Int = { if case .int(let value) = state.value(SettingPath(.integration(.ndr), "maximumEventsInPackage")) { return value }; return 1024 }()
-                summary += "; " + (try flush(.ndr, client: client, url: "\(base)/events", server: endpoint, state: state, prefix: "", packageSize: size))
+                summary += "; " + (try flush(.ndr, client: client, url: "\(base)/events", server: endpoint, state: state, packageSize: size))
             }
             return summary
         }
@@ -384,7 +387,7 @@ public final class ConnectorRuntime {
             }
         }
         try storeCall { try store.recordSuccess(.sandbox, server: server.description) }
-        let waiting = try storeCall { try store.pendingScans().count }
+        let waiting = try storeCall { try store.pendingScanCount() }
         return "\(uploaded) uploaded, \(verdicts) verdict\(verdicts == 1 ? "" : "s"), \(waiting) waiting"
     }
 

@@ -27,11 +27,15 @@ public struct PreventionRule: Sendable, Equatable {
 }
 
 extension ConnectorRuntime {
+    /// How long a run-process command may run.
+    static let runProcessSeconds: TimeInterval = 30
+
     // MARK: - Commands from the platform
 
     /// Carries out one response command and keeps its result for the next sync.
     func handle(_ command: [String: Any]) throws {
-        let id = command["id"] as? String ?? UUID().uuidString.lowercased()
+        // Without an id a command cannot be de-duplicated or answered: it is not carried out.
+        guard let id = command["id"] as? String, !id.isEmpty else { return }
         let type = command["type"] as? String ?? ""
         let known = try storeCall { try store.database.query("SELECT 1 FROM commands WHERE id = ?", [.text(id)]) }
         guard known.isEmpty else { return }  // delivered twice: done once
@@ -174,21 +178,32 @@ extension ConnectorRuntime {
         guard allowed.contains(executable) else {
             return ("refused", "\(executable) is not in the local allow-list (\(allowFile.path))")
         }
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("tether-run-\(UUID().uuidString)")
+        FileManager.default.createFile(atPath: output.path, contents: nil, attributes: [.posixPermissions: 0o600])
+        defer { try? FileManager.default.removeItem(at: output) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = command["arguments"] as? [String] ?? []
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
         process.standardInput = FileHandle.nullDevice
         do {
+            let sink = try FileHandle(forWritingTo: output)
+            process.standardOutput = sink
+            process.standardError = sink
             try process.run()
         } catch {
             return ("failed", "\(executable) could not start: \(error.localizedDescription)")
         }
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: output.prefix(4096), as: UTF8.self)
+        // At most runProcessSeconds, then killed; only the first 4 KiB of output is kept.
+        let deadline = Date().addingTimeInterval(Self.runProcessSeconds)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            return ("failed", "\(executable) ran longer than \(Int(Self.runProcessSeconds)) s and was killed")
+        }
+        let text = (try? FileHandle(forReadingFrom: output)).map { handle in
+            defer { try? handle.close() }
+            return String(decoding: handle.readData(ofLength: 4096), as: UTF8.self)
+        } ?? ""
         return (process.terminationStatus == 0 ? "applied" : "failed", "exit \(process.terminationStatus): \(text)")
     }
 }

@@ -190,7 +190,7 @@ final class RuntimeStore {
             """, [.text(integration.rawValue), server.map(SQLValue.text) ?? .null, .real(at.timeIntervalSince1970), .text(message), .text(kind)])
     }
 
-    /// Sets (or clears, with nil) a back-off deadline; returns the step for exponential growth.
+    /// Sets (or clears, with nil) a back-off deadline; each one set counts a step for exponential growth.
     func setBackoff(_ integration: Integration, until: Date?) throws {
         try database.query("INSERT OR IGNORE INTO status (integration) VALUES (?)", [.text(integration.rawValue)])
         if let until {
@@ -218,7 +218,7 @@ final class RuntimeStore {
         if !running { state = "stopped" } else if lastError != nil { state = "failing" } else if lastSuccess != nil { state = "connected" } else { state = "not yet connected" }
         return ConnectorStatus(integration: integration, running: running, state: state, server: row?[0].text,
                                lastSuccess: lastSuccess, lastAttempt: lastAttempt, lastError: lastError, errorKind: row?[4].text,
-                               queueDepth: integration == .sandbox ? try pendingScans().count : try depth(integration),
+                               queueDepth: integration == .sandbox ? try pendingScanCount() : try depth(integration),
                                sent: try counter(integration, "sent"), dropped: try counter(integration, "dropped"),
                                throttled: try counter(integration, "throttled"),
                                backoffUntil: row?[5].real.map { Date(timeIntervalSince1970: $0) })
@@ -255,8 +255,9 @@ final class RuntimeStore {
         }
     }
 
-    func pendingScans() throws -> [Scan] {
-        try scans().filter { $0.state == "queued" || $0.state == "processing" }
+    /// How many scans wait (queued or processing), without reading their contents.
+    func pendingScanCount() throws -> Int {
+        Int(try database.query("SELECT count(*) FROM scans WHERE state IN ('queued', 'processing')").first?[0].integer ?? 0)
     }
 
     func updateScan(_ id: String, state: String, verdict: String? = nil, dropContent: Bool = false) throws {
