@@ -3,16 +3,22 @@ import PlatformSim
 import TetherTestSupport
 import Testing
 
+/// A platform on 127.0.0.1 requiring mutual TLS, and a device whose policies point EDR at it.
+private func platformAndDevice() throws -> (PlatformSimulator, Environment) {
+    let pki = try PlatformPKI.create()
+    let platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
+    let env = try Environment(policies: [
+        "policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(platform.port)"),
+        "policies/prod.yaml": Environment.prod,
+    ], platform: pki)
+    return (platform, env)
+}
+
 @Suite("tether agent sync and status against the local platform", .serialized)
 struct ConnectorCommandTests {
     @Test("apply → sync connects (exit 0) → the drift report's health section shows EDR connected; a wrong port fails (exit 1)")
     func syncStatusHealth() throws {
-        let pki = try PlatformPKI.create()
-        let platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
-        let env = try Environment(policies: [
-            "policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(platform.port)"),
-            "policies/prod.yaml": Environment.prod,
-        ], platform: pki)
+        let (platform, env) = try platformAndDevice()
         #expect(env.run("apply").code == 0)
         #expect(env.agentCommand("emit-events", "--count", "5").stdout == "Queued 5 process-start events for EDR.\n")
 
@@ -41,12 +47,7 @@ struct ConnectorCommandTests {
 
     @Test("Isolation from the platform, seen and lifted locally")
     func isolation() throws {
-        let pki = try PlatformPKI.create()
-        let platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
-        let env = try Environment(policies: [
-            "policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(platform.port)"),
-            "policies/prod.yaml": Environment.prod,
-        ], platform: pki)
+        let (platform, env) = try platformAndDevice()
         #expect(env.run("apply").code == 0)
         platform.queueCommand(["type": "network-isolation", "durationSeconds": 3600, "exclusions": [["address": "10.0.0.1"]]])
         #expect(env.agentCommand("sync", "edr").code == 0)
