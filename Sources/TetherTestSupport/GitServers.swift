@@ -27,11 +27,12 @@ public final class GitHTTPServer: @unchecked Sendable {
     public let port: Int
     private let counter = ByteCounter()
 
-    /// Serves the repositories below `base`; with `user`/`password`, a request without them is answered 401.
-    public init(base: String, user: String? = nil, password: String? = nil) throws {
+    /// Serves the repositories below `base`; with `user`/`password`, a request without them is
+    /// answered 401; with `tls` (certificate and key PEM) over HTTPS.
+    public init(base: String, user: String? = nil, password: String? = nil, tls: (certificatePEM: String, keyPEM: String)? = nil) throws {
         let expected = user.map { "Basic " + Data("\($0):\(password ?? "")".utf8).base64EncodedString() }
         let counter = self.counter
-        let server = try HTTPServer { request in
+        let handler: @Sendable (ServerRequest) -> ServerResponse = { request in
             if let expected, request.headers["authorization"] != expected {
                 return ServerResponse(status: 401, contentType: "text/plain", body: Array("authentication required\n".utf8),
                                       headers: ["WWW-Authenticate": "Basic realm=\"tether-test\""])
@@ -40,11 +41,19 @@ public final class GitHTTPServer: @unchecked Sendable {
             counter.add(response.body.count)
             return response
         }
+        let server = try tls.map { try HTTPServer(certificatePEM: $0.certificatePEM, privateKeyPEM: $0.keyPEM, handler: handler) }
+            ?? HTTPServer(handler: handler)
         self.server = server
         port = server.port
+        scheme = tls == nil ? "http" : "https"
     }
 
-    public func url(_ name: String) -> String { "http://127.0.0.1:\(port)/\(name)" }
+    private let scheme: String
+
+    /// The repository's URL (https URLs name localhost, which the server certificate carries).
+    public func url(_ name: String) -> String {
+        scheme == "https" ? "https://localhost:\(port)/\(name)" : "http://127.0.0.1:\(port)/\(name)"
+    }
 
     /// Bytes of response bodies sent so far.
     public var bytesSent: Int { counter.total }

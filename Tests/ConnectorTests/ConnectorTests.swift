@@ -308,3 +308,32 @@ struct SandboxAndResponseTests {
         #expect(results.first { $0["id"] as? String == "run-1" }?["result"] as? String == "refused")
     }
 }
+
+@Suite("Connectors follow the settings", .serialized)
+struct ConnectorLifecycleTests {
+    @Test("A connector the reconciler stops keeps its queue; started again, it delivers everything in order")
+    func stopStartKeepsEvents() throws {
+        let rig = try Rig()
+        try rig.set(.edr, "requestCountLimits", .bool(false))
+        try rig.runtime.record(Rig.events(50))
+        try rig.agent.stop(.edr)
+        #expect(rig.runtime.tick().isEmpty, "a stopped connector does nothing")
+        try rig.runtime.record(Rig.events(50, from: 50))
+        #expect(try rig.runtime.status().first { $0.integration == .edr }?.queueDepth == 100)
+        try rig.agent.start(.edr)
+        let outcomes = rig.runtime.tick()
+        #expect(outcomes.map(\.integration) == [.edr])
+        #expect(outcomes.first?.succeeded == true)
+        #expect(rig.platform.events().compactMap { ($0["detail"] as? [String: String])?["n"] } == (0..<100).map { String($0) })
+    }
+
+    @Test("A changed address takes effect at the next sync (a restart with the new settings)")
+    func settingChange() throws {
+        let rig = try Rig()
+        #expect(rig.runtime.sync(.edr).succeeded)
+        let other = try PlatformSimulator(pki: rig.pki, requireClientCertificate: true)
+        try rig.set(.edr, "port", .int(other.port))
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(other.received.count == 1)
+    }
+}

@@ -3,6 +3,7 @@ import Controller
 import Foundation
 import GitSource
 import Logging
+import PlatformSim
 import Reconciler
 import TetherTestSupport
 import Testing
@@ -93,6 +94,23 @@ struct FetchTests {
         #expect(run.code == 1)
         #expect(run.stderr.contains("took longer than 1 s (--fetch-timeout): abandoned"))
         #expect(elapsed < 5, "took \(elapsed) s")
+    }
+
+    @Test("https with a private CA (--git-ca-file) and a token from the environment")
+    func https() throws {
+        let env = try Environment()
+        let remotes = try TemporaryDirectory("tether-remotes")
+        try publish(env, to: remotes)
+        let pki = try PlatformPKI.create()
+        let server = try GitHTTPServer(base: remotes.path, user: "tether", password: "env-token",
+                                       tls: (pki.serverCertificatePEM, pki.serverKeyPEM))
+        let ca = try env.state.write("git-ca.pem", pki.caPEM)
+        setenv("TETHER_GIT_TOKEN", "env-token", 1)
+        defer { unsetenv("TETHER_GIT_TOKEN") }
+        let plan = tether(["plan", "--repo", server.url("policies.git"), "--git-user", "tether", "--git-ca-file", ca,
+                           "--state-dir", env.state.path, "--format", "json"])
+        #expect(plan.code == 2, "\(plan.stderr)")
+        #expect(plan.json["revision"] as? String == env.revision)
     }
 
     @Test("--ref takes a glob over tags and picks the highest version")
