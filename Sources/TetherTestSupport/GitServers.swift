@@ -20,6 +20,53 @@ public final class GitDaemon: @unchecked Sendable {
     public func url(_ name: String) -> String { "git://127.0.0.1:\(port)/\(name)" }
 }
 
+/// OpenSSH's sshd on 127.0.0.1 for git over ssh: its own host key, one authorized client key,
+/// serving the current user's shell (so `git-upload-pack PATH` works). Killed when released.
+public final class SSHServer: @unchecked Sendable {
+    public let port: Int
+    private let directory: TemporaryDirectory
+    private let process: BackgroundProcess
+    /// A known_hosts line for this server.
+    public let knownHostsLine: String
+    /// The client's private key file.
+    public let clientKey: String
+
+    public init() throws {
+        directory = try TemporaryDirectory("tether-sshd")
+        let hostKey = directory.url.appendingPathComponent("host_ed25519").path
+        clientKey = directory.url.appendingPathComponent("client_ed25519").path
+        for arguments in [["-q", "-t", "ed25519", "-N", "", "-f", hostKey], ["-q", "-t", "ed25519", "-N", "", "-f", clientKey]] {
+            let made = try runProgram("ssh-keygen", arguments)
+            guard made.status == 0 else { throw FixtureError("ssh-keygen: \(made.output)") }
+        }
+        let authorized = try String(contentsOfFile: clientKey + ".pub", encoding: .utf8)
+        try directory.write("authorized_keys", authorized)
+        port = try freePort()
+        let config = """
+            Port \(port)
+            ListenAddress 127.0.0.1
+            HostKey \(hostKey)
+            AuthorizedKeysFile \(directory.url.appendingPathComponent("authorized_keys").path)
+            PidFile \(directory.url.appendingPathComponent("sshd.pid").path)
+            PermitRootLogin prohibit-password
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            UsePAM no
+            StrictModes no
+
+            """
+        let configFile = try directory.write("sshd_config", config)
+        try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        process = try BackgroundProcess("/usr/sbin/sshd", ["-D", "-e", "-f", configFile])
+        try waitForPort(port)
+        let hostPublic = try String(contentsOfFile: hostKey + ".pub", encoding: .utf8).split(separator: " ")
+        knownHostsLine = "[127.0.0.1]:\(port) \(hostPublic[0]) \(hostPublic[1])\n"
+    }
+
+    /// An ssh URL for a repository at an absolute path on this machine.
+    public func url(_ path: String) -> String { "ssh://\(NSUserName())@127.0.0.1:\(port)\(path)" }
+}
+
 /// `git http-backend` behind a small HTTP server on 127.0.0.1 (the smart HTTP protocol),
 /// optionally demanding Basic credentials; counts the bytes it sent.
 public final class GitHTTPServer: @unchecked Sendable {

@@ -3,31 +3,33 @@ import Foundation
 import Glibc
 #endif
 
-/// A long-running helper process (a TLS server), killed with SIGKILL when released: on Linux a
+/// A long-running helper process (a TLS server, git daemon, sshd), started with posix_spawn
+/// and killed with SIGKILL when released. Not a Foundation.Process: Foundation reaps its
+/// children one at a time, so a server that never exits could stall every `runProgram`, and a
 /// child started from async code may ignore SIGTERM.
 public final class BackgroundProcess: @unchecked Sendable {
-    let process: Process
+    let pid: pid_t
 
-    public init(_ executable: String, _ arguments: [String], in directory: String? = nil) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [executable] + arguments
-        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
+    /// `executable` is a path, or a name looked up in PATH.
+    public init(_ executable: String, _ arguments: [String]) throws {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for fd in [STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO] {
+            posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY, 0)
+        }
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let status = posix_spawnp(&child, executable, &actions, nil, argv, environ)
+        guard status == 0 else { throw FixtureError("cannot start \(executable): \(String(cString: strerror(status)))") }
+        pid = child
     }
 
     deinit {
-        // Reap it directly: Process.waitUntilExit can wait forever for a notification that an
-        // async test context never delivers.
-        let pid = process.processIdentifier
         kill(pid, SIGKILL)
         var status: Int32 = 0
-        for _ in 0..<200 where waitpid(pid, &status, WNOHANG) == 0 {
-            usleep(10_000)
-        }
+        waitpid(pid, &status, 0)
     }
 }
 

@@ -113,6 +113,30 @@ struct FetchTests {
         #expect(plan.json["revision"] as? String == env.revision)
     }
 
+    @Test("ssh with a key file: the host key must be in --known-hosts", .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/sshd")))
+    func ssh() throws {
+        let env = try Environment()
+        let remotes = try TemporaryDirectory("tether-remotes")
+        let bare = try publish(env, to: remotes)
+        let impostorKey = env.state.url.appendingPathComponent("impostor").path
+        try runProgram("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", impostorKey])
+        let impostorPublic = try String(contentsOfFile: impostorKey + ".pub", encoding: .utf8).split(separator: " ").prefix(2).joined(separator: " ")
+        let server = try SSHServer()
+        let known = try env.state.write("known_hosts", server.knownHostsLine)
+        let url = server.url(bare)
+        let good = tether(["plan", "--repo", url, "--ssh-key", server.clientKey, "--known-hosts", known,
+                           "--state-dir", env.state.path, "--format", "json"])
+        #expect(good.code == 2, "\(good.stderr)")
+        #expect(good.json["revision"] as? String == env.revision)
+
+        let impostor = try env.state.write("impostor_known_hosts", "[127.0.0.1]:\(server.port) \(impostorPublic)\n")
+        let refused = tether(["plan", "--repo", url, "--ssh-key", server.clientKey, "--known-hosts", impostor, "--state-dir", env.state.path])
+        #expect(refused.code == 1)
+        #expect(refused.stderr.contains("presented a key that is not the one in"))
+        let unknown = tether(["plan", "--repo", url, "--ssh-key", server.clientKey, "--state-dir", env.state.path])
+        #expect(unknown.stderr.contains("give a known_hosts file (--known-hosts)"))
+    }
+
     @Test("--ref takes a glob over tags and picks the highest version")
     func semverTags() throws {
         let env = try Environment()
