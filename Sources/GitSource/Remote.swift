@@ -388,8 +388,17 @@ enum KnownHosts {
         guard !key.isEmpty else { return .refused("ssh host \(host) did not present its key") }
         var hostListed = false
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard fields.count >= 3, !line.hasPrefix("#") else { continue }
+            var fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard !line.hasPrefix("#") else { continue }
+            let revoked = fields.first == "@revoked"
+            if fields.first?.hasPrefix("@") == true { fields.removeFirst() }  // @revoked, @cert-authority
+            guard fields.count >= 3 else { continue }
+            if revoked {
+                if let listed = Data(base64Encoded: String(fields[2])), Array(listed) == key {
+                    return .refused("ssh host \(host) presented a key that \(file) marks @revoked")
+                }
+                continue
+            }
             let hosts = fields[0].split(separator: ",").map(String.init)
             guard hosts.contains(where: { $0 == host || $0.hasPrefix("[\(host)]:") }) else { continue }
             hostListed = true

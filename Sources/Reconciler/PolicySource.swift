@@ -1,4 +1,7 @@
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import GitSource
 import Policy
@@ -137,6 +140,11 @@ public final class PolicyRevision {
         let url = spec.repository
         FetchWatchdog.queue.async {
             defer { FetchWatchdog.end(path); done.signal() }
+            // One fetch per mirror across processes too (tether plan beside tether run).
+            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            let lock = Glibc.open(path + ".lock", O_RDWR | O_CREAT, 0o600)
+            if lock >= 0 { flock(lock, LOCK_EX) }
+            defer { if lock >= 0 { flock(lock, LOCK_UN); close(lock) } }
             do {
                 outcome.set(.success(try GitRepository.updateMirror(url: url, at: path, credentials: credentials, timeout: timeout)))
             } catch {

@@ -31,6 +31,8 @@ struct PlatformSimCommand: ParsableCommand {
     var clientCertificate: [String] = []
 
     func run() throws {
+        // Keys and client containers are the owner's alone from the moment they exist.
+        umask(0o077)
         let directory = URL(fileURLWithPath: dir, isDirectory: true)
         let pki = try PlatformPKI.loadOrCreate(in: directory)
         for name in clientCertificate {

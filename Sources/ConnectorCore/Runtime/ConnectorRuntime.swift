@@ -354,7 +354,8 @@ public final class ConnectorRuntime {
                 head += "\r\n\r\n"
                 body += Array(head.utf8) + value + Array("\r\n".utf8)
             }
-            part("content", scan.content ?? [], filename: (scan.path as NSString).lastPathComponent)
+            let filename = String((scan.path as NSString).lastPathComponent.map { $0 == "\"" || $0 == "\\" || $0.isNewline ? "_" : $0 })
+            part("content", scan.content ?? [], filename: filename)
             part("scanId", Array(scan.id.utf8))
             part("objectType", Array("file".utf8))
             body += Array("--\(boundary)--\r\n".utf8)
