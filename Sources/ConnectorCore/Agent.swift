@@ -48,6 +48,7 @@ public final class Agent {
         CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL,
             path TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision TEXT NOT NULL, at REAL NOT NULL);
+        CREATE TABLE IF NOT EXISTS applied_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision TEXT NOT NULL, at REAL NOT NULL);
         """
 
     // MARK: - Reading

@@ -87,8 +87,18 @@ public struct Reconciliation {
                                 failure: "error: apply failed, nothing was changed: \(error)")
         }
         if healthWindow > 0, !plan.isEmpty {
-            let changed = HealthWindow.connectors(changedBy: plan.steps, running: try agent.state().running)
-            let failed = HealthWindow.check(changed, runtime: try ConnectorRuntime(agent: agent), seconds: healthWindow)
+            let changed: [Integration]
+            let runtime: ConnectorRuntime
+            do {
+                changed = HealthWindow.connectors(changedBy: plan.steps, running: try agent.state().running)
+                runtime = try ConnectorRuntime(agent: agent)
+            } catch {
+                // The changes are committed: say so, and that their health could not be checked.
+                let message = "error: applied, but the health window could not run: \(error)"
+                try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "applied", findings: plan.findings.count, detail: message))
+                return ApplyOutcome(report: report(.apply, applied: true, notes: notes), changed: true, failure: message)
+            }
+            let failed = HealthWindow.check(changed, runtime: runtime, seconds: healthWindow)
             if !failed.isEmpty {
                 let reasons = failed.map { "\($0.integration.displayName) did not reach its server (\($0.errorKind ?? "error"): \($0.summary))" }
                 do {

@@ -308,17 +308,17 @@ public final class ConnectorRuntime {
     public func submitToSandbox(_ files: [(path: String, content: [UInt8])]) throws -> [String] {
         let state = try agent.state()
         let limit: Int = { if case .int(let value) = state.value(SettingPath(.integration(.sandbox), "queueSize")) { return value }; return 1024 }()
-        return try storeCall {
-            var queued = try store.queuedBytes()
-            let total = files.reduce(0) { $0 + $1.content.count }
-            if queued + total > limit * 1024 * 1024, let file = files.first(where: { _ in true }) {
-                let refused = files.first { queued + $0.content.count > limit * 1024 * 1024 } ?? file
-                try store.enqueue([TelemetryEvent(type: "sandbox-queue-full", detail: ["path": refused.path, "size": String(refused.content.count)])], for: .edr)
-                throw AgentError.invalidSetting("the Sandbox queue is full: \(refused.path) (\(refused.content.count) bytes) does not fit in sandbox.queueSize = \(limit) MB (\(queued) bytes waiting); nothing was queued")
-            }
+        // Check and insert in one transaction, so two submitters cannot overfill the queue together;
+        // a refusal rolls the whole submission back, then is recorded as an event.
+        struct QueueFull: Error { let message: String }
+        do {
             return try store.database.transaction {
+                var queued = try store.queuedBytes()
                 var ids: [String] = []
                 for file in files {
+                    guard queued + file.content.count <= limit * 1024 * 1024 else {
+                        throw QueueFull(message: "the Sandbox queue is full: \(file.path) (\(file.content.count) bytes) does not fit in sandbox.queueSize = \(limit) MB (\(queued) bytes waiting); nothing was queued")
+                    }
                     let id = UUID().uuidString.lowercased()
                     try store.addScan(id: id, path: file.path, content: file.content)
                     queued += file.content.count
@@ -326,6 +326,13 @@ public final class ConnectorRuntime {
                 }
                 return ids
             }
+        } catch let full as QueueFull {
+            try storeCall {
+                try store.enqueue([TelemetryEvent(type: "sandbox-queue-full", detail: ["files": files.map(\.path).joined(separator: ", ")])], for: .edr)
+            }
+            throw AgentError.invalidSetting(full.message)
+        } catch {
+            throw AgentError.store("runtime.db: \(error)")
         }
     }
 
