@@ -87,10 +87,7 @@ struct SetSettings: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Change settings by vendor key: `tether agent set-settings edr Port=8443 ConnectionTimeout=20`.",
         discussion: """
-            Keys are the vendor's (Port, UseClientPinnedCertificate, EventTransferSettings.PingPeriod or
-            just PingPeriod); policy field names (port) work too. Lists are written
-            Endpoints=10.0.0.1:8081,[::1]:8081. All changes apply together or not at all, and a running
-            task must still meet its preconditions afterwards.
+            Keys are the vendor's (Port, UseClientPinnedCertificate, EventTransferSettings.PingPeriod or just PingPeriod); policy field names (port) work too. Lists are written Endpoints=10.0.0.1:8081,[::1]:8081. All changes apply together or not at all, and a running task must still meet its preconditions afterwards.
             """)
 
     @Argument(help: "edr, ndr, sandbox or app.") var target: SettingsTarget

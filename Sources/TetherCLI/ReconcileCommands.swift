@@ -12,11 +12,7 @@ struct ValidateCommand: ParsableCommand {
         commandName: "validate",
         abstract: "Check every policy file of a revision and print every problem as FILE:LINE:COLUMN: message.",
         discussion: """
-            Checks YAML syntax, fields (with a did-you-mean for unknown ones), types, ranges, unique
-            policy names, observe/ignore lists and exceptions, that each serverCertificate exists in the
-            same commit and is a certificate, and that no two policies of equal priority that could
-            select one device disagree. Client containers live on devices, so `plan` checks them.
-            Exit 0 when valid, 1 when not.
+            Checks YAML syntax, fields (with a did-you-mean for unknown ones), types, ranges, unique policy names, observe/ignore lists and exceptions, that each serverCertificate exists in the same commit and is a certificate, and that no two policies of equal priority that could select one device disagree. Client containers live on devices, so `plan` checks them. Exit 0 when valid, 1 when not.
             """)
 
     @OptionGroup var source: SourceOptions
@@ -55,12 +51,7 @@ struct PlanCommand: ParsableCommand {
         commandName: "plan",
         abstract: "Show what apply would change on this agent, in the order it would change it.",
         discussion: """
-            Each finding says why it exists: pending (git changed), drift (the agent was changed outside
-            Tether), conflict (both), expiring/expired certificates, unenforceable values, and differences
-            accepted by exceptions. With --against device.json (from `tether agent snapshot`) the plan is made
-            offline, for a pull request's CI, without access to any endpoint.
-            Exit 0 when there is nothing to do, 2 when there are changes, 1 on error
-            (like terraform plan -detailed-exitcode).
+            Each finding says why it exists: pending (git changed), drift (the agent was changed outside Tether), conflict (both), expiring/expired certificates, unenforceable values, and differences accepted by exceptions. With --against device.json (from `tether agent snapshot`) the plan is made offline, for a pull request's CI, without access to any endpoint. Exit 0 when there is nothing to do, 2 when there are changes, 1 on error (like terraform plan -detailed-exitcode).
             """)
 
     @OptionGroup var source: SourceOptions
@@ -86,10 +77,7 @@ struct ApplyCommand: ParsableCommand {
         commandName: "apply",
         abstract: "Make the agent match the revision: every change in one transaction, or none.",
         discussion: """
-            Keys marked observe or covered by an active exception are reported, never changed.
-            Exit 0 when applied (or nothing to do), 1 on error; after an error the agent is exactly as it was.
-            With --detailed-exitcodes the exit code is a bitmask: 2 changes were made, 4 the apply failed
-            (nothing changed), 8 verification refused the revision.
+            Keys marked observe or covered by an active exception are reported, never changed. Exit 0 when applied (or nothing to do), 1 on error; after an error the agent is exactly as it was. With --detailed-exitcodes the exit code is a bitmask: 2 changes were made, 4 the apply failed (nothing changed), 8 verification refused the revision.
             """)
 
     @OptionGroup var source: SourceOptions
@@ -144,11 +132,7 @@ struct DriftCommand: ParsableCommand {
         commandName: "drift",
         abstract: "Report every managed setting where the agent differs from the revision: why, declared where, changed by whom, noticed when.",
         discussion: """
-            Kinds: pending (git changed, the agent has not caught up), drift (changed outside Tether),
-            conflict (both changed), expiring/expired certificates (--warn-expiry days), unenforceable
-            (cannot be applied here, with the reason), excepted (accepted by an exception in git) and
-            exception-expired. Each detection is recorded in `tether history`.
-            Exit 0 when in sync (exceptions aside), 2 otherwise, 1 on error.
+            Kinds: pending (git changed, the agent has not caught up), drift (changed outside Tether), conflict (both changed), expiring/expired certificates (--warn-expiry days), unenforceable (cannot be applied here, with the reason), excepted (accepted by an exception in git) and exception-expired. Each detection is recorded in `tether history`. Exit 0 when in sync (exceptions aside), 2 otherwise, 1 on error.
             """)
 
     @OptionGroup var source: SourceOptions

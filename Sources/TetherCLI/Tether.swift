@@ -12,19 +12,16 @@ public struct Tether: ParsableCommand {
         commandName: "tether",
         abstract: "Keep an endpoint agent's EDR, NDR and Sandbox integrations exactly as a git repository declares.",
         discussion: """
-            Tether reads IntegrationPolicy documents from a git commit (never from a working tree),
-            selects those matching this device's labels, merges them by priority and reconciles
-            the embedded agent's certificates, connector state and settings.
+            Tether reads IntegrationPolicy documents from a git commit (never from a working tree), selects those matching this device's labels, merges them by priority and reconciles the embedded agent's certificates, connector state and settings.
 
-            Exit codes: validate 0 valid, 1 invalid; plan 0 nothing to do, 2 changes, 1 error;
-            apply 0 applied or nothing to do, 1 error (nothing changed), or with --detailed-exitcodes
-            a bitmask (2 changes, 4 failures, 8 verification refused); drift 0 in sync, 2 drift, 1 error.
+            Exit codes: validate 0 valid, 1 invalid; plan 0 nothing to do, 2 changes, 1 error; apply 0 applied or nothing to do, 1 error (nothing changed), or with --detailed-exitcodes a bitmask (2 changes, 4 failures, 8 verification refused); drift 0 in sync, 2 drift, 1 error.
 
             Start here:
               tether validate --repo .                      check every policy file
               tether plan --repo . --state-dir ./state      what would change
               tether apply --repo . --state-dir ./state     change it, all or nothing
               tether drift --repo . --state-dir ./state     is the agent still as git says?
+              tether run --repo URL --state-dir DIR         the controller, on an endpoint
             """,
         subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, StatusCommand.self,
                       HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self]
