@@ -125,11 +125,22 @@ public final class Agent {
         return try atomically(body)
     }
 
+    /// Runs `body` in a transaction, or in a savepoint inside one, so that a nested change that
+    /// fails is undone even when its caller carries on.
     func atomically<T>(_ body: () throws -> T) throws -> T {
-        if transactionDepth > 0 { return try body() }
         transactionDepth += 1
         defer { transactionDepth -= 1 }
-        return try storeAccess { try database.transaction(body) }
+        guard transactionDepth > 1 else { return try storeAccess { try database.transaction(body) } }
+        let savepoint = "nested_\(transactionDepth)"
+        try storeAccess { try database.execute("SAVEPOINT \(savepoint)") }
+        do {
+            let result = try body()
+            try storeAccess { try database.execute("RELEASE \(savepoint)") }
+            return result
+        } catch {
+            try? database.execute("ROLLBACK TO \(savepoint); RELEASE \(savepoint);")
+            throw error
+        }
     }
 
     /// Sets one setting. A running task must still meet its preconditions afterwards; changing

@@ -137,3 +137,25 @@ struct AgentTests {
         #expect(abs(record.at.timeIntervalSinceNow) < 60)
     }
 }
+
+@Suite("Nested changes")
+struct NestedChangeTests {
+    @Test("A nested change that fails is undone even when the caller carries on")
+    func savepoints() throws {
+        let state = try TemporaryDirectory("tether-state")
+        let pki = try TestPKI()
+        let agent = try Agent(stateDirectory: state.path)
+        try agent.addServerCertificate(.edr, bytes: Array(try pki.data("server.pem")), source: "server.pem")
+        try agent.start(.edr)
+        let port = SettingPath(.integration(.edr), "port")
+        let behaviorDetection = SettingPath(.app, "behaviorDetection")
+        try agent.transaction(actor: "test") {
+            try agent.set(port, to: .int(8443))
+            // Refused after writing (telemetry needs behaviour detection while EDR runs): its write
+            // must go, ours must stay.
+            #expect(throws: AgentError.self) { try agent.set(behaviorDetection, to: .bool(false)) }
+        }
+        #expect(try agent.state().value(port) == .int(8443))
+        #expect(try agent.state().value(behaviorDetection) == .bool(true))
+    }
+}
