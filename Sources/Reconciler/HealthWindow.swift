@@ -21,34 +21,42 @@ public struct RestorePoint: Sendable {
         applied = try agent.appliedState()
     }
 
-    /// The steps that undo `steps` (applied after this point was taken), in an order the rules allow.
-    func undo(_ steps: [PlanStep]) -> [PlanStep] {
-        steps.reversed().map { step in
-            switch step {
-            case .stop(let integration): return .start(integration)
-            case .start(let integration): return .stop(integration)
-            case .set(let path, let from, let to): return .set(path, from: to, to: from)
-            case .pinServerCertificate(let integration, _, _, _):
-                if let old = state.serverCertificates[integration] {
-                    return .pinServerCertificate(integration, old, bytes: old.der, path: "the previous certificate")
-                }
-                return .removeServerCertificate(integration)
-            case .installClientCertificate(let integration, _, _, _, _):
-                if let old = state.clientCertificates[integration], let container = containers[integration] {
-                    return .installClientCertificate(integration, old, container: container.pkcs12, password: container.password,
-                                                     file: "the previous container")
-                }
-                return .removeClientCertificate(integration)
-            case .removeServerCertificate(let integration), .removeClientCertificate(let integration):
-                return .stop(integration)  // never produced by a forward plan
+    /// The steps that bring an agent in `current` state back to this point, ordered by the rules
+    /// like any plan: found by comparing the two states, not by replaying what was done.
+    func steps(from current: AgentState) -> [PlanStep] {
+        let here = SourceLocation(file: "the restore point", line: 1, column: 1)
+        var values: [DesiredKey: (value: ResolvedValue, source: SourceLocation)] = [:]
+        for scope in SettingCatalog.scopes {
+            for field in SettingCatalog.fields(scope) {
+                let path = SettingPath(scope, field.name)
+                values[.setting(path)] = (.setting(state.value(path)), here)
             }
         }
+        var removals: [PlanStep] = []
+        for integration in Integration.allCases {
+            if let certificate = state.serverCertificates[integration] {
+                values[.serverCertificate(integration)] = (.serverCertificate(certificate, bytes: certificate.der, path: "the previous certificate"), here)
+            } else if current.serverCertificates[integration] != nil {
+                removals.append(.removeServerCertificate(integration))
+            }
+            if let certificate = state.clientCertificates[integration], let container = containers[integration] {
+                values[.clientCertificate(integration)] = (.clientCertificate(certificate, container: container.pkcs12, password: container.password,
+                                                                              file: "the previous container"), here)
+            } else if current.clientCertificates[integration] != nil {
+                removals.append(.removeClientCertificate(integration))
+            }
+        }
+        let desired = ResolvedDesiredState(values: values, policies: [], unresolved: [:], modes: [:], exceptions: [:])
+        let steps = Reconciler.plan(desired: desired, actual: current).steps
+        // Certificates the previous state did not have go before any task starts.
+        let firstStart = steps.firstIndex { if case .start = $0 { return true }; return false } ?? steps.count
+        return Array(steps[..<firstStart]) + removals + Array(steps[firstStart...])
     }
 
-    /// Puts the agent back as it was before `steps`, in one transaction.
-    public func restore(_ agent: Agent, undoing steps: [PlanStep], actor: String) throws {
+    /// Puts the agent back as it was when this point was taken, in one transaction.
+    public func restore(_ agent: Agent, actor: String) throws {
         try agent.transaction(actor: actor) {
-            for step in undo(steps) { try step.run(on: agent) }
+            for step in steps(from: try agent.state()) { try step.run(on: agent) }
             try agent.recordApplied(applied.values, revision: applied.revision)
         }
     }

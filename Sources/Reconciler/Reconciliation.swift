@@ -102,7 +102,7 @@ public struct Reconciliation {
             if !failed.isEmpty {
                 let reasons = failed.map { "\($0.integration.displayName) did not reach its server (\($0.errorKind ?? "error"): \($0.summary))" }
                 do {
-                    try restorePoint.restore(agent, undoing: plan.steps, actor: "\(actor) health window")
+                    try restorePoint.restore(agent, actor: "\(actor) health window")
                 } catch {
                     let message = "error: the health window failed (\(reasons.joined(separator: "; "))) and restoring the previous state failed too: \(error)"
                     try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: message))

@@ -138,3 +138,32 @@ struct EndToEndTests {
         #expect(FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent("mirrors").path))
     }
 }
+
+@Suite("Restore points")
+struct RestorePointTests {
+    @Test("Restoring compares states: settings, tasks and certificates come back, whatever happened in between")
+    func restoresEverything() throws {
+        let env = try Environment()
+        #expect(env.run("apply").code == 0)
+        let agent = try Agent(stateDirectory: env.state.path)
+        let before = try agent.state()
+        let point = try RestorePoint(agent: agent)
+        let other = try TestPKI()
+        try agent.transaction(actor: "test") {
+            try agent.set(SettingPath(.integration(.edr), "port"), to: .int(9443))
+            try agent.set(SettingPath(.integration(.edr), "mode"), to: .string("expert-onprem"))
+            try agent.addServerCertificate(.edr, bytes: Array(try other.data("server.pem")), source: "other")
+            try agent.addServerCertificate(.ndr, bytes: Array(try other.data("server.pem")), source: "other")
+            try agent.start(.ndr)
+            try agent.set(SettingPath(.integration(.edr), "telemetry"), to: .bool(false))
+            try agent.set(SettingPath(.app, "behaviorDetection"), to: .bool(false))
+        }
+        try point.restore(agent, actor: "test restore")
+        let after = try agent.state()
+        #expect(after.running == before.running)
+        #expect(after.serverCertificates == before.serverCertificates)
+        #expect(after.clientCertificates == before.clientCertificates)
+        #expect(after.settings == before.settings)
+        #expect(env.run("drift").code == 0)
+    }
+}
