@@ -158,6 +158,8 @@ private final class ServerState: @unchecked Sendable {
     private var connections = Set<Int32>()
     private var contextFreed = false
 
+    static let maximumConnections = 256
+
     init(context: OpaquePointer?, listener: Int32, handler: @escaping @Sendable (ServerRequest) -> ServerResponse) {
         self.context = context
         self.listener = listener
@@ -182,14 +184,18 @@ private final class ServerState: @unchecked Sendable {
             let client = accept(listener, nil, nil)
             if client < 0 {
                 if lock.withLock({ stopped }) { break }
+                usleep(10_000)  // out of descriptors, say: do not spin
                 continue
             }
-            let accepted = lock.withLock { () -> Bool in
-                if stopped { return false }
+            let accepted = lock.withLock { () -> Bool? in
+                if stopped { return nil }
+                // A bounded number of connections at once; beyond it a client is closed at once.
+                guard connections.count < Self.maximumConnections else { return false }
                 connections.insert(client)
                 return true
             }
-            guard accepted else { close(client); break }
+            guard let accepted else { close(client); break }
+            guard accepted else { close(client); continue }
             Thread { [self] in serve(client) }.start()
         }
     }

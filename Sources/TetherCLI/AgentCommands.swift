@@ -256,7 +256,12 @@ func agentCall<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
+/// Reads a file named on the command line (at most 256 MiB).
 func readFile(_ path: String) throws -> [UInt8] {
+    let limit = 256 << 20
+    if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > limit {
+        throw CommandError("error: \(path): \(size) bytes is more than the \(limit)-byte limit")
+    }
     guard let data = FileManager.default.contents(atPath: path) else {
         throw CommandError("error: \(path): cannot read the file (missing or not readable)")
     }

@@ -40,6 +40,7 @@ public struct Certificate: Sendable, Hashable, Codable {
     /// Parses one certificate from PEM or DER bytes (the first, when a PEM file holds several).
     public init(bytes: [UInt8]) throws {
         OpenSSL.initialize()
+        guard bytes.count < 16 << 20 else { throw X509Error.notACertificate(reason: "\(bytes.count) bytes is far too large for a certificate") }
         let parsed: OpaquePointer? = bytes.withUnsafeBytes { buffer -> OpaquePointer? in
             guard let base = buffer.baseAddress else { return nil }
             let bio = BIO_new_mem_buf(base, Int32(buffer.count))
@@ -102,6 +103,7 @@ public struct ClientContainer: Sendable {
     /// Opens a PKCS#12 container with its password and checks that its key matches its certificate.
     public init(pkcs12 bytes: [UInt8], password: String) throws {
         OpenSSL.initialize()
+        guard bytes.count < 16 << 20 else { throw X509Error.notAContainer(reason: "\(bytes.count) bytes is far too large for a client container") }
         let container: OpaquePointer? = bytes.withUnsafeBytes { buffer in
             var cursor: UnsafePointer<UInt8>? = buffer.baseAddress?.assumingMemoryBound(to: UInt8.self)
             return d2i_PKCS12(nil, &cursor, buffer.count)
