@@ -40,7 +40,7 @@ public struct RestorePoint: Sendable {
                 removals.append(.removeServerCertificate(integration))
             }
             if let certificate = state.clientCertificates[integration], let container = containers[integration] {
-                values[.clientCertificate(integration)] = (.clientCertificate(certificate, container: container.pkcs12, password: container.password,
+                values[.clientCertificate(integration)] = (.clientCertificate(certificate, container: container.pkcs12, password: Secret(container.password),
                                                                               file: "the previous container"), here)
             } else if current.clientCertificates[integration] != nil {
                 removals.append(.removeClientCertificate(integration))

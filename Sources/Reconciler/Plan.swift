@@ -8,7 +8,7 @@ import X509
 public enum ResolvedValue: Sendable {
     case setting(SettingValue)
     case serverCertificate(Certificate, bytes: [UInt8], path: String)
-    case clientCertificate(Certificate, container: [UInt8], password: String, file: String)
+    case clientCertificate(Certificate, container: [UInt8], password: Secret, file: String)
 
     /// The certificate, for certificate values.
     public var certificate: Certificate? {
@@ -120,7 +120,7 @@ public enum PlanStep: Sendable, CustomStringConvertible {
     case stop(Integration)
     case set(SettingPath, from: SettingValue, to: SettingValue)
     case pinServerCertificate(Integration, Certificate, bytes: [UInt8], path: String)
-    case installClientCertificate(Integration, Certificate, container: [UInt8], password: String, file: String)
+    case installClientCertificate(Integration, Certificate, container: [UInt8], password: Secret, file: String)
     case start(Integration)
     /// Only when restoring a previous state: that state had no such certificate.
     case removeServerCertificate(Integration)
@@ -158,7 +158,7 @@ public enum PlanStep: Sendable, CustomStringConvertible {
         case .pinServerCertificate(let integration, _, let bytes, let path):
             try agent.addServerCertificate(integration, bytes: bytes, source: path)
         case .installClientCertificate(let integration, _, let container, let password, let file):
-            try agent.addClientCertificate(integration, pkcs12: container, password: password, source: file)
+            try agent.addClientCertificate(integration, pkcs12: container, password: password.value, source: file)
         case .removeServerCertificate(let integration): try agent.removeServerCertificate(integration)
         case .removeClientCertificate(let integration): try agent.removeClientCertificate(integration)
         }
