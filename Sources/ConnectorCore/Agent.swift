@@ -62,12 +62,7 @@ public final class Agent {
                       let value = try? JSONDecoder().decode(SettingValue.self, from: Data(json.utf8)) else { continue }
                 state.settings[path] = value
             }
-            for scope in SettingCatalog.scopes {
-                for field in SettingCatalog.fields(scope) where !field.isTaskState {
-                    let path = SettingPath(scope, field.name)
-                    if state.settings[path] == nil { state.settings[path] = field.defaultValue }
-                }
-            }
+            state.fillDefaults()
             for row in try database.query("SELECT integration FROM tasks WHERE running = 1") {
                 if let name = row[0].text, let integration = Integration(rawValue: name) { state.running.insert(integration) }
             }

@@ -73,12 +73,7 @@ public struct AgentSnapshot: Sendable {
             }
             state.settings[path] = value
         }
-        for scope in SettingCatalog.scopes {
-            for field in SettingCatalog.fields(scope) where !field.isTaskState {
-                let path = SettingPath(scope, field.name)
-                if state.settings[path] == nil { state.settings[path] = field.defaultValue }
-            }
-        }
+        state.fillDefaults()
         for name in object["running"] as? [String] ?? [] {
             guard let integration = Integration(rawValue: name) else { throw fail("unknown integration '\(name)' in \"running\"") }
             state.running.insert(integration)

@@ -38,6 +38,16 @@ public struct AgentState: Sendable {
         return unmet
     }
 
+    /// Gives every setting not set its default.
+    mutating func fillDefaults() {
+        for scope in SettingCatalog.scopes {
+            for field in SettingCatalog.fields(scope) where !field.isTaskState {
+                let path = SettingPath(scope, field.name)
+                if settings[path] == nil { settings[path] = field.defaultValue }
+            }
+        }
+    }
+
     /// The state of a fresh agent: defaults everywhere, nothing running, no certificates.
     public static let initial = AgentState(settings: [:], running: [], serverCertificates: [:], clientCertificates: [:], lastChanges: [:])
 }

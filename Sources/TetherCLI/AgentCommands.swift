@@ -273,15 +273,8 @@ func describe(_ certificate: Certificate) -> String {
       subject      \(certificate.subject)
       issuer       \(certificate.issuer)
       serial       \(certificate.serialNumber)
-      valid from   \(TextReportDates.format(certificate.notBefore))
-      valid until  \(TextReportDates.format(certificate.notAfter))
+      valid from   \(ReportFormatting.timestamp(certificate.notBefore))
+      valid until  \(ReportFormatting.timestamp(certificate.notAfter))
       sha256       \(certificate.sha256Fingerprint)
     """
-}
-
-enum TextReportDates {
-    static func format(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        return formatter.string(from: date)
-    }
 }

@@ -455,9 +455,8 @@ public final class ConnectorRuntime {
                                server: server.description)
     }
 
-    static func url(_ endpoint: Endpoint) -> String {
-        "https://\(endpoint.address.contains(":") ? "[\(endpoint.address)]" : endpoint.address):\(endpoint.port)"
-    }
+    /// `https://host:port`, IPv6 addresses in brackets (as `Endpoint` writes them).
+    static func url(_ endpoint: Endpoint) -> String { "https://\(endpoint)" }
 
     private func settingsVersion(_ state: AgentState) -> Int {
         state.lastChanges.values.map { Int($0.at.timeIntervalSince1970) }.max() ?? 0
