@@ -13,6 +13,7 @@ public final class Agent {
     let database: Database
     private var transactionDepth = 0
     private var actor = "tether agent"
+    private var attached = Set<String>()
 
     /// The store's file name inside the state directory.
     public static let storeFileName = "agent.db"
@@ -113,6 +114,7 @@ public final class Agent {
 
     /// Runs `body` as one transaction in the name of `actor`: every change in it is kept, or
     /// (when it throws) none is and the store is exactly as before.
+    @discardableResult
     public func transaction<T>(actor: String, _ body: () throws -> T) throws -> T {
         let previousActor = self.actor
         self.actor = actor
@@ -120,9 +122,25 @@ public final class Agent {
         return try atomically(body)
     }
 
+    /// The same, handing `body` the store's connection: tables of a database attached with
+    /// `attach(_:as:)` are written in the same transaction (one commit across both files).
+    @discardableResult
+    public func transaction<T>(actor: String, _ body: (Database) throws -> T) throws -> T {
+        try transaction(actor: actor) { try body(database) }
+    }
+
+    /// Attaches another SQLite file to the store's connection under `schema` (once), so that
+    /// one transaction covers both. Both files use a rollback journal, so SQLite commits them
+    /// atomically together (a super-journal).
+    public func attach(_ file: URL, as schema: String) throws {
+        guard !attached.contains(schema) else { return }
+        _ = try storeAccess { try database.query("ATTACH DATABASE ? AS \(schema)", [.text(file.path)]) }
+        attached.insert(schema)
+    }
+
     /// Runs `body` in a transaction, or in a savepoint inside one, so that a nested change that
     /// fails is undone even when its caller carries on.
-    func atomically<T>(_ body: () throws -> T) throws -> T {
+    public func atomically<T>(_ body: () throws -> T) throws -> T {
         transactionDepth += 1
         defer { transactionDepth -= 1 }
         guard transactionDepth > 1 else { return try storeAccess { try database.transaction(body) } }

@@ -2,16 +2,6 @@ import Foundation
 import GitSource
 import Reconciler
 
-/// Which commits must carry a trusted SSH signature before they are applied.
-public enum VerifyMode: String, Sendable, CaseIterable {
-    /// No verification.
-    case off
-    /// The revision to apply.
-    case head
-    /// Every commit since the last applied revision.
-    case range
-}
-
 /// Everything one controller runs with. What comes from files (labels, `suspend`, allowed
 /// signers) is read every cycle; SIGHUP starts a cycle at once.
 public struct ControllerConfiguration: Sendable {

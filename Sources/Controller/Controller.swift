@@ -29,50 +29,6 @@ public struct CycleResult: Sendable {
     public let steps: Int
 }
 
-/// Checks that the commits to apply carry trusted SSH signatures.
-public enum CommitVerification {
-    public enum Outcome: Equatable {
-        /// May be applied; the principal that signed the head, when verification is on.
-        case accepted(signer: String?)
-        /// Which commit was refused, why, and which key signed it if any.
-        case refused(String)
-    }
-
-    /// `head` mode checks the revision; `range` every commit since `lastApplied` (the head
-    /// alone when there is none, or it is not an ancestor).
-    public static func check(repository: GitRepository, head: GitCommit, lastApplied: String?, mode: VerifyMode,
-                             allowedSigners: String?) -> Outcome {
-        guard mode != .off else { return .accepted(signer: nil) }
-        guard let file = allowedSigners else { return .refused("--verify \(mode.rawValue) needs --allowed-signers FILE") }
-        guard let data = FileManager.default.contents(atPath: file) else {
-            return .refused("the allowed-signers file \(file) cannot be read")
-        }
-        let allowed = SSHSignature.allowedSigners(String(decoding: data, as: UTF8.self))
-        var commits = [head]
-        if mode == .range, let last = lastApplied, last != head.id, repository.contains(commit: last),
-           repository.isDescendant(head, of: last), let range = try? repository.commits(from: head, since: last) {
-            commits = range
-        }
-        var signer: String?
-        for commit in commits {
-            let verdict: SignatureVerdict
-            do {
-                guard let signature = try repository.signature(of: commit) else {
-                    return .refused("commit \(commit.id.prefix(12)) (\"\(commit.summary)\") is not signed: refused")
-                }
-                verdict = SSHSignature.verify(armored: signature.signature, payload: signature.signedData, allowed: allowed)
-            } catch {
-                return .refused("commit \(commit.id.prefix(12)): \(error)")
-            }
-            guard case .verified(let principal, _) = verdict else {
-                return .refused("commit \(commit.id.prefix(12)) (\"\(commit.summary)\") is \(verdict): refused")
-            }
-            if commit.id == head.id { signer = principal }
-        }
-        return .accepted(signer: signer)
-    }
-}
-
 /// The controller: each cycle fetches the pinned ref (only when it moved), verifies commit
 /// signatures, refuses rollbacks, reconciles (or only reports, when suspended or observing)
 /// and records what it did.
@@ -129,46 +85,39 @@ public final class Controller: @unchecked Sendable {
             return finish(.failed, "fetch-failed", "\(error)")
         }
 
-        // 2. The revision's trust and ancestry, before any of its files is read.
-        let head: GitCommit
-        do {
-            head = try repository.resolve(configuration.source.ref)
-        } catch {
-            return finish(.failed, "error", "\(error)")
-        }
+        // 2. The revision: vouched for (signatures before any file is read, then ancestry), read, decoded.
         let agent: Agent
+        let vouched: VouchedRevision
         do {
             agent = try Agent(stateDirectory: configuration.stateDirectory.path)
+            let lastApplied = try agent.appliedState().revision
+            vouched = try Pipeline.revision(configuration.source, repository: repository, gate: gate, lastApplied: lastApplied)
+        } catch let refused as RevisionRefused {
+            let revision = try? repository.resolve(configuration.source.ref).id
+            switch refused.reason {
+            case .verification:
+                metrics.verificationRefused()
+                return finish(.stalled, refused.reason.rawValue, refused.message, revision: revision)
+            case .rollback:
+                metrics.rollbackRefused()
+                let age = lastVerified.map { " The last verified revision \($0.revision.prefix(12)) was committed \(Self.age(since: $0.commitTime)) ago." } ?? ""
+                return finish(.stalled, refused.reason.rawValue, refused.message + age, revision: revision)
+            }
+        } catch let problems as PolicyProblems {
+            return finish(.stalled, "invalid-policies", problems.description, revision: try? repository.resolve(configuration.source.ref).id)
         } catch {
-            return finish(.failed, "error", "\(error)", revision: head.id)
+            return finish(.failed, "error", "\(error)", revision: try? repository.resolve(configuration.source.ref).id)
         }
-        let lastApplied = (try? agent.appliedState().revision) ?? nil
-        if let refusal = verify(repository: repository, head: head, lastApplied: lastApplied) {
-            metrics.verificationRefused()
-            return finish(.stalled, "verification-refused", refusal, revision: head.id)
-        }
-        var pinned = configuration.source
-        pinned.ref = head.id
-        let revision: PolicyRevision
-        do {
-            revision = try PolicyRevision(spec: pinned, repository: repository)
-        } catch {
-            return finish(.failed, "error", "\(error)", revision: head.id)
-        }
-        if let last = lastApplied, last != head.id,
-           !(repository.contains(commit: last) && repository.isDescendant(head, of: last)), !revision.policySet.allowsRollback {
-            metrics.rollbackRefused()
-            let age = lastVerified.map { " The last verified revision \($0.revision.prefix(12)) was committed \(Self.age(since: $0.commitTime)) ago." } ?? ""
-            return finish(.stalled, "rollback-refused",
-                          "revision \(head.id.prefix(12)) does not descend from the last applied revision \(last.prefix(12)) (a force-push or a rollback): refused. A policy with spec.allowRollback: true in the new revision allows it.\(age)",
-                          revision: head.id)
-        }
+        let revision = vouched.revision
+        let head = revision.commit
+        if configuration.verify != .off { lastVerified = (head.id, head.time, Date(), vouched.signer) }
 
         // 3. Reconcile: apply (unless suspended) and report.
         do {
             let labels = try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
-            let reconciliation = try Reconciliation(revision: revision, labels: labels, host: ProcessInfo.processInfo.hostName,
-                                                    stateDirectory: configuration.stateDirectory, warnExpiryDays: configuration.warnExpiryDays)
+            let reconciliation = try Reconciliation(revision: revision, gate: gate, labels: labels, host: ProcessInfo.processInfo.hostName,
+                                                    stateDirectory: configuration.stateDirectory, agent: agent, notes: vouched.notes,
+                                                    warnExpiryDays: configuration.warnExpiryDays)
             if isSuspended {
                 let report = reconciliation.detectDrift()
                 return finish(.suspended, "suspended", "suspended: nothing applied; \(report.findings.filter { $0.kind.isProblem }.count) findings reported",
@@ -188,13 +137,16 @@ public final class Controller: @unchecked Sendable {
                     message = "applied \(outcome.report.steps.count) steps"
                 }
             }
-            let drift = try Reconciliation(revision: revision, labels: labels, host: ProcessInfo.processInfo.hostName,
-                                           stateDirectory: configuration.stateDirectory, warnExpiryDays: configuration.warnExpiryDays).detectDrift()
+            let drift = try Reconciliation(revision: revision, gate: gate, labels: labels, host: ProcessInfo.processInfo.hostName,
+                                           stateDirectory: configuration.stateDirectory, agent: agent,
+                                           warnExpiryDays: configuration.warnExpiryDays).detectDrift()
             if !drift.inSync && reason == "in-sync" {
                 reason = "drift-reported"
                 message = "\(drift.findings.filter { $0.kind.isProblem }.count) findings reported (observed or not correctable)"
             }
             return finish(.ready, reason, message, revision: head.id, report: drift)
+        } catch let refused as RevisionRefused {
+            return finish(.stalled, refused.reason.rawValue, refused.message, revision: head.id)
         } catch let problems as PolicyProblems {
             return finish(.stalled, "invalid-policies", problems.description, revision: head.id)
         } catch {
@@ -202,17 +154,8 @@ public final class Controller: @unchecked Sendable {
         }
     }
 
-    /// nil when the revision may be applied; otherwise which commit was refused, why and who signed it.
-    func verify(repository: GitRepository, head: GitCommit, lastApplied: String?) -> String? {
-        switch CommitVerification.check(repository: repository, head: head, lastApplied: lastApplied,
-                                        mode: configuration.verify, allowedSigners: configuration.allowedSigners) {
-        case .refused(let reason):
-            return reason
-        case .accepted(let signer):
-            if configuration.verify != .off { lastVerified = (head.id, head.time, Date(), signer) }
-            return nil
-        }
-    }
+    /// What each revision must pass.
+    var gate: RevisionGate { RevisionGate(verify: configuration.verify, allowedSigners: configuration.allowedSigners) }
 
     // MARK: - What the controller did last
 

@@ -1,5 +1,6 @@
 import ConnectorCore
 import Foundation
+import SQLiteDB
 import IntegrationModel
 import Policy
 
@@ -54,10 +55,12 @@ public struct RestorePoint: Sendable {
     }
 
     /// Puts the agent back as it was when this point was taken, in one transaction.
-    public func restore(_ agent: Agent, actor: String) throws {
-        try agent.transaction(actor: actor) {
+    /// `record` runs in the same transaction, with the store's connection (for attached tables).
+    public func restore(_ agent: Agent, actor: String, record: (Database) throws -> Void = { _ in }) throws {
+        try agent.transaction(actor: actor) { database in
             for step in steps(from: try agent.state()) { try step.run(on: agent) }
             try agent.recordApplied(applied.values, revision: applied.revision)
+            try record(database)
         }
     }
 }

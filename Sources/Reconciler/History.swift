@@ -31,11 +31,16 @@ public struct HistoryEntry: Sendable, Equatable {
 public final class History {
     private let database: Database
     public static let fileName = "history.db"
+    /// The schema name under which the agent's store attaches this file (see `Reconciliation.apply`).
+    public static let schema = "history"
+    /// The file.
+    public let file: URL
 
     public init(stateDirectory: URL) throws {
         try FileManager.default.createDirectory(at: stateDirectory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
-        database = try Database(path: stateDirectory.appendingPathComponent(History.fileName).path)
+        file = stateDirectory.appendingPathComponent(History.fileName)
+        database = try Database(path: file.path)
         try database.execute("""
             CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL,
                 revision TEXT NOT NULL, result TEXT NOT NULL, findings INTEGER NOT NULL, detail TEXT NOT NULL);
@@ -48,10 +53,17 @@ public final class History {
 
     /// Appends an entry.
     public func record(_ entry: HistoryEntry) throws {
-        try database.query("INSERT INTO history (at, kind, revision, result, findings, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        try database.transaction { try History.record(entry, into: database, schema: "main") }
+    }
+
+    /// Appends an entry through another connection that has this file attached as `schema`,
+    /// inside that connection's transaction (so the entry commits with the agent's change).
+    public static func record(_ entry: HistoryEntry, into database: Database, schema: String) throws {
+        try database.query("INSERT INTO \(schema).history (at, kind, revision, result, findings, detail) VALUES (?, ?, ?, ?, ?, ?)",
                            [.real(entry.at.timeIntervalSince1970), .text(entry.kind), .text(entry.revision),
                             .text(entry.result), .integer(Int64(entry.findings)), .text(entry.detail)])
-        try database.query("DELETE FROM history WHERE id <= (SELECT max(id) FROM history) - ?", [.integer(Int64(History.retained))])
+        try database.query("DELETE FROM \(schema).history WHERE id <= (SELECT max(id) FROM \(schema).history) - ?",
+                           [.integer(Int64(History.retained))])
     }
 
     /// The entries, newest first.
@@ -65,12 +77,22 @@ public final class History {
         }
     }
 
-    /// The revisions the agent was known to match after an apply, newest first, each once.
+    /// The revisions the agent was known to match after an apply, newest first, each once; a
+    /// revision whose apply a health window rolled back does not count.
     public func appliedRevisions() throws -> [String] {
         var seen = Set<String>()
-        return try database.query("SELECT revision FROM history WHERE kind IN ('apply', 'rollback') AND result IN ('applied', 'nothing-to-do') ORDER BY id DESC")
-            .compactMap { $0[0].text }
-            .filter { seen.insert($0).inserted }
+        var rolledBack = Set<String>()
+        var revisions: [String] = []
+        let rows = try database.query("SELECT revision, result FROM history WHERE kind IN ('apply', 'rollback') ORDER BY id DESC")
+        for row in rows {
+            guard let revision = row[0].text, let result = row[1].text else { continue }
+            if result == "rolled-back" {
+                rolledBack.insert(revision)
+            } else if ["applied", "nothing-to-do"].contains(result), !rolledBack.contains(revision), seen.insert(revision).inserted {
+                revisions.append(revision)
+            }
+        }
+        return revisions
     }
 
     /// When each current difference (key → actual value) was first noticed: the time is kept

@@ -192,10 +192,11 @@ public struct Plan: Sendable {
         self.desiredValues = desiredValues
     }
 
-    /// Runs every step on the agent and records the applied desired state, in one transaction
-    /// in the name of `actor`: all or nothing.
-    public func apply(to agent: Agent, actor: String, revision: String) throws {
-        try agent.transaction(actor: actor) {
+    /// Runs every step on the agent and records the applied desired state: all or nothing.
+    /// Call it inside the agent's transaction (see `Reconciliation.apply`); on its own it runs
+    /// in a savepoint of the caller's transaction, or a transaction of its own.
+    public func apply(to agent: Agent, revision: String) throws {
+        try agent.atomically {
             for step in steps { try step.run(on: agent) }
             let applied = try agent.appliedState()
             if applied.values != desiredValues || applied.revision != revision {

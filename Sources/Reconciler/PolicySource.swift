@@ -42,14 +42,21 @@ public final class PolicyRevision {
     }
 
     /// Reads the revision `spec.ref` names from an opened repository.
-    public init(spec: SourceSpec, repository: GitRepository) throws {
-        self.spec = spec
-        self.repository = repository
+    public convenience init(spec: SourceSpec, repository: GitRepository) throws {
+        let commit: GitCommit
         do {
             commit = try repository.resolve(spec.ref)
         } catch let error as GitError {
             throw SourceError(message: error.message)
         }
+        try self.init(spec: spec, repository: repository, commit: commit)
+    }
+
+    /// Reads the policy files of `commit`, already resolved (and vouched for, see `Pipeline`).
+    public init(spec: SourceSpec, repository: GitRepository, commit: GitCommit) throws {
+        self.spec = spec
+        self.repository = repository
+        self.commit = commit
         let files: [GitFile]
         do {
             files = try repository.files(in: commit, under: spec.path) { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }

@@ -2,6 +2,7 @@ import ConnectorCore
 import Foundation
 import IntegrationModel
 import Policy
+import SQLiteDB
 
 /// One comparison of a revision with a device (its agent, or a snapshot of one), ready to
 /// report or apply. What `plan`, `apply`, `drift`, `rollback` and the controller share.
@@ -15,22 +16,29 @@ public struct Reconciliation {
     public let applied: AppliedState
     public let plan: Plan
     public let notes: [String]
+    /// What the revision had to pass; re-checked inside the write transaction.
+    public let gate: RevisionGate
     let history: History?
+    let warnExpiryDays: Int
 
-    /// Compares `revision` with the agent in `stateDirectory`, or with `snapshot` when given
-    /// (then nothing on this machine is opened or changed).
-    public init(revision: PolicyRevision, labels: [String: String], host: String, stateDirectory: URL,
-                snapshot: AgentSnapshot? = nil, warnExpiryDays: Int = 30) throws {
+    /// Compares `revision` with the agent in `stateDirectory` (or `agent`, already opened there),
+    /// or with `snapshot` when given (then nothing on this machine is opened or changed).
+    /// `notes` are carried into every report (a deliberate rollback says so).
+    public init(revision: PolicyRevision, gate: RevisionGate = .standard, labels: [String: String], host: String,
+                stateDirectory: URL, agent: Agent? = nil, snapshot: AgentSnapshot? = nil, notes: [String] = [],
+                warnExpiryDays: Int = 30) throws {
         try revision.requireValid()
         self.revision = revision
+        self.gate = gate
         self.labels = labels
         self.host = host
-        var notes: [String] = []
+        self.warnExpiryDays = warnExpiryDays
+        var notes = notes
         let state = try revision.policySet.desiredState(labels: labels)
         var resolved = try Reconciler.resolve(state, revision: revision, deviceDirectory: stateDirectory)
         let actual: AgentState
         if let snapshot {
-            agent = nil
+            self.agent = nil
             history = nil
             actual = snapshot.state
             applied = snapshot.applied
@@ -41,7 +49,7 @@ public struct Reconciliation {
                 resolved = resolved.dropping(unresolved: offline)
             }
         } else {
-            let agent = try Agent(stateDirectory: stateDirectory.path)
+            let agent = try agent ?? Agent(stateDirectory: stateDirectory.path)
             self.agent = agent
             history = try History(stateDirectory: stateDirectory)
             actual = try agent.state()
@@ -66,26 +74,48 @@ public struct Reconciliation {
         public let failure: String?
     }
 
-    /// Applies the plan in one transaction; with a health window, syncs each changed connector
-    /// for up to that many seconds and restores the previous state when one never reaches its
-    /// server. Records the outcome in the history. Throws `PolicyProblems` for values that
-    /// cannot be applied here (nothing is changed).
+    /// Plans again and applies inside one write transaction, with the history entry in the same
+    /// transaction: overlapping applies serialize, and the revision recorded as applied is always
+    /// the one the agent holds (a kill at any point leaves both as before, or both as after).
+    /// When another apply moved the last applied revision since this comparison was made, the
+    /// revision is vouched for again (signatures, ancestry) before anything changes.
+    /// With a health window, syncs each changed connector for up to that many seconds and
+    /// restores the previous state when one never reaches its server. Throws `PolicyProblems`
+    /// for values that cannot be applied here and `RevisionRefused`; nothing is changed then.
     public func apply(actor: String, historyKind: String = "apply", notes: [String] = [], healthWindow: Double = 0) throws -> ApplyOutcome {
         let revisionId = revision.commit.id
-        guard let agent else { throw SourceError(message: "an offline comparison cannot be applied") }
-        if !plan.unenforceable.isEmpty {
-            try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count,
-                                              detail: plan.unenforceable.map(\.description).joined(separator: "; ")))
-            throw PolicyProblems(plan.unenforceable)
-        }
-        let restorePoint = try RestorePoint(agent: agent)
+        guard let agent, let history else { throw SourceError(message: "an offline comparison cannot be applied") }
+        var notes = notes
+        let done: (plan: Plan, restorePoint: RestorePoint)
         do {
-            try plan.apply(to: agent, actor: "\(actor) \(revisionId.prefix(12))", revision: revisionId)
+            try agent.attach(history.file, as: History.schema)
+            done = try agent.transaction(actor: "\(actor) \(revisionId.prefix(12))") { database in
+                let lastApplied = try agent.appliedState()
+                if lastApplied.revision != applied.revision {
+                    notes += try gate.recheck(revision, lastApplied: lastApplied.revision)
+                }
+                let plan = Reconciler.plan(desired: desired, actual: try agent.state(), applied: lastApplied, warnExpiryDays: warnExpiryDays)
+                if !plan.unenforceable.isEmpty { throw PolicyProblems(plan.unenforceable) }
+                let restorePoint = try RestorePoint(agent: agent)
+                try plan.apply(to: agent, revision: revisionId)
+                try History.record(HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? "nothing-to-do" : "applied",
+                                                findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", ")),
+                                   into: database, schema: History.schema)
+                return (plan, restorePoint)
+            }
+        } catch let problems as PolicyProblems {
+            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count,
+                                             detail: problems.problems.map(\.description).joined(separator: "; ")))
+            throw problems
+        } catch let refused as RevisionRefused {
+            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: refused.reason.rawValue, findings: 0, detail: refused.message))
+            throw refused
         } catch {
-            try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: "\(error)"))
+            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: "\(error)"))
             return ApplyOutcome(report: report(.apply, applied: false, notes: notes), changed: false,
                                 failure: "error: apply failed, nothing was changed: \(error)")
         }
+        let plan = done.plan
         if healthWindow > 0, !plan.isEmpty {
             let changed: [Integration]
             let runtime: ConnectorRuntime
@@ -95,29 +125,29 @@ public struct Reconciliation {
             } catch {
                 // The changes are committed: say so, and that their health could not be checked.
                 let message = "error: applied, but the health window could not run: \(error)"
-                try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "applied", findings: plan.findings.count, detail: message))
-                return ApplyOutcome(report: report(.apply, applied: true, notes: notes), changed: true, failure: message)
+                try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "applied", findings: plan.findings.count, detail: message))
+                return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message)
             }
             let failed = HealthWindow.check(changed, runtime: runtime, seconds: healthWindow)
             if !failed.isEmpty {
                 let reasons = failed.map { "\($0.integration.displayName) did not reach its server (\($0.errorKind ?? "error"): \($0.summary))" }
                 do {
-                    try restorePoint.restore(agent, actor: "\(actor) health window")
+                    try done.restorePoint.restore(agent, actor: "\(actor) health window") { database in
+                        try History.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "rolled-back", findings: plan.findings.count,
+                                                        detail: reasons.joined(separator: "; ")),
+                                           into: database, schema: History.schema)
+                    }
                 } catch {
                     let message = "error: the health window failed (\(reasons.joined(separator: "; "))) and restoring the previous state failed too: \(error)"
-                    try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: message))
-                    return ApplyOutcome(report: report(.apply, applied: true, notes: notes), changed: true, failure: message)
+                    try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: message))
+                    return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message)
                 }
                 let note = "Health window (\(Int(healthWindow)) s): " + reasons.joined(separator: "; ") + ". The previous state was restored."
-                try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "rolled-back", findings: plan.findings.count,
-                                                  detail: reasons.joined(separator: "; ")))
-                return ApplyOutcome(report: report(.apply, applied: false, notes: notes + [note]), changed: false,
+                return ApplyOutcome(report: report(.apply, plan: plan, applied: false, notes: notes + [note]), changed: false,
                                     failure: "error: apply rolled back: " + reasons.joined(separator: "; "))
             }
         }
-        try? history?.record(HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? "nothing-to-do" : "applied",
-                                          findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", ")))
-        return ApplyOutcome(report: report(.apply, applied: !plan.isEmpty, notes: notes), changed: !plan.isEmpty, failure: nil)
+        return ApplyOutcome(report: report(.apply, plan: plan, applied: !plan.isEmpty, notes: notes), changed: !plan.isEmpty, failure: nil)
     }
 
     /// Records a drift detection (noting when each difference was first seen) and returns its

@@ -77,9 +77,10 @@ struct RollbackCommand: ParsableCommand {
         }
         var options = source
         options.ref = target
-        let comparison = try Reconciliation(options, warnExpiry: reportOptions.warnExpiry)
-        let note = "Rolled back from \(current.map { String($0.prefix(12)) } ?? "nothing applied") to \(target.prefix(12))."
-        let outcome = try comparison.apply(actor: "tether rollback", historyKind: "rollback", notes: [note], healthWindow: health.healthWindow)
+        let outcome = try refusing {
+            try Reconciliation(options, gate: RevisionGate(rollbackRequested: true), warnExpiry: reportOptions.warnExpiry)
+                .apply(actor: "tether rollback", historyKind: "rollback", healthWindow: health.healthWindow)
+        }
         try reportOptions.emit(outcome.report)
         if let failure = outcome.failure {
             Console.error(failure)

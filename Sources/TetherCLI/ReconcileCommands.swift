@@ -27,21 +27,54 @@ struct ValidateCommand: ParsableCommand {
 }
 
 extension Reconciliation {
-    /// Compares the revision the source options name with this device (or a snapshot).
-    init(_ source: SourceOptions, warnExpiry: Int, snapshot: AgentSnapshot? = nil) throws {
-        let revision = try source.revision()
+    /// Runs the pipeline's first stages for the revision the source options name — resolve,
+    /// vouch (signatures before any file is read, then ancestry), read, decode — and compares it
+    /// with this device, or with a snapshot (offline: the device decides about ancestry).
+    init(_ source: SourceOptions, gate: RevisionGate = .standard, warnExpiry: Int, snapshot: AgentSnapshot? = nil) throws {
+        let repository = try source.repository()
+        var gate = gate
+        let agent: Agent?
         let labels: [String: String]
+        let lastApplied: String?
         if let snapshot {
+            gate.checksAncestry = false
+            agent = nil
+            lastApplied = snapshot.applied.revision
             labels = snapshot.labels.merging(try source.device.labelOverrides()) { _, new in new }
         } else {
+            agent = try source.device.agent()
+            lastApplied = try agentCall { try agent?.appliedState().revision }
             labels = try source.device.deviceLabels()
         }
         do {
-            try self.init(revision: revision, labels: labels, host: snapshot?.host ?? ProcessInfo.processInfo.hostName,
-                          stateDirectory: source.device.stateDirectoryURL, snapshot: snapshot, warnExpiryDays: warnExpiry)
+            let vouched = try Pipeline.revision(source.spec, repository: repository, gate: gate, lastApplied: lastApplied)
+            try self.init(revision: vouched.revision, gate: gate, labels: labels, host: snapshot?.host ?? ProcessInfo.processInfo.hostName,
+                          stateDirectory: source.device.stateDirectoryURL, agent: agent, snapshot: snapshot, notes: vouched.notes,
+                          warnExpiryDays: warnExpiry)
         } catch let error as AgentError {
             throw CommandError("error: \(error)")
+        } catch let error as SourceError {
+            throw CommandError("error: \(error.message)")
         }
+    }
+}
+
+extension RevisionRefused {
+    /// What the commands print: the refusal, and that nothing changed.
+    var commandMessage: String {
+        switch reason {
+        case .verification: return "error: verification refused the revision, nothing was changed: \(message)"
+        case .rollback: return "error: \(message)"
+        }
+    }
+}
+
+/// Runs `body`, turning a refused revision into its message (exit 1).
+func refusing<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let refused as RevisionRefused {
+        throw CommandError(refused.commandMessage)
     }
 }
 
@@ -64,7 +97,7 @@ struct PlanCommand: ParsableCommand {
         let snapshot = try against.map { path in
             try agentCall { try AgentSnapshot(json: Data(try readFile(path)), source: path) }
         }
-        let comparison = try Reconciliation(source, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot)
+        let comparison = try refusing { try Reconciliation(source, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot) }
         if snapshot == nil, !comparison.plan.unenforceable.isEmpty { throw PolicyProblems(comparison.plan.unenforceable) }
         try reportOptions.emit(comparison.report(.plan))
         if !comparison.plan.isEmpty || !comparison.plan.unenforceable.isEmpty { throw ExitCode(2) }
@@ -99,14 +132,15 @@ struct ApplyCommand: ParsableCommand {
     }
 
     func run() throws {
-        let comparison = try Reconciliation(source, warnExpiry: reportOptions.warnExpiry)
-        if case .refused(let reason) = CommitVerification.check(
-            repository: comparison.revision.repository, head: comparison.revision.commit,
-            lastApplied: comparison.applied.revision, mode: verify, allowedSigners: allowedSigners) {
-            Console.error("error: verification refused the revision, nothing was changed: \(reason)")
+        let outcome: Reconciliation.ApplyOutcome
+        do {
+            let gate = RevisionGate(verify: verify, allowedSigners: allowedSigners)
+            outcome = try Reconciliation(source, gate: gate, warnExpiry: reportOptions.warnExpiry)
+                .apply(actor: "tether apply", healthWindow: health.healthWindow)
+        } catch let refused as RevisionRefused {
+            Console.error(refused.commandMessage)
             throw ExitCode(detailedExitcodes ? 8 : 1)
         }
-        let outcome = try comparison.apply(actor: "tether apply", healthWindow: health.healthWindow)
         try reportOptions.emit(outcome.report)
         if let failure = outcome.failure {
             Console.error(failure)
@@ -139,7 +173,7 @@ struct DriftCommand: ParsableCommand {
     @OptionGroup var reportOptions: ReportOptions
 
     func run() throws {
-        let report = try Reconciliation(source, warnExpiry: reportOptions.warnExpiry).detectDrift()
+        let report = try refusing { try Reconciliation(source, warnExpiry: reportOptions.warnExpiry) }.detectDrift()
         try reportOptions.emit(report)
         if !report.inSync { throw ExitCode(2) }
     }

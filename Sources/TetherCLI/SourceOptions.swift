@@ -22,7 +22,18 @@ struct SourceOptions: ParsableArguments {
 
     var spec: SourceSpec { SourceSpec(repository: repo, ref: ref, path: path) }
 
-    /// Reads and decodes the revision's policies.
+    /// Opens the repository: a local one as it is, a remote one through its mirror (fetched
+    /// when its refs moved).
+    func repository() throws -> GitRepository {
+        do {
+            return try PolicyRevision.open(spec, mirrorDirectory: device.stateDirectoryURL.appendingPathComponent("mirrors"),
+                                           credentials: try credentialOptions.credentials()).repository
+        } catch let error as SourceError {
+            throw CommandError("error: \(error.message)")
+        }
+    }
+
+    /// Reads and decodes the revision's policies (for `validate`, which applies nothing).
     func revision() throws -> PolicyRevision {
         do {
             return try PolicyRevision(spec: spec, mirrorDirectory: device.stateDirectoryURL.appendingPathComponent("mirrors"),

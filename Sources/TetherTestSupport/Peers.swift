@@ -222,3 +222,56 @@ extension Array where Element == UInt8 {
         count >= suffix.count && Array(self[(count - suffix.count)...]) == suffix
     }
 }
+
+/// A short-lived program started with posix_spawn, its output in files: for running many at
+/// once (overlap tests) and killing one at a chosen moment (crash tests).
+public final class ChildProcess: @unchecked Sendable {
+    public let pid: pid_t
+    private let outputs: TemporaryDirectory
+    private var exitStatus: Int32?
+
+    public init(_ executable: String, _ arguments: [String]) throws {
+        outputs = try TemporaryDirectory("tether-child")
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, outputs.url.appendingPathComponent("stdout").path, O_WRONLY | O_CREAT, 0o600)
+        posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, outputs.url.appendingPathComponent("stderr").path, O_WRONLY | O_CREAT, 0o600)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let status = posix_spawn(&child, executable, &actions, nil, argv, environ)
+        guard status == 0 else { throw FixtureError("cannot start \(executable): \(String(cString: strerror(status)))") }
+        pid = child
+    }
+
+    /// Waits for the program to end; its exit code, or 128 + the signal that ended it.
+    @discardableResult
+    public func wait() -> Int32 {
+        if let exitStatus { return exitStatus }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        exitStatus = code
+        return code
+    }
+
+    /// Ends the program at once (SIGKILL), as a crash or a power cut would.
+    public func kill() {
+        _ = Glibc.kill(pid, SIGKILL)
+    }
+
+    public var stdout: String { (try? String(contentsOf: outputs.url.appendingPathComponent("stdout"), encoding: .utf8)) ?? "" }
+    public var stderr: String { (try? String(contentsOf: outputs.url.appendingPathComponent("stderr"), encoding: .utf8)) ?? "" }
+
+    deinit {
+        if exitStatus == nil {
+            kill()
+            wait()
+        }
+    }
+}
+
+/// The `tether` executable this test run built.
+public var tetherExecutable: String { repositoryRoot.appendingPathComponent(".build/debug/tether").path }

@@ -9,6 +9,7 @@ import TetherTestSupport
 import Testing
 
 /// A bare "remote" repository that the environment's repository pushes to.
+@discardableResult
 private func publish(_ env: Environment, to remotes: TemporaryDirectory, name: String = "policies.git") throws -> String {
     let bare = remotes.url.appendingPathComponent(name).path
     if !FileManager.default.fileExists(atPath: bare) {
@@ -161,6 +162,7 @@ struct ControllerTests {
         return (path, "\(name)@example.com \(publicKey)\n")
     }
 
+    @discardableResult
     private func signedCommit(_ env: Environment, key: String, files: [String: String], message: String) throws -> String {
         for (file, text) in files { try env.repo.directory.write(file, text) }
         try env.repo.git("add", "-A")
@@ -296,7 +298,7 @@ struct ControllerTests {
         let tetherBinary = repositoryRoot.appendingPathComponent(".build/debug/tether").path
         try #require(FileManager.default.isExecutableFile(atPath: tetherBinary), "swift build builds the tether executable")
         let log = env.state.url.appendingPathComponent("run.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: tetherBinary)
         process.arguments = ["run", "--interval", "1", "--log-format", "json"] + env.flags

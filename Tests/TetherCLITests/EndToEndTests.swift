@@ -81,7 +81,7 @@ struct EndToEndTests {
             .stop(.edr),
             .start(.ndr),
         ])
-        let error = #expect(throws: AgentError.self) { try plan.apply(to: agent, actor: "test", revision: "0000") }
+        let error = #expect(throws: AgentError.self) { try agent.transaction(actor: "test") { try plan.apply(to: agent, revision: "0000") } }
         #expect(error?.description.contains("NDR (KATANDR) cannot start") == true)
         #expect(try env.storeDigest() == before)
         #expect(try agent.state().running == [.edr])

@@ -161,7 +161,7 @@ public final class ConnectorRuntime {
             }
             if integration != .sandbox, let depth = try? store.depth(integration), depth > 0 {
                 let age = (try? store.oldestEventAge(integration, now: now)) ?? 0
-                if depth >= ConnectorRuntime.batchSize || age ?? 0 >= TimeInterval(number("maximumDataTransferTime", 30)) {
+                if depth >= ConnectorRuntime.batchSize || age >= TimeInterval(number("maximumDataTransferTime", 30)) {
                     outcomes.append(flushTelemetry(integration))
                 }
             }
@@ -483,6 +483,7 @@ public final class ConnectorRuntime {
         return result
     }
 
+    @discardableResult
     func storeCall<T>(_ body: () throws -> T) throws -> T {
         do {
             return try body()

@@ -179,7 +179,7 @@ extension ConnectorRuntime {
             return ("refused", "\(executable) is not in the local allow-list (\(allowFile.path))")
         }
         let output = FileManager.default.temporaryDirectory.appendingPathComponent("tether-run-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: output.path, contents: nil, attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil, attributes: [.posixPermissions: 0o600])
         defer { try? FileManager.default.removeItem(at: output) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)

@@ -1,0 +1,126 @@
+import ConnectorCore
+import Foundation
+import Reconciler
+import TetherTestSupport
+import Testing
+
+/// A second state directory for the same device: its labels and client container copied.
+private func freshDevice(like env: Environment) throws -> TemporaryDirectory {
+    let device = try TemporaryDirectory("tether-device")
+    for file in ["labels", "edr-client.p12", "edr-client.pass"] {
+        try device.write(file, try Data(contentsOf: env.state.url.appendingPathComponent(file)))
+    }
+    return device
+}
+
+/// The newest history entry that says the agent matches a revision.
+private func lastAppliedEntry(_ state: URL) throws -> HistoryEntry? {
+    try History(stateDirectory: state).entries(limit: 10_000).first { ["applied", "nothing-to-do"].contains($0.result) }
+}
+
+@Suite("One pipeline: vouch before reading, refuse rollbacks everywhere, safe under overlap and kills")
+struct PipelineTests {
+    @Test("apply --verify head on an unsigned head with a broken policy names the signature and never the YAML")
+    func verifiesBeforeReading() throws {
+        let env = try Environment()
+        let keyDirectory = try TemporaryDirectory()
+        let key = keyDirectory.url.appendingPathComponent("alice").path
+        try runProgram("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "alice", "-f", key])
+        let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        let allowed = try keyDirectory.write("allowed_signers", "alice@example.com \(publicKey)\n")
+        let broken = try env.repo.commit(["policies/edr.yaml": "spec: [unclosed\n  port: {\n"], message: "Broken and unsigned")
+
+        let apply = env.run("apply", "--verify", "head", "--allowed-signers", allowed, "--detailed-exitcodes")
+        #expect(apply.code == 8)
+        #expect(apply.stderr.contains("commit \(broken.prefix(12)) (\"Broken and unsigned\") is not signed: refused"))
+        #expect(!apply.stderr.contains("YAML") && !apply.stderr.contains("edr.yaml"), "untrusted files are never parsed: \(apply.stderr)")
+        let applied = try Agent(stateDirectory: env.state.path).appliedState().revision
+        #expect(applied == nil, "nothing applied")
+    }
+
+    @Test("apply --ref of an ancestor is refused and names both ways back; plan and drift refuse it too; rollback goes back and says so")
+    func antiRollbackEverywhere() throws {
+        let env = try Environment()
+        let first = env.revision
+        #expect(env.run("apply").code == 0)
+        let second = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        #expect(env.run("apply").code == 0)
+        let before = try env.storeDigest()
+
+        let apply = env.run("apply", "--ref", first, "--detailed-exitcodes")
+        #expect(apply.code == 8)
+        #expect(apply.stderr.contains("revision \(first.prefix(12)) does not descend from the last applied revision \(second.prefix(12))"))
+        #expect(apply.stderr.contains("tether rollback --to \(first.prefix(12))"))
+        #expect(apply.stderr.contains("spec.allowRollback: true"))
+        #expect(try env.storeDigest() == before, "the agent is unchanged")
+        #expect(env.run("apply", "--ref", first).code == 1)
+        for command in ["plan", "drift"] {
+            let refused = env.run(command, "--ref", first)
+            #expect(refused.code == 1, "\(command)")
+            #expect(refused.stderr.contains("does not descend from the last applied revision"), "\(command): \(refused.stderr)")
+        }
+        #expect(try env.storeDigest() == before)
+
+        let rollback = env.run("rollback")
+        #expect(rollback.code == 0, "\(rollback.stderr)")
+        #expect(rollback.stdout.contains("Rolled back from \(second.prefix(12)) to \(first.prefix(12))."))
+        #expect(try Agent(stateDirectory: env.state.path).appliedState().revision == first)
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=443"))
+
+        // Forward again is fine; a policy that allows going back says so in the report.
+        #expect(env.run("apply", "--ref", second).code == 0)
+        let allow = Environment.base.replacingOccurrences(of: "spec:\n", with: "spec:\n  allowRollback: true\n")
+        try env.repo.git("checkout", "-q", "-b", "older", first)
+        let deliberate = try env.repo.commit(["policies/base.yaml": allow], message: "Deliberately back")
+        let back = env.run("apply", "--ref", deliberate)
+        #expect(back.code == 0, "\(back.stderr)")
+        #expect(back.stdout.contains("policy 'base'") && back.stdout.contains("spec.allowRollback: true"), "\(back.stdout)")
+    }
+
+    @Test("Ten overlapping applies of two revisions, 20 times: the revision recorded as applied is always the one the agent holds")
+    func overlappingApplies() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let a = env.revision
+        let b = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        for round in 0..<20 {
+            let device = try freshDevice(like: env)
+            let order = round % 2 == 0 ? [a, a, a, b, a, a, a, a, a, a] : [b, a, b, a, a, b, a, b, a, a]
+            let applies = try order.map {
+                try ChildProcess(tetherExecutable, ["apply", "--ref", $0, "--repo", env.repo.path, "--state-dir", device.path])
+            }
+            for process in applies {
+                let code = process.wait()
+                #expect(code == 0 || (code == 1 && process.stderr.contains("does not descend from the last applied revision")),
+                        "round \(round): exit \(code): \(process.stderr)")
+            }
+            let recorded = try #require(try Agent(stateDirectory: device.path).appliedState().revision)
+            #expect(try lastAppliedEntry(device.url)?.revision == recorded, "round \(round): history agrees with the agent")
+            let drift = tether(["drift", "--ref", recorded, "--repo", env.repo.path, "--state-dir", device.path])
+            #expect(drift.code == 0, "round \(round): the agent holds \(recorded.prefix(12)): \(drift.stdout)")
+        }
+    }
+
+    @Test("kill -9 during apply: the agent and its history move together, never one without the other")
+    func killedApplies() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let a = env.revision
+        let b = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        var outcomes: [String: Int] = [:]
+        for trial in 0..<30 {
+            let device = try freshDevice(like: env)
+            #expect(tether(["apply", "--ref", a, "--repo", env.repo.path, "--state-dir", device.path]).code == 0)
+            let apply = try ChildProcess(tetherExecutable, ["apply", "--ref", b, "--repo", env.repo.path, "--state-dir", device.path])
+            usleep(useconds_t(trial * 3_000))
+            apply.kill()
+            apply.wait()
+            let recorded = try #require(try Agent(stateDirectory: device.path).appliedState().revision)
+            outcomes[recorded == b ? "new" : "old", default: 0] += 1
+            #expect(try lastAppliedEntry(device.url)?.revision == recorded, "trial \(trial): history agrees with the agent")
+            let drift = tether(["drift", "--ref", recorded, "--repo", env.repo.path, "--state-dir", device.path])
+            #expect(drift.code == 0, "trial \(trial): the agent is wholly on \(recorded.prefix(12)): \(drift.stdout)")
+        }
+        #expect(outcomes["old", default: 0] > 0, "some kills land before the commit: \(outcomes)")
+    }
+}
