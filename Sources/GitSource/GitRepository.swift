@@ -270,11 +270,13 @@ public final class GitRepository {
         return Array(UnsafeRawBufferPointer(start: raw, count: size))
     }
 
-    func oidString(_ oid: UnsafePointer<git_oid>?) -> String {
+    static func oidString(_ oid: UnsafePointer<git_oid>?) -> String {
         var buffer = [CChar](repeating: 0, count: 41)
         git_oid_tostr(&buffer, buffer.count, oid)
         return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
+
+    func oidString(_ oid: UnsafePointer<git_oid>?) -> String { Self.oidString(oid) }
 }
 
 /// Calls `body` with a `git_strarray` of `strings`, valid only during the call.

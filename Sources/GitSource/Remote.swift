@@ -35,6 +35,12 @@ public struct MirrorUpdate: Sendable {
     public let rebuilt: Bool
     /// Bytes received from the remote by the fetch (0 when nothing was fetched).
     public let bytesReceived: Int
+
+    public init(fetched: Bool, rebuilt: Bool, bytesReceived: Int) {
+        self.fetched = fetched
+        self.rebuilt = rebuilt
+        self.bytesReceived = bytesReceived
+    }
 }
 
 /// State the C callbacks share with Swift: credentials, what went wrong, what was received.
@@ -68,7 +74,13 @@ extension GitRepository {
         guard tether_git_set_ssl_cert_locations(file, nil) == 0 else {
             throw GitError.last(.other, "cannot use \(file) as the CA bundle for https remotes")
         }
+        trustLock.withLock { trusted = file }
     }
+
+    /// The CA bundle given to `trustCertificates(inFile:)`, if any (a fetch in a child process needs it too).
+    public static var trustedCertificateFile: String? { trustLock.withLock { trusted } }
+    private static let trustLock = NSLock()
+    nonisolated(unsafe) private static var trusted: String?
 
     /// Brings the mirror at `mirrorPath` up to date with `url`: asks the remote for its refs
     /// first and fetches only when one moved. A missing or corrupted mirror is made anew.
@@ -129,13 +141,11 @@ extension GitRepository {
         return true
     }
 
-    private func sync(url: String, credentials: RemoteCredentials, timeout: TimeInterval) throws -> (fetched: Bool, bytes: Int) {
-        let context = CallbackContext(credentials: credentials, timeout: timeout)
-        let payload = Unmanaged.passRetained(context)
-        defer { payload.release() }
+    /// The callbacks every remote operation uses: credentials, host key checks, the time limit.
+    private static func callbacks(_ payload: UnsafeMutableRawPointer) -> git_remote_callbacks {
         var callbacks = git_remote_callbacks()
         git_remote_init_callbacks(&callbacks, UInt32(GIT_REMOTE_CALLBACKS_VERSION))
-        callbacks.payload = payload.toOpaque()
+        callbacks.payload = payload
         callbacks.credentials = { out, _, usernameFromURL, allowed, payload in
             guard let out, let payload else { return -1 }
             let context = Unmanaged<CallbackContext>.fromOpaque(payload).takeUnretainedValue()
@@ -187,6 +197,37 @@ extension GitRepository {
             return 0
         }
 
+        return callbacks
+    }
+
+    /// The branches and tags a remote advertises (name → object id) and its default branch.
+    /// Touches no repository: nothing to lock, nothing to damage when it is abandoned.
+    public static func advertisedRefs(url: String, credentials: RemoteCredentials = .none,
+                                      timeout: TimeInterval = 60) throws -> [String: String] {
+        _ = libraryReady
+        let context = CallbackContext(credentials: credentials, timeout: timeout)
+        let payload = Unmanaged.passRetained(context)
+        defer { payload.release() }
+        var callbacks = callbacks(payload.toOpaque())
+        return try listRefs(url: url, callbacks: &callbacks, context: context).refs.filter { !$0.key.hasSuffix("^{}") }
+    }
+
+    /// The mirror at `path`, when it is healthy and already holds exactly `refs`.
+    public static func mirror(at path: String, holding refs: [String: String]) -> GitRepository? {
+        _ = libraryReady
+        var repository: OpaquePointer?
+        guard git_repository_open_bare(&repository, path) == 0, let repository else {
+            git_error_clear()
+            return nil
+        }
+        let mirror = GitRepository(handle: repository, location: path)
+        guard isHealthy(repository),
+              mirror.localRefs().filter({ $0.key.hasPrefix("refs/heads/") || $0.key.hasPrefix("refs/tags/") }) == refs else { return nil }
+        return mirror
+    }
+
+    private static func listRefs(url: String, callbacks: inout git_remote_callbacks,
+                                 context: CallbackContext) throws -> (refs: [String: String], defaultBranch: String?) {
         // Ask for the refs first, with a detached remote (libgit2 1.5 leaks ~70 KB for every
         // remote it binds to a repository: a no-change cycle must not pay that).
         var probe: OpaquePointer?
@@ -195,11 +236,11 @@ extension GitRepository {
         }
         defer { git_remote_free(remote) }
         guard git_remote_connect(remote, GIT_DIRECTION_FETCH, &callbacks, nil, nil) == 0 else {
-            throw remoteError(context, url: url, action: "cannot reach")
+            throw GitRepository.remoteError(context, url: url, action: "cannot reach")
         }
         var heads: UnsafeMutablePointer<UnsafePointer<git_remote_head>?>?
         var count = 0
-        guard git_remote_ls(&heads, &count, remote) == 0 else { throw remoteError(context, url: url, action: "cannot list the refs of") }
+        guard git_remote_ls(&heads, &count, remote) == 0 else { throw GitRepository.remoteError(context, url: url, action: "cannot list the refs of") }
         var advertised: [String: String] = [:]
         for index in 0..<count {
             guard let head = heads?[index] else { continue }
@@ -215,6 +256,15 @@ extension GitRepository {
         git_error_clear()
         git_remote_disconnect(remote)
 
+        return (advertised, defaultBranch)
+    }
+
+    private func sync(url: String, credentials: RemoteCredentials, timeout: TimeInterval) throws -> (fetched: Bool, bytes: Int) {
+        let context = CallbackContext(credentials: credentials, timeout: timeout)
+        let payload = Unmanaged.passRetained(context)
+        defer { payload.release() }
+        var callbacks = Self.callbacks(payload.toOpaque())
+        let (advertised, defaultBranch) = try Self.listRefs(url: url, callbacks: &callbacks, context: context)
         let wanted = advertised.filter { !$0.key.hasSuffix("^{}") }
         var fetched = false
         if wanted != localRefs().filter({ $0.key.hasPrefix("refs/heads/") || $0.key.hasPrefix("refs/tags/") }) {
@@ -237,7 +287,7 @@ extension GitRepository {
                 if message.contains("object not found") || message.contains("corrupt") || message.contains("missing") {
                     throw GitError(.corrupted, "the mirror of \(Self.redacted(url)) is damaged: \(message)")
                 }
-                throw remoteError(context, url: url, action: "cannot fetch")
+                throw Self.remoteError(context, url: url, action: "cannot fetch")
             }
             fetched = true
         }
@@ -245,7 +295,7 @@ extension GitRepository {
         return (fetched, fetched ? context.receivedBytes : 0)
     }
 
-    private func remoteError(_ context: CallbackContext, url: String, action: String) -> GitError {
+    private static func remoteError(_ context: CallbackContext, url: String, action: String) -> GitError {
         let detail = context.refusal ?? git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown libgit2 error"
         git_error_clear()
         return GitError(.fetchFailed, "\(action) \(Self.redacted(url)): \(detail.replacingOccurrences(of: url, with: Self.redacted(url)))")

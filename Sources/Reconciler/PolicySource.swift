@@ -126,9 +126,9 @@ public final class PolicyRevision {
     }
 
     /// Opens a local repository, or brings the mirror of a remote one up to date within
-    /// `timeout` seconds. libgit2 1.5 has no network timeouts, so the transfer runs on its own
-    /// thread: past the time limit it is abandoned and reported, and no other fetch touches that
-    /// mirror until it ends.
+    /// `timeout` seconds: the remote's refs are asked for here (touching no mirror), and only
+    /// when one moved is the mirror fetched, in a child process that is killed at the time
+    /// limit. A stuck connection therefore never outlives its cycle or blocks a later one.
     public static func open(_ spec: SourceSpec, mirrorDirectory: URL, credentials: RemoteCredentials,
                             timeout: TimeInterval = 60) throws -> (repository: GitRepository, update: MirrorUpdate?) {
         guard GitRepository.isRemote(spec.repository) else {
@@ -139,32 +139,19 @@ public final class PolicyRevision {
             }
         }
         let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
-        guard FetchWatchdog.begin(path) else {
-            throw SourceError(message: "a previous fetch of \(spec.displayRepository) is still stuck past its time limit; waiting for it to end")
+        let deadline = Date().addingTimeInterval(timeout)
+        let abandoned = SourceError(message: "fetching \(spec.displayRepository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
+        if let refs = try MirrorFetcher.probe(spec.repository, credentials: credentials, timeout: timeout, abandoned: abandoned),
+           let current = GitRepository.mirror(at: path, holding: refs) {
+            return (current, MirrorUpdate(fetched: false, rebuilt: false, bytesReceived: 0))
         }
-        let outcome = FetchOutcome()
-        let done = DispatchSemaphore(value: 0)
-        let url = spec.repository
-        FetchWatchdog.queue.async {
-            defer { FetchWatchdog.end(path); done.signal() }
-            // One fetch per mirror across processes too (tether plan beside tether run).
-            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            let lock = Glibc.open(path + ".lock", O_RDWR | O_CREAT, 0o600)
-            if lock >= 0 { flock(lock, LOCK_EX) }
-            defer { if lock >= 0 { flock(lock, LOCK_UN); close(lock) } }
-            do {
-                outcome.set(.success(try GitRepository.updateMirror(url: url, at: path, credentials: credentials, timeout: timeout)))
-            } catch {
-                outcome.set(.failure(error))
-            }
-        }
-        guard done.wait(timeout: .now() + timeout) == .success, let result = outcome.result else {
-            throw SourceError(message: "fetching \(spec.displayRepository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
-        }
-        switch result {
-        case .success(let (mirror, update)): return (mirror, update)
-        case .failure(let error as GitError): throw SourceError(message: error.message)
-        case .failure(let error): throw error
+        let update = try MirrorFetcher.fetch(MirrorFetchRequest(url: spec.repository, mirrorPath: path, credentials: credentials,
+                                                                timeout: max(1, deadline.timeIntervalSinceNow)),
+                                             until: deadline, abandoned: abandoned)
+        do {
+            return (try GitRepository(path: path), update)
+        } catch let error as GitError {
+            throw SourceError(message: error.message)
         }
     }
 
@@ -176,26 +163,6 @@ public final class PolicyRevision {
         let readable = String(host.map { $0.isLetter || $0.isNumber ? $0 : "_" }.prefix(40))
         return "\(readable)-\(Digest.sha256Hex(Array(redacted.utf8)).prefix(16))"
     }
-}
-
-/// Mirrors with a fetch under way (a fetch past its time limit stays here until it ends).
-private enum FetchWatchdog {
-    nonisolated(unsafe) private static var inFlight = Set<String>()
-    private static let lock = NSLock()
-    /// Fetches block on the network: they run here, never on Swift's cooperative pool, on
-    /// threads dispatch reuses (a new thread per fetch kept growing the process).
-    static let queue = DispatchQueue(label: "tether.fetch", attributes: .concurrent)
-
-    static func begin(_ path: String) -> Bool { lock.withLock { inFlight.insert(path).inserted } }
-    static func end(_ path: String) { _ = lock.withLock { inFlight.remove(path) } }
-}
-
-/// The result a fetch thread hands back.
-private final class FetchOutcome: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Result<(GitRepository, MirrorUpdate), Error>?
-    func set(_ result: Result<(GitRepository, MirrorUpdate), Error>) { lock.withLock { value = result } }
-    var result: Result<(GitRepository, MirrorUpdate), Error>? { lock.withLock { value } }
 }
 
 enum CertificateFileError: Error {

@@ -201,20 +201,23 @@ public final class ConnectProxy: @unchecked Sendable {
         close(client)
     }
 
-    private func pump(_ a: Int32, _ b: Int32) {
-        var fds = [pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0)]
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        loop: while poll(&fds, 2, 30_000) > 0 {
-            for (index, entry) in fds.enumerated() where entry.revents != 0 {
-                let count = read(entry.fd, &buffer, buffer.count)
-                if count <= 0 { break loop }
-                let other = index == 0 ? b : a
-                _ = buffer.withUnsafeBytes { write(other, $0.baseAddress, count) }
-            }
+}
+
+/// Copies bytes both ways between two sockets until either side closes (or 30 s of silence),
+/// then closes both.
+func pump(_ a: Int32, _ b: Int32) {
+    var fds = [pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0)]
+    var buffer = [UInt8](repeating: 0, count: 16384)
+    loop: while poll(&fds, 2, 30_000) > 0 {
+        for (index, entry) in fds.enumerated() where entry.revents != 0 {
+            let count = read(entry.fd, &buffer, buffer.count)
+            if count <= 0 { break loop }
+            let other = index == 0 ? b : a
+            _ = buffer.withUnsafeBytes { write(other, $0.baseAddress, count) }
         }
-        close(a)
-        close(b)
     }
+    close(a)
+    close(b)
 }
 
 extension Array where Element == UInt8 {
@@ -275,3 +278,58 @@ public final class ChildProcess: @unchecked Sendable {
 
 /// The `tether` executable this test run built.
 public var tetherExecutable: String { repositoryRoot.appendingPathComponent(".build/debug/tether").path }
+
+/// A TCP forwarder on 127.0.0.1 to a loopback port that holds chosen connections (counted from
+/// 0) open without a byte either way — a half-open connection, as a path that silently drops
+/// packets leaves it — and forwards every other one.
+public final class HoldingProxy: @unchecked Sendable {
+    public let port: Int
+    private let listener: Int32
+    private let target: Int
+    private let held: Set<Int>
+    private let lock = NSLock()
+    private var accepted = 0
+    private var holding: [Int32] = []
+
+    public init(to target: Int, holding held: Set<Int>) throws {
+        signal(SIGPIPE, SIG_IGN)
+        self.target = target
+        self.held = held
+        (listener, port) = try listenOnLoopback()
+        Thread { [weak self] in self?.acceptLoop() }.start()
+    }
+
+    deinit {
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        lock.withLock { holding.forEach { close($0) } }
+    }
+
+    /// How many connections came in.
+    public var connections: Int { lock.withLock { accepted } }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(listener, nil, nil)
+            if client < 0 { return }
+            let index = lock.withLock { () -> Int in
+                accepted += 1
+                return accepted - 1
+            }
+            if held.contains(index) {
+                lock.withLock { holding.append(client) }
+                continue
+            }
+            let target = self.target
+            Thread {
+                let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var address = loopback(port: target)
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                guard connected == 0 else { close(upstream); close(client); return }
+                pump(client, upstream)
+            }.start()
+        }
+    }
+}

@@ -97,6 +97,31 @@ struct FetchTests {
         #expect(elapsed < 5, "took \(elapsed) s")
     }
 
+    @Test("A remote that holds a connection open and then recovers: Ready again within two fetch timeouts",
+          arguments: [
+            (0, "the ref listing"),        // held in this process: abandoned, nothing waits on it
+            (1, "the fetch process"),      // held in the fetch child: killed with its socket
+          ])
+    func heldConnectionRecovers(held: Int, what: String) throws {
+        let env = try Environment()
+        let remotes = try TemporaryDirectory("tether-remotes")
+        try publish(env, to: remotes)
+        let daemon = try GitDaemon(base: remotes.path)
+        let proxy = try HoldingProxy(to: daemon.port, holding: [held])
+        let timeout = 2.0
+        let started = Date()
+        let run = tether(["run", "--cycles", "2", "--interval", "0", "--jitter", "0", "--fetch-timeout", "\(Int(timeout))", "--no-connectors",
+                          "--repo", "git://127.0.0.1:\(proxy.port)/policies.git", "--ref", "main", "--state-dir", env.state.path])
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(run.code == 0, "\(what): \(run.stderr)")
+        #expect(run.stderr.contains("took longer than 2 s (--fetch-timeout): abandoned"), "\(what): the first cycle gives up on it")
+        let status = tether(["status", "--state-dir", env.state.path]).stdout
+        #expect(status.hasPrefix("Ready: applied"), "\(what): \(status)")
+        // The first cycle's time limit, a back-off of 1 s, then a second cycle well inside two limits.
+        #expect(elapsed < timeout + 1 + 2 * timeout, "\(what): took \(elapsed) s")
+        #expect(try Agent(stateDirectory: env.state.path).appliedState().revision == env.revision)
+    }
+
     @Test("https with a private CA (--git-ca-file) and a token from the environment")
     func https() throws {
         let env = try Environment()
