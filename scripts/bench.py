@@ -45,8 +45,22 @@ spec:
 """
 
 
-def make_repository(count):
-    path = os.path.join(WORK, f"repo-{count}")
+def host_policy(i):
+    # Equal priority, one device each: the layout that made validate's conflict check quadratic.
+    return f"""apiVersion: tether/v1
+kind: IntegrationPolicy
+metadata:
+  name: host-{i:05d}
+spec:
+  selector:
+    matchLabels: {{host: h-{i}}}
+  edr:
+    port: {1024 + i % 60000}
+"""
+
+
+def make_repository(count, kind="mixed"):
+    path = os.path.join(WORK, f"repo-{count}" if kind == "mixed" else f"repo-{kind}-{count}")
     if os.path.isdir(os.path.join(path, ".git")):
         return path
     shutil.rmtree(path, ignore_errors=True)
@@ -55,7 +69,7 @@ def make_repository(count):
     message = f"{count} policies".encode()
     stream.append(b"data %d\n%s\n" % (len(message), message))
     for i in range(count):
-        blob = policy(i).encode()
+        blob = (policy(i) if kind == "mixed" else host_policy(i)).encode()
         stream.append(b"M 100644 inline policies/team-%03d/policy-%05d.yaml\n" % (i // 100, i))
         stream.append(b"data %d\n%s\n" % (len(blob), blob))
     subprocess.run(["git", "fast-import", "--quiet"], input=b"".join(stream), cwd=path, check=True)
@@ -106,6 +120,13 @@ def main():
             wall, cpu, peak, _ = measure(argv, args.runs)
             rows.append((count, command, wall))
             print(f"{count:>12}  {command:<8}  {wall * 1000:>7.1f}ms  {cpu * 1000:>7.1f}ms  {peak:>6.1f}MiB  {wall / count * 1e6:>7.1f}µs")
+
+    sys.stderr.write("bench: generating and measuring 20000 per-host files of equal priority…\n")
+    repository = make_repository(20000, kind="hosts")
+    print()
+    for command, extra in (("validate", []), ("plan", ["--label", "host=h-5"])):
+        wall, cpu, peak, _ = measure([args.tether, command, "--repo", repository, "--state-dir", state] + extra, args.runs)
+        print(f"{'20000 hosts':>12}  {command:<8}  {wall * 1000:>7.1f}ms  {cpu * 1000:>7.1f}ms  {peak:>6.1f}MiB  {wall / 20000 * 1e6:>7.1f}µs")
 
     # The bundled example, as `make run` uses it (a repository made from examples/quickstart).
     example = os.path.join(WORK, "example")

@@ -129,29 +129,71 @@ extension PolicySet {
 
     /// Conflicts that some device could hit: two policies of equal priority whose selectors do
     /// not contradict each other (so one device can match both) and that set one key to
-    /// different values. Cost stays linear unless policies really disagree.
+    /// different values. Linear unless policies really disagree: candidates are partitioned by
+    /// the label that tells most of them apart (see `conflictingPairs`).
     public func potentialConflicts() -> [PolicyProblem] {
-        struct Entry { let policy: IntegrationPolicy; let value: Sourced<DesiredValue> }
-        var buckets: [DesiredKey: [Int: [Entry]]] = [:]
-        for policy in policies {
+        var buckets: [DesiredKey: [Int: [ConflictCandidate]]] = [:]
+        for (order, policy) in policies.enumerated() {
             for (key, value) in policy.values {
-                buckets[key, default: [:]][policy.priority, default: []].append(Entry(policy: policy, value: value))
+                buckets[key, default: [:]][policy.priority, default: []].append(ConflictCandidate(order: order, policy: policy, value: value))
             }
         }
         var problems: [PolicyProblem] = []
         for (key, byPriority) in buckets {
             for (priority, entries) in byPriority where entries.count > 1 {
-                let distinct = Set(entries.map(\.value.value))
-                guard distinct.count > 1 else { continue }
-                for (index, a) in entries.enumerated() {
-                    for b in entries[(index + 1)...] where a.value.value != b.value.value && Self.compatible(a.policy, b.policy) {
-                        problems.append(PolicyProblem(b.value.source,
-                            "\(key): policies '\(a.policy.name)' (\(a.value.source.shortDescription)) and '\(b.policy.name)' (\(b.value.source.shortDescription)) both have priority \(priority), can select the same device and set different values (\(a.value.value) and \(b.value.value)); give one of them a higher priority or disjoint selectors"))
-                    }
+                guard Set(entries.map(\.value.value)).count > 1 else { continue }
+                for (a, b) in Self.conflictingPairs(entries, labels: Set(entries.flatMap { $0.policy.matchLabels.keys })) {
+                    problems.append(PolicyProblem(b.value.source,
+                        "\(key): policies '\(a.policy.name)' (\(a.value.source.shortDescription)) and '\(b.policy.name)' (\(b.value.source.shortDescription)) both have priority \(priority), can select the same device and set different values (\(a.value.value) and \(b.value.value)); give one of them a higher priority or disjoint selectors"))
                 }
             }
         }
         return problems
+    }
+
+    /// One policy's value for a key, with the policy's place in the repository.
+    struct ConflictCandidate {
+        let order: Int
+        let policy: IntegrationPolicy
+        let value: Sourced<DesiredValue>
+    }
+
+    /// Pairs (earlier, later) that differ in value and whose selectors can both match one device.
+    /// Policies that require different values of one label never match one device, so the
+    /// candidates are split by the label with the most distinct values: each group is compared
+    /// within itself and with those that do not name that label. Small groups, or groups no
+    /// label splits, are compared pair by pair.
+    static func conflictingPairs(_ entries: [ConflictCandidate], labels: Set<String>) -> [(ConflictCandidate, ConflictCandidate)] {
+        func ordered(_ a: ConflictCandidate, _ b: ConflictCandidate) -> (ConflictCandidate, ConflictCandidate) { a.order < b.order ? (a, b) : (b, a) }
+        func pairs(_ left: [ConflictCandidate], _ right: [ConflictCandidate]?) -> [(ConflictCandidate, ConflictCandidate)] {
+            var found: [(ConflictCandidate, ConflictCandidate)] = []
+            for (index, a) in left.enumerated() {
+                for b in right ?? Array(left[(index + 1)...]) where a.value.value != b.value.value && compatible(a.policy, b.policy) {
+                    found.append(ordered(a, b))
+                }
+            }
+            return found
+        }
+        var best: (label: String, groups: [String: [ConflictCandidate]], rest: [ConflictCandidate])?
+        if entries.count > 16 {
+            for label in labels {
+                var groups: [String: [ConflictCandidate]] = [:]
+                var rest: [ConflictCandidate] = []
+                for entry in entries {
+                    if let value = entry.policy.matchLabels[label] { groups[value, default: []].append(entry) } else { rest.append(entry) }
+                }
+                if groups.count > 1, groups.count > best?.groups.count ?? 1 { best = (label, groups, rest) }
+            }
+        }
+        guard let best else { return pairs(entries, nil) }
+        var remaining = labels
+        remaining.remove(best.label)
+        var found = conflictingPairs(best.rest, labels: remaining)
+        for group in best.groups.values {
+            found += conflictingPairs(group, labels: remaining)
+            found += pairs(group, best.rest)
+        }
+        return found.sorted { ($0.0.order, $0.1.order) < ($1.0.order, $1.1.order) }
     }
 
     private static func compatible(_ a: IntegrationPolicy, _ b: IntegrationPolicy) -> Bool {
@@ -159,17 +201,27 @@ extension PolicySet {
     }
 }
 
-/// Fixed slots written by concurrent workers, each slot by exactly one worker.
+/// Fixed slots written by concurrent workers, each slot by exactly one worker. The storage is
+/// allocated once and never moves: writing to an Array from several threads at once (even
+/// through `withUnsafeMutableBufferPointer`, which begins a mutation of the whole array) is a
+/// data race that corrupted the heap with thousands of files.
 private final class ResultSlots: @unchecked Sendable {
-    private var slots: [(policies: [IntegrationPolicy], problems: [PolicyProblem])]
+    typealias Slot = (policies: [IntegrationPolicy], problems: [PolicyProblem])
+    private let slots: UnsafeMutableBufferPointer<Slot>
 
     init(count: Int) {
-        slots = Array(repeating: ([], []), count: count)
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: ([], []))
     }
 
-    func store(_ value: (policies: [IntegrationPolicy], problems: [PolicyProblem]), at index: Int) {
-        slots.withUnsafeMutableBufferPointer { $0[index] = value }
+    deinit {
+        slots.deinitialize()
+        slots.deallocate()
     }
 
-    var values: [(policies: [IntegrationPolicy], problems: [PolicyProblem])] { slots }
+    func store(_ value: Slot, at index: Int) {
+        slots[index] = value
+    }
+
+    var values: [Slot] { Array(slots) }
 }

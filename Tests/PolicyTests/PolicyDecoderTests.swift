@@ -177,6 +177,37 @@ struct PolicySetTests {
         #expect(try policies.desiredState(labels: ["env": "lab"]).setting(SettingPath(.integration(.edr), "port")) == .int(8443))
     }
 
+    @Test("Potential conflicts among many policies are found exactly as pair-by-pair comparison finds them")
+    func conflictsAtScale() throws {
+        // 200 per-host policies (disjoint), some sharing a host with a different port, a few
+        // per-team ones and two for every device: every conflicting pair, and only those.
+        var files: [String: String] = [:]
+        for index in 0..<200 {
+            files["h\(index).yaml"] = policy("host-\(index)", labels: ["host": "h\(index % 190)"], spec: "  edr:\n    port: \(1000 + index)\n")
+        }
+        for team in 0..<3 {
+            files["t\(team).yaml"] = policy("team-\(team)", labels: ["team": "t\(team)", "host": "h\(team)"], spec: "  edr:\n    port: \(2000 + team)\n")
+        }
+        files["all-a.yaml"] = policy("all-a", spec: "  edr:\n    port: 1005\n")
+        files["all-b.yaml"] = policy("all-b", spec: "  edr:\n    port: 1005\n")
+        let policies = try set(files)
+        let found = Set(policies.potentialConflicts().map(\.description))
+        var expected = Set<String>()
+        let port = DesiredKey.setting(SettingPath(.integration(.edr), "port"))
+        for (index, a) in policies.policies.enumerated() {
+            for b in policies.policies[(index + 1)...] {
+                guard let x = a.values[port], let y = b.values[port], x.value != y.value,
+                      a.matchLabels.allSatisfy({ label in b.matchLabels[label.key].map { $0 == label.value } ?? true }) else { continue }
+                expected.insert("\(y.source.file):\(y.source.line):\(y.source.column): edr.port: policies '\(a.name)'")
+            }
+        }
+        #expect(found.count == expected.count, "\(found.count) found, \(expected.count) pairs conflict")
+        for prefix in expected {
+            #expect(found.contains { $0.hasPrefix(prefix) }, "missing: \(prefix)")
+        }
+        #expect(expected.count > 200, "the set really has conflicts: \(expected.count)")
+    }
+
     @Test("Policy names are unique in the repository")
     func uniqueNames() {
         let error = #expect(throws: PolicyProblems.self) {
