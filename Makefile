@@ -8,6 +8,7 @@ deps:            ## install the Debian packages Tether needs, when missing
 
 build: deps      ## build tether (debug)
 	$(SWIFT) build --product tether
+	$(SWIFT) build --product tether-fetch
 	$(SWIFT) build --product platform-sim
 
 run: build       ## the walk-through: validate, plan, apply, drift on the bundled example
@@ -19,6 +20,7 @@ test:            ## the whole test suite (real git repositories, real certificat
 
 bench: deps      ## validate/plan timings on 100/1,000/10,000 policies; connector throughput over mutual TLS
 	$(SWIFT) build -c release --product tether
+	$(SWIFT) build -c release --product tether-fetch
 	$(SWIFT) build -c release --product tether-bench
 	python3 scripts/bench.py --tether .build/release/tether
 	@echo

@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "tether", targets: ["tether"]),
+        .executable(name: "tether-fetch", targets: ["tether-fetch"]),
         .executable(name: "platform-sim", targets: ["platform-sim"]),
     ],
     dependencies: [
@@ -50,6 +51,8 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "tether", dependencies: ["TetherCLI"]),
+        // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
+        .executableTarget(name: "tether-fetch", dependencies: ["GitSource"]),
 
         // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
         .target(name: "PlatformSim", dependencies: ["HTTPServer", "X509"]),

@@ -11,7 +11,7 @@ import X509
 /// (refused: verification, anti-rollback, invalid policies), `Suspended`, or `Failed` (an error
 /// that a later cycle may not have).
 public struct CycleResult: Sendable {
-    public enum Condition: String, Sendable { case ready = "Ready", stalled = "Stalled", suspended = "Suspended", failed = "Failed" }
+    public enum Condition: String, Sendable, Codable { case ready = "Ready", stalled = "Stalled", suspended = "Suspended", failed = "Failed" }
 
     public let condition: Condition
     /// `applied`, `in-sync`, `drift-reported`, `suspended`, `verification-refused`, `rollback-refused`, `invalid-policies`, `error`.
@@ -37,11 +37,18 @@ public final class Controller: @unchecked Sendable {
     public let metrics = Metrics()
     let logger: Logger
     private var lastVerified: (revision: String, commitTime: Date, at: Date, signer: String?)?
+    /// Kept between cycles: the stores opened once, and what the revision came to while
+    /// nothing it depends on moved — a no-change cycle decodes nothing again.
+    private var stores: (agent: Agent, history: History, runtime: ConnectorRuntime)?
+    private var prepared: PreparedRevision?
+    private lazy var host = ProcessInfo.processInfo.hostName
 
     public init(configuration: ControllerConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        lastVerified = Self.readStatus(configuration.statusFile).lastVerified
+        lastVerified = ControllerStatus.read(configuration.statusFile)?.lastVerified.map {
+            ($0.revision, $0.committedAt, $0.verifiedAt, $0.signer)
+        }
     }
 
     /// Whether the controller is suspended (by flag or by the `suspend` file).
@@ -65,6 +72,10 @@ public final class Controller: @unchecked Sendable {
                                      fetched: update?.fetched ?? false, bytesReceived: update?.bytesReceived ?? 0,
                                      findings: byIntegration.values.reduce(0, +), findingsByIntegration: byIntegration,
                                      steps: report?.steps.count ?? 0)
+            if condition == .failed {
+                stores = nil
+                prepared = nil
+            }
             metrics.record(result, health: report?.health ?? [], suspended: isSuspended)
             writeStatus(result)
             log(result)
@@ -85,13 +96,24 @@ public final class Controller: @unchecked Sendable {
             return finish(.failed, "fetch-failed", "\(error)")
         }
 
-        // 2. The revision: vouched for (signatures before any file is read, then ancestry), read, decoded.
-        let agent: Agent
+        // 2. The revision: vouched for (signatures before any file is read, then ancestry), read,
+        // decoded — or taken from the last cycle when neither it, the last applied revision nor
+        // the allowed signers moved.
+        let agent: Agent, history: History, runtime: ConnectorRuntime
         let vouched: VouchedRevision
+        let head: GitCommit
         do {
-            agent = try Agent(stateDirectory: configuration.stateDirectory.path)
+            (agent, history, runtime) = try openStores()
+            head = try repository.resolve(configuration.source.ref)
             let lastApplied = try agent.appliedState().revision
-            vouched = try Pipeline.revision(configuration.source, repository: repository, gate: gate, lastApplied: lastApplied)
+            let signers = configuration.allowedSigners.flatMap { FileStamp(path: $0) }
+            if let prepared, prepared.commit == head.id, prepared.lastApplied == lastApplied, prepared.signers == signers {
+                vouched = prepared.vouched
+            } else {
+                prepared = nil
+                vouched = try Pipeline.revision(configuration.source, repository: repository, gate: gate, lastApplied: lastApplied)
+                prepared = PreparedRevision(commit: head.id, lastApplied: lastApplied, signers: signers, vouched: vouched)
+            }
         } catch let refused as RevisionRefused {
             let revision = try? repository.resolve(configuration.source.ref).id
             switch refused.reason {
@@ -109,22 +131,26 @@ public final class Controller: @unchecked Sendable {
             return finish(.failed, "error", "\(error)", revision: try? repository.resolve(configuration.source.ref).id)
         }
         let revision = vouched.revision
-        let head = revision.commit
         if configuration.verify != .off { lastVerified = (head.id, head.time, Date(), vouched.signer) }
 
         // 3. Reconcile: apply (unless suspended) and report.
         do {
             let labels = try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
-            let reconciliation = try Reconciliation(revision: revision, gate: gate, labels: labels, host: ProcessInfo.processInfo.hostName,
-                                                    stateDirectory: configuration.stateDirectory, agent: agent, notes: vouched.notes,
-                                                    warnExpiryDays: configuration.warnExpiryDays)
+            let desired = try prepared!.desired(labels: labels, revision: revision, stateDirectory: configuration.stateDirectory)
+            func compare() throws -> Reconciliation {
+                try Reconciliation(revision: revision, gate: gate, labels: labels, host: host, stateDirectory: configuration.stateDirectory,
+                                   agent: agent, history: history, desired: desired, notes: vouched.notes,
+                                   warnExpiryDays: configuration.warnExpiryDays)
+            }
+            let reconciliation = try compare()
             if isSuspended {
-                let report = reconciliation.detectDrift()
+                let report = reconciliation.detectDrift(runtime: runtime, onlyChanges: true)
                 return finish(.suspended, "suspended", "suspended: nothing applied; \(report.findings.filter { $0.kind.isProblem }.count) findings reported",
                               revision: head.id, report: report)
             }
             var message = "in sync"
             var reason = "in-sync"
+            var drift = reconciliation
             // Apply when there is something to change, and also when the revision is new, so it
             // becomes the base that anti-rollback and `tether rollback` start from.
             if !reconciliation.plan.isEmpty || reconciliation.applied.revision != head.id {
@@ -136,15 +162,14 @@ public final class Controller: @unchecked Sendable {
                     reason = "applied"
                     message = "applied \(outcome.report.steps.count) steps"
                 }
+                drift = try compare()
             }
-            let drift = try Reconciliation(revision: revision, gate: gate, labels: labels, host: ProcessInfo.processInfo.hostName,
-                                           stateDirectory: configuration.stateDirectory, agent: agent,
-                                           warnExpiryDays: configuration.warnExpiryDays).detectDrift()
-            if !drift.inSync && reason == "in-sync" {
+            let report = drift.detectDrift(runtime: runtime, onlyChanges: true)
+            if !report.inSync && reason == "in-sync" {
                 reason = "drift-reported"
-                message = "\(drift.findings.filter { $0.kind.isProblem }.count) findings reported (observed or not correctable)"
+                message = "\(report.findings.filter { $0.kind.isProblem }.count) findings reported (observed or not correctable)"
             }
-            return finish(.ready, reason, message, revision: head.id, report: drift)
+            return finish(.ready, reason, message, revision: head.id, report: report)
         } catch let refused as RevisionRefused {
             return finish(.stalled, refused.reason.rawValue, refused.message, revision: head.id)
         } catch let problems as PolicyProblems {
@@ -154,53 +179,31 @@ public final class Controller: @unchecked Sendable {
         }
     }
 
+    /// The agent's store, the history and the connectors' store, opened on first use and kept;
+    /// a cycle that fails closes them, so the next one starts afresh.
+    private func openStores() throws -> (agent: Agent, history: History, runtime: ConnectorRuntime) {
+        if let stores { return stores }
+        let agent = try Agent(stateDirectory: configuration.stateDirectory.path)
+        let opened = (agent, try History(stateDirectory: configuration.stateDirectory), try ConnectorRuntime(agent: agent))
+        stores = opened
+        return opened
+    }
+
     /// What each revision must pass.
     var gate: RevisionGate { RevisionGate(verify: configuration.verify, allowedSigners: configuration.allowedSigners) }
 
     // MARK: - What the controller did last
 
     private func writeStatus(_ result: CycleResult) {
-        var object: [String: Any] = [
-            "pid": Int(getpid()),
-            "suspended": isSuspended,
-            "verify": configuration.verify.rawValue,
-            "source": ["repository": configuration.source.displayRepository, "ref": configuration.source.ref ?? "HEAD", "path": configuration.source.path],
-            "lastCycle": [
-                "at": Self.timestamp(result.startedAt),
-                "durationSeconds": result.duration,
-                "condition": result.condition.rawValue,
-                "reason": result.reason,
-                "message": result.message,
-                "revision": result.revision ?? NSNull(),
-                "findings": result.findings,
-                "steps": result.steps,
-                "fetched": result.fetched,
-                "bytesReceived": result.bytesReceived,
-            ] as [String: Any],
-            "cycles": metrics.cycles,
-            "errors": metrics.errors,
-        ]
-        if let verified = lastVerified {
-            object["lastVerified"] = ["revision": verified.revision, "committedAt": Self.timestamp(verified.commitTime),
-                                      "verifiedAt": Self.timestamp(verified.at), "signer": verified.signer ?? NSNull()] as [String: Any]
-        }
-        if let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]) {
-            try? data.write(to: configuration.statusFile, options: .atomic)
-        }
-    }
-
-    /// The last status file, as `tether status` reads it.
-    public static func readStatus(_ file: URL) -> (object: [String: Any]?, lastVerified: (revision: String, commitTime: Date, at: Date, signer: String?)?) {
-        guard let data = try? Data(contentsOf: file), let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            return (nil, nil)
-        }
-        var verified: (String, Date, Date, String?)?
-        if let entry = object["lastVerified"] as? [String: Any], let revision = entry["revision"] as? String,
-           let committed = (entry["committedAt"] as? String).flatMap(ISO8601DateFormatter().date),
-           let at = (entry["verifiedAt"] as? String).flatMap(ISO8601DateFormatter().date) {
-            verified = (revision, committed, at, entry["signer"] as? String)
-        }
-        return (object, verified)
+        let status = ControllerStatus(
+            pid: Int(getpid()), suspended: isSuspended, verify: configuration.verify,
+            source: .init(repository: configuration.source.displayRepository, ref: configuration.source.ref ?? "HEAD", path: configuration.source.path),
+            lastCycle: .init(at: result.startedAt, durationSeconds: result.duration, condition: result.condition, reason: result.reason,
+                             message: result.message, revision: result.revision, findings: result.findings, steps: result.steps,
+                             fetched: result.fetched, bytesReceived: result.bytesReceived),
+            cycles: metrics.cycles, errors: metrics.errors,
+            lastVerified: lastVerified.map { .init(revision: $0.revision, committedAt: $0.commitTime, verifiedAt: $0.at, signer: $0.signer) })
+        try? status.write(to: configuration.statusFile)
     }
 
     private func log(_ result: CycleResult) {
@@ -217,8 +220,6 @@ public final class Controller: @unchecked Sendable {
         }
     }
 
-    static func timestamp(_ date: Date) -> String { ISO8601DateFormatter().string(from: date) }
-
     /// "3 days", "5 hours", "12 minutes".
     public static func age(since date: Date, now: Date = Date()) -> String {
         let seconds = max(0, now.timeIntervalSince(date))
@@ -228,5 +229,66 @@ public final class Controller: @unchecked Sendable {
         case ..<172_800: return "\(Int(seconds / 3600)) hours"
         default: return "\(Int(seconds / 86_400)) days"
         }
+    }
+}
+
+/// What a file looked like (device, inode, size, modification time): a changed stamp means
+/// the file must be read again.
+struct FileStamp: Equatable {
+    let device: UInt64
+    let inode: UInt64
+    let size: Int64
+    let modified: timespec
+
+    init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        modified = info.st_mtim
+    }
+
+    static func == (a: FileStamp, b: FileStamp) -> Bool {
+        a.device == b.device && a.inode == b.inode && a.size == b.size
+            && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
+    }
+}
+
+/// A revision the controller vouched for and read, and its desired state for the labels last
+/// seen, resolved with the device files as they were (stamped, so a changed container or
+/// password file is read again).
+final class PreparedRevision {
+    let commit: String
+    let lastApplied: String?
+    let signers: FileStamp?
+    let vouched: VouchedRevision
+    private var resolved: (labels: [String: String], files: [String: FileStamp?], desired: ResolvedDesiredState)?
+
+    init(commit: String, lastApplied: String?, signers: FileStamp?, vouched: VouchedRevision) {
+        self.commit = commit
+        self.lastApplied = lastApplied
+        self.signers = signers
+        self.vouched = vouched
+    }
+
+    /// The desired state for `labels`: the one resolved last time when the labels and every
+    /// device file it read are unchanged.
+    func desired(labels: [String: String], revision: PolicyRevision, stateDirectory: URL) throws -> ResolvedDesiredState {
+        if let resolved, resolved.labels == labels, resolved.files.allSatisfy({ FileStamp(path: $0.key) == $0.value }) {
+            return resolved.desired
+        }
+        let state = try revision.policySet.desiredState(labels: labels)
+        var files: [String: FileStamp?] = [:]
+        for sourced in state.values.values {
+            guard case .clientCertificate(let reference) = sourced.value else { continue }
+            for path in [reference.file] + (reference.passwordFile.map { [$0] } ?? []) {
+                let located = (try? DeviceFiles.locate(path, stateDirectory: stateDirectory)) ?? path
+                files[located] = FileStamp(path: located)
+            }
+        }
+        let desired = try Reconciler.resolve(state, revision: revision, deviceDirectory: stateDirectory)
+        resolved = (labels, files, desired)
+        return desired
     }
 }

@@ -1,5 +1,12 @@
 internal import CGit2
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An error from libgit2 or from reading a repository, with libgit2's own message.
 public struct GitError: Error, CustomStringConvertible, Sendable {
@@ -154,7 +161,7 @@ public final class GitRepository {
                       include: (String) -> Bool) throws -> [GitFile] {
         var budget = Budget(limits: limits)
         return try withTree(of: commit) { root in
-            let trimmed = directory.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            let trimmed = directory.split(separator: "/").joined(separator: "/")
             if trimmed.isEmpty || trimmed == "." {
                 var files: [GitFile] = []
                 try collect(tree: root, prefix: "", depth: 0, include: include, budget: &budget, into: &files)

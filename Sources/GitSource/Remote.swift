@@ -1,6 +1,11 @@
+import Synchronization
 internal import CGit2
 internal import CGit2Shims
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// How to authenticate to a remote. Secrets come from files or the environment, never from
 /// the command line, and never appear in errors.
@@ -61,7 +66,7 @@ extension GitRepository {
     /// The URL without a password (`https://user:token@host/x` → `https://user@host/x`), for
     /// anything people or logs read.
     public static func redacted(_ url: String) -> String {
-        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
+        guard let scheme = url.firstRange(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
         let userinfo = url[scheme.upperBound..<at]
         guard let colon = userinfo.firstIndex(of: ":") else { return url }
         return String(url[..<colon]) + String(url[at...])
@@ -74,13 +79,12 @@ extension GitRepository {
         guard tether_git_set_ssl_cert_locations(file, nil) == 0 else {
             throw GitError.last(.other, "cannot use \(file) as the CA bundle for https remotes")
         }
-        trustLock.withLock { trusted = file }
+        trusted.withLock { $0 = file }
     }
 
     /// The CA bundle given to `trustCertificates(inFile:)`, if any (a fetch in a child process needs it too).
-    public static var trustedCertificateFile: String? { trustLock.withLock { trusted } }
-    private static let trustLock = NSLock()
-    nonisolated(unsafe) private static var trusted: String?
+    public static var trustedCertificateFile: String? { trusted.withLock { $0 } }
+    private static let trusted = Mutex<String?>(nil)
 
     /// Brings the mirror at `mirrorPath` up to date with `url`: asks the remote for its refs
     /// first and fetches only when one moved. A missing or corrupted mirror is made anew.
@@ -298,7 +302,7 @@ extension GitRepository {
     private static func remoteError(_ context: CallbackContext, url: String, action: String) -> GitError {
         let detail = context.refusal ?? git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown libgit2 error"
         git_error_clear()
-        return GitError(.fetchFailed, "\(action) \(Self.redacted(url)): \(detail.replacingOccurrences(of: url, with: Self.redacted(url)))")
+        return GitError(.fetchFailed, "\(action) \(Self.redacted(url)): \(detail.replacing(url, with: Self.redacted(url)))")
     }
 
     /// The mirror's branches and tags and the commits or tag objects they point at.

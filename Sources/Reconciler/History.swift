@@ -56,6 +56,18 @@ public final class History {
         try database.transaction { try History.record(entry, into: database, schema: "main") }
     }
 
+    /// Appends an entry unless the newest entry of its kind says the same (revision, result,
+    /// findings and detail).
+    public func recordIfChanged(_ entry: HistoryEntry) throws {
+        let last = try database.query("SELECT revision, result, findings, detail FROM history WHERE kind = ? ORDER BY id DESC LIMIT 1",
+                                      [.text(entry.kind)]).first
+        if let last, last[0].text == entry.revision, last[1].text == entry.result, last[2].integer == Int64(entry.findings),
+           last[3].text == entry.detail {
+            return
+        }
+        try record(entry)
+    }
+
     /// Appends an entry through another connection that has this file attached as `schema`,
     /// inside that connection's transaction (so the entry commits with the agent's change).
     public static func record(_ entry: HistoryEntry, into database: Database, schema: String) throws {
@@ -96,14 +108,24 @@ public final class History {
     }
 
     /// When each current difference (key → actual value) was first noticed: the time is kept
-    /// while the actual value stays the same, and keys no longer different are forgotten.
+    /// while the actual value stays the same, and keys no longer different are forgotten. Writes
+    /// only when something changed.
     public func notice(_ differences: [String: String], now: Date = Date()) throws -> [String: Date] {
-        try database.transaction {
+        func known() throws -> [String: (value: String, at: Date)] {
             var noticed: [String: (value: String, at: Date)] = [:]
             for row in try database.query("SELECT key, value, at FROM noticed") {
                 guard let key = row[0].text, let value = row[1].text, let at = row[2].real else { continue }
                 noticed[key] = (value, Date(timeIntervalSince1970: at))
             }
+            return noticed
+        }
+        func unchanged(_ noticed: [String: (value: String, at: Date)]) -> Bool {
+            noticed.count == differences.count && differences.allSatisfy { noticed[$0.key]?.value == $0.value }
+        }
+        let before = try known()
+        if unchanged(before) { return before.mapValues(\.at) }
+        return try database.transaction {
+            let noticed = try known()
             var result: [String: Date] = [:]
             for (key, value) in differences {
                 if let earlier = noticed[key], earlier.value == value {

@@ -5,93 +5,98 @@ import Glibc
 #endif
 import GitSource
 
-/// What a fetch child process is asked to do (JSON on its standard input: credentials never
-/// appear on a command line, where every user of the machine can read them).
-public struct MirrorFetchRequest: Codable, Sendable {
-    public var url: String
-    public var mirrorPath: String
-    public var timeout: TimeInterval
-    public var username: String?
-    public var password: String?
-    public var sshPrivateKey: String?
-    public var sshPassphrase: String?
-    public var knownHosts: String?
-    /// A CA bundle for https remotes (`--git-ca-file`).
-    public var certificateAuthorityFile: String?
-
-    public init(url: String, mirrorPath: String, credentials: RemoteCredentials, timeout: TimeInterval) {
-        self.url = url
-        self.mirrorPath = mirrorPath
-        self.timeout = timeout
-        username = credentials.username
-        password = credentials.password
-        sshPrivateKey = credentials.sshPrivateKey
-        sshPassphrase = credentials.sshPassphrase
-        knownHosts = credentials.knownHosts
-        certificateAuthorityFile = url.lowercased().hasPrefix("https://") ? GitRepository.trustedCertificateFile : nil
-    }
-
-    var credentials: RemoteCredentials {
-        RemoteCredentials(username: username, password: password, sshPrivateKey: sshPrivateKey, sshPassphrase: sshPassphrase, knownHosts: knownHosts)
-    }
-}
-
-/// What a fetch child process answers (JSON on its standard output).
-public struct MirrorFetchResponse: Codable, Sendable {
-    public var fetched = false
-    public var rebuilt = false
-    public var bytesReceived = 0
-    /// The error, already free of passwords.
-    public var error: String?
-}
-
-/// Brings mirrors up to date where a stuck network cannot hold the controller: the ref listing
-/// runs on a thread with a deadline (it touches no mirror, so abandoning it costs a thread and
-/// nothing else), and the fetch runs in a child process (`tether fetch-mirror`) that is killed
-/// at its deadline, so its socket and its lock on the mirror go with it.
+/// Brings mirrors up to date where a stuck network cannot hold the controller (see
+/// docs/architecture.md, "Fetching"). Work that touches nothing shared — listing a remote's
+/// refs, cloning a first mirror into a folder of its own — runs on a thread with a deadline:
+/// abandoning it costs a thread and nothing else. A fetch into an existing mirror runs in a
+/// child process (`tether-fetch`) killed at its deadline, so its socket and its lock on the
+/// mirror go with it.
 public enum MirrorFetcher {
-    /// The executable whose `fetch-mirror` subcommand serves `MirrorFetchRequest`s: `tether`
-    /// itself. Set once at start-up by the command line.
-    nonisolated(unsafe) public static var executable: String?
+    /// The `tether-fetch` executable that serves `MirrorFetchRequest`s: installed beside
+    /// `tether` (and built beside the test runner).
+    public static var executable: String {
+        let current = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: current).deletingLastPathComponent().appendingPathComponent("tether-fetch").path
+    }
 
-    /// How many abandoned ref listings may still be blocked on the network before listings go to
-    /// the child process too (each holds a thread until the kernel gives up on its connection).
-    static let abandonedProbeLimit = 2
+    /// How many abandoned threads may still be blocked on the network before the work goes to
+    /// the child process instead (each holds a thread until the kernel gives up on its connection).
+    static let abandonedLimit = 2
     private static let lock = NSLock()
-    nonisolated(unsafe) private static var abandonedProbes = 0
-    private static let queue = DispatchQueue(label: "tether.refs", attributes: .concurrent)
+    nonisolated(unsafe) private static var abandonedCount = 0
+    private static let queue = DispatchQueue(label: "tether.network", attributes: .concurrent)
+
+    /// Runs `work` on a thread and waits up to `timeout`; nil when too many earlier ones are
+    /// still stuck (the caller then uses the child process). Past the time limit the work is
+    /// abandoned, `abandoned` thrown, and `cleanUp` gets its result whenever it comes.
+    private static func abandonable<T>(timeout: TimeInterval, abandoned: SourceError, _ work: @escaping @Sendable () throws -> T,
+                                       cleanUp: @escaping @Sendable (Result<T, Error>) -> Void = { _ in }) throws -> T? {
+        guard lock.withLock({ abandonedCount < abandonedLimit }) else { return nil }
+        let handoff = Handoff<T>()
+        let done = DispatchSemaphore(value: 0)
+        queue.async {
+            let result = Result { try work() }
+            if !handoff.deliver(result) {
+                cleanUp(result)
+                lock.withLock { abandonedCount -= 1 }
+            }
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + timeout) == .success, let result = handoff.take() else {
+            if handoff.abandon() { lock.withLock { abandonedCount += 1 } }
+            throw abandoned
+        }
+        switch result {
+        case .success(let value): return value
+        case .failure(let error as GitError): throw SourceError(message: error.message)
+        case .failure(let error): throw error
+        }
+    }
 
     /// The remote's refs, or nil when too many earlier listings are still stuck (then the child
     /// process lists them itself). Throws `abandoned` past the time limit.
     static func probe(_ url: String, credentials: RemoteCredentials, timeout: TimeInterval,
                       abandoned: SourceError) throws -> [String: String]? {
-        guard lock.withLock({ abandonedProbes < abandonedProbeLimit }) else { return nil }
-        let result = ProbeResult()
-        let done = DispatchSemaphore(value: 0)
-        queue.async {
-            result.set(Result { try GitRepository.advertisedRefs(url: url, credentials: credentials, timeout: timeout) })
-            if !result.deliver() { lock.withLock { abandonedProbes -= 1 } }
-            done.signal()
+        try abandonable(timeout: timeout, abandoned: abandoned) {
+            try GitRepository.advertisedRefs(url: url, credentials: credentials, timeout: timeout)
         }
-        guard done.wait(timeout: .now() + timeout) == .success else {
-            if result.abandon() { lock.withLock { abandonedProbes += 1 } }
-            throw abandoned
-        }
-        switch result.value! {
-        case .success(let refs): return refs
-        case .failure(let error as GitError): throw SourceError(message: error.message)
-        case .failure(let error): throw error
+    }
+
+    /// Makes the first mirror at `path`: cloned into a folder of its own, then renamed into place
+    /// (under the mirror's lock, held for the rename only). Nil when too many threads are stuck.
+    static func clone(_ url: String, into path: String, credentials: RemoteCredentials, timeout: TimeInterval,
+                      abandoned: SourceError) throws -> MirrorUpdate? {
+        removeClonesOfEndedProcesses(path)
+        let folder = "\(path).clone-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        let removeFolder: @Sendable (Result<MirrorUpdate, Error>) -> Void = { _ in try? FileManager.default.removeItem(atPath: folder) }
+        guard let update = try abandonable(timeout: timeout, abandoned: abandoned, {
+            try GitRepository.updateMirror(url: url, at: folder, credentials: credentials, timeout: timeout).1
+        }, cleanUp: removeFolder) else { return nil }
+        defer { removeFolder(.success(update)) }
+        let lock = Glibc.open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if lock >= 0 { flock(lock, LOCK_EX) }
+        defer { if lock >= 0 { close(lock) } }
+        // Another process may have made the mirror meanwhile: then it stays, and this clone goes.
+        if !FileManager.default.fileExists(atPath: path) { rename(folder, path) }
+        return update
+    }
+
+    /// Clone folders left by processes that ended mid-clone (a kill -9, a power cut).
+    private static func removeClonesOfEndedProcesses(_ path: String) {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+        let prefix = URL(fileURLWithPath: path).lastPathComponent + ".clone-"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasPrefix(prefix) {
+            guard let pid = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ pid_t($0) }),
+                  kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
         }
     }
 
     /// Runs the fetch in a child process and waits for it until `deadline`; past it the child is
     /// killed and `abandoned` thrown.
     static func fetch(_ request: MirrorFetchRequest, until deadline: Date, abandoned: SourceError) throws -> MirrorUpdate {
-        guard let executable else {
-            throw SourceError(message: "cannot fetch: the tether executable that runs fetches is not known")
-        }
         let input = try JSONEncoder().encode(request)
-        let output = try ChildRun.run(executable, ["fetch-mirror"], input: Array(input), until: deadline)
+        let output = try ChildRun.run(executable, [], input: Array(input), until: deadline)
         guard let output else { throw abandoned }
         guard let response = try? JSONDecoder().decode(MirrorFetchResponse.self, from: Data(output)) else {
             throw SourceError(message: "fetching \(GitRepository.redacted(request.url)) failed: the fetch process ended without an answer")
@@ -99,49 +104,33 @@ public enum MirrorFetcher {
         if let error = response.error { throw SourceError(message: error) }
         return MirrorUpdate(fetched: response.fetched, rebuilt: response.rebuilt, bytesReceived: response.bytesReceived)
     }
-
-    /// The child's side: performs one request (one fetch per mirror across processes, by a lock
-    /// file beside it) and returns the response.
-    public static func serve(_ input: [UInt8]) -> MirrorFetchResponse {
-        var response = MirrorFetchResponse()
-        guard let request = try? JSONDecoder().decode(MirrorFetchRequest.self, from: Data(input)) else {
-            response.error = "fetch-mirror: standard input is not a fetch request (it is run by tether itself)"
-            return response
-        }
-        do {
-            if let file = request.certificateAuthorityFile { try GitRepository.trustCertificates(inFile: file) }
-            try FileManager.default.createDirectory(atPath: (request.mirrorPath as NSString).deletingLastPathComponent,
-                                                    withIntermediateDirectories: true)
-            let lock = Glibc.open(request.mirrorPath + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            if lock >= 0 { flock(lock, LOCK_EX) }
-            defer { if lock >= 0 { close(lock) } }
-            let (_, update) = try GitRepository.updateMirror(url: request.url, at: request.mirrorPath,
-                                                             credentials: request.credentials, timeout: request.timeout)
-            response.fetched = update.fetched
-            response.rebuilt = update.rebuilt
-            response.bytesReceived = update.bytesReceived
-        } catch let error as GitError {
-            response.error = error.message
-        } catch {
-            response.error = "fetching \(GitRepository.redacted(request.url)) failed: \(error)"
-        }
-        return response
-    }
 }
 
-/// A ref listing's result, handed from its thread to the waiting caller — or dropped, when the
+/// A result handed from a worker thread to the waiting caller — or left to the worker, when the
 /// caller gave up on it.
-private final class ProbeResult: @unchecked Sendable {
+private final class Handoff<T>: @unchecked Sendable {
     private let lock = NSLock()
-    private var result: Result<[String: String], Error>?
+    private var result: Result<T, Error>?
     private var abandoned = false
 
-    func set(_ value: Result<[String: String], Error>) { lock.withLock { result = value } }
-    var value: Result<[String: String], Error>? { lock.withLock { result } }
-    /// The caller gave up; false when the result had already come.
-    func abandon() -> Bool { lock.withLock { abandoned = result == nil; return abandoned } }
-    /// Whether the caller still waits (false: it was abandoned).
-    func deliver() -> Bool { lock.withLock { !abandoned } }
+    /// Hands the result over; false when the caller already gave up (the worker keeps it).
+    func deliver(_ value: Result<T, Error>) -> Bool {
+        lock.withLock {
+            guard !abandoned else { return false }
+            result = value
+            return true
+        }
+    }
+
+    func take() -> Result<T, Error>? { lock.withLock { result } }
+
+    /// The caller gives up; false when the result had come after all.
+    func abandon() -> Bool {
+        lock.withLock {
+            abandoned = result == nil
+            return abandoned
+        }
+    }
 }
 
 /// A child process fed `input` on standard input, whose standard output is collected until it

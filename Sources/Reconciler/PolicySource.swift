@@ -141,13 +141,18 @@ public final class PolicyRevision {
         let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
         let deadline = Date().addingTimeInterval(timeout)
         let abandoned = SourceError(message: "fetching \(spec.displayRepository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
-        if let refs = try MirrorFetcher.probe(spec.repository, credentials: credentials, timeout: timeout, abandoned: abandoned),
-           let current = GitRepository.mirror(at: path, holding: refs) {
+        let update: MirrorUpdate
+        if !FileManager.default.fileExists(atPath: path),
+           let cloned = try MirrorFetcher.clone(spec.repository, into: path, credentials: credentials, timeout: timeout, abandoned: abandoned) {
+            update = cloned
+        } else if let refs = try MirrorFetcher.probe(spec.repository, credentials: credentials, timeout: timeout, abandoned: abandoned),
+                  let current = GitRepository.mirror(at: path, holding: refs) {
             return (current, MirrorUpdate(fetched: false, rebuilt: false, bytesReceived: 0))
-        }
-        let update = try MirrorFetcher.fetch(MirrorFetchRequest(url: spec.repository, mirrorPath: path, credentials: credentials,
+        } else {
+            update = try MirrorFetcher.fetch(MirrorFetchRequest(url: spec.repository, mirrorPath: path, credentials: credentials,
                                                                 timeout: max(1, deadline.timeIntervalSinceNow)),
                                              until: deadline, abandoned: abandoned)
+        }
         do {
             return (try GitRepository(path: path), update)
         } catch let error as GitError {

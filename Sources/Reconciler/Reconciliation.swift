@@ -24,9 +24,12 @@ public struct Reconciliation {
     /// Compares `revision` with the agent in `stateDirectory` (or `agent`, already opened there),
     /// or with `snapshot` when given (then nothing on this machine is opened or changed).
     /// `notes` are carried into every report (a deliberate rollback says so).
+    /// `desired`, when given, is this revision's desired state for these labels, resolved
+    /// earlier (the controller keeps it while neither the revision nor the device files move);
+    /// `history` an already opened history.
     public init(revision: PolicyRevision, gate: RevisionGate = .standard, labels: [String: String], host: String,
-                stateDirectory: URL, agent: Agent? = nil, snapshot: AgentSnapshot? = nil, notes: [String] = [],
-                warnExpiryDays: Int = 30) throws {
+                stateDirectory: URL, agent: Agent? = nil, history: History? = nil, snapshot: AgentSnapshot? = nil,
+                desired: ResolvedDesiredState? = nil, notes: [String] = [], warnExpiryDays: Int = 30) throws {
         try revision.requireValid()
         self.revision = revision
         self.gate = gate
@@ -34,12 +37,12 @@ public struct Reconciliation {
         self.host = host
         self.warnExpiryDays = warnExpiryDays
         var notes = notes
-        let state = try revision.policySet.desiredState(labels: labels)
-        var resolved = try Reconciler.resolve(state, revision: revision, deviceDirectory: stateDirectory)
+        var resolved = try desired ?? Reconciler.resolve(try revision.policySet.desiredState(labels: labels),
+                                                         revision: revision, deviceDirectory: stateDirectory)
         let actual: AgentState
         if let snapshot {
             self.agent = nil
-            history = nil
+            self.history = nil
             actual = snapshot.state
             applied = snapshot.applied
             let offline = resolved.unresolved.keys.filter { if case .clientCertificate = $0 { return true }; return false }
@@ -51,11 +54,11 @@ public struct Reconciliation {
         } else {
             let agent = try agent ?? Agent(stateDirectory: stateDirectory.path)
             self.agent = agent
-            history = try History(stateDirectory: stateDirectory)
+            self.history = try history ?? History(stateDirectory: stateDirectory)
             actual = try agent.state()
             applied = try agent.appliedState()
         }
-        desired = resolved
+        self.desired = resolved
         plan = Reconciler.plan(desired: resolved, actual: actual, applied: applied, warnExpiryDays: warnExpiryDays)
         self.notes = notes
     }
@@ -151,8 +154,10 @@ public struct Reconciliation {
     }
 
     /// Records a drift detection (noting when each difference was first seen) and returns its
-    /// report, with connector health.
-    public func detectDrift() -> Report {
+    /// report, with connector health (from `runtime`, or the agent's connectors opened here).
+    /// With `onlyChanges`, a detection that says what the last one said is not recorded again
+    /// (the controller's steady state writes nothing).
+    public func detectDrift(runtime: ConnectorRuntime? = nil, onlyChanges: Bool = false) -> Report {
         var plan = self.plan
         var differences: [String: String] = [:]
         for finding in plan.findings where [.pending, .drift, .conflict, .unenforceable].contains(finding.kind) {
@@ -163,12 +168,17 @@ public struct Reconciliation {
             plan.findings[index].noticedAt = noticed[plan.findings[index].key.description]
         }
         var report = self.report(.drift, plan: plan)
-        if let agent, let runtime = try? ConnectorRuntime(agent: agent) {
+        if let agent, let runtime = try? runtime ?? ConnectorRuntime(agent: agent) {
             report.health = (try? runtime.status()) ?? []
         }
-        try? history?.record(HistoryEntry(kind: "drift", revision: report.revision, result: report.inSync ? "in-sync" : "drift",
-                                          findings: plan.findings.filter { $0.kind.isProblem }.count,
-                                          detail: plan.findings.map { "\($0.key) \($0.kind.rawValue)" }.joined(separator: ", ")))
+        let entry = HistoryEntry(kind: "drift", revision: report.revision, result: report.inSync ? "in-sync" : "drift",
+                                 findings: plan.findings.filter { $0.kind.isProblem }.count,
+                                 detail: plan.findings.map { "\($0.key) \($0.kind.rawValue)" }.joined(separator: ", "))
+        if onlyChanges {
+            try? history?.recordIfChanged(entry)
+        } else {
+            try? history?.record(entry)
+        }
         return report
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Controller
 import Foundation
+import IntegrationModel
 import Logging
 import Reconciler
 import Reports
@@ -122,27 +123,23 @@ struct StatusCommand: ParsableCommand {
 
     func run() throws {
         let file = device.stateDirectoryURL.appendingPathComponent("controller.json")
-        let (object, verified) = Controller.readStatus(file)
-        guard let object else {
+        guard let status = ControllerStatus.read(file) else {
             throw CommandError("error: no controller has run for \(device.stateDirectory) yet; start one with `tether run` (or `tether run --once`)")
         }
         if json {
-            Console.out(JSONReport.serialize(object))
+            Console.out(String(decoding: try status.json(), as: UTF8.self))
             return
         }
-        let cycle = object["lastCycle"] as? [String: Any] ?? [:]
-        let at = (cycle["at"] as? String).flatMap { ISO8601DateFormatter().date(from: $0) }
-        let condition = cycle["condition"] as? String ?? "?"
-        Console.out("\(condition): \(cycle["message"] as? String ?? "")")
-        Console.out("  last cycle   \(cycle["at"] as? String ?? "?")\(at.map { " (\(Controller.age(since: $0)) ago)" } ?? ""), \(String(format: "%.2f", cycle["durationSeconds"] as? Double ?? 0)) s, reason \(cycle["reason"] as? String ?? "?")")
-        Console.out("  revision     \((cycle["revision"] as? String).map { String($0.prefix(12)) } ?? "none")")
-        Console.out("  findings     \(cycle["findings"] as? Int ?? 0), steps \(cycle["steps"] as? Int ?? 0), fetched \(cycle["fetched"] as? Bool == true ? "yes (\(cycle["bytesReceived"] as? Int ?? 0) bytes)" : "no (ref unchanged)")")
-        let source = object["source"] as? [String: Any] ?? [:]
-        Console.out("  source       \(source["repository"] as? String ?? "?") @ \(source["ref"] as? String ?? "HEAD"), folder \(source["path"] as? String ?? "?")")
-        Console.out("  verify       \(object["verify"] as? String ?? "off")" + (verified.map {
-            "; last verified \($0.revision.prefix(12))\($0.signer.map { " signed by \($0)" } ?? ""), committed \(Controller.age(since: $0.commitTime)) ago"
+        let cycle = status.lastCycle
+        Console.out("\(cycle.condition.rawValue): \(cycle.message)")
+        Console.out("  last cycle   \(Timestamp.string(cycle.at)) (\(Controller.age(since: cycle.at)) ago), \(String(format: "%.2f", cycle.durationSeconds)) s, reason \(cycle.reason)")
+        Console.out("  revision     \(cycle.revision.map { String($0.prefix(12)) } ?? "none")")
+        Console.out("  findings     \(cycle.findings), steps \(cycle.steps), fetched \(cycle.fetched ? "yes (\(cycle.bytesReceived) bytes)" : "no (ref unchanged)")")
+        Console.out("  source       \(status.source.repository) @ \(status.source.ref), folder \(status.source.path)")
+        Console.out("  verify       \(status.verify.rawValue)" + (status.lastVerified.map {
+            "; last verified \($0.revision.prefix(12))\($0.signer.map { " signed by \($0)" } ?? ""), committed \(Controller.age(since: $0.committedAt)) ago"
         } ?? ""))
-        Console.out("  suspended    \(object["suspended"] as? Bool == true ? "yes" : "no")")
-        Console.out("  cycles       \(object["cycles"] as? Int ?? 0) in this run, \(object["errors"] as? Int ?? 0) with errors")
+        Console.out("  suspended    \(status.suspended ? "yes" : "no")")
+        Console.out("  cycles       \(status.cycles) in this run, \(status.errors) with errors")
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import IntegrationModel
 import Logging
 
 /// Log lines on standard error: readable on a terminal, or one JSON object a line
@@ -46,12 +47,14 @@ struct TetherLogHandler: LogHandler {
         let message = event.message
         var merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         if let error = event.error { merged["error"] = .string("\(error)") }
-        let time = ISO8601DateFormatter().string(from: Date())
+        let time = Timestamp.string(Date())
         switch TetherLogHandler.settings.format {
         case .json:
-            var object: [String: Any] = ["time": time, "level": level.rawValue, "message": message.description, "logger": label]
+            var object = ["time": time, "level": level.rawValue, "message": message.description, "logger": label]
             for (key, value) in merged { object[key] = value.description }
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let data = (try? encoder.encode(object)) ?? Data()
             Console.error(String(decoding: data, as: UTF8.self))
         case .text:
             let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")

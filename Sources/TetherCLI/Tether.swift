@@ -24,8 +24,7 @@ public struct Tether: ParsableCommand {
               tether run --repo URL --state-dir DIR         the controller, on an endpoint
             """,
         subcommands: [ValidateCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, StatusCommand.self,
-                      HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self,
-                      FetchMirrorCommand.self]
+                      HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self]
     )
 
     public init() {}
@@ -35,7 +34,6 @@ public struct Tether: ParsableCommand {
     public static func run(arguments: [String]) -> Int32 {
         // Everything Tether writes (stores holding client containers, history, mirrors) is the owner's alone.
         umask(0o077)
-        if MirrorFetcher.executable == nil { MirrorFetcher.executable = FetchMirrorCommand.executable }
         do {
             var command = try parseAsRoot(arguments)
             try command.run()

@@ -286,23 +286,34 @@ public final class HoldingProxy: @unchecked Sendable {
     public let port: Int
     private let listener: Int32
     private let target: Int
-    private let held: Set<Int>
     private let lock = NSLock()
+    private var held: Set<Int> = []
     private var accepted = 0
     private var holding: [Int32] = []
 
-    public init(to target: Int, holding held: Set<Int>) throws {
+    /// Forwards every connection until told to `hold` some.
+    public init(to target: Int) throws {
         signal(SIGPIPE, SIG_IGN)
         self.target = target
-        self.held = held
         (listener, port) = try listenOnLoopback()
         Thread { [weak self] in self?.acceptLoop() }.start()
     }
 
-    deinit {
+    /// Holds the connections that come next, counted from 0 (`[1]`: the second from now).
+    public func hold(next offsets: Set<Int>) {
+        lock.withLock { held = Set(offsets.map { accepted + $0 }) }
+    }
+
+    deinit { stop() }
+
+    /// Stops accepting and closes the held connections (the accepting thread keeps the proxy
+    /// alive until then).
+    public func stop() {
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
-        lock.withLock { holding.forEach { close($0) } }
+        lock.withLock {
+            holding.forEach { close($0) }
+            holding = []
+        }
     }
 
     /// How many connections came in.
@@ -312,14 +323,13 @@ public final class HoldingProxy: @unchecked Sendable {
         while true {
             let client = accept(listener, nil, nil)
             if client < 0 { return }
-            let index = lock.withLock { () -> Int in
+            let isHeld = lock.withLock { () -> Bool in
                 accepted += 1
-                return accepted - 1
+                guard held.contains(accepted - 1) else { return false }
+                holding.append(client)
+                return true
             }
-            if held.contains(index) {
-                lock.withLock { holding.append(client) }
-                continue
-            }
+            if isHeld { continue }
             let target = self.target
             Thread {
                 let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

@@ -99,27 +99,48 @@ struct FetchTests {
 
     @Test("A remote that holds a connection open and then recovers: Ready again within two fetch timeouts",
           arguments: [
-            (0, "the ref listing"),        // held in this process: abandoned, nothing waits on it
-            (1, "the fetch process"),      // held in the fetch child: killed with its socket
+            (0, true, "the ref listing"),      // held in this process: abandoned, nothing waits on it
+            (1, true, "the fetch process"),    // held in tether-fetch: killed with its socket and lock
+            (0, false, "the first clone"),     // held in this process, cloning into a folder of its own
           ])
-    func heldConnectionRecovers(held: Int, what: String) throws {
+    func heldConnectionRecovers(held: Int, mirrorFirst: Bool, what: String) throws {
         let env = try Environment()
         let remotes = try TemporaryDirectory("tether-remotes")
         try publish(env, to: remotes)
         let daemon = try GitDaemon(base: remotes.path)
-        let proxy = try HoldingProxy(to: daemon.port, holding: [held])
-        let timeout = 2.0
+        let proxy = try HoldingProxy(to: daemon.port)
+        defer { proxy.stop() }
+        let flags = ["--interval", "0", "--jitter", "0", "--fetch-timeout", "2", "--no-connectors",
+                     "--repo", "git://127.0.0.1:\(proxy.port)/policies.git", "--ref", "main", "--state-dir", env.state.path]
+        var expected = env.revision
+        if mirrorFirst {
+            #expect(tether(["run", "--once"] + flags).code == 0, "the mirror is made")
+            expected = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+            try publish(env, to: remotes)
+        }
+
+        proxy.hold(next: [held])
         let started = Date()
-        let run = tether(["run", "--cycles", "2", "--interval", "0", "--jitter", "0", "--fetch-timeout", "\(Int(timeout))", "--no-connectors",
-                          "--repo", "git://127.0.0.1:\(proxy.port)/policies.git", "--ref", "main", "--state-dir", env.state.path])
+        let run = tether(["run", "--cycles", "2"] + flags)
         let elapsed = Date().timeIntervalSince(started)
         #expect(run.code == 0, "\(what): \(run.stderr)")
         #expect(run.stderr.contains("took longer than 2 s (--fetch-timeout): abandoned"), "\(what): the first cycle gives up on it")
         let status = tether(["status", "--state-dir", env.state.path]).stdout
         #expect(status.hasPrefix("Ready: applied"), "\(what): \(status)")
         // The first cycle's time limit, a back-off of 1 s, then a second cycle well inside two limits.
-        #expect(elapsed < timeout + 1 + 2 * timeout, "\(what): took \(elapsed) s")
-        #expect(try Agent(stateDirectory: env.state.path).appliedState().revision == env.revision)
+        #expect(elapsed < 2 + 1 + 2 * 2, "\(what): took \(elapsed) s")
+        #expect(try Agent(stateDirectory: env.state.path).appliedState().revision == expected)
+        // Once the held connection closes, the abandoned work ends and leaves nothing behind.
+        proxy.stop()
+        let mirrorFolder = env.state.url.appendingPathComponent("mirrors").path
+        var mirrors: [String] = []
+        let deadline = Date().addingTimeInterval(10)
+        repeat {
+            mirrors = try FileManager.default.contentsOfDirectory(atPath: mirrorFolder).filter { !$0.hasSuffix(".lock") }
+            if mirrors.count == 1 { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        } while Date() < deadline
+        #expect(mirrors.count == 1, "\(what): one mirror, no clone folder left behind: \(mirrors)")
     }
 
     @Test("https with a private CA (--git-ca-file) and a token from the environment")

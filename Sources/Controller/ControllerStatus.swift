@@ -1,0 +1,106 @@
+import Foundation
+import IntegrationModel
+import Reconciler
+
+/// What the controller did last (`controller.json` in the state directory), as `tether status`
+/// reads it. Written every cycle; keys once published keep their meaning.
+public struct ControllerStatus: Codable, Sendable {
+    public struct Source: Codable, Sendable {
+        public let repository: String
+        public let ref: String
+        public let path: String
+    }
+
+    public struct Cycle: Codable, Sendable {
+        public let at: Date
+        public let durationSeconds: Double
+        public let condition: CycleResult.Condition
+        /// See `CycleResult.reason`.
+        public let reason: String
+        public let message: String
+        public let revision: String?
+        public let findings: Int
+        public let steps: Int
+        public let fetched: Bool
+        public let bytesReceived: Int
+
+        /// An absent revision is written as null (the published format has the key always).
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(at, forKey: .at)
+            try container.encode(durationSeconds, forKey: .durationSeconds)
+            try container.encode(condition, forKey: .condition)
+            try container.encode(reason, forKey: .reason)
+            try container.encode(message, forKey: .message)
+            try container.encode(revision, forKey: .revision)
+            try container.encode(findings, forKey: .findings)
+            try container.encode(steps, forKey: .steps)
+            try container.encode(fetched, forKey: .fetched)
+            try container.encode(bytesReceived, forKey: .bytesReceived)
+        }
+    }
+
+    public struct Verification: Codable, Sendable {
+        public let revision: String
+        public let committedAt: Date
+        public let verifiedAt: Date
+        public let signer: String?
+
+        /// An unknown signer is written as null.
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(revision, forKey: .revision)
+            try container.encode(committedAt, forKey: .committedAt)
+            try container.encode(verifiedAt, forKey: .verifiedAt)
+            try container.encode(signer, forKey: .signer)
+        }
+    }
+
+    public let pid: Int
+    public let suspended: Bool
+    public let verify: VerifyMode
+    public let source: Source
+    public let lastCycle: Cycle
+    /// Cycles in the current run of the controller, and how many of them failed.
+    public let cycles: Int
+    public let errors: Int
+    public let lastVerified: Verification?
+
+    /// The status file's text: sorted keys, dates as `Timestamp` strings, absent values as null.
+    public func json() throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(Timestamp.string(date))
+        }
+        return try encoder.encode(self)
+    }
+
+    /// Replaces `file` in one rename, so a reader never sees half a status. Not flushed to disk:
+    /// the next cycle writes it again.
+    func write(to file: URL) throws {
+        let temporary = file.deletingLastPathComponent().appendingPathComponent(".\(file.lastPathComponent).\(getpid()).tmp")
+        try json().write(to: temporary)
+        guard rename(temporary.path, file.path) == 0 else {
+            try? FileManager.default.removeItem(at: temporary)
+            throw CocoaError(.fileWriteUnknown)
+        }
+    }
+
+    /// The last status written to `file`; nil when there is none or it cannot be read.
+    public static func read(_ file: URL) -> ControllerStatus? {
+        guard let data = try? Data(contentsOf: file) else { return nil }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            guard let date = Timestamp.date(text) else {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an ISO 8601 time: \(text)"))
+            }
+            return date
+        }
+        return try? decoder.decode(ControllerStatus.self, from: data)
+    }
+}
+
+extension VerifyMode: Codable {}

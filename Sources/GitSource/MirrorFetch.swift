@@ -1,0 +1,80 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a fetch child process is asked to do (JSON on its standard input: credentials never
+/// appear on a command line, where every user of the machine can read them).
+public struct MirrorFetchRequest: Codable, Sendable {
+    public var url: String
+    public var mirrorPath: String
+    public var timeout: TimeInterval
+    public var username: String?
+    public var password: String?
+    public var sshPrivateKey: String?
+    public var sshPassphrase: String?
+    public var knownHosts: String?
+    /// A CA bundle for https remotes (`--git-ca-file`).
+    public var certificateAuthorityFile: String?
+
+    public init(url: String, mirrorPath: String, credentials: RemoteCredentials, timeout: TimeInterval) {
+        self.url = url
+        self.mirrorPath = mirrorPath
+        self.timeout = timeout
+        username = credentials.username
+        password = credentials.password
+        sshPrivateKey = credentials.sshPrivateKey
+        sshPassphrase = credentials.sshPassphrase
+        knownHosts = credentials.knownHosts
+        certificateAuthorityFile = url.lowercased().hasPrefix("https://") ? GitRepository.trustedCertificateFile : nil
+    }
+
+    public var credentials: RemoteCredentials {
+        RemoteCredentials(username: username, password: password, sshPrivateKey: sshPrivateKey, sshPassphrase: sshPassphrase, knownHosts: knownHosts)
+    }
+}
+
+/// What a fetch child process answers (JSON on its standard output).
+public struct MirrorFetchResponse: Codable, Sendable {
+    public var fetched = false
+    public var rebuilt = false
+    public var bytesReceived = 0
+    /// The error, already free of passwords.
+    public var error: String?
+}
+
+/// One mirror fetch in a process of its own (`tether-fetch`), so that the caller can kill it,
+/// with its sockets and its lock, when the network holds it (see docs/architecture.md).
+public enum MirrorFetch {
+    /// The child's side: performs one request (one fetch per mirror across processes, by a lock
+    /// file beside it) and returns the response.
+    public static func serve(_ input: [UInt8]) -> MirrorFetchResponse {
+        var response = MirrorFetchResponse()
+        guard let request = try? JSONDecoder().decode(MirrorFetchRequest.self, from: Data(input)) else {
+            response.error = "tether-fetch: standard input is not a fetch request (tether runs this program itself)"
+            return response
+        }
+        do {
+            if let file = request.certificateAuthorityFile { try GitRepository.trustCertificates(inFile: file) }
+            let parent = request.mirrorPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+            try FileManager.default.createDirectory(atPath: parent.isEmpty ? "/" : parent, withIntermediateDirectories: true)
+            let lock = Glibc.open(request.mirrorPath + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            if lock >= 0 { flock(lock, LOCK_EX) }
+            defer { if lock >= 0 { close(lock) } }
+            let (_, update) = try GitRepository.updateMirror(url: request.url, at: request.mirrorPath,
+                                                             credentials: request.credentials, timeout: request.timeout)
+            response.fetched = update.fetched
+            response.rebuilt = update.rebuilt
+            response.bytesReceived = update.bytesReceived
+        } catch let error as GitError {
+            response.error = error.message
+        } catch {
+            response.error = "fetching \(GitRepository.redacted(request.url)) failed: \(error)"
+        }
+        return response
+    }
+}
