@@ -68,6 +68,6 @@ let package = Package(
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
         .testTarget(name: "ConnectorTests", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel", "X509", "TetherTestSupport"]),
-        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "Reconciler", "IntegrationModel", "PlatformSim", "Controller", "GitSource", "TetherTestSupport"]),
+        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "Reconciler", "IntegrationModel", "PlatformSim", "Controller", "GitSource", "SQLiteDB", "X509", "TetherTestSupport"]),
     ]
 )

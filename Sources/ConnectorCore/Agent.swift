@@ -33,13 +33,16 @@ public final class Agent {
         do {
             database = try Database(path: path)
             if isNew { chmod(path, 0o600) }
-            try database.execute(Agent.schema)
+            try Agent.migrator.migrate(database, store: path)
         } catch {
             throw AgentError.store("\(path): \(error)")
         }
     }
 
-    private static let schema = """
+    /// The store's schema, step by step. Version 1 is the schema of the first release: on a
+    /// store made before versions were kept it finds every table in place and changes nothing.
+    static let migrator = Migrator([
+        Migration(1, "settings, tasks, certificates, changes, applied state", sql: """
         CREATE TABLE IF NOT EXISTS settings (path TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS tasks (integration TEXT PRIMARY KEY, running INTEGER NOT NULL, changed_at REAL NOT NULL, starts INTEGER NOT NULL DEFAULT 0);
         CREATE TABLE IF NOT EXISTS certificates (
@@ -50,7 +53,8 @@ public final class Agent {
             path TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
         CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision TEXT NOT NULL, at REAL NOT NULL);
         CREATE TABLE IF NOT EXISTS applied_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision TEXT NOT NULL, at REAL NOT NULL);
-        """
+        """),
+    ])
 
     // MARK: - Reading
 

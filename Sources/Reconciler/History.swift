@@ -41,12 +41,17 @@ public final class History {
                                                 attributes: [.posixPermissions: 0o700])
         file = stateDirectory.appendingPathComponent(History.fileName)
         database = try Database(path: file.path)
-        try database.execute("""
+        try History.migrator.migrate(database, store: file.path)
+    }
+
+    /// The history's schema, step by step (version 1: the first release's, adopted as it is).
+    static let migrator = Migrator([
+        Migration(1, "history and first-noticed times", sql: """
             CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL,
                 revision TEXT NOT NULL, result TEXT NOT NULL, findings INTEGER NOT NULL, detail TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS noticed (key TEXT PRIMARY KEY, value TEXT NOT NULL, at REAL NOT NULL);
-            """)
-    }
+            """),
+    ])
 
     /// How many entries are kept (the oldest go first).
     public static let retained = 10_000

@@ -138,3 +138,66 @@ public final class Database {
         }
     }
 }
+
+/// One step of a store's schema, applied once, in order (GRDB's `DatabaseMigrator` in small).
+public struct Migration: Sendable {
+    /// The schema version this step brings the store to (1, 2, 3…).
+    public let version: Int
+    /// What the step does, for errors.
+    public let name: String
+    let sql: String
+
+    /// A step made of SQL statements without parameters.
+    public init(_ version: Int, _ name: String, sql: String) {
+        self.version = version
+        self.name = name
+        self.sql = sql
+    }
+}
+
+/// Brings a store's schema up to date: the version is kept in SQLite's `user_version`; each
+/// pending migration runs in its own transaction together with the version change, so a store
+/// is always at one version or the next, never between. A store written by a newer program
+/// (a version this one does not know) is refused rather than misread.
+public struct Migrator: Sendable {
+    public let migrations: [Migration]
+
+    public init(_ migrations: [Migration]) {
+        precondition(migrations.map(\.version) == Array(1...migrations.count), "migrations are numbered 1, 2, 3… in order")
+        self.migrations = migrations
+    }
+
+    /// The newest version this program knows.
+    public var latest: Int { migrations.count }
+
+    /// Applies the pending migrations; returns the versions applied.
+    @discardableResult
+    public func migrate(_ database: Database, store: String) throws -> [Int] {
+        let current = try database.userVersion()
+        guard current <= latest else {
+            throw SQLiteError(code: 0, message: "\(store) has schema version \(current), newer than this tether knows (\(latest)): it was written by a newer release; upgrade tether or restore a backup")
+        }
+        var applied: [Int] = []
+        for migration in migrations where migration.version > current {
+            try database.transaction {
+                // Another process may have migrated meanwhile: the write lock is ours now, look again.
+                guard try database.userVersion() < migration.version else { return }
+                do {
+                    try database.execute(migration.sql)
+                } catch let error as SQLiteError {
+                    throw SQLiteError(code: error.code, message: "\(store): migration \(migration.version) (\(migration.name)) failed: \(error.message)")
+                }
+                try database.execute("PRAGMA user_version = \(migration.version)")
+                applied.append(migration.version)
+            }
+        }
+        return applied
+    }
+}
+
+extension Database {
+    /// The schema version (`PRAGMA user_version`): 0 for a store that never had one.
+    public func userVersion() throws -> Int {
+        Int(try query("PRAGMA user_version").first?.first?.integer ?? 0)
+    }
+}

@@ -54,12 +54,9 @@ final class RuntimeStore {
     let database: Database
     let queueLimit: Int
 
-    init(directory: URL, queueLimit: Int) throws {
-        database = try Database(path: directory.appendingPathComponent("runtime.db").path)
-        self.queueLimit = queueLimit
-        try database.execute("""
-            PRAGMA journal_mode = WAL;
-            PRAGMA synchronous = NORMAL;
+    /// The connectors' schema, step by step (version 1: the first release's, adopted as it is).
+    static let migrator = Migrator([
+        Migration(1, "telemetry queue, counters, status, commands, isolation, prevention, scans", sql: """
             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, integration TEXT NOT NULL,
                 type TEXT NOT NULL, at REAL NOT NULL, detail TEXT NOT NULL);
@@ -77,7 +74,15 @@ final class RuntimeStore {
             CREATE TABLE IF NOT EXISTS prevention (hash TEXT PRIMARY KEY, algorithm TEXT NOT NULL, command_id TEXT NOT NULL, at REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS scans (scan_id TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, content BLOB,
                 state TEXT NOT NULL, verdict TEXT, submitted_at REAL NOT NULL, updated_at REAL NOT NULL);
-            """)
+            """),
+    ])
+
+    init(directory: URL, queueLimit: Int) throws {
+        database = try Database(path: directory.appendingPathComponent("runtime.db").path)
+        self.queueLimit = queueLimit
+        // WAL: connector traffic writes often, and readers (tether agent status) never wait on it.
+        try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+        try RuntimeStore.migrator.migrate(database, store: directory.appendingPathComponent("runtime.db").path)
     }
 
     // MARK: - Identity
