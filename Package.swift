@@ -31,7 +31,7 @@ let package = Package(
         // One Swift module per C library.
         .target(name: "GitSource", dependencies: ["CGit2", "CGit2Shims"]),
         .target(name: "X509", dependencies: ["COpenSSL", "COpenSSLShims"]),
-        .target(name: "HTTPServer", dependencies: ["COpenSSL", "COpenSSLShims"]),
+        .target(name: "HTTPServer"),
         .target(name: "HTTPTransport", dependencies: ["CCurl", "CCurlShims"]),
         .target(name: "SQLiteDB", dependencies: ["CSQLite"]),
 
@@ -55,13 +55,15 @@ let package = Package(
         .executableTarget(name: "tether-fetch", dependencies: ["GitSource"]),
 
         // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
-        .target(name: "PlatformSim", dependencies: ["HTTPServer", "X509"]),
+        // TLS under HTTPServer and a certificate authority, over X509's OpenSSL: never linked into tether.
+        .target(name: "PlatformTLS", dependencies: ["HTTPServer", "X509", "COpenSSL", "COpenSSLShims"]),
+        .target(name: "PlatformSim", dependencies: ["HTTPServer", "PlatformTLS", "X509"]),
         .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // make bench: connector throughput and queue write rates.
         .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel"]),
 
         // Test support: real git repositories, a test PKI and TLS peers on loopback.
-        .target(name: "TetherTestSupport", dependencies: ["HTTPServer"]),
+        .target(name: "TetherTestSupport", dependencies: ["HTTPServer", "PlatformTLS"]),
         .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),

@@ -1,5 +1,3 @@
-internal import COpenSSL
-internal import COpenSSLShims
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -42,57 +40,31 @@ public struct ServerResponse: Sendable {
 /// Why the server could not start.
 public struct ServerError: Error, CustomStringConvertible, Sendable {
     public let description: String
+
+    public init(description: String) {
+        self.description = description
+    }
 }
 
-/// A small HTTP/1.1 server on 127.0.0.1 (or ::1), over TLS 1.2 or newer through OpenSSL
-/// (optionally requiring a client certificate from a given CA) or in the clear for loopback
-/// metrics; a thread per connection, keep-alive, Content-Length bodies. For the local
-/// platform, the controller's metrics and tests, not for the open internet.
+/// A small HTTP/1.1 server on 127.0.0.1 (or ::1): a thread per connection, keep-alive,
+/// Content-Length bodies. In the clear for loopback endpoints (the controller's /metrics);
+/// the local platform and tests put TLS under it (PlatformTLS), so no TLS server is part of
+/// the shipped `tether`. Not for the open internet.
 public final class HTTPServer: @unchecked Sendable {
     /// The port it listens on.
     public let port: Int
     private let state: ServerState
 
-    /// Starts a plain-HTTP server at once (for loopback endpoints such as /metrics).
-    public init(host: String = "127.0.0.1", port: Int = 0, handler: @escaping @Sendable (ServerRequest) -> ServerResponse) throws {
-        signal(SIGPIPE, SIG_IGN)
-        let (listener, boundPort) = try Self.listen(host: host, port: port)
-        self.port = boundPort
-        state = ServerState(context: nil, listener: listener, handler: handler)
-        let state = self.state
-        Thread { state.acceptLoop() }.start()
-    }
-
-    /// Starts an HTTPS server at once. `port` 0 lets the kernel choose.
-    public init(certificatePEM: String, privateKeyPEM: String, clientCAPEM: String? = nil, host: String = "127.0.0.1", port: Int = 0,
+    /// Starts a server at once. `port` 0 lets the kernel choose. `upgrade`, when given, turns
+    /// each accepted socket into the connection requests are read from (a TLS session, say);
+    /// nil from it closes the socket.
+    public init(host: String = "127.0.0.1", port: Int = 0, upgrade: (@Sendable (Int32) -> ServerConnection?)? = nil,
                 handler: @escaping @Sendable (ServerRequest) -> ServerResponse) throws {
-        _ = tether_load_providers()
         // A client that hangs up mid-response must not kill the process.
         signal(SIGPIPE, SIG_IGN)
-        guard let context = SSL_CTX_new(TLS_server_method()) else { throw ServerError(description: "SSL_CTX_new failed") }
-        func fail(_ what: String) -> ServerError {
-            SSL_CTX_free(context)
-            return ServerError(description: "\(what): \(drainErrors())")
-        }
-        tether_ssl_ctx_require_tls12(context)
-        guard let certificate = readPEM(certificatePEM, PEM_read_bio_X509), SSL_CTX_use_certificate(context, certificate) == 1 else {
-            throw fail("the server certificate is unusable")
-        }
-        X509_free(certificate)
-        guard let key = readPEM(privateKeyPEM, { PEM_read_bio_PrivateKey($0, $1, $2, $3) }), SSL_CTX_use_PrivateKey(context, key) == 1 else {
-            throw fail("the server key is unusable")
-        }
-        EVP_PKEY_free(key)
-        if let clientCAPEM {
-            guard let authority = readPEM(clientCAPEM, PEM_read_bio_X509), X509_STORE_add_cert(SSL_CTX_get_cert_store(context), authority) == 1 else {
-                throw fail("the client CA is unusable")
-            }
-            X509_free(authority)
-            SSL_CTX_set_verify(context, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
-        }
         let (listener, boundPort) = try Self.listen(host: host, port: port)
         self.port = boundPort
-        state = ServerState(context: context, listener: listener, handler: handler)
+        state = ServerState(upgrade: upgrade, listener: listener, handler: handler)
         let state = self.state
         Thread { state.acceptLoop() }.start()
     }
@@ -149,19 +121,18 @@ public final class HTTPServer: @unchecked Sendable {
 
 /// What the accept loop and the connection threads share.
 private final class ServerState: @unchecked Sendable {
-    /// The TLS context; nil for plain HTTP.
-    let context: OpaquePointer?
+    /// Makes the connection of an accepted socket; nil for plain HTTP.
+    let upgrade: (@Sendable (Int32) -> ServerConnection?)?
     let listener: Int32
     let handler: @Sendable (ServerRequest) -> ServerResponse
     private let lock = NSLock()
     private var stopped = false
     private var connections = Set<Int32>()
-    private var contextFreed = false
 
     static let maximumConnections = 256
 
-    init(context: OpaquePointer?, listener: Int32, handler: @escaping @Sendable (ServerRequest) -> ServerResponse) {
-        self.context = context
+    init(upgrade: (@Sendable (Int32) -> ServerConnection?)?, listener: Int32, handler: @escaping @Sendable (ServerRequest) -> ServerResponse) {
+        self.upgrade = upgrade
         self.listener = listener
         self.handler = handler
     }
@@ -210,10 +181,10 @@ private final class ServerState: @unchecked Sendable {
         // Small TLS records (session tickets, short answers) must not wait for Nagle's algorithm.
         var noDelay: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
-        let connection: Connection
-        if let context {
-            guard let tls = TLSConnection(context: context, fd: fd) else { return }
-            connection = tls
+        let connection: ServerConnection
+        if let upgrade {
+            guard let upgraded = upgrade(fd) else { return }
+            connection = upgraded
         } else {
             connection = PlainConnection(fd: fd)
         }
@@ -225,7 +196,7 @@ private final class ServerState: @unchecked Sendable {
         }
     }
 
-    private func readRequest(_ connection: Connection, buffer: inout [UInt8]) -> ServerRequest? {
+    private func readRequest(_ connection: ServerConnection, buffer: inout [UInt8]) -> ServerRequest? {
         let separator: [UInt8] = [13, 10, 13, 10]
         var headerEnd: Int?
         while headerEnd == nil {
@@ -297,7 +268,7 @@ private final class ServerState: @unchecked Sendable {
                              headers: headers, body: body, clientSubject: connection.clientSubject)
     }
 
-    private func write(_ connection: Connection, _ response: ServerResponse, keepAlive: Bool) -> Bool {
+    private func write(_ connection: ServerConnection, _ response: ServerResponse, keepAlive: Bool) -> Bool {
         var head = "HTTP/1.1 \(response.status) \(reason(response.status))\r\nContent-Type: \(response.contentType)\r\nContent-Length: \(response.body.count)\r\n"
         head += "Connection: \(keepAlive ? "keep-alive" : "close")\r\n"
         for (name, value) in response.headers { head += "\(name): \(value)\r\n" }
@@ -320,21 +291,18 @@ private final class ServerState: @unchecked Sendable {
         default: return "Status"
         }
     }
-
-    deinit {
-        if let context { SSL_CTX_free(context) }
-    }
 }
 
 /// One accepted connection, in the clear or over TLS.
-private protocol Connection {
+public protocol ServerConnection {
+    /// The client certificate's subject, when the client presented one.
     var clientSubject: String? { get }
     /// Appends what arrives; false at the end of the stream or on an error.
     func read(into buffer: inout [UInt8]) -> Bool
     func write(_ bytes: [UInt8]) -> Bool
 }
 
-private struct PlainConnection: Connection {
+private struct PlainConnection: ServerConnection {
     let fd: Int32
     var clientSubject: String? { nil }
 
@@ -355,86 +323,4 @@ private struct PlainConnection: Connection {
         }
         return true
     }
-}
-
-/// A TLS session over an accepted socket; freed with the connection.
-private final class TLSConnection: Connection {
-    private let ssl: OpaquePointer
-    let clientSubject: String?
-
-    /// Completes the handshake; nil when it fails (the client was told why by the TLS alert).
-    init?(context: OpaquePointer, fd: Int32) {
-        guard let ssl = SSL_new(context) else { return nil }
-        SSL_set_fd(ssl, fd)
-        guard SSL_accept(ssl) == 1 else {
-            ERR_clear_error()
-            SSL_free(ssl)
-            // Let the client read the alert (e.g. "certificate required") before the socket
-            // closes: closing with unread data would reset the connection and lose it.
-            shutdown(fd, Int32(SHUT_WR))
-            var drain = timeval(tv_sec: 0, tv_usec: 200_000)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &drain, socklen_t(MemoryLayout<timeval>.size))
-            var sink = [UInt8](repeating: 0, count: 4096)
-            while recv(fd, &sink, sink.count, 0) > 0 {}
-            return nil
-        }
-        self.ssl = ssl
-        var subject: String?
-        if let peer = SSL_get1_peer_certificate(ssl) {
-            if let name = X509_NAME_oneline(X509_get_subject_name(peer), nil, 0) {
-                subject = String(cString: name)
-                tether_openssl_free(name)
-            }
-            X509_free(peer)
-        }
-        clientSubject = subject
-    }
-
-    deinit {
-        SSL_shutdown(ssl)
-        SSL_free(ssl)
-    }
-
-    func read(into buffer: inout [UInt8]) -> Bool {
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        let count = SSL_read(ssl, &chunk, Int32(chunk.count))
-        guard count > 0 else {
-            ERR_clear_error()
-            return false
-        }
-        buffer.append(contentsOf: chunk[0..<Int(count)])
-        return true
-    }
-
-    func write(_ bytes: [UInt8]) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { SSL_write(ssl, $0.baseAddress, Int32($0.count)) }
-            guard written > 0 else {
-                ERR_clear_error()
-                return false
-            }
-            offset += Int(written)
-        }
-        return true
-    }
-}
-
-private func readPEM(_ pem: String, _ reader: (OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?, (@convention(c) (UnsafeMutablePointer<CChar>?, Int32, Int32, UnsafeMutableRawPointer?) -> Int32)?, UnsafeMutableRawPointer?) -> OpaquePointer?) -> OpaquePointer? {
-    let bytes = Array(pem.utf8)
-    return bytes.withUnsafeBytes { buffer in
-        let bio = BIO_new_mem_buf(buffer.baseAddress, Int32(buffer.count))
-        defer { BIO_free(bio) }
-        return reader(bio, nil, nil, nil)
-    }
-}
-
-private func drainErrors() -> String {
-    var reasons: [String] = []
-    while case let code = ERR_get_error(), code != 0 {
-        var buffer = [CChar](repeating: 0, count: 256)
-        ERR_error_string_n(code, &buffer, buffer.count)
-        reasons.append(buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
-    }
-    return reasons.isEmpty ? "unknown OpenSSL error" : reasons.joined(separator: "; ")
 }

@@ -1,5 +1,6 @@
 import Foundation
 import HTTPServer
+import PlatformTLS
 import X509
 
 /// A request the platform received, as tests and the demo read it back.

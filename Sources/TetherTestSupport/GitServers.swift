@@ -1,5 +1,6 @@
 import Foundation
 import HTTPServer
+import PlatformTLS
 
 /// `git daemon` serving a folder of repositories over git:// on 127.0.0.1, killed when released.
 public final class GitDaemon: @unchecked Sendable {

@@ -46,7 +46,7 @@ public struct Certificate: Sendable, Hashable, Codable {
             let bio = BIO_new_mem_buf(base, Int32(buffer.count))
             defer { BIO_free(bio) }
             if let pem = PEM_read_bio_X509(bio, nil, nil, nil) { return pem }
-            ERR_clear_error()
+            OpenSSL.discardErrors()
             var cursor: UnsafePointer<UInt8>? = base.assumingMemoryBound(to: UInt8.self)
             return d2i_X509(nil, &cursor, buffer.count)
         }
@@ -115,7 +115,7 @@ public struct ClientContainer: Sendable {
         var passwordBytes = Array(password.utf8CString)
         defer { for index in passwordBytes.indices { passwordBytes[index] = 0 } }
         guard PKCS12_verify_mac(container, passwordBytes, -1) == 1 else {
-            ERR_clear_error()
+            OpenSSL.discardErrors()
             throw X509Error.wrongPassword
         }
         var key: OpaquePointer?
@@ -132,7 +132,7 @@ public struct ClientContainer: Sendable {
         guard let key else { throw X509Error.incompleteContainer("no private key") }
         guard let leaf else { throw X509Error.incompleteContainer("no certificate that matches its private key") }
         guard X509_check_private_key(leaf, key) == 1 else {
-            ERR_clear_error()
+            OpenSSL.discardErrors()
             throw X509Error.incompleteContainer("the private key does not belong to the certificate")
         }
         certificate = try Certificate(handle: leaf)
@@ -140,19 +140,21 @@ public struct ClientContainer: Sendable {
     }
 }
 
-/// OpenSSL's global set-up and error queue, in one place.
-enum OpenSSL {
+/// OpenSSL's global set-up and error queue, in one place: every OpenSSL error of this package
+/// is read (or discarded) here. `package`: PlatformTLS (the local platform's TLS server and
+/// certificate authority, not shipped in tether) uses it too.
+package enum OpenSSL {
     private static let initialized: Bool = {
         _ = tether_load_providers()
         return true
     }()
 
-    static func initialize() {
+    package static func initialize() {
         _ = initialized
     }
 
     /// Reads and clears the thread's OpenSSL error queue; nil when it is empty.
-    static func drainErrors() -> String? {
+    package static func drainErrors() -> String? {
         var reasons: [String] = []
         while case let code = ERR_get_error(), code != 0 {
             var buffer = [CChar](repeating: 0, count: 256)
@@ -160,6 +162,11 @@ enum OpenSSL {
             reasons.append(buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
         }
         return reasons.isEmpty ? nil : reasons.joined(separator: "; ")
+    }
+
+    /// Empties the thread's error queue after a failure that is reported otherwise.
+    package static func discardErrors() {
+        _ = drainErrors()
     }
 
     static func name(_ name: OpaquePointer?) -> String {
@@ -183,7 +190,7 @@ enum OpenSSL {
         return Date(timeIntervalSince1970: TimeInterval(timegm(&parts)))
     }
 
-    static func bioString(_ bio: OpaquePointer) -> String {
+    package static func bioString(_ bio: OpaquePointer) -> String {
         var data: UnsafePointer<CChar>?
         let count = tether_bio_mem_data(bio, &data)
         guard let data, count > 0 else { return "" }

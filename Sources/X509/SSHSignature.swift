@@ -163,7 +163,7 @@ public enum SSHSignature {
             throw VerifyError(description: OpenSSL.drainErrors() ?? "EVP_DigestVerifyInit failed")
         }
         let result = EVP_DigestVerify(context, signatureBlob, signatureBlob.count, data, data.count)
-        ERR_clear_error()
+        OpenSSL.discardErrors()
         return result == 1
     }
 

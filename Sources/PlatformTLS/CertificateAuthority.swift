@@ -1,6 +1,7 @@
 internal import COpenSSL
 internal import COpenSSLShims
 import Foundation
+import X509
 
 /// A private key and its certificate, both PEM.
 public struct IssuedCertificate: Sendable {
@@ -121,9 +122,10 @@ public final class CertificateAuthority: @unchecked Sendable {
         guard X509_sign(certificate, issuerKey, EVP_sha256()) > 0 else {
             throw X509Error.notACertificate(reason: OpenSSL.drainErrors() ?? "X509_sign failed")
         }
-        return IssuedCertificate(certificatePEM: try OpenSSL.pem { PEM_write_bio_X509($0, certificate) },
+        let certificatePEM = try OpenSSL.pem { PEM_write_bio_X509($0, certificate) }
+        return IssuedCertificate(certificatePEM: certificatePEM,
                                  privateKeyPEM: try OpenSSL.pem { PEM_write_bio_PrivateKey($0, key, nil, nil, 0, nil, nil) },
-                                 certificate: try Certificate(handle: certificate))
+                                 certificate: try Certificate(bytes: Array(certificatePEM.utf8)))
     }
 
     private static func generateKey() throws -> OpaquePointer {
