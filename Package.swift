@@ -39,14 +39,16 @@ let package = Package(
         .target(name: "IntegrationModel"),
         .target(name: "Policy", dependencies: ["IntegrationModel", "Yams"]),
         .target(name: "ConnectorCore", dependencies: ["IntegrationModel", "SQLiteDB", "X509", "HTTPTransport"]),
-        .target(name: "Reconciler", dependencies: ["IntegrationModel", "Policy", "ConnectorCore", "GitSource", "X509", "SQLiteDB"]),
-        .target(name: "Reports", dependencies: ["IntegrationModel", "Reconciler", "ConnectorCore"]),
+        // Where policies come from: revision, mirror, fetch, verification, anti-rollback.
+        .target(name: "PolicySource", dependencies: ["GitSource", "Policy", "X509"]),
+        .target(name: "Reconciler", dependencies: ["IntegrationModel", "Policy", "PolicySource", "ConnectorCore", "GitSource", "X509", "SQLiteDB"]),
+        .target(name: "Reports", dependencies: ["IntegrationModel", "PolicySource", "Reconciler", "ConnectorCore"]),
         .target(name: "Controller", dependencies: [
-            "Reconciler", "ConnectorCore", "GitSource", "X509", "Policy", "IntegrationModel", "HTTPServer",
+            "Reconciler", "PolicySource", "ConnectorCore", "GitSource", "X509", "Policy", "IntegrationModel", "HTTPServer",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TetherCLI", dependencies: [
-            "IntegrationModel", "Policy", "ConnectorCore", "Reconciler", "Reports", "GitSource", "X509", "Controller",
+            "IntegrationModel", "Policy", "PolicySource", "ConnectorCore", "Reconciler", "Reports", "GitSource", "X509", "Controller",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -70,6 +72,6 @@ let package = Package(
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
         .testTarget(name: "ConnectorTests", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel", "X509", "TetherTestSupport"]),
-        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "Reconciler", "IntegrationModel", "PlatformSim", "Controller", "GitSource", "SQLiteDB", "X509", "TetherTestSupport"]),
+        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "PolicySource", "Reconciler", "IntegrationModel", "PlatformSim", "Controller", "GitSource", "SQLiteDB", "X509", "TetherTestSupport"]),
     ]
 )

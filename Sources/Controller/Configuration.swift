@@ -1,5 +1,6 @@
 import Foundation
 import GitSource
+import PolicySource
 import Reconciler
 
 /// Everything one controller runs with. What comes from files (labels, `suspend`, allowed

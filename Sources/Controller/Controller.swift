@@ -4,6 +4,7 @@ import GitSource
 import IntegrationModel
 import Logging
 import Policy
+import PolicySource
 import Reconciler
 import X509
 

@@ -1,5 +1,6 @@
 import Foundation
 import IntegrationModel
+import PolicySource
 import Reconciler
 
 /// What the controller did last (`controller.json` in the state directory), as `tether status`

@@ -1,4 +1,5 @@
 import Foundation
+import PolicySource
 
 /// The device's labels, which policy selectors match: a `labels` file in the state directory
 /// (`key=value` per line, `#` comments), overridden by `--label key=value`.

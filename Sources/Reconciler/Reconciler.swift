@@ -2,6 +2,7 @@ import ConnectorCore
 import Foundation
 import IntegrationModel
 import Policy
+import PolicySource
 import X509
 
 /// The device's desired state with certificates read: from the revision (server certificates)

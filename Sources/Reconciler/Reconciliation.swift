@@ -2,6 +2,7 @@ import ConnectorCore
 import Foundation
 import IntegrationModel
 import Policy
+import PolicySource
 import SQLiteDB
 
 /// One comparison of a revision with a device (its agent, or a snapshot of one), ready to

@@ -2,6 +2,7 @@ import ConnectorCore
 import Foundation
 import IntegrationModel
 import Policy
+import PolicySource
 
 /// Everything a plan, apply or drift report says, for the renderers in `Reports`.
 public struct Report: Sendable {

@@ -2,6 +2,7 @@ import ConnectorCore
 import Foundation
 import IntegrationModel
 import Policy
+import PolicySource
 import Reconciler
 
 /// Renders a report for tools, as `policies/report.schema.json` documents it.

@@ -1,6 +1,7 @@
 import Foundation
 import IntegrationModel
 import Policy
+import PolicySource
 import Reconciler
 
 /// A pull-request comment: a summary line and table, then the findings and steps.

@@ -1,6 +1,7 @@
 import Foundation
 import IntegrationModel
 import Policy
+import PolicySource
 import Reconciler
 
 /// Renders a report for people: a one-line summary first, findings grouped by integration

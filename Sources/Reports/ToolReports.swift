@@ -1,6 +1,7 @@
 import Foundation
 import IntegrationModel
 import Policy
+import PolicySource
 import Reconciler
 
 /// SARIF 2.1.0: each finding located at the policy file and line that declared it, so code

@@ -3,6 +3,7 @@ import Controller
 import Foundation
 import IntegrationModel
 import Logging
+import PolicySource
 import Reconciler
 import Reports
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ConnectorCore
 import Foundation
+import PolicySource
 import Reconciler
 import Reports
 

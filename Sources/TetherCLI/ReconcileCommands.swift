@@ -3,6 +3,7 @@ import ConnectorCore
 import Controller
 import Foundation
 import Policy
+import PolicySource
 import Reconciler
 import Reports
 

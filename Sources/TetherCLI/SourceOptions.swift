@@ -3,6 +3,7 @@ import ConnectorCore
 import Foundation
 import GitSource
 import Policy
+import PolicySource
 import Reconciler
 import Reports
 

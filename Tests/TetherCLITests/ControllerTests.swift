@@ -4,6 +4,7 @@ import Foundation
 import GitSource
 import Logging
 import PlatformSim
+import PolicySource
 import Reconciler
 import TetherTestSupport
 import Testing

@@ -103,7 +103,7 @@ public final class PolicyRevision {
     }
 
     /// Reads and parses a server certificate of this revision.
-    func certificate(at path: String) throws -> (Certificate, [UInt8]) {
+    public func certificate(at path: String) throws -> (Certificate, [UInt8]) {
         guard let bytes = try file(at: path) else {
             throw CertificateFileError.missing
         }
@@ -170,11 +170,12 @@ public final class PolicyRevision {
     }
 }
 
-enum CertificateFileError: Error {
+/// Why a server certificate named by a policy cannot be used.
+public enum CertificateFileError: Error {
     case missing
     case invalid(String)
 
-    func message(path: String, commit: GitCommit) -> String {
+    public func message(path: String, commit: GitCommit) -> String {
         switch self {
         case .missing: return "certificate file '\(path)' does not exist in commit \(commit.id.prefix(12))"
         case .invalid(let reason): return "'\(path)' is \(reason)"
@@ -186,4 +187,8 @@ enum CertificateFileError: Error {
 public struct SourceError: Error, CustomStringConvertible, Sendable {
     public let message: String
     public var description: String { message }
+
+    public init(message: String) {
+        self.message = message
+    }
 }
