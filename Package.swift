@@ -38,10 +38,16 @@ let package = Package(
         // The domain.
         .target(name: "IntegrationModel"),
         .target(name: "Policy", dependencies: ["IntegrationModel", "Yams"]),
-        .target(name: "ConnectorCore", dependencies: ["IntegrationModel", "SQLiteDB", "X509", "HTTPTransport"]),
+        // The agent: its state, rules and snapshot behind a protocol (AgentInterface); the embedded
+        // agent's SQLite store (EmbeddedAgent); its network side, the connectors (ConnectorCore).
+        .target(name: "AgentInterface", dependencies: ["IntegrationModel", "X509"]),
+        .target(name: "EmbeddedAgent", dependencies: ["AgentInterface", "IntegrationModel", "SQLiteDB", "X509"]),
+        .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport"]),
         // Where policies come from: revision, mirror, fetch, verification, anti-rollback.
         .target(name: "PolicySource", dependencies: ["GitSource", "Policy", "X509"]),
-        .target(name: "Reconciler", dependencies: ["IntegrationModel", "Policy", "PolicySource", "ConnectorCore", "GitSource", "X509", "SQLiteDB"]),
+        // The pure planner: desired × actual × last applied → findings and ordered steps.
+        .target(name: "Planner", dependencies: ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
+        .target(name: "Reconciler", dependencies: ["Planner", "AgentInterface", "EmbeddedAgent", "IntegrationModel", "Policy", "PolicySource", "ConnectorCore", "GitSource", "X509", "SQLiteDB"]),
         .target(name: "Reports", dependencies: ["IntegrationModel", "PolicySource", "Reconciler", "ConnectorCore"]),
         .target(name: "Controller", dependencies: [
             "Reconciler", "PolicySource", "ConnectorCore", "GitSource", "X509", "Policy", "IntegrationModel", "HTTPServer",

@@ -1,8 +1,11 @@
+import AgentInterface
 import ConnectorCore
+import EmbeddedAgent
 import Foundation
 import GitSource
 import IntegrationModel
 import Logging
+import Planner
 import Policy
 import PolicySource
 import Reconciler
@@ -288,7 +291,7 @@ final class PreparedRevision {
                 files[located] = FileStamp(path: located)
             }
         }
-        let desired = try Reconciler.resolve(state, revision: revision, deviceDirectory: stateDirectory)
+        let desired = try DesiredStateResolver.resolve(state, revision: revision, deviceDirectory: stateDirectory)
         resolved = (labels, files, desired)
         return desired
     }

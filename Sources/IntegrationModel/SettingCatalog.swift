@@ -240,6 +240,18 @@ public enum SettingCatalog {
         fields(path.scope).first { $0.name == path.field }
     }
 
+    /// The path a report or a store writes as text (`edr.port`, `behaviorDetection`); nil when
+    /// the catalog has no such setting.
+    public static func path(named text: String) -> SettingPath? {
+        for scope in scopes {
+            let prefix = scope.prefix.isEmpty ? "" : scope.prefix + "."
+            guard text.hasPrefix(prefix) else { continue }
+            let field = String(text.dropFirst(prefix.count))
+            if fields(scope).contains(where: { $0.name == field }) { return SettingPath(scope, field) }
+        }
+        return nil
+    }
+
     /// Finds a field by the vendor's key, case-insensitively; a key without its INI section
     /// (`PingPeriod` for `EventTransferSettings.PingPeriod`) also matches.
     public static func field(vendorKey: String, in scope: SettingScope) -> SettingField? {

@@ -173,6 +173,15 @@ public struct PolicyException: Sendable, Hashable {
     public let source: SourceLocation
     public let policy: String
 
+    public init(key: DesiredKey, reason: String, expires: Date, expiresText: String, source: SourceLocation, policy: String) {
+        self.key = key
+        self.reason = reason
+        self.expires = expires
+        self.expiresText = expiresText
+        self.source = source
+        self.policy = policy
+    }
+
     public func isActive(at date: Date) -> Bool { date < expires }
 }
 

@@ -1,6 +1,8 @@
+import AgentInterface
 import ConnectorCore
+import EmbeddedAgent
 import Foundation
-import SQLiteDB
+import Planner
 import IntegrationModel
 import Policy
 
@@ -12,7 +14,7 @@ public struct RestorePoint: Sendable {
     let applied: AppliedState
 
     /// Captures the agent as it is now.
-    public init(agent: Agent) throws {
+    public init(agent: AgentBackend) throws {
         state = try agent.state()
         var containers: [Integration: (pkcs12: [UInt8], password: String)] = [:]
         for integration in Integration.allCases {
@@ -48,20 +50,17 @@ public struct RestorePoint: Sendable {
             }
         }
         let desired = ResolvedDesiredState(values: values, policies: [], unresolved: [:], modes: [:], exceptions: [:])
-        let steps = Reconciler.plan(desired: desired, actual: current).steps
+        let steps = Planner.plan(desired: desired, actual: current).steps
         // Certificates the previous state did not have go before any task starts.
         let firstStart = steps.firstIndex { if case .start = $0 { return true }; return false } ?? steps.count
         return Array(steps[..<firstStart]) + removals + Array(steps[firstStart...])
     }
 
-    /// Puts the agent back as it was when this point was taken, in one transaction.
-    /// `record` runs in the same transaction, with the store's connection (for attached tables).
-    public func restore(_ agent: Agent, actor: String, record: (Database) throws -> Void = { _ in }) throws {
-        try agent.transaction(actor: actor) { database in
-            for step in steps(from: try agent.state()) { try step.run(on: agent) }
-            try agent.recordApplied(applied.values, revision: applied.revision)
-            try record(database)
-        }
+    /// Puts the agent back as it was when this point was taken: run it inside a transaction of
+    /// the agent (see `Reconciliation.apply`).
+    public func restore(on agent: AgentBackend) throws {
+        for step in steps(from: try agent.state()) { try step.run(on: agent) }
+        try agent.recordApplied(applied.values, revision: applied.revision)
     }
 }
 

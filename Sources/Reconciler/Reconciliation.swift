@@ -1,9 +1,11 @@
+import AgentInterface
 import ConnectorCore
+import EmbeddedAgent
 import Foundation
 import IntegrationModel
+import Planner
 import Policy
 import PolicySource
-import SQLiteDB
 
 /// One comparison of a revision with a device (its agent, or a snapshot of one), ready to
 /// report or apply. What `plan`, `apply`, `drift`, `rollback` and the controller share.
@@ -13,7 +15,7 @@ public struct Reconciliation {
     public let host: String
     public let desired: ResolvedDesiredState
     /// The agent, when comparing with a device (nil for a snapshot).
-    public let agent: Agent?
+    public let agent: AgentBackend?
     public let applied: AppliedState
     public let plan: Plan
     public let notes: [String]
@@ -29,7 +31,7 @@ public struct Reconciliation {
     /// earlier (the controller keeps it while neither the revision nor the device files move);
     /// `history` an already opened history.
     public init(revision: PolicyRevision, gate: RevisionGate = .standard, labels: [String: String], host: String,
-                stateDirectory: URL, agent: Agent? = nil, history: History? = nil, snapshot: AgentSnapshot? = nil,
+                stateDirectory: URL, agent: AgentBackend? = nil, history: History? = nil, snapshot: AgentSnapshot? = nil,
                 desired: ResolvedDesiredState? = nil, notes: [String] = [], warnExpiryDays: Int = 30) throws {
         try revision.requireValid()
         self.revision = revision
@@ -38,7 +40,7 @@ public struct Reconciliation {
         self.host = host
         self.warnExpiryDays = warnExpiryDays
         var notes = notes
-        var resolved = try desired ?? Reconciler.resolve(try revision.policySet.desiredState(labels: labels),
+        var resolved = try desired ?? DesiredStateResolver.resolve(try revision.policySet.desiredState(labels: labels),
                                                          revision: revision, deviceDirectory: stateDirectory)
         let actual: AgentState
         if let snapshot {
@@ -60,7 +62,7 @@ public struct Reconciliation {
             applied = try agent.appliedState()
         }
         self.desired = resolved
-        plan = Reconciler.plan(desired: resolved, actual: actual, applied: applied, warnExpiryDays: warnExpiryDays)
+        plan = Planner.plan(desired: resolved, actual: actual, applied: applied, warnExpiryDays: warnExpiryDays)
         self.notes = notes
     }
 
@@ -92,20 +94,18 @@ public struct Reconciliation {
         var notes = notes
         let done: (plan: Plan, restorePoint: RestorePoint)
         do {
-            try agent.attach(history.file, as: History.schema)
-            done = try agent.transaction(actor: "\(actor) \(revisionId.prefix(12))") { database in
+            done = try committing(agent, actor: "\(actor) \(revisionId.prefix(12))") {
                 let lastApplied = try agent.appliedState()
                 if lastApplied.revision != applied.revision {
                     notes += try gate.recheck(revision, lastApplied: lastApplied.revision)
                 }
-                let plan = Reconciler.plan(desired: desired, actual: try agent.state(), applied: lastApplied, warnExpiryDays: warnExpiryDays)
+                let plan = Planner.plan(desired: desired, actual: try agent.state(), applied: lastApplied, warnExpiryDays: warnExpiryDays)
                 if !plan.unenforceable.isEmpty { throw PolicyProblems(plan.unenforceable) }
                 let restorePoint = try RestorePoint(agent: agent)
                 try plan.apply(to: agent, revision: revisionId)
-                try History.record(HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? "nothing-to-do" : "applied",
-                                                findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", ")),
-                                   into: database, schema: History.schema)
-                return (plan, restorePoint)
+                return ((plan, restorePoint),
+                        HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? "nothing-to-do" : "applied",
+                                     findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", ")))
             }
         } catch let problems as PolicyProblems {
             try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count,
@@ -125,7 +125,8 @@ public struct Reconciliation {
             let runtime: ConnectorRuntime
             do {
                 changed = HealthWindow.connectors(changedBy: plan.steps, running: try agent.state().running)
-                runtime = try ConnectorRuntime(agent: agent)
+                guard let embedded = agent as? Agent else { throw SourceError(message: "this agent's connectors cannot be checked from here") }
+                runtime = try ConnectorRuntime(agent: embedded)
             } catch {
                 // The changes are committed: say so, and that their health could not be checked.
                 let message = "error: applied, but the health window could not run: \(error)"
@@ -136,10 +137,10 @@ public struct Reconciliation {
             if !failed.isEmpty {
                 let reasons = failed.map { "\($0.integration.displayName) did not reach its server (\($0.errorKind ?? "error"): \($0.summary))" }
                 do {
-                    try done.restorePoint.restore(agent, actor: "\(actor) health window") { database in
-                        try History.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "rolled-back", findings: plan.findings.count,
-                                                        detail: reasons.joined(separator: "; ")),
-                                           into: database, schema: History.schema)
+                    try committing(agent, actor: "\(actor) health window") {
+                        try done.restorePoint.restore(on: agent)
+                        return ((), HistoryEntry(kind: historyKind, revision: revisionId, result: "rolled-back", findings: plan.findings.count,
+                                                 detail: reasons.joined(separator: "; ")))
                     }
                 } catch {
                     let message = "error: the health window failed (\(reasons.joined(separator: "; "))) and restoring the previous state failed too: \(error)"
@@ -152,6 +153,23 @@ public struct Reconciliation {
             }
         }
         return ApplyOutcome(report: report(.apply, plan: plan, applied: !plan.isEmpty, notes: notes), changed: !plan.isEmpty, failure: nil)
+    }
+
+    /// Runs `body` as one change of `agent` and records the history entry it returns in the same
+    /// commit when the agent's store can join it (the embedded agent: one SQLite transaction over
+    /// both files), or right after the commit otherwise.
+    private func committing<T>(_ agent: AgentBackend, actor: String, _ body: () throws -> (T, HistoryEntry)) throws -> T {
+        if let embedded = agent as? Agent, let history {
+            try embedded.attach(history.file, as: History.schema)
+            return try embedded.transaction(actor: actor) { database in
+                let (result, entry) = try body()
+                try History.record(entry, into: database, schema: History.schema)
+                return result
+            }
+        }
+        let (result, entry) = try agent.transaction(actor: actor) { try body() }
+        try history?.record(entry)
+        return result
     }
 
     /// Records a drift detection (noting when each difference was first seen) and returns its
@@ -169,7 +187,7 @@ public struct Reconciliation {
             plan.findings[index].noticedAt = noticed[plan.findings[index].key.description]
         }
         var report = self.report(.drift, plan: plan)
-        if let agent, let runtime = try? runtime ?? ConnectorRuntime(agent: agent) {
+        if let agent = agent as? Agent, let runtime = try? runtime ?? ConnectorRuntime(agent: agent) {
             report.health = (try? runtime.status()) ?? []
         }
         let entry = HistoryEntry(kind: "drift", revision: report.revision, result: report.inSync ? "in-sync" : "drift",

@@ -1,6 +1,7 @@
 import ConnectorCore
 import Foundation
 import IntegrationModel
+import Planner
 import Policy
 import PolicySource
 import Reconciler

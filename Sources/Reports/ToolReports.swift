@@ -1,5 +1,6 @@
 import Foundation
 import IntegrationModel
+import Planner
 import Policy
 import PolicySource
 import Reconciler

@@ -1,5 +1,5 @@
+import AgentInterface
 import ArgumentParser
-import ConnectorCore
 import Foundation
 import IntegrationModel
 import Reports

@@ -1,7 +1,9 @@
+import AgentInterface
 import ArgumentParser
-import ConnectorCore
 import Controller
+import EmbeddedAgent
 import Foundation
+import Planner
 import Policy
 import PolicySource
 import Reconciler

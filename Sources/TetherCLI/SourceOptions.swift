@@ -1,5 +1,5 @@
 import ArgumentParser
-import ConnectorCore
+import EmbeddedAgent
 import Foundation
 import GitSource
 import Policy

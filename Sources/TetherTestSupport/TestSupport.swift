@@ -116,6 +116,16 @@ public final class GitFixture: @unchecked Sendable {
 public final class TestPKI: @unchecked Sendable {
     public let directory: TemporaryDirectory
 
+    /// The test process's PKI, made once: tests that only read it share it (each one made
+    /// costs several `openssl` runs). Tests that write into a PKI's folder make their own.
+    public static let shared: TestPKI = {
+        do {
+            return try TestPKI()
+        } catch {
+            fatalError("cannot make the test PKI: \(error)")
+        }
+    }()
+
     /// Certificates valid for `days` days from now.
     public init(days: Int = 90) throws {
         directory = try TemporaryDirectory("tether-pki")

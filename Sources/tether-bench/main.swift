@@ -1,4 +1,5 @@
 import ConnectorCore
+import EmbeddedAgent
 import Foundation
 import IntegrationModel
 import PlatformSim

@@ -1,4 +1,3 @@
-import ConnectorCore
 import Foundation
 import TetherTestSupport
 import Testing

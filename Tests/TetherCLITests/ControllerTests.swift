@@ -1,5 +1,5 @@
-import ConnectorCore
 import Controller
+import EmbeddedAgent
 import Foundation
 import GitSource
 import Logging

@@ -1,6 +1,8 @@
-import ConnectorCore
+import AgentInterface
+import EmbeddedAgent
 import Foundation
 import IntegrationModel
+import Planner
 import Reconciler
 import TetherTestSupport
 import Testing
@@ -158,7 +160,7 @@ struct RestorePointTests {
             try agent.set(SettingPath(.integration(.edr), "telemetry"), to: .bool(false))
             try agent.set(SettingPath(.app, "behaviorDetection"), to: .bool(false))
         }
-        try point.restore(agent, actor: "test restore")
+        try agent.transaction(actor: "test restore") { try point.restore(on: agent) }
         let after = try agent.state()
         #expect(after.running == before.running)
         #expect(after.serverCertificates == before.serverCertificates)

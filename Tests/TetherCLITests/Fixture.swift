@@ -1,4 +1,4 @@
-import ConnectorCore
+import EmbeddedAgent
 import Foundation
 import PlatformSim
 import TetherCLI
@@ -65,7 +65,7 @@ final class Environment: @unchecked Sendable {
     /// `platform` replaces the test PKI's server certificate and client container with ones
     /// from a platform's CA.
     init(policies: [String: String]? = nil, labels: String = "env=prod\n", platform: PlatformPKI? = nil) throws {
-        pki = try TestPKI()
+        pki = TestPKI.shared
         repo = try GitFixture()
         state = try TemporaryDirectory("tether-device")
         try state.write("labels", labels)

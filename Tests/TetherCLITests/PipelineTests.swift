@@ -1,4 +1,4 @@
-import ConnectorCore
+import EmbeddedAgent
 import Foundation
 import Reconciler
 import TetherTestSupport

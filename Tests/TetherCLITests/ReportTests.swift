@@ -1,7 +1,7 @@
 #if canImport(FoundationXML)
+import EmbeddedAgent
 import FoundationXML
 #endif
-import ConnectorCore
 import Foundation
 import IntegrationModel
 import TetherTestSupport

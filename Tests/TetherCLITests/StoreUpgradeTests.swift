@@ -1,4 +1,6 @@
+import AgentInterface
 import ConnectorCore
+import EmbeddedAgent
 import Foundation
 import IntegrationModel
 import Reconciler
@@ -52,7 +54,7 @@ private enum FirstRelease {
 struct StoreUpgradeTests {
     @Test("A state directory written by the first release is migrated without losing settings, certificates, history or queued events")
     func firstReleaseState() throws {
-        let pki = try TestPKI()
+        let pki = TestPKI.shared
         let state = try TemporaryDirectory("tether-old-state")
         let server = try Certificate(bytes: Array(try pki.data("server.pem")))
         let container = Array(try pki.data("edr-client.p12"))

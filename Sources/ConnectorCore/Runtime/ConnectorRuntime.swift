@@ -1,3 +1,5 @@
+import AgentInterface
+import EmbeddedAgent
 import Foundation
 import HTTPTransport
 import IntegrationModel

@@ -1,9 +1,11 @@
-import ConnectorCore
+import AgentInterface
 import Foundation
 import IntegrationModel
 import Policy
-import PolicySource
 import X509
+
+// The planner: a pure function of the desired state, the agent's actual state and what was
+// last applied — no SQLite, git or network (docs/architecture.md).
 
 /// The device's desired state with certificates read: from the revision (server certificates)
 /// and from the device itself (client containers, which never enter git).
@@ -14,6 +16,16 @@ public struct ResolvedDesiredState: Sendable {
     public let unresolved: [DesiredKey: (reason: String, source: SourceLocation)]
     public let modes: [DesiredKey: Sourced<FieldMode>]
     public let exceptions: [DesiredKey: PolicyException]
+
+    public init(values: [DesiredKey: (value: ResolvedValue, source: SourceLocation)], policies: [String],
+                unresolved: [DesiredKey: (reason: String, source: SourceLocation)], modes: [DesiredKey: Sourced<FieldMode>],
+                exceptions: [DesiredKey: PolicyException]) {
+        self.values = values
+        self.policies = policies
+        self.unresolved = unresolved
+        self.modes = modes
+        self.exceptions = exceptions
+    }
 
     public func mode(_ key: DesiredKey) -> FieldMode { modes[key]?.value ?? .enforce }
 
@@ -26,67 +38,7 @@ public struct ResolvedDesiredState: Sendable {
 }
 
 /// Compares desired and actual state and plans the change, ordered by the agent's rules.
-public enum Reconciler {
-    /// Makes the desired state concrete: reads each server certificate from the revision and each
-    /// client container from the device. Throws `PolicyProblems` naming the policy line of every
-    /// server certificate that is missing or not a certificate; client containers that cannot be
-    /// read here are kept as `unresolved`, with the reason.
-    /// Relative device paths (client containers, password files) are taken from `deviceDirectory`.
-    public static func resolve(_ desired: DesiredState, revision: PolicyRevision, deviceDirectory: URL) throws -> ResolvedDesiredState {
-        var values: [DesiredKey: (value: ResolvedValue, source: SourceLocation)] = [:]
-        var unresolved: [DesiredKey: (reason: String, source: SourceLocation)] = [:]
-        var problems: [PolicyProblem] = []
-        for (key, sourced) in desired.values where desired.mode(key) != .ignore {
-            switch sourced.value {
-            case .setting(let value):
-                values[key] = (.setting(value), sourced.source)
-            case .serverCertificate(let path):
-                do {
-                    let (certificate, bytes) = try revision.certificate(at: path)
-                    values[key] = (.serverCertificate(certificate, bytes: bytes, path: path), sourced.source)
-                } catch let error as CertificateFileError {
-                    problems.append(PolicyProblem(sourced.source, "\(key): \(error.message(path: path, commit: revision.commit))"))
-                }
-            case .clientCertificate(let reference):
-                switch readClientContainer(reference, deviceDirectory: deviceDirectory) {
-                case .success(let resolved): values[key] = (resolved, sourced.source)
-                case .failure(let message): unresolved[key] = (message, sourced.source)
-                }
-            }
-        }
-        if !problems.isEmpty { throw PolicyProblems(problems) }
-        return ResolvedDesiredState(values: values, policies: desired.policies, unresolved: unresolved,
-                                    modes: desired.modes, exceptions: desired.exceptions)
-    }
-
-    private enum ContainerRead { case success(ResolvedValue), failure(String) }
-
-    private static func readClientContainer(_ reference: ClientCertificateReference, deviceDirectory: URL) -> ContainerRead {
-        let container: [UInt8]
-        var password = ""
-        do {
-            container = try DeviceFiles.read(reference.file, stateDirectory: deviceDirectory)
-        } catch {
-            return .failure("client container \(error)")
-        }
-        if let passwordFile = reference.passwordFile {
-            do {
-                password = try DeviceFiles.readSecret(passwordFile, stateDirectory: deviceDirectory)
-            } catch {
-                return .failure("password file \(error)")
-            }
-        }
-        do {
-            let parsed = try ClientContainer(pkcs12: container, password: password)
-            return .success(.clientCertificate(parsed.certificate, container: container, password: Secret(password), file: reference.file))
-        } catch X509Error.wrongPassword {
-            let origin = reference.passwordFile.map { "the password in \($0)" } ?? "an empty password (no passwordFile given)"
-            return .failure("client container \(reference.file) does not open with \(origin): wrong password")
-        } catch {
-            return .failure("client container \(reference.file): \(error)")
-        }
-    }
-
+public enum Planner {
     /// Compares every managed key with the agent (and with what was last applied, to tell
     /// pending from drift from conflict) and plans the steps that make them equal. Keys marked
     /// `observe`, or covered by an active exception, are reported and never corrected; `ignore`d
@@ -170,7 +122,7 @@ public enum Reconciler {
     }
 
     /// pending: git moved, the agent did not; drift: the agent moved, git did not; conflict: both.
-    static func classify(desired: String, actual: String, applied: String?) -> FindingKind {
+    public static func classify(desired: String, actual: String, applied: String?) -> FindingKind {
         guard let applied else { return .pending }
         if applied == desired { return .drift }
         if applied == actual { return .pending }
@@ -179,14 +131,14 @@ public enum Reconciler {
 
     /// A comparable text for a desired value: JSON for settings (unordered lists sorted), the
     /// fingerprint for certificates.
-    static func canonical(_ value: ResolvedValue, key: DesiredKey) -> String {
+    public static func canonical(_ value: ResolvedValue, key: DesiredKey) -> String {
         switch value {
         case .setting(let setting): return canonical(setting, key: key)
         case .serverCertificate(let certificate, _, _), .clientCertificate(let certificate, _, _, _): return certificate.sha256Fingerprint
         }
     }
 
-    static func canonical(actual: AgentState, key: DesiredKey) -> String {
+    public static func canonical(actual: AgentState, key: DesiredKey) -> String {
         switch key {
         case .setting(let path): return canonical(actual.value(path), key: key)
         case .serverCertificate(let integration): return actual.serverCertificates[integration]?.sha256Fingerprint ?? "none"
@@ -202,14 +154,14 @@ public enum Reconciler {
         return value.description
     }
 
-    static func reportValue(_ value: ResolvedValue) -> ReportValue {
+    public static func reportValue(_ value: ResolvedValue) -> ReportValue {
         switch value {
         case .setting(let setting): return .setting(setting)
         case .serverCertificate(let certificate, _, _), .clientCertificate(let certificate, _, _, _): return ReportValue(certificate)
         }
     }
 
-    static func reportValue(actual: AgentState, key: DesiredKey) -> ReportValue {
+    public static func reportValue(actual: AgentState, key: DesiredKey) -> ReportValue {
         switch key {
         case .setting(let path): return .setting(actual.value(path))
         case .serverCertificate(let integration): return ReportValue(actual.serverCertificates[integration])
@@ -234,7 +186,7 @@ public enum Reconciler {
         }
     }
 
-    static func day(_ date: Date) -> String {
+    public static func day(_ date: Date) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withFullDate]
         return formatter.string(from: date)

@@ -1,4 +1,4 @@
-import ConnectorCore
+import AgentInterface
 import Foundation
 import IntegrationModel
 import Policy
@@ -149,20 +149,6 @@ public enum PlanStep: Sendable, CustomStringConvertible {
         case .installClientCertificate(let integration, _, _, _, _), .removeClientCertificate(let integration): return .clientCertificate(integration)
         }
     }
-
-    func run(on agent: Agent) throws {
-        switch self {
-        case .stop(let integration): try agent.stop(integration)
-        case .start(let integration): try agent.start(integration)
-        case .set(let path, _, let value): try agent.set(path, to: value)
-        case .pinServerCertificate(let integration, _, let bytes, let path):
-            try agent.addServerCertificate(integration, bytes: bytes, source: path)
-        case .installClientCertificate(let integration, _, let container, let password, let file):
-            try agent.addClientCertificate(integration, pkcs12: container, password: password.value, source: file)
-        case .removeServerCertificate(let integration): try agent.removeServerCertificate(integration)
-        case .removeClientCertificate(let integration): try agent.removeClientCertificate(integration)
-        }
-    }
 }
 
 /// The findings of one comparison and the ordered steps that remove them.
@@ -190,18 +176,5 @@ public struct Plan: Sendable {
         self.restarts = restarts
         self.managed = managed
         self.desiredValues = desiredValues
-    }
-
-    /// Runs every step on the agent and records the applied desired state: all or nothing.
-    /// Call it inside the agent's transaction (see `Reconciliation.apply`); on its own it runs
-    /// in a savepoint of the caller's transaction, or a transaction of its own.
-    public func apply(to agent: Agent, revision: String) throws {
-        try agent.atomically {
-            for step in steps { try step.run(on: agent) }
-            let applied = try agent.appliedState()
-            if applied.values != desiredValues || applied.revision != revision {
-                try agent.recordApplied(desiredValues, revision: revision)
-            }
-        }
     }
 }

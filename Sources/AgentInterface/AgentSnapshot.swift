@@ -67,7 +67,7 @@ public struct AgentSnapshot: Sendable {
         }
         var state = AgentState.initial
         for (key, raw) in object["settings"] as? [String: Any] ?? [:] {
-            guard let path = Agent.path(key), let field = SettingCatalog.field(path) else { throw fail("unknown setting '\(key)'") }
+            guard let path = SettingCatalog.path(named: key), let field = SettingCatalog.field(path) else { throw fail("unknown setting '\(key)'") }
             guard let value = Self.value(raw, kind: field.kind), field.problem(with: value) == nil else {
                 throw fail("setting '\(key)' has an invalid value: expected \(field.kind.expectation)")
             }

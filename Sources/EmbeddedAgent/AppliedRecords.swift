@@ -1,14 +1,6 @@
+import AgentInterface
 import Foundation
 import SQLiteDB
-
-/// What Tether last applied: each managed key's value (in a canonical text form) and the revision.
-public struct AppliedState: Sendable {
-    public let values: [String: String]
-    public let revision: String?
-    public let at: Date?
-
-    public static let none = AppliedState(values: [:], revision: nil, at: nil)
-}
 
 extension Agent {
     /// The last applied desired state.

@@ -39,7 +39,7 @@ public struct AgentState: Sendable {
     }
 
     /// Gives every setting not set its default.
-    mutating func fillDefaults() {
+    public mutating func fillDefaults() {
         for scope in SettingCatalog.scopes {
             for field in SettingCatalog.fields(scope) where !field.isTaskState {
                 let path = SettingPath(scope, field.name)
@@ -60,6 +60,14 @@ public struct ChangeRecord: Sendable, Codable, Equatable {
     public let path: String
     public let old: String
     public let new: String
+
+    public init(at: Date, actor: String, path: String, old: String, new: String) {
+        self.at = at
+        self.actor = actor
+        self.path = path
+        self.old = old
+        self.new = new
+    }
 }
 
 /// Why the agent refused a change. Nothing was changed.
@@ -79,4 +87,19 @@ public enum AgentError: Error, CustomStringConvertible, Sendable {
         case .store(let message): return "agent state store: \(message)"
         }
     }
+}
+
+/// What Tether last applied: each managed key's value (in a canonical text form) and the revision.
+public struct AppliedState: Sendable {
+    public let values: [String: String]
+    public let revision: String?
+    public let at: Date?
+
+    public init(values: [String: String], revision: String?, at: Date?) {
+        self.values = values
+        self.revision = revision
+        self.at = at
+    }
+
+    public static let none = AppliedState(values: [:], revision: nil, at: nil)
 }

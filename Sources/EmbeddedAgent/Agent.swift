@@ -1,3 +1,4 @@
+import AgentInterface
 import Foundation
 import IntegrationModel
 import SQLiteDB
@@ -7,7 +8,7 @@ import X509
 /// each integration's settings, whether its task runs, and its certificates. It enforces
 /// DESIGN.md's rules itself: a change that would leave a running task with an unmet
 /// precondition is refused, and nothing of it is kept.
-public final class Agent {
+public final class Agent: AgentBackend {
     /// The state directory.
     public let directory: URL
     let database: Database
@@ -63,7 +64,7 @@ public final class Agent {
         try storeAccess {
             var state = AgentState.initial
             for row in try database.query("SELECT path, value FROM settings") {
-                guard let pathText = row[0].text, let json = row[1].text, let path = Agent.path(pathText),
+                guard let pathText = row[0].text, let json = row[1].text, let path = SettingCatalog.path(named: pathText),
                       let value = try? JSONDecoder().decode(SettingValue.self, from: Data(json.utf8)) else { continue }
                 state.settings[path] = value
             }
@@ -310,16 +311,6 @@ public final class Agent {
         } catch let error as SQLiteError {
             throw AgentError.store(error.description)
         }
-    }
-
-    static func path(_ text: String) -> SettingPath? {
-        for scope in SettingCatalog.scopes {
-            let prefix = scope.prefix.isEmpty ? "" : scope.prefix + "."
-            guard text.hasPrefix(prefix) else { continue }
-            let field = String(text.dropFirst(prefix.count))
-            if SettingCatalog.fields(scope).contains(where: { $0.name == field }) { return SettingPath(scope, field) }
-        }
-        return nil
     }
 
     static func json(_ value: SettingValue) -> String {

@@ -1,4 +1,6 @@
+import AgentInterface
 import ConnectorCore
+import EmbeddedAgent
 import Foundation
 import IntegrationModel
 import PlatformSim

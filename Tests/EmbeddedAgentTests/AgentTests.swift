@@ -1,4 +1,5 @@
-import ConnectorCore
+import AgentInterface
+import EmbeddedAgent
 import Foundation
 import IntegrationModel
 import TetherTestSupport
