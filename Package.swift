@@ -47,14 +47,17 @@ let package = Package(
         .target(name: "PolicySource", dependencies: ["GitSource", "Policy", "X509"]),
         // The pure planner: desired × actual × last applied → findings and ordered steps.
         .target(name: "Planner", dependencies: ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
-        .target(name: "Reconciler", dependencies: ["Planner", "AgentInterface", "EmbeddedAgent", "IntegrationModel", "Policy", "PolicySource", "ConnectorCore", "GitSource", "X509", "SQLiteDB"]),
-        .target(name: "Reports", dependencies: ["IntegrationModel", "PolicySource", "Reconciler", "ConnectorCore"]),
+        // The orchestration: one pipeline from revision to recorded apply, history, restore points, health window.
+        .target(name: "Reconciler", dependencies: ["Planner", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
+        .target(name: "Reports", dependencies: ["ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
         .target(name: "Controller", dependencies: [
-            "Reconciler", "PolicySource", "ConnectorCore", "GitSource", "X509", "Policy", "IntegrationModel", "HTTPServer",
+            "Reconciler", "Planner", "PolicySource", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "GitSource", "X509", "Policy",
+            "IntegrationModel", "HTTPServer",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TetherCLI", dependencies: [
-            "IntegrationModel", "Policy", "PolicySource", "ConnectorCore", "Reconciler", "Reports", "GitSource", "X509", "Controller",
+            "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
+            "GitSource", "X509", "Controller",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -68,16 +71,20 @@ let package = Package(
         .target(name: "PlatformSim", dependencies: ["HTTPServer", "PlatformTLS", "X509"]),
         .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // make bench: connector throughput and queue write rates.
-        .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel"]),
+        .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel"]),
 
-        // Test support: real git repositories, a test PKI and TLS peers on loopback.
+        // Test support: real git repositories, a test PKI and TLS peers on loopback. One test target per module.
         .target(name: "TetherTestSupport", dependencies: ["HTTPServer", "PlatformTLS"]),
         .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
-        .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "IntegrationModel", "TetherTestSupport"]),
-        .testTarget(name: "ConnectorTests", dependencies: ["ConnectorCore", "PlatformSim", "IntegrationModel", "X509", "TetherTestSupport"]),
-        .testTarget(name: "TetherCLITests", dependencies: ["TetherCLI", "ConnectorCore", "PolicySource", "Reconciler", "IntegrationModel", "PlatformSim", "Controller", "GitSource", "SQLiteDB", "X509", "TetherTestSupport"]),
+        .testTarget(name: "EmbeddedAgentTests", dependencies: ["EmbeddedAgent", "AgentInterface", "IntegrationModel", "TetherTestSupport"]),
+        .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "X509", "TetherTestSupport"]),
+        .testTarget(name: "TetherCLITests", dependencies: [
+            "TetherCLI", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "PolicySource", "Planner", "Reconciler", "IntegrationModel",
+            "PlatformSim", "Controller", "GitSource", "SQLiteDB", "X509", "TetherTestSupport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )
