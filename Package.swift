@@ -78,7 +78,9 @@ let package = Package(
         .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
+        .testTarget(name: "IntegrationModelTests", dependencies: ["IntegrationModel"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
+        .testTarget(name: "PlannerTests", dependencies: ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),
         .testTarget(name: "EmbeddedAgentTests", dependencies: ["EmbeddedAgent", "AgentInterface", "IntegrationModel", "TetherTestSupport"]),
         .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "X509", "TetherTestSupport"]),
         .testTarget(name: "TetherCLITests", dependencies: [

@@ -15,11 +15,32 @@ public struct AgentState: Sendable {
 
     /// The value at `path`; `enabled` reads whether the task runs.
     public func value(_ path: SettingPath) -> SettingValue {
-        if path.field == "enabled", let integration = path.integration {
+        if path.isTaskState, let integration = path.integration {
             return .bool(running.contains(integration))
         }
         if let value = settings[path] { return value }
         return SettingCatalog.field(path)?.defaultValue ?? .string("")
+    }
+
+    /// The value at `path`: `state[.edr.port]`.
+    public subscript(path: SettingPath) -> SettingValue { value(path) }
+
+    /// A boolean setting's value (its default when never set).
+    public func bool(_ path: SettingPath) -> Bool {
+        if case .bool(let flag) = value(path) { return flag }
+        preconditionFailure("\(path) is not a boolean setting")
+    }
+
+    /// An integer setting's value (its default when never set).
+    public func int(_ path: SettingPath) -> Int {
+        if case .int(let number) = value(path) { return number }
+        preconditionFailure("\(path) is not an integer setting")
+    }
+
+    /// A text setting's value (its default when never set).
+    public func string(_ path: SettingPath) -> String {
+        if case .string(let text) = value(path) { return text }
+        preconditionFailure("\(path) is not a text setting")
     }
 
     /// Whether the integration's task could run with these settings; the unmet preconditions otherwise.
@@ -28,11 +49,11 @@ public struct AgentState: Sendable {
         if serverCertificates[integration] == nil {
             unmet.append("no server certificate is pinned (rule 1: the server certificate is added before the integration starts)")
         }
-        if value(SettingPath(.integration(integration), "mutualAuthentication")) == .bool(true), clientCertificates[integration] == nil {
+        if value(SettingPath.common(integration).mutualAuthentication) == .bool(true), clientCertificates[integration] == nil {
             unmet.append("mutualAuthentication is on but no client certificate is installed (rule 2)")
         }
-        if integration == .edr, value(SettingPath(.integration(.edr), "telemetry")) == .bool(true),
-           value(SettingPath(.app, "behaviorDetection")) == .bool(false) {
+        if integration == .edr, value(SettingPath.edr.telemetry) == .bool(true),
+           value(SettingPath.behaviorDetection) == .bool(false) {
             unmet.append("telemetry is on but behaviorDetection is off (rule 3: EDR telemetry needs behaviour detection)")
         }
         return unmet
@@ -41,8 +62,7 @@ public struct AgentState: Sendable {
     /// Gives every setting not set its default.
     public mutating func fillDefaults() {
         for scope in SettingCatalog.scopes {
-            for field in SettingCatalog.fields(scope) where !field.isTaskState {
-                let path = SettingPath(scope, field.name)
+            for (path, field) in SettingCatalog.paths(scope) where !field.isTaskState {
                 if settings[path] == nil { settings[path] = field.defaultValue }
             }
         }

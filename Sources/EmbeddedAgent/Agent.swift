@@ -93,7 +93,7 @@ public final class Agent: AgentBackend {
 
     /// One setting's value (its default when never set), without reading the whole state.
     public func value(_ path: SettingPath) throws -> SettingValue {
-        if path.field == "enabled", let integration = path.integration {
+        if path.isTaskState, let integration = path.integration {
             return .bool(try state().running.contains(integration))
         }
         return try storeAccess {
@@ -181,7 +181,7 @@ public final class Agent: AgentBackend {
                                [.text(path.description), .text(Agent.json(value))])
             try record(path.description, old: old.description, new: value.description)
             try requireRunningTasksValid(action: "take \(path) = \(value)")
-            if path == SettingPath(.integration(.edr), "mode"), before.running.contains(.edr) {
+            if path == SettingPath.edr.mode, before.running.contains(.edr) {
                 try database.query("UPDATE tasks SET changed_at = ?, starts = starts + 1 WHERE integration = 'edr'", [.real(Date().timeIntervalSince1970)])
                 try record("edr.enabled", old: "true", new: "true (restarted: mode changed)")
             }
@@ -263,7 +263,7 @@ public final class Agent: AgentBackend {
             let current = try state()
             guard let old = current.clientCertificates[integration] else { return }
             if current.running.contains(integration),
-               current.value(SettingPath(.integration(integration), "mutualAuthentication")) == .bool(true) {
+               current.value(SettingPath.common(integration).mutualAuthentication) == .bool(true) {
                 try setRunning(integration, false)
             }
             try database.query("DELETE FROM certificates WHERE integration = ? AND role = 'client'", [.text(integration.rawValue)])

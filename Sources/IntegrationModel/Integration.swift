@@ -63,7 +63,8 @@ public struct SettingPath: Hashable, Sendable, Comparable, CustomStringConvertib
     public let scope: SettingScope
     public let field: String
 
-    public init(_ scope: SettingScope, _ field: String) {
+    /// Internal: other modules take paths from `SettingPath`'s typed constants or the catalog.
+    init(_ scope: SettingScope, _ field: String) {
         self.scope = scope
         self.field = field
     }

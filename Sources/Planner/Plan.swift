@@ -143,7 +143,7 @@ public enum PlanStep: Sendable, CustomStringConvertible {
     /// The key this step changes.
     public var key: DesiredKey {
         switch self {
-        case .stop(let integration), .start(let integration): return .setting(SettingPath(.integration(integration), "enabled"))
+        case .stop(let integration), .start(let integration): return .setting(SettingPath.common(integration).enabled)
         case .set(let path, _, _): return .setting(path)
         case .pinServerCertificate(let integration, _, _, _), .removeServerCertificate(let integration): return .serverCertificate(integration)
         case .installClientCertificate(let integration, _, _, _, _), .removeClientCertificate(let integration): return .clientCertificate(integration)

@@ -103,13 +103,13 @@ public enum Planner {
         for integration in target.running.sorted() {
             let unmet = target.unmetPreconditions(integration)
             guard !unmet.isEmpty else { continue }
-            let enabledKey = DesiredKey.setting(SettingPath(.integration(integration), "enabled"))
+            let enabledKey = DesiredKey.setting(SettingPath.common(integration).enabled)
             let source = desired.values[enabledKey]?.source
                 ?? findings.first { $0.key.scope == .integration(integration) }?.source
                 ?? desired.values.keys.sorted().first.flatMap { desired.values[$0]?.source }
             guard let source else { continue }
             findings.append(Finding(key: enabledKey, kind: .unenforceable, desired: .setting(.bool(true)),
-                                    actual: .setting(actual.value(SettingPath(.integration(integration), "enabled"))), source: source,
+                                    actual: .setting(actual.value(SettingPath.common(integration).enabled)), source: source,
                                     reason: "\(integration.displayName) cannot run as declared: " + unmet.joined(separator: "; "),
                                     corrected: false))
         }
@@ -172,7 +172,7 @@ public enum Planner {
     private static func apply(_ value: ResolvedValue, key: DesiredKey, to target: inout AgentState) {
         switch (key, value) {
         case (.setting(let path), .setting(let wanted)):
-            if path.field == "enabled", let integration = path.integration {
+            if path.isTaskState, let integration = path.integration {
                 if wanted == .bool(true) { target.running.insert(integration) } else { target.running.remove(integration) }
             } else {
                 target.settings[path] = wanted
@@ -198,12 +198,12 @@ public enum Planner {
     private static func orderedSteps(keys: [DesiredKey], desired: ResolvedDesiredState, actual: AgentState) -> [PlanStep] {
         var stops: [PlanStep] = [], early: [PlanStep] = [], certificates: [PlanStep] = []
         var loosen: [PlanStep] = [], settings: [PlanStep] = [], late: [PlanStep] = [], starts: [PlanStep] = []
-        let behaviorDetection = SettingPath(.app, "behaviorDetection")
-        let telemetry = SettingPath(.integration(.edr), "telemetry")
+        let behaviorDetection = SettingPath.behaviorDetection
+        let telemetry = SettingPath.edr.telemetry
         for key in keys {
             guard let (value, _) = desired.values[key] else { continue }
             switch (key, value) {
-            case (.setting(let path), .setting(let wanted)) where path.field == "enabled":
+            case (.setting(let path), .setting(let wanted)) where path.isTaskState:
                 guard let integration = path.integration else { continue }
                 if wanted == .bool(true) { starts.append(.start(integration)) } else { stops.append(.stop(integration)) }
             case (.setting(let path), .setting(let wanted)):
@@ -227,7 +227,7 @@ public enum Planner {
     }
 
     private static func restarts(keys: [DesiredKey], actual: AgentState, target: AgentState) -> [Integration] {
-        let modeChanged = keys.contains(.setting(SettingPath(.integration(.edr), "mode")))
+        let modeChanged = keys.contains(.setting(SettingPath.edr.mode))
         return modeChanged && actual.running.contains(.edr) && target.running.contains(.edr) ? [.edr] : []
     }
 }

@@ -80,20 +80,18 @@ public enum DesiredKey: Hashable, Sendable, Comparable, CustomStringConvertible 
             case "serverCertificate": self = .serverCertificate(integration)
             case "clientCertificate": self = .clientCertificate(integration)
             default:
-                let settingPath = SettingPath(.integration(integration), field)
-                guard SettingCatalog.field(settingPath) != nil else { return nil }
+                guard let settingPath = SettingCatalog.path(.integration(integration), field) else { return nil }
                 self = .setting(settingPath)
             }
             return
         }
-        let settingPath = SettingPath(.app, path)
-        guard SettingCatalog.field(settingPath) != nil else { return nil }
+        guard let settingPath = SettingCatalog.path(.app, path) else { return nil }
         self = .setting(settingPath)
     }
 
     /// Every key a policy can manage, in report order.
     public static let all: [DesiredKey] = SettingCatalog.scopes.flatMap { scope -> [DesiredKey] in
-        var keys = SettingCatalog.fields(scope).map { DesiredKey.setting(SettingPath(scope, $0.name)) }
+        var keys = SettingCatalog.paths(scope).map { DesiredKey.setting($0.path) }
         if case .integration(let integration) = scope {
             keys += [.serverCertificate(integration), .clientCertificate(integration)]
         }
@@ -104,7 +102,7 @@ public enum DesiredKey: Hashable, Sendable, Comparable, CustomStringConvertible 
         switch self {
         case .serverCertificate: return (1, nil)
         case .clientCertificate: return (2, nil)
-        case .setting(let path) where path.field == "enabled": return (0, nil)
+        case .setting(let path) where path.isTaskState: return (0, nil)
         case .setting(let path): return (3, path)
         }
     }

@@ -202,12 +202,12 @@ public struct PolicyDecoder {
                 }
             }
             if let node = specFields["behaviorDetection"] {
-                setting(SettingPath(.app, "behaviorDetection"), node.value, into: &values)
+                setting(SettingPath.behaviorDetection, node.value, into: &values)
             }
             if let proxy = specFields["proxy"], let proxyMap = mapping(proxy.value, "spec.proxy") {
                 let proxyFields = fieldMap(proxyMap, allowed: ["address", "user", "passwordFile"], context: "spec.proxy")
                 for (key, pair) in proxyFields {
-                    setting(SettingPath(.app, "proxy.\(key)"), pair.value, into: &values)
+                    if let path = SettingCatalog.path(.app, "proxy.\(key)") { setting(path, pair.value, into: &values) }
                 }
             }
             for integration in Integration.allCases {
@@ -269,7 +269,7 @@ public struct PolicyDecoder {
                 values[.clientCertificate(integration)] = Sourced(
                     .clientCertificate(ClientCertificateReference(file: file, passwordFile: passwordFile)), at: location(pair.key))
             default:
-                setting(SettingPath(.integration(integration), key), pair.value, into: &values)
+                if let path = SettingCatalog.path(.integration(integration), key) { setting(path, pair.value, into: &values) }
             }
         }
     }

@@ -30,8 +30,7 @@ public struct RestorePoint: Sendable {
         let here = SourceLocation(file: "the restore point", line: 1, column: 1)
         var values: [DesiredKey: (value: ResolvedValue, source: SourceLocation)] = [:]
         for scope in SettingCatalog.scopes {
-            for field in SettingCatalog.fields(scope) {
-                let path = SettingPath(scope, field.name)
+            for (path, _) in SettingCatalog.paths(scope) {
                 values[.setting(path)] = (.setting(state.value(path)), here)
             }
         }

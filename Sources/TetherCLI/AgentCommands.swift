@@ -52,12 +52,12 @@ struct GetSettings: ParsableCommand {
     func run() throws {
         let state = try agentCall { try device.agent().state() }
         let scope = target.scope
-        let fields = SettingCatalog.fields(scope).filter { !$0.isTaskState }
+        let paths = SettingCatalog.paths(scope).filter { !$0.field.isTaskState }
         if json {
             var settings: [String: Any] = [:]
-            for field in fields { settings[field.name] = state.value(SettingPath(scope, field.name)).jsonValue }
+            for (path, field) in paths { settings[field.name] = state.value(path).jsonValue }
             var object: [String: Any] = ["settings": settings]
-            if let integration = SettingPath(scope, "").integration {
+            if case .integration(let integration) = scope {
                 object["integration"] = integration.rawValue
                 object["task"] = integration.taskName
                 object["running"] = state.running.contains(integration)
@@ -65,11 +65,11 @@ struct GetSettings: ParsableCommand {
             Console.out(JSONReport.serialize(object))
             return
         }
-        if let integration = SettingPath(scope, "").integration {
+        if case .integration(let integration) = scope {
             Console.out("[\(integration.taskName)] \(state.running.contains(integration) ? "running" : "stopped")")
         }
-        for field in fields {
-            let value = state.value(SettingPath(scope, field.name))
+        for (path, field) in paths {
+            let value = state.value(path)
             Console.out("\(field.vendorKey ?? field.name)=\(Self.vendorText(value))")
         }
     }
@@ -116,7 +116,9 @@ struct SetSettings: ParsableCommand {
                 throw CommandError("error: the task's running state is not a setting; use `tether agent start` or `tether agent stop`")
             }
             switch field.parse(text: text) {
-            case .success(let value): changes.append((SettingPath(scope, field.name), value))
+            case .success(let value):
+                guard let path = SettingCatalog.path(scope, field.name) else { continue }
+                changes.append((path, value))
             case .failure(let error): throw CommandError("error: \(field.vendorKey ?? field.name): \(error)")
             }
         }

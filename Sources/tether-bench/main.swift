@@ -24,11 +24,11 @@ let platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
 let agent = try Agent(stateDirectory: directory.path)
 let runtime = try ConnectorRuntime(agent: agent, queueLimit: 1_000_000)
 try agent.transaction(actor: "bench") {
-    try agent.set(SettingPath(.integration(.edr), "port"), to: .int(platform.port))
-    try agent.set(SettingPath(.integration(.edr), "requestCountLimits"), to: .bool(false))
+    try agent.set(SettingPath.edr.port, to: .int(platform.port))
+    try agent.set(SettingPath.edr.requestCountLimits, to: .bool(false))
     try agent.addServerCertificate(.edr, bytes: Array(pki.serverCertificatePEM.utf8), source: "bench")
     try agent.addClientCertificate(.edr, pkcs12: try pki.issueClient(commonName: "bench", password: "pw"), password: "pw", source: "bench")
-    try agent.set(SettingPath(.integration(.edr), "mutualAuthentication"), to: .bool(true))
+    try agent.set(SettingPath.edr.mutualAuthentication, to: .bool(true))
     try agent.start(.edr)
 }
 

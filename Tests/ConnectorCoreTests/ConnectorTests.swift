@@ -24,23 +24,23 @@ final class Rig: @unchecked Sendable {
         runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit)
         let here = [Endpoint(address: "127.0.0.1", port: platform.port)]
         try agent.transaction(actor: "test") {
-            try agent.set(SettingPath(.integration(.edr), "port"), to: .int(platform.port))
-            try agent.set(SettingPath(.integration(.ndr), "endpoints"), to: .endpoints(here))
-            try agent.set(SettingPath(.integration(.sandbox), "servers"), to: .endpoints(here))
+            try agent.set(SettingPath.edr.port, to: .int(platform.port))
+            try agent.set(SettingPath.ndr.endpoints, to: .endpoints(here))
+            try agent.set(SettingPath.sandbox.servers, to: .endpoints(here))
             for integration in Integration.allCases {
                 try agent.addServerCertificate(integration, bytes: Array(pki.serverCertificatePEM.utf8), source: "server.pem")
                 if mutualTLS {
                     try agent.addClientCertificate(integration, pkcs12: try pki.issueClient(commonName: "endpoint-1", password: "pw"),
                                                    password: "pw", source: "client.p12")
-                    try agent.set(SettingPath(.integration(integration), "mutualAuthentication"), to: .bool(true))
+                    try agent.set(SettingPath.common(integration).mutualAuthentication, to: .bool(true))
                 }
             }
             for integration in start { try agent.start(integration) }
         }
     }
 
-    func set(_ integration: Integration?, _ field: String, _ value: SettingValue) throws {
-        try agent.set(SettingPath(integration.map { .integration($0) } ?? .app, field), to: value)
+    func set(_ path: SettingPath, _ value: SettingValue) throws {
+        try agent.set(path, to: value)
     }
 
     /// Events of one type, numbered n = 0…
@@ -84,7 +84,7 @@ struct ConnectorTransportTests {
     @Test("A platform that requires a client certificate, and none is configured: client certificate missing")
     func clientCertificateMissing() throws {
         let rig = try Rig()
-        try rig.set(.edr, "mutualAuthentication", .bool(false))
+        try rig.set(SettingPath.edr.mutualAuthentication, .bool(false))
         let outcome = rig.runtime.sync(.edr)
         #expect(outcome.errorKind == "client-certificate-missing", "\(outcome.summary)")
     }
@@ -95,15 +95,15 @@ struct ConnectorTransportTests {
         let proxy = try ConnectProxy(user: "tether", password: "proxy-secret")
         try rig.state.write("proxy.pass", "proxy-secret\n")
         try rig.agent.transaction(actor: "test") {
-            try rig.set(nil, "proxy.address", .string(proxy.address))
-            try rig.set(nil, "proxy.user", .string("tether"))
-            try rig.set(nil, "proxy.passwordFile", .string("proxy.pass"))
+            try rig.set(SettingPath.proxy.address, .string(proxy.address))
+            try rig.set(SettingPath.proxy.user, .string("tether"))
+            try rig.set(SettingPath.proxy.passwordFile, .string("proxy.pass"))
         }
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(proxy.tunnels == 1)
         try rig.state.write("proxy.pass", "wrong\n")
         #expect(rig.runtime.sync(.edr).errorKind == "proxy-refused")
-        try rig.set(.edr, "useProxy", .bool(false))
+        try rig.set(SettingPath.edr.useProxy, .bool(false))
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(proxy.tunnels == 1)
     }
@@ -113,9 +113,9 @@ struct ConnectorTransportTests {
         let rig = try Rig()
         let silent = try SilentServer()
         try rig.agent.transaction(actor: "test") {
-            try rig.set(.edr, "port", .int(silent.port))
-            try rig.set(.edr, "requestTimeout", .int(1))
-            try rig.set(.edr, "connectionTimeout", .int(1))
+            try rig.set(SettingPath.edr.port, .int(silent.port))
+            try rig.set(SettingPath.edr.requestTimeout, .int(1))
+            try rig.set(SettingPath.edr.connectionTimeout, .int(1))
         }
         let started = Date()
         let outcome = rig.runtime.sync(.edr)
@@ -130,7 +130,7 @@ struct TelemetryTests {
     @Test("Batches arrive complete and in order across a server outage and an agent restart")
     func outageAndRestart() throws {
         let rig = try Rig()
-        try rig.set(.edr, "requestCountLimits", .bool(false))
+        try rig.set(SettingPath.edr.requestCountLimits, .bool(false))
         #expect(try rig.runtime.record(Rig.events(1500)) == 1500)
         rig.platform.stop()
         let down = rig.runtime.sync(.edr)
@@ -155,8 +155,8 @@ struct TelemetryTests {
     func throttling() throws {
         let rig = try Rig()
         try rig.agent.transaction(actor: "test") {
-            try rig.set(.edr, "maximumEventsPerHour", .int(100))
-            try rig.set(.edr, "eventLimitExceededPercentage", .int(50))
+            try rig.set(SettingPath.edr.maximumEventsPerHour, .int(100))
+            try rig.set(SettingPath.edr.eventLimitExceededPercentage, .int(50))
         }
         try rig.runtime.record(Rig.events(80, type: "process-start") + Rig.events(40, type: "file-change"))
         #expect(rig.runtime.sync(.edr).succeeded)
@@ -183,7 +183,7 @@ struct TelemetryTests {
     @Test("Telemetry flows only while telemetry and behaviour detection are both on")
     func telemetrySwitch() throws {
         let rig = try Rig()
-        try rig.set(.edr, "telemetry", .bool(false))
+        try rig.set(SettingPath.edr.telemetry, .bool(false))
         #expect(try rig.runtime.record(Rig.events(5)) == 0)
         let outcome = rig.runtime.sync(.edr)
         #expect(outcome.succeeded)
@@ -196,9 +196,9 @@ struct TelemetryTests {
         let rig = try Rig(start: [.ndr])
         let closed = try freePort()
         try rig.agent.transaction(actor: "test") {
-            try rig.set(.ndr, "endpoints", .endpoints([Endpoint(address: "127.0.0.1", port: closed), Endpoint(address: "127.0.0.1", port: rig.platform.port)]))
-            try rig.set(.ndr, "maximumEventsInPackage", .int(100))
-            try rig.set(.ndr, "requestCountLimits", .bool(false))
+            try rig.set(SettingPath.ndr.endpoints, .endpoints([Endpoint(address: "127.0.0.1", port: closed), Endpoint(address: "127.0.0.1", port: rig.platform.port)]))
+            try rig.set(SettingPath.ndr.maximumEventsInPackage, .int(100))
+            try rig.set(SettingPath.ndr.requestCountLimits, .bool(false))
         }
         try rig.runtime.record(Rig.events(250, type: "network-connection"), for: .ndr)
         let outcome = rig.runtime.sync(.ndr)
@@ -246,7 +246,7 @@ struct SandboxAndResponseTests {
     @Test("A full queue refuses a submission with a clear error and an event, and keeps nothing of it")
     func queueFull() throws {
         let rig = try Rig(start: [.sandbox])
-        try rig.set(.sandbox, "queueSize", .int(1))
+        try rig.set(SettingPath.sandbox.queueSize, .int(1))
         let big = [UInt8](repeating: 7, count: 700 * 1024)
         try rig.runtime.submitToSandbox([(path: "one.bin", content: big)])
         let error = #expect(throws: AgentError.self) { try rig.runtime.submitToSandbox([(path: "two.bin", content: big)]) }
@@ -316,7 +316,7 @@ struct ConnectorLifecycleTests {
     @Test("A connector the reconciler stops keeps its queue; started again, it delivers everything in order")
     func stopStartKeepsEvents() throws {
         let rig = try Rig()
-        try rig.set(.edr, "requestCountLimits", .bool(false))
+        try rig.set(SettingPath.edr.requestCountLimits, .bool(false))
         try rig.runtime.record(Rig.events(50))
         try rig.agent.stop(.edr)
         #expect(rig.runtime.tick().isEmpty, "a stopped connector does nothing")
@@ -334,7 +334,7 @@ struct ConnectorLifecycleTests {
         let rig = try Rig()
         #expect(rig.runtime.sync(.edr).succeeded)
         let other = try PlatformSimulator(pki: rig.pki, requireClientCertificate: true)
-        try rig.set(.edr, "port", .int(other.port))
+        try rig.set(SettingPath.edr.port, .int(other.port))
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(other.received.count == 1)
     }

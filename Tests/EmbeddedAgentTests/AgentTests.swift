@@ -19,7 +19,7 @@ struct AgentTests {
 
     private var storePath: String { state.url.appendingPathComponent(Agent.storeFileName).path }
     private var password: String { (try? pki.text("edr-client.pass"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" }
-    private let edrPort = SettingPath(.integration(.edr), "port")
+    private let edrPort = SettingPath.edr.port
 
     @Test("A fresh agent has every default of DESIGN.md §1, nothing running and no certificates")
     func defaults() throws {
@@ -27,12 +27,12 @@ struct AgentTests {
         #expect(current.running.isEmpty)
         #expect(current.serverCertificates.isEmpty)
         #expect(current.value(edrPort) == .int(443))
-        #expect(current.value(SettingPath(.integration(.edr), "enabled")) == .bool(false))
-        #expect(current.value(SettingPath(.integration(.edr), "mode")) == .string("kata"))
-        #expect(current.value(SettingPath(.integration(.ndr), "endpoints")) == .endpoints([Endpoint(address: "127.0.0.1", port: 8081)]))
-        #expect(current.value(SettingPath(.integration(.ndr), "pingPeriod")) == .int(450))
-        #expect(current.value(SettingPath(.integration(.sandbox), "queueSize")) == .int(1024))
-        #expect(current.value(SettingPath(.app, "behaviorDetection")) == .bool(true))
+        #expect(current.value(SettingPath.edr.enabled) == .bool(false))
+        #expect(current.value(SettingPath.edr.mode) == .string("kata"))
+        #expect(current.value(SettingPath.ndr.endpoints) == .endpoints([Endpoint(address: "127.0.0.1", port: 8081)]))
+        #expect(current.value(SettingPath.ndr.pingPeriod) == .int(450))
+        #expect(current.value(SettingPath.sandbox.queueSize) == .int(1024))
+        #expect(current.value(SettingPath.behaviorDetection) == .bool(true))
         #expect(FileManager.default.fileExists(atPath: storePath))
         let permissions = try FileManager.default.attributesOfItem(atPath: storePath)[.posixPermissions] as? Int
         #expect(permissions == 0o600)
@@ -60,7 +60,7 @@ struct AgentTests {
     @Test("Mutual authentication needs a client certificate before the task starts (rule 2)")
     func mutualAuthentication() throws {
         try agent.addServerCertificate(.ndr, bytes: Array(try pki.data("server.pem")), source: "server.pem")
-        try agent.set(SettingPath(.integration(.ndr), "mutualAuthentication"), to: .bool(true))
+        try agent.set(SettingPath.ndr.mutualAuthentication, to: .bool(true))
         let error = #expect(throws: AgentError.self) { try agent.start(.ndr) }
         #expect(error?.description.contains("mutualAuthentication is on but no client certificate is installed") == true)
 
@@ -78,13 +78,13 @@ struct AgentTests {
     func telemetryNeedsBehaviourDetection() throws {
         try agent.addServerCertificate(.edr, bytes: Array(try pki.data("server.pem")), source: "server.pem")
         try agent.start(.edr)
-        let error = #expect(throws: AgentError.self) { try agent.set(SettingPath(.app, "behaviorDetection"), to: .bool(false)) }
+        let error = #expect(throws: AgentError.self) { try agent.set(SettingPath.behaviorDetection, to: .bool(false)) }
         #expect(error?.description.contains("telemetry is on but behaviorDetection is off") == true)
-        #expect(try agent.state().value(SettingPath(.app, "behaviorDetection")) == .bool(true))
+        #expect(try agent.state().value(SettingPath.behaviorDetection) == .bool(true))
         // In the right order it works.
         try agent.transaction(actor: "test") {
-            try agent.set(SettingPath(.integration(.edr), "telemetry"), to: .bool(false))
-            try agent.set(SettingPath(.app, "behaviorDetection"), to: .bool(false))
+            try agent.set(SettingPath.edr.telemetry, to: .bool(false))
+            try agent.set(SettingPath.behaviorDetection, to: .bool(false))
         }
         #expect(try agent.state().running == [.edr])
     }
@@ -105,7 +105,7 @@ struct AgentTests {
     func modeRestarts() throws {
         try agent.addServerCertificate(.edr, bytes: Array(try pki.data("server.pem")), source: "server.pem")
         try agent.start(.edr)
-        try agent.set(SettingPath(.integration(.edr), "mode"), to: .string("expert-onprem"))
+        try agent.set(SettingPath.edr.mode, to: .string("expert-onprem"))
         let latest = try #require(try agent.changes(limit: 1).first)
         #expect(latest.path == "edr.enabled")
         #expect(latest.new.contains("restarted"))
@@ -148,8 +148,8 @@ struct NestedChangeTests {
         let agent = try Agent(stateDirectory: state.path)
         try agent.addServerCertificate(.edr, bytes: Array(try pki.data("server.pem")), source: "server.pem")
         try agent.start(.edr)
-        let port = SettingPath(.integration(.edr), "port")
-        let behaviorDetection = SettingPath(.app, "behaviorDetection")
+        let port = SettingPath.edr.port
+        let behaviorDetection = SettingPath.behaviorDetection
         try agent.transaction(actor: "test") {
             try agent.set(port, to: .int(8443))
             // Refused after writing (telemetry needs behaviour detection while EDR runs): its write

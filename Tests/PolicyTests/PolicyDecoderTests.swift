@@ -51,17 +51,17 @@ struct PolicyDecoderTests {
         #expect(policy.name == "prod-edr")
         #expect(policy.priority == 100)
         #expect(policy.matchLabels == ["env": "prod"])
-        let port = try #require(policy.values[.setting(SettingPath(.integration(.edr), "port"))])
+        let port = try #require(policy.values[.setting(SettingPath.edr.port)])
         #expect(port.value == .setting(.int(8443)))
         #expect(port.source == SourceLocation(file: "policies/p.yaml", line: 12, column: 11))
         #expect(policy.values[.serverCertificate(.edr)]?.value == .serverCertificate(path: "certs/kata.pem"))
         #expect(policy.values[.clientCertificate(.edr)]?.value
                 == .clientCertificate(ClientCertificateReference(file: "/etc/tether/edr.p12", passwordFile: "/etc/tether/edr.pass")))
-        #expect(policy.values[.setting(SettingPath(.integration(.ndr), "endpoints"))]?.value
+        #expect(policy.values[.setting(SettingPath.ndr.endpoints)]?.value
                 == .setting(.endpoints([Endpoint(address: "10.0.0.1", port: 8081), Endpoint(address: "::1", port: 8082)])))
-        #expect(policy.values[.setting(SettingPath(.app, "behaviorDetection"))]?.value == .setting(.bool(true)))
+        #expect(policy.values[.setting(SettingPath.behaviorDetection)]?.value == .setting(.bool(true)))
         // Fields the policy does not name are not managed by it.
-        #expect(policy.values[.setting(SettingPath(.integration(.edr), "address"))] == nil)
+        #expect(policy.values[.setting(SettingPath.edr.address)] == nil)
     }
 
     @Test("Every problem of a file is reported in one run, each at its line and column")
@@ -141,13 +141,13 @@ struct PolicySetTests {
         ])
         let prod = try policies.desiredState(labels: ["env": "prod", "site": "paris"])
         #expect(prod.policies == ["prod", "base"])
-        #expect(prod.setting(SettingPath(.integration(.edr), "port")) == .int(8443))
-        #expect(prod.values[.setting(SettingPath(.integration(.edr), "port"))]?.source.file == "prod.yaml")
-        #expect(prod.setting(SettingPath(.integration(.edr), "address")) == .string("10.0.0.5"))
+        #expect(prod.setting(SettingPath.edr.port) == .int(8443))
+        #expect(prod.values[.setting(SettingPath.edr.port)]?.source.file == "prod.yaml")
+        #expect(prod.setting(SettingPath.edr.address) == .string("10.0.0.5"))
 
         let other = try policies.desiredState(labels: [:])
         #expect(other.policies == ["base"])
-        #expect(other.setting(SettingPath(.integration(.edr), "port")) == .int(443))
+        #expect(other.setting(SettingPath.edr.port) == .int(443))
     }
 
     @Test("Equal priority, different values: an error naming both files and lines")
@@ -174,7 +174,7 @@ struct PolicySetTests {
             "d.yaml": policy("d", priority: 10, spec: "  edr:\n    address: 10.0.0.1\n"),
         ])
         #expect(policies.potentialConflicts().isEmpty)
-        #expect(try policies.desiredState(labels: ["env": "lab"]).setting(SettingPath(.integration(.edr), "port")) == .int(8443))
+        #expect(try policies.desiredState(labels: ["env": "lab"]).setting(SettingPath.edr.port) == .int(8443))
     }
 
     @Test("Potential conflicts among many policies are found exactly as pair-by-pair comparison finds them")
@@ -193,7 +193,7 @@ struct PolicySetTests {
         let policies = try set(files)
         let found = Set(policies.potentialConflicts().map(\.description))
         var expected = Set<String>()
-        let port = DesiredKey.setting(SettingPath(.integration(.edr), "port"))
+        let port = DesiredKey.setting(SettingPath.edr.port)
         for (index, a) in policies.policies.enumerated() {
             for b in policies.policies[(index + 1)...] {
                 guard let x = a.values[port], let y = b.values[port], x.value != y.value,
@@ -252,7 +252,7 @@ struct UntrustedInputTests {
             """
         let result = PolicyDecoder.decode(file: "p.yaml", contents: Array(text.utf8))
         #expect(result.problems.isEmpty, "\(result.problems)")
-        #expect(result.policies.first?.values[.setting(SettingPath(.integration(.sandbox), "servers"))]?.value
+        #expect(result.policies.first?.values[.setting(SettingPath.sandbox.servers)]?.value
                 == .setting(.endpoints([Endpoint(address: "10.0.0.1", port: 8081)])))
     }
 }

@@ -26,7 +26,7 @@ struct EndToEndTests {
         #expect(apply.stdout.hasPrefix("Applied: 5 steps"))
         let agent = try Agent(stateDirectory: env.state.path).state()
         #expect(agent.running == [.edr])
-        #expect(agent.value(SettingPath(.integration(.edr), "synchronizationPeriod")) == .int(10))
+        #expect(agent.value(SettingPath.edr.synchronizationPeriod) == .int(10))
         #expect(agent.clientCertificates[.edr]?.subject == "O=Tether demo fleet,CN=endpoint-demo")
 
         let drift = env.run("drift", "--format", "json")
@@ -68,7 +68,7 @@ struct EndToEndTests {
 
         #expect(env.run("apply").code == 0)
         #expect(env.run("drift").code == 0)
-        #expect(try Agent(stateDirectory: env.state.path).state().value(SettingPath(.integration(.edr), "port")) == .int(443))
+        #expect(try Agent(stateDirectory: env.state.path).state().value(SettingPath.edr.port) == .int(443))
     }
 
     @Test("A failing apply leaves the store byte-for-byte untouched")
@@ -79,7 +79,7 @@ struct EndToEndTests {
         let before = try env.storeDigest()
         // A plan whose last step the agent refuses: NDR has no server certificate.
         let plan = Plan(findings: [], steps: [
-            .set(SettingPath(.integration(.edr), "port"), from: .int(443), to: .int(9443)),
+            .set(SettingPath.edr.port, from: .int(443), to: .int(9443)),
             .stop(.edr),
             .start(.ndr),
         ])
@@ -152,13 +152,13 @@ struct RestorePointTests {
         let point = try RestorePoint(agent: agent)
         let other = try TestPKI()
         try agent.transaction(actor: "test") {
-            try agent.set(SettingPath(.integration(.edr), "port"), to: .int(9443))
-            try agent.set(SettingPath(.integration(.edr), "mode"), to: .string("expert-onprem"))
+            try agent.set(SettingPath.edr.port, to: .int(9443))
+            try agent.set(SettingPath.edr.mode, to: .string("expert-onprem"))
             try agent.addServerCertificate(.edr, bytes: Array(try other.data("server.pem")), source: "other")
             try agent.addServerCertificate(.ndr, bytes: Array(try other.data("server.pem")), source: "other")
             try agent.start(.ndr)
-            try agent.set(SettingPath(.integration(.edr), "telemetry"), to: .bool(false))
-            try agent.set(SettingPath(.app, "behaviorDetection"), to: .bool(false))
+            try agent.set(SettingPath.edr.telemetry, to: .bool(false))
+            try agent.set(SettingPath.behaviorDetection, to: .bool(false))
         }
         try agent.transaction(actor: "test restore") { try point.restore(on: agent) }
         let after = try agent.state()

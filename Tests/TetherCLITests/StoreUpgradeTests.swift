@@ -90,8 +90,8 @@ struct StoreUpgradeTests {
 
         let agent = try Agent(stateDirectory: state.path)
         let actual = try agent.state()
-        #expect(actual.value(SettingPath(.integration(.edr), "port")) == .int(8443))
-        #expect(actual.value(SettingPath(.integration(.edr), "address")) == .string("10.0.0.5"))
+        #expect(actual.value(SettingPath.edr.port) == .int(8443))
+        #expect(actual.value(SettingPath.edr.address) == .string("10.0.0.5"))
         #expect(actual.running == [.edr])
         #expect(actual.serverCertificates[.edr]?.sha256Fingerprint == server.sha256Fingerprint)
         #expect(actual.clientCertificates[.edr]?.sha256Fingerprint == client.sha256Fingerprint)

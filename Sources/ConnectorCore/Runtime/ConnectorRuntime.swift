@@ -62,8 +62,8 @@ public final class ConnectorRuntime {
 
     /// Telemetry exists while behaviour detection is on (and, for EDR, `telemetry`); Sandbox has none.
     private func telemetryFlows(_ integration: Integration, value: (SettingPath) throws -> SettingValue) throws -> Bool {
-        guard try value(SettingPath(.app, "behaviorDetection")) == .bool(true) else { return false }
-        if integration == .edr { return try value(SettingPath(.integration(.edr), "telemetry")) == .bool(true) }
+        guard try value(SettingPath.behaviorDetection) == .bool(true) else { return false }
+        if integration == .edr { return try value(SettingPath.edr.telemetry) == .bool(true) }
         return integration == .ndr
     }
 
@@ -116,17 +116,17 @@ public final class ConnectorRuntime {
             let url: String
             var size = ConnectorRuntime.batchSize
             if integration == .edr {
-                guard case .string(let address) = state.value(SettingPath(.integration(.edr), "address")),
-                      case .int(let port) = state.value(SettingPath(.integration(.edr), "port")) else { throw ConnectorFailure(kind: "other", message: "no EDR address", server: nil) }
+                guard case .string(let address) = state.value(SettingPath.edr.address),
+                      case .int(let port) = state.value(SettingPath.edr.port) else { throw ConnectorFailure(kind: "other", message: "no EDR address", server: nil) }
                 server = Endpoint(address: address, port: port)
                 url = "\(Self.url(server))/kata/edr/v1/sensors/\(try agentId())/events"
             } else {
                 let last = try storeCall { try store.status(.ndr, running: true).server }
-                guard case .endpoints(let endpoints) = state.value(SettingPath(.integration(.ndr), "endpoints")),
+                guard case .endpoints(let endpoints) = state.value(SettingPath.ndr.endpoints),
                       let chosen = endpoints.first(where: { $0.description == last }) ?? endpoints.first else { throw ConnectorFailure(kind: "other", message: "no NDR endpoint", server: nil) }
                 server = chosen
                 url = "\(Self.url(server))/kata/ndr/v1/sensors/\(try agentId())/events"
-                if case .int(let value) = state.value(SettingPath(.integration(.ndr), "maximumEventsInPackage")) { size = value }
+                if case .int(let value) = state.value(SettingPath.ndr.maximumEventsInPackage) { size = value }
             }
             let summary = try flush(integration, client: client, url: url, server: server, state: state, packageSize: size)
             return SyncOutcome(integration: integration, attempted: true, succeeded: true, summary: summary, errorKind: nil)
@@ -146,14 +146,12 @@ public final class ConnectorRuntime {
         guard let state = try? agent.state() else { return [] }
         var outcomes: [SyncOutcome] = []
         for integration in state.running.sorted() {
-            let path = { (field: String) in SettingPath(.integration(integration), field) }
-            let number = { (field: String, fallback: Int) -> Int in if case .int(let value) = state.value(path(field)) { return value }; return fallback }
             let status = try? store.status(integration, running: true)
             let since = status?.lastAttempt.map { now.timeIntervalSince($0) } ?? .infinity
             let period: TimeInterval
             switch integration {
-            case .edr: period = TimeInterval(number("synchronizationPeriod", 5) * 60)
-            case .ndr: period = TimeInterval(number("pingPeriod", 450))
+            case .edr: period = TimeInterval(state.int(SettingPath.edr.synchronizationPeriod) * 60)
+            case .ndr: period = TimeInterval(state.int(SettingPath.ndr.pingPeriod))
             case .sandbox: period = ((try? store.pendingScanCount()) ?? 0) == 0 ? 300 : 5
             }
             let retry = status?.lastError != nil ? min(period, 30) : period
@@ -161,9 +159,9 @@ public final class ConnectorRuntime {
                 outcomes.append(sync(integration))
                 continue
             }
-            if integration != .sandbox, let depth = try? store.depth(integration), depth > 0 {
+            if let transfer = SettingPath.eventTransfer(integration), let depth = try? store.depth(integration), depth > 0 {
                 let age = (try? store.oldestEventAge(integration, now: now)) ?? 0
-                if depth >= ConnectorRuntime.batchSize || age >= TimeInterval(number("maximumDataTransferTime", 30)) {
+                if depth >= ConnectorRuntime.batchSize || age >= TimeInterval(state.int(transfer.maximumDataTransferTime)) {
                     outcomes.append(flushTelemetry(integration))
                 }
             }
@@ -180,11 +178,7 @@ public final class ConnectorRuntime {
     // MARK: - EDR
 
     private func syncEDR(_ state: AgentState) throws -> String {
-        let path = { (field: String) in SettingPath(.integration(.edr), field) }
-        guard case .string(let address) = state.value(path("address")), case .int(let port) = state.value(path("port")) else {
-            throw ConnectorFailure(kind: "other", message: "EDR address or port is not set", server: nil)
-        }
-        let server = Endpoint(address: address, port: port)
+        let server = Endpoint(address: state.string(SettingPath.edr.address), port: state.int(SettingPath.edr.port))
         let client = try makeClient(.edr, state: state)
         let agentId = try self.agentId()
         let base = "\(Self.url(server))/kata/edr/v1/sensors/\(agentId)"
@@ -222,10 +216,10 @@ public final class ConnectorRuntime {
     private func flush(_ integration: Integration, client: HTTPClient, url: String, server: Endpoint, state: AgentState,
                        packageSize: Int = ConnectorRuntime.batchSize) throws -> String {
         var sent = 0, batches = 0, throttled = 0
-        let path = { (field: String) in SettingPath(.integration(integration), field) }
-        let limited = state.value(path("requestCountLimits")) == .bool(true)
-        let perHour: Int = { if case .int(let value) = state.value(path("maximumEventsPerHour")) { return value }; return 3000 }()
-        let share: Int = { if case .int(let value) = state.value(path("eventLimitExceededPercentage")) { return value }; return 15 }()
+        guard let transfer = SettingPath.eventTransfer(integration) else { return "no telemetry for \(integration.displayName)" }
+        let limited = state.bool(transfer.requestCountLimits)
+        let perHour = state.int(transfer.maximumEventsPerHour)
+        let share = state.int(transfer.eventLimitExceededPercentage)
         let timestamps = ISO8601DateFormatter()
         while true {
             let queued = try storeCall { try store.peek(integration, limit: packageSize) }
@@ -273,7 +267,7 @@ public final class ConnectorRuntime {
     // MARK: - NDR
 
     private func syncNDR(_ state: AgentState) throws -> String {
-        guard case .endpoints(let endpoints) = state.value(SettingPath(.integration(.ndr), "endpoints")), !endpoints.isEmpty else {
+        guard case .endpoints(let endpoints) = state.value(SettingPath.ndr.endpoints), !endpoints.isEmpty else {
             throw ConnectorFailure(kind: "other", message: "NDR has no endpoints", server: nil)
         }
         let client = try makeClient(.ndr, state: state)
@@ -294,7 +288,7 @@ public final class ConnectorRuntime {
             var summary = "pinged \(endpoint)"
             if !failures.isEmpty { summary += " after failing over from " + failures.joined(separator: "; ") }
             if telemetryFlows(.ndr, state: state) {
-                let size: Int = { if case .int(let value) = state.value(SettingPath(.integration(.ndr), "maximumEventsInPackage")) { return value }; return 1024 }()
+                let size: Int = { if case .int(let value) = state.value(SettingPath.ndr.maximumEventsInPackage) { return value }; return 1024 }()
                 summary += "; " + (try flush(.ndr, client: client, url: "\(base)/events", server: endpoint, state: state, packageSize: size))
             }
             return summary
@@ -309,7 +303,7 @@ public final class ConnectorRuntime {
     @discardableResult
     public func submitToSandbox(_ files: [(path: String, content: [UInt8])]) throws -> [String] {
         let state = try agent.state()
-        let limit: Int = { if case .int(let value) = state.value(SettingPath(.integration(.sandbox), "queueSize")) { return value }; return 1024 }()
+        let limit: Int = { if case .int(let value) = state.value(SettingPath.sandbox.queueSize) { return value }; return 1024 }()
         // Check and insert in one transaction, so two submitters cannot overfill the queue together;
         // a refusal rolls the whole submission back, then is recorded as an event.
         struct QueueFull: Error { let message: String }
@@ -344,7 +338,7 @@ public final class ConnectorRuntime {
     }
 
     private func syncSandbox(_ state: AgentState) throws -> String {
-        guard case .endpoints(let servers) = state.value(SettingPath(.integration(.sandbox), "servers")), let server = servers.first else {
+        guard case .endpoints(let servers) = state.value(SettingPath.sandbox.servers), let server = servers.first else {
             throw ConnectorFailure(kind: "other", message: "Sandbox has no servers", server: nil)
         }
         let backoff = try storeCall { try store.backoff(.sandbox) }
@@ -407,20 +401,22 @@ public final class ConnectorRuntime {
         guard let pinned = state.serverCertificates[integration] else {
             throw ConnectorFailure(kind: "server-certificate-rejected", message: "no server certificate is pinned", server: nil)
         }
-        let path = { (field: String) in SettingPath(.integration(integration), field) }
+        let paths = SettingPath.common(integration)
         var identity: ClientIdentity?
-        if state.value(path("mutualAuthentication")) == .bool(true) {
+        if state.bool(paths.mutualAuthentication) {
             guard let container = try agent.clientContainer(integration) else {
                 throw ConnectorFailure(kind: "client-certificate-missing", message: "mutual authentication is on but no client certificate is installed", server: nil)
             }
             identity = ClientIdentity(pkcs12: container.pkcs12, password: container.password)
         }
         var proxy: ProxySettings?
-        if state.value(path("useProxy")) == .bool(true), case .string(let address) = state.value(SettingPath(.app, "proxy.address")), !address.isEmpty {
-            var user: String?
-            if case .string(let name) = state.value(SettingPath(.app, "proxy.user")), !name.isEmpty { user = name }
+        let address = state.string(SettingPath.proxy.address)
+        if state.bool(paths.useProxy), !address.isEmpty {
+            let name = state.string(SettingPath.proxy.user)
+            let user: String? = name.isEmpty ? nil : name
             var password: String?
-            if case .string(let file) = state.value(SettingPath(.app, "proxy.passwordFile")), !file.isEmpty {
+            let file = state.string(SettingPath.proxy.passwordFile)
+            if !file.isEmpty {
                 do {
                     password = try DeviceFiles.readSecret(file, stateDirectory: directory)
                 } catch {
@@ -429,11 +425,10 @@ public final class ConnectorRuntime {
             }
             proxy = ProxySettings(address: address, user: user, password: password)
         }
-        let seconds = { (field: String) -> Int in if case .int(let value) = state.value(path(field)) { return value }; return 10 }
         do {
             return try HTTPClient(configuration: TransportConfiguration(
                 pinnedCertificatePEM: pinned.pem, clientIdentity: identity, proxy: proxy,
-                connectionTimeout: seconds("connectionTimeout"), requestTimeout: seconds("requestTimeout")))
+                connectionTimeout: state.int(paths.connectionTimeout), requestTimeout: state.int(paths.requestTimeout)))
         } catch {
             throw ConnectorFailure(kind: "other", message: "\(error)", server: nil)
         }
