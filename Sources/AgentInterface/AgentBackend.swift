@@ -5,7 +5,7 @@ import X509
 /// An endpoint agent that Tether reconciles: what the planner compares with and what a plan's
 /// steps change. The embedded agent (EmbeddedAgent's SQLite store) is one; the vendor's agent
 /// driven through its command line can be another, without touching the planner (see
-/// docs/architecture.md). Every change must leave the agent obeying DESIGN's rules 1–6, and
+/// docs/architecture.md). Every change must leave the agent obeying its rules 1–6 (README.md), and
 /// `transaction` must make a group of changes all-or-nothing (a backend that cannot roll back
 /// records what it changed and undoes it in reverse).
 public protocol AgentBackend: AnyObject {

@@ -6,7 +6,7 @@ import X509
 
 /// The embedded endpoint agent (settings side): an SQLite store in the state directory holding
 /// each integration's settings, whether its task runs, and its certificates. It enforces
-/// DESIGN.md's rules itself: a change that would leave a running task with an unmet
+/// the agent's rules itself (README.md, "Rules the agent enforces"): a change that would leave a running task with an unmet
 /// precondition is refused, and nothing of it is kept.
 public final class Agent: AgentBackend {
     /// The state directory.

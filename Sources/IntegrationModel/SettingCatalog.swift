@@ -137,7 +137,7 @@ extension Endpoint {
     }
 }
 
-/// Every setting Tether manages, as DESIGN.md §1 lists them.
+/// Every setting Tether manages (README.md, "Settings", lists them for people).
 public enum SettingCatalog {
     private static let seconds = "seconds"
     private static let positiveSeconds = SettingKind.integer(1...SettingKind.unbounded, unit: "seconds")

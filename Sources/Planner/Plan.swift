@@ -115,7 +115,7 @@ public struct Finding: Sendable {
     }
 }
 
-/// One step of a plan. Steps run in the order the rules need (DESIGN.md §1).
+/// One step of a plan. Steps run in the order the agent's rules need (README.md, "Rules the agent enforces").
 public enum PlanStep: Sendable, CustomStringConvertible {
     case stop(Integration)
     case set(SettingPath, from: SettingValue, to: SettingValue)

@@ -21,7 +21,7 @@ struct AgentTests {
     private var password: String { (try? pki.text("edr-client.pass"))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "" }
     private let edrPort = SettingPath.edr.port
 
-    @Test("A fresh agent has every default of DESIGN.md §1, nothing running and no certificates")
+    @Test("A fresh agent has every default of the catalog, nothing running and no certificates")
     func defaults() throws {
         let current = try agent.state()
         #expect(current.running.isEmpty)
