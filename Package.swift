@@ -42,7 +42,9 @@ let package = Package(
         // agent's SQLite store (EmbeddedAgent); its network side, the connectors (ConnectorCore).
         .target(name: "AgentInterface", dependencies: ["IntegrationModel", "X509"]),
         .target(name: "EmbeddedAgent", dependencies: ["AgentInterface", "IntegrationModel", "SQLiteDB", "X509"]),
-        .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport"]),
+        // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
+        .target(name: "WireFormat"),
+        .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
         // Where policies come from: revision, mirror, fetch, verification, anti-rollback.
         .target(name: "PolicySource", dependencies: ["GitSource", "Policy", "X509"]),
         // The pure planner: desired × actual × last applied → findings and ordered steps.
@@ -68,7 +70,7 @@ let package = Package(
         // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
         // TLS under HTTPServer and a certificate authority, over X509's OpenSSL: never linked into tether.
         .target(name: "PlatformTLS", dependencies: ["HTTPServer", "X509", "COpenSSL", "COpenSSLShims"]),
-        .target(name: "PlatformSim", dependencies: ["HTTPServer", "PlatformTLS", "X509"]),
+        .target(name: "PlatformSim", dependencies: ["HTTPServer", "PlatformTLS", "WireFormat", "X509"]),
         .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // make bench: connector throughput and queue write rates.
         .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel"]),
@@ -82,7 +84,7 @@ let package = Package(
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "PlannerTests", dependencies: ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),
         .testTarget(name: "EmbeddedAgentTests", dependencies: ["EmbeddedAgent", "AgentInterface", "IntegrationModel", "TetherTestSupport"]),
-        .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "X509", "TetherTestSupport"]),
+        .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "WireFormat", "X509", "TetherTestSupport"]),
         .testTarget(name: "TetherCLITests", dependencies: [
             "TetherCLI", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "PolicySource", "Planner", "Reconciler", "IntegrationModel",
             "PlatformSim", "Controller", "GitSource", "SQLiteDB", "X509", "TetherTestSupport",

@@ -1,17 +1,22 @@
 import Foundation
 import HTTPServer
 import PlatformTLS
+import WireFormat
 import X509
 
-/// A request the platform received, as tests and the demo read it back.
-public struct ReceivedRequest: @unchecked Sendable {
+/// A request the platform received, as tests and the demo read it back (and as
+/// `received.jsonl` keeps it, one JSON object a line).
+public struct ReceivedRequest: Codable, Sendable {
     public let at: Date
     public let method: String
     public let path: String
     /// The client certificate's subject, when mutual TLS was used.
     public let clientSubject: String?
-    /// The body parsed as JSON, when it was JSON.
-    public let json: [String: Any]?
+    /// The body, when it was JSON; for a multipart upload, its fields and the content's size.
+    public let body: JSONValue?
+
+    /// The body as a wire document (`SyncRequest`, `EventBatch`…), when it is one.
+    public func decode<T: Decodable>(_ type: T.Type) -> T? { try? body?.decode(type) }
 
     public var agentId: String? {
         let parts = path.split(separator: "/")
@@ -71,7 +76,7 @@ public final class PlatformSimulator: @unchecked Sendable {
     private var server: HTTPServer?
     private let lock = NSLock()
     private var requests: [ReceivedRequest] = []
-    private var commands: [String: [[String: Any]]] = [:]
+    private var commands: [String: [JSONValue]] = [:]
     private var scans: [String: (verdict: String, polls: Int)] = [:]
     private var rejectScansRemaining = 0
     private var failuresRemaining: [(prefix: String, status: Int)] = []
@@ -122,15 +127,20 @@ public final class PlatformSimulator: @unchecked Sendable {
     public var received: [ReceivedRequest] { lock.withLock { requests } }
 
     /// The telemetry events received for `path` (`edr` or `ndr`), in the order they arrived.
-    public func events(_ integration: String = "edr") -> [[String: Any]] {
+    public func events(_ integration: String = "edr") -> [WireEvent] {
         received.filter { $0.path.hasPrefix("/kata/\(integration)/") && $0.path.hasSuffix("/events") }
-            .flatMap { $0.json?["events"] as? [[String: Any]] ?? [] }
+            .flatMap { $0.decode(EventBatch.self)?.events ?? [] }
     }
 
-    /// Queues a response command for an agent (`*` for any); it is sent on that agent's next sync.
-    public func queueCommand(_ command: [String: Any], for agentId: String = "*") {
+    /// Queues a response command for an agent (`*` for any); it is sent on that agent's next sync
+    /// as it is given (a malformed one too: agents must reject those), with an id added when it
+    /// has none.
+    public func queueCommand(_ command: JSONValue, for agentId: String = "*") {
         var command = command
-        if command["id"] == nil { command["id"] = UUID().uuidString.lowercased() }
+        if case .object(var members) = command, members["id"] == nil {
+            members["id"] = .string(UUID().uuidString.lowercased())
+            command = .object(members)
+        }
         lock.withLock { commands[agentId, default: []].append(command) }
     }
 
@@ -147,9 +157,9 @@ public final class PlatformSimulator: @unchecked Sendable {
     // MARK: - The wire
 
     private func handle(_ request: ServerRequest) -> ServerResponse {
-        let json = (try? JSONSerialization.jsonObject(with: Data(request.body))) as? [String: Any]
+        let json = try? Wire.decode(JSONValue.self, from: request.body)
         let received = ReceivedRequest(at: Date(), method: request.method, path: request.path, clientSubject: request.clientSubject,
-                                       json: json ?? multipartSummary(request))
+                                       body: json ?? multipartSummary(request))
         let injected: Int? = lock.withLock {
             requests.append(received)
             if let index = failuresRemaining.firstIndex(where: { request.path.hasPrefix($0.prefix) }) {
@@ -158,35 +168,35 @@ public final class PlatformSimulator: @unchecked Sendable {
             return nil
         }
         record(received)
-        if let injected { return ServerResponse(status: injected, json: "{\"error\":\"injected failure\"}") }
+        if let injected { return answer(WireError("injected failure"), status: injected) }
 
         let parts = request.path.split(separator: "/").map(String.init)
         // /kata/{edr|ndr}/v1/sensors/{id}/{sync|events|ping}, /kata/scanner/v1/sensors/{id}/scans…, /sim/…
         switch (request.method, parts.first, parts.count > 1 ? parts[1] : "") {
         case ("POST", "kata", "edr") where parts.last == "sync":
             let agent = parts.count > 4 ? parts[4] : "*"
-            let pending: [[String: Any]] = lock.withLock {
+            let pending: [JSONValue] = lock.withLock {
                 let list = (commands[agent] ?? []) + (commands["*"] ?? [])
                 commands[agent] = nil
                 commands["*"] = nil
                 return list
             }
-            return self.json(["commands": pending, "serverTime": ISO8601DateFormatter().string(from: Date())])
+            return answer(SyncResponse(commands: pending, serverTime: Date().formatted(.iso8601)))
         case ("POST", "kata", "edr") where parts.last == "events", ("POST", "kata", "ndr") where parts.last == "events":
-            let count = (json?["events"] as? [Any])?.count ?? 0
-            return self.json(["accepted": count])
+            guard let batch = received.decode(EventBatch.self) else { return answer(WireError("an event batch is expected"), status: 400) }
+            return answer(Accepted(accepted: batch.events.count))
         case ("POST", "kata", "ndr") where parts.last == "ping":
-            return self.json(["pong": true])
+            return answer(Pong(pong: true))
         case (_, "kata", "scanner"):
             return scanner(request, parts: parts)
         case ("GET", "sim", "received"):
-            return self.json(["requests": self.received.map { ["at": ISO8601DateFormatter().string(from: $0.at), "method": $0.method, "path": $0.path] }])
+            return ServerResponse(status: 200, body: Self.encoder.encode(ReceivedList(requests: self.received)))
         case ("POST", "sim", "commands"):
-            guard let json else { return ServerResponse(status: 400, json: "{\"error\":\"a JSON command is expected\"}") }
+            guard let json, case .object = json else { return answer(WireError("a JSON command is expected"), status: 400) }
             queueCommand(json, for: request.query["agent"] ?? "*")
-            return self.json(["queued": true])
+            return answer(["queued": true] as JSONValue)
         default:
-            return ServerResponse(status: 404, json: "{\"error\":\"no such endpoint: \(request.method) \(request.path)\"}")
+            return answer(WireError("no such endpoint: \(request.method) \(request.path)"), status: 404)
         }
     }
 
@@ -202,24 +212,24 @@ public final class PlatformSimulator: @unchecked Sendable {
             if reject { return ServerResponse(status: 429, body: Array("{\"error\":\"too many requests\"}".utf8), headers: ["Retry-After": "1"]) }
             guard let form = Multipart.parse(request), let scanId = form.fields["scanId"], let content = form.file,
                   form.fields["objectType"] == "file" else {
-                return ServerResponse(status: 400, json: "{\"error\":\"multipart fields content, scanId and objectType=file are required\"}")
+                return answer(WireError("multipart fields content, scanId and objectType=file are required"), status: 400)
             }
             let verdict = String(decoding: content, as: UTF8.self).contains(Self.eicar) ? "detect" : "not detected"
             lock.withLock { scans[scanId] = (verdict, 0) }
-            return self.json(["scanId": scanId, "state": "processing"])
+            return answer(ScanState(scanId: scanId, state: "processing"))
         case ("GET", 7) where parts[6] == "state":
             let wanted = Set((request.query["state"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-            let list: [[String: Any]] = lock.withLock {
-                var list: [[String: Any]] = []
+            let list: [ScanState] = lock.withLock {
+                var list: [ScanState] = []
                 for (id, scan) in scans.sorted(by: { $0.key < $1.key }) {
                     // Every object is "processing" at its first poll, then final.
                     let state = scan.polls == 0 ? "processing" : scan.verdict
                     scans[id] = (scan.verdict, scan.polls + 1)
-                    if wanted.isEmpty || wanted.contains(state) { list.append(["scanId": id, "state": state]) }
+                    if wanted.isEmpty || wanted.contains(state) { list.append(ScanState(scanId: id, state: state)) }
                 }
                 return list
             }
-            return self.json(["scans": list])
+            return answer(ScanStates(scans: list))
         case ("DELETE", 7):
             let removed = lock.withLock { scans.removeValue(forKey: parts[6]) != nil }
             return removed ? ServerResponse(status: 204) : ServerResponse(status: 404)
@@ -228,21 +238,22 @@ public final class PlatformSimulator: @unchecked Sendable {
         }
     }
 
-    private func json(_ object: [String: Any]) -> ServerResponse {
-        ServerResponse(status: 200, body: Array((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()))
+    private func answer<T: Encodable>(_ document: T, status: Int = 200) -> ServerResponse {
+        ServerResponse(status: status, body: Wire.encode(document))
     }
 
-    private func multipartSummary(_ request: ServerRequest) -> [String: Any]? {
+    private func multipartSummary(_ request: ServerRequest) -> JSONValue? {
         guard let form = Multipart.parse(request) else { return nil }
-        return ["scanId": form.fields["scanId"] ?? "", "objectType": form.fields["objectType"] ?? "", "size": form.file?.count ?? 0]
+        return ["scanId": .string(form.fields["scanId"] ?? ""), "objectType": .string(form.fields["objectType"] ?? ""),
+                "size": .number(Double(form.file?.count ?? 0))]
     }
+
+    /// Received requests as `/sim/received` and `received.jsonl` write them: times as ISO 8601.
+    private static let encoder = RecordEncoder()
 
     private func record(_ request: ReceivedRequest) {
         guard let recordFile else { return }
-        var line: [String: Any] = ["at": ISO8601DateFormatter().string(from: request.at), "method": request.method, "path": request.path]
-        if let subject = request.clientSubject { line["clientSubject"] = subject }
-        if let json = request.json { line["body"] = json }
-        guard var data = try? JSONSerialization.data(withJSONObject: line, options: [.sortedKeys]) else { return }
+        var data = Data(Self.encoder.encode(request))
         data.append(0x0A)
         lock.withLock {
             if let handle = try? FileHandle(forWritingTo: recordFile) {
@@ -280,5 +291,20 @@ enum Multipart {
             rest = content[next.lowerBound...]
         }
         return (fields, file)
+    }
+}
+
+/// `GET /sim/received`.
+struct ReceivedList: Encodable {
+    let requests: [ReceivedRequest]
+}
+
+/// JSON with sorted keys and ISO 8601 times.
+struct RecordEncoder: Sendable {
+    func encode<T: Encodable>(_ value: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return Array((try? encoder.encode(value)) ?? Data("{}".utf8))
     }
 }

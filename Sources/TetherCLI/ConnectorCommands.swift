@@ -95,7 +95,8 @@ struct IsolationStatusCommand: ParsableCommand {
                     + (isolation.until.map { ", lifts by itself at \(ReportFormatting.timestamp($0))" } ?? ", until lifted")
                     + " (command \(isolation.commandId ?? "?")).")
         for exclusion in isolation.exclusions {
-            Console.out("  allowed: " + exclusion.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+            let fields = [("address", exclusion.address), ("port", exclusion.port.map(String.init)), ("direction", exclusion.direction)]
+            Console.out("  allowed: " + fields.compactMap { name, value in value.map { "\(name)=\($0)" } }.joined(separator: " "))
         }
     }
 }

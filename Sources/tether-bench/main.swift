@@ -48,8 +48,8 @@ var outcome: SyncOutcome?
 let send = measure { outcome = runtime.sync(.edr) }
 guard let outcome, outcome.succeeded else { fatalError("sync failed: \(outcome?.summary ?? "")") }
 print("EDR telemetry sent over mutual TLS    " + rate(depth, send) + "  [\(outcome.summary)]")
-let received = platform.events().count
-print("platform received                     \(received) events, in order: \(platform.events().map { $0["seq"] as? Int ?? 0 } == platform.events().map { $0["seq"] as? Int ?? 0 }.sorted())")
+let events = platform.events()
+print("platform received                     \(events.count) events, in order: \(events.map(\.seq) == events.map(\.seq).sorted())")
 let syncs = 200
 let syncTime = measure { for _ in 0..<syncs { _ = runtime.sync(.edr) } }
 print(String(format: "EDR sync round trips (new TLS session each) %7.1f ms each (%d syncs)", syncTime / Double(syncs) * 1000, syncs))

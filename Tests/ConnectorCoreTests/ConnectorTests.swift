@@ -5,6 +5,7 @@ import Foundation
 import IntegrationModel
 import PlatformSim
 import TetherTestSupport
+import WireFormat
 import Testing
 import X509
 
@@ -58,8 +59,9 @@ struct ConnectorTransportTests {
         #expect(outcome.succeeded, "\(outcome.summary)")
         let sync = try #require(rig.platform.received.first { $0.path.hasSuffix("/sync") })
         #expect(sync.clientSubject?.contains("CN=endpoint-1") == true)
-        #expect(sync.json?["agentId"] as? String == (try rig.runtime.agentId()))
-        #expect((sync.json?["tasks"] as? [String: String])?["KATAEDR"] == "running")
+        let request = try #require(sync.decode(SyncRequest.self), "the sync is a SyncRequest")
+        #expect(request.agentId == (try rig.runtime.agentId()))
+        #expect(request.tasks["KATAEDR"] == "running")
         let status = try #require(try rig.runtime.status().first { $0.integration == .edr })
         #expect(status.state == "connected")
         #expect(status.server == "127.0.0.1:\(rig.platform.port)")
@@ -145,8 +147,8 @@ struct TelemetryTests {
         #expect(up.succeeded, "\(up.summary)")
         let events = rig.platform.events()
         #expect(events.count == 2500)
-        #expect(events.map { $0["detail"] as? [String: String] }.map { $0?["n"] } == (0..<2500).map { String($0) })
-        let batches = rig.platform.received.filter { $0.path.hasSuffix("/events") }.map { ($0.json?["events"] as? [Any])?.count ?? 0 }
+        #expect(events.map { $0.detail["n"] } == (0..<2500).map { String($0) })
+        let batches = rig.platform.received.filter { $0.path.hasSuffix("/events") }.map { $0.decode(EventBatch.self)?.events.count ?? 0 }
         #expect(batches == [1024, 1024, 452])
         #expect(try rig.runtime.status().first { $0.integration == .edr }?.queueDepth == 0)
     }
@@ -161,8 +163,8 @@ struct TelemetryTests {
         try rig.runtime.record(Rig.events(80, type: "process-start") + Rig.events(40, type: "file-change"))
         #expect(rig.runtime.sync(.edr).succeeded)
         let sent = rig.platform.events()
-        #expect(sent.filter { $0["type"] as? String == "process-start" }.count == 50)
-        #expect(sent.filter { $0["type"] as? String == "file-change" }.count == 40)
+        #expect(sent.filter { $0.type == "process-start" }.count == 50)
+        #expect(sent.filter { $0.type == "file-change" }.count == 40)
         try rig.runtime.record(Rig.events(30, type: "network-connection"))
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(rig.platform.events().count == 100, "the hourly budget is spent")
@@ -206,7 +208,7 @@ struct TelemetryTests {
         #expect(outcome.summary.contains("failing over from 127.0.0.1:\(closed)"))
         #expect(rig.platform.received.contains { $0.path.hasSuffix("/ping") })
         let packages = rig.platform.received.filter { $0.path.hasPrefix("/kata/ndr/") && $0.path.hasSuffix("/events") }
-            .map { ($0.json?["events"] as? [Any])?.count ?? 0 }
+            .map { $0.decode(EventBatch.self)?.events.count ?? 0 }
         #expect(packages == [100, 100, 50])
         #expect(try rig.runtime.status().first { $0.integration == .ndr }?.server == "127.0.0.1:\(rig.platform.port)")
     }
@@ -224,10 +226,10 @@ struct SandboxAndResponseTests {
         let verdicts = Dictionary(uniqueKeysWithValues: try rig.runtime.sandboxScans().map { ($0.path, $0.verdict ?? "") })
         #expect(verdicts == ["/tmp/clean.txt": "not detected", "/tmp/eicar.com": "detect"])
         let upload = try #require(rig.platform.received.first { $0.method == "POST" && $0.path.hasSuffix("/scans") })
-        #expect(upload.json?["objectType"] as? String == "file")
+        #expect(upload.body?["objectType"]?.string == "file")
         #expect(rig.platform.received.filter { $0.method == "DELETE" }.count == 2)
         #expect(rig.runtime.sync(.edr).succeeded)
-        #expect(rig.platform.events().filter { $0["type"] as? String == "sandbox-verdict" }.count == 2)
+        #expect(rig.platform.events().filter { $0.type == "sandbox-verdict" }.count == 2)
     }
 
     @Test("429 means back off: nothing is lost, the upload waits")
@@ -262,12 +264,12 @@ struct SandboxAndResponseTests {
         #expect(rig.runtime.sync(.edr).summary.contains("1 command received"))
         let isolated = try rig.runtime.isolationStatus()
         #expect(isolated.active)
-        #expect(isolated.exclusions == [["address": "10.0.0.5", "port": "443", "direction": "outbound"]])
+        #expect(isolated.exclusions == [Command.Exclusion(address: "10.0.0.5", port: 443, direction: "outbound")])
         #expect(isolated.until.map { $0.timeIntervalSinceNow > 590 } == true)
         #expect(rig.runtime.sync(.edr).succeeded)
-        let report = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.last?.json?["commandResults"] as? [[String: Any]]
-        #expect(report?.first?["id"] as? String == "iso-1")
-        #expect(report?.first?["result"] as? String == "applied")
+        let report = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.last?.decode(SyncRequest.self)?.commandResults
+        #expect(report?.first?.id == "iso-1")
+        #expect(report?.first?.result == "applied")
         rig.runtime.liftIsolation(by: "tether agent isolation-off")
         let lifted = try rig.runtime.isolationStatus()
         #expect(!lifted.active)
@@ -291,13 +293,13 @@ struct SandboxAndResponseTests {
         let rig = try Rig()
         let sha = String(repeating: "a", count: 64)
         let md5 = String(repeating: "b", count: 32)
-        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": sha, "algorithm": "sha256"], ["hash": md5, "algorithm": "md5"]]])
+        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": .string(sha), "algorithm": "sha256"], ["hash": .string(md5), "algorithm": "md5"]]])
         rig.platform.queueCommand(["id": "run-1", "type": "run-process", "executable": "/bin/echo", "arguments": ["hello"]])
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(try rig.runtime.preventionRules() == [PreventionRule(hash: sha, algorithm: "sha256"), PreventionRule(hash: md5, algorithm: "md5")])
         #expect(try rig.runtime.commandLog().first { $0.id == "run-1" }?.result == "refused")
 
-        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": md5]]])
+        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": .string(md5)]]])
         try rig.state.write(ConnectorRuntime.allowListFileName, "/bin/echo\n")
         rig.platform.queueCommand(["id": "run-2", "type": "run-process", "executable": "/bin/echo", "arguments": ["hello"]])
         #expect(rig.runtime.sync(.edr).succeeded)
@@ -306,8 +308,14 @@ struct SandboxAndResponseTests {
         #expect(run.result == "applied")
         #expect(run.detail == "exit 0: hello\n")
         #expect(rig.runtime.sync(.edr).succeeded)
-        let results = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.flatMap { $0.json?["commandResults"] as? [[String: Any]] ?? [] }
-        #expect(results.first { $0["id"] as? String == "run-1" }?["result"] as? String == "refused")
+        let results = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.flatMap { $0.decode(SyncRequest.self)?.commandResults ?? [] }
+        #expect(results.first { $0.id == "run-1" }?.result == "refused")
+
+        // A command whose fields do not have the documented types is rejected, and says so.
+        rig.platform.queueCommand(["id": "iso-bad", "type": "network-isolation", "durationSeconds": "ten minutes"])
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(try !rig.runtime.isolationStatus().active)
+        #expect(try rig.runtime.commandLog().first { $0.id == "iso-bad" }?.result == "rejected")
     }
 }
 
@@ -326,7 +334,7 @@ struct ConnectorLifecycleTests {
         let outcomes = rig.runtime.tick()
         #expect(outcomes.map(\.integration) == [.edr])
         #expect(outcomes.first?.succeeded == true)
-        #expect(rig.platform.events().compactMap { ($0["detail"] as? [String: String])?["n"] } == (0..<100).map { String($0) })
+        #expect(rig.platform.events().compactMap { $0.detail["n"] } == (0..<100).map { String($0) })
     }
 
     @Test("A changed address takes effect at the next sync (a restart with the new settings)")

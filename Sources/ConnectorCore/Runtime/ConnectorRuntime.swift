@@ -3,6 +3,7 @@ import EmbeddedAgent
 import Foundation
 import HTTPTransport
 import IntegrationModel
+import WireFormat
 import X509
 
 /// The outcome of one connector's sync.
@@ -183,20 +184,15 @@ public final class ConnectorRuntime {
         let agentId = try self.agentId()
         let base = "\(Self.url(server))/kata/edr/v1/sensors/\(agentId)"
         let results = try storeCall { try unreportedResults() }
-        let body: [String: Any] = [
-            "agentId": agentId,
-            "hostName": Self.hostName,
-            "addresses": Self.addresses(),
-            "os": ProcessInfo.processInfo.operatingSystemVersionString,
-            "versions": ["agent": "tether-connector-core 1", "settings": settingsVersion(state)],
-            "tasks": Dictionary(uniqueKeysWithValues: Integration.allCases.map { ($0.taskName, state.running.contains($0) ? "running" : "stopped") }),
-            "isolation": (try? isolationStatus().active) ?? false,
-            "commandResults": results.map { ["id": $0.id, "result": $0.result, "detail": $0.detail] },
-        ]
-        let response = try post(client, url: "\(base)/sync", json: body, server: server)
+        let body = SyncRequest(
+            agentId: agentId, hostName: Self.hostName, addresses: Self.addresses(),
+            os: ProcessInfo.processInfo.operatingSystemVersionString,
+            versions: .init(agent: "tether-connector-core 1", settings: settingsVersion(state)),
+            tasks: Dictionary(uniqueKeysWithValues: Integration.allCases.map { ($0.taskName, state.running.contains($0) ? "running" : "stopped") }),
+            isolation: (try? isolationStatus().active) ?? false, commandResults: results)
+        let response = try post(client, url: "\(base)/sync", body, server: server)
         try storeCall { try markReported(results.map(\.id)) }
-        let commands = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
-        let received = commands?["commands"] as? [[String: Any]] ?? []
+        let received = (try? Wire.decode(SyncResponse.self, from: response.body))?.commands ?? []
         for command in received { try handle(command) }
         try storeCall { try store.recordSuccess(.edr, server: server.description) }
 
@@ -220,14 +216,13 @@ public final class ConnectorRuntime {
         let limited = state.bool(transfer.requestCountLimits)
         let perHour = state.int(transfer.maximumEventsPerHour)
         let share = state.int(transfer.eventLimitExceededPercentage)
-        let timestamps = ISO8601DateFormatter()
         while true {
             let queued = try storeCall { try store.peek(integration, limit: packageSize) }
             guard let last = queued.last else { break }
             let hour = Int(Date().timeIntervalSince1970 / 3600)
             var counts = try storeCall { try store.sentThisHour(integration, hour: hour) }
             var total = counts.values.reduce(0, +)
-            var batch: [[String: Any]] = []
+            var batch: [WireEvent] = []
             var batchCounts: [String: Int] = [:]
             var dropped = 0
             for item in queued {
@@ -240,12 +235,10 @@ public final class ConnectorRuntime {
                 counts[item.event.type, default: 0] += 1
                 batchCounts[item.event.type, default: 0] += 1
                 total += 1
-                batch.append(["seq": item.seq, "type": item.event.type,
-                              "time": timestamps.string(from: item.event.at), "detail": item.event.detail])
+                batch.append(WireEvent(seq: Int(item.seq), type: item.event.type, time: Timestamp.string(item.event.at), detail: item.event.detail))
             }
             if !batch.isEmpty {
-                let body: [String: Any] = ["batchId": UUID().uuidString.lowercased(), "events": batch]
-                _ = try post(client, url: url, json: body, server: server)
+                _ = try post(client, url: url, EventBatch(batchId: UUID().uuidString.lowercased(), events: batch), server: server)
                 batches += 1
                 sent += batch.count
             }
@@ -278,7 +271,7 @@ public final class ConnectorRuntime {
         for endpoint in endpoints {
             let base = "\(Self.url(endpoint))/kata/ndr/v1/sensors/\(agentId)"
             do {
-                _ = try post(client, url: "\(base)/ping", json: ["agentId": agentId, "time": ISO8601DateFormatter().string(from: Date())], server: endpoint)
+                _ = try post(client, url: "\(base)/ping", Ping(agentId: agentId, time: Timestamp.string(Date())), server: endpoint)
             } catch let failure as ConnectorFailure {
                 failures.append(failure.message)
                 lastFailure = failure
@@ -288,7 +281,7 @@ public final class ConnectorRuntime {
             var summary = "pinged \(endpoint)"
             if !failures.isEmpty { summary += " after failing over from " + failures.joined(separator: "; ") }
             if telemetryFlows(.ndr, state: state) {
-                let size: Int = { if case .int(let value) = state.value(SettingPath.ndr.maximumEventsInPackage) { return value }; return 1024 }()
+                let size = state.int(SettingPath.ndr.maximumEventsInPackage)
                 summary += "; " + (try flush(.ndr, client: client, url: "\(base)/events", server: endpoint, state: state, packageSize: size))
             }
             return summary
@@ -378,10 +371,11 @@ public final class ConnectorRuntime {
         if try storeCall({ try !store.scans(state: "processing").isEmpty }) {
             let response = try send(client, method: "GET", url: "\(base)/state?state=detect,not%20detected,processing,timeout,error",
                                     headers: [], body: nil, server: server)
-            let list = ((try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any])?["scans"] as? [[String: Any]] ?? []
+            let list = (try? Wire.decode(ScanStates.self, from: response.body))?.scans ?? []
             let mine = Dictionary(uniqueKeysWithValues: try storeCall { try store.scans(state: "processing") }.map { ($0.id, $0) })
             for entry in list {
-                guard let id = entry["scanId"] as? String, let verdict = entry["state"] as? String, let scan = mine[id], verdict != "processing" else { continue }
+                let id = entry.scanId, verdict = entry.state
+                guard let scan = mine[id], verdict != "processing" else { continue }
                 try storeCall {
                     try store.updateScan(id, state: "done", verdict: verdict, dropContent: true)
                     try store.enqueue([TelemetryEvent(type: "sandbox-verdict", detail: ["path": scan.path, "scanId": id, "verdict": verdict])], for: .edr)
@@ -434,9 +428,8 @@ public final class ConnectorRuntime {
         }
     }
 
-    private func post(_ client: HTTPClient, url: String, json: [String: Any], server: Endpoint) throws -> HTTPResponse {
-        let body = Array((try? JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])) ?? Data())
-        return try send(client, method: "POST", url: url, headers: ["Content-Type: application/json"], body: body, server: server)
+    private func post<Body: Encodable>(_ client: HTTPClient, url: String, _ document: Body, server: Endpoint) throws -> HTTPResponse {
+        try send(client, method: "POST", url: url, headers: ["Content-Type: application/json"], body: Wire.encode(document), server: server)
     }
 
     private func send(_ client: HTTPClient, method: String, url: String, headers: [String], body: [UInt8]?, server: Endpoint,

@@ -1,5 +1,6 @@
 import Foundation
 import SQLiteDB
+import WireFormat
 
 /// The network isolation the platform ordered, as `tether agent isolation-status` shows it.
 public struct IsolationStatus: Sendable {
@@ -7,8 +8,8 @@ public struct IsolationStatus: Sendable {
     public let since: Date?
     /// When it lifts by itself.
     public let until: Date?
-    /// Traffic still allowed while isolated (`{address, port, direction}` as the platform sent them).
-    public let exclusions: [[String: String]]
+    /// Traffic still allowed while isolated, as the platform sent it.
+    public let exclusions: [Command.Exclusion]
     public let commandId: String?
     /// Who lifted it last (`auto-off timer`, `tether agent isolation-off`, a command id).
     public let liftedBy: String?
@@ -32,32 +33,37 @@ extension ConnectorRuntime {
 
     // MARK: - Commands from the platform
 
-    /// Carries out one response command and keeps its result for the next sync.
-    func handle(_ command: [String: Any]) throws {
+    /// Carries out one response command and keeps its result for the next sync. A command
+    /// whose fields do not have the documented types is rejected, and reported as such.
+    func handle(_ received: JSONValue) throws {
         // Without an id a command cannot be de-duplicated or answered: it is not carried out.
-        guard let id = command["id"] as? String, !id.isEmpty else { return }
-        let type = command["type"] as? String ?? ""
+        guard let id = received["id"]?.string, !id.isEmpty else { return }
+        let type = received["type"]?.string ?? ""
         let known = try storeCall { try store.database.query("SELECT 1 FROM commands WHERE id = ?", [.text(id)]) }
         guard known.isEmpty else { return }  // delivered twice: done once
         let result: (String, String)
-        switch type {
-        case "network-isolation": result = isolate(command, id: id)
-        case "network-isolation-off": result = liftIsolation(by: "command \(id)")
-        case "execution-prevention": result = replacePrevention(command, id: id)
-        case "run-process": result = runProcess(command)
-        default: result = ("rejected", "unknown command type '\(type)'")
+        if let command = try? received.decode(Command.self) {
+            switch type {
+            case "network-isolation": result = isolate(command, id: id)
+            case "network-isolation-off": result = liftIsolation(by: "command \(id)")
+            case "execution-prevention": result = replacePrevention(command, id: id)
+            case "run-process": result = runProcess(command)
+            default: result = ("rejected", "unknown command type '\(type)'")
+            }
+        } else {
+            result = ("rejected", "the command's fields do not have the documented types (docs/wire-format.md)")
         }
-        let payload = RuntimeStore.json(command)
+        let payload = String(decoding: Wire.encode(received), as: UTF8.self)
         try storeCall {
             try store.database.query("INSERT INTO commands (id, type, payload, received_at, result, detail) VALUES (?, ?, ?, ?, ?, ?)",
                                      [.text(id), .text(type), .text(payload), .real(Date().timeIntervalSince1970), .text(result.0), .text(result.1)])
         }
     }
 
-    func unreportedResults() throws -> [(id: String, result: String, detail: String)] {
+    func unreportedResults() throws -> [CommandResult] {
         try store.database.query("SELECT id, result, detail FROM commands WHERE reported = 0 ORDER BY received_at").compactMap { row in
             guard let id = row[0].text, let result = row[1].text else { return nil }
-            return (id, result, row[2].text ?? "")
+            return CommandResult(id: id, result: result, detail: row[2].text ?? "")
         }
     }
 
@@ -78,9 +84,9 @@ extension ConnectorRuntime {
 
     // MARK: - Network isolation
 
-    private func isolate(_ command: [String: Any], id: String) -> (String, String) {
-        let exclusions = (command["exclusions"] as? [[String: Any]] ?? []).map { rule in rule.mapValues { "\($0)" } }
-        let duration = command["durationSeconds"] as? Int
+    private func isolate(_ command: Command, id: String) -> (String, String) {
+        let exclusions = command.exclusions ?? []
+        let duration = command.durationSeconds
         let now = Date()
         let until = duration.map { now.addingTimeInterval(TimeInterval($0)) }
         do {
@@ -89,7 +95,7 @@ extension ConnectorRuntime {
                 ON CONFLICT(id) DO UPDATE SET active = 1, since = excluded.since, until = excluded.until,
                     exclusions = excluded.exclusions, command_id = excluded.command_id, lifted_by = NULL
                 """, [.real(now.timeIntervalSince1970), until.map { .real($0.timeIntervalSince1970) } ?? .null,
-                      .text(RuntimeStore.json(exclusions)), .text(id)])
+                      .text(String(decoding: Wire.encode(exclusions), as: UTF8.self)), .text(id)])
         } catch {
             return ("failed", "\(error)")
         }
@@ -116,7 +122,7 @@ extension ConnectorRuntime {
             guard let row = try store.database.query("SELECT active, since, until, exclusions, command_id, lifted_by FROM isolation WHERE id = 1").first else {
                 return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], commandId: nil, liftedBy: nil)
             }
-            let exclusions = (try? JSONSerialization.jsonObject(with: Data((row[3].text ?? "[]").utf8))) as? [[String: String]] ?? []
+            let exclusions = (try? Wire.decode([Command.Exclusion].self, from: Array((row[3].text ?? "[]").utf8))) ?? []
             return IsolationStatus(active: row[0].integer == 1, since: row[1].real.map { Date(timeIntervalSince1970: $0) },
                                    until: row[2].real.map { Date(timeIntervalSince1970: $0) }, exclusions: exclusions,
                                    commandId: row[4].text, liftedBy: row[5].text)
@@ -130,12 +136,11 @@ extension ConnectorRuntime {
 
     // MARK: - Execution prevention
 
-    private func replacePrevention(_ command: [String: Any], id: String) -> (String, String) {
-        let rules = command["rules"] as? [[String: Any]] ?? []
+    private func replacePrevention(_ command: Command, id: String) -> (String, String) {
         var parsed: [PreventionRule] = []
-        for (index, rule) in rules.enumerated() {
-            let hash = (rule["hash"] as? String ?? "").lowercased()
-            let algorithm = (rule["algorithm"] as? String ?? (hash.count == 32 ? "md5" : "sha256")).lowercased()
+        for (index, rule) in (command.rules ?? []).enumerated() {
+            let hash = (rule.hash ?? "").lowercased()
+            let algorithm = (rule.algorithm ?? (hash.count == 32 ? "md5" : "sha256")).lowercased()
             let length = algorithm == "md5" ? 32 : 64
             guard ["sha256", "md5"].contains(algorithm), hash.count == length, hash.allSatisfy(\.isHexDigit) else {
                 return ("rejected", "rule \(index + 1): '\(hash)' is not a \(algorithm) hash; the previous list stays")
@@ -168,8 +173,8 @@ extension ConnectorRuntime {
 
     // MARK: - Run process
 
-    private func runProcess(_ command: [String: Any]) -> (String, String) {
-        guard let executable = command["executable"] as? String, !executable.isEmpty else {
+    private func runProcess(_ command: Command) -> (String, String) {
+        guard let executable = command.executable, !executable.isEmpty else {
             return ("rejected", "a run-process command needs 'executable'")
         }
         let allowFile = directory.appendingPathComponent(Self.allowListFileName)
@@ -183,7 +188,7 @@ extension ConnectorRuntime {
         defer { try? FileManager.default.removeItem(at: output) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = command["arguments"] as? [String] ?? []
+        process.arguments = command.arguments ?? []
         process.standardInput = FileHandle.nullDevice
         do {
             let sink = try FileHandle(forWritingTo: output)

@@ -1,6 +1,7 @@
 import Foundation
 import IntegrationModel
 import SQLiteDB
+import WireFormat
 
 /// A telemetry event from the endpoint's sensors (or a Sandbox verdict).
 public struct TelemetryEvent: Sendable, Equatable {
@@ -110,7 +111,7 @@ final class RuntimeStore {
                     break
                 }
                 try database.query("INSERT INTO events (integration, type, at, detail) VALUES (?, ?, ?, ?)",
-                                   [.text(integration.rawValue), .text(event.type), .real(event.at.timeIntervalSince1970), .text(Self.json(event.detail))])
+                                   [.text(integration.rawValue), .text(event.type), .real(event.at.timeIntervalSince1970), .text(String(decoding: Wire.encode(event.detail), as: UTF8.self))])
                 depth += 1
                 queued += 1
             }
@@ -123,7 +124,7 @@ final class RuntimeStore {
         try database.query("SELECT seq, type, at, detail FROM events WHERE integration = ? ORDER BY seq LIMIT ?",
                            [.text(integration.rawValue), .integer(Int64(limit))]).compactMap { row in
             guard let seq = row[0].integer, let type = row[1].text, let at = row[2].real else { return nil }
-            let detail = (try? JSONSerialization.jsonObject(with: Data((row[3].text ?? "{}").utf8))) as? [String: String] ?? [:]
+            let detail = (try? Wire.decode([String: String].self, from: Array((row[3].text ?? "{}").utf8))) ?? [:]
             return QueuedEvent(seq: seq, event: TelemetryEvent(type: type, at: Date(timeIntervalSince1970: at), detail: detail))
         }
     }
@@ -268,9 +269,5 @@ final class RuntimeStore {
     func updateScan(_ id: String, state: String, verdict: String? = nil, dropContent: Bool = false) throws {
         try database.query("UPDATE scans SET state = ?, verdict = coalesce(?, verdict), updated_at = ?\(dropContent ? ", content = NULL" : "") WHERE scan_id = ?",
                            [.text(state), verdict.map(SQLValue.text) ?? .null, .real(Date().timeIntervalSince1970), .text(id)])
-    }
-
-    static func json(_ object: Any) -> String {
-        String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
     }
 }

@@ -1,0 +1,261 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+// The documents the connectors and the platform exchange (docs/wire-format.md), as Codable
+// types both sides share: the connector core sends and reads them, platform-sim reads and
+// answers them, so the two cannot drift apart.
+
+/// Any JSON value, typed: for the parts of the wire that are open by design (a platform's
+/// commands before the agent interprets them, the bodies platform-sim records).
+public enum JSONValue: Codable, Sendable, Hashable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .number(let value):
+            if value.rounded() == value, abs(value) < 1e15 { try container.encode(Int64(value)) } else { try container.encode(value) }
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
+
+    /// The member `key` of an object.
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let members) = self { return members[key] }
+        return nil
+    }
+
+    public var string: String? { if case .string(let value) = self { return value }; return nil }
+    public var int: Int? { if case .number(let value) = self, value.rounded() == value { return Int(value) }; return nil }
+    public var bool: Bool? { if case .bool(let value) = self { return value }; return nil }
+    public var array: [JSONValue]? { if case .array(let value) = self { return value }; return nil }
+
+    /// Decodes a typed document from this value.
+    public func decode<T: Decodable>(_ type: T.Type) throws -> T {
+        try JSONDecoder().decode(type, from: try JSONEncoder().encode(self))
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
+    ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int) { self = .number(Double(value)) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(arrayLiteral elements: JSONValue...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, JSONValue)...) { self = .object(Dictionary(elements) { _, last in last }) }
+    public init(nilLiteral: ()) { self = .null }
+}
+
+/// JSON as Tether writes it on the wire: sorted keys, so equal documents are equal bytes.
+public enum Wire {
+    public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array((try? encoder.encode(value)) ?? Data("{}".utf8))
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        try JSONDecoder().decode(type, from: Data(bytes))
+    }
+}
+
+// MARK: - EDR
+
+/// `POST …/sync`.
+public struct SyncRequest: Codable, Sendable {
+    public struct Versions: Codable, Sendable {
+        public var agent: String
+        /// Changes whenever a setting changes (the time of the last change).
+        public var settings: Int
+
+        public init(agent: String, settings: Int) {
+            self.agent = agent
+            self.settings = settings
+        }
+    }
+
+    public var agentId: String
+    public var hostName: String
+    public var addresses: [String]
+    public var os: String
+    public var versions: Versions
+    /// Task name → `running` or `stopped`.
+    public var tasks: [String: String]
+    public var isolation: Bool
+    public var commandResults: [CommandResult]
+
+    public init(agentId: String, hostName: String, addresses: [String], os: String, versions: Versions, tasks: [String: String],
+                isolation: Bool, commandResults: [CommandResult]) {
+        self.agentId = agentId
+        self.hostName = hostName
+        self.addresses = addresses
+        self.os = os
+        self.versions = versions
+        self.tasks = tasks
+        self.isolation = isolation
+        self.commandResults = commandResults
+    }
+}
+
+/// The result of a command, reported on the next sync.
+public struct CommandResult: Codable, Sendable, Equatable {
+    public var id: String
+    /// `applied`, `refused`, `rejected` or `failed`.
+    public var result: String
+    public var detail: String
+
+    public init(id: String, result: String, detail: String) {
+        self.id = id
+        self.result = result
+        self.detail = detail
+    }
+}
+
+/// The answer to a sync: commands, as the platform sent them (each is interpreted, and a
+/// malformed one rejected, by the agent: see `Command`).
+public struct SyncResponse: Codable, Sendable {
+    public var commands: [JSONValue]
+    public var serverTime: String?
+
+    public init(commands: [JSONValue], serverTime: String?) {
+        self.commands = commands
+        self.serverTime = serverTime
+    }
+}
+
+/// A response command as the agent understands it.
+public struct Command: Codable, Sendable {
+    /// One allowed destination while the endpoint is isolated.
+    public struct Exclusion: Codable, Sendable, Equatable {
+        public var address: String?
+        public var port: Int?
+        public var direction: String?
+
+        public init(address: String?, port: Int? = nil, direction: String? = nil) {
+            self.address = address
+            self.port = port
+            self.direction = direction
+        }
+    }
+
+    /// One hash an execution prevention list forbids.
+    public struct Rule: Codable, Sendable {
+        public var hash: String?
+        public var algorithm: String?
+    }
+
+    public var id: String?
+    /// `network-isolation`, `network-isolation-off`, `execution-prevention`, `run-process`.
+    public var type: String?
+    public var exclusions: [Exclusion]?
+    public var durationSeconds: Int?
+    public var rules: [Rule]?
+    public var executable: String?
+    public var arguments: [String]?
+}
+
+/// `POST …/events` (EDR and NDR).
+public struct EventBatch: Codable, Sendable {
+    /// Identifies this send.
+    public var batchId: String
+    public var events: [WireEvent]
+
+    public init(batchId: String, events: [WireEvent]) {
+        self.batchId = batchId
+        self.events = events
+    }
+}
+
+/// One telemetry event.
+public struct WireEvent: Codable, Sendable, Equatable {
+    public var seq: Int
+    /// `process-start`, `process-stop`, `network-connection`, `file-change`, `detection`,
+    /// `remediation`, `sandbox-verdict`, `sandbox-queue-full`.
+    public var type: String
+    public var time: String
+    public var detail: [String: String]
+
+    public init(seq: Int, type: String, time: String, detail: [String: String]) {
+        self.seq = seq
+        self.type = type
+        self.time = time
+        self.detail = detail
+    }
+}
+
+/// The answer to an event batch.
+public struct Accepted: Codable, Sendable {
+    public var accepted: Int
+    public init(accepted: Int) { self.accepted = accepted }
+}
+
+// MARK: - NDR
+
+/// `POST …/ping`.
+public struct Ping: Codable, Sendable {
+    public var agentId: String
+    public var time: String
+    public init(agentId: String, time: String) {
+        self.agentId = agentId
+        self.time = time
+    }
+}
+
+public struct Pong: Codable, Sendable {
+    public var pong: Bool
+    public init(pong: Bool) { self.pong = pong }
+}
+
+// MARK: - Sandbox
+
+/// One object's scan state (the answer to an upload, and each item of a state list).
+public struct ScanState: Codable, Sendable, Equatable {
+    public var scanId: String
+    /// `processing`, `detect`, `not detected`, `timeout`, `error`.
+    public var state: String
+    public init(scanId: String, state: String) {
+        self.scanId = scanId
+        self.state = state
+    }
+}
+
+/// `GET …/scans/state`.
+public struct ScanStates: Codable, Sendable {
+    public var scans: [ScanState]
+    public init(scans: [ScanState]) { self.scans = scans }
+}
+
+/// An error a platform answers with.
+public struct WireError: Codable, Sendable {
+    public var error: String
+    public init(_ error: String) { self.error = error }
+}
