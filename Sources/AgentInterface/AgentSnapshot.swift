@@ -22,98 +22,125 @@ public struct AgentSnapshot: Sendable {
         self.applied = applied
     }
 
-    /// The snapshot as a JSON object.
-    public var jsonObject: [String: Any] {
-        var settings: [String: Any] = [:]
-        for (path, value) in state.settings { settings[path.description] = value.jsonValue }
-        var certificates: [String: Any] = [:]
+    /// The snapshot as its JSON document (pretty, sorted keys).
+    public func json() -> String {
+        var settings: [String: SettingValue] = [:]
+        for (path, value) in state.settings { settings[path.description] = value }
+        var certificates: [String: [String: SnapshotDocument.CertificateEntry]] = [:]
         for integration in Integration.allCases {
-            var pair: [String: Any] = [:]
-            if let server = state.serverCertificates[integration] { pair["server"] = Self.certificate(server) }
-            if let client = state.clientCertificates[integration] { pair["client"] = Self.certificate(client) }
+            var pair: [String: SnapshotDocument.CertificateEntry] = [:]
+            if let server = state.serverCertificates[integration] { pair["server"] = .init(server) }
+            if let client = state.clientCertificates[integration] { pair["client"] = .init(client) }
             if !pair.isEmpty { certificates[integration.rawValue] = pair }
         }
-        var object: [String: Any] = [
-            "formatVersion": Self.formatVersion,
-            "kind": "agentSnapshot",
-            "takenAt": Self.formatter.string(from: takenAt),
-            "device": ["host": host, "labels": labels] as [String: Any],
-            "settings": settings,
-            "running": state.running.sorted().map(\.rawValue),
-            "certificates": certificates,
-        ]
-        if let revision = applied.revision {
-            object["applied"] = ["revision": revision, "values": applied.values] as [String: Any]
-        }
-        return object
+        let document = SnapshotDocument(
+            formatVersion: Self.formatVersion, kind: SnapshotDocument.kindName, takenAt: Timestamp.string(takenAt),
+            device: .init(host: host, labels: labels), settings: settings, running: state.running.sorted().map(\.rawValue),
+            certificates: certificates, applied: applied.revision.map { .init(revision: $0, values: applied.values) })
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self) + "\n"
     }
-
-    private static func certificate(_ certificate: Certificate) -> [String: Any] {
-        ["sha256": certificate.sha256Fingerprint, "subject": certificate.subject,
-         "notAfter": formatter.string(from: certificate.notAfter), "der": Data(certificate.der).base64EncodedString()]
-    }
-
-    private static var formatter: ISO8601DateFormatter { ISO8601DateFormatter() }
 
     /// Reads a snapshot; `source` names the file in errors.
     public init(json data: Data, source: String) throws {
         func fail(_ message: String) -> AgentError { .invalidSetting("\(source): \(message)") }
-        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+        guard let header = try? JSONDecoder().decode(SnapshotDocument.Header.self, from: data) else {
             throw fail("not a JSON object; make one with `tether agent snapshot > device.json`")
         }
-        guard object["kind"] as? String == "agentSnapshot" else { throw fail("not an agent snapshot (its \"kind\" is not \"agentSnapshot\")") }
-        guard let version = object["formatVersion"] as? Int, version <= Self.formatVersion else {
-            throw fail("formatVersion \(object["formatVersion"] ?? "missing") is newer than this tether reads (\(Self.formatVersion))")
+        guard header.kind == SnapshotDocument.kindName else { throw fail("not an agent snapshot (its \"kind\" is not \"agentSnapshot\")") }
+        guard let version = header.formatVersion, version <= Self.formatVersion else {
+            throw fail("formatVersion \(header.formatVersion.map(String.init) ?? "missing") is newer than this tether reads (\(Self.formatVersion))")
+        }
+        let document: SnapshotDocument
+        do {
+            document = try JSONDecoder().decode(SnapshotDocument.self, from: data)
+        } catch let error as DecodingError {
+            throw fail("not a snapshot this tether reads: \(SnapshotDocument.describe(error))")
         }
         var state = AgentState.initial
-        for (key, raw) in object["settings"] as? [String: Any] ?? [:] {
+        for (key, value) in document.settings {
             guard let path = SettingCatalog.path(named: key), let field = SettingCatalog.field(path) else { throw fail("unknown setting '\(key)'") }
-            guard let value = Self.value(raw, kind: field.kind), field.problem(with: value) == nil else {
+            guard field.problem(with: value) == nil else {
                 throw fail("setting '\(key)' has an invalid value: expected \(field.kind.expectation)")
             }
             state.settings[path] = value
         }
         state.fillDefaults()
-        for name in object["running"] as? [String] ?? [] {
+        for name in document.running {
             guard let integration = Integration(rawValue: name) else { throw fail("unknown integration '\(name)' in \"running\"") }
             state.running.insert(integration)
         }
-        for (name, raw) in object["certificates"] as? [String: Any] ?? [:] {
-            guard let integration = Integration(rawValue: name), let pair = raw as? [String: Any] else { throw fail("unknown integration '\(name)' in \"certificates\"") }
+        for (name, pair) in document.certificates {
+            guard let integration = Integration(rawValue: name) else { throw fail("unknown integration '\(name)' in \"certificates\"") }
             for (role, entry) in pair {
-                guard let der = (entry as? [String: Any])?["der"] as? String, let bytes = Data(base64Encoded: der),
+                guard ["server", "client"].contains(role), let bytes = Data(base64Encoded: entry.der),
                       let certificate = try? Certificate(bytes: Array(bytes)) else {
                     throw fail("certificates.\(name).\(role) is not a certificate")
                 }
                 if role == "server" { state.serverCertificates[integration] = certificate } else { state.clientCertificates[integration] = certificate }
             }
         }
-        let device = object["device"] as? [String: Any] ?? [:]
-        let applied = object["applied"] as? [String: Any]
-        self.init(takenAt: (object["takenAt"] as? String).flatMap { Self.formatter.date(from: $0) } ?? Date(),
-                  host: device["host"] as? String ?? "unknown",
-                  labels: device["labels"] as? [String: String] ?? [:],
-                  state: state,
-                  applied: AppliedState(values: applied?["values"] as? [String: String] ?? [:],
-                                        revision: applied?["revision"] as? String, at: nil))
+        self.init(takenAt: Timestamp.date(document.takenAt) ?? Date(), host: document.device.host, labels: document.device.labels,
+                  state: state, applied: AppliedState(values: document.applied?.values ?? [:], revision: document.applied?.revision, at: nil))
+    }
+}
+
+/// The snapshot file's format (formatVersion 1). Keys once published keep their meaning.
+struct SnapshotDocument: Codable {
+    static let kindName = "agentSnapshot"
+
+    /// What is read first, to say clearly what a file is not.
+    struct Header: Decodable {
+        let kind: String?
+        let formatVersion: Int?
     }
 
-    private static func value(_ raw: Any, kind: SettingKind) -> SettingValue? {
-        switch kind {
-        case .bool:
-            return (raw as? Bool).map(SettingValue.bool)
-        case .integer:
-            return (raw as? Int).map(SettingValue.int)
-        case .choice, .host, .text:
-            return (raw as? String).map(SettingValue.string)
-        case .endpoints:
-            guard let list = raw as? [[String: Any]] else { return nil }
-            var endpoints: [Endpoint] = []
-            for item in list {
-                guard let address = item["address"] as? String, let port = item["port"] as? Int else { return nil }
-                endpoints.append(Endpoint(address: address, port: port))
-            }
-            return .endpoints(endpoints)
+    struct Device: Codable {
+        let host: String
+        let labels: [String: String]
+    }
+
+    /// A certificate: public facts and the DER, never a key.
+    struct CertificateEntry: Codable {
+        let sha256: String
+        let subject: String
+        let notAfter: String
+        let der: String
+
+        init(_ certificate: Certificate) {
+            sha256 = certificate.sha256Fingerprint
+            subject = certificate.subject
+            notAfter = Timestamp.string(certificate.notAfter)
+            der = Data(certificate.der).base64EncodedString()
+        }
+    }
+
+    struct Applied: Codable {
+        let revision: String
+        let values: [String: String]
+    }
+
+    let formatVersion: Int
+    let kind: String
+    let takenAt: String
+    let device: Device
+    let settings: [String: SettingValue]
+    let running: [String]
+    let certificates: [String: [String: CertificateEntry]]
+    let applied: Applied?
+
+    /// Where a document went wrong, in words.
+    static func describe(_ error: DecodingError) -> String {
+        func at(_ context: DecodingError.Context) -> String {
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            return path.isEmpty ? "" : " at \(path)"
+        }
+        switch error {
+        case .keyNotFound(let key, let context): return "\"\(key.stringValue)\" is missing\(at(context))"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            return "unexpected value\(at(context))"
+        @unknown default: return "\(error)"
         }
     }
 }

@@ -1,8 +1,9 @@
 import Foundation
+import IntegrationModel
 import SQLiteDB
 
 /// One entry of the history: an apply, a drift detection or a rollback.
-public struct HistoryEntry: Sendable, Equatable {
+public struct HistoryEntry: Sendable, Equatable, Encodable {
     public let id: Int
     public let at: Date
     /// `apply`, `drift` or `rollback`.
@@ -13,6 +14,19 @@ public struct HistoryEntry: Sendable, Equatable {
     public let findings: Int
     /// A short, secret-free description: the error, or the paths found.
     public let detail: String
+
+    /// `tether history --json` writes these keys; `at` as an ISO 8601 time.
+    private enum CodingKeys: String, CodingKey { case at, kind, revision, result, findings, detail }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(Timestamp.string(at), forKey: .at)
+        try container.encode(kind, forKey: .kind)
+        try container.encode(revision, forKey: .revision)
+        try container.encode(result, forKey: .result)
+        try container.encode(findings, forKey: .findings)
+        try container.encode(detail, forKey: .detail)
+    }
 
     public init(id: Int = 0, at: Date = Date(), kind: String, revision: String, result: String, findings: Int, detail: String) {
         self.id = id

@@ -22,10 +22,9 @@ struct HistoryCommand: ParsableCommand {
     func run() throws {
         let entries = try History(stateDirectory: device.stateDirectoryURL).entries(limit: limit)
         if json {
-            Console.out(JSONReport.serialize(entries.map {
-                ["at": ReportFormatting.timestamp($0.at), "kind": $0.kind, "revision": $0.revision, "result": $0.result,
-                 "findings": $0.findings, "detail": $0.detail] as [String: Any]
-            }))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            Console.out(String(decoding: try encoder.encode(entries), as: UTF8.self))
             return
         }
         if entries.isEmpty {
@@ -159,6 +158,6 @@ struct Snapshot: ParsableCommand {
             AgentSnapshot(host: ProcessInfo.processInfo.hostName, labels: try device.deviceLabels(),
                           state: try agent.state(), applied: try agent.appliedState())
         }
-        Console.out(JSONReport.serialize(snapshot.jsonObject))
+        Console.out(snapshot.json())
     }
 }
