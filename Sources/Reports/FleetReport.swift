@@ -22,21 +22,18 @@ public struct FleetReport {
 
     public let devices: [Device]
 
-    /// Reads JSON reports (`tether drift --format json`); errors name the file.
+    /// Reads JSON reports (`tether drift --format json`); errors name the file. Reads only the
+    /// keys a fleet view needs, so reports of any formatVersion 1 tether merge.
     public init(files: [(name: String, data: Data)]) throws {
         devices = try files.map { file in
-            guard let object = (try? JSONSerialization.jsonObject(with: file.data)) as? [String: Any],
-                  object["formatVersion"] as? Int != nil, let revision = object["revision"] as? String else {
+            guard let report = try? JSONDecoder().decode(MergedReport.self, from: file.data) else {
                 throw FleetError(description: "\(file.name): not a tether JSON report (make one with `tether drift --format json`)")
             }
-            let findings = (object["findings"] as? [[String: Any]] ?? []).map { finding in
-                (path: finding["path"] as? String ?? "?", kind: finding["kind"] as? String ?? "drift",
-                 integration: finding["integration"] as? String ?? "app")
+            let findings = (report.findings ?? []).map { finding in
+                (path: finding.path ?? "?", kind: finding.kind ?? "drift", integration: finding.integration ?? "app")
             }
-            let device = object["device"] as? [String: Any] ?? [:]
-            return Device(file: file.name, host: device["host"] as? String ?? file.name, revision: revision,
-                          inSync: object["inSync"] as? Bool ?? findings.isEmpty, generatedAt: object["generatedAt"] as? String ?? "",
-                          findings: findings)
+            return Device(file: file.name, host: report.device?.host ?? file.name, revision: report.revision,
+                          inSync: report.inSync ?? findings.isEmpty, generatedAt: report.generatedAt ?? "", findings: findings)
         }
     }
 
@@ -69,15 +66,12 @@ public struct FleetReport {
     }
 
     public func json() -> String {
-        JSONReport.serialize([
-            "formatVersion": 1,
-            "kind": "fleet",
-            "summary": Dictionary(uniqueKeysWithValues: statusCounts.map { ($0.status, $0.count) }),
-            "devices": devices.map { ["host": $0.host, "file": $0.file, "revision": $0.revision, "status": $0.status,
-                                      "findings": $0.findings.count, "generatedAt": $0.generatedAt] as [String: Any] },
-            "byIntegration": byIntegration.map { ["integration": $0.integration, "devices": $0.devices, "findings": $0.findings] as [String: Any] },
-            "byField": byField.map { ["path": $0.path, "devices": $0.devices, "kinds": $0.kinds] as [String: Any] },
-        ] as [String: Any])
+        JSONReport.serialize(FleetDocument(
+            formatVersion: 1, kind: "fleet", summary: Dictionary(uniqueKeysWithValues: statusCounts.map { ($0.status, $0.count) }),
+            devices: devices.map { .init(host: $0.host, file: $0.file, revision: $0.revision, status: $0.status, findings: $0.findings.count,
+                                         generatedAt: $0.generatedAt) },
+            byIntegration: byIntegration.map { .init(integration: $0.integration, devices: $0.devices, findings: $0.findings) },
+            byField: byField.map { .init(path: $0.path, devices: $0.devices, kinds: $0.kinds) }))
     }
 
     public func markdown() -> String {
@@ -121,4 +115,52 @@ public struct FleetReport {
 
 public struct FleetError: Error, CustomStringConvertible {
     public let description: String
+}
+
+/// What a fleet view reads of each device's JSON report (`ReportDocument`), leniently.
+struct MergedReport: Decodable {
+    struct Device: Decodable { let host: String? }
+    struct Finding: Decodable {
+        let path: String?
+        let kind: String?
+        let integration: String?
+    }
+
+    let formatVersion: Int
+    let revision: String
+    let device: Device?
+    let inSync: Bool?
+    let generatedAt: String?
+    let findings: [Finding]?
+}
+
+/// `tether report merge --format json`.
+struct FleetDocument: Encodable {
+    struct Device: Encodable {
+        let host: String
+        let file: String
+        let revision: String
+        let status: String
+        let findings: Int
+        let generatedAt: String
+    }
+
+    struct IntegrationCount: Encodable {
+        let integration: String
+        let devices: Int
+        let findings: Int
+    }
+
+    struct FieldCount: Encodable {
+        let path: String
+        let devices: Int
+        let kinds: String
+    }
+
+    let formatVersion: Int
+    let kind: String
+    let summary: [String: Int]
+    let devices: [Device]
+    let byIntegration: [IntegrationCount]
+    let byField: [FieldCount]
 }

@@ -11,85 +11,52 @@ import Reconciler
 public enum JSONReport {
     public static let formatVersion = 1
 
-    public static func object(_ report: Report) -> [String: Any] {
+    /// The report as its document.
+    public static func document(_ report: Report) -> ReportDocument {
         var counts: [String: Int] = [:]
         for (kind, count) in report.counts { counts[kind.rawValue] = count }
-        var root: [String: Any] = [
-            "formatVersion": formatVersion,
-            "kind": report.kind.rawValue,
-            "revision": report.revision,
-            "revisionSummary": report.revisionSummary,
-            "source": ["repository": report.source.displayRepository, "ref": report.source.ref ?? "HEAD", "path": report.source.path],
-            "generatedAt": ReportFormatting.timestamp(report.generatedAt),
-            "device": ["host": report.host, "labels": report.labels] as [String: Any],
-            "policies": report.policies,
-            "inSync": report.inSync,
-            "managedKeys": report.managedKeys,
-            "managed": report.managed.map { ["path": $0.key.description, "source": location($0.source)] as [String: Any] },
-            "counts": counts,
-            "findings": report.findings.map(finding),
-            "steps": report.steps.map { ["action": action($0), "path": $0.key.description, "description": $0.description] },
-            "notes": report.notes,
-        ]
-        if let revision = report.lastAppliedRevision {
-            root["lastApplied"] = ["revision": revision, "at": report.lastAppliedAt.map(ReportFormatting.timestamp) ?? NSNull()] as [String: Any]
-        }
-        if report.kind == .apply { root["applied"] = report.applied }
-        if !report.health.isEmpty { root["health"] = report.health.map(health) }
-        return root
+        return ReportDocument(
+            formatVersion: formatVersion, kind: report.kind.rawValue, revision: report.revision, revisionSummary: report.revisionSummary,
+            source: .init(repository: report.source.displayRepository, ref: report.source.ref ?? "HEAD", path: report.source.path),
+            generatedAt: Timestamp.string(report.generatedAt), device: .init(host: report.host, labels: report.labels),
+            policies: report.policies, inSync: report.inSync, managedKeys: report.managedKeys,
+            managed: report.managed.map { .init(path: $0.key.description, source: .init($0.source)) }, counts: counts,
+            findings: report.findings.map(finding), steps: report.steps.map { .init(action: action($0), path: $0.key.description, description: $0.description) },
+            notes: report.notes,
+            lastApplied: report.lastAppliedRevision.map { .init(revision: $0, at: report.lastAppliedAt.map(Timestamp.string)) },
+            applied: report.kind == .apply ? report.applied : nil,
+            health: report.health.isEmpty ? nil : report.health.map(health))
     }
 
     public static func render(_ report: Report) -> String {
-        serialize(object(report))
+        serialize(document(report))
     }
 
-    static func finding(_ finding: Finding) -> [String: Any] {
-        var object: [String: Any] = [
-            "path": finding.key.description,
-            "kind": finding.kind.rawValue,
-            "integration": finding.key.scope.prefix.isEmpty ? NSNull() : finding.key.scope.prefix,
-            "desired": value(finding.desired),
-            "actual": value(finding.actual),
-            "source": location(finding.source),
-            "mode": finding.mode.rawValue,
-            "corrected": finding.corrected,
-        ]
-        if let reason = finding.reason { object["reason"] = reason }
-        if let noticed = finding.noticedAt { object["noticedAt"] = ReportFormatting.timestamp(noticed) }
-        if let change = finding.lastChange {
-            object["lastChange"] = ["at": ReportFormatting.timestamp(change.at), "actor": change.actor, "from": change.old, "to": change.new]
-        }
-        return object
+    static func finding(_ finding: Finding) -> ReportDocument.Finding {
+        ReportDocument.Finding(
+            path: finding.key.description, kind: finding.kind.rawValue,
+            integration: finding.key.scope.prefix.isEmpty ? nil : finding.key.scope.prefix,
+            desired: value(finding.desired), actual: value(finding.actual), source: .init(finding.source),
+            mode: finding.mode.rawValue, corrected: finding.corrected, reason: finding.reason,
+            noticedAt: finding.noticedAt.map(Timestamp.string),
+            lastChange: finding.lastChange.map { .init(at: Timestamp.string($0.at), actor: $0.actor, from: $0.old, to: $0.new) })
     }
 
     /// One connector's health, as `tether agent status --json` prints it too.
-    public static func health(_ status: ConnectorStatus) -> [String: Any] {
-        [
-            "integration": status.integration.rawValue,
-            "running": status.running,
-            "state": status.state,
-            "server": status.server ?? NSNull(),
-            "lastSuccess": status.lastSuccess.map(ReportFormatting.timestamp) ?? NSNull(),
-            "lastAttempt": status.lastAttempt.map(ReportFormatting.timestamp) ?? NSNull(),
-            "lastError": status.lastError ?? NSNull(),
-            "errorKind": status.errorKind ?? NSNull(),
-            "queueDepth": status.queueDepth,
-            "sent": status.sent,
-            "throttled": status.throttled,
-            "dropped": status.dropped,
-        ]
+    public static func health(_ status: ConnectorStatus) -> ReportDocument.Health {
+        ReportDocument.Health(
+            integration: status.integration.rawValue, running: status.running, state: status.state, server: status.server,
+            lastSuccess: status.lastSuccess.map(Timestamp.string), lastAttempt: status.lastAttempt.map(Timestamp.string),
+            lastError: status.lastError, errorKind: status.errorKind, queueDepth: status.queueDepth, sent: status.sent,
+            throttled: status.throttled, dropped: status.dropped)
     }
 
-    static func location(_ source: SourceLocation) -> [String: Any] {
-        ["file": source.file, "line": source.line, "column": source.column]
-    }
-
-    static func value(_ value: ReportValue) -> Any {
+    static func value(_ value: ReportValue) -> ReportDocument.Value? {
         switch value {
-        case .setting(let setting): return setting.jsonValue
+        case .setting(let setting): return .setting(setting)
         case .certificate(let fingerprint, let subject, let notAfter):
-            return ["sha256": fingerprint, "subject": subject, "notAfter": ReportFormatting.timestamp(notAfter)]
-        case .none: return NSNull()
+            return .certificate(sha256: fingerprint, subject: subject, notAfter: Timestamp.string(notAfter))
+        case .none: return nil
         }
     }
 
@@ -106,7 +73,14 @@ public enum JSONReport {
     }
 
     /// Pretty, key-sorted JSON with a trailing newline.
-    public static func serialize(_ object: Any) -> String {
+    public static func serialize<T: Encodable>(_ document: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self) + "\n"
+    }
+
+    /// The same for documents not yet typed (the JSON Schema, SARIF).
+    public static func serialize(object: Any) -> String {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"
     }

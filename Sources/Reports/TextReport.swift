@@ -152,11 +152,7 @@ public struct TextReport {
 /// Formatting every renderer shares.
 public enum ReportFormatting {
     /// ISO 8601 in UTC, to the second.
-    public static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        return formatter.string(from: date)
-    }
+    public static func timestamp(_ date: Date) -> String { Timestamp.string(date) }
 
     /// "1 drift, 2 pending" — counts by kind, in a fixed order.
     public static func breakdown(_ report: Report) -> String {

@@ -9,50 +9,29 @@ import Reconciler
 /// hosts show it on the pull request's diff.
 public enum SARIFReport {
     public static func render(_ report: Report) -> String {
-        let rules: [[String: Any]] = FindingKind.allCases.map { kind in
-            [
-                "id": "tether/\(kind.rawValue)",
-                "name": kind.rawValue.split(separator: "-").map { $0.capitalized }.joined(),
-                "shortDescription": ["text": ruleText(kind)],
-                "defaultConfiguration": ["level": level(kind)],
-            ]
+        let rules = FindingKind.allCases.map { kind in
+            SARIFLog.Rule(id: "tether/\(kind.rawValue)", name: kind.rawValue.split(separator: "-").map { $0.capitalized }.joined(),
+                          shortDescription: .init(text: ruleText(kind)), defaultConfiguration: .init(level: level(kind)))
         }
-        let results: [[String: Any]] = report.findings.map { finding in
+        let results = report.findings.map { finding in
             var text = "\(finding.key) is \(finding.actual) on \(report.host); the policy declares \(finding.desired) (\(finding.kind.label))."
             if let reason = finding.reason { text += " \(reason)." }
             if let change = finding.lastChange { text += " Changed \(ReportFormatting.timestamp(change.at)) by \(change.actor)." }
-            return [
-                "ruleId": "tether/\(finding.kind.rawValue)",
-                "level": level(finding.kind),
-                "message": ["text": text],
-                "locations": [[
-                    "physicalLocation": [
-                        "artifactLocation": ["uri": finding.source.file],
-                        "region": ["startLine": finding.source.line, "startColumn": finding.source.column],
-                    ],
-                    "logicalLocations": [["fullyQualifiedName": finding.key.description, "kind": "member"]],
-                ]],
-                "partialFingerprints": ["tetherFinding/v1": "\(report.host)/\(finding.key)/\(finding.kind.rawValue)"],
-                "properties": [
-                    "path": finding.key.description,
-                    "desired": JSONReport.value(finding.desired),
-                    "actual": JSONReport.value(finding.actual),
-                    "device": report.host,
-                    "revision": report.revision,
-                ],
-            ]
+            return SARIFLog.Result(
+                ruleId: "tether/\(finding.kind.rawValue)", level: level(finding.kind), message: .init(text: text),
+                locations: [.init(physicalLocation: .init(artifactLocation: .init(uri: finding.source.file),
+                                                          region: .init(startLine: finding.source.line, startColumn: finding.source.column)),
+                                  logicalLocations: [.init(fullyQualifiedName: finding.key.description, kind: "member")])],
+                partialFingerprints: ["tetherFinding/v1": "\(report.host)/\(finding.key)/\(finding.kind.rawValue)"],
+                properties: .init(path: finding.key.description, desired: JSONReport.value(finding.desired),
+                                  actual: JSONReport.value(finding.actual), device: report.host, revision: report.revision))
         }
-        let sarif: [String: Any] = [
-            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-            "version": "2.1.0",
-            "runs": [[
-                "tool": ["driver": ["name": "tether", "informationUri": "https://tether.invalid/", "semanticVersion": "1.0.0", "rules": rules]],
-                "automationDetails": ["id": "tether/\(report.kind.rawValue)/\(report.host)/"],
-                "versionControlProvenance": [["repositoryUri": report.source.displayRepository, "revisionId": report.revision]],
-                "results": results,
-            ]],
-        ]
-        return JSONReport.serialize(sarif)
+        let run = SARIFLog.Run(
+            tool: .init(driver: .init(name: "tether", informationUri: "https://tether.invalid/", semanticVersion: "1.0.0", rules: rules)),
+            automationDetails: .init(id: "tether/\(report.kind.rawValue)/\(report.host)/"),
+            versionControlProvenance: [.init(repositoryUri: report.source.displayRepository, revisionId: report.revision)],
+            results: results)
+        return JSONReport.serialize(SARIFLog(schema: "https://json.schemastore.org/sarif-2.1.0.json", version: "2.1.0", runs: [run]))
     }
 
     static func level(_ kind: FindingKind) -> String {
@@ -135,5 +114,87 @@ public enum ReportFormat: String, CaseIterable, Sendable {
         case .sarif: return SARIFReport.render(report)
         case .junit: return JUnitReport.render(report)
         }
+    }
+}
+
+/// The part of SARIF 2.1.0 Tether writes.
+struct SARIFLog: Encodable {
+    struct Text: Encodable { let text: String }
+    struct Level: Encodable { let level: String }
+    struct Rule: Encodable {
+        let id: String
+        let name: String
+        let shortDescription: Text
+        let defaultConfiguration: Level
+    }
+    struct Driver: Encodable {
+        let name: String
+        let informationUri: String
+        let semanticVersion: String
+        let rules: [Rule]
+    }
+    struct Tool: Encodable { let driver: Driver }
+    struct Identifier: Encodable { let id: String }
+    struct Provenance: Encodable {
+        let repositoryUri: String
+        let revisionId: String
+    }
+    struct ArtifactLocation: Encodable { let uri: String }
+    struct Region: Encodable {
+        let startLine: Int
+        let startColumn: Int
+    }
+    struct PhysicalLocation: Encodable {
+        let artifactLocation: ArtifactLocation
+        let region: Region
+    }
+    struct LogicalLocation: Encodable {
+        let fullyQualifiedName: String
+        let kind: String
+    }
+    struct Location: Encodable {
+        let physicalLocation: PhysicalLocation
+        let logicalLocations: [LogicalLocation]
+    }
+    struct Properties: Encodable {
+        let path: String
+        let desired: ReportDocument.Value?
+        let actual: ReportDocument.Value?
+        let device: String
+        let revision: String
+
+        private enum CodingKeys: String, CodingKey { case path, desired, actual, device, revision }
+
+        /// A missing value is written as null.
+        func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(path, forKey: .path)
+            try container.encode(desired, forKey: .desired)
+            try container.encode(actual, forKey: .actual)
+            try container.encode(device, forKey: .device)
+            try container.encode(revision, forKey: .revision)
+        }
+    }
+    struct Result: Encodable {
+        let ruleId: String
+        let level: String
+        let message: Text
+        let locations: [Location]
+        let partialFingerprints: [String: String]
+        let properties: Properties
+    }
+    struct Run: Encodable {
+        let tool: Tool
+        let automationDetails: Identifier
+        let versionControlProvenance: [Provenance]
+        let results: [Result]
+    }
+
+    let schema: String
+    let version: String
+    let runs: [Run]
+
+    private enum CodingKeys: String, CodingKey {
+        case schema = "$schema", version, runs
     }
 }

@@ -54,15 +54,15 @@ struct GetSettings: ParsableCommand {
         let scope = target.scope
         let paths = SettingCatalog.paths(scope).filter { !$0.field.isTaskState }
         if json {
-            var settings: [String: Any] = [:]
-            for (path, field) in paths { settings[field.name] = state.value(path).jsonValue }
-            var object: [String: Any] = ["settings": settings]
+            var settings: [String: SettingValue] = [:]
+            for (path, field) in paths { settings[field.name] = state.value(path) }
+            var document = SettingsDocument(settings: settings)
             if case .integration(let integration) = scope {
-                object["integration"] = integration.rawValue
-                object["task"] = integration.taskName
-                object["running"] = state.running.contains(integration)
+                document.integration = integration.rawValue
+                document.task = integration.taskName
+                document.running = state.running.contains(integration)
             }
-            Console.out(JSONReport.serialize(object))
+            Console.out(JSONReport.serialize(document))
             return
         }
         if case .integration(let integration) = scope {
@@ -279,4 +279,13 @@ func describe(_ certificate: Certificate) -> String {
       valid until  \(ReportFormatting.timestamp(certificate.notAfter))
       sha256       \(certificate.sha256Fingerprint)
     """
+}
+
+/// `tether agent get-settings --json`: the settings by policy name; for an integration also its
+/// task and whether it runs.
+struct SettingsDocument: Encodable {
+    let settings: [String: SettingValue]
+    var integration: String?
+    var task: String?
+    var running: Bool?
 }

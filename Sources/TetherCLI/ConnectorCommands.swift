@@ -53,15 +53,34 @@ struct Status: ParsableCommand {
         let statuses = try agentCall { try runtime.status() }
         let isolation = try agentCall { try runtime.isolationStatus() }
         if json {
-            Console.out(JSONReport.serialize([
-                "connectors": statuses.map(JSONReport.health),
-                "isolation": ["active": isolation.active, "until": isolation.until.map(ReportFormatting.timestamp) ?? NSNull()] as [String: Any],
-            ] as [String: Any]))
+            Console.out(JSONReport.serialize(AgentStatusDocument(
+                connectors: statuses.map(JSONReport.health),
+                isolation: .init(active: isolation.active, until: isolation.until.map(Timestamp.string)))))
             return
         }
         for status in statuses { Console.out(HealthFormatting.line(status)) }
         Console.out("Network isolation: \(isolation.active ? "ACTIVE" + (isolation.until.map { " until \(ReportFormatting.timestamp($0))" } ?? "") : "off")")
     }
+}
+
+/// `tether agent status --json`.
+struct AgentStatusDocument: Encodable {
+    struct Isolation: Encodable {
+        let active: Bool
+        let until: String?
+
+        private enum CodingKeys: String, CodingKey { case active, until }
+
+        /// A lasting isolation has `until` null.
+        func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(active, forKey: .active)
+            try container.encode(until, forKey: .until)
+        }
+    }
+
+    let connectors: [ReportDocument.Health]
+    let isolation: Isolation
 }
 
 /// How connector health reads in text and JSON.

@@ -1,0 +1,174 @@
+import IntegrationModel
+import Policy
+
+/// The JSON report (`--format json`) as a document: what `JSONReport` writes and
+/// `policies/report.schema.json` describes. Keys once published keep their meaning; absent
+/// values that the format has always carried are written as null.
+public struct ReportDocument: Codable, Sendable {
+    public struct Source: Codable, Sendable {
+        public let repository: String
+        public let ref: String
+        public let path: String
+    }
+
+    public struct Device: Codable, Sendable {
+        public let host: String
+        public let labels: [String: String]
+    }
+
+    /// A place in a policy file.
+    public struct Location: Codable, Sendable {
+        public let file: String
+        public let line: Int
+        public let column: Int
+
+        init(_ source: SourceLocation) {
+            file = source.file
+            line = source.line
+            column = source.column
+        }
+    }
+
+    public struct Managed: Codable, Sendable {
+        public let path: String
+        public let source: Location
+    }
+
+    /// A desired or actual value: a setting's value, or a certificate's public facts.
+    public enum Value: Codable, Sendable {
+        case setting(SettingValue)
+        case certificate(sha256: String, subject: String, notAfter: String)
+
+        private enum CertificateKeys: String, CodingKey { case sha256, subject, notAfter }
+
+        public init(from decoder: Decoder) throws {
+            if let keyed = try? decoder.container(keyedBy: CertificateKeys.self), let sha256 = try? keyed.decode(String.self, forKey: .sha256) {
+                self = .certificate(sha256: sha256, subject: try keyed.decode(String.self, forKey: .subject),
+                                    notAfter: try keyed.decode(String.self, forKey: .notAfter))
+            } else {
+                self = .setting(try SettingValue(from: decoder))
+            }
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            switch self {
+            case .setting(let value): try value.encode(to: encoder)
+            case .certificate(let sha256, let subject, let notAfter):
+                var container = encoder.container(keyedBy: CertificateKeys.self)
+                try container.encode(sha256, forKey: .sha256)
+                try container.encode(subject, forKey: .subject)
+                try container.encode(notAfter, forKey: .notAfter)
+            }
+        }
+    }
+
+    public struct LastChange: Codable, Sendable {
+        public let at: String
+        public let actor: String
+        public let from: String
+        public let to: String
+    }
+
+    public struct Finding: Codable, Sendable {
+        public let path: String
+        public let kind: String
+        /// null for app-wide settings.
+        public let integration: String?
+        /// null when there is none (a certificate not pinned, a value that cannot be read).
+        public let desired: Value?
+        public let actual: Value?
+        public let source: Location
+        public let mode: String
+        public let corrected: Bool
+        public let reason: String?
+        public let noticedAt: String?
+        public let lastChange: LastChange?
+
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(path, forKey: .path)
+            try container.encode(kind, forKey: .kind)
+            try container.encode(integration, forKey: .integration)
+            try container.encode(desired, forKey: .desired)
+            try container.encode(actual, forKey: .actual)
+            try container.encode(source, forKey: .source)
+            try container.encode(mode, forKey: .mode)
+            try container.encode(corrected, forKey: .corrected)
+            try container.encodeIfPresent(reason, forKey: .reason)
+            try container.encodeIfPresent(noticedAt, forKey: .noticedAt)
+            try container.encodeIfPresent(lastChange, forKey: .lastChange)
+        }
+    }
+
+    public struct Step: Codable, Sendable {
+        public let action: String
+        public let path: String
+        public let description: String
+    }
+
+    public struct LastApplied: Codable, Sendable {
+        public let revision: String
+        public let at: String?
+
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(revision, forKey: .revision)
+            try container.encode(at, forKey: .at)
+        }
+    }
+
+    /// One connector's health.
+    public struct Health: Codable, Sendable {
+        public let integration: String
+        public let running: Bool
+        public let state: String
+        public let server: String?
+        public let lastSuccess: String?
+        public let lastAttempt: String?
+        public let lastError: String?
+        public let errorKind: String?
+        public let queueDepth: Int
+        public let sent: Int
+        public let throttled: Int
+        public let dropped: Int
+
+        /// Unknown values are written as null.
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(integration, forKey: .integration)
+            try container.encode(running, forKey: .running)
+            try container.encode(state, forKey: .state)
+            try container.encode(server, forKey: .server)
+            try container.encode(lastSuccess, forKey: .lastSuccess)
+            try container.encode(lastAttempt, forKey: .lastAttempt)
+            try container.encode(lastError, forKey: .lastError)
+            try container.encode(errorKind, forKey: .errorKind)
+            try container.encode(queueDepth, forKey: .queueDepth)
+            try container.encode(sent, forKey: .sent)
+            try container.encode(throttled, forKey: .throttled)
+            try container.encode(dropped, forKey: .dropped)
+        }
+    }
+
+    public let formatVersion: Int
+    /// `plan`, `apply` or `drift`.
+    public let kind: String
+    public let revision: String
+    public let revisionSummary: String
+    public let source: Source
+    public let generatedAt: String
+    public let device: Device
+    public let policies: [String]
+    public let inSync: Bool
+    public let managedKeys: Int
+    public let managed: [Managed]
+    public let counts: [String: Int]
+    public let findings: [Finding]
+    public let steps: [Step]
+    public let notes: [String]
+    public let lastApplied: LastApplied?
+    /// `apply` reports only: whether the steps were applied.
+    public let applied: Bool?
+    /// Drift reports on a device: each connector's health.
+    public let health: [Health]?
+}
