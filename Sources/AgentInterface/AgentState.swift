@@ -59,6 +59,14 @@ public struct AgentState: Sendable {
         return unmet
     }
 
+    /// Whether `other` has the same settings, running tasks and certificates (change records aside).
+    public func sameConfiguration(as other: AgentState) -> Bool {
+        func fingerprints(_ certificates: [Integration: Certificate]) -> [Integration: String] { certificates.mapValues(\.sha256Fingerprint) }
+        return settings == other.settings && running == other.running
+            && fingerprints(serverCertificates) == fingerprints(other.serverCertificates)
+            && fingerprints(clientCertificates) == fingerprints(other.clientCertificates)
+    }
+
     /// Gives every setting not set its default.
     public mutating func fillDefaults() {
         for scope in SettingCatalog.scopes {

@@ -83,8 +83,8 @@ public struct Reconciliation {
     /// Plans again and applies inside one write transaction, with the history entry in the same
     /// transaction: overlapping applies serialize, and the revision recorded as applied is always
     /// the one the agent holds (a kill at any point leaves both as before, or both as after).
-    /// When another apply moved the last applied revision since this comparison was made, the
-    /// revision is vouched for again (signatures, ancestry) before anything changes.
+    /// Inside the transaction the revision is vouched for again (signatures, ancestry) against
+    /// the revision the agent holds then, before anything changes.
     /// With a health window, syncs each changed connector for up to that many seconds and
     /// restores the previous state when one never reaches its server. Throws `PolicyProblems`
     /// for values that cannot be applied here and `RevisionRefused`; nothing is changed then.
@@ -92,18 +92,20 @@ public struct Reconciliation {
         let revisionId = revision.commit.id
         guard let agent, let history else { throw SourceError(message: "an offline comparison cannot be applied") }
         var notes = notes
-        let done: (plan: Plan, restorePoint: RestorePoint)
+        let done: (plan: Plan, restorePoint: RestorePoint, after: AgentState)
         do {
             done = try committing(agent, actor: "\(actor) \(revisionId.prefix(12))") {
                 let lastApplied = try agent.appliedState()
-                if lastApplied.revision != applied.revision {
-                    notes += try gate.recheck(revision, lastApplied: lastApplied.revision)
+                // Vouched for again against what the agent holds now, under the write lock: another
+                // apply may have moved it since this revision was checked (never trust the earlier read).
+                for note in try gate.recheck(revision, lastApplied: lastApplied.revision) where !notes.contains(note) && !self.notes.contains(note) {
+                    notes.append(note)
                 }
                 let plan = Planner.plan(desired: desired, actual: try agent.state(), applied: lastApplied, warnExpiryDays: warnExpiryDays)
                 if !plan.unenforceable.isEmpty { throw PolicyProblems(plan.unenforceable) }
                 let restorePoint = try RestorePoint(agent: agent)
                 try plan.apply(to: agent, revision: revisionId)
-                return ((plan, restorePoint),
+                return ((plan, restorePoint, try agent.state()),
                         HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? "nothing-to-do" : "applied",
                                      findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", ")))
             }
@@ -138,10 +140,19 @@ public struct Reconciliation {
                 let reasons = failed.map { "\($0.integration.displayName) did not reach its server (\($0.errorKind ?? "error"): \($0.summary))" }
                 do {
                     try committing(agent, actor: "\(actor) health window") {
+                        // Only this apply's own changes are undone: when another apply or a local
+                        // change came after it, restoring would undo theirs too.
+                        guard try agent.appliedState().revision == revisionId, try agent.state().sameConfiguration(as: done.after) else {
+                            throw ChangedSinceApply()
+                        }
                         try done.restorePoint.restore(on: agent)
                         return ((), HistoryEntry(kind: historyKind, revision: revisionId, result: "rolled-back", findings: plan.findings.count,
                                                  detail: reasons.joined(separator: "; ")))
                     }
+                } catch is ChangedSinceApply {
+                    let message = "error: the health window failed (\(reasons.joined(separator: "; "))), but the agent was changed since this apply (another apply or a local change), so the previous state was not restored"
+                    try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: message))
+                    return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message)
                 } catch {
                     let message = "error: the health window failed (\(reasons.joined(separator: "; "))) and restoring the previous state failed too: \(error)"
                     try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: message))
@@ -201,3 +212,6 @@ public struct Reconciliation {
         return report
     }
 }
+
+/// A health window's restore found the agent changed by someone else since the apply.
+private struct ChangedSinceApply: Error {}

@@ -80,7 +80,23 @@ struct PipelineTests {
     @Test("Ten overlapping applies of two revisions, 20 times: the revision recorded as applied is always the one the agent holds")
     func overlappingApplies() throws {
         try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
-        let env = try Environment()
+        // Enough policy files that decoding takes a while: the window in which another apply can
+        // commit between vouching for a revision and applying it.
+        var policies = ["policies/base.yaml": Environment.base, "policies/prod.yaml": Environment.prod]
+        for index in 0..<600 {
+            policies["policies/teams/t\(index).yaml"] = """
+                apiVersion: tether/v1
+                kind: IntegrationPolicy
+                metadata:
+                  name: team-\(index)
+                spec:
+                  selector:
+                    matchLabels: {team: t\(index)}
+                  ndr:
+                    pingPeriod: \(300 + index)
+                """
+        }
+        let env = try Environment(policies: policies)
         let a = env.revision
         let b = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
         for round in 0..<20 {
@@ -98,6 +114,12 @@ struct PipelineTests {
             #expect(try lastAppliedEntry(device.url)?.revision == recorded, "round \(round): history agrees with the agent")
             let drift = tether(["drift", "--ref", recorded, "--repo", env.repo.path, "--state-dir", device.path])
             #expect(drift.code == 0, "round \(round): the agent holds \(recorded.prefix(12)): \(drift.stdout)")
+            // Never back from B to A: every apply was vouched for against what the agent held when it applied.
+            let sequence = try History(stateDirectory: device.url).entries(limit: 100).reversed()
+                .filter { ["applied", "nothing-to-do"].contains($0.result) }.map(\.revision)
+            if let firstB = sequence.firstIndex(of: b) {
+                #expect(!sequence[firstB...].contains(a), "round \(round): went back from B to A: \(sequence.map { $0 == a ? "A" : "B" })")
+            }
         }
     }
 
@@ -122,5 +144,36 @@ struct PipelineTests {
             #expect(drift.code == 0, "trial \(trial): the agent is wholly on \(recorded.prefix(12)): \(drift.stdout)")
         }
         #expect(outcomes["old", default: 0] > 0, "some kills land before the commit: \(outcomes)")
+    }
+}
+
+@Suite("Health window and overlap")
+struct HealthWindowOverlapTests {
+    @Test("A failed health window does not undo an apply that came after it")
+    func restoreOnlyOwnChanges() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let closed = try freePort()
+        let b = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(closed)")],
+                                    message: "EDR to a port nobody serves")
+        let c = try env.repo.commit(["policies/extra.yaml": """
+            apiVersion: tether/v1
+            kind: IntegrationPolicy
+            metadata:
+              name: extra
+            spec:
+              ndr:
+                pingPeriod: 600
+            """], message: "On top")
+        let slow = try ChildProcess(tetherExecutable, ["apply", "--ref", b, "--health-window", "4", "--repo", env.repo.path, "--state-dir", env.state.path])
+        // Once B is applied (its health window is running), C is applied on top of it.
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, (try? lastAppliedEntry(env.state.url)?.revision) != b { usleep(20_000) }
+        #expect(env.run("apply", "--ref", c).code == 0)
+        let code = slow.wait()
+        #expect(code == 1)
+        #expect(slow.stderr.contains("the agent was changed since this apply"), "\(slow.stderr)")
+        #expect(try Agent(stateDirectory: env.state.path).appliedState().revision == c, "C stays applied")
+        #expect(env.run("drift", "--ref", c).code == 0, "the agent holds C")
     }
 }
