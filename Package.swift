@@ -27,6 +27,7 @@ let package = Package(
         .target(name: "CCurlShims", dependencies: ["CCurl"]),
         .target(name: "CGit2Shims", dependencies: ["CGit2"]),
         .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
+        .target(name: "CProcessShims"),
 
         // One Swift module per C library.
         .target(name: "GitSource", dependencies: ["CGit2", "CGit2Shims"]),
@@ -46,7 +47,7 @@ let package = Package(
         .target(name: "WireFormat"),
         .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
         // Where policies come from: revision, mirror, fetch, verification, anti-rollback.
-        .target(name: "PolicySource", dependencies: ["GitSource", "Policy", "X509"]),
+        .target(name: "PolicySource", dependencies: ["GitSource", "Policy", "X509", "CProcessShims"]),
         // The pure planner: desired × actual × last applied → findings and ordered steps.
         .target(name: "Planner", dependencies: ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
         // The orchestration: one pipeline from revision to recorded apply, history, restore points, health window.
@@ -65,7 +66,7 @@ let package = Package(
         ]),
         .executableTarget(name: "tether", dependencies: ["TetherCLI"]),
         // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
-        .executableTarget(name: "tether-fetch", dependencies: ["GitSource"]),
+        .executableTarget(name: "tether-fetch", dependencies: ["GitSource", "CProcessShims"]),
 
         // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
         // TLS under HTTPServer and a certificate authority, over X509's OpenSSL: never linked into tether.

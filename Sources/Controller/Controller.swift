@@ -44,6 +44,7 @@ public final class Controller: @unchecked Sendable {
     /// Kept between cycles: the stores opened once, and what the revision came to while
     /// nothing it depends on moved — a no-change cycle decodes nothing again.
     private var stores: (agent: Agent, history: History, runtime: ConnectorRuntime)?
+    private var storeIdentity: [[UInt64]?] = []
     private var prepared: PreparedRevision?
     private lazy var host = ProcessInfo.processInfo.hostName
 
@@ -115,7 +116,9 @@ public final class Controller: @unchecked Sendable {
                 vouched = prepared.vouched
             } else {
                 prepared = nil
-                vouched = try Pipeline.revision(configuration.source, repository: repository, gate: gate, lastApplied: lastApplied)
+                var pinned = configuration.source
+                pinned.ref = head.id  // the commit resolved once: what is cached is what was vouched for
+                vouched = try Pipeline.revision(pinned, repository: repository, gate: gate, lastApplied: lastApplied)
                 prepared = PreparedRevision(commit: head.id, lastApplied: lastApplied, signers: signers, vouched: vouched)
             }
         } catch let refused as RevisionRefused {
@@ -186,10 +189,17 @@ public final class Controller: @unchecked Sendable {
     /// The agent's store, the history and the connectors' store, opened on first use and kept;
     /// a cycle that fails closes them, so the next one starts afresh.
     private func openStores() throws -> (agent: Agent, history: History, runtime: ConnectorRuntime) {
-        if let stores { return stores }
+        // A store file replaced meanwhile (a backup restored) is opened anew, never written through
+        // the connection to the file it replaced.
+        let files = [Agent.storeFileName, History.fileName].map { configuration.stateDirectory.appendingPathComponent($0).path }
+        let identity = files.map { FileStamp.identity(of: $0) }
+        if let stores, identity == storeIdentity { return stores }
+        stores = nil
+        prepared = nil
         let agent = try Agent(stateDirectory: configuration.stateDirectory.path)
         let opened = (agent, try History(stateDirectory: configuration.stateDirectory), try ConnectorRuntime(agent: agent))
         stores = opened
+        storeIdentity = files.map { FileStamp.identity(of: $0) }
         return opened
     }
 
@@ -236,26 +246,42 @@ public final class Controller: @unchecked Sendable {
     }
 }
 
-/// What a file looked like (device, inode, size, modification time): a changed stamp means
+/// What a file looked like — the path itself (a symbolic link re-pointed changes it) and what
+/// it leads to (device, inode, size, modification and change times) — so a changed stamp means
 /// the file must be read again.
 struct FileStamp: Equatable {
-    let device: UInt64
-    let inode: UInt64
-    let size: Int64
-    let modified: timespec
+    private struct Facts: Equatable {
+        let device: UInt64
+        let inode: UInt64
+        let size: Int64
+        let modified: [Int]
+        let changed: [Int]
 
-    init?(path: String) {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        device = UInt64(info.st_dev)
-        inode = UInt64(info.st_ino)
-        size = Int64(info.st_size)
-        modified = info.st_mtim
+        init?(_ path: String, following: Bool) {
+            var info = stat()
+            guard (following ? stat(path, &info) : lstat(path, &info)) == 0 else { return nil }
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+            size = Int64(info.st_size)
+            modified = [info.st_mtim.tv_sec, info.st_mtim.tv_nsec]
+            changed = [info.st_ctim.tv_sec, info.st_ctim.tv_nsec]
+        }
     }
 
-    static func == (a: FileStamp, b: FileStamp) -> Bool {
-        a.device == b.device && a.inode == b.inode && a.size == b.size
-            && a.modified.tv_sec == b.modified.tv_sec && a.modified.tv_nsec == b.modified.tv_nsec
+    private let link: Facts
+    private let target: Facts?
+
+    /// A file's device and inode: which file a path names now.
+    static func identity(of path: String) -> [UInt64]? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return [UInt64(info.st_dev), UInt64(info.st_ino)]
+    }
+
+    init?(path: String) {
+        guard let link = Facts(path, following: false) else { return nil }
+        self.link = link
+        target = Facts(path, following: true)
     }
 }
 
@@ -287,8 +313,8 @@ final class PreparedRevision {
         for sourced in state.values.values {
             guard case .clientCertificate(let reference) = sourced.value else { continue }
             for path in [reference.file] + (reference.passwordFile.map { [$0] } ?? []) {
-                let located = (try? DeviceFiles.locate(path, stateDirectory: stateDirectory)) ?? path
-                files[located] = FileStamp(path: located)
+                let named = path.hasPrefix("/") ? path : stateDirectory.appendingPathComponent(path).path
+                files[named] = FileStamp(path: named)
             }
         }
         let desired = try DesiredStateResolver.resolve(state, revision: revision, deviceDirectory: stateDirectory)

@@ -34,6 +34,9 @@ public final class Agent: AgentBackend {
         do {
             database = try Database(path: path)
             if isNew { chmod(path, 0o600) }
+            // A rollback journal, always: an apply commits this file and the other (agent.db, history.db)
+            // in one transaction, which SQLite makes atomic only without WAL.
+            try database.execute("PRAGMA journal_mode = DELETE")
             try Agent.migrator.migrate(database, store: path)
         } catch {
             throw AgentError.store("\(path): \(error)")

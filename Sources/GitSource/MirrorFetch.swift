@@ -20,6 +20,8 @@ public struct MirrorFetchRequest: Codable, Sendable {
     public var knownHosts: String?
     /// A CA bundle for https remotes (`--git-ca-file`).
     public var certificateAuthorityFile: String?
+    /// The process that asked: the fetch ends when it is gone.
+    public var parentProcess: Int32
 
     public init(url: String, mirrorPath: String, credentials: RemoteCredentials, timeout: TimeInterval) {
         self.url = url
@@ -31,6 +33,7 @@ public struct MirrorFetchRequest: Codable, Sendable {
         sshPassphrase = credentials.sshPassphrase
         knownHosts = credentials.knownHosts
         certificateAuthorityFile = url.lowercased().hasPrefix("https://") ? GitRepository.trustedCertificateFile : nil
+        parentProcess = getpid()
     }
 
     public var credentials: RemoteCredentials {
@@ -65,6 +68,7 @@ public enum MirrorFetch {
             let lock = Glibc.open(request.mirrorPath + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             if lock >= 0 { flock(lock, LOCK_EX) }
             defer { if lock >= 0 { close(lock) } }
+            removeStaleLocks(in: request.mirrorPath)
             let (_, update) = try GitRepository.updateMirror(url: request.url, at: request.mirrorPath,
                                                              credentials: request.credentials, timeout: request.timeout)
             response.fetched = update.fetched
@@ -76,5 +80,16 @@ public enum MirrorFetch {
             response.error = "fetching \(GitRepository.redacted(request.url)) failed: \(error)"
         }
         return response
+    }
+
+    /// libgit2's lock files left in the mirror by a fetch that was killed (its time limit, a
+    /// crash). Only a fetch holding the mirror's lock calls this, so every one of them is stale.
+    static func removeStaleLocks(in mirror: String) {
+        let manager = FileManager.default
+        var candidates = ((try? manager.contentsOfDirectory(atPath: mirror)) ?? []).map { mirror + "/" + $0 }
+        candidates += ((try? manager.subpathsOfDirectory(atPath: mirror + "/refs")) ?? []).map { mirror + "/refs/" + $0 }
+        for path in candidates where path.hasSuffix(".lock") {
+            try? manager.removeItem(atPath: path)
+        }
     }
 }

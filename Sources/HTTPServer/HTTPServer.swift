@@ -80,7 +80,7 @@ public final class HTTPServer: @unchecked Sendable {
 
     private static func listen(host: String, port: Int) throws -> (Int32, Int) {
         let v6 = host.contains(":")
-        let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var result: Int32
@@ -153,6 +153,7 @@ private final class ServerState: @unchecked Sendable {
         defer { close(listener) }
         while true {
             let client = accept(listener, nil, nil)
+            if client >= 0 { _ = fcntl(client, F_SETFD, FD_CLOEXEC) }  // accept4 needs _GNU_SOURCE
             if client < 0 {
                 if lock.withLock({ stopped }) { break }
                 usleep(10_000)  // out of descriptors, say: do not spin

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 #endif
 import GitSource
+internal import CProcessShims
 
 /// Brings mirrors up to date where a stuck network cannot hold the controller (see
 /// docs/architecture.md, "Fetching"). Work that touches nothing shared — listing a remote's
@@ -42,9 +43,16 @@ public enum MirrorFetcher {
             }
             done.signal()
         }
-        guard done.wait(timeout: .now() + timeout) == .success, let result = handoff.take() else {
-            if handoff.abandon() { lock.withLock { abandonedCount += 1 } }
+        let result: Result<T, Error>
+        if done.wait(timeout: .now() + timeout) == .success, let delivered = handoff.take() {
+            result = delivered
+        } else if handoff.abandon() {
+            lock.withLock { abandonedCount += 1 }
             throw abandoned
+        } else {
+            // It came just as the time ran out: use it (its clean-up is the caller's now).
+            guard let delivered = handoff.take() else { throw abandoned }
+            result = delivered
         }
         switch result {
         case .success(let value): return value
@@ -74,8 +82,13 @@ public enum MirrorFetcher {
         }, cleanUp: removeFolder) else { return nil }
         defer { removeFolder(.success(update)) }
         let lock = Glibc.open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        if lock >= 0 { flock(lock, LOCK_EX) }
         defer { if lock >= 0 { close(lock) } }
+        // The lock is held by a fetch process at most until its own deadline; wait no longer than ours.
+        let deadline = Date().addingTimeInterval(timeout)
+        while lock >= 0, flock(lock, LOCK_EX | LOCK_NB) != 0 {
+            guard Date() < deadline else { throw abandoned }
+            usleep(20_000)
+        }
         // Another process may have made the mirror meanwhile: then it stays, and this clone goes.
         if !FileManager.default.fileExists(atPath: path) { rename(folder, path) }
         return update
@@ -157,6 +170,9 @@ enum ChildRun {
         posix_spawn_file_actions_adddup2(&actions, toChild[0], STDIN_FILENO)
         posix_spawn_file_actions_adddup2(&actions, fromChild[1], STDOUT_FILENO)
         posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0)
+        // Nothing else of this process goes with the child (the controller's lock, its /metrics
+        // listener, other connections): a child that outlives this process must hold none of them.
+        tether_spawn_close_from(&actions, 3)
         // The child starts with default signal handling, whatever this process blocks.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)

@@ -97,8 +97,8 @@ public struct RevisionGate: Sendable {
     public func checkAncestry(repository: GitRepository, head: GitCommit, policies: PolicySet, lastApplied: String?) throws -> [String] {
         guard checksAncestry, let last = lastApplied, last != head.id else { return [] }
         let from = "from \(last.prefix(12)) to \(head.id.prefix(12))"
-        if rollbackRequested { return ["Rolled back \(from)."] }
         if repository.contains(commit: last), repository.isDescendant(head, of: last) { return [] }
+        if rollbackRequested { return ["Rolled back \(from)."] }
         if let policy = policies.policies.first(where: \.allowRollback) {
             return ["Went back \(from): policy '\(policy.name)' (\(policy.location.shortDescription)) says spec.allowRollback: true."]
         }

@@ -55,6 +55,9 @@ public final class History {
                                                 attributes: [.posixPermissions: 0o700])
         file = stateDirectory.appendingPathComponent(History.fileName)
         database = try Database(path: file.path)
+        // A rollback journal, always: an apply commits this file and the other (agent.db, history.db)
+        // in one transaction, which SQLite makes atomic only without WAL.
+        try database.execute("PRAGMA journal_mode = DELETE")
         try History.migrator.migrate(database, store: file.path)
     }
 

@@ -62,6 +62,7 @@ struct RollbackCommand: ParsableCommand {
     var to: String?
 
     @OptionGroup var health: HealthWindowOptions
+    @OptionGroup var verification: VerifyOptions
 
     func run() throws {
         let history = try History(stateDirectory: source.device.stateDirectoryURL)
@@ -78,7 +79,9 @@ struct RollbackCommand: ParsableCommand {
         var options = source
         options.ref = target
         let outcome = try refusing {
-            try Reconciliation(options, gate: RevisionGate(rollbackRequested: true), warnExpiry: reportOptions.warnExpiry)
+            var gate = verification.gate
+            gate.rollbackRequested = true
+            return try Reconciliation(options, gate: gate, warnExpiry: reportOptions.warnExpiry)
                 .apply(actor: "tether rollback", historyKind: "rollback", healthWindow: health.healthWindow)
         }
         try reportOptions.emit(outcome.report)

@@ -96,11 +96,13 @@ struct PlanCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Plan offline against an agent snapshot instead of this device's agent.", valueName: "snapshot.json"))
     var against: String?
 
+    @OptionGroup var verification: VerifyOptions
+
     func run() throws {
         let snapshot = try against.map { path in
             try agentCall { try AgentSnapshot(json: Data(try readFile(path)), source: path) }
         }
-        let comparison = try refusing { try Reconciliation(source, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot) }
+        let comparison = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot) }
         if snapshot == nil, !comparison.plan.unenforceable.isEmpty { throw PolicyProblems(comparison.plan.unenforceable) }
         try reportOptions.emit(comparison.report(.plan))
         if !comparison.plan.isEmpty || !comparison.plan.unenforceable.isEmpty { throw ExitCode(2) }
@@ -124,21 +126,12 @@ struct ApplyCommand: ParsableCommand {
 
     @OptionGroup var health: HealthWindowOptions
 
-    @Option(help: "Signature verification before applying: off, head (the revision) or range (every commit since the last applied one).")
-    var verify: VerifyMode = .off
-
-    @Option(help: ArgumentHelp("The allowed-signers file (ssh-keygen's format) for --verify.", valueName: "file"))
-    var allowedSigners: String?
-
-    func validate() throws {
-        if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
-    }
+    @OptionGroup var verification: VerifyOptions
 
     func run() throws {
         let outcome: Reconciliation.ApplyOutcome
         do {
-            let gate = RevisionGate(verify: verify, allowedSigners: allowedSigners)
-            outcome = try Reconciliation(source, gate: gate, warnExpiry: reportOptions.warnExpiry)
+            outcome = try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry)
                 .apply(actor: "tether apply", healthWindow: health.healthWindow)
         } catch let refused as RevisionRefused {
             Console.error(refused.commandMessage)
@@ -174,10 +167,27 @@ struct DriftCommand: ParsableCommand {
 
     @OptionGroup var source: SourceOptions
     @OptionGroup var reportOptions: ReportOptions
+    @OptionGroup var verification: VerifyOptions
 
     func run() throws {
-        let report = try refusing { try Reconciliation(source, warnExpiry: reportOptions.warnExpiry) }.detectDrift()
+        let report = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }.detectDrift()
         try reportOptions.emit(report)
         if !report.inSync { throw ExitCode(2) }
     }
+}
+
+/// `--verify` and `--allowed-signers`: which commits must be signed by an allowed signer before
+/// any of the revision's files is read.
+struct VerifyOptions: ParsableArguments {
+    @Option(help: "Signature verification before the revision is read: off, head (the revision) or range (every commit since the last applied one).")
+    var verify: VerifyMode = .off
+
+    @Option(help: ArgumentHelp("The allowed-signers file (ssh-keygen's format) for --verify.", valueName: "file"))
+    var allowedSigners: String?
+
+    func validate() throws {
+        if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
+    }
+
+    var gate: RevisionGate { RevisionGate(verify: verify, allowedSigners: allowedSigners) }
 }

@@ -4,8 +4,13 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+internal import CProcessShims
 import FoundationEssentials
 import GitSource
+
+// An orphan must not live on holding the mirror's lock: the kernel kills this process when
+// tether goes, and an alarm ends it in any case a little after its time limit.
+_ = tether_die_with_parent()
 
 var input: [UInt8] = []
 var buffer = [UInt8](repeating: 0, count: 4096)
@@ -14,6 +19,10 @@ while input.count <= 1 << 20 {
     if count < 0 && errno == EINTR { continue }
     if count <= 0 { break }
     input += buffer[0..<count]
+}
+if let request = try? JSONDecoder().decode(MirrorFetchRequest.self, from: Data(input)) {
+    if getppid() != request.parentProcess { exit(1) }  // tether ended before the kernel knew to tell us
+    alarm(UInt32(max(1, min(request.timeout, 86_400))) + 10)
 }
 let response = MirrorFetch.serve(input)
 let output = (try? JSONEncoder().encode(response)).map(Array.init) ?? []

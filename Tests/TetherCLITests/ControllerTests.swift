@@ -144,6 +144,36 @@ struct FetchTests {
         #expect(mirrors.count == 1, "\(what): one mirror, no clone folder left behind: \(mirrors)")
     }
 
+    @Test("kill -9 of a controller whose fetch is stuck: the fetch process goes with it, and a new controller starts at once")
+    func orphanedFetch() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let remotes = try TemporaryDirectory("tether-remotes")
+        try publish(env, to: remotes)
+        let daemon = try GitDaemon(base: remotes.path)
+        let proxy = try HoldingProxy(to: daemon.port)
+        defer { proxy.stop() }
+        let flags = ["--no-connectors", "--repo", "git://127.0.0.1:\(proxy.port)/policies.git", "--ref", "main", "--state-dir", env.state.path]
+        #expect(tether(["run", "--once"] + flags).code == 0, "the mirror is made")
+        try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        try publish(env, to: remotes)
+
+        proxy.hold(next: [1])  // the ref listing passes; the fetch process's connection is held
+        let before = proxy.connections
+        let controller = try ChildProcess(tetherExecutable, ["run", "--interval", "60", "--fetch-timeout", "120"] + flags)
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, proxy.connections < before + 2 { usleep(20_000) }
+        try #require(proxy.connections >= before + 2, "the fetch process connected")
+        controller.kill()
+        controller.wait()
+
+        let started = Date()
+        let again = tether(["run", "--once", "--fetch-timeout", "10"] + flags)
+        #expect(again.code == 0, "\(again.stderr)")
+        #expect(!again.stderr.contains("another controller runs"), "the lock went with the killed controller")
+        #expect(Date().timeIntervalSince(started) < 8, "nothing waited on the orphan's locks")
+    }
+
     @Test("https with a private CA (--git-ca-file) and a token from the environment")
     func https() throws {
         let env = try Environment()

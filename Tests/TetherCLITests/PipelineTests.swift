@@ -13,6 +13,14 @@ private func freshDevice(like env: Environment) throws -> TemporaryDirectory {
     return device
 }
 
+/// An allowed-signers file with one new key in it.
+private func allowedSigners(in directory: TemporaryDirectory) throws -> String {
+    let key = directory.url.appendingPathComponent("alice").path
+    try runProgram("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "alice", "-f", key])
+    let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+    return try directory.write("allowed_signers", "alice@example.com \(publicKey)\n")
+}
+
 /// The newest history entry that says the agent matches a revision.
 private func lastAppliedEntry(_ state: URL) throws -> HistoryEntry? {
     try History(stateDirectory: state).entries(limit: 10_000).first { ["applied", "nothing-to-do"].contains($0.result) }
@@ -24,10 +32,7 @@ struct PipelineTests {
     func verifiesBeforeReading() throws {
         let env = try Environment()
         let keyDirectory = try TemporaryDirectory()
-        let key = keyDirectory.url.appendingPathComponent("alice").path
-        try runProgram("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "alice", "-f", key])
-        let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-        let allowed = try keyDirectory.write("allowed_signers", "alice@example.com \(publicKey)\n")
+        let allowed = try allowedSigners(in: keyDirectory)
         let broken = try env.repo.commit(["policies/edr.yaml": "spec: [unclosed\n  port: {\n"], message: "Broken and unsigned")
 
         let apply = env.run("apply", "--verify", "head", "--allowed-signers", allowed, "--detailed-exitcodes")
@@ -36,6 +41,11 @@ struct PipelineTests {
         #expect(!apply.stderr.contains("YAML") && !apply.stderr.contains("edr.yaml"), "untrusted files are never parsed: \(apply.stderr)")
         let applied = try Agent(stateDirectory: env.state.path).appliedState().revision
         #expect(applied == nil, "nothing applied")
+        for command in ["plan", "drift"] {
+            let refused = env.run(command, "--verify", "head", "--allowed-signers", allowed)
+            #expect(refused.code == 1, "\(command)")
+            #expect(refused.stderr.contains("is not signed: refused") && !refused.stderr.contains("YAML"), "\(command): \(refused.stderr)")
+        }
     }
 
     @Test("apply --ref of an ancestor is refused and names both ways back; plan and drift refuse it too; rollback goes back and says so")
@@ -59,6 +69,11 @@ struct PipelineTests {
             #expect(refused.code == 1, "\(command)")
             #expect(refused.stderr.contains("does not descend from the last applied revision"), "\(command): \(refused.stderr)")
         }
+        #expect(try env.storeDigest() == before)
+
+        let keyDirectory = try TemporaryDirectory()
+        let unsigned = env.run("rollback", "--verify", "head", "--allowed-signers", try allowedSigners(in: keyDirectory))
+        #expect(unsigned.code == 1 && unsigned.stderr.contains("is not signed: refused"), "rollback verifies too: \(unsigned.stderr)")
         #expect(try env.storeDigest() == before)
 
         let rollback = env.run("rollback")

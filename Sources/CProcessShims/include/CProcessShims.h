@@ -1,0 +1,12 @@
+#ifndef TETHER_PROCESS_SHIMS_H
+#define TETHER_PROCESS_SHIMS_H
+#include <spawn.h>
+
+/// prctl(PR_SET_PDEATHSIG, SIGKILL) (prctl is variadic): the kernel kills this process when
+/// the thread that started it ends. Returns 0 on success.
+int tether_die_with_parent(void);
+
+/// posix_spawn_file_actions_addclosefrom_np(actions, lowest) (a GNU extension): the child
+/// starts with no descriptor from `lowest` up. Returns 0 on success.
+int tether_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);
+#endif
