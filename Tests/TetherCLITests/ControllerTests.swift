@@ -21,6 +21,35 @@ private func publish(_ env: Environment, to remotes: TemporaryDirectory, name: S
     return bare
 }
 
+/// A git daemon behind a proxy that can hold connections, serving the environment's policies.
+private struct HeldRemote {
+    let env: Environment
+    let remotes: TemporaryDirectory
+    let daemon: GitDaemon
+    let proxy: HoldingProxy
+
+    init() throws {
+        env = try Environment()
+        remotes = try TemporaryDirectory("tether-remotes")
+        try publish(env, to: remotes)
+        daemon = try GitDaemon(base: remotes.path)
+        proxy = try HoldingProxy(to: daemon.port)
+    }
+
+    var flags: [String] {
+        ["--no-connectors", "--repo", "git://127.0.0.1:\(proxy.port)/policies.git", "--ref", "main", "--state-dir", env.state.path]
+    }
+
+    /// Makes the mirror with one cycle, then moves the remote's branch to a new commit.
+    @discardableResult
+    func mirrorThenMove() throws -> String {
+        #expect(tether(["run", "--once"] + flags).code == 0, "the mirror is made")
+        let newer = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        try publish(env, to: remotes)
+        return newer
+    }
+}
+
 @Suite("Fetching over real transports on loopback", .serialized)
 struct FetchTests {
     @Test("git://: the first cycle fetches; a no-change cycle asks for refs only; a new commit is fetched")
@@ -105,20 +134,12 @@ struct FetchTests {
             (0, false, "the first clone"),     // held in this process, cloning into a folder of its own
           ])
     func heldConnectionRecovers(held: Int, mirrorFirst: Bool, what: String) throws {
-        let env = try Environment()
-        let remotes = try TemporaryDirectory("tether-remotes")
-        try publish(env, to: remotes)
-        let daemon = try GitDaemon(base: remotes.path)
-        let proxy = try HoldingProxy(to: daemon.port)
+        let remote = try HeldRemote()
+        let (env, proxy) = (remote.env, remote.proxy)
         defer { proxy.stop() }
-        let flags = ["--interval", "0", "--jitter", "0", "--fetch-timeout", "2", "--no-connectors",
-                     "--repo", "git://127.0.0.1:\(proxy.port)/policies.git", "--ref", "main", "--state-dir", env.state.path]
+        let flags = ["--interval", "0", "--jitter", "0", "--fetch-timeout", "2"] + remote.flags
         var expected = env.revision
-        if mirrorFirst {
-            #expect(tether(["run", "--once"] + flags).code == 0, "the mirror is made")
-            expected = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
-            try publish(env, to: remotes)
-        }
+        if mirrorFirst { expected = try remote.mirrorThenMove() }
 
         proxy.hold(next: [held])
         let started = Date()
@@ -147,16 +168,11 @@ struct FetchTests {
     @Test("kill -9 of a controller whose fetch is stuck: the fetch process goes with it, and a new controller starts at once")
     func orphanedFetch() throws {
         try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
-        let env = try Environment()
-        let remotes = try TemporaryDirectory("tether-remotes")
-        try publish(env, to: remotes)
-        let daemon = try GitDaemon(base: remotes.path)
-        let proxy = try HoldingProxy(to: daemon.port)
+        let remote = try HeldRemote()
+        let proxy = remote.proxy
         defer { proxy.stop() }
-        let flags = ["--no-connectors", "--repo", "git://127.0.0.1:\(proxy.port)/policies.git", "--ref", "main", "--state-dir", env.state.path]
-        #expect(tether(["run", "--once"] + flags).code == 0, "the mirror is made")
-        try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
-        try publish(env, to: remotes)
+        let flags = remote.flags
+        try remote.mirrorThenMove()
 
         proxy.hold(next: [1])  // the ref listing passes; the fetch process's connection is held
         let before = proxy.connections
