@@ -16,13 +16,16 @@ final class Rig: @unchecked Sendable {
     let state: TemporaryDirectory
     let agent: Agent
     var runtime: ConnectorRuntime
+    /// The connectors' clock: tests move it instead of sleeping.
+    let clock = TestClock()
 
     init(mutualTLS: Bool = true, queueLimit: Int = 100_000, start: [Integration] = [.edr]) throws {
         pki = try PlatformPKI.create()
         platform = try PlatformSimulator(pki: pki, requireClientCertificate: mutualTLS)
         state = try TemporaryDirectory("tether-agent")
         agent = try Agent(stateDirectory: state.path)
-        runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit)
+        let clock = self.clock
+        runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit, clock: { clock.now })
         let here = [Endpoint(address: "127.0.0.1", port: platform.port)]
         try agent.transaction(actor: "test") {
             try agent.set(SettingPath.edr.port, to: .int(platform.port))
@@ -141,7 +144,7 @@ struct TelemetryTests {
         #expect(try rig.runtime.status().first { $0.integration == .edr }?.queueDepth == 2500)
 
         // The agent restarts (a new runtime over the same store); the platform comes back.
-        rig.runtime = try ConnectorRuntime(agent: try Agent(stateDirectory: rig.state.path))
+        rig.runtime = try ConnectorRuntime(agent: try Agent(stateDirectory: rig.state.path), clock: { [clock = rig.clock] in clock.now })
         try rig.platform.start()
         let up = rig.runtime.sync(.edr)
         #expect(up.succeeded, "\(up.summary)")
@@ -241,7 +244,7 @@ struct SandboxAndResponseTests {
         #expect(first.summary.contains("429"))
         #expect(rig.runtime.sync(.sandbox).summary.hasPrefix("backing off until"))
         #expect(try rig.runtime.sandboxScans().first?.state == "queued")
-        Thread.sleep(forTimeInterval: 1.1)
+        rig.clock.advance(1.1)
         #expect(rig.runtime.sync(.sandbox).summary.hasPrefix("1 uploaded"))
     }
 
@@ -282,7 +285,9 @@ struct SandboxAndResponseTests {
         rig.platform.queueCommand(["type": "network-isolation", "durationSeconds": 1])
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(try rig.runtime.isolationStatus().active)
-        Thread.sleep(forTimeInterval: 1.2)
+        rig.clock.advance(0.9)
+        #expect(try rig.runtime.isolationStatus().active, "not yet")
+        rig.clock.advance(0.2)
         let status = try rig.runtime.isolationStatus()
         #expect(!status.active)
         #expect(status.liftedBy == "auto-off timer")
@@ -345,5 +350,17 @@ struct ConnectorLifecycleTests {
         try rig.set(SettingPath.edr.port, .int(other.port))
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(other.received.count == 1)
+    }
+}
+
+/// A clock tests set and move.
+final class TestClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current = Date()
+
+    var now: Date { lock.withLock { current } }
+
+    func advance(_ seconds: TimeInterval) {
+        lock.withLock { current = current.addingTimeInterval(seconds) }
     }
 }

@@ -24,14 +24,18 @@ public final class ConnectorRuntime {
     let agent: Agent
     let store: RuntimeStore
     let directory: URL
+    /// The connectors' clock: timers (isolation auto-off, back-off, hourly limits) read it, so
+    /// tests move time instead of sleeping.
+    let clock: @Sendable () -> Date
     /// Events per telemetry batch at most.
     public static let batchSize = 1024
     /// A run-process command may start only executables listed in this file (one path a line).
     public static let allowListFileName = "run-process.allow"
 
     /// Opens the connectors' store beside the agent's. `queueLimit` bounds each telemetry queue.
-    public init(agent: Agent, queueLimit: Int = 100_000) throws {
+    public init(agent: Agent, queueLimit: Int = 100_000, clock: @escaping @Sendable () -> Date = { Date() }) throws {
         self.agent = agent
+        self.clock = clock
         directory = agent.directory
         do {
             store = try RuntimeStore(directory: agent.directory, queueLimit: queueLimit)
@@ -143,7 +147,8 @@ public final class ConnectorRuntime {
     /// `synchronizationPeriod` (EDR), a ping every `pingPeriod` (NDR), polling while scans wait
     /// (Sandbox), and a telemetry flush every `maximumDataTransferTime` or at 1024 queued events.
     /// Runs what is due and returns what it did.
-    public func tick(now: Date = Date()) -> [SyncOutcome] {
+    public func tick(now: Date? = nil) -> [SyncOutcome] {
+        let now = now ?? clock()
         guard let state = try? agent.state() else { return [] }
         var outcomes: [SyncOutcome] = []
         for integration in state.running.sorted() {
@@ -219,7 +224,7 @@ public final class ConnectorRuntime {
         while true {
             let queued = try storeCall { try store.peek(integration, limit: packageSize) }
             guard let last = queued.last else { break }
-            let hour = Int(Date().timeIntervalSince1970 / 3600)
+            let hour = Int(clock().timeIntervalSince1970 / 3600)
             var counts = try storeCall { try store.sentThisHour(integration, hour: hour) }
             var total = counts.values.reduce(0, +)
             var batch: [WireEvent] = []
@@ -271,7 +276,7 @@ public final class ConnectorRuntime {
         for endpoint in endpoints {
             let base = "\(Self.url(endpoint))/kata/ndr/v1/sensors/\(agentId)"
             do {
-                _ = try post(client, url: "\(base)/ping", Ping(agentId: agentId, time: Timestamp.string(Date())), server: endpoint)
+                _ = try post(client, url: "\(base)/ping", Ping(agentId: agentId, time: Timestamp.string(clock())), server: endpoint)
             } catch let failure as ConnectorFailure {
                 failures.append(failure.message)
                 lastFailure = failure
@@ -335,7 +340,7 @@ public final class ConnectorRuntime {
             throw ConnectorFailure(kind: "other", message: "Sandbox has no servers", server: nil)
         }
         let backoff = try storeCall { try store.backoff(.sandbox) }
-        if let until = backoff.until, until > Date() {
+        if let until = backoff.until, until > clock() {
             return "backing off until \(ISO8601DateFormatter().string(from: until)) (the scanner answered 429)"
         }
         let client = try makeClient(.sandbox, state: state)
@@ -359,7 +364,7 @@ public final class ConnectorRuntime {
                                     body: body, server: server, acceptRateLimit: true)
             if response.status == 429 {
                 let delay = min(300.0, pow(2.0, Double(backoff.step)))
-                try storeCall { try store.setBackoff(.sandbox, until: Date().addingTimeInterval(delay)) }
+                try storeCall { try store.setBackoff(.sandbox, until: clock().addingTimeInterval(delay)) }
                 try storeCall { try store.recordSuccess(.sandbox, server: server.description) }
                 return "\(uploaded) uploaded; the scanner answered 429, backing off \(Int(delay)) s"
             }

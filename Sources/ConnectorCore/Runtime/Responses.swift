@@ -56,7 +56,7 @@ extension ConnectorRuntime {
         let payload = String(decoding: Wire.encode(received), as: UTF8.self)
         try storeCall {
             try store.database.query("INSERT INTO commands (id, type, payload, received_at, result, detail) VALUES (?, ?, ?, ?, ?, ?)",
-                                     [.text(id), .text(type), .text(payload), .real(Date().timeIntervalSince1970), .text(result.0), .text(result.1)])
+                                     [.text(id), .text(type), .text(payload), .real(clock().timeIntervalSince1970), .text(result.0), .text(result.1)])
         }
     }
 
@@ -87,7 +87,7 @@ extension ConnectorRuntime {
     private func isolate(_ command: Command, id: String) -> (String, String) {
         let exclusions = command.exclusions ?? []
         let duration = command.durationSeconds
-        let now = Date()
+        let now = clock()
         let until = duration.map { now.addingTimeInterval(TimeInterval($0)) }
         do {
             try store.database.query("""
@@ -131,7 +131,7 @@ extension ConnectorRuntime {
 
     func expireIsolation() {
         _ = try? store.database.query("UPDATE isolation SET active = 0, lifted_by = 'auto-off timer' WHERE id = 1 AND active = 1 AND until IS NOT NULL AND until <= ?",
-                                      [.real(Date().timeIntervalSince1970)])
+                                      [.real(clock().timeIntervalSince1970)])
     }
 
     // MARK: - Execution prevention
@@ -152,7 +152,7 @@ extension ConnectorRuntime {
                 try store.database.execute("DELETE FROM prevention")
                 for rule in parsed {
                     try store.database.query("INSERT OR REPLACE INTO prevention (hash, algorithm, command_id, at) VALUES (?, ?, ?, ?)",
-                                             [.text(rule.hash), .text(rule.algorithm), .text(id), .real(Date().timeIntervalSince1970)])
+                                             [.text(rule.hash), .text(rule.algorithm), .text(id), .real(clock().timeIntervalSince1970)])
                 }
             }
         } catch {
