@@ -81,6 +81,7 @@ let package = Package(
         .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
+        .testTarget(name: "SQLiteDBTests", dependencies: ["SQLiteDB"]),
         .testTarget(name: "IntegrationModelTests", dependencies: ["IntegrationModel"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "PlannerTests", dependencies: ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),

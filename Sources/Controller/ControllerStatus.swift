@@ -81,10 +81,14 @@ public struct ControllerStatus: Codable, Sendable {
     /// Replaces `file` in one rename, so a reader never sees half a status. Not flushed to disk:
     /// the next cycle writes it again.
     func write(to file: URL) throws {
-        let temporary = file.deletingLastPathComponent().appendingPathComponent(".\(file.lastPathComponent).\(getpid()).tmp")
-        try json().write(to: temporary)
-        guard rename(temporary.path, file.path) == 0 else {
-            try? FileManager.default.removeItem(at: temporary)
+        let bytes = try json()
+        let temporary = file.deletingLastPathComponent().appendingPathComponent(".\(file.lastPathComponent).\(getpid()).tmp").path
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CocoaError(.fileWriteNoPermission) }
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count, rename(temporary, file.path) == 0 else {
+            unlink(temporary)
             throw CocoaError(.fileWriteUnknown)
         }
     }

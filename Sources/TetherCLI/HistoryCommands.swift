@@ -52,7 +52,7 @@ struct RollbackCommand: ParsableCommand {
         commandName: "rollback",
         abstract: "Re-apply the last known-good revision: the one applied before the current one.",
         discussion: """
-            Reads that revision from the same repository (--repo, --path) and applies it in one transaction, like `tether apply --ref REVISION`. --to picks another revision from `tether history`. Exit 0 when rolled back, 1 on error (nothing changed).
+            Reads that revision from the same repository (--repo, --path) and applies it in one transaction. Going back is refused everywhere else (apply, plan, drift, the controller): rollback is the deliberate way, and its report says "Rolled back from … to …". --to picks another revision from `tether history`; --verify checks its signatures first. Exit 0 when rolled back, 1 on error (nothing changed).
             """)
 
     @OptionGroup var source: SourceOptions

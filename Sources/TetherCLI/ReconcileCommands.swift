@@ -115,13 +115,13 @@ struct ApplyCommand: ParsableCommand {
         commandName: "apply",
         abstract: "Make the agent match the revision: every change in one transaction, or none.",
         discussion: """
-            Keys marked observe or covered by an active exception are reported, never changed. Exit 0 when applied (or nothing to do), 1 on error; after an error the agent is exactly as it was. With --detailed-exitcodes the exit code is a bitmask: 2 changes were made, 4 the apply failed (nothing changed), 8 verification refused the revision.
+            Keys marked observe or covered by an active exception are reported, never changed. Exit 0 when applied (or nothing to do), 1 on error; after an error the agent is exactly as it was. With --detailed-exitcodes the exit code is a bitmask: 2 changes were made, 4 the apply failed (nothing changed), 8 verification or anti-rollback refused the revision. A revision that does not descend from the last applied one is refused: go back with `tether rollback`, or with a policy that says spec.allowRollback: true.
             """)
 
     @OptionGroup var source: SourceOptions
     @OptionGroup var reportOptions: ReportOptions
 
-    @Flag(help: "Exit with a bitmask: 2 changes made, 4 failures, 8 verification refused.")
+    @Flag(help: "Exit with a bitmask: 2 changes made, 4 failures, 8 verification or anti-rollback refused.")
     var detailedExitcodes = false
 
     @OptionGroup var health: HealthWindowOptions
