@@ -13,7 +13,7 @@ struct AgentTests {
 
     init() throws {
         state = try TemporaryDirectory("tether-state")
-        pki = try TestPKI()
+        pki = TestPKI.shared
         agent = try Agent(stateDirectory: state.path)
     }
 
@@ -144,7 +144,7 @@ struct NestedChangeTests {
     @Test("A nested change that fails is undone even when the caller carries on")
     func savepoints() throws {
         let state = try TemporaryDirectory("tether-state")
-        let pki = try TestPKI()
+        let pki = TestPKI.shared
         let agent = try Agent(stateDirectory: state.path)
         try agent.addServerCertificate(.edr, bytes: Array(try pki.data("server.pem")), source: "server.pem")
         try agent.start(.edr)
