@@ -191,7 +191,7 @@ public final class Controller: @unchecked Sendable {
     private func openStores() throws -> (agent: Agent, history: History, runtime: ConnectorRuntime) {
         // A store file replaced meanwhile (a backup restored) is opened anew, never written through
         // the connection to the file it replaced.
-        let files = [Agent.storeFileName, History.fileName].map { configuration.stateDirectory.appendingPathComponent($0).path }
+        let files = [Agent.storeFileName, History.fileName, ConnectorRuntime.storeFileName].map { configuration.stateDirectory.appendingPathComponent($0).path }
         let identity = files.map { FileStamp.identity(of: $0) }
         if let stores, identity == storeIdentity { return stores }
         stores = nil

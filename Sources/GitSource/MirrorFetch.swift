@@ -66,9 +66,10 @@ public enum MirrorFetch {
             let parent = request.mirrorPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
             try FileManager.default.createDirectory(atPath: parent.isEmpty ? "/" : parent, withIntermediateDirectories: true)
             let lock = Glibc.open(request.mirrorPath + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            if lock >= 0 { flock(lock, LOCK_EX) }
+            let locked = lock >= 0 && flock(lock, LOCK_EX) == 0
             defer { if lock >= 0 { close(lock) } }
-            removeStaleLocks(in: request.mirrorPath)
+            // Lock files inside the mirror are stale only when this fetch holds the mirror's lock.
+            if locked { removeStaleLocks(in: request.mirrorPath) }
             let (_, update) = try GitRepository.updateMirror(url: request.url, at: request.mirrorPath,
                                                              credentials: request.credentials, timeout: request.timeout)
             response.fetched = update.fetched

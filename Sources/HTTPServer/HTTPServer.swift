@@ -31,10 +31,6 @@ public struct ServerResponse: Sendable {
         self.body = body
         self.headers = headers
     }
-
-    public init(status: Int, json: String) {
-        self.init(status: status, body: Array(json.utf8))
-    }
 }
 
 /// Why the server could not start.

@@ -72,19 +72,29 @@ public enum MirrorFetcher {
 
     /// Makes the first mirror at `path`: cloned into a folder of its own, then renamed into place
     /// (under the mirror's lock, held for the rename only). Nil when too many threads are stuck.
-    static func clone(_ url: String, into path: String, credentials: RemoteCredentials, timeout: TimeInterval,
+    static func clone(_ url: String, into path: String, credentials: RemoteCredentials, until deadline: Date,
                       abandoned: SourceError) throws -> MirrorUpdate? {
         removeClonesOfEndedProcesses(path)
         let folder = "\(path).clone-\(getpid())-\(UInt32.random(in: 0 ... .max))"
         let removeFolder: @Sendable (Result<MirrorUpdate, Error>) -> Void = { _ in try? FileManager.default.removeItem(atPath: folder) }
-        guard let update = try abandonable(timeout: timeout, abandoned: abandoned, {
-            try GitRepository.updateMirror(url: url, at: folder, credentials: credentials, timeout: timeout).1
-        }, cleanUp: removeFolder) else { return nil }
-        defer { removeFolder(.success(update)) }
+        // However this ends — cloned and renamed, refused, failed — the folder goes; an abandoned
+        // clone removes it itself when its thread ends.
+        var abandonedClone = false
+        defer { if !abandonedClone { removeFolder(.success(MirrorUpdate(fetched: false, rebuilt: false, bytesReceived: 0))) } }
+        let timeout = max(1, deadline.timeIntervalSinceNow)
+        let update: MirrorUpdate?
+        do {
+            update = try abandonable(timeout: timeout, abandoned: abandoned, {
+                try GitRepository.updateMirror(url: url, at: folder, credentials: credentials, timeout: timeout).1
+            }, cleanUp: removeFolder)
+        } catch let error as SourceError where error.message == abandoned.message {
+            abandonedClone = true
+            throw error
+        }
+        guard let update else { return nil }
         let lock = Glibc.open(path + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         defer { if lock >= 0 { close(lock) } }
         // The lock is held by a fetch process at most until its own deadline; wait no longer than ours.
-        let deadline = Date().addingTimeInterval(timeout)
         while lock >= 0, flock(lock, LOCK_EX | LOCK_NB) != 0 {
             guard Date() < deadline else { throw abandoned }
             usleep(20_000)

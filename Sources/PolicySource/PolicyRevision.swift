@@ -143,7 +143,7 @@ public final class PolicyRevision {
         let abandoned = SourceError(message: "fetching \(spec.displayRepository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
         let update: MirrorUpdate
         if !FileManager.default.fileExists(atPath: path),
-           let cloned = try MirrorFetcher.clone(spec.repository, into: path, credentials: credentials, timeout: timeout, abandoned: abandoned) {
+           let cloned = try MirrorFetcher.clone(spec.repository, into: path, credentials: credentials, until: deadline, abandoned: abandoned) {
             update = cloned
         } else if let refs = try MirrorFetcher.probe(spec.repository, credentials: credentials, timeout: timeout, abandoned: abandoned),
                   let current = GitRepository.mirror(at: path, holding: refs) {

@@ -108,8 +108,8 @@ public struct RevisionGate: Sendable {
             """)
     }
 
-    /// Both checks, for a revision already read: what the write transaction re-checks when
-    /// another apply changed the last applied revision in the meantime.
+    /// Both checks, for a revision already read: what every apply's write transaction checks
+    /// again against the revision the agent holds then.
     public func recheck(_ revision: PolicyRevision, lastApplied: String?) throws -> [String] {
         _ = try verifySignatures(repository: revision.repository, head: revision.commit, lastApplied: lastApplied)
         return try checkAncestry(repository: revision.repository, head: revision.commit, policies: revision.policySet, lastApplied: lastApplied)

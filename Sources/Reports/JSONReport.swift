@@ -79,7 +79,7 @@ public enum JSONReport {
         return String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self) + "\n"
     }
 
-    /// The same for documents not yet typed (the JSON Schema, SARIF).
+    /// The same for the one document built untyped: the policy JSON Schema.
     public static func serialize(object: Any) -> String {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"

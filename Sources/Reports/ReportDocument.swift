@@ -4,20 +4,20 @@ import Policy
 /// The JSON report (`--format json`) as a document: what `JSONReport` writes and
 /// `policies/report.schema.json` describes. Keys once published keep their meaning; absent
 /// values that the format has always carried are written as null.
-public struct ReportDocument: Codable, Sendable {
-    public struct Source: Codable, Sendable {
+public struct ReportDocument: Encodable, Sendable {
+    public struct Source: Encodable, Sendable {
         public let repository: String
         public let ref: String
         public let path: String
     }
 
-    public struct Device: Codable, Sendable {
+    public struct Device: Encodable, Sendable {
         public let host: String
         public let labels: [String: String]
     }
 
     /// A place in a policy file.
-    public struct Location: Codable, Sendable {
+    public struct Location: Encodable, Sendable {
         public let file: String
         public let line: Int
         public let column: Int
@@ -29,26 +29,17 @@ public struct ReportDocument: Codable, Sendable {
         }
     }
 
-    public struct Managed: Codable, Sendable {
+    public struct Managed: Encodable, Sendable {
         public let path: String
         public let source: Location
     }
 
     /// A desired or actual value: a setting's value, or a certificate's public facts.
-    public enum Value: Codable, Sendable {
+    public enum Value: Encodable, Sendable {
         case setting(SettingValue)
         case certificate(sha256: String, subject: String, notAfter: String)
 
         private enum CertificateKeys: String, CodingKey { case sha256, subject, notAfter }
-
-        public init(from decoder: Decoder) throws {
-            if let keyed = try? decoder.container(keyedBy: CertificateKeys.self), let sha256 = try? keyed.decode(String.self, forKey: .sha256) {
-                self = .certificate(sha256: sha256, subject: try keyed.decode(String.self, forKey: .subject),
-                                    notAfter: try keyed.decode(String.self, forKey: .notAfter))
-            } else {
-                self = .setting(try SettingValue(from: decoder))
-            }
-        }
 
         public func encode(to encoder: Encoder) throws {
             switch self {
@@ -62,14 +53,14 @@ public struct ReportDocument: Codable, Sendable {
         }
     }
 
-    public struct LastChange: Codable, Sendable {
+    public struct LastChange: Encodable, Sendable {
         public let at: String
         public let actor: String
         public let from: String
         public let to: String
     }
 
-    public struct Finding: Codable, Sendable {
+    public struct Finding: Encodable, Sendable {
         public let path: String
         public let kind: String
         /// null for app-wide settings.
@@ -83,6 +74,10 @@ public struct ReportDocument: Codable, Sendable {
         public let reason: String?
         public let noticedAt: String?
         public let lastChange: LastChange?
+
+        private enum CodingKeys: String, CodingKey {
+            case path, kind, integration, desired, actual, source, mode, corrected, reason, noticedAt, lastChange
+        }
 
         public func encode(to encoder: Encoder) throws {
             var container = encoder.container(keyedBy: CodingKeys.self)
@@ -100,15 +95,17 @@ public struct ReportDocument: Codable, Sendable {
         }
     }
 
-    public struct Step: Codable, Sendable {
+    public struct Step: Encodable, Sendable {
         public let action: String
         public let path: String
         public let description: String
     }
 
-    public struct LastApplied: Codable, Sendable {
+    public struct LastApplied: Encodable, Sendable {
         public let revision: String
         public let at: String?
+
+        private enum CodingKeys: String, CodingKey { case revision, at }
 
         public func encode(to encoder: Encoder) throws {
             var container = encoder.container(keyedBy: CodingKeys.self)
@@ -118,7 +115,7 @@ public struct ReportDocument: Codable, Sendable {
     }
 
     /// One connector's health.
-    public struct Health: Codable, Sendable {
+    public struct Health: Encodable, Sendable {
         public let integration: String
         public let running: Bool
         public let state: String
@@ -131,6 +128,10 @@ public struct ReportDocument: Codable, Sendable {
         public let sent: Int
         public let throttled: Int
         public let dropped: Int
+
+        private enum CodingKeys: String, CodingKey {
+            case integration, running, state, server, lastSuccess, lastAttempt, lastError, errorKind, queueDepth, sent, throttled, dropped
+        }
 
         /// Unknown values are written as null.
         public func encode(to encoder: Encoder) throws {

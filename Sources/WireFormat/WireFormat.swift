@@ -55,9 +55,6 @@ public enum JSONValue: Codable, Sendable, Hashable {
     }
 
     public var string: String? { if case .string(let value) = self { return value }; return nil }
-    public var int: Int? { if case .number(let value) = self, value.rounded() == value { return Int(value) }; return nil }
-    public var bool: Bool? { if case .bool(let value) = self { return value }; return nil }
-    public var array: [JSONValue]? { if case .array(let value) = self { return value }; return nil }
 
     /// Decodes a typed document from this value.
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
@@ -150,6 +147,34 @@ public struct SyncResponse: Codable, Sendable {
         self.commands = commands
         self.serverTime = serverTime
     }
+
+    private enum CodingKeys: String, CodingKey { case commands, serverTime }
+
+    /// Read leniently: one command that is not JSON the agent can hold (a number out of range)
+    /// becomes null — it has no id, so it is not carried out — and never costs the others; a
+    /// `serverTime` of another type is ignored.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        serverTime = try? container.decodeIfPresent(String.self, forKey: .serverTime)
+        var commands: [JSONValue] = []
+        if container.contains(.commands) {
+            var list = try container.nestedUnkeyedContainer(forKey: .commands)
+            while !list.isAtEnd {
+                if let command = try? list.decode(JSONValue.self) {
+                    commands.append(command)
+                } else {
+                    _ = try list.decode(Skipped.self)
+                    commands.append(.null)
+                }
+            }
+        }
+        self.commands = commands
+    }
+}
+
+/// Any JSON value, read and dropped (to step over an element that cannot be decoded).
+struct Skipped: Decodable {
+    init(from decoder: Decoder) throws {}
 }
 
 /// A response command as the agent understands it.
@@ -164,6 +189,25 @@ public struct Command: Codable, Sendable {
             self.address = address
             self.port = port
             self.direction = direction
+        }
+
+        private enum CodingKeys: String, CodingKey { case address, port, direction }
+
+        /// A port may come as a number or as a numeric string (as the first release stored it).
+        public init(from decoder: Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            address = try container.decodeIfPresent(String.self, forKey: .address)
+            direction = try container.decodeIfPresent(String.self, forKey: .direction)
+            if let number = try? container.decodeIfPresent(Int.self, forKey: .port) {
+                port = number
+            } else if let text = try container.decodeIfPresent(String.self, forKey: .port) {
+                guard let number = Int(text) else {
+                    throw DecodingError.dataCorruptedError(forKey: .port, in: container, debugDescription: "'\(text)' is not a port")
+                }
+                port = number
+            } else {
+                port = nil
+            }
         }
     }
 
@@ -252,6 +296,19 @@ public struct ScanState: Codable, Sendable, Equatable {
 public struct ScanStates: Codable, Sendable {
     public var scans: [ScanState]
     public init(scans: [ScanState]) { self.scans = scans }
+
+    private enum CodingKeys: String, CodingKey { case scans }
+
+    /// Read leniently: an entry without a scan id or a state is skipped, never the whole list.
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        var list = try container.nestedUnkeyedContainer(forKey: .scans)
+        var scans: [ScanState] = []
+        while !list.isAtEnd {
+            if let scan = try? list.decode(ScanState.self) { scans.append(scan) } else { _ = try list.decode(Skipped.self) }
+        }
+        self.scans = scans
+    }
 }
 
 /// An error a platform answers with.

@@ -29,6 +29,8 @@ public final class ConnectorRuntime {
     let clock: @Sendable () -> Date
     /// Events per telemetry batch at most.
     public static let batchSize = 1024
+    /// The connectors' store file in the state directory.
+    public static let storeFileName = "runtime.db"
     /// A run-process command may start only executables listed in this file (one path a line).
     public static let allowListFileName = "run-process.allow"
 
@@ -101,10 +103,10 @@ public final class ConnectorRuntime {
             }
             return SyncOutcome(integration: integration, attempted: true, succeeded: true, summary: summary, errorKind: nil)
         } catch let failure as ConnectorFailure {
-            try? store.recordFailure(integration, server: failure.server, kind: failure.kind, message: failure.message)
+            try? store.recordFailure(integration, server: failure.server, kind: failure.kind, message: failure.message, at: clock())
             return SyncOutcome(integration: integration, attempted: true, succeeded: false, summary: failure.message, errorKind: failure.kind)
         } catch {
-            try? store.recordFailure(integration, server: nil, kind: "other", message: "\(error)")
+            try? store.recordFailure(integration, server: nil, kind: "other", message: "\(error)", at: clock())
             return SyncOutcome(integration: integration, attempted: true, succeeded: false, summary: "\(error)", errorKind: "other")
         }
     }
@@ -136,7 +138,7 @@ public final class ConnectorRuntime {
             let summary = try flush(integration, client: client, url: url, server: server, state: state, packageSize: size)
             return SyncOutcome(integration: integration, attempted: true, succeeded: true, summary: summary, errorKind: nil)
         } catch let failure as ConnectorFailure {
-            try? store.recordFailure(integration, server: failure.server, kind: failure.kind, message: failure.message)
+            try? store.recordFailure(integration, server: failure.server, kind: failure.kind, message: failure.message, at: clock())
             return SyncOutcome(integration: integration, attempted: true, succeeded: false, summary: failure.message, errorKind: failure.kind)
         } catch {
             return SyncOutcome(integration: integration, attempted: true, succeeded: false, summary: "\(error)", errorKind: "other")
@@ -197,9 +199,15 @@ public final class ConnectorRuntime {
             isolation: (try? isolationStatus().active) ?? false, commandResults: results)
         let response = try post(client, url: "\(base)/sync", body, server: server)
         try storeCall { try markReported(results.map(\.id)) }
-        let received = (try? Wire.decode(SyncResponse.self, from: response.body))?.commands ?? []
+        let received: [JSONValue]
+        do {
+            received = try Wire.decode(SyncResponse.self, from: response.body).commands
+        } catch {
+            throw ConnectorFailure(kind: "other", message: "the platform's answer to the sync is not a sync response (docs/wire-format.md)",
+                                   server: server.description)
+        }
         for command in received { try handle(command) }
-        try storeCall { try store.recordSuccess(.edr, server: server.description) }
+        try storeCall { try store.recordSuccess(.edr, server: server.description, at: clock()) }
 
         var summary = "synced with \(server)"
         if !received.isEmpty { summary += "; \(received.count) command\(received.count == 1 ? "" : "s") received" }
@@ -282,7 +290,7 @@ public final class ConnectorRuntime {
                 lastFailure = failure
                 continue
             }
-            try storeCall { try store.recordSuccess(.ndr, server: endpoint.description) }
+            try storeCall { try store.recordSuccess(.ndr, server: endpoint.description, at: clock()) }
             var summary = "pinged \(endpoint)"
             if !failures.isEmpty { summary += " after failing over from " + failures.joined(separator: "; ") }
             if telemetryFlows(.ndr, state: state) {
@@ -322,7 +330,7 @@ public final class ConnectorRuntime {
             }
         } catch let full as QueueFull {
             try storeCall {
-                try store.enqueue([TelemetryEvent(type: "sandbox-queue-full", detail: ["files": files.map(\.path).joined(separator: ", ")])], for: .edr)
+                try store.enqueue([TelemetryEvent(type: "sandbox-queue-full", at: clock(), detail: ["files": files.map(\.path).joined(separator: ", ")])], for: .edr)
             }
             throw AgentError.invalidSetting(full.message)
         } catch {
@@ -365,7 +373,7 @@ public final class ConnectorRuntime {
             if response.status == 429 {
                 let delay = min(300.0, pow(2.0, Double(backoff.step)))
                 try storeCall { try store.setBackoff(.sandbox, until: clock().addingTimeInterval(delay)) }
-                try storeCall { try store.recordSuccess(.sandbox, server: server.description) }
+                try storeCall { try store.recordSuccess(.sandbox, server: server.description, at: clock()) }
                 return "\(uploaded) uploaded; the scanner answered 429, backing off \(Int(delay)) s"
             }
             try storeCall { try store.updateScan(scan.id, state: "processing") }
@@ -376,20 +384,26 @@ public final class ConnectorRuntime {
         if try storeCall({ try !store.scans(state: "processing").isEmpty }) {
             let response = try send(client, method: "GET", url: "\(base)/state?state=detect,not%20detected,processing,timeout,error",
                                     headers: [], body: nil, server: server)
-            let list = (try? Wire.decode(ScanStates.self, from: response.body))?.scans ?? []
+            let list: [ScanState]
+            do {
+                list = try Wire.decode(ScanStates.self, from: response.body).scans
+            } catch {
+                throw ConnectorFailure(kind: "other", message: "the scanner's answer is not a list of scan states (docs/wire-format.md)",
+                                       server: server.description)
+            }
             let mine = Dictionary(uniqueKeysWithValues: try storeCall { try store.scans(state: "processing") }.map { ($0.id, $0) })
             for entry in list {
                 let id = entry.scanId, verdict = entry.state
                 guard let scan = mine[id], verdict != "processing" else { continue }
                 try storeCall {
                     try store.updateScan(id, state: "done", verdict: verdict, dropContent: true)
-                    try store.enqueue([TelemetryEvent(type: "sandbox-verdict", detail: ["path": scan.path, "scanId": id, "verdict": verdict])], for: .edr)
+                    try store.enqueue([TelemetryEvent(type: "sandbox-verdict", at: clock(), detail: ["path": scan.path, "scanId": id, "verdict": verdict])], for: .edr)
                 }
                 _ = try? send(client, method: "DELETE", url: "\(base)/\(id)", headers: [], body: nil, server: server)
                 verdicts += 1
             }
         }
-        try storeCall { try store.recordSuccess(.sandbox, server: server.description) }
+        try storeCall { try store.recordSuccess(.sandbox, server: server.description, at: clock()) }
         let waiting = try storeCall { try store.pendingScanCount() }
         return "\(uploaded) uploaded, \(verdicts) verdict\(verdicts == 1 ? "" : "s"), \(waiting) waiting"
     }

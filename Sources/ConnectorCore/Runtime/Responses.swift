@@ -1,3 +1,4 @@
+import AgentInterface
 import Foundation
 import SQLiteDB
 import WireFormat
@@ -122,7 +123,12 @@ extension ConnectorRuntime {
             guard let row = try store.database.query("SELECT active, since, until, exclusions, command_id, lifted_by FROM isolation WHERE id = 1").first else {
                 return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], commandId: nil, liftedBy: nil)
             }
-            let exclusions = (try? Wire.decode([Command.Exclusion].self, from: Array((row[3].text ?? "[]").utf8))) ?? []
+            let exclusions: [Command.Exclusion]
+            do {
+                exclusions = try Wire.decode([Command.Exclusion].self, from: Array((row[3].text ?? "[]").utf8))
+            } catch {
+                throw AgentError.store("runtime.db: the isolation's exclusions cannot be read: \(error)")
+            }
             return IsolationStatus(active: row[0].integer == 1, since: row[1].real.map { Date(timeIntervalSince1970: $0) },
                                    until: row[2].real.map { Date(timeIntervalSince1970: $0) }, exclusions: exclusions,
                                    commandId: row[4].text, liftedBy: row[5].text)

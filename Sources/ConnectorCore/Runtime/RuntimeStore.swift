@@ -79,11 +79,11 @@ final class RuntimeStore {
     ])
 
     init(directory: URL, queueLimit: Int) throws {
-        database = try Database(path: directory.appendingPathComponent("runtime.db").path)
+        database = try Database(path: directory.appendingPathComponent(ConnectorRuntime.storeFileName).path)
         self.queueLimit = queueLimit
         // WAL: connector traffic writes often, and readers (tether agent status) never wait on it.
         try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-        try RuntimeStore.migrator.migrate(database, store: directory.appendingPathComponent("runtime.db").path)
+        try RuntimeStore.migrator.migrate(database, store: directory.appendingPathComponent(ConnectorRuntime.storeFileName).path)
     }
 
     // MARK: - Identity

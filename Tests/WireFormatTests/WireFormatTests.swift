@@ -1,0 +1,43 @@
+import Testing
+import WireFormat
+
+@Suite("The wire format, read from what a platform may really send")
+struct WireFormatTests {
+    @Test("One command that cannot be held never costs the others; a serverTime of another type is ignored")
+    func lenientCommands() throws {
+        let body = #"{"commands": [{"id": "a", "type": "run-process", "n": 1e400}, {"id": "b", "type": "network-isolation-off"}], "serverTime": 1764392400}"#
+        let response = try Wire.decode(SyncResponse.self, from: Array(body.utf8))
+        #expect(response.commands.count == 2)
+        #expect(response.commands[0] == .null, "the unreadable one has no id, so it is not carried out")
+        #expect(response.commands[1]["id"]?.string == "b")
+        #expect(response.serverTime == nil)
+    }
+
+    @Test("A body that is not a sync answer at all is an error, not an empty list")
+    func notAnAnswer() {
+        #expect(throws: (any Error).self) { try Wire.decode(SyncResponse.self, from: Array("<html>".utf8)) }
+        #expect(throws: (any Error).self) { try Wire.decode(SyncResponse.self, from: Array(#"{"commands": 5}"#.utf8)) }
+    }
+
+    @Test("Exclusion ports as numbers or numeric strings (as the first release stored them); other text is refused")
+    func exclusionPorts() throws {
+        let stored = #"[{"address": "10.0.0.5", "port": "443", "direction": "outbound"}, {"address": "10.0.0.6", "port": 8443}, {"address": "10.0.0.7"}]"#
+        let exclusions = try Wire.decode([Command.Exclusion].self, from: Array(stored.utf8))
+        #expect(exclusions == [Command.Exclusion(address: "10.0.0.5", port: 443, direction: "outbound"),
+                               Command.Exclusion(address: "10.0.0.6", port: 8443), Command.Exclusion(address: "10.0.0.7")])
+        #expect(throws: (any Error).self) { try Wire.decode([Command.Exclusion].self, from: Array(#"[{"port": "https"}]"#.utf8)) }
+    }
+
+    @Test("A scan entry without an id or a state is skipped, never the whole list")
+    func lenientScans() throws {
+        let body = #"{"scans": [{"scanId": "s1", "state": "detect"}, {"scanId": "s2", "state": null}, {"state": "detect"}, {"scanId": "s3", "state": "not detected"}]}"#
+        let states = try Wire.decode(ScanStates.self, from: Array(body.utf8))
+        #expect(states.scans == [ScanState(scanId: "s1", state: "detect"), ScanState(scanId: "s3", state: "not detected")])
+    }
+
+    @Test("Whole numbers stay integers on the wire")
+    func integers() {
+        let value: JSONValue = ["port": 443, "ratio": .number(0.5)]
+        #expect(String(decoding: Wire.encode(value), as: UTF8.self) == #"{"port":443,"ratio":0.5}"#)
+    }
+}
