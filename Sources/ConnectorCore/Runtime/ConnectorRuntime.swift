@@ -199,13 +199,7 @@ public final class ConnectorRuntime {
             isolation: (try? isolationStatus().active) ?? false, commandResults: results)
         let response = try post(client, url: "\(base)/sync", body, server: server)
         try storeCall { try markReported(results.map(\.id)) }
-        let received: [JSONValue]
-        do {
-            received = try Wire.decode(SyncResponse.self, from: response.body).commands
-        } catch {
-            throw ConnectorFailure(kind: "other", message: "the platform's answer to the sync is not a sync response (docs/wire-format.md)",
-                                   server: server.description)
-        }
+        let received = try document(SyncResponse.self, in: response, from: server, what: "the platform's answer to the sync is not a sync response").commands
         for command in received { try handle(command) }
         try storeCall { try store.recordSuccess(.edr, server: server.description, at: clock()) }
 
@@ -384,13 +378,7 @@ public final class ConnectorRuntime {
         if try storeCall({ try !store.scans(state: "processing").isEmpty }) {
             let response = try send(client, method: "GET", url: "\(base)/state?state=detect,not%20detected,processing,timeout,error",
                                     headers: [], body: nil, server: server)
-            let list: [ScanState]
-            do {
-                list = try Wire.decode(ScanStates.self, from: response.body).scans
-            } catch {
-                throw ConnectorFailure(kind: "other", message: "the scanner's answer is not a list of scan states (docs/wire-format.md)",
-                                       server: server.description)
-            }
+            let list = try document(ScanStates.self, in: response, from: server, what: "the scanner's answer is not a list of scan states").scans
             let mine = Dictionary(uniqueKeysWithValues: try storeCall { try store.scans(state: "processing") }.map { ($0.id, $0) })
             for entry in list {
                 let id = entry.scanId, verdict = entry.state
@@ -462,6 +450,16 @@ public final class ConnectorRuntime {
         if (200..<300).contains(response.status) || (acceptRateLimit && response.status == 429) { return response }
         throw ConnectorFailure(kind: "http-error", message: "HTTP \(response.status) from \(server) for \(method) \(URL(string: url)?.path ?? url)",
                                server: server.description)
+    }
+
+    /// A wire document read from an answer; one that is not what the format says fails the
+    /// connection's attempt, named (never taken as an empty answer).
+    private func document<T: Decodable>(_ type: T.Type, in response: HTTPResponse, from server: Endpoint, what: String) throws -> T {
+        do {
+            return try Wire.decode(type, from: response.body)
+        } catch {
+            throw ConnectorFailure(kind: "other", message: "\(what) (docs/wire-format.md)", server: server.description)
+        }
     }
 
     /// `https://host:port`, IPv6 addresses in brackets (as `Endpoint` writes them).
