@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "AgentInterface", dependencies: ["IntegrationModel", "X509"]),
         .target(name: "EmbeddedAgent", dependencies: ["AgentInterface", "IntegrationModel", "SQLiteDB", "X509"]),
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
-        .target(name: "WireFormat"),
+        .target(name: "WireFormat", dependencies: ["IntegrationModel"]),
         .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
         // Where policies come from: revision, mirror, fetch, verification, anti-rollback.
         .target(name: "PolicySource", dependencies: ["GitSource", "Policy", "X509", "CProcessShims"]),
@@ -71,7 +71,7 @@ let package = Package(
         // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
         // TLS under HTTPServer and a certificate authority, over X509's OpenSSL: never linked into tether.
         .target(name: "PlatformTLS", dependencies: ["HTTPServer", "X509", "COpenSSL", "COpenSSLShims"]),
-        .target(name: "PlatformSim", dependencies: ["HTTPServer", "PlatformTLS", "WireFormat", "X509"]),
+        .target(name: "PlatformSim", dependencies: ["HTTPServer", "IntegrationModel", "PlatformTLS", "WireFormat", "X509"]),
         .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // make bench: connector throughput and queue write rates.
         .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel"]),
@@ -82,7 +82,7 @@ let package = Package(
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
         .testTarget(name: "SQLiteDBTests", dependencies: ["SQLiteDB"]),
-        .testTarget(name: "WireFormatTests", dependencies: ["WireFormat"]),
+        .testTarget(name: "WireFormatTests", dependencies: ["WireFormat", "IntegrationModel"]),
         .testTarget(name: "IntegrationModelTests", dependencies: ["IntegrationModel"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
         .testTarget(name: "PlannerTests", dependencies: ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),

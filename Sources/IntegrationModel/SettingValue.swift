@@ -30,13 +30,13 @@ public enum SettingValue: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// A JSON-compatible value: Bool, Int, String or an array of `{address, port}` objects.
-    public var jsonValue: Any {
+    /// The value as JSON: a boolean, a number, a string or an array of `{address, port}` objects.
+    public var json: JSONValue {
         switch self {
-        case .bool(let value): return value
-        case .int(let value): return value
-        case .string(let value): return value
-        case .endpoints(let list): return list.map { ["address": $0.address, "port": $0.port] as [String: Any] }
+        case .bool(let value): return .bool(value)
+        case .int(let value): return .number(Double(value))
+        case .string(let value): return .string(value)
+        case .endpoints(let list): return .array(list.map { ["address": .string($0.address), "port": .number(Double($0.port))] })
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import IntegrationModel
 import HTTPServer
 import PlatformTLS
 import WireFormat

@@ -3,17 +3,17 @@ import IntegrationModel
 /// The JSON Schema (draft 2020-12) of IntegrationPolicy documents, made from the settings
 /// catalog so it can never disagree with what the decoder accepts.
 public enum PolicySchema {
-    public static var document: [String: Any] {
-        var integrations: [String: Any] = [:]
+    public static var document: JSONValue {
+        var integrations: [String: JSONValue] = [:]
         for integration in Integration.allCases {
-            var properties: [String: Any] = [:]
+            var properties: [String: JSONValue] = [:]
             for field in SettingCatalog.fields(.integration(integration)) {
                 properties[field.name] = schema(for: field)
             }
             properties["serverCertificate"] = [
                 "type": "string",
                 "description": "A PEM or DER certificate file inside the repository, pinned as the only trust anchor.",
-            ] as [String: Any]
+            ]
             properties["clientCertificate"] = [
                 "type": "object",
                 "description": "A PKCS#12 container on the device (never in git); relative paths are taken from the state directory.",
@@ -23,36 +23,36 @@ public enum PolicySchema {
                     "file": ["type": "string"],
                     "passwordFile": ["type": "string"],
                 ],
-            ] as [String: Any]
+            ]
             integrations[integration.rawValue] = [
                 "type": "object",
-                "description": "\(integration.displayName) (task \(integration.taskName)).",
+                "description": .string("\(integration.displayName) (task \(integration.taskName))."),
                 "additionalProperties": false,
-                "properties": properties,
-            ] as [String: Any]
+                "properties": .object(properties),
+            ]
         }
-        var spec: [String: Any] = [
-            "priority": ["type": "integer", "default": 0, "description": "The higher wins, field by field."] as [String: Any],
+        var spec: [String: JSONValue] = [
+            "priority": ["type": "integer", "default": 0, "description": "The higher wins, field by field."],
             "mode": ["enum": ["enforce", "observe"], "default": "enforce",
-                     "description": "observe: the keys this policy wins are reported, never corrected."] as [String: Any],
+                     "description": "observe: the keys this policy wins are reported, never corrected."],
             "allowRollback": ["type": "boolean", "default": false,
-                              "description": "Allow applying this revision although it does not descend from the last applied one."] as [String: Any],
-            "observe": ["type": "array", "items": ["type": "string"], "description": "Setting paths reported, never corrected."] as [String: Any],
-            "ignore": ["type": "array", "items": ["type": "string"], "description": "Setting paths neither reported nor corrected."] as [String: Any],
+                              "description": "Allow applying this revision although it does not descend from the last applied one."],
+            "observe": ["type": "array", "items": ["type": "string"], "description": "Setting paths reported, never corrected."],
+            "ignore": ["type": "array", "items": ["type": "string"], "description": "Setting paths neither reported nor corrected."],
             "exceptions": [
                 "type": "array",
                 "items": [
                     "type": "object", "additionalProperties": false, "required": ["path", "reason", "expires"],
                     "properties": ["path": ["type": "string"], "reason": ["type": "string"], "expires": ["type": "string"]],
-                ] as [String: Any],
-            ] as [String: Any],
+                ],
+            ],
             "selector": [
                 "type": "object",
                 "additionalProperties": false,
                 "properties": ["matchLabels": ["type": "object", "additionalProperties": ["type": "string"]]],
-            ] as [String: Any],
+            ],
         ]
-        var proxy: [String: Any] = [:]
+        var proxy: [String: JSONValue] = [:]
         for field in SettingCatalog.app {
             if field.name.hasPrefix("proxy.") {
                 proxy[String(field.name.dropFirst("proxy.".count))] = schema(for: field)
@@ -60,7 +60,7 @@ public enum PolicySchema {
                 spec[field.name] = schema(for: field)
             }
         }
-        spec["proxy"] = ["type": "object", "additionalProperties": false, "properties": proxy] as [String: Any]
+        spec["proxy"] = ["type": "object", "additionalProperties": false, "properties": .object(proxy)]
         spec.merge(integrations) { current, _ in current }
         return [
             "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -70,8 +70,8 @@ public enum PolicySchema {
             "additionalProperties": false,
             "required": ["apiVersion", "kind", "metadata", "spec"],
             "properties": [
-                "apiVersion": ["const": PolicyDecoder.apiVersion],
-                "kind": ["const": PolicyDecoder.kind],
+                "apiVersion": ["const": .string(PolicyDecoder.apiVersion)],
+                "kind": ["const": .string(PolicyDecoder.kind)],
                 "metadata": [
                     "type": "object",
                     "additionalProperties": false,
@@ -80,25 +80,25 @@ public enum PolicySchema {
                         "name": ["type": "string", "pattern": "^[a-z0-9][a-z0-9.-]*$", "maxLength": 253],
                         "labels": ["type": "object", "additionalProperties": ["type": "string"]],
                         "annotations": ["type": "object", "additionalProperties": ["type": "string"]],
-                    ] as [String: Any],
-                ] as [String: Any],
-                "spec": ["type": "object", "additionalProperties": false, "properties": spec] as [String: Any],
-            ] as [String: Any],
+                    ],
+                ],
+                "spec": ["type": "object", "additionalProperties": false, "properties": .object(spec)],
+            ],
         ]
     }
 
-    private static func schema(for field: SettingField) -> [String: Any] {
-        var schema: [String: Any] = ["description": field.summary + (field.vendorKey.map { " Vendor key: \($0)." } ?? "")]
-        schema["default"] = field.defaultValue.jsonValue
+    private static func schema(for field: SettingField) -> JSONValue {
+        var schema: [String: JSONValue] = ["description": .string(field.summary + (field.vendorKey.map { " Vendor key: \($0)." } ?? ""))]
+        schema["default"] = field.defaultValue.json
         switch field.kind {
         case .bool:
             schema["type"] = "boolean"
         case .integer(let range, _):
             schema["type"] = "integer"
-            schema["minimum"] = range.lowerBound
-            if range.upperBound != SettingKind.unbounded { schema["maximum"] = range.upperBound }
+            schema["minimum"] = .number(Double(range.lowerBound))
+            if range.upperBound != SettingKind.unbounded { schema["maximum"] = .number(Double(range.upperBound)) }
         case .choice(let words):
-            schema["enum"] = words
+            schema["enum"] = .array(words.map(JSONValue.string))
         case .host, .text:
             schema["type"] = "string"
         case .endpoints:
@@ -111,9 +111,9 @@ public enum PolicySchema {
                 "properties": [
                     "address": ["type": "string"],
                     "port": ["type": "integer", "minimum": 1, "maximum": 65535],
-                ] as [String: Any],
-            ] as [String: Any]
+                ],
+            ]
         }
-        return schema
+        return .object(schema)
     }
 }

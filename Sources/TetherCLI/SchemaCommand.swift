@@ -10,6 +10,6 @@ struct SchemaCommand: ParsableCommand {
         discussion: "The same schema is committed as policies/integration-policy.schema.json.")
 
     func run() throws {
-        Console.out(JSONReport.serialize(object: PolicySchema.document))
+        Console.out(JSONReport.serialize(PolicySchema.document))
     }
 }

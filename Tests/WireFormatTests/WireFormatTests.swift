@@ -1,3 +1,4 @@
+import IntegrationModel
 import Testing
 import WireFormat
 

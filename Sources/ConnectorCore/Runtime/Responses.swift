@@ -1,5 +1,6 @@
 import AgentInterface
 import Foundation
+import IntegrationModel
 import SQLiteDB
 import WireFormat
 
