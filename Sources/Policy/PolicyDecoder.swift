@@ -32,6 +32,9 @@ public struct PolicyDecoder {
                     decoder.add(node, "the document expands to more than \(Self.maximumNodes) nodes or nests deeper than \(Self.maximumDepth) levels (YAML aliases?): refused")
                     continue
                 }
+                for (node, tag) in Self.unsupportedTags(node) {
+                    decoder.add(node, "the tag \(tag) is not allowed: policies use plain YAML values (standard tags such as !!str only)")
+                }
                 if let policy = decoder.policy(from: node) { policies.append(policy) }
             }
             if let error = documents.error { decoder.add(yamlError: error) }
@@ -103,6 +106,33 @@ public struct PolicyDecoder {
             }
         }
         return nil
+    }
+
+    /// Every node carrying a tag other than YAML's standard ones (`!custom`, `!!python/…`), with it.
+    static func unsupportedTags(_ node: Node) -> [(Node, String)] {
+        var found: [(Node, String)] = []
+        func visit(_ node: Node) {
+            let tag: String
+            switch node {
+            case .scalar(let scalar): tag = scalar.tag.rawValue
+            case .mapping(let mapping):
+                tag = mapping.tag.rawValue
+                for (key, value) in mapping {
+                    visit(key)
+                    visit(value)
+                }
+            case .sequence(let sequence):
+                tag = sequence.tag.rawValue
+                sequence.forEach(visit)
+            case .alias:
+                return
+            }
+            if !ScalarType.standardTags.contains(tag) {
+                found.append((node, tag.hasPrefix("tag:yaml.org,2002:") ? "!!" + tag.dropFirst("tag:yaml.org,2002:".count) : tag))
+            }
+        }
+        visit(node)
+        return found
     }
 
     /// Walks the composed document (aliases included) within a node and depth budget.
@@ -419,18 +449,38 @@ public struct PolicyDecoder {
     }
 
     private mutating func string(_ node: Node, _ path: String) -> String? {
+        if refusesAmbiguousString(node, path) { return nil }
         if case .string(let text)? = ScalarType(node) { return text }
         add(node, "\(path): expected a string, found \(describe(node))")
         return nil
     }
 
+    /// Refuses a plain scalar that YAML 1.1 and YAML 1.2 read differently, naming both readings
+    /// and the spelling to write (a reviewer must not have to know which one a tool uses).
+    private mutating func refusesAmbiguous(_ node: Node, _ path: String) -> Bool {
+        guard let difference = ScalarType.yaml11Difference(node), case .scalar(let scalar) = node else { return false }
+        add(node, "\(path): \(scalar.string) is \(difference.yaml12) in YAML 1.2 but \(difference.yaml11) in YAML 1.1 (older tools): write \(difference.write), or quote it for a string")
+        return true
+    }
+
+    /// For text fields: a plain `no`, `on`, `1_000` is text in YAML 1.2 but a boolean or a
+    /// number in YAML 1.1 (the "Norway problem"); it must be quoted.
+    private mutating func refusesAmbiguousString(_ node: Node, _ path: String) -> Bool {
+        guard let difference = ScalarType.yaml11Difference(node), difference.yaml12.hasPrefix("the string"),
+              case .scalar(let scalar) = node else { return false }
+        add(node, "\(path): \(scalar.string) is \(difference.yaml12) in YAML 1.2 but \(difference.yaml11) in YAML 1.1 (older tools): quote it, \"\(scalar.string)\"")
+        return true
+    }
+
     private mutating func integer(_ node: Node, _ path: String) -> Int? {
+        if refusesAmbiguous(node, path) { return nil }
         if case .integer(let number)? = ScalarType(node) { return number }
         add(node, "\(path): expected an integer, found \(describe(node))")
         return nil
     }
 
     private mutating func boolean(_ node: Node, _ path: String) -> Bool? {
+        if refusesAmbiguous(node, path) { return nil }
         if case .boolean(let value)? = ScalarType(node) { return value }
         add(node, "\(path): expected true or false, found \(describe(node))")
         return nil
@@ -448,6 +498,7 @@ public struct PolicyDecoder {
                 add(value, "\(path).\(name): expected a string, found \(describe(value))")
                 continue
             }
+            if refusesAmbiguousString(value, "\(path).\(name)") { continue }
             result[name] = scalar.string
         }
         return result

@@ -1,9 +1,11 @@
 import Yams
 
-/// The type of a YAML scalar under YAML 1.1's implicit rules (as Yams's default resolver types
-/// them), decided without regular expressions: quoted scalars are strings; plain ones are
-/// null, booleans (true/false/yes/no/on/off), integers, numbers or strings.
-/// An explicit tag (`!!str 443`) wins.
+/// The type of a YAML scalar under YAML 1.2's core schema — what JSON Schema tools and current
+/// YAML loaders read — decided without regular expressions: quoted scalars are strings; plain
+/// ones are null, booleans (`true`/`false`), integers (decimal, `0x` hex, `0o` octal), numbers
+/// or strings. An explicit standard tag (`!!str 443`) wins; other tags are refused
+/// (`PolicyDecoder.unsupportedTag`). Plain scalars that YAML 1.1 reads differently are found by
+/// `yaml11Difference`, so that a typed field never takes a value some tool reads otherwise.
 enum ScalarType: Equatable {
     case null
     case boolean(Bool)
@@ -21,7 +23,7 @@ enum ScalarType: Equatable {
             self = .string(text)
             return
         case Tag.Name.int.rawValue:
-            self = Int(text).map(ScalarType.integer) ?? .string(text)
+            self = ScalarType.parseInteger(text).map(ScalarType.integer) ?? .string(text)
             return
         case Tag.Name.bool.rawValue:
             self = ScalarType.parseBoolean(text).map(ScalarType.boolean) ?? .string(text)
@@ -55,15 +57,69 @@ enum ScalarType: Equatable {
         }
     }
 
+    /// The tags a policy may carry: YAML's standard ones and the non-specific `!`.
+    static let standardTags: Set<String> = ["", "?", "!", Tag.Name.str.rawValue, Tag.Name.int.rawValue, Tag.Name.bool.rawValue,
+                                            Tag.Name.null.rawValue, Tag.Name.float.rawValue, Tag.Name.map.rawValue, Tag.Name.seq.rawValue]
+
+    /// For a plain scalar that YAML 1.1 (PyYAML, older tools) reads differently from YAML 1.2:
+    /// what 1.1 reads, what 1.2 reads, and the spelling both read alike. nil when they agree.
+    static func yaml11Difference(_ node: Node) -> (yaml11: String, yaml12: String, write: String)? {
+        guard case .scalar(let scalar) = node, scalar.style == .plain || scalar.style == .any,
+              scalar.tag.rawValue == "" || scalar.tag.rawValue == "?" else { return nil }
+        let text = scalar.string
+        switch text {
+        case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
+            return ("true", "the string \"\(text)\"", "true")
+        case "n", "N", "no", "No", "NO", "off", "Off", "OFF":
+            return ("false", "the string \"\(text)\"", "false")
+        default:
+            break
+        }
+        var digits = Substring(text)
+        var sign = ""
+        if let first = digits.first, first == "-" || first == "+" {
+            sign = first == "-" ? "-" : ""
+            digits = digits.dropFirst()
+        }
+        guard let first = digits.first, first.isASCII, first.isNumber else { return nil }
+        let allDigits = digits.allSatisfy { $0.isASCII && $0.isNumber }
+        if allDigits, digits.count > 1, first == "0", let decimal = Int(digits, radix: 10) {
+            // 1.1: octal when every digit is below 8; 1.2: decimal.
+            let octal = Int(digits.dropFirst(), radix: 8)
+            return (octal.map { "\(sign)\($0) (octal)" } ?? "the string \"\(text)\"", "\(sign)\(decimal)", "\(sign)\(decimal)")
+        }
+        if digits.contains("_"), let value = Int(digits.filter { $0 != "_" }, radix: 10) {
+            return ("\(sign)\(value)", "the string \"\(text)\"", "\(sign)\(value)")
+        }
+        if digits.hasPrefix("0b"), let value = Int(digits.dropFirst(2), radix: 2) {
+            return ("\(sign)\(value)", "the string \"\(text)\"", "\(sign)\(value)")
+        }
+        if digits.hasPrefix("0o"), let value = Int(digits.dropFirst(2), radix: 8) {
+            return ("the string \"\(text)\"", "\(sign)\(value)", "\(sign)\(value)")
+        }
+        if digits.contains(":") {
+            // 1.1's base 60: 1:30 is 90.
+            var value = 0
+            for part in digits.split(separator: ":", omittingEmptySubsequences: false) {
+                guard let number = Int(part), number >= 0 else { return nil }
+                value = value * 60 + number
+            }
+            return ("\(sign)\(value) (base 60)", "the string \"\(text)\"", "\(sign)\(value)")
+        }
+        return nil
+    }
+
+    /// YAML 1.2 core booleans.
     private static func parseBoolean(_ text: String) -> Bool? {
         switch text {
-        case "true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON": return true
-        case "false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF": return false
+        case "true", "True", "TRUE": return true
+        case "false", "False", "FALSE": return false
         default: return nil
         }
     }
 
-    /// Decimal (`443`, `-1`, `1_000`), hexadecimal (`0x1F`), octal (`0o17`, `017`) and binary (`0b101`).
+    /// YAML 1.2 core integers: decimal (`443`, `-1`, `0443` is 443), hexadecimal (`0x1F`) and
+    /// octal (`0o17`).
     private static func parseInteger(_ text: String) -> Int? {
         var digits = Substring(text)
         var negative = false
@@ -72,28 +128,25 @@ enum ScalarType: Equatable {
             digits = digits.dropFirst()
         }
         guard let first = digits.first, first.isASCII, first.isNumber else { return nil }
-        let cleaned = digits.filter { $0 != "_" }
         let value: Int?
-        if cleaned.hasPrefix("0x") {
-            value = Int(cleaned.dropFirst(2), radix: 16)
-        } else if cleaned.hasPrefix("0b") {
-            value = Int(cleaned.dropFirst(2), radix: 2)
-        } else if cleaned.hasPrefix("0o") {
-            value = Int(cleaned.dropFirst(2), radix: 8)
-        } else if cleaned.count > 1 && cleaned.hasPrefix("0") {
-            value = Int(cleaned.dropFirst(), radix: 8)
+        if digits.hasPrefix("0x") {
+            value = negative ? nil : Int(digits.dropFirst(2), radix: 16)
+        } else if digits.hasPrefix("0o") {
+            value = negative ? nil : Int(digits.dropFirst(2), radix: 8)
+        } else if digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+            value = Int(digits, radix: 10)
         } else {
-            value = Int(cleaned, radix: 10)
+            value = nil
         }
         return value.map { negative ? -$0 : $0 }
     }
 
     private static func isFloat(_ text: String) -> Bool {
         switch text {
-        case ".inf", ".Inf", ".INF", "-.inf", "-.Inf", "-.INF", "+.inf", ".nan", ".NaN", ".NAN": return true
+        case ".inf", ".Inf", ".INF", "-.inf", "-.Inf", "-.INF", "+.inf", "+.Inf", "+.INF", ".nan", ".NaN", ".NAN": return true
         default:
             guard let first = text.first, first.isNumber || first == "-" || first == "+" || first == "." else { return false }
-            return Double(text.filter { $0 != "_" }) != nil
+            return text.allSatisfy { $0.isASCII && ($0.isNumber || "+-.eE".contains($0)) } && Double(text) != nil
         }
     }
 }

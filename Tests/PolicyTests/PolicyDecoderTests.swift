@@ -208,6 +208,46 @@ struct PolicySetTests {
         #expect(expected.count > 200, "the set really has conflicts: \(expected.count)")
     }
 
+    @Test("Scalars YAML 1.1 and 1.2 read differently are refused at their place, with the spelling to write; other tags are refused")
+    func oneMeaningPerScalar() throws {
+        let text = policy("p", labels: ["country": "no"], spec: """
+              behaviorDetection: on
+              edr:
+                port: 0443
+                enabled: yes
+                connectionTimeout: 1_0
+                requestTimeout: 0b11
+                maximumDataTransferTime: 1:30
+                synchronizationPeriod: 0x1F
+                telemetry: True
+                address: !!python/object/apply:os.system ["id"]
+                mode: !custom kata
+
+            """)
+        let result = decode(text)
+        let messages = result.problems.map(\.description)
+        let expected = [
+            "policies/p.yaml:9:16: spec.selector.matchLabels.country: no is the string \"no\" in YAML 1.2 but false in YAML 1.1 (older tools): quote it, \"no\"",
+            "policies/p.yaml:10:22: behaviorDetection: on is the string \"on\" in YAML 1.2 but true in YAML 1.1 (older tools): write true, or quote it for a string",
+            "policies/p.yaml:12:11: edr.port: 0443 is 443 in YAML 1.2 but 291 (octal) in YAML 1.1 (older tools): write 443, or quote it for a string",
+            "policies/p.yaml:13:14: edr.enabled: yes is the string \"yes\" in YAML 1.2 but true in YAML 1.1 (older tools): write true",
+            "policies/p.yaml:14:24: edr.connectionTimeout: 1_0 is the string \"1_0\" in YAML 1.2 but 10 in YAML 1.1 (older tools): write 10",
+            "policies/p.yaml:15:21: edr.requestTimeout: 0b11 is the string \"0b11\" in YAML 1.2 but 3 in YAML 1.1 (older tools): write 3",
+            "policies/p.yaml:16:30: edr.maximumDataTransferTime: 1:30 is the string \"1:30\" in YAML 1.2 but 90 (base 60) in YAML 1.1 (older tools): write 90",
+            "policies/p.yaml:19:14: the tag !!python/object/apply:os.system is not allowed",
+            "policies/p.yaml:20:11: the tag !custom is not allowed",
+        ]
+        for message in expected {
+            #expect(messages.contains { $0.hasPrefix(message) }, "missing: \(message)\nin: \(messages)")
+        }
+        #expect(!messages.contains { $0.contains("synchronizationPeriod") || $0.contains("telemetry") }, "0x1F and True mean one thing: \(messages)")
+
+        let plain = decode(policy("q", labels: ["country": "\"no\""], spec: "  edr:\n    port: 443\n    enabled: true\n    address: !!str 10.0.0.5\n"))
+        #expect(plain.problems.isEmpty, "\(plain.problems)")
+        #expect(plain.policies.first?.values[.setting(SettingPath.edr.port)]?.value == .setting(.int(443)))
+        #expect(plain.policies.first?.matchLabels == ["country": "no"])
+    }
+
     @Test("Policy names are unique in the repository")
     func uniqueNames() {
         let error = #expect(throws: PolicyProblems.self) {

@@ -247,3 +247,54 @@ struct DeviceFileTests {
         #expect(env.run("plan").stderr.contains("password file /etc/hostname is outside the folders"))
     }
 }
+
+@Suite("Tether and schema tools agree")
+struct YAMLAgreementTests {
+    /// The spec lines of each case (under a minimal valid policy).
+    static let cases: [String] = [
+        "  edr:\n    port: 443\n",
+        "  edr:\n    port: 0443\n",
+        "  edr:\n    port: 0x1BB\n",
+        "  edr:\n    enabled: yes\n",
+        "  edr:\n    enabled: True\n",
+        "  behaviorDetection: on\n",
+        "  edr:\n    connectionTimeout: 1_0\n",
+        "  edr:\n    requestTimeout: 1:30\n",
+        "  edr:\n    port: 0b101\n",
+        "  edr:\n    port: \"443\"\n",
+        "  edr:\n    address: no\n",
+        "  edr:\n    address: \"no\"\n",
+        "  ndr:\n    pingPeriod: 0o17\n",
+    ]
+
+    @Test("On the same files, a YAML 1.2 loader with the published schema never accepts what Tether refuses to read one way")
+    func sameVerdicts() throws {
+        let python = "/usr/bin/python3"
+        try #require(FileManager.default.isExecutableFile(atPath: python), "scripts/install-deps --test installs python3")
+        let schema = repositoryRoot.appendingPathComponent("policies/integration-policy.schema.json").path
+        let checker = """
+            import json, sys
+            import jsonschema
+            from ruamel.yaml import YAML
+            schema = json.load(open(sys.argv[1]))
+            document = YAML(typ="safe").load(open(sys.argv[2]).read())
+            try:
+                jsonschema.validate(document, schema)
+                print("valid")
+            except jsonschema.ValidationError:
+                print("invalid")
+            """
+        for spec in Self.cases {
+            let repo = try GitFixture()
+            let text = "apiVersion: tether/v1\nkind: IntegrationPolicy\nmetadata:\n  name: p\nspec:\n" + spec
+            try repo.commit(["policies/p.yaml": text])
+            let tetherValid = tether(["validate", "--repo", repo.path]).code == 0
+            let check = try runProgram(python, ["-c", checker, schema, repo.directory.url.appendingPathComponent("policies/p.yaml").path])
+            let schemaValid = check.output.trimmingCharacters(in: .whitespacesAndNewlines) == "valid"
+            try #require(check.status == 0, "the YAML 1.2 check ran (python3-ruamel.yaml, python3-jsonschema): \(check.output)")
+            // Tether may refuse more (a spelling two YAML versions read differently), never less.
+            if tetherValid { #expect(schemaValid, "Tether accepts, the schema refuses: \(spec)") }
+            if !schemaValid { #expect(!tetherValid, "the schema refuses, Tether accepts: \(spec)") }
+        }
+    }
+}
