@@ -224,10 +224,20 @@ public final class GitRepository {
             throw GitError(.limitExceeded, "\(prefix): folders nest deeper than \(budget.limits.maximumDepth) levels")
         }
         let count = git_tree_entrycount(tree)
+        var seen = Set<String>()
         for index in 0..<count {
             guard let entry = git_tree_entry_byindex(tree, index) else { continue }
-            let name = String(cString: git_tree_entry_name(entry))
+            // The tree is untrusted input: a name must be a plain relative UTF-8 name, once.
+            guard let name = String(validatingCString: git_tree_entry_name(entry)) else {
+                throw GitError(.other, "\(prefix): a tree entry's name is not UTF-8 text: refused")
+            }
             let path = prefix + name
+            if name.isEmpty || name == "." || name == ".." || name.contains("/") || name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                throw GitError(.other, "'\(Self.shown(path))': not a plain file or folder name in a policy tree: refused")
+            }
+            guard seen.insert(name).inserted else {
+                throw GitError(.other, "'\(Self.shown(path))': the name appears twice in one folder of the policy tree: refused")
+            }
             switch git_tree_entry_type(entry) {
             case GIT_OBJECT_TREE:
                 var subtree: OpaquePointer?
@@ -255,6 +265,20 @@ public final class GitRepository {
                 continue
             }
         }
+    }
+
+    /// A path as an error shows it: control characters escaped (`\x1b`).
+    static func shown(_ path: String) -> String {
+        var result = ""
+        for scalar in path.unicodeScalars {
+            if scalar.value < 0x20 || scalar.value == 0x7F {
+                let digits = String(scalar.value, radix: 16)
+                result += "\\x" + (digits.count == 1 ? "0" : "") + digits
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+        }
+        return result
     }
 
     private func refuseLinks(_ entry: OpaquePointer, path: String) throws {

@@ -64,19 +64,19 @@ public struct SettingField: Sendable {
         case (.integer(let range, _), .int(let number)):
             return range.contains(number) ? nil : "\(number) is out of range: expected \(kind.expectation)"
         case (.choice(let words), .string(let word)):
-            return words.contains(word) ? nil : "\"\(word)\" is not allowed: expected \(kind.expectation)"
+            return words.contains(word) ? nil : "\"\(TerminalText.excerpt(word))\" is not allowed: expected \(kind.expectation)"
         case (.host, .string(let host)):
-            return HostName.isValid(host) ? nil : "\"\(host)\" is not \(kind.expectation)"
+            return HostName.isValid(host) ? nil : "\"\(TerminalText.excerpt(host))\" is not \(kind.expectation)"
         case (.text, .string): return nil
         case (.endpoints, .endpoints(let list)):
             if list.isEmpty { return "the list is empty: expected at least one {address, port}" }
             for (index, endpoint) in list.enumerated() {
-                if !HostName.isValid(endpoint.address) { return "item \(index + 1): \"\(endpoint.address)\" is not \(SettingKind.host.expectation)" }
+                if !HostName.isValid(endpoint.address) { return "item \(index + 1): \"\(TerminalText.excerpt(endpoint.address))\" is not \(SettingKind.host.expectation)" }
                 if !(1...65535).contains(endpoint.port) { return "item \(index + 1): port \(endpoint.port) is out of range: expected an integer from 1 to 65535" }
             }
             return nil
         default:
-            return "expected \(kind.expectation), found \(value)"
+            return "expected \(kind.expectation), found \(TerminalText.excerpt(value.description))"
         }
     }
 

@@ -163,7 +163,7 @@ public struct PolicyDecoder {
 
         if let version = fields["apiVersion"] {
             if let text = string(version.value, "apiVersion"), text != Self.apiVersion {
-                add(version.value, "apiVersion '\(text)' is not supported: expected '\(Self.apiVersion)'")
+                add(version.value, "apiVersion '\(TerminalText.excerpt(text))' is not supported: expected '\(Self.apiVersion)'")
                 valid = false
             }
         } else {
@@ -172,7 +172,7 @@ public struct PolicyDecoder {
         }
         if let kind = fields["kind"] {
             if let text = string(kind.value, "kind"), text != Self.kind {
-                add(kind.value, "kind '\(text)' is not supported: expected '\(Self.kind)'")
+                add(kind.value, "kind '\(TerminalText.excerpt(text))' is not supported: expected '\(Self.kind)'")
                 valid = false
             }
         } else {
@@ -513,9 +513,9 @@ public struct PolicyDecoder {
             switch ScalarType(node) {
             case .null?: return "nothing (null)"
             case .boolean?: return "the boolean \(scalar.string)"
-            case .integer?: return "the integer \(scalar.string)"
-            case .float?: return "the number \(scalar.string)"
-            default: return "the string \"\(scalar.string)\""
+            case .integer?: return "the integer \(TerminalText.excerpt(scalar.string))"
+            case .float?: return "the number \(TerminalText.excerpt(scalar.string))"
+            default: return "the string \"\(TerminalText.excerpt(scalar.string))\""
             }
         }
     }

@@ -1,10 +1,12 @@
 import Foundation
+import IntegrationModel
 
 /// Where commands write. Tests swap it per task to read what a command printed.
 public final class Console: @unchecked Sendable {
     private let writeOut: @Sendable (String) -> Void
     private let writeError: @Sendable (String) -> Void
-    /// Whether standard output is a terminal a person reads (colour, progress).
+    /// Whether standard output is a terminal a person reads (colour, progress): not when
+    /// `NO_COLOR` is set to anything, nor with `TERM=dumb`.
     public let isTerminal: Bool
 
     public init(isTerminal: Bool, out: @escaping @Sendable (String) -> Void, error: @escaping @Sendable (String) -> Void) {
@@ -15,20 +17,25 @@ public final class Console: @unchecked Sendable {
 
     /// The process's standard output and error.
     public static let standard = Console(
-        isTerminal: isatty(STDOUT_FILENO) == 1 && ProcessInfo.processInfo.environment["NO_COLOR"] == nil,
+        isTerminal: isatty(STDOUT_FILENO) == 1 && (ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
+            && ProcessInfo.processInfo.environment["TERM"] != "dumb",
         out: { FileHandle.standardOutput.write(Data($0.utf8)) },
         error: { FileHandle.standardError.write(Data($0.utf8)) })
 
     @TaskLocal public static var current: Console = .standard
 
-    /// Writes to standard output; adds a newline unless the text ends with one.
+    /// Writes to standard output; adds a newline unless the text ends with one. Every control
+    /// character that came from a repository or the network is shown escaped (`\x1b`); only
+    /// Tether's own colours pass.
     static func out(_ text: String) {
-        current.writeOut(text.hasSuffix("\n") ? text : text + "\n")
+        let safe = TerminalText.escaped(text, keepingColours: true)
+        current.writeOut(safe.hasSuffix("\n") ? safe : safe + "\n")
     }
 
-    /// Writes to standard error; adds a newline unless the text ends with one.
+    /// Writes to standard error, escaped the same way; adds a newline unless the text ends with one.
     static func error(_ text: String) {
-        current.writeError(text.hasSuffix("\n") ? text : text + "\n")
+        let safe = TerminalText.escaped(text)
+        current.writeError(safe.hasSuffix("\n") ? safe : safe + "\n")
     }
 }
 

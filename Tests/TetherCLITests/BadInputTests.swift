@@ -298,3 +298,36 @@ struct YAMLAgreementTests {
         }
     }
 }
+
+@Suite("Output safety")
+struct OutputSafetyTests {
+    @Test("Control bytes in file names and values never reach the terminal raw; long values are cut")
+    func escapedOutput() throws {
+        let repo = try GitFixture()
+        try repo.commit(["policies/ok.yaml": "apiVersion: tether/v1\nkind: IntegrationPolicy\nmetadata:\n  name: ok\nspec: {}\n",
+                         "policies/evil\u{1B}[2K\rFAKE: all good.yaml": "# nothing\n"])
+        let named = tether(["validate", "--repo", repo.path])
+        #expect(named.code == 1)
+        #expect(named.stderr.contains("evil\\x1b[2K\\x0dFAKE: all good.yaml"), "\(named.stderr)")
+        #expect(!named.stderr.contains("\u{1B}") && !named.stderr.contains("\r"))
+
+        let long = String(repeating: "x", count: 1_000_000)
+        let valued = try GitFixture()
+        try valued.commit(["policies/p.yaml": """
+            apiVersion: tether/v1
+            kind: IntegrationPolicy
+            metadata:
+              name: p
+            spec:
+              edr:
+                address: "\\e]0;owned\\a\\e[2J"
+                mode: \(long)
+            """])
+        let result = tether(["validate", "--repo", valued.path])
+        #expect(result.code == 1)
+        #expect(!result.stderr.contains("\u{1B}") && !result.stderr.contains("\u{07}"), "\(result.stderr.prefix(300))")
+        #expect(result.stderr.contains("\\x1b]0;owned\\x07\\x1b[2J"))
+        #expect(result.stderr.split(separator: "\n").allSatisfy { $0.utf8.count < 400 }, "every line stays readable")
+        #expect(result.stderr.contains("(1000000 bytes)"))
+    }
+}
