@@ -105,15 +105,15 @@ struct MergeReports: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
         abstract: "Combine many devices' JSON reports into one fleet view: in sync, drifting, failing; by integration and by field.",
-        discussion: "Example: tether report merge reports/*.json --format html --output fleet.html")
+        discussion: "Example: tether report merge reports/*.json -o html --out fleet.html")
 
     @Argument(help: "JSON reports made with `tether drift --format json`.")
     var files: [String] = []
 
-    @Option(help: "json, markdown or html.")
+    @Option(name: [.customShort("o"), .customLong("output"), .customLong("format")], help: ArgumentHelp("json, markdown or html.", valueName: "format"))
     var format: FleetFormat = .markdown
 
-    @Option(help: ArgumentHelp("Write to this file instead of standard output.", valueName: "file"))
+    @Option(name: .customLong("out"), help: ArgumentHelp("Write to this file instead of standard output.", valueName: "file"))
     var output: String?
 
     enum FleetFormat: String, ExpressibleByArgument, CaseIterable { case json, markdown, html }

@@ -87,7 +87,7 @@ struct PlanCommand: ParsableCommand {
         commandName: "plan",
         abstract: "Show what apply would change on this agent, in the order it would change it.",
         discussion: """
-            Each finding says why it exists: pending (git changed), drift (the agent was changed outside Tether), conflict (both), expiring/expired certificates, unenforceable values, and differences accepted by exceptions. With --against device.json (from `tether agent snapshot`) the plan is made offline, for a pull request's CI, without access to any endpoint. Exit 0 when there is nothing to do, 2 when there are changes, 1 on error (like terraform plan -detailed-exitcode).
+            Each finding says why it exists: pending (git changed), drift (the agent was changed outside Tether), conflict (both), expiring/expired certificates, unenforceable values, and differences accepted by exceptions. With --against device.json (from `tether agent snapshot`) the plan is made offline, for a pull request's CI, without access to any endpoint. Exit 0 when the plan was made, 1 on error (a refused revision too); with --detailed-exitcode, as terraform plan: 0 nothing to do, 2 changes, 1 error.
             """)
 
     @OptionGroup var source: SourceOptions
@@ -98,6 +98,9 @@ struct PlanCommand: ParsableCommand {
 
     @OptionGroup var verification: VerifyOptions
 
+    @Flag(help: "Exit 2 when there are changes (0 nothing to do, 1 error), as terraform plan -detailed-exitcode.")
+    var detailedExitcode = false
+
     func run() throws {
         let snapshot = try against.map { path in
             try agentCall { try AgentSnapshot(json: Data(try readFile(path)), source: path) }
@@ -105,7 +108,7 @@ struct PlanCommand: ParsableCommand {
         let comparison = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot) }
         if snapshot == nil, !comparison.plan.unenforceable.isEmpty { throw PolicyProblems(comparison.plan.unenforceable) }
         try reportOptions.emit(comparison.report(.plan))
-        if !comparison.plan.isEmpty || !comparison.plan.unenforceable.isEmpty { throw ExitCode(2) }
+        if detailedExitcode && (!comparison.plan.isEmpty || !comparison.plan.unenforceable.isEmpty) { throw ExitCode(2) }
     }
 }
 

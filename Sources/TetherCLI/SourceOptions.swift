@@ -132,36 +132,44 @@ struct DeviceOptions: ParsableArguments {
 
 extension ReportFormat: ExpressibleByArgument {}
 
-/// How a report is written: `--format`, `--output`, `--warn-expiry`.
+/// How a report is written: `-o`/`--output` (or `--format`) the format, `--out` the file, `--warn-expiry`.
 struct ReportOptions: ParsableArguments {
-    @Option(help: "text for people (colour on a terminal), json for tools, markdown for a pull-request comment, html for a browser, sarif for code scanning, junit for CI test views.")
-    var format: ReportFormat = .text
+    @Option(name: [.customShort("o"), .customLong("output"), .customLong("format")],
+            help: ArgumentHelp("text for people (colour on a terminal), json for tools, markdown for a pull-request comment, html for a browser, sarif for code scanning, junit for CI test views (-o json, as kubectl).",
+                               valueName: "format"))
+    var formatName: String = ReportFormat.text.rawValue
 
-    @Option(help: ArgumentHelp("Write the report to this file instead of standard output.", valueName: "file"))
-    var output: String?
+    @Option(name: .customLong("out"), help: ArgumentHelp("Write the report to this file instead of standard output (as terraform's -out).", valueName: "file"))
+    var out: String?
 
     @Option(help: ArgumentHelp("Report certificates that expire within this many days.", valueName: "days"))
     var warnExpiry: Int = 30
 
     func validate() throws {
         if warnExpiry < 0 { throw ValidationError("--warn-expiry takes a number of days, 0 or more; for example --warn-expiry 30") }
+        if ReportFormat(rawValue: formatName) == nil {
+            let formats = ReportFormat.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ValidationError("--output takes a format (\(formats)), not '\(formatName)'; to write the report to a file, use --out \(formatName)")
+        }
     }
+
+    var format: ReportFormat { ReportFormat(rawValue: formatName) ?? .text }
 
     /// Renders the report to the file or to standard output.
     func emit(_ report: Report) throws {
-        try write(format.render(report, colour: output == nil && Console.current.isTerminal))
+        try write(format.render(report, colour: out == nil && Console.current.isTerminal))
     }
 
     func write(_ text: String) throws {
-        guard let output else {
+        guard let out else {
             Console.out(text)
             return
         }
         do {
-            try text.write(toFile: output, atomically: true, encoding: .utf8)
+            try text.write(toFile: out, atomically: true, encoding: .utf8)
         } catch {
-            throw CommandError("error: cannot write \(output): \(error.localizedDescription)")
+            throw CommandError("error: cannot write \(out): \(error.localizedDescription)")
         }
-        Console.error("Wrote the \(format.rawValue) report to \(output).")
+        Console.error("Wrote the \(format.rawValue) report to \(out).")
     }
 }

@@ -14,7 +14,7 @@ public struct Tether: ParsableCommand {
         discussion: """
             Tether reads IntegrationPolicy documents from a git commit (never from a working tree), selects those matching this device's labels, merges them by priority and reconciles the embedded agent's certificates, connector state and settings.
 
-            Exit codes: validate 0 valid, 1 invalid; plan 0 nothing to do, 2 changes, 1 error; apply 0 applied or nothing to do, 1 error (nothing changed), or with --detailed-exitcodes a bitmask (2 changes, 4 failures, 8 verification or anti-rollback refused the revision); drift 0 in sync, 2 drift, 1 error.
+            Exit codes: validate 0 valid, 1 invalid; plan 0 planned, 1 error, or with --detailed-exitcode 0 nothing to do, 2 changes, 1 error; apply 0 applied or nothing to do, 1 error (nothing changed), or with --detailed-exitcodes a bitmask (2 changes, 4 failures, 8 verification or anti-rollback refused the revision); drift 0 in sync, 2 drift, 1 error.
 
             Start here:
               tether validate --repo .                      check every policy file

@@ -99,7 +99,7 @@ struct FetchTests {
         let server = try GitHTTPServer(base: remotes.path, user: "tether", password: "s3cret-token")
         let url = server.url("policies.git")
         try env.state.write("token", "s3cret-token\n")
-        let good = tether(["plan", "--repo", url, "--git-user", "tether", "--git-password-file", env.state.url.appendingPathComponent("token").path,
+        let good = tether(["plan", "--detailed-exitcode", "--repo", url, "--git-user", "tether", "--git-password-file", env.state.url.appendingPathComponent("token").path,
                            "--state-dir", env.state.path, "--format", "json"])
         #expect(good.code == 2, "\(good.stderr)")
         #expect(good.json["revision"] as? String == env.revision)
@@ -201,7 +201,7 @@ struct FetchTests {
         let ca = try env.state.write("git-ca.pem", pki.caPEM)
         setenv("TETHER_GIT_TOKEN", "env-token", 1)
         defer { unsetenv("TETHER_GIT_TOKEN") }
-        let plan = tether(["plan", "--repo", server.url("policies.git"), "--git-user", "tether", "--git-ca-file", ca,
+        let plan = tether(["plan", "--detailed-exitcode", "--repo", server.url("policies.git"), "--git-user", "tether", "--git-ca-file", ca,
                            "--state-dir", env.state.path, "--format", "json"])
         #expect(plan.code == 2, "\(plan.stderr)")
         #expect(plan.json["revision"] as? String == env.revision)
@@ -219,7 +219,7 @@ struct FetchTests {
         let server = try SSHServer()
         let known = try env.state.write("known_hosts", server.knownHostsLine)
         let url = server.url(bare)
-        let good = tether(["plan", "--repo", url, "--ssh-key", server.clientKey, "--known-hosts", known,
+        let good = tether(["plan", "--detailed-exitcode", "--repo", url, "--ssh-key", server.clientKey, "--known-hosts", known,
                            "--state-dir", env.state.path, "--format", "json"])
         #expect(good.code == 2, "\(good.stderr)")
         #expect(good.json["revision"] as? String == env.revision)

@@ -12,8 +12,9 @@ struct EndToEndTests {
     @Test("A new device: plan shows the changes (exit 2), apply makes them, drift is in sync (exit 0)")
     func planApplyDrift() throws {
         let env = try Environment()
-        let plan = env.run("plan")
+        let plan = env.run("plan", "--detailed-exitcode")
         #expect(plan.code == 2, "\(plan.stderr)")
+        #expect(env.run("plan").code == 0, "without --detailed-exitcode a plan with changes exits 0")
         #expect(plan.stdout.hasPrefix("Plan: 5 steps to match revision \(env.revision.prefix(12)) (5 pending;"))
         #expect(plan.stdout.contains("edr.port") == false, "port is already 443 by default: no noise")
         #expect(plan.stdout.contains("1. pin edr server certificate certs/kata.pem"))
@@ -95,7 +96,7 @@ struct EndToEndTests {
         let plan = env.run("plan", "--format", "json")
         #expect(plan.code == 0, "\(plan.stderr)")
         #expect(plan.json["policies"] as? [String] == ["base"])
-        let labelled = env.run("plan", "--format", "json", "--label", "env=prod")
+        let labelled = env.run("plan", "--detailed-exitcode", "--format", "json", "--label", "env=prod")
         #expect(labelled.code == 2)
         #expect(labelled.json["policies"] as? [String] == ["prod-edr", "base"])
         #expect((labelled.json["device"] as? [String: Any])?["labels"] as? [String: String] == ["env": "prod"])
@@ -133,7 +134,7 @@ struct EndToEndTests {
         try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
         let old = tether(["plan", "--format", "json", "--ref", String(first.prefix(8))] + env.flags)
         #expect(old.json["revision"] as? String == first)
-        let remote = tether(["plan", "--format", "json", "--repo", "file://\(env.repo.path)", "--ref", "main", "--state-dir", env.state.path])
+        let remote = tether(["plan", "--detailed-exitcode", "--format", "json", "--repo", "file://\(env.repo.path)", "--ref", "main", "--state-dir", env.state.path])
         #expect(remote.code == 2, "\(remote.stderr)")
         let findings = remote.json["findings"] as? [[String: Any]] ?? []
         #expect(findings.contains { $0["path"] as? String == "edr.port" && $0["desired"] as? Int == 4443 })

@@ -196,7 +196,7 @@ struct FormatTests {
     @Test("HTML: one self-contained page with per-integration tables and policy lines")
     func html() throws {
         let env = try drifted()
-        let result = env.run("drift", "--format", "html", "--output", env.state.url.appendingPathComponent("drift.html").path)
+        let result = env.run("drift", "--format", "html", "--out", env.state.url.appendingPathComponent("drift.html").path)
         #expect(result.code == 2)
         #expect(result.stdout.isEmpty)
         let page = try String(contentsOf: env.state.url.appendingPathComponent("drift.html"), encoding: .utf8)
@@ -210,7 +210,7 @@ struct FormatTests {
     func htmlRenders() throws {
         let env = try drifted()
         let page = env.state.url.appendingPathComponent("drift.html").path
-        _ = env.run("drift", "--format", "html", "--output", page)
+        _ = env.run("drift", "--format", "html", "--out", page)
         let shot = env.state.url.appendingPathComponent("drift.png").path
         let result = try runProgram(Chromium.path!, ["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
                                                      "--screenshot=\(shot)", "file://\(page)"])
@@ -259,7 +259,7 @@ struct PreviewTests {
         defer { try? FileManager.default.removeItem(atPath: file) }
 
         let ci = try TemporaryDirectory("tether-ci")
-        let plan = tether(["plan", "--repo", env.repo.path, "--against", file, "--state-dir", ci.path, "--format", "json"])
+        let plan = tether(["plan", "--detailed-exitcode", "--repo", env.repo.path, "--against", file, "--state-dir", ci.path, "--format", "json"])
         #expect(plan.code == 2, "\(plan.stderr)")
         #expect(finding(plan, "edr.port")?["kind"] as? String == "drift")
         #expect((plan.json["policies"] as? [String]) == ["prod-edr", "base"], "labels come from the snapshot")
@@ -325,4 +325,19 @@ struct HistoryTests {
 /// Headless Chromium from Debian's package, when installed.
 enum Chromium {
     static let path: String? = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+}
+
+@Suite("Command-line habits")
+struct HabitTests {
+    @Test("-o json prints JSON (as kubectl); --output FILE is refused with what to type, and writes no file named after a format")
+    func outputFormat() throws {
+        let env = try Environment()
+        let json = env.run("drift", "-o", "json")
+        #expect(json.code == 2)
+        #expect(json.json["formatVersion"] as? Int == 1)
+        let old = env.run("drift", "--output", "drift.html")
+        #expect(old.code == 1)
+        #expect(old.stderr.contains("to write the report to a file, use --out drift.html"), "\(old.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "drift.html") && !FileManager.default.fileExists(atPath: "json"))
+    }
 }
