@@ -1,4 +1,5 @@
 internal import CGit2
+internal import CGit2Shims
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -75,6 +76,11 @@ public final class GitRepository {
 
     static let libraryReady: Bool = {
         git_libgit2_init()
+        // Tether's git behaves the same whoever runs it: no user's or system's git
+        // configuration is read (an unreadable $HOME must not fail a fetch).
+        for level in [GIT_CONFIG_LEVEL_SYSTEM, GIT_CONFIG_LEVEL_XDG, GIT_CONFIG_LEVEL_GLOBAL, GIT_CONFIG_LEVEL_PROGRAMDATA] {
+            _ = tether_git_set_search_path(Int32(level.rawValue), "")
+        }
         return true
     }()
 
@@ -86,6 +92,11 @@ public final class GitRepository {
             throw GitError(.notARepository, "\(path): no such file or folder")
         }
         if git_repository_open_ext(&repository, path, 0, nil) != 0 || repository == nil {
+            let detail = git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? ""
+            git_error_clear()
+            if detail.contains("not owned by current user") || detail.contains("safe.directory") {
+                throw GitError(.notARepository, "\(path) is owned by another user, so git will not use it (dubious ownership): run tether as that user, or give the repository to this one (chown -R)")
+            }
             throw GitError(.notARepository, "\(path) is not a git repository (or inside one)")
         }
         handle = repository!
@@ -139,6 +150,10 @@ public final class GitRepository {
             }
         }
         git_error_clear()
+        if wanted == "HEAD", git_repository_head_unborn(handle) == 1 {
+            git_error_clear()
+            throw GitError(.unknownRef, "\(location) has no commits yet: commit the policies first (git add, git commit); Tether reads commits, never the working tree")
+        }
         if wanted == "HEAD" {
             throw GitError(.unknownRef, "\(location): HEAD does not point to a commit (an empty repository, or a remote whose HEAD names a missing branch); name a branch, tag or commit with --ref")
         }

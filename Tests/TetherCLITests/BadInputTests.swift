@@ -331,3 +331,39 @@ struct OutputSafetyTests {
         #expect(result.stderr.contains("(1000000 bytes)"))
     }
 }
+
+@Suite("Git errors name the cause and the fix")
+struct GitErrorTests {
+    @Test("An empty repository with staged files says it has no commits yet")
+    func noCommits() throws {
+        let repo = try GitFixture()
+        try repo.directory.write("policies/p.yaml", "apiVersion: tether/v1\n")
+        try repo.git("add", "-A")
+        let result = tether(["validate", "--repo", repo.path])
+        #expect(result.code == 1)
+        #expect(result.stderr.contains("has no commits yet: commit the policies first"), "\(result.stderr)")
+    }
+
+    @Test("A repository owned by another user names ownership", .enabled(if: getuid() == 0, "chown needs root"))
+    func ownership() throws {
+        let env = try Environment()
+        try runProgram("chown", ["-R", "nobody", env.repo.path])
+        let result = tether(["validate", "--repo", env.repo.path])
+        #expect(result.code == 1)
+        #expect(result.stderr.contains("is owned by another user"), "\(result.stderr)")
+    }
+
+    @Test("Reading and fetching do not depend on $HOME or the user's git configuration")
+    func noHome() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let home = try TemporaryDirectory("tether-home")
+        try home.write(".gitconfig", "[core\n broken")  // git itself would refuse every command with this
+        let read = try runProgram(tetherExecutable, ["validate", "--repo", env.repo.path], environment: ["HOME": home.path])
+        #expect(read.status == 0, "\(read.output)")
+        let fetch = try runProgram(tetherExecutable, ["run", "--once", "--no-connectors", "--repo", "file://\(env.repo.path)", "--ref", "main",
+                                                      "--state-dir", env.state.path], environment: ["HOME": home.path])
+        #expect(fetch.status == 0, "\(fetch.output)")
+        #expect(!fetch.output.contains(".gitconfig"))
+    }
+}
