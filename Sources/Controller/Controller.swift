@@ -223,7 +223,7 @@ public final class Controller: @unchecked Sendable {
     private func log(_ result: CycleResult) {
         var metadata: Logger.Metadata = [
             "condition": .string(result.condition.rawValue), "reason": .string(result.reason),
-            "duration": .string(String(format: "%.3f", result.duration)), "fetched": .stringConvertible(result.fetched),
+            "duration": .stringConvertible((result.duration * 1000).rounded() / 1000), "fetched": .stringConvertible(result.fetched),
         ]
         if let revision = result.revision { metadata["revision"] = .string(String(revision.prefix(12))) }
         if result.findings > 0 { metadata["findings"] = .stringConvertible(result.findings) }

@@ -42,6 +42,22 @@ struct TetherLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Metadata as typed JSON: numbers and booleans stay numbers and booleans (`"fetched": false`).
+    static func json(_ value: Logger.MetadataValue) -> JSONValue {
+        switch value {
+        case .string(let text): return .string(text)
+        case .stringConvertible(let convertible):
+            switch convertible {
+            case let flag as Bool: return .bool(flag)
+            case let number as Int: return .number(Double(number))
+            case let number as Double: return .number(number)
+            default: return .string(convertible.description)
+            }
+        case .array(let values): return .array(values.map(json))
+        case .dictionary(let values): return .object(values.mapValues(json))
+        }
+    }
+
     func log(event: LogEvent) {
         let level = event.level
         let message = event.message
@@ -50,8 +66,9 @@ struct TetherLogHandler: LogHandler {
         let time = Timestamp.string(Date())
         switch TetherLogHandler.settings.format {
         case .json:
-            var object = ["time": time, "level": level.rawValue, "message": message.description, "logger": label]
-            for (key, value) in merged { object[key] = value.description }
+            var object: [String: JSONValue] = ["time": .string(time), "level": .string(level.rawValue),
+                                               "message": .string(message.description), "logger": .string(label)]
+            for (key, value) in merged { object[key] = Self.json(value) }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             let data = (try? encoder.encode(object)) ?? Data()

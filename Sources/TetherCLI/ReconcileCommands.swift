@@ -165,7 +165,7 @@ struct DriftCommand: ParsableCommand {
         commandName: "drift",
         abstract: "Report every managed setting where the agent differs from the revision: why, declared where, changed by whom, noticed when.",
         discussion: """
-            Kinds: pending (git changed, the agent has not caught up), drift (changed outside Tether), conflict (both changed), expiring/expired certificates (--warn-expiry days), unenforceable (cannot be applied here, with the reason), excepted (accepted by an exception in git) and exception-expired. Each detection is recorded in `tether history`. Exit 0 when in sync (exceptions aside), 2 otherwise, 1 on error.
+            Kinds: pending (git changed, the agent has not caught up), drift (changed outside Tether), conflict (both changed), expiring/expired certificates (--warn-expiry days), unenforceable (cannot be applied here, with the reason), excepted (accepted by an exception in git) and exception-expired. A detection that differs from the last one is recorded in `tether history`. Exit 0 when in sync (exceptions aside), 2 otherwise, 1 on error.
             """)
 
     @OptionGroup var source: SourceOptions
@@ -173,7 +173,7 @@ struct DriftCommand: ParsableCommand {
     @OptionGroup var verification: VerifyOptions
 
     func run() throws {
-        let report = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }.detectDrift()
+        let report = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }.detectDrift(onlyChanges: true)
         try reportOptions.emit(report)
         if !report.inSync { throw ExitCode(2) }
     }

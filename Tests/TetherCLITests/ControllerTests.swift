@@ -413,5 +413,7 @@ struct ControllerTests {
         #expect(objects.count == lines.count, "every line is JSON")
         #expect(objects.first?["message"] as? String == "controller started")
         #expect(objects.last?["message"] as? String == "controller stopped")
+        let cycle = objects.first { $0["reason"] != nil }
+        #expect(cycle?["fetched"] is Bool && cycle?["duration"] is Double, "typed values: \(String(describing: cycle))")
     }
 }

@@ -4,6 +4,7 @@ import FoundationXML
 #endif
 import Foundation
 import IntegrationModel
+import Reconciler
 import TetherTestSupport
 import Testing
 
@@ -339,5 +340,21 @@ struct HabitTests {
         #expect(old.code == 1)
         #expect(old.stderr.contains("to write the report to a file, use --out drift.html"), "\(old.stderr)")
         #expect(!FileManager.default.fileExists(atPath: "drift.html") && !FileManager.default.fileExists(atPath: "json"))
+    }
+}
+
+@Suite("History")
+struct DriftHistoryTests {
+    @Test("A drift that finds what the last one found adds no history row; a different result does")
+    func onlyChanges() throws {
+        let env = try Environment()
+        #expect(env.run("apply").code == 0)
+        let count = { try History(stateDirectory: env.state.url).entries(limit: 100).filter { $0.kind == "drift" }.count }
+        #expect(env.run("drift").code == 0)
+        #expect(env.run("drift").code == 0)
+        #expect(try count() == 1)
+        #expect(env.agentCommand("set-settings", "edr", "Port=8443").code == 0)
+        #expect(env.run("drift").code == 2)
+        #expect(try count() == 2)
     }
 }
