@@ -170,3 +170,25 @@ struct RestorePointTests {
         #expect(env.run("drift").code == 0)
     }
 }
+
+@Suite("README")
+struct ReadmeTests {
+    @Test("The first session runs as README.md writes it, and ends as it says: edr.port 9443 → 8443, exit 2")
+    func firstSession() throws {
+        let readme = try String(contentsOf: repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let section = try #require(readme.components(separatedBy: "## A first session").dropFirst().first)
+        let block = try #require(section.components(separatedBy: "```sh\n").dropFirst().first?.components(separatedBy: "```").first)
+        // `swift build` has run already (this test is part of the build); everything else as written.
+        let script = block.split(separator: "\n").filter { $0 != "swift build" }.joined(separator: "\n")
+        let work = try TemporaryDirectory("tether-readme")
+        for name in ["examples", ".build"] {
+            try FileManager.default.createSymbolicLink(at: work.url.appendingPathComponent(name),
+                                                       withDestinationURL: repositoryRoot.appendingPathComponent(name))
+        }
+        let last = script.split(separator: "\n").last.map(String.init) ?? ""
+        let body = script.split(separator: "\n").dropLast().joined(separator: "\n")
+        let run = try runProgram("/bin/bash", ["-c", "set -e\n" + body + "\nset +e\n" + last + "\necho \"exit $?\""], in: work.path)
+        #expect(run.output.contains("edr.port") && run.output.contains("9443 → 8443"), "\(run.output)")
+        #expect(run.output.hasSuffix("exit 2\n"), "\(run.output.suffix(300))")
+    }
+}
