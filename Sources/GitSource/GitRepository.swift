@@ -65,6 +65,9 @@ public struct GitCommit: Sendable, Equatable {
     public let id: String
     public let summary: String
     public let time: Date
+
+    /// Stands for the index (what the next commit will hold) where a commit is expected.
+    public static let index = GitCommit(id: "(staged)", summary: "the files staged in the index", time: Date(timeIntervalSince1970: 0))
 }
 
 /// A git repository opened with libgit2. Files are read from git objects, never from a
@@ -280,6 +283,62 @@ public final class GitRepository {
                 continue
             }
         }
+    }
+
+    /// The files staged in the index (what the next commit will hold) under `directory` that
+    /// `include` accepts, read from their blobs (never from the working tree), with the same
+    /// bounds and refusals as a commit's tree.
+    public func stagedFiles(under directory: String, limits: TreeLimits = .standard, include: (String) -> Bool) throws -> [GitFile] {
+        let prefix = directory.split(separator: "/").joined(separator: "/")
+        var budget = Budget(limits: limits)
+        var files: [GitFile] = []
+        try withIndex { index in
+            for position in 0..<git_index_entrycount(index) {
+                guard let entry = git_index_get_byindex(index, position) else { continue }
+                guard let path = String(validatingCString: entry.pointee.path) else {
+                    throw GitError(.other, "a staged file's name is not UTF-8 text: refused")
+                }
+                guard prefix.isEmpty || prefix == "." || path.hasPrefix(prefix + "/"), include(path) else { continue }
+                let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+                if parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) || path.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                    throw GitError(.other, "'\(Self.shown(path))': not a plain path in a policy tree: refused")
+                }
+                guard parts.count - 1 <= limits.maximumDepth else {
+                    throw GitError(.limitExceeded, "\(Self.shown(path)): folders nest deeper than \(limits.maximumDepth) levels")
+                }
+                switch entry.pointee.mode & 0o170000 {
+                case 0o120000: throw GitError(.other, "\(Self.shown(path)): symbolic links are not allowed in a policy tree")
+                case 0o160000: throw GitError(.other, "\(Self.shown(path)): submodules are not allowed in a policy tree")
+                default: break
+                }
+                budget.files += 1
+                guard budget.files <= limits.maximumFiles else {
+                    throw GitError(.limitExceeded, "\(Self.shown(path)): the policy tree holds more than \(limits.maximumFiles) files")
+                }
+                var oid = entry.pointee.id
+                let contents = try blobContents(&oid, path: path, limit: limits.maximumFileBytes)
+                budget.bytes += contents.count
+                guard budget.bytes <= limits.maximumTotalBytes else {
+                    throw GitError(.limitExceeded, "\(Self.shown(path)): the policy tree holds more than \(limits.maximumTotalBytes) bytes")
+                }
+                files.append(GitFile(path: path, contents: contents))
+            }
+        }
+        return files
+    }
+
+    /// One staged file; nil when the index has none at `path`.
+    public func stagedFile(at path: String) throws -> GitFile? {
+        try stagedFiles(under: "", include: { $0 == path }).first
+    }
+
+    private func withIndex<T>(_ body: (OpaquePointer) throws -> T) throws -> T {
+        var index: OpaquePointer?
+        guard git_repository_index(&index, handle) == 0, let index else {
+            throw GitError.last(.other, "\(location): cannot read the index")
+        }
+        defer { git_index_free(index) }
+        return try body(index)
     }
 
     /// A path as an error shows it: control characters escaped (`\x1b`).

@@ -52,19 +52,23 @@ public final class PolicyRevision {
         try self.init(spec: spec, repository: repository, commit: commit)
     }
 
-    /// Reads the policy files of `commit`, already resolved (and vouched for, see `Pipeline`).
+    /// Reads the policy files of `commit`, already resolved (and vouched for, see `Pipeline`);
+    /// `GitCommit.index` reads the files staged in the index instead (`validate --staged`).
     public init(spec: SourceSpec, repository: GitRepository, commit: GitCommit) throws {
         self.spec = spec
         self.repository = repository
         self.commit = commit
         let files: [GitFile]
+        let isPolicy = { (path: String) in path.hasSuffix(".yaml") || path.hasSuffix(".yml") }
         do {
-            files = try repository.files(in: commit, under: spec.path) { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
+            files = commit == .index ? try repository.stagedFiles(under: spec.path, include: isPolicy)
+                                     : try repository.files(in: commit, under: spec.path, include: isPolicy)
         } catch let error as GitError {
             throw SourceError(message: error.message)
         }
         if files.isEmpty {
-            throw SourceError(message: "no policy files (*.yaml, *.yml) under '\(spec.path)' in commit \(commit.id.prefix(12)) of \(spec.displayRepository); pass the folder that holds them with --path")
+            let place = commit == .index ? "staged in the index" : "in commit \(commit.id.prefix(12))"
+            throw SourceError(message: "no policy files (*.yaml, *.yml) under '\(spec.path)' \(place) of \(spec.displayRepository); pass the folder that holds them with --path")
         }
         fileCount = files.count
         policySet = PolicySet(decoding: files.map { ($0.path, $0.contents) })
@@ -78,6 +82,7 @@ public final class PolicyRevision {
     /// Reads a file of this revision; nil when there is none at `path`.
     public func file(at path: String) throws -> [UInt8]? {
         do {
+            if commit == .index { return try repository.stagedFile(at: path)?.contents }
             return try repository.file(in: commit, at: path)?.contents
         } catch let error as GitError {
             throw SourceError(message: error.message)
@@ -177,7 +182,7 @@ public enum CertificateFileError: Error {
 
     public func message(path: String, commit: GitCommit) -> String {
         switch self {
-        case .missing: return "certificate file '\(path)' does not exist in commit \(commit.id.prefix(12))"
+        case .missing: return "certificate file '\(path)' does not exist \(commit == .index ? "among the staged files" : "in commit \(commit.id.prefix(12))")"
         case .invalid(let reason): return "'\(path)' is \(reason)"
         }
     }

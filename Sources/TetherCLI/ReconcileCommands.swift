@@ -3,6 +3,7 @@ import ArgumentParser
 import Controller
 import EmbeddedAgent
 import Foundation
+import GitSource
 import Planner
 import Policy
 import PolicySource
@@ -15,17 +16,36 @@ struct ValidateCommand: ParsableCommand {
         commandName: "validate",
         abstract: "Check every policy file of a revision and print every problem as FILE:LINE:COLUMN: message.",
         discussion: """
-            Checks YAML syntax, fields (with a did-you-mean for unknown ones), types, ranges, unique policy names, observe/ignore lists and exceptions, that each serverCertificate exists in the same commit and is a certificate, and that no two policies of equal priority that could select one device disagree. Client containers live on devices, so `plan` checks them. Exit 0 when valid, 1 when not.
+            Reads a commit (never the working tree); with --staged, the files staged in the index, so a pre-commit hook checks what the next commit will hold (see .pre-commit-hooks.yaml). Checks YAML syntax, fields (with a did-you-mean for unknown ones), types, ranges, unique policy names, observe/ignore lists and exceptions, that each serverCertificate exists in the same commit and is a certificate, and that no two policies of equal priority that could select one device disagree. Client containers live on devices, so `plan` checks them. Exit 0 when valid, 1 when not.
             """)
 
     @OptionGroup var source: SourceOptions
 
+    @Flag(help: "Check the files staged in the index (what the next commit will hold), for a pre-commit hook. Needs a local repository.")
+    var staged = false
+
+    func validate() throws {
+        if staged && GitRepository.isRemote(source.repo) {
+            throw ValidationError("--staged reads the index of a local repository; give its path with --repo, for example --repo .")
+        }
+    }
+
     func run() throws {
-        let revision = try source.revision()
+        let revision: PolicyRevision
+        if staged {
+            do {
+                revision = try PolicyRevision(spec: source.spec, repository: try source.repository(), commit: .index)
+            } catch let error as SourceError {
+                throw CommandError("error: \(error.message)")
+            }
+        } else {
+            revision = try source.revision()
+        }
         let problems = revision.validate()
         if !problems.isEmpty { throw PolicyProblems(problems) }
         let count = revision.policySet.policies.count
-        Console.out("Valid: \(count) polic\(count == 1 ? "y" : "ies") in \(revision.fileCount) file\(revision.fileCount == 1 ? "" : "s") at revision \(revision.commit.id.prefix(12)) (\(source.path)/).")
+        let place = staged ? "staged in the index" : "at revision \(revision.commit.id.prefix(12))"
+        Console.out("Valid: \(count) polic\(count == 1 ? "y" : "ies") in \(revision.fileCount) file\(revision.fileCount == 1 ? "" : "s") \(place) (\(source.path)/).")
     }
 }
 

@@ -367,3 +367,26 @@ struct GitErrorTests {
         #expect(!fetch.output.contains(".gitconfig"))
     }
 }
+
+@Suite("Pre-commit")
+struct StagedTests {
+    @Test("validate --staged reads what the next commit will hold: a staged typo fails while HEAD is clean, a staged fix passes")
+    func staged() throws {
+        let env = try Environment()
+        #expect(tether(["validate", "--staged", "--repo", env.repo.path]).code == 0)
+        try env.repo.directory.write("policies/base.yaml", Environment.base.replacingOccurrences(of: "port: 443", with: "prot: 443"))
+        #expect(tether(["validate", "--staged", "--repo", env.repo.path]).code == 0, "not staged yet: the index is still clean")
+        try env.repo.git("add", "-A")
+        let typo = tether(["validate", "--staged", "--repo", env.repo.path])
+        #expect(typo.code == 1)
+        #expect(typo.stderr.contains("policies/base.yaml:8:5: spec.edr: unknown field 'prot'; did you mean 'port'?"), "\(typo.stderr)")
+        #expect(tether(["validate", "--repo", env.repo.path]).code == 0, "HEAD is clean")
+        try env.repo.directory.write("policies/base.yaml", Environment.base)
+        try env.repo.git("add", "-A")
+        let fixed = tether(["validate", "--staged", "--repo", env.repo.path])
+        #expect(fixed.code == 0, "\(fixed.stderr)")
+        #expect(fixed.stdout.contains("staged in the index"))
+        let remote = tether(["validate", "--staged", "--repo", "https://git.example.com/x.git"])
+        #expect(remote.code == 1 && remote.stderr.contains("--staged reads the index of a local repository"))
+    }
+}
