@@ -192,3 +192,21 @@ struct ReadmeTests {
         #expect(run.output.hasSuffix("exit 2\n"), "\(run.output.suffix(300))")
     }
 }
+
+@Suite("Render")
+struct RenderTests {
+    @Test("render shows each merged value with the policy line that set it, for this device's labels")
+    func render() throws {
+        let env = try Environment()
+        let text = env.run("render")
+        #expect(text.code == 0, "\(text.stderr)")
+        #expect(text.stdout.contains("# policies, highest priority first: prod-edr, base"))
+        let lines = text.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("  port: 443") && $0.hasSuffix("# policies/base.yaml:8:11") }, "\(text.stdout)")
+        #expect(lines.contains { $0.hasPrefix("  synchronizationPeriod: 10") && $0.contains("# policies/prod.yaml:") })
+        let json = env.run("render", "-o", "json", "--label", "env=lab")
+        let values = json.json["values"] as? [String: Any]
+        #expect((values?["edr.port"] as? [String: Any])?["value"] as? Int == 443)
+        #expect(values?["edr.enabled"] == nil, "env=lab: the prod policy does not select the device")
+    }
+}
