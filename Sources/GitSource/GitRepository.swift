@@ -115,6 +115,22 @@ public final class GitRepository {
         git_repository_free(handle)
     }
 
+    /// Makes a new repository (with a working tree) at `path`, its first branch `main`.
+    @discardableResult
+    public static func create(at path: String) throws -> GitRepository {
+        _ = libraryReady
+        var options = git_repository_init_options()
+        git_repository_init_options_init(&options, UInt32(GIT_REPOSITORY_INIT_OPTIONS_VERSION))
+        options.flags = GIT_REPOSITORY_INIT_MKPATH.rawValue
+        var repository: OpaquePointer?
+        let status = "main".withCString { branch in
+            options.initial_head = branch
+            return git_repository_init_ext(&repository, path, &options)
+        }
+        guard status == 0, let repository else { throw GitError.last(.other, "cannot make a repository at \(path)") }
+        return GitRepository(handle: repository, location: path)
+    }
+
     /// True when `source` names a remote (`file://`, `https://`, `ssh://`, `git://`, `user@host:path`)
     /// rather than a local folder.
     public static func isRemote(_ source: String) -> Bool {

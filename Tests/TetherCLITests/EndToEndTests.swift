@@ -210,3 +210,23 @@ struct RenderTests {
         #expect(values?["edr.enabled"] == nil, "env=lab: the prod policy does not select the device")
     }
 }
+
+@Suite("Init")
+struct InitTests {
+    @Test("tether init, then commit, then validate exits 0; a second init writes nothing")
+    func initThenValidate() throws {
+        let folder = try TemporaryDirectory("tether-init")
+        let target = folder.url.appendingPathComponent("policies-repo").path
+        let started = tether(["init", target])
+        #expect(started.code == 0, "\(started.stderr)")
+        try runProgram("git", ["-C", target, "add", "-A"])
+        let commit = try runProgram("git", ["-C", target, "-c", "user.name=Me", "-c", "user.email=me@example.com", "commit", "-qm", "First policies"])
+        #expect(commit.status == 0, "\(commit.output)")
+        let valid = tether(["validate", "--repo", target])
+        #expect(valid.code == 0, "\(valid.stderr)")
+        let schema = try String(contentsOfFile: target + "/schema/integration-policy.schema.json", encoding: .utf8)
+        #expect(schema == tether(["schema"]).stdout, "the editors' schema is the published one")
+        let again = tether(["init", target])
+        #expect(again.code == 1 && again.stderr.contains("already exist") && again.stderr.contains("nothing was written"))
+    }
+}
