@@ -25,7 +25,7 @@ public struct FleetReport {
     /// Reads JSON reports (`tether drift --format json`); errors name the file. Reads only the
     /// keys a fleet view needs, so reports of any formatVersion 1 tether merge.
     public init(files: [(name: String, data: Data)]) throws {
-        devices = try files.map { file in
+        let read = try files.map { file in
             guard let report = try? JSONDecoder().decode(MergedReport.self, from: file.data) else {
                 throw FleetError(description: "\(file.name): not a tether JSON report (make one with `tether drift --format json`)")
             }
@@ -35,6 +35,12 @@ public struct FleetReport {
             return Device(file: file.name, host: report.device?.host ?? file.name, revision: report.revision,
                           inSync: report.inSync ?? findings.isEmpty, generatedAt: report.generatedAt ?? "", findings: findings)
         }
+        // One entry per device: its newest report (ISO 8601 times sort as text).
+        var newest: [String: Int] = [:]
+        for (index, device) in read.enumerated() where newest[device.host].map({ read[$0].generatedAt <= device.generatedAt }) ?? true {
+            newest[device.host] = index
+        }
+        devices = read.indices.filter { newest[read[$0].host] == $0 }.map { read[$0] }
     }
 
     /// Devices per status.

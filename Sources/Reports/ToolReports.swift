@@ -29,9 +29,15 @@ public enum SARIFReport {
         let run = SARIFLog.Run(
             tool: .init(driver: .init(name: "tether", informationUri: "https://tether.invalid/", semanticVersion: "1.0.0", rules: rules)),
             automationDetails: .init(id: "tether/\(report.kind.rawValue)/\(report.host)/"),
-            versionControlProvenance: [.init(repositoryUri: report.source.displayRepository, revisionId: report.revision)],
+            versionControlProvenance: [.init(repositoryUri: Self.uri(report.source.displayRepository), revisionId: report.revision)],
             results: results)
         return JSONReport.serialize(SARIFLog(schema: "https://json.schemastore.org/sarif-2.1.0.json", version: "2.1.0", runs: [run]))
+    }
+
+    /// An absolute URI for the repository, as SARIF requires: a local path becomes `file:///…`.
+    static func uri(_ repository: String) -> String {
+        if repository.contains("://") { return repository }
+        return URL(fileURLWithPath: repository).standardizedFileURL.absoluteString
     }
 
     static func level(_ kind: FindingKind) -> String {
@@ -67,8 +73,12 @@ public enum JUnitReport {
         }
         for (key, source) in keys.sorted(by: { $0.0 < $1.0 }) {
             let classname = "tether.\(report.host).\(key.scope.prefix.isEmpty ? "app" : key.scope.prefix)"
-            var element = "    <testcase classname=\"\(HTMLReport.escape(classname))\" name=\"\(HTMLReport.escape(key.description))\" file=\"\(HTMLReport.escape(source.file))\" line=\"\(source.line)\">\n"
-            let problems = report.findings.filter { $0.key == key && $0.kind.isProblem }
+            var element = "    <testcase classname=\"\(HTMLReport.escape(classname))\" name=\"\(HTMLReport.escape(key.description))\" time=\"0\">\n"
+            // In a plan, a pending change is what the pull request asks for: it passes, saying what will change.
+            let intended = report.kind == .plan ? report.findings.filter { $0.key == key && $0.kind == .pending } : []
+            let problems = report.findings.filter { $0.key == key && $0.kind.isProblem && !(report.kind == .plan && $0.kind == .pending) }
+            var out = ["declared at \(source.shortDescription)"]
+            out += intended.map { "will change: \($0.actual) → \($0.desired)" }
             if !problems.isEmpty {
                 failures += 1
                 let message = problems.map { "\($0.kind.label): actual \($0.actual), desired \($0.desired)" }.joined(separator: "; ")
@@ -82,8 +92,9 @@ public enum JUnitReport {
                 element += "      <failure type=\"\(problems[0].kind.rawValue)\" message=\"\(HTMLReport.escape(message))\">\(detail)</failure>\n"
             }
             for excepted in report.findings where excepted.key == key && excepted.kind == .excepted {
-                element += "      <system-out>\(HTMLReport.escape(excepted.reason ?? "excepted"))</system-out>\n"
+                out.append(excepted.reason ?? "excepted")
             }
+            element += "      <system-out>\(HTMLReport.escape(out.joined(separator: "\n")))</system-out>\n"
             element += "    </testcase>"
             cases.append(element)
         }

@@ -233,6 +233,8 @@ struct FormatTests {
         let location = (results.first?["locations"] as? [[String: Any]])?.first?["physicalLocation"] as? [String: Any]
         #expect((location?["artifactLocation"] as? [String: Any])?["uri"] as? String == "policies/base.yaml")
         #expect((location?["region"] as? [String: Any])?["startLine"] as? Int == 8)
+        let provenance = (run["versionControlProvenance"] as? [[String: Any]])?.first?["repositoryUri"] as? String
+        #expect(provenance?.hasPrefix("file:///") == true, "an absolute URI, not a path: \(String(describing: provenance))")
     }
 
     @Test("JUnit: one test case per managed setting, failing where out of sync")
@@ -243,6 +245,14 @@ struct FormatTests {
         #expect(cases.count == 8)
         let failures = try document.nodes(forXPath: "//testcase[failure]/@name").compactMap(\.stringValue)
         #expect(failures == ["edr.port"])
+        #expect(try document.nodes(forXPath: "//testcase/@file").isEmpty, "no attributes outside the JUnit schema")
+
+        // A plan's intended changes pass (the pull request asks for them), saying what will change.
+        let env = try Environment()
+        let plan = try XMLDocument(xmlString: env.run("plan", "--format", "junit").stdout)
+        #expect(try plan.nodes(forXPath: "//testcase[failure]").isEmpty)
+        let out = try plan.nodes(forXPath: "//testcase[@name='edr.enabled']/system-out").first?.stringValue ?? ""
+        #expect(out.contains("will change: false → true"), "\(out)")
     }
 }
 
@@ -276,10 +286,16 @@ struct PreviewTests {
         #expect(bad.run("apply").code == 0)
         #expect(bad.agentCommand("set-settings", "edr", "Port=8443").code == 0)
         let a = try good.state.write("a.json", good.run("drift", "--format", "json").stdout)
-        let b = try bad.state.write("b.json", bad.run("drift", "--format", "json").stdout)
+        // Two devices: the second report is re-labelled as another host (both ran on this machine).
+        var other = try #require(try JSONSerialization.jsonObject(with: Data(bad.run("drift", "--format", "json").stdout.utf8)) as? [String: Any])
+        other["device"] = ["host": "device-b", "labels": [:]] as [String: Any]
+        let b = try bad.state.write("b.json", try JSONSerialization.data(withJSONObject: other))
         let fleet = tether(["report", "merge", a, b, "--format", "json"])
         #expect(fleet.code == 0)
         #expect(fleet.json["summary"] as? [String: Int] == ["in sync": 1, "drifting": 1, "failing": 0])
+        // Reports of one device count once: its newest.
+        let again = tether(["report", "merge", a, a, b, "--format", "json"])
+        #expect((again.json["devices"] as? [Any])?.count == 2, "one entry per device")
         #expect((fleet.json["byField"] as? [[String: Any]])?.first?["path"] as? String == "edr.port")
         #expect(tether(["report", "merge", a, b, "--format", "html"]).stdout.contains("<h2>By field</h2>"))
         let broken = tether(["report", "merge", good.pki.path("ca.pem")])
