@@ -27,6 +27,8 @@ public struct ControllerConfiguration: Sendable {
     public var fetchTimeout: TimeInterval
     /// Whether the controller also runs the connectors between cycles.
     public var runConnectors: Bool
+    /// Whether released settings are reset to the vendor default.
+    public var prune = false
 
     public init(source: SourceSpec, stateDirectory: URL, labelOverrides: [String: String] = [:], credentials: RemoteCredentials = .none,
                 verify: VerifyMode = .off, allowedSigners: String? = nil, interval: TimeInterval = 300, jitter: Double = 0.1,

@@ -147,7 +147,7 @@ public final class Controller: @unchecked Sendable {
             func compare() throws -> Reconciliation {
                 try Reconciliation(revision: revision, gate: gate, labels: labels, host: host, stateDirectory: configuration.stateDirectory,
                                    agent: agent, history: history, desired: desired, notes: vouched.notes,
-                                   warnExpiryDays: configuration.warnExpiryDays)
+                                   warnExpiryDays: configuration.warnExpiryDays, prune: configuration.prune)
             }
             let reconciliation = try compare()
             if isSuspended {

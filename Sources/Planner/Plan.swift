@@ -61,9 +61,12 @@ public enum FindingKind: String, Sendable, CaseIterable {
     case excepted
     /// An exception has expired: it no longer applies and the key is enforced again.
     case exceptionExpired = "exception-expired"
+    /// Tether managed the key, and no policy declares it any more: it stays as it is (reset to
+    /// the vendor default with `--prune`).
+    case released
 
     /// Whether the finding makes a drift report "not in sync".
-    public var isProblem: Bool { self != .excepted }
+    public var isProblem: Bool { self != .excepted && self != .released }
 
     /// A word or two for people.
     public var label: String {
@@ -76,6 +79,7 @@ public enum FindingKind: String, Sendable, CaseIterable {
         case .unenforceable: return "unenforceable"
         case .excepted: return "excepted"
         case .exceptionExpired: return "exception expired"
+        case .released: return "released"
         }
     }
 }

@@ -43,8 +43,11 @@ public enum Planner {
     /// pending from drift from conflict) and plans the steps that make them equal. Keys marked
     /// `observe`, or covered by an active exception, are reported and never corrected; `ignore`d
     /// keys are left out. Values that cannot hold on this agent become `unenforceable` findings.
+    /// Keys Tether applied before that no selected policy declares any more are `released`:
+    /// they stay as they are and keep their applied record, or with `prune` (settings only) are
+    /// reset to the vendor default.
     public static func plan(desired: ResolvedDesiredState, actual: AgentState, applied: AppliedState = .none,
-                            now: Date = Date(), warnExpiryDays: Int = 30) -> Plan {
+                            now: Date = Date(), warnExpiryDays: Int = 30, prune: Bool = false) -> Plan {
         var findings: [Finding] = []
         var corrected: [DesiredKey] = []
         var target = actual
@@ -94,6 +97,33 @@ public enum Planner {
             }
         }
 
+        // Released: applied before, declared by no selected policy now (ignored keys aside).
+        var pruned: [DesiredKey: ResolvedValue] = [:]
+        for (text, previous) in applied.values.sorted(by: { $0.key < $1.key }) {
+            guard let key = DesiredKey(path: text), desired.values[key] == nil, desired.unresolved[key] == nil,
+                  desired.mode(key) != .ignore else { continue }
+            let current = canonical(actual: actual, key: key)
+            guard case .setting(let path) = key, let field = SettingCatalog.field(path) else {
+                findings.append(Finding(key: key, kind: .released, desired: .none, actual: reportValue(actual: actual, key: key),
+                                        source: releasedSource, reason: "\(key) is no longer managed: it stays as it is", corrected: false))
+                desiredValues[text] = previous
+                continue
+            }
+            let vendorDefault = field.defaultValue
+            let reset = prune && current != canonical(vendorDefault, key: key)
+            let stays = reset ? "reset to the vendor default \(vendorDefault) (--prune)"
+                              : "stays \(actual.value(path)); the vendor default is \(vendorDefault)\(prune ? "" : " (apply --prune resets it)")"
+            findings.append(Finding(key: key, kind: .released, desired: .setting(vendorDefault), actual: reportValue(actual: actual, key: key),
+                                    source: releasedSource, reason: "\(key) is no longer managed: \(stays)", corrected: reset))
+            if reset {
+                pruned[key] = .setting(vendorDefault)
+                corrected.append(key)
+                apply(.setting(vendorDefault), key: key, to: &target)
+            } else if !prune {
+                desiredValues[text] = previous
+            }
+        }
+
         for (key, problem) in desired.unresolved.sorted(by: { $0.key < $1.key }) {
             findings.append(Finding(key: key, kind: .unenforceable, desired: .none, actual: reportValue(actual: actual, key: key),
                                     source: problem.source, reason: problem.reason, mode: desired.mode(key), corrected: false))
@@ -115,7 +145,9 @@ public enum Planner {
         }
 
         let blocked = findings.contains { $0.kind == .unenforceable }
-        let steps = blocked ? [] : orderedSteps(keys: corrected, desired: desired, actual: actual)
+        var wanted = desired.values
+        for (key, value) in pruned { wanted[key] = (value, releasedSource) }
+        let steps = blocked ? [] : orderedSteps(keys: corrected, values: wanted, actual: actual)
         let managed = desired.values.map { (key: $0.key, source: $0.value.source) }.sorted { $0.key < $1.key }
         return Plan(findings: findings, steps: steps, restarts: blocked ? [] : restarts(keys: corrected, actual: actual, target: target),
                     managed: managed, desiredValues: desiredValues)
@@ -195,13 +227,17 @@ public enum Planner {
     /// Orders the steps so that each one is valid when it runs:
     /// stop tasks → behaviour detection on → certificates → telemetry off → other settings →
     /// behaviour detection off → start tasks.
-    private static func orderedSteps(keys: [DesiredKey], desired: ResolvedDesiredState, actual: AgentState) -> [PlanStep] {
+    /// Where a released key is shown as declared: no policy declares it any more.
+    public static let releasedSource = SourceLocation(file: "(no policy)", line: 1, column: 1)
+
+    private static func orderedSteps(keys: [DesiredKey], values: [DesiredKey: (value: ResolvedValue, source: SourceLocation)],
+                                     actual: AgentState) -> [PlanStep] {
         var stops: [PlanStep] = [], early: [PlanStep] = [], certificates: [PlanStep] = []
         var loosen: [PlanStep] = [], settings: [PlanStep] = [], late: [PlanStep] = [], starts: [PlanStep] = []
         let behaviorDetection = SettingPath.behaviorDetection
         let telemetry = SettingPath.edr.telemetry
         for key in keys {
-            guard let (value, _) = desired.values[key] else { continue }
+            guard let (value, _) = values[key] else { continue }
             switch (key, value) {
             case (.setting(let path), .setting(let wanted)) where path.isTaskState:
                 guard let integration = path.integration else { continue }

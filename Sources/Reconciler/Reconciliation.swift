@@ -23,6 +23,8 @@ public struct Reconciliation {
     public let gate: RevisionGate
     let history: History?
     let warnExpiryDays: Int
+    /// Whether released settings are reset to the vendor default (`--prune`).
+    let prune: Bool
 
     /// Compares `revision` with the agent in `stateDirectory` (or `agent`, already opened there),
     /// or with `snapshot` when given (then nothing on this machine is opened or changed).
@@ -32,13 +34,14 @@ public struct Reconciliation {
     /// `history` an already opened history.
     public init(revision: PolicyRevision, gate: RevisionGate = .standard, labels: [String: String], host: String,
                 stateDirectory: URL, agent: AgentBackend? = nil, history: History? = nil, snapshot: AgentSnapshot? = nil,
-                desired: ResolvedDesiredState? = nil, notes: [String] = [], warnExpiryDays: Int = 30) throws {
+                desired: ResolvedDesiredState? = nil, notes: [String] = [], warnExpiryDays: Int = 30, prune: Bool = false) throws {
         try revision.requireValid()
         self.revision = revision
         self.gate = gate
         self.labels = labels
         self.host = host
         self.warnExpiryDays = warnExpiryDays
+        self.prune = prune
         var notes = notes
         var resolved = try desired ?? DesiredStateResolver.resolve(try revision.policySet.desiredState(labels: labels),
                                                          revision: revision, deviceDirectory: stateDirectory)
@@ -62,7 +65,7 @@ public struct Reconciliation {
             applied = try agent.appliedState()
         }
         self.desired = resolved
-        plan = Planner.plan(desired: resolved, actual: actual, applied: applied, warnExpiryDays: warnExpiryDays)
+        plan = Planner.plan(desired: resolved, actual: actual, applied: applied, warnExpiryDays: warnExpiryDays, prune: prune)
         self.notes = notes
     }
 
@@ -101,7 +104,7 @@ public struct Reconciliation {
                 for note in try gate.recheck(revision, lastApplied: lastApplied.revision) where !notes.contains(note) && !self.notes.contains(note) {
                     notes.append(note)
                 }
-                let plan = Planner.plan(desired: desired, actual: try agent.state(), applied: lastApplied, warnExpiryDays: warnExpiryDays)
+                let plan = Planner.plan(desired: desired, actual: try agent.state(), applied: lastApplied, warnExpiryDays: warnExpiryDays, prune: prune)
                 if !plan.unenforceable.isEmpty { throw PolicyProblems(plan.unenforceable) }
                 let restorePoint = try RestorePoint(agent: agent)
                 try plan.apply(to: agent, revision: revisionId)

@@ -129,7 +129,7 @@ public struct TextReport {
         switch finding.kind {
         case .drift, .conflict, .expired, .unenforceable: return red(text)
         case .pending, .expiring, .exceptionExpired: return yellow(text)
-        case .excepted: return dim(text)
+        case .excepted, .released: return dim(text)
         }
     }
 

@@ -13,7 +13,8 @@ public enum SARIFReport {
             SARIFLog.Rule(id: "tether/\(kind.rawValue)", name: kind.rawValue.split(separator: "-").map { $0.capitalized }.joined(),
                           shortDescription: .init(text: ruleText(kind)), defaultConfiguration: .init(level: level(kind)))
         }
-        let results = report.findings.map { finding in
+        // A released setting has no policy line to point at: SARIF shows what policies declare.
+        let results = report.findings.filter { $0.kind != .released }.map { finding in
             var text = "\(finding.key) is \(finding.actual) on \(report.host); the policy declares \(finding.desired) (\(finding.kind.label))."
             if let reason = finding.reason { text += " \(reason)." }
             if let change = finding.lastChange { text += " Changed \(ReportFormatting.timestamp(change.at)) by \(change.actor)." }
@@ -44,7 +45,7 @@ public enum SARIFReport {
         switch kind {
         case .drift, .conflict, .expired, .unenforceable: return "error"
         case .pending, .expiring, .exceptionExpired: return "warning"
-        case .excepted: return "note"
+        case .excepted, .released: return "note"
         }
     }
 
@@ -57,6 +58,7 @@ public enum SARIFReport {
         case .expired: return "A certificate has expired."
         case .unenforceable: return "The desired value cannot be applied on this device."
         case .excepted: return "A difference accepted by an exception in git."
+        case .released: return "A setting Tether managed that no policy declares any more; it stays as it is unless pruned."
         case .exceptionExpired: return "An exception has expired and no longer applies."
         }
     }

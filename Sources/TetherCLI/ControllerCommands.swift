@@ -59,6 +59,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds one fetch may take.", valueName: "seconds"))
     var fetchTimeout: Double = 60
 
+    @Flag(help: "Reset released settings (managed before, declared by no policy now) to the vendor default.")
+    var prune = false
+
     enum LogFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
 
     func validate() throws {
@@ -85,11 +88,12 @@ struct RunCommand: ParsableCommand {
             throw CommandError("error: \(error)")
         }
         defer { withExtendedLifetime(lock) {} }
-        let configuration = ControllerConfiguration(
+        var configuration = ControllerConfiguration(
             source: source.spec, stateDirectory: source.device.stateDirectoryURL, labelOverrides: try source.device.labelOverrides(),
             credentials: try source.credentialOptions.credentials(), verify: verify, allowedSigners: allowedSigners,
             interval: interval, jitter: jitter, maximumBackoff: maxBackoff, suspend: suspend, healthWindow: healthWindow,
             fetchTimeout: fetchTimeout, runConnectors: !noConnectors && !once)
+        configuration.prune = prune
         let controller = Controller(configuration: configuration, logger: logger)
         let loop = ControllerLoop(controller: controller, logger: logger)
         if let metricsAddress, let (host, port) = Self.address(metricsAddress) {

@@ -53,7 +53,7 @@ extension Reconciliation {
     /// Runs the pipeline's first stages for the revision the source options name — resolve,
     /// vouch (signatures before any file is read, then ancestry), read, decode — and compares it
     /// with this device, or with a snapshot (offline: the device decides about ancestry).
-    init(_ source: SourceOptions, gate: RevisionGate = .standard, warnExpiry: Int, snapshot: AgentSnapshot? = nil) throws {
+    init(_ source: SourceOptions, gate: RevisionGate = .standard, warnExpiry: Int, snapshot: AgentSnapshot? = nil, prune: Bool = false) throws {
         let repository = try source.repository()
         var gate = gate
         let agent: Agent?
@@ -73,7 +73,7 @@ extension Reconciliation {
             let vouched = try Pipeline.revision(source.spec, repository: repository, gate: gate, lastApplied: lastApplied)
             try self.init(revision: vouched.revision, gate: gate, labels: labels, host: snapshot?.host ?? ProcessInfo.processInfo.hostName,
                           stateDirectory: source.device.stateDirectoryURL, agent: agent, snapshot: snapshot, notes: vouched.notes,
-                          warnExpiryDays: warnExpiry)
+                          warnExpiryDays: warnExpiry, prune: prune)
         } catch let error as AgentError {
             throw CommandError("error: \(error)")
         } catch let error as SourceError {
@@ -121,11 +121,14 @@ struct PlanCommand: ParsableCommand {
     @Flag(help: "Exit 2 when there are changes (0 nothing to do, 1 error), as terraform plan -detailed-exitcode.")
     var detailedExitcode = false
 
+    @Flag(help: "Plan to reset released settings (managed before, declared by no policy now) to the vendor default.")
+    var prune = false
+
     func run() throws {
         let snapshot = try against.map { path in
             try agentCall { try AgentSnapshot(json: Data(try readFile(path)), source: path) }
         }
-        let comparison = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot) }
+        let comparison = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot, prune: prune) }
         if snapshot == nil, !comparison.plan.unenforceable.isEmpty { throw PolicyProblems(comparison.plan.unenforceable) }
         try reportOptions.emit(comparison.report(.plan))
         if detailedExitcode && (!comparison.plan.isEmpty || !comparison.plan.unenforceable.isEmpty) { throw ExitCode(2) }
@@ -151,10 +154,13 @@ struct ApplyCommand: ParsableCommand {
 
     @OptionGroup var verification: VerifyOptions
 
+    @Flag(help: "Reset released settings (managed before, declared by no policy now) to the vendor default.")
+    var prune = false
+
     func run() throws {
         let outcome: Reconciliation.ApplyOutcome
         do {
-            outcome = try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry)
+            outcome = try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
                 .apply(actor: "tether apply", healthWindow: health.healthWindow)
         } catch let refused as RevisionRefused {
             Console.error(refused.commandMessage)

@@ -136,6 +136,20 @@ struct PlannerTests {
         }
     }
 
+    @Test("Released: a key applied before and declared by no policy now stays, and keeps its record; --prune resets it to the vendor default")
+    func released() {
+        let applied = AppliedState(values: [port.description: "9443", detection.description: "true"], revision: "r", at: now)
+        let actual = agent([(SettingPath.edr.port, .int(9443))])
+        let kept = Planner.plan(desired: desired([(detection, .setting(.bool(true)))]), actual: actual, applied: applied, now: now)
+        #expect(kept.findings.map(\.kind) == [.released])
+        #expect(kept.findings.first?.reason == "edr.port is no longer managed: stays 9443; the vendor default is 443 (apply --prune resets it)")
+        #expect(kept.steps.isEmpty)
+        #expect(kept.desiredValues[port.description] == "9443", "still released next time")
+        let pruned = Planner.plan(desired: desired([(detection, .setting(.bool(true)))]), actual: actual, applied: applied, now: now, prune: true)
+        #expect(pruned.steps.map(\.description) == ["set edr.port: 9443 → 443"])
+        #expect(pruned.desiredValues[port.description] == nil, "no longer managed once reset")
+    }
+
     @Test("Expired: a certificate past its end is reported as expired, with the day")
     func expired() {
         let later = now.addingTimeInterval(20 * 86_400)

@@ -230,3 +230,23 @@ struct InitTests {
         #expect(again.code == 1 && again.stderr.contains("already exist") && again.stderr.contains("nothing was written"))
     }
 }
+
+@Suite("Released settings")
+struct ReleasedTests {
+    @Test("A setting no policy declares any more shows as released in plan and drift; apply --prune sets the vendor default")
+    func released() throws {
+        let env = try Environment(policies: ["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        #expect(env.run("apply").code == 0)
+        try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "    port: 443\n", with: "")], message: "No port")
+        let plan = env.run("plan")
+        #expect(plan.stdout.contains("edr.port is no longer managed: stays 4443; the vendor default is 443 (apply --prune resets it)"), "\(plan.stdout)")
+        #expect(env.run("apply").code == 0)
+        let drift = env.run("drift", "-o", "json")
+        #expect(drift.code == 0, "released is not drift")
+        #expect((drift.json["findings"] as? [[String: Any]])?.contains { $0["kind"] as? String == "released" && $0["path"] as? String == "edr.port" } == true)
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=4443"), "stays as it is")
+        #expect(env.run("apply", "--prune").code == 0)
+        #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=443\n"))
+        #expect(!env.run("plan").stdout.contains("released"), "no longer managed once reset")
+    }
+}
