@@ -46,6 +46,8 @@ public final class Controller: @unchecked Sendable {
     private var stores: (agent: Agent, history: History, runtime: ConnectorRuntime)?
     private var storeIdentity: [[UInt64]?] = []
     private var prepared: PreparedRevision?
+    /// The revision and labels whose label warnings were logged last (each warning once).
+    private var labelsWarnedFor: (commit: String, labels: [String: String])?
     private lazy var host = ProcessInfo.processInfo.hostName
 
     public init(configuration: ControllerConfiguration, logger: Logger) {
@@ -143,6 +145,10 @@ public final class Controller: @unchecked Sendable {
         // 3. Reconcile: apply (unless suspended) and report.
         do {
             let labels = try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
+            if labelsWarnedFor?.commit != head.id || labelsWarnedFor?.labels != labels {
+                labelsWarnedFor = (head.id, labels)
+                for warning in revision.policySet.labelWarnings(labels) { logger.warning("\(warning)") }
+            }
             let desired = try prepared!.desired(labels: labels, revision: revision, stateDirectory: configuration.stateDirectory)
             func compare() throws -> Reconciliation {
                 try Reconciliation(revision: revision, gate: gate, labels: labels, host: host, stateDirectory: configuration.stateDirectory,

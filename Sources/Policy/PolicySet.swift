@@ -123,6 +123,28 @@ public struct PolicySet: Sendable {
 }
 
 extension PolicySet {
+    /// What a reviewer or operator should know about a device's labels against this revision's
+    /// selectors: a label no selector uses, and a value no selector names for its key (with the
+    /// closest one — `env=prdo` against `env: prod`).
+    public func labelWarnings(_ labels: [String: String]) -> [String] {
+        var values: [String: Set<String>] = [:]
+        for policy in policies {
+            for (key, value) in policy.matchLabels { values[key, default: []].insert(value) }
+        }
+        var warnings: [String] = []
+        for (key, value) in labels.sorted(by: { $0.key < $1.key }) {
+            guard let known = values[key] else {
+                warnings.append("the label \(key)=\(value) is used by no policy's selector\(Suggestion.hint(for: key, among: Array(values.keys)).replacingOccurrences(of: "did you mean '", with: "did you mean the key '"))")
+                continue
+            }
+            if !known.contains(value) {
+                let hint = Suggestion.closest(to: value, among: Array(known)).map { "; did you mean \(key)=\($0)?" } ?? ""
+                warnings.append("the label \(key)=\(value) matches no policy's selector (they name \(key)=\(known.sorted().joined(separator: ", ")))\(hint)")
+            }
+        }
+        return warnings
+    }
+
     /// Whether a policy of this revision explicitly allows applying it although it does not
     /// descend from the last applied revision.
     public var allowsRollback: Bool { policies.contains { $0.allowRollback } }

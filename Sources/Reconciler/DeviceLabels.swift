@@ -24,6 +24,14 @@ public enum DeviceLabels {
         return labels
     }
 
+    /// Replaces the labels file with `labels` (one `key=value` a line, sorted), in one rename.
+    public static func save(_ labels: [String: String], stateDirectory: String) throws {
+        let folder = URL(fileURLWithPath: stateDirectory, isDirectory: true)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let text = labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined()
+        try text.write(to: folder.appendingPathComponent(fileName), atomically: true, encoding: .utf8)
+    }
+
     /// Parses `key=value`; nil when there is no `=` or the key is empty.
     public static func parse(_ text: String) -> (String, String)? {
         guard let equals = text.firstIndex(of: "=") else { return nil }

@@ -2,6 +2,7 @@ import AgentInterface
 import ArgumentParser
 import Foundation
 import IntegrationModel
+import Reconciler
 import Reports
 import X509
 
@@ -17,6 +18,7 @@ struct AgentCommand: ParsableCommand {
             AddServerCertificate.self, RemoveServerCertificate.self, QueryServerCertificate.self,
             AddClientCertificate.self, RemoveClientCertificate.self, QueryClientCertificate.self, Snapshot.self,
             Sync.self, Status.self, IsolationStatusCommand.self, IsolationOff.self, SandboxCommand.self, EmitEvents.self, RunConnectors.self,
+            LabelsCommand.self,
         ])
 }
 
@@ -288,4 +290,57 @@ struct SettingsDocument: Encodable {
     var integration: String?
     var task: String?
     var running: Bool?
+}
+
+/// `tether agent labels [set k=v … | unset k …]`
+struct LabelsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "labels",
+        abstract: "Show this device's labels (what policy selectors match), or change them: set env=prod team=ops, unset team.",
+        discussion: "The labels live in the state directory's `labels` file and change only through this command (or an edit of that file); `--label` on other commands adds one for that run only.")
+
+    enum Action: String, ExpressibleByArgument, CaseIterable { case set, unset }
+
+    @Argument(help: "set or unset; nothing to show the labels.")
+    var action: Action?
+
+    @Argument(help: ArgumentHelp("key=value to set, or key to unset.", valueName: "label"))
+    var labels: [String] = []
+
+    @OptionGroup var device: DeviceOptions
+
+    func validate() throws {
+        switch action {
+        case .set?:
+            if labels.isEmpty { throw ValidationError("give the labels to set, e.g. `tether agent labels set env=prod`") }
+            for label in labels where DeviceLabels.parse(label) == nil {
+                throw ValidationError("'\(label)' is not key=value; write for example env=prod")
+            }
+        case .unset?:
+            if labels.isEmpty { throw ValidationError("give the label keys to unset, e.g. `tether agent labels unset team`") }
+        case nil:
+            if !labels.isEmpty { throw ValidationError("to change labels write `tether agent labels set \(labels.joined(separator: " "))`") }
+        }
+    }
+
+    func run() throws {
+        var current = try device.deviceLabels()
+        guard let action else {
+            Console.out(current.isEmpty ? "No labels: only policies without a selector select this device."
+                                        : current.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))
+            return
+        }
+        for label in labels {
+            switch action {
+            case .set: if let (key, value) = DeviceLabels.parse(label) { current[key] = value }
+            case .unset: current[label] = nil
+            }
+        }
+        do {
+            try DeviceLabels.save(current, stateDirectory: device.stateDirectory)
+        } catch {
+            throw CommandError("error: cannot write the labels: \(error)")
+        }
+        Console.out(current.isEmpty ? "No labels." : current.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))
+    }
 }

@@ -71,6 +71,10 @@ extension Reconciliation {
         }
         do {
             let vouched = try Pipeline.revision(source.spec, repository: repository, gate: gate, lastApplied: lastApplied)
+            for warning in vouched.revision.policySet.labelWarnings(labels) { Console.error("warning: \(warning)") }
+            if !source.device.labels.isEmpty {
+                Console.error("note: --label \(source.device.labels.joined(separator: " --label ")) is for this run only; keep labels with `tether agent labels set`")
+            }
             try self.init(revision: vouched.revision, gate: gate, labels: labels, host: snapshot?.host ?? ProcessInfo.processInfo.hostName,
                           stateDirectory: source.device.stateDirectoryURL, agent: agent, snapshot: snapshot, notes: vouched.notes,
                           warnExpiryDays: warnExpiry, prune: prune)

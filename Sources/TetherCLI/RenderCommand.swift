@@ -25,6 +25,7 @@ struct RenderCommand: ParsableCommand {
         let revision = try source.revision()
         try revision.requireValid()
         let labels = try source.device.deviceLabels()
+        for warning in revision.policySet.labelWarnings(labels) { Console.error("warning: \(warning)") }
         let state: DesiredState
         do {
             state = try revision.policySet.desiredState(labels: labels)

@@ -88,7 +88,7 @@ struct DeviceOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The agent's state directory (its store, labels file and mirrors). Default: $TETHER_STATE_DIR, else /var/lib/tether.", valueName: "dir"))
     var stateDir: String?
 
-    @Option(name: .customLong("label"), help: ArgumentHelp("A device label that policy selectors match, key=value; repeat for more. Adds to the state directory's labels file.", valueName: "key=value"))
+    @Option(name: .customLong("label"), help: ArgumentHelp("A device label that policy selectors match, key=value; repeat for more. On top of the state directory's labels for this run only (`tether agent labels set` keeps them).", valueName: "key=value"))
     var labels: [String] = []
 
     func validate() throws {

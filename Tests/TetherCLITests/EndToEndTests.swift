@@ -250,3 +250,23 @@ struct ReleasedTests {
         #expect(!env.run("plan").stdout.contains("released"), "no longer managed once reset")
     }
 }
+
+@Suite("Labels")
+struct LabelTests {
+    @Test("A label typo warns with a did-you-mean; --label is for one run; tether agent labels keeps them")
+    func labels() throws {
+        let env = try Environment(labels: "")
+        let typo = env.run("plan", "--label", "env=prdo")
+        #expect(typo.code == 0)
+        #expect(typo.stderr.contains("warning: the label env=prdo matches no policy's selector (they name env=prod); did you mean env=prod?"), "\(typo.stderr)")
+        #expect(typo.stderr.contains("is for this run only"))
+        #expect(env.run("plan", "--label", "tier=gold").stderr.contains("warning: the label tier=gold is used by no policy's selector"))
+
+        #expect(env.agentCommand("labels", "set", "env=prod", "team=ops").code == 0)
+        #expect(env.agentCommand("labels").stdout == "env=prod\nteam=ops\n")
+        #expect(env.agentCommand("labels", "unset", "team").code == 0)
+        let kept = env.run("render")
+        #expect(kept.stdout.contains("prod-edr"), "the saved label selects the prod policy: \(kept.stdout)")
+        #expect(!kept.stderr.contains("warning"))
+    }
+}
