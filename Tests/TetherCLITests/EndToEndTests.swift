@@ -270,3 +270,19 @@ struct LabelTests {
         #expect(!kept.stderr.contains("warning"))
     }
 }
+
+@Suite("The bundled example")
+struct ExampleTests {
+    @Test("examples/quickstart validates on its own once committed")
+    func validates() throws {
+        let repo = try GitFixture()
+        let example = repositoryRoot.appendingPathComponent("examples/quickstart")
+        for file in ["policies/base.yaml", "policies/demo-edr.yaml", "certs/kata.pem"] {
+            try repo.directory.write(file, try Data(contentsOf: example.appendingPathComponent(file)))
+        }
+        try repo.git("add", "-A")
+        try repo.git("commit", "-qm", "The example")
+        let result = tether(["validate", "--repo", repo.path])
+        #expect(result.code == 0, "\(result.stderr)")
+    }
+}
