@@ -14,9 +14,11 @@ public struct HistoryEntry: Sendable, Equatable, Encodable {
     public let findings: Int
     /// A short, secret-free description: the error, or the paths found.
     public let detail: String
+    /// The device's labels an apply used (nil for other entries, and entries of the first release).
+    public let labels: [String: String]?
 
     /// `tether history --json` writes these keys; `at` as an ISO 8601 time.
-    private enum CodingKeys: String, CodingKey { case at, kind, revision, result, findings, detail }
+    private enum CodingKeys: String, CodingKey { case at, kind, revision, result, findings, detail, labels }
 
     public func encode(to encoder: Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
@@ -26,9 +28,12 @@ public struct HistoryEntry: Sendable, Equatable, Encodable {
         try container.encode(result, forKey: .result)
         try container.encode(findings, forKey: .findings)
         try container.encode(detail, forKey: .detail)
+        try container.encodeIfPresent(labels, forKey: .labels)
     }
 
-    public init(id: Int = 0, at: Date = Date(), kind: String, revision: String, result: String, findings: Int, detail: String) {
+    public init(id: Int = 0, at: Date = Date(), kind: String, revision: String, result: String, findings: Int, detail: String,
+                labels: [String: String]? = nil) {
+        self.labels = labels
         self.id = id
         self.at = at
         self.kind = kind
@@ -68,6 +73,7 @@ public final class History {
                 revision TEXT NOT NULL, result TEXT NOT NULL, findings INTEGER NOT NULL, detail TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS noticed (key TEXT PRIMARY KEY, value TEXT NOT NULL, at REAL NOT NULL);
             """),
+        Migration(2, "the labels an apply used", sql: "ALTER TABLE history ADD COLUMN labels TEXT;"),
     ])
 
     /// How many entries are kept (the oldest go first).
@@ -93,22 +99,36 @@ public final class History {
     /// Appends an entry through another connection that has this file attached as `schema`,
     /// inside that connection's transaction (so the entry commits with the agent's change).
     public static func record(_ entry: HistoryEntry, into database: Database, schema: String) throws {
-        try database.query("INSERT INTO \(schema).history (at, kind, revision, result, findings, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        let labels = entry.labels.map { labels -> SQLValue in
+            .text(String(decoding: (try? JSONEncoder().encode(labels)) ?? Data("{}".utf8), as: UTF8.self))
+        } ?? .null
+        try database.query("INSERT INTO \(schema).history (at, kind, revision, result, findings, detail, labels) VALUES (?, ?, ?, ?, ?, ?, ?)",
                            [.real(entry.at.timeIntervalSince1970), .text(entry.kind), .text(entry.revision),
-                            .text(entry.result), .integer(Int64(entry.findings)), .text(entry.detail)])
+                            .text(entry.result), .integer(Int64(entry.findings)), .text(entry.detail), labels])
         try database.query("DELETE FROM \(schema).history WHERE id <= (SELECT max(id) FROM \(schema).history) - ?",
                            [.integer(Int64(History.retained))])
     }
 
     /// The entries, newest first.
     public func entries(limit: Int = 50) throws -> [HistoryEntry] {
-        try database.query("SELECT id, at, kind, revision, result, findings, detail FROM history ORDER BY id DESC LIMIT ?",
+        try database.query("SELECT id, at, kind, revision, result, findings, detail, labels FROM history ORDER BY id DESC LIMIT ?",
                            [.integer(Int64(limit))]).compactMap { row in
             guard let id = row[0].integer, let at = row[1].real, let kind = row[2].text, let revision = row[3].text,
                   let result = row[4].text, let findings = row[5].integer else { return nil }
+            let labels = row[7].text.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) }
             return HistoryEntry(id: Int(id), at: Date(timeIntervalSince1970: at), kind: kind, revision: revision,
-                                result: result, findings: Int(findings), detail: row[6].text ?? "")
+                                result: result, findings: Int(findings), detail: row[6].text ?? "", labels: labels)
         }
+    }
+
+    /// The labels of the newest apply or rollback that left the agent matching a revision;
+    /// nil when none recorded them.
+    public func lastAppliedLabels() throws -> [String: String]? {
+        let row = try database.query("""
+            SELECT labels FROM history WHERE kind IN ('apply', 'rollback') AND result IN ('applied', 'nothing-to-do')
+            ORDER BY id DESC LIMIT 1
+            """).first
+        return row?[0].text.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) }
     }
 
     /// The revisions the agent was known to match after an apply, newest first, each once; a

@@ -110,7 +110,8 @@ public struct Reconciliation {
                 try plan.apply(to: agent, revision: revisionId)
                 return ((plan, restorePoint, try agent.state()),
                         HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? "nothing-to-do" : "applied",
-                                     findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", ")))
+                                     findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", "),
+                                     labels: labels))
             }
         } catch let problems as PolicyProblems {
             try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count,
@@ -184,6 +185,16 @@ public struct Reconciliation {
         let (result, entry) = try agent.transaction(actor: actor) { try body() }
         try history?.record(entry)
         return result
+    }
+
+    /// A warning when the labels differ from the ones the last apply used: another set of
+    /// policies may now select this device.
+    public var labelChange: String? {
+        guard let history, let previous = try? history.lastAppliedLabels(), previous != labels else { return nil }
+        func text(_ labels: [String: String]) -> String {
+            labels.isEmpty ? "(none)" : labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+        }
+        return "the labels differ from the last apply's (\(text(previous)) then, \(text(labels)) now): other policies may select this device"
     }
 
     /// Records a drift detection (noting when each difference was first seen) and returns its

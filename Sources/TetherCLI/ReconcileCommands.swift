@@ -78,6 +78,7 @@ extension Reconciliation {
             try self.init(revision: vouched.revision, gate: gate, labels: labels, host: snapshot?.host ?? ProcessInfo.processInfo.hostName,
                           stateDirectory: source.device.stateDirectoryURL, agent: agent, snapshot: snapshot, notes: vouched.notes,
                           warnExpiryDays: warnExpiry, prune: prune)
+            if let change = labelChange { Console.error("warning: \(change)") }
         } catch let error as AgentError {
             throw CommandError("error: \(error)")
         } catch let error as SourceError {

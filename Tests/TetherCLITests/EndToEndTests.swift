@@ -268,6 +268,11 @@ struct LabelTests {
         let kept = env.run("render")
         #expect(kept.stdout.contains("prod-edr"), "the saved label selects the prod policy: \(kept.stdout)")
         #expect(!kept.stderr.contains("warning"))
+
+        #expect(env.run("apply").code == 0)
+        #expect(!env.run("plan").stderr.contains("differ"))
+        let other = env.run("plan", "--label", "env=lab")
+        #expect(other.stderr.contains("warning: the labels differ from the last apply's (env=prod then, env=lab now)"), "\(other.stderr)")
     }
 }
 
