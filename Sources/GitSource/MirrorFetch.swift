@@ -18,6 +18,8 @@ public struct MirrorFetchRequest: Codable, Sendable {
     public var sshPrivateKey: String?
     public var sshPassphrase: String?
     public var knownHosts: String?
+    /// Where the password came from (for errors).
+    public var passwordSource: String?
     /// A CA bundle for https remotes (`--git-ca-file`).
     public var certificateAuthorityFile: String?
     /// The process that asked: the fetch ends when it is gone.
@@ -32,12 +34,14 @@ public struct MirrorFetchRequest: Codable, Sendable {
         sshPrivateKey = credentials.sshPrivateKey
         sshPassphrase = credentials.sshPassphrase
         knownHosts = credentials.knownHosts
+        passwordSource = credentials.passwordSource
         certificateAuthorityFile = url.lowercased().hasPrefix("https://") ? GitRepository.trustedCertificateFile : nil
         parentProcess = getpid()
     }
 
     public var credentials: RemoteCredentials {
-        RemoteCredentials(username: username, password: password, sshPrivateKey: sshPrivateKey, sshPassphrase: sshPassphrase, knownHosts: knownHosts)
+        RemoteCredentials(username: username, password: password, sshPrivateKey: sshPrivateKey, sshPassphrase: sshPassphrase,
+                          knownHosts: knownHosts, passwordSource: passwordSource)
     }
 }
 

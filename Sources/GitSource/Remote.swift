@@ -20,8 +20,13 @@ public struct RemoteCredentials: Sendable {
     /// For ssh: an OpenSSH known_hosts file; the server's key must be listed for its host.
     public var knownHosts: String?
 
+    /// Where the password came from, for errors (`--git-password-file /etc/tether/token`,
+    /// `$TETHER_GIT_TOKEN`); never the secret itself.
+    public var passwordSource: String?
+
     public init(username: String? = nil, password: String? = nil, sshPrivateKey: String? = nil,
-                sshPassphrase: String? = nil, knownHosts: String? = nil) {
+                sshPassphrase: String? = nil, knownHosts: String? = nil, passwordSource: String? = nil) {
+        self.passwordSource = passwordSource
         self.username = username
         self.password = password
         self.sshPrivateKey = sshPrivateKey
@@ -155,7 +160,11 @@ extension GitRepository {
             let context = Unmanaged<CallbackContext>.fromOpaque(payload).takeUnretainedValue()
             context.attempts += 1
             guard context.attempts <= 2 else {
-                context.refusal = "the remote refused the credentials"
+                let credentials = context.credentials
+                let tried = credentials.sshPrivateKey.map { "the ssh key \($0)" }
+                    ?? credentials.passwordSource.map { "the password from \($0)\(credentials.username.map { " for user \($0)" } ?? "")" }
+                    ?? "no credentials"
+                context.refusal = "the remote refused the credentials (tried \(tried))"
                 return -1
             }
             let credentials = context.credentials
@@ -300,8 +309,12 @@ extension GitRepository {
     }
 
     private static func remoteError(_ context: CallbackContext, url: String, action: String) -> GitError {
-        let detail = context.refusal ?? git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown libgit2 error"
+        var detail = context.refusal ?? git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown libgit2 error"
         git_error_clear()
+        if context.refusal == nil, detail.contains("unexpected http status code: 404") || detail.contains("unexpected Content-Type")
+            || detail.contains("not found: repository") || detail.contains("does not appear to be a git repository") {
+            detail = "there is no git repository at that address (\(detail)); check --repo"
+        }
         return GitError(.fetchFailed, "\(action) \(Self.redacted(url)): \(detail.replacing(url, with: Self.redacted(url)))")
     }
 

@@ -78,8 +78,10 @@ struct CredentialOptions: ParsableArguments {
         }
         let environment = ProcessInfo.processInfo.environment
         let password = try gitPasswordFile.map(secret) ?? environment["TETHER_GIT_TOKEN"] ?? environment["TETHER_GIT_PASSWORD"]
+        let source = gitPasswordFile.map { "--git-password-file \($0)" }
+            ?? (environment["TETHER_GIT_TOKEN"] != nil ? "$TETHER_GIT_TOKEN" : environment["TETHER_GIT_PASSWORD"] != nil ? "$TETHER_GIT_PASSWORD" : nil)
         return RemoteCredentials(username: gitUser, password: password, sshPrivateKey: sshKey,
-                                 sshPassphrase: try sshPassphraseFile.map(secret), knownHosts: knownHosts)
+                                 sshPassphrase: try sshPassphraseFile.map(secret), knownHosts: knownHosts, passwordSource: source)
     }
 }
 
@@ -145,6 +147,9 @@ struct ReportOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Report certificates that expire within this many days.", valueName: "days"))
     var warnExpiry: Int = 30
 
+    @Flag(name: .customLong("no-color"), help: "No colour, even on a terminal (as a non-empty NO_COLOR or TERM=dumb).")
+    var noColor = false
+
     func validate() throws {
         if warnExpiry < 0 { throw ValidationError("--warn-expiry takes a number of days, 0 or more; for example --warn-expiry 30") }
         if ReportFormat(rawValue: formatName) == nil {
@@ -157,7 +162,7 @@ struct ReportOptions: ParsableArguments {
 
     /// Renders the report to the file or to standard output.
     func emit(_ report: Report) throws {
-        try write(format.render(report, colour: out == nil && Console.current.isTerminal))
+        try write(format.render(report, colour: out == nil && !noColor && Console.current.isTerminal))
     }
 
     func write(_ text: String) throws {

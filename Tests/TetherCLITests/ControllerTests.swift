@@ -108,8 +108,12 @@ struct FetchTests {
         let wrong = tether(["plan", "--repo", url, "--git-user", "tether", "--git-password-file", env.state.url.appendingPathComponent("wrong").path,
                             "--state-dir", env.state.path])
         #expect(wrong.code == 1)
-        #expect(wrong.stderr.contains("the remote refused the credentials"))
+        #expect(wrong.stderr.contains("the remote refused the credentials (tried the password from --git-password-file \(env.state.url.appendingPathComponent("wrong").path) for user tether)"), "\(wrong.stderr)")
         #expect(!wrong.stderr.contains("nope"))
+        let missing = tether(["plan", "--repo", server.url("nothing-here.git"), "--git-user", "tether",
+                              "--git-password-file", env.state.url.appendingPathComponent("token").path, "--state-dir", env.state.path])
+        #expect(missing.code == 1)
+        #expect(missing.stderr.contains("there is no git repository at that address"), "\(missing.stderr)")
         let none = tether(["plan", "--repo", url, "--state-dir", env.state.path])
         #expect(none.code == 1)
         #expect(none.stderr.contains("asks for credentials and none were given"))
