@@ -296,6 +296,13 @@ struct PreviewTests {
         // Reports of one device count once: its newest.
         let again = tether(["report", "merge", a, a, b, "--format", "json"])
         #expect((again.json["devices"] as? [Any])?.count == 2, "one entry per device")
+        let merged = try good.state.write("fleet.json", again.stdout)
+        let check = try runProgram("python3", ["-c", """
+            import json, sys, jsonschema
+            jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1])))
+            print("valid")
+            """, repositoryRoot.appendingPathComponent("policies/fleet.schema.json").path, merged])
+        #expect(check.status == 0, "the fleet view validates against policies/fleet.schema.json: \(check.output)")
         #expect((fleet.json["byField"] as? [[String: Any]])?.first?["path"] as? String == "edr.port")
         #expect(tether(["report", "merge", a, b, "--format", "html"]).stdout.contains("<h2>By field</h2>"))
         let broken = tether(["report", "merge", good.pki.path("ca.pem")])
