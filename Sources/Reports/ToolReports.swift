@@ -64,10 +64,14 @@ public enum SARIFReport {
     }
 }
 
-/// JUnit XML: one test case per managed setting, failing where it is out of sync.
+/// JUnit XML: one test case per managed setting, failing where it is out of sync, laid out as
+/// the strict JUnit schema (windyroad's JUnit.xsd) wants it: test cases carry name, classname
+/// and time only; what each case means (where it is declared, what a plan will change) is in
+/// the suite's system-out.
 public enum JUnitReport {
     public static func render(_ report: Report) -> String {
         var cases: [String] = []
+        var notes: [String] = []
         var failures = 0
         var keys = report.managed.map { ($0.key, $0.source) }
         for finding in report.findings where !keys.contains(where: { $0.0 == finding.key }) {
@@ -75,37 +79,40 @@ public enum JUnitReport {
         }
         for (key, source) in keys.sorted(by: { $0.0 < $1.0 }) {
             let classname = "tether.\(report.host).\(key.scope.prefix.isEmpty ? "app" : key.scope.prefix)"
-            var element = "    <testcase classname=\"\(HTMLReport.escape(classname))\" name=\"\(HTMLReport.escape(key.description))\" time=\"0\">\n"
+            var element = "    <testcase name=\"\(HTMLReport.escape(key.description))\" classname=\"\(HTMLReport.escape(classname))\" time=\"0\""
             // In a plan, a pending change is what the pull request asks for: it passes, saying what will change.
             let intended = report.kind == .plan ? report.findings.filter { $0.key == key && $0.kind == .pending } : []
             let problems = report.findings.filter { $0.key == key && $0.kind.isProblem && !(report.kind == .plan && $0.kind == .pending) }
-            var out = ["declared at \(source.shortDescription)"]
-            out += intended.map { "will change: \($0.actual) → \($0.desired)" }
-            if !problems.isEmpty {
+            var note = "\(key): declared at \(source.shortDescription)"
+            for change in intended { note += "; will change: \(change.actual) → \(change.desired)" }
+            for excepted in report.findings where excepted.key == key && excepted.kind == .excepted { note += "; \(excepted.reason ?? "excepted")" }
+            notes.append(note)
+            if problems.isEmpty {
+                element += "/>"
+            } else {
                 failures += 1
                 let message = problems.map { "\($0.kind.label): actual \($0.actual), desired \($0.desired)" }.joined(separator: "; ")
-                var detail = problems.map { finding -> String in
+                let detail = problems.map { finding -> String in
                     var line = "\(finding.key) \(finding.kind.label) — declared at \(finding.source.shortDescription)"
                     if let reason = finding.reason { line += "; \(reason)" }
                     if let change = finding.lastChange { line += "; changed \(ReportFormatting.timestamp(change.at)) by \(change.actor)" }
                     return line
                 }.joined(separator: "\n")
-                detail = HTMLReport.escape(detail)
-                element += "      <failure type=\"\(problems[0].kind.rawValue)\" message=\"\(HTMLReport.escape(message))\">\(detail)</failure>\n"
+                element += ">\n      <failure message=\"\(HTMLReport.escape(message))\" type=\"\(problems[0].kind.rawValue)\">\(HTMLReport.escape(detail))</failure>\n    </testcase>"
             }
-            for excepted in report.findings where excepted.key == key && excepted.kind == .excepted {
-                out.append(excepted.reason ?? "excepted")
-            }
-            element += "      <system-out>\(HTMLReport.escape(out.joined(separator: "\n")))</system-out>\n"
-            element += "    </testcase>"
             cases.append(element)
         }
         let name = "tether \(report.kind.rawValue) \(report.host) @ \(report.revision.prefix(12))"
+        // The schema's timestamp has no time zone: UTC, written without the Z.
+        let timestamp = String(ReportFormatting.timestamp(report.generatedAt).dropLast())
         return """
             <?xml version="1.0" encoding="UTF-8"?>
-            <testsuites name="tether" tests="\(cases.count)" failures="\(failures)">
-              <testsuite name="\(HTMLReport.escape(name))" tests="\(cases.count)" failures="\(failures)" errors="0" skipped="0" timestamp="\(ReportFormatting.timestamp(report.generatedAt))" hostname="\(HTMLReport.escape(report.host))">
+            <testsuites>
+              <testsuite package="tether" id="0" name="\(HTMLReport.escape(name))" timestamp="\(timestamp)" hostname="\(HTMLReport.escape(report.host))" tests="\(cases.count)" failures="\(failures)" errors="0" time="0">
+                <properties/>
             \(cases.joined(separator: "\n"))
+                <system-out>\(HTMLReport.escape(notes.joined(separator: "\n")))</system-out>
+                <system-err/>
               </testsuite>
             </testsuites>
 

@@ -251,8 +251,10 @@ struct FormatTests {
         let env = try Environment()
         let plan = try XMLDocument(xmlString: env.run("plan", "--format", "junit").stdout)
         #expect(try plan.nodes(forXPath: "//testcase[failure]").isEmpty)
-        let out = try plan.nodes(forXPath: "//testcase[@name='edr.enabled']/system-out").first?.stringValue ?? ""
-        #expect(out.contains("will change: false → true"), "\(out)")
+        let out = try plan.nodes(forXPath: "//testsuite/system-out").first?.stringValue ?? ""
+        #expect(out.contains("edr.enabled: declared at policies/prod.yaml:10; will change: false → true"), "\(out)")
+        #expect(try plan.nodes(forXPath: "//testsuite/@package").first?.stringValue == "tether")
+        #expect(try plan.nodes(forXPath: "//testsuite/@timestamp").first?.stringValue?.hasSuffix("Z") == false)
     }
 }
 
