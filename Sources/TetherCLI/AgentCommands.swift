@@ -159,10 +159,22 @@ struct Stop: ParsableCommand {
 }
 
 struct AddServerCertificate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Pin a server certificate (PEM or DER) for an integration, replacing any other.")
+    static let configuration = CommandConfiguration(
+        abstract: "Pin a server certificate (PEM or DER) for an integration, replacing any other.",
+        discussion: """
+        A certificate that has expired, is not valid yet or expires within --warn-expiry days is \
+        pinned all the same, with a warning on standard error: connections fail while it is not valid.
+        Exit codes: 0 pinned (warnings included), 1 not a certificate or the file cannot be read.
+        """)
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @Argument(help: "The certificate file.") var file: String
+    @Option(name: .customLong("warn-expiry"), help: ArgumentHelp("Warn when the certificate expires within this many days.", valueName: "days"))
+    var warnExpiry: Int = 30
     @OptionGroup var device: DeviceOptions
+
+    func validate() throws {
+        if warnExpiry < 0 { throw ValidationError("--warn-expiry takes a number of days, 0 or more; for example --warn-expiry 30") }
+    }
 
     func run() throws {
         let bytes = try readFile(file)
@@ -173,7 +185,25 @@ struct AddServerCertificate: ParsableCommand {
             }
         }
         Console.out("Pinned for \(integration.displayName):\n" + describe(certificate))
+        if let warning = validityWarning(certificate, at: Date(), warnExpiryDays: warnExpiry) {
+            Console.error("warning: \(warning); every connection of \(integration.displayName) fails while it is not valid")
+        }
     }
+}
+
+/// Why a pinned certificate will not (or soon will not) be accepted at `date`, or nil when it is
+/// valid for more than `warnExpiryDays` days.
+func validityWarning(_ certificate: Certificate, at date: Date, warnExpiryDays: Int) -> String? {
+    let day = { (date: Date) in String(ReportFormatting.timestamp(date).prefix(10)) }
+    if certificate.notAfter <= date {
+        return "the certificate expired on \(day(certificate.notAfter))"
+    }
+    if date < certificate.notBefore {
+        return "the certificate is not valid until \(ReportFormatting.timestamp(certificate.notBefore)) (is this machine's clock right?)"
+    }
+    let days = Int((certificate.notAfter.timeIntervalSince(date) / 86_400).rounded(.down))
+    guard days < warnExpiryDays else { return nil }
+    return "the certificate expires on \(day(certificate.notAfter)), in \(days) day\(days == 1 ? "" : "s") (warning at \(warnExpiryDays); --warn-expiry)"
 }
 
 struct RemoveServerCertificate: ParsableCommand {

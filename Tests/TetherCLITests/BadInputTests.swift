@@ -205,6 +205,33 @@ struct AgentCommandTests {
         #expect(env.agentCommand("get-settings", "edr").stdout.contains("[KATAEDR] stopped"))
     }
 
+    @Test("Pinning an expired, not yet valid or soon expiring certificate warns; a valid one does not")
+    func certificateValidityWarnings() throws {
+        let env = try Environment()
+        let folder = try TemporaryDirectory()
+        let cases: [(name: String, data: Data, warning: String?)] = [
+            ("expired.pem", try certificate(validFrom: "20200101000000Z", until: "20200102000000Z"),
+             "warning: the certificate expired on 2020-01-02; every connection of EDR fails while it is not valid"),
+            ("future.pem", try certificate(validFrom: "20991231000000Z", until: "21000101000000Z"),
+             "warning: the certificate is not valid until 2099-12-31T00:00:00Z (is this machine's clock right?)"),
+            ("soon.pem", try TestPKI(days: 10).data("server.pem"), "warning: the certificate expires on "),
+            ("valid.pem", try env.pki.data("server.pem"), nil),
+        ]
+        for (name, data, warning) in cases {
+            let added = env.agentCommand("add-server-certificate", "edr", try folder.write(name, data))
+            #expect(added.code == 0, "\(name): \(added.stderr)")
+            #expect(added.stdout.contains("Pinned for EDR"), "\(name)")
+            if let warning {
+                #expect(added.stderr.contains(warning), "\(name): \(added.stderr)")
+            } else {
+                #expect(added.stderr.isEmpty, "\(name): \(added.stderr)")
+            }
+        }
+        let soon = env.agentCommand("add-server-certificate", "edr", folder.path + "/soon.pem", "--warn-expiry", "5")
+        #expect(soon.code == 0 && soon.stderr.isEmpty, "\(soon.stderr)")
+        #expect(env.agentCommand("add-server-certificate", "edr", folder.path + "/soon.pem", "--warn-expiry", "-1").code == 1)
+    }
+
     @Test("Usage mistakes exit 1 and say what to type")
     func usage() {
         let result = tether(["agent", "set-settings", "edr"])

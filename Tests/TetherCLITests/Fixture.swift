@@ -93,3 +93,20 @@ final class Environment: @unchecked Sendable {
 
     func storeDigest() throws -> String { try fileDigest(storePath) }
 }
+
+/// A self-signed PEM certificate valid between two moments written as OpenSSL wants them
+/// (`20200101000000Z`), made by `openssl ca` (which, unlike `req -x509`, takes both dates).
+func certificate(validFrom start: String, until end: String) throws -> Data {
+    let folder = try TemporaryDirectory()
+    try folder.write("ca.cnf", "[ca]\ndefault_ca = old\n[old]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n")
+    try folder.write("index.txt", "")
+    try folder.write("serial", "01\n")
+    for arguments in [["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "k.pem"],
+                      ["req", "-new", "-key", "k.pem", "-subj", "/CN=dated", "-out", "r.csr"],
+                      ["ca", "-config", "ca.cnf", "-selfsign", "-keyfile", "k.pem", "-in", "r.csr", "-batch",
+                       "-startdate", start, "-enddate", end, "-out", "dated.pem"]] {
+        let result = try runProgram("openssl", arguments, in: folder.path)
+        guard result.status == 0 else { throw FixtureError("openssl \(arguments[0]) failed: \(result.output)") }
+    }
+    return try Data(contentsOf: folder.url.appendingPathComponent("dated.pem"))
+}

@@ -57,17 +57,7 @@ struct FindingCauseTests {
         #expect((expiring["reason"] as? String)?.contains("in 9 days") == true || (expiring["reason"] as? String)?.contains("in 10 days") == true)
         #expect(env.run("drift", "--warn-expiry", "5").code == 0)
 
-        let old = try TemporaryDirectory()
-        try old.write("ca.cnf", "[ca]\ndefault_ca = old\n[old]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n")
-        try old.write("index.txt", "")
-        try old.write("serial", "01\n")
-        for arguments in [["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", "k.pem"],
-                          ["req", "-new", "-key", "k.pem", "-subj", "/CN=old", "-out", "r.csr"],
-                          ["ca", "-config", "ca.cnf", "-selfsign", "-keyfile", "k.pem", "-in", "r.csr", "-batch",
-                           "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-out", "old.pem"]] {
-            #expect(try runProgram("openssl", arguments, in: old.path).status == 0)
-        }
-        try env.repo.commit(data: ["certs/kata.pem": try Data(contentsOf: old.url.appendingPathComponent("old.pem"))], message: "Expired")
+        try env.repo.commit(data: ["certs/kata.pem": try certificate(validFrom: "20200101000000Z", until: "20200102000000Z")], message: "Expired")
         let expired = env.run("drift", "--format", "json")
         #expect(finding(expired, "edr.serverCertificate", kind: "expired")?["reason"] as? String == "the certificate expired on 2020-01-02")
         #expect(finding(expired, "edr.serverCertificate", kind: "pending") != nil)
