@@ -52,7 +52,7 @@ public final class ControllerLoop {
             throw LockError(description: "the metrics endpoint listens on loopback only (127.0.0.1 or ::1), not \(host)")
         }
         let metrics = controller.metrics
-        let server = try HTTPServer(host: host == "localhost" ? "127.0.0.1" : host, port: port) { request in
+        let server = try HTTPServer(host: host == "localhost" ? "127.0.0.1" : host, port: port, limits: .probes) { request in
             switch request.path {
             case "/healthz": return ServerResponse(status: 200, contentType: "text/plain", body: Array("ok\n".utf8))
             case "/readyz":

@@ -42,8 +42,45 @@ public struct ServerError: Error, CustomStringConvertible, Sendable {
     }
 }
 
+/// What a server accepts from its clients and how long it waits for them. A request beyond a
+/// limit is answered with its status (400, 405, 408, 413, 431) without reading the rest, and
+/// the connection is closed.
+public struct ServerLimits: Sendable {
+    /// The methods served; any other gets 405 before its body is read. nil serves every method.
+    public var methods: Set<String>?
+    /// The largest request body; a larger declared one gets 413, unread.
+    public var maximumBody: Int
+    /// The largest request head (request line and headers); a larger one gets 431.
+    public var maximumHead: Int
+    /// How long a client may take to send one whole request once its first byte arrived (408 after).
+    public var requestDeadline: Double
+    /// How long a connection may wait for its next request, or between two reads.
+    public var idleTimeout: Double
+    /// Connections open at once. At the limit a new connection closes the oldest one, so that
+    /// clients that hold connections open cannot keep a new one out.
+    public var maximumConnections: Int
+
+    public init(methods: Set<String>?, maximumBody: Int, maximumHead: Int, requestDeadline: Double, idleTimeout: Double,
+                maximumConnections: Int) {
+        self.methods = methods
+        self.maximumBody = maximumBody
+        self.maximumHead = maximumHead
+        self.requestDeadline = requestDeadline
+        self.idleTimeout = idleTimeout
+        self.maximumConnections = maximumConnections
+    }
+
+    /// For an API: every method, bodies up to 256 MiB, ten minutes per request.
+    public static let standard = ServerLimits(methods: nil, maximumBody: 256 * 1024 * 1024, maximumHead: 64 * 1024,
+                                              requestDeadline: 600, idleTimeout: 30, maximumConnections: 256)
+    /// For health probes and metrics scrapes: GET and HEAD only, no bodies, 8 KiB heads, five
+    /// seconds per request, 64 connections.
+    public static let probes = ServerLimits(methods: ["GET", "HEAD"], maximumBody: 0, maximumHead: 8 * 1024,
+                                            requestDeadline: 5, idleTimeout: 5, maximumConnections: 64)
+}
+
 /// A small HTTP/1.1 server on 127.0.0.1 (or ::1): a thread per connection, keep-alive,
-/// Content-Length bodies. In the clear for loopback endpoints (the controller's /metrics);
+/// Content-Length and chunked bodies, within `ServerLimits`. In the clear for loopback endpoints (the controller's /metrics);
 /// the local platform and tests put TLS under it (PlatformTLS), so no TLS server is part of
 /// the shipped `tether`. Not for the open internet.
 public final class HTTPServer: @unchecked Sendable {
@@ -54,13 +91,14 @@ public final class HTTPServer: @unchecked Sendable {
     /// Starts a server at once. `port` 0 lets the kernel choose. `upgrade`, when given, turns
     /// each accepted socket into the connection requests are read from (a TLS session, say);
     /// nil from it closes the socket.
-    public init(host: String = "127.0.0.1", port: Int = 0, upgrade: (@Sendable (Int32) -> ServerConnection?)? = nil,
+    public init(host: String = "127.0.0.1", port: Int = 0, limits: ServerLimits = .standard,
+                upgrade: (@Sendable (Int32) -> ServerConnection?)? = nil,
                 handler: @escaping @Sendable (ServerRequest) -> ServerResponse) throws {
         // A client that hangs up mid-response must not kill the process.
         signal(SIGPIPE, SIG_IGN)
         let (listener, boundPort) = try Self.listen(host: host, port: port)
         self.port = boundPort
-        state = ServerState(upgrade: upgrade, listener: listener, handler: handler)
+        state = ServerState(limits: limits, upgrade: upgrade, listener: listener, handler: handler)
         let state = self.state
         Thread { state.acceptLoop() }.start()
     }
@@ -117,27 +155,32 @@ public final class HTTPServer: @unchecked Sendable {
 
 /// What the accept loop and the connection threads share.
 private final class ServerState: @unchecked Sendable {
+    let limits: ServerLimits
     /// Makes the connection of an accepted socket; nil for plain HTTP.
     let upgrade: (@Sendable (Int32) -> ServerConnection?)?
     let listener: Int32
     let handler: @Sendable (ServerRequest) -> ServerResponse
     private let lock = NSLock()
     private var stopped = false
-    private var connections = Set<Int32>()
+    /// Open connections, by descriptor, with the order they were accepted in.
+    private var connections: [Int32: UInt64] = [:]
+    /// Connections shut down to make room, whose threads have not ended yet.
+    private var closing = Set<Int32>()
+    private var accepted: UInt64 = 0
 
-    static let maximumConnections = 256
-
-    init(upgrade: (@Sendable (Int32) -> ServerConnection?)?, listener: Int32, handler: @escaping @Sendable (ServerRequest) -> ServerResponse) {
+    init(limits: ServerLimits, upgrade: (@Sendable (Int32) -> ServerConnection?)?, listener: Int32,
+         handler: @escaping @Sendable (ServerRequest) -> ServerResponse) {
+        self.limits = limits
         self.upgrade = upgrade
         self.listener = listener
         self.handler = handler
     }
 
     func stop() {
-        let open: Set<Int32> = lock.withLock {
+        let open: [Int32] = lock.withLock {
             if stopped { return [] }
             stopped = true
-            return connections
+            return Array(connections.keys)
         }
         // Wake the accept loop; it closes the socket itself, so its descriptor cannot be
         // reused by another socket while it still waits on it.
@@ -155,26 +198,35 @@ private final class ServerState: @unchecked Sendable {
                 usleep(10_000)  // out of descriptors, say: do not spin
                 continue
             }
-            let accepted = lock.withLock { () -> Bool? in
-                if stopped { return nil }
-                // A bounded number of connections at once; beyond it a client is closed at once.
-                guard connections.count < Self.maximumConnections else { return false }
-                connections.insert(client)
+            let admitted = lock.withLock { () -> Bool in
+                if stopped { return false }
+                // At the limit the oldest connection makes room: its thread sees the shutdown and
+                // ends. Clients that hold many connections open lose their own oldest first.
+                if connections.count - closing.count >= limits.maximumConnections,
+                   let oldest = connections.filter({ !closing.contains($0.key) }).min(by: { $0.value < $1.value })?.key {
+                    closing.insert(oldest)
+                    shutdown(oldest, Int32(SHUT_RDWR))
+                }
+                accepted += 1
+                connections[client] = accepted
                 return true
             }
-            guard let accepted else { close(client); break }
-            guard accepted else { close(client); continue }
+            guard admitted else { close(client); break }
             Thread { [self] in serve(client) }.start()
         }
     }
 
     private func serve(_ fd: Int32) {
         defer {
-            lock.withLock { _ = connections.remove(fd) }
+            lock.withLock {
+                _ = connections.removeValue(forKey: fd)
+                _ = closing.remove(fd)
+            }
             close(fd)
         }
-        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        var timeout = timeval(tv_sec: Int(limits.idleTimeout), tv_usec: Int((limits.idleTimeout * 1_000_000).truncatingRemainder(dividingBy: 1_000_000)))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         // Small TLS records (session tickets, short answers) must not wait for Nagle's algorithm.
         var noDelay: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
@@ -186,56 +238,102 @@ private final class ServerState: @unchecked Sendable {
             connection = PlainConnection(fd: fd)
         }
         var buffer: [UInt8] = []
-        while let request = readRequest(connection, buffer: &buffer) {
-            let response = handler(request)
-            guard write(connection, response, keepAlive: request.headers["connection"]?.lowercased() != "close") else { return }
-            if request.headers["connection"]?.lowercased() == "close" { return }
+        while true {
+            switch readRequest(connection, buffer: &buffer) {
+            case .closed:
+                return
+            case .refused(let status, let message):
+                _ = write(connection, ServerResponse(status: status, contentType: "text/plain", body: Array((message + "\n").utf8),
+                                                     headers: status == 405 ? ["Allow": (limits.methods ?? []).sorted().joined(separator: ", ")] : [:]),
+                          keepAlive: false, head: false)
+                return
+            case .request(let request):
+                let keepAlive = request.headers["connection"]?.lowercased() != "close"
+                guard write(connection, handler(request), keepAlive: keepAlive, head: request.method == "HEAD"), keepAlive else { return }
+            }
         }
     }
 
-    private func readRequest(_ connection: ServerConnection, buffer: inout [UInt8]) -> ServerRequest? {
+    /// A request, a refusal to answer before closing, or the end of the connection.
+    private enum Reading {
+        case request(ServerRequest)
+        case refused(status: Int, message: String)
+        case closed
+    }
+
+    private func readRequest(_ connection: ServerConnection, buffer: inout [UInt8]) -> Reading {
         let separator: [UInt8] = [13, 10, 13, 10]
+        var deadline = buffer.isEmpty ? nil : Date().addingTimeInterval(limits.requestDeadline)
+        /// Reads more, within the request's deadline (which starts at its first byte).
+        func readMore() -> Reading? {
+            guard connection.read(into: &buffer) else { return .closed }
+            if deadline == nil { deadline = Date().addingTimeInterval(limits.requestDeadline) }
+            if let deadline, Date() > deadline { return .refused(status: 408, message: "the request took longer than \(Int(limits.requestDeadline)) s") }
+            return nil
+        }
         var headerEnd: Int?
         while headerEnd == nil {
             headerEnd = buffer.firstRange(of: separator)?.lowerBound
             if headerEnd != nil { break }
-            guard buffer.count < 64 * 1024, connection.read(into: &buffer) else { return nil }
+            if buffer.count > limits.maximumHead { return .refused(status: 431, message: "the request head is over \(limits.maximumHead) bytes") }
+            if let stop = readMore() { return stop }
         }
+        guard headerEnd! <= limits.maximumHead else { return .refused(status: 431, message: "the request head is over \(limits.maximumHead) bytes") }
         let head = String(decoding: buffer[..<headerEnd!], as: UTF8.self)
         var lines = head.components(separatedBy: "\r\n")
-        let requestLine = lines.removeFirst().split(separator: " ")
-        guard requestLine.count >= 2 else { return nil }
+        let requestLine = lines.removeFirst().split(separator: " ", omittingEmptySubsequences: false)
+        guard requestLine.count == 3, !requestLine[0].isEmpty, requestLine[0].allSatisfy({ $0.isASCII && ($0.isLetter || $0 == "-") }),
+              requestLine[1].hasPrefix("/"), requestLine[2].hasPrefix("HTTP/1.") else {
+            return .refused(status: 400, message: "not an HTTP/1.1 request line")
+        }
         var headers: [String: String] = [:]
         for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { continue }
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
+                return .refused(status: 400, message: "a header line without a name and a colon")
+            }
             headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let method = String(requestLine[0])
+        if let methods = limits.methods, !methods.contains(method) {
+            return .refused(status: 405, message: "\(method) is not served here; use \(methods.sorted().joined(separator: " or "))")
+        }
+        let chunked = headers["transfer-encoding"]?.lowercased().contains("chunked") == true
+        guard let length = Int(headers["content-length"] ?? "0"), length >= 0 else {
+            return .refused(status: 400, message: "Content-Length is not a number")
+        }
+        if length > limits.maximumBody || (chunked && limits.maximumBody == 0) {
+            return .refused(status: 413, message: limits.maximumBody == 0 ? "requests here have no body" : "the body is over \(limits.maximumBody) bytes")
         }
         var bodyStart = headerEnd! + 4
         let body: [UInt8]
-        if headers["transfer-encoding"]?.lowercased().contains("chunked") == true {
+        if chunked {
             // Chunked request bodies (libgit2 sends them): size line, data, CRLF … a zero-size chunk.
             var decoded: [UInt8] = []
             while true {
                 var lineEnd = buffer[bodyStart...].firstRange(of: [13, 10])
                 while lineEnd == nil {
-                    guard connection.read(into: &buffer) else { return nil }
+                    if let stop = readMore() { return stop }
                     lineEnd = buffer[bodyStart...].firstRange(of: [13, 10])
                 }
                 let sizeText = String(decoding: buffer[bodyStart..<lineEnd!.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
-                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0,
-                      size <= 256 * 1024 * 1024 - decoded.count else { return nil }
+                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
+                    return .refused(status: 400, message: "a chunk size is not a hexadecimal number")
+                }
+                guard size <= limits.maximumBody - decoded.count else {
+                    return .refused(status: 413, message: "the body is over \(limits.maximumBody) bytes")
+                }
                 let dataStart = lineEnd!.upperBound
                 if size == 0 {
                     var trailerEnd = buffer[dataStart...].firstRange(of: [13, 10])
                     while trailerEnd == nil {
-                        guard connection.read(into: &buffer) else { return nil }
+                        if let stop = readMore() { return stop }
                         trailerEnd = buffer[dataStart...].firstRange(of: [13, 10])
                     }
                     bodyStart = trailerEnd!.upperBound
                     break
                 }
                 while buffer.count < dataStart + size + 2 {
-                    guard connection.read(into: &buffer) else { return nil }
+                    if let stop = readMore() { return stop }
                 }
                 decoded += buffer[dataStart..<(dataStart + size)]
                 bodyStart = dataStart + size + 2
@@ -243,9 +341,8 @@ private final class ServerState: @unchecked Sendable {
             body = decoded
             buffer.removeFirst(bodyStart)
         } else {
-            guard let length = Int(headers["content-length"] ?? "0"), length >= 0, length <= 256 * 1024 * 1024 else { return nil }
             while buffer.count < bodyStart + length {
-                guard connection.read(into: &buffer) else { return nil }
+                if let stop = readMore() { return stop }
             }
             body = Array(buffer[bodyStart..<(bodyStart + length)])
             buffer.removeFirst(bodyStart + length)
@@ -261,16 +358,17 @@ private final class ServerState: @unchecked Sendable {
                 query[key] = value
             }
         }
-        return ServerRequest(method: String(requestLine[0]), path: String(parts.first ?? ""), query: query,
-                             headers: headers, body: body, clientSubject: connection.clientSubject)
+        return .request(ServerRequest(method: method, path: String(parts.first ?? ""), query: query,
+                                      headers: headers, body: body, clientSubject: connection.clientSubject))
     }
 
-    private func write(_ connection: ServerConnection, _ response: ServerResponse, keepAlive: Bool) -> Bool {
+    /// Sends a response; for a HEAD request (`head`) only its head, with the body's length.
+    private func write(_ connection: ServerConnection, _ response: ServerResponse, keepAlive: Bool, head isHead: Bool) -> Bool {
         var head = "HTTP/1.1 \(response.status) \(reason(response.status))\r\nContent-Type: \(response.contentType)\r\nContent-Length: \(response.body.count)\r\n"
         head += "Connection: \(keepAlive ? "keep-alive" : "close")\r\n"
         for (name, value) in response.headers { head += "\(name): \(value)\r\n" }
         head += "\r\n"
-        return connection.write(Array(head.utf8) + response.body)
+        return connection.write(Array(head.utf8) + (isHead ? [] : response.body))
     }
 
     private func reason(_ status: Int) -> String {
@@ -282,7 +380,10 @@ private final class ServerState: @unchecked Sendable {
         case 403: return "Forbidden"
         case 404: return "Not Found"
         case 405: return "Method Not Allowed"
+        case 408: return "Request Timeout"
+        case 413: return "Content Too Large"
         case 429: return "Too Many Requests"
+        case 431: return "Request Header Fields Too Large"
         case 500: return "Internal Server Error"
         case 503: return "Service Unavailable"
         default: return "Status"

@@ -160,15 +160,17 @@ final class ByteCounter: @unchecked Sendable {
 
 /// A plain HTTP GET to 127.0.0.1 (for /metrics and friends): the status and the body.
 public func httpGet(port: Int, path: String) throws -> (status: Int, body: String) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let response = try httpExchange(port: port, Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8))
+    return (response.status, response.body)
+}
+
+/// Sends `request` as it is over a new connection to 127.0.0.1 and reads until the server
+/// closes it or `timeout` seconds pass without a byte: the status (0 when none came), the
+/// response head and its body.
+public func httpExchange(port: Int, _ request: [UInt8], timeout: Double = 10) throws -> (status: Int, head: String, body: String) {
+    let fd = try connectLoopback(port: port, timeout: timeout)
     defer { close(fd) }
-    var address = loopback(port: port)
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { throw FixtureError("nothing listens on 127.0.0.1:\(port)") }
-    let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     var response = [UInt8]()
     var chunk = [UInt8](repeating: 0, count: 65536)
     while true {
@@ -178,6 +180,23 @@ public func httpGet(port: Int, path: String) throws -> (status: Int, body: Strin
     }
     let text = String(decoding: response, as: UTF8.self)
     let status = Int(text.split(separator: " ").dropFirst().first ?? "") ?? 0
-    let body = text.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
-    return (status, body)
+    let parts = text.components(separatedBy: "\r\n\r\n")
+    return (status, parts.first ?? "", parts.dropFirst().joined(separator: "\r\n\r\n"))
+}
+
+/// A TCP connection to 127.0.0.1:`port` whose reads and writes give up after `timeout` seconds.
+public func connectLoopback(port: Int, timeout: Double = 10) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var limit = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout * 1_000_000).truncatingRemainder(dividingBy: 1_000_000)))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    var address = loopback(port: port)
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else {
+        close(fd)
+        throw FixtureError("nothing listens on 127.0.0.1:\(port)")
+    }
+    return fd
 }

@@ -368,14 +368,19 @@ struct ControllerTests {
         withExtendedLifetime(first) {}
     }
 
-    @Test("/healthz, /readyz and /metrics in Prometheus text format")
-    func metrics() throws {
-        let env = try Environment()
+    /// A controller loop for `env`'s repository, serving /healthz, /readyz and /metrics on a free port.
+    private func servingLoop(_ env: Environment) throws -> (ControllerLoop, Int) {
         let controller = Controller(configuration: ControllerConfiguration(source: SourceSpec(repository: env.repo.path, ref: nil, path: "policies"),
                                                                            stateDirectory: env.state.url, labelOverrides: [:]),
                                     logger: Logger(label: "test"))
         let loop = ControllerLoop(controller: controller, logger: Logger(label: "test"))
-        let port = try loop.serveMetrics(host: "127.0.0.1", port: 0)
+        return (loop, try loop.serveMetrics(host: "127.0.0.1", port: 0))
+    }
+
+    @Test("/healthz, /readyz and /metrics in Prometheus text format")
+    func metrics() throws {
+        let env = try Environment()
+        let (loop, port) = try servingLoop(env)
         #expect(try httpGet(port: port, path: "/healthz").status == 200)
         #expect(try httpGet(port: port, path: "/readyz").status == 503)
         loop.run(cycles: 1, shouldStop: { false }, shouldReload: { false })
@@ -387,6 +392,65 @@ struct ControllerTests {
         #expect(metrics.contains("tether_drift_findings{integration=\"edr\"} 0"))
         #expect(metrics.contains("tether_fetch_duration_seconds_count 1"))
         #expect(metrics.contains("tether_connector_up{integration=\"edr\",state=\"not yet connected\"} 0"))
+    }
+
+    @Test("The health endpoint holds up on its own machine: 300 slow clients, large bodies, other methods, huge or broken heads")
+    func hostileProbeClients() throws {
+        let env = try Environment()
+        let (loop, port) = try servingLoop(env)
+        defer { loop.stopServing() }
+
+        // 300 clients that send half a request and wait: /healthz still answers, 10 of 10.
+        var slow: [Int32] = []
+        defer { slow.forEach { close($0) } }
+        for _ in 0..<300 {
+            let fd = try connectLoopback(port: port)
+            _ = Array("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            slow.append(fd)
+        }
+        var answered = 0
+        for _ in 0..<10 {
+            let probe = try httpExchange(port: port, Array("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8), timeout: 2)
+            if probe.status == 200 && probe.body == "ok\n" { answered += 1 }
+        }
+        #expect(answered == 10)
+
+        // A declared 256 MiB body is refused at once, before a byte of it is sent.
+        let large = try httpExchange(port: port, Array("GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 268435456\r\n\r\n".utf8), timeout: 2)
+        #expect(large.status == 413)
+        let chunked = try httpExchange(port: port, Array("GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".utf8), timeout: 2)
+        #expect(chunked.status == 413)
+
+        // Only GET and HEAD; HEAD gets the head alone.
+        for method in ["POST", "FOO", "DELETE"] {
+            let refused = try httpExchange(port: port, Array("\(method) /healthz HTTP/1.1\r\nHost: x\r\n\r\n".utf8), timeout: 2)
+            #expect(refused.status == 405, "\(method)")
+            #expect(refused.head.contains("Allow: GET, HEAD"), "\(method)")
+        }
+        let head = try httpExchange(port: port, Array("HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8), timeout: 2)
+        #expect(head.status == 200 && head.head.contains("Content-Length: 3") && head.body.isEmpty)
+
+        // Heads over 8 KiB, and requests that are not HTTP.
+        let huge = try httpExchange(port: port, Array("GET /healthz HTTP/1.1\r\nX-Pad: \(String(repeating: "a", count: 20_000))\r\n\r\n".utf8), timeout: 2)
+        #expect(huge.status == 431)
+        for garbage in ["hello\r\n\r\n", "GET\r\n\r\n", "GET /healthz HTTP/1.1\r\nno colon here\r\n\r\n", "GET /metrics HTTP/1.1\r\nContent-Length: -5\r\n\r\n"] {
+            #expect(try httpExchange(port: port, Array(garbage.utf8), timeout: 2).status == 400, "\(garbage.debugDescription)")
+        }
+
+        // A client that trickles a request a byte a second is cut off after five seconds.
+        let trickle = try connectLoopback(port: port, timeout: 10)
+        defer { close(trickle) }
+        let started = Date()
+        var reply = [UInt8](repeating: 0, count: 4096)
+        var received = 0
+        for byte in Array("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa".utf8) {
+            guard send(trickle, [byte], 1, Int32(MSG_NOSIGNAL)) == 1 else { break }
+            usleep(1_000_000)
+            received = recv(trickle, &reply, reply.count, Int32(MSG_DONTWAIT))
+            if received > 0 { break }
+        }
+        #expect(String(decoding: reply.prefix(max(received, 0)), as: UTF8.self).hasPrefix("HTTP/1.1 408"))
+        #expect(Date().timeIntervalSince(started) < 9)
     }
 
     @Test("SIGTERM finishes the current cycle and exits cleanly; logs are JSON lines with --log-format json")
