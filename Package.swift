@@ -81,6 +81,7 @@ let package = Package(
         .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TetherTestSupport"]),
         .testTarget(name: "SQLiteDBTests", dependencies: ["SQLiteDB"]),
         .testTarget(name: "WireFormatTests", dependencies: ["WireFormat", "IntegrationModel"]),
         .testTarget(name: "IntegrationModelTests", dependencies: ["IntegrationModel"]),

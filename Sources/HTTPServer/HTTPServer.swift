@@ -177,15 +177,15 @@ private final class ServerState: @unchecked Sendable {
     }
 
     func stop() {
-        let open: [Int32] = lock.withLock {
-            if stopped { return [] }
+        lock.withLock {
+            if stopped { return }
             stopped = true
-            return Array(connections.keys)
+            // Wake the accept loop; it closes the socket itself, so its descriptor cannot be
+            // reused by another socket while it still waits on it. Connections are shut down
+            // under the lock: a thread removes its descriptor under it before closing it.
+            shutdown(listener, Int32(SHUT_RDWR))
+            for fd in connections.keys { shutdown(fd, Int32(SHUT_RDWR)) }
         }
-        // Wake the accept loop; it closes the socket itself, so its descriptor cannot be
-        // reused by another socket while it still waits on it.
-        shutdown(listener, Int32(SHUT_RDWR))
-        for fd in open { shutdown(fd, Int32(SHUT_RDWR)) }
     }
 
     func acceptLoop() {
@@ -224,9 +224,8 @@ private final class ServerState: @unchecked Sendable {
             }
             close(fd)
         }
-        var timeout = timeval(tv_sec: Int(limits.idleTimeout), tv_usec: Int((limits.idleTimeout * 1_000_000).truncatingRemainder(dividingBy: 1_000_000)))
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        Self.setTimeout(fd, SO_RCVTIMEO, limits.idleTimeout)
+        Self.setTimeout(fd, SO_SNDTIMEO, limits.idleTimeout)
         // Small TLS records (session tickets, short answers) must not wait for Nagle's algorithm.
         var noDelay: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, socklen_t(MemoryLayout<Int32>.size))
@@ -239,115 +238,179 @@ private final class ServerState: @unchecked Sendable {
         }
         var buffer: [UInt8] = []
         while true {
-            switch readRequest(connection, buffer: &buffer) {
+            switch readRequest(connection, fd: fd, buffer: &buffer) {
             case .closed:
                 return
-            case .refused(let status, let message):
+            case .refused(let status, let message, let isHead):
                 _ = write(connection, ServerResponse(status: status, contentType: "text/plain", body: Array((message + "\n").utf8),
                                                      headers: status == 405 ? ["Allow": (limits.methods ?? []).sorted().joined(separator: ", ")] : [:]),
-                          keepAlive: false, head: false)
+                          keepAlive: false, head: isHead)
+                drain(connection, fd: fd)
                 return
-            case .request(let request):
-                let keepAlive = request.headers["connection"]?.lowercased() != "close"
+            case .request(let request, let keepAlive):
                 guard write(connection, handler(request), keepAlive: keepAlive, head: request.method == "HEAD"), keepAlive else { return }
             }
         }
     }
 
-    /// A request, a refusal to answer before closing, or the end of the connection.
+    private static func setTimeout(_ fd: Int32, _ option: Int32, _ seconds: Double) {
+        let bounded = max(seconds, 0.001)
+        var value = timeval(tv_sec: Int(bounded), tv_usec: Int((bounded * 1_000_000).truncatingRemainder(dividingBy: 1_000_000)))
+        setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// After a refusal: stops sending, then reads (and drops) what the client is still sending
+    /// for a moment, so that closing with unread data does not reset the connection before the
+    /// client has read the answer.
+    private func drain(_ connection: ServerConnection, fd: Int32) {
+        shutdown(fd, Int32(SHUT_WR))
+        Self.setTimeout(fd, SO_RCVTIMEO, 0.2)
+        let until = Date().addingTimeInterval(0.5)
+        var discarded = 0
+        var scratch: [UInt8] = []
+        while discarded < 1024 * 1024, Date() < until, connection.read(into: &scratch) {
+            discarded += scratch.count
+            scratch.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// A request (and whether the connection stays open after it), a refusal to answer before
+    /// closing, or the end of the connection.
     private enum Reading {
-        case request(ServerRequest)
-        case refused(status: Int, message: String)
+        case request(ServerRequest, keepAlive: Bool)
+        case refused(status: Int, message: String, isHead: Bool)
         case closed
     }
 
-    private func readRequest(_ connection: ServerConnection, buffer: inout [UInt8]) -> Reading {
+    /// The longest chunk-size or trailer line of a chunked body.
+    private static let maximumChunkLine = 4096
+
+    private func readRequest(_ connection: ServerConnection, fd: Int32, buffer: inout [UInt8]) -> Reading {
         let separator: [UInt8] = [13, 10, 13, 10]
         var deadline = buffer.isEmpty ? nil : Date().addingTimeInterval(limits.requestDeadline)
-        /// Reads more, within the request's deadline (which starts at its first byte).
+        var isHead = false
+        func refuse(_ status: Int, _ message: String) -> Reading { .refused(status: status, message: message, isHead: isHead) }
+        /// Reads more, waiting no longer than the idle timeout or what is left of the request's
+        /// deadline (which starts at its first byte).
         func readMore() -> Reading? {
-            guard connection.read(into: &buffer) else { return .closed }
-            if deadline == nil { deadline = Date().addingTimeInterval(limits.requestDeadline) }
-            if let deadline, Date() > deadline { return .refused(status: 408, message: "the request took longer than \(Int(limits.requestDeadline)) s") }
-            return nil
+            let left = deadline.map { $0.timeIntervalSinceNow } ?? limits.idleTimeout
+            Self.setTimeout(fd, SO_RCVTIMEO, min(limits.idleTimeout, left))
+            let more = connection.read(into: &buffer)
+            if deadline == nil, !buffer.isEmpty { deadline = Date().addingTimeInterval(limits.requestDeadline) }
+            if let deadline, Date() >= deadline { return refuse(408, "the request took longer than \(Int(limits.requestDeadline)) s") }
+            return more ? nil : .closed
         }
         var headerEnd: Int?
         while headerEnd == nil {
             headerEnd = buffer.firstRange(of: separator)?.lowerBound
             if headerEnd != nil { break }
-            if buffer.count > limits.maximumHead { return .refused(status: 431, message: "the request head is over \(limits.maximumHead) bytes") }
+            if buffer.count > limits.maximumHead + 3 { return refuse(431, "the request head is over \(limits.maximumHead) bytes") }
             if let stop = readMore() { return stop }
         }
-        guard headerEnd! <= limits.maximumHead else { return .refused(status: 431, message: "the request head is over \(limits.maximumHead) bytes") }
+        guard headerEnd! <= limits.maximumHead else { return refuse(431, "the request head is over \(limits.maximumHead) bytes") }
         let head = String(decoding: buffer[..<headerEnd!], as: UTF8.self)
         var lines = head.components(separatedBy: "\r\n")
         let requestLine = lines.removeFirst().split(separator: " ", omittingEmptySubsequences: false)
         guard requestLine.count == 3, !requestLine[0].isEmpty, requestLine[0].allSatisfy({ $0.isASCII && ($0.isLetter || $0 == "-") }),
-              requestLine[1].hasPrefix("/"), requestLine[2].hasPrefix("HTTP/1.") else {
-            return .refused(status: 400, message: "not an HTTP/1.1 request line")
-        }
-        var headers: [String: String] = [:]
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex else {
-                return .refused(status: 400, message: "a header line without a name and a colon")
-            }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+              requestLine[2] == "HTTP/1.1" || requestLine[2] == "HTTP/1.0" else {
+            return refuse(400, "not an HTTP/1.1 request line")
         }
         let method = String(requestLine[0])
+        isHead = method == "HEAD"
         if let methods = limits.methods, !methods.contains(method) {
-            return .refused(status: 405, message: "\(method) is not served here; use \(methods.sorted().joined(separator: " or "))")
+            return refuse(405, "\(method) is not served here; use \(methods.sorted().joined(separator: " or "))")
         }
-        let chunked = headers["transfer-encoding"]?.lowercased().contains("chunked") == true
-        guard let length = Int(headers["content-length"] ?? "0"), length >= 0 else {
-            return .refused(status: 400, message: "Content-Length is not a number")
+        // Origin form (/path), absolute form (http://host/path), or * for OPTIONS.
+        var target = String(requestLine[1])
+        if let scheme = ["http://", "https://"].first(where: { target.lowercased().hasPrefix($0) }) {
+            let rest = target.dropFirst(scheme.count)
+            target = rest.firstIndex(where: { $0 == "/" || $0 == "?" }).map { String(rest[$0...]) } ?? "/"
+            if target.hasPrefix("?") { target = "/" + target }
+        }
+        guard target.hasPrefix("/") || (target == "*" && method == "OPTIONS") else {
+            return refuse(400, "the request target is not a path")
+        }
+        var headers: [String: String] = [:]
+        var lengths = Set<String>()
+        for line in lines {
+            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
+                  !line[..<colon].contains(where: { $0 == " " || $0 == "\t" }) else {
+                return refuse(400, "a header line is not a name, a colon and a value")
+            }
+            let name = line[..<colon].lowercased()
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            if name == "content-length" { lengths.insert(value) }
+            headers[name] = headers[name].map { $0 + ", " + value } ?? value
+        }
+        // One framing only: conflicting lengths, or a length next to chunked, could smuggle a request.
+        var length = 0
+        if let lengthText = lengths.first {
+            guard lengths.count == 1, !lengthText.isEmpty, lengthText.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let parsed = Int(lengthText) else {
+                return refuse(400, "Content-Length is not one number")
+            }
+            length = parsed
+        }
+        var chunked = false
+        if let codings = headers["transfer-encoding"] {
+            guard codings.split(separator: ",").last?.trimmingCharacters(in: .whitespaces).lowercased() == "chunked", lengths.isEmpty else {
+                return refuse(400, "Transfer-Encoding must end in chunked and come without Content-Length")
+            }
+            chunked = true
         }
         if length > limits.maximumBody || (chunked && limits.maximumBody == 0) {
-            return .refused(status: 413, message: limits.maximumBody == 0 ? "requests here have no body" : "the body is over \(limits.maximumBody) bytes")
+            return refuse(413, limits.maximumBody == 0 ? "requests here have no body" : "the body is over \(limits.maximumBody) bytes")
         }
-        var bodyStart = headerEnd! + 4
+        let tokens = Set((headers["connection"] ?? "").lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let keepAlive = requestLine[2] == "HTTP/1.1" ? !tokens.contains("close") : tokens.contains("keep-alive")
+        buffer.removeFirst(headerEnd! + 4)
         let body: [UInt8]
         if chunked {
-            // Chunked request bodies (libgit2 sends them): size line, data, CRLF … a zero-size chunk.
+            // Chunked request bodies (libgit2 sends them): size line, data, CRLF … a zero-size
+            // chunk, trailers, an empty line. Decoded chunks leave the buffer as they are read.
             var decoded: [UInt8] = []
-            while true {
-                var lineEnd = buffer[bodyStart...].firstRange(of: [13, 10])
-                while lineEnd == nil {
+            /// Takes the next CRLF-ended line from the start of the buffer into `text`; what
+            /// ends the request instead, if anything.
+            func line(_ text: inout String) -> Reading? {
+                while true {
+                    if let end = buffer.firstRange(of: [13, 10]) {
+                        text = String(decoding: buffer[..<end.lowerBound], as: UTF8.self)
+                        buffer.removeFirst(end.upperBound)
+                        return nil
+                    }
+                    if buffer.count > Self.maximumChunkLine { return refuse(400, "a chunk line is over \(Self.maximumChunkLine) bytes") }
                     if let stop = readMore() { return stop }
-                    lineEnd = buffer[bodyStart...].firstRange(of: [13, 10])
                 }
-                let sizeText = String(decoding: buffer[bodyStart..<lineEnd!.lowerBound], as: UTF8.self).split(separator: ";").first ?? ""
-                guard let size = Int(sizeText.trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
-                    return .refused(status: 400, message: "a chunk size is not a hexadecimal number")
+            }
+            var text = ""
+            while true {
+                if let stop = line(&text) { return stop }
+                guard let size = Int((text.split(separator: ";").first ?? "").trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
+                    return refuse(400, "a chunk size is not a hexadecimal number")
                 }
                 guard size <= limits.maximumBody - decoded.count else {
-                    return .refused(status: 413, message: "the body is over \(limits.maximumBody) bytes")
+                    return refuse(413, "the body is over \(limits.maximumBody) bytes")
                 }
-                let dataStart = lineEnd!.upperBound
                 if size == 0 {
-                    var trailerEnd = buffer[dataStart...].firstRange(of: [13, 10])
-                    while trailerEnd == nil {
-                        if let stop = readMore() { return stop }
-                        trailerEnd = buffer[dataStart...].firstRange(of: [13, 10])
-                    }
-                    bodyStart = trailerEnd!.upperBound
+                    // Trailers, up to the empty line that ends the request.
+                    repeat {
+                        if let stop = line(&text) { return stop }
+                    } while !text.isEmpty
                     break
                 }
-                while buffer.count < dataStart + size + 2 {
+                while buffer.count < size + 2 {
                     if let stop = readMore() { return stop }
                 }
-                decoded += buffer[dataStart..<(dataStart + size)]
-                bodyStart = dataStart + size + 2
+                decoded += buffer[..<size]
+                buffer.removeFirst(size + 2)
             }
             body = decoded
-            buffer.removeFirst(bodyStart)
         } else {
-            while buffer.count < bodyStart + length {
+            while buffer.count < length {
                 if let stop = readMore() { return stop }
             }
-            body = Array(buffer[bodyStart..<(bodyStart + length)])
-            buffer.removeFirst(bodyStart + length)
+            body = Array(buffer[..<length])
+            buffer.removeFirst(length)
         }
-        let target = String(requestLine[1])
         let parts = target.split(separator: "?", maxSplits: 1)
         var query: [String: String] = [:]
         if parts.count == 2 {
@@ -359,7 +422,7 @@ private final class ServerState: @unchecked Sendable {
             }
         }
         return .request(ServerRequest(method: method, path: String(parts.first ?? ""), query: query,
-                                      headers: headers, body: body, clientSubject: connection.clientSubject))
+                                      headers: headers, body: body, clientSubject: connection.clientSubject), keepAlive: keepAlive)
     }
 
     /// Sends a response; for a HEAD request (`head`) only its head, with the body's length.
