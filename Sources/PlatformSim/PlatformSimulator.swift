@@ -81,6 +81,9 @@ public final class PlatformSimulator: @unchecked Sendable {
     private var scans: [String: (verdict: String, polls: Int)] = [:]
     private var rejectScansRemaining = 0
     private var failuresRemaining: [(prefix: String, status: Int)] = []
+    /// Event batches taken in, by path and `batchId`; a batch sent again is acknowledged and dropped.
+    private var batchesTaken = Set<String>()
+    private var duplicates = 0
     private let recordFile: URL?
     private let host: String
     /// The port it listens on.
@@ -127,11 +130,18 @@ public final class PlatformSimulator: @unchecked Sendable {
     /// Every request received, in order.
     public var received: [ReceivedRequest] { lock.withLock { requests } }
 
-    /// The telemetry events received for `path` (`edr` or `ndr`), in the order they arrived.
+    /// The telemetry events taken in for `path` (`edr` or `ndr`), in the order they arrived:
+    /// each batch once, however often it was sent (by `batchId`).
     public func events(_ integration: String = "edr") -> [WireEvent] {
-        received.filter { $0.path.hasPrefix("/kata/\(integration)/") && $0.path.hasSuffix("/events") }
-            .flatMap { $0.decode(EventBatch.self)?.events ?? [] }
+        var seen = Set<String>()
+        return received.filter { $0.path.hasPrefix("/kata/\(integration)/") && $0.path.hasSuffix("/events") }
+            .compactMap { $0.decode(EventBatch.self) }
+            .filter { seen.insert($0.batchId).inserted }
+            .flatMap(\.events)
     }
+
+    /// How many event batches arrived again after they had been taken in (and were dropped).
+    public var duplicateBatches: Int { lock.withLock { duplicates } }
 
     /// Queues a response command for an agent (`*` for any); it is sent on that agent's next sync
     /// as it is given (a malformed one too: agents must reject those), with an id added when it
@@ -185,6 +195,13 @@ public final class PlatformSimulator: @unchecked Sendable {
             return answer(SyncResponse(commands: pending, serverTime: Date().formatted(.iso8601)))
         case ("POST", "kata", "edr") where parts.last == "events", ("POST", "kata", "ndr") where parts.last == "events":
             guard let batch = received.decode(EventBatch.self) else { return answer(WireError("an event batch is expected"), status: 400) }
+            let isNew = lock.withLock {
+                let inserted = batchesTaken.insert(request.path + " " + batch.batchId).inserted
+                if !inserted { duplicates += 1 }
+                return inserted
+            }
+            // A batch sent again (its acknowledgement was lost) gets the same answer and is not taken in twice.
+            _ = isNew
             return answer(Accepted(accepted: batch.events.count))
         case ("POST", "kata", "ndr") where parts.last == "ping":
             return answer(Pong(pong: true))

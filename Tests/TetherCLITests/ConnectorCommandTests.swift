@@ -45,6 +45,37 @@ struct ConnectorCommandTests {
         #expect(env.run("drift").stdout.contains("last error (unreachable)"))
     }
 
+    @Test("A sender killed at random points 20 times: after the platform drops resent batches by batchId, every event arrived once")
+    func killedSender() throws {
+        let (platform, env) = try platformAndDevice()
+        #expect(env.run("apply").code == 0)
+        #expect(env.agentCommand("set-settings", "edr", "UseRequestCountLimits=false").code == 0)
+        let tetherBinary = tetherExecutable
+        try #require(FileManager.default.isExecutableFile(atPath: tetherBinary), "swift build builds the tether executable")
+        var emitted = 0
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<20 {
+            #expect(env.agentCommand("emit-events", "--count", "1500").code == 0)
+            emitted += 1500
+            let sender = Process()
+            sender.executableURL = URL(fileURLWithPath: tetherBinary)
+            sender.arguments = ["agent", "sync", "edr", "--state-dir", env.state.path]
+            sender.standardOutput = FileHandle.nullDevice
+            sender.standardError = FileHandle.nullDevice
+            try sender.run()
+            usleep(UInt32.random(in: 20_000...400_000, using: &generator))
+            kill(sender.processIdentifier, SIGKILL)
+            sender.waitUntilExit()
+        }
+        let last = env.agentCommand("sync", "edr")
+        #expect(last.code == 0, "\(last.stdout)\(last.stderr)")
+        let seqs = platform.events().map(\.seq)
+        #expect(seqs.count == emitted, "\(seqs.count) events taken in, \(emitted) emitted")
+        #expect(Set(seqs).count == seqs.count, "an event was taken in twice")
+        #expect(seqs == seqs.sorted(), "events arrived out of order")
+        print("killedSender: \(emitted) events, \(platform.duplicateBatches) resent batches dropped by the platform")
+    }
+
     @Test("Isolation from the platform, seen and lifted locally")
     func isolation() throws {
         let (platform, env) = try platformAndDevice()

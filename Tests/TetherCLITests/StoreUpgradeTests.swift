@@ -103,7 +103,7 @@ struct StoreUpgradeTests {
         #expect(try runtime.status().first { $0.integration == .edr }?.queueDepth == 5)
         #expect(try agentDB.userVersion() == 1)
         #expect(try historyDB.userVersion() == 2, "history gained the labels an apply used")
-        #expect(try runtimeDB.userVersion() == 1)
+        #expect(try runtimeDB.userVersion() == 2, "the connectors gained the batch in flight")
 
         // And a store from a newer release is refused, not misread.
         try agentDB.execute("PRAGMA user_version = 99")

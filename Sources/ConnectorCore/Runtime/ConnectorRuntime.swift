@@ -224,40 +224,44 @@ public final class ConnectorRuntime {
         let perHour = state.int(transfer.maximumEventsPerHour)
         let share = state.int(transfer.eventLimitExceededPercentage)
         while true {
-            let queued = try storeCall { try store.peek(integration, limit: packageSize) }
-            guard let last = queued.last else { break }
-            let hour = Int(clock().timeIntervalSince1970 / 3600)
-            var counts = try storeCall { try store.sentThisHour(integration, hour: hour) }
-            var total = counts.values.reduce(0, +)
-            var batch: [WireEvent] = []
-            var batchCounts: [String: Int] = [:]
-            var dropped = 0
-            for item in queued {
-                // At most maximumEventsPerHour an hour, and one event type at most
-                // eventLimitExceededPercentage percent of that budget.
-                if limited && (total >= perHour || counts[item.event.type, default: 0] * 100 >= perHour * share) {
-                    dropped += 1
-                    continue
+            // A batch formed before (and not acknowledged: a failure, a crash) goes again as it was.
+            let batch: PendingBatch
+            if let pending = try storeCall({ try store.pendingBatch(integration) }) {
+                batch = pending
+            } else {
+                let queued = try storeCall { try store.peek(integration, limit: packageSize) }
+                guard let last = queued.last else { break }
+                let hour = Int(clock().timeIntervalSince1970 / 3600)
+                var counts = try storeCall { try store.sentThisHour(integration, hour: hour) }
+                var total = counts.values.reduce(0, +)
+                var seqs: [Int64] = []
+                var batchCounts: [String: Int] = [:]
+                var dropped = 0
+                for item in queued {
+                    // At most maximumEventsPerHour an hour, and one event type at most
+                    // eventLimitExceededPercentage percent of that budget.
+                    if limited && (total >= perHour || counts[item.event.type, default: 0] * 100 >= perHour * share) {
+                        dropped += 1
+                        continue
+                    }
+                    counts[item.event.type, default: 0] += 1
+                    batchCounts[item.event.type, default: 0] += 1
+                    total += 1
+                    seqs.append(item.seq)
                 }
-                counts[item.event.type, default: 0] += 1
-                batchCounts[item.event.type, default: 0] += 1
-                total += 1
-                batch.append(WireEvent(seq: Int(item.seq), type: item.event.type, time: Timestamp.string(item.event.at), detail: item.event.detail))
+                batch = PendingBatch(batchId: UUID().uuidString.lowercased(), seqs: seqs, throughSeq: last.seq, hour: hour,
+                                     counts: batchCounts, throttled: dropped)
+                try storeCall { try store.savePendingBatch(batch, for: integration) }
             }
-            if !batch.isEmpty {
-                _ = try post(client, url: url, EventBatch(batchId: UUID().uuidString.lowercased(), events: batch), server: server)
+            let events = try storeCall { try store.events(integration, seqs: batch.seqs) }
+            if !events.isEmpty {
+                let wire = events.map { WireEvent(seq: Int($0.seq), type: $0.event.type, time: Timestamp.string($0.event.at), detail: $0.event.detail) }
+                _ = try post(client, url: url, EventBatch(batchId: batch.batchId, events: wire), server: server)
                 batches += 1
-                sent += batch.count
+                sent += events.count
             }
-            try storeCall {
-                try store.database.transaction {
-                    try store.remove(integration, through: last.seq)
-                    try store.recordSent(integration, hour: hour, counts: batchCounts)
-                    try store.bump(integration, "sent", by: batch.count)
-                    try store.bump(integration, "throttled", by: dropped)
-                }
-            }
-            throttled += dropped
+            try storeCall { try store.acknowledge(batch, for: integration) }
+            throttled += batch.throttled
         }
         var summary = sent == 0 && throttled == 0 ? "no events queued" : "\(sent) event\(sent == 1 ? "" : "s") sent in \(batches) batch\(batches == 1 ? "" : "es")"
         if throttled > 0 { summary += ", \(throttled) throttled" }

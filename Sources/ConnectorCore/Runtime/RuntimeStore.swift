@@ -27,6 +27,21 @@ struct QueuedEvent {
     let event: TelemetryEvent
 }
 
+/// A telemetry batch from the moment it is formed until the platform acknowledges it: a resend
+/// after a failure, a crash or a restart carries the same id and the same events, so the
+/// platform can tell it from new events (docs/wire-format.md).
+struct PendingBatch: Equatable {
+    let batchId: String
+    /// The queued events it sends, in order.
+    let seqs: [Int64]
+    /// The last queued event it accounts for (sent or throttled); removed through it on acknowledgement.
+    let throughSeq: Int64
+    /// The clock hour its events count against, per type.
+    let hour: Int
+    let counts: [String: Int]
+    let throttled: Int
+}
+
 /// How a connector is doing, as `tether agent status` and the drift report's health section show it.
 public struct ConnectorStatus: Sendable {
     public let integration: Integration
@@ -76,6 +91,10 @@ final class RuntimeStore {
             CREATE TABLE IF NOT EXISTS scans (scan_id TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, content BLOB,
                 state TEXT NOT NULL, verdict TEXT, submitted_at REAL NOT NULL, updated_at REAL NOT NULL);
             """),
+        Migration(2, "the telemetry batch being sent, kept until the platform acknowledges it", sql: """
+            CREATE TABLE pending_batches (integration TEXT PRIMARY KEY, batch_id TEXT NOT NULL, seqs TEXT NOT NULL,
+                through_seq INTEGER NOT NULL, hour INTEGER NOT NULL, counts TEXT NOT NULL, throttled INTEGER NOT NULL);
+            """),
     ])
 
     init(directory: URL, queueLimit: Int) throws {
@@ -122,10 +141,53 @@ final class RuntimeStore {
     /// The oldest `limit` events, in order.
     func peek(_ integration: Integration, limit: Int) throws -> [QueuedEvent] {
         try database.query("SELECT seq, type, at, detail FROM events WHERE integration = ? ORDER BY seq LIMIT ?",
-                           [.text(integration.rawValue), .integer(Int64(limit))]).compactMap { row in
-            guard let seq = row[0].integer, let type = row[1].text, let at = row[2].real else { return nil }
-            let detail = (try? Wire.decode([String: String].self, from: Array((row[3].text ?? "{}").utf8))) ?? [:]
-            return QueuedEvent(seq: seq, event: TelemetryEvent(type: type, at: Date(timeIntervalSince1970: at), detail: detail))
+                           [.text(integration.rawValue), .integer(Int64(limit))]).compactMap(Self.queuedEvent)
+    }
+
+    /// An `events` row (seq, type, at, detail) as a queued event.
+    private static func queuedEvent(_ row: [SQLValue]) -> QueuedEvent? {
+        guard let seq = row[0].integer, let type = row[1].text, let at = row[2].real else { return nil }
+        let detail = (try? Wire.decode([String: String].self, from: Array((row[3].text ?? "{}").utf8))) ?? [:]
+        return QueuedEvent(seq: seq, event: TelemetryEvent(type: type, at: Date(timeIntervalSince1970: at), detail: detail))
+    }
+
+    /// The batch formed for `integration` and not yet acknowledged, if any.
+    func pendingBatch(_ integration: Integration) throws -> PendingBatch? {
+        guard let row = try database.query("SELECT batch_id, seqs, through_seq, hour, counts, throttled FROM pending_batches WHERE integration = ?",
+                                           [.text(integration.rawValue)]).first,
+              let batchId = row[0].text, let through = row[2].integer, let hour = row[3].integer, let throttled = row[5].integer,
+              let seqs = try? Wire.decode([Int64].self, from: Array((row[1].text ?? "").utf8)),
+              let counts = try? Wire.decode([String: Int].self, from: Array((row[4].text ?? "").utf8)) else { return nil }
+        return PendingBatch(batchId: batchId, seqs: seqs, throughSeq: through, hour: Int(hour), counts: counts, throttled: Int(throttled))
+    }
+
+    /// Keeps `batch` as `integration`'s batch in flight, before its first send.
+    func savePendingBatch(_ batch: PendingBatch, for integration: Integration) throws {
+        try database.query("INSERT OR REPLACE INTO pending_batches (integration, batch_id, seqs, through_seq, hour, counts, throttled) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [.text(integration.rawValue), .text(batch.batchId), .text(String(decoding: Wire.encode(batch.seqs), as: UTF8.self)),
+                            .integer(batch.throughSeq), .integer(Int64(batch.hour)),
+                            .text(String(decoding: Wire.encode(batch.counts), as: UTF8.self)), .integer(Int64(batch.throttled))])
+    }
+
+    /// The queued events with these sequence numbers, in order.
+    func events(_ integration: Integration, seqs: [Int64]) throws -> [QueuedEvent] {
+        guard let first = seqs.first, let last = seqs.last else { return [] }
+        let wanted = Set(seqs)
+        return try database.query("SELECT seq, type, at, detail FROM events WHERE integration = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+                                  [.text(integration.rawValue), .integer(first), .integer(last)]).compactMap { row in
+            guard let seq = row[0].integer, wanted.contains(seq) else { return nil }
+            return Self.queuedEvent(row)
+        }
+    }
+
+    /// Acknowledged: the batch's events leave the queue, its counts are kept, and it is no longer in flight.
+    func acknowledge(_ batch: PendingBatch, for integration: Integration) throws {
+        try database.transaction {
+            try remove(integration, through: batch.throughSeq)
+            try recordSent(integration, hour: batch.hour, counts: batch.counts)
+            try bump(integration, "sent", by: batch.seqs.count)
+            try bump(integration, "throttled", by: batch.throttled)
+            try database.query("DELETE FROM pending_batches WHERE integration = ?", [.text(integration.rawValue)])
         }
     }
 
