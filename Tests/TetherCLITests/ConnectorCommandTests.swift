@@ -45,7 +45,7 @@ struct ConnectorCommandTests {
         #expect(env.run("drift").stdout.contains("last error (unreachable)"))
     }
 
-    @Test("A sender killed at random points 20 times: after the platform drops resent batches by batchId, every event arrived once")
+    @Test("Two overlapping senders killed at random points 20 times: after the platform drops resent batches by batchId, every event arrived once")
     func killedSender() throws {
         let (platform, env) = try platformAndDevice()
         #expect(env.run("apply").code == 0)
@@ -57,15 +57,20 @@ struct ConnectorCommandTests {
         for _ in 0..<20 {
             #expect(env.agentCommand("emit-events", "--count", "1500").code == 0)
             emitted += 1500
-            let sender = Process()
-            sender.executableURL = URL(fileURLWithPath: tetherBinary)
-            sender.arguments = ["agent", "sync", "edr", "--state-dir", env.state.path]
-            sender.standardOutput = FileHandle.nullDevice
-            sender.standardError = FileHandle.nullDevice
-            try sender.run()
+            // Two senders overlap, as a controller's sync and an operator's can.
+            let senders = (0..<2).map { _ in Process() }
+            for sender in senders {
+                sender.executableURL = URL(fileURLWithPath: tetherBinary)
+                sender.arguments = ["agent", "sync", "edr", "--state-dir", env.state.path]
+                sender.standardOutput = FileHandle.nullDevice
+                sender.standardError = FileHandle.nullDevice
+                try sender.run()
+            }
             usleep(UInt32.random(in: 20_000...400_000, using: &generator))
-            kill(sender.processIdentifier, SIGKILL)
-            sender.waitUntilExit()
+            for sender in senders {
+                kill(sender.processIdentifier, SIGKILL)
+                sender.waitUntilExit()
+            }
         }
         let last = env.agentCommand("sync", "edr")
         #expect(last.code == 0, "\(last.stdout)\(last.stderr)")
@@ -73,6 +78,10 @@ struct ConnectorCommandTests {
         #expect(seqs.count == emitted, "\(seqs.count) events taken in, \(emitted) emitted")
         #expect(Set(seqs).count == seqs.count, "an event was taken in twice")
         #expect(seqs == seqs.sorted(), "events arrived out of order")
+        let status = env.agentCommand("status", "--json").json
+        let edr = (status["connectors"] as? [[String: Any]])?.first { $0["integration"] as? String == "edr" }
+        #expect(edr?["sent"] as? Int == emitted, "each acknowledged batch is counted once")
+        #expect(edr?["queueDepth"] as? Int == 0)
         print("killedSender: \(emitted) events, \(platform.duplicateBatches) resent batches dropped by the platform")
     }
 

@@ -249,9 +249,9 @@ public final class ConnectorRuntime {
                     total += 1
                     seqs.append(item.seq)
                 }
-                batch = PendingBatch(batchId: UUID().uuidString.lowercased(), seqs: seqs, throughSeq: last.seq, hour: hour,
-                                     counts: batchCounts, throttled: dropped)
-                try storeCall { try store.savePendingBatch(batch, for: integration) }
+                let formed = PendingBatch(batchId: UUID().uuidString.lowercased(), seqs: seqs, throughSeq: last.seq, hour: hour,
+                                          counts: batchCounts, throttled: dropped)
+                batch = try storeCall { try store.savePendingBatch(formed, for: integration) }
             }
             let events = try storeCall { try store.events(integration, seqs: batch.seqs) }
             if !events.isEmpty {

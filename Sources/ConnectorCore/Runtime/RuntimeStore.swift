@@ -161,12 +161,17 @@ final class RuntimeStore {
         return PendingBatch(batchId: batchId, seqs: seqs, throughSeq: through, hour: Int(hour), counts: counts, throttled: Int(throttled))
     }
 
-    /// Keeps `batch` as `integration`'s batch in flight, before its first send.
-    func savePendingBatch(_ batch: PendingBatch, for integration: Integration) throws {
-        try database.query("INSERT OR REPLACE INTO pending_batches (integration, batch_id, seqs, through_seq, hour, counts, throttled) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           [.text(integration.rawValue), .text(batch.batchId), .text(String(decoding: Wire.encode(batch.seqs), as: UTF8.self)),
-                            .integer(batch.throughSeq), .integer(Int64(batch.hour)),
-                            .text(String(decoding: Wire.encode(batch.counts), as: UTF8.self)), .integer(Int64(batch.throttled))])
+    /// Keeps `batch` as `integration`'s batch in flight, before its first send, and returns it;
+    /// or returns the batch an overlapping sender formed first, which goes instead.
+    func savePendingBatch(_ batch: PendingBatch, for integration: Integration) throws -> PendingBatch {
+        try database.transaction {
+            if let first = try pendingBatch(integration) { return first }
+            try database.query("INSERT INTO pending_batches (integration, batch_id, seqs, through_seq, hour, counts, throttled) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               [.text(integration.rawValue), .text(batch.batchId), .text(String(decoding: Wire.encode(batch.seqs), as: UTF8.self)),
+                                .integer(batch.throughSeq), .integer(Int64(batch.hour)),
+                                .text(String(decoding: Wire.encode(batch.counts), as: UTF8.self)), .integer(Int64(batch.throttled))])
+            return batch
+        }
     }
 
     /// The queued events with these sequence numbers, in order.
@@ -180,14 +185,17 @@ final class RuntimeStore {
         }
     }
 
-    /// Acknowledged: the batch's events leave the queue, its counts are kept, and it is no longer in flight.
+    /// Acknowledged: the batch's events leave the queue, its counts are kept, and it is no longer
+    /// in flight. Nothing happens when another sender (an overlapping sync) acknowledged it first.
     func acknowledge(_ batch: PendingBatch, for integration: Integration) throws {
         try database.transaction {
+            guard try database.query("SELECT 1 FROM pending_batches WHERE integration = ? AND batch_id = ?",
+                                     [.text(integration.rawValue), .text(batch.batchId)]).first != nil else { return }
             try remove(integration, through: batch.throughSeq)
             try recordSent(integration, hour: batch.hour, counts: batch.counts)
             try bump(integration, "sent", by: batch.seqs.count)
             try bump(integration, "throttled", by: batch.throttled)
-            try database.query("DELETE FROM pending_batches WHERE integration = ?", [.text(integration.rawValue)])
+            try database.query("DELETE FROM pending_batches WHERE integration = ? AND batch_id = ?", [.text(integration.rawValue), .text(batch.batchId)])
         }
     }
 
