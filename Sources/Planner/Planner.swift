@@ -52,7 +52,6 @@ public enum Planner {
         var corrected: [DesiredKey] = []
         var target = actual
         var desiredValues: [String: String] = [:]
-        let warnUntil = now.addingTimeInterval(TimeInterval(warnExpiryDays) * 86_400)
 
         for key in desired.values.keys.sorted() {
             let (value, source) = desired.values[key]!
@@ -86,14 +85,16 @@ public enum Planner {
             } else {
                 desiredValues[key.description] = wanted
             }
-            if let certificate = value.certificate, certificate.notAfter < warnUntil {
-                let expired = certificate.notAfter <= now
-                let days = Int((certificate.notAfter.timeIntervalSince(now) / 86_400).rounded(.down))
-                findings.append(Finding(key: key, kind: expired ? .expired : .expiring, desired: reportValue(value),
-                                        actual: reportValue(actual: actual, key: key), source: source,
-                                        reason: expired ? "the certificate expired on \(day(certificate.notAfter))"
-                                                        : "the certificate expires on \(day(certificate.notAfter)), in \(days) day\(days == 1 ? "" : "s") (warning at \(warnExpiryDays))",
-                                        mode: mode, corrected: false))
+            if let certificate = value.certificate {
+                let kind: FindingKind
+                let reason: String
+                switch CertificateValidity(certificate, at: now, warnExpiryDays: warnExpiryDays) {
+                case .expired(let why): (kind, reason) = (.expired, why)
+                case .expiring(let why): (kind, reason) = (.expiring, why)
+                case .valid, .notYetValid: continue
+                }
+                findings.append(Finding(key: key, kind: kind, desired: reportValue(value), actual: reportValue(actual: actual, key: key),
+                                        source: source, reason: reason, mode: mode, corrected: false))
             }
         }
 
@@ -218,6 +219,7 @@ public enum Planner {
         }
     }
 
+    /// A date as `2026-11-29` (UTC).
     public static func day(_ date: Date) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withFullDate]
@@ -265,5 +267,28 @@ public enum Planner {
     private static func restarts(keys: [DesiredKey], actual: AgentState, target: AgentState) -> [Integration] {
         let modeChanged = keys.contains(.setting(SettingPath.edr.mode))
         return modeChanged && actual.running.contains(.edr) && target.running.contains(.edr) ? [.edr] : []
+    }
+}
+
+/// How a certificate stands at a moment, against a warning window: what `plan` reports as
+/// expired or expiring, and what `tether agent add-server-certificate` warns about.
+public enum CertificateValidity: Equatable {
+    case valid
+    /// Each with why, in words: "the certificate expired on 2020-01-02".
+    case expired(String)
+    case notYetValid(String)
+    case expiring(String)
+
+    public init(_ certificate: Certificate, at now: Date, warnExpiryDays: Int) {
+        if certificate.notAfter <= now {
+            self = .expired("the certificate expired on \(Planner.day(certificate.notAfter))")
+        } else if certificate.notAfter < now.addingTimeInterval(TimeInterval(warnExpiryDays) * 86_400) {
+            let days = Int((certificate.notAfter.timeIntervalSince(now) / 86_400).rounded(.down))
+            self = .expiring("the certificate expires on \(Planner.day(certificate.notAfter)), in \(days) day\(days == 1 ? "" : "s") (warning at \(warnExpiryDays))")
+        } else if now < certificate.notBefore {
+            self = .notYetValid("the certificate is not valid until \(Timestamp.string(certificate.notBefore)) (is this machine's clock right?)")
+        } else {
+            self = .valid
+        }
     }
 }

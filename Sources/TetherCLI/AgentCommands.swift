@@ -2,6 +2,7 @@ import AgentInterface
 import ArgumentParser
 import Foundation
 import IntegrationModel
+import Planner
 import Reconciler
 import Reports
 import X509
@@ -168,13 +169,8 @@ struct AddServerCertificate: ParsableCommand {
         """)
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @Argument(help: "The certificate file.") var file: String
-    @Option(name: .customLong("warn-expiry"), help: ArgumentHelp("Warn when the certificate expires within this many days.", valueName: "days"))
-    var warnExpiry: Int = 30
+    @OptionGroup var expiry: ExpiryOptions
     @OptionGroup var device: DeviceOptions
-
-    func validate() throws {
-        if warnExpiry < 0 { throw ValidationError("--warn-expiry takes a number of days, 0 or more; for example --warn-expiry 30") }
-    }
 
     func run() throws {
         let bytes = try readFile(file)
@@ -185,25 +181,12 @@ struct AddServerCertificate: ParsableCommand {
             }
         }
         Console.out("Pinned for \(integration.displayName):\n" + describe(certificate))
-        if let warning = validityWarning(certificate, at: Date(), warnExpiryDays: warnExpiry) {
-            Console.error("warning: \(warning); every connection of \(integration.displayName) fails while it is not valid")
+        switch CertificateValidity(certificate, at: Date(), warnExpiryDays: expiry.warnExpiry) {
+        case .valid: break
+        case .expired(let why), .notYetValid(let why), .expiring(let why):
+            Console.error("warning: \(why); every connection of \(integration.displayName) fails while it is not valid")
         }
     }
-}
-
-/// Why a pinned certificate will not (or soon will not) be accepted at `date`, or nil when it is
-/// valid for more than `warnExpiryDays` days.
-func validityWarning(_ certificate: Certificate, at date: Date, warnExpiryDays: Int) -> String? {
-    let day = { (date: Date) in String(ReportFormatting.timestamp(date).prefix(10)) }
-    if certificate.notAfter <= date {
-        return "the certificate expired on \(day(certificate.notAfter))"
-    }
-    if date < certificate.notBefore {
-        return "the certificate is not valid until \(ReportFormatting.timestamp(certificate.notBefore)) (is this machine's clock right?)"
-    }
-    let days = Int((certificate.notAfter.timeIntervalSince(date) / 86_400).rounded(.down))
-    guard days < warnExpiryDays else { return nil }
-    return "the certificate expires on \(day(certificate.notAfter)), in \(days) day\(days == 1 ? "" : "s") (warning at \(warnExpiryDays); --warn-expiry)"
 }
 
 struct RemoveServerCertificate: ParsableCommand {

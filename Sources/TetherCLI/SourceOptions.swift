@@ -134,6 +134,16 @@ struct DeviceOptions: ParsableArguments {
 
 extension ReportFormat: ExpressibleByArgument {}
 
+/// `--warn-expiry`: how many days ahead a certificate's expiry is reported.
+struct ExpiryOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Warn about certificates that expire within this many days.", valueName: "days"))
+    var warnExpiry: Int = 30
+
+    func validate() throws {
+        if warnExpiry < 0 { throw ValidationError("--warn-expiry takes a number of days, 0 or more; for example --warn-expiry 30") }
+    }
+}
+
 /// How a report is written: `-o`/`--output` (or `--format`) the format, `--out` the file, `--warn-expiry`.
 struct ReportOptions: ParsableArguments {
     @Option(name: [.customShort("o"), .customLong("output"), .customLong("format")],
@@ -144,14 +154,13 @@ struct ReportOptions: ParsableArguments {
     @Option(name: .customLong("out"), help: ArgumentHelp("Write the report to this file instead of standard output (as terraform's -out).", valueName: "file"))
     var out: String?
 
-    @Option(help: ArgumentHelp("Report certificates that expire within this many days.", valueName: "days"))
-    var warnExpiry: Int = 30
+    @OptionGroup var expiry: ExpiryOptions
+    var warnExpiry: Int { expiry.warnExpiry }
 
     @Flag(name: .customLong("no-color"), help: "No colour, even on a terminal (as a non-empty NO_COLOR or TERM=dumb).")
     var noColor = false
 
     func validate() throws {
-        if warnExpiry < 0 { throw ValidationError("--warn-expiry takes a number of days, 0 or more; for example --warn-expiry 30") }
         if ReportFormat(rawValue: formatName) == nil {
             let formats = ReportFormat.allCases.map(\.rawValue).joined(separator: ", ")
             throw ValidationError("--output takes a format (\(formats)), not '\(formatName)'; to write the report to a file, use --out \(formatName)")
