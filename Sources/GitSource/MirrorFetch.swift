@@ -13,13 +13,8 @@ public struct MirrorFetchRequest: Codable, Sendable {
     public var url: String
     public var mirrorPath: String
     public var timeout: TimeInterval
-    public var username: String?
-    public var password: String?
-    public var sshPrivateKey: String?
-    public var sshPassphrase: String?
-    public var knownHosts: String?
-    /// Where the password came from (for errors).
-    public var passwordSource: String?
+    /// How to authenticate; secrets included, which is why this travels on standard input.
+    public var credentials: RemoteCredentials
     /// A CA bundle for https remotes (`--git-ca-file`).
     public var certificateAuthorityFile: String?
     /// The process that asked: the fetch ends when it is gone.
@@ -29,19 +24,9 @@ public struct MirrorFetchRequest: Codable, Sendable {
         self.url = url
         self.mirrorPath = mirrorPath
         self.timeout = timeout
-        username = credentials.username
-        password = credentials.password
-        sshPrivateKey = credentials.sshPrivateKey
-        sshPassphrase = credentials.sshPassphrase
-        knownHosts = credentials.knownHosts
-        passwordSource = credentials.passwordSource
+        self.credentials = credentials
         certificateAuthorityFile = url.lowercased().hasPrefix("https://") ? GitRepository.trustedCertificateFile : nil
         parentProcess = getpid()
-    }
-
-    public var credentials: RemoteCredentials {
-        RemoteCredentials(username: username, password: password, sshPrivateKey: sshPrivateKey, sshPassphrase: sshPassphrase,
-                          knownHosts: knownHosts, passwordSource: passwordSource)
     }
 }
 

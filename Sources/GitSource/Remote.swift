@@ -9,7 +9,7 @@ import Foundation
 
 /// How to authenticate to a remote. Secrets come from files or the environment, never from
 /// the command line, and never appear in errors.
-public struct RemoteCredentials: Sendable {
+public struct RemoteCredentials: Codable, Sendable {
     /// For https: the user name (a token alone works with any user name, e.g. "git").
     public var username: String?
     /// For https: the password or token.
