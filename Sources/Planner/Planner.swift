@@ -219,13 +219,6 @@ public enum Planner {
         }
     }
 
-    /// A date as `2026-11-29` (UTC).
-    public static func day(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withFullDate]
-        return formatter.string(from: date)
-    }
-
     /// Orders the steps so that each one is valid when it runs:
     /// stop tasks → behaviour detection on → certificates → telemetry off → other settings →
     /// behaviour detection off → start tasks.
@@ -281,14 +274,17 @@ public enum CertificateValidity: Equatable {
 
     public init(_ certificate: Certificate, at now: Date, warnExpiryDays: Int) {
         if certificate.notAfter <= now {
-            self = .expired("the certificate expired on \(Planner.day(certificate.notAfter))")
+            self = .expired("the certificate expired on \(Self.day(certificate.notAfter))")
         } else if certificate.notAfter < now.addingTimeInterval(TimeInterval(warnExpiryDays) * 86_400) {
             let days = Int((certificate.notAfter.timeIntervalSince(now) / 86_400).rounded(.down))
-            self = .expiring("the certificate expires on \(Planner.day(certificate.notAfter)), in \(days) day\(days == 1 ? "" : "s") (warning at \(warnExpiryDays))")
+            self = .expiring("the certificate expires on \(Self.day(certificate.notAfter)), in \(days) day\(days == 1 ? "" : "s") (warning at \(warnExpiryDays))")
         } else if now < certificate.notBefore {
             self = .notYetValid("the certificate is not valid until \(Timestamp.string(certificate.notBefore)) (is this machine's clock right?)")
         } else {
             self = .valid
         }
     }
+
+    /// A date as `2026-11-29` (UTC).
+    private static func day(_ date: Date) -> String { String(Timestamp.string(date).prefix(10)) }
 }
