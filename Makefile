@@ -1,7 +1,7 @@
 # Tether: the two commands README.md opens with are `make run` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps build run test bench clean
+.PHONY: deps build run test bench fuzz clean
 
 deps:            ## install the Debian packages Tether needs, when missing
 	@scripts/install-deps
@@ -25,6 +25,10 @@ bench: deps      ## validate/plan timings on 100/1,000/10,000 policies; connecto
 	python3 scripts/bench.py --tether .build/release/tether
 	@echo
 	.build/release/tether-bench
+
+SECONDS ?= 60
+fuzz: deps       ## libFuzzer (with address sanitizer) on the policy decoder and the health endpoint's request reader, SECONDS each
+	@scripts/fuzz $(SECONDS)
 
 clean:
 	rm -rf .build .tether-demo .tether-bench

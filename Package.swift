@@ -75,6 +75,10 @@ let package = Package(
         .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // make bench: connector throughput and queue write rates.
         .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel"]),
+        // make fuzz: libFuzzer targets for the policy decoder and the health endpoint's request reader.
+        .target(name: "FuzzSupport"),
+        .executableTarget(name: "fuzz-policy", dependencies: ["FuzzSupport", "Policy"]),
+        .executableTarget(name: "fuzz-http-request", dependencies: ["FuzzSupport", "HTTPServer"]),
 
         // Test support: real git repositories, a test PKI and TLS peers on loopback. One test target per module.
         .target(name: "TetherTestSupport", dependencies: ["HTTPServer", "PlatformTLS"]),

@@ -236,9 +236,9 @@ private final class ServerState: @unchecked Sendable {
         } else {
             connection = PlainConnection(fd: fd)
         }
-        var buffer: [UInt8] = []
+        var reader = RequestReader(limits: limits, connection: connection) { Self.setTimeout(fd, SO_RCVTIMEO, $0) }
         while true {
-            switch readRequest(connection, fd: fd, buffer: &buffer) {
+            switch reader.next() {
             case .closed:
                 return
             case .refused(let status, let message, let isHead):
@@ -253,7 +253,7 @@ private final class ServerState: @unchecked Sendable {
         }
     }
 
-    private static func setTimeout(_ fd: Int32, _ option: Int32, _ seconds: Double) {
+    static func setTimeout(_ fd: Int32, _ option: Int32, _ seconds: Double) {
         let bounded = max(seconds, 0.001)
         var value = timeval(tv_sec: Int(bounded), tv_usec: Int((bounded * 1_000_000).truncatingRemainder(dividingBy: 1_000_000)))
         setsockopt(fd, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size))
@@ -272,157 +272,6 @@ private final class ServerState: @unchecked Sendable {
             discarded += scratch.count
             scratch.removeAll(keepingCapacity: true)
         }
-    }
-
-    /// A request (and whether the connection stays open after it), a refusal to answer before
-    /// closing, or the end of the connection.
-    private enum Reading {
-        case request(ServerRequest, keepAlive: Bool)
-        case refused(status: Int, message: String, isHead: Bool)
-        case closed
-    }
-
-    /// The longest chunk-size or trailer line of a chunked body.
-    private static let maximumChunkLine = 4096
-
-    private func readRequest(_ connection: ServerConnection, fd: Int32, buffer: inout [UInt8]) -> Reading {
-        let separator: [UInt8] = [13, 10, 13, 10]
-        var deadline = buffer.isEmpty ? nil : Date().addingTimeInterval(limits.requestDeadline)
-        var isHead = false
-        func refuse(_ status: Int, _ message: String) -> Reading { .refused(status: status, message: message, isHead: isHead) }
-        /// Reads more, waiting no longer than the idle timeout or what is left of the request's
-        /// deadline (which starts at its first byte).
-        func readMore() -> Reading? {
-            let left = deadline.map { $0.timeIntervalSinceNow } ?? limits.idleTimeout
-            Self.setTimeout(fd, SO_RCVTIMEO, min(limits.idleTimeout, left))
-            let more = connection.read(into: &buffer)
-            if deadline == nil, !buffer.isEmpty { deadline = Date().addingTimeInterval(limits.requestDeadline) }
-            if let deadline, Date() >= deadline { return refuse(408, "the request took longer than \(Int(limits.requestDeadline)) s") }
-            return more ? nil : .closed
-        }
-        var headerEnd: Int?
-        while headerEnd == nil {
-            headerEnd = buffer.firstRange(of: separator)?.lowerBound
-            if headerEnd != nil { break }
-            if buffer.count > limits.maximumHead + 3 { return refuse(431, "the request head is over \(limits.maximumHead) bytes") }
-            if let stop = readMore() { return stop }
-        }
-        guard headerEnd! <= limits.maximumHead else { return refuse(431, "the request head is over \(limits.maximumHead) bytes") }
-        let head = String(decoding: buffer[..<headerEnd!], as: UTF8.self)
-        var lines = head.components(separatedBy: "\r\n")
-        let requestLine = lines.removeFirst().split(separator: " ", omittingEmptySubsequences: false)
-        guard requestLine.count == 3, !requestLine[0].isEmpty, requestLine[0].allSatisfy({ $0.isASCII && ($0.isLetter || $0 == "-") }),
-              requestLine[2] == "HTTP/1.1" || requestLine[2] == "HTTP/1.0" else {
-            return refuse(400, "not an HTTP/1.1 request line")
-        }
-        let method = String(requestLine[0])
-        isHead = method == "HEAD"
-        if let methods = limits.methods, !methods.contains(method) {
-            return refuse(405, "\(method) is not served here; use \(methods.sorted().joined(separator: " or "))")
-        }
-        // Origin form (/path), absolute form (http://host/path), or * for OPTIONS.
-        var target = String(requestLine[1])
-        if let scheme = ["http://", "https://"].first(where: { target.lowercased().hasPrefix($0) }) {
-            let rest = target.dropFirst(scheme.count)
-            target = rest.firstIndex(where: { $0 == "/" || $0 == "?" }).map { String(rest[$0...]) } ?? "/"
-            if target.hasPrefix("?") { target = "/" + target }
-        }
-        guard target.hasPrefix("/") || (target == "*" && method == "OPTIONS") else {
-            return refuse(400, "the request target is not a path")
-        }
-        var headers: [String: String] = [:]
-        var lengths = Set<String>()
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":"), colon != line.startIndex,
-                  !line[..<colon].contains(where: { $0 == " " || $0 == "\t" }) else {
-                return refuse(400, "a header line is not a name, a colon and a value")
-            }
-            let name = line[..<colon].lowercased()
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            if name == "content-length" { lengths.insert(value) }
-            headers[name] = headers[name].map { $0 + ", " + value } ?? value
-        }
-        // One framing only: conflicting lengths, or a length next to chunked, could smuggle a request.
-        var length = 0
-        if let lengthText = lengths.first {
-            guard lengths.count == 1, !lengthText.isEmpty, lengthText.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let parsed = Int(lengthText) else {
-                return refuse(400, "Content-Length is not one number")
-            }
-            length = parsed
-        }
-        var chunked = false
-        if let codings = headers["transfer-encoding"] {
-            guard codings.split(separator: ",").last?.trimmingCharacters(in: .whitespaces).lowercased() == "chunked", lengths.isEmpty else {
-                return refuse(400, "Transfer-Encoding must end in chunked and come without Content-Length")
-            }
-            chunked = true
-        }
-        if length > limits.maximumBody || (chunked && limits.maximumBody == 0) {
-            return refuse(413, limits.maximumBody == 0 ? "requests here have no body" : "the body is over \(limits.maximumBody) bytes")
-        }
-        let tokens = Set((headers["connection"] ?? "").lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-        let keepAlive = requestLine[2] == "HTTP/1.1" ? !tokens.contains("close") : tokens.contains("keep-alive")
-        buffer.removeFirst(headerEnd! + 4)
-        let body: [UInt8]
-        if chunked {
-            // Chunked request bodies (libgit2 sends them): size line, data, CRLF … a zero-size
-            // chunk, trailers, an empty line. Decoded chunks leave the buffer as they are read.
-            var decoded: [UInt8] = []
-            /// Takes the next CRLF-ended line from the start of the buffer into `text`; what
-            /// ends the request instead, if anything.
-            func line(_ text: inout String) -> Reading? {
-                while true {
-                    if let end = buffer.firstRange(of: [13, 10]) {
-                        text = String(decoding: buffer[..<end.lowerBound], as: UTF8.self)
-                        buffer.removeFirst(end.upperBound)
-                        return nil
-                    }
-                    if buffer.count > Self.maximumChunkLine { return refuse(400, "a chunk line is over \(Self.maximumChunkLine) bytes") }
-                    if let stop = readMore() { return stop }
-                }
-            }
-            var text = ""
-            while true {
-                if let stop = line(&text) { return stop }
-                guard let size = Int((text.split(separator: ";").first ?? "").trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
-                    return refuse(400, "a chunk size is not a hexadecimal number")
-                }
-                guard size <= limits.maximumBody - decoded.count else {
-                    return refuse(413, "the body is over \(limits.maximumBody) bytes")
-                }
-                if size == 0 {
-                    // Trailers, up to the empty line that ends the request.
-                    repeat {
-                        if let stop = line(&text) { return stop }
-                    } while !text.isEmpty
-                    break
-                }
-                while buffer.count < size + 2 {
-                    if let stop = readMore() { return stop }
-                }
-                decoded += buffer[..<size]
-                buffer.removeFirst(size + 2)
-            }
-            body = decoded
-        } else {
-            while buffer.count < length {
-                if let stop = readMore() { return stop }
-            }
-            body = Array(buffer[..<length])
-            buffer.removeFirst(length)
-        }
-        let parts = target.split(separator: "?", maxSplits: 1)
-        var query: [String: String] = [:]
-        if parts.count == 2 {
-            for pair in parts[1].split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let key = String(kv[0]).removingPercentEncoding ?? String(kv[0])
-                let value = kv.count == 2 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(kv[1])) : ""
-                query[key] = value
-            }
-        }
-        return .request(ServerRequest(method: method, path: String(parts.first ?? ""), query: query,
-                                      headers: headers, body: body, clientSubject: connection.clientSubject), keepAlive: keepAlive)
     }
 
     /// Sends a response; for a HEAD request (`head`) only its head, with the body's length.

@@ -15,7 +15,8 @@ public struct PolicyDecoder {
         self.file = file
     }
 
-    /// Decodes every document in one file. Empty documents are skipped.
+    /// Decodes every document in one file. Empty documents are skipped. Problems come in line
+    /// and column order, the same for the same input.
     public static func decode(file: String, contents: [UInt8]) -> (policies: [IntegrationPolicy], problems: [PolicyProblem]) {
         var decoder = PolicyDecoder(file: file)
         guard let text = String(validating: contents, as: UTF8.self) else {
@@ -41,7 +42,10 @@ public struct PolicyDecoder {
         } catch {
             decoder.add(yamlError: error)
         }
-        return (policies, decoder.problems)
+        let problems = decoder.problems.sorted {
+            ($0.location.line, $0.location.column, $0.message) < ($1.location.line, $1.location.column, $1.message)
+        }
+        return (policies, problems)
     }
 
     // MARK: - Bounds on untrusted input
@@ -60,9 +64,32 @@ public struct PolicyDecoder {
         var quote: Character?
         var comment = false
         var previous: Character = " "
+        /// Where a `?` that may open an explicit key stands, and where a list or mapping that may
+        /// be a key ends (with whether a colon followed it): the composer's report of such keys
+        /// repeated has no stable place, and field names are plain words anyway.
+        var question: (line: Int, column: Int)?
+        var closed: (line: Int, column: Int, colon: Bool)?
+        func plainKeysOnly(_ at: (line: Int, column: Int), _ what: String) -> PolicyProblem {
+            PolicyProblem(SourceLocation(file: file, line: at.line, column: at.column), "\(what) is not allowed: field names are plain words")
+        }
         for character in text {
             column += 1
-            if character == "\n" {
+            let ends = character == " " || character.isNewline
+            if let at = question {
+                if ends { return plainKeysOnly(at, "an explicit '? ' key") }
+                question = nil
+            }
+            if let at = closed, !comment, quote == nil {
+                if at.colon && ends { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }
+                if character == ":" && !at.colon { closed?.colon = true } else if character != " " || at.colon { closed = nil }
+            }
+            if character.isNewline, character != "\n", character != "\r\n" {
+                // A lone CR, NEL, LS or PS breaks a line for YAML but not for git or an editor:
+                // every line and column reported after it would point at the wrong place.
+                return PolicyProblem(SourceLocation(file: file, line: line, column: column),
+                                     "a line break other than LF or CRLF (\(character.unicodeScalars.map { String(format: "U+%04X", $0.value) }.joined(separator: " "))): save the file with LF or CRLF line ends")
+            }
+            if character == "\n" || character == "\r\n" {
                 line += 1
                 column = 0
                 comment = false
@@ -88,6 +115,9 @@ public struct PolicyDecoder {
                 }
             case "]", "}":
                 flowDepth = max(0, flowDepth - 1)
+                closed = (line, column, false)
+            case "?" where boundary:
+                question = (line, column)
             case "*" where previous == " " || previous == "[" || previous == "," || previous == "{":
                 aliases += 1
                 if aliases > maximumAliases {
@@ -98,8 +128,10 @@ public struct PolicyDecoder {
             }
             previous = character
         }
+        if let at = question { return plainKeysOnly(at, "an explicit '? ' key") }
+        if let at = closed, at.colon { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }
         // Block nesting needs indentation (or compact "- - -" sequences): bound it.
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
             let indentation = raw.prefix { $0 == " " || $0 == "-" }.count
             if indentation > maximumDepth * 4 {
                 return PolicyProblem(SourceLocation(file: file, line: index + 1, column: 1), "YAML indented more than \(maximumDepth * 4) columns (nesting too deep): refused")

@@ -84,6 +84,32 @@ struct PolicyDecoderTests {
         #expect(messages.contains("policies/p.yaml:12:14: edr.enabled: expected true or false, found the string \"yes please\""))
         #expect(messages.contains("policies/p.yaml:14:5: spec.ndr: unknown field 'UseClientPinnedCertificate'; 'UseClientPinnedCertificate' is the vendor's key name: policies use 'mutualAuthentication'"))
         #expect(messages.count == 6)
+        // In line order, whatever order the decoder visits a mapping's keys in (found by `make fuzz`).
+        let lines = decode(text).problems.map(\.location.line)
+        #expect(lines == lines.sorted())
+    }
+
+    @Test("Lines are counted as git counts them: CRLF is one line end, a lone CR is refused where it is")
+    func lineEnds() {
+        let crlf = policy("crlf", spec: "  edr:\n    port: \"443\"\n").replacingOccurrences(of: "\n", with: "\r\n")
+        #expect(decode(crlf).problems.map(\.description) == ["policies/p.yaml:8:11: edr.port: expected an integer, found the string \"443\""])
+        let loneCR = policy("cr", spec: "  edr:\r    port: 443\n")
+        #expect(decode(loneCR).problems.map(\.description)
+                == ["policies/p.yaml:7:7: a line break other than LF or CRLF (U+000D): save the file with LF or CRLF line ends"])
+        // The indentation bound holds for CRLF files too.
+        let deep = (0..<300).map { String(repeating: " ", count: $0) + "a:" }.joined(separator: "\r\n")
+        #expect(decode(deep).problems.first?.message.contains("nesting too deep") == true)
+    }
+
+    @Test("Keys are plain words: explicit '? ' keys and lists or mappings as keys are refused where they stand")
+    func plainKeys() {
+        #expect(decode(policy("q", spec: "  edr:\n    ? port\n    : 443\n")).problems.map(\.description)
+                == ["policies/p.yaml:8:5: an explicit '? ' key is not allowed: field names are plain words"])
+        #expect(decode(policy("f", spec: "  edr:\n    [port, x]: 443\n")).problems.map(\.description)
+                == ["policies/p.yaml:8:13: a list or mapping used as a key is not allowed: field names are plain words"])
+        // A question mark inside a value, and a list followed by a comment with a colon, are no keys.
+        let values = decode(policy("ok", spec: "  edr:\n    address: \"a?b\"\n  ndr:\n    endpoints: []   # note: none\n")).problems
+        #expect(values.count == 2 && !values.contains { $0.message.contains("plain words") })
     }
 
     @Test("Malformed YAML is located where the parser stopped")
