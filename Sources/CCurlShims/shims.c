@@ -25,3 +25,7 @@ CURLcode tether_curl_setopt_write_function(CURL *handle, tether_curl_write_callb
 CURLcode tether_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }
+
+CURLcode tether_curl_getinfo_off_t(CURL *handle, CURLINFO info, curl_off_t *value) {
+    return curl_easy_getinfo(handle, info, value);
+}

@@ -68,16 +68,42 @@ public enum TransportError: Error, Sendable, Equatable, CustomStringConvertible 
     case timedOut(String)
     /// The proxy could not be reached or refused the CONNECT (with its HTTP code when it sent one).
     case proxyRefused(String)
+    /// Something other than TLS answered on the port (plain HTTP, say).
+    case notTLS(String)
+    /// The server and Tether share no TLS version (Tether speaks TLS 1.2 and 1.3).
+    case tlsVersionMismatch(String)
+    /// The connection was closed or reset during the TLS handshake or mid-transfer.
+    case connectionReset(String)
     case other(String)
+
+    /// The failure's name in status and reports (`client-certificate-missing`).
+    public var kind: String {
+        switch self {
+        case .serverCertificateRejected: return "server-certificate-rejected"
+        case .clientCertificateMissing: return "client-certificate-missing"
+        case .clientCertificateRejected: return "client-certificate-rejected"
+        case .unreachable: return "unreachable"
+        case .timedOut: return "timed-out"
+        case .proxyRefused: return "proxy-refused"
+        case .notTLS: return "not-tls"
+        case .tlsVersionMismatch: return "tls-version-mismatch"
+        case .connectionReset: return "connection-reset"
+        case .other: return "other"
+        }
+    }
 
     public var description: String {
         switch self {
         case .serverCertificateRejected(let detail): return "server certificate rejected: \(detail)"
-        case .clientCertificateMissing(let detail): return "client certificate missing: the server requires one (\(detail))"
+        case .clientCertificateMissing(let detail): return "client certificate missing: \(detail)"
         case .clientCertificateRejected(let detail): return "client certificate rejected: \(detail)"
         case .unreachable(let detail): return "server unreachable: \(detail)"
         case .timedOut(let detail): return "timed out: \(detail)"
         case .proxyRefused(let detail): return "proxy refused: \(detail)"
+        case .notTLS(let detail): return "not TLS: the server does not speak TLS on this port (plain HTTP?): \(detail)"
+        case .tlsVersionMismatch(let detail):
+            return "no common TLS version: the server offers none of TLS 1.2 and 1.3, which Tether requires: \(detail)"
+        case .connectionReset(let detail): return "connection reset: \(detail)"
         case .other(let detail): return detail
         }
     }
@@ -168,17 +194,24 @@ public final class HTTPClient {
         try check(tether_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
 
         let code = curl_easy_perform(handle)
-        guard code == CURLE_OK else { throw classify(code) }
+        guard code == CURLE_OK else { throw classify(code, received: sink.body.count) }
         var status = 0
         tether_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
         return HTTPResponse(status: status, body: sink.body)
     }
 
-    /// Names a libcurl failure; reads the error buffer right after the call that failed.
-    private func classify(_ code: CURLcode) -> TransportError {
+    /// Names a libcurl failure by what happened; reads the error buffer and the transfer's
+    /// figures right after the call that failed.
+    private func classify(_ code: CURLcode, received: Int) -> TransportError {
         let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(code))
         var connectCode = 0
         tether_curl_getinfo_long(handle, CURLINFO_HTTP_CONNECTCODE, &connectCode)
+        var headerBytes = 0
+        tether_curl_getinfo_long(handle, CURLINFO_HEADER_SIZE, &headerBytes)
+        var newConnections = 0
+        tether_curl_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &newConnections)
+        var handshakeDone: curl_off_t = 0
+        tether_curl_getinfo_off_t(handle, CURLINFO_APPCONNECT_TIME_T, &handshakeDone)
         let lowered = detail.lowercased()
         if configuration.proxy != nil {
             if connectCode >= 300 { return .proxyRefused("the proxy answered CONNECT with HTTP \(connectCode)") }
@@ -187,6 +220,10 @@ public final class HTTPClient {
         }
         let clientAlert = lowered.contains("certificate required") || lowered.contains("alert bad certificate")
             || lowered.contains("alert unknown ca") || lowered.contains("handshake failure")
+        let notTLS = lowered.contains("wrong version number") || lowered.contains("packet length too long") || lowered.contains("http request")
+        let noCommonVersion = lowered.contains("protocol version") || lowered.contains("unsupported protocol")
+            || lowered.contains("no protocols available") || lowered.contains("version too low")
+        let cutOff = [CURLE_SSL_CONNECT_ERROR, CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE].contains(code)
         switch code {
         case CURLE_PEER_FAILED_VERIFICATION:
             return .serverCertificateRejected(detail)
@@ -196,8 +233,25 @@ public final class HTTPClient {
             return .unreachable(detail)
         case CURLE_OPERATION_TIMEDOUT:
             return .timedOut(detail)
-        case CURLE_SSL_CONNECT_ERROR where clientAlert, CURLE_RECV_ERROR where clientAlert, CURLE_SEND_ERROR where clientAlert:
-            return configuration.clientIdentity == nil ? .clientCertificateMissing(detail) : .clientCertificateRejected(detail)
+        case _ where cutOff && clientAlert:
+            return configuration.clientIdentity == nil
+                ? .clientCertificateMissing("the server requires one: \(detail)") : .clientCertificateRejected("the server did not accept the client certificate: \(detail)")
+        case _ where cutOff && notTLS:
+            return .notTLS(detail)
+        case _ where cutOff && noCommonVersion:
+            return .tlsVersionMismatch(detail)
+        case _ where cutOff && newConnections > 0 && handshakeDone > 0 && headerBytes == 0 && received == 0:
+            // TLS 1.3 finishes the client's side of the handshake before the server has checked
+            // the client's certificate; a server that refuses it often closes at once, and its
+            // alert is lost with the reset. Nothing came back on a fresh connection: say what
+            // the server most likely wanted (docs/architecture.md, "Connection failures").
+            if configuration.clientIdentity == nil {
+                return .clientCertificateMissing("the server closed the connection right after the TLS handshake: it may require one (mutualAuthentication is off) (\(detail))")
+            }
+            return .clientCertificateRejected("the server closed the connection right after the TLS handshake: it most likely did not accept the client certificate (issued by a CA it does not trust?) (\(detail))")
+        case _ where cutOff:
+            let when = handshakeDone == 0 && newConnections > 0 ? "during the TLS handshake" : "mid-transfer"
+            return .connectionReset("the server closed or reset the connection \(when): \(detail)")
         default:
             return .other("libcurl error \(code.rawValue): \(detail)")
         }

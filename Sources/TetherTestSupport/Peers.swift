@@ -343,3 +343,81 @@ public final class HoldingProxy: @unchecked Sendable {
         }
     }
 }
+
+/// A misbehaving TLS peer on 127.0.0.1, written with Python's ssl module, for naming connection
+/// failures: each accepted connection is served the way `Behaviour` says.
+public final class PythonTLSPeer: @unchecked Sendable {
+    public enum Behaviour: String, Sendable {
+        /// Requires a client certificate from the PKI's CA and closes politely when refused.
+        case requireClientCertificate = "require-client-certificate"
+        /// Requires a client certificate and resets the connection at once when refused, so its
+        /// alert is usually lost.
+        case requireClientCertificateAndReset = "require-client-certificate-and-reset"
+        /// Speaks plain HTTP on the port.
+        case plainHTTP = "plain-http"
+        /// Speaks only TLS 1.0 and 1.1.
+        case oldTLSOnly = "old-tls-only"
+        /// Completes the handshake, starts a 100 kB response and resets the connection after 1 kB.
+        case resetMidResponse = "reset-mid-response"
+    }
+
+    public let port: Int
+    private let process: BackgroundProcess
+
+    public init(pki: TestPKI, behaviour: Behaviour) throws {
+        port = try freePort()
+        process = try BackgroundProcess("python3", ["-W", "ignore", "-c", Self.script, behaviour.rawValue, String(port),
+                                                    pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem")])
+        try waitForPort(port)
+    }
+
+    public var url: String { "https://127.0.0.1:\(port)/" }
+
+    private static let script = """
+        import socket, ssl, struct, sys, threading
+        behaviour, port, certificate, key, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(64)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(certificate, key)
+        if behaviour.startswith("require-client-certificate"):
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(ca)
+        if behaviour == "old-tls-only":
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
+        def reset(connection):
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+        def serve(connection):
+            try:
+                if behaviour == "plain-http":
+                    connection.recv(4096)
+                    connection.sendall(b"HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+                    connection.close()
+                    return
+                try:
+                    tls = context.wrap_socket(connection, server_side=True)
+                except ssl.SSLError:
+                    if behaviour.endswith("and-reset"):
+                        reset(connection)
+                    else:
+                        connection.close()
+                    return
+                tls.recv(65536)
+                if behaviour == "reset-mid-response":
+                    tls.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 100000\\r\\n\\r\\n" + b"x" * 1000)
+                    reset(connection)
+                    return
+                tls.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\nConnection: close\\r\\n\\r\\nok")
+                tls.close()
+            except OSError:
+                connection.close()
+        while True:
+            connection, _ = listener.accept()
+            threading.Thread(target=serve, args=(connection,), daemon=True).start()
+        """
+}

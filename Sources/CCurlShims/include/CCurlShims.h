@@ -13,4 +13,5 @@ CURLcode tether_curl_setopt_blob(CURL *handle, CURLoption option, const void *da
 typedef size_t (*tether_curl_write_callback)(char *data, size_t size, size_t count, void *context);
 CURLcode tether_curl_setopt_write_function(CURL *handle, tether_curl_write_callback callback);
 CURLcode tether_curl_getinfo_long(CURL *handle, CURLINFO info, long *value);
+CURLcode tether_curl_getinfo_off_t(CURL *handle, CURLINFO info, curl_off_t *value);
 #endif

@@ -521,15 +521,7 @@ struct ConnectorFailure: Error {
     }
 
     init(_ error: TransportError, server: String) {
-        switch error {
-        case .serverCertificateRejected: kind = "server-certificate-rejected"
-        case .clientCertificateMissing: kind = "client-certificate-missing"
-        case .clientCertificateRejected: kind = "client-certificate-rejected"
-        case .unreachable: kind = "unreachable"
-        case .timedOut: kind = "timed-out"
-        case .proxyRefused: kind = "proxy-refused"
-        case .other: kind = "other"
-        }
+        kind = error.kind
         message = "\(server): \(error)"
         self.server = server
     }

@@ -54,7 +54,8 @@ public struct ConnectorStatus: Sendable {
     public let lastAttempt: Date?
     public let lastError: String?
     /// `server-certificate-rejected`, `client-certificate-missing`, `client-certificate-rejected`,
-    /// `unreachable`, `timed-out`, `proxy-refused`, `http-error`, `other`.
+    /// `unreachable`, `timed-out`, `proxy-refused`, `not-tls`, `tls-version-mismatch`,
+    /// `connection-reset`, `http-error`, `other`.
     public let errorKind: String?
     public let queueDepth: Int
     public let sent: Int
