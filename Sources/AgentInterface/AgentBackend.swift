@@ -15,8 +15,8 @@ public protocol AgentBackend: AnyObject {
     func appliedState() throws -> AppliedState
     /// Records what Tether applied, as part of the current transaction.
     func recordApplied(_ values: [String: String], revision: String?) throws
-    /// An integration's client container and its password (restore points keep them).
-    func clientContainer(_ integration: Integration) throws -> (pkcs12: [UInt8], password: String)?
+    /// An integration's client container and where its password is read from (restore points keep them).
+    func clientContainer(_ integration: Integration) throws -> InstalledContainer?
 
     /// Runs `body` as one all-or-nothing change in the name of `actor`.
     @discardableResult
@@ -32,6 +32,8 @@ public protocol AgentBackend: AnyObject {
     func addServerCertificate(_ integration: Integration, bytes: [UInt8], source: String) throws -> Certificate
     func removeServerCertificate(_ integration: Integration) throws
     @discardableResult
-    func addClientCertificate(_ integration: Integration, pkcs12: [UInt8], password: String, source: String) throws -> Certificate
+    /// Installs a client container after opening it with its password (read from `password`'s
+    /// file now) and checking its key; keeps where the password comes from, not the password.
+    func addClientCertificate(_ integration: Integration, pkcs12: [UInt8], password: ContainerPassword, source: String) throws -> Certificate
     func removeClientCertificate(_ integration: Integration) throws
 }

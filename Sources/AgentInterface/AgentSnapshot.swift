@@ -30,7 +30,9 @@ public struct AgentSnapshot: Sendable {
         for integration in Integration.allCases {
             var pair: [String: SnapshotDocument.CertificateEntry] = [:]
             if let server = state.serverCertificates[integration] { pair["server"] = .init(server) }
-            if let client = state.clientCertificates[integration] { pair["client"] = .init(client) }
+            if let client = state.clientCertificates[integration] {
+                pair["client"] = .init(client, password: state.clientPasswords[integration] ?? ContainerPassword.none)
+            }
             if !pair.isEmpty { certificates[integration.rawValue] = pair }
         }
         let document = SnapshotDocument(
@@ -78,7 +80,12 @@ public struct AgentSnapshot: Sendable {
                       let certificate = try? Certificate(bytes: Array(bytes)) else {
                     throw fail("certificates.\(name).\(role) is not a certificate")
                 }
-                if role == "server" { state.serverCertificates[integration] = certificate } else { state.clientCertificates[integration] = certificate }
+                if role == "server" {
+                    state.serverCertificates[integration] = certificate
+                } else {
+                    state.clientCertificates[integration] = certificate
+                    state.clientPasswords[integration] = entry.passwordSource.map { ContainerPassword(storedForm: $0) } ?? ContainerPassword.none
+                }
             }
         }
         self.init(takenAt: Timestamp.date(document.takenAt) ?? Date(), host: document.device.host, labels: document.device.labels,
@@ -101,18 +108,21 @@ struct SnapshotDocument: Codable {
         let labels: [String: String]
     }
 
-    /// A certificate: public facts and the DER, never a key.
+    /// A certificate: public facts and the DER, never a key; for a client container, where its
+    /// password is read from (`none`, `forgotten`, `file:PATH`; absent in older snapshots: none).
     struct CertificateEntry: Codable {
         let sha256: String
         let subject: String
         let notAfter: String
         let der: String
+        let passwordSource: String?
 
-        init(_ certificate: Certificate) {
+        init(_ certificate: Certificate, password: ContainerPassword? = nil) {
             sha256 = certificate.sha256Fingerprint
             subject = certificate.subject
             notAfter = Timestamp.string(certificate.notAfter)
             der = Data(certificate.der).base64EncodedString()
+            passwordSource = password?.storedForm
         }
     }
 

@@ -10,6 +10,8 @@ public struct AgentState: Sendable {
     public var running: Set<Integration>
     public var serverCertificates: [Integration: Certificate]
     public var clientCertificates: [Integration: Certificate]
+    /// Where each installed client container's password is read from (never the password).
+    public var clientPasswords: [Integration: ContainerPassword] = [:]
     /// The last recorded change of each path (`edr.port`, `edr.serverCertificate`).
     public var lastChanges: [String: ChangeRecord]
 
@@ -64,7 +66,7 @@ public struct AgentState: Sendable {
         func fingerprints(_ certificates: [Integration: Certificate]) -> [Integration: String] { certificates.mapValues(\.sha256Fingerprint) }
         return settings == other.settings && running == other.running
             && fingerprints(serverCertificates) == fingerprints(other.serverCertificates)
-            && fingerprints(clientCertificates) == fingerprints(other.clientCertificates)
+            && fingerprints(clientCertificates) == fingerprints(other.clientCertificates) && clientPasswords == other.clientPasswords
     }
 
     /// Gives every setting not set its default.
@@ -77,7 +79,8 @@ public struct AgentState: Sendable {
     }
 
     /// The state of a fresh agent: defaults everywhere, nothing running, no certificates.
-    public static let initial = AgentState(settings: [:], running: [], serverCertificates: [:], clientCertificates: [:], lastChanges: [:])
+    public static let initial = AgentState(settings: [:], running: [], serverCertificates: [:], clientCertificates: [:], clientPasswords: [:],
+                                           lastChanges: [:])
 }
 
 /// One recorded change to the agent, by Tether or by a local administrator.
@@ -130,4 +133,77 @@ public struct AppliedState: Sendable {
     }
 
     public static let none = AppliedState(values: [:], revision: nil, at: nil)
+}
+
+/// Where an installed client container's password comes from. An agent keeps the password
+/// file's path, never the password: the file is read each time the container is opened
+/// (docs/architecture.md, "Secrets").
+public enum ContainerPassword: Hashable, Sendable, CustomStringConvertible {
+    /// The container opens with an empty password.
+    case none
+    /// The password is in this device file (a path as the policy or the command line gave it;
+    /// relative paths are taken from the state directory).
+    case file(String)
+    /// Installed by a release that kept the password itself; the upgrade emptied it, so the
+    /// container must be installed again with its password file.
+    case forgotten
+
+    /// How stores and snapshots write it: `none`, `forgotten` or `file:PATH`.
+    public var storedForm: String {
+        switch self {
+        case .none: return "none"
+        case .forgotten: return "forgotten"
+        case .file(let path): return "file:" + path
+        }
+    }
+
+    /// Reads `storedForm`; anything else (nothing stored) is `forgotten`.
+    public init(storedForm text: String?) {
+        if text == "none" {
+            self = .none
+        } else if let text, text.hasPrefix("file:") {
+            self = .file(String(text.dropFirst(5)))
+        } else {
+            self = .forgotten
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .none: return "no password"
+        case .file(let path): return "password from \(path)"
+        case .forgotten: return "password not kept (installed by an earlier release)"
+        }
+    }
+}
+
+/// An installed client container and where its password comes from.
+public struct InstalledContainer: Sendable {
+    public let pkcs12: [UInt8]
+    public let password: ContainerPassword
+
+    public init(pkcs12: [UInt8], password: ContainerPassword) {
+        self.pkcs12 = pkcs12
+        self.password = password
+    }
+
+    /// The container's password, read from its file now, for opening the container.
+    public func readPassword(stateDirectory: URL) throws -> String {
+        switch password {
+        case .none: return ""
+        case .file(let path):
+            do {
+                return try DeviceFiles.readSecret(path, stateDirectory: stateDirectory)
+            } catch {
+                throw ContainerPasswordError(description: "the client container's password file \(error)")
+            }
+        case .forgotten:
+            throw ContainerPasswordError(description: "the client container was installed by an earlier release, which kept its password; this release does not: apply the policy again, or `tether agent add-client-certificate INTEGRATION FILE --password-file FILE`")
+        }
+    }
+}
+
+/// Why a client container's password cannot be had.
+public struct ContainerPasswordError: Error, CustomStringConvertible, Sendable {
+    public let description: String
 }

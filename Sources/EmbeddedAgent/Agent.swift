@@ -37,6 +37,8 @@ public final class Agent: AgentBackend {
             // A rollback journal, always: an apply commits this file and the other (agent.db, history.db)
             // in one transaction, which SQLite makes atomic only without WAL.
             try database.execute("PRAGMA journal_mode = DELETE")
+            // What is deleted is overwritten, not left in free pages (docs/architecture.md, "Secrets").
+            try database.execute("PRAGMA secure_delete = ON")
             try Agent.migrator.migrate(database, store: path)
         } catch {
             throw AgentError.store("\(path): \(error)")
@@ -58,6 +60,16 @@ public final class Agent: AgentBackend {
         CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision TEXT NOT NULL, at REAL NOT NULL);
         CREATE TABLE IF NOT EXISTS applied_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision TEXT NOT NULL, at REAL NOT NULL);
         """),
+        // Earlier releases kept each client container's password here. It is erased (secure_delete
+        // overwrites it), and a container that had one is marked 'forgotten' until it is installed
+        // again with its password file.
+        Migration(2, "client container passwords no longer kept: where each is read from instead", sql: """
+        ALTER TABLE certificates ADD COLUMN password_source TEXT;
+        UPDATE certificates SET password_source = CASE WHEN secret IS NULL OR length(secret) = 0 THEN 'none' ELSE 'forgotten' END
+            WHERE role = 'client';
+        UPDATE certificates SET secret = NULL;
+        ALTER TABLE certificates DROP COLUMN secret;
+        """),
     ])
 
     // MARK: - Reading
@@ -75,13 +87,14 @@ public final class Agent: AgentBackend {
             for row in try database.query("SELECT integration FROM tasks WHERE running = 1") {
                 if let name = row[0].text, let integration = Integration(rawValue: name) { state.running.insert(integration) }
             }
-            for row in try database.query("SELECT integration, role, der FROM certificates") {
+            for row in try database.query("SELECT integration, role, der, password_source FROM certificates") {
                 guard let name = row[0].text, let integration = Integration(rawValue: name), let der = row[2].blob,
                       let certificate = try? Certificate(bytes: der) else { continue }
                 if row[1].text == "server" {
                     state.serverCertificates[integration] = certificate
                 } else {
                     state.clientCertificates[integration] = certificate
+                    state.clientPasswords[integration] = ContainerPassword(storedForm: row[3].text)
                 }
             }
             let latest = "SELECT at, actor, path, old, new FROM changes WHERE id IN (SELECT max(id) FROM changes GROUP BY path)"
@@ -108,13 +121,14 @@ public final class Agent: AgentBackend {
         }
     }
 
-    /// The client container of an integration and its password, for the connectors' mutual TLS.
-    public func clientContainer(_ integration: Integration) throws -> (pkcs12: [UInt8], password: String)? {
+    /// The client container of an integration and where its password is read from, for the
+    /// connectors' mutual TLS.
+    public func clientContainer(_ integration: Integration) throws -> InstalledContainer? {
         try storeAccess {
-            let rows = try database.query("SELECT container, secret FROM certificates WHERE integration = ? AND role = 'client'",
+            let rows = try database.query("SELECT container, password_source FROM certificates WHERE integration = ? AND role = 'client'",
                                           [.text(integration.rawValue)])
             guard let row = rows.first, let container = row[0].blob else { return nil }
-            return (container, String(decoding: row[1].blob ?? [], as: UTF8.self))
+            return InstalledContainer(pkcs12: container, password: ContainerPassword(storedForm: row[1].text))
         }
     }
 
@@ -239,23 +253,32 @@ public final class Agent: AgentBackend {
         }
     }
 
-    /// Installs a PKCS#12 client container after checking its password and that its key matches
-    /// its certificate. The container stays inside the store; the password is never shown.
+    /// Installs a PKCS#12 client container after opening it with its password (read from its
+    /// file now) and checking that its key matches its certificate. The container stays inside
+    /// the store, and where its password comes from; the password itself is never kept.
     @discardableResult
-    public func addClientCertificate(_ integration: Integration, pkcs12: [UInt8], password: String, source: String) throws -> Certificate {
+    public func addClientCertificate(_ integration: Integration, pkcs12: [UInt8], password: ContainerPassword, source: String) throws -> Certificate {
         let container: ClientContainer
         do {
-            container = try ClientContainer(pkcs12: pkcs12, password: password)
+            let secret = try InstalledContainer(pkcs12: pkcs12, password: password).readPassword(stateDirectory: directory)
+            container = try ClientContainer(pkcs12: pkcs12, password: secret)
         } catch {
             throw AgentError.certificate(path: source, reason: "\(error)")
         }
         try atomically {
-            let old = try state().clientCertificates[integration]
-            guard old?.sha256Fingerprint != container.certificate.sha256Fingerprint else { return }
-            try database.query("INSERT OR REPLACE INTO certificates (integration, role, der, container, secret, added_at) VALUES (?, 'client', ?, ?, ?, ?)",
+            let current = try state()
+            let old = current.clientCertificates[integration]
+            let oldPassword = current.clientPasswords[integration]
+            guard old?.sha256Fingerprint != container.certificate.sha256Fingerprint || oldPassword != password else { return }
+            try database.query("INSERT OR REPLACE INTO certificates (integration, role, der, container, password_source, added_at) VALUES (?, 'client', ?, ?, ?, ?)",
                                [.text(integration.rawValue), .blob(container.certificate.der), .blob(pkcs12),
-                                .blob(Array(password.utf8)), .real(Date().timeIntervalSince1970)])
-            try record("\(integration.rawValue).clientCertificate", old: old?.sha256Fingerprint ?? "none", new: container.certificate.sha256Fingerprint)
+                                .text(password.storedForm), .real(Date().timeIntervalSince1970)])
+            let new = container.certificate.sha256Fingerprint
+            if old?.sha256Fingerprint == new, let oldPassword {
+                try record("\(integration.rawValue).clientCertificate", old: "\(new) (\(oldPassword))", new: "\(new) (\(password))")
+            } else {
+                try record("\(integration.rawValue).clientCertificate", old: old?.sha256Fingerprint ?? "none", new: new)
+            }
         }
         return container.certificate
     }

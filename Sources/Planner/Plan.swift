@@ -8,7 +8,8 @@ import X509
 public enum ResolvedValue: Sendable {
     case setting(SettingValue)
     case serverCertificate(Certificate, bytes: [UInt8], path: String)
-    case clientCertificate(Certificate, container: [UInt8], password: Secret, file: String)
+    /// A client container and where its password is read from (the password itself is not carried).
+    case clientCertificate(Certificate, container: [UInt8], password: ContainerPassword, file: String)
 
     /// The certificate, for certificate values.
     public var certificate: Certificate? {
@@ -124,7 +125,7 @@ public enum PlanStep: Sendable, CustomStringConvertible {
     case stop(Integration)
     case set(SettingPath, from: SettingValue, to: SettingValue)
     case pinServerCertificate(Integration, Certificate, bytes: [UInt8], path: String)
-    case installClientCertificate(Integration, Certificate, container: [UInt8], password: Secret, file: String)
+    case installClientCertificate(Integration, Certificate, container: [UInt8], password: ContainerPassword, file: String)
     case start(Integration)
     /// Only when restoring a previous state: that state had no such certificate.
     case removeServerCertificate(Integration)

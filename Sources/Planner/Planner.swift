@@ -68,9 +68,18 @@ public enum Planner {
             }
             if wanted != current {
                 let enforce = mode == .enforce && exception == nil
-                let kind: FindingKind = exception != nil ? .excepted : classify(desired: wanted, actual: current, applied: applied.values[key.description])
-                let reason = exception.map { "accepted by policy '\($0.policy)' until \($0.expiresText): \($0.reason)" }
+                var kind: FindingKind = exception != nil ? .excepted : classify(desired: wanted, actual: current, applied: applied.values[key.description])
+                var reason = exception.map { "accepted by policy '\($0.policy)' until \($0.expiresText): \($0.reason)" }
                     ?? (mode == .observe ? "observed only: Tether reports this key and never corrects it" : nil)
+                if exception == nil, case .clientCertificate(let integration) = key, case .clientCertificate(let certificate, _, let password, _) = value,
+                   actual.clientCertificates[integration]?.sha256Fingerprint == certificate.sha256Fingerprint {
+                    let had = actual.clientPasswords[integration] ?? .none
+                    if had == .forgotten {
+                        // Installed by a release that kept the password: not drift, a step of the upgrade.
+                        kind = .pending
+                    }
+                    reason = reason ?? "the same container, installed with \(had); the policy gives \(password)"
+                }
                 findings.append(Finding(key: key, kind: kind, desired: reportValue(value), actual: reportValue(actual: actual, key: key),
                                         source: exception?.source ?? source, lastChange: actual.lastChanges[key.description],
                                         reason: reason, mode: mode, corrected: enforce))
@@ -163,19 +172,26 @@ public enum Planner {
     }
 
     /// A comparable text for a desired value: JSON for settings (unordered lists sorted), the
-    /// fingerprint for certificates.
+    /// fingerprint for certificates, and for a client container where its password comes from
+    /// when it has one.
     public static func canonical(_ value: ResolvedValue, key: DesiredKey) -> String {
         switch value {
         case .setting(let setting): return canonical(setting, key: key)
-        case .serverCertificate(let certificate, _, _), .clientCertificate(let certificate, _, _, _): return certificate.sha256Fingerprint
+        case .serverCertificate(let certificate, _, _): return certificate.sha256Fingerprint
+        case .clientCertificate(let certificate, _, let password, _): return canonical(client: certificate, password: password)
         }
+    }
+
+    private static func canonical(client certificate: Certificate, password: ContainerPassword) -> String {
+        password == .none ? certificate.sha256Fingerprint : "\(certificate.sha256Fingerprint) (\(password))"
     }
 
     public static func canonical(actual: AgentState, key: DesiredKey) -> String {
         switch key {
         case .setting(let path): return canonical(actual.value(path), key: key)
         case .serverCertificate(let integration): return actual.serverCertificates[integration]?.sha256Fingerprint ?? "none"
-        case .clientCertificate(let integration): return actual.clientCertificates[integration]?.sha256Fingerprint ?? "none"
+        case .clientCertificate(let integration):
+            return actual.clientCertificates[integration].map { canonical(client: $0, password: actual.clientPasswords[integration] ?? .none) } ?? "none"
         }
     }
 
@@ -212,8 +228,9 @@ public enum Planner {
             }
         case (.serverCertificate(let integration), .serverCertificate(let certificate, _, _)):
             target.serverCertificates[integration] = certificate
-        case (.clientCertificate(let integration), .clientCertificate(let certificate, _, _, _)):
+        case (.clientCertificate(let integration), .clientCertificate(let certificate, _, let password, _)):
             target.clientCertificates[integration] = certificate
+            target.clientPasswords[integration] = password
         default:
             break
         }

@@ -59,7 +59,8 @@ public enum DesiredStateResolver {
         }
         do {
             let parsed = try ClientContainer(pkcs12: container, password: password)
-            return .success(.clientCertificate(parsed.certificate, container: container, password: Secret(password), file: reference.file))
+            return .success(.clientCertificate(parsed.certificate, container: container,
+                                               password: reference.passwordFile.map(ContainerPassword.file) ?? .none, file: reference.file))
         } catch X509Error.wrongPassword {
             let origin = reference.passwordFile.map { "the password in \($0)" } ?? "an empty password (no passwordFile given)"
             return .failure("client container \(reference.file) does not open with \(origin): wrong password")

@@ -10,13 +10,13 @@ import Policy
 /// containers and applied state from before.
 public struct RestorePoint: Sendable {
     let state: AgentState
-    let containers: [Integration: (pkcs12: [UInt8], password: String)]
+    let containers: [Integration: InstalledContainer]
     let applied: AppliedState
 
     /// Captures the agent as it is now.
     public init(agent: AgentBackend) throws {
         state = try agent.state()
-        var containers: [Integration: (pkcs12: [UInt8], password: String)] = [:]
+        var containers: [Integration: InstalledContainer] = [:]
         for integration in Integration.allCases {
             if let container = try agent.clientContainer(integration) { containers[integration] = container }
         }
@@ -42,7 +42,10 @@ public struct RestorePoint: Sendable {
                 removals.append(.removeServerCertificate(integration))
             }
             if let certificate = state.clientCertificates[integration], let container = containers[integration] {
-                values[.clientCertificate(integration)] = (.clientCertificate(certificate, container: container.pkcs12, password: Secret(container.password),
+                // A container whose password an earlier release kept cannot be installed again:
+                // the one installed now stays.
+                if container.password == .forgotten { continue }
+                values[.clientCertificate(integration)] = (.clientCertificate(certificate, container: container.pkcs12, password: container.password,
                                                                               file: "the previous container"), here)
             } else if current.clientCertificates[integration] != nil {
                 removals.append(.removeClientCertificate(integration))

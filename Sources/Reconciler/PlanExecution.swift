@@ -14,7 +14,7 @@ extension PlanStep {
         case .pinServerCertificate(let integration, _, let bytes, let path):
             try agent.addServerCertificate(integration, bytes: bytes, source: path)
         case .installClientCertificate(let integration, _, let container, let password, let file):
-            try agent.addClientCertificate(integration, pkcs12: container, password: password.value, source: file)
+            try agent.addClientCertificate(integration, pkcs12: container, password: password, source: file)
         case .removeServerCertificate(let integration): try agent.removeServerCertificate(integration)
         case .removeClientCertificate(let integration): try agent.removeClientCertificate(integration)
         }

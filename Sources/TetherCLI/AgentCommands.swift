@@ -218,17 +218,17 @@ struct AddClientCertificate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Install a PKCS#12 client container (certificate and private key) for mutual TLS.")
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @Argument(help: "The PKCS#12 (.p12/.pfx) file.") var file: String
-    @Option(help: ArgumentHelp("A file holding the container's password (never pass a password as an argument).", valueName: "file"))
+    @Option(help: ArgumentHelp("""
+        A file holding the container's password (never pass a password as an argument). The agent keeps the file's \
+        path, not the password, and reads it each time it connects: it must lie below the state directory, /etc/tether \
+        or a folder in $TETHER_DEVICE_FILES.
+        """, valueName: "file"))
     var passwordFile: String?
     @OptionGroup var device: DeviceOptions
 
     func run() throws {
         let container = try readFile(file)
-        var password = ""
-        if let passwordFile {
-            password = String(decoding: try readFile(passwordFile), as: UTF8.self)
-            while password.hasSuffix("\n") || password.hasSuffix("\r") { password.removeLast() }
-        }
+        let password = passwordFile.map { ContainerPassword.file(URL(fileURLWithPath: $0).standardizedFileURL.path) } ?? .none
         let agent = try device.agent()
         let certificate = try agentCall {
             try agent.transaction(actor: "tether agent add-client-certificate") {

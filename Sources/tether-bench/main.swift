@@ -27,7 +27,8 @@ try agent.transaction(actor: "bench") {
     try agent.set(SettingPath.edr.port, to: .int(platform.port))
     try agent.set(SettingPath.edr.requestCountLimits, to: .bool(false))
     try agent.addServerCertificate(.edr, bytes: Array(pki.serverCertificatePEM.utf8), source: "bench")
-    try agent.addClientCertificate(.edr, pkcs12: try pki.issueClient(commonName: "bench", password: "pw"), password: "pw", source: "bench")
+    try Data("pw\n".utf8).write(to: directory.appendingPathComponent("client.pass"))
+    try agent.addClientCertificate(.edr, pkcs12: try pki.issueClient(commonName: "bench", password: "pw"), password: .file("client.pass"), source: "bench")
     try agent.set(SettingPath.edr.mutualAuthentication, to: .bool(true))
     try agent.start(.edr)
 }

@@ -34,8 +34,9 @@ final class Rig: @unchecked Sendable {
             for integration in Integration.allCases {
                 try agent.addServerCertificate(integration, bytes: Array(pki.serverCertificatePEM.utf8), source: "server.pem")
                 if mutualTLS {
+                    try Data("pw\n".utf8).write(to: state.url.appendingPathComponent("client.pass"))
                     try agent.addClientCertificate(integration, pkcs12: try pki.issueClient(commonName: "endpoint-1", password: "pw"),
-                                                   password: "pw", source: "client.p12")
+                                                   password: .file("client.pass"), source: "client.p12")
                     try agent.set(SettingPath.common(integration).mutualAuthentication, to: .bool(true))
                 }
             }

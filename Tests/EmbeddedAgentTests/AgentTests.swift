@@ -64,14 +64,27 @@ struct AgentTests {
         let error = #expect(throws: AgentError.self) { try agent.start(.ndr) }
         #expect(error?.description.contains("mutualAuthentication is on but no client certificate is installed") == true)
 
-        let certificate = try agent.addClientCertificate(.ndr, pkcs12: Array(try pki.data("edr-client.p12")), password: password, source: "edr-client.p12")
+        try Data((password + "\n").utf8).write(to: agent.directory.appendingPathComponent("client.pass"))
+        let certificate = try agent.addClientCertificate(.ndr, pkcs12: Array(try pki.data("edr-client.p12")), password: .file("client.pass"), source: "edr-client.p12")
         try agent.start(.ndr)
         #expect(try agent.state().clientCertificates[.ndr] == certificate)
-        // The container stays inside the store for the connectors; its password is checked on the way in.
-        #expect(try agent.clientContainer(.ndr)?.password == password)
-        #expect(throws: AgentError.self) {
-            try agent.addClientCertificate(.sandbox, pkcs12: Array(try pki.data("edr-client.p12")), password: "wrong", source: "edr-client.p12")
+        // The container stays inside the store for the connectors, with where its password is; the
+        // password is checked on the way in and never kept.
+        #expect(try agent.clientContainer(.ndr)?.password == .file("client.pass"))
+        #expect(try agent.state().clientPasswords[.ndr] == .file("client.pass"))
+        let store = try Data(contentsOf: agent.directory.appendingPathComponent(Agent.storeFileName))
+        #expect(store.range(of: Data(password.utf8)) == nil)
+        try Data("wrong\n".utf8).write(to: agent.directory.appendingPathComponent("wrong.pass"))
+        let wrong = #expect(throws: AgentError.self) {
+            try agent.addClientCertificate(.sandbox, pkcs12: Array(try pki.data("edr-client.p12")), password: .file("wrong.pass"), source: "edr-client.p12")
         }
+        #expect(wrong?.description.contains("password") == true)
+        // A password file the agent could not read again when it connects is refused now.
+        let outside = #expect(throws: AgentError.self) {
+            try agent.addClientCertificate(.sandbox, pkcs12: Array(try pki.data("edr-client.p12")), password: .file(pki.path("edr-client.pass")),
+                                           source: "edr-client.p12")
+        }
+        #expect(outside?.description.contains("is outside the folders device files may come from") == true)
     }
 
     @Test("EDR telemetry needs behaviour detection while EDR runs (rule 3)")

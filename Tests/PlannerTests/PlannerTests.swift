@@ -39,12 +39,14 @@ private func desired(_ values: [(DesiredKey, ResolvedValue)], observe: [DesiredK
 
 /// A fresh agent with some settings changed.
 private func agent(_ settings: [(SettingPath, SettingValue)] = [], running: Set<Integration> = [],
-                   server: [Integration: Certificate] = [:]) -> AgentState {
+                   server: [Integration: Certificate] = [:], client: [Integration: (Certificate, ContainerPassword)] = [:]) -> AgentState {
     var state = AgentState.initial
     state.fillDefaults()
     for (path, value) in settings { state.settings[path] = value }
     state.running = running
     state.serverCertificates = server
+    state.clientCertificates = client.mapValues(\.0)
+    state.clientPasswords = client.mapValues(\.1)
     return state
 }
 
@@ -55,6 +57,11 @@ private let detection = DesiredKey.setting(SettingPath.behaviorDetection)
 private let edrServer = DesiredKey.serverCertificate(.edr)
 private func server(_ certificate: Certificate) -> ResolvedValue {
     .serverCertificate(certificate, bytes: certificate.der, path: "certs/kata.pem")
+}
+private let edrClient = DesiredKey.clientCertificate(.edr)
+/// A client container (its bytes do not matter to the planner) with its password file.
+private func client(_ certificate: Certificate, _ password: ContainerPassword) -> ResolvedValue {
+    .clientCertificate(certificate, container: [1, 2, 3], password: password, file: "edr-client.p12")
 }
 
 /// One row: a situation and the findings (kind by key) and steps the planner must give.
@@ -98,6 +105,17 @@ private let cases: [Case] = [
     Case(name: "unenforceable: a client container that cannot be read blocks every step",
          desired: desired([(port, .setting(.int(8443)))], unresolved: [.clientCertificate(.edr)]), actual: agent(),
          findings: [port: .pending, .clientCertificate(.edr): .unenforceable], steps: []),
+    Case(name: "in sync: the same client container with the same password file",
+         desired: desired([(edrClient, client(Certificates.current, .file("edr.pass")))]),
+         actual: agent(client: [.edr: (Certificates.current, .file("edr.pass"))]), findings: [:], steps: []),
+    Case(name: "pending: the same client container, but the policy names another password file",
+         desired: desired([(edrClient, client(Certificates.current, .file("new.pass")))]),
+         actual: agent(client: [.edr: (Certificates.current, .file("edr.pass"))]), applied: [edrClient: "\(Certificates.current.sha256Fingerprint) (password from edr.pass)"],
+         findings: [edrClient: .pending], steps: ["install edr client certificate"]),
+    Case(name: "pending, not conflict: a container whose password an earlier release kept is installed again with its file",
+         desired: desired([(edrClient, client(Certificates.current, .file("edr.pass")))]),
+         actual: agent(client: [.edr: (Certificates.current, .forgotten)]), applied: [edrClient: Certificates.current.sha256Fingerprint],
+         findings: [edrClient: .pending], steps: ["install edr client certificate"]),
     Case(name: "unenforceable: a task that cannot start (rule 1, no server certificate)",
          desired: desired([(edrEnabled, .setting(.bool(true)))]), actual: agent(),
          findings: [edrEnabled: .unenforceable], steps: []),

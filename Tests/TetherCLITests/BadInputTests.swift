@@ -193,11 +193,17 @@ struct AgentCommandTests {
         #expect(query.stdout.contains("subject      O=Tether demo platform,CN=kata.demo.local"))
         #expect(env.agentCommand("start", "edr").code == 0)
 
-        let wrong = env.agentCommand("add-client-certificate", "edr", env.pki.path("edr-client.p12"), "--password-file", env.pki.path("ca.pem"))
+        // The agent reads the password file each time it connects, so it must be a device file.
+        let outside = env.agentCommand("add-client-certificate", "edr", env.pki.path("edr-client.p12"), "--password-file", env.pki.path("edr-client.pass"))
+        #expect(outside.code == 1)
+        #expect(outside.stderr.contains("edr-client.pass is outside the folders device files may come from"), "\(outside.stderr)")
+        try FileManager.default.copyItem(atPath: env.pki.path("ca.pem"), toPath: env.state.url.appendingPathComponent("wrong.pass").path)
+        try FileManager.default.copyItem(atPath: env.pki.path("edr-client.pass"), toPath: env.state.url.appendingPathComponent("client.pass").path)
+        let wrong = env.agentCommand("add-client-certificate", "edr", env.pki.path("edr-client.p12"), "--password-file", env.state.url.appendingPathComponent("wrong.pass").path)
         #expect(wrong.code == 1)
         #expect(wrong.stderr.contains("the PKCS#12 container's password is wrong"))
         #expect(!wrong.stderr.contains(try env.pki.text("edr-client.pass").trimmingCharacters(in: .whitespacesAndNewlines)))
-        let added = env.agentCommand("add-client-certificate", "edr", env.pki.path("edr-client.p12"), "--password-file", env.pki.path("edr-client.pass"))
+        let added = env.agentCommand("add-client-certificate", "edr", env.pki.path("edr-client.p12"), "--password-file", env.state.url.appendingPathComponent("client.pass").path)
         #expect(added.code == 0, "\(added.stderr)")
         #expect(env.agentCommand("query-client-certificate", "edr").stdout.contains("CN=endpoint-demo"))
 

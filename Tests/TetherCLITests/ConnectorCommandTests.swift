@@ -16,6 +16,29 @@ private func platformAndDevice() throws -> (PlatformSimulator, Environment) {
 
 @Suite("tether agent sync and status against the local platform", .serialized)
 struct ConnectorCommandTests {
+    @Test("The client container's password is read from the policy's file at each connection and kept in no file Tether writes")
+    func noPasswordAtRest() throws {
+        let (platform, env) = try platformAndDevice()
+        #expect(env.run("apply").code == 0)
+        #expect(env.agentCommand("sync", "edr").code == 0)
+        #expect(platform.events().isEmpty)
+        // Every file of the state directory but the operator's own password file (the policy names it).
+        let password = Data("cli-pass".utf8)
+        let files = try FileManager.default.subpathsOfDirectory(atPath: env.state.path).filter { $0 != "edr-client.pass" }
+        #expect(files.contains("agent.db") && files.contains("runtime.db"))
+        for file in files {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent(file).path, isDirectory: &isFolder), !isFolder.boolValue else { continue }
+            #expect(try Data(contentsOf: env.state.url.appendingPathComponent(file)).range(of: password) == nil, "\(file) holds the password")
+        }
+        // Without its password file the connector says which file it could not read.
+        try FileManager.default.removeItem(at: env.state.url.appendingPathComponent("edr-client.pass"))
+        let failed = env.agentCommand("sync", "edr")
+        #expect(failed.code == 1)
+        #expect(failed.stdout.contains("FAILED (client-certificate-rejected)") && failed.stdout.contains("password file edr-client.pass cannot be read"),
+                "\(failed.stdout)")
+    }
+
     @Test("apply → sync connects (exit 0) → the drift report's health section shows EDR connected; a wrong port fails (exit 1)")
     func syncStatusHealth() throws {
         let (platform, env) = try platformAndDevice()

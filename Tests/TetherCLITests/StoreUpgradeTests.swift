@@ -96,18 +96,27 @@ struct StoreUpgradeTests {
         #expect(actual.serverCertificates[.edr]?.sha256Fingerprint == server.sha256Fingerprint)
         #expect(actual.clientCertificates[.edr]?.sha256Fingerprint == client.sha256Fingerprint)
         #expect(try agent.clientContainer(.edr)?.pkcs12 == container)
+        // The password the first release kept is gone from every file of the state directory
+        // (overwritten, not only unlinked from the table); the container waits for its password file.
+        #expect(actual.clientPasswords[.edr] == .forgotten)
+        for file in try FileManager.default.contentsOfDirectory(atPath: state.path) {
+            let bytes = try Data(contentsOf: state.url.appendingPathComponent(file))
+            #expect(bytes.range(of: Data(password.utf8)) == nil, "\(file) still holds the client container's password")
+        }
+        let unopened = #expect(throws: ContainerPasswordError.self) { try agent.clientContainer(.edr)?.readPassword(stateDirectory: state.url) }
+        #expect(unopened?.description.contains("apply the policy again") == true)
         #expect(try agent.appliedState().revision == "0123456789abcdef0123456789abcdef01234567")
         #expect(try agent.changes().first?.actor == "tether apply 0123456789ab")
         #expect(try History(stateDirectory: state.url).entries().count == 3)
         let runtime = try ConnectorRuntime(agent: agent)
         #expect(try runtime.status().first { $0.integration == .edr }?.queueDepth == 5)
-        #expect(try agentDB.userVersion() == 1)
+        #expect(try agentDB.userVersion() == 2, "client container passwords are no longer kept")
         #expect(try historyDB.userVersion() == 2, "history gained the labels an apply used")
         #expect(try runtimeDB.userVersion() == 2, "the connectors gained the batch in flight")
 
         // And a store from a newer release is refused, not misread.
         try agentDB.execute("PRAGMA user_version = 99")
         let refused = #expect(throws: AgentError.self) { try Agent(stateDirectory: state.path) }
-        #expect("\(refused.map { "\($0)" } ?? "")".contains("schema version 99, newer than this tether knows (1)"))
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("schema version 99, newer than this tether knows (2)"))
     }
 }

@@ -412,7 +412,11 @@ public final class ConnectorRuntime {
             guard let container = try agent.clientContainer(integration) else {
                 throw ConnectorFailure(kind: "client-certificate-missing", message: "mutual authentication is on but no client certificate is installed", server: nil)
             }
-            identity = ClientIdentity(pkcs12: container.pkcs12, password: container.password)
+            do {
+                identity = ClientIdentity(pkcs12: container.pkcs12, password: try container.readPassword(stateDirectory: directory))
+            } catch {
+                throw ConnectorFailure(kind: "client-certificate-rejected", message: "\(error)", server: nil)
+            }
         }
         var proxy: ProxySettings?
         let address = state.string(SettingPath.proxy.address)
