@@ -56,6 +56,8 @@ public enum FindingKind: String, Sendable, CaseIterable {
     case expiring
     /// A certificate has expired.
     case expired
+    /// A certificate's validity has not begun yet (its notBefore is in the future).
+    case notYetValid = "not-yet-valid"
     /// The desired value cannot be applied on this device; `reason` says why.
     case unenforceable
     /// A difference accepted by an exception in git until it expires.
@@ -77,6 +79,7 @@ public enum FindingKind: String, Sendable, CaseIterable {
         case .conflict: return "conflict"
         case .expiring: return "expiring"
         case .expired: return "expired"
+        case .notYetValid: return "not yet valid"
         case .unenforceable: return "unenforceable"
         case .excepted: return "excepted"
         case .exceptionExpired: return "exception expired"

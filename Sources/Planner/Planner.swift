@@ -100,7 +100,8 @@ public enum Planner {
                 switch CertificateValidity(certificate, at: now, warnExpiryDays: warnExpiryDays) {
                 case .expired(let why): (kind, reason) = (.expired, why)
                 case .expiring(let why): (kind, reason) = (.expiring, why)
-                case .valid, .notYetValid: continue
+                case .notYetValid(let why): (kind, reason) = (.notYetValid, why)
+                case .valid: continue
                 }
                 findings.append(Finding(key: key, kind: kind, desired: reportValue(value), actual: reportValue(actual: actual, key: key),
                                         source: source, reason: reason, mode: mode, corrected: false))

@@ -9,7 +9,7 @@ import Reconciler
 public enum MarkdownReport {
     public static func render(_ report: Report) -> String {
         var lines: [String] = []
-        let icon = report.inSync && report.steps.isEmpty ? "✅" : (report.findings.contains { $0.kind == .unenforceable || $0.kind == .conflict || $0.kind == .expired } ? "❌" : "⚠️")
+        let icon = report.inSync && report.steps.isEmpty ? "✅" : (report.findings.contains { $0.kind == .unenforceable || $0.kind == .conflict || $0.kind == .expired || $0.kind == .notYetValid } ? "❌" : "⚠️")
         lines.append("### \(icon) Tether \(report.kind.rawValue) on `\(cell(report.host))`: \(headline(report))")
         lines.append("")
         lines.append("Revision `\(report.revision.prefix(12))` (\(cell(report.revisionSummary))) from `\(cell(report.source.displayRepository))`, folder `\(cell(report.source.path))`; policies: \(report.policies.isEmpty ? "none" : report.policies.map { "`\($0)`" }.joined(separator: ", ")).")
@@ -75,7 +75,7 @@ public enum MarkdownReport {
 public enum HTMLReport {
     public static func render(_ report: Report) -> String {
         var body = ""
-        let status = report.inSync && report.steps.isEmpty ? "ok" : (report.findings.contains { [.unenforceable, .conflict, .expired, .drift].contains($0.kind) } ? "bad" : "warn")
+        let status = report.inSync && report.steps.isEmpty ? "ok" : (report.findings.contains { [.unenforceable, .conflict, .expired, .notYetValid, .drift].contains($0.kind) } ? "bad" : "warn")
         body += "<header class=\"\(status)\"><h1>Tether \(report.kind.rawValue): \(escape(report.host))</h1>"
         body += "<p class=\"summary\">\(escape(MarkdownReport.headline(report)))</p></header>\n"
         body += "<dl class=\"facts\">"
@@ -155,9 +155,9 @@ public enum HTMLReport {
         table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #e4e4e4;padding:6px 8px;text-align:left;vertical-align:top}th{background:#f6f7f8}
         code{font:13px ui-monospace,SFMono-Regular,Menlo,monospace}td code{white-space:nowrap}
         .badge{border-radius:10px;padding:1px 8px;font-size:12px;background:#eee;white-space:nowrap}
-        .badge.in-sync{background:#e3f1e4;color:#1b5e20}.badge.drift,.badge.conflict,.badge.expired,.badge.unenforceable{background:#fde2e1;color:#8e1b1b}
+        .badge.in-sync{background:#e3f1e4;color:#1b5e20}.badge.drift,.badge.conflict,.badge.expired,.badge.not-yet-valid,.badge.unenforceable{background:#fde2e1;color:#8e1b1b}
         .badge.pending,.badge.expiring,.badge.exception-expired{background:#fff1d6;color:#7a4b00}.badge.excepted{background:#eceff1;color:#455a64}
-        .card.drift b,.card.conflict b,.card.expired b,.card.unenforceable b{color:#c62828}.card.pending b,.card.expiring b{color:#b26a00}
+        .card.drift b,.card.conflict b,.card.expired b,.card.not-yet-valid b,.card.unenforceable b{color:#c62828}.card.pending b,.card.expiring b{color:#b26a00}
         .note{background:#f6f7f8;padding:8px 12px;border-radius:6px}
         </style></head>
         <body>

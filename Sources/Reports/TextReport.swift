@@ -127,7 +127,7 @@ public struct TextReport {
     private func tag(_ finding: Finding) -> String {
         let text = "[\(finding.kind.label)\(finding.mode == .observe ? ", observe" : "")]"
         switch finding.kind {
-        case .drift, .conflict, .expired, .unenforceable: return red(text)
+        case .drift, .conflict, .expired, .notYetValid, .unenforceable: return red(text)
         case .pending, .expiring, .exceptionExpired: return yellow(text)
         case .excepted, .released: return dim(text)
         }

@@ -43,7 +43,7 @@ public enum SARIFReport {
 
     static func level(_ kind: FindingKind) -> String {
         switch kind {
-        case .drift, .conflict, .expired, .unenforceable: return "error"
+        case .drift, .conflict, .expired, .notYetValid, .unenforceable: return "error"
         case .pending, .expiring, .exceptionExpired: return "warning"
         case .excepted, .released: return "note"
         }
@@ -56,6 +56,7 @@ public enum SARIFReport {
         case .conflict: return "Both git and the agent changed since the last apply."
         case .expiring: return "A certificate expires soon."
         case .expired: return "A certificate has expired."
+        case .notYetValid: return "A certificate is not valid yet."
         case .unenforceable: return "The desired value cannot be applied on this device."
         case .excepted: return "A difference accepted by an exception in git."
         case .released: return "A setting Tether managed that no policy declares any more; it stays as it is unless pruned."

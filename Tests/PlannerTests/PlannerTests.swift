@@ -168,6 +168,17 @@ struct PlannerTests {
         #expect(pruned.desiredValues[port.description] == nil, "no longer managed once reset")
     }
 
+    @Test("Not yet valid: a certificate whose validity begins after now is reported, with the moment, as an error")
+    func notYetValid() {
+        let earlier = now.addingTimeInterval(-2 * 86_400)
+        let plan = Planner.plan(desired: desired([(edrServer, server(Certificates.current))]),
+                                actual: agent(server: [.edr: Certificates.current]), now: earlier)
+        #expect(plan.findings.map(\.kind) == [.notYetValid])
+        #expect(plan.findings.first?.reason?.hasPrefix("the certificate is not valid until ") == true, "\(plan.findings.first?.reason ?? "")")
+        #expect(plan.findings.first?.kind.isProblem == true)
+        #expect(plan.steps.isEmpty)
+    }
+
     @Test("Expired: a certificate past its end is reported as expired, with the day")
     func expired() {
         let later = now.addingTimeInterval(20 * 86_400)
