@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "CGit2Shims", dependencies: ["CGit2"]),
         .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
         .target(name: "CProcessShims"),
+        // Running a program as a child with a deadline (tether-fetch, kesl-control).
+        .target(name: "ChildProcess", dependencies: ["CProcessShims"]),
 
         // One Swift module per C library.
         .target(name: "GitSource", dependencies: ["CGit2", "CGit2Shims"]),
@@ -47,7 +49,7 @@ let package = Package(
         .target(name: "WireFormat", dependencies: ["IntegrationModel"]),
         .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
         // Where policies come from: revision, mirror, fetch, verification, anti-rollback.
-        .target(name: "PolicySource", dependencies: ["GitSource", "Policy", "X509", "CProcessShims"]),
+        .target(name: "PolicySource", dependencies: ["ChildProcess", "GitSource", "Policy", "X509"]),
         // The pure planner: desired × actual × last applied → findings and ordered steps.
         .target(name: "Planner", dependencies: ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
         // The orchestration: one pipeline from revision to recorded apply, history, restore points, health window.

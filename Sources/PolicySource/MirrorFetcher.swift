@@ -3,8 +3,8 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import ChildProcess
 import GitSource
-internal import CProcessShims
 
 /// Brings mirrors up to date where a stuck network cannot hold the controller (see
 /// docs/architecture.md, "Fetching"). Work that touches nothing shared — listing a remote's
@@ -119,9 +119,15 @@ public enum MirrorFetcher {
     /// killed and `abandoned` thrown.
     static func fetch(_ request: MirrorFetchRequest, until deadline: Date, abandoned: SourceError) throws -> MirrorUpdate {
         let input = try JSONEncoder().encode(request)
-        let output = try ChildRun.run(executable, [], input: Array(input), until: deadline)
-        guard let output else { throw abandoned }
-        guard let response = try? JSONDecoder().decode(MirrorFetchResponse.self, from: Data(output)) else {
+        let outcome: ChildOutcome
+        do {
+            outcome = try ChildProcess.run(executable, [], input: Array(input), timeout: deadline.timeIntervalSinceNow)
+        } catch .timedOut {
+            throw abandoned
+        } catch {
+            throw SourceError(message: "fetching \(GitRepository.redacted(request.url)) failed: the fetch process: \(error)")
+        }
+        guard let response = try? JSONDecoder().decode(MirrorFetchResponse.self, from: Data(outcome.standardOutput)) else {
             throw SourceError(message: "fetching \(GitRepository.redacted(request.url)) failed: the fetch process ended without an answer")
         }
         if let error = response.error { throw SourceError(message: error) }
@@ -152,85 +158,6 @@ private final class Handoff<T>: @unchecked Sendable {
         lock.withLock {
             abandoned = result == nil
             return abandoned
-        }
-    }
-}
-
-/// A child process fed `input` on standard input, whose standard output is collected until it
-/// ends or `deadline` passes (then it is killed and nil returned).
-enum ChildRun {
-    /// A pipe whose ends are not inherited by other children this process starts.
-    private static func makePipe(_ ends: inout [Int32]) -> Bool {
-        guard pipe(&ends) == 0 else { return false }
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
-        return true
-    }
-
-    static func run(_ executable: String, _ arguments: [String], input: [UInt8], until deadline: Date) throws -> [UInt8]? {
-        var toChild: [Int32] = [0, 0]
-        var fromChild: [Int32] = [0, 0]
-        guard makePipe(&toChild) else { throw SourceError(message: "cannot start a fetch: \(String(cString: strerror(errno)))") }
-        guard makePipe(&fromChild) else {
-            close(toChild[0]); close(toChild[1])
-            throw SourceError(message: "cannot start a fetch: \(String(cString: strerror(errno)))")
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, toChild[0], STDIN_FILENO)
-        posix_spawn_file_actions_adddup2(&actions, fromChild[1], STDOUT_FILENO)
-        posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0)
-        // Nothing else of this process goes with the child (the controller's lock, its /metrics
-        // listener, other connections): a child that outlives this process must hold none of them.
-        tether_spawn_close_from(&actions, 3)
-        // The child starts with default signal handling, whatever this process blocks.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let status = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-        close(toChild[0])
-        close(fromChild[1])
-        guard status == 0 else {
-            close(toChild[1]); close(fromChild[0])
-            throw SourceError(message: "cannot start \(executable) for a fetch: \(String(cString: strerror(status)))")
-        }
-        defer {
-            close(fromChild[0])
-            var ended: Int32 = 0
-            while waitpid(pid, &ended, 0) < 0 && errno == EINTR {}
-        }
-        // The request is small (well under a pipe's buffer): written whole before reading.
-        _ = input.withUnsafeBytes { write(toChild[1], $0.baseAddress, $0.count) }
-        close(toChild[1])
-        var output: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let remaining = deadline.timeIntervalSinceNow
-            var descriptor = pollfd(fd: fromChild[0], events: Int16(POLLIN), revents: 0)
-            let ready = remaining > 0 ? poll(&descriptor, 1, Int32(min(remaining * 1000, 60_000).rounded(.up))) : 0
-            if ready < 0 && errno == EINTR { continue }
-            if ready <= 0 {
-                if remaining <= 0 || ready < 0 {
-                    kill(pid, SIGKILL)
-                    return nil
-                }
-                continue
-            }
-            let count = read(fromChild[0], &buffer, buffer.count)
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { return output }
-            output += buffer[0..<count]
-            if output.count > 1 << 20 {
-                kill(pid, SIGKILL)
-                throw SourceError(message: "the fetch process wrote more than 1 MiB of answer; stopped")
-            }
         }
     }
 }
