@@ -38,9 +38,9 @@ public struct PolicyDecoder {
                 }
                 if let policy = decoder.policy(from: node) { policies.append(policy) }
             }
-            if let error = documents.error { decoder.add(yamlError: error) }
+            if let error = documents.error { decoder.add(yamlError: error, text: text) }
         } catch {
-            decoder.add(yamlError: error)
+            decoder.add(yamlError: error, text: text)
         }
         let problems = decoder.problems.sorted {
             ($0.location.line, $0.location.column, $0.message) < ($1.location.line, $1.location.column, $1.message)
@@ -567,7 +567,7 @@ public struct PolicyDecoder {
         problems.append(PolicyProblem(location, message))
     }
 
-    private mutating func add(yamlError error: Error) {
+    private mutating func add(yamlError error: Error, text: String) {
         switch error {
         case YamlError.scanner(let context, let problem, let mark, _),
              YamlError.parser(let context, let problem, let mark, _),
@@ -575,11 +575,31 @@ public struct PolicyDecoder {
             let detail = context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
             add(SourceLocation(file: file, line: mark.line, column: mark.column), "malformed YAML: \(problem)\(detail)")
         case YamlError.duplicatedKeysInMapping(let duplicates, let context):
-            add(SourceLocation(file: file, line: context.mark.line, column: context.mark.column),
-                "field '\(duplicates.joined(separator: "', '"))' appears twice in one mapping")
+            let names = Set(duplicates).sorted()
+            let (line, column) = Self.secondOccurrence(of: names, in: text) ?? (context.mark.line, context.mark.column)
+            add(SourceLocation(file: file, line: line, column: column), "field '\(names.joined(separator: "', '"))' appears twice in one mapping")
         default:
             add(SourceLocation(file: file, line: 1, column: 1), "malformed YAML: \(error)")
         }
+    }
+
+    /// Where the first of `names` to appear a second time as a block mapping key does so. The
+    /// composer's own place for a repeated key is one of the repeats, chosen in no fixed order
+    /// when keys differ only by tag.
+    static func secondOccurrence(of names: [String], in text: String) -> (line: Int, column: Int)? {
+        var seen = Set<String>()
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+            var rest = raw.drop { $0 == " " }
+            if rest.hasPrefix("- ") { rest = rest.dropFirst(2).drop { $0 == " " } }
+            if rest.hasPrefix("!") { rest = rest.drop { $0 != " " }.drop { $0 == " " } }
+            let column = raw.count - rest.count + 1
+            for name in names {
+                guard let after = [name, "\"\(name)\"", "'\(name)'"].lazy.compactMap({ rest.hasPrefix($0) ? rest.dropFirst($0.count) : nil }).first,
+                      after.drop(while: { $0 == " " }).hasPrefix(":") else { continue }
+                if !seen.insert(name).inserted { return (index + 1, column) }
+            }
+        }
+        return nil
     }
 
     static func isValidName(_ name: String) -> Bool {

@@ -112,6 +112,13 @@ struct PolicyDecoderTests {
         #expect(values.count == 2 && !values.contains { $0.message.contains("plain words") })
     }
 
+    @Test("A repeated key is reported at its second appearance, the same way every time, even when the repeats differ by tag")
+    func repeatedKeys() {
+        let text = policy("r", spec: "  edr:\n    port: 443\n    !!str port: 444\n    address: a\n    address: b\n")
+        let answers = Set((0..<20).map { _ in decode(text).problems.map(\.description) })
+        #expect(answers == [["policies/p.yaml:9:11: field 'address', 'port' appears twice in one mapping"]], "\(answers)")
+    }
+
     @Test("Malformed YAML is located where the parser stopped")
     func malformedYAML() {
         let problems = decode("apiVersion: tether/v1\nkind: IntegrationPolicy\nmetadata:\n  name: [unclosed\n").problems
