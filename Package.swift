@@ -45,6 +45,8 @@ let package = Package(
         // agent's SQLite store (EmbeddedAgent); its network side, the connectors (ConnectorCore).
         .target(name: "AgentInterface", dependencies: ["IntegrationModel", "X509"]),
         .target(name: "EmbeddedAgent", dependencies: ["AgentInterface", "IntegrationModel", "SQLiteDB", "X509"]),
+        // The vendor's agent, driven through its command line kesl-control (docs/architecture.md, "The vendor's agent").
+        .target(name: "KESLAgent", dependencies: ["AgentInterface", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
         .target(name: "WireFormat", dependencies: ["IntegrationModel"]),
         .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
@@ -53,7 +55,7 @@ let package = Package(
         // The pure planner: desired × actual × last applied → findings and ordered steps.
         .target(name: "Planner", dependencies: ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
         // The orchestration: one pipeline from revision to recorded apply, history, restore points, health window.
-        .target(name: "Reconciler", dependencies: ["Planner", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
+        .target(name: "Reconciler", dependencies: ["Planner", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
         .target(name: "Reports", dependencies: ["ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
         .target(name: "Controller", dependencies: [
             "Reconciler", "Planner", "PolicySource", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "GitSource", "X509", "Policy",
@@ -61,7 +63,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TetherCLI", dependencies: [
-            "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
+            "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
             "GitSource", "X509", "Controller",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),

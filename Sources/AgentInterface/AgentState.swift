@@ -12,6 +12,23 @@ public struct AgentState: Sendable {
     public var clientCertificates: [Integration: Certificate]
     /// Where each installed client container's password is read from (never the password).
     public var clientPasswords: [Integration: ContainerPassword] = [:]
+    /// Certificates the agent only describes (the vendor's agent prints a serial number and an
+    /// issuer, not the certificate), where it holds one that Tether did not install.
+    public var describedServerCertificates: [Integration: CertificateDescription] = [:]
+    public var describedClientCertificates: [Integration: CertificateDescription] = [:]
+    /// Settings this agent cannot take, with why (the vendor's command line has no way to set
+    /// them): the planner reports them as unenforceable here and plans no step for them.
+    public var unsupported: [SettingPath: String] = [:]
+
+    /// Whether a server certificate is pinned, known in full or only described.
+    public func hasServerCertificate(_ integration: Integration) -> Bool {
+        serverCertificates[integration] != nil || describedServerCertificates[integration] != nil
+    }
+
+    /// Whether a client certificate is installed, known in full or only described.
+    public func hasClientCertificate(_ integration: Integration) -> Bool {
+        clientCertificates[integration] != nil || describedClientCertificates[integration] != nil
+    }
     /// The last recorded change of each path (`edr.port`, `edr.serverCertificate`).
     public var lastChanges: [String: ChangeRecord]
 
@@ -48,10 +65,10 @@ public struct AgentState: Sendable {
     /// Whether the integration's task could run with these settings; the unmet preconditions otherwise.
     public func unmetPreconditions(_ integration: Integration) -> [String] {
         var unmet: [String] = []
-        if serverCertificates[integration] == nil {
+        if !hasServerCertificate(integration) {
             unmet.append("no server certificate is pinned (rule 1: the server certificate is added before the integration starts)")
         }
-        if value(SettingPath.common(integration).mutualAuthentication) == .bool(true), clientCertificates[integration] == nil {
+        if value(SettingPath.common(integration).mutualAuthentication) == .bool(true), !hasClientCertificate(integration) {
             unmet.append("mutualAuthentication is on but no client certificate is installed (rule 2)")
         }
         if integration == .edr, value(SettingPath.edr.telemetry) == .bool(true),
@@ -67,6 +84,7 @@ public struct AgentState: Sendable {
         return settings == other.settings && running == other.running
             && fingerprints(serverCertificates) == fingerprints(other.serverCertificates)
             && fingerprints(clientCertificates) == fingerprints(other.clientCertificates) && clientPasswords == other.clientPasswords
+            && describedServerCertificates == other.describedServerCertificates && describedClientCertificates == other.describedClientCertificates
     }
 
     /// Gives every setting not set its default.
@@ -206,4 +224,58 @@ public struct InstalledContainer: Sendable {
 /// Why a client container's password cannot be had.
 public struct ContainerPasswordError: Error, CustomStringConvertible, Sendable {
     public let description: String
+}
+
+/// A certificate as an agent describes it without giving it out: the serial number and issuer
+/// (what identifies it), the subject and the end of its validity as printed.
+public struct CertificateDescription: Sendable, Equatable {
+    public let serial: String
+    public let issuer: String
+    public let subject: String
+    public let validTo: String
+
+    public init(serial: String, issuer: String, subject: String, validTo: String) {
+        self.serial = serial
+        self.issuer = issuer
+        self.subject = subject
+        self.validTo = validTo
+    }
+
+    /// Whether this describes `certificate`: the same serial number and issuer, however each
+    /// is written (`0A:1B` or `a1b`; `CN=x, O=y` or `/O=y/CN=x`).
+    public func describes(_ certificate: Certificate) -> Bool {
+        Self.serial(serial) == Self.serial(certificate.serialNumber) && Self.issuer(issuer) == Self.issuer(certificate.issuer)
+    }
+
+    /// Identifies the certificate in reports and comparisons: `serial 0a1b, issuer CN=x,O=y`.
+    public var identity: String { "serial \(Self.serial(serial)), issuer \(issuer)" }
+
+    static func serial(_ text: String) -> String {
+        let digits = text.lowercased().filter(\.isHexDigit)
+        let trimmed = digits.drop { $0 == "0" }
+        return trimmed.isEmpty ? "0" : String(trimmed)
+    }
+
+    static func issuer(_ text: String) -> [String] {
+        text.split(whereSeparator: { $0 == "," || $0 == "/" })
+            .map { $0.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.joined(separator: "=") }
+            .filter { !$0.isEmpty }.sorted()
+    }
+}
+
+/// A change to an agent that cannot roll back by itself, which failed and was undone step by
+/// step: what failed, and what could not be put back (empty when the agent is as it was).
+public struct UndoneChange: Error, CustomStringConvertible, Sendable {
+    public let failure: String
+    public let stillChanged: [String]
+
+    public init(failure: String, stillChanged: [String]) {
+        self.failure = failure
+        self.stillChanged = stillChanged
+    }
+
+    public var description: String {
+        if stillChanged.isEmpty { return "\(failure); every step already made was undone, the agent is as it was before" }
+        return "\(failure); undoing failed for some steps, so these stay changed (the next drift report shows them): " + stillChanged.joined(separator: "; ")
+    }
 }

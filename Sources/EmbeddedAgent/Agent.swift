@@ -30,15 +30,11 @@ public final class Agent: AgentBackend {
             throw AgentError.store("cannot create the state directory \(stateDirectory): \(error.localizedDescription)")
         }
         let path = directory.appendingPathComponent(Agent.storeFileName).path
-        let isNew = !FileManager.default.fileExists(atPath: path)
         do {
-            database = try Database(path: path)
-            if isNew { chmod(path, 0o600) }
             // A rollback journal, always: an apply commits this file and the other (agent.db, history.db)
-            // in one transaction, which SQLite makes atomic only without WAL.
-            try database.execute("PRAGMA journal_mode = DELETE")
-            // What is deleted is overwritten, not left in free pages (docs/architecture.md, "Secrets").
-            try database.execute("PRAGMA secure_delete = ON")
+            // in one transaction, which SQLite makes atomic only without WAL. What is deleted is
+            // overwritten, not left in free pages (docs/architecture.md, "Secrets").
+            database = try Database.openPrivate(path: path)
             try Agent.migrator.migrate(database, store: path)
         } catch {
             throw AgentError.store("\(path): \(error)")

@@ -25,6 +25,8 @@ public enum ResolvedValue: Sendable {
 public enum ReportValue: Sendable, Equatable, CustomStringConvertible {
     case setting(SettingValue)
     case certificate(fingerprint: String, subject: String, notAfter: Date)
+    /// A certificate the agent only describes (the vendor's agent does not give it out).
+    case describedCertificate(serial: String, issuer: String, subject: String)
     case none
 
     init(_ certificate: Certificate?) {
@@ -39,6 +41,7 @@ public enum ReportValue: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .setting(let value): return value.description
         case .certificate(let fingerprint, let subject, _): return "\(subject) (sha256 \(fingerprint.prefix(23))…)"
+        case .describedCertificate(let serial, let issuer, let subject): return "\(subject) (serial \(serial), issuer \(issuer))"
         case .none: return "none"
         }
     }
@@ -106,10 +109,14 @@ public struct Finding: Sendable {
     public let mode: FieldMode
     /// Whether `apply` corrects it.
     public let corrected: Bool
+    /// Whether an unenforceable finding stops the whole apply (a value that cannot hold here);
+    /// false for a setting this agent has no way to take, which is only reported.
+    public let blocksApply: Bool
 
     public init(key: DesiredKey, kind: FindingKind, desired: ReportValue, actual: ReportValue, source: SourceLocation,
                 lastChange: ChangeRecord? = nil, noticedAt: Date? = nil, reason: String? = nil, mode: FieldMode = .enforce,
-                corrected: Bool) {
+                corrected: Bool, blocksApply: Bool = true) {
+        self.blocksApply = blocksApply
         self.key = key
         self.kind = kind
         self.desired = desired
@@ -174,7 +181,7 @@ public struct Plan: Sendable {
 
     /// The desired values that cannot be applied here, as policy problems (for plan and apply).
     public var unenforceable: [PolicyProblem] {
-        findings.filter { $0.kind == .unenforceable }.map { PolicyProblem($0.source, "\($0.key): \($0.reason ?? "cannot be applied")") }
+        findings.filter { $0.kind == .unenforceable && $0.blocksApply }.map { PolicyProblem($0.source, "\($0.key): \($0.reason ?? "cannot be applied")") }
     }
 
     public init(findings: [Finding], steps: [PlanStep], restarts: [Integration] = [],

@@ -57,7 +57,20 @@ public enum Planner {
             let (value, source) = desired.values[key]!
             let mode = desired.mode(key)
             let wanted = canonical(value, key: key)
-            let current = canonical(actual: actual, key: key)
+            var current = canonical(actual: actual, key: key)
+            if case .setting(let path) = key, let why = actual.unsupported[path] {
+                // The agent has no way to take this setting: reported (unless it asks for what an
+                // agent without it has anyway), never planned, and it does not stop the rest.
+                if let field = SettingCatalog.field(path), wanted != canonical(field.defaultValue, key: key) {
+                    findings.append(Finding(key: key, kind: .unenforceable, desired: reportValue(value), actual: .none, source: source,
+                                            reason: "not enforceable on this agent: \(why)", mode: mode, corrected: false, blocksApply: false))
+                }
+                continue
+            }
+            if let certificate = value.certificate, let described = actual.description(of: key), described.describes(certificate) {
+                // The agent only describes what it holds: the same serial number and issuer is the same certificate.
+                current = wanted
+            }
             var exception = desired.exceptions[key]
             if let expired = exception, !expired.isActive(at: now) {
                 findings.append(Finding(key: key, kind: .exceptionExpired, desired: reportValue(value), actual: reportValue(actual: actual, key: key),
@@ -155,7 +168,7 @@ public enum Planner {
                                     corrected: false))
         }
 
-        let blocked = findings.contains { $0.kind == .unenforceable }
+        let blocked = findings.contains { $0.kind == .unenforceable && $0.blocksApply }
         var wanted = desired.values
         for (key, value) in pruned { wanted[key] = (value, releasedSource) }
         let steps = blocked ? [] : orderedSteps(keys: corrected, values: wanted, actual: actual)
@@ -190,9 +203,11 @@ public enum Planner {
     public static func canonical(actual: AgentState, key: DesiredKey) -> String {
         switch key {
         case .setting(let path): return canonical(actual.value(path), key: key)
-        case .serverCertificate(let integration): return actual.serverCertificates[integration]?.sha256Fingerprint ?? "none"
+        case .serverCertificate(let integration):
+            return actual.serverCertificates[integration]?.sha256Fingerprint ?? actual.describedServerCertificates[integration]?.identity ?? "none"
         case .clientCertificate(let integration):
-            return actual.clientCertificates[integration].map { canonical(client: $0, password: actual.clientPasswords[integration] ?? .none) } ?? "none"
+            return actual.clientCertificates[integration].map { canonical(client: $0, password: actual.clientPasswords[integration] ?? .none) }
+                ?? actual.describedClientCertificates[integration]?.identity ?? "none"
         }
     }
 
@@ -214,8 +229,12 @@ public enum Planner {
     public static func reportValue(actual: AgentState, key: DesiredKey) -> ReportValue {
         switch key {
         case .setting(let path): return .setting(actual.value(path))
-        case .serverCertificate(let integration): return ReportValue(actual.serverCertificates[integration])
-        case .clientCertificate(let integration): return ReportValue(actual.clientCertificates[integration])
+        case .serverCertificate(let integration), .clientCertificate(let integration):
+            let full = key == .serverCertificate(integration) ? actual.serverCertificates[integration] : actual.clientCertificates[integration]
+            if full == nil, let described = actual.description(of: key) {
+                return .describedCertificate(serial: described.serial, issuer: described.issuer, subject: described.subject)
+            }
+            return ReportValue(full)
         }
     }
 
@@ -305,4 +324,15 @@ public enum CertificateValidity: Equatable {
 
     /// A date as `2026-11-29` (UTC).
     private static func day(_ date: Date) -> String { String(Timestamp.string(date).prefix(10)) }
+}
+
+extension AgentState {
+    /// The description of a certificate key's certificate, when the agent only describes it.
+    func description(of key: DesiredKey) -> CertificateDescription? {
+        switch key {
+        case .setting: return nil
+        case .serverCertificate(let integration): return serverCertificates[integration] == nil ? describedServerCertificates[integration] : nil
+        case .clientCertificate(let integration): return clientCertificates[integration] == nil ? describedClientCertificates[integration] : nil
+        }
+    }
 }

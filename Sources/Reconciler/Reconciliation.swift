@@ -120,6 +120,10 @@ public struct Reconciliation {
         } catch let refused as RevisionRefused {
             try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: refused.reason.rawValue, findings: 0, detail: refused.message))
             throw refused
+        } catch let undone as UndoneChange {
+            // An agent that cannot roll back undid what it could; the rest stays changed.
+            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: "\(undone)"))
+            return ApplyOutcome(report: report(.apply, applied: false, notes: notes), changed: true, failure: "error: apply failed: \(undone)")
         } catch {
             try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: "\(error)"))
             return ApplyOutcome(report: report(.apply, applied: false, notes: notes), changed: false,

@@ -56,6 +56,7 @@ public enum JSONReport {
         case .setting(let setting): return .setting(setting)
         case .certificate(let fingerprint, let subject, let notAfter):
             return .certificate(sha256: fingerprint, subject: subject, notAfter: Timestamp.string(notAfter))
+        case .describedCertificate(let serial, let issuer, let subject): return .describedCertificate(serial: serial, issuer: issuer, subject: subject)
         case .none: return nil
         }
     }

@@ -38,8 +38,11 @@ public struct ReportDocument: Encodable, Sendable {
     public enum Value: Encodable, Sendable {
         case setting(SettingValue)
         case certificate(sha256: String, subject: String, notAfter: String)
+        /// A certificate the agent only describes: serial number, issuer, subject.
+        case describedCertificate(serial: String, issuer: String, subject: String)
 
         private enum CertificateKeys: String, CodingKey { case sha256, subject, notAfter }
+        private enum DescribedKeys: String, CodingKey { case serial, issuer, subject }
 
         public func encode(to encoder: Encoder) throws {
             switch self {
@@ -49,6 +52,11 @@ public struct ReportDocument: Encodable, Sendable {
                 try container.encode(sha256, forKey: .sha256)
                 try container.encode(subject, forKey: .subject)
                 try container.encode(notAfter, forKey: .notAfter)
+            case .describedCertificate(let serial, let issuer, let subject):
+                var container = encoder.container(keyedBy: DescribedKeys.self)
+                try container.encode(serial, forKey: .serial)
+                try container.encode(issuer, forKey: .issuer)
+                try container.encode(subject, forKey: .subject)
             }
         }
     }

@@ -61,6 +61,18 @@ public final class Database {
     }
 
     /// Runs one or more statements that take no parameters.
+    /// Opens (or creates, readable by its owner only) a store that holds what must stay private
+    /// (client containers, the agent's settings): a rollback journal, so that another file
+    /// ATTACHed to it commits atomically with it, and `secure_delete`, so that what is deleted or
+    /// overwritten does not linger in free pages.
+    public static func openPrivate(path: String) throws -> Database {
+        let isNew = !FileManager.default.fileExists(atPath: path)
+        let database = try Database(path: path)
+        if isNew { chmod(path, 0o600) }
+        try database.execute("PRAGMA journal_mode = DELETE; PRAGMA secure_delete = ON;")
+        return database
+    }
+
     public func execute(_ sql: String) throws {
         var errorMessage: UnsafeMutablePointer<CChar>?
         let code = sqlite3_exec(handle, sql, nil, nil, &errorMessage)

@@ -1,6 +1,7 @@
 import AgentInterface
 import ArgumentParser
 import Foundation
+import KESLAgent
 import IntegrationModel
 import Planner
 import Reconciler
@@ -269,6 +270,10 @@ func agentCall<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
     } catch let error as AgentError {
+        throw CommandError("error: \(error)")
+    } catch let error as KESLError {
+        throw CommandError("error: \(error)")
+    } catch let error as UndoneChange {
         throw CommandError("error: \(error)")
     }
 }

@@ -56,6 +56,7 @@ struct RollbackCommand: ParsableCommand {
             """)
 
     @OptionGroup var source: SourceOptions
+    @OptionGroup var backend: BackendOptions
     @OptionGroup var reportOptions: ReportOptions
 
     @Option(help: ArgumentHelp("The revision to go back to (default: the one applied before the current one).", valueName: "commit"))
@@ -66,7 +67,7 @@ struct RollbackCommand: ParsableCommand {
 
     func run() throws {
         let history = try History(stateDirectory: source.device.stateDirectoryURL)
-        let current = try agentCall { try source.device.agent().appliedState().revision }
+        let current = try agentCall { try backend.open(source.device).appliedState().revision }
         let target: String
         if let to {
             target = to
@@ -81,7 +82,7 @@ struct RollbackCommand: ParsableCommand {
         let outcome = try refusing {
             var gate = verification.gate
             gate.rollbackRequested = true
-            return try Reconciliation(options, gate: gate, warnExpiry: reportOptions.warnExpiry)
+            return try Reconciliation(options, backend: backend, gate: gate, warnExpiry: reportOptions.warnExpiry)
                 .apply(actor: "tether rollback", historyKind: "rollback", healthWindow: health.healthWindow)
         }
         try reportOptions.emit(outcome.report)
@@ -154,9 +155,10 @@ struct Snapshot: ParsableCommand {
         discussion: "Example: tether agent snapshot > device.json; then, anywhere: tether plan --repo . --against device.json")
 
     @OptionGroup var device: DeviceOptions
+    @OptionGroup var backend: BackendOptions
 
     func run() throws {
-        let agent = try device.agent()
+        let agent = try backend.open(device)
         let snapshot = try agentCall {
             AgentSnapshot(host: ProcessInfo.processInfo.hostName, labels: try device.deviceLabels(),
                           state: try agent.state(), applied: try agent.appliedState())

@@ -4,6 +4,7 @@ import Controller
 import EmbeddedAgent
 import Foundation
 import GitSource
+import KESLAgent
 import Planner
 import Policy
 import PolicySource
@@ -53,10 +54,11 @@ extension Reconciliation {
     /// Runs the pipeline's first stages for the revision the source options name — resolve,
     /// vouch (signatures before any file is read, then ancestry), read, decode — and compares it
     /// with this device, or with a snapshot (offline: the device decides about ancestry).
-    init(_ source: SourceOptions, gate: RevisionGate = .standard, warnExpiry: Int, snapshot: AgentSnapshot? = nil, prune: Bool = false) throws {
+    init(_ source: SourceOptions, backend: BackendOptions, gate: RevisionGate = .standard, warnExpiry: Int, snapshot: AgentSnapshot? = nil,
+         prune: Bool = false) throws {
         let repository = try source.repository()
         var gate = gate
-        let agent: Agent?
+        let agent: AgentBackend?
         let labels: [String: String]
         let lastApplied: String?
         if let snapshot {
@@ -65,7 +67,7 @@ extension Reconciliation {
             lastApplied = snapshot.applied.revision
             labels = snapshot.labels.merging(try source.device.labelOverrides()) { _, new in new }
         } else {
-            agent = try source.device.agent()
+            agent = try backend.open(source.device)
             lastApplied = try agentCall { try agent?.appliedState().revision }
             labels = try source.device.deviceLabels()
         }
@@ -80,6 +82,8 @@ extension Reconciliation {
                           warnExpiryDays: warnExpiry, prune: prune)
             if let change = labelChange { Console.error("warning: \(change)") }
         } catch let error as AgentError {
+            throw CommandError("error: \(error)")
+        } catch let error as KESLError {
             throw CommandError("error: \(error)")
         } catch let error as SourceError {
             throw CommandError("error: \(error.message)")
@@ -116,6 +120,7 @@ struct PlanCommand: ParsableCommand {
             """)
 
     @OptionGroup var source: SourceOptions
+    @OptionGroup var backend: BackendOptions
     @OptionGroup var reportOptions: ReportOptions
 
     @Option(help: ArgumentHelp("Plan offline against an agent snapshot instead of this device's agent.", valueName: "snapshot.json"))
@@ -133,7 +138,7 @@ struct PlanCommand: ParsableCommand {
         let snapshot = try against.map { path in
             try agentCall { try AgentSnapshot(json: Data(try readFile(path)), source: path) }
         }
-        let comparison = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot, prune: prune) }
+        let comparison = try refusing { try Reconciliation(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot, prune: prune) }
         if snapshot == nil, !comparison.plan.unenforceable.isEmpty { throw PolicyProblems(comparison.plan.unenforceable) }
         try reportOptions.emit(comparison.report(.plan))
         if detailedExitcode && (!comparison.plan.isEmpty || !comparison.plan.unenforceable.isEmpty) { throw ExitCode(2) }
@@ -150,6 +155,7 @@ struct ApplyCommand: ParsableCommand {
             """)
 
     @OptionGroup var source: SourceOptions
+    @OptionGroup var backend: BackendOptions
     @OptionGroup var reportOptions: ReportOptions
 
     @Flag(help: "Exit with a bitmask: 2 changes made, 4 failures, 8 verification or anti-rollback refused.")
@@ -165,8 +171,10 @@ struct ApplyCommand: ParsableCommand {
     func run() throws {
         let outcome: Reconciliation.ApplyOutcome
         do {
-            outcome = try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
-                .apply(actor: "tether apply", healthWindow: health.healthWindow)
+            let comparison = try Reconciliation(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
+            outcome = try comparison.apply(actor: "tether apply", healthWindow: health.healthWindow)
+            // A change to the vendor's agent that a crash cut short was undone first: say what it left.
+            for note in (comparison.agent as? KESLAgent)?.recovered ?? [] { Console.error("warning: \(note)") }
         } catch let refused as RevisionRefused {
             Console.error(refused.commandMessage)
             throw ExitCode(detailedExitcodes ? 8 : 1)
@@ -200,11 +208,13 @@ struct DriftCommand: ParsableCommand {
             """)
 
     @OptionGroup var source: SourceOptions
+    @OptionGroup var backend: BackendOptions
     @OptionGroup var reportOptions: ReportOptions
     @OptionGroup var verification: VerifyOptions
 
     func run() throws {
-        let report = try refusing { try Reconciliation(source, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }.detectDrift(onlyChanges: true)
+        let report = try refusing { try Reconciliation(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }
+            .detectDrift(onlyChanges: true)
         try reportOptions.emit(report)
         if !report.inSync { throw ExitCode(2) }
     }

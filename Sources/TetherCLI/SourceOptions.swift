@@ -1,7 +1,9 @@
 import ArgumentParser
+import AgentInterface
 import EmbeddedAgent
 import Foundation
 import GitSource
+import KESLAgent
 import Policy
 import PolicySource
 import Reconciler
@@ -185,5 +187,43 @@ struct ReportOptions: ParsableArguments {
             throw CommandError("error: cannot write \(out): \(error.localizedDescription)")
         }
         Console.error("Wrote the \(format.rawValue) report to \(out).")
+    }
+}
+
+extension AgentChoice.Kind: ExpressibleByArgument {}
+
+/// `--agent`, `--kesl-control`, `--kesl-tasks`: which agent a command governs. Given once, they
+/// are kept in the state directory's agent.conf for every later command and the controller.
+struct BackendOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The agent to govern: embedded (Tether's own, the default) or kesl (the vendor's agent, through kesl-control). Kept in the state directory's agent.conf once given.", valueName: "embedded|kesl"))
+    var agent: AgentChoice.Kind?
+
+    @Option(name: .customLong("kesl-control"), help: ArgumentHelp("The vendor's command line (default: $TETHER_KESL_CONTROL, else \(KESLControl.defaultPath)).", valueName: "path"))
+    var keslControl: String?
+
+    @Option(name: .customLong("kesl-tasks"), help: ArgumentHelp("The vendor's task names where this agent's version differs, for example edr=KATAEDR,ndr=KATANDR,sandbox=KATASandbox,behaviorDetection=Behavior_Detection.", valueName: "names"))
+    var keslTasks: String?
+
+    func validate() throws {
+        if let keslTasks {
+            do { _ = try VendorTaskNames(overrides: keslTasks) } catch { throw ValidationError("--kesl-tasks: \(error)") }
+        }
+    }
+
+    /// The choice for `device`'s state directory: what agent.conf keeps, overridden by these
+    /// options (and then kept).
+    func choice(_ device: DeviceOptions) throws -> AgentChoice {
+        var choice = try agentCall { try AgentChoice.load(stateDirectory: device.stateDirectoryURL) }
+        guard agent != nil || keslControl != nil || keslTasks != nil else { return choice }
+        if let agent { choice.kind = agent }
+        if let keslControl { choice.keslControl = URL(fileURLWithPath: keslControl).standardizedFileURL.path }
+        if let keslTasks { choice.keslTasks = keslTasks }
+        try agentCall { try choice.save(stateDirectory: device.stateDirectoryURL) }
+        return choice
+    }
+
+    /// Opens the chosen agent on `device`'s state directory.
+    func open(_ device: DeviceOptions) throws -> AgentBackend {
+        try agentCall { try choice(device).open(stateDirectory: device.stateDirectoryURL) }
     }
 }

@@ -1,0 +1,177 @@
+import Foundation
+import KESLAgent
+import TetherTestSupport
+import Testing
+
+/// The policies of the vendor-agent scenario: EDR on 9443 with a pinned server certificate and
+/// mutual TLS with a client container, NDR with two endpoints (and its own server certificate).
+private let vendorPolicy = """
+    apiVersion: tether/v1
+    kind: IntegrationPolicy
+    metadata:
+      name: vendor-edr-ndr
+    spec:
+      behaviorDetection: true
+      edr:
+        enabled: true
+        port: 9443
+        serverCertificate: certs/kata.pem
+        mutualAuthentication: true
+        clientCertificate:
+          file: edr-client.p12
+          passwordFile: edr-client.pass
+      ndr:
+        enabled: true
+        serverCertificate: certs/kata.pem
+        endpoints:
+          - {address: 10.0.0.1, port: 8081}
+          - {address: 10.0.0.2, port: 8082}
+    """
+
+/// A device governed through the stand-in for kesl-control.
+private func vendorDevice() throws -> (Environment, KESLStandIn) {
+    let env = try Environment(policies: ["policies/vendor.yaml": vendorPolicy])
+    return (env, try KESLStandIn())
+}
+
+extension Environment {
+    /// A command against the vendor's agent through `standIn`.
+    func kesl(_ standIn: KESLStandIn, _ arguments: String...) -> TetherResult {
+        tether(arguments + flags + ["--agent", "kesl", "--kesl-control", standIn.executable])
+    }
+}
+
+@Suite("The vendor's agent through kesl-control (a stand-in written from its contract)", .serialized)
+struct KESLBackendTests {
+    @Test("plan lists the changes (exit 2), apply makes them through kesl-control, drift is in sync")
+    func planApplyDrift() throws {
+        let (env, standIn) = try vendorDevice()
+        let plan = env.kesl(standIn, "plan", "--detailed-exitcode")
+        #expect(plan.code == 2, "\(plan.stdout)\(plan.stderr)")
+        #expect(plan.stdout.contains("edr.port"), "\(plan.stdout)")
+
+        standIn.clearCalls()
+        let apply = env.kesl(standIn, "apply")
+        // The state is read once for the plan and reused under the lock; nothing is read twice.
+        #expect(standIn.calls.filter { $0.first == "--get-settings" }.count == 3, "\(standIn.calls)")
+        #expect(apply.code == 0, "\(apply.stdout)\(apply.stderr)")
+        let edr = try standIn.run("--get-settings", "KATAEDR").output
+        #expect(edr.contains("Port=9443") && edr.contains("UseClientPinnedCertificate=Yes"), "\(edr)")
+        let ndr = try standIn.run("--get-settings", "KATANDR").output
+        #expect(ndr.contains("[Endpoints.item_0000]") && ndr.contains("[Endpoints.item_0001]") && ndr.contains("Address=10.0.0.2"), "\(ndr)")
+        #expect(!ndr.contains("item_0002"))
+        #expect(try standIn.run("--get-task-state", "KATAEDR").output.contains("State: Started"))
+        #expect(try standIn.run("--query-kataedr-client-certificate").output.contains("Subject: "))
+        // The container's password went on standard input, never on a command line.
+        let password = try env.pki.text("edr-client.pass").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!standIn.calls.joined().joined(separator: " ").contains(password))
+
+        // The agent.conf keeps the backend: later commands need no --agent.
+        let drift = env.run("drift", "--format", "json")
+        #expect(drift.code == 0, "\(drift.stdout)\(drift.stderr)")
+        #expect((drift.json["inSync"] as? Bool) == true)
+    }
+
+    @Test("A change made with kesl-control is drift by 'outside Tether': desired and actual shown, exit 2; apply restores it")
+    func outsideChange() throws {
+        let (env, standIn) = try vendorDevice()
+        #expect(env.kesl(standIn, "apply").code == 0)
+        #expect(try standIn.run("--set-settings", "KATAEDR", "Port=8443").status == 0)
+
+        let drift = env.run("drift", "--format", "json")
+        #expect(drift.code == 2, "\(drift.stdout)\(drift.stderr)")
+        let findings = drift.json["findings"] as? [[String: Any]] ?? []
+        let port = findings.first { $0["path"] as? String == "edr.port" }
+        #expect(port?["kind"] as? String == "drift")
+        #expect(port?["desired"] as? Int == 9443 && port?["actual"] as? Int == 8443, "\(String(describing: port))")
+        #expect((port?["lastChange"] as? [String: Any])?["actor"] as? String == KESLAgent.outsideActor)
+
+        #expect(env.run("apply").code == 0)
+        #expect(try standIn.run("--get-settings", "KATAEDR").output.contains("Port=9443"))
+        #expect(env.run("drift").code == 0)
+    }
+
+    @Test("When the vendor refuses to start KATANDR, apply exits non-zero naming it and every task is left as it was")
+    func refusalUndoesEverything() throws {
+        let (env, standIn) = try vendorDevice()
+        let before = try ["KATAEDR", "KATANDR", "KATASandbox"].map { try standIn.run("--get-settings", $0).output }
+        try standIn.fail("--start-task KATANDR")
+        let apply = env.kesl(standIn, "apply")
+        #expect(apply.code == 1)
+        #expect(apply.stderr.contains("KATANDR"), "\(apply.stderr)")
+        #expect(apply.stderr.contains("nothing was changed"), "\(apply.stderr)")
+        let after = try ["KATAEDR", "KATANDR", "KATASandbox"].map { try standIn.run("--get-settings", $0).output }
+        #expect(after == before)
+        #expect(try standIn.run("--get-task-state", "KATAEDR").output.contains("State: Stopped"))
+        #expect(try standIn.run("--query-kataedr-server-certificate").status != 0, "the certificate added before the failure was removed again")
+        #expect(try standIn.run("--query-kataedr-client-certificate").status != 0)
+
+        try standIn.fail(nil)
+        #expect(env.run("apply").code == 0)
+    }
+
+    @Test("Settings kesl-control cannot express are unenforceable on this backend, with the reason; the rest is applied")
+    func unsupportedSettings() throws {
+        let env = try Environment(policies: ["policies/proxy.yaml": """
+            apiVersion: tether/v1
+            kind: IntegrationPolicy
+            metadata:
+              name: proxy
+            spec:
+              proxy: {address: "proxy.corp:3128"}
+              edr:
+                port: 9443
+            """])
+        let standIn = try KESLStandIn()
+        let plan = env.kesl(standIn, "plan", "--format", "json")
+        #expect(plan.code == 0, "\(plan.stdout)\(plan.stderr)")
+        let findings = plan.json["findings"] as? [[String: Any]] ?? []
+        let proxy = findings.first { $0["path"] as? String == "proxy.address" }
+        #expect(proxy?["kind"] as? String == "unenforceable")
+        #expect((proxy?["reason"] as? String)?.contains("kesl-control has no command for the application-wide proxy") == true)
+        #expect(env.run("apply").code == 0)
+        #expect(try standIn.run("--get-settings", "KATAEDR").output.contains("Port=9443"))
+    }
+
+    @Test("A missing kesl-control, one that prints what is not INI, or one that hangs: one error naming the command; nothing changed")
+    func brokenVendorCommand() throws {
+        let env = try Environment(policies: ["policies/vendor.yaml": vendorPolicy])
+        let missing = tether(["plan"] + env.flags + ["--agent", "kesl", "--kesl-control", "/nonexistent/kesl-control"])
+        #expect(missing.code == 1)
+        #expect(missing.stderr.contains("/nonexistent/kesl-control does not exist"), "\(missing.stderr)")
+
+        let folder = try TemporaryDirectory("kesl-broken")
+        let garbage = try folder.write("garbage", "#!/bin/sh\necho '<html>not ini</html>'\n")
+        chmod(garbage, 0o755)
+        let notINI = tether(["plan"] + env.flags + ["--kesl-control", garbage])
+        #expect(notINI.code == 1)
+        #expect(notINI.stderr.contains("kesl-control --get-settings KATAEDR: printed something that is not a settings file"), "\(notINI.stderr)")
+    }
+
+    @Test("tether killed -9 in the middle of an apply: the next apply undoes the half-made change first, says so, and applies")
+    func killedMidApply() throws {
+        let (env, standIn) = try vendorDevice()
+        try standIn.hang("--start-task KATANDR")
+        let apply = Process()
+        apply.executableURL = URL(fileURLWithPath: tetherExecutable)
+        apply.arguments = ["apply"] + env.flags + ["--agent", "kesl", "--kesl-control", standIn.executable]
+        apply.standardOutput = FileHandle.nullDevice
+        apply.standardError = FileHandle.nullDevice
+        try apply.run()
+        let deadline = Date().addingTimeInterval(60)
+        while !standIn.calls.contains(["--start-task", "KATANDR"]), Date() < deadline { usleep(50_000) }
+        kill(apply.processIdentifier, SIGKILL)
+        apply.waitUntilExit()
+        try standIn.hang(nil)
+        // The hung vendor command outlives tether; it is stopped here as an operator would.
+        _ = try runProgram("pkill", ["-KILL", "-f", standIn.folder.path])
+        #expect(try standIn.run("--get-settings", "KATAEDR").output.contains("Port=9443"), "half applied before the kill")
+
+        let again = env.run("apply")
+        #expect(again.code == 0, "\(again.stdout)\(again.stderr)")
+        #expect(again.stderr.contains("warning: an earlier change to the vendor's agent was cut short"), "\(again.stderr)")
+        #expect(again.stderr.contains("every step already made was undone"), "\(again.stderr)")
+        #expect(try standIn.run("--get-task-state", "KATANDR").output.contains("State: Started"))
+        #expect(env.run("drift").code == 0)
+    }
+}
