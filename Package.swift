@@ -44,9 +44,11 @@ let package = Package(
         // The agent: its state, rules and snapshot behind a protocol (AgentInterface); the embedded
         // agent's SQLite store (EmbeddedAgent); its network side, the connectors (ConnectorCore).
         .target(name: "AgentInterface", dependencies: ["IntegrationModel", "X509"]),
-        .target(name: "EmbeddedAgent", dependencies: ["AgentInterface", "IntegrationModel", "SQLiteDB", "X509"]),
+        // What every backend keeps of Tether's own work: the applied state and the change log.
+        .target(name: "AgentRecords", dependencies: ["AgentInterface", "SQLiteDB"]),
+        .target(name: "EmbeddedAgent", dependencies: ["AgentInterface", "AgentRecords", "IntegrationModel", "SQLiteDB", "X509"]),
         // The vendor's agent, driven through its command line kesl-control (docs/architecture.md, "The vendor's agent").
-        .target(name: "KESLAgent", dependencies: ["AgentInterface", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
+        .target(name: "KESLAgent", dependencies: ["AgentInterface", "AgentRecords", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
         .target(name: "WireFormat", dependencies: ["IntegrationModel"]),
         .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),

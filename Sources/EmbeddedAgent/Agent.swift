@@ -1,4 +1,5 @@
 import AgentInterface
+import AgentRecords
 import Foundation
 import IntegrationModel
 import SQLiteDB
@@ -51,11 +52,7 @@ public final class Agent: AgentBackend {
             integration TEXT NOT NULL, role TEXT NOT NULL, der BLOB NOT NULL,
             container BLOB, secret BLOB, added_at REAL NOT NULL,
             PRIMARY KEY (integration, role));
-        CREATE TABLE IF NOT EXISTS changes (id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL,
-            path TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
-        CREATE TABLE IF NOT EXISTS applied (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision TEXT NOT NULL, at REAL NOT NULL);
-        CREATE TABLE IF NOT EXISTS applied_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision TEXT NOT NULL, at REAL NOT NULL);
-        """),
+        """ + AgentRecords.tables),
         // Earlier releases kept each client container's password here. It is erased (secure_delete
         // overwrites it), and a container that had one is marked 'forgotten' until it is installed
         // again with its password file.
@@ -93,12 +90,7 @@ public final class Agent: AgentBackend {
                     state.clientPasswords[integration] = ContainerPassword(storedForm: row[3].text)
                 }
             }
-            let latest = "SELECT at, actor, path, old, new FROM changes WHERE id IN (SELECT max(id) FROM changes GROUP BY path)"
-            for row in try database.query(latest) {
-                guard let at = row[0].real, let actor = row[1].text, let path = row[2].text else { continue }
-                state.lastChanges[path] = ChangeRecord(at: Date(timeIntervalSince1970: at), actor: actor, path: path,
-                                                       old: row[3].text ?? "", new: row[4].text ?? "")
-            }
+            state.lastChanges = try AgentRecords(database).latestChanges()
             return state
         }
     }
@@ -295,12 +287,7 @@ public final class Agent: AgentBackend {
 
     /// The recorded changes, newest first.
     public func changes(limit: Int = 100) throws -> [ChangeRecord] {
-        try storeAccess {
-            try database.query("SELECT at, actor, path, old, new FROM changes ORDER BY id DESC LIMIT ?", [.integer(Int64(limit))]).compactMap { row in
-                guard let at = row[0].real, let actor = row[1].text, let path = row[2].text else { return nil }
-                return ChangeRecord(at: Date(timeIntervalSince1970: at), actor: actor, path: path, old: row[3].text ?? "", new: row[4].text ?? "")
-            }
-        }
+        try storeAccess { try AgentRecords(database).changes(limit: limit) }
     }
 
     // MARK: - Internals
@@ -323,8 +310,7 @@ public final class Agent: AgentBackend {
     }
 
     private func record(_ path: String, old: String, new: String) throws {
-        try database.query("INSERT INTO changes (at, actor, path, old, new) VALUES (?, ?, ?, ?, ?)",
-                           [.real(Date().timeIntervalSince1970), .text(actor), .text(path), .text(old), .text(new)])
+        try AgentRecords(database).record(actor: actor, path: path, old: old, new: new)
     }
 
     func storeAccess<T>(_ body: () throws -> T) throws -> T {

@@ -1,4 +1,5 @@
 import AgentInterface
+import AgentRecords
 import Foundation
 import IntegrationModel
 import SQLiteDB
@@ -58,10 +59,7 @@ public final class KESLAgent: AgentBackend {
     }
 
     static let migrator = Migrator([
-        Migration(1, "applied state, Tether's changes, installed certificates, the undo journal", sql: """
-        CREATE TABLE applied (key TEXT PRIMARY KEY, value TEXT NOT NULL, revision TEXT NOT NULL, at REAL NOT NULL);
-        CREATE TABLE applied_revision (id INTEGER PRIMARY KEY CHECK (id = 1), revision TEXT NOT NULL, at REAL NOT NULL);
-        CREATE TABLE changes (id INTEGER PRIMARY KEY, at REAL NOT NULL, actor TEXT NOT NULL, path TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL);
+        Migration(1, "applied state, Tether's changes, installed certificates, the undo journal", sql: AgentRecords.tables + """
         CREATE TABLE observed (path TEXT PRIMARY KEY, value TEXT NOT NULL, at REAL NOT NULL);
         CREATE TABLE certificates (integration TEXT NOT NULL, role TEXT NOT NULL, der BLOB NOT NULL, container BLOB,
             password_source TEXT, PRIMARY KEY (integration, role));
@@ -133,14 +131,7 @@ public final class KESLAgent: AgentBackend {
     /// What Tether last applied here, and which revision.
     public func appliedState() throws -> AppliedState {
         if let pendingApplied { return pendingApplied }
-        return try storeAccess {
-            var values: [String: String] = [:]
-            for row in try database.query("SELECT key, value FROM applied") {
-                if let key = row[0].text, let value = row[1].text { values[key] = value }
-            }
-            let revision = try database.query("SELECT revision, at FROM applied_revision WHERE id = 1").first
-            return AppliedState(values: values, revision: revision?[0].text, at: revision?[1].real.map { Date(timeIntervalSince1970: $0) })
-        }
+        return try storeAccess { try AgentRecords(database).applied() }
     }
 
     public func recordApplied(_ values: [String: String], revision: String?) throws {
@@ -157,12 +148,7 @@ public final class KESLAgent: AgentBackend {
 
     /// Tether's recorded changes, newest first.
     public func changes(limit: Int = 100) throws -> [ChangeRecord] {
-        try storeAccess {
-            try database.query("SELECT at, actor, path, old, new FROM changes ORDER BY id DESC LIMIT ?", [.integer(Int64(limit))]).compactMap { row in
-                guard let at = row[0].real, let actor = row[1].text, let path = row[2].text else { return nil }
-                return ChangeRecord(at: Date(timeIntervalSince1970: at), actor: actor, path: path, old: row[3].text ?? "", new: row[4].text ?? "")
-            }
-        }
+        try storeAccess { try AgentRecords(database).changes(limit: limit) }
     }
 
     // MARK: - Changing
@@ -540,23 +526,12 @@ public final class KESLAgent: AgentBackend {
         cached = nil
         try storeAccess {
             try database.transaction {
-                let now = Date().timeIntervalSince1970
+                let records = AgentRecords(database)
                 for change in changes {
-                    try database.query("INSERT INTO changes (at, actor, path, old, new) VALUES (?, ?, ?, ?, ?)",
-                                       [.real(now), .text(actor), .text(change.path), .text(change.old), .text(change.new)])
+                    try records.record(actor: actor, path: change.path, old: change.old, new: change.new)
                     try database.query("DELETE FROM observed WHERE path = ?", [.text(change.path)])
                 }
-                if let applied {
-                    try database.query("DELETE FROM applied")
-                    for (key, value) in applied.values {
-                        try database.query("INSERT INTO applied (key, value, revision, at) VALUES (?, ?, ?, ?)",
-                                           [.text(key), .text(value), .text(applied.revision ?? ""), .real(now)])
-                    }
-                    if let revision = applied.revision {
-                        try database.query("INSERT INTO applied_revision (id, revision, at) VALUES (1, ?, ?) ON CONFLICT(id) DO UPDATE SET revision = excluded.revision, at = excluded.at",
-                                           [.text(revision), .real(now)])
-                    }
-                }
+                if let applied { try records.replaceApplied(applied.values, revision: applied.revision) }
                 try database.query("DELETE FROM journal")
             }
         }
@@ -588,12 +563,8 @@ public final class KESLAgent: AgentBackend {
     /// Tether first saw it.
     private func lastChanges(of state: AgentState) throws -> [String: ChangeRecord] {
         var records: [String: ChangeRecord] = [:]
-        let latest = "SELECT at, actor, path, old, new FROM changes WHERE id IN (SELECT max(id) FROM changes GROUP BY path)"
         try storeAccess {
-            for row in try database.query(latest) {
-                guard let at = row[0].real, let actor = row[1].text, let path = row[2].text else { continue }
-                records[path] = ChangeRecord(at: Date(timeIntervalSince1970: at), actor: actor, path: path, old: row[3].text ?? "", new: row[4].text ?? "")
-            }
+            records = try AgentRecords(database).latestChanges()
             for (path, record) in records {
                 guard let settingPath = SettingCatalog.path(named: path) else { continue }
                 let now = state.value(settingPath).description
