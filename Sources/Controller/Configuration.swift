@@ -29,6 +29,8 @@ public struct ControllerConfiguration: Sendable {
     public var runConnectors: Bool
     /// Whether released settings are reset to the vendor default.
     public var prune = false
+    /// The agent governed: the embedded one (with its connectors) or the vendor's.
+    public var agent = AgentChoice()
 
     public init(source: SourceSpec, stateDirectory: URL, labelOverrides: [String: String] = [:], credentials: RemoteCredentials = .none,
                 verify: VerifyMode = .off, allowedSigners: String? = nil, interval: TimeInterval = 300, jitter: Double = 0.1,

@@ -4,6 +4,7 @@ import EmbeddedAgent
 import Foundation
 import GitSource
 import IntegrationModel
+import KESLAgent
 import Logging
 import Planner
 import Policy
@@ -43,7 +44,7 @@ public final class Controller: @unchecked Sendable {
     private var lastVerified: (revision: String, commitTime: Date, at: Date, signer: String?)?
     /// Kept between cycles: the stores opened once, and what the revision came to while
     /// nothing it depends on moved — a no-change cycle decodes nothing again.
-    private var stores: (agent: Agent, history: History, runtime: ConnectorRuntime)?
+    private var stores: (agent: AgentBackend, history: History, runtime: ConnectorRuntime?)?
     private var storeIdentity: [[UInt64]?] = []
     private var prepared: PreparedRevision?
     /// The revision and labels whose label warnings were logged last (each warning once).
@@ -106,7 +107,7 @@ public final class Controller: @unchecked Sendable {
         // 2. The revision: vouched for (signatures before any file is read, then ancestry), read,
         // decoded — or taken from the last cycle when neither it, the last applied revision nor
         // the allowed signers moved.
-        let agent: Agent, history: History, runtime: ConnectorRuntime
+        let agent: AgentBackend, history: History, runtime: ConnectorRuntime?
         let vouched: VouchedRevision
         let head: GitCommit
         do {
@@ -192,18 +193,20 @@ public final class Controller: @unchecked Sendable {
         }
     }
 
-    /// The agent's store, the history and the connectors' store, opened on first use and kept;
-    /// a cycle that fails closes them, so the next one starts afresh.
-    private func openStores() throws -> (agent: Agent, history: History, runtime: ConnectorRuntime) {
+    /// The agent (and its store), the history and, for the embedded agent, the connectors'
+    /// store, opened on first use and kept; a cycle that fails closes them, so the next one
+    /// starts afresh.
+    private func openStores() throws -> (agent: AgentBackend, history: History, runtime: ConnectorRuntime?) {
         // A store file replaced meanwhile (a backup restored) is opened anew, never written through
         // the connection to the file it replaced.
-        let files = [Agent.storeFileName, History.fileName, ConnectorRuntime.storeFileName].map { configuration.stateDirectory.appendingPathComponent($0).path }
+        let agentFiles = configuration.agent.kind == .embedded ? [Agent.storeFileName, ConnectorRuntime.storeFileName] : [KESLAgent.storeFileName]
+        let files = (agentFiles + [History.fileName]).map { configuration.stateDirectory.appendingPathComponent($0).path }
         let identity = files.map { FileStamp.identity(of: $0) }
         if let stores, identity == storeIdentity { return stores }
         stores = nil
         prepared = nil
-        let agent = try Agent(stateDirectory: configuration.stateDirectory.path)
-        let opened = (agent, try History(stateDirectory: configuration.stateDirectory), try ConnectorRuntime(agent: agent))
+        let agent = try configuration.agent.open(stateDirectory: configuration.stateDirectory)
+        let opened = (agent, try History(stateDirectory: configuration.stateDirectory), try (agent as? Agent).map { try ConnectorRuntime(agent: $0) })
         stores = opened
         storeIdentity = files.map { FileStamp.identity(of: $0) }
         return opened

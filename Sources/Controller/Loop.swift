@@ -88,7 +88,8 @@ public final class ControllerLoop {
                     logger.info("SIGHUP: configuration re-read, cycling now")
                     break
                 }
-                if controller.configuration.runConnectors {
+                // The vendor's agent runs its own connectors.
+                if controller.configuration.runConnectors, controller.configuration.agent.kind == .embedded {
                     if runtime == nil, let agent = try? Agent(stateDirectory: controller.configuration.stateDirectory.path) {
                         runtime = try? ConnectorRuntime(agent: agent)
                     }

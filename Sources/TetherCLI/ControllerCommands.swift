@@ -19,6 +19,7 @@ struct RunCommand: ParsableCommand {
             """)
 
     @OptionGroup var source: SourceOptions
+    @OptionGroup var backend: BackendOptions
 
     @Option(help: ArgumentHelp("Seconds between cycles.", valueName: "seconds"))
     var interval: Double = 300
@@ -94,6 +95,7 @@ struct RunCommand: ParsableCommand {
             interval: interval, jitter: jitter, maximumBackoff: maxBackoff, suspend: suspend, healthWindow: healthWindow,
             fetchTimeout: fetchTimeout, runConnectors: !noConnectors && !once)
         configuration.prune = prune
+        configuration.agent = try backend.choice(source.device)
         let controller = Controller(configuration: configuration, logger: logger)
         let loop = ControllerLoop(controller: controller, logger: logger)
         if let metricsAddress, let (host, port) = Self.address(metricsAddress) {

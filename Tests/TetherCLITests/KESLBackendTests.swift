@@ -174,4 +174,17 @@ struct KESLBackendTests {
         #expect(try standIn.run("--get-task-state", "KATANDR").output.contains("State: Started"))
         #expect(env.run("drift").code == 0)
     }
+
+    @Test("The controller governs the vendor's agent: one cycle of run --once applies through kesl-control, and the next keeps the backend")
+    func controller() throws {
+        let (env, standIn) = try vendorDevice()
+        let first = env.kesl(standIn, "run", "--once", "--no-connectors")
+        #expect(first.code == 0, "\(first.stdout)\(first.stderr)")
+        #expect(try standIn.run("--get-settings", "KATAEDR").output.contains("Port=9443"))
+        standIn.clearCalls()
+        let second = env.run("run", "--once")
+        #expect(second.code == 0, "\(second.stdout)\(second.stderr)")
+        #expect(standIn.calls.contains(["--get-settings", "KATAEDR"]), "the second cycle read the vendor's agent again")
+        #expect(!standIn.calls.contains { $0.first == "--set-settings" }, "in sync: nothing set")
+    }
 }
