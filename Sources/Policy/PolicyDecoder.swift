@@ -602,7 +602,8 @@ public struct PolicyDecoder {
         return nil
     }
 
-    static func isValidName(_ name: String) -> Bool {
+    /// Whether `name` may be a policy's metadata.name: lower-case letters, digits, `-` and `.`.
+    public static func isValidName(_ name: String) -> Bool {
         guard let first = name.first, name.count <= 253, first.isASCII, first.isLowercase || first.isNumber else { return false }
         return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }
     }

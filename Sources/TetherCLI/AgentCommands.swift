@@ -18,7 +18,7 @@ struct AgentCommand: ParsableCommand {
         subcommands: [
             GetSettings.self, SetSettings.self, Start.self, Stop.self,
             AddServerCertificate.self, RemoveServerCertificate.self, QueryServerCertificate.self,
-            AddClientCertificate.self, RemoveClientCertificate.self, QueryClientCertificate.self, Snapshot.self,
+            AddClientCertificate.self, RemoveClientCertificate.self, QueryClientCertificate.self, Snapshot.self, Export.self,
             Sync.self, Status.self, IsolationStatusCommand.self, IsolationOff.self, SandboxCommand.self, EmitEvents.self, RunConnectors.self,
             LabelsCommand.self,
         ])
@@ -360,5 +360,28 @@ struct LabelsCommand: ParsableCommand {
             throw CommandError("error: cannot write the labels: \(error)")
         }
         Console.out(current.isEmpty ? "No labels." : current.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\n"))
+    }
+}
+
+/// `tether agent export`
+struct Export: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print an integration's actual settings as the vendor's settings file (INI).",
+        discussion: """
+            What `kesl-control --get-settings TASK` prints and `kesl-control --set-settings TASK --file FILE` reads, for the agent of --state-dir (embedded, or the vendor's with --agent kesl): every setting the vendor's file holds, with its current value. `tether render -o ini --integration edr` writes the desired one from a revision. Example: tether agent export edr --ini > KATAEDR.ini
+            """)
+
+    @Argument(help: "edr, ndr or sandbox.") var integration: Integration
+    @Flag(help: "The vendor's INI format (the only one).") var ini = false
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var backend: BackendOptions
+
+    func run() throws {
+        let state = try agentCall { try backend.open(device).state() }
+        let values = SettingCatalog.paths(.integration(integration)).compactMap { path, field -> (path: SettingPath, value: SettingValue)? in
+            guard field.vendorKey != nil, !field.isTaskState, VendorSettings.unsupported[path] == nil else { return nil }
+            return (path, state.value(path))
+        }
+        Console.out("; \(integration.taskName) settings of the agent in \(device.stateDirectory)\n" + VendorSettings.file(setting: values).rendered())
     }
 }

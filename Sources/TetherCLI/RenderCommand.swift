@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import IntegrationModel
+import KESLAgent
 import Policy
 import PolicySource
 import Reports
@@ -11,15 +12,22 @@ struct RenderCommand: ParsableCommand {
         commandName: "render",
         abstract: "Print the desired state one device gets from a revision: every value merged from the policies that select it, with the file and line that set it.",
         discussion: """
-            Like `kustomize build` for Tether: what the policies mean for a device with these labels (the state directory's labels file, and --label for this run), before anything is compared or applied. Values a policy marks observe or ignore, and active exceptions, are shown as such. -o yaml (the default) reads like a policy; -o json is for tools. Example: tether render --repo . --label env=prod
+            Like `kustomize build` for Tether: what the policies mean for a device with these labels (the state directory's labels file, and --label for this run), before anything is compared or applied. Values a policy marks observe or ignore, and active exceptions, are shown as such. -o yaml (the default) reads like a policy; -o json is for tools; -o ini --integration edr is the vendor's settings file of the declared settings, for `kesl-control --set-settings TASK --file` (keys it lacks stay as they are). Example: tether render --repo . --label env=prod
             """)
 
     @OptionGroup var source: SourceOptions
 
-    enum Format: String, ExpressibleByArgument, CaseIterable { case yaml, json }
+    enum Format: String, ExpressibleByArgument, CaseIterable { case yaml, json, ini }
 
-    @Option(name: [.customShort("o"), .customLong("output")], help: "yaml (for people, like a policy) or json (for tools).")
+    @Option(name: [.customShort("o"), .customLong("output")], help: "yaml (for people, like a policy), json (for tools) or ini (the vendor's settings file of one --integration).")
     var format: Format = .yaml
+
+    @Option(help: ArgumentHelp("The integration whose settings -o ini writes.", valueName: "edr|ndr|sandbox"))
+    var integration: Integration?
+
+    func validate() throws {
+        if format == .ini && integration == nil { throw ValidationError("-o ini writes one integration's settings file: add --integration edr (or ndr, sandbox)") }
+    }
 
     func run() throws {
         let revision = try source.revision()
@@ -34,6 +42,16 @@ struct RenderCommand: ParsableCommand {
         }
         let keys = state.values.keys.sorted()
         switch format {
+        case .ini:
+            guard let integration else { return }
+            var values: [(path: SettingPath, value: SettingValue)] = []
+            for key in keys {
+                guard case .setting(let path) = key, path.integration == integration, !path.isTaskState, state.mode(key) == .enforce,
+                      VendorSettings.unsupported[path] == nil, case .setting(let value) = state.values[key]!.value else { continue }
+                values.append((path, value))
+            }
+            Console.out("; \(integration.taskName) settings declared by revision \(revision.commit.id.prefix(12)); keys absent here are left as they are\n"
+                        + VendorSettings.file(setting: values).rendered())
         case .json:
             let document = RenderDocument(
                 revision: revision.commit.id, labels: labels, policies: state.policies,

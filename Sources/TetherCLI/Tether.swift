@@ -23,7 +23,7 @@ public struct Tether: ParsableCommand {
               tether drift --repo . --state-dir ./state     is the agent still as git says?
               tether run --repo URL --state-dir DIR         the controller, on an endpoint
             """,
-        subcommands: [InitCommand.self, ValidateCommand.self, RenderCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, StatusCommand.self,
+        subcommands: [InitCommand.self, ValidateCommand.self, RenderCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, StatusCommand.self, ImportCommand.self,
                       HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self]
     )
 

@@ -187,4 +187,43 @@ struct KESLBackendTests {
         #expect(standIn.calls.contains(["--get-settings", "KATAEDR"]), "the second cycle read the vendor's agent again")
         #expect(!standIn.calls.contains { $0.first == "--set-settings" }, "in sync: nothing set")
     }
+
+    @Test("import of the vendor's agent, committed, validates and plans to nothing; the client container is listed, not exported")
+    func importAgent() throws {
+        let (env, standIn) = try vendorDevice()
+        #expect(env.kesl(standIn, "apply").code == 0)
+        let output = try TemporaryDirectory("tether-import")
+        let imported = tether(["import", "--state-dir", env.state.path, "--output", output.path])
+        #expect(imported.code == 0, "\(imported.stdout)\(imported.stderr)")
+        #expect(imported.stdout.contains("edr.clientCertificate: not exported"), "\(imported.stdout)")
+        let yaml = try String(contentsOf: output.url.appendingPathComponent("policies/imported.yaml"), encoding: .utf8)
+        #expect(yaml.contains("port: 9443   # Port"), "\(yaml)")
+        #expect(yaml.contains("maximumEventsInPackage: 1024   # EventTransferSettings.MaximumNumberOfEventsInPackage"), "\(yaml)")
+        #expect(!yaml.contains("\n  proxy:") && yaml.contains("# proxy: not managed on this agent"), "kesl-control cannot express the proxy: \(yaml)")
+
+        // Committed to a repository of its own, for a device that only has the vendor's agent.
+        let repo = try GitFixture()
+        var files: [String: String] = ["policies/imported.yaml": yaml]
+        for integration in ["edr", "ndr"] {
+            files["certs/\(integration).pem"] = try String(contentsOf: output.url.appendingPathComponent("certs/\(integration).pem"), encoding: .utf8)
+        }
+        try repo.commit(files, message: "Imported")
+        #expect(tether(["validate", "--repo", repo.path]).code == 0)
+        let device = try TemporaryDirectory("tether-imported-device")
+        let plan = tether(["plan", "--repo", repo.path, "--state-dir", device.path, "--agent", "kesl", "--kesl-control", standIn.executable,
+                           "--detailed-exitcode"])
+        #expect(plan.code == 0, "\(plan.stdout)\(plan.stderr)")
+
+        // Vendor settings files both ways: exported from the agent (and from a revision), imported back.
+        let exported = tether(["agent", "export", "ndr", "--ini", "--state-dir", env.state.path])
+        #expect(exported.code == 0 && exported.stdout.contains("[Endpoints.item_0001]") && exported.stdout.contains("PingPeriod=450"), "\(exported.stdout)\(exported.stderr)")
+        let desired = tether(["render", "--repo", env.repo.path, "--state-dir", env.state.path, "-o", "ini", "--integration", "edr"])
+        #expect(desired.stdout.contains("Port=9443") && desired.stdout.contains("UseClientPinnedCertificate=Yes"), "\(desired.stdout)\(desired.stderr)")
+        #expect(try standIn.run("--set-settings", "KATAEDR", "--file", try output.write("KATAEDR.ini", desired.stdout)).status == 0)
+        let ini = try output.write("KATANDR.ini", exported.stdout)
+        let fromINI = try TemporaryDirectory("tether-import-ini")
+        #expect(tether(["import", "--ini", "ndr=\(ini)", "--output", fromINI.path, "--state-dir", device.path]).code == 0)
+        let ndr = try String(contentsOf: fromINI.url.appendingPathComponent("policies/imported.yaml"), encoding: .utf8)
+        #expect(ndr.contains("- {address: \"10.0.0.2\", port: 8082}"), "\(ndr)")
+    }
 }
