@@ -92,6 +92,7 @@ let package = Package(
         .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
         .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TetherTestSupport"]),
+        .testTarget(name: "KESLAgentTests", dependencies: ["KESLAgent", "AgentInterface", "ChildProcess", "IntegrationModel", "TetherTestSupport"]),
         .testTarget(name: "SQLiteDBTests", dependencies: ["SQLiteDB"]),
         .testTarget(name: "WireFormatTests", dependencies: ["WireFormat", "IntegrationModel"]),
         .testTarget(name: "IntegrationModelTests", dependencies: ["IntegrationModel"]),
