@@ -241,10 +241,12 @@ public struct CertificateDescription: Sendable, Equatable {
         self.validTo = validTo
     }
 
-    /// Whether this describes `certificate`: the same serial number and issuer, however each
-    /// is written (`0A:1B` or `a1b`; `CN=x, O=y` or `/O=y/CN=x`).
+    /// Whether this describes `certificate`: the same serial number and issuer (what identifies
+    /// a certificate), and the same subject when one is printed, however each is written
+    /// (`0A:1B` or `a1b`; `CN=x, O=y` or `/O=y/CN=x`).
     public func describes(_ certificate: Certificate) -> Bool {
         Self.serial(serial) == Self.serial(certificate.serialNumber) && Self.issuer(issuer) == Self.issuer(certificate.issuer)
+            && (subject.isEmpty || Self.issuer(subject) == Self.issuer(certificate.subject))
     }
 
     /// Identifies the certificate in reports and comparisons: `serial 0a1b, issuer CN=x,O=y`.

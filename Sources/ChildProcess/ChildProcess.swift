@@ -46,8 +46,12 @@ public enum ChildProcess {
         return (ends[0], ends[1])
     }
 
+    /// Runs `executable`. `environment` replaces this process's environment when given.
+    /// `heldOpen`, when given, is a descriptor the child keeps (as its descriptor 3): a lock
+    /// passed this way stays held until the child exits, even when this process is killed first.
     public static func run(_ executable: String, _ arguments: [String], input: [UInt8] = [], timeout: TimeInterval,
-                           outputLimit: Int = 1 << 20) throws(ChildProcessError) -> ChildOutcome {
+                           outputLimit: Int = 1 << 20, environment: [String: String]? = nil,
+                           heldOpen: Int32? = nil) throws(ChildProcessError) -> ChildOutcome {
         let deadline = Date().addingTimeInterval(timeout)
         let toChild = try makePipe()
         guard let fromChild = try? makePipe() else {
@@ -64,20 +68,29 @@ public enum ChildProcess {
         posix_spawn_file_actions_adddup2(&actions, toChild.read, STDIN_FILENO)
         posix_spawn_file_actions_adddup2(&actions, fromChild.write, STDOUT_FILENO)
         posix_spawn_file_actions_adddup2(&actions, errorsFromChild.write, STDERR_FILENO)
+        if let heldOpen { posix_spawn_file_actions_adddup2(&actions, heldOpen, 3) }
         // Nothing else of this process goes with the child (the controller's lock, its /metrics
         // listener, other connections): a child that outlives this process must hold none of them.
-        tether_spawn_close_from(&actions, 3)
+        tether_spawn_close_from(&actions, heldOpen == nil ? 3 : 4)
+        // The child starts with no signal blocked and SIGPIPE (ignored here) back to its default.
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
         var none = sigset_t()
         sigemptyset(&none)
         posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        sigaddset(&defaults, SIGPIPE)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        let envp: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
+        defer { envp?.forEach { free($0) } }
         var pid: pid_t = 0
-        let status = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
+        let status = envp.map { posix_spawn(&pid, executable, &actions, &attributes, argv, $0) }
+            ?? posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
         close(toChild.read)
         close(fromChild.write)
         close(errorsFromChild.write)
@@ -99,17 +112,15 @@ public enum ChildProcess {
         var open: [Int32: Bool] = [fromChild.read: true, errorsFromChild.read: true]
         var buffer = [UInt8](repeating: 0, count: 16384)
         var failure: ChildProcessError?
-        while open.values.contains(true) || inputOpen {
-            let remaining = deadline.timeIntervalSinceNow
-            if remaining <= 0 {
-                failure = .timedOut(seconds: timeout)
-                break
-            }
+        var ended: Int32 = 0
+        var exited = false
+        /// Reads what is ready on the open outputs, waiting at most `milliseconds`.
+        func pump(_ milliseconds: Int32) {
             var descriptors = open.filter(\.value).keys.sorted().map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             if inputOpen { descriptors.append(pollfd(fd: toChild.write, events: Int16(POLLOUT), revents: 0)) }
-            let ready = poll(&descriptors, nfds_t(descriptors.count), Int32(min(remaining * 1000, 60_000).rounded(.up)))
-            if ready < 0 && errno == EINTR { continue }
-            if ready < 0 { failure = .cannotStart(String(cString: strerror(errno))); break }
+            guard !descriptors.isEmpty else { usleep(UInt32(milliseconds) * 1000); return }
+            let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
+            guard ready > 0 else { return }
             for descriptor in descriptors where descriptor.revents != 0 {
                 if descriptor.fd == toChild.write {
                     let written = pending.withUnsafeBytes { write(toChild.write, $0.baseAddress, min($0.count, 4096)) }
@@ -130,12 +141,33 @@ public enum ChildProcess {
                 if descriptor.fd == fromChild.read { output += buffer[0..<count] } else { errors += buffer[0..<count] }
                 if output.count + errors.count > outputLimit { failure = .tooMuchOutput(limit: outputLimit) }
             }
+        }
+        // Until the child exits (its outputs may stay open in a process it started), then what is
+        // left in the pipes; everything within the deadline.
+        while !exited {
+            let remaining = deadline.timeIntervalSinceNow
+            if remaining <= 0 {
+                failure = .timedOut(seconds: timeout)
+                break
+            }
+            pump(Int32(min(remaining * 1000, 100).rounded(.up)))
             if failure != nil { break }
+            let waited = waitpid(pid, &ended, WNOHANG)
+            if waited == pid { exited = true }
+            if waited < 0 && errno != EINTR { exited = true }
+        }
+        if failure == nil {
+            while open.values.contains(true), failure == nil, deadline.timeIntervalSinceNow > 0 {
+                let before = output.count + errors.count
+                pump(open.values.contains(true) ? 50 : 0)
+                if output.count + errors.count == before { break }
+            }
         }
         if inputOpen { close(toChild.write) }
-        if failure != nil { kill(pid, SIGKILL) }
-        var ended: Int32 = 0
-        while waitpid(pid, &ended, 0) < 0 && errno == EINTR {}
+        if !exited {
+            kill(pid, SIGKILL)
+            while waitpid(pid, &ended, 0) < 0 && errno == EINTR {}
+        }
         if let failure { throw failure }
         // WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift cannot import.
         let signalNumber = ended & 0x7f

@@ -19,7 +19,7 @@ public final class KESLAgent: AgentBackend {
     public static let outsideActor = "outside Tether (kesl-control keeps no author)"
 
     public let directory: URL
-    public let control: KESLControl
+    public private(set) var control: KESLControl
     let database: Database
     private var depth = 0
     private var actor = "tether"
@@ -163,7 +163,8 @@ public final class KESLAgent: AgentBackend {
     /// A transaction of its own (undone as a whole when it fails), or inside one a group of
     /// changes undone alone when it fails.
     public func atomically<T>(_ body: () throws -> T) throws -> T {
-        if depth == 0 {
+        let outermost = depth == 0
+        if outermost {
             try takeLock()
             let recovered: Bool
             do {
@@ -178,39 +179,53 @@ public final class KESLAgent: AgentBackend {
                 vendorHolds = lastRead.state.settings
             }
             self.lastRead = nil
-        } else {
-            try flushSettings()
         }
-        depth += 1
+        // What a nested group that fails puts back: settings it set but never sent, the state
+        // as this transaction saw it, its part of the change log.
         let mark = undo.count
+        let savedSettings = pendingSettings
+        let savedCache = cached
+        let savedHolds = vendorHolds
         let changeMark = pendingChanges.count
+        depth += 1
+        let result: T
         do {
-            let result = try body()
-            try flushSettings()
-            depth -= 1
-            if depth == 0 {
-                defer { releaseLock() }
-                try commit()
-            }
-            return result
+            result = try body()
+            if outermost { try flushSettings() }
         } catch {
             depth -= 1
-            defer { if depth == 0 { releaseLock() } }
-            pendingSettings = [:]
-            let stillChanged = rollBack(to: mark)
-            pendingChanges.removeSubrange(changeMark...)
-            cached = nil
-            if depth == 0 {
-                pendingApplied = nil
-                pendingChanges = []
-            }
-            // Everything undone: the agent is as before, and the error is the caller's to read as it is.
-            if let undone = error as? UndoneChange {
-                throw UndoneChange(failure: undone.failure, stillChanged: undone.stillChanged + stillChanged)
-            }
-            if stillChanged.isEmpty { throw error }
-            throw UndoneChange(failure: "\(error)", stillChanged: stillChanged)
+            throw fail(error, mark: mark, settings: savedSettings, cache: savedCache, holds: savedHolds, changes: changeMark)
         }
+        depth -= 1
+        guard outermost else { return result }
+        do {
+            try commit()
+        } catch {
+            // The vendor has the changes but kesl.db could not record them: undo them all.
+            throw fail(error, mark: 0, settings: [:], cache: nil, holds: [:], changes: 0)
+        }
+        releaseLock()
+        return result
+    }
+
+    /// Undoes a failed group's changes (newest first), puts back what it saw, and gives the
+    /// error to throw: the failure as it was when everything was undone, else what stays changed.
+    private func fail(_ error: Error, mark: Int, settings: [Integration: [(path: SettingPath, value: SettingValue)]], cache: AgentState?,
+                      holds: [SettingPath: SettingValue], changes: Int) -> Error {
+        let stillChanged = rollBack(to: mark)
+        pendingSettings = settings
+        pendingChanges.removeSubrange(min(changes, pendingChanges.count)...)
+        cached = stillChanged.isEmpty ? cache : nil
+        vendorHolds = holds
+        if depth == 0 {
+            pendingApplied = nil
+            pendingChanges = []
+            releaseLock()
+        }
+        if let undone = error as? UndoneChange {
+            return UndoneChange(failure: undone.failure, stillChanged: undone.stillChanged + stillChanged)
+        }
+        return stillChanged.isEmpty ? error : UndoneChange(failure: "\(error)", stillChanged: stillChanged)
     }
 
     public func set(_ path: SettingPath, to value: SettingValue) throws {
@@ -384,14 +399,18 @@ public final class KESLAgent: AgentBackend {
         }
     }
 
-    /// Journals `undoStep`, then makes the change. A change the vendor refused changed nothing,
-    /// so its journal entry goes; one that timed out may have happened, so its entry stays.
+    /// Journals `undoStep`, then makes the change. A change the vendor refused (or that never
+    /// reached it) changed nothing, so its journal entry goes; one that may have happened (it
+    /// timed out) is undone with the others.
     private func change(_ undoStep: UndoStep, _ body: () throws -> Void) throws {
         let json = String(decoding: try JSONEncoder().encode(undoStep), as: UTF8.self)
         let seq = try storeAccess { try database.query("INSERT INTO journal (step) VALUES (?) RETURNING seq", [.text(json)]).first?[0].integer ?? 0 }
         do {
             try body()
-        } catch let error as KESLError where !error.message.contains("did not finish") {
+        } catch let error as KESLError where error.mayHaveHappened {
+            undo.append((seq, undoStep))
+            throw error
+        } catch {
             _ = try? database.query("DELETE FROM journal WHERE seq = ?", [.integer(seq)])
             throw error
         }
@@ -506,9 +525,13 @@ public final class KESLAgent: AgentBackend {
             lock = -1
             throw AgentError.store("cannot lock \(path): \(String(cString: strerror(errno)))")
         }
+        // Each vendor command holds the lock too, so one that outlives a killed tether keeps the
+        // next transaction (and its undoing of this one) waiting until it is done.
+        control.heldOpen = lock
     }
 
     private func releaseLock() {
+        control.heldOpen = nil
         guard lock >= 0 else { return }
         flock(lock, LOCK_UN)
         close(lock)
@@ -520,10 +543,6 @@ public final class KESLAgent: AgentBackend {
     private func commit() throws {
         let changes = pendingChanges
         let applied = pendingApplied
-        pendingChanges = []
-        pendingApplied = nil
-        undo = []
-        cached = nil
         try storeAccess {
             try database.transaction {
                 let records = AgentRecords(database)
@@ -535,6 +554,10 @@ public final class KESLAgent: AgentBackend {
                 try database.query("DELETE FROM journal")
             }
         }
+        pendingChanges = []
+        pendingApplied = nil
+        undo = []
+        cached = nil
     }
 
     // MARK: - Internals

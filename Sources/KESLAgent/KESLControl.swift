@@ -32,12 +32,13 @@ public struct VendorTaskNames: Sendable, Equatable {
         }
     }
 
-    /// Reads overrides written `edr=KATAEDR2,behaviorDetection=BehaviorDetection`.
+    /// Reads overrides written `edr=KATAEDR2,behaviorDetection=BehaviorDetection`. Names are
+    /// letters, digits and `_`, so that none reads as an option or breaks a line.
     public init(overrides text: String) throws {
         self.init()
         for pair in text.split(separator: ",") {
             let parts = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard parts.count == 2, !parts[1].isEmpty else {
+            guard parts.count == 2, !parts[1].isEmpty, parts[1].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
                 throw KESLError(command: "--kesl-tasks", message: "'\(pair)' is not name=TASK; write for example edr=KATAEDR,behaviorDetection=Behavior_Detection")
             }
             switch parts[0] {
@@ -60,6 +61,15 @@ public struct VendorTaskNames: Sendable, Equatable {
 public struct KESLError: Error, Sendable, CustomStringConvertible {
     public let command: String
     public let message: String
+    /// Whether the command may have done its work all the same (it was stopped at its
+    /// timeout, say), rather than refused or never run.
+    public var mayHaveHappened = false
+
+    public init(command: String, message: String, mayHaveHappened: Bool = false) {
+        self.command = command
+        self.message = message
+        self.mayHaveHappened = mayHaveHappened
+    }
 
     public var description: String { "\(command): \(message)" }
 }
@@ -73,6 +83,8 @@ public struct KESLControl: Sendable {
     public let tasks: VendorTaskNames
     /// Seconds one call may take.
     public let timeout: TimeInterval
+    /// A descriptor (the backend's lock) each call keeps open until the vendor's process exits.
+    var heldOpen: Int32?
 
     public init(executable: String, tasks: VendorTaskNames = VendorTaskNames(), timeout: TimeInterval = 60) {
         self.executable = executable
@@ -81,17 +93,25 @@ public struct KESLControl: Sendable {
     }
 
     /// Runs `kesl-control ARGUMENTS` and returns how it ended; throws only when it could not
-    /// run to its end. `input` goes to its standard input.
+    /// run to its end. `input` goes to its standard input. `heldOpen` (a lock) is kept open in
+    /// the vendor's process until it exits. Tether's own secrets in the environment
+    /// (`TETHER_*`) are not passed on.
     func outcome(_ arguments: [String], input: [UInt8] = []) throws -> ChildOutcome {
         let command = "kesl-control " + arguments.joined(separator: " ")
         guard access(executable, X_OK) == 0 else {
             let why = access(executable, F_OK) == 0 ? "is not executable" : "does not exist"
             throw KESLError(command: command, message: "\(executable) \(why) (set --kesl-control PATH or $TETHER_KESL_CONTROL)")
         }
+        let environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("TETHER_") }
         do {
-            return try ChildProcess.run(executable, arguments, input: input, timeout: timeout)
+            return try ChildProcess.run(executable, arguments, input: input, timeout: timeout, environment: environment, heldOpen: heldOpen)
         } catch {
-            throw KESLError(command: command, message: "\(error)")
+            var mayHaveHappened = false
+            switch error {
+            case .timedOut, .tooMuchOutput: mayHaveHappened = true
+            case .cannotStart: break
+            }
+            throw KESLError(command: command, message: "\(error)", mayHaveHappened: mayHaveHappened)
         }
     }
 

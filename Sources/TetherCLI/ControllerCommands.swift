@@ -95,7 +95,7 @@ struct RunCommand: ParsableCommand {
             interval: interval, jitter: jitter, maximumBackoff: maxBackoff, suspend: suspend, healthWindow: healthWindow,
             fetchTimeout: fetchTimeout, runConnectors: !noConnectors && !once)
         configuration.prune = prune
-        configuration.agent = try backend.choice(source.device)
+        configuration.agent = try backend.choice(source.device, keep: true)
         let controller = Controller(configuration: configuration, logger: logger)
         let loop = ControllerLoop(controller: controller, logger: logger)
         if let metricsAddress, let (host, port) = Self.address(metricsAddress) {

@@ -82,7 +82,7 @@ struct RollbackCommand: ParsableCommand {
         let outcome = try refusing {
             var gate = verification.gate
             gate.rollbackRequested = true
-            return try Reconciliation(options, backend: backend, gate: gate, warnExpiry: reportOptions.warnExpiry)
+            return try Reconciliation(options, backend: backend, keepBackend: true, gate: gate, warnExpiry: reportOptions.warnExpiry)
                 .apply(actor: "tether rollback", historyKind: "rollback", healthWindow: health.healthWindow)
         }
         try reportOptions.emit(outcome.report)

@@ -61,8 +61,16 @@ struct ImportCommand: ParsableCommand {
             if let reason = state.unsupported[SettingPath.proxy.address] { writer.appNotes.append("proxy: not managed on this agent: \(reason)") }
             for integration in Integration.allCases {
                 var section = PolicyWriter.Section()
-                for (path, _) in SettingCatalog.paths(.integration(integration)) where state.unsupported[path] == nil {
-                    section.settings[path] = state.value(path)
+                for (path, field) in SettingCatalog.paths(.integration(integration)) where state.unsupported[path] == nil {
+                    let value = state.value(path)
+                    if let problem = field.problem(with: value) {
+                        // A value no policy may hold (the vendor took it): left for a person to decide.
+                        let note = "\(field.name): the agent has \(value), which a policy cannot declare (\(problem)): declare the value it should have"
+                        section.notes.append(note)
+                        undeclared.append("\(integration.rawValue).\(note)")
+                    } else {
+                        section.settings[path] = value
+                    }
                 }
                 if let certificate = state.serverCertificates[integration] {
                     let file = "certs/\(integration.rawValue).pem"
@@ -97,6 +105,9 @@ struct ImportCommand: ParsableCommand {
                 undeclared.append("\(integration.rawValue): \(note)")
                 writer.integrations[integration] = section
             }
+        }
+        for certificate in certificates where FileManager.default.fileExists(atPath: outputURL.appendingPathComponent(certificate.file).path) {
+            throw CommandError("error: \(outputURL.appendingPathComponent(certificate.file).path) already exists (replacing it would change the pin of every device that uses it); choose another --output")
         }
         do {
             try FileManager.default.createDirectory(at: policyFile.deletingLastPathComponent(), withIntermediateDirectories: true)

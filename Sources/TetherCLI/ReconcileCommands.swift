@@ -54,8 +54,9 @@ extension Reconciliation {
     /// Runs the pipeline's first stages for the revision the source options name — resolve,
     /// vouch (signatures before any file is read, then ancestry), read, decode — and compares it
     /// with this device, or with a snapshot (offline: the device decides about ancestry).
-    init(_ source: SourceOptions, backend: BackendOptions, gate: RevisionGate = .standard, warnExpiry: Int, snapshot: AgentSnapshot? = nil,
-         prune: Bool = false) throws {
+    /// `keepBackend`: the command changes the agent, so the backend options are kept in agent.conf.
+    init(_ source: SourceOptions, backend: BackendOptions, keepBackend: Bool = false, gate: RevisionGate = .standard, warnExpiry: Int,
+         snapshot: AgentSnapshot? = nil, prune: Bool = false) throws {
         let repository = try source.repository()
         var gate = gate
         let agent: AgentBackend?
@@ -67,7 +68,7 @@ extension Reconciliation {
             lastApplied = snapshot.applied.revision
             labels = snapshot.labels.merging(try source.device.labelOverrides()) { _, new in new }
         } else {
-            agent = try backend.open(source.device)
+            agent = try backend.open(source.device, keep: keepBackend)
             lastApplied = try agentCall { try agent?.appliedState().revision }
             labels = try source.device.deviceLabels()
         }
@@ -171,7 +172,8 @@ struct ApplyCommand: ParsableCommand {
     func run() throws {
         let outcome: Reconciliation.ApplyOutcome
         do {
-            let comparison = try Reconciliation(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
+            let comparison = try Reconciliation(source, backend: backend, keepBackend: true, gate: verification.gate,
+                                                warnExpiry: reportOptions.warnExpiry, prune: prune)
             outcome = try comparison.apply(actor: "tether apply", healthWindow: health.healthWindow)
             // A change to the vendor's agent that a crash cut short was undone first: say what it left.
             for note in (comparison.agent as? KESLAgent)?.recovered ?? [] { Console.error("warning: \(note)") }

@@ -192,10 +192,11 @@ struct ReportOptions: ParsableArguments {
 
 extension AgentChoice.Kind: ExpressibleByArgument {}
 
-/// `--agent`, `--kesl-control`, `--kesl-tasks`: which agent a command governs. Given once, they
-/// are kept in the state directory's agent.conf for every later command and the controller.
+/// `--agent`, `--kesl-control`, `--kesl-tasks`: which agent a command governs. Given to a
+/// command that changes the agent (apply, rollback, run), they are kept in the state
+/// directory's agent.conf for every later command and the controller.
 struct BackendOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("The agent to govern: embedded (Tether's own, the default) or kesl (the vendor's agent, through kesl-control). Kept in the state directory's agent.conf once given.", valueName: "embedded|kesl"))
+    @Option(help: ArgumentHelp("The agent to govern: embedded (Tether's own, the default) or kesl (the vendor's agent, through kesl-control). apply, rollback and run keep it in the state directory's agent.conf for later commands.", valueName: "embedded|kesl"))
     var agent: AgentChoice.Kind?
 
     @Option(name: .customLong("kesl-control"), help: ArgumentHelp("The vendor's command line (default: $TETHER_KESL_CONTROL, else \(KESLControl.defaultPath)).", valueName: "path"))
@@ -208,22 +209,25 @@ struct BackendOptions: ParsableArguments {
         if let keslTasks {
             do { _ = try VendorTaskNames(overrides: keslTasks) } catch { throw ValidationError("--kesl-tasks: \(error)") }
         }
+        if let keslControl, keslControl.contains(where: \.isNewline) || keslControl.isEmpty {
+            throw ValidationError("--kesl-control takes the path of kesl-control, for example --kesl-control \(KESLControl.defaultPath)")
+        }
     }
 
     /// The choice for `device`'s state directory: what agent.conf keeps, overridden by these
-    /// options (and then kept).
-    func choice(_ device: DeviceOptions) throws -> AgentChoice {
+    /// options; with `keep` (a command that changes the agent) the result is kept.
+    func choice(_ device: DeviceOptions, keep: Bool) throws -> AgentChoice {
         var choice = try agentCall { try AgentChoice.load(stateDirectory: device.stateDirectoryURL) }
         guard agent != nil || keslControl != nil || keslTasks != nil else { return choice }
         if let agent { choice.kind = agent }
         if let keslControl { choice.keslControl = URL(fileURLWithPath: keslControl).standardizedFileURL.path }
         if let keslTasks { choice.keslTasks = keslTasks }
-        try agentCall { try choice.save(stateDirectory: device.stateDirectoryURL) }
+        if keep { try agentCall { try choice.save(stateDirectory: device.stateDirectoryURL) } }
         return choice
     }
 
     /// Opens the chosen agent on `device`'s state directory.
-    func open(_ device: DeviceOptions) throws -> AgentBackend {
-        try agentCall { try choice(device).open(stateDirectory: device.stateDirectoryURL) }
+    func open(_ device: DeviceOptions, keep: Bool = false) throws -> AgentBackend {
+        try agentCall { try choice(device, keep: keep).open(stateDirectory: device.stateDirectoryURL) }
     }
 }

@@ -34,8 +34,8 @@ public final class KESLStandIn: @unchecked Sendable {
         if let command { try Data(command.utf8).write(to: file) } else { try? FileManager.default.removeItem(at: file) }
     }
 
-    /// Makes every call whose arguments start with `command` wait a minute before it does
-    /// anything (a hung vendor command), until `hang(nil)`.
+    /// Makes every call whose arguments start with `command` wait three seconds before it does
+    /// its work (a slow or hung vendor command), until `hang(nil)`.
     public func hang(_ command: String?) throws {
         let file = folder.url.appendingPathComponent("hang")
         if let command { try Data(command.utf8).write(to: file) } else { try? FileManager.default.removeItem(at: file) }
@@ -206,7 +206,7 @@ public final class KESLStandIn: @unchecked Sendable {
             hanging = os.path.join(STATE, "hang")
             if os.path.exists(hanging) and argv[:len(open(hanging).read().split())] == open(hanging).read().split():
                 import time
-                time.sleep(60)
+                time.sleep(3)
             failing = os.path.join(STATE, "fail")
             if os.path.exists(failing):
                 command = open(failing).read().split()

@@ -52,8 +52,10 @@ struct KESLBackendTests {
 
         standIn.clearCalls()
         let apply = env.kesl(standIn, "apply")
-        // The state is read once for the plan and reused under the lock; nothing is read twice.
+        // The state is read once for the plan and reused under the lock; nothing is read twice,
+        // and each task's settings go to the vendor as one file.
         #expect(standIn.calls.filter { $0.first == "--get-settings" }.count == 3, "\(standIn.calls)")
+        #expect(standIn.calls.filter { $0.first == "--set-settings" }.map { $0[1] } == ["KATAEDR", "KATANDR"], "\(standIn.calls)")
         #expect(apply.code == 0, "\(apply.stdout)\(apply.stderr)")
         let edr = try standIn.run("--get-settings", "KATAEDR").output
         #expect(edr.contains("Port=9443") && edr.contains("UseClientPinnedCertificate=Yes"), "\(edr)")
@@ -65,6 +67,14 @@ struct KESLBackendTests {
         // The container's password went on standard input, never on a command line.
         let password = try env.pki.text("edr-client.pass").trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(!standIn.calls.joined().joined(separator: " ").contains(password))
+        // Nor is it in any file Tether keeps (the policy's own password file aside), and no private
+        // file handed to kesl-control is left behind.
+        for file in try FileManager.default.contentsOfDirectory(atPath: env.state.path) where file != "edr-client.pass" {
+            #expect(!file.hasPrefix(".kesl-"), "\(file) was left behind")
+            if let data = FileManager.default.contents(atPath: env.state.url.appendingPathComponent(file).path) {
+                #expect(data.range(of: Data(password.utf8)) == nil, "\(file) holds the password")
+            }
+        }
 
         // The agent.conf keeps the backend: later commands need no --agent.
         let drift = env.run("drift", "--format", "json")
@@ -129,11 +139,12 @@ struct KESLBackendTests {
         let proxy = findings.first { $0["path"] as? String == "proxy.address" }
         #expect(proxy?["kind"] as? String == "unenforceable")
         #expect((proxy?["reason"] as? String)?.contains("kesl-control has no command for the application-wide proxy") == true)
-        #expect(env.run("apply").code == 0)
+        #expect(env.run("plan").stdout.contains("kesl-control") == false, "plan keeps no backend: without --agent it plans for the embedded agent")
+        #expect(env.kesl(standIn, "apply").code == 0)
         #expect(try standIn.run("--get-settings", "KATAEDR").output.contains("Port=9443"))
     }
 
-    @Test("A missing kesl-control, one that prints what is not INI, or one that hangs: one error naming the command; nothing changed")
+    @Test("A missing kesl-control, or one that prints what is not INI: one error naming the command (a hung one: KESLAgentTests)")
     func brokenVendorCommand() throws {
         let env = try Environment(policies: ["policies/vendor.yaml": vendorPolicy])
         let missing = tether(["plan"] + env.flags + ["--agent", "kesl", "--kesl-control", "/nonexistent/kesl-control"])
@@ -143,7 +154,7 @@ struct KESLBackendTests {
         let folder = try TemporaryDirectory("kesl-broken")
         let garbage = try folder.write("garbage", "#!/bin/sh\necho '<html>not ini</html>'\n")
         chmod(garbage, 0o755)
-        let notINI = tether(["plan"] + env.flags + ["--kesl-control", garbage])
+        let notINI = tether(["plan"] + env.flags + ["--agent", "kesl", "--kesl-control", garbage])
         #expect(notINI.code == 1)
         #expect(notINI.stderr.contains("kesl-control --get-settings KATAEDR: printed something that is not a settings file"), "\(notINI.stderr)")
     }
@@ -163,9 +174,9 @@ struct KESLBackendTests {
         kill(apply.processIdentifier, SIGKILL)
         apply.waitUntilExit()
         try standIn.hang(nil)
-        // The hung vendor command outlives tether; it is stopped here as an operator would.
-        _ = try runProgram("pkill", ["-KILL", "-f", standIn.folder.path])
         #expect(try standIn.run("--get-settings", "KATAEDR").output.contains("Port=9443"), "half applied before the kill")
+        // The vendor command outlives tether and holds its lock: the next apply waits for it, then
+        // undoes the whole half-made change (the late start of KATANDR too) and applies again.
 
         let again = env.run("apply")
         #expect(again.code == 0, "\(again.stdout)\(again.stderr)")
