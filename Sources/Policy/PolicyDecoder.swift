@@ -574,6 +574,11 @@ public struct PolicyDecoder {
              YamlError.composer(let context, let problem, let mark, _):
             let detail = context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
             add(SourceLocation(file: file, line: mark.line, column: mark.column), "malformed YAML: \(problem)\(detail)")
+        case YamlError.duplicatedKeysInMapping(let duplicates, _) where duplicates.contains("<uncovertable>"):
+            // A list or mapping used as a key, repeated: the composer names no key and its place
+            // depends on hash order. The first explicit key ('? ') is where such keys begin.
+            let (line, column) = Self.firstExplicitKey(in: text) ?? (1, 1)
+            add(SourceLocation(file: file, line: line, column: column), "a mapping repeats a key that is a list or a mapping: field names are plain words")
         case YamlError.duplicatedKeysInMapping(let duplicates, let context):
             let names = Set(duplicates).sorted()
             let (line, column) = Self.secondOccurrence(of: names, in: text) ?? (context.mark.line, context.mark.column)
@@ -598,6 +603,15 @@ public struct PolicyDecoder {
                       after.drop(while: { $0 == " " }).hasPrefix(":") else { continue }
                 if !seen.insert(name).inserted { return (index + 1, column) }
             }
+        }
+        return nil
+    }
+
+    /// Where the first line that opens an explicit key (`? `) starts it.
+    static func firstExplicitKey(in text: String) -> (line: Int, column: Int)? {
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+            let rest = raw.drop { $0 == " " }
+            if rest == "?" || rest.hasPrefix("? ") || rest.hasPrefix("?\t") { return (index + 1, raw.count - rest.count + 1) }
         }
         return nil
     }
