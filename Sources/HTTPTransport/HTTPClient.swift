@@ -144,6 +144,8 @@ public final class HTTPClient {
         try check(tether_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1))
         try check(tether_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2))
         try check(tether_curl_setopt_long(handle, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2))
+        // HTTP/1.1, as the platform speaks it: one framing, and failures classify() knows.
+        try check(tether_curl_setopt_long(handle, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1))
         // The pinned certificate is the only anchor: no system bundle, no CA folder.
         try check(tether_curl_setopt_string(handle, CURLOPT_CAINFO, nil))
         try check(tether_curl_setopt_string(handle, CURLOPT_CAPATH, nil))
@@ -240,7 +242,7 @@ public final class HTTPClient {
             return .notTLS(detail)
         case _ where cutOff && noCommonVersion:
             return .tlsVersionMismatch(detail)
-        case _ where cutOff && newConnections > 0 && handshakeDone > 0 && headerBytes == 0 && received == 0:
+        case _ where cutOff && configuration.proxy == nil && newConnections > 0 && handshakeDone > 0 && headerBytes == 0 && received == 0:
             // TLS 1.3 finishes the client's side of the handshake before the server has checked
             // the client's certificate; a server that refuses it often closes at once, and its
             // alert is lost with the reset. Nothing came back on a fresh connection: say what

@@ -312,11 +312,11 @@ public enum CertificateValidity: Equatable {
     public init(_ certificate: Certificate, at now: Date, warnExpiryDays: Int) {
         if certificate.notAfter <= now {
             self = .expired("the certificate expired on \(Self.day(certificate.notAfter))")
+        } else if now < certificate.notBefore {
+            self = .notYetValid("the certificate is not valid until \(Timestamp.string(certificate.notBefore)) (is this machine's clock right?)")
         } else if certificate.notAfter < now.addingTimeInterval(TimeInterval(warnExpiryDays) * 86_400) {
             let days = Int((certificate.notAfter.timeIntervalSince(now) / 86_400).rounded(.down))
             self = .expiring("the certificate expires on \(Self.day(certificate.notAfter)), in \(days) day\(days == 1 ? "" : "s") (warning at \(warnExpiryDays))")
-        } else if now < certificate.notBefore {
-            self = .notYetValid("the certificate is not valid until \(Timestamp.string(certificate.notBefore)) (is this machine's clock right?)")
         } else {
             self = .valid
         }

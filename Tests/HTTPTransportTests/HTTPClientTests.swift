@@ -110,4 +110,64 @@ struct HTTPClientTests {
         let elapsed = Date().timeIntervalSince(started)
         #expect(elapsed >= 0.9 && elapsed < 3, "took \(elapsed) s for a 1 s timeout")
     }
+
+    /// The failure kinds of `runs` requests, each on a new client (a fresh connection), counted.
+    private func failureKinds(_ runs: Int = 20, url: String, _ makeClient: () throws -> HTTPClient) throws -> [String: Int] {
+        var kinds: [String: Int] = [:]
+        var examples: [String: String] = [:]
+        for _ in 0..<runs {
+            do {
+                _ = try makeClient().send(url: url)
+                kinds["success", default: 0] += 1
+            } catch let error as TransportError {
+                kinds[error.kind, default: 0] += 1
+                examples[error.kind] = error.description
+            }
+        }
+        if kinds.count > 1 { Issue.record("different kinds for one fault: \(kinds) \(examples)") }
+        return kinds
+    }
+
+    @Test("A server that wants a client certificate is named so 20 times out of 20, even when its reset destroys its alert")
+    func clientCertificateWanted() throws {
+        for behaviour in [PythonTLSPeer.Behaviour.requireClientCertificate, .requireClientCertificateAndReset] {
+            let peer = try PythonTLSPeer(pki: pki, behaviour: behaviour)
+            #expect(try failureKinds(url: peer.url) { try client() } == ["client-certificate-missing": 20], "\(behaviour)")
+            #expect(try failureKinds(url: peer.url) { try client(identity: true) } == ["success": 20], "\(behaviour)")
+        }
+        // The reset case says what to check.
+        let abrupt = try PythonTLSPeer(pki: pki, behaviour: .requireClientCertificateAndReset)
+        for _ in 0..<5 {
+            #expect {
+                try client().send(url: abrupt.url)
+            } throws: { error in
+                guard case TransportError.clientCertificateMissing(let detail) = error else { return false }
+                return detail.contains("the server requires one: ") || detail.contains("it may require one (mutualAuthentication is off)")
+            }
+        }
+    }
+
+    @Test("A client certificate from another CA is named as not accepted, 20 times out of 20")
+    func clientCertificateFromAnotherCA() throws {
+        let otherPKI = try TestPKI()
+        let secret = try otherPKI.text("edr-client.pass").trimmingCharacters(in: .whitespacesAndNewlines)
+        let foreign = ClientIdentity(pkcs12: Array(try otherPKI.data("edr-client.p12")), password: secret)
+        for behaviour in [PythonTLSPeer.Behaviour.requireClientCertificate, .requireClientCertificateAndReset] {
+            let peer = try PythonTLSPeer(pki: pki, behaviour: behaviour)
+            let kinds = try failureKinds(url: peer.url) {
+                try HTTPClient(configuration: TransportConfiguration(pinnedCertificatePEM: try pki.text("server.pem"), clientIdentity: foreign,
+                                                                     connectionTimeout: 5, requestTimeout: 5))
+            }
+            #expect(kinds == ["client-certificate-rejected": 20], "\(behaviour)")
+        }
+    }
+
+    @Test("Plain HTTP on the port, a server with only TLS 1.0/1.1, and a reset mid-response are each named, 20 times out of 20")
+    func protocolFaults() throws {
+        for (behaviour, kind) in [(PythonTLSPeer.Behaviour.plainHTTP, "not-tls"), (.oldTLSOnly, "tls-version-mismatch"),
+                                  (.resetMidResponse, "connection-reset")] {
+            let peer = try PythonTLSPeer(pki: pki, behaviour: behaviour)
+            #expect(try failureKinds(url: peer.url) { try client() } == [kind: 20], "\(behaviour)")
+        }
+    }
 }
