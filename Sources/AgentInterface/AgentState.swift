@@ -12,6 +12,9 @@ public struct AgentState: Sendable {
     public var clientCertificates: [Integration: Certificate]
     /// Where each installed client container's password is read from (never the password).
     public var clientPasswords: [Integration: ContainerPassword] = [:]
+    /// SHA-256 of each installed client container's bytes, when the agent has them: the same
+    /// certificate re-exported (with a new password, say) is another container.
+    public var clientContainerDigests: [Integration: String] = [:]
     /// Certificates the agent only describes (the vendor's agent prints a serial number and an
     /// issuer, not the certificate), where it holds one that Tether did not install.
     public var describedServerCertificates: [Integration: CertificateDescription] = [:]
@@ -84,6 +87,7 @@ public struct AgentState: Sendable {
         return settings == other.settings && running == other.running
             && fingerprints(serverCertificates) == fingerprints(other.serverCertificates)
             && fingerprints(clientCertificates) == fingerprints(other.clientCertificates) && clientPasswords == other.clientPasswords
+            && clientContainerDigests == other.clientContainerDigests
             && describedServerCertificates == other.describedServerCertificates && describedClientCertificates == other.describedClientCertificates
     }
 

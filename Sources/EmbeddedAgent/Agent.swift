@@ -61,7 +61,6 @@ public final class Agent: AgentBackend {
         UPDATE certificates SET password_source = CASE WHEN secret IS NULL OR length(secret) = 0 THEN 'none' ELSE 'forgotten' END
             WHERE role = 'client';
         UPDATE certificates SET secret = NULL;
-        ALTER TABLE certificates DROP COLUMN secret;
         """),
     ])
 
@@ -80,7 +79,7 @@ public final class Agent: AgentBackend {
             for row in try database.query("SELECT integration FROM tasks WHERE running = 1") {
                 if let name = row[0].text, let integration = Integration(rawValue: name) { state.running.insert(integration) }
             }
-            for row in try database.query("SELECT integration, role, der, password_source FROM certificates") {
+            for row in try database.query("SELECT integration, role, der, password_source, container FROM certificates") {
                 guard let name = row[0].text, let integration = Integration(rawValue: name), let der = row[2].blob,
                       let certificate = try? Certificate(bytes: der) else { continue }
                 if row[1].text == "server" {
@@ -88,6 +87,7 @@ public final class Agent: AgentBackend {
                 } else {
                     state.clientCertificates[integration] = certificate
                     state.clientPasswords[integration] = ContainerPassword(storedForm: row[3].text)
+                    state.clientContainerDigests[integration] = row[4].blob.map(sha256Hex)
                 }
             }
             state.lastChanges = try AgentRecords(database).latestChanges()
@@ -257,7 +257,8 @@ public final class Agent: AgentBackend {
             let current = try state()
             let old = current.clientCertificates[integration]
             let oldPassword = current.clientPasswords[integration]
-            guard old?.sha256Fingerprint != container.certificate.sha256Fingerprint || oldPassword != password else { return }
+            guard old?.sha256Fingerprint != container.certificate.sha256Fingerprint || oldPassword != password
+                    || current.clientContainerDigests[integration] != sha256Hex(pkcs12) else { return }
             try database.query("INSERT OR REPLACE INTO certificates (integration, role, der, container, password_source, added_at) VALUES (?, 'client', ?, ?, ?, ?)",
                                [.text(integration.rawValue), .blob(container.certificate.der), .blob(pkcs12),
                                 .text(password.storedForm), .real(Date().timeIntervalSince1970)])

@@ -106,6 +106,7 @@ public final class KESLAgent: AgentBackend {
                     } else {
                         state.clientCertificates[integration] = kept.certificate
                         state.clientPasswords[integration] = kept.password
+                        state.clientContainerDigests[integration] = kept.pkcs12.map(sha256Hex)
                     }
                 } else if role == .server {
                     state.describedServerCertificates[integration] = description
@@ -329,7 +330,8 @@ public final class KESLAgent: AgentBackend {
         try atomically {
             let current = try state()
             let old = current.clientCertificates[integration]
-            if old?.sha256Fingerprint == container.certificate.sha256Fingerprint, current.clientPasswords[integration] == password { return }
+            if old?.sha256Fingerprint == container.certificate.sha256Fingerprint, current.clientPasswords[integration] == password,
+               current.clientContainerDigests[integration] == sha256Hex(pkcs12) { return }
             let undoStep: UndoStep
             if let old, let kept = try keptCertificate(integration, .client), kept.certificate == old, let oldContainer = kept.pkcs12 {
                 undoStep = .addClientCertificate(integration: integration, pkcs12: oldContainer, password: kept.password.storedForm)
@@ -348,6 +350,7 @@ public final class KESLAgent: AgentBackend {
             try keep(integration, .client, der: container.certificate.der, container: pkcs12, password: password)
             cached?.clientCertificates[integration] = container.certificate
             cached?.clientPasswords[integration] = password
+            cached?.clientContainerDigests[integration] = sha256Hex(pkcs12)
             cached?.describedClientCertificates[integration] = nil
             pendingChanges.append(("\(integration.rawValue).clientCertificate", old?.sha256Fingerprint ?? "none", container.certificate.sha256Fingerprint))
         }

@@ -91,7 +91,9 @@ public enum Planner {
                         // Installed by a release that kept the password: not drift, a step of the upgrade.
                         kind = .pending
                     }
-                    reason = reason ?? "the same container, installed with \(had); the policy gives \(password)"
+                    reason = reason ?? (had == password
+                        ? "the same certificate in another container file (re-exported?): it is installed again"
+                        : "the same certificate, installed with \(had); the policy gives \(password)")
                 }
                 findings.append(Finding(key: key, kind: kind, desired: reportValue(value), actual: reportValue(actual: actual, key: key),
                                         source: exception?.source ?? source, lastChange: actual.lastChanges[key.description],
@@ -192,12 +194,18 @@ public enum Planner {
         switch value {
         case .setting(let setting): return canonical(setting, key: key)
         case .serverCertificate(let certificate, _, _): return certificate.sha256Fingerprint
-        case .clientCertificate(let certificate, _, let password, _): return canonical(client: certificate, password: password)
+        case .clientCertificate(let certificate, let container, let password, _):
+            return canonical(client: certificate, password: password, container: sha256Hex(container))
         }
     }
 
-    private static func canonical(client certificate: Certificate, password: ContainerPassword) -> String {
-        password == .none ? certificate.sha256Fingerprint : "\(certificate.sha256Fingerprint) (\(password))"
+    /// A client container: its certificate's fingerprint, where its password comes from, and
+    /// its bytes' digest when known (the same certificate re-exported is another container).
+    private static func canonical(client certificate: Certificate, password: ContainerPassword, container: String?) -> String {
+        var details: [String] = []
+        if password != .none { details.append(password.description) }
+        if let container { details.append("container sha256 \(container.prefix(16))") }
+        return details.isEmpty ? certificate.sha256Fingerprint : "\(certificate.sha256Fingerprint) (\(details.joined(separator: "; ")))"
     }
 
     public static func canonical(actual: AgentState, key: DesiredKey) -> String {
@@ -206,7 +214,9 @@ public enum Planner {
         case .serverCertificate(let integration):
             return actual.serverCertificates[integration]?.sha256Fingerprint ?? actual.describedServerCertificates[integration]?.identity ?? "none"
         case .clientCertificate(let integration):
-            return actual.clientCertificates[integration].map { canonical(client: $0, password: actual.clientPasswords[integration] ?? .none) }
+            return actual.clientCertificates[integration].map {
+                canonical(client: $0, password: actual.clientPasswords[integration] ?? .none, container: actual.clientContainerDigests[integration])
+            }
                 ?? actual.describedClientCertificates[integration]?.identity ?? "none"
         }
     }
@@ -248,9 +258,10 @@ public enum Planner {
             }
         case (.serverCertificate(let integration), .serverCertificate(let certificate, _, _)):
             target.serverCertificates[integration] = certificate
-        case (.clientCertificate(let integration), .clientCertificate(let certificate, _, let password, _)):
+        case (.clientCertificate(let integration), .clientCertificate(let certificate, let container, let password, _)):
             target.clientCertificates[integration] = certificate
             target.clientPasswords[integration] = password
+            target.clientContainerDigests[integration] = sha256Hex(container)
         default:
             break
         }

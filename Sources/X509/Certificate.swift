@@ -197,3 +197,9 @@ package enum OpenSSL {
         return String(decoding: UnsafeRawBufferPointer(start: data, count: count), as: UTF8.self)
     }
 }
+
+/// SHA-256 of bytes, as lower-case hex: how a client container is told from another with the
+/// same certificate (re-exported with a new password, say).
+public func sha256Hex(_ bytes: [UInt8]) -> String {
+    SSHSignature.hash(bytes, EVP_sha256()).map { String(format: "%02x", $0) }.joined()
+}

@@ -47,6 +47,7 @@ private func agent(_ settings: [(SettingPath, SettingValue)] = [], running: Set<
     state.serverCertificates = server
     state.clientCertificates = client.mapValues(\.0)
     state.clientPasswords = client.mapValues(\.1)
+    state.clientContainerDigests = client.mapValues { _ in sha256Hex(containerBytes) }
     return state
 }
 
@@ -59,9 +60,12 @@ private func server(_ certificate: Certificate) -> ResolvedValue {
     .serverCertificate(certificate, bytes: certificate.der, path: "certs/kata.pem")
 }
 private let edrClient = DesiredKey.clientCertificate(.edr)
-/// A client container (its bytes do not matter to the planner) with its password file.
-private func client(_ certificate: Certificate, _ password: ContainerPassword) -> ResolvedValue {
-    .clientCertificate(certificate, container: [1, 2, 3], password: password, file: "edr-client.p12")
+/// The bytes of the client container the agents in these tests hold.
+private let containerBytes: [UInt8] = [1, 2, 3]
+
+/// A client container with its password file.
+private func client(_ certificate: Certificate, _ password: ContainerPassword, container: [UInt8] = containerBytes) -> ResolvedValue {
+    .clientCertificate(certificate, container: container, password: password, file: "edr-client.p12")
 }
 
 /// One row: a situation and the findings (kind by key) and steps the planner must give.
@@ -110,8 +114,13 @@ private let cases: [Case] = [
          actual: agent(client: [.edr: (Certificates.current, .file("edr.pass"))]), findings: [:], steps: []),
     Case(name: "pending: the same client container, but the policy names another password file",
          desired: desired([(edrClient, client(Certificates.current, .file("new.pass")))]),
-         actual: agent(client: [.edr: (Certificates.current, .file("edr.pass"))]), applied: [edrClient: "\(Certificates.current.sha256Fingerprint) (password from edr.pass)"],
+         actual: agent(client: [.edr: (Certificates.current, .file("edr.pass"))]),
+         applied: [edrClient: "\(Certificates.current.sha256Fingerprint) (password from edr.pass; container sha256 \(sha256Hex(containerBytes).prefix(16)))"],
          findings: [edrClient: .pending], steps: ["install edr client certificate"]),
+    Case(name: "pending: the same certificate in another container file (re-exported with a new password at the same paths)",
+         desired: desired([(edrClient, client(Certificates.current, .file("edr.pass"), container: [4, 5, 6]))]),
+         actual: agent(client: [.edr: (Certificates.current, .file("edr.pass"))]), findings: [edrClient: .pending],
+         steps: ["install edr client certificate"]),
     Case(name: "pending, not conflict: a container whose password an earlier release kept is installed again with its file",
          desired: desired([(edrClient, client(Certificates.current, .file("edr.pass")))]),
          actual: agent(client: [.edr: (Certificates.current, .forgotten)]), applied: [edrClient: Certificates.current.sha256Fingerprint],
