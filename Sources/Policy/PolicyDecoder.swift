@@ -69,6 +69,10 @@ public struct PolicyDecoder {
         /// repeated has no stable place, and field names are plain words anyway.
         var question: (line: Int, column: Int)?
         var closed: (line: Int, column: Int, colon: Bool)?
+        /// Whether only indentation (and `- `) came before on this line: where a key can start.
+        var keyCanStart = true
+        /// The lines of block scalars (`|`, `>`): text, not YAML structure.
+        let textLines = blockScalarLines(text)
         func plainKeysOnly(_ at: (line: Int, column: Int), _ what: String) -> PolicyProblem {
             PolicyProblem(SourceLocation(file: file, line: at.line, column: at.column), "\(what) is not allowed: field names are plain words")
         }
@@ -94,15 +98,18 @@ public struct PolicyDecoder {
                 column = 0
                 comment = false
                 previous = " "
+                keyCanStart = true
                 continue
             }
-            if comment { continue }
+            if comment || textLines.contains(line) { continue }
+            let atKeyStart = keyCanStart
+            if character != " " && character != "-" { keyCanStart = false }
             if let open = quote {
                 if character == open { quote = nil }
                 previous = character
                 continue
             }
-            let boundary = previous == " " || previous == "[" || previous == "{" || previous == "," || previous == ":" || column == 1
+            let boundary = previous == " " || previous == "[" || previous == "{" || previous == "," || column == 1
             switch character {
             case "\"" where boundary, "'" where boundary:
                 quote = character
@@ -116,7 +123,7 @@ public struct PolicyDecoder {
             case "]", "}":
                 flowDepth = max(0, flowDepth - 1)
                 closed = (line, column, false)
-            case "?" where boundary:
+            case "?" where atKeyStart:
                 question = (line, column)
             case "*" where previous == " " || previous == "[" || previous == "," || previous == "{":
                 aliases += 1
@@ -592,19 +599,51 @@ public struct PolicyDecoder {
     /// composer's own place for a repeated key is one of the repeats, chosen in no fixed order
     /// when keys differ only by tag.
     static func secondOccurrence(of names: [String], in text: String) -> (line: Int, column: Int)? {
-        var seen = Set<String>()
+        /// Each name's last place as a key, while the mapping it is in lasts (no line less indented since).
+        var seen: [String: Int] = [:]
         for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+            let indent = raw.prefix { $0 == " " }.count
+            let content = raw.dropFirst(indent)
+            if !content.isEmpty && !content.hasPrefix("#") { seen = seen.filter { $0.value <= indent + 1 } }
             var rest = raw.drop { $0 == " " }
             if rest.hasPrefix("- ") { rest = rest.dropFirst(2).drop { $0 == " " } }
+            let keyStart = raw.count - rest.count + 1
             if rest.hasPrefix("!") { rest = rest.drop { $0 != " " }.drop { $0 == " " } }
             let column = raw.count - rest.count + 1
             for name in names {
                 guard let after = [name, "\"\(name)\"", "'\(name)'"].lazy.compactMap({ rest.hasPrefix($0) ? rest.dropFirst($0.count) : nil }).first,
                       after.drop(while: { $0 == " " }).hasPrefix(":") else { continue }
-                if !seen.insert(name).inserted { return (index + 1, column) }
+                if seen[name] == keyStart { return (index + 1, column) }
+                seen[name] = keyStart
             }
         }
         return nil
+    }
+
+    /// The line numbers of block scalars' text (the lines after `key: |` or `- >-` that are
+    /// indented deeper, and blank lines among them).
+    static func blockScalarLines(_ text: String) -> Set<Int> {
+        var lines = Set<Int>()
+        var parent: Int?
+        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+            let indent = raw.prefix { $0 == " " }.count
+            let content = raw.dropFirst(indent)
+            if let block = parent {
+                if content.allSatisfy({ $0 == " " }) || indent > block {
+                    lines.insert(index + 1)
+                    continue
+                }
+                parent = nil
+            }
+            var value = content
+            if let hash = value.range(of: " #") { value = value[..<hash.lowerBound] }
+            while value.last == " " { value.removeLast() }
+            guard let last = value.split(separator: " ").last, last.first == "|" || last.first == ">",
+                  last.dropFirst().allSatisfy({ "+-0123456789".contains($0) }) else { continue }
+            let before = value.dropLast(last.count)
+            if before.isEmpty || before.hasSuffix(": ") || before.hasSuffix("- ") { parent = indent }
+        }
+        return lines
     }
 
     /// Where the first line that opens an explicit key (`? `) starts it.

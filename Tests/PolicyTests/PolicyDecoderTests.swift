@@ -127,6 +127,24 @@ struct PolicyDecoderTests {
         }
     }
 
+    @Test("What looks like keys inside text is text: a question mark ending a value, lists and colons in block scalars")
+    func textIsText() {
+        let text = policy("t", spec: """
+              exceptions:
+                - key: edr.port
+                  reason: waiting for the vendor ?
+                  expires: 2099-01-01
+              annotations:
+                note: |
+                  [1]: https://example.org/ticket
+                  ? is this right
+            """)
+        #expect(!decode(text).problems.contains { $0.message.contains("plain words") }, "\(decode(text).problems)")
+        // A key repeated in another mapping's place is not the repeat: the repeat is.
+        let repeated = policy("r", spec: "  edr:\n    enabled: true\n  ndr:\n    enabled: true\n  sandbox:\n    enabled: true\n    enabled: false\n")
+        #expect(decode(repeated).problems.map(\.description) == ["policies/p.yaml:13:5: field 'enabled' appears twice in one mapping"])
+    }
+
     @Test("Malformed YAML is located where the parser stopped")
     func malformedYAML() {
         let problems = decode("apiVersion: tether/v1\nkind: IntegrationPolicy\nmetadata:\n  name: [unclosed\n").problems
