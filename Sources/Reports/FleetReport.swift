@@ -13,9 +13,9 @@ public struct FleetReport {
         /// (path, kind, integration) of each finding.
         public let findings: [(path: String, kind: String, integration: String)]
 
-        /// `in sync`, `drifting`, or `failing` (something cannot be applied or has expired).
+        /// `in sync`, `drifting`, or `failing` (something cannot be applied, has expired or is not valid yet).
         public var status: String {
-            if findings.contains(where: { $0.kind == "unenforceable" || $0.kind == "expired" }) { return "failing" }
+            if findings.contains(where: { ["unenforceable", "expired", "not-yet-valid"].contains($0.kind) }) { return "failing" }
             return inSync ? "in sync" : "drifting"
         }
     }
