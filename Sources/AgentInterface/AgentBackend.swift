@@ -36,4 +36,7 @@ public protocol AgentBackend: AnyObject {
     /// file now) and checking its key; keeps where the password comes from, not the password.
     func addClientCertificate(_ integration: Integration, pkcs12: [UInt8], password: ContainerPassword, source: String) throws -> Certificate
     func removeClientCertificate(_ integration: Integration) throws
+    /// Puts back a client container this agent held before (a restore point's), without opening
+    /// it again: its password file may hold a newer container's password by now.
+    func restoreClientCertificate(_ integration: Integration, certificate: Certificate, pkcs12: [UInt8], password: ContainerPassword) throws
 }

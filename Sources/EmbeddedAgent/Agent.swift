@@ -272,6 +272,18 @@ public final class Agent: AgentBackend {
         return container.certificate
     }
 
+    /// Puts back a container this agent held before, as it was (not opened again).
+    public func restoreClientCertificate(_ integration: Integration, certificate: Certificate, pkcs12: [UInt8], password: ContainerPassword) throws {
+        try atomically {
+            let current = try state()
+            try database.query("INSERT OR REPLACE INTO certificates (integration, role, der, container, password_source, added_at) VALUES (?, 'client', ?, ?, ?, ?)",
+                               [.text(integration.rawValue), .blob(certificate.der), .blob(pkcs12), .text(password.storedForm),
+                                .real(Date().timeIntervalSince1970)])
+            try record("\(integration.rawValue).clientCertificate", old: current.clientCertificates[integration]?.sha256Fingerprint ?? "none",
+                       new: certificate.sha256Fingerprint)
+        }
+    }
+
     /// Removes the client certificate; a running task that uses mutual authentication is stopped first (rule 5).
     public func removeClientCertificate(_ integration: Integration) throws {
         try atomically {

@@ -357,6 +357,12 @@ public final class KESLAgent: AgentBackend {
         return container.certificate
     }
 
+    /// The vendor takes a container only with its password, so this one is installed as any
+    /// other: its password file must still hold its password.
+    public func restoreClientCertificate(_ integration: Integration, certificate: Certificate, pkcs12: [UInt8], password: ContainerPassword) throws {
+        try addClientCertificate(integration, pkcs12: pkcs12, password: password, source: "the previous container")
+    }
+
     public func removeClientCertificate(_ integration: Integration) throws {
         try atomically {
             let current = try state()

@@ -61,7 +61,7 @@ public struct RestorePoint: Sendable {
     /// Puts the agent back as it was when this point was taken: run it inside a transaction of
     /// the agent (see `Reconciliation.apply`).
     public func restore(on agent: AgentBackend) throws {
-        for step in steps(from: try agent.state()) { try step.run(on: agent) }
+        for step in steps(from: try agent.state()) { try step.run(on: agent, restoring: true) }
         try agent.recordApplied(applied.values, revision: applied.revision)
     }
 }

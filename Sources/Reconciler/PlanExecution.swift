@@ -5,9 +5,12 @@ import Planner
 // the caller's transaction (see Reconciliation.apply).
 
 extension PlanStep {
-    /// Performs the step on any agent backend.
-    func run(on agent: AgentBackend) throws {
+    /// Performs the step on any agent backend; `restoring`, to put back what a restore point
+    /// holds (a client container is then installed as it was, not opened again).
+    func run(on agent: AgentBackend, restoring: Bool = false) throws {
         switch self {
+        case .installClientCertificate(let integration, let certificate, let container, let password, _) where restoring:
+            try agent.restoreClientCertificate(integration, certificate: certificate, pkcs12: container, password: password)
         case .stop(let integration): try agent.stop(integration)
         case .start(let integration): try agent.start(integration)
         case .set(let path, _, let value): try agent.set(path, to: value)

@@ -3,6 +3,7 @@ import ConnectorCore
 import EmbeddedAgent
 import Foundation
 import IntegrationModel
+import PlatformSim
 import Reconciler
 import SQLiteDB
 import TetherTestSupport
@@ -118,5 +119,28 @@ struct StoreUpgradeTests {
         try agentDB.execute("PRAGMA user_version = 99")
         let refused = #expect(throws: AgentError.self) { try Agent(stateDirectory: state.path) }
         #expect("\(refused.map { "\($0)" } ?? "")".contains("schema version 99, newer than this tether knows (2)"))
+    }
+}
+
+@Suite("Restore points after a rotation")
+struct RotationRestoreTests {
+    @Test("A restore puts back the previous client container as it was, even when its password file now holds the next one's password")
+    func restoreAfterRotation() throws {
+        let state = try TemporaryDirectory("tether-restore")
+        let pki = try PlatformPKI.create()
+        let agent = try Agent(stateDirectory: state.path)
+        try state.write("client.pass", "first\n")
+        let first = try pki.issueClient(commonName: "endpoint-1", password: "first")
+        try agent.transaction(actor: "test") { try agent.addClientCertificate(.edr, pkcs12: first, password: .file("client.pass"), source: "client.p12") }
+        let point = try RestorePoint(agent: agent)
+
+        // A rotation: the same paths, a new container and a new password.
+        try state.write("client.pass", "second\n")
+        let second = try pki.issueClient(commonName: "endpoint-2", password: "second")
+        try agent.transaction(actor: "test") { try agent.addClientCertificate(.edr, pkcs12: second, password: .file("client.pass"), source: "client.p12") }
+
+        try agent.transaction(actor: "test restore") { try point.restore(on: agent) }
+        #expect(try agent.clientContainer(.edr)?.pkcs12 == first)
+        #expect(try agent.state().clientCertificates[.edr]?.subject.contains("endpoint-1") == true)
     }
 }
