@@ -110,7 +110,16 @@ struct RunCommand: ParsableCommand {
         logger.info("controller started", metadata: ["repo": .string(source.spec.displayRepository), "ref": .string(source.ref ?? "HEAD"),
                                                      "interval": .stringConvertible(interval), "verify": .string(verify.rawValue)])
         var last: CycleResult?
-        loop.run(cycles: once ? 1 : cycles, shouldStop: { StopSignal.requested }, shouldReload: { StopSignal.takeReload() }) { last = $0 }
+        // Under systemd (Type=notify): ready after the first cycle, a watchdog ping after every
+        // cycle that completes, the last result as the status, and stopping at the end.
+        let notifier = ServiceNotifier()
+        loop.run(cycles: once ? 1 : cycles, shouldStop: { StopSignal.requested }, shouldReload: { StopSignal.takeReload() }) { result in
+            var fields = ["WATCHDOG": "1", "STATUS": "\(result.condition.rawValue): \(result.message)"]
+            if last == nil { fields["READY"] = "1" }
+            notifier?.send(fields)
+            last = result
+        }
+        notifier?.send(["STOPPING": "1", "STATUS": "stopping"])
         loop.stopServing()
         logger.info("controller stopped", metadata: ["cycles": .stringConvertible(controller.metrics.cycles)])
         if once, let last, last.condition != .ready && last.condition != .suspended { throw ExitCode(1) }

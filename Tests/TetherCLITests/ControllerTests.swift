@@ -498,3 +498,43 @@ struct ControllerTests {
         #expect(cycle?["fetched"] is Bool && cycle?["duration"] is Double, "typed values: \(String(describing: cycle))")
     }
 }
+
+@Suite("tether run under a service manager")
+struct ServiceNotificationTests {
+    @Test("With $NOTIFY_SOCKET, run says READY=1 after its first cycle, WATCHDOG=1 after each, its last result as STATUS, and STOPPING=1")
+    func notifications() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let folder = try TemporaryDirectory("tether-notify")
+        let path = folder.url.appendingPathComponent("notify").path
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
+            for (index, byte) in path.utf8.enumerated() { buffer[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(bound == 0)
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+
+        let run = try runProgram(tetherExecutable, ["run", "--cycles", "2", "--interval", "0", "--no-connectors"] + env.flags,
+                                 environment: ["NOTIFY_SOCKET": path])
+        #expect(run.status == 0, "\(run.output)")
+        var messages: [String] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while messages.count < 3 {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count > 0 else { break }
+            messages.append(String(decoding: buffer[0..<count], as: UTF8.self))
+        }
+        #expect(messages.count == 3, "\(messages)")
+        let first = messages.first?.split(separator: "\n").map(String.init).sorted() ?? []
+        #expect(first.count == 3 && first[0] == "READY=1" && first[1].hasPrefix("STATUS=Ready: applied ") && first[2] == "WATCHDOG=1", "\(messages)")
+        #expect(messages.dropFirst().first?.contains("WATCHDOG=1") == true && messages.dropFirst().first?.contains("READY=1") == false)
+        #expect(messages.last?.contains("STOPPING=1") == true, "\(messages)")
+    }
+}
