@@ -66,7 +66,7 @@ let package = Package(
         ]),
         .target(name: "TetherCLI", dependencies: [
             "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
-            "GitSource", "X509", "Controller",
+            "GitSource", "HTTPTransport", "SQLiteDB", "X509", "Controller",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

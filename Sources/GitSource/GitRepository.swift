@@ -409,3 +409,10 @@ func withStringArray<T>(_ strings: [String], _ body: (inout git_strarray) -> T) 
         return body(&array)
     }
 }
+
+/// The libgit2 this process runs with (`1.5.1`).
+public var libgit2Version: String {
+    var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
+    git_libgit2_version(&major, &minor, &patch)
+    return "\(major).\(minor).\(patch)"
+}

@@ -269,3 +269,9 @@ public final class HTTPClient {
 private final class ResponseSink {
     var body: [UInt8] = []
 }
+
+/// The libcurl this process runs with (`7.88.1`).
+public var libcurlVersion: String {
+    // "libcurl/7.88.1 OpenSSL/3.0.19 …": the first word, without its name.
+    String(String(cString: curl_version()).split(separator: " ").first?.split(separator: "/").last ?? "?")
+}

@@ -213,3 +213,6 @@ extension Database {
         Int(try query("PRAGMA user_version").first?.first?.integer ?? 0)
     }
 }
+
+/// The SQLite this process runs with (`3.40.1`).
+public var sqliteVersion: String { String(cString: sqlite3_libversion()) }

@@ -3,8 +3,12 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
+import GitSource
+import HTTPTransport
 import Policy
 import Reconciler
+import SQLiteDB
+import X509
 
 /// The `tether` command.
 public struct Tether: ParsableCommand {
@@ -23,11 +27,20 @@ public struct Tether: ParsableCommand {
               tether drift --repo . --state-dir ./state     is the agent still as git says?
               tether run --repo URL --state-dir DIR         the controller, on an endpoint
             """,
+        version: Tether.versionText,
         subcommands: [InitCommand.self, ValidateCommand.self, RenderCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, StatusCommand.self, ImportCommand.self,
                       HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self]
     )
 
     public init() {}
+
+    /// Tether's release.
+    public static let version = "0.9.0"
+
+    /// What `tether --version` prints: Tether's release and the C libraries it runs with.
+    static var versionText: String {
+        "tether \(version) (libgit2 \(libgit2Version), libcurl \(libcurlVersion), \(openSSLVersion), SQLite \(sqliteVersion))"
+    }
 
     /// Runs tether with `arguments` (without the program name) and returns the exit code.
     /// Output goes to `Console.current`.

@@ -203,3 +203,6 @@ package enum OpenSSL {
 public func sha256Hex(_ bytes: [UInt8]) -> String {
     SSHSignature.hash(bytes, EVP_sha256()).map { String(format: "%02x", $0) }.joined()
 }
+
+/// The OpenSSL this process runs with (`OpenSSL 3.0.19 27 Jan 2026`).
+public var openSSLVersion: String { String(cString: OpenSSL_version(Int32(OPENSSL_VERSION))) }
