@@ -48,6 +48,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Serve /healthz, /readyz and /metrics on this loopback address, e.g. 127.0.0.1:9464.", valueName: "host:port"))
     var metricsAddress: String?
 
+    @Option(help: ArgumentHelp("After every cycle, write the /metrics text to this file (atomically), for node_exporter's textfile collector: a fleet that scrapes node_exporter needs no new port. Name it *.prom in the collector's folder.", valueName: "path"))
+    var textfile: String?
+
     @Option(help: "Log lines as text (for people) or json (one object a line).")
     var logFormat: LogFormat = .text
 
@@ -117,12 +120,27 @@ struct RunCommand: ParsableCommand {
             var fields = ["WATCHDOG": "1", "STATUS": "\(result.condition.rawValue): \(result.message)"]
             if last == nil { fields["READY"] = "1" }
             notifier?.send(fields)
+            if let textfile { writeTextfile(textfile, controller.metrics.render(), logger: logger) }
             last = result
         }
         notifier?.send(["STOPPING": "1", "STATUS": "stopping"])
         loop.stopServing()
         logger.info("controller stopped", metadata: ["cycles": .stringConvertible(controller.metrics.cycles)])
         if once, let last, last.condition != .ready && last.condition != .suspended { throw ExitCode(1) }
+    }
+
+    /// Replaces `path` with `text` in one rename, so the collector never reads half a file.
+    private func writeTextfile(_ path: String, _ text: String, logger: Logger) {
+        do {
+            let url = URL(fileURLWithPath: path)
+            let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+            try Data(text.utf8).write(to: temporary)
+            // Readable by the collector, which runs as another user.
+            chmod(temporary.path, 0o644)
+            guard rename(temporary.path, url.path) == 0 else { throw CommandError(String(cString: strerror(errno))) }
+        } catch {
+            logger.warning("cannot write the metrics textfile \(path): \(error)")
+        }
     }
 }
 

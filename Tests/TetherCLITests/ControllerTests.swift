@@ -538,3 +538,20 @@ struct ServiceNotificationTests {
         #expect(messages.last?.contains("STOPPING=1") == true, "\(messages)")
     }
 }
+
+@Suite("tether run --textfile")
+struct TextfileTests {
+    @Test("--textfile writes the /metrics text after every cycle, whole and readable by node_exporter, and leaves no temporary file")
+    func textfile() throws {
+        let env = try Environment()
+        let folder = try TemporaryDirectory("tether-textfile")
+        let file = folder.url.appendingPathComponent("tether.prom")
+        let run = env.run("run", "--once", "--no-connectors", "--textfile", file.path)
+        #expect(run.code == 0, "\(run.stdout)\(run.stderr)")
+        let text = try String(contentsOf: file, encoding: .utf8)
+        #expect(text.contains("# TYPE tether_cycles_total counter") && text.contains("tether_cycles_total 1"), "\(text)")
+        let mode = (try FileManager.default.attributesOfItem(atPath: file.path)[.posixPermissions] as? Int) ?? 0
+        #expect(mode == 0o644)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["tether.prom"])
+    }
+}
