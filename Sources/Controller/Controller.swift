@@ -31,6 +31,8 @@ public struct CycleResult: Sendable {
     public let bytesReceived: Int
     public let findings: Int
     public let findingsByIntegration: [String: Int]
+    /// The same by integration and kind (`edr` → `drift` → 2).
+    public let findingsByKind: [String: [String: Int]]
     public let steps: Int
 }
 
@@ -72,13 +74,16 @@ public final class Controller: @unchecked Sendable {
         func finish(_ condition: CycleResult.Condition, _ reason: String, _ message: String, revision: String? = nil,
                     report: Report? = nil) -> CycleResult {
             var byIntegration: [String: Int] = [:]
+            var byKind: [String: [String: Int]] = [:]
             for finding in report?.findings ?? [] where finding.kind.isProblem {
-                byIntegration[finding.key.scope.prefix.isEmpty ? "app" : finding.key.scope.prefix, default: 0] += 1
+                let integration = finding.key.scope.prefix.isEmpty ? "app" : finding.key.scope.prefix
+                byIntegration[integration, default: 0] += 1
+                byKind[integration, default: [:]][finding.kind.rawValue, default: 0] += 1
             }
             let result = CycleResult(condition: condition, reason: reason, message: message, revision: revision, startedAt: started,
                                      duration: Date().timeIntervalSince(started), fetchDuration: fetchDuration,
                                      fetched: update?.fetched ?? false, bytesReceived: update?.bytesReceived ?? 0,
-                                     findings: byIntegration.values.reduce(0, +), findingsByIntegration: byIntegration,
+                                     findings: byIntegration.values.reduce(0, +), findingsByIntegration: byIntegration, findingsByKind: byKind,
                                      steps: report?.steps.count ?? 0)
             if condition == .failed {
                 stores = nil

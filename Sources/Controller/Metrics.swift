@@ -10,7 +10,16 @@ public final class Metrics: @unchecked Sendable {
     private var rollbackRefusals = 0
     private var fetchBytes = 0
     private var fetches = 0
-    private var fetchSeconds: [Double] = []
+    private var fetchSeconds = Histogram()
+    private var cycleSeconds = Histogram()
+    private var findingsByKind: [String: [String: Int]] = [:]
+    private var lastSuccess: Date?
+    /// `tether_build_info`'s labels (the release and the C libraries), set once at start.
+    public var buildInfo: [(name: String, value: String)] {
+        get { lock.withLock { build } }
+        set { lock.withLock { build = newValue } }
+    }
+    private var build: [(name: String, value: String)] = []
     private var last: CycleResult?
     private var lastApplied: String?
     private var findings: [String: Int] = [:]
@@ -28,13 +37,17 @@ public final class Metrics: @unchecked Sendable {
             cycleCount += 1
             if result.condition == .failed || result.condition == .stalled { errorCount += 1 }
             ready = result.condition == .ready || result.condition == .suspended
-            fetchSeconds.append(result.fetchDuration)
-            if fetchSeconds.count > 1000 { fetchSeconds.removeFirst(fetchSeconds.count - 1000) }
+            fetchSeconds.observe(result.fetchDuration)
+            cycleSeconds.observe(result.duration)
+            if ready { lastSuccess = result.startedAt.addingTimeInterval(result.duration) }
             if result.fetched { fetches += 1 }
             fetchBytes += result.bytesReceived
             last = result
             if result.condition == .ready, let revision = result.revision { lastApplied = revision }
-            if result.condition == .ready || result.condition == .suspended { findings = result.findingsByIntegration }
+            if result.condition == .ready || result.condition == .suspended {
+                findings = result.findingsByIntegration
+                findingsByKind = result.findingsByKind
+            }
             if !health.isEmpty { connectors = health.map { ($0.integration.rawValue, $0.state) } }
             self.suspended = suspended
         }
@@ -55,6 +68,10 @@ public final class Metrics: @unchecked Sendable {
                     lines.append("\(name)\(labels) \(number)")
                 }
             }
+            if !build.isEmpty {
+                metric("tether_build_info", "gauge", "Tether's release and the libraries it runs with.",
+                       [("{" + build.map { "\($0.name)=\"\(Self.escaped($0.value))\"" }.joined(separator: ",") + "}", 1)])
+            }
             metric("tether_cycles_total", "counter", "Reconcile cycles run.", [("", Double(cycleCount))])
             metric("tether_cycle_errors_total", "counter", "Cycles that failed or were refused.", [("", Double(errorCount))])
             metric("tether_verification_refusals_total", "counter", "Revisions refused by signature verification.", [("", Double(verificationRefusals))])
@@ -69,21 +86,55 @@ public final class Metrics: @unchecked Sendable {
             if let lastApplied {
                 metric("tether_last_applied_revision_info", "gauge", "The revision last reconciled.", [("{revision=\"\(lastApplied)\"}", 1)])
             }
-            let sorted = fetchSeconds.sorted()
-            let quantiles = [0.5, 0.9, 0.99].map { q -> (String, Double) in
-                ("{quantile=\"\(q)\"}", sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))])
+            if let lastSuccess {
+                metric("tether_last_success_timestamp_seconds", "gauge", "When the last cycle that reconciled without error ended.",
+                       [("", lastSuccess.timeIntervalSince1970.rounded())])
             }
-            metric("tether_fetch_duration_seconds", "summary", "Time to ask the remote for its refs and fetch when they moved.",
-                   quantiles + [("_sum", fetchSeconds.reduce(0, +)), ("_count", Double(fetchSeconds.count))])
+            // Histograms, not summaries: a fleet's buckets add up across controllers.
+            metric("tether_cycle_duration_seconds", "histogram", "How long cycles take.", cycleSeconds.samples)
+            metric("tether_fetch_duration_seconds", "histogram", "Time to ask the remote for its refs and fetch when they moved.", fetchSeconds.samples)
             metric("tether_fetches_total", "counter", "Cycles that fetched objects (the pinned ref had moved).", [("", Double(fetches))])
             metric("tether_fetch_bytes_total", "counter", "Bytes received by fetches.", [("", Double(fetchBytes))])
             metric("tether_drift_findings", "gauge", "Findings (not in sync) per integration at the last cycle.",
                    ["app", "edr", "ndr", "sandbox"].map { ("{integration=\"\($0)\"}", Double(findings[$0] ?? 0)) })
+            let byKind = findingsByKind.sorted { $0.key < $1.key }.flatMap { integration, kinds in
+                kinds.sorted { $0.key < $1.key }.map { ("{integration=\"\(integration)\",kind=\"\($0.key)\"}", Double($0.value)) }
+            }
+            if !byKind.isEmpty {
+                metric("tether_findings", "gauge", "Findings (not in sync) by integration and kind at the last cycle.", byKind)
+            }
             if !connectors.isEmpty {
+                // One series per integration whatever its state: labels that change would make new series.
                 metric("tether_connector_up", "gauge", "1 when the connector reached its server at its last attempt.",
-                       connectors.map { ("{integration=\"\($0.0)\",state=\"\($0.1)\"}", $0.1 == "connected" ? 1 : 0) })
+                       connectors.map { ("{integration=\"\($0.0)\"}", $0.1 == "connected" ? 1 : 0) })
             }
             return lines.joined(separator: "\n") + "\n"
         }
+    }
+
+    /// A label value with `\`, `"` and line breaks escaped.
+    static func escaped(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
+
+/// A Prometheus histogram of seconds: cumulative counts per bucket, a sum and a count (bounded
+/// memory, and buckets that add up across a fleet).
+struct Histogram {
+    static let bounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+    private var counts = [Int](repeating: 0, count: Histogram.bounds.count)
+    private var sum = 0.0
+    private var count = 0
+
+    mutating func observe(_ seconds: Double) {
+        for (index, bound) in Self.bounds.enumerated() where seconds <= bound { counts[index] += 1 }
+        sum += seconds
+        count += 1
+    }
+
+    /// The `_bucket`, `_sum` and `_count` samples.
+    var samples: [(String, Double)] {
+        Self.bounds.enumerated().map { ("_bucket{le=\"\($0.element)\"}", Double(counts[$0.offset])) }
+            + [("_bucket{le=\"+Inf\"}", Double(count)), ("_sum", sum), ("_count", Double(count))]
     }
 }

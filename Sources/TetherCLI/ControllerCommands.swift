@@ -1,6 +1,10 @@
 import ArgumentParser
 import Controller
 import Foundation
+import X509
+import SQLiteDB
+import HTTPTransport
+import GitSource
 import IntegrationModel
 import Logging
 import PolicySource
@@ -100,6 +104,8 @@ struct RunCommand: ParsableCommand {
         configuration.prune = prune
         configuration.agent = try backend.choice(source.device, keep: true)
         let controller = Controller(configuration: configuration, logger: logger)
+        controller.metrics.buildInfo = [("version", Tether.version), ("libgit2", libgit2Version), ("libcurl", libcurlVersion),
+                                        ("openssl", openSSLVersion), ("sqlite", sqliteVersion)]
         let loop = ControllerLoop(controller: controller, logger: logger)
         if let metricsAddress, let (host, port) = Self.address(metricsAddress) {
             do {
