@@ -138,7 +138,7 @@ public struct PolicyDecoder {
         if let at = question { return plainKeysOnly(at, "an explicit '? ' key") }
         if let at = closed, at.colon { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }
         // Block nesting needs indentation (or compact "- - -" sequences): bound it.
-        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+        for (index, raw) in lines(of: text).enumerated() {
             let indentation = raw.prefix { $0 == " " || $0 == "-" }.count
             if indentation > maximumDepth * 4 {
                 return PolicyProblem(SourceLocation(file: file, line: index + 1, column: 1), "YAML indented more than \(maximumDepth * 4) columns (nesting too deep): refused")
@@ -601,7 +601,7 @@ public struct PolicyDecoder {
     static func secondOccurrence(of names: [String], in text: String) -> (line: Int, column: Int)? {
         /// Each name's last place as a key, while the mapping it is in lasts (no line less indented since).
         var seen: [String: Int] = [:]
-        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+        for (index, raw) in lines(of: text).enumerated() {
             let indent = raw.prefix { $0 == " " }.count
             let content = raw.dropFirst(indent)
             if !content.isEmpty && !content.hasPrefix("#") { seen = seen.filter { $0.value <= indent + 1 } }
@@ -622,15 +622,15 @@ public struct PolicyDecoder {
 
     /// The line numbers of block scalars' text (the lines after `key: |` or `- >-` that are
     /// indented deeper, and blank lines among them).
-    static func blockScalarLines(_ text: String) -> Set<Int> {
-        var lines = Set<Int>()
+    static func blockScalarLines(_ source: String) -> Set<Int> {
+        var textLines = Set<Int>()
         var parent: Int?
-        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+        for (index, raw) in lines(of: source).enumerated() {
             let indent = raw.prefix { $0 == " " }.count
             let content = raw.dropFirst(indent)
             if let block = parent {
                 if content.allSatisfy({ $0 == " " }) || indent > block {
-                    lines.insert(index + 1)
+                    textLines.insert(index + 1)
                     continue
                 }
                 parent = nil
@@ -643,12 +643,18 @@ public struct PolicyDecoder {
             let before = value.dropLast(last.count)
             if before.isEmpty || before.hasSuffix(": ") || before.hasSuffix("- ") { parent = indent }
         }
-        return lines
+        return textLines
+    }
+
+    /// A file's lines as git and an editor count them (LF or CRLF ends each; the preflight
+    /// refuses other line breaks).
+    static func lines(of text: String) -> [Substring] {
+        text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
     }
 
     /// Where the first line that opens an explicit key (`? `) starts it.
     static func firstExplicitKey(in text: String) -> (line: Int, column: Int)? {
-        for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
+        for (index, raw) in lines(of: text).enumerated() {
             let rest = raw.drop { $0 == " " }
             if rest == "?" || rest.hasPrefix("? ") || rest.hasPrefix("?\t") { return (index + 1, raw.count - rest.count + 1) }
         }
