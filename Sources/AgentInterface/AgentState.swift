@@ -225,6 +225,30 @@ public struct InstalledContainer: Sendable {
     }
 }
 
+extension InstalledContainer {
+    /// Opens the container with its password (read from its file now) and checks that its key
+    /// matches its certificate, as a backend does before installing it; errors name `source`.
+    public func open(stateDirectory: URL, source: String) throws -> (container: ClientContainer, password: String) {
+        do {
+            let secret = try readPassword(stateDirectory: stateDirectory)
+            return (try ClientContainer(pkcs12: pkcs12, password: secret), secret)
+        } catch {
+            throw AgentError.certificate(path: source, reason: "\(error)")
+        }
+    }
+}
+
+extension Certificate {
+    /// A certificate (PEM or DER) a backend is asked to pin; errors name `source`.
+    public static func toPin(_ bytes: [UInt8], source: String) throws -> Certificate {
+        do {
+            return try Certificate(bytes: bytes)
+        } catch {
+            throw AgentError.certificate(path: source, reason: "\(error)")
+        }
+    }
+}
+
 /// Why a client container's password cannot be had.
 public struct ContainerPasswordError: Error, CustomStringConvertible, Sendable {
     public let description: String

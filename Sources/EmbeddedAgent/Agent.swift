@@ -214,12 +214,7 @@ public final class Agent: AgentBackend {
     /// Pins `bytes` (a PEM or DER certificate) as the integration's server certificate, replacing any other.
     @discardableResult
     public func addServerCertificate(_ integration: Integration, bytes: [UInt8], source: String) throws -> Certificate {
-        let certificate: Certificate
-        do {
-            certificate = try Certificate(bytes: bytes)
-        } catch {
-            throw AgentError.certificate(path: source, reason: "\(error)")
-        }
+        let certificate = try Certificate.toPin(bytes, source: source)
         try atomically {
             let old = try state().serverCertificates[integration]
             guard old?.sha256Fingerprint != certificate.sha256Fingerprint else { return }
@@ -246,13 +241,7 @@ public final class Agent: AgentBackend {
     /// the store, and where its password comes from; the password itself is never kept.
     @discardableResult
     public func addClientCertificate(_ integration: Integration, pkcs12: [UInt8], password: ContainerPassword, source: String) throws -> Certificate {
-        let container: ClientContainer
-        do {
-            let secret = try InstalledContainer(pkcs12: pkcs12, password: password).readPassword(stateDirectory: directory)
-            container = try ClientContainer(pkcs12: pkcs12, password: secret)
-        } catch {
-            throw AgentError.certificate(path: source, reason: "\(error)")
-        }
+        let container = try InstalledContainer(pkcs12: pkcs12, password: password).open(stateDirectory: directory, source: source).container
         try atomically {
             let current = try state()
             let old = current.clientCertificates[integration]

@@ -270,12 +270,7 @@ public final class KESLAgent: AgentBackend {
 
     @discardableResult
     public func addServerCertificate(_ integration: Integration, bytes: [UInt8], source: String) throws -> Certificate {
-        let certificate: Certificate
-        do {
-            certificate = try Certificate(bytes: bytes)
-        } catch {
-            throw AgentError.certificate(path: source, reason: "\(error)")
-        }
+        let certificate = try Certificate.toPin(bytes, source: source)
         try atomically {
             let current = try state()
             if current.serverCertificates[integration]?.sha256Fingerprint == certificate.sha256Fingerprint { return }
@@ -319,14 +314,7 @@ public final class KESLAgent: AgentBackend {
 
     @discardableResult
     public func addClientCertificate(_ integration: Integration, pkcs12: [UInt8], password: ContainerPassword, source: String) throws -> Certificate {
-        let secret: String
-        let container: ClientContainer
-        do {
-            secret = try InstalledContainer(pkcs12: pkcs12, password: password).readPassword(stateDirectory: directory)
-            container = try ClientContainer(pkcs12: pkcs12, password: secret)
-        } catch {
-            throw AgentError.certificate(path: source, reason: "\(error)")
-        }
+        let (container, secret) = try InstalledContainer(pkcs12: pkcs12, password: password).open(stateDirectory: directory, source: source)
         try atomically {
             let current = try state()
             let old = current.clientCertificates[integration]
@@ -457,8 +445,8 @@ public final class KESLAgent: AgentBackend {
                 try control.run(["--remove-\(VendorTaskNames.group(integration))-server-certificate"])
             case .addClientCertificate(let integration, let pkcs12, let stored):
                 let password = ContainerPassword(storedForm: stored)
-                let secret = try InstalledContainer(pkcs12: pkcs12, password: password).readPassword(stateDirectory: directory)
-                let container = try ClientContainer(pkcs12: pkcs12, password: secret)
+                let (container, secret) = try InstalledContainer(pkcs12: pkcs12, password: password)
+                    .open(stateDirectory: directory, source: "the previous container")
                 try withPrivateFile(pkcs12, name: "client.p12") { path in
                     _ = try control.run(["--add-\(VendorTaskNames.group(integration))-client-certificate", path], input: Array((secret + "\n").utf8))
                 }
