@@ -118,7 +118,9 @@ public enum ChildProcess {
         func pump(_ milliseconds: Int32) {
             var descriptors = open.filter(\.value).keys.sorted().map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             if inputOpen { descriptors.append(pollfd(fd: toChild.write, events: Int16(POLLOUT), revents: 0)) }
-            guard !descriptors.isEmpty else { usleep(UInt32(milliseconds) * 1000); return }
+            // Outputs closed: the child is ending (or hangs on without them). Wait briefly between
+            // checks for its exit rather than a whole poll interval, which every call would pay.
+            guard !descriptors.isEmpty else { usleep(UInt32(min(milliseconds, 2)) * 1000); return }
             let ready = poll(&descriptors, nfds_t(descriptors.count), milliseconds)
             guard ready > 0 else { return }
             for descriptor in descriptors where descriptor.revents != 0 {
