@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "CGit2Shims", dependencies: ["CGit2"]),
         .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
         .target(name: "CProcessShims"),
+        // The kernel interfaces the sensors read: the netlink process connector and fanotify.
+        .target(name: "CSensorShims"),
         // Running a program as a child with a deadline (tether-fetch, kesl-control).
         .target(name: "ChildProcess", dependencies: ["CProcessShims"]),
 
@@ -49,9 +51,11 @@ let package = Package(
         .target(name: "EmbeddedAgent", dependencies: ["AgentInterface", "AgentRecords", "IntegrationModel", "SQLiteDB", "X509"]),
         // The vendor's agent, driven through its command line kesl-control (docs/architecture.md, "The vendor's agent").
         .target(name: "KESLAgent", dependencies: ["AgentInterface", "AgentRecords", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
+        // The embedded agent's sensors: processes, network connections and file changes from Linux itself.
+        .target(name: "Sensors", dependencies: ["CSensorShims", "IntegrationModel", "X509"]),
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
         .target(name: "WireFormat", dependencies: ["IntegrationModel"]),
-        .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
+        .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
         // Where policies come from: revision, mirror, fetch, verification, anti-rollback.
         .target(name: "PolicySource", dependencies: ["ChildProcess", "GitSource", "Policy", "X509"]),
         // The pure planner: desired × actual × last applied → findings and ordered steps.
@@ -66,7 +70,7 @@ let package = Package(
         ]),
         .target(name: "TetherCLI", dependencies: [
             "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
-            "GitSource", "HTTPTransport", "SQLiteDB", "X509", "Controller",
+            "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

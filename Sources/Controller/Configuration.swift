@@ -27,6 +27,8 @@ public struct ControllerConfiguration: Sendable {
     public var fetchTimeout: TimeInterval
     /// Whether the controller also runs the connectors between cycles.
     public var runConnectors: Bool
+    /// Whether the embedded agent's sensors run (while telemetry flows; docs/architecture.md, "Sensors").
+    public var runSensors = true
     /// Whether released settings are reset to the vendor default.
     public var prune = false
     /// The agent governed: the embedded one (with its connectors) or the vendor's.

@@ -74,6 +74,8 @@ public final class ControllerLoop {
         var failures = 0
         var done = 0
         var runtime: ConnectorRuntime?
+        var sensors: SensorSupervisor?
+        defer { sensors?.stop() }
         while !shouldStop() {
             let result = controller.runCycle()
             done += 1
@@ -92,6 +94,12 @@ public final class ControllerLoop {
                 if controller.configuration.runConnectors, controller.configuration.agent.kind == .embedded {
                     if runtime == nil, let agent = try? Agent(stateDirectory: controller.configuration.stateDirectory.path) {
                         runtime = try? ConnectorRuntime(agent: agent)
+                    }
+                    if sensors == nil, controller.configuration.runSensors,
+                       let agent = try? Agent(stateDirectory: controller.configuration.stateDirectory.path) {
+                        let logger = self.logger
+                        sensors = try? SensorSupervisor(agent: agent) { message in logger.info("\(message)") }
+                        sensors?.start()
                     }
                     for outcome in runtime?.tick() ?? [] where outcome.attempted {
                         if outcome.succeeded {

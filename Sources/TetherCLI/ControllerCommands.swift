@@ -61,8 +61,11 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("After applying, sync each changed connector for up to this many seconds; restore the previous state if one never connects.", valueName: "seconds"))
     var healthWindow: Double = 0
 
-    @Flag(help: "Do not run the connectors between cycles.")
+    @Flag(help: "Do not run the connectors between cycles (nor the sensors).")
     var noConnectors = false
+
+    @Flag(help: "Do not run the embedded agent's sensors: no process, network or file telemetry from this machine.")
+    var noSensors = false
 
     @Option(help: ArgumentHelp("Seconds one fetch may take.", valueName: "seconds"))
     var fetchTimeout: Double = 60
@@ -102,6 +105,7 @@ struct RunCommand: ParsableCommand {
             interval: interval, jitter: jitter, maximumBackoff: maxBackoff, suspend: suspend, healthWindow: healthWindow,
             fetchTimeout: fetchTimeout, runConnectors: !noConnectors && !once)
         configuration.prune = prune
+        configuration.runSensors = !noSensors
         configuration.agent = try backend.choice(source.device, keep: true)
         let controller = Controller(configuration: configuration, logger: logger)
         controller.metrics.buildInfo = [("version", Tether.version), ("libgit2", libgit2Version), ("libcurl", libcurlVersion),

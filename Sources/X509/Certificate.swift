@@ -204,5 +204,29 @@ public func sha256Hex(_ bytes: [UInt8]) -> String {
     SSHSignature.hash(bytes, EVP_sha256()).map { String(format: "%02x", $0) }.joined()
 }
 
+/// SHA-256 of what an open file holds from its start, read in 64 KiB pieces, as lower-case hex;
+/// nil when a read fails. How the process sensor names an executable (docs/architecture.md, "Sensors").
+public func sha256Hex(fileDescriptor fd: Int32) -> String? {
+    guard let context = EVP_MD_CTX_new() else { return nil }
+    defer { EVP_MD_CTX_free(context) }
+    guard EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1 else { return nil }
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    var offset: off_t = 0
+    while true {
+        let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
+        if count < 0 {
+            if errno == EINTR { continue }
+            return nil
+        }
+        if count == 0 { break }
+        offset += off_t(count)
+        guard buffer.withUnsafeBytes({ EVP_DigestUpdate(context, $0.baseAddress, count) }) == 1 else { return nil }
+    }
+    var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+    var length: UInt32 = 0
+    guard EVP_DigestFinal_ex(context, &output, &length) == 1 else { return nil }
+    return output.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
+}
+
 /// The OpenSSL this process runs with (`OpenSSL 3.0.19 27 Jan 2026`).
 public var openSSLVersion: String { String(cString: OpenSSL_version(Int32(OPENSSL_VERSION))) }

@@ -3,6 +3,7 @@ import EmbeddedAgent
 import Foundation
 import HTTPTransport
 import IntegrationModel
+import Sensors
 import WireFormat
 import X509
 
@@ -57,13 +58,19 @@ public final class ConnectorRuntime {
     @discardableResult
     public func record(_ events: [TelemetryEvent], for integration: Integration = .edr) throws -> Int {
         guard try telemetryFlows(integration, value: agent.value) else {
-            try storeCall { try store.bump(integration, "suppressed", by: events.count) }
+            try storeCall {
+                try store.database.transaction {
+                    try store.bump(integration, "suppressed", by: events.count)
+                    try store.bump(integration, TelemetryOutcome.suppressed, counts: RuntimeStore.countByType(events))
+                }
+            }
             return 0
         }
         return try storeCall { try store.enqueue(events, for: integration) }
     }
 
-    func telemetryFlows(_ integration: Integration, state: AgentState) -> Bool {
+    /// Whether `integration`'s telemetry flows in this state (behaviour detection on, and for EDR `telemetry`).
+    public func telemetryFlows(_ integration: Integration, state: AgentState) -> Bool {
         (try? telemetryFlows(integration, value: state.value)) ?? false
     }
 
@@ -237,11 +244,13 @@ public final class ConnectorRuntime {
                 var seqs: [Int64] = []
                 var batchCounts: [String: Int] = [:]
                 var dropped = 0
+                var droppedByType: [String: Int] = [:]
                 for item in queued {
                     // At most maximumEventsPerHour an hour, and one event type at most
                     // eventLimitExceededPercentage percent of that budget.
                     if limited && (total >= perHour || counts[item.event.type, default: 0] * 100 >= perHour * share) {
                         dropped += 1
+                        droppedByType[item.event.type, default: 0] += 1
                         continue
                     }
                     counts[item.event.type, default: 0] += 1
@@ -251,7 +260,7 @@ public final class ConnectorRuntime {
                 }
                 let formed = PendingBatch(batchId: UUID().uuidString.lowercased(), seqs: seqs, throughSeq: last.seq, hour: hour,
                                           counts: batchCounts, throttled: dropped)
-                batch = try storeCall { try store.savePendingBatch(formed, for: integration) }
+                batch = try storeCall { try store.savePendingBatch(formed, for: integration, throttledByType: droppedByType) }
             }
             let events = try storeCall { try store.events(integration, seqs: batch.seqs) }
             if !events.isEmpty {
@@ -528,5 +537,32 @@ struct ConnectorFailure: Error {
         kind = error.kind
         message = "\(server): \(error)"
         self.server = server
+    }
+}
+
+// MARK: - Sensors and telemetry counts
+
+/// What became of each event type, for one integration or for the sensors.
+public struct TelemetryCounts: Sendable, Equatable {
+    /// Type → outcome → count.
+    public let byType: [String: [TelemetryOutcome: Int]]
+
+    public func count(_ type: String, _ outcome: TelemetryOutcome) -> Int { byType[type]?[outcome] ?? 0 }
+}
+
+extension ConnectorRuntime {
+    /// The sensors as the last `tether run` recorded them (empty when none ever ran).
+    public func sensorReports() throws -> [SensorReport] { try storeCall { try store.sensors() } }
+
+    /// Per-type counts: what the sensors saw (`seen`, `buffer-dropped`) under nil, and what each
+    /// integration queued, suppressed, dropped, throttled and sent.
+    public func telemetryCounts(_ integration: Integration?) throws -> TelemetryCounts {
+        try storeCall { TelemetryCounts(byType: try store.countsByType(integration?.rawValue ?? "sensors")) }
+    }
+
+    /// Records the kernel interface delivered, and how often it said it lost some (a full buffer or queue).
+    public func kernelCounts(_ sensor: SensorKind) throws -> (reported: Int, overflows: Int) {
+        try storeCall { (try store.counter(scope: "sensors", "kernel-reported:\(sensor.rawValue)"),
+                         try store.counter(scope: "sensors", "kernel-overflows:\(sensor.rawValue)")) }
     }
 }

@@ -1,12 +1,13 @@
 import Foundation
 import IntegrationModel
+import Sensors
 import SQLiteDB
 import WireFormat
 
 /// A telemetry event from the endpoint's sensors (or a Sandbox verdict).
 public struct TelemetryEvent: Sendable, Equatable {
     /// `process-start`, `process-stop`, `network-connection`, `file-change`, `detection`,
-    /// `remediation`, `sandbox-verdict`, `sandbox-queue-full`.
+    /// `processing-result`, `sandbox-verdict`, `sandbox-queue-full`.
     public let type: String
     public let at: Date
     public let detail: [String: String]
@@ -18,7 +19,25 @@ public struct TelemetryEvent: Sendable, Equatable {
     }
 
     /// The event types sensors produce.
-    public static let sensorTypes = ["process-start", "process-stop", "network-connection", "file-change", "detection", "remediation"]
+    public static let sensorTypes = ["process-start", "process-stop", "network-connection", "file-change", "detection", "processing-result"]
+}
+
+/// What became of telemetry events, counted by type (`tether agent status`, the metrics).
+public enum TelemetryOutcome: String, CaseIterable, Sendable {
+    /// Reported by a sensor.
+    case seen
+    /// Dropped because the sensors' in-memory buffer was full.
+    case bufferDropped = "buffer-dropped"
+    /// Written to an integration's queue.
+    case queued
+    /// Not queued: the integration's telemetry was off by the rules.
+    case suppressed
+    /// Not queued: the on-disk queue was at its bound.
+    case dropped
+    /// Dropped by the hourly count limits.
+    case throttled
+    /// Acknowledged by the platform.
+    case sent
 }
 
 /// A queued event with its place in the queue.
@@ -96,6 +115,10 @@ final class RuntimeStore {
             CREATE TABLE pending_batches (integration TEXT PRIMARY KEY, batch_id TEXT NOT NULL, seqs TEXT NOT NULL,
                 through_seq INTEGER NOT NULL, hour INTEGER NOT NULL, counts TEXT NOT NULL, throttled INTEGER NOT NULL);
             """),
+        Migration(3, "the sensors: which run, from which source, for which tether run", sql: """
+            CREATE TABLE sensors (sensor TEXT PRIMARY KEY, source TEXT NOT NULL, running INTEGER NOT NULL, note TEXT,
+                pid INTEGER NOT NULL, since REAL NOT NULL);
+            """),
     ])
 
     init(directory: URL, queueLimit: Int) throws {
@@ -128,6 +151,7 @@ final class RuntimeStore {
             for event in events {
                 guard depth < queueLimit else {
                     try bump(integration, "dropped", by: events.count - queued)
+                    try bump(integration, TelemetryOutcome.dropped, counts: Self.countByType(events.dropFirst(queued)))
                     break
                 }
                 try database.query("INSERT INTO events (integration, type, at, detail) VALUES (?, ?, ?, ?)",
@@ -135,6 +159,7 @@ final class RuntimeStore {
                 depth += 1
                 queued += 1
             }
+            try bump(integration, TelemetryOutcome.queued, counts: Self.countByType(events.prefix(queued)))
             return queued
         }
     }
@@ -164,9 +189,11 @@ final class RuntimeStore {
 
     /// Keeps `batch` as `integration`'s batch in flight, before its first send, and returns it;
     /// or returns the batch an overlapping sender formed first, which goes instead.
-    func savePendingBatch(_ batch: PendingBatch, for integration: Integration) throws -> PendingBatch {
+    func savePendingBatch(_ batch: PendingBatch, for integration: Integration, throttledByType: [String: Int] = [:]) throws -> PendingBatch {
         try database.transaction {
             if let first = try pendingBatch(integration) { return first }
+            // Counted once, with the batch that drops them (a batch is formed once and resent as it is).
+            try bump(integration, TelemetryOutcome.throttled, counts: throttledByType)
             try database.query("INSERT INTO pending_batches (integration, batch_id, seqs, through_seq, hour, counts, throttled) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                [.text(integration.rawValue), .text(batch.batchId), .text(String(decoding: Wire.encode(batch.seqs), as: UTF8.self)),
                                 .integer(batch.throughSeq), .integer(Int64(batch.hour)),
@@ -195,6 +222,7 @@ final class RuntimeStore {
             try remove(integration, through: batch.throughSeq)
             try recordSent(integration, hour: batch.hour, counts: batch.counts)
             try bump(integration, "sent", by: batch.seqs.count)
+            try bump(integration, TelemetryOutcome.sent, counts: batch.counts)
             try bump(integration, "throttled", by: batch.throttled)
             try database.query("DELETE FROM pending_batches WHERE integration = ? AND batch_id = ?", [.text(integration.rawValue), .text(batch.batchId)])
         }
@@ -216,17 +244,51 @@ final class RuntimeStore {
 
     // MARK: - Counters and throttling
 
+    static func countByType<Events: Sequence>(_ events: Events) -> [String: Int] where Events.Element == TelemetryEvent {
+        var counts: [String: Int] = [:]
+        for event in events { counts[event.type, default: 0] += 1 }
+        return counts
+    }
+
+    /// Adds to the per-type counters of one outcome (`queued/process-start`…).
+    func bump(_ scope: String, _ outcome: TelemetryOutcome, counts: [String: Int]) throws {
+        for (type, count) in counts { try bump(scope: scope, outcome.rawValue + "/" + type, by: count) }
+    }
+
+    func bump(_ integration: Integration, _ outcome: TelemetryOutcome, counts: [String: Int]) throws {
+        try bump(integration.rawValue, outcome, counts: counts)
+    }
+
+    /// Every per-type counter of a scope (an integration, or `sensors`): type → outcome → count.
+    func countsByType(_ scope: String) throws -> [String: [TelemetryOutcome: Int]] {
+        var result: [String: [TelemetryOutcome: Int]] = [:]
+        for row in try database.query("SELECT name, value FROM counters WHERE integration = ? AND name LIKE '%/%'", [.text(scope)]) {
+            guard let name = row[0].text, let value = row[1].integer, let slash = name.firstIndex(of: "/"),
+                  let outcome = TelemetryOutcome(rawValue: String(name[..<slash])) else { continue }
+            result[String(name[name.index(after: slash)...]), default: [:]][outcome] = Int(value)
+        }
+        return result
+    }
+
     func bump(_ integration: Integration, _ name: String, by amount: Int = 1) throws {
+        try bump(scope: integration.rawValue, name, by: amount)
+    }
+
+    /// Adds to a counter of a scope: an integration, or `sensors` for what the sensors saw.
+    func bump(scope: String, _ name: String, by amount: Int) throws {
         guard amount != 0 else { return }
         try database.query("""
             INSERT INTO counters (integration, name, value) VALUES (?, ?, ?)
             ON CONFLICT(integration, name) DO UPDATE SET value = value + excluded.value
-            """, [.text(integration.rawValue), .text(name), .integer(Int64(amount))])
+            """, [.text(scope), .text(name), .integer(Int64(amount))])
     }
 
     func counter(_ integration: Integration, _ name: String) throws -> Int {
-        Int(try database.query("SELECT value FROM counters WHERE integration = ? AND name = ?",
-                               [.text(integration.rawValue), .text(name)]).first?[0].integer ?? 0)
+        try counter(scope: integration.rawValue, name)
+    }
+
+    func counter(scope: String, _ name: String) throws -> Int {
+        Int(try database.query("SELECT value FROM counters WHERE integration = ? AND name = ?", [.text(scope), .text(name)]).first?[0].integer ?? 0)
     }
 
     /// Events sent in the hour `hour` (hours since 1970), by type.
@@ -341,4 +403,41 @@ final class RuntimeStore {
         try database.query("UPDATE scans SET state = ?, verdict = coalesce(?, verdict), updated_at = ?\(dropContent ? ", content = NULL" : "") WHERE scan_id = ?",
                            [.text(state), verdict.map(SQLValue.text) ?? .null, .real(Date().timeIntervalSince1970), .text(id)])
     }
+}
+
+// MARK: - Sensors
+
+extension RuntimeStore {
+    /// Replaces what is known of the sensors (the `tether run` that runs them writes it).
+    func saveSensors(_ statuses: [SensorStatus], pid: Int32, since: Date) throws {
+        try database.transaction {
+            try database.execute("DELETE FROM sensors")
+            for status in statuses {
+                try database.query("INSERT INTO sensors (sensor, source, running, note, pid, since) VALUES (?, ?, ?, ?, ?, ?)",
+                                   [.text(status.sensor.rawValue), .text(status.source), .integer(status.running ? 1 : 0),
+                                    status.note.map(SQLValue.text) ?? .null, .integer(Int64(pid)), .real(since.timeIntervalSince1970)])
+            }
+        }
+    }
+
+    func sensors() throws -> [SensorReport] {
+        try database.query("SELECT sensor, source, running, note, pid, since FROM sensors ORDER BY rowid").compactMap { row in
+            guard let name = row[0].text, let sensor = SensorKind(rawValue: name), let source = row[1].text, let running = row[2].integer,
+                  let pid = row[4].integer, let since = row[5].real else { return nil }
+            return SensorReport(status: SensorStatus(sensor: sensor, source: source, running: running != 0, note: row[3].text),
+                                pid: Int32(pid), since: Date(timeIntervalSince1970: since))
+        }
+    }
+}
+
+/// A sensor as the `tether run` that runs it last recorded it.
+public struct SensorReport: Sendable {
+    public let status: SensorStatus
+    /// The `tether run` that recorded it.
+    public let pid: Int32
+    /// When it started or stopped.
+    public let since: Date
+
+    /// Running, and its `tether run` still alive (a killed controller leaves "running" behind).
+    public var isRunning: Bool { status.running && (kill(pid, 0) == 0 || errno == EPERM) }
 }

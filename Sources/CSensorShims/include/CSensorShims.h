@@ -1,0 +1,68 @@
+#ifndef TETHER_SENSOR_SHIMS_H
+#define TETHER_SENSOR_SHIMS_H
+#include <stdint.h>
+#include <stddef.h>
+
+// The kernel interfaces the sensors read (docs/architecture.md, "Sensors"), with the parsing of
+// their binary records kept here, in C, where the kernel's headers describe them.
+
+/// One process-connector record: `what` is 1 for exec, 2 for exit (others are skipped).
+typedef struct {
+    uint32_t what;
+    int32_t pid;
+    int32_t tgid;
+    int32_t exit_code;
+} tether_proc_event;
+
+enum { TETHER_PROC_EXEC = 1, TETHER_PROC_EXIT = 2 };
+
+/// Opens the netlink process connector and subscribes to it. Returns the descriptor, or -errno
+/// (EPERM without CAP_NET_ADMIN; EPROTONOSUPPORT where the kernel lacks it).
+int tether_proc_connector_open(void);
+
+/// Waits up to `timeout_ms` for records and reads what one receive brings. Returns how many
+/// records were written to `events` (at most `max`), 0 on timeout, or -errno. -ENOBUFS means the
+/// kernel dropped records because the socket's buffer was full (the socket stays usable).
+int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events, int max);
+
+/// One fanotify record with the directory's file handle and the entry's name.
+typedef struct {
+    uint64_t mask;
+    int32_t pid;
+    uint32_t handle_bytes;
+    int32_t handle_type;
+    uint32_t fsid[2];
+    unsigned char handle[128];
+    char name[256];
+} tether_file_event;
+
+enum {
+    TETHER_FILE_CLOSE_WRITE = 0x08,
+    TETHER_FILE_MOVED_FROM = 0x40,
+    TETHER_FILE_MOVED_TO = 0x80,
+    TETHER_FILE_CREATE = 0x100,
+    TETHER_FILE_DELETE = 0x200,
+    TETHER_FILE_ONDIR = 0x40000000,
+    TETHER_FILE_OVERFLOW = 0x4000,
+};
+
+/// fanotify_init in notification mode reporting directory handles and names (Linux 5.9). Returns
+/// the descriptor or -errno (EPERM without CAP_SYS_ADMIN).
+int tether_fanotify_open(void);
+
+/// Marks the whole file system holding `path` for writes closed, creations, deletions and renames.
+/// Returns 0 or -errno.
+int tether_fanotify_mark_filesystem(int fd, const char *path);
+
+/// Waits up to `timeout_ms` and reads one buffer of records. Returns how many records were written
+/// to `events` (at most `max`), 0 on timeout, or -errno.
+int tether_fanotify_read(int fd, int timeout_ms, tether_file_event *events, int max);
+
+/// Opens the directory an event names (O_PATH) through a descriptor on the same file system.
+/// Returns the descriptor or -errno.
+int tether_open_by_handle(int mount_fd, const tether_file_event *event);
+
+/// The file system id (statfs's f_fsid) of the file system holding `fd`, as fanotify reports it.
+/// Returns 0 or -errno.
+int tether_filesystem_id(int fd, uint32_t id[2]);
+#endif

@@ -1,0 +1,183 @@
+import AgentInterface
+import EmbeddedAgent
+import Foundation
+import IntegrationModel
+import Sensors
+
+/// Runs the sensors while telemetry flows and feeds what they see into the telemetry queue
+/// (docs/architecture.md, "Sensors"). Every `checkInterval` it reads the agent's settings:
+/// the sensors run while EDR or NDR telemetry flows by the rules (task running, behaviour
+/// detection on, and for EDR `telemetry` on), restart when the watched folders change, and
+/// stop when git turns any of those off. EDR receives every event type; NDR the network ones.
+/// It has its own thread and its own connection to the stores, so a long controller cycle
+/// never holds the sensors back (their buffer is bounded; overflow is counted by type).
+public final class SensorSupervisor: @unchecked Sendable {
+    private let runtime: ConnectorRuntime
+    private let buffer: SensorBuffer
+    private let kernelInterfaces: Bool
+    private let checkInterval: TimeInterval
+    private let lock = NSLock()
+    private var sensors: SensorSet?
+    private var lastKernelCounts: [SensorKind: (reported: Int, overflows: Int)] = [:]
+    private var thread: Thread?
+    private var stopping = false
+    private let finished = DispatchSemaphore(value: 0)
+    /// A problem reported once (the agent's store unreadable), not every check.
+    private var lastProblem: String?
+    /// The integrations whose telemetry flowed at the last check: where the last events go at stop.
+    private var lastFlowing: [Integration] = []
+    private let log: @Sendable (String) -> Void
+
+    /// `kernelInterfaces` false uses only what an unprivileged process may (a /proc scan, inotify).
+    public init(agent: Agent, bufferCapacity: Int = 20_000, checkInterval: TimeInterval = 0.5, kernelInterfaces: Bool = true,
+                log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        runtime = try ConnectorRuntime(agent: agent)
+        buffer = SensorBuffer(capacity: bufferCapacity)
+        self.kernelInterfaces = kernelInterfaces
+        self.checkInterval = checkInterval
+        self.log = log
+    }
+
+    /// Starts checking on a thread of its own.
+    public func start() {
+        let thread = Thread { [self] in
+            while !isStopping {
+                step()
+                let deadline = Date().addingTimeInterval(checkInterval)
+                while !isStopping, deadline.timeIntervalSinceNow > 0 { Thread.sleep(forTimeInterval: min(0.1, deadline.timeIntervalSinceNow)) }
+            }
+            stopSensors()
+            drain(flowing: lastFlowing)
+            finished.signal()
+        }
+        thread.name = "tether sensor supervisor"
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Stops the sensors (what they saw last is queued or counted) and waits for the thread.
+    public func stop() {
+        lock.lock()
+        let wasRunning = thread != nil && !stopping
+        stopping = true
+        lock.unlock()
+        if wasRunning { finished.wait() }
+    }
+
+    private var isStopping: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopping
+    }
+
+    /// The sensors running now (empty while telemetry is off).
+    public var statuses: [SensorStatus] {
+        lock.lock()
+        defer { lock.unlock() }
+        return sensors?.statuses ?? []
+    }
+
+    /// One check: start, restart or stop the sensors by the agent's settings, then queue what they saw.
+    public func step() {
+        let state: AgentState
+        do {
+            state = try runtime.agent.state()
+        } catch {
+            report("the sensors cannot read the agent's settings: \(error)")
+            return
+        }
+        let flowing = [Integration.edr, .ndr].filter { state.running.contains($0) && runtime.telemetryFlows($0, state: state) }
+        lastFlowing = flowing
+        let options = SensorOptions(filePaths: state.filePaths, excludedPaths: [runtime.directory.resolvingSymlinksInPath().path],
+                                    kernelInterfaces: kernelInterfaces)
+        lock.lock()
+        let current = sensors
+        lock.unlock()
+        if flowing.isEmpty {
+            if current != nil {
+                stopSensors()
+                log("sensors stopped: telemetry is off (\(Self.reason(state)))")
+            }
+        } else if current?.options != options {
+            if current != nil { stopSensors() }
+            let started = SensorSet(buffer: buffer, options: options)
+            lock.lock()
+            sensors = started
+            lastKernelCounts = [:]
+            lock.unlock()
+            try? runtime.store.saveSensors(started.statuses, pid: getpid(), since: Date())
+            for status in started.statuses {
+                log("sensor \(status.sensor.rawValue): \(status.source)" + (status.note.map { " (\($0))" } ?? ""))
+            }
+        }
+        drain(flowing: flowing)
+    }
+
+    private func stopSensors() {
+        lock.lock()
+        let current = sensors
+        sensors = nil
+        lock.unlock()
+        guard let current else { return }
+        current.stop()
+        try? runtime.store.saveSensors(current.statuses, pid: getpid(), since: Date())
+    }
+
+    /// Moves the buffer's events into the queues of the integrations whose telemetry flows, and
+    /// counts them by type.
+    private func drain(flowing: [Integration]) {
+        let drained = buffer.drain()
+        var kernel: [SensorKind: (reported: Int, overflows: Int)] = [:]
+        lock.lock()
+        if let sensors {
+            for (kind, counts) in sensors.kernelCounts {
+                let last = lastKernelCounts[kind] ?? (0, 0)
+                kernel[kind] = (counts.reported - last.reported, counts.overflows - last.overflows)
+            }
+            lastKernelCounts = sensors.kernelCounts
+        }
+        lock.unlock()
+        do {
+            try runtime.store.database.transaction {
+                try runtime.store.bump("sensors", .seen, counts: drained.seen)
+                try runtime.store.bump("sensors", .bufferDropped, counts: drained.dropped)
+                for (kind, counts) in kernel {
+                    try runtime.store.bump(scope: "sensors", "kernel-reported:\(kind.rawValue)", by: counts.reported)
+                    try runtime.store.bump(scope: "sensors", "kernel-overflows:\(kind.rawValue)", by: counts.overflows)
+                }
+            }
+            guard !drained.events.isEmpty else { return }
+            let events = drained.events.map { TelemetryEvent(type: $0.type, at: $0.at, detail: $0.detail) }
+            for integration in flowing {
+                try runtime.record(integration == .edr ? events : events.filter { $0.type == "network-connection" }, for: integration)
+            }
+            lastProblem = nil
+        } catch {
+            report("sensor events could not be queued: \(error)")
+        }
+    }
+
+    private func report(_ problem: String) {
+        guard problem != lastProblem else { return }
+        lastProblem = problem
+        log(problem)
+    }
+
+    static func reason(_ state: AgentState) -> String {
+        if state.value(SettingPath.behaviorDetection) != .bool(true) { return "behaviorDetection is off" }
+        var parts: [String] = []
+        if !state.running.contains(.edr) { parts.append("EDR is stopped") } else if state.value(SettingPath.edr.telemetry) != .bool(true) { parts.append("edr.telemetry is off") }
+        if !state.running.contains(.ndr) { parts.append("NDR is stopped") }
+        return parts.joined(separator: ", ")
+    }
+}
+
+extension AgentState {
+    /// The folders whose files the sensors watch (`edr.fileMonitoring.paths`).
+    public var filePaths: [String] { SensorDefaults.filePaths }
+}
+
+/// What the sensors watch when nothing says otherwise.
+public enum SensorDefaults {
+    public static let filePaths = ["/etc", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/tmp", "/var/tmp", "/root", "/home"]
+}

@@ -1,0 +1,287 @@
+internal import CSensorShims
+import Foundation
+
+/// Files written (closed after writing), created, deleted and renamed under the configured
+/// folders. With CAP_SYS_ADMIN it marks the file systems holding them with fanotify, which says
+/// which process acted; otherwise it watches the folders and their subfolders with inotify
+/// (at most `inotifyWatchLimit` folders), which does not say who.
+final class FileSensor: @unchecked Sendable {
+    private var threads: [SensorThread] = []
+    private(set) var status: SensorStatus
+    private let counters = KernelCounters()
+    static let inotifyWatchLimit = 8192
+
+    init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true) {
+        let scope = PathScope(included: paths, excluded: excluded)
+        var notes: [String] = []
+        var inotifyPaths = paths
+        var source: [String] = []
+        let fd = allowFanotify ? tether_fanotify_open() : -EPERM
+        if fd >= 0 {
+            var mounts: [[UInt32]: Int32] = [:]
+            var marked: [String] = []
+            inotifyPaths = []
+            for path in paths {
+                let mountFD = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                guard mountFD >= 0 else {
+                    notes.append("\(path) is not watched: \(String(cString: strerror(errno)))")
+                    continue
+                }
+                var fsid: [UInt32] = [0, 0]
+                guard tether_filesystem_id(mountFD, &fsid) == 0 else { close(mountFD); continue }
+                if mounts[fsid] != nil {
+                    close(mountFD)
+                    marked.append(path)
+                    continue
+                }
+                let result = tether_fanotify_mark_filesystem(fd, path)
+                if result == 0 {
+                    mounts[fsid] = mountFD
+                    marked.append(path)
+                } else {
+                    close(mountFD)
+                    notes.append("fanotify cannot mark the file system of \(path) (\(String(cString: strerror(-result)))); inotify watches it")
+                    inotifyPaths.append(path)
+                }
+            }
+            if mounts.isEmpty {
+                close(fd)
+            } else {
+                source.append("fanotify on the file systems of " + marked.joined(separator: ", "))
+                let counters = self.counters
+                let frozenMounts = mounts
+                threads.append(SensorThread(name: "tether file sensor") { thread in
+                    var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters)
+                    reader.run(thread)
+                    close(fd)
+                    for mountFD in frozenMounts.values { close(mountFD) }
+                })
+            }
+        } else if allowFanotify {
+            notes.append("fanotify was refused (\(String(cString: strerror(-fd)))\(fd == -EPERM ? ": it needs CAP_SYS_ADMIN" : "")); inotify does not say which process changed a file")
+        }
+        if !inotifyPaths.isEmpty {
+            let watcher = InotifyWatcher(paths: inotifyPaths, scope: scope, limit: Self.inotifyWatchLimit)
+            if let watcher {
+                source.append("inotify on \(watcher.watchCount) folder\(watcher.watchCount == 1 ? "" : "s") under " + inotifyPaths.joined(separator: ", "))
+                if watcher.watchCount >= Self.inotifyWatchLimit { notes.append("inotify watches at most \(Self.inotifyWatchLimit) folders; deeper ones are not watched") }
+                notes.append(contentsOf: watcher.problems)
+                let counters = self.counters
+                threads.append(SensorThread(name: "tether file sensor (inotify)") { thread in
+                    watcher.run(thread, buffer: buffer, counters: counters)
+                })
+            } else {
+                notes.append("inotify could not start: \(String(cString: strerror(errno)))")
+            }
+        }
+        status = SensorStatus(sensor: .file, source: source.isEmpty ? "none" : source.joined(separator: "; "), running: !threads.isEmpty,
+                              note: notes.isEmpty ? nil : notes.joined(separator: "; "))
+    }
+
+    /// Records the kernel reported, and how often its queue overflowed (events lost there).
+    var kernelCounts: (reported: Int, overflows: Int) { counters.read() }
+
+    func stop() {
+        for thread in threads { thread.stop() }
+        threads = []
+        status = status.stopped
+    }
+}
+
+/// Which paths are watched: under an included folder and not under an excluded one (the state
+/// directory, so the agent's own writes never feed back as events).
+struct PathScope: Sendable {
+    let included: [String]
+    let excluded: [String]
+
+    func contains(_ path: String) -> Bool {
+        func under(_ root: String) -> Bool { root == "/" || path == root || path.hasPrefix(root.hasSuffix("/") ? root : root + "/") }
+        return included.contains(where: under) && !excluded.contains(where: under)
+    }
+}
+
+/// Reads fanotify records and turns directory handles into paths (cached by handle).
+private struct FanotifyReader {
+    let fd: Int32
+    let mounts: [[UInt32]: Int32]
+    let scope: PathScope
+    let buffer: SensorBuffer
+    let counters: KernelCounters
+    private var directories: [[UInt8]: String] = [:]
+    private let me = getpid()
+
+    init(fd: Int32, mounts: [[UInt32]: Int32], scope: PathScope, buffer: SensorBuffer, counters: KernelCounters) {
+        self.fd = fd
+        self.mounts = mounts
+        self.scope = scope
+        self.buffer = buffer
+        self.counters = counters
+    }
+
+    mutating func run(_ thread: SensorThread) {
+        // One read of 8 KiB holds at most 8192 / 24 records.
+        var records = [tether_file_event](repeating: tether_file_event(), count: 342)
+        while !thread.isStopping {
+            let count = tether_fanotify_read(fd, 250, &records, Int32(records.count))
+            guard count > 0 else { continue }
+            counters.add(reported: Int(count))
+            let now = Date()
+            var movedFrom: (path: String, pid: Int32, isDirectory: Bool, actor: ProcessRef?)?
+            for index in 0..<Int(count) {
+                let record = records[index]
+                if record.mask & UInt64(TETHER_FILE_OVERFLOW) != 0 {
+                    counters.add(overflows: 1)
+                    continue
+                }
+                guard record.pid != me, let path = path(of: record), scope.contains(path) else { continue }
+                let isDirectory = record.mask & UInt64(TETHER_FILE_ONDIR) != 0
+                let actor = record.pid > 0 ? ProcessRef(pid: record.pid, executable: ProcFS.readLink("/proc/\(record.pid)/exe")) : nil
+                func emit(_ action: FileChange.Action, _ path: String, oldPath: String? = nil) {
+                    buffer.push(SensorEvent(at: now, .file(FileChange(action: action, path: path, oldPath: oldPath, isDirectory: isDirectory, actor: actor))))
+                }
+                if let pending = movedFrom, record.mask & UInt64(TETHER_FILE_MOVED_TO) == 0 || pending.pid != record.pid {
+                    buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
+                                                                      actor: pending.actor))))
+                    movedFrom = nil
+                }
+                if record.mask & UInt64(TETHER_FILE_MOVED_FROM) != 0 {
+                    movedFrom = (path, record.pid, isDirectory, actor)
+                    continue
+                }
+                if record.mask & UInt64(TETHER_FILE_MOVED_TO) != 0 {
+                    emit(.renamed, path, oldPath: movedFrom?.path)
+                    movedFrom = nil
+                    continue
+                }
+                if record.mask & UInt64(TETHER_FILE_CREATE) != 0 { emit(.created, path) }
+                if record.mask & UInt64(TETHER_FILE_DELETE) != 0 { emit(.deleted, path) }
+                if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 { emit(.modified, path) }
+            }
+            if let pending = movedFrom {
+                buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
+                                                                  actor: pending.actor))))
+            }
+        }
+    }
+
+    /// The record's directory (by its handle, cached) joined with the entry's name.
+    private mutating func path(of record: tether_file_event) -> String? {
+        var copy = record
+        let key = withUnsafeBytes(of: &copy.fsid) { Array($0) } + withUnsafeBytes(of: &copy.handle) { Array($0.prefix(Int(record.handle_bytes))) }
+        let directory: String
+        if let cached = directories[key] {
+            directory = cached
+        } else {
+            guard let mountFD = mounts[[record.fsid.0, record.fsid.1]] else { return nil }
+            let opened = tether_open_by_handle(mountFD, &copy)
+            guard opened >= 0 else { return nil }
+            defer { close(opened) }
+            guard let resolved = ProcFS.readLink("/proc/self/fd/\(opened)") else { return nil }
+            if directories.count >= 16_384 { directories.removeAll(keepingCapacity: true) }
+            directories[key] = resolved
+            directory = resolved
+        }
+        let name = withUnsafeBytes(of: &copy.name) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if name.isEmpty || name == "." { return directory }
+        return directory == "/" ? "/" + name : directory + "/" + name
+    }
+}
+
+/// Watches folders and their subfolders with inotify.
+private final class InotifyWatcher: @unchecked Sendable {
+    let fd: Int32
+    let scope: PathScope
+    let limit: Int
+    private var folders: [Int32: String] = [:]
+    private(set) var problems: [String] = []
+    var watchCount: Int { folders.count }
+    private static let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_ONLYDIR)
+
+    init?(paths: [String], scope: PathScope, limit: Int) {
+        fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard fd >= 0 else { return nil }
+        self.scope = scope
+        self.limit = limit
+        for path in paths { watchTree(path) }
+    }
+
+    deinit { close(fd) }
+
+    /// Watches a folder and its subfolders, breadth first, up to the limit.
+    private func watchTree(_ root: String) {
+        var queue = [root]
+        while !queue.isEmpty, folders.count < limit {
+            let folder = queue.removeFirst()
+            guard scope.contains(folder) || scope.included.contains(folder) else { continue }
+            let wd = inotify_add_watch(fd, folder, Self.mask)
+            guard wd >= 0 else {
+                if folder == root { problems.append("\(root) is not watched: \(String(cString: strerror(errno)))") }
+                continue
+            }
+            folders[wd] = folder
+            guard let directory = opendir(folder) else { continue }
+            while let entry = readdir(directory) {
+                guard entry.pointee.d_type == UInt8(DT_DIR) else { continue }
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                if name == "." || name == ".." { continue }
+                queue.append(folder == "/" ? "/" + name : folder + "/" + name)
+            }
+            closedir(directory)
+        }
+    }
+
+    func run(_ thread: SensorThread, buffer: SensorBuffer, counters: KernelCounters) {
+        var bytes = [UInt8](repeating: 0, count: 65_536)
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        var pendingMoves: [UInt32: (path: String, isDirectory: Bool)] = [:]
+        while !thread.isStopping {
+            guard poll(&poller, 1, 250) > 0 else { continue }
+            let length = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard length > 0 else { continue }
+            let now = Date()
+            var offset = 0
+            while offset + 16 <= length {
+                let (wd, mask, cookie, nameLength) = bytes.withUnsafeBytes { raw in
+                    (raw.loadUnaligned(fromByteOffset: offset, as: Int32.self), raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self),
+                     raw.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self), Int(raw.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self)))
+                }
+                let name = String(decoding: bytes[(offset + 16)..<min(length, offset + 16 + nameLength)].prefix(while: { $0 != 0 }), as: UTF8.self)
+                offset += 16 + nameLength
+                counters.add(reported: 1)
+                if mask & UInt32(IN_Q_OVERFLOW) != 0 {
+                    counters.add(overflows: 1)
+                    continue
+                }
+                if mask & UInt32(IN_IGNORED) != 0 {
+                    folders[wd] = nil
+                    continue
+                }
+                guard let folder = folders[wd], !name.isEmpty else { continue }
+                let path = folder == "/" ? "/" + name : folder + "/" + name
+                guard scope.contains(path) else { continue }
+                let isDirectory = mask & UInt32(IN_ISDIR) != 0
+                func emit(_ action: FileChange.Action, oldPath: String? = nil) {
+                    buffer.push(SensorEvent(at: now, .file(FileChange(action: action, path: path, oldPath: oldPath, isDirectory: isDirectory, actor: nil))))
+                }
+                if mask & UInt32(IN_CREATE) != 0 {
+                    emit(.created)
+                    if isDirectory { watchTree(path) }
+                }
+                if mask & UInt32(IN_DELETE) != 0 { emit(.deleted) }
+                if mask & UInt32(IN_CLOSE_WRITE) != 0 { emit(.modified) }
+                if mask & UInt32(IN_MOVED_FROM) != 0 { pendingMoves[cookie] = (path, isDirectory) }
+                if mask & UInt32(IN_MOVED_TO) != 0 {
+                    emit(.renamed, oldPath: pendingMoves.removeValue(forKey: cookie)?.path)
+                    if isDirectory { watchTree(path) }
+                }
+            }
+            // A move whose other half never came (out of the watched folders) is a rename seen from one side.
+            for (_, moved) in pendingMoves {
+                buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: moved.path, oldPath: nil, isDirectory: moved.isDirectory, actor: nil))))
+            }
+            pendingMoves.removeAll()
+        }
+    }
+}

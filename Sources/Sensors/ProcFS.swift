@@ -1,0 +1,63 @@
+import Foundation
+
+/// Small reads of /proc without Foundation's file machinery: a sensor reads several files per
+/// process start, a thousand times a second under load.
+enum ProcFS {
+    /// Up to `limit` bytes of a file, or nil when it cannot be opened (the process is gone).
+    static func read(_ path: String, limit: Int = 4096) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: limit)
+        var total = 0
+        while total < limit {
+            let count = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, limit - total) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            total += count
+        }
+        return Array(bytes.prefix(total))
+    }
+
+    /// A symbolic link's target (`/proc/PID/exe`), or nil.
+    static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = Glibc.readlink(path, &buffer, Int(PATH_MAX))
+        guard count > 0 else { return nil }
+        return String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The numeric entries of a folder (`/proc` → process ids, `/proc/PID/fd` → descriptors).
+    static func numericEntries(_ path: String) -> [Int32] {
+        guard let directory = opendir(path) else { return [] }
+        defer { closedir(directory) }
+        var result: [Int32] = []
+        while let entry = readdir(directory) {
+            let number = withUnsafeBytes(of: entry.pointee.d_name) { raw -> Int32? in
+                var value: Int32 = 0
+                var any = false
+                for byte in raw {
+                    if byte == 0 { break }
+                    guard byte >= 48 && byte <= 57 else { return nil }
+                    value = value &* 10 &+ Int32(byte - 48)
+                    any = true
+                }
+                return any ? value : nil
+            }
+            if let number { result.append(number) }
+        }
+        return result
+    }
+
+    /// The system's boot time (`btime` in /proc/stat), to turn a process's start in clock ticks
+    /// into a date.
+    static let bootTime: Date? = {
+        guard let bytes = read("/proc/stat", limit: 65_536) else { return nil }
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("btime ") {
+            return Double(line.dropFirst(6).trimmingCharacters(in: .whitespaces)).map { Date(timeIntervalSince1970: $0) }
+        }
+        return nil
+    }()
+
+    static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+}

@@ -1,0 +1,186 @@
+internal import CSensorShims
+import Foundation
+import X509
+
+/// Process starts and stops: from the kernel's netlink process connector (exec and exit, as
+/// they happen), or, where that is refused (no CAP_NET_ADMIN, a container without it), from a
+/// scan of /proc every `scanInterval`, which misses processes that live less than that.
+final class ProcessSensor: @unchecked Sendable {
+    private var thread: SensorThread?
+    private(set) var status: SensorStatus
+    private let counters = KernelCounters()
+
+    init(buffer: SensorBuffer, scanInterval: TimeInterval = 1, allowConnector: Bool = true) {
+        let enricher = ProcessEnricher()
+        let fd = allowConnector ? tether_proc_connector_open() : -EPERM
+        if fd >= 0 {
+            status = SensorStatus(sensor: .process, source: "netlink process connector", running: true, note: nil)
+            let counters = self.counters
+            thread = SensorThread(name: "tether process sensor") { thread in
+                Self.readConnector(fd: fd, buffer: buffer, enricher: enricher, counters: counters, thread: thread)
+                close(fd)
+            }
+        } else {
+            let reason = allowConnector ? "the netlink process connector was refused (\(String(cString: strerror(-fd)))\(fd == -EPERM ? ": it needs CAP_NET_ADMIN" : ""))"
+                                        : "the netlink process connector is not used"
+            status = SensorStatus(sensor: .process, source: "/proc scan every \(Int(scanInterval)) s", running: true,
+                                  note: reason + "; a scan misses processes that live less than \(Int(scanInterval)) s and their exit codes")
+            thread = SensorThread(name: "tether process scan") { thread in
+                Self.scan(every: scanInterval, buffer: buffer, enricher: enricher, thread: thread)
+            }
+        }
+    }
+
+    /// Records the kernel reported (exec and exit) and receives it lost to a full socket buffer.
+    var kernelCounts: (reported: Int, overflows: Int) { counters.read() }
+
+    func stop() {
+        thread?.stop()
+        thread = nil
+        status = status.stopped
+    }
+
+    private static func readConnector(fd: Int32, buffer: SensorBuffer, enricher: ProcessEnricher, counters: KernelCounters, thread: SensorThread) {
+        var records = [tether_proc_event](repeating: tether_proc_event(), count: 512)
+        let me = getpid()
+        while !thread.isStopping {
+            let count = tether_proc_connector_read(fd, 250, &records, Int32(records.count))
+            if count == -ENOBUFS {
+                counters.add(overflows: 1)
+                continue
+            }
+            guard count > 0 else { continue }
+            counters.add(reported: Int(count))
+            let now = Date()
+            for record in records.prefix(Int(count)) {
+                // Threads end too: only a whole process (its leader) is a process-stop.
+                if record.what == UInt32(TETHER_PROC_EXIT) {
+                    guard record.pid == record.tgid, record.tgid != me else { continue }
+                    buffer.push(SensorEvent(at: now, .processStop(ProcessStop(pid: record.tgid, status: record.exit_code,
+                                                                              executable: enricher.forget(record.tgid)))))
+                } else if record.what == UInt32(TETHER_PROC_EXEC) {
+                    buffer.push(SensorEvent(at: now, .processStart(enricher.facts(record.tgid))))
+                }
+            }
+        }
+    }
+
+    private static func scan(every interval: TimeInterval, buffer: SensorBuffer, enricher: ProcessEnricher, thread: SensorThread) {
+        // What runs when the sensor starts is the baseline, not news (as with the connector).
+        var known = Set(ProcFS.numericEntries("/proc"))
+        while !thread.isStopping {
+            thread.sleep(interval)
+            if thread.isStopping { break }
+            let current = Set(ProcFS.numericEntries("/proc"))
+            let now = Date()
+            for pid in current.subtracting(known).sorted() {
+                buffer.push(SensorEvent(at: now, .processStart(enricher.facts(pid))))
+            }
+            for pid in known.subtracting(current).sorted() {
+                buffer.push(SensorEvent(at: now, .processStop(ProcessStop(pid: pid, status: nil, executable: enricher.forget(pid)))))
+            }
+            known = current
+        }
+    }
+}
+
+/// Counts shared between a sensor's thread and whoever asks.
+final class KernelCounters: @unchecked Sendable {
+    private let lock = NSLock()
+    private var reported = 0
+    private var overflows = 0
+
+    func add(reported: Int = 0, overflows: Int = 0) {
+        lock.lock()
+        self.reported += reported
+        self.overflows += overflows
+        lock.unlock()
+    }
+
+    func read() -> (reported: Int, overflows: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        return (reported, overflows)
+    }
+}
+
+/// What /proc says of a process at its start, with its executable's SHA-256 cached by file
+/// (device, inode, size, modification time), so a program run a thousand times is hashed once.
+final class ProcessEnricher: @unchecked Sendable {
+    private struct FileKey: Hashable {
+        let device: UInt64, inode: UInt64, size: Int64, modified: Int, modifiedNanoseconds: Int
+    }
+    private var hashes: [FileKey: String] = [:]
+    /// The executables of the processes seen starting, for their stop events.
+    private var executables: [Int32: String] = [:]
+    private let lock = NSLock()
+    static let hashCacheLimit = 4096
+    static let processLimit = 65_536
+    static let commandLineLimit = 4096
+
+    func facts(_ pid: Int32) -> ProcessFacts {
+        var facts = ProcessFacts(pid: pid)
+        let base = "/proc/\(pid)"
+        facts.executable = ProcFS.readLink(base + "/exe")
+        if let bytes = ProcFS.read(base + "/cmdline", limit: Self.commandLineLimit), !bytes.isEmpty {
+            var text = bytes
+            while text.last == 0 { text.removeLast() }
+            facts.commandLine = String(decoding: text.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+        }
+        if let stat = ProcFS.read(base + "/stat", limit: 1024), let close = stat.lastIndex(of: UInt8(ascii: ")")) {
+            let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
+            // After "pid (comm)": state, ppid, … and the start time (field 22) at index 19.
+            if fields.count > 19 {
+                facts.parentPid = Int32(String(decoding: fields[1], as: UTF8.self))
+                if let ticks = Double(String(decoding: fields[19], as: UTF8.self)), let boot = ProcFS.bootTime {
+                    facts.startedAt = boot.addingTimeInterval(ticks / ProcFS.ticksPerSecond)
+                }
+            }
+        }
+        var info = stat()
+        if stat(base, &info) == 0 { facts.uid = info.st_uid }
+        facts.sha256 = hash(pid)
+        var missing: [String] = []
+        if facts.executable == nil { missing.append("path") }
+        if facts.commandLine == nil { missing.append("commandLine") }
+        if facts.startedAt == nil { missing.append("startTime") }
+        if facts.sha256 == nil { missing.append("sha256") }
+        if facts.parentPid == nil { missing.append("ppid") }
+        if facts.uid == nil { missing.append("uid") }
+        facts.missing = missing
+        lock.lock()
+        if executables.count >= Self.processLimit { executables.removeAll(keepingCapacity: true) }
+        if let executable = facts.executable { executables[pid] = executable }
+        lock.unlock()
+        return facts
+    }
+
+    /// The executable recorded at the process's start, now forgotten.
+    func forget(_ pid: Int32) -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        return executables.removeValue(forKey: pid)
+    }
+
+    /// The running executable's SHA-256, read through /proc/PID/exe (so a replaced or deleted
+    /// file is still the one that runs).
+    private func hash(_ pid: Int32) -> String? {
+        let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { return nil }
+        let key = FileKey(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
+                          modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec)
+        lock.lock()
+        let cached = hashes[key]
+        lock.unlock()
+        if let cached { return cached }
+        guard let digest = sha256Hex(fileDescriptor: fd) else { return nil }
+        lock.lock()
+        if hashes.count >= Self.hashCacheLimit { hashes.removeAll(keepingCapacity: true) }
+        hashes[key] = digest
+        lock.unlock()
+        return digest
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+
+/// The bounded buffer between the sensors' threads and the telemetry queue: sensors never wait
+/// on a disk or on the controller, and when the buffer is full an event is dropped and counted
+/// by type, never queued without bound.
+public final class SensorBuffer: @unchecked Sendable {
+    /// Events held at most.
+    public let capacity: Int
+    private let lock = NSLock()
+    private var events: [SensorEvent] = []
+    private var seen: [String: Int] = [:]
+    private var dropped: [String: Int] = [:]
+
+    public init(capacity: Int = 20_000) {
+        self.capacity = capacity
+        events.reserveCapacity(min(capacity, 4096))
+    }
+
+    /// What was taken out at once: the events in order, and how many of each type were seen and
+    /// dropped (over capacity) since the last drain.
+    public struct Drained: Sendable {
+        public let events: [SensorEvent]
+        public let seen: [String: Int]
+        public let dropped: [String: Int]
+    }
+
+    /// Adds an event; false when the buffer was full and the event was dropped.
+    @discardableResult
+    public func push(_ event: SensorEvent) -> Bool {
+        let type = event.type
+        lock.lock()
+        defer { lock.unlock() }
+        seen[type, default: 0] += 1
+        guard events.count < capacity else {
+            dropped[type, default: 0] += 1
+            return false
+        }
+        events.append(event)
+        return true
+    }
+
+    /// Takes everything out.
+    public func drain() -> Drained {
+        lock.lock()
+        defer { lock.unlock() }
+        let drained = Drained(events: events, seen: seen, dropped: dropped)
+        events.removeAll(keepingCapacity: true)
+        seen.removeAll()
+        dropped.removeAll()
+        return drained
+    }
+}
+
+/// A sensor's thread: runs `body` until `stop()`, which waits for it to end. `body` checks
+/// `isStopping` at least every quarter second.
+final class SensorThread: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stopping = false
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(name: String, body: @escaping @Sendable (SensorThread) -> Void) {
+        let thread = Thread { [self] in
+            body(self)
+            finished.signal()
+        }
+        thread.name = name
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    var isStopping: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopping
+    }
+
+    /// Asks the thread to end and waits until it has.
+    func stop() {
+        lock.lock()
+        let first = !stopping
+        stopping = true
+        lock.unlock()
+        if first { finished.wait() }
+    }
+
+    /// Sleeps up to `seconds`, waking early when asked to stop.
+    func sleep(_ seconds: TimeInterval) {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !isStopping, deadline.timeIntervalSinceNow > 0 {
+            Thread.sleep(forTimeInterval: min(0.25, deadline.timeIntervalSinceNow))
+        }
+    }
+}

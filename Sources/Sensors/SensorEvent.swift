@@ -1,0 +1,143 @@
+import Foundation
+import IntegrationModel
+
+/// What a sensor saw, typed; `type` and `detail` are its form on the wire (docs/wire-format.md,
+/// "Sensor events").
+public struct SensorEvent: Sendable, Equatable {
+    public let at: Date
+    public let payload: Payload
+
+    public enum Payload: Sendable, Equatable {
+        case processStart(ProcessFacts)
+        case processStop(ProcessStop)
+        case network(NetworkConnection)
+        case file(FileChange)
+    }
+
+    public init(at: Date = Date(), _ payload: Payload) {
+        self.at = at
+        self.payload = payload
+    }
+
+    /// The wire's event type.
+    public var type: String {
+        switch payload {
+        case .processStart: return "process-start"
+        case .processStop: return "process-stop"
+        case .network: return "network-connection"
+        case .file: return "file-change"
+        }
+    }
+
+    /// The wire's `detail`: only what is known (a field is absent, never empty or guessed).
+    public var detail: [String: String] {
+        var detail: [String: String] = [:]
+        func put(_ key: String, _ value: CustomStringConvertible?) { if let value { detail[key] = value.description } }
+        switch payload {
+        case .processStart(let process):
+            put("pid", process.pid)
+            put("ppid", process.parentPid)
+            put("uid", process.uid)
+            put("path", process.executable)
+            put("commandLine", process.commandLine)
+            put("startTime", process.startedAt.map(Timestamp.string))
+            put("sha256", process.sha256)
+            if !process.missing.isEmpty { detail["missing"] = process.missing.joined(separator: ",") }
+        case .processStop(let stop):
+            put("pid", stop.pid)
+            put("exitCode", stop.exitCode)
+            put("signal", stop.signal)
+            put("path", stop.executable)
+        case .network(let connection):
+            detail["action"] = connection.action.rawValue
+            detail["protocol"] = connection.transport.rawValue
+            detail["localAddress"] = connection.local.address
+            detail["localPort"] = String(connection.local.port)
+            if let remote = connection.remote {
+                detail["remoteAddress"] = remote.address
+                detail["remotePort"] = String(remote.port)
+            }
+            put("uid", connection.uid)
+            put("pid", connection.owner?.pid)
+            put("path", connection.owner?.executable)
+        case .file(let change):
+            detail["action"] = change.action.rawValue
+            detail["path"] = change.path
+            put("oldPath", change.oldPath)
+            if change.isDirectory { detail["directory"] = "true" }
+            put("pid", change.actor?.pid)
+            put("processPath", change.actor?.executable)
+        }
+        return detail
+    }
+}
+
+/// A process as the kernel and /proc describe it at its start.
+public struct ProcessFacts: Sendable, Equatable {
+    public let pid: Int32
+    public var parentPid: Int32?
+    public var uid: UInt32?
+    public var executable: String?
+    /// The arguments joined by spaces (at most 4 KiB).
+    public var commandLine: String?
+    public var startedAt: Date?
+    public var sha256: String?
+    /// What could not be read because the process was gone (or unreadable) first:
+    /// `path`, `commandLine`, `startTime`, `sha256`, `ppid`, `uid`.
+    public var missing: [String] = []
+
+    public init(pid: Int32) { self.pid = pid }
+}
+
+public struct ProcessStop: Sendable, Equatable {
+    public let pid: Int32
+    /// The exit code of a process that exited (the process connector knows it; a /proc scan does not).
+    public let exitCode: Int32?
+    /// The signal that ended a process that was killed.
+    public let signal: Int32?
+    public let executable: String?
+
+    /// `status` as `waitpid` reports it, when known.
+    init(pid: Int32, status: Int32?, executable: String?) {
+        self.pid = pid
+        self.executable = executable
+        if let status, status & 0x7F == 0 {
+            exitCode = (status >> 8) & 0xFF
+            signal = nil
+        } else {
+            exitCode = nil
+            signal = status.map { $0 & 0x7F }
+        }
+    }
+}
+
+/// A process that owns a socket or made a file change, where the kernel says which.
+public struct ProcessRef: Sendable, Equatable {
+    public let pid: Int32
+    public let executable: String?
+}
+
+public struct SocketAddress: Sendable, Equatable, Hashable {
+    public let address: String
+    public let port: Int
+}
+
+public struct NetworkConnection: Sendable, Equatable {
+    public enum Action: String, Sendable { case opened, closed, listening, bound }
+    public enum Transport: String, Sendable { case tcp, udp }
+    public let action: Action
+    public let transport: Transport
+    public let local: SocketAddress
+    public let remote: SocketAddress?
+    public let uid: UInt32?
+    public let owner: ProcessRef?
+}
+
+public struct FileChange: Sendable, Equatable {
+    public enum Action: String, Sendable { case modified, created, deleted, renamed }
+    public let action: Action
+    public let path: String
+    public let oldPath: String?
+    public let isDirectory: Bool
+    public let actor: ProcessRef?
+}

@@ -1,0 +1,78 @@
+import Foundation
+
+/// The embedded agent's sensors (docs/architecture.md, "Sensors").
+public enum SensorKind: String, CaseIterable, Sendable, Codable {
+    case process, network, file
+}
+
+/// Whether a sensor runs, from which kernel interface, and what it cannot see there.
+public struct SensorStatus: Sendable, Equatable, Codable {
+    public let sensor: SensorKind
+    /// `netlink process connector`, `/proc scan every 1 s`, `/proc/net every 1 s`,
+    /// `fanotify on the file systems of /etc, /tmp`, `inotify on 412 folders under /etc`.
+    public let source: String
+    public let running: Bool
+    /// A fallback's reason and what it misses, once; nil when nothing is missed.
+    public let note: String?
+
+    public init(sensor: SensorKind, source: String, running: Bool, note: String?) {
+        self.sensor = sensor
+        self.source = source
+        self.running = running
+        self.note = note
+    }
+
+    var stopped: SensorStatus { SensorStatus(sensor: sensor, source: source, running: false, note: note) }
+}
+
+/// What the sensors watch and how.
+public struct SensorOptions: Sendable, Equatable {
+    /// Folders whose files are watched (`edr.fileMonitoring.paths`).
+    public var filePaths: [String]
+    /// Folders never reported (the agent's own state directory).
+    public var excludedPaths: [String]
+    /// Seconds between /proc scans (when the process connector is refused) and /proc/net reads.
+    public var scanInterval: TimeInterval
+    /// False to use the unprivileged interfaces only (a /proc scan, inotify), as without the capabilities.
+    public var kernelInterfaces: Bool
+
+    public init(filePaths: [String], excludedPaths: [String] = [], scanInterval: TimeInterval = 1, kernelInterfaces: Bool = true) {
+        self.filePaths = filePaths
+        self.excludedPaths = excludedPaths
+        self.scanInterval = scanInterval
+        self.kernelInterfaces = kernelInterfaces
+    }
+}
+
+/// The three sensors, started together into one buffer and stopped together.
+public final class SensorSet: @unchecked Sendable {
+    public let options: SensorOptions
+    private let process: ProcessSensor
+    private let network: NetworkSensor
+    private let file: FileSensor
+
+    /// Starts every sensor; a kernel interface that is refused falls back, and says so in its status.
+    public init(buffer: SensorBuffer, options: SensorOptions) {
+        self.options = options
+        process = ProcessSensor(buffer: buffer, scanInterval: options.scanInterval, allowConnector: options.kernelInterfaces)
+        network = NetworkSensor(buffer: buffer, interval: options.scanInterval)
+        file = FileSensor(buffer: buffer, paths: options.filePaths, excluded: options.excludedPaths, allowFanotify: options.kernelInterfaces)
+    }
+
+    public var statuses: [SensorStatus] { [process.status, network.status, file.status] }
+
+    /// Records the kernel interfaces delivered (process connector, fanotify or inotify) and how
+    /// often they reported losing some.
+    public var kernelCounts: [SensorKind: (reported: Int, overflows: Int)] {
+        [.process: process.kernelCounts, .file: file.kernelCounts]
+    }
+
+    /// Stops every sensor and waits for their threads (at most a quarter second each).
+    public func stop() {
+        process.stop()
+        network.stop()
+        file.stop()
+    }
+
+    deinit { stop() }
+}
