@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "WireFormat", "X509", "TetherTestSupport"]),
         .testTarget(name: "TetherCLITests", dependencies: [
             "TetherCLI", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "PolicySource", "Planner", "Reconciler", "IntegrationModel",
-            "PlatformSim", "Controller", "GitSource", "SQLiteDB", "X509", "TetherTestSupport",
+            "PlatformSim", "Controller", "GitSource", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]

@@ -42,6 +42,24 @@ int tether_proc_connector_open(void) {
     enum proc_cn_mcast_op op = PROC_CN_MCAST_LISTEN;
     memcpy(message->data, &op, sizeof op);
     if (send(fd, request, header->nlmsg_len, 0) < 0) { int e = errno; close(fd); return -e; }
+    // Anyone may bind; the kernel refuses the subscription itself (without CAP_NET_ADMIN) in its
+    // acknowledgement, a PROC_EVENT_NONE record carrying the error. Wait for it (a second at most).
+    for (int tries = 0; tries < 20; tries++) {
+        int ready = wait_readable(fd, 50);
+        if (ready < 0) { close(fd); return ready; }
+        if (ready == 0) continue;
+        char answer[4096] __attribute__((aligned(NLMSG_ALIGNTO)));
+        ssize_t length = recv(fd, answer, sizeof answer, MSG_DONTWAIT);
+        if (length < 0) continue;
+        for (struct nlmsghdr *reply = (struct nlmsghdr *)answer; NLMSG_OK(reply, (size_t)length); reply = NLMSG_NEXT(reply, length)) {
+            struct cn_msg *cn = NLMSG_DATA(reply);
+            if (cn->id.idx != CN_IDX_PROC) continue;
+            struct proc_event *event = (struct proc_event *)cn->data;
+            if (event->what != PROC_EVENT_NONE) continue;
+            if (event->event_data.ack.err != 0) { close(fd); return -(int)event->event_data.ack.err; }
+            return fd;
+        }
+    }
     return fd;
 }
 

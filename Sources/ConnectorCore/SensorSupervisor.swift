@@ -174,10 +174,8 @@ public final class SensorSupervisor: @unchecked Sendable {
 
 extension AgentState {
     /// The folders whose files the sensors watch (`edr.fileMonitoring.paths`).
-    public var filePaths: [String] { SensorDefaults.filePaths }
-}
-
-/// What the sensors watch when nothing says otherwise.
-public enum SensorDefaults {
-    public static let filePaths = ["/etc", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/tmp", "/var/tmp", "/root", "/home"]
+    public var filePaths: [String] {
+        if case .paths(let list) = value(SettingPath.edr.fileMonitoringPaths) { return list }
+        return FolderList.defaultFileMonitoring
+    }
 }

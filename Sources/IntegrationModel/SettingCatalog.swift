@@ -15,6 +15,8 @@ public enum SettingKind: Sendable, Equatable {
     case text
     /// A non-empty list of `{address, port}`; `ordered` when order carries meaning (fail-over order).
     case endpoints(ordered: Bool)
+    /// A list of absolute folders on the device, compared as a set.
+    case paths
 
     /// A short description for errors and `--help`: "an integer from 1 to 65535".
     public var expectation: String {
@@ -28,6 +30,7 @@ public enum SettingKind: Sendable, Equatable {
         case .host: return "an IPv4 address, an IPv6 address or a host name"
         case .text: return "a string"
         case .endpoints: return "a list of {address, port}"
+        case .paths: return "a list of absolute folders such as [/etc, /usr/bin]"
         }
     }
 
@@ -75,6 +78,8 @@ public struct SettingField: Sendable {
                 if !(1...65535).contains(endpoint.port) { return "item \(index + 1): port \(endpoint.port) is out of range: expected an integer from 1 to 65535" }
             }
             return nil
+        case (.paths, .paths(let list)):
+            return FolderList.problem(list)
         default:
             return "expected \(kind.expectation), found \(TerminalText.excerpt(value.description))"
         }
@@ -105,6 +110,8 @@ public struct SettingField: Sendable {
                 list.append(endpoint)
             }
             value = .endpoints(list)
+        case .paths:
+            value = .paths(trimmed.split(separator: ",").map { String($0).trimmingSpaces() })
         }
         if let problem = problem(with: value) { return .failure(SettingTextError(problem)) }
         return .success(value)
@@ -192,6 +199,8 @@ public enum SettingCatalog {
                      "Minutes between sync requests."),
     ] + timeouts + eventTransfer(section: "") + [
         SettingField("telemetry", "EnableTelemetry", .bool, .bool(true), "Send telemetry; needs behaviour detection on."),
+        SettingField("fileMonitoring.paths", nil, .paths, .paths(FolderList.defaultFileMonitoring),
+                     "Folders (and their subfolders) whose file changes are EDR telemetry."),
         useProxy,
     ]
 
@@ -263,6 +272,41 @@ public enum SettingCatalog {
 
     static func order(of path: SettingPath) -> Int {
         fields(path.scope).firstIndex { $0.name == path.field } ?? Int.max
+    }
+}
+
+/// Lists of folders on the device, as `edr.fileMonitoring.paths` holds them.
+public enum FolderList {
+    /// Where programs, configuration and users' and temporary files live.
+    public static let defaultFileMonitoring = ["/etc", "/usr/bin", "/usr/sbin", "/usr/local/bin", "/tmp", "/var/tmp", "/root", "/home"]
+    /// Folders a list may hold at most.
+    public static let limit = 64
+
+    /// Why a list is refused, or nil: each item an absolute, normalised folder of at most 1024
+    /// bytes without control characters, no repeats, at most `limit` items.
+    public static func problem(_ list: [String]) -> String? {
+        if list.isEmpty { return "the list is empty: expected at least one folder (to watch none, turn telemetry off)" }
+        if list.count > limit { return "\(list.count) folders: at most \(limit) may be watched" }
+        var seen = Set<String>()
+        for (index, folder) in list.enumerated() {
+            if let problem = problem(folder: folder) { return "item \(index + 1): \(problem)" }
+            if !seen.insert(folder).inserted { return "item \(index + 1): \"\(TerminalText.excerpt(folder))\" is listed twice" }
+        }
+        return nil
+    }
+
+    /// Why one folder is refused, or nil.
+    public static func problem(folder: String) -> String? {
+        guard folder.hasPrefix("/") else { return "\"\(TerminalText.excerpt(folder))\" is not an absolute folder (it must start with /)" }
+        if folder.utf8.count > 1024 { return "the folder is longer than 1024 bytes" }
+        if folder.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) {
+            return "\"\(TerminalText.excerpt(folder))\" holds a control character"
+        }
+        let parts = folder.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        if folder != "/" && (folder.hasSuffix("/") || parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." })) {
+            return "\"\(TerminalText.excerpt(folder))\" is not normalised: write it without //, /./, /../ or a trailing /"
+        }
+        return nil
     }
 }
 

@@ -90,6 +90,7 @@ public struct EDRSettingPaths: EventTransferSettingPathsOwner {
     public let address = SettingPath(.integration(.edr), "address")
     public let port = SettingPath(.integration(.edr), "port")
     public let telemetry = SettingPath(.integration(.edr), "telemetry")
+    public let fileMonitoringPaths = SettingPath(.integration(.edr), "fileMonitoring.paths")
 }
 
 public struct NDRSettingPaths: EventTransferSettingPathsOwner {

@@ -20,6 +20,8 @@ public enum SettingValue: Hashable, Sendable, CustomStringConvertible {
     case int(Int)
     case string(String)
     case endpoints([Endpoint])
+    /// Absolute folders on the device (`edr.fileMonitoring.paths`), compared as a set.
+    case paths([String])
 
     public var description: String {
         switch self {
@@ -27,6 +29,7 @@ public enum SettingValue: Hashable, Sendable, CustomStringConvertible {
         case .int(let value): return String(value)
         case .string(let value): return "\"\(value)\""
         case .endpoints(let list): return "[" + list.map(\.description).joined(separator: ", ") + "]"
+        case .paths(let list): return "[" + list.joined(separator: ", ") + "]"
         }
     }
 
@@ -37,6 +40,7 @@ public enum SettingValue: Hashable, Sendable, CustomStringConvertible {
         case .int(let value): return .number(Double(value))
         case .string(let value): return .string(value)
         case .endpoints(let list): return .array(list.map { ["address": .string($0.address), "port": .number(Double($0.port))] })
+        case .paths(let list): return .array(list.map(JSONValue.string))
         }
     }
 }
@@ -50,6 +54,8 @@ extension SettingValue: Codable {
             self = .int(value)
         } else if let value = try? container.decode(String.self) {
             self = .string(value)
+        } else if let list = try? container.decode([String].self) {
+            self = .paths(list)
         } else {
             self = .endpoints(try container.decode([Endpoint].self))
         }
@@ -62,6 +68,7 @@ extension SettingValue: Codable {
         case .int(let value): try container.encode(value)
         case .string(let value): try container.encode(value)
         case .endpoints(let list): try container.encode(list)
+        case .paths(let list): try container.encode(list)
         }
     }
 }

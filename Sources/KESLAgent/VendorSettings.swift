@@ -13,6 +13,7 @@ public enum VendorSettings {
         for integration in Integration.allCases {
             unsupported[SettingPath.common(integration).useProxy] = "kesl-control has no per-task proxy switch (the vendor's task uses the agent's proxy)"
         }
+        unsupported[SettingPath.edr.fileMonitoringPaths] = "the vendor's agent chooses the files it monitors itself; kesl-control has no setting for them"
         return unsupported
     }()
 
@@ -71,7 +72,7 @@ public enum VendorSettings {
                 value = .int(number)
             case .choice, .host, .text:
                 value = .string(text)
-            case .endpoints:
+            case .endpoints, .paths:
                 continue
             }
             values[path] = value
@@ -116,6 +117,7 @@ public enum VendorSettings {
         case .int(let number): return String(number)
         case .string(let text): return text
         case .endpoints(let list): return list.map(\.description).joined(separator: ",")
+        case .paths(let list): return list.joined(separator: ",")
         }
     }
 }

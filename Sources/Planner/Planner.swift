@@ -226,6 +226,7 @@ public enum Planner {
            case .endpoints(ordered: false)? = SettingCatalog.field(path)?.kind {
             return SettingValue.endpoints(list.sorted { $0.description < $1.description }).description
         }
+        if case .paths(let list) = value { return SettingValue.paths(list.sorted()).description }
         return value.description
     }
 

@@ -310,9 +310,22 @@ public struct PolicyDecoder {
         let context = "spec.\(integration.rawValue)"
         guard let map = mapping(node, context) else { return }
         let fields = SettingCatalog.fields(.integration(integration))
-        let allowed = fields.map(\.name) + ["serverCertificate", "clientCertificate"]
+        // A dotted field (`fileMonitoring.paths`) is written as a group: `fileMonitoring: {paths: …}`.
+        var groups: [String: [String]] = [:]
+        for field in fields {
+            guard let dot = field.name.firstIndex(of: ".") else { continue }
+            groups[String(field.name[..<dot]), default: []].append(String(field.name[field.name.index(after: dot)...]))
+        }
+        let allowed = fields.map(\.name).filter { !$0.contains(".") } + groups.keys.sorted() + ["serverCertificate", "clientCertificate"]
         let present = fieldMap(map, allowed: allowed, context: context, vendorScope: .integration(integration))
         for (key, pair) in present {
+            if let members = groups[key] {
+                guard let groupMap = mapping(pair.value, "\(context).\(key)") else { continue }
+                for (member, memberPair) in fieldMap(groupMap, allowed: members, context: "\(context).\(key)") {
+                    if let path = SettingCatalog.path(.integration(integration), "\(key).\(member)") { setting(path, memberPair.value, into: &values) }
+                }
+                continue
+            }
             switch key {
             case "serverCertificate":
                 if let path = string(pair.value, "\(context).serverCertificate") {
@@ -360,6 +373,23 @@ public struct PolicyDecoder {
             return integer(node, path).map(SettingValue.int)
         case .choice, .host, .text:
             return string(node, path).map(SettingValue.string)
+        case .paths:
+            guard case .sequence(let sequence) = node else {
+                add(node, "\(path): expected \(field.kind.expectation), found \(describe(node))")
+                return nil
+            }
+            var list: [String] = []
+            var valid = true
+            for (index, item) in sequence.enumerated() {
+                let itemPath = "\(path)[\(index)]"
+                guard let folder = string(item, itemPath) else { valid = false; continue }
+                if let problem = FolderList.problem(folder: folder) {
+                    add(item, "\(itemPath): \(problem)")
+                    valid = false
+                }
+                list.append(folder)
+            }
+            return valid ? .paths(list) : nil
         case .endpoints:
             guard case .sequence(let sequence) = node else {
                 add(node, "\(path): expected a list of {address, port}, found \(describe(node))")

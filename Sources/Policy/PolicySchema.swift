@@ -7,8 +7,16 @@ public enum PolicySchema {
         var integrations: [String: JSONValue] = [:]
         for integration in Integration.allCases {
             var properties: [String: JSONValue] = [:]
+            var groups: [String: [String: JSONValue]] = [:]
             for field in SettingCatalog.fields(.integration(integration)) {
-                properties[field.name] = schema(for: field)
+                if let dot = field.name.firstIndex(of: ".") {
+                    groups[String(field.name[..<dot]), default: [:]][String(field.name[field.name.index(after: dot)...])] = schema(for: field)
+                } else {
+                    properties[field.name] = schema(for: field)
+                }
+            }
+            for (group, members) in groups {
+                properties[group] = ["type": "object", "additionalProperties": false, "properties": .object(members)]
             }
             properties["serverCertificate"] = [
                 "type": "string",
@@ -101,6 +109,12 @@ public enum PolicySchema {
             schema["enum"] = .array(words.map(JSONValue.string))
         case .host, .text:
             schema["type"] = "string"
+        case .paths:
+            schema["type"] = "array"
+            schema["minItems"] = 1
+            schema["maxItems"] = .number(Double(FolderList.limit))
+            schema["uniqueItems"] = true
+            schema["items"] = ["type": "string", "pattern": "^/"]
         case .endpoints:
             schema["type"] = "array"
             schema["minItems"] = 1

@@ -36,6 +36,9 @@ public struct PolicyWriter {
             if case .endpoints(let list) = value {
                 lines.append("\(indent)\(key):\(comment)")
                 for endpoint in list { lines.append("\(indent)  - {address: \(Self.quoted(endpoint.address)), port: \(endpoint.port)}") }
+            } else if case .paths(let list) = value {
+                lines.append("\(indent)\(key):\(comment)")
+                for folder in list { lines.append("\(indent)  - \(Self.quoted(folder))") }
             } else {
                 lines.append("\(indent)\(key): \(Self.scalar(value))\(comment)")
             }
@@ -54,9 +57,21 @@ public struct PolicyWriter {
         for integration in Integration.allCases {
             guard let section = integrations[integration] else { continue }
             lines.append("  \(integration.rawValue):")
+            var group: String?
             for (path, field) in SettingCatalog.paths(.integration(integration)) {
                 guard let value = section.settings[path] else { continue }
-                setting(field.name, value, vendorKey: field.isTaskState ? "task \(integration.taskName) running" : field.vendorKey, indent: "    ")
+                var name = field.name
+                var indent = "    "
+                if let dot = name.firstIndex(of: ".") {
+                    let prefix = String(name[..<dot])
+                    if group != prefix { lines.append("    \(prefix):") }
+                    group = prefix
+                    name = String(name[name.index(after: dot)...])
+                    indent = "      "
+                } else {
+                    group = nil
+                }
+                setting(name, value, vendorKey: field.isTaskState ? "task \(integration.taskName) running" : field.vendorKey, indent: indent)
             }
             if let certificate = section.serverCertificate {
                 lines.append("    serverCertificate: \(Self.quoted(certificate))")
@@ -72,6 +87,7 @@ public struct PolicyWriter {
         case .int(let number): return String(number)
         case .string(let text): return quoted(text)
         case .endpoints(let list): return "[" + list.map { "{address: \(quoted($0.address)), port: \($0.port)}" }.joined(separator: ", ") + "]"
+        case .paths(let list): return "[" + list.map(quoted).joined(separator: ", ") + "]"
         }
     }
 

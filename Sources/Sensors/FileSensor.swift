@@ -40,7 +40,7 @@ final class FileSensor: @unchecked Sendable {
                     marked.append(path)
                 } else {
                     close(mountFD)
-                    notes.append("fanotify cannot mark the file system of \(path) (\(String(cString: strerror(-result)))); inotify watches it")
+                    notes.append("fanotify cannot mark the file system of \(path) (\(String(cString: strerror(-result)))\(result == -EPERM ? ": it needs CAP_SYS_ADMIN" : "")); inotify watches it, and does not say which process changed a file")
                     inotifyPaths.append(path)
                 }
             }

@@ -66,22 +66,30 @@ final class ProcessSensor: @unchecked Sendable {
     }
 
     private static func scan(every interval: TimeInterval, buffer: SensorBuffer, enricher: ProcessEnricher, thread: SensorThread) {
-        // What runs when the sensor starts is the baseline, not news (as with the connector).
-        var known = Set(ProcFS.numericEntries("/proc"))
+        // Each process by its executable, so a program that replaces itself (exec without fork,
+        // as a shell's last command does) is a new start. What runs when the sensor starts is the
+        // baseline, not news (as with the connector).
+        func running() -> [Int32: String] {
+            var result: [Int32: String] = [:]
+            for pid in ProcFS.numericEntries("/proc") { result[pid] = ProcFS.readLink("/proc/\(pid)/exe") ?? "" }
+            return result
+        }
+        var known = running()
         while !thread.isStopping {
             thread.sleep(interval)
             if thread.isStopping { break }
-            let current = Set(ProcFS.numericEntries("/proc"))
+            let current = running()
             let now = Date()
-            for pid in current.subtracting(known).sorted() {
+            for (pid, executable) in current.sorted(by: { $0.key < $1.key }) where known[pid] != executable {
                 buffer.push(SensorEvent(at: now, .processStart(enricher.facts(pid))))
             }
-            for pid in known.subtracting(current).sorted() {
+            for pid in known.keys.sorted() where current[pid] == nil {
                 buffer.push(SensorEvent(at: now, .processStop(ProcessStop(pid: pid, status: nil, executable: enricher.forget(pid)))))
             }
             known = current
         }
     }
+
 }
 
 /// Counts shared between a sensor's thread and whoever asks.

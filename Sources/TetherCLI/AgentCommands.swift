@@ -82,6 +82,7 @@ struct GetSettings: ParsableCommand {
         switch value {
         case .string(let text): return text
         case .endpoints(let list): return list.map(\.description).joined(separator: ",")
+        case .paths(let list): return list.joined(separator: ",")
         default: return value.description
         }
     }

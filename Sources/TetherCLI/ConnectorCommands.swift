@@ -3,6 +3,7 @@ import ConnectorCore
 import Foundation
 import IntegrationModel
 import Reports
+import Sensors
 
 /// Opens the agent and its connectors.
 func connectorRuntime(_ device: DeviceOptions) throws -> ConnectorRuntime {
@@ -52,14 +53,20 @@ struct Status: ParsableCommand {
         let runtime = try connectorRuntime(device)
         let statuses = try agentCall { try runtime.status() }
         let isolation = try agentCall { try runtime.isolationStatus() }
+        let sensors = try agentCall { try runtime.sensorReports() }
+        var counts: [String: TelemetryCounts] = ["sensors": try agentCall { try runtime.telemetryCounts(nil) }]
+        for integration in [Integration.edr, .ndr] { counts[integration.rawValue] = try agentCall { try runtime.telemetryCounts(integration) } }
         if json {
             Console.out(JSONReport.serialize(AgentStatusDocument(
                 connectors: statuses.map(JSONReport.health),
-                isolation: .init(active: isolation.active, until: isolation.until.map(Timestamp.string)))))
+                isolation: .init(active: isolation.active, until: isolation.until.map(Timestamp.string)),
+                sensors: sensors.map(AgentStatusDocument.Sensor.init),
+                telemetry: counts.mapValues { $0.byType.mapValues { Dictionary(uniqueKeysWithValues: $0.map { ($0.key.rawValue, $0.value) }) } })))
             return
         }
         for status in statuses { Console.out(HealthFormatting.line(status)) }
         Console.out("Network isolation: \(isolation.active ? "ACTIVE" + (isolation.until.map { " until \(ReportFormatting.timestamp($0))" } ?? "") : "off")")
+        Console.out(HealthFormatting.sensors(sensors, counts: counts))
     }
 }
 
@@ -79,12 +86,62 @@ struct AgentStatusDocument: Encodable {
         }
     }
 
+    /// A sensor as `tether run` last recorded it.
+    struct Sensor: Encodable {
+        let sensor: String
+        let running: Bool
+        let source: String
+        let note: String?
+        let pid: Int32
+        let since: String
+
+        init(_ report: SensorReport) {
+            sensor = report.status.sensor.rawValue
+            running = report.isRunning
+            source = report.status.source
+            note = report.status.note
+            pid = report.pid
+            since = Timestamp.string(report.since)
+        }
+    }
+
     let connectors: [ReportDocument.Health]
     let isolation: Isolation
+    let sensors: [Sensor]
+    /// `sensors` (seen, buffer-dropped), `edr` and `ndr` (queued, suppressed, dropped, throttled,
+    /// sent) → event type → outcome → count.
+    let telemetry: [String: [String: [String: Int]]]
 }
 
 /// How connector health reads in text and JSON.
 enum HealthFormatting {
+    /// The sensors, and what became of each event type.
+    static func sensors(_ sensors: [SensorReport], counts: [String: TelemetryCounts]) -> String {
+        guard let first = sensors.first else { return "Sensors: never run (tether run runs them while EDR or NDR telemetry flows)" }
+        let running = sensors.contains(where: \.isRunning)
+        var lines = ["Sensors: " + (running ? "running in tether run (pid \(first.pid)) since \(ReportFormatting.timestamp(first.since))"
+                                            : "stopped since \(ReportFormatting.timestamp(first.since))")]
+        for report in sensors {
+            lines.append("  " + report.status.sensor.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0) + report.status.source
+                         + (report.status.note.map { "\n" + String(repeating: " ", count: 11) + $0 } ?? ""))
+        }
+        let types = Set(counts.values.flatMap(\.byType.keys)).sorted()
+        if !types.isEmpty { lines.append("Telemetry by type:") }
+        for type in types {
+            var parts: [String] = []
+            if let sensed = counts["sensors"], sensed.byType[type] != nil {
+                parts.append("seen \(sensed.count(type, .seen))" + (sensed.count(type, .bufferDropped) > 0 ? ", \(sensed.count(type, .bufferDropped)) dropped (buffer full)" : ""))
+            }
+            for integration in [Integration.edr, .ndr] {
+                guard let counted = counts[integration.rawValue], let outcomes = counted.byType[type] else { continue }
+                let named = TelemetryOutcome.allCases.compactMap { outcome in outcomes[outcome].map { "\(outcome.rawValue) \($0)" } }
+                parts.append("\(integration.displayName) " + named.joined(separator: ", "))
+            }
+            lines.append("  " + type.padding(toLength: 19, withPad: " ", startingAt: 0) + parts.joined(separator: "; "))
+        }
+        return lines.joined(separator: "\n")
+    }
+
     static func line(_ status: ConnectorStatus) -> String {
         var text = "\(status.integration.displayName) (\(status.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
         text += status.state

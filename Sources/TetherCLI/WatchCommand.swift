@@ -39,7 +39,7 @@ struct Watch: ParsableCommand {
         if paths.isEmpty, FileManager.default.fileExists(atPath: device.stateDirectoryURL.appendingPathComponent("agent.db").path) {
             folders = try device.agent().state().filePaths
         } else {
-            folders = paths.isEmpty ? SensorDefaults.filePaths : paths
+            folders = paths.isEmpty ? FolderList.defaultFileMonitoring : paths
         }
         let buffer = SensorBuffer()
         let sensors = SensorSet(buffer: buffer, options: SensorOptions(filePaths: folders, excludedPaths: [device.stateDirectoryURL.path],

@@ -66,7 +66,7 @@ public func waitForPort(_ port: Int, seconds: Double = 10) throws {
 }
 
 /// A listening socket on 127.0.0.1 with a port the kernel chose.
-func listenOnLoopback() throws -> (Int32, Int) {
+public func listenOnLoopback() throws -> (Int32, Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var reuse: Int32 = 1
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))

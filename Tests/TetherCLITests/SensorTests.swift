@@ -1,0 +1,180 @@
+import Foundation
+import PlatformSim
+import TetherTestSupport
+import Testing
+import WireFormat
+
+/// The platform, a device whose EDR telemetry flows to it with a short batch delay, and a
+/// folder the file sensor watches.
+private struct TelemetryRig {
+    let platform: PlatformSimulator
+    let env: Environment
+    let watched: TemporaryDirectory
+
+    static func policy(port: Int, watched: String, telemetry: Bool) -> String {
+        """
+        apiVersion: tether/v1
+        kind: IntegrationPolicy
+        metadata:
+          name: telemetry
+        spec:
+          behaviorDetection: true
+          edr:
+            address: 127.0.0.1
+            port: \(port)
+            maximumDataTransferTime: 1
+            telemetry: \(telemetry)
+            fileMonitoring:
+              paths: ["\(watched)"]
+        """
+    }
+
+    init() throws {
+        let pki = try PlatformPKI.create()
+        platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
+        watched = try TemporaryDirectory("tether-watched")
+        env = try Environment(policies: [
+            "policies/telemetry.yaml": Self.policy(port: platform.port, watched: watched.path, telemetry: true),
+            "policies/prod.yaml": Environment.prod,
+        ], platform: pki)
+    }
+
+    /// The sensors `tether agent status --json` shows.
+    func sensors() -> [[String: Any]] {
+        env.agentCommand("status", "--json").json["sensors"] as? [[String: Any]] ?? []
+    }
+
+    /// Waits until `condition` holds, or `seconds` pass; whether it held.
+    @discardableResult
+    func wait(seconds: Double, until condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(100_000)
+        }
+        return condition()
+    }
+}
+
+/// Starts a python3 process that lives `seconds` with `marker` on its command line.
+private func probeProcess(_ marker: String, seconds: Double = 2) throws -> ChildProcess {
+    try ChildProcess("/usr/bin/env", ["python3", "-c", "import time; time.sleep(\(seconds))", marker])
+}
+
+@Suite("Sensors: telemetry from the machine itself", .serialized)
+struct SensorTests {
+    @Test("A process, a TCP connection and a file made on the machine arrive as EDR telemetry within seconds; after git turns telemetry off, a new process does not",
+          .enabled(if: getuid() == 0, "the process connector and fanotify need root (CI runs as root)"))
+    func realTelemetry() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let rig = try TelemetryRig()
+        let controller = try ChildProcess(tetherExecutable, ["run", "--interval", "1", "--jitter", "0"] + rig.env.flags)
+        defer { controller.kill(); controller.wait() }
+        #expect(rig.wait(seconds: 30) { rig.sensors().count == 3 && rig.sensors().allSatisfy { $0["running"] as? Bool == true } },
+                "the sensors start once EDR telemetry flows: \(controller.stderr)")
+        let sources = Dictionary(uniqueKeysWithValues: rig.sensors().map { ($0["sensor"] as? String ?? "", $0["source"] as? String ?? "") })
+        #expect(sources["process"] == "netlink process connector")
+        #expect(sources["file"]?.hasPrefix("fanotify") == true, "\(sources)")
+
+        // A process with a unique command line, a TCP connection to a unique loopback port, a file with a unique name.
+        let marker = "tether-probe-\(UUID().uuidString.lowercased())"
+        let started = Date()
+        let process = try probeProcess(marker)
+        let listener = try TCPListener()
+        let client = try listener.connect()
+        let fileName = "\(marker).txt"
+        try rig.watched.write(fileName, "written by the sensor test\n")
+        func arrived(_ events: [WireEvent]) -> (process: WireEvent?, connection: WireEvent?, file: WireEvent?) {
+            (events.first { $0.type == "process-start" && $0.detail["commandLine"]?.contains(marker) == true },
+             events.first { $0.type == "network-connection" && $0.detail["action"] == "opened" && $0.detail["remotePort"] == String(listener.port) },
+             events.first { $0.type == "file-change" && $0.detail["path"] == rig.watched.url.appendingPathComponent(fileName).path })
+        }
+        let allArrived = rig.wait(seconds: 15) {
+            let found = arrived(rig.platform.events())
+            return found.process != nil && found.connection != nil && found.file != nil
+        }
+        let latency = Date().timeIntervalSince(started)
+        client.close()
+        process.wait()
+        let found = arrived(rig.platform.events())
+        #expect(allArrived, "every probe arrived at the platform: \(found); \(controller.stderr.suffix(2000))")
+        #expect(latency < 10, "within a few seconds (took \(latency) s)")
+        #expect(found.process?.detail["path"]?.hasPrefix("/") == true && found.process?.detail["uid"] == String(getuid()))
+        #expect(found.process?.detail["sha256"]?.count == 64)
+        #expect(found.connection?.detail["remoteAddress"] == "127.0.0.1" && found.connection?.detail["protocol"] == "tcp")
+        #expect(found.connection?.detail["pid"] == String(getpid()), "the connection's owner is this test process")
+        #expect(found.file?.detail["pid"] == String(getpid()), "fanotify says who wrote the file")
+        #expect(rig.platform.events().allSatisfy { $0.detail["pid"] != String(controller.pid) }, "the controller's own activity is not reported")
+
+        // git turns EDR telemetry off: the sensors stop within a cycle, and a new process does not arrive.
+        rig.env.revision = try rig.env.repo.commit(["policies/telemetry.yaml": TelemetryRig.policy(port: rig.platform.port, watched: rig.watched.path, telemetry: false)],
+                                                   message: "EDR telemetry off")
+        #expect(rig.wait(seconds: 15) { rig.sensors().allSatisfy { $0["running"] as? Bool == false } }, "the sensors stop: \(rig.sensors())")
+        let after = "tether-probe-\(UUID().uuidString.lowercased())"
+        try probeProcess(after, seconds: 1.5).wait()
+        Thread.sleep(forTimeInterval: 3)
+        #expect(!rig.platform.events().contains { $0.detail["commandLine"]?.contains(after) == true }, "nothing is sent once telemetry is off")
+        let status = rig.env.agentCommand("status")
+        #expect(status.stdout.contains("Sensors: stopped since"), "\(status.stdout)")
+        #expect(status.stdout.contains("process-start") && status.stdout.contains("EDR queued"), "\(status.stdout)")
+    }
+
+    @Test("As nobody, in a network namespace without the process connector (a container), the sensors fall back, say so once, and still see a process and a file",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"),
+                   "makes the namespace with unshare and drops to nobody with setpriv"))
+    func unprivilegedFallbacks() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let watched = try TemporaryDirectory("tether-watched")
+        chmod(watched.path, 0o755)
+        let watch = try ChildProcess("/usr/bin/unshare", ["--net", "--", "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", tetherExecutable,
+                                                          "agent", "watch", "--seconds", "6", "--json", "--path", watched.path, "--state-dir", "/nonexistent"])
+        Thread.sleep(forTimeInterval: 1.5)
+        let marker = "tether-probe-\(UUID().uuidString.lowercased())"
+        let process = try probeProcess(marker, seconds: 2.5)
+        try watched.write("\(marker).txt", "seen by inotify\n")
+        process.wait()
+        #expect(watch.wait() == 0, "\(watch.stderr)")
+        #expect(watch.stderr.contains("sensor process: /proc scan every 1 s — the netlink process connector was refused"), "\(watch.stderr)")
+        #expect(watch.stderr.contains("sensor file: inotify on 1 folder under \(watched.path) — fanotify cannot mark the file system of \(watched.path) (Operation not permitted: it needs CAP_SYS_ADMIN)"),
+                "\(watch.stderr)")
+        let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
+        #expect(events.contains { $0.type == "process-start" && $0.detail["commandLine"]?.contains(marker) == true }, "\(watch.stdout.suffix(3000))")
+        let file = events.first { $0.type == "file-change" && $0.detail["path"] == watched.url.appendingPathComponent("\(marker).txt").path }
+        #expect(file != nil, "\(watch.stdout.suffix(3000))")
+        #expect(file?.detail["pid"] == nil, "inotify does not say who changed a file, and no pid is made up")
+    }
+}
+
+/// A TCP listener on 127.0.0.1 with a kernel-chosen port, and connections to it held open.
+private final class TCPListener {
+    let port: Int
+    private let fd: Int32
+
+    init() throws {
+        (fd, port) = try listenOnLoopback()
+    }
+
+    /// A connection from this process to the listener, accepted on the other side.
+    func connect() throws -> HeldConnection {
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard connected == 0 else { throw FixtureError("cannot connect to 127.0.0.1:\(port)") }
+        return HeldConnection(client: client, server: accept(fd, nil, nil))
+    }
+
+    deinit { close(fd) }
+}
+
+private struct HeldConnection {
+    let client: Int32
+    let server: Int32
+
+    func close() {
+        Glibc.close(client)
+        Glibc.close(server)
+    }
+}
