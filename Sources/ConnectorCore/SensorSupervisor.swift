@@ -14,6 +14,7 @@ import Sensors
 public final class SensorSupervisor: @unchecked Sendable {
     private let runtime: ConnectorRuntime
     private let buffer: SensorBuffer
+    private let prevention = PreventionList()
     private let kernelInterfaces: Bool
     private let checkInterval: TimeInterval
     private let lock = NSLock()
@@ -88,19 +89,24 @@ public final class SensorSupervisor: @unchecked Sendable {
         }
         let flowing = [Integration.edr, .ndr].filter { state.running.contains($0) && runtime.telemetryFlows($0, state: state) }
         lastFlowing = flowing
+        let rules = (try? runtime.preventionRules()) ?? []
+        prevention.replace(sha256: Set(rules.filter { $0.algorithm == "sha256" }.map(\.hash)),
+                           md5: Set(rules.filter { $0.algorithm == "md5" }.map(\.hash)))
+        // Execution prevention holds while EDR runs, telemetry or not (its events are then suppressed and counted).
+        let enforcing = !rules.isEmpty && state.running.contains(.edr)
         let options = SensorOptions(filePaths: state.filePaths, excludedPaths: [runtime.directory.resolvingSymlinksInPath().path],
                                     kernelInterfaces: kernelInterfaces)
         lock.lock()
         let current = sensors
         lock.unlock()
-        if flowing.isEmpty {
+        if flowing.isEmpty && !enforcing {
             if current != nil {
                 stopSensors()
                 log("sensors stopped: telemetry is off (\(Self.reason(state)))")
             }
         } else if current?.options != options {
             if current != nil { stopSensors() }
-            let started = SensorSet(buffer: buffer, options: options)
+            let started = SensorSet(buffer: buffer, options: options, prevention: prevention)
             lock.lock()
             sensors = started
             lastKernelCounts = [:]
@@ -147,7 +153,7 @@ public final class SensorSupervisor: @unchecked Sendable {
                 }
             }
             guard !drained.events.isEmpty else { return }
-            let events = drained.events.map { TelemetryEvent(type: $0.type, at: $0.at, detail: $0.detail) }
+            let events = drained.events.map(TelemetryEvent.init)
             for integration in flowing {
                 try runtime.record(integration == .edr ? events : events.filter { $0.type == "network-connection" }, for: integration)
             }

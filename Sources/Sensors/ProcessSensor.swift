@@ -10,14 +10,14 @@ final class ProcessSensor: @unchecked Sendable {
     private(set) var status: SensorStatus
     private let counters = KernelCounters()
 
-    init(buffer: SensorBuffer, scanInterval: TimeInterval = 1, allowConnector: Bool = true) {
+    init(buffer: SensorBuffer, prevention: PreventionList, scanInterval: TimeInterval = 1, allowConnector: Bool = true) {
         let enricher = ProcessEnricher()
         let fd = allowConnector ? tether_proc_connector_open() : -EPERM
         if fd >= 0 {
             status = SensorStatus(sensor: .process, source: "netlink process connector", running: true, note: nil)
             let counters = self.counters
             thread = SensorThread(name: "tether process sensor") { thread in
-                Self.readConnector(fd: fd, buffer: buffer, enricher: enricher, counters: counters, thread: thread)
+                Self.readConnector(fd: fd, buffer: buffer, enricher: enricher, counters: counters, thread: thread, prevention: prevention)
                 close(fd)
             }
         } else {
@@ -26,7 +26,7 @@ final class ProcessSensor: @unchecked Sendable {
             status = SensorStatus(sensor: .process, source: "/proc scan every \(Int(scanInterval)) s", running: true,
                                   note: reason + "; a scan misses processes that live less than \(Int(scanInterval)) s and their exit codes")
             thread = SensorThread(name: "tether process scan") { thread in
-                Self.scan(every: scanInterval, buffer: buffer, enricher: enricher, thread: thread)
+                Self.scan(every: scanInterval, buffer: buffer, enricher: enricher, thread: thread, prevention: prevention)
             }
         }
     }
@@ -40,7 +40,32 @@ final class ProcessSensor: @unchecked Sendable {
         status = status.stopped
     }
 
-    private static func readConnector(fd: Int32, buffer: SensorBuffer, enricher: ProcessEnricher, counters: KernelCounters, thread: SensorThread) {
+    /// A process start, and when its executable is on the execution-prevention list, the process
+    /// killed at once with a detection and what was done about it.
+    private static func report(start facts: ProcessFacts, at now: Date, into buffer: SensorBuffer, prevention: PreventionList) {
+        buffer.push(SensorEvent(at: now, .processStart(facts)))
+        guard let rule = prevention.match(sha256: facts.sha256, md5: facts.md5) else { return }
+        var detection = Detection(source: .executionPrevention, path: facts.executable ?? "")
+        detection.sha256 = facts.sha256
+        detection.md5 = facts.md5
+        detection.pid = facts.pid
+        detection.commandLine = facts.commandLine
+        detection.rule = rule
+        buffer.push(SensorEvent(at: now, .detection(detection)))
+        // The same program still runs under that pid (not a reused pid, not a later exec).
+        let result: ProcessingResult
+        if ProcFS.readLink("/proc/\(facts.pid)/exe") == facts.executable, kill(facts.pid, SIGKILL) == 0 {
+            result = ProcessingResult(detectionId: detection.id, action: .processTerminated, result: "SIGKILL sent to pid \(facts.pid)", pid: facts.pid)
+        } else {
+            result = ProcessingResult(detectionId: detection.id, action: .terminationFailed,
+                                      result: "pid \(facts.pid) could not be killed: \(errno == ESRCH || errno == 0 ? "it had ended or run another program" : String(cString: strerror(errno)))",
+                                      pid: facts.pid)
+        }
+        buffer.push(SensorEvent(at: Date(), .processingResult(result)))
+    }
+
+    private static func readConnector(fd: Int32, buffer: SensorBuffer, enricher: ProcessEnricher, counters: KernelCounters, thread: SensorThread,
+                                      prevention: PreventionList) {
         var records = [tether_proc_event](repeating: tether_proc_event(), count: 512)
         let me = getpid()
         while !thread.isStopping {
@@ -59,13 +84,14 @@ final class ProcessSensor: @unchecked Sendable {
                     buffer.push(SensorEvent(at: now, .processStop(ProcessStop(pid: record.tgid, status: record.exit_code,
                                                                               executable: enricher.forget(record.tgid)))))
                 } else if record.what == UInt32(TETHER_PROC_EXEC) {
-                    buffer.push(SensorEvent(at: now, .processStart(enricher.facts(record.tgid))))
+                    report(start: enricher.facts(record.tgid), at: now, into: buffer, prevention: prevention)
                 }
             }
         }
     }
 
-    private static func scan(every interval: TimeInterval, buffer: SensorBuffer, enricher: ProcessEnricher, thread: SensorThread) {
+    private static func scan(every interval: TimeInterval, buffer: SensorBuffer, enricher: ProcessEnricher, thread: SensorThread,
+                             prevention: PreventionList) {
         // Each process by its executable, so a program that replaces itself (exec without fork,
         // as a shell's last command does) is a new start. What runs when the sensor starts is the
         // baseline, not news (as with the connector).
@@ -81,7 +107,7 @@ final class ProcessSensor: @unchecked Sendable {
             let current = running()
             let now = Date()
             for (pid, executable) in current.sorted(by: { $0.key < $1.key }) where known[pid] != executable {
-                buffer.push(SensorEvent(at: now, .processStart(enricher.facts(pid))))
+                report(start: enricher.facts(pid), at: now, into: buffer, prevention: prevention)
             }
             for pid in known.keys.sorted() where current[pid] == nil {
                 buffer.push(SensorEvent(at: now, .processStop(ProcessStop(pid: pid, status: nil, executable: enricher.forget(pid)))))
@@ -118,7 +144,7 @@ final class ProcessEnricher: @unchecked Sendable {
     private struct FileKey: Hashable {
         let device: UInt64, inode: UInt64, size: Int64, modified: Int, modifiedNanoseconds: Int
     }
-    private var hashes: [FileKey: String] = [:]
+    private var hashes: [FileKey: (sha256: String, md5: String)] = [:]
     /// The executables of the processes seen starting, for their stop events.
     private var executables: [Int32: String] = [:]
     private let lock = NSLock()
@@ -147,7 +173,7 @@ final class ProcessEnricher: @unchecked Sendable {
         }
         var info = stat()
         if stat(base, &info) == 0 { facts.uid = info.st_uid }
-        facts.sha256 = hash(pid)
+        if let digests = digests(pid) { (facts.sha256, facts.md5) = (digests.sha256, digests.md5) }
         var missing: [String] = []
         if facts.executable == nil { missing.append("path") }
         if facts.commandLine == nil { missing.append("commandLine") }
@@ -170,9 +196,9 @@ final class ProcessEnricher: @unchecked Sendable {
         return executables.removeValue(forKey: pid)
     }
 
-    /// The running executable's SHA-256, read through /proc/PID/exe (so a replaced or deleted
-    /// file is still the one that runs).
-    private func hash(_ pid: Int32) -> String? {
+    /// The running executable's SHA-256 and MD5, read through /proc/PID/exe (so a replaced or
+    /// deleted file is still the one that runs).
+    private func digests(_ pid: Int32) -> (sha256: String, md5: String)? {
         let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -184,11 +210,37 @@ final class ProcessEnricher: @unchecked Sendable {
         let cached = hashes[key]
         lock.unlock()
         if let cached { return cached }
-        guard let digest = sha256Hex(fileDescriptor: fd) else { return nil }
+        guard let digest = fileDigests(fileDescriptor: fd) else { return nil }
         lock.lock()
         if hashes.count >= Self.hashCacheLimit { hashes.removeAll(keepingCapacity: true) }
         hashes[key] = digest
         lock.unlock()
         return digest
+    }
+}
+
+/// The execution-prevention rules the process sensor enforces: hashes of executables that may
+/// not run. Replaced whole (as the platform's command replaces the list), read on every start.
+public final class PreventionList: @unchecked Sendable {
+    private let lock = NSLock()
+    private var sha256: Set<String> = []
+    private var md5: Set<String> = []
+
+    public init() {}
+
+    /// Replaces the list: lower-case hex hashes by algorithm (`sha256`, `md5`).
+    public func replace(sha256: Set<String>, md5: Set<String>) {
+        lock.lock()
+        (self.sha256, self.md5) = (sha256, md5)
+        lock.unlock()
+    }
+
+    /// The rule an executable matches (`sha256:…`), or nil.
+    func match(sha256 digest: String?, md5 weak: String?) -> String? {
+        lock.lock()
+        defer { lock.unlock() }
+        if let digest, sha256.contains(digest) { return "sha256:" + digest }
+        if let weak, md5.contains(weak) { return "md5:" + weak }
+        return nil
     }
 }

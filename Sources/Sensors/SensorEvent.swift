@@ -12,6 +12,8 @@ public struct SensorEvent: Sendable, Equatable {
         case processStop(ProcessStop)
         case network(NetworkConnection)
         case file(FileChange)
+        case detection(Detection)
+        case processingResult(ProcessingResult)
     }
 
     public init(at: Date = Date(), _ payload: Payload) {
@@ -26,6 +28,8 @@ public struct SensorEvent: Sendable, Equatable {
         case .processStop: return "process-stop"
         case .network: return "network-connection"
         case .file: return "file-change"
+        case .detection: return "detection"
+        case .processingResult: return "processing-result"
         }
     }
 
@@ -42,6 +46,7 @@ public struct SensorEvent: Sendable, Equatable {
             put("commandLine", process.commandLine)
             put("startTime", process.startedAt.map(Timestamp.string))
             put("sha256", process.sha256)
+            put("md5", process.md5)
             if !process.missing.isEmpty { detail["missing"] = process.missing.joined(separator: ",") }
         case .processStop(let stop):
             put("pid", stop.pid)
@@ -67,6 +72,22 @@ public struct SensorEvent: Sendable, Equatable {
             if change.isDirectory { detail["directory"] = "true" }
             put("pid", change.actor?.pid)
             put("processPath", change.actor?.executable)
+        case .detection(let detection):
+            detail["detectionId"] = detection.id
+            detail["source"] = detection.source.rawValue
+            detail["path"] = detection.path
+            put("sha256", detection.sha256)
+            put("md5", detection.md5)
+            put("pid", detection.pid)
+            put("commandLine", detection.commandLine)
+            put("rule", detection.rule)
+            put("scanId", detection.scanId)
+            put("verdict", detection.verdict)
+        case .processingResult(let result):
+            detail["detectionId"] = result.detectionId
+            detail["action"] = result.action.rawValue
+            detail["result"] = result.result
+            put("pid", result.pid)
         }
         return detail
     }
@@ -82,6 +103,7 @@ public struct ProcessFacts: Sendable, Equatable {
     public var commandLine: String?
     public var startedAt: Date?
     public var sha256: String?
+    public var md5: String?
     /// What could not be read because the process was gone (or unreadable) first:
     /// `path`, `commandLine`, `startTime`, `sha256`, `ppid`, `uid`.
     public var missing: [String] = []
@@ -131,6 +153,58 @@ public struct NetworkConnection: Sendable, Equatable {
     public let remote: SocketAddress?
     public let uid: UInt32?
     public let owner: ProcessRef?
+}
+
+/// A threat the agent itself found.
+public struct Detection: Sendable, Equatable {
+    public enum Source: String, Sendable {
+        /// A process whose executable matches an execution-prevention rule.
+        case executionPrevention = "execution-prevention"
+        /// An object the Sandbox judged `detect`.
+        case sandbox
+    }
+    /// Links the detection to its processing result.
+    public let id: String
+    public let source: Source
+    public let path: String
+    public var sha256: String?
+    public var md5: String?
+    public var pid: Int32?
+    public var commandLine: String?
+    /// The rule that matched (`sha256:…`).
+    public var rule: String?
+    public var scanId: String?
+    public var verdict: String?
+
+    public init(id: String = UUID().uuidString.lowercased(), source: Source, path: String) {
+        self.id = id
+        self.source = source
+        self.path = path
+    }
+}
+
+/// What the agent did about a detection.
+public struct ProcessingResult: Sendable, Equatable {
+    public enum Action: String, Sendable {
+        /// The process was killed.
+        case processTerminated = "process-terminated"
+        /// Killing it failed (it had ended, or the agent may not signal it).
+        case terminationFailed = "termination-failed"
+        /// Reported only: the object was left where it is.
+        case reported
+    }
+    public let detectionId: String
+    public let action: Action
+    /// For people: "SIGKILL sent to pid 4242", "the object stays in place; the embedded agent does not remove files".
+    public let result: String
+    public let pid: Int32?
+
+    public init(detectionId: String, action: Action, result: String, pid: Int32? = nil) {
+        self.detectionId = detectionId
+        self.action = action
+        self.result = result
+        self.pid = pid
+    }
 }
 
 public struct FileChange: Sendable, Equatable {

@@ -52,9 +52,10 @@ public final class SensorSet: @unchecked Sendable {
     private let file: FileSensor
 
     /// Starts every sensor; a kernel interface that is refused falls back, and says so in its status.
-    public init(buffer: SensorBuffer, options: SensorOptions) {
+    /// A process whose executable is on `prevention` is killed as soon as it is seen.
+    public init(buffer: SensorBuffer, options: SensorOptions, prevention: PreventionList = PreventionList()) {
         self.options = options
-        process = ProcessSensor(buffer: buffer, scanInterval: options.scanInterval, allowConnector: options.kernelInterfaces)
+        process = ProcessSensor(buffer: buffer, prevention: prevention, scanInterval: options.scanInterval, allowConnector: options.kernelInterfaces)
         network = NetworkSensor(buffer: buffer, interval: options.scanInterval)
         file = FileSensor(buffer: buffer, paths: options.filePaths, excluded: options.excludedPaths, allowFanotify: options.kernelInterfaces)
     }

@@ -204,12 +204,15 @@ public func sha256Hex(_ bytes: [UInt8]) -> String {
     SSHSignature.hash(bytes, EVP_sha256()).map { String(format: "%02x", $0) }.joined()
 }
 
-/// SHA-256 of what an open file holds from its start, read in 64 KiB pieces, as lower-case hex;
-/// nil when a read fails. How the process sensor names an executable (docs/architecture.md, "Sensors").
-public func sha256Hex(fileDescriptor fd: Int32) -> String? {
-    guard let context = EVP_MD_CTX_new() else { return nil }
-    defer { EVP_MD_CTX_free(context) }
-    guard EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1 else { return nil }
+/// The SHA-256 and MD5 of what an open file holds from its start, read once in 64 KiB pieces,
+/// as lower-case hex; nil when a read fails. How the process sensor names an executable and
+/// matches it against execution-prevention rules (docs/architecture.md, "Sensors").
+public func fileDigests(fileDescriptor fd: Int32) -> (sha256: String, md5: String)? {
+    guard let sha = EVP_MD_CTX_new() else { return nil }
+    defer { EVP_MD_CTX_free(sha) }
+    guard let md5 = EVP_MD_CTX_new() else { return nil }
+    defer { EVP_MD_CTX_free(md5) }
+    guard EVP_DigestInit_ex(sha, EVP_sha256(), nil) == 1, EVP_DigestInit_ex(md5, EVP_md5(), nil) == 1 else { return nil }
     var buffer = [UInt8](repeating: 0, count: 65_536)
     var offset: off_t = 0
     while true {
@@ -220,12 +223,17 @@ public func sha256Hex(fileDescriptor fd: Int32) -> String? {
         }
         if count == 0 { break }
         offset += off_t(count)
-        guard buffer.withUnsafeBytes({ EVP_DigestUpdate(context, $0.baseAddress, count) }) == 1 else { return nil }
+        let updated = buffer.withUnsafeBytes { EVP_DigestUpdate(sha, $0.baseAddress, count) == 1 && EVP_DigestUpdate(md5, $0.baseAddress, count) == 1 }
+        guard updated else { return nil }
     }
-    var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-    var length: UInt32 = 0
-    guard EVP_DigestFinal_ex(context, &output, &length) == 1 else { return nil }
-    return output.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
+    func finish(_ context: OpaquePointer) -> String? {
+        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        guard EVP_DigestFinal_ex(context, &output, &length) == 1 else { return nil }
+        return output.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
+    }
+    guard let shaHex = finish(sha), let md5Hex = finish(md5) else { return nil }
+    return (shaHex, md5Hex)
 }
 
 /// The OpenSSL this process runs with (`OpenSSL 3.0.19 27 Jan 2026`).

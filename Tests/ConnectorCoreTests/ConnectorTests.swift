@@ -234,6 +234,12 @@ struct SandboxAndResponseTests {
         #expect(rig.platform.received.filter { $0.method == "DELETE" }.count == 2)
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(rig.platform.events().filter { $0.type == "sandbox-verdict" }.count == 2)
+        // The EICAR object is the agent's own detection too, with what it did about it.
+        let detection = try #require(rig.platform.events().first { $0.type == "detection" })
+        #expect(detection.detail["source"] == "sandbox" && detection.detail["path"] == "/tmp/eicar.com" && detection.detail["verdict"] == "detect")
+        let result = try #require(rig.platform.events().first { $0.type == "processing-result" })
+        #expect(result.detail["detectionId"] == detection.detail["detectionId"] && result.detail["action"] == "reported")
+        #expect(rig.platform.events().filter { $0.type == "detection" }.count == 1, "the clean object is no detection")
     }
 
     @Test("429 means back off: nothing is lost, the upload waits")

@@ -119,6 +119,46 @@ struct SensorTests {
         #expect(status.stdout.contains("process-start") && status.stdout.contains("EDR queued"), "\(status.stdout)")
     }
 
+    @Test("A program on the platform's execution-prevention list is killed as soon as it starts; the platform receives the detection and what was done",
+          .enabled(if: getuid() == 0, "the process connector needs root (CI runs as root)"))
+    func executionPrevention() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let rig = try TelemetryRig()
+        // A program no other test runs: sleep with a marker appended (ELF ignores trailing bytes).
+        let forbidden = rig.watched.url.appendingPathComponent("forbidden-sleep").path
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: "/bin/sleep"))
+        bytes.append(Data(UUID().uuidString.utf8))
+        try bytes.write(to: URL(fileURLWithPath: forbidden))
+        chmod(forbidden, 0o755)
+        let sha256 = String(try runProgram("sha256sum", [forbidden]).output.prefix(64))
+        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": .string(sha256), "algorithm": "sha256"]]])
+
+        let controller = try ChildProcess(tetherExecutable, ["run", "--interval", "1", "--jitter", "0"] + rig.env.flags)
+        defer { controller.kill(); controller.wait() }
+        #expect(rig.wait(seconds: 30) { rig.sensors().contains { $0["running"] as? Bool == true } }, "\(controller.stderr)")
+        let sync = rig.env.agentCommand("sync", "edr")
+        #expect(sync.code == 0, "\(sync.stdout)")
+        #expect(rig.env.agentCommand("status").code == 0)
+        Thread.sleep(forTimeInterval: 1.5)  // the sensors read the rules every half second
+
+        let started = Date()
+        let victim = try ChildProcess(forbidden, ["30"])
+        let status = victim.wait()
+        #expect(status == 128 + SIGKILL, "killed by the agent (exit \(status))")
+        #expect(Date().timeIntervalSince(started) < 5)
+        var detection: WireEvent?
+        var result: WireEvent?
+        rig.wait(seconds: 15) {
+            let events = rig.platform.events()
+            detection = events.first { $0.type == "detection" && $0.detail["pid"] == String(victim.pid) }
+            result = events.first { $0.type == "processing-result" && $0.detail["detectionId"] == detection?.detail["detectionId"] }
+            return detection != nil && result != nil
+        }
+        #expect(detection?.detail["source"] == "execution-prevention" && detection?.detail["rule"] == "sha256:\(sha256)", "\(String(describing: detection))")
+        #expect(detection?.detail["path"] == forbidden)
+        #expect(result?.detail["action"] == "process-terminated", "\(String(describing: result))")
+    }
+
     @Test("As nobody, in a network namespace without the process connector (a container), the sensors fall back, say so once, and still see a process and a file",
           .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare"),
                    "makes the namespace with unshare and drops to nobody with setpriv"))

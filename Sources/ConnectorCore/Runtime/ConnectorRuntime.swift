@@ -397,8 +397,10 @@ public final class ConnectorRuntime {
                 let id = entry.scanId, verdict = entry.state
                 guard let scan = mine[id], verdict != "processing" else { continue }
                 try storeCall {
+                    var events = [TelemetryEvent(type: "sandbox-verdict", at: clock(), detail: ["path": scan.path, "scanId": id, "verdict": verdict])]
+                    if verdict == "detect" { events += Self.sandboxDetection(path: scan.path, scanId: id, at: clock()) }
                     try store.updateScan(id, state: "done", verdict: verdict, dropContent: true)
-                    try store.enqueue([TelemetryEvent(type: "sandbox-verdict", at: clock(), detail: ["path": scan.path, "scanId": id, "verdict": verdict])], for: .edr)
+                    try store.enqueue(events, for: .edr)
                 }
                 _ = try? send(client, method: "DELETE", url: "\(base)/\(id)", headers: [], body: nil, server: server)
                 verdicts += 1
@@ -407,6 +409,17 @@ public final class ConnectorRuntime {
         try storeCall { try store.recordSuccess(.sandbox, server: server.description, at: clock()) }
         let waiting = try storeCall { try store.pendingScanCount() }
         return "\(uploaded) uploaded, \(verdicts) verdict\(verdicts == 1 ? "" : "s"), \(waiting) waiting"
+    }
+
+    /// A Sandbox `detect` as the agent's own detection, and what it did about it: it reports the
+    /// object and leaves it where it is.
+    static func sandboxDetection(path: String, scanId: String, at: Date) -> [TelemetryEvent] {
+        var detection = Detection(source: .sandbox, path: path)
+        detection.scanId = scanId
+        detection.verdict = "detect"
+        let result = ProcessingResult(detectionId: detection.id, action: .reported,
+                                      result: "the object stays in place; the embedded agent reports Sandbox detections and does not remove files")
+        return [SensorEvent(at: at, .detection(detection)), SensorEvent(at: at, .processingResult(result))].map(TelemetryEvent.init)
     }
 
     // MARK: - Transport

@@ -18,6 +18,11 @@ public struct TelemetryEvent: Sendable, Equatable {
         self.detail = detail
     }
 
+    /// A sensor's event as it is queued.
+    public init(_ event: SensorEvent) {
+        self.init(type: event.type, at: event.at, detail: event.detail)
+    }
+
     /// The event types sensors produce.
     public static let sensorTypes = ["process-start", "process-stop", "network-connection", "file-change", "detection", "processing-result"]
 }
