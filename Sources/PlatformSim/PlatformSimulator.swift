@@ -85,16 +85,22 @@ public final class PlatformSimulator: @unchecked Sendable {
     private var batchesTaken = Set<String>()
     private var duplicates = 0
     private let recordFile: URL?
+    /// Events taken in, by integration (`edr`, `ndr`) and type.
+    private var eventCounts: [String: [String: Int]] = [:]
+    private let log: (@Sendable (String) -> Void)?
     private let host: String
     /// The port it listens on.
     public private(set) var port: Int
 
     /// Starts the platform at once. `port` 0 lets the kernel choose; `recordFile` appends each
-    /// received request there as a JSON line.
-    public init(pki: PlatformPKI, requireClientCertificate: Bool = false, host: String = "127.0.0.1", port: Int = 0, recordFile: URL? = nil) throws {
+    /// received request there as a JSON line; `log` gets a line for each event batch taken in,
+    /// counted by event type.
+    public init(pki: PlatformPKI, requireClientCertificate: Bool = false, host: String = "127.0.0.1", port: Int = 0, recordFile: URL? = nil,
+                log: (@Sendable (String) -> Void)? = nil) throws {
         self.pki = pki
         self.requireClientCertificate = requireClientCertificate
         self.recordFile = recordFile
+        self.log = log
         self.host = host
         self.port = port
         try start()
@@ -139,6 +145,9 @@ public final class PlatformSimulator: @unchecked Sendable {
             .filter { seen.insert($0.batchId).inserted }
             .flatMap(\.events)
     }
+
+    /// Events taken in so far, by integration (`edr`, `ndr`) and event type (`GET /sim/events`).
+    public var eventsByType: [String: [String: Int]] { lock.withLock { eventCounts } }
 
     /// How many event batches arrived again after they had been taken in (and were dropped).
     public var duplicateBatches: Int { lock.withLock { duplicates } }
@@ -201,7 +210,14 @@ public final class PlatformSimulator: @unchecked Sendable {
                 return inserted
             }
             // A batch sent again (its acknowledgement was lost) gets the same answer and is not taken in twice.
-            _ = isNew
+            if isNew {
+                var types: [String: Int] = [:]
+                for event in batch.events { types[event.type, default: 0] += 1 }
+                lock.withLock { eventCounts[parts[1], default: [:]].merge(types, uniquingKeysWith: +) }
+                let agent = parts.count > 4 ? String(parts[4].prefix(8)) : "?"
+                log?("\(parts[1].uppercased()) events from agent \(agent)…: \(batch.events.count) ("
+                     + types.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")")
+            }
             return answer(Accepted(accepted: batch.events.count))
         case ("POST", "kata", "ndr") where parts.last == "ping":
             return answer(Pong(pong: true))
@@ -209,6 +225,8 @@ public final class PlatformSimulator: @unchecked Sendable {
             return scanner(request, parts: parts)
         case ("GET", "sim", "received"):
             return ServerResponse(status: 200, body: Self.encoder.encode(ReceivedList(requests: self.received)))
+        case ("GET", "sim", "events"):
+            return ServerResponse(status: 200, body: Self.encoder.encode(eventsByType))
         case ("POST", "sim", "commands"):
             guard let json, case .object = json else { return answer(WireError("a JSON command is expected"), status: 400) }
             queueCommand(json, for: request.query["agent"] ?? "*")

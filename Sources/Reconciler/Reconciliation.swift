@@ -218,6 +218,7 @@ public struct Reconciliation {
         var report = self.report(.drift, plan: plan)
         if let agent = agent as? Agent, let runtime = try? runtime ?? ConnectorRuntime(agent: agent) {
             report.health = (try? runtime.status()) ?? []
+            report.sensors = (try? runtime.sensorReports()) ?? []
         }
         let entry = HistoryEntry(kind: "drift", revision: report.revision, result: report.inSync ? "in-sync" : "drift",
                                  findings: plan.findings.filter { $0.kind.isProblem }.count,

@@ -36,6 +36,8 @@ public struct Report: Sendable {
     public let notes: [String]
     /// Each connector's connection health (drift reports on a device).
     public var health: [ConnectorStatus] = []
+    /// The embedded agent's sensors, as the controller last ran them (drift reports on a device).
+    public var sensors: [SensorReport] = []
 
     /// In sync when nothing but accepted exceptions differs.
     public var inSync: Bool { !findings.contains { $0.kind.isProblem } }

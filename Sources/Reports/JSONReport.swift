@@ -25,7 +25,14 @@ public enum JSONReport {
             notes: report.notes,
             lastApplied: report.lastAppliedRevision.map { .init(revision: $0, at: report.lastAppliedAt.map(Timestamp.string)) },
             applied: report.kind == .apply ? report.applied : nil,
-            health: report.health.isEmpty ? nil : report.health.map(health))
+            health: report.health.isEmpty ? nil : report.health.map(health),
+            sensors: report.sensors.isEmpty ? nil : report.sensors.map(sensor))
+    }
+
+    /// One sensor, as `tether agent status --json` prints it too.
+    public static func sensor(_ report: SensorReport) -> ReportDocument.Sensor {
+        ReportDocument.Sensor(sensor: report.status.sensor.rawValue, running: report.isRunning, source: report.status.source,
+                              note: report.status.note, since: Timestamp.string(report.since))
     }
 
     public static func render(_ report: Report) -> String {

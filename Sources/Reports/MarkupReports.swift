@@ -52,6 +52,12 @@ public enum MarkdownReport {
                 lines.append("| \(status.integration.displayName) | \(status.state) | \(status.server ?? "") | \(status.lastSuccess.map(ReportFormatting.timestamp) ?? "never") | \(status.queueDepth) | \(cell(status.running ? status.lastError ?? "" : "")) |")
             }
         }
+        if !report.sensors.isEmpty {
+            lines += ["", "| Sensor | State | Source | Note |", "|---|---|---|---|"]
+            for sensor in report.sensors {
+                lines.append("| \(sensor.status.sensor.rawValue) | \(sensor.isRunning ? "running" : "stopped") | \(cell(sensor.status.source)) | \(cell(sensor.status.note ?? "")) |")
+            }
+        }
         for note in report.notes {
             lines.append("")
             lines.append("> \(note)")
@@ -119,6 +125,14 @@ public enum HTMLReport {
                 let badge = status.state == "connected" ? "in-sync" : (status.state == "failing" ? "drift" : "excepted")
                 body += "<tr><td>\(escape(status.integration.displayName))</td><td><span class=\"badge \(badge)\">\(escape(status.state))</span></td><td>\(escape(status.server ?? ""))</td>"
                 body += "<td>\(escape(status.lastSuccess.map(ReportFormatting.timestamp) ?? "never"))</td><td>\(status.queueDepth)</td><td>\(escape(status.running ? status.lastError ?? "" : ""))</td></tr>"
+            }
+            body += "</tbody></table></section>\n"
+        }
+        if !report.sensors.isEmpty {
+            body += "<section><h2>Sensors</h2><table><thead><tr><th>Sensor</th><th>State</th><th>Source</th><th>Note</th></tr></thead><tbody>"
+            for sensor in report.sensors {
+                body += "<tr><td>\(escape(sensor.status.sensor.rawValue))</td><td>\(sensor.isRunning ? "running" : "stopped")</td>"
+                body += "<td>\(escape(sensor.status.source))</td><td>\(escape(sensor.status.note ?? ""))</td></tr>"
             }
             body += "</tbody></table></section>\n"
         }

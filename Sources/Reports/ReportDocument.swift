@@ -159,6 +159,31 @@ public struct ReportDocument: Encodable, Sendable {
         }
     }
 
+    /// One sensor of the embedded agent.
+    public struct Sensor: Encodable, Sendable {
+        /// `process`, `network` or `file`.
+        public let sensor: String
+        /// Running now: recorded as running by a `tether run` that is still alive.
+        public let running: Bool
+        /// The kernel interface: `netlink process connector`, `/proc scan every 1 s`…
+        public let source: String
+        /// A fallback's reason and what it misses.
+        public let note: String?
+        /// When it started or stopped.
+        public let since: String
+
+        private enum CodingKeys: String, CodingKey { case sensor, running, source, note, since }
+
+        public func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(sensor, forKey: .sensor)
+            try container.encode(running, forKey: .running)
+            try container.encode(source, forKey: .source)
+            try container.encode(note, forKey: .note)
+            try container.encode(since, forKey: .since)
+        }
+    }
+
     public let formatVersion: Int
     /// `plan`, `apply` or `drift`.
     public let kind: String
@@ -180,4 +205,6 @@ public struct ReportDocument: Encodable, Sendable {
     public let applied: Bool?
     /// Drift reports on a device: each connector's health.
     public let health: [Health]?
+    /// Drift reports on a device where the sensors ever ran: which run and from what source.
+    public let sensors: [Sensor]?
 }

@@ -80,6 +80,11 @@ public struct TextReport {
                 lines.append(line)
                 if let error = status.lastError, status.running { lines.append(dim("      last error (\(status.errorKind ?? "error")): \(error)")) }
             }
+            for sensor in report.sensors {
+                let name = "\(sensor.status.sensor.rawValue) sensor".padding(toLength: 22, withPad: " ", startingAt: 0)
+                lines.append("  \(name)\(sensor.isRunning ? green("running") : "stopped") — \(sensor.status.source)")
+                if let note = sensor.status.note { lines.append(dim("      \(note)")) }
+            }
         }
         for note in report.notes {
             lines.append("")

@@ -60,7 +60,7 @@ struct Status: ParsableCommand {
             Console.out(JSONReport.serialize(AgentStatusDocument(
                 connectors: statuses.map(JSONReport.health),
                 isolation: .init(active: isolation.active, until: isolation.until.map(Timestamp.string)),
-                sensors: sensors.map(AgentStatusDocument.Sensor.init),
+                sensors: sensors.map(JSONReport.sensor),
                 telemetry: counts.mapValues { $0.byType.mapValues { Dictionary(uniqueKeysWithValues: $0.map { ($0.key.rawValue, $0.value) }) } })))
             return
         }
@@ -86,28 +86,9 @@ struct AgentStatusDocument: Encodable {
         }
     }
 
-    /// A sensor as `tether run` last recorded it.
-    struct Sensor: Encodable {
-        let sensor: String
-        let running: Bool
-        let source: String
-        let note: String?
-        let pid: Int32
-        let since: String
-
-        init(_ report: SensorReport) {
-            sensor = report.status.sensor.rawValue
-            running = report.isRunning
-            source = report.status.source
-            note = report.status.note
-            pid = report.pid
-            since = Timestamp.string(report.since)
-        }
-    }
-
     let connectors: [ReportDocument.Health]
     let isolation: Isolation
-    let sensors: [Sensor]
+    let sensors: [ReportDocument.Sensor]
     /// `sensors` (seen, buffer-dropped), `edr` and `ndr` (queued, suppressed, dropped, throttled,
     /// sent) → event type → outcome → count.
     let telemetry: [String: [String: [String: Int]]]

@@ -9,7 +9,7 @@ struct PlatformSimCommand: ParsableCommand {
         commandName: "platform-sim",
         abstract: "Run a local targeted-attack platform (EDR, NDR, Sandbox scanner API) over HTTPS on 127.0.0.1.",
         discussion: """
-            On first start it makes a test CA and a server certificate for localhost, 127.0.0.1 and ::1 in --dir (ca.pem, server.pem and their keys) and reuses them afterwards. Pin server.pem (or ca.pem) in your policies. With --client-certificate NAME it also issues NAME.p12 (password in NAME.pass) for mutual TLS. Every request it receives is appended to --dir/received.jsonl. The wire format is in docs/wire-format.md. Queue a response command with
+            On first start it makes a test CA and a server certificate for localhost, 127.0.0.1 and ::1 in --dir (ca.pem, server.pem and their keys) and reuses them afterwards. Pin server.pem (or ca.pem) in your policies. With --client-certificate NAME it also issues NAME.p12 (password in NAME.pass) for mutual TLS. Every request it receives is appended to --dir/received.jsonl; each event batch is logged with its events counted by type, and GET /sim/events gives the totals by integration and type. The wire format is in docs/wire-format.md. Queue a response command with
               curl --cacert DIR/ca.pem -d '{"type":"network-isolation","durationSeconds":600}' https://127.0.0.1:PORT/sim/commands
             Stops on Ctrl-C.
             """)
@@ -40,7 +40,10 @@ struct PlatformSimCommand: ParsableCommand {
             chmod(directory.appendingPathComponent("\(name).pass").path, 0o600)
         }
         let platform = try PlatformSimulator(pki: pki, requireClientCertificate: requireClientCertificate, port: port,
-                                             recordFile: directory.appendingPathComponent("received.jsonl"))
+                                             recordFile: directory.appendingPathComponent("received.jsonl")) { line in
+            print("\(Date().formatted(.iso8601)) \(line)")
+            fflush(nil)
+        }
         print("platform-sim listening on https://127.0.0.1:\(platform.port) (mutual TLS \(requireClientCertificate ? "required" : "off")); PKI in \(directory.path)")
         fflush(nil)
         signal(SIGINT, SIG_DFL)

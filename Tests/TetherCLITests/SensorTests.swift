@@ -72,6 +72,12 @@ struct SensorTests {
         defer { controller.kill(); controller.wait() }
         #expect(rig.wait(seconds: 30) { rig.sensors().count == 3 && rig.sensors().allSatisfy { $0["running"] as? Bool == true } },
                 "the sensors start once EDR telemetry flows: \(controller.stderr)")
+        // The drift report's health section says which sensors run, and from what.
+        let drift = rig.env.run("drift", "--format", "json")
+        let reported = drift.json["sensors"] as? [[String: Any]] ?? []
+        #expect(reported.map { $0["sensor"] as? String } == ["process", "network", "file"] && reported.allSatisfy { $0["running"] as? Bool == true },
+                "\(drift.stdout)")
+        #expect(rig.env.run("drift").stdout.contains("process sensor"))
         let sources = Dictionary(uniqueKeysWithValues: rig.sensors().map { ($0["sensor"] as? String ?? "", $0["source"] as? String ?? "") })
         #expect(sources["process"] == "netlink process connector")
         #expect(sources["file"]?.hasPrefix("fanotify") == true, "\(sources)")
