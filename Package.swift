@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "Reconciler", dependencies: ["Planner", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
         .target(name: "Reports", dependencies: ["ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
         .target(name: "Controller", dependencies: [
-            "Reconciler", "Planner", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "GitSource", "X509", "Policy",
+            "Reconciler", "Planner", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "GitSource", "Sensors", "X509", "Policy",
             "IntegrationModel", "HTTPServer",
             .product(name: "Logging", package: "swift-log"),
         ]),

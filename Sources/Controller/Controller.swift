@@ -89,6 +89,7 @@ public final class Controller: @unchecked Sendable {
                 stores = nil
                 prepared = nil
             }
+            if let runtime = stores?.runtime { metrics.recordTelemetry(from: runtime) }
             metrics.record(result, health: report?.health ?? [], suspended: isSuspended)
             writeStatus(result)
             log(result)

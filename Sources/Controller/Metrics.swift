@@ -1,5 +1,7 @@
 import ConnectorCore
 import Foundation
+import IntegrationModel
+import Sensors
 
 /// The controller's counters and gauges, rendered in Prometheus's text format for /metrics.
 public final class Metrics: @unchecked Sendable {
@@ -26,6 +28,10 @@ public final class Metrics: @unchecked Sendable {
     private var connectors: [(String, String)] = []
     private var suspended = false
     private var ready = false
+    /// Scope (`sensors`, `edr`, `ndr`) → event type → outcome → count, as runtime.db keeps them.
+    private var telemetry: [String: TelemetryCounts] = [:]
+    private var sensors: [(name: String, running: Bool)] = []
+    private var kernel: [(name: String, reported: Int, overflows: Int)] = []
 
     public var cycles: Int { lock.withLock { cycleCount } }
     public var errors: Int { lock.withLock { errorCount } }
@@ -50,6 +56,24 @@ public final class Metrics: @unchecked Sendable {
             }
             if !health.isEmpty { connectors = health.map { ($0.integration.rawValue, $0.state) } }
             self.suspended = suspended
+        }
+    }
+
+    /// What the sensors saw and what became of each event type, read from the connectors' store.
+    func recordTelemetry(from runtime: ConnectorRuntime) {
+        var counts: [String: TelemetryCounts] = [:]
+        if let sensed = try? runtime.telemetryCounts(nil) { counts["sensors"] = sensed }
+        for integration in [Integration.edr, .ndr] {
+            if let counted = try? runtime.telemetryCounts(integration) { counts[integration.rawValue] = counted }
+        }
+        let reports = (try? runtime.sensorReports()) ?? []
+        let kernel = [SensorKind.process, .file].compactMap { sensor in
+            (try? runtime.kernelCounts(sensor)).map { (sensor.rawValue, $0.reported, $0.overflows) }
+        }
+        lock.withLock {
+            telemetry = counts
+            sensors = reports.map { ($0.status.sensor.rawValue, $0.isRunning) }
+            self.kernel = reports.isEmpty ? [] : kernel
         }
     }
 
@@ -107,6 +131,25 @@ public final class Metrics: @unchecked Sendable {
                 // One series per integration whatever its state: labels that change would make new series.
                 metric("tether_connector_up", "gauge", "1 when the connector reached its server at its last attempt.",
                        connectors.map { ("{integration=\"\($0.0)\"}", $0.1 == "connected" ? 1 : 0) })
+            }
+            let events = telemetry.sorted { $0.key < $1.key }.flatMap { scope, counts in
+                counts.byType.sorted { $0.key < $1.key }.flatMap { type, outcomes in
+                    outcomes.sorted { $0.key.rawValue < $1.key.rawValue }.map {
+                        ("{scope=\"\(scope)\",type=\"\(Self.escaped(type))\",outcome=\"\($0.key.rawValue)\"}", Double($0.value))
+                    }
+                }
+            }
+            if !events.isEmpty {
+                metric("tether_telemetry_events_total", "counter",
+                       "Telemetry events by type: seen and buffer-dropped by the sensors (scope sensors); queued, suppressed, dropped (queue full), throttled and sent per integration.",
+                       events)
+            }
+            if !sensors.isEmpty {
+                metric("tether_sensor_running", "gauge", "1 while the sensor runs (telemetry flows).", sensors.map { ("{sensor=\"\($0.name)\"}", $0.running ? 1 : 0) })
+                metric("tether_sensor_kernel_records_total", "counter", "Records the kernel interface delivered to the sensor.",
+                       kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.reported)) })
+                metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
+                       kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
             }
             return lines.joined(separator: "\n") + "\n"
         }

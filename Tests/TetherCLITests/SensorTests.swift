@@ -68,7 +68,8 @@ struct SensorTests {
     func realTelemetry() throws {
         try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
         let rig = try TelemetryRig()
-        let controller = try ChildProcess(tetherExecutable, ["run", "--interval", "1", "--jitter", "0"] + rig.env.flags)
+        let textfile = rig.env.state.url.appendingPathComponent("tether.prom").path
+        let controller = try ChildProcess(tetherExecutable, ["run", "--interval", "1", "--jitter", "0", "--textfile", textfile] + rig.env.flags)
         defer { controller.kill(); controller.wait() }
         #expect(rig.wait(seconds: 30) { rig.sensors().count == 3 && rig.sensors().allSatisfy { $0["running"] as? Bool == true } },
                 "the sensors start once EDR telemetry flows: \(controller.stderr)")
@@ -111,6 +112,11 @@ struct SensorTests {
         #expect(found.connection?.detail["pid"] == String(getpid()), "the connection's owner is this test process")
         #expect(found.file?.detail["pid"] == String(getpid()), "fanotify says who wrote the file")
         #expect(rig.platform.events().allSatisfy { $0.detail["pid"] != String(controller.pid) }, "the controller's own activity is not reported")
+        // The metrics count what the sensors saw and what the platform took, by type.
+        func metrics() -> String { (try? String(contentsOfFile: textfile, encoding: .utf8)) ?? "" }
+        #expect(rig.wait(seconds: 5) { metrics().contains(#"tether_telemetry_events_total{scope="edr",type="process-start",outcome="sent"}"#) }, "\(metrics())")
+        #expect(metrics().contains(#"tether_telemetry_events_total{scope="sensors",type="file-change",outcome="seen"}"#))
+        #expect(metrics().contains(#"tether_sensor_running{sensor="process"} 1"#))
 
         // git turns EDR telemetry off: the sensors stop within a cycle, and a new process does not arrive.
         rig.env.revision = try rig.env.repo.commit(["policies/telemetry.yaml": TelemetryRig.policy(port: rig.platform.port, watched: rig.watched.path, telemetry: false)],
