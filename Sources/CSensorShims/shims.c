@@ -8,9 +8,13 @@
 #include <sys/socket.h>
 #include <sys/fanotify.h>
 #include <sys/vfs.h>
+#include <sys/prctl.h>
 #include <linux/netlink.h>
 #include <linux/connector.h>
 #include <linux/cn_proc.h>
+#include <linux/sock_diag.h>
+#include <linux/inet_diag.h>
+#include <netinet/in.h>
 
 static int wait_readable(int fd, int timeout_ms) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -63,29 +67,36 @@ int tether_proc_connector_open(void) {
     return fd;
 }
 
-int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events, int max) {
+int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events, int max, int *overflows) {
     int ready = wait_readable(fd, timeout_ms);
     if (ready <= 0) return ready;
-    char buffer[16384] __attribute__((aligned(NLMSG_ALIGNTO)));
-    ssize_t length = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
-    if (length < 0) return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+    // Each record is a datagram of its own: take every one queued now, without waiting again.
     int count = 0;
-    for (struct nlmsghdr *header = (struct nlmsghdr *)buffer; NLMSG_OK(header, (size_t)length) && count < max;
-         header = NLMSG_NEXT(header, length)) {
-        if (header->nlmsg_type == NLMSG_ERROR || header->nlmsg_type == NLMSG_NOOP) continue;
-        struct cn_msg *message = NLMSG_DATA(header);
-        if (message->id.idx != CN_IDX_PROC || message->len < sizeof(struct proc_event) - sizeof(((struct proc_event *)0)->event_data)) continue;
-        struct proc_event *event = (struct proc_event *)message->data;
-        switch (event->what) {
-        case PROC_EVENT_EXEC:
-            events[count++] = (tether_proc_event){TETHER_PROC_EXEC, event->event_data.exec.process_pid, event->event_data.exec.process_tgid, 0};
-            break;
-        case PROC_EVENT_EXIT:
-            events[count++] = (tether_proc_event){TETHER_PROC_EXIT, event->event_data.exit.process_pid, event->event_data.exit.process_tgid,
-                                                  (int32_t)event->event_data.exit.exit_code};
-            break;
-        default:
-            break;
+    char buffer[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
+    while (count < max) {
+        ssize_t length = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+        if (length < 0) {
+            if (errno == ENOBUFS) { (*overflows)++; continue; }
+            if (errno == EAGAIN || errno == EINTR) break;
+            return count > 0 ? count : -errno;
+        }
+        for (struct nlmsghdr *header = (struct nlmsghdr *)buffer; NLMSG_OK(header, (size_t)length) && count < max;
+             header = NLMSG_NEXT(header, length)) {
+            if (header->nlmsg_type == NLMSG_ERROR || header->nlmsg_type == NLMSG_NOOP) continue;
+            struct cn_msg *message = NLMSG_DATA(header);
+            if (message->id.idx != CN_IDX_PROC || message->len < sizeof(struct proc_event) - sizeof(((struct proc_event *)0)->event_data)) continue;
+            struct proc_event *event = (struct proc_event *)message->data;
+            switch (event->what) {
+            case PROC_EVENT_EXEC:
+                events[count++] = (tether_proc_event){TETHER_PROC_EXEC, event->event_data.exec.process_pid, event->event_data.exec.process_tgid, 0};
+                break;
+            case PROC_EVENT_EXIT:
+                events[count++] = (tether_proc_event){TETHER_PROC_EXIT, event->event_data.exit.process_pid, event->event_data.exit.process_tgid,
+                                                      (int32_t)event->event_data.exit.exit_code};
+                break;
+            default:
+                break;
+            }
         }
     }
     return count;
@@ -104,10 +115,15 @@ int tether_fanotify_mark_filesystem(int fd, const char *path) {
 int tether_fanotify_read(int fd, int timeout_ms, tether_file_event *events, int max) {
     int ready = wait_readable(fd, timeout_ms);
     if (ready <= 0) return ready;
-    char buffer[8192] __attribute__((aligned(8)));
-    ssize_t length = read(fd, buffer, sizeof buffer);
-    if (length < 0) return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+    // Read what is queued now, buffer after buffer, while `events` has room for a whole one.
     int count = 0;
+    char buffer[8192] __attribute__((aligned(8)));
+    while (max - count >= (int)(sizeof buffer / sizeof(struct fanotify_event_metadata))) {
+    ssize_t length = read(fd, buffer, sizeof buffer);
+    if (length < 0) {
+        if (errno == EAGAIN || errno == EINTR) break;
+        return count > 0 ? count : -errno;
+    }
     for (struct fanotify_event_metadata *metadata = (struct fanotify_event_metadata *)buffer;
          FAN_EVENT_OK(metadata, length) && count < max; metadata = FAN_EVENT_NEXT(metadata, length)) {
         if (metadata->vers != FANOTIFY_METADATA_VERSION) return -EPROTO;
@@ -143,6 +159,7 @@ int tether_fanotify_read(int fd, int timeout_ms, tether_file_event *events, int 
         }
         if (found) count++;
     }
+    }
     return count;
 }
 
@@ -156,6 +173,59 @@ int tether_open_by_handle(int mount_fd, const tether_file_event *event) {
     memcpy(handle.header.f_handle, event->handle, event->handle_bytes);
     int fd = open_by_handle_at(mount_fd, &handle.header, O_PATH | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
+}
+
+int tether_sock_diag(int family, int protocol, tether_socket *sockets, int max) {
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) return -errno;
+    struct {
+        struct nlmsghdr header;
+        struct inet_diag_req_v2 request;
+    } message;
+    memset(&message, 0, sizeof message);
+    message.header.nlmsg_len = sizeof message;
+    message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    message.request.sdiag_family = (uint8_t)family;
+    message.request.sdiag_protocol = (uint8_t)protocol;
+    // Every state but TIME_WAIT (6): a socket there has no inode and no owner any more.
+    message.request.idiag_states = 0xFFFFFFFFu & ~(1u << 6);
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(fd, &message, sizeof message, 0, (struct sockaddr *)&kernel, sizeof kernel) < 0) { int e = errno; close(fd); return -e; }
+    int count = 0, done = 0;
+    char buffer[32768] __attribute__((aligned(NLMSG_ALIGNTO)));
+    while (!done) {
+        ssize_t length = recv(fd, buffer, sizeof buffer, 0);
+        if (length < 0) { if (errno == EINTR) continue; int e = errno; close(fd); return -e; }
+        if (length == 0) break;
+        for (struct nlmsghdr *header = (struct nlmsghdr *)buffer; NLMSG_OK(header, (size_t)length); header = NLMSG_NEXT(header, length)) {
+            if (header->nlmsg_type == NLMSG_DONE) { done = 1; break; }
+            if (header->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *error = NLMSG_DATA(header);
+                close(fd);
+                return error->error < 0 ? error->error : -EPROTO;
+            }
+            if (count >= max) continue;
+            struct inet_diag_msg *diag = NLMSG_DATA(header);
+            tether_socket *out = &sockets[count++];
+            memset(out, 0, sizeof *out);
+            out->family = diag->idiag_family;
+            out->protocol = (uint8_t)protocol;
+            out->state = diag->idiag_state;
+            memcpy(out->local, diag->id.idiag_src, family == AF_INET ? 4 : 16);
+            memcpy(out->remote, diag->id.idiag_dst, family == AF_INET ? 4 : 16);
+            out->local_port = ntohs(diag->id.idiag_sport);
+            out->remote_port = ntohs(diag->id.idiag_dport);
+            out->uid = diag->idiag_uid;
+            out->inode = diag->idiag_inode;
+        }
+    }
+    close(fd);
+    return count;
+}
+
+void tether_name_thread(const char *name) {
+    prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
 int tether_filesystem_id(int fd, uint32_t id[2]) {

@@ -27,12 +27,16 @@ public final class SensorSupervisor: @unchecked Sendable {
     private var lastProblem: String?
     /// The integrations whose telemetry flowed at the last check: where the last events go at stop.
     private var lastFlowing: [Integration] = []
+    /// The settings at the last check (the hourly limits).
+    private var lastState: AgentState?
+    /// Events let into each integration's queue this clock hour, by type.
+    private var admitted: [Integration: (hour: Int, counts: [String: Int])] = [:]
     private let log: @Sendable (String) -> Void
 
     /// `kernelInterfaces` false uses only what an unprivileged process may (a /proc scan, inotify).
-    public init(agent: Agent, bufferCapacity: Int = 20_000, checkInterval: TimeInterval = 0.5, kernelInterfaces: Bool = true,
+    public init(agent: Agent, bufferCapacity: Int = 20_000, queueLimit: Int = 100_000, checkInterval: TimeInterval = 0.5, kernelInterfaces: Bool = true,
                 log: @escaping @Sendable (String) -> Void = { _ in }) throws {
-        runtime = try ConnectorRuntime(agent: agent)
+        runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit)
         buffer = SensorBuffer(capacity: bufferCapacity)
         self.kernelInterfaces = kernelInterfaces
         self.checkInterval = checkInterval
@@ -42,6 +46,7 @@ public final class SensorSupervisor: @unchecked Sendable {
     /// Starts checking on a thread of its own.
     public func start() {
         let thread = Thread { [self] in
+            nameThisThread("sensor:queue")
             while !isStopping {
                 step()
                 let deadline = Date().addingTimeInterval(checkInterval)
@@ -89,6 +94,7 @@ public final class SensorSupervisor: @unchecked Sendable {
         }
         let flowing = [Integration.edr, .ndr].filter { state.running.contains($0) && runtime.telemetryFlows($0, state: state) }
         lastFlowing = flowing
+        lastState = state
         let rules = (try? runtime.preventionRules()) ?? []
         prevention.replace(sha256: Set(rules.filter { $0.algorithm == "sha256" }.map(\.hash)),
                            md5: Set(rules.filter { $0.algorithm == "md5" }.map(\.hash)))
@@ -155,12 +161,50 @@ public final class SensorSupervisor: @unchecked Sendable {
             guard !drained.events.isEmpty else { return }
             let events = drained.events.map(TelemetryEvent.init)
             for integration in flowing {
-                try runtime.record(integration == .edr ? events : events.filter { $0.type == "network-connection" }, for: integration)
+                let (kept, throttled) = admit(integration == .edr ? events : events.filter { $0.type == "network-connection" }, for: integration)
+                try runtime.record(kept, for: integration)
+                if !throttled.isEmpty {
+                    try runtime.store.database.transaction {
+                        try runtime.store.bump(integration, "throttled", by: throttled.values.reduce(0, +))
+                        try runtime.store.bump(integration, .throttled, counts: throttled)
+                    }
+                }
             }
             lastProblem = nil
         } catch {
             report("sensor events could not be queued: \(error)")
         }
+    }
+
+    /// The events within this clock hour's budget (`maximumEventsPerHour`, and per type
+    /// `eventLimitExceededPercentage` of it, less what was sent this hour), and the rest by type:
+    /// events the flush would drop are counted as throttled when seen, never written to disk.
+    /// The flush applies the same limits again, so this only ever spares the queue.
+    private func admit(_ events: [TelemetryEvent], for integration: Integration) -> (kept: [TelemetryEvent], throttled: [String: Int]) {
+        guard let state = lastState, let transfer = SettingPath.eventTransfer(integration), state.bool(transfer.requestCountLimits) else {
+            return (events, [:])
+        }
+        let perHour = state.int(transfer.maximumEventsPerHour)
+        let share = state.int(transfer.eventLimitExceededPercentage)
+        let hour = Int(Date().timeIntervalSince1970 / 3600)
+        if admitted[integration]?.hour != hour {
+            admitted[integration] = (hour, (try? runtime.store.sentThisHour(integration, hour: hour)) ?? [:])
+        }
+        var counts = admitted[integration]!.counts
+        var total = counts.values.reduce(0, +)
+        var kept: [TelemetryEvent] = []
+        var throttled: [String: Int] = [:]
+        for event in events {
+            if total >= perHour || counts[event.type, default: 0] * 100 >= perHour * share {
+                throttled[event.type, default: 0] += 1
+                continue
+            }
+            counts[event.type, default: 0] += 1
+            total += 1
+            kept.append(event)
+        }
+        admitted[integration] = (hour, counts)
+        return (kept, throttled)
     }
 
     private func report(_ problem: String) {

@@ -89,6 +89,19 @@ public final class Database {
         var statement: OpaquePointer?
         try check(sqlite3_prepare_v2(handle, sql, -1, &statement, nil))
         defer { sqlite3_finalize(statement) }
+        return try run(statement, parameters)
+    }
+
+    /// A statement compiled once, to run many times (a queue's insert).
+    public func prepare(_ sql: String) throws -> PreparedStatement {
+        var statement: OpaquePointer?
+        try check(sqlite3_prepare_v2(handle, sql, -1, &statement, nil))
+        return PreparedStatement(database: self, statement: statement)
+    }
+
+    fileprivate func run(_ statement: OpaquePointer?, _ parameters: [SQLValue]) throws -> [[SQLValue]] {
+        sqlite3_reset(statement)
+        sqlite3_clear_bindings(statement)
         for (index, parameter) in parameters.enumerated() {
             let position = Int32(index + 1)
             switch parameter {
@@ -144,7 +157,7 @@ public final class Database {
         }
     }
 
-    private func check(_ code: Int32) throws {
+    fileprivate func check(_ code: Int32) throws {
         guard code == SQLITE_OK || code == SQLITE_ROW || code == SQLITE_DONE else {
             throw SQLiteError(code: code, message: String(cString: sqlite3_errmsg(handle)))
         }
@@ -216,3 +229,22 @@ extension Database {
 
 /// The SQLite this process runs with (`3.40.1`).
 public var sqliteVersion: String { String(cString: sqlite3_libversion()) }
+
+/// A compiled statement of one database, finalized when it goes; used on that database's thread.
+public final class PreparedStatement {
+    private let database: Database
+    private let statement: OpaquePointer?
+
+    fileprivate init(database: Database, statement: OpaquePointer?) {
+        self.database = database
+        self.statement = statement
+    }
+
+    /// Runs it with these parameters and returns its rows.
+    @discardableResult
+    public func query(_ parameters: [SQLValue]) throws -> [[SQLValue]] {
+        try database.run(statement, parameters)
+    }
+
+    deinit { sqlite3_finalize(statement) }
+}

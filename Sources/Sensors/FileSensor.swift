@@ -50,7 +50,7 @@ final class FileSensor: @unchecked Sendable {
                 source.append("fanotify on the file systems of " + marked.joined(separator: ", "))
                 let counters = self.counters
                 let frozenMounts = mounts
-                threads.append(SensorThread(name: "tether file sensor") { thread in
+                threads.append(SensorThread(name: "sensor:fanotify") { thread in
                     var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters)
                     reader.run(thread)
                     close(fd)
@@ -67,7 +67,7 @@ final class FileSensor: @unchecked Sendable {
                 if watcher.watchCount >= Self.inotifyWatchLimit { notes.append("inotify watches at most \(Self.inotifyWatchLimit) folders; deeper ones are not watched") }
                 notes.append(contentsOf: watcher.problems)
                 let counters = self.counters
-                threads.append(SensorThread(name: "tether file sensor (inotify)") { thread in
+                threads.append(SensorThread(name: "sensor:inotify") { thread in
                     watcher.run(thread, buffer: buffer, counters: counters)
                 })
             } else {
@@ -119,13 +119,16 @@ private struct FanotifyReader {
     }
 
     mutating func run(_ thread: SensorThread) {
-        // One read of 8 KiB holds at most 8192 / 24 records.
-        var records = [tether_file_event](repeating: tether_file_event(), count: 342)
+        // Room for several reads of 8 KiB (at most 8192 / 24 records each).
+        var records = [tether_file_event](repeating: tether_file_event(), count: 4096)
         while !thread.isStopping {
             let count = tether_fanotify_read(fd, 250, &records, Int32(records.count))
             guard count > 0 else { continue }
             counters.add(reported: Int(count))
+            defer { SensorThread.gather(received: Int(count), of: records.count) }
             let now = Date()
+            // One lookup per process per batch: a writer makes thousands of records a second.
+            var actors: [Int32: ProcessRef] = [:]
             var movedFrom: (path: String, pid: Int32, isDirectory: Bool, actor: ProcessRef?)?
             for index in 0..<Int(count) {
                 let record = records[index]
@@ -135,7 +138,11 @@ private struct FanotifyReader {
                 }
                 guard record.pid != me, let path = path(of: record), scope.contains(path) else { continue }
                 let isDirectory = record.mask & UInt64(TETHER_FILE_ONDIR) != 0
-                let actor = record.pid > 0 ? ProcessRef(pid: record.pid, executable: ProcFS.readLink("/proc/\(record.pid)/exe")) : nil
+                var actor: ProcessRef?
+                if record.pid > 0 {
+                    if actors[record.pid] == nil { actors[record.pid] = ProcessRef(pid: record.pid, executable: ProcFS.readLink("/proc/\(record.pid)/exe")) }
+                    actor = actors[record.pid]
+                }
                 func emit(_ action: FileChange.Action, _ path: String, oldPath: String? = nil) {
                     buffer.push(SensorEvent(at: now, .file(FileChange(action: action, path: path, oldPath: oldPath, isDirectory: isDirectory, actor: actor))))
                 }
@@ -240,6 +247,7 @@ private final class InotifyWatcher: @unchecked Sendable {
             guard poll(&poller, 1, 250) > 0 else { continue }
             let length = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             guard length > 0 else { continue }
+            defer { SensorThread.gather(received: length, of: bytes.count) }
             let now = Date()
             var offset = 0
             while offset + 16 <= length {

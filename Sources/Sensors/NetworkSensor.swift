@@ -1,20 +1,34 @@
+internal import CSensorShims
 import Foundation
 
-/// TCP connections opened and closed, TCP sockets listening and UDP sockets bound, read from
-/// /proc/net/{tcp,tcp6,udp,udp6} every `interval` and compared by socket inode; the owning
-/// process is found through /proc/PID/fd when a new socket appears. A connection that opens and
-/// closes between two reads is not seen.
+/// TCP connections opened and closed, TCP sockets listening and UDP sockets bound, listed every
+/// `interval` through the kernel's sock_diag netlink interface (binary, TIME_WAIT left out by
+/// the kernel), or from /proc/net/{tcp,tcp6,udp,udp6} where that is refused, and compared by
+/// socket inode; the owning process is found through /proc/PID/fd when a new socket appears. A
+/// connection that opens and closes between two lists is not seen.
 final class NetworkSensor: @unchecked Sendable {
     private var thread: SensorThread?
     private(set) var status: SensorStatus
 
-    init(buffer: SensorBuffer, interval: TimeInterval = 1) {
+    init(buffer: SensorBuffer, interval: TimeInterval = 1, allowSockDiag: Bool = true) {
+        let every = "every \(interval < 1 ? String(interval) : String(Int(interval))) s"
+        var probe = [tether_socket](repeating: tether_socket(), count: 1)
+        let diag = allowSockDiag ? tether_sock_diag(AF_INET, Int32(IPPROTO_TCP), &probe, 1) : -EPERM
         let readable = FileManager.default.isReadableFile(atPath: "/proc/net/tcp")
-        status = SensorStatus(sensor: .network, source: "/proc/net every \(interval < 1 ? String(interval) : String(Int(interval))) s", running: readable,
-                              note: readable ? "connections shorter than the interval are not seen" : "/proc/net/tcp cannot be read: no network events")
-        guard readable else { return }
-        thread = SensorThread(name: "tether network sensor") { thread in
-            var table = SocketTable()
+        let short = "connections shorter than the interval are not seen"
+        if diag >= 0 {
+            status = SensorStatus(sensor: .network, source: "sock_diag \(every)", running: true, note: short)
+        } else if readable {
+            status = SensorStatus(sensor: .network, source: "/proc/net \(every)", running: true,
+                                  note: (allowSockDiag ? "sock_diag was refused (\(String(cString: strerror(-diag)))); " : "") + short)
+        } else {
+            status = SensorStatus(sensor: .network, source: "none", running: false,
+                                  note: "neither sock_diag (\(String(cString: strerror(-diag)))) nor /proc/net/tcp can be read: no network events")
+            return
+        }
+        let useDiag = diag >= 0
+        thread = SensorThread(name: "sensor:network") { thread in
+            var table = SocketTable(sockDiag: useDiag)
             table.refresh(report: nil)
             while !thread.isStopping {
                 thread.sleep(interval)
@@ -48,12 +62,23 @@ struct SocketEntry: Equatable {
 struct SocketTable {
     private var sockets: [UInt64: (entry: SocketEntry, owner: ProcessRef?)] = [:]
     private let me = getpid()
+    /// Lists through sock_diag (else /proc/net).
+    let sockDiag: Bool
+    private var diagBuffer = [tether_socket](repeating: tether_socket(), count: 4096)
+
+    init(sockDiag: Bool) {
+        self.sockDiag = sockDiag
+    }
 
     /// Reads the tables again and reports the differences (none on the first read: the baseline).
     mutating func refresh(report buffer: SensorBuffer?) {
         var current: [UInt64: SocketEntry] = [:]
         for (file, transport, family) in [("tcp", NetworkConnection.Transport.tcp, AF_INET), ("tcp6", .tcp, AF_INET6),
                                           ("udp", .udp, AF_INET), ("udp6", .udp, AF_INET6)] {
+            if sockDiag, let listed = list(transport: transport, family: family) {
+                for entry in listed where entry.inode != 0 { current[entry.inode] = entry }
+                continue
+            }
             guard let bytes = ProcFS.read("/proc/net/" + file, limit: 16 << 20) else { continue }
             for entry in Self.parse(bytes, transport: transport, family: family) where entry.inode != 0 {
                 current[entry.inode] = entry
@@ -87,6 +112,29 @@ struct SocketTable {
                                  uid: entry.uid, owner: owner)
     }
 
+    /// One family and protocol through sock_diag; nil when that is refused (the table is read instead).
+    private mutating func list(transport: NetworkConnection.Transport, family: Int32) -> [SocketEntry]? {
+        var count = tether_sock_diag(family, Int32(transport == .tcp ? IPPROTO_TCP : IPPROTO_UDP), &diagBuffer, Int32(diagBuffer.count))
+        if count == Int32(diagBuffer.count) {
+            diagBuffer = [tether_socket](repeating: tether_socket(), count: diagBuffer.count * 4)
+            count = tether_sock_diag(family, Int32(transport == .tcp ? IPPROTO_TCP : IPPROTO_UDP), &diagBuffer, Int32(diagBuffer.count))
+        }
+        guard count >= 0 else { return nil }
+        return diagBuffer.prefix(Int(count)).compactMap { socket in
+            var copy = socket
+            func text(_ bytes: UnsafeRawPointer) -> String? {
+                var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+                guard inet_ntop(family, bytes, &buffer, socklen_t(buffer.count)) != nil else { return nil }
+                return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }
+            guard let local = withUnsafeBytes(of: &copy.local, { text($0.baseAddress!) }),
+                  let remote = withUnsafeBytes(of: &copy.remote, { text($0.baseAddress!) }) else { return nil }
+            return SocketEntry(transport: transport, local: SocketAddress(address: local, port: Int(socket.local_port)),
+                               remote: SocketAddress(address: remote, port: Int(socket.remote_port)),
+                               state: socket.state, uid: socket.uid, inode: socket.inode)
+        }
+    }
+
     /// The processes holding these socket inodes, found by reading every process's descriptors
     /// (stopping once all are found).
     static func owners(of inodes: Set<UInt64>) -> [UInt64: ProcessRef] {
@@ -109,26 +157,43 @@ struct SocketTable {
         for line in bytes.split(separator: UInt8(ascii: "\n")).dropFirst() {
             let fields = line.split(separator: UInt8(ascii: " "))
             // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
-            guard fields.count >= 10, let local = address(fields[1], family: family), let remote = address(fields[2], family: family),
-                  let state = UInt8(String(decoding: fields[3], as: UTF8.self), radix: 16),
-                  let uid = UInt32(String(decoding: fields[7], as: UTF8.self)),
-                  let inode = UInt64(String(decoding: fields[9], as: UTF8.self)) else { continue }
-            entries.append(SocketEntry(transport: transport, local: local, remote: remote, state: state, uid: uid, inode: inode))
+            guard fields.count >= 10, let inode = number(fields[9], radix: 10), inode != 0,
+                  let local = address(fields[1], family: family), let remote = address(fields[2], family: family),
+                  let state = number(fields[3], radix: 16), let uid = number(fields[7], radix: 10) else { continue }
+            entries.append(SocketEntry(transport: transport, local: local, remote: remote, state: UInt8(truncatingIfNeeded: state),
+                                       uid: UInt32(truncatingIfNeeded: uid), inode: inode))
         }
         return entries
+    }
+
+    /// A number in ASCII digits, without making a string of it.
+    static func number(_ digits: ArraySlice<UInt8>, radix: UInt64) -> UInt64? {
+        guard !digits.isEmpty, digits.count <= 20 else { return nil }
+        var value: UInt64 = 0
+        for byte in digits {
+            let digit: UInt64
+            switch byte {
+            case 48...57: digit = UInt64(byte - 48)
+            case 65...70 where radix == 16: digit = UInt64(byte - 55)
+            case 97...102 where radix == 16: digit = UInt64(byte - 87)
+            default: return nil
+            }
+            value = value &* radix &+ digit
+        }
+        return value
     }
 
     /// `0100007F:1F90` → 127.0.0.1:8080. The address is in 32-bit words in the kernel's byte
     /// order, the port in hex.
     static func address(_ field: ArraySlice<UInt8>, family: Int32) -> SocketAddress? {
-        guard let colon = field.firstIndex(of: UInt8(ascii: ":")),
-              let port = Int(String(decoding: field[(colon + 1)...], as: UTF8.self), radix: 16) else { return nil }
+        guard let colon = field.firstIndex(of: UInt8(ascii: ":")), let port = number(field[(colon + 1)...], radix: 16) else { return nil }
         let hex = Array(field[..<colon])
         let size = family == AF_INET ? 4 : 16
         guard hex.count == size * 2 else { return nil }
         var raw = [UInt8](repeating: 0, count: size)
         for word in 0..<(size / 4) {
-            guard let value = UInt32(String(decoding: hex[(word * 8)..<(word * 8 + 8)], as: UTF8.self), radix: 16) else { return nil }
+            guard let parsed = number(hex[(word * 8)..<(word * 8 + 8)], radix: 16) else { return nil }
+            let value = UInt32(truncatingIfNeeded: parsed)
             // The kernel prints each word of the address as this host holds it in memory: its bytes,
             // in the host's order, are the address in network order.
             withUnsafeBytes(of: value) { bytes in
@@ -137,6 +202,6 @@ struct SocketTable {
         }
         var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         guard inet_ntop(family, raw, &text, socklen_t(text.count)) != nil else { return nil }
-        return SocketAddress(address: String(decoding: text.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self), port: port)
+        return SocketAddress(address: String(decoding: text.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self), port: Int(port))
     }
 }

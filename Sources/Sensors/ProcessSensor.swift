@@ -16,7 +16,7 @@ final class ProcessSensor: @unchecked Sendable {
         if fd >= 0 {
             status = SensorStatus(sensor: .process, source: "netlink process connector", running: true, note: nil)
             let counters = self.counters
-            thread = SensorThread(name: "tether process sensor") { thread in
+            thread = SensorThread(name: "sensor:process") { thread in
                 Self.readConnector(fd: fd, buffer: buffer, enricher: enricher, counters: counters, thread: thread, prevention: prevention)
                 close(fd)
             }
@@ -25,7 +25,7 @@ final class ProcessSensor: @unchecked Sendable {
                                         : "the netlink process connector is not used"
             status = SensorStatus(sensor: .process, source: "/proc scan every \(Int(scanInterval)) s", running: true,
                                   note: reason + "; a scan misses processes that live less than \(Int(scanInterval)) s and their exit codes")
-            thread = SensorThread(name: "tether process scan") { thread in
+            thread = SensorThread(name: "sensor:procscan") { thread in
                 Self.scan(every: scanInterval, buffer: buffer, enricher: enricher, thread: thread, prevention: prevention)
             }
         }
@@ -66,16 +66,16 @@ final class ProcessSensor: @unchecked Sendable {
 
     private static func readConnector(fd: Int32, buffer: SensorBuffer, enricher: ProcessEnricher, counters: KernelCounters, thread: SensorThread,
                                       prevention: PreventionList) {
-        var records = [tether_proc_event](repeating: tether_proc_event(), count: 512)
+        var records = [tether_proc_event](repeating: tether_proc_event(), count: 4096)
         let me = getpid()
         while !thread.isStopping {
-            let count = tether_proc_connector_read(fd, 250, &records, Int32(records.count))
-            if count == -ENOBUFS {
-                counters.add(overflows: 1)
-                continue
-            }
+            var overflows: Int32 = 0
+            let count = tether_proc_connector_read(fd, 250, &records, Int32(records.count), &overflows)
+            counters.add(overflows: Int(overflows))
             guard count > 0 else { continue }
             counters.add(reported: Int(count))
+            // No pause to gather records here (as the file sensor does): /proc must be read while
+            // the process still runs; a 1 ms pause cut the short programs described from 94 % to 35 %.
             let now = Date()
             for record in records.prefix(Int(count)) {
                 // Threads end too: only a whole process (its leader) is a process-stop.
@@ -152,28 +152,38 @@ final class ProcessEnricher: @unchecked Sendable {
     static let processLimit = 65_536
     static let commandLineLimit = 4096
 
+    /// Read buffers reused from start to start (an enricher serves one thread).
+    private var scratch = [UInt8](repeating: 0, count: ProcessEnricher.commandLineLimit)
+    private var linkScratch = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+
+    /// Reads the process's files relative to its /proc folder, opened once: the path is looked up
+    /// once per start instead of once per file.
     func facts(_ pid: Int32) -> ProcessFacts {
         var facts = ProcessFacts(pid: pid)
-        let base = "/proc/\(pid)"
-        facts.executable = ProcFS.readLink(base + "/exe")
-        if let bytes = ProcFS.read(base + "/cmdline", limit: Self.commandLineLimit), !bytes.isEmpty {
-            var text = bytes
-            while text.last == 0 { text.removeLast() }
-            facts.commandLine = String(decoding: text.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
-        }
-        if let stat = ProcFS.read(base + "/stat", limit: 1024), let close = stat.lastIndex(of: UInt8(ascii: ")")) {
-            let fields = stat[(close + 1)...].split(separator: UInt8(ascii: " "))
-            // After "pid (comm)": state, ppid, … and the start time (field 22) at index 19.
-            if fields.count > 19 {
-                facts.parentPid = Int32(String(decoding: fields[1], as: UTF8.self))
-                if let ticks = Double(String(decoding: fields[19], as: UTF8.self)), let boot = ProcFS.bootTime {
-                    facts.startedAt = boot.addingTimeInterval(ticks / ProcFS.ticksPerSecond)
+        let folder = open("/proc/\(pid)", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if folder >= 0 {
+            defer { close(folder) }
+            var info = stat()
+            if fstat(folder, &info) == 0 { facts.uid = info.st_uid }
+            let length = readlinkat(folder, "exe", &linkScratch, Int(PATH_MAX))
+            if length > 0 { facts.executable = String(decoding: linkScratch.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+            if let count = read(folder, "cmdline"), count > 0 {
+                var end = count
+                while end > 0 && scratch[end - 1] == 0 { end -= 1 }
+                facts.commandLine = String(decoding: scratch.prefix(end).map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            }
+            if let count = read(folder, "stat"), let close = scratch.prefix(count).lastIndex(of: UInt8(ascii: ")")) {
+                let fields = scratch[(close + 1)..<count].split(separator: UInt8(ascii: " "))
+                // After "pid (comm)": state, ppid, … and the start time (field 22) at index 19.
+                if fields.count > 19 {
+                    facts.parentPid = Int32(String(decoding: fields[1], as: UTF8.self))
+                    if let ticks = Double(String(decoding: fields[19], as: UTF8.self)), let boot = ProcFS.bootTime {
+                        facts.startedAt = boot.addingTimeInterval(ticks / ProcFS.ticksPerSecond)
+                    }
                 }
             }
+            if let digests = digests(folder) { (facts.sha256, facts.md5) = (digests.sha256, digests.md5) }
         }
-        var info = stat()
-        if stat(base, &info) == 0 { facts.uid = info.st_uid }
-        if let digests = digests(pid) { (facts.sha256, facts.md5) = (digests.sha256, digests.md5) }
         var missing: [String] = []
         if facts.executable == nil { missing.append("path") }
         if facts.commandLine == nil { missing.append("commandLine") }
@@ -189,6 +199,21 @@ final class ProcessEnricher: @unchecked Sendable {
         return facts
     }
 
+    /// Reads a file of the process's folder into `scratch`; how many bytes, or nil.
+    private func read(_ folder: Int32, _ name: String) -> Int? {
+        let fd = openat(folder, name, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var total = 0
+        while total < scratch.count {
+            let count = scratch.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            total += count
+        }
+        return total
+    }
+
     /// The executable recorded at the process's start, now forgotten.
     func forget(_ pid: Int32) -> String? {
         lock.lock()
@@ -198,25 +223,31 @@ final class ProcessEnricher: @unchecked Sendable {
 
     /// The running executable's SHA-256 and MD5, read through /proc/PID/exe (so a replaced or
     /// deleted file is still the one that runs).
-    private func digests(_ pid: Int32) -> (sha256: String, md5: String)? {
-        let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+    private func digests(_ folder: Int32) -> (sha256: String, md5: String)? {
+        // The running file's identity first (one call); it is opened and read only when new.
         var info = stat()
-        guard fstat(fd, &info) == 0 else { return nil }
+        guard fstatat(folder, "exe", &info, 0) == 0 else { return nil }
         let key = FileKey(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
                           modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec)
         lock.lock()
         let cached = hashes[key]
         lock.unlock()
         if let cached { return cached }
-        guard let digest = fileDigests(fileDescriptor: fd) else { return nil }
+        let fd = openat(folder, "exe", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        // Kept under the identity of the file read (the process may have run another meanwhile).
+        var opened = stat()
+        guard fstat(fd, &opened) == 0, let digest = fileDigests(fileDescriptor: fd) else { return nil }
+        let readKey = FileKey(device: UInt64(opened.st_dev), inode: UInt64(opened.st_ino), size: Int64(opened.st_size),
+                              modified: opened.st_mtim.tv_sec, modifiedNanoseconds: opened.st_mtim.tv_nsec)
         lock.lock()
         if hashes.count >= Self.hashCacheLimit { hashes.removeAll(keepingCapacity: true) }
-        hashes[key] = digest
+        hashes[readKey] = digest
         lock.unlock()
         return digest
     }
+
 }
 
 /// The execution-prevention rules the process sensor enforces: hashes of executables that may

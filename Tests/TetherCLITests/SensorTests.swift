@@ -11,7 +11,9 @@ private struct TelemetryRig {
     let env: Environment
     let watched: TemporaryDirectory
 
-    static func policy(port: Int, watched: String, telemetry: Bool) -> String {
+    /// Unlimited by default: the machine's other activity (a parallel test run) must not use up
+    /// the hourly budget a probe needs.
+    static func policy(port: Int, watched: String, telemetry: Bool, limits: String = "requestCountLimits: false") -> String {
         """
         apiVersion: tether/v1
         kind: IntegrationPolicy
@@ -23,18 +25,19 @@ private struct TelemetryRig {
             address: 127.0.0.1
             port: \(port)
             maximumDataTransferTime: 1
+            \(limits)
             telemetry: \(telemetry)
             fileMonitoring:
               paths: ["\(watched)"]
         """
     }
 
-    init() throws {
+    init(limits: String = "requestCountLimits: false") throws {
         let pki = try PlatformPKI.create()
         platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
         watched = try TemporaryDirectory("tether-watched")
         env = try Environment(policies: [
-            "policies/telemetry.yaml": Self.policy(port: platform.port, watched: watched.path, telemetry: true),
+            "policies/telemetry.yaml": Self.policy(port: platform.port, watched: watched.path, telemetry: true, limits: limits),
             "policies/prod.yaml": Environment.prod,
         ], platform: pki)
     }
@@ -169,6 +172,25 @@ struct SensorTests {
         #expect(detection?.detail["source"] == "execution-prevention" && detection?.detail["rule"] == "sha256:\(sha256)", "\(String(describing: detection))")
         #expect(detection?.detail["path"] == forbidden)
         #expect(result?.detail["action"] == "process-terminated", "\(String(describing: result))")
+    }
+
+    @Test("Over the hourly limits, the sensors' events are counted as throttled by type when seen, never queued",
+          .enabled(if: getuid() == 0, "the process connector and fanotify need root (CI runs as root)"))
+    func throttledWhenSeen() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        // 20 events an hour, one type at most half of them: 10 file changes at most.
+        let rig = try TelemetryRig(limits: "maximumEventsPerHour: 20\n    eventLimitExceededPercentage: 50")
+        let controller = try ChildProcess(tetherExecutable, ["run", "--interval", "1", "--jitter", "0"] + rig.env.flags)
+        defer { controller.kill(); controller.wait() }
+        #expect(rig.wait(seconds: 30) { rig.sensors().contains { $0["running"] as? Bool == true } }, "\(controller.stderr)")
+        for index in 0..<40 { try rig.watched.write("file-\(index)", "x") }
+        func fileChanges() -> [String: Int] {
+            let telemetry = rig.env.agentCommand("status", "--json").json["telemetry"] as? [String: [String: [String: Int]]]
+            return telemetry?["edr"]?["file-change"] ?? [:]
+        }
+        #expect(rig.wait(seconds: 10) { (fileChanges()["throttled"] ?? 0) >= 60 }, "40 creations and 40 writes, 10 let through: \(fileChanges())")
+        #expect((fileChanges()["queued"] ?? 0) <= 10, "\(fileChanges())")
+        #expect(rig.wait(seconds: 10) { rig.platform.events().filter { $0.type == "file-change" }.count == fileChanges()["queued"] })
     }
 
     @Test("As nobody, in a network namespace without the process connector (a container), the sensors fall back, say so once, and still see a process and a file",

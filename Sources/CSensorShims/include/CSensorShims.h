@@ -20,10 +20,10 @@ enum { TETHER_PROC_EXEC = 1, TETHER_PROC_EXIT = 2 };
 /// (EPERM without CAP_NET_ADMIN; EPROTONOSUPPORT where the kernel lacks it).
 int tether_proc_connector_open(void);
 
-/// Waits up to `timeout_ms` for records and reads what one receive brings. Returns how many
-/// records were written to `events` (at most `max`), 0 on timeout, or -errno. -ENOBUFS means the
-/// kernel dropped records because the socket's buffer was full (the socket stays usable).
-int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events, int max);
+/// Waits up to `timeout_ms` for records, then takes every one queued (at most `max`). Returns how
+/// many were written to `events`, 0 on timeout, or -errno. Adds to `*overflows` each time the
+/// kernel said it dropped records because the socket's buffer was full.
+int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events, int max, int *overflows);
 
 /// One fanotify record with the directory's file handle and the entry's name.
 typedef struct {
@@ -54,13 +54,37 @@ int tether_fanotify_open(void);
 /// Returns 0 or -errno.
 int tether_fanotify_mark_filesystem(int fd, const char *path);
 
-/// Waits up to `timeout_ms` and reads one buffer of records. Returns how many records were written
-/// to `events` (at most `max`), 0 on timeout, or -errno.
+/// Waits up to `timeout_ms`, then reads what is queued, 8 KiB at a time, while `events` has room
+/// for a whole read (`max` should be a few thousand). Returns how many records were written to
+/// `events`, 0 on timeout, or -errno.
 int tether_fanotify_read(int fd, int timeout_ms, tether_file_event *events, int max);
 
 /// Opens the directory an event names (O_PATH) through a descriptor on the same file system.
 /// Returns the descriptor or -errno.
 int tether_open_by_handle(int mount_fd, const tether_file_event *event);
+
+/// One socket as the kernel's sock_diag interface describes it: addresses in network order
+/// (IPv4 in the first 4 bytes), ports in host order.
+typedef struct {
+    uint8_t family;
+    uint8_t protocol;
+    uint8_t state;
+    uint8_t local[16];
+    uint8_t remote[16];
+    uint16_t local_port;
+    uint16_t remote_port;
+    uint32_t uid;
+    uint64_t inode;
+} tether_socket;
+
+/// Lists the sockets of one family (AF_INET, AF_INET6) and protocol (IPPROTO_TCP, IPPROTO_UDP)
+/// in this network namespace through NETLINK_SOCK_DIAG, except TCP's TIME_WAIT (no owner left).
+/// Returns how many were written to `sockets` (at most `max`; more exist when it returns `max`),
+/// or -errno.
+int tether_sock_diag(int family, int protocol, tether_socket *sockets, int max);
+
+/// Names the calling thread (at most 15 bytes show) for top, ps -L and /proc/PID/task/TID/comm.
+void tether_name_thread(const char *name);
 
 /// The file system id (statfs's f_fsid) of the file system holding `fd`, as fanotify reports it.
 /// Returns 0 or -errno.

@@ -153,14 +153,14 @@ final class RuntimeStore {
         try database.transaction {
             var depth = try self.depth(integration)
             var queued = 0
+            let insert = try database.prepare("INSERT INTO events (integration, type, at, detail) VALUES (?, ?, ?, ?)")
             for event in events {
                 guard depth < queueLimit else {
                     try bump(integration, "dropped", by: events.count - queued)
                     try bump(integration, TelemetryOutcome.dropped, counts: Self.countByType(events.dropFirst(queued)))
                     break
                 }
-                try database.query("INSERT INTO events (integration, type, at, detail) VALUES (?, ?, ?, ?)",
-                                   [.text(integration.rawValue), .text(event.type), .real(event.at.timeIntervalSince1970), .text(String(decoding: Wire.encode(event.detail), as: UTF8.self))])
+                try insert.query([.text(integration.rawValue), .text(event.type), .real(event.at.timeIntervalSince1970), .text(Wire.object(event.detail))])
                 depth += 1
                 queued += 1
             }
