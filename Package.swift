@@ -98,6 +98,7 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TetherTestSupport"]),
         .testTarget(name: "KESLAgentTests", dependencies: ["KESLAgent", "AgentInterface", "ChildProcess", "IntegrationModel", "TetherTestSupport"]),
         .testTarget(name: "SQLiteDBTests", dependencies: ["SQLiteDB"]),
+        .testTarget(name: "SensorsTests", dependencies: ["Sensors", "IntegrationModel"]),
         .testTarget(name: "WireFormatTests", dependencies: ["WireFormat", "IntegrationModel"]),
         .testTarget(name: "IntegrationModelTests", dependencies: ["IntegrationModel"]),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
