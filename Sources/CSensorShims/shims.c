@@ -87,12 +87,18 @@ int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events
             if (message->id.idx != CN_IDX_PROC || message->len < sizeof(struct proc_event) - sizeof(((struct proc_event *)0)->event_data)) continue;
             struct proc_event *event = (struct proc_event *)message->data;
             switch (event->what) {
+            case PROC_EVENT_FORK:
+                if (event->event_data.fork.child_pid != event->event_data.fork.child_tgid) break;  // a thread
+                events[count++] = (tether_proc_event){TETHER_PROC_FORK, event->event_data.fork.child_pid, event->event_data.fork.child_tgid, 0,
+                                                      event->event_data.fork.parent_tgid, event->timestamp_ns};
+                break;
             case PROC_EVENT_EXEC:
-                events[count++] = (tether_proc_event){TETHER_PROC_EXEC, event->event_data.exec.process_pid, event->event_data.exec.process_tgid, 0};
+                events[count++] = (tether_proc_event){TETHER_PROC_EXEC, event->event_data.exec.process_pid, event->event_data.exec.process_tgid, 0, 0,
+                                                      event->timestamp_ns};
                 break;
             case PROC_EVENT_EXIT:
                 events[count++] = (tether_proc_event){TETHER_PROC_EXIT, event->event_data.exit.process_pid, event->event_data.exit.process_tgid,
-                                                      (int32_t)event->event_data.exit.exit_code};
+                                                      (int32_t)event->event_data.exit.exit_code, 0, event->timestamp_ns};
                 break;
             default:
                 break;

@@ -60,4 +60,12 @@ enum ProcFS {
     }()
 
     static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+
+    /// The wall-clock time of a CLOCK_MONOTONIC reading (the process connector's timestamps).
+    static func date(monotonicNanoseconds: UInt64) -> Date {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let nowNanoseconds = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+        return Date().addingTimeInterval(-Double(nowNanoseconds - Int64(monotonicNanoseconds)) / 1e9)
+    }
 }

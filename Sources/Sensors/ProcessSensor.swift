@@ -31,7 +31,7 @@ final class ProcessSensor: @unchecked Sendable {
         }
     }
 
-    /// Records the kernel reported (exec and exit) and receives it lost to a full socket buffer.
+    /// Records the kernel reported (fork, exec and exit) and how often it lost some to a full socket buffer.
     var kernelCounts: (reported: Int, overflows: Int) { counters.read() }
 
     func stop() {
@@ -79,7 +79,10 @@ final class ProcessSensor: @unchecked Sendable {
             let now = Date()
             for record in records.prefix(Int(count)) {
                 // Threads end too: only a whole process (its leader) is a process-stop.
-                if record.what == UInt32(TETHER_PROC_EXIT) {
+                if record.what == UInt32(TETHER_PROC_FORK) {
+                    // The parent and the creation time, so an exec needs no read of /proc/PID/stat.
+                    enricher.forked(record.tgid, parent: record.parent, at: ProcFS.date(monotonicNanoseconds: record.timestamp_ns))
+                } else if record.what == UInt32(TETHER_PROC_EXIT) {
                     guard record.pid == record.tgid, record.tgid != me else { continue }
                     buffer.push(SensorEvent(at: now, .processStop(ProcessStop(pid: record.tgid, status: record.exit_code,
                                                                               executable: enricher.forget(record.tgid)))))
@@ -152,6 +155,18 @@ final class ProcessEnricher: @unchecked Sendable {
     static let processLimit = 65_536
     static let commandLineLimit = 4096
 
+    /// New processes' parents and creation times from the connector's fork records, until their
+    /// exec (or exit).
+    private var forks: [Int32: (parent: Int32, at: Date)] = [:]
+
+    /// Notes a new process's parent and creation time.
+    func forked(_ pid: Int32, parent: Int32, at: Date) {
+        lock.lock()
+        if forks.count >= Self.processLimit { forks.removeAll(keepingCapacity: true) }
+        forks[pid] = (parent, at)
+        lock.unlock()
+    }
+
     /// Read buffers reused from start to start (an enricher serves one thread).
     private var scratch = [UInt8](repeating: 0, count: ProcessEnricher.commandLineLimit)
     private var linkScratch = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
@@ -172,7 +187,13 @@ final class ProcessEnricher: @unchecked Sendable {
                 while end > 0 && scratch[end - 1] == 0 { end -= 1 }
                 facts.commandLine = String(decoding: scratch.prefix(end).map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
             }
-            if let count = read(folder, "stat"), let close = scratch.prefix(count).lastIndex(of: UInt8(ascii: ")")) {
+            lock.lock()
+            let fork = forks[pid]
+            lock.unlock()
+            if let fork {
+                facts.parentPid = fork.parent
+                facts.startedAt = fork.at
+            } else if let count = read(folder, "stat"), let close = scratch.prefix(count).lastIndex(of: UInt8(ascii: ")")) {
                 let fields = scratch[(close + 1)..<count].split(separator: UInt8(ascii: " "))
                 // After "pid (comm)": state, ppid, … and the start time (field 22) at index 19.
                 if fields.count > 19 {
@@ -218,6 +239,7 @@ final class ProcessEnricher: @unchecked Sendable {
     func forget(_ pid: Int32) -> String? {
         lock.lock()
         defer { lock.unlock() }
+        forks[pid] = nil
         return executables.removeValue(forKey: pid)
     }
 

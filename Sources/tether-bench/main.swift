@@ -166,7 +166,7 @@ func threadCPU() -> [String: Double] {
         let used = after - (threadsBefore[name] ?? 0)
         print(String(format: "  thread %-16@ %5.2f s = %4.1f%% of one core", name as NSString, used, used / wall * 100))
     }
-    print("process: the kernel reported \(after.process.reported - before.process.reported) exec/exit records (\(after.process.overflows - before.process.overflows) overflows); "
+    print("process: the kernel reported \(after.process.reported - before.process.reported) fork/exec/exit records (\(after.process.overflows - before.process.overflows) overflows); "
           + "seen \(delta("process-start", .seen, seenPair)) starts and \(delta("process-stop", .seen, seenPair)) stops")
     print("file:    the kernel reported \(after.file.reported - before.file.reported) records (\(after.file.overflows - before.file.overflows) overflows); "
           + "seen \(delta("file-change", .seen, seenPair)) changes under the watched folder")

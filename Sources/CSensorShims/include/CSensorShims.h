@@ -6,15 +6,19 @@
 // The kernel interfaces the sensors read (docs/architecture.md, "Sensors"), with the parsing of
 // their binary records kept here, in C, where the kernel's headers describe them.
 
-/// One process-connector record: `what` is 1 for exec, 2 for exit (others are skipped).
+/// One process-connector record: `what` is 1 for exec, 2 for exit, 3 for the fork of a new
+/// process (`parent` is its parent's tgid; threads are skipped); others are skipped.
+/// `timestamp_ns` is CLOCK_MONOTONIC when the kernel sent it.
 typedef struct {
     uint32_t what;
     int32_t pid;
     int32_t tgid;
     int32_t exit_code;
+    int32_t parent;
+    uint64_t timestamp_ns;
 } tether_proc_event;
 
-enum { TETHER_PROC_EXEC = 1, TETHER_PROC_EXIT = 2 };
+enum { TETHER_PROC_EXEC = 1, TETHER_PROC_EXIT = 2, TETHER_PROC_FORK = 3 };
 
 /// Opens the netlink process connector and subscribes to it. Returns the descriptor, or -errno
 /// (EPERM without CAP_NET_ADMIN; EPROTONOSUPPORT where the kernel lacks it).
