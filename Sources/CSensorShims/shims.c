@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CSensorShims.h"
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <string.h>
@@ -9,6 +10,10 @@
 #include <sys/fanotify.h>
 #include <sys/vfs.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <signal.h>
+#include <stdio.h>
 #include <linux/netlink.h>
 #include <linux/connector.h>
 #include <linux/cn_proc.h>
@@ -21,6 +26,23 @@ static int wait_readable(int fd, int timeout_ms) {
     int ready = poll(&p, 1, timeout_ms);
     if (ready < 0) return errno == EINTR ? 0 : -errno;
     return ready;
+}
+
+/// Copies the process-connector record a netlink message carries into `event` (aligned), after
+/// checking that the message is long enough for the connector header and the record; 0 when
+/// it is not such a message.
+static int proc_record(const struct nlmsghdr *header, struct proc_event *event) {
+    if (header->nlmsg_type == NLMSG_ERROR || header->nlmsg_type == NLMSG_NOOP) return 0;
+    if (header->nlmsg_len < NLMSG_LENGTH(sizeof(struct cn_msg))) return 0;
+    const struct cn_msg *message = NLMSG_DATA(header);
+    size_t available = header->nlmsg_len - NLMSG_LENGTH(sizeof(struct cn_msg));
+    if (message->id.idx != CN_IDX_PROC || message->len > available) return 0;
+    // The fixed part (what, cpu, timestamp) and the largest member used (fork: four pids).
+    size_t needed = offsetof(struct proc_event, event_data) + sizeof(event->event_data.fork);
+    if (message->len < needed) return 0;
+    memset(event, 0, sizeof *event);
+    memcpy(event, message->data, message->len < sizeof *event ? message->len : sizeof *event);
+    return 1;
 }
 
 int tether_proc_connector_open(void) {
@@ -46,25 +68,27 @@ int tether_proc_connector_open(void) {
     enum proc_cn_mcast_op op = PROC_CN_MCAST_LISTEN;
     memcpy(message->data, &op, sizeof op);
     if (send(fd, request, header->nlmsg_len, 0) < 0) { int e = errno; close(fd); return -e; }
-    // Anyone may bind; the kernel refuses the subscription itself (without CAP_NET_ADMIN) in its
-    // acknowledgement, a PROC_EVENT_NONE record carrying the error. Wait for it (a second at most).
+    // Anyone may bind; the kernel answers the subscription with an acknowledgement, a
+    // PROC_EVENT_NONE record carrying its error (without CAP_NET_ADMIN). It does not answer at all
+    // outside the initial pid and user namespaces, where no event would come: no answer within a
+    // second is a refusal too.
     for (int tries = 0; tries < 20; tries++) {
         int ready = wait_readable(fd, 50);
         if (ready < 0) { close(fd); return ready; }
         if (ready == 0) continue;
-        char answer[4096] __attribute__((aligned(NLMSG_ALIGNTO)));
-        ssize_t length = recv(fd, answer, sizeof answer, MSG_DONTWAIT);
+        char answer[4096] __attribute__((aligned(8)));
+        int length = (int)recv(fd, answer, sizeof answer, MSG_DONTWAIT);
         if (length < 0) continue;
-        for (struct nlmsghdr *reply = (struct nlmsghdr *)answer; NLMSG_OK(reply, (size_t)length); reply = NLMSG_NEXT(reply, length)) {
-            struct cn_msg *cn = NLMSG_DATA(reply);
-            if (cn->id.idx != CN_IDX_PROC) continue;
-            struct proc_event *event = (struct proc_event *)cn->data;
-            if (event->what != PROC_EVENT_NONE) continue;
-            if (event->event_data.ack.err != 0) { close(fd); return -(int)event->event_data.ack.err; }
+        for (struct nlmsghdr *reply = (struct nlmsghdr *)answer; NLMSG_OK(reply, length); reply = NLMSG_NEXT(reply, length)) {
+            struct proc_event event;
+            if (!proc_record(reply, &event)) continue;
+            if (event.what != PROC_EVENT_NONE) continue;
+            if (event.event_data.ack.err != 0) { close(fd); return -(int)event.event_data.ack.err; }
             return fd;
         }
     }
-    return fd;
+    close(fd);
+    return -ETIMEDOUT;
 }
 
 int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events, int max, int *overflows) {
@@ -72,33 +96,31 @@ int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events
     if (ready <= 0) return ready;
     // Each record is a datagram of its own: take every one queued now, without waiting again.
     int count = 0;
-    char buffer[8192] __attribute__((aligned(NLMSG_ALIGNTO)));
+    char buffer[8192] __attribute__((aligned(8)));
     while (count < max) {
-        ssize_t length = recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
+        int length = (int)recv(fd, buffer, sizeof buffer, MSG_DONTWAIT);
         if (length < 0) {
             if (errno == ENOBUFS) { (*overflows)++; continue; }
             if (errno == EAGAIN || errno == EINTR) break;
             return count > 0 ? count : -errno;
         }
-        for (struct nlmsghdr *header = (struct nlmsghdr *)buffer; NLMSG_OK(header, (size_t)length) && count < max;
+        for (struct nlmsghdr *header = (struct nlmsghdr *)buffer; NLMSG_OK(header, length) && count < max;
              header = NLMSG_NEXT(header, length)) {
-            if (header->nlmsg_type == NLMSG_ERROR || header->nlmsg_type == NLMSG_NOOP) continue;
-            struct cn_msg *message = NLMSG_DATA(header);
-            if (message->id.idx != CN_IDX_PROC || message->len < sizeof(struct proc_event) - sizeof(((struct proc_event *)0)->event_data)) continue;
-            struct proc_event *event = (struct proc_event *)message->data;
-            switch (event->what) {
+            struct proc_event event;
+            if (!proc_record(header, &event)) continue;
+            switch (event.what) {
             case PROC_EVENT_FORK:
-                if (event->event_data.fork.child_pid != event->event_data.fork.child_tgid) break;  // a thread
-                events[count++] = (tether_proc_event){TETHER_PROC_FORK, event->event_data.fork.child_pid, event->event_data.fork.child_tgid, 0,
-                                                      event->event_data.fork.parent_tgid, event->timestamp_ns};
+                if (event.event_data.fork.child_pid != event.event_data.fork.child_tgid) break;  // a thread
+                events[count++] = (tether_proc_event){TETHER_PROC_FORK, event.event_data.fork.child_pid, event.event_data.fork.child_tgid, 0,
+                                                      event.event_data.fork.parent_tgid, event.timestamp_ns};
                 break;
             case PROC_EVENT_EXEC:
-                events[count++] = (tether_proc_event){TETHER_PROC_EXEC, event->event_data.exec.process_pid, event->event_data.exec.process_tgid, 0, 0,
-                                                      event->timestamp_ns};
+                events[count++] = (tether_proc_event){TETHER_PROC_EXEC, event.event_data.exec.process_pid, event.event_data.exec.process_tgid, 0, 0,
+                                                      event.timestamp_ns};
                 break;
             case PROC_EVENT_EXIT:
-                events[count++] = (tether_proc_event){TETHER_PROC_EXIT, event->event_data.exit.process_pid, event->event_data.exit.process_tgid,
-                                                      (int32_t)event->event_data.exit.exit_code, 0, event->timestamp_ns};
+                events[count++] = (tether_proc_event){TETHER_PROC_EXIT, event.event_data.exit.process_pid, event.event_data.exit.process_tgid,
+                                                      (int32_t)event.event_data.exit.exit_code, 0, event.timestamp_ns};
                 break;
             default:
                 break;
@@ -125,43 +147,53 @@ int tether_fanotify_read(int fd, int timeout_ms, tether_file_event *events, int 
     int count = 0;
     char buffer[8192] __attribute__((aligned(8)));
     while (max - count >= (int)(sizeof buffer / sizeof(struct fanotify_event_metadata))) {
-    ssize_t length = read(fd, buffer, sizeof buffer);
+    int length = (int)read(fd, buffer, sizeof buffer);
     if (length < 0) {
         if (errno == EAGAIN || errno == EINTR) break;
         return count > 0 ? count : -errno;
     }
     for (struct fanotify_event_metadata *metadata = (struct fanotify_event_metadata *)buffer;
          FAN_EVENT_OK(metadata, length) && count < max; metadata = FAN_EVENT_NEXT(metadata, length)) {
-        if (metadata->vers != FANOTIFY_METADATA_VERSION) return -EPROTO;
+        // Records are 4-aligned; the 8-byte mask is read through a copy.
+        struct fanotify_event_metadata meta;
+        memcpy(&meta, metadata, sizeof meta);
+        if (meta.vers != FANOTIFY_METADATA_VERSION) return count > 0 ? count : -EPROTO;
         tether_file_event *out = &events[count];
         memset(out, 0, sizeof *out);
-        out->mask = metadata->mask;
-        out->pid = metadata->pid;
-        if (metadata->fd >= 0) close(metadata->fd);
-        if (metadata->mask & FAN_Q_OVERFLOW) { count++; continue; }
-        char *info = (char *)(metadata + 1), *end = (char *)metadata + metadata->event_len;
+        out->mask = meta.mask;
+        out->pid = meta.pid;
+        if (meta.fd >= 0) close(meta.fd);
+        if (meta.mask & FAN_Q_OVERFLOW) { count++; continue; }
+        char *info = (char *)metadata + meta.metadata_len, *end = (char *)metadata + meta.event_len;
         int found = 0;
         while (info + sizeof(struct fanotify_event_info_header) <= end && !found) {
-            struct fanotify_event_info_header *header = (struct fanotify_event_info_header *)info;
-            if (header->len == 0 || info + header->len > end) break;
-            if (header->info_type == FAN_EVENT_INFO_TYPE_DFID_NAME || header->info_type == FAN_EVENT_INFO_TYPE_DFID) {
-                struct fanotify_event_info_fid *fid = (struct fanotify_event_info_fid *)info;
-                struct file_handle *handle = (struct file_handle *)fid->handle;
-                if (handle->handle_bytes > sizeof out->handle) break;
-                memcpy(out->fsid, &fid->fsid, sizeof out->fsid);
-                out->handle_bytes = handle->handle_bytes;
-                out->handle_type = handle->handle_type;
-                memcpy(out->handle, handle->f_handle, handle->handle_bytes);
-                if (header->info_type == FAN_EVENT_INFO_TYPE_DFID_NAME) {
-                    const char *name = (const char *)(handle->f_handle + handle->handle_bytes);
-                    size_t room = (size_t)(info + header->len - name);
+            struct fanotify_event_info_header header;
+            memcpy(&header, info, sizeof header);
+            if (header.len == 0 || header.len > (size_t)(end - info)) break;
+            // The record: header, fsid, then a file_handle (its two fields and handle_bytes of
+            // handle), then for DFID_NAME the entry's name, all within header.len.
+            size_t fixed = sizeof(struct fanotify_event_info_fid) + sizeof(struct file_handle);
+            if ((header.info_type == FAN_EVENT_INFO_TYPE_DFID_NAME || header.info_type == FAN_EVENT_INFO_TYPE_DFID) && header.len >= fixed) {
+                struct fanotify_event_info_fid fid;
+                memcpy(&fid, info, sizeof fid);
+                struct file_handle handle;
+                memcpy(&handle, info + sizeof(struct fanotify_event_info_fid), sizeof handle);
+                if (handle.handle_bytes > sizeof out->handle || handle.handle_bytes > header.len - fixed) break;
+                const char *bytes = info + fixed;
+                memcpy(out->fsid, &fid.fsid, sizeof out->fsid);
+                out->handle_bytes = handle.handle_bytes;
+                out->handle_type = handle.handle_type;
+                memcpy(out->handle, bytes, handle.handle_bytes);
+                if (header.info_type == FAN_EVENT_INFO_TYPE_DFID_NAME) {
+                    size_t room = header.len - fixed - handle.handle_bytes;
+                    const char *name = bytes + handle.handle_bytes;
                     size_t size = strnlen(name, room < sizeof out->name - 1 ? room : sizeof out->name - 1);
                     memcpy(out->name, name, size);
                     out->name[size] = 0;
                 }
                 found = 1;
             }
-            info += header->len;
+            info += header.len;
         }
         if (found) count++;
     }
@@ -174,6 +206,7 @@ int tether_open_by_handle(int mount_fd, const tether_file_event *event) {
         struct file_handle header;
         unsigned char bytes[128];
     } handle;
+    if (event->handle_bytes > sizeof handle.bytes) return -EINVAL;
     handle.header.handle_bytes = event->handle_bytes;
     handle.header.handle_type = event->handle_type;
     memcpy(handle.header.f_handle, event->handle, event->handle_bytes);
@@ -201,17 +234,18 @@ int tether_sock_diag(int family, int protocol, tether_socket *sockets, int max) 
     int count = 0, done = 0;
     char buffer[32768] __attribute__((aligned(NLMSG_ALIGNTO)));
     while (!done) {
-        ssize_t length = recv(fd, buffer, sizeof buffer, 0);
+        int length = (int)recv(fd, buffer, sizeof buffer, 0);
         if (length < 0) { if (errno == EINTR) continue; int e = errno; close(fd); return -e; }
         if (length == 0) break;
-        for (struct nlmsghdr *header = (struct nlmsghdr *)buffer; NLMSG_OK(header, (size_t)length); header = NLMSG_NEXT(header, length)) {
+        for (struct nlmsghdr *header = (struct nlmsghdr *)buffer; NLMSG_OK(header, length); header = NLMSG_NEXT(header, length)) {
             if (header->nlmsg_type == NLMSG_DONE) { done = 1; break; }
             if (header->nlmsg_type == NLMSG_ERROR) {
-                struct nlmsgerr *error = NLMSG_DATA(header);
+                int error = -EPROTO;
+                if (header->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr))) error = ((struct nlmsgerr *)NLMSG_DATA(header))->error;
                 close(fd);
-                return error->error < 0 ? error->error : -EPROTO;
+                return error < 0 ? error : -EPROTO;
             }
-            if (count >= max) continue;
+            if (count >= max || header->nlmsg_len < NLMSG_LENGTH(sizeof(struct inet_diag_msg))) continue;
             struct inet_diag_msg *diag = NLMSG_DATA(header);
             tether_socket *out = &sockets[count++];
             memset(out, 0, sizeof *out);
@@ -228,6 +262,22 @@ int tether_sock_diag(int family, int protocol, tether_socket *sockets, int max) 
     }
     close(fd);
     return count;
+}
+
+int tether_kill_if_running(int pid, uint64_t device, uint64_t inode) {
+    // The pidfd names this process for good; the check after it cannot be fooled by a reused pid,
+    // since a new process under that pid would leave the pidfd's process dead (ESRCH).
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) return -errno;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    struct stat info;
+    if (stat(path, &info) < 0) { int e = errno; close(pidfd); return -e; }
+    if ((uint64_t)info.st_dev != device || (uint64_t)info.st_ino != inode) { close(pidfd); return -ESTALE; }
+    int result = (int)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    int e = errno;
+    close(pidfd);
+    return result < 0 ? -e : 0;
 }
 
 void tether_name_thread(const char *name) {

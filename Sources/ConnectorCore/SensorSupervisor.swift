@@ -3,6 +3,7 @@ import EmbeddedAgent
 import Foundation
 import IntegrationModel
 import Sensors
+import X509
 
 /// Runs the sensors while telemetry flows and feeds what they see into the telemetry queue
 /// (docs/architecture.md, "Sensors"). Every `checkInterval` it reads the agent's settings:
@@ -29,6 +30,21 @@ public final class SensorSupervisor: @unchecked Sendable {
     private var lastFlowing: [Integration] = []
     /// The settings at the last check (the hourly limits).
     private var lastState: AgentState?
+    /// The hashes of init and of Tether's own programs (tether, tether-fetch): never killed.
+    private let protected: Set<String> = {
+        var paths = ["/proc/1/exe", "/proc/self/exe"]
+        if let own = ProcessInfo.processInfo.arguments.first.map({ URL(fileURLWithPath: $0).resolvingSymlinksInPath() }) {
+            paths.append(own.deletingLastPathComponent().appendingPathComponent("tether-fetch").path)
+        }
+        var hashes = Set<String>()
+        for path in paths {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            if let digests = fileDigests(fileDescriptor: fd) { hashes.formUnion([digests.sha256, digests.md5]) }
+        }
+        return hashes
+    }()
     /// Events let into each integration's queue this clock hour, by type.
     private var admitted: [Integration: (hour: Int, counts: [String: Int])] = [:]
     private let log: @Sendable (String) -> Void
@@ -83,8 +99,9 @@ public final class SensorSupervisor: @unchecked Sendable {
         return sensors?.statuses ?? []
     }
 
-    /// One check: start, restart or stop the sensors by the agent's settings, then queue what they saw.
-    public func step() {
+    /// One check: start, restart or stop the sensors by the agent's settings, then queue what they
+    /// saw. Runs on the supervisor's thread only.
+    private func step() {
         let state: AgentState
         do {
             state = try runtime.agent.state()
@@ -95,7 +112,12 @@ public final class SensorSupervisor: @unchecked Sendable {
         let flowing = [Integration.edr, .ndr].filter { state.running.contains($0) && runtime.telemetryFlows($0, state: state) }
         lastFlowing = flowing
         lastState = state
-        let rules = (try? runtime.preventionRules()) ?? []
+        let listed = (try? runtime.preventionRules()) ?? []
+        // A rule that would kill init or Tether's own programs is never enforced (said once).
+        let rules = listed.filter { !protected.contains($0.hash) }
+        if rules.count != listed.count {
+            report("execution prevention: \(listed.count - rules.count) rule(s) match init or Tether's own programs and are not enforced")
+        }
         prevention.replace(sha256: Set(rules.filter { $0.algorithm == "sha256" }.map(\.hash)),
                            md5: Set(rules.filter { $0.algorithm == "md5" }.map(\.hash)))
         // Execution prevention holds while EDR runs, telemetry or not (its events are then suppressed and counted).
@@ -131,7 +153,7 @@ public final class SensorSupervisor: @unchecked Sendable {
         sensors = nil
         lock.unlock()
         guard let current else { return }
-        current.stop()
+        if !current.stop() { report("a sensor did not stop within 3 s (a read blocked in the kernel); it is left to end by itself") }
         try? runtime.store.saveSensors(current.statuses, pid: getpid(), since: Date())
     }
 
@@ -142,11 +164,12 @@ public final class SensorSupervisor: @unchecked Sendable {
         var kernel: [SensorKind: (reported: Int, overflows: Int)] = [:]
         lock.lock()
         if let sensors {
-            for (kind, counts) in sensors.kernelCounts {
+            let now = sensors.kernelCounts
+            for (kind, counts) in now {
                 let last = lastKernelCounts[kind] ?? (0, 0)
                 kernel[kind] = (counts.reported - last.reported, counts.overflows - last.overflows)
             }
-            lastKernelCounts = sensors.kernelCounts
+            lastKernelCounts = now
         }
         lock.unlock()
         do {
@@ -160,6 +183,11 @@ public final class SensorSupervisor: @unchecked Sendable {
             }
             guard !drained.events.isEmpty else { return }
             let events = drained.events.map(TelemetryEvent.init)
+            // Prevention may run while telemetry is off: its detections are then counted as suppressed, not lost.
+            if !flowing.contains(.edr) {
+                let detections = events.filter { TelemetryEvent.exemptFromLimits.contains($0.type) }
+                if !detections.isEmpty { try runtime.record(detections, for: .edr) }
+            }
             for integration in flowing {
                 let (kept, throttled) = admit(integration == .edr ? events : events.filter { $0.type == "network-connection" }, for: integration)
                 try runtime.record(kept, for: integration)
@@ -195,6 +223,10 @@ public final class SensorSupervisor: @unchecked Sendable {
         var kept: [TelemetryEvent] = []
         var throttled: [String: Int] = [:]
         for event in events {
+            if TelemetryEvent.exemptFromLimits.contains(event.type) {
+                kept.append(event)
+                continue
+            }
             if total >= perHour || counts[event.type, default: 0] * 100 >= perHour * share {
                 throttled[event.type, default: 0] += 1
                 continue

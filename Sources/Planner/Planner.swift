@@ -226,7 +226,8 @@ public enum Planner {
            case .endpoints(ordered: false)? = SettingCatalog.field(path)?.kind {
             return SettingValue.endpoints(list.sorted { $0.description < $1.description }).description
         }
-        if case .paths(let list) = value { return SettingValue.paths(list.sorted()).description }
+        // Folders hold no line break (FolderList refuses control characters): one a line is unambiguous.
+        if case .paths(let list) = value { return list.sorted().joined(separator: "\n") }
         return value.description
     }
 

@@ -81,10 +81,13 @@ final class FileSensor: @unchecked Sendable {
     /// Records the kernel reported, and how often its queue overflowed (events lost there).
     var kernelCounts: (reported: Int, overflows: Int) { counters.read() }
 
-    func stop() {
-        for thread in threads { thread.stop() }
+    /// False when a thread did not end in time.
+    @discardableResult
+    func stop() -> Bool {
+        let ended = threads.map { $0.stop() }.allSatisfy { $0 }
         threads = []
         status = status.stopped
+        return ended
     }
 }
 
@@ -136,8 +139,13 @@ private struct FanotifyReader {
                     counters.add(overflows: 1)
                     continue
                 }
-                guard record.pid != me, let path = path(of: record), scope.contains(path) else { continue }
                 let isDirectory = record.mask & UInt64(TETHER_FILE_ONDIR) != 0
+                let resolved = path(of: record)
+                // A folder moved or deleted: every cached path under it is stale.
+                if isDirectory, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
+                    directories.removeAll(keepingCapacity: true)
+                }
+                guard record.pid != me, let path = resolved, scope.contains(path) else { continue }
                 var actor: ProcessRef?
                 if record.pid > 0 {
                     if actors[record.pid] == nil { actors[record.pid] = ProcessRef(pid: record.pid, executable: ProcFS.readLink("/proc/\(record.pid)/exe")) }

@@ -38,10 +38,13 @@ final class NetworkSensor: @unchecked Sendable {
         }
     }
 
-    func stop() {
-        thread?.stop()
+    /// False when its thread did not end in time.
+    @discardableResult
+    func stop() -> Bool {
+        let ended = thread?.stop() ?? true
         thread = nil
         status = status.stopped
+        return ended
     }
 }
 
@@ -85,7 +88,9 @@ struct SocketTable {
             }
         }
         guard let buffer else {
-            sockets = current.mapValues { ($0, nil) }
+            // The baseline's owners too, so that Tether's own connections are known when they close.
+            let owners = Self.owners(of: Set(current.keys))
+            sockets = Dictionary(uniqueKeysWithValues: current.map { ($0.key, ($0.value, owners[$0.key])) })
             return
         }
         let now = Date()

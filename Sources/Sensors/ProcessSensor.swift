@@ -12,7 +12,7 @@ final class ProcessSensor: @unchecked Sendable {
 
     init(buffer: SensorBuffer, prevention: PreventionList, scanInterval: TimeInterval = 1, allowConnector: Bool = true) {
         let enricher = ProcessEnricher()
-        let fd = allowConnector ? tether_proc_connector_open() : -EPERM
+        let fd = !allowConnector ? -EPERM : (Self.inOwnPidNamespace ? -EOPNOTSUPP : tether_proc_connector_open())
         if fd >= 0 {
             status = SensorStatus(sensor: .process, source: "netlink process connector", running: true, note: nil)
             let counters = self.counters
@@ -21,8 +21,14 @@ final class ProcessSensor: @unchecked Sendable {
                 close(fd)
             }
         } else {
-            let reason = allowConnector ? "the netlink process connector was refused (\(String(cString: strerror(-fd)))\(fd == -EPERM ? ": it needs CAP_NET_ADMIN" : ""))"
-                                        : "the netlink process connector is not used"
+            let why: String
+            switch fd {
+            case -EPERM: why = "Operation not permitted: it needs CAP_NET_ADMIN"
+            case -EOPNOTSUPP: why = "this process is in a pid namespace of its own (a container): the kernel sends it no process events"
+            case -ETIMEDOUT: why = "the kernel did not acknowledge the subscription: outside the initial pid and user namespaces it sends nothing"
+            default: why = String(cString: strerror(-fd))
+            }
+            let reason = allowConnector ? "the netlink process connector was refused (\(why))" : "the netlink process connector is not used"
             status = SensorStatus(sensor: .process, source: "/proc scan every \(Int(scanInterval)) s", running: true,
                                   note: reason + "; a scan misses processes that live less than \(Int(scanInterval)) s and their exit codes")
             thread = SensorThread(name: "sensor:procscan") { thread in
@@ -31,13 +37,25 @@ final class ProcessSensor: @unchecked Sendable {
         }
     }
 
+    /// True when /proc/self/status lists more than one pid (NSpid): pids here are not the kernel's.
+    static var inOwnPidNamespace: Bool {
+        guard let status = ProcFS.read("/proc/self/status", limit: 8192) else { return false }
+        for line in status.split(separator: UInt8(ascii: "\n")) where line.starts(with: Array("NSpid:".utf8)) {
+            return line.dropFirst(6).split(whereSeparator: { $0 == 9 || $0 == 32 }).count > 1
+        }
+        return false
+    }
+
     /// Records the kernel reported (fork, exec and exit) and how often it lost some to a full socket buffer.
     var kernelCounts: (reported: Int, overflows: Int) { counters.read() }
 
-    func stop() {
-        thread?.stop()
+    /// False when its thread did not end in time.
+    @discardableResult
+    func stop() -> Bool {
+        let ended = thread?.stop() ?? true
         thread = nil
         status = status.stopped
+        return ended
     }
 
     /// A process start, and when its executable is on the execution-prevention list, the process
@@ -52,16 +70,30 @@ final class ProcessSensor: @unchecked Sendable {
         detection.commandLine = facts.commandLine
         detection.rule = rule
         buffer.push(SensorEvent(at: now, .detection(detection)))
-        // The same program still runs under that pid (not a reused pid, not a later exec).
-        let result: ProcessingResult
-        if ProcFS.readLink("/proc/\(facts.pid)/exe") == facts.executable, kill(facts.pid, SIGKILL) == 0 {
-            result = ProcessingResult(detectionId: detection.id, action: .processTerminated, result: "SIGKILL sent to pid \(facts.pid)", pid: facts.pid)
-        } else {
-            result = ProcessingResult(detectionId: detection.id, action: .terminationFailed,
-                                      result: "pid \(facts.pid) could not be killed: \(errno == ESRCH || errno == 0 ? "it had ended or run another program" : String(cString: strerror(errno)))",
-                                      pid: facts.pid)
+        buffer.push(SensorEvent(at: Date(), .processingResult(terminate(facts, detection: detection.id))))
+    }
+
+    /// Kills the process if it still runs the file that matched, through a pidfd (a reused pid or
+    /// a later exec is left alone); never pid 1, Tether itself or a process Tether started.
+    private static func terminate(_ facts: ProcessFacts, detection: String) -> ProcessingResult {
+        let pid = facts.pid
+        if pid <= 1 || pid == getpid() || facts.parentPid == getpid() {
+            return ProcessingResult(detectionId: detection, action: .terminationRefused,
+                                    result: "pid \(pid) is \(pid <= 1 ? "init" : pid == getpid() ? "Tether itself" : "a process Tether started"): never killed", pid: pid)
         }
-        buffer.push(SensorEvent(at: Date(), .processingResult(result)))
+        guard let identity = facts.executableIdentity else {
+            return ProcessingResult(detectionId: detection, action: .terminationFailed, result: "pid \(pid): its file could not be identified", pid: pid)
+        }
+        let result = tether_kill_if_running(pid, identity.device, identity.inode)
+        switch result {
+        case 0:
+            return ProcessingResult(detectionId: detection, action: .processTerminated, result: "SIGKILL sent to pid \(pid)", pid: pid)
+        case -ESRCH, -ENOENT, -ESTALE:
+            return ProcessingResult(detectionId: detection, action: .terminationFailed, result: "pid \(pid) had ended or run another program", pid: pid)
+        default:
+            return ProcessingResult(detectionId: detection, action: .terminationFailed,
+                                    result: "pid \(pid) could not be killed: \(String(cString: strerror(-result)))", pid: pid)
+        }
     }
 
     private static func readConnector(fd: Int32, buffer: SensorBuffer, enricher: ProcessEnricher, counters: KernelCounters, thread: SensorThread,
@@ -100,7 +132,12 @@ final class ProcessSensor: @unchecked Sendable {
         // baseline, not news (as with the connector).
         func running() -> [Int32: String] {
             var result: [Int32: String] = [:]
-            for pid in ProcFS.numericEntries("/proc") { result[pid] = ProcFS.readLink("/proc/\(pid)/exe") ?? "" }
+            for pid in ProcFS.numericEntries("/proc") {
+                // A file replaced under a running program (a package upgrade) is not a new start.
+                var executable = ProcFS.readLink("/proc/\(pid)/exe") ?? ""
+                if executable.hasSuffix(" (deleted)") { executable.removeLast(10) }
+                result[pid] = executable
+            }
             return result
         }
         var known = running()
@@ -144,9 +181,23 @@ final class KernelCounters: @unchecked Sendable {
 /// What /proc says of a process at its start, with its executable's SHA-256 cached by file
 /// (device, inode, size, modification time), so a program run a thousand times is hashed once.
 final class ProcessEnricher: @unchecked Sendable {
+    /// A file's identity and version. The change time is in it because no user can set it back
+    /// (the modification time can be, with utimensat).
     private struct FileKey: Hashable {
-        let device: UInt64, inode: UInt64, size: Int64, modified: Int, modifiedNanoseconds: Int
+        let device: UInt64, inode: UInt64, size: Int64, modified: Int, modifiedNanoseconds: Int, changed: Int, changedNanoseconds: Int
+
+        init(_ info: stat) {
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+            size = Int64(info.st_size)
+            modified = info.st_mtim.tv_sec
+            modifiedNanoseconds = info.st_mtim.tv_nsec
+            changed = info.st_ctim.tv_sec
+            changedNanoseconds = info.st_ctim.tv_nsec
+        }
     }
+    /// Executables larger than this are not hashed (`missing` says sha256).
+    static let hashSizeLimit: Int64 = 256 << 20
     private var hashes: [FileKey: (sha256: String, md5: String)] = [:]
     /// The executables of the processes seen starting, for their stop events.
     private var executables: [Int32: String] = [:]
@@ -180,12 +231,14 @@ final class ProcessEnricher: @unchecked Sendable {
             defer { close(folder) }
             var info = stat()
             if fstat(folder, &info) == 0 { facts.uid = info.st_uid }
+            // A process that made itself non-dumpable shows its /proc folder as root's: ask its status.
+            if facts.uid == 0, let count = read(folder, "status") { facts.uid = Self.effectiveUid(scratch.prefix(count)) ?? facts.uid }
             let length = readlinkat(folder, "exe", &linkScratch, Int(PATH_MAX))
             if length > 0 { facts.executable = String(decoding: linkScratch.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) }
             if let count = read(folder, "cmdline"), count > 0 {
                 var end = count
                 while end > 0 && scratch[end - 1] == 0 { end -= 1 }
-                facts.commandLine = String(decoding: scratch.prefix(end).map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+                facts.commandLine = CommandLineRedaction.redacted(String(decoding: scratch.prefix(end).map { $0 == 0 ? 32 : $0 }, as: UTF8.self))
             }
             lock.lock()
             let fork = forks[pid]
@@ -203,7 +256,10 @@ final class ProcessEnricher: @unchecked Sendable {
                     }
                 }
             }
-            if let digests = digests(folder) { (facts.sha256, facts.md5) = (digests.sha256, digests.md5) }
+            if let digests = digests(folder) {
+                (facts.sha256, facts.md5) = (digests.sha256, digests.md5)
+                facts.executableIdentity = (digests.device, digests.inode)
+            }
         }
         var missing: [String] = []
         if facts.executable == nil { missing.append("path") }
@@ -218,6 +274,15 @@ final class ProcessEnricher: @unchecked Sendable {
         if let executable = facts.executable { executables[pid] = executable }
         lock.unlock()
         return facts
+    }
+
+    /// The effective uid on the `Uid:` line of /proc/PID/status (real, effective, saved, fs).
+    static func effectiveUid(_ status: ArraySlice<UInt8>) -> UInt32? {
+        for line in status.split(separator: UInt8(ascii: "\n")) where line.starts(with: Array("Uid:".utf8)) {
+            let fields = line.dropFirst(4).split(whereSeparator: { $0 == 9 || $0 == 32 })
+            return fields.count > 1 ? UInt32(String(decoding: fields[1], as: UTF8.self)) : nil
+        }
+        return nil
     }
 
     /// Reads a file of the process's folder into `scratch`; how many bytes, or nil.
@@ -245,30 +310,29 @@ final class ProcessEnricher: @unchecked Sendable {
 
     /// The running executable's SHA-256 and MD5, read through /proc/PID/exe (so a replaced or
     /// deleted file is still the one that runs).
-    private func digests(_ folder: Int32) -> (sha256: String, md5: String)? {
+    private func digests(_ folder: Int32) -> (sha256: String, md5: String, device: UInt64, inode: UInt64)? {
         // The running file's identity first (one call); it is opened and read only when new.
         var info = stat()
-        guard fstatat(folder, "exe", &info, 0) == 0 else { return nil }
-        let key = FileKey(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), size: Int64(info.st_size),
-                          modified: info.st_mtim.tv_sec, modifiedNanoseconds: info.st_mtim.tv_nsec)
+        guard fstatat(folder, "exe", &info, 0) == 0, Int64(info.st_size) <= Self.hashSizeLimit else { return nil }
+        let key = FileKey(info)
         lock.lock()
         let cached = hashes[key]
         lock.unlock()
-        if let cached { return cached }
+        if let cached { return (cached.sha256, cached.md5, key.device, key.inode) }
         let fd = openat(folder, "exe", O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         // Kept under the identity of the file read (the process may have run another meanwhile).
         var opened = stat()
-        guard fstat(fd, &opened) == 0, let digest = fileDigests(fileDescriptor: fd) else { return nil }
-        let readKey = FileKey(device: UInt64(opened.st_dev), inode: UInt64(opened.st_ino), size: Int64(opened.st_size),
-                              modified: opened.st_mtim.tv_sec, modifiedNanoseconds: opened.st_mtim.tv_nsec)
+        guard fstat(fd, &opened) == 0, Int64(opened.st_size) <= Self.hashSizeLimit, let digest = fileDigests(fileDescriptor: fd) else { return nil }
+        let readKey = FileKey(opened)
         lock.lock()
         if hashes.count >= Self.hashCacheLimit { hashes.removeAll(keepingCapacity: true) }
         hashes[readKey] = digest
         lock.unlock()
-        return digest
+        return (digest.sha256, digest.md5, readKey.device, readKey.inode)
     }
+
 
 }
 
@@ -295,5 +359,32 @@ public final class PreventionList: @unchecked Sendable {
         if let digest, sha256.contains(digest) { return "sha256:" + digest }
         if let weak, md5.contains(weak) { return "md5:" + weak }
         return nil
+    }
+}
+
+/// What of a command line must not leave the machine: the password in a URL
+/// (`https://user:TOKEN@host` → `https://***@host`) and the value of an argument named like a
+/// secret (`--password=…`, `token=…`, `--client-secret=…` → `***`).
+enum CommandLineRedaction {
+    static func redacted(_ text: String) -> String {
+        guard text.contains("@") || text.contains("=") else { return text }
+        return text.split(separator: " ", omittingEmptySubsequences: false).map { redact(argument: $0) }.joined(separator: " ")
+    }
+
+    private static func redact(argument: Substring) -> String {
+        var argument = String(argument)
+        if let scheme = argument.range(of: "://") {
+            let authorityEnd = argument[scheme.upperBound...].firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? argument.endIndex
+            if let at = argument[scheme.upperBound..<authorityEnd].lastIndex(of: "@") {
+                argument.replaceSubrange(scheme.upperBound..<at, with: "***")
+            }
+        }
+        if let equals = argument.firstIndex(of: "=") {
+            let name = argument[..<equals].lowercased()
+            if ["password", "passwd", "token", "secret", "apikey", "api-key", "api_key"].contains(where: { name.contains($0) }) {
+                argument.replaceSubrange(argument.index(after: equals)..., with: "***")
+            }
+        }
+        return argument
     }
 }

@@ -81,13 +81,16 @@ final class SensorThread: @unchecked Sendable {
         return stopping
     }
 
-    /// Asks the thread to end and waits until it has.
-    func stop() {
+    /// Asks the thread to end and waits until it has, at most `seconds`; false when it has not
+    /// (a read blocked in the kernel, on a hung file system say): it is left to end by itself.
+    @discardableResult
+    func stop(within seconds: Double = 3) -> Bool {
         lock.lock()
         let first = !stopping
         stopping = true
         lock.unlock()
-        if first { finished.wait() }
+        guard first else { return true }
+        return finished.wait(timeout: .now() + seconds) == .success
     }
 
     /// After a read that did not fill its buffer, waits a moment so that the next read takes a

@@ -95,6 +95,12 @@ public struct SensorEvent: Sendable, Equatable {
 
 /// A process as the kernel and /proc describe it at its start.
 public struct ProcessFacts: Sendable, Equatable {
+    public static func == (lhs: ProcessFacts, rhs: ProcessFacts) -> Bool {
+        lhs.pid == rhs.pid && lhs.parentPid == rhs.parentPid && lhs.uid == rhs.uid && lhs.executable == rhs.executable
+            && lhs.commandLine == rhs.commandLine && lhs.startedAt == rhs.startedAt && lhs.sha256 == rhs.sha256 && lhs.md5 == rhs.md5
+            && lhs.missing == rhs.missing
+    }
+
     public let pid: Int32
     public var parentPid: Int32?
     public var uid: UInt32?
@@ -104,6 +110,9 @@ public struct ProcessFacts: Sendable, Equatable {
     public var startedAt: Date?
     public var sha256: String?
     public var md5: String?
+    /// The device and inode of the file hashed: how execution prevention confirms, before it
+    /// kills, that the pid still runs that file. Not on the wire.
+    var executableIdentity: (device: UInt64, inode: UInt64)?
     /// What could not be read because the process was gone (or unreadable) first:
     /// `path`, `commandLine`, `startTime`, `sha256`, `ppid`, `uid`.
     public var missing: [String] = []
@@ -190,6 +199,8 @@ public struct ProcessingResult: Sendable, Equatable {
         case processTerminated = "process-terminated"
         /// Killing it failed (it had ended, or the agent may not signal it).
         case terminationFailed = "termination-failed"
+        /// Not killed on principle: pid 1, Tether itself or a process Tether started.
+        case terminationRefused = "termination-refused"
         /// Reported only: the object was left where it is.
         case reported
     }

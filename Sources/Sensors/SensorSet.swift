@@ -55,9 +55,11 @@ public final class SensorSet: @unchecked Sendable {
     /// A process whose executable is on `prevention` is killed as soon as it is seen.
     public init(buffer: SensorBuffer, options: SensorOptions, prevention: PreventionList = PreventionList()) {
         self.options = options
+        // The kernel names files by their real paths: compare with those (/bin on merged-usr is /usr/bin).
+        let real = { (paths: [String]) in paths.map { URL(fileURLWithPath: $0).resolvingSymlinksInPath().path } }
         process = ProcessSensor(buffer: buffer, prevention: prevention, scanInterval: options.scanInterval, allowConnector: options.kernelInterfaces)
         network = NetworkSensor(buffer: buffer, interval: options.scanInterval)
-        file = FileSensor(buffer: buffer, paths: options.filePaths, excluded: options.excludedPaths, allowFanotify: options.kernelInterfaces)
+        file = FileSensor(buffer: buffer, paths: real(options.filePaths), excluded: real(options.excludedPaths), allowFanotify: options.kernelInterfaces)
     }
 
     public var statuses: [SensorStatus] { [process.status, network.status, file.status] }
@@ -68,11 +70,11 @@ public final class SensorSet: @unchecked Sendable {
         [.process: process.kernelCounts, .file: file.kernelCounts]
     }
 
-    /// Stops every sensor and waits for their threads (at most a quarter second each).
-    public func stop() {
-        process.stop()
-        network.stop()
-        file.stop()
+    /// Stops every sensor and waits for their threads (a quarter second each, normally; three
+    /// seconds at most). False when one is stuck in the kernel and was left to end by itself.
+    @discardableResult
+    public func stop() -> Bool {
+        [process.stop(), network.stop(), file.stop()].allSatisfy { $0 }
     }
 
     deinit { stop() }

@@ -60,7 +60,10 @@ struct Watch: ParsableCommand {
             for event in drained.events { Console.out(json ? Self.json(event) : Self.text(event)) }
         } while !StopSignal.requested && (deadline.map { Date() < $0 } ?? true)
         sensors.stop()
-        for event in buffer.drain().events { Console.out(json ? Self.json(event) : Self.text(event)) }
+        let last = buffer.drain()
+        dropped += last.dropped.values.reduce(0, +)
+        total += last.events.count
+        for event in last.events { Console.out(json ? Self.json(event) : Self.text(event)) }
         let summary = "\(total) events" + (dropped > 0 ? ", \(dropped) dropped (the buffer was full)" : "")
         if json { Console.error(summary) } else { Console.out(summary) }
     }

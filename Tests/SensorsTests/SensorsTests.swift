@@ -94,4 +94,19 @@ struct SensorsTests {
         #expect(FolderList.problem(["/etc", "/etc"])?.contains("listed twice") == true)
         #expect(FolderList.problem((0...64).map { "/d\($0)" })?.contains("at most 64") == true)
     }
+
+    @Test("Command lines leave the machine without the passwords in URLs or in arguments named like secrets")
+    func redaction() {
+        #expect(CommandLineRedaction.redacted("git clone https://deploy:s3cr3t@git.example.org/repo.git") == "git clone https://***@git.example.org/repo.git")
+        #expect(CommandLineRedaction.redacted("curl -u x https://host/path?a=b@c") == "curl -u x https://host/path?a=b@c", "an @ after the host is not userinfo")
+        #expect(CommandLineRedaction.redacted("tool --password=hunter2 --api-key=abc --user=bob TOKEN=xyz") == "tool --password=*** --api-key=*** --user=bob TOKEN=***")
+        #expect(CommandLineRedaction.redacted("sleep 30") == "sleep 30")
+    }
+
+    @Test("The effective uid comes from the Uid line of /proc/PID/status (real, effective, saved, fs)")
+    func statusUid() {
+        let status = Array("Name:\tx\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n".utf8)
+        #expect(ProcessEnricher.effectiveUid(status[...]) == 0)
+        #expect(ProcessEnricher.effectiveUid(Array("Name:\tx\n".utf8)[...]) == nil)
+    }
 }

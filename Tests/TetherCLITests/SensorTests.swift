@@ -146,7 +146,10 @@ struct SensorTests {
         try bytes.write(to: URL(fileURLWithPath: forbidden))
         chmod(forbidden, 0o755)
         let sha256 = String(try runProgram("sha256sum", [forbidden]).output.prefix(64))
-        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": .string(sha256), "algorithm": "sha256"]]])
+        // A hostile list also names Tether's own program: that rule is never enforced.
+        let own = String(try runProgram("sha256sum", [tetherExecutable]).output.prefix(64))
+        rig.platform.queueCommand(["type": "execution-prevention", "rules": [["hash": .string(sha256), "algorithm": "sha256"],
+                                                                             ["hash": .string(own), "algorithm": "sha256"]]])
 
         let controller = try ChildProcess(tetherExecutable, ["run", "--interval", "1", "--jitter", "0"] + rig.env.flags)
         defer { controller.kill(); controller.wait() }
@@ -172,6 +175,9 @@ struct SensorTests {
         #expect(detection?.detail["source"] == "execution-prevention" && detection?.detail["rule"] == "sha256:\(sha256)", "\(String(describing: detection))")
         #expect(detection?.detail["path"] == forbidden)
         #expect(result?.detail["action"] == "process-terminated", "\(String(describing: result))")
+        #expect(kill(controller.pid, 0) == 0, "the controller, whose program is on the list too, still runs")
+        #expect(rig.env.agentCommand("status").code == 0, "and so do tether's own commands")
+        #expect(controller.stderr.contains("1 rule(s) match init or Tether's own programs and are not enforced"), "\(controller.stderr)")
     }
 
     @Test("Over the hourly limits, the sensors' events are counted as throttled by type when seen, never queued",

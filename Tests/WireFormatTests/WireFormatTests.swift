@@ -44,7 +44,7 @@ struct WireFormatTests {
 
     @Test("An event's detail written without an encoder is what the encoder writes, and reads back the same, whatever its characters")
     func eventDetail() throws {
-        let detail = ["commandLine": "sh -c \"echo \\\"hi\\\"\"\t\u{1B}[31m\u{0}end", "path": "/tmp/naïve/文件 😀", "empty": "", "slash": "a/b\r\n"]
+        let detail = ["commandLine": "sh -c \"echo \\\"hi\\\"\"\t\u{1B}[31m\u{0}end", "path": "/tmp/naïve/文件 😀", "empty": "", "slash": "a/b\r\n", "feeds": "\u{08}\u{0C}\u{1F}"]
         let written = Wire.object(detail)
         #expect(written == String(decoding: Wire.encode(detail), as: UTF8.self))
         #expect(try Wire.decode([String: String].self, from: Array(written.utf8)) == detail)

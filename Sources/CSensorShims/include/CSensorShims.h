@@ -87,6 +87,11 @@ typedef struct {
 /// or -errno.
 int tether_sock_diag(int family, int protocol, tether_socket *sockets, int max);
 
+/// SIGKILL to `pid` through a pidfd, after `still_same` confirms (on the pidfd's process) that it
+/// still runs the file with this device and inode: a pid reused or re-executed meanwhile is not
+/// signalled. Returns 0, or -errno (-ESTALE when the file differs).
+int tether_kill_if_running(int pid, uint64_t device, uint64_t inode);
+
 /// Names the calling thread (at most 15 bytes show) for top, ps -L and /proc/PID/task/TID/comm.
 void tether_name_thread(const char *name);
 

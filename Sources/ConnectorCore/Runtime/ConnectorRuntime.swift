@@ -248,7 +248,8 @@ public final class ConnectorRuntime {
                 for item in queued {
                     // At most maximumEventsPerHour an hour, and one event type at most
                     // eventLimitExceededPercentage percent of that budget.
-                    if limited && (total >= perHour || counts[item.event.type, default: 0] * 100 >= perHour * share) {
+                    if limited && !TelemetryEvent.exemptFromLimits.contains(item.event.type)
+                        && (total >= perHour || counts[item.event.type, default: 0] * 100 >= perHour * share) {
                         dropped += 1
                         droppedByType[item.event.type, default: 0] += 1
                         continue

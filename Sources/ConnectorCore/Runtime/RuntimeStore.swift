@@ -23,6 +23,10 @@ public struct TelemetryEvent: Sendable, Equatable {
         self.init(type: event.type, at: event.at, detail: event.detail)
     }
 
+    /// Detections, what was done about them and Sandbox verdicts: never dropped by the hourly
+    /// count limits, so that noise cannot hide them.
+    public static let exemptFromLimits: Set<String> = ["detection", "processing-result", "sandbox-verdict"]
+
     /// The event types sensors produce.
     public static let sensorTypes = ["process-start", "process-stop", "network-connection", "file-change", "detection", "processing-result"]
 }
@@ -127,8 +131,12 @@ final class RuntimeStore {
     ])
 
     init(directory: URL, queueLimit: Int) throws {
-        database = try Database(path: directory.appendingPathComponent(ConnectorRuntime.storeFileName).path)
+        let path = directory.appendingPathComponent(ConnectorRuntime.storeFileName).path
+        database = try Database(path: path)
         self.queueLimit = queueLimit
+        // The queue holds the machine's command lines: the owner's alone (SQLite gives its WAL and
+        // shared-memory files the database's mode).
+        for file in [path, path + "-wal", path + "-shm"] { chmod(file, 0o600) }
         // WAL: connector traffic writes often, and readers (tether agent status) never wait on it.
         try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
         try RuntimeStore.migrator.migrate(database, store: directory.appendingPathComponent(ConnectorRuntime.storeFileName).path)
