@@ -132,6 +132,15 @@ public final class SensorSupervisor: @unchecked Sendable {
                 stopSensors()
                 log("sensors stopped: telemetry is off (\(Self.reason(state)))")
             }
+        } else if let current, current.options != options, current.options.kernelInterfaces == options.kernelInterfaces {
+            lock.lock()
+            let ended = current.watch(options.filePaths, excluding: options.excludedPaths)
+            lock.unlock()
+            if !ended {
+                report("the file sensor did not stop within 3 s (a read blocked in the kernel); it is left to end by itself")
+            }
+            try? runtime.store.saveSensors(current.statuses, pid: getpid(), since: Date())
+            log("sensor file: \(current.statuses.last?.source ?? "")")
         } else if current?.options != options {
             if current != nil { stopSensors() }
             let started = SensorSet(buffer: buffer, options: options, prevention: prevention)

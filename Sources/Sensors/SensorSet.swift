@@ -46,20 +46,37 @@ public struct SensorOptions: Sendable, Equatable {
 
 /// The three sensors, started together into one buffer and stopped together.
 public final class SensorSet: @unchecked Sendable {
-    public let options: SensorOptions
+    public private(set) var options: SensorOptions
+    private let buffer: SensorBuffer
     private let process: ProcessSensor
     private let network: NetworkSensor
-    private let file: FileSensor
+    private var file: FileSensor
 
     /// Starts every sensor; a kernel interface that is refused falls back, and says so in its status.
     /// A process whose executable is on `prevention` is killed as soon as it is seen.
     public init(buffer: SensorBuffer, options: SensorOptions, prevention: PreventionList = PreventionList()) {
         self.options = options
-        // The kernel names files by their real paths: compare with those (/bin on merged-usr is /usr/bin).
-        let real = { (paths: [String]) in paths.map { URL(fileURLWithPath: $0).resolvingSymlinksInPath().path } }
+        self.buffer = buffer
         process = ProcessSensor(buffer: buffer, prevention: prevention, scanInterval: options.scanInterval, allowConnector: options.kernelInterfaces)
         network = NetworkSensor(buffer: buffer, interval: options.scanInterval)
-        file = FileSensor(buffer: buffer, paths: real(options.filePaths), excluded: real(options.excludedPaths), allowFanotify: options.kernelInterfaces)
+        file = Self.fileSensor(buffer: buffer, options: options)
+    }
+
+    /// The kernel names files by their real paths: compare with those (/bin on merged-usr is /usr/bin).
+    private static func fileSensor(buffer: SensorBuffer, options: SensorOptions) -> FileSensor {
+        let real = { (paths: [String]) in paths.map { URL(fileURLWithPath: $0).resolvingSymlinksInPath().path } }
+        return FileSensor(buffer: buffer, paths: real(options.filePaths), excluded: real(options.excludedPaths), allowFanotify: options.kernelInterfaces)
+    }
+
+    /// Watches other folders: only the file sensor restarts (the process sensor, and with it
+    /// execution prevention, goes on). False when the old file sensor's thread did not end in time.
+    @discardableResult
+    public func watch(_ folders: [String], excluding excluded: [String]) -> Bool {
+        let ended = file.stop()
+        options.filePaths = folders
+        options.excludedPaths = excluded
+        file = Self.fileSensor(buffer: buffer, options: options)
+        return ended
     }
 
     public var statuses: [SensorStatus] { [process.status, network.status, file.status] }

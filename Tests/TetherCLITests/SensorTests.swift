@@ -121,8 +121,16 @@ struct SensorTests {
         #expect(metrics().contains(#"tether_telemetry_events_total{scope="sensors",type="file-change",outcome="seen"}"#))
         #expect(metrics().contains(#"tether_sensor_running{sensor="process"} 1"#))
 
+        // git moves the watched folder: the file sensor follows, the others go on.
+        let moved = try TemporaryDirectory("tether-watched-2")
+        rig.env.revision = try rig.env.repo.commit(["policies/telemetry.yaml": TelemetryRig.policy(port: rig.platform.port, watched: moved.path, telemetry: true)],
+                                                   message: "Watch another folder")
+        #expect(rig.wait(seconds: 15) { rig.sensors().contains { ($0["source"] as? String)?.contains(moved.path) == true } }, "\(rig.sensors())")
+        try moved.write("\(marker)-moved.txt", "x")
+        #expect(rig.wait(seconds: 10) { rig.platform.events().contains { $0.detail["path"] == moved.url.appendingPathComponent("\(marker)-moved.txt").path } })
+
         // git turns EDR telemetry off: the sensors stop within a cycle, and a new process does not arrive.
-        rig.env.revision = try rig.env.repo.commit(["policies/telemetry.yaml": TelemetryRig.policy(port: rig.platform.port, watched: rig.watched.path, telemetry: false)],
+        rig.env.revision = try rig.env.repo.commit(["policies/telemetry.yaml": TelemetryRig.policy(port: rig.platform.port, watched: moved.path, telemetry: false)],
                                                    message: "EDR telemetry off")
         #expect(rig.wait(seconds: 15) { rig.sensors().allSatisfy { $0["running"] as? Bool == false } }, "the sensors stop: \(rig.sensors())")
         let after = "tether-probe-\(UUID().uuidString.lowercased())"
