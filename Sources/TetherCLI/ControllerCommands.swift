@@ -22,6 +22,9 @@ struct RunCommand: ParsableCommand {
             Each cycle asks the remote for its refs and fetches only when the pinned ref moved, verifies commit signatures (--verify), refuses a revision that does not descend from the last applied one (unless a policy says spec.allowRollback: true), then applies — or only reports, while suspended (--suspend, or a file named `suspend` in the state directory) or for policies in spec.mode: observe. Errors back off exponentially up to --max-backoff. One controller per state directory. SIGTERM and SIGINT finish the current cycle and exit 0; SIGHUP re-reads the labels, suspend and allowed-signers files and cycles at once. `tether status` shows what it did last; --metrics-address serves /healthz, /readyz and /metrics.
             """)
 
+    @Option(help: ArgumentHelp("The configuration file (default: $TETHER_CONFIG, else /etc/tether/tether.yaml when it exists): every option below has a key, its long name. The command line wins, then TETHER_* variables, then the file; `tether config show` prints what is in effect.", valueName: "file"))
+    var config: String?
+
     @OptionGroup var source: SourceOptions
     @OptionGroup var backend: BackendOptions
 

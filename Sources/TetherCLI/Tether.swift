@@ -28,7 +28,7 @@ public struct Tether: ParsableCommand {
               tether run --repo URL --state-dir DIR         the controller, on an endpoint
             """,
         version: Tether.versionText,
-        subcommands: [InitCommand.self, ValidateCommand.self, RenderCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, StatusCommand.self, ImportCommand.self,
+        subcommands: [InitCommand.self, ValidateCommand.self, RenderCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, ConfigCommand.self, StatusCommand.self, ImportCommand.self,
                       HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self]
     )
 
@@ -48,6 +48,11 @@ public struct Tether: ParsableCommand {
         // Everything Tether writes (stores holding client containers, history, mirrors) is the owner's alone.
         umask(0o077)
         do {
+            var arguments = arguments
+            // `tether run` also reads its configuration file and TETHER_* variables (RunConfiguration).
+            if arguments.first == "run", !arguments.contains("--help"), !arguments.contains("-h") {
+                arguments = ["run"] + (try RunConfiguration(commandLine: Array(arguments.dropFirst()))).arguments + arguments.dropFirst()
+            }
             var command = try parseAsRoot(arguments)
             try command.run()
             return 0

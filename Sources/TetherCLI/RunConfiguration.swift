@@ -1,0 +1,269 @@
+import ArgumentParser
+import Foundation
+import GitSource
+import IntegrationModel
+import Yams
+
+/// Where `tether run` takes its settings from (README, "Configuration"): the command line wins,
+/// then `TETHER_*` environment variables, then the configuration file (`--config FILE`, else
+/// `$TETHER_CONFIG`, else /etc/tether/tether.yaml when it exists), then the defaults. Every
+/// option of `tether run` has a key, its long name: `interval: 60`, `state-dir: /var/lib/tether`,
+/// `label: [env=prod]`, `suspend: true`; and a variable, `TETHER_` and the key in capitals with
+/// `_` for `-`: `TETHER_INTERVAL=60`.
+struct RunConfiguration {
+    /// The file read when neither `--config` nor `$TETHER_CONFIG` names one.
+    static let defaultFile = "/etc/tether/tether.yaml"
+
+    /// One option of `tether run`.
+    struct Key: Equatable {
+        enum Kind: Equatable { case value, flag, list }
+        let name: String
+        let kind: Kind
+
+        var flag: String { "--" + name }
+        var variable: String { "TETHER_" + name.uppercased().replacingOccurrences(of: "-", with: "_") }
+    }
+
+    /// Where an effective value came from.
+    enum Source: Equatable, CustomStringConvertible {
+        case commandLine
+        case environment(String)
+        case file(String, line: Int)
+        case `default`
+
+        var description: String {
+            switch self {
+            case .commandLine: return "command line"
+            case .environment(let name): return "environment \(name)"
+            case .file(let path, let line): return "\(path):\(line)"
+            case .default: return "default"
+            }
+        }
+    }
+
+    /// A key's effective value: text for an option, `true`/`false` for a flag, items for a list.
+    struct Entry {
+        let key: Key
+        let values: [String]
+        let source: Source
+    }
+
+    /// Every option of `tether run`, read from its help so no key can be missing or made up.
+    static let keys: [Key] = {
+        var keys: [Key] = []
+        for line in RunCommand.helpMessage(columns: 1000).split(separator: "\n") {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard trimmed.hasPrefix("--"), let nameEnd = trimmed.firstIndex(where: { $0 == " " || $0 == "," }) ?? Optional(trimmed.endIndex) else { continue }
+            let name = String(trimmed[trimmed.index(trimmed.startIndex, offsetBy: 2)..<nameEnd])
+            guard !["help", "version", "config"].contains(name), !keys.contains(where: { $0.name == name }) else { continue }
+            let rest = trimmed[nameEnd...].trimmingCharacters(in: .whitespaces)
+            let kind: Key.Kind
+            if !rest.hasPrefix("<") { kind = .flag } else if rest.contains("...") || listOptions.contains(name) { kind = .list } else { kind = .value }
+            keys.append(Key(name: name, kind: kind))
+        }
+        return keys
+    }()
+
+    /// Options that may be given more than once.
+    private static let listOptions: Set<String> = ["label"]
+
+    let file: String?
+    let entries: [Entry]
+
+    /// Reads the file and the environment for the keys `commandLine` does not give.
+    init(commandLine: [String], environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        let explicit = Self.configOption(in: commandLine)
+        let named = explicit ?? environment["TETHER_CONFIG"].flatMap { $0.isEmpty ? nil : $0 }
+        let path = named ?? (FileManager.default.fileExists(atPath: Self.defaultFile) ? Self.defaultFile : nil)
+        file = path
+        var fromFile: [String: (values: [String], line: Int)] = [:]
+        if let path {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw CommandError("error: cannot read the configuration file \(path)\(named == nil ? "" : " (named by \(explicit != nil ? "--config" : "$TETHER_CONFIG"))")")
+            }
+            // It says which repository governs this endpoint: only its owner (root, or whoever runs tether) may change it.
+            var info = stat()
+            if stat(path, &info) == 0, info.st_mode & 0o022 != 0 || (info.st_uid != 0 && info.st_uid != geteuid()) {
+                throw CommandError("error: the configuration file \(path) can be changed by \(info.st_mode & 0o022 != 0 ? "other users" : "user \(info.st_uid)"), and it says which repository governs this endpoint; run `chmod go-w \(path)` and make root (or the user running tether) its owner")
+            }
+            fromFile = try Self.parse(String(decoding: data, as: UTF8.self), path: path)
+        }
+        let given = Set(commandLine.compactMap { argument -> String? in
+            guard argument.hasPrefix("--") else { return nil }
+            return String(argument.dropFirst(2).prefix { $0 != "=" })
+        })
+        var entries: [Entry] = []
+        for key in Self.keys {
+            if given.contains(key.name) {
+                entries.append(Entry(key: key, values: Self.values(of: key, in: commandLine), source: .commandLine))
+            } else if let text = environment[key.variable] {
+                entries.append(Entry(key: key, values: try Self.environmentValues(key, text), source: .environment(key.variable)))
+            } else if let value = fromFile[key.name] {
+                entries.append(Entry(key: key, values: value.values, source: .file(path!, line: value.line)))
+            } else {
+                entries.append(Entry(key: key, values: [], source: .default))
+            }
+        }
+        self.entries = entries
+    }
+
+    /// The arguments the file and the environment add before the command line's own.
+    var arguments: [String] {
+        entries.flatMap { entry -> [String] in
+            switch (entry.source, entry.key.kind) {
+            case (.commandLine, _), (.default, _): return []
+            case (_, .flag): return entry.values == ["true"] ? [entry.key.flag] : []
+            case (_, .value), (_, .list): return entry.values.flatMap { [entry.key.flag, $0] }
+            }
+        }
+    }
+
+    /// `--config FILE` or `--config=FILE` on a command line.
+    static func configOption(in arguments: [String]) -> String? {
+        for (index, argument) in arguments.enumerated() {
+            if argument == "--config", index + 1 < arguments.count { return arguments[index + 1] }
+            if argument.hasPrefix("--config=") { return String(argument.dropFirst("--config=".count)) }
+        }
+        return nil
+    }
+
+    /// A key's values as the command line gives them (for `config show`).
+    private static func values(of key: Key, in arguments: [String]) -> [String] {
+        var values: [String] = []
+        var index = 0
+        while index < arguments.count {
+            let argument = arguments[index]
+            if argument == key.flag {
+                if key.kind == .flag { values = ["true"] } else if index + 1 < arguments.count {
+                    values = key.kind == .list ? values + [arguments[index + 1]] : [arguments[index + 1]]
+                    index += 1
+                }
+            } else if argument.hasPrefix(key.flag + "=") {
+                let value = String(argument.dropFirst(key.flag.count + 1))
+                values = key.kind == .list ? values + [value] : [value]
+            }
+            index += 1
+        }
+        return values
+    }
+
+    private static func environmentValues(_ key: Key, _ text: String) throws -> [String] {
+        switch key.kind {
+        case .flag:
+            switch text.lowercased() {
+            case "1", "true", "yes", "on": return ["true"]
+            case "0", "false", "no", "off", "": return ["false"]
+            default: throw CommandError("error: \(key.variable)=\(TerminalText.excerpt(text)) is not true or false")
+            }
+        case .list: return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        case .value: return [text]
+        }
+    }
+
+    /// The file's keys with their values and lines; every problem at once, each with its place.
+    static func parse(_ text: String, path: String) throws -> [String: (values: [String], line: Int)] {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch {
+            throw CommandError("\(path): not YAML: \(TerminalText.excerpt("\(error)", limit: 300))")
+        }
+        guard let node else { return [:] }
+        guard case .mapping(let mapping) = node else {
+            throw CommandError("\(path):\(node.mark.map { $0.line } ?? 1): expected keys and values such as `interval: 300`")
+        }
+        var result: [String: (values: [String], line: Int)] = [:]
+        var problems: [String] = []
+        let names = keys.map(\.name)
+        for (keyNode, valueNode) in mapping {
+            let line = keyNode.mark.map { $0.line } ?? 1
+            guard let name = keyNode.scalar?.string, let key = keys.first(where: { $0.name == name }) else {
+                let name = keyNode.scalar?.string ?? "?"
+                problems.append("\(path):\(line): unknown key '\(TerminalText.excerpt(name))' (the keys are the long options of `tether run`)\(Suggestion.hint(for: name, among: names))")
+                continue
+            }
+            if result[name] != nil {
+                problems.append("\(path):\(line): '\(name)' appears twice")
+                continue
+            }
+            switch (key.kind, valueNode) {
+            case (.flag, .scalar(let scalar)):
+                switch scalar.string.lowercased() {
+                case "true", "yes", "on": result[name] = (["true"], line)
+                case "false", "no", "off": result[name] = (["false"], line)
+                default: problems.append("\(path):\(line): '\(name)' takes true or false, not '\(TerminalText.excerpt(scalar.string))'")
+                }
+            case (.value, .scalar(let scalar)):
+                result[name] = ([scalar.string], line)
+            case (.list, .sequence(let sequence)):
+                var items: [String] = []
+                for item in sequence {
+                    if let text = item.scalar?.string { items.append(text) } else {
+                        problems.append("\(path):\(item.mark.map { $0.line } ?? line): '\(name)' takes a list of plain values")
+                    }
+                }
+                result[name] = (items, line)
+            case (.list, .mapping(let pairs)) where name == "label":
+                result[name] = (pairs.compactMap { pair in pair.key.scalar.flatMap { k in pair.value.scalar.map { "\(k.string)=\($0.string)" } } }, line)
+            case (.list, .scalar(let scalar)):
+                result[name] = ([scalar.string], line)
+            default:
+                problems.append("\(path):\(line): '\(name)' takes \(key.kind == .flag ? "true or false" : key.kind == .list ? "a list" : "one value")")
+            }
+        }
+        if !problems.isEmpty { throw CommandError(problems.joined(separator: "\n")) }
+        return result
+    }
+
+    /// A value as `config show` prints it: credentials in a URL masked.
+    static func display(_ value: String) -> String {
+        value.contains("://") ? GitRepository.redacted(value) : value
+    }
+}
+
+/// `tether config`
+struct ConfigCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Show how `tether run` is configured: each option's value and where it came from.",
+        subcommands: [ConfigShow.self])
+}
+
+/// `tether config show`
+struct ConfigShow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Print the effective configuration of `tether run`: every option, its value, and whether it came from the command line, TETHER_* variables, the configuration file (with its line) or the default.",
+        discussion: """
+            The command line wins, then TETHER_* environment variables, then the configuration file (--config FILE, else $TETHER_CONFIG, else /etc/tether/tether.yaml when it exists), then the defaults. Give the options `tether run` would get after --, e.g. `tether config show -- --interval 60`. Secrets are never shown: credentials in a URL are masked, and a token in $TETHER_GIT_TOKEN or $TETHER_GIT_PASSWORD shows as set.
+            """)
+
+    @Option(help: ArgumentHelp("The configuration file (default: $TETHER_CONFIG, else /etc/tether/tether.yaml when it exists).", valueName: "file"))
+    var config: String?
+
+    @Argument(parsing: .captureForPassthrough, help: "The options `tether run` would get, after --.")
+    var runArguments: [String] = []
+
+    func run() throws {
+        var commandLine = runArguments.first == "--" ? Array(runArguments.dropFirst()) : runArguments
+        if let config { commandLine = ["--config", config] + commandLine }
+        let configuration = try RunConfiguration(commandLine: commandLine)
+        Console.out("configuration file: \(configuration.file ?? "none (\(RunConfiguration.defaultFile) does not exist)")")
+        let width = (RunConfiguration.keys.map(\.name.count).max() ?? 10) + 2
+        for entry in configuration.entries {
+            let value: String
+            switch (entry.source, entry.key.kind) {
+            case (.default, _): value = "(default)"
+            case (_, .flag): value = entry.values == ["true"] ? "on" : "off"
+            case (_, .list): value = entry.values.map(RunConfiguration.display).joined(separator: ", ")
+            case (_, .value): value = entry.values.map(RunConfiguration.display).joined()
+            }
+            let line = entry.key.name.padding(toLength: width, withPad: " ", startingAt: 0) + value
+            Console.out(entry.source == .default ? line : line.padding(toLength: max(line.count, width + 36), withPad: " ", startingAt: 0) + "  # \(entry.source)")
+        }
+        let environment = ProcessInfo.processInfo.environment
+        for secret in ["TETHER_GIT_TOKEN", "TETHER_GIT_PASSWORD"] where environment[secret] != nil {
+            Console.out("\(secret) is set (never shown)")
+        }
+    }
+}

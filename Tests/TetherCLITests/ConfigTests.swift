@@ -1,0 +1,83 @@
+import Foundation
+import TetherTestSupport
+import Testing
+
+/// `tether run`'s configuration: the file, TETHER_* variables and the command line.
+@Suite("Configuration of tether run", .serialized)
+struct ConfigTests {
+    @Test("The command line wins over TETHER_* variables, which win over the file; config show names each value's source and masks credentials")
+    func precedence() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let folder = try TemporaryDirectory("tether-config")
+        let file = try folder.write("tether.yaml", """
+            # tether run's configuration
+            repo: https://deploy:s3cr3t@git.example.org/policies.git
+            interval: 60
+            jitter: 0.3
+            label: {env: prod, site: fra1}
+            suspend: true
+            """)
+        let shown = try runProgram(tetherExecutable, ["config", "show", "--config", file, "--", "--jitter", "0.2"],
+                                   environment: ["TETHER_INTERVAL": "120", "TETHER_GIT_TOKEN": "tok-123", "TETHER_SUSPEND": "false"])
+        #expect(shown.status == 0, "\(shown.output)")
+        func line(_ key: String) -> String { shown.output.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map(String.init) ?? "" }
+        #expect(line("jitter").contains("0.2") && line("jitter").hasSuffix("# command line"), "\(line("jitter"))")
+        #expect(line("interval").contains("120") && line("interval").hasSuffix("# environment TETHER_INTERVAL"))
+        #expect(line("suspend").contains("off") && line("suspend").hasSuffix("# environment TETHER_SUSPEND"), "a variable turns off a flag the file set")
+        #expect(line("label").contains("env=prod, site=fra1") && line("label").hasSuffix("\(file):5"))
+        #expect(line("repo").contains("git.example.org") && line("repo").hasSuffix("\(file):2"))
+        #expect(!shown.output.contains("s3cr3t") && !shown.output.contains("tok-123"), "no secret is printed: \(shown.output)")
+        #expect(shown.output.contains("TETHER_GIT_TOKEN is set (never shown)"))
+        #expect(line("max-backoff").hasSuffix("(default)"))
+    }
+
+    @Test("tether run takes its repository, state directory and suspend from the file; a variable and a flag take precedence")
+    func runReadsTheFile() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let folder = try TemporaryDirectory("tether-config")
+        let file = try folder.write("tether.yaml", "repo: \(env.repo.path)\nstate-dir: \(env.state.path)\nsuspend: true\n")
+        let suspended = try runProgram(tetherExecutable, ["run", "--once", "--config", file])
+        #expect(suspended.status == 0, "\(suspended.output)")
+        #expect(suspended.output.contains("suspended: nothing applied"), "\(suspended.output)")
+        // The same file through $TETHER_CONFIG, with suspend turned off by a variable: it applies.
+        let applied = try runProgram(tetherExecutable, ["run", "--once"], environment: ["TETHER_CONFIG": file, "TETHER_SUSPEND": "0"])
+        #expect(applied.status == 0, "\(applied.output)")
+        #expect(applied.output.contains("reason=applied"), "\(applied.output)")
+    }
+
+    @Test("A bad file: every problem with its line and what to write, nothing run; a file others can change is refused")
+    func badFile() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let folder = try TemporaryDirectory("tether-config")
+        let bad = try folder.write("bad.yaml", "intervl: 5\nonce: maybe\nlabel: [{a: b}]\n")
+        let refused = try runProgram(tetherExecutable, ["run", "--config", bad])
+        #expect(refused.status == 1)
+        #expect(refused.output.contains("\(bad):1: unknown key 'intervl' (the keys are the long options of `tether run`); did you mean 'interval'?"), "\(refused.output)")
+        #expect(refused.output.contains("\(bad):2: 'once' takes true or false, not 'maybe'"))
+        #expect(refused.output.contains("\(bad):3: 'label' takes a list of plain values"))
+        let open = try folder.write("open.yaml", "interval: 5\n")
+        chmod(open, 0o666)
+        let writable = try runProgram(tetherExecutable, ["config", "show", "--config", open])
+        #expect(writable.status == 1 && writable.output.contains("can be changed by other users"), "\(writable.output)")
+        let missing = try runProgram(tetherExecutable, ["run", "--config", folder.url.appendingPathComponent("none.yaml").path])
+        #expect(missing.status == 1 && missing.output.contains("cannot read the configuration file"), "\(missing.output)")
+    }
+
+    @Test("Every option of tether run has a key, and no key is made up")
+    func everyOption() throws {
+        let folder = try TemporaryDirectory("tether-config")
+        let empty = try folder.write("empty.yaml", "")
+        let shown = try runProgram(tetherExecutable, ["config", "show", "--config", empty])
+        let keys = Set(shown.output.split(separator: "\n").dropFirst().compactMap { $0.split(separator: " ").first.map(String.init) })
+        let help = try runProgram(tetherExecutable, ["run", "--help"]).output
+        let options = Set(help.split(separator: "\n").compactMap { line -> String? in
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard trimmed.hasPrefix("--") else { return nil }
+            let name = String(trimmed.dropFirst(2).prefix { $0 != " " })
+            return name.allSatisfy { $0.isLowercase || $0 == "-" } ? name : nil  // not a wrapped line's "--verify."
+        }).subtracting(["help", "version", "config"])
+        #expect(keys == options, "keys \(keys.sorted()) vs options \(options.sorted())")
+        #expect(keys.contains("interval") && keys.contains("no-sensors") && keys.contains("state-dir"))
+    }
+}
