@@ -46,10 +46,17 @@ public final class ControllerLoop {
         self.logger = logger
     }
 
-    /// Serves /healthz, /readyz and /metrics in the clear on a loopback address.
+    /// Whether an address is this machine's alone.
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// Serves /healthz, /readyz and /metrics in the clear: on loopback, or on another address
+    /// when asked (a fleet's Prometheus), with a warning in the log, since anyone who reaches the
+    /// port then reads them.
     public func serveMetrics(host: String, port: Int) throws -> Int {
-        guard host == "127.0.0.1" || host == "::1" || host == "localhost" else {
-            throw LockError(description: "the metrics endpoint listens on loopback only (127.0.0.1 or ::1), not \(host)")
+        if !Self.isLoopback(host) {
+            logger.warning("/metrics is served on \(host):\(port), in the clear and to anyone who can reach it: Tether's version, revision, findings and connector states; restrict the port with a firewall")
         }
         let metrics = controller.metrics
         let server = try HTTPServer(host: host == "localhost" ? "127.0.0.1" : host, port: port, limits: .probes) { request in

@@ -52,7 +52,7 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Suspend: report every cycle, apply nothing.")
     var suspend = false
 
-    @Option(help: ArgumentHelp("Serve /healthz, /readyz and /metrics on this loopback address, e.g. 127.0.0.1:9464.", valueName: "host:port"))
+    @Option(help: ArgumentHelp("Serve /healthz, /readyz and /metrics on this address, e.g. 127.0.0.1:9464. WARNING: another address than loopback (0.0.0.0:9464 for a fleet's Prometheus) serves them in the clear to anyone who reaches the port: restrict it with a firewall.", valueName: "host:port"))
     var metricsAddress: String?
 
     @Option(help: ArgumentHelp("After every cycle, write the /metrics text to this file (atomically), for node_exporter's textfile collector: a fleet that scrapes node_exporter needs no new port. Name it *.prom in the collector's folder.", valueName: "path"))

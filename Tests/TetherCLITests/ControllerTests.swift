@@ -377,6 +377,25 @@ struct ControllerTests {
         return (loop, try loop.serveMetrics(host: "127.0.0.1", port: 0))
     }
 
+    @Test("--metrics-address 0.0.0.0:PORT serves on every address when asked, with a warning (reached here over loopback)")
+    func metricsOnEveryAddress() throws {
+        let env = try Environment()
+        let free = try listenOnLoopback()
+        close(free.0)
+        let run = try ChildProcess(tetherExecutable, ["run", "--interval", "60", "--metrics-address", "0.0.0.0:\(free.1)"] + env.flags)
+        defer { run.kill(); run.wait() }
+        var answer = ""
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !answer.contains("tether_cycles_total") {
+            answer = (try? httpGet(port: free.1, path: "/metrics").body) ?? ""
+            usleep(100_000)
+        }
+        #expect(answer.contains("tether_cycles_total"))
+        #expect(run.stderr.contains("/metrics is served on 0.0.0.0:\(free.1), in the clear and to anyone who can reach it"), "\(run.stderr)")
+        let help = try runProgram(tetherExecutable, ["run", "--help"]).output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(help.contains("WARNING: another address than loopback"), "\(help)")
+    }
+
     @Test("/healthz, /readyz and /metrics in Prometheus text format")
     func metrics() throws {
         let env = try Environment()
