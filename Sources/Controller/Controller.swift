@@ -42,6 +42,8 @@ public struct CycleResult: Sendable {
 public final class Controller: @unchecked Sendable {
     public var configuration: ControllerConfiguration
     public let metrics = Metrics()
+    /// Called with each cycle's drift report (when the cycle got that far): `tether run --report-dir`.
+    public var onReport: ((Report) -> Void)?
     let logger: Logger
     private var lastVerified: (revision: String, commitTime: Date, at: Date, signer: String?)?
     /// Kept between cycles: the stores opened once, and what the revision came to while
@@ -90,6 +92,7 @@ public final class Controller: @unchecked Sendable {
                 prepared = nil
             }
             if let runtime = stores?.runtime { metrics.recordTelemetry(from: runtime) }
+            if let report { onReport?(report) }
             metrics.record(result, health: report?.health ?? [], suspended: isSuspended)
             writeStatus(result)
             log(result)
@@ -242,6 +245,14 @@ public final class Controller: @unchecked Sendable {
         ]
         if let revision = result.revision { metadata["revision"] = .string(String(revision.prefix(12))) }
         if result.findings > 0 { metadata["findings"] = .stringConvertible(result.findings) }
+        if !result.findingsByIntegration.isEmpty {
+            metadata["findingsByIntegration"] = .dictionary(result.findingsByIntegration.mapValues { .stringConvertible($0) })
+        }
+        if result.steps > 0 { metadata["steps"] = .stringConvertible(result.steps) }
+        if result.fetched {
+            metadata["bytesReceived"] = .stringConvertible(result.bytesReceived)
+            metadata["fetchDuration"] = .stringConvertible((result.fetchDuration * 1000).rounded() / 1000)
+        }
         switch result.condition {
         case .ready, .suspended: logger.info("\(result.message)", metadata: metadata)
         case .stalled: logger.error("\(result.message)", metadata: metadata)

@@ -58,6 +58,12 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("After every cycle, write the /metrics text to this file (atomically), for node_exporter's textfile collector: a fleet that scrapes node_exporter needs no new port. Name it *.prom in the collector's folder.", valueName: "path"))
     var textfile: String?
 
+    @Option(help: ArgumentHelp("After every cycle, keep its drift report as JSON in this folder (`tether-REVISION.json`: the newest per revision, replaced in one rename), for a log shipper or `tether report merge`. The oldest beyond --report-keep are removed.", valueName: "dir"))
+    var reportDir: String?
+
+    @Option(help: ArgumentHelp("Reports --report-dir keeps at most (one per revision).", valueName: "count"))
+    var reportKeep: Int = 20
+
     @Option(help: "Log lines as text (for people) or json (one object a line).")
     var logFormat: LogFormat = .text
 
@@ -84,6 +90,7 @@ struct RunCommand: ParsableCommand {
         if !(0...1).contains(jitter) { throw ValidationError("--jitter is a share of the interval, from 0 to 1; for example --jitter 0.1") }
         if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
         if let metricsAddress, Self.address(metricsAddress) == nil { throw ValidationError("--metrics-address takes host:port, e.g. 127.0.0.1:9464") }
+        if reportKeep < 1 { throw ValidationError("--report-keep takes a count of 1 or more; for example --report-keep 20") }
     }
 
     static func address(_ text: String) -> (String, Int)? {
@@ -111,6 +118,10 @@ struct RunCommand: ParsableCommand {
         configuration.runSensors = !noSensors
         configuration.agent = try backend.choice(source.device, keep: true)
         let controller = Controller(configuration: configuration, logger: logger)
+        if let reportDir {
+            let keep = reportKeep
+            controller.onReport = { report in ReportFolder(path: reportDir, keep: keep, logger: logger).keep(report) }
+        }
         controller.metrics.buildInfo = [("version", Tether.version), ("libgit2", libgit2Version), ("libcurl", libcurlVersion),
                                         ("openssl", openSSLVersion), ("sqlite", sqliteVersion)]
         let loop = ControllerLoop(controller: controller, logger: logger)
@@ -188,5 +199,34 @@ struct StatusCommand: ParsableCommand {
         } ?? ""))
         Console.out("  suspended    \(status.suspended ? "yes" : "no")")
         Console.out("  cycles       \(status.cycles) in this run, \(status.errors) with errors")
+    }
+}
+
+/// `tether run --report-dir`: the newest drift report per revision as JSON, bounded.
+struct ReportFolder {
+    let path: String
+    let keep: Int
+    let logger: Logger
+
+    func keep(_ report: Report) {
+        let folder = URL(fileURLWithPath: path, isDirectory: true)
+        let name = "tether-\(report.revision.prefix(12)).json"
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            let temporary = folder.appendingPathComponent(".\(name).\(getpid()).tmp")
+            try Data((JSONReport.render(report) + "\n").utf8).write(to: temporary)
+            chmod(temporary.path, 0o644)
+            guard rename(temporary.path, folder.appendingPathComponent(name).path) == 0 else {
+                throw CommandError(String(cString: strerror(errno)))
+            }
+            // The newest `keep` reports stay; older revisions' reports go.
+            let reports = try FileManager.default.contentsOfDirectory(at: folder, includingPropertiesForKeys: [.contentModificationDateKey])
+                .filter { $0.lastPathComponent.hasPrefix("tether-") && $0.pathExtension == "json" }
+                .map { (url: $0, modified: (try? $0.resourceValues(forKeys: [.contentModificationDateKey]).contentModificationDate) ?? .distantPast) }
+                .sorted { $0.modified > $1.modified }
+            for old in reports.dropFirst(keep) { try? FileManager.default.removeItem(at: old.url) }
+        } catch {
+            logger.warning("the report could not be kept in \(path): \(error)")
+        }
     }
 }

@@ -108,7 +108,7 @@ struct MergeReports: ParsableCommand {
         abstract: "Combine many devices' JSON reports into one fleet view: in sync, drifting, failing; by integration and by field.",
         discussion: "Example: tether report merge reports/*.json -o html --out fleet.html")
 
-    @Argument(help: "JSON reports made with `tether drift --format json`.")
+    @Argument(help: "JSON reports made with `tether drift --format json`, or folders of them (`tether run --report-dir`, collected from many devices).")
     var files: [String] = []
 
     @Option(name: [.customShort("o"), .customLong("output"), .customLong("format")], help: ArgumentHelp("json, markdown or html.", valueName: "format"))
@@ -124,7 +124,19 @@ struct MergeReports: ParsableCommand {
     }
 
     func run() throws {
-        let inputs = try files.map { (name: $0, data: Data(try readFile($0))) }
+        var paths: [String] = []
+        for file in files {
+            var isFolder: ObjCBool = false
+            if FileManager.default.fileExists(atPath: file, isDirectory: &isFolder), isFolder.boolValue {
+                let found = (FileManager.default.enumerator(atPath: file)?.allObjects as? [String] ?? [])
+                    .filter { $0.hasSuffix(".json") }.sorted().map { URL(fileURLWithPath: file).appendingPathComponent($0).path }
+                if found.isEmpty { throw CommandError("error: \(file) holds no JSON report") }
+                paths += found
+            } else {
+                paths.append(file)
+            }
+        }
+        let inputs = try paths.map { (name: $0, data: Data(try readFile($0))) }
         let fleet: FleetReport
         do {
             fleet = try FleetReport(files: inputs)

@@ -81,3 +81,39 @@ struct ConfigTests {
         #expect(keys.contains("interval") && keys.contains("no-sensors") && keys.contains("state-dir"))
     }
 }
+
+/// Reports and cycle outcomes off the device.
+@Suite("Reports off the device")
+struct ReportsOffTheDevice {
+    @Test("run --report-dir keeps the newest report per revision, bounded; each cycle is one JSON log line with typed values; report merge reads the folder")
+    func reportFolder() throws {
+        let env = try Environment()
+        let folder = try TemporaryDirectory("tether-reports")
+        let reports = folder.url.appendingPathComponent("reports").path
+        let first = tether(["run", "--cycles", "2", "--interval", "0", "--no-connectors", "--report-dir", reports, "--report-keep", "1",
+                            "--log-format", "json"] + env.flags)
+        #expect(first.code == 0, "\(first.stderr)")
+        let name = "tether-\(env.revision.prefix(12)).json"
+        #expect(try FileManager.default.contentsOfDirectory(atPath: reports) == [name], "one report per revision, replaced each cycle")
+        let report = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: reports).appendingPathComponent(name))) as? [String: Any]
+        #expect(report?["kind"] as? String == "drift" && report?["revision"] as? String == env.revision)
+        // The cycle's outcome as typed JSON: a number is a number, a flag a boolean.
+        let cycles = first.stderr.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+            .filter { $0["condition"] != nil }
+        #expect(cycles.count == 2, "\(first.stderr)")
+        #expect(cycles.first?["condition"] as? String == "Ready" && cycles.first?["duration"] is Double && cycles.first?["fetched"] is Bool)
+        #expect(cycles.first?["reason"] as? String == "applied" && cycles.last?["reason"] as? String == "in-sync", "\(cycles)")
+
+        env.revision = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 8443")], message: "Port")
+        #expect(tether(["run", "--once", "--report-dir", reports, "--report-keep", "1"] + env.flags).code == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: reports) == ["tether-\(env.revision.prefix(12)).json"], "the oldest beyond --report-keep went")
+
+        let merged = tether(["report", "merge", reports, "--format", "json"])
+        #expect(merged.code == 0, "\(merged.stderr)")
+        #expect(merged.stdout.contains(ProcessInfo.processInfo.hostName), "\(merged.stdout)")
+        let empty = try folder.write("none/readme.txt", "x")
+        _ = empty
+        let refused = tether(["report", "merge", folder.url.appendingPathComponent("none").path])
+        #expect(refused.code == 1 && refused.stderr.contains("holds no JSON report"))
+    }
+}
