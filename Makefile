@@ -1,7 +1,7 @@
 # Tether: the two commands README.md opens with are `make run` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps build run test bench fuzz clean
+.PHONY: deps build run test bench fuzz package clean
 
 deps:            ## install the Debian packages Tether needs, when missing
 	@scripts/install-deps
@@ -30,5 +30,9 @@ SECONDS ?= 60
 fuzz: deps       ## libFuzzer (with address sanitizer) on the policy decoder and the health endpoint's request reader, SECONDS each
 	@scripts/fuzz $(SECONDS)
 
+package: deps    ## dist/tether_<version>_<arch>.deb: static Swift runtime, stripped; unit, config, man page, completions
+	@scripts/install-deps --package
+	@scripts/package
+
 clean:
-	rm -rf .build .tether-demo .tether-bench
+	rm -rf .build .build-package .tether-demo .tether-bench dist

@@ -28,6 +28,8 @@ let package = Package(
         .target(name: "CGit2Shims", dependencies: ["CGit2"]),
         .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
         .target(name: "CProcessShims"),
+        // Tether's release and commit, stamped by `make package` (scripts/package).
+        .target(name: "CTetherVersion"),
         // The kernel interfaces the sensors read: the netlink process connector and fanotify.
         .target(name: "CSensorShims"),
         // Running a program as a child with a deadline (tether-fetch, kesl-control).
@@ -70,7 +72,7 @@ let package = Package(
         ]),
         .target(name: "TetherCLI", dependencies: [
             "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
-            "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "Yams",
+            "CTetherVersion", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "Yams",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

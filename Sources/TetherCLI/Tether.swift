@@ -1,4 +1,5 @@
 import ArgumentParser
+import CTetherVersion
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -34,12 +35,15 @@ public struct Tether: ParsableCommand {
 
     public init() {}
 
-    /// Tether's release.
-    public static let version = "0.9.0"
+    /// Tether's release: `0.9.0` in a package (`make package` stamps it from git), `0.9.0-dev`
+    /// from a checkout.
+    public static let version = String(cString: tether_version())
+    /// The commit a package was built from; empty from a checkout.
+    public static let commit = String(cString: tether_commit())
 
-    /// What `tether --version` prints: Tether's release and the C libraries it runs with.
+    /// What `tether --version` prints: Tether's release (and commit) and the C libraries it runs with.
     static var versionText: String {
-        "tether \(version) (libgit2 \(libgit2Version), libcurl \(libcurlVersion), \(openSSLVersion), SQLite \(sqliteVersion))"
+        "tether \(version) (\(commit.isEmpty ? "" : "commit \(commit.prefix(12)), ")libgit2 \(libgit2Version), libcurl \(libcurlVersion), \(openSSLVersion), SQLite \(sqliteVersion))"
     }
 
     /// Runs tether with `arguments` (without the program name) and returns the exit code.
