@@ -1,7 +1,7 @@
 # Tether: the two commands README.md opens with are `make run` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps build run test bench fuzz package clean
+.PHONY: deps build run test bench fuzz package package-test clean
 
 deps:            ## install the Debian packages Tether needs, when missing
 	@scripts/install-deps
@@ -33,6 +33,10 @@ fuzz: deps       ## libFuzzer (with address sanitizer) on the policy decoder and
 package: deps    ## dist/tether_<version>_<arch>.deb: static Swift runtime, stripped; unit, config, man page, completions
 	@scripts/install-deps --package
 	@scripts/package
+
+package-test: package  ## the .deb on a fresh Debian 12 (debootstrap, no Swift): install, the example, run --once, upgrade (root)
+	@scripts/install-deps --package-test
+	@scripts/package-test
 
 clean:
 	rm -rf .build .build-package .tether-demo .tether-bench dist
