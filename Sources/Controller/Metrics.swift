@@ -25,7 +25,7 @@ public final class Metrics: @unchecked Sendable {
     private var last: CycleResult?
     private var lastApplied: String?
     private var findings: [String: Int] = [:]
-    private var connectors: [(String, String)] = []
+    private var connectors: [(integration: String, state: String, running: Bool)] = []
     private var suspended = false
     private var ready = false
     /// Scope (`sensors`, `edr`, `ndr`) → event type → outcome → count, as runtime.db keeps them.
@@ -54,7 +54,7 @@ public final class Metrics: @unchecked Sendable {
                 findings = result.findingsByIntegration
                 findingsByKind = result.findingsByKind
             }
-            if !health.isEmpty { connectors = health.map { ($0.integration.rawValue, $0.state) } }
+            if !health.isEmpty { connectors = health.map { ($0.integration.rawValue, $0.state, $0.running) } }
             self.suspended = suspended
         }
     }
@@ -102,18 +102,16 @@ public final class Metrics: @unchecked Sendable {
             metric("tether_rollback_refusals_total", "counter", "Revisions refused because they do not descend from the last applied one.", [("", Double(rollbackRefusals))])
             metric("tether_ready", "gauge", "1 when the last cycle reconciled without error.", [("", ready ? 1 : 0)])
             metric("tether_suspended", "gauge", "1 while the controller is suspended.", [("", suspended ? 1 : 0)])
-            if let last {
-                metric("tether_last_cycle_timestamp_seconds", "gauge", "When the last cycle started.", [("", last.startedAt.timeIntervalSince1970.rounded())])
-                metric("tether_last_cycle_duration_seconds", "gauge", "How long the last cycle took.", [("", last.duration)])
-                metric("tether_last_cycle_condition", "gauge", "The last cycle's condition.", [("{condition=\"\(last.condition.rawValue)\",reason=\"\(last.reason)\"}", 1)])
-            }
-            if let lastApplied {
-                metric("tether_last_applied_revision_info", "gauge", "The revision last reconciled.", [("{revision=\"\(lastApplied)\"}", 1)])
-            }
-            if let lastSuccess {
-                metric("tether_last_success_timestamp_seconds", "gauge", "When the last cycle that reconciled without error ended.",
-                       [("", lastSuccess.timeIntervalSince1970.rounded())])
-            }
+            // Every family is described even before it has a sample, so dashboards and alerting
+            // rules can be checked against a fresh controller's output.
+            metric("tether_last_cycle_timestamp_seconds", "gauge", "When the last cycle started.",
+                   last.map { [("", $0.startedAt.timeIntervalSince1970.rounded())] } ?? [])
+            metric("tether_last_cycle_duration_seconds", "gauge", "How long the last cycle took.", last.map { [("", $0.duration)] } ?? [])
+            metric("tether_last_cycle_condition", "gauge", "The last cycle's condition.",
+                   last.map { [("{condition=\"\($0.condition.rawValue)\",reason=\"\($0.reason)\"}", 1)] } ?? [])
+            metric("tether_last_applied_revision_info", "gauge", "The revision last reconciled.", lastApplied.map { [("{revision=\"\($0)\"}", 1)] } ?? [])
+            metric("tether_last_success_timestamp_seconds", "gauge", "When the last cycle that reconciled without error ended.",
+                   lastSuccess.map { [("", $0.timeIntervalSince1970.rounded())] } ?? [])
             // Histograms, not summaries: a fleet's buckets add up across controllers.
             metric("tether_cycle_duration_seconds", "histogram", "How long cycles take.", cycleSeconds.samples)
             metric("tether_fetch_duration_seconds", "histogram", "Time to ask the remote for its refs and fetch when they moved.", fetchSeconds.samples)
@@ -124,14 +122,12 @@ public final class Metrics: @unchecked Sendable {
             let byKind = findingsByKind.sorted { $0.key < $1.key }.flatMap { integration, kinds in
                 kinds.sorted { $0.key < $1.key }.map { ("{integration=\"\(integration)\",kind=\"\($0.key)\"}", Double($0.value)) }
             }
-            if !byKind.isEmpty {
-                metric("tether_findings", "gauge", "Findings (not in sync) by integration and kind at the last cycle.", byKind)
-            }
-            if !connectors.isEmpty {
-                // One series per integration whatever its state: labels that change would make new series.
-                metric("tether_connector_up", "gauge", "1 when the connector reached its server at its last attempt.",
-                       connectors.map { ("{integration=\"\($0.0)\"}", $0.1 == "connected" ? 1 : 0) })
-            }
+            metric("tether_findings", "gauge", "Findings (not in sync) by integration and kind at the last cycle.", byKind)
+            // One series per integration whatever its state: labels that change would make new series.
+            metric("tether_connector_up", "gauge", "1 when the connector reached its server at its last attempt.",
+                   connectors.map { ("{integration=\"\($0.integration)\"}", $0.state == "connected" ? 1 : 0) })
+            metric("tether_connector_running", "gauge", "1 when the integration's task runs (the connector is meant to connect).",
+                   connectors.map { ("{integration=\"\($0.integration)\"}", $0.running ? 1 : 0) })
             let events = telemetry.sorted { $0.key < $1.key }.flatMap { scope, counts in
                 counts.byType.sorted { $0.key < $1.key }.flatMap { type, outcomes in
                     outcomes.sorted { $0.key.rawValue < $1.key.rawValue }.map {
@@ -139,18 +135,14 @@ public final class Metrics: @unchecked Sendable {
                     }
                 }
             }
-            if !events.isEmpty {
-                metric("tether_telemetry_events_total", "counter",
-                       "Telemetry events by type: seen and buffer-dropped by the sensors (scope sensors); queued, suppressed, dropped (queue full), throttled and sent per integration.",
-                       events)
-            }
-            if !sensors.isEmpty {
-                metric("tether_sensor_running", "gauge", "1 while the sensor runs (telemetry flows).", sensors.map { ("{sensor=\"\($0.name)\"}", $0.running ? 1 : 0) })
-                metric("tether_sensor_kernel_records_total", "counter", "Records the kernel interface delivered to the sensor.",
-                       kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.reported)) })
-                metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
-                       kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
-            }
+            metric("tether_telemetry_events_total", "counter",
+                   "Telemetry events by type: seen and buffer-dropped by the sensors (scope sensors); queued, suppressed, dropped (queue full), throttled and sent per integration.",
+                   events)
+            metric("tether_sensor_running", "gauge", "1 while the sensor runs (telemetry flows).", sensors.map { ("{sensor=\"\($0.name)\"}", $0.running ? 1 : 0) })
+            metric("tether_sensor_kernel_records_total", "counter", "Records the kernel interface delivered to the sensor.",
+                   kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.reported)) })
+            metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
+                   kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
             return lines.joined(separator: "\n") + "\n"
         }
     }
