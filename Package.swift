@@ -67,7 +67,7 @@ let package = Package(
         .target(name: "Reports", dependencies: ["ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
         .target(name: "Controller", dependencies: [
             "Reconciler", "Planner", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "GitSource", "Sensors", "X509", "Policy",
-            "IntegrationModel", "HTTPServer",
+            "IntegrationModel", "HTTPServer", "HTTPTransport",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "TetherCLI", dependencies: [

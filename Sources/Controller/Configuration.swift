@@ -29,6 +29,11 @@ public struct ControllerConfiguration: Sendable {
     public var runConnectors: Bool
     /// Whether the embedded agent's sensors run (while telemetry flows; docs/architecture.md, "Sensors").
     public var runSensors = true
+    /// An HTTP URL a web server or cache answers for the repository (its static `info/refs`):
+    /// asked with If-None-Match before any git connection; 304 means nothing moved.
+    public var probeURL: String?
+    /// A PEM CA bundle for an https probe URL (as for the git remote).
+    public var probeCAFile: String?
     /// Whether released settings are reset to the vendor default.
     public var prune = false
     /// The agent governed: the embedded one (with its connectors) or the vendor's.

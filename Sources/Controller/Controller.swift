@@ -3,6 +3,7 @@ import ConnectorCore
 import EmbeddedAgent
 import Foundation
 import GitSource
+import HTTPTransport
 import IntegrationModel
 import KESLAgent
 import Logging
@@ -54,6 +55,8 @@ public final class Controller: @unchecked Sendable {
     /// The revision and labels whose label warnings were logged last (each warning once).
     private var labelsWarnedFor: (commit: String, labels: [String: String])?
     private lazy var host = ProcessInfo.processInfo.hostName
+    /// `--probe-url`: the conditional GET before git, and the tag of the refs last fetched.
+    private let probe = HeadProbe()
 
     public init(configuration: ControllerConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -99,18 +102,32 @@ public final class Controller: @unchecked Sendable {
             return result
         }
 
-        // 1. The source: ask the remote for its refs; fetch only when the pinned ref moved.
+        // 1. The source: with a probe URL, first ask a web server whether the refs moved (no git
+        // connection on 304); else ask the remote for its refs; fetch only when the pinned ref moved.
         let repository: GitRepository
-        do {
-            let fetchStart = Date()
-            let opened = try PolicyRevision.open(configuration.source, mirrorDirectory: configuration.stateDirectory.appendingPathComponent("mirrors"),
-                                                 credentials: configuration.credentials, timeout: configuration.fetchTimeout)
-            fetchDuration = Date().timeIntervalSince(fetchStart)
-            repository = opened.repository
-            update = opened.update
-            if update?.rebuilt == true { logger.warning("the mirror was missing or damaged and was made anew") }
-        } catch {
-            return finish(.failed, "fetch-failed", "\(error)")
+        let mirrors = configuration.stateDirectory.appendingPathComponent("mirrors")
+        var probed: HeadProbe.Answer?
+        if let url = configuration.probeURL {
+            let answer = probe.ask(url, caFile: configuration.probeCAFile, timeout: configuration.fetchTimeout)
+            probed = answer
+            metrics.probed(answer)
+        }
+        if case .notModified = probed, prepared != nil, let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) {
+            repository = mirror
+        } else {
+            do {
+                let fetchStart = Date()
+                let opened = try PolicyRevision.open(configuration.source, mirrorDirectory: mirrors,
+                                                     credentials: configuration.credentials, timeout: configuration.fetchTimeout)
+                fetchDuration = Date().timeIntervalSince(fetchStart)
+                repository = opened.repository
+                update = opened.update
+                if update?.rebuilt == true { logger.warning("the mirror was missing or damaged and was made anew") }
+                // The tag the refs were fetched under: the next probe asks against it.
+                if case .changed(let etag) = probed { probe.remember(etag) }
+            } catch {
+                return finish(.failed, "fetch-failed", "\(error)")
+            }
         }
 
         // 2. The revision: vouched for (signatures before any file is read, then ancestry), read,

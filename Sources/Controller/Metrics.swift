@@ -77,6 +77,12 @@ public final class Metrics: @unchecked Sendable {
         }
     }
 
+    private var probes: [String: Int] = [:]
+
+    func probed(_ answer: HeadProbe.Answer) {
+        lock.withLock { probes[answer.label, default: 0] += 1 }
+    }
+
     func verificationRefused() { lock.withLock { verificationRefusals += 1 } }
     func rollbackRefused() { lock.withLock { rollbackRefusals += 1 } }
 
@@ -115,6 +121,8 @@ public final class Metrics: @unchecked Sendable {
             // Histograms, not summaries: a fleet's buckets add up across controllers.
             metric("tether_cycle_duration_seconds", "histogram", "How long cycles take.", cycleSeconds.samples)
             metric("tether_fetch_duration_seconds", "histogram", "Time to ask the remote for its refs and fetch when they moved.", fetchSeconds.samples)
+            metric("tether_probes_total", "counter", "Probes of --probe-url by answer: not-modified (no git connection), changed, failed (git asked instead).",
+                   ["not-modified", "changed", "failed"].map { ("{result=\"\($0)\"}", Double(probes[$0] ?? 0)) })
             metric("tether_fetches_total", "counter", "Cycles that fetched objects (the pinned ref had moved).", [("", Double(fetches))])
             metric("tether_fetch_bytes_total", "counter", "Bytes received by fetches.", [("", Double(fetchBytes))])
             metric("tether_drift_findings", "gauge", "Findings (not in sync) per integration at the last cycle.",

@@ -30,8 +30,11 @@ public struct ProxySettings: Sendable {
 /// How one connector talks to its server.
 public struct TransportConfiguration: Sendable {
     /// The pinned server certificate (PEM): the only trust anchor. A server presenting a
-    /// certificate that neither equals nor chains to it is refused.
-    public var pinnedCertificatePEM: String
+    /// certificate that neither equals nor chains to it is refused. Nil: the system's CA bundle,
+    /// or `caFile` (a cheap probe of a git host, not the platform).
+    public var pinnedCertificatePEM: String?
+    /// A PEM CA bundle to trust when nothing is pinned.
+    public var caFile: String?
     public var clientIdentity: ClientIdentity?
     public var proxy: ProxySettings?
     /// Seconds to establish the connection (TCP and TLS).
@@ -39,9 +42,10 @@ public struct TransportConfiguration: Sendable {
     /// Seconds for the whole request.
     public var requestTimeout: Int
 
-    public init(pinnedCertificatePEM: String, clientIdentity: ClientIdentity? = nil, proxy: ProxySettings? = nil,
+    public init(pinnedCertificatePEM: String?, caFile: String? = nil, clientIdentity: ClientIdentity? = nil, proxy: ProxySettings? = nil,
                 connectionTimeout: Int = 10, requestTimeout: Int = 10) {
         self.pinnedCertificatePEM = pinnedCertificatePEM
+        self.caFile = caFile
         self.clientIdentity = clientIdentity
         self.proxy = proxy
         self.connectionTimeout = connectionTimeout
@@ -146,11 +150,15 @@ public final class HTTPClient {
         try check(tether_curl_setopt_long(handle, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2))
         // HTTP/1.1, as the platform speaks it: one framing, and failures classify() knows.
         try check(tether_curl_setopt_long(handle, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1))
-        // The pinned certificate is the only anchor: no system bundle, no CA folder.
-        try check(tether_curl_setopt_string(handle, CURLOPT_CAINFO, nil))
-        try check(tether_curl_setopt_string(handle, CURLOPT_CAPATH, nil))
-        let pem = Array(configuration.pinnedCertificatePEM.utf8)
-        try check(pem.withUnsafeBytes { tether_curl_setopt_blob(handle, CURLOPT_CAINFO_BLOB, $0.baseAddress, $0.count) })
+        if let pinned = configuration.pinnedCertificatePEM {
+            // The pinned certificate is the only anchor: no system bundle, no CA folder.
+            try check(tether_curl_setopt_string(handle, CURLOPT_CAINFO, nil))
+            try check(tether_curl_setopt_string(handle, CURLOPT_CAPATH, nil))
+            let pem = Array(pinned.utf8)
+            try check(pem.withUnsafeBytes { tether_curl_setopt_blob(handle, CURLOPT_CAINFO_BLOB, $0.baseAddress, $0.count) })
+        } else if let caFile = configuration.caFile {
+            try check(tether_curl_setopt_string(handle, CURLOPT_CAINFO, caFile))
+        }
         if let identity = configuration.clientIdentity {
             try check(identity.pkcs12.withUnsafeBytes { tether_curl_setopt_blob(handle, CURLOPT_SSLCERT_BLOB, $0.baseAddress, $0.count) })
             try check(tether_curl_setopt_string(handle, CURLOPT_SSLCERTTYPE, "P12"))
@@ -173,6 +181,13 @@ public final class HTTPClient {
             sink.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: size * count))
             return size * count
         }))
+    }
+
+    /// A header of the last response (`ETag`), or nil.
+    public func responseHeader(_ name: String) -> String? {
+        var header: UnsafeMutablePointer<curl_header>?
+        guard curl_easy_header(handle, name, 0, UInt32(CURLH_HEADER), -1, &header) == CURLHE_OK, let value = header?.pointee.value else { return nil }
+        return String(cString: value)
     }
 
     /// Sends one request and waits for the whole response.

@@ -165,6 +165,15 @@ public final class PolicyRevision {
         }
     }
 
+    /// The mirror of a remote as it is, without contacting the remote (a probe said nothing
+    /// moved); nil when there is no mirror yet or the source is a local path.
+    public static func openMirror(_ spec: SourceSpec, mirrorDirectory: URL) -> GitRepository? {
+        guard GitRepository.isRemote(spec.repository) else { return nil }
+        let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        return try? GitRepository(path: path)
+    }
+
     /// A folder name for a remote's mirror: readable, and unique by a hash of the URL without
     /// its password (so `team-a` and `team_a` never share a mirror).
     static func mirrorName(for url: String) -> String {

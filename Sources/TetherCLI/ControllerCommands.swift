@@ -79,6 +79,9 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds one fetch may take.", valueName: "seconds"))
     var fetchTimeout: Double = 60
 
+    @Option(help: ArgumentHelp("Before any git connection, ask this HTTP(S) URL with If-None-Match: the repository's static info/refs, kept current by `git update-server-info` and served by a plain web server or cache. A 304 means nothing moved, and the cycle opens no git connection. Anything else, or an error, asks git as usual. https uses the system's CAs, or --git-ca-file.", valueName: "url"))
+    var probeURL: String?
+
     @Flag(help: "Reset released settings (managed before, declared by no policy now) to the vendor default.")
     var prune = false
 
@@ -90,6 +93,9 @@ struct RunCommand: ParsableCommand {
         if !(0...1).contains(jitter) { throw ValidationError("--jitter is a share of the interval, from 0 to 1; for example --jitter 0.1") }
         if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
         if let metricsAddress, Self.address(metricsAddress) == nil { throw ValidationError("--metrics-address takes host:port, e.g. 127.0.0.1:9464") }
+        if let probeURL, !(probeURL.hasPrefix("http://") || probeURL.hasPrefix("https://")) {
+            throw ValidationError("--probe-url takes an http:// or https:// URL, e.g. https://git.example.com/secops/policies.git/info/refs")
+        }
         if reportKeep < 1 { throw ValidationError("--report-keep takes a count of 1 or more; for example --report-keep 20") }
     }
 
@@ -116,6 +122,8 @@ struct RunCommand: ParsableCommand {
             fetchTimeout: fetchTimeout, runConnectors: !noConnectors && !once)
         configuration.prune = prune
         configuration.runSensors = !noSensors
+        configuration.probeURL = probeURL
+        configuration.probeCAFile = source.credentialOptions.gitCAFile
         configuration.agent = try backend.choice(source.device, keep: true)
         let controller = Controller(configuration: configuration, logger: logger)
         if let reportDir {

@@ -52,6 +52,59 @@ private struct HeldRemote {
 
 @Suite("Fetching over real transports on loopback", .serialized)
 struct FetchTests {
+    @Test("--probe-url: after the first cycle, a 304 from a static web server means no git connection; a push (with update-server-info) is fetched")
+    func probeURL() throws {
+        let remote = try HeldRemote()
+        let bare = remote.remotes.url.appendingPathComponent("policies.git").path
+        try runProgram("git", ["--git-dir", bare, "update-server-info"])
+        // A plain static server with ETags and If-None-Match, as nginx or a cache answers.
+        let free = try listenOnLoopback()
+        close(free.0)
+        let server = try ChildProcess("/usr/bin/python3", ["-c", """
+            import hashlib, http.server, os, sys
+            root, port = sys.argv[1], int(sys.argv[2])
+            class Static(http.server.BaseHTTPRequestHandler):
+                def do_GET(self):
+                    path = os.path.join(root, self.path.lstrip("/"))
+                    if not os.path.isfile(path):
+                        self.send_response(404); self.end_headers(); return
+                    body = open(path, "rb").read()
+                    tag = '"%s"' % hashlib.sha256(body).hexdigest()[:16]
+                    if self.headers.get("If-None-Match") == tag:
+                        self.send_response(304); self.send_header("ETag", tag); self.end_headers(); return
+                    self.send_response(200); self.send_header("ETag", tag); self.send_header("Content-Length", str(len(body))); self.end_headers()
+                    self.wfile.write(body)
+                def log_message(self, *args): pass
+            http.server.ThreadingHTTPServer(("127.0.0.1", port), Static).serve_forever()
+            """, remote.remotes.path, String(free.1)])
+        defer { server.kill(); server.wait() }
+        try waitForPort(free.1)
+        var configuration = ControllerConfiguration(source: SourceSpec(repository: "git://127.0.0.1:\(remote.proxy.port)/policies.git", ref: "main", path: "policies"),
+                                                    stateDirectory: remote.env.state.url, runConnectors: false)
+        configuration.probeURL = "http://127.0.0.1:\(free.1)/policies.git/info/refs"
+        let controller = Controller(configuration: configuration, logger: Logger(label: "test"))
+        #expect(controller.runCycle().condition == .ready)
+        let afterFirst = remote.proxy.connections
+        #expect(afterFirst >= 1, "the first cycle asks git")
+        for _ in 0..<3 { #expect(controller.runCycle().condition == .ready) }
+        #expect(remote.proxy.connections == afterFirst, "304: no git connection in three cycles")
+        #expect(controller.metrics.render().contains("tether_probes_total{result=\"not-modified\"} 3"))
+
+        let newer = try remote.env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 4443")])
+        try publish(remote.env, to: remote.remotes)
+        try runProgram("git", ["--git-dir", bare, "update-server-info"])
+        let moved = controller.runCycle()
+        #expect(moved.revision == newer && moved.reason == "applied", "\(moved.message)")
+        #expect(remote.proxy.connections > afterFirst, "a changed info/refs sends the cycle to git")
+
+        // A probe that fails (the server is gone) asks git, as without one.
+        server.kill()
+        server.wait()
+        let before = remote.proxy.connections
+        #expect(controller.runCycle().condition == .ready)
+        #expect(remote.proxy.connections > before)
+    }
+
     @Test("git://: the first cycle fetches; a no-change cycle asks for refs only; a new commit is fetched")
     func gitDaemon() throws {
         let env = try Environment()
