@@ -111,6 +111,7 @@ public final class Controller: @unchecked Sendable {
             let answer = probe.ask(url, caFile: configuration.probeCAFile, timeout: configuration.fetchTimeout)
             probed = answer
             metrics.probed(answer)
+            if case .failed(let reason) = answer { logger.info("the probe was not answered usefully (\(reason)); asking git") }
         }
         if case .notModified = probed, prepared != nil, let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) {
             repository = mirror
@@ -123,8 +124,6 @@ public final class Controller: @unchecked Sendable {
                 repository = opened.repository
                 update = opened.update
                 if update?.rebuilt == true { logger.warning("the mirror was missing or damaged and was made anew") }
-                // The tag the refs were fetched under: the next probe asks against it.
-                if case .changed(let etag) = probed { probe.remember(etag) }
             } catch {
                 return finish(.failed, "fetch-failed", "\(error)")
             }
@@ -139,6 +138,8 @@ public final class Controller: @unchecked Sendable {
         do {
             (agent, history, runtime) = try openStores()
             head = try repository.resolve(configuration.source.ref)
+            // The tag the next probe asks against, if its answer listed what was fetched.
+            if let probed, update != nil { probe.fetched(head.id, under: probed) }
             let lastApplied = try agent.appliedState().revision
             let signers = configuration.allowedSigners.flatMap { FileStamp(path: $0) }
             if let prepared, prepared.commit == head.id, prepared.lastApplied == lastApplied, prepared.signers == signers {

@@ -32,7 +32,12 @@ public struct FleetReport {
             let findings = (report.findings ?? []).map { finding in
                 (path: finding.path ?? "?", kind: finding.kind ?? "drift", integration: finding.integration ?? "app")
             }
-            return Device(file: file.name, host: report.device?.host ?? file.name, revision: report.revision,
+            // A plan is made against a snapshot (one per kind of device, often taken on one machine):
+            // each file is its own entry, named by the file. Drift reports are one per device.
+            let host = report.kind == "plan"
+                ? URL(fileURLWithPath: file.name).deletingPathExtension().lastPathComponent
+                : report.device?.host ?? file.name
+            return Device(file: file.name, host: host, revision: report.revision,
                           inSync: report.inSync ?? findings.isEmpty, generatedAt: report.generatedAt ?? "", findings: findings)
         }
         // One entry per device: its newest report (ISO 8601 times sort as text).
@@ -133,6 +138,7 @@ struct MergedReport: Decodable {
     }
 
     let formatVersion: Int
+    let kind: String?
     let revision: String
     let device: Device?
     let inSync: Bool?

@@ -92,7 +92,12 @@ struct RunCommand: ParsableCommand {
         if fetchTimeout <= 0 { throw ValidationError("--fetch-timeout takes seconds, more than 0; for example --fetch-timeout 60") }
         if !(0...1).contains(jitter) { throw ValidationError("--jitter is a share of the interval, from 0 to 1; for example --jitter 0.1") }
         if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
-        if let metricsAddress, Self.address(metricsAddress) == nil { throw ValidationError("--metrics-address takes host:port, e.g. 127.0.0.1:9464") }
+        if let metricsAddress, Self.address(metricsAddress).map({ !(0...65535).contains($0.1) }) ?? true {
+            throw ValidationError("--metrics-address takes host:port with a port from 1 to 65535, e.g. 127.0.0.1:9464")
+        }
+        if probeURL != nil && source.ref == nil {
+            throw ValidationError("--probe-url needs --ref: info/refs does not name the remote's default branch, so a probe cannot see it move (e.g. --ref main)")
+        }
         if let probeURL, !(probeURL.hasPrefix("http://") || probeURL.hasPrefix("https://")) {
             throw ValidationError("--probe-url takes an http:// or https:// URL, e.g. https://git.example.com/secops/policies.git/info/refs")
         }
@@ -123,6 +128,9 @@ struct RunCommand: ParsableCommand {
         configuration.prune = prune
         configuration.runSensors = !noSensors
         configuration.probeURL = probeURL
+        if let probeURL, probeURL.hasPrefix("http://") {
+            logger.warning("--probe-url \(probeURL) is plain HTTP: anyone on the path can answer 304 and hold updates back for up to \(10) cycles; prefer https")
+        }
         configuration.probeCAFile = source.credentialOptions.gitCAFile
         configuration.agent = try backend.choice(source.device, keep: true)
         let controller = Controller(configuration: configuration, logger: logger)
@@ -148,6 +156,11 @@ struct RunCommand: ParsableCommand {
         // Under systemd (Type=notify): ready after the first cycle, a watchdog ping after every
         // cycle that completes, the last result as the status, and stopping at the end.
         let notifier = ServiceNotifier()
+        // The longest a healthy controller goes between two completed cycles: the wait (or the
+        // back-off after errors), two fetch timeouts, the health window, and a margin. The unit's
+        // WatchdogSec= is replaced by it, so a longer interval in the configuration is not killed.
+        let quiet = max(interval * (1 + jitter), maxBackoff) + 2 * fetchTimeout + healthWindow + 300
+        notifier?.send(["WATCHDOG_USEC": String(Int(quiet * 1_000_000))])
         loop.run(cycles: once ? 1 : cycles, shouldStop: { StopSignal.requested }, shouldReload: { StopSignal.takeReload() }) { result in
             var fields = ["WATCHDOG": "1", "STATUS": "\(result.condition.rawValue): \(result.message)"]
             if last == nil { fields["READY"] = "1" }
@@ -220,7 +233,7 @@ struct ReportFolder {
         let folder = URL(fileURLWithPath: path, isDirectory: true)
         let name = "tether-\(report.revision.prefix(12)).json"
         do {
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
             let temporary = folder.appendingPathComponent(".\(name).\(getpid()).tmp")
             try Data((JSONReport.render(report) + "\n").utf8).write(to: temporary)
             chmod(temporary.path, 0o644)

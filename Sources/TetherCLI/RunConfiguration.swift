@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import GitSource
 import IntegrationModel
 import Yams
 
@@ -96,7 +95,9 @@ struct RunConfiguration {
         for key in Self.keys {
             if given.contains(key.name) {
                 entries.append(Entry(key: key, values: Self.values(of: key, in: commandLine), source: .commandLine))
-            } else if let text = environment[key.variable] {
+            } else if let text = environment[key.variable], !text.isEmpty || key.kind == .flag,
+                      // $TETHER_KESL_CONTROL stays the run-time fallback it always was (not kept in agent.conf).
+                      key.name != "kesl-control" {
                 entries.append(Entry(key: key, values: try Self.environmentValues(key, text), source: .environment(key.variable)))
             } else if let value = fromFile[key.name] {
                 entries.append(Entry(key: key, values: value.values, source: .file(path!, line: value.line)))
@@ -113,7 +114,8 @@ struct RunConfiguration {
             switch (entry.source, entry.key.kind) {
             case (.commandLine, _), (.default, _): return []
             case (_, .flag): return entry.values == ["true"] ? [entry.key.flag] : []
-            case (_, .value), (_, .list): return entry.values.flatMap { [entry.key.flag, $0] }
+            // `--key=value`, so a value such as -5 or -- is never read as an option.
+            case (_, .value), (_, .list): return entry.values.map { "\(entry.key.flag)=\($0)" }
             }
         }
     }
@@ -215,9 +217,16 @@ struct RunConfiguration {
         return result
     }
 
-    /// A value as `config show` prints it: credentials in a URL masked.
+    /// A value as `config show` prints it: whatever precedes `@` in a URL's authority (a user and
+    /// password, or a token alone) and its query masked.
     static func display(_ value: String) -> String {
-        value.contains("://") ? GitRepository.redacted(value) : value
+        guard let scheme = value.range(of: "://") else { return value }
+        var shown = value
+        if let query = shown.firstIndex(of: "?") { shown = String(shown[..<query]) + "?***" }
+        let rest = shown[scheme.upperBound...]
+        let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+        if let at = rest[..<authorityEnd].lastIndex(of: "@") { shown.replaceSubrange(scheme.upperBound..<at, with: "***") }
+        return shown
     }
 }
 

@@ -25,7 +25,7 @@ struct ConfigTests {
         #expect(line("interval").contains("120") && line("interval").hasSuffix("# environment TETHER_INTERVAL"))
         #expect(line("suspend").contains("off") && line("suspend").hasSuffix("# environment TETHER_SUSPEND"), "a variable turns off a flag the file set")
         #expect(line("label").contains("env=prod, site=fra1") && line("label").hasSuffix("\(file):5"))
-        #expect(line("repo").contains("git.example.org") && line("repo").hasSuffix("\(file):2"))
+        #expect(line("repo").contains("https://***@git.example.org/policies.git") && line("repo").hasSuffix("\(file):2"), "\(line("repo"))")
         #expect(!shown.output.contains("s3cr3t") && !shown.output.contains("tok-123"), "no secret is printed: \(shown.output)")
         #expect(shown.output.contains("TETHER_GIT_TOKEN is set (never shown)"))
         #expect(line("max-backoff").hasSuffix("(default)"))

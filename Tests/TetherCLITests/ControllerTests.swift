@@ -575,7 +575,7 @@ struct ControllerTests {
 
 @Suite("tether run under a service manager")
 struct ServiceNotificationTests {
-    @Test("With $NOTIFY_SOCKET, run says READY=1 after its first cycle, WATCHDOG=1 after each, its last result as STATUS, and STOPPING=1")
+    @Test("With $NOTIFY_SOCKET, run sets the watchdog's timeout by its configuration, says READY=1 after its first cycle, WATCHDOG=1 after each, its last result as STATUS, and STOPPING=1")
     func notifications() throws {
         try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
         let env = try Environment()
@@ -600,12 +600,16 @@ struct ServiceNotificationTests {
         #expect(run.status == 0, "\(run.output)")
         var messages: [String] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
-        while messages.count < 3 {
+        while messages.count < 4 {
             let count = recv(fd, &buffer, buffer.count, 0)
             guard count > 0 else { break }
             messages.append(String(decoding: buffer[0..<count], as: UTF8.self))
         }
-        #expect(messages.count == 3, "\(messages)")
+        #expect(messages.count == 4, "\(messages)")
+        // First the watchdog's timeout for this configuration: the back-off (3600 s), two fetch
+        // timeouts (120 s) and a margin (300 s), so a long interval is never taken for a hang.
+        #expect(messages.first == "WATCHDOG_USEC=\(4020 * 1_000_000)", "\(messages)")
+        messages.removeFirst()
         let first = messages.first?.split(separator: "\n").map(String.init).sorted() ?? []
         #expect(first.count == 3 && first[0] == "READY=1" && first[1].hasPrefix("STATUS=Ready: applied ") && first[2] == "WATCHDOG=1", "\(messages)")
         #expect(messages.dropFirst().first?.contains("WATCHDOG=1") == true && messages.dropFirst().first?.contains("READY=1") == false)
