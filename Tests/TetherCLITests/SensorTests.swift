@@ -192,8 +192,9 @@ struct SensorTests {
           .enabled(if: getuid() == 0, "the process connector and fanotify need root (CI runs as root)"))
     func throttledWhenSeen() throws {
         try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
-        // 20 events an hour, one type at most half of them: 10 file changes at most.
-        let rig = try TelemetryRig(limits: "maximumEventsPerHour: 20\n    eventLimitExceededPercentage: 50")
+        // 1,000 events an hour, one type at most 1 % of them: 10 file changes at most, whatever
+        // else the machine does meanwhile (a parallel test run spends other types' shares).
+        let rig = try TelemetryRig(limits: "maximumEventsPerHour: 1000\n    eventLimitExceededPercentage: 1")
         let controller = try ChildProcess(tetherExecutable, ["run", "--interval", "1", "--jitter", "0"] + rig.env.flags)
         defer { controller.kill(); controller.wait() }
         #expect(rig.wait(seconds: 30) { rig.sensors().contains { $0["running"] as? Bool == true } }, "\(controller.stderr)")
@@ -202,8 +203,8 @@ struct SensorTests {
             let telemetry = rig.env.agentCommand("status", "--json").json["telemetry"] as? [String: [String: [String: Int]]]
             return telemetry?["edr"]?["file-change"] ?? [:]
         }
-        #expect(rig.wait(seconds: 10) { (fileChanges()["throttled"] ?? 0) >= 60 }, "40 creations and 40 writes, 10 let through: \(fileChanges())")
-        #expect((fileChanges()["queued"] ?? 0) <= 10, "\(fileChanges())")
+        #expect(rig.wait(seconds: 10) { (fileChanges()["throttled"] ?? 0) >= 70 }, "40 creations and 40 writes, 10 let through: \(fileChanges())")
+        #expect(fileChanges()["queued"] == 10, "\(fileChanges())")
         // A sync that failed under a loaded machine is retried after 30 s.
         #expect(rig.wait(seconds: 45) { rig.platform.events().filter { $0.type == "file-change" }.count == fileChanges()["queued"] },
                 "the platform got \(rig.platform.events().filter { $0.type == "file-change" }.count) file changes; \(fileChanges()); \(rig.env.agentCommand("status").stdout)")
