@@ -1,7 +1,7 @@
 # Tether: the two commands README.md opens with are `make run` and `make test`.
 SWIFT ?= swift
 
-.PHONY: deps build run test bench fuzz package package-test clean
+.PHONY: deps build run test bench fuzz package package-test fleet-sim clean
 
 deps:            ## install the Debian packages Tether needs, when missing
 	@scripts/install-deps
@@ -37,6 +37,11 @@ package: deps    ## dist/tether_<version>_<arch>.deb: static Swift runtime, stri
 package-test: package  ## the .deb on a fresh Debian 12 (debootstrap, no Swift): install, the example, run --once, upgrade (root)
 	@scripts/install-deps --package-test
 	@scripts/package-test
+
+fleet-sim: deps  ## what 100 and 1,000 controllers cost one git host (git daemon, smart HTTP, the --probe-url 304); root (cgroup)
+	@scripts/install-deps --fleet-sim
+	$(SWIFT) build -c release --product tether-bench
+	@scripts/fleet-sim
 
 clean:
 	rm -rf .build .build-package .tether-demo .tether-bench dist

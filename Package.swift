@@ -86,7 +86,8 @@ let package = Package(
         .target(name: "PlatformSim", dependencies: ["HTTPServer", "IntegrationModel", "PlatformTLS", "WireFormat", "X509"]),
         .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // make bench: connector throughput and queue write rates.
-        .executableTarget(name: "tether-bench", dependencies: ["ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel", "Sensors"]),
+        .executableTarget(name: "tether-bench", dependencies: ["Controller", "ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel", "PolicySource", "Sensors",
+                                                            .product(name: "Logging", package: "swift-log")]),
         // make fuzz: libFuzzer targets for the policy decoder and the health endpoint's request reader.
         .target(name: "FuzzSupport"),
         .executableTarget(name: "fuzz-policy", dependencies: ["FuzzSupport", "Policy"]),

@@ -8,6 +8,12 @@ import Sensors
 // make bench, part two: telemetry through EDR to the local platform over mutual TLS, and the
 // durable queue's write rate. Everything on 127.0.0.1, in one process; prints figures.
 
+// `tether-bench fleet …`: the fleet simulation behind scripts/fleet-sim (Fleet.swift).
+if CommandLine.arguments.dropFirst().first == "fleet" {
+    try runFleet(Array(CommandLine.arguments.dropFirst(2)))
+    exit(0)
+}
+
 func measure(_ body: () throws -> Void) rethrows -> Double {
     let start = Date()
     try body()
