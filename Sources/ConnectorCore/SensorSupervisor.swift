@@ -31,7 +31,8 @@ public final class SensorSupervisor: @unchecked Sendable {
     /// The settings at the last check (the hourly limits).
     private var lastState: AgentState?
     /// The hashes of init and of Tether's own programs (tether, tether-fetch): never killed.
-    private let protected: Set<String> = {
+    /// Read (some 80 MB) only once a prevention list exists, on the supervisor's thread.
+    private lazy var protected: Set<String> = {
         var paths = ["/proc/1/exe", "/proc/self/exe"]
         if let own = ProcessInfo.processInfo.arguments.first.map({ URL(fileURLWithPath: $0).resolvingSymlinksInPath() }) {
             paths.append(own.deletingLastPathComponent().appendingPathComponent("tether-fetch").path)
@@ -218,33 +219,18 @@ public final class SensorSupervisor: @unchecked Sendable {
     /// events the flush would drop are counted as throttled when seen, never written to disk.
     /// The flush applies the same limits again, so this only ever spares the queue.
     private func admit(_ events: [TelemetryEvent], for integration: Integration) -> (kept: [TelemetryEvent], throttled: [String: Int]) {
-        guard let state = lastState, let transfer = SettingPath.eventTransfer(integration), state.bool(transfer.requestCountLimits) else {
-            return (events, [:])
-        }
-        let perHour = state.int(transfer.maximumEventsPerHour)
-        let share = state.int(transfer.eventLimitExceededPercentage)
-        let hour = Int(Date().timeIntervalSince1970 / 3600)
+        guard let state = lastState else { return (events, [:]) }
+        let hour = HourlyBudget.hour(runtime.clock())
         if admitted[integration]?.hour != hour {
             admitted[integration] = (hour, (try? runtime.store.sentThisHour(integration, hour: hour)) ?? [:])
         }
-        var counts = admitted[integration]!.counts
-        var total = counts.values.reduce(0, +)
+        var budget = HourlyBudget(integration, state: state, spent: admitted[integration]!.counts)
         var kept: [TelemetryEvent] = []
         var throttled: [String: Int] = [:]
         for event in events {
-            if TelemetryEvent.exemptFromLimits.contains(event.type) {
-                kept.append(event)
-                continue
-            }
-            if total >= perHour || counts[event.type, default: 0] * 100 >= perHour * share {
-                throttled[event.type, default: 0] += 1
-                continue
-            }
-            counts[event.type, default: 0] += 1
-            total += 1
-            kept.append(event)
+            if budget.take(event.type) { kept.append(event) } else { throttled[event.type, default: 0] += 1 }
         }
-        admitted[integration] = (hour, counts)
+        admitted[integration] = (hour, budget.counts)
         return (kept, throttled)
     }
 

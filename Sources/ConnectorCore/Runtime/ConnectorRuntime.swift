@@ -226,10 +226,7 @@ public final class ConnectorRuntime {
     private func flush(_ integration: Integration, client: HTTPClient, url: String, server: Endpoint, state: AgentState,
                        packageSize: Int = ConnectorRuntime.batchSize) throws -> String {
         var sent = 0, batches = 0, throttled = 0
-        guard let transfer = SettingPath.eventTransfer(integration) else { return "no telemetry for \(integration.displayName)" }
-        let limited = state.bool(transfer.requestCountLimits)
-        let perHour = state.int(transfer.maximumEventsPerHour)
-        let share = state.int(transfer.eventLimitExceededPercentage)
+        guard SettingPath.eventTransfer(integration) != nil else { return "no telemetry for \(integration.displayName)" }
         while true {
             // A batch formed before (and not acknowledged: a failure, a crash) goes again as it was.
             let batch: PendingBatch
@@ -238,25 +235,19 @@ public final class ConnectorRuntime {
             } else {
                 let queued = try storeCall { try store.peek(integration, limit: packageSize) }
                 guard let last = queued.last else { break }
-                let hour = Int(clock().timeIntervalSince1970 / 3600)
-                var counts = try storeCall { try store.sentThisHour(integration, hour: hour) }
-                var total = counts.values.reduce(0, +)
+                let hour = HourlyBudget.hour(clock())
+                var budget = HourlyBudget(integration, state: state, spent: try storeCall { try store.sentThisHour(integration, hour: hour) })
                 var seqs: [Int64] = []
                 var batchCounts: [String: Int] = [:]
                 var dropped = 0
                 var droppedByType: [String: Int] = [:]
                 for item in queued {
-                    // At most maximumEventsPerHour an hour, and one event type at most
-                    // eventLimitExceededPercentage percent of that budget.
-                    if limited && !TelemetryEvent.exemptFromLimits.contains(item.event.type)
-                        && (total >= perHour || counts[item.event.type, default: 0] * 100 >= perHour * share) {
+                    guard budget.take(item.event.type) else {
                         dropped += 1
                         droppedByType[item.event.type, default: 0] += 1
                         continue
                     }
-                    counts[item.event.type, default: 0] += 1
                     batchCounts[item.event.type, default: 0] += 1
-                    total += 1
                     seqs.append(item.seq)
                 }
                 let formed = PendingBatch(batchId: UUID().uuidString.lowercased(), seqs: seqs, throughSeq: last.seq, hour: hour,
@@ -551,6 +542,44 @@ struct ConnectorFailure: Error {
         kind = error.kind
         message = "\(server): \(error)"
         self.server = server
+    }
+}
+
+// MARK: - The hourly count limits
+
+/// The hourly count limits (docs/wire-format.md) for one integration and clock hour: with
+/// `requestCountLimits` on, at most `maximumEventsPerHour` events, and one event type at most
+/// `eventLimitExceededPercentage` percent of that; detections, their results and Sandbox
+/// verdicts always pass (and count). One rule for the flush and for the sensors' admission.
+struct HourlyBudget {
+    private let limited: Bool
+    private let perHour: Int
+    private let share: Int
+    /// Events counted this hour, by type: those sent (or admitted) before, and those taken since.
+    private(set) var counts: [String: Int]
+    private var total: Int
+
+    /// The clock hour (hours since 1970) a moment counts in.
+    static func hour(_ date: Date) -> Int { Int(date.timeIntervalSince1970 / 3600) }
+
+    init(_ integration: Integration, state: AgentState, spent: [String: Int]) {
+        let transfer = SettingPath.eventTransfer(integration)
+        limited = transfer.map { state.bool($0.requestCountLimits) } ?? false
+        perHour = transfer.map { state.int($0.maximumEventsPerHour) } ?? 0
+        share = transfer.map { state.int($0.eventLimitExceededPercentage) } ?? 0
+        counts = spent
+        total = spent.values.reduce(0, +)
+    }
+
+    /// Counts one event of `type` against the budget; false when it is over (it is throttled).
+    mutating func take(_ type: String) -> Bool {
+        if limited && !TelemetryEvent.exemptFromLimits.contains(type)
+            && (total >= perHour || counts[type, default: 0] * 100 >= perHour * share) {
+            return false
+        }
+        counts[type, default: 0] += 1
+        total += 1
+        return true
     }
 }
 
