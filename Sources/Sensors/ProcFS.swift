@@ -9,14 +9,19 @@ enum ProcFS {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: limit)
+        return Array(bytes.prefix(read(fd, into: &bytes)))
+    }
+
+    /// Reads an open file into `buffer` until its end or the buffer is full; how many bytes.
+    static func read(_ fd: Int32, into buffer: inout [UInt8]) -> Int {
         var total = 0
-        while total < limit {
-            let count = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, limit - total) }
+        while total < buffer.count {
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
             if count < 0 && errno == EINTR { continue }
             if count <= 0 { break }
             total += count
         }
-        return Array(bytes.prefix(total))
+        return total
     }
 
     /// A symbolic link's target (`/proc/PID/exe`), or nil.

@@ -290,14 +290,7 @@ final class ProcessEnricher: @unchecked Sendable {
         let fd = openat(folder, name, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var total = 0
-        while total < scratch.count {
-            let count = scratch.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
-            if count < 0 && errno == EINTR { continue }
-            if count <= 0 { break }
-            total += count
-        }
-        return total
+        return ProcFS.read(fd, into: &scratch)
     }
 
     /// The executable recorded at the process's start, now forgotten.

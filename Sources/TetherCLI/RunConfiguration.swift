@@ -122,11 +122,7 @@ struct RunConfiguration {
 
     /// `--config FILE` or `--config=FILE` on a command line.
     static func configOption(in arguments: [String]) -> String? {
-        for (index, argument) in arguments.enumerated() {
-            if argument == "--config", index + 1 < arguments.count { return arguments[index + 1] }
-            if argument.hasPrefix("--config=") { return String(argument.dropFirst("--config=".count)) }
-        }
-        return nil
+        values(of: Key(name: "config", kind: .value), in: arguments).last
     }
 
     /// A key's values as the command line gives them (for `config show`).
