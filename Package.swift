@@ -2,8 +2,35 @@
 import PackageDescription
 
 /// Tether: a GitOps controller for an endpoint agent's threat-platform integrations.
-/// C libraries come from Debian's -dev packages (see scripts/install-deps); each is
-/// wrapped by exactly one Swift module that owns its handles.
+///
+/// `Sources/` holds one folder per layer, in the order the data flows (docs/architecture.md
+/// opens with the same picture); this file lists them in that order. A module depends only on
+/// modules of its own or an earlier layer. C libraries come from Debian's -dev packages (see
+/// scripts/install-deps); each is wrapped by exactly one Swift module that owns its handles.
+
+/// A library target in `Sources/LAYER/NAME`.
+func module(_ name: String, in layer: String, _ dependencies: [Target.Dependency] = []) -> Target {
+    .target(name: name, dependencies: dependencies, path: "Sources/\(layer)/\(name)")
+}
+
+/// A C library found with pkg-config, its module map in `Sources/System/NAME`.
+func systemLibrary(_ name: String, pkgConfig: String, apt: String) -> Target {
+    .systemLibrary(name: name, path: "Sources/System/\(name)", pkgConfig: pkgConfig, providers: [.apt([apt])])
+}
+
+/// A program in `Sources/LAYER/NAME`.
+func program(_ name: String, in layer: String, _ dependencies: [Target.Dependency]) -> Target {
+    .executableTarget(name: name, dependencies: dependencies, path: "Sources/\(layer)/\(name)")
+}
+
+/// The tests of a module of `layer`, in `Tests/LAYER/NAMETests`.
+func tests(_ name: String, in layer: String, _ dependencies: [Target.Dependency]) -> Target {
+    .testTarget(name: name, dependencies: dependencies, path: "Tests/\(layer)/\(name)")
+}
+
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+
 let package = Package(
     name: "Tether",
     platforms: [.macOS(.v13)],
@@ -18,100 +45,102 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // C libraries as system-library targets.
-        .systemLibrary(name: "CGit2", pkgConfig: "libgit2", providers: [.apt(["libgit2-dev"])]),
-        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
-        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
-        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        // ── System: the C libraries and kernel interfaces, each owned by one Swift module ──
+        systemLibrary("CGit2", pkgConfig: "libgit2", apt: "libgit2-dev"),
+        systemLibrary("COpenSSL", pkgConfig: "openssl", apt: "libssl-dev"),
+        systemLibrary("CCurl", pkgConfig: "libcurl", apt: "libcurl4-openssl-dev"),
+        systemLibrary("CSQLite", pkgConfig: "sqlite3", apt: "libsqlite3-dev"),
         // Non-variadic wrappers and macros Swift cannot import.
-        .target(name: "CCurlShims", dependencies: ["CCurl"]),
-        .target(name: "CGit2Shims", dependencies: ["CGit2"]),
-        .target(name: "COpenSSLShims", dependencies: ["COpenSSL"]),
-        .target(name: "CProcessShims"),
+        module("CCurlShims", in: "System", ["CCurl"]),
+        module("CGit2Shims", in: "System", ["CGit2"]),
+        module("COpenSSLShims", in: "System", ["COpenSSL"]),
+        module("CProcessShims", in: "System"),
         // Tether's release and commit, stamped by `make package` (scripts/package).
-        .target(name: "CTetherVersion"),
+        module("CTetherVersion", in: "System"),
         // The kernel interfaces the sensors read: the netlink process connector and fanotify.
-        .target(name: "CSensorShims"),
+        module("CSensorShims", in: "System"),
         // Running a program as a child with a deadline (tether-fetch, kesl-control).
-        .target(name: "ChildProcess", dependencies: ["CProcessShims"]),
+        module("ChildProcess", in: "System", ["CProcessShims"]),
+        module("GitSource", in: "System", ["CGit2", "CGit2Shims"]),
+        module("X509", in: "System", ["COpenSSL", "COpenSSLShims"]),
+        module("HTTPServer", in: "System"),
+        module("HTTPTransport", in: "System", ["CCurl", "CCurlShims"]),
+        module("SQLiteDB", in: "System", ["CSQLite"]),
 
-        // One Swift module per C library.
-        .target(name: "GitSource", dependencies: ["CGit2", "CGit2Shims"]),
-        .target(name: "X509", dependencies: ["COpenSSL", "COpenSSLShims"]),
-        .target(name: "HTTPServer"),
-        .target(name: "HTTPTransport", dependencies: ["CCurl", "CCurlShims"]),
-        .target(name: "SQLiteDB", dependencies: ["CSQLite"]),
+        // ── Model: the settings catalog and the policy language ──
+        module("IntegrationModel", in: "Model"),
+        module("Policy", in: "Model", ["IntegrationModel", "Yams"]),
 
-        // The domain.
-        .target(name: "IntegrationModel"),
-        .target(name: "Policy", dependencies: ["IntegrationModel", "Yams"]),
-        // The agent: its state, rules and snapshot behind a protocol (AgentInterface); the embedded
-        // agent's SQLite store (EmbeddedAgent); its network side, the connectors (ConnectorCore).
-        .target(name: "AgentInterface", dependencies: ["IntegrationModel", "X509"]),
+        // ── Source: where policies come from: revision, mirror, fetch, verification, anti-rollback ──
+        module("PolicySource", in: "Source", ["ChildProcess", "GitSource", "Policy", "X509"]),
+
+        // ── Agents: the interface every backend offers, and the backends ──
+        module("AgentInterface", in: "Agents", ["IntegrationModel", "X509"]),
         // What every backend keeps of Tether's own work: the applied state and the change log.
-        .target(name: "AgentRecords", dependencies: ["AgentInterface", "SQLiteDB"]),
-        .target(name: "EmbeddedAgent", dependencies: ["AgentInterface", "AgentRecords", "IntegrationModel", "SQLiteDB", "X509"]),
+        module("AgentRecords", in: "Agents", ["AgentInterface", "SQLiteDB"]),
+        module("EmbeddedAgent", in: "Agents", ["AgentInterface", "AgentRecords", "IntegrationModel", "SQLiteDB", "X509"]),
         // The vendor's agent, driven through its command line kesl-control (docs/architecture.md, "The vendor's agent").
-        .target(name: "KESLAgent", dependencies: ["AgentInterface", "AgentRecords", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
-        // The embedded agent's sensors: processes, network connections and file changes from Linux itself.
-        .target(name: "Sensors", dependencies: ["CSensorShims", "IntegrationModel", "X509"]),
+        module("KESLAgent", in: "Agents", ["AgentInterface", "AgentRecords", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
+
+        // ── Endpoint: the embedded agent's sensors, wire format and connectors ──
+        module("Sensors", in: "Endpoint", ["CSensorShims", "IntegrationModel", "X509"]),
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
-        .target(name: "WireFormat", dependencies: ["IntegrationModel"]),
-        .target(name: "ConnectorCore", dependencies: ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
-        // Where policies come from: revision, mirror, fetch, verification, anti-rollback.
-        .target(name: "PolicySource", dependencies: ["ChildProcess", "GitSource", "Policy", "X509"]),
-        // The pure planner: desired × actual × last applied → findings and ordered steps.
-        .target(name: "Planner", dependencies: ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
-        // The orchestration: one pipeline from revision to recorded apply, history, restore points, health window.
-        .target(name: "Reconciler", dependencies: ["Planner", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
-        .target(name: "Reports", dependencies: ["ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
-        .target(name: "Controller", dependencies: [
-            "Reconciler", "Planner", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "GitSource", "Sensors", "X509", "Policy",
-            "IntegrationModel", "HTTPServer", "HTTPTransport",
-            .product(name: "Logging", package: "swift-log"),
+        module("WireFormat", in: "Endpoint", ["IntegrationModel"]),
+        module("ConnectorCore", in: "Endpoint", ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
+
+        // ── Planning: desired × actual × last applied → findings and ordered steps (pure) ──
+        module("Planner", in: "Planning", ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
+
+        // ── Reconciling: one driver from revision to recorded apply; the controller that runs it ──
+        module("Reconciler", in: "Reconciling", ["Planner", "AgentInterface", "AgentRecords", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
+        module("Controller", in: "Reconciling", ["EmbeddedAgent", "KESLAgent", 
+            "Reconciler", "Planner", "PolicySource", "AgentInterface", "ConnectorCore", "GitSource", "Sensors", "X509", "Policy",
+            "IntegrationModel", "HTTPServer", "HTTPTransport", logging,
         ]),
-        .target(name: "TetherCLI", dependencies: [
+
+        // ── Reporting: text, JSON, Markdown, HTML, SARIF, JUnit; the fleet view ──
+        module("Reports", in: "Reporting", ["ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
+
+        // ── Programs: the command line and the small programs beside it ──
+        module("TetherCLI", in: "Programs", [
             "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
-            "CTetherVersion", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "Yams",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
+            "CTetherVersion", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "Yams", argumentParser, logging,
         ]),
-        .executableTarget(name: "tether", dependencies: ["TetherCLI"]),
+        program("tether", in: "Programs", ["TetherCLI"]),
         // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
-        .executableTarget(name: "tether-fetch", dependencies: ["GitSource", "CProcessShims"]),
+        program("tether-fetch", in: "Programs", ["GitSource", "CProcessShims"]),
+        // make bench: connector throughput, queue write rates, the idle controller.
+        program("tether-bench", in: "Programs", ["Controller", "ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel", "PolicySource", "Reconciler", "Sensors", logging]),
 
-        // The local platform: a real HTTPS server on loopback for tests, the demo and trying policies.
-        // TLS under HTTPServer and a certificate authority, over X509's OpenSSL: never linked into tether.
-        .target(name: "PlatformTLS", dependencies: ["HTTPServer", "X509", "COpenSSL", "COpenSSLShims"]),
-        .target(name: "PlatformSim", dependencies: ["HTTPServer", "IntegrationModel", "PlatformTLS", "WireFormat", "X509"]),
-        .executableTarget(name: "platform-sim", dependencies: ["PlatformSim", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
-        // make bench: connector throughput and queue write rates.
-        .executableTarget(name: "tether-bench", dependencies: ["Controller", "ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel", "PolicySource", "Sensors",
-                                                            .product(name: "Logging", package: "swift-log")]),
-        // make fuzz: libFuzzer targets for the policy decoder and the health endpoint's request reader.
-        .target(name: "FuzzSupport"),
-        .executableTarget(name: "fuzz-policy", dependencies: ["FuzzSupport", "Policy"]),
-        .executableTarget(name: "fuzz-http-request", dependencies: ["FuzzSupport", "HTTPServer"]),
+        // ── Platform: the local platform, a real HTTPS server on loopback for tests, the demo and
+        // trying policies. TLS under HTTPServer and a certificate authority: never linked into tether ──
+        module("PlatformTLS", in: "Platform", ["HTTPServer", "X509", "COpenSSL", "COpenSSLShims"]),
+        module("PlatformSim", in: "Platform", ["HTTPServer", "IntegrationModel", "PlatformTLS", "WireFormat", "X509"]),
+        program("platform-sim", in: "Platform", ["PlatformSim", argumentParser]),
 
-        // Test support: real git repositories, a test PKI and TLS peers on loopback. One test target per module.
-        .target(name: "TetherTestSupport", dependencies: ["HTTPServer", "PlatformTLS"]),
-        .testTarget(name: "X509Tests", dependencies: ["X509", "TetherTestSupport"]),
-        .testTarget(name: "GitSourceTests", dependencies: ["GitSource", "X509", "TetherTestSupport"]),
-        .testTarget(name: "HTTPTransportTests", dependencies: ["HTTPTransport", "TetherTestSupport"]),
-        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TetherTestSupport"]),
-        .testTarget(name: "KESLAgentTests", dependencies: ["KESLAgent", "AgentInterface", "ChildProcess", "IntegrationModel", "TetherTestSupport"]),
-        .testTarget(name: "SQLiteDBTests", dependencies: ["SQLiteDB"]),
-        .testTarget(name: "SensorsTests", dependencies: ["Sensors", "IntegrationModel"]),
-        .testTarget(name: "WireFormatTests", dependencies: ["WireFormat", "IntegrationModel"]),
-        .testTarget(name: "IntegrationModelTests", dependencies: ["IntegrationModel"]),
-        .testTarget(name: "PolicyTests", dependencies: ["Policy", "IntegrationModel"]),
-        .testTarget(name: "PlannerTests", dependencies: ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),
-        .testTarget(name: "EmbeddedAgentTests", dependencies: ["EmbeddedAgent", "AgentInterface", "IntegrationModel", "TetherTestSupport"]),
-        .testTarget(name: "ConnectorCoreTests", dependencies: ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "WireFormat", "X509", "TetherTestSupport"]),
-        .testTarget(name: "TetherCLITests", dependencies: [
+        // ── Support: test fixtures and fuzzing (make fuzz) ──
+        module("TetherTestSupport", in: "Support", ["HTTPServer", "PlatformTLS"]),
+        module("FuzzSupport", in: "Support"),
+        program("fuzz-policy", in: "Support", ["FuzzSupport", "Policy"]),
+        program("fuzz-http-request", in: "Support", ["FuzzSupport", "HTTPServer"]),
+
+        // ── Tests: one target per module with logic, in the layer of the module it tests ──
+        tests("X509Tests", in: "System", ["X509", "TetherTestSupport"]),
+        tests("GitSourceTests", in: "System", ["GitSource", "X509", "TetherTestSupport"]),
+        tests("HTTPTransportTests", in: "System", ["HTTPTransport", "TetherTestSupport"]),
+        tests("HTTPServerTests", in: "System", ["HTTPServer", "TetherTestSupport"]),
+        tests("SQLiteDBTests", in: "System", ["SQLiteDB"]),
+        tests("IntegrationModelTests", in: "Model", ["IntegrationModel"]),
+        tests("PolicyTests", in: "Model", ["Policy", "IntegrationModel"]),
+        tests("EmbeddedAgentTests", in: "Agents", ["EmbeddedAgent", "AgentInterface", "IntegrationModel", "TetherTestSupport"]),
+        tests("KESLAgentTests", in: "Agents", ["KESLAgent", "AgentInterface", "ChildProcess", "IntegrationModel", "TetherTestSupport"]),
+        tests("SensorsTests", in: "Endpoint", ["Sensors", "IntegrationModel"]),
+        tests("WireFormatTests", in: "Endpoint", ["WireFormat", "IntegrationModel"]),
+        tests("ConnectorCoreTests", in: "Endpoint", ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "WireFormat", "X509", "TetherTestSupport"]),
+        tests("PlannerTests", in: "Planning", ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),
+        tests("TetherCLITests", in: "Programs", [
             "TetherCLI", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "PolicySource", "Planner", "Reconciler", "IntegrationModel",
-            "PlatformSim", "Controller", "GitSource", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport",
-            .product(name: "Logging", package: "swift-log"),
+            "PlatformSim", "Controller", "GitSource", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport", logging,
         ]),
     ]
 )

@@ -1,0 +1,221 @@
+import AgentInterface
+import Foundation
+import IntegrationModel
+import SQLiteDB
+import WireFormat
+
+/// The network isolation the platform ordered, as `tether agent isolation-status` shows it.
+package struct IsolationStatus: Sendable {
+    package let active: Bool
+    package let since: Date?
+    /// When it lifts by itself.
+    package let until: Date?
+    /// Traffic still allowed while isolated, as the platform sent it.
+    package let exclusions: [Command.Exclusion]
+    package let commandId: String?
+    /// Who lifted it last (`auto-off timer`, `tether agent isolation-off`, a command id).
+    package let liftedBy: String?
+}
+
+/// One execution-prevention rule: a file hash that may not run.
+package struct PreventionRule: Sendable, Equatable {
+    package let hash: String
+    /// `sha256` or `md5`.
+    package let algorithm: String
+
+    package init(hash: String, algorithm: String) {
+        self.hash = hash
+        self.algorithm = algorithm
+    }
+}
+
+extension ConnectorRuntime {
+    /// How long a run-process command may run.
+    static let runProcessSeconds: TimeInterval = 30
+
+    // MARK: - Commands from the platform
+
+    /// Carries out one response command and keeps its result for the next sync. A command
+    /// whose fields do not have the documented types is rejected, and reported as such.
+    func handle(_ received: JSONValue) throws {
+        // Without an id a command cannot be de-duplicated or answered: it is not carried out.
+        guard let id = received["id"]?.string, !id.isEmpty else { return }
+        let type = received["type"]?.string ?? ""
+        let known = try storeCall { try store.database.query("SELECT 1 FROM commands WHERE id = ?", [.text(id)]) }
+        guard known.isEmpty else { return }  // delivered twice: done once
+        let result: (String, String)
+        if let command = try? received.decode(Command.self) {
+            switch type {
+            case "network-isolation": result = isolate(command, id: id)
+            case "network-isolation-off": result = liftIsolation(by: "command \(id)")
+            case "execution-prevention": result = replacePrevention(command, id: id)
+            case "run-process": result = runProcess(command)
+            default: result = ("rejected", "unknown command type '\(type)'")
+            }
+        } else {
+            result = ("rejected", "the command's fields do not have the documented types (docs/wire-format.md)")
+        }
+        let payload = String(decoding: Wire.encode(received), as: UTF8.self)
+        try storeCall {
+            try store.database.query("INSERT INTO commands (id, type, payload, received_at, result, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                                     [.text(id), .text(type), .text(payload), .real(clock().timeIntervalSince1970), .text(result.0), .text(result.1)])
+        }
+    }
+
+    func unreportedResults() throws -> [CommandResult] {
+        try store.database.query("SELECT id, result, detail FROM commands WHERE reported = 0 ORDER BY received_at").compactMap { row in
+            guard let id = row[0].text, let result = row[1].text else { return nil }
+            return CommandResult(id: id, result: result, detail: row[2].text ?? "")
+        }
+    }
+
+    func markReported(_ ids: [String]) throws {
+        for id in ids { try store.database.query("UPDATE commands SET reported = 1 WHERE id = ?", [.text(id)]) }
+    }
+
+    /// Received commands and their results, newest first.
+    package func commandLog(limit: Int = 50) throws -> [(id: String, type: String, result: String, detail: String, reported: Bool)] {
+        try storeCall {
+            try store.database.query("SELECT id, type, result, detail, reported FROM commands ORDER BY received_at DESC LIMIT ?",
+                                     [.integer(Int64(limit))]).compactMap { row in
+                guard let id = row[0].text, let type = row[1].text, let result = row[2].text else { return nil }
+                return (id, type, result, row[3].text ?? "", row[4].integer == 1)
+            }
+        }
+    }
+
+    // MARK: - Network isolation
+
+    private func isolate(_ command: Command, id: String) -> (String, String) {
+        let exclusions = command.exclusions ?? []
+        let duration = command.durationSeconds
+        let now = clock()
+        let until = duration.map { now.addingTimeInterval(TimeInterval($0)) }
+        do {
+            try store.database.query("""
+                INSERT INTO isolation (id, active, since, until, exclusions, command_id, lifted_by) VALUES (1, 1, ?, ?, ?, ?, NULL)
+                ON CONFLICT(id) DO UPDATE SET active = 1, since = excluded.since, until = excluded.until,
+                    exclusions = excluded.exclusions, command_id = excluded.command_id, lifted_by = NULL
+                """, [.real(now.timeIntervalSince1970), until.map { .real($0.timeIntervalSince1970) } ?? .null,
+                      .text(String(decoding: Wire.encode(exclusions), as: UTF8.self)), .text(id)])
+        } catch {
+            return ("failed", "\(error)")
+        }
+        let timer = duration.map { " for \($0) s" } ?? " until lifted"
+        return ("applied", "network isolated\(timer) with \(exclusions.count) exclusion\(exclusions.count == 1 ? "" : "s")")
+    }
+
+    /// Lifts the isolation (an operator's `tether agent isolation-off`, the auto-off timer, or a command).
+    @discardableResult
+    package func liftIsolation(by who: String) -> (String, String) {
+        do {
+            let active = try isolationStatus().active
+            try store.database.query("UPDATE isolation SET active = 0, lifted_by = ? WHERE id = 1 AND active = 1", [.text(who)])
+            return ("applied", active ? "isolation lifted by \(who)" : "no isolation was active")
+        } catch {
+            return ("failed", "\(error)")
+        }
+    }
+
+    /// The isolation state (lifted first when its timer ran out).
+    package func isolationStatus() throws -> IsolationStatus {
+        expireIsolation()
+        return try storeCall {
+            guard let row = try store.database.query("SELECT active, since, until, exclusions, command_id, lifted_by FROM isolation WHERE id = 1").first else {
+                return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], commandId: nil, liftedBy: nil)
+            }
+            let exclusions: [Command.Exclusion]
+            do {
+                exclusions = try Wire.decode([Command.Exclusion].self, from: Array((row[3].text ?? "[]").utf8))
+            } catch {
+                throw AgentError.store("runtime.db: the isolation's exclusions cannot be read: \(error)")
+            }
+            return IsolationStatus(active: row[0].integer == 1, since: row[1].real.map { Date(timeIntervalSince1970: $0) },
+                                   until: row[2].real.map { Date(timeIntervalSince1970: $0) }, exclusions: exclusions,
+                                   commandId: row[4].text, liftedBy: row[5].text)
+        }
+    }
+
+    func expireIsolation() {
+        _ = try? store.database.query("UPDATE isolation SET active = 0, lifted_by = 'auto-off timer' WHERE id = 1 AND active = 1 AND until IS NOT NULL AND until <= ?",
+                                      [.real(clock().timeIntervalSince1970)])
+    }
+
+    // MARK: - Execution prevention
+
+    private func replacePrevention(_ command: Command, id: String) -> (String, String) {
+        var parsed: [PreventionRule] = []
+        for (index, rule) in (command.rules ?? []).enumerated() {
+            let hash = (rule.hash ?? "").lowercased()
+            let algorithm = (rule.algorithm ?? (hash.count == 32 ? "md5" : "sha256")).lowercased()
+            let length = algorithm == "md5" ? 32 : 64
+            guard ["sha256", "md5"].contains(algorithm), hash.count == length, hash.allSatisfy(\.isHexDigit) else {
+                return ("rejected", "rule \(index + 1): '\(hash)' is not a \(algorithm) hash; the previous list stays")
+            }
+            parsed.append(PreventionRule(hash: hash, algorithm: algorithm))
+        }
+        do {
+            try store.database.transaction {
+                try store.database.execute("DELETE FROM prevention")
+                for rule in parsed {
+                    try store.database.query("INSERT OR REPLACE INTO prevention (hash, algorithm, command_id, at) VALUES (?, ?, ?, ?)",
+                                             [.text(rule.hash), .text(rule.algorithm), .text(id), .real(clock().timeIntervalSince1970)])
+                }
+            }
+        } catch {
+            return ("failed", "\(error)")
+        }
+        return ("applied", "execution prevention list replaced: \(parsed.count) rule\(parsed.count == 1 ? "" : "s")")
+    }
+
+    /// The execution-prevention rules in force.
+    package func preventionRules() throws -> [PreventionRule] {
+        try storeCall {
+            try store.database.query("SELECT hash, algorithm FROM prevention ORDER BY hash").compactMap { row in
+                guard let hash = row[0].text, let algorithm = row[1].text else { return nil }
+                return PreventionRule(hash: hash, algorithm: algorithm)
+            }
+        }
+    }
+
+    // MARK: - Run process
+
+    private func runProcess(_ command: Command) -> (String, String) {
+        guard let executable = command.executable, !executable.isEmpty else {
+            return ("rejected", "a run-process command needs 'executable'")
+        }
+        let allowFile = directory.appendingPathComponent(Self.allowListFileName)
+        let allowed = (FileManager.default.contents(atPath: allowFile.path).map { String(decoding: $0, as: UTF8.self) } ?? "")
+            .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+        guard allowed.contains(executable) else {
+            return ("refused", "\(executable) is not in the local allow-list (\(allowFile.path))")
+        }
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("tether-run-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil, attributes: [.posixPermissions: 0o600])
+        defer { try? FileManager.default.removeItem(at: output) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = command.arguments ?? []
+        process.standardInput = FileHandle.nullDevice
+        do {
+            let sink = try FileHandle(forWritingTo: output)
+            process.standardOutput = sink
+            process.standardError = sink
+            try process.run()
+        } catch {
+            return ("failed", "\(executable) could not start: \(error.localizedDescription)")
+        }
+        // At most runProcessSeconds, then killed; only the first 4 KiB of output is kept.
+        let deadline = Date().addingTimeInterval(Self.runProcessSeconds)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            return ("failed", "\(executable) ran longer than \(Int(Self.runProcessSeconds)) s and was killed")
+        }
+        let text = (try? FileHandle(forReadingFrom: output)).map { handle in
+            defer { try? handle.close() }
+            return String(decoding: handle.readData(ofLength: 4096), as: UTF8.self)
+        } ?? ""
+        return (process.terminationStatus == 0 ? "applied" : "failed", "exit \(process.terminationStatus): \(text)")
+    }
+}

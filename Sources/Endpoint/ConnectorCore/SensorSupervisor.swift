@@ -1,0 +1,258 @@
+import AgentInterface
+import EmbeddedAgent
+import Foundation
+import IntegrationModel
+import Sensors
+import X509
+
+/// Runs the sensors while telemetry flows and feeds what they see into the telemetry queue
+/// (docs/architecture.md, "Sensors"). Every `checkInterval` it reads the agent's settings:
+/// the sensors run while EDR or NDR telemetry flows by the rules (task running, behaviour
+/// detection on, and for EDR `telemetry` on), restart when the watched folders change, and
+/// stop when git turns any of those off. EDR receives every event type; NDR the network ones.
+/// It has its own thread and its own connection to the stores, so a long controller cycle
+/// never holds the sensors back (their buffer is bounded; overflow is counted by type).
+package final class SensorSupervisor: @unchecked Sendable {
+    private let runtime: ConnectorRuntime
+    private let buffer: SensorBuffer
+    private let prevention = PreventionList()
+    private let kernelInterfaces: Bool
+    private let checkInterval: TimeInterval
+    private let lock = NSLock()
+    private var sensors: SensorSet?
+    private var lastKernelCounts: [SensorKind: (reported: Int, overflows: Int)] = [:]
+    private var thread: Thread?
+    private var stopping = false
+    private let finished = DispatchSemaphore(value: 0)
+    /// A problem reported once (the agent's store unreadable), not every check.
+    private var lastProblem: String?
+    /// The integrations whose telemetry flowed at the last check: where the last events go at stop.
+    private var lastFlowing: [Integration] = []
+    /// The settings at the last check (the hourly limits).
+    private var lastState: AgentState?
+    /// The hashes of init and of Tether's own programs (tether, tether-fetch): never killed.
+    /// Read (some 80 MB) only once a prevention list exists, on the supervisor's thread.
+    private lazy var protected: Set<String> = {
+        var paths = ["/proc/1/exe", "/proc/self/exe"]
+        if let own = ProcessInfo.processInfo.arguments.first.map({ URL(fileURLWithPath: $0).resolvingSymlinksInPath() }) {
+            paths.append(own.deletingLastPathComponent().appendingPathComponent("tether-fetch").path)
+        }
+        var hashes = Set<String>()
+        for path in paths {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            if let digests = fileDigests(fileDescriptor: fd) { hashes.formUnion([digests.sha256, digests.md5]) }
+        }
+        return hashes
+    }()
+    /// Events let into each integration's queue this clock hour, by type.
+    private var admitted: [Integration: (hour: Int, counts: [String: Int])] = [:]
+    private let log: @Sendable (String) -> Void
+
+    /// `kernelInterfaces` false uses only what an unprivileged process may (a /proc scan, inotify).
+    package init(agent: Agent, bufferCapacity: Int = 20_000, queueLimit: Int = 100_000, checkInterval: TimeInterval = 0.5, kernelInterfaces: Bool = true,
+                log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit)
+        buffer = SensorBuffer(capacity: bufferCapacity)
+        self.kernelInterfaces = kernelInterfaces
+        self.checkInterval = checkInterval
+        self.log = log
+    }
+
+    /// Starts checking on a thread of its own.
+    package func start() {
+        let thread = Thread { [self] in
+            nameThisThread("sensor:queue")
+            while !isStopping {
+                step()
+                let deadline = Date().addingTimeInterval(checkInterval)
+                while !isStopping, deadline.timeIntervalSinceNow > 0 { Thread.sleep(forTimeInterval: min(0.1, deadline.timeIntervalSinceNow)) }
+            }
+            stopSensors()
+            drain(flowing: lastFlowing)
+            finished.signal()
+        }
+        thread.name = "tether sensor supervisor"
+        self.thread = thread
+        thread.start()
+    }
+
+    /// Stops the sensors (what they saw last is queued or counted) and waits for the thread.
+    package func stop() {
+        lock.lock()
+        let wasRunning = thread != nil && !stopping
+        stopping = true
+        lock.unlock()
+        if wasRunning { finished.wait() }
+    }
+
+    private var isStopping: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopping
+    }
+
+    /// The sensors running now (empty while telemetry is off).
+    package var statuses: [SensorStatus] {
+        lock.lock()
+        defer { lock.unlock() }
+        return sensors?.statuses ?? []
+    }
+
+    /// One check: start, restart or stop the sensors by the agent's settings, then queue what they
+    /// saw. Runs on the supervisor's thread only.
+    private func step() {
+        let state: AgentState
+        do {
+            state = try runtime.agent.state()
+        } catch {
+            report("the sensors cannot read the agent's settings: \(error)")
+            return
+        }
+        let flowing = [Integration.edr, .ndr].filter { state.running.contains($0) && runtime.telemetryFlows($0, state: state) }
+        lastFlowing = flowing
+        lastState = state
+        let listed = (try? runtime.preventionRules()) ?? []
+        // A rule that would kill init or Tether's own programs is never enforced (said once).
+        let rules = listed.filter { !protected.contains($0.hash) }
+        if rules.count != listed.count {
+            report("execution prevention: \(listed.count - rules.count) rule(s) match init or Tether's own programs and are not enforced")
+        }
+        prevention.replace(sha256: Set(rules.filter { $0.algorithm == "sha256" }.map(\.hash)),
+                           md5: Set(rules.filter { $0.algorithm == "md5" }.map(\.hash)))
+        // Execution prevention holds while EDR runs, telemetry or not (its events are then suppressed and counted).
+        let enforcing = !rules.isEmpty && state.running.contains(.edr)
+        let options = SensorOptions(filePaths: state.filePaths, excludedPaths: [runtime.directory.resolvingSymlinksInPath().path],
+                                    kernelInterfaces: kernelInterfaces)
+        lock.lock()
+        let current = sensors
+        lock.unlock()
+        if flowing.isEmpty && !enforcing {
+            if current != nil {
+                stopSensors()
+                log("sensors stopped: telemetry is off (\(Self.reason(state)))")
+            }
+        } else if let current, current.options != options, current.options.kernelInterfaces == options.kernelInterfaces {
+            lock.lock()
+            let ended = current.watch(options.filePaths, excluding: options.excludedPaths)
+            lock.unlock()
+            if !ended {
+                report("the file sensor did not stop within 3 s (a read blocked in the kernel); it is left to end by itself")
+            }
+            try? runtime.store.saveSensors(current.statuses, pid: getpid(), since: Date())
+            log("sensor file: \(current.statuses.last?.source ?? "")")
+        } else if current?.options != options {
+            if current != nil { stopSensors() }
+            let started = SensorSet(buffer: buffer, options: options, prevention: prevention)
+            lock.lock()
+            sensors = started
+            lastKernelCounts = [:]
+            lock.unlock()
+            try? runtime.store.saveSensors(started.statuses, pid: getpid(), since: Date())
+            for status in started.statuses {
+                log("sensor \(status.sensor.rawValue): \(status.source)" + (status.note.map { " (\($0))" } ?? ""))
+            }
+        }
+        drain(flowing: flowing)
+    }
+
+    private func stopSensors() {
+        lock.lock()
+        let current = sensors
+        sensors = nil
+        lock.unlock()
+        guard let current else { return }
+        if !current.stop() { report("a sensor did not stop within 3 s (a read blocked in the kernel); it is left to end by itself") }
+        try? runtime.store.saveSensors(current.statuses, pid: getpid(), since: Date())
+    }
+
+    /// Moves the buffer's events into the queues of the integrations whose telemetry flows, and
+    /// counts them by type.
+    private func drain(flowing: [Integration]) {
+        let drained = buffer.drain()
+        var kernel: [SensorKind: (reported: Int, overflows: Int)] = [:]
+        lock.lock()
+        if let sensors {
+            let now = sensors.kernelCounts
+            for (kind, counts) in now {
+                let last = lastKernelCounts[kind] ?? (0, 0)
+                kernel[kind] = (counts.reported - last.reported, counts.overflows - last.overflows)
+            }
+            lastKernelCounts = now
+        }
+        lock.unlock()
+        do {
+            try runtime.store.database.transaction {
+                try runtime.store.bump("sensors", .seen, counts: drained.seen)
+                try runtime.store.bump("sensors", .bufferDropped, counts: drained.dropped)
+                for (kind, counts) in kernel {
+                    try runtime.store.bump(scope: "sensors", "kernel-reported:\(kind.rawValue)", by: counts.reported)
+                    try runtime.store.bump(scope: "sensors", "kernel-overflows:\(kind.rawValue)", by: counts.overflows)
+                }
+            }
+            guard !drained.events.isEmpty else { return }
+            let events = drained.events.map(TelemetryEvent.init)
+            // Prevention may run while telemetry is off: its detections are then counted as suppressed, not lost.
+            if !flowing.contains(.edr) {
+                let detections = events.filter { TelemetryEvent.exemptFromLimits.contains($0.type) }
+                if !detections.isEmpty { try runtime.record(detections, for: .edr) }
+            }
+            for integration in flowing {
+                let (kept, throttled) = admit(integration == .edr ? events : events.filter { $0.type == "network-connection" }, for: integration)
+                try runtime.record(kept, for: integration)
+                if !throttled.isEmpty {
+                    try runtime.store.database.transaction {
+                        try runtime.store.bump(integration, "throttled", by: throttled.values.reduce(0, +))
+                        try runtime.store.bump(integration, .throttled, counts: throttled)
+                    }
+                }
+            }
+            lastProblem = nil
+        } catch {
+            report("sensor events could not be queued: \(error)")
+        }
+    }
+
+    /// The events within this clock hour's budget (`maximumEventsPerHour`, and per type
+    /// `eventLimitExceededPercentage` of it, less what was sent this hour), and the rest by type:
+    /// events the flush would drop are counted as throttled when seen, never written to disk.
+    /// The flush applies the same limits again, so this only ever spares the queue.
+    private func admit(_ events: [TelemetryEvent], for integration: Integration) -> (kept: [TelemetryEvent], throttled: [String: Int]) {
+        guard let state = lastState else { return (events, [:]) }
+        let hour = HourlyBudget.hour(runtime.clock())
+        if admitted[integration]?.hour != hour {
+            admitted[integration] = (hour, (try? runtime.store.sentThisHour(integration, hour: hour)) ?? [:])
+        }
+        var budget = HourlyBudget(integration, state: state, spent: admitted[integration]!.counts)
+        var kept: [TelemetryEvent] = []
+        var throttled: [String: Int] = [:]
+        for event in events {
+            if budget.take(event.type) { kept.append(event) } else { throttled[event.type, default: 0] += 1 }
+        }
+        admitted[integration] = (hour, budget.counts)
+        return (kept, throttled)
+    }
+
+    private func report(_ problem: String) {
+        guard problem != lastProblem else { return }
+        lastProblem = problem
+        log(problem)
+    }
+
+    static func reason(_ state: AgentState) -> String {
+        if state.value(SettingPath.behaviorDetection) != .bool(true) { return "behaviorDetection is off" }
+        var parts: [String] = []
+        if !state.running.contains(.edr) { parts.append("EDR is stopped") } else if state.value(SettingPath.edr.telemetry) != .bool(true) { parts.append("edr.telemetry is off") }
+        if !state.running.contains(.ndr) { parts.append("NDR is stopped") }
+        return parts.joined(separator: ", ")
+    }
+}
+
+extension AgentState {
+    /// The folders whose files the sensors watch (`edr.fileMonitoring.paths`).
+    package var filePaths: [String] {
+        if case .paths(let list) = value(SettingPath.edr.fileMonitoringPaths) { return list }
+        return FolderList.defaultFileMonitoring
+    }
+}

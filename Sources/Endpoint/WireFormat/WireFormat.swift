@@ -1,0 +1,288 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import IntegrationModel
+
+// The documents the connectors and the platform exchange (docs/wire-format.md), as Codable
+// types both sides share: the connector core sends and reads them, platform-sim reads and
+// answers them, so the two cannot drift apart.
+
+/// JSON as Tether writes it on the wire: sorted keys, so equal documents are equal bytes.
+package enum Wire {
+    package static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array((try? encoder.encode(value)) ?? Data("{}".utf8))
+    }
+
+    /// A string map as a JSON object with sorted keys, as `encode` writes it, without an encoder:
+    /// the telemetry queue writes one per event, thousands a second under load.
+    package static func object(_ map: [String: String]) -> String {
+        var text = "{"
+        for (index, key) in map.keys.sorted().enumerated() {
+            if index > 0 { text += "," }
+            appendString(key, to: &text)
+            text += ":"
+            appendString(map[key]!, to: &text)
+        }
+        return text + "}"
+    }
+
+    private static func appendString(_ value: String, to text: inout String) {
+        text += "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": text += "\\\""
+            case "\\": text += "\\\\"
+            case "\n": text += "\\n"
+            case "\r": text += "\\r"
+            case "\t": text += "\\t"
+            case "\u{08}": text += "\\b"
+            case "\u{0C}": text += "\\f"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: text.unicodeScalars.append(scalar)
+            }
+        }
+        text += "\""
+    }
+
+    package static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        try JSONDecoder().decode(type, from: Data(bytes))
+    }
+}
+
+// MARK: - EDR
+
+/// `POST …/sync`.
+package struct SyncRequest: Codable, Sendable {
+    package struct Versions: Codable, Sendable {
+        package var agent: String
+        /// Changes whenever a setting changes (the time of the last change).
+        package var settings: Int
+
+        package init(agent: String, settings: Int) {
+            self.agent = agent
+            self.settings = settings
+        }
+    }
+
+    package var agentId: String
+    package var hostName: String
+    package var addresses: [String]
+    package var os: String
+    package var versions: Versions
+    /// Task name → `running` or `stopped`.
+    package var tasks: [String: String]
+    package var isolation: Bool
+    package var commandResults: [CommandResult]
+
+    package init(agentId: String, hostName: String, addresses: [String], os: String, versions: Versions, tasks: [String: String],
+                isolation: Bool, commandResults: [CommandResult]) {
+        self.agentId = agentId
+        self.hostName = hostName
+        self.addresses = addresses
+        self.os = os
+        self.versions = versions
+        self.tasks = tasks
+        self.isolation = isolation
+        self.commandResults = commandResults
+    }
+}
+
+/// The result of a command, reported on the next sync.
+package struct CommandResult: Codable, Sendable, Equatable {
+    package var id: String
+    /// `applied`, `refused`, `rejected` or `failed`.
+    package var result: String
+    package var detail: String
+
+    package init(id: String, result: String, detail: String) {
+        self.id = id
+        self.result = result
+        self.detail = detail
+    }
+}
+
+/// The answer to a sync: commands, as the platform sent them (each is interpreted, and a
+/// malformed one rejected, by the agent: see `Command`).
+package struct SyncResponse: Codable, Sendable {
+    package var commands: [JSONValue]
+    package var serverTime: String?
+
+    package init(commands: [JSONValue], serverTime: String?) {
+        self.commands = commands
+        self.serverTime = serverTime
+    }
+
+    private enum CodingKeys: String, CodingKey { case commands, serverTime }
+
+    /// Read leniently: one command that is not JSON the agent can hold (a number out of range)
+    /// becomes null — it has no id, so it is not carried out — and never costs the others; a
+    /// `serverTime` of another type is ignored.
+    package init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        serverTime = try? container.decodeIfPresent(String.self, forKey: .serverTime)
+        var commands: [JSONValue] = []
+        if container.contains(.commands) {
+            var list = try container.nestedUnkeyedContainer(forKey: .commands)
+            while !list.isAtEnd {
+                if let command = try? list.decode(JSONValue.self) {
+                    commands.append(command)
+                } else {
+                    _ = try list.decode(Skipped.self)
+                    commands.append(.null)
+                }
+            }
+        }
+        self.commands = commands
+    }
+}
+
+/// Any JSON value, read and dropped (to step over an element that cannot be decoded).
+struct Skipped: Decodable {
+    init(from decoder: Decoder) throws {}
+}
+
+/// A response command as the agent understands it.
+package struct Command: Codable, Sendable {
+    /// One allowed destination while the endpoint is isolated.
+    package struct Exclusion: Codable, Sendable, Equatable {
+        package var address: String?
+        package var port: Int?
+        package var direction: String?
+
+        package init(address: String?, port: Int? = nil, direction: String? = nil) {
+            self.address = address
+            self.port = port
+            self.direction = direction
+        }
+
+        private enum CodingKeys: String, CodingKey { case address, port, direction }
+
+        /// A port may come as a number or as a numeric string (as the first release stored it).
+        package init(from decoder: Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            address = try container.decodeIfPresent(String.self, forKey: .address)
+            direction = try container.decodeIfPresent(String.self, forKey: .direction)
+            if let number = try? container.decodeIfPresent(Int.self, forKey: .port) {
+                port = number
+            } else if let text = try container.decodeIfPresent(String.self, forKey: .port) {
+                guard let number = Int(text) else {
+                    throw DecodingError.dataCorruptedError(forKey: .port, in: container, debugDescription: "'\(text)' is not a port")
+                }
+                port = number
+            } else {
+                port = nil
+            }
+        }
+    }
+
+    /// One hash an execution prevention list forbids.
+    package struct Rule: Codable, Sendable {
+        package var hash: String?
+        package var algorithm: String?
+    }
+
+    package var id: String?
+    /// `network-isolation`, `network-isolation-off`, `execution-prevention`, `run-process`.
+    package var type: String?
+    package var exclusions: [Exclusion]?
+    package var durationSeconds: Int?
+    package var rules: [Rule]?
+    package var executable: String?
+    package var arguments: [String]?
+}
+
+/// `POST …/events` (EDR and NDR).
+package struct EventBatch: Codable, Sendable {
+    /// Identifies this send.
+    package var batchId: String
+    package var events: [WireEvent]
+
+    package init(batchId: String, events: [WireEvent]) {
+        self.batchId = batchId
+        self.events = events
+    }
+}
+
+/// One telemetry event.
+package struct WireEvent: Codable, Sendable, Equatable {
+    package var seq: Int
+    /// `process-start`, `process-stop`, `network-connection`, `file-change`, `detection`,
+    /// `remediation`, `sandbox-verdict`, `sandbox-queue-full`.
+    package var type: String
+    package var time: String
+    package var detail: [String: String]
+
+    package init(seq: Int, type: String, time: String, detail: [String: String]) {
+        self.seq = seq
+        self.type = type
+        self.time = time
+        self.detail = detail
+    }
+}
+
+/// The answer to an event batch.
+package struct Accepted: Codable, Sendable {
+    package var accepted: Int
+    package init(accepted: Int) { self.accepted = accepted }
+}
+
+// MARK: - NDR
+
+/// `POST …/ping`.
+package struct Ping: Codable, Sendable {
+    package var agentId: String
+    package var time: String
+    package init(agentId: String, time: String) {
+        self.agentId = agentId
+        self.time = time
+    }
+}
+
+package struct Pong: Codable, Sendable {
+    package var pong: Bool
+    package init(pong: Bool) { self.pong = pong }
+}
+
+// MARK: - Sandbox
+
+/// One object's scan state (the answer to an upload, and each item of a state list).
+package struct ScanState: Codable, Sendable, Equatable {
+    package var scanId: String
+    /// `processing`, `detect`, `not detected`, `timeout`, `error`.
+    package var state: String
+    package init(scanId: String, state: String) {
+        self.scanId = scanId
+        self.state = state
+    }
+}
+
+/// `GET …/scans/state`.
+package struct ScanStates: Codable, Sendable {
+    package var scans: [ScanState]
+    package init(scans: [ScanState]) { self.scans = scans }
+
+    private enum CodingKeys: String, CodingKey { case scans }
+
+    /// Read leniently: an entry without a scan id or a state is skipped, never the whole list.
+    package init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        var list = try container.nestedUnkeyedContainer(forKey: .scans)
+        var scans: [ScanState] = []
+        while !list.isAtEnd {
+            if let scan = try? list.decode(ScanState.self) { scans.append(scan) } else { _ = try list.decode(Skipped.self) }
+        }
+        self.scans = scans
+    }
+}
+
+/// An error a platform answers with.
+package struct WireError: Codable, Sendable {
+    package var error: String
+    package init(_ error: String) { self.error = error }
+}

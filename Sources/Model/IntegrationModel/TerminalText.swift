@@ -1,0 +1,72 @@
+/// Text from a repository or the network made safe for a terminal, a log or a report: control
+/// characters (ESC, CR, backspace, the C1 range) and Unicode direction overrides are shown
+/// escaped (`\x1b`), so a file name or a value can never move the cursor, clear a line or
+/// paint text of its own. Long values are cut to a readable length.
+package enum TerminalText {
+    /// `text` with every control character escaped except line feeds and tabs, and except the
+    /// colour sequences Tether itself writes (`ESC[0m`, bold, dim, red, green, yellow).
+    package static func escaped(_ text: String, keepingColours: Bool = false) -> String {
+        var result = ""
+        result.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
+        let scalars = Array(text.unicodeScalars)
+        var index = 0
+        while index < scalars.count {
+            let scalar = scalars[index]
+            if keepingColours, scalar == "\u{1B}", let length = ownColour(scalars, at: index) {
+                result.unicodeScalars.append(contentsOf: scalars[index..<(index + length)])
+                index += length
+                continue
+            }
+            if needsEscaping(scalar) {
+                result += scalar.value <= 0xFF ? "\\x" + hex(scalar.value, width: 2) : "\\u{" + hex(scalar.value, width: 4) + "}"
+            } else {
+                result.unicodeScalars.append(scalar)
+            }
+            index += 1
+        }
+        return result
+    }
+
+    /// `text` escaped and, past `limit` characters, cut with how long it was.
+    package static func excerpt(_ text: String, limit: Int = 120) -> String {
+        let safe = escaped(text).replacingNewlines()
+        guard safe.count > limit else { return safe }
+        return String(safe.prefix(limit)) + "… (\(text.utf8.count) bytes)"
+    }
+
+    private static func needsEscaping(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x0A, 0x09: return false
+        case 0x00...0x1F, 0x7F, 0x80...0x9F: return true
+        case 0x202A...0x202E, 0x2066...0x2069: return true  // direction overrides ("Trojan Source")
+        default: return false
+        }
+    }
+
+    /// The length of one of Tether's own colour sequences starting at `index`, if it is one.
+    private static func ownColour(_ scalars: [Unicode.Scalar], at index: Int) -> Int? {
+        for code in ["0", "1", "2", "31", "32", "33"] {
+            let sequence = Array("\u{1B}[\(code)m".unicodeScalars)
+            if index + sequence.count <= scalars.count, Array(scalars[index..<(index + sequence.count)]) == sequence {
+                return sequence.count
+            }
+        }
+        return nil
+    }
+
+    private static func hex(_ value: UInt32, width: Int) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+}
+
+private extension String {
+    /// Line feeds shown as `\n` (an excerpt stays on one line).
+    func replacingNewlines() -> String {
+        var result = ""
+        for character in self {
+            if character == "\n" { result += "\\n" } else { result.append(character) }
+        }
+        return result
+    }
+}

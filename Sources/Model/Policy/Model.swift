@@ -1,0 +1,208 @@
+import Foundation
+import IntegrationModel
+
+/// Where something was declared: a file in the repository, a line and a column (both from 1).
+package struct SourceLocation: Hashable, Sendable, Codable, CustomStringConvertible {
+    package let file: String
+    package let line: Int
+    package let column: Int
+
+    package init(file: String, line: Int, column: Int) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+
+    /// `file:line`, as people cite a place.
+    package var shortDescription: String { "\(file):\(line)" }
+    /// `file:line:column`, as compilers print it.
+    package var description: String { "\(file):\(line):\(column)" }
+}
+
+/// One problem found in the policies, printed as `FILE:LINE:COLUMN: message`.
+package struct PolicyProblem: Error, Sendable, Hashable, CustomStringConvertible {
+    package let location: SourceLocation
+    package let message: String
+
+    package init(_ location: SourceLocation, _ message: String) {
+        self.location = location
+        self.message = message
+    }
+
+    package var description: String { "\(location): \(message)" }
+}
+
+/// Every problem found in one run, in file and line order.
+package struct PolicyProblems: Error, Sendable, CustomStringConvertible {
+    package let problems: [PolicyProblem]
+
+    package init(_ problems: [PolicyProblem]) {
+        self.problems = problems.sorted {
+            ($0.location.file, $0.location.line, $0.location.column) < ($1.location.file, $1.location.line, $1.location.column)
+        }
+    }
+
+    package var description: String { problems.map(\.description).joined(separator: "\n") }
+}
+
+/// What a policy can manage: a setting, or an integration's server or client certificate.
+package enum DesiredKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    case setting(SettingPath)
+    case serverCertificate(Integration)
+    case clientCertificate(Integration)
+
+    /// The path as reports show it: `edr.port`, `edr.serverCertificate`.
+    package var description: String {
+        switch self {
+        case .setting(let path): return path.description
+        case .serverCertificate(let integration): return "\(integration.rawValue).serverCertificate"
+        case .clientCertificate(let integration): return "\(integration.rawValue).clientCertificate"
+        }
+    }
+
+    package var scope: SettingScope {
+        switch self {
+        case .setting(let path): return path.scope
+        case .serverCertificate(let integration), .clientCertificate(let integration): return .integration(integration)
+        }
+    }
+
+    package static func < (lhs: DesiredKey, rhs: DesiredKey) -> Bool {
+        if lhs.scope != rhs.scope { return lhs.scope < rhs.scope }
+        return lhs.rank < rhs.rank
+    }
+
+    /// Parses a path as reports write it (`edr.port`, `edr.serverCertificate`, `proxy.address`).
+    package init?(path: String) {
+        for integration in Integration.allCases where path.hasPrefix(integration.rawValue + ".") {
+            let field = String(path.dropFirst(integration.rawValue.count + 1))
+            switch field {
+            case "serverCertificate": self = .serverCertificate(integration)
+            case "clientCertificate": self = .clientCertificate(integration)
+            default:
+                guard let settingPath = SettingCatalog.path(.integration(integration), field) else { return nil }
+                self = .setting(settingPath)
+            }
+            return
+        }
+        guard let settingPath = SettingCatalog.path(.app, path) else { return nil }
+        self = .setting(settingPath)
+    }
+
+    /// Every key a policy can manage, in report order.
+    package static let all: [DesiredKey] = SettingCatalog.scopes.flatMap { scope -> [DesiredKey] in
+        var keys = SettingCatalog.paths(scope).map { DesiredKey.setting($0.path) }
+        if case .integration(let integration) = scope {
+            keys += [.serverCertificate(integration), .clientCertificate(integration)]
+        }
+        return keys
+    }.sorted()
+
+    private var rank: (Int, SettingPath?) {
+        switch self {
+        case .serverCertificate: return (1, nil)
+        case .clientCertificate: return (2, nil)
+        case .setting(let path) where path.isTaskState: return (0, nil)
+        case .setting(let path): return (3, path)
+        }
+    }
+}
+
+private func < (lhs: (Int, SettingPath?), rhs: (Int, SettingPath?)) -> Bool {
+    if lhs.0 != rhs.0 { return lhs.0 < rhs.0 }
+    guard let a = lhs.1, let b = rhs.1 else { return false }
+    return a < b
+}
+
+/// A reference to a PKCS#12 client container that lives on the device, never in git.
+package struct ClientCertificateReference: Hashable, Sendable, Codable {
+    /// The container's path on the device.
+    package let file: String
+    /// A file on the device holding the container's password; nil for a container without one.
+    package let passwordFile: String?
+
+    package init(file: String, passwordFile: String?) {
+        self.file = file
+        self.passwordFile = passwordFile
+    }
+}
+
+/// What a policy says one key should be.
+package enum DesiredValue: Hashable, Sendable, CustomStringConvertible {
+    case setting(SettingValue)
+    /// A certificate file in the repository (a path inside it).
+    case serverCertificate(path: String)
+    case clientCertificate(ClientCertificateReference)
+
+    package var description: String {
+        switch self {
+        case .setting(let value): return value.description
+        case .serverCertificate(let path): return path
+        case .clientCertificate(let reference): return reference.file
+        }
+    }
+}
+
+/// A value and the place that declared it.
+package struct Sourced<Value: Sendable & Hashable>: Sendable, Hashable {
+    package let value: Value
+    package let source: SourceLocation
+
+    package init(_ value: Value, at source: SourceLocation) {
+        self.value = value
+        self.source = source
+    }
+}
+
+/// Who has authority over a key: Tether corrects it (`enforce`, the default), only reports it
+/// (`observe`), or leaves it alone entirely (`ignore`).
+package enum FieldMode: String, Sendable, Hashable, Codable {
+    case enforce, observe, ignore
+}
+
+/// An accepted difference: the key is reported but not corrected until the exception expires.
+package struct PolicyException: Sendable, Hashable {
+    package let key: DesiredKey
+    package let reason: String
+    /// The moment the exception stops applying.
+    package let expires: Date
+    /// The date as written in the policy.
+    package let expiresText: String
+    package let source: SourceLocation
+    package let policy: String
+
+    package init(key: DesiredKey, reason: String, expires: Date, expiresText: String, source: SourceLocation, policy: String) {
+        self.key = key
+        self.reason = reason
+        self.expires = expires
+        self.expiresText = expiresText
+        self.source = source
+        self.policy = policy
+    }
+
+    package func isActive(at date: Date) -> Bool { date < expires }
+}
+
+/// One `IntegrationPolicy` document.
+package struct IntegrationPolicy: Sendable {
+    package let name: String
+    package let priority: Int
+    /// `matchLabels`; empty selects every device.
+    package let matchLabels: [String: String]
+    /// Where the document starts.
+    package let location: SourceLocation
+    /// The keys this policy manages and the values it gives them.
+    package let values: [DesiredKey: Sourced<DesiredValue>]
+    /// Keys this policy marks `observe` or `ignore`.
+    package let modes: [DesiredKey: Sourced<FieldMode>]
+    package let exceptions: [PolicyException]
+    /// `observe`: every key this policy wins is reported, never corrected.
+    package let mode: FieldMode
+    /// Lets a revision that does not descend from the last applied one be applied (a deliberate rollback).
+    package let allowRollback: Bool
+
+    /// Whether the policy applies to a device with these labels.
+    package func selects(_ labels: [String: String]) -> Bool {
+        matchLabels.allSatisfy { labels[$0.key] == $0.value }
+    }
+}

@@ -1,0 +1,705 @@
+import Foundation
+import IntegrationModel
+import Yams
+
+/// Decodes `IntegrationPolicy` YAML documents, keeping the file, line and column of every value,
+/// and collecting every problem rather than stopping at the first.
+package struct PolicyDecoder {
+    package static let apiVersion = "tether/v1"
+    package static let kind = "IntegrationPolicy"
+
+    private let file: String
+    private var problems: [PolicyProblem] = []
+
+    private init(file: String) {
+        self.file = file
+    }
+
+    /// Decodes every document in one file. Empty documents are skipped. Problems come in line
+    /// and column order, the same for the same input.
+    package static func decode(file: String, contents: [UInt8]) -> (policies: [IntegrationPolicy], problems: [PolicyProblem]) {
+        var decoder = PolicyDecoder(file: file)
+        guard let text = String(validating: contents, as: UTF8.self) else {
+            return ([], [PolicyProblem(SourceLocation(file: file, line: 1, column: 1), "the file is not valid UTF-8 text")])
+        }
+        if let problem = preflight(text, file: file) { return ([], [problem]) }
+        var policies: [IntegrationPolicy] = []
+        do {
+            // The basic resolver (no regular expressions): scalars are typed by `ScalarType` below.
+            var documents = try Yams.compose_all(yaml: text, .basic)
+            while let node = documents.next() {
+                var budget = Self.maximumNodes
+                guard Self.withinBudget(node, depth: 0, budget: &budget) else {
+                    decoder.add(node, "the document expands to more than \(Self.maximumNodes) nodes or nests deeper than \(Self.maximumDepth) levels (YAML aliases?): refused")
+                    continue
+                }
+                for (node, tag) in Self.unsupportedTags(node) {
+                    decoder.add(node, "the tag \(tag) is not allowed: policies use plain YAML values (standard tags such as !!str only)")
+                }
+                if let policy = decoder.policy(from: node) { policies.append(policy) }
+            }
+            if let error = documents.error { decoder.add(yamlError: error, text: text) }
+        } catch {
+            decoder.add(yamlError: error, text: text)
+        }
+        let problems = decoder.problems.sorted {
+            ($0.location.line, $0.location.column, $0.message) < ($1.location.line, $1.location.column, $1.message)
+        }
+        return (policies, problems)
+    }
+
+    // MARK: - Bounds on untrusted input
+
+    /// Limits for one file: nesting depth, aliases, and nodes after alias expansion.
+    package static let maximumDepth = 64
+    package static let maximumAliases = 256
+    package static let maximumNodes = 100_000
+
+    /// Checks what the YAML parser would otherwise recurse into or expand, before parsing.
+    static func preflight(_ text: String, file: String) -> PolicyProblem? {
+        var flowDepth = 0
+        var aliases = 0
+        var line = 1
+        var column = 0
+        var quote: Character?
+        var comment = false
+        var previous: Character = " "
+        /// Where a `?` that may open an explicit key stands, and where a list or mapping that may
+        /// be a key ends (with whether a colon followed it): the composer's report of such keys
+        /// repeated has no stable place, and field names are plain words anyway.
+        var question: (line: Int, column: Int)?
+        var closed: (line: Int, column: Int, colon: Bool)?
+        /// Whether only indentation (and `- `) came before on this line: where a key can start.
+        var keyCanStart = true
+        /// The lines of block scalars (`|`, `>`): text, not YAML structure.
+        let textLines = blockScalarLines(text)
+        func plainKeysOnly(_ at: (line: Int, column: Int), _ what: String) -> PolicyProblem {
+            PolicyProblem(SourceLocation(file: file, line: at.line, column: at.column), "\(what) is not allowed: field names are plain words")
+        }
+        for character in text {
+            column += 1
+            let ends = character == " " || character.isNewline
+            if let at = question {
+                if ends { return plainKeysOnly(at, "an explicit '? ' key") }
+                question = nil
+            }
+            if let at = closed, !comment, quote == nil {
+                if at.colon && ends { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }
+                if character == ":" && !at.colon { closed?.colon = true } else if character != " " || at.colon { closed = nil }
+            }
+            if character.isNewline, character != "\n", character != "\r\n" {
+                // A lone CR, NEL, LS or PS breaks a line for YAML but not for git or an editor:
+                // every line and column reported after it would point at the wrong place.
+                return PolicyProblem(SourceLocation(file: file, line: line, column: column),
+                                     "a line break other than LF or CRLF (\(character.unicodeScalars.map { String(format: "U+%04X", $0.value) }.joined(separator: " "))): save the file with LF or CRLF line ends")
+            }
+            if character == "\n" || character == "\r\n" {
+                line += 1
+                column = 0
+                comment = false
+                previous = " "
+                keyCanStart = true
+                continue
+            }
+            if comment || textLines.contains(line) { continue }
+            let atKeyStart = keyCanStart
+            if character != " " && character != "-" { keyCanStart = false }
+            if let open = quote {
+                if character == open { quote = nil }
+                previous = character
+                continue
+            }
+            let boundary = previous == " " || previous == "[" || previous == "{" || previous == "," || column == 1
+            switch character {
+            case "\"" where boundary, "'" where boundary:
+                quote = character
+            case "#" where previous == " " || column == 1:
+                comment = true
+            case "[", "{":
+                flowDepth += 1
+                if flowDepth > maximumDepth {
+                    return PolicyProblem(SourceLocation(file: file, line: line, column: column), "YAML nests deeper than \(maximumDepth) levels: refused")
+                }
+            case "]", "}":
+                flowDepth = max(0, flowDepth - 1)
+                closed = (line, column, false)
+            case "?" where atKeyStart:
+                question = (line, column)
+            case "*" where previous == " " || previous == "[" || previous == "," || previous == "{":
+                aliases += 1
+                if aliases > maximumAliases {
+                    return PolicyProblem(SourceLocation(file: file, line: line, column: column), "more than \(maximumAliases) YAML aliases in one file: refused")
+                }
+            default:
+                break
+            }
+            previous = character
+        }
+        if let at = question { return plainKeysOnly(at, "an explicit '? ' key") }
+        if let at = closed, at.colon { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }
+        // Block nesting needs indentation (or compact "- - -" sequences): bound it.
+        for (index, raw) in lines(of: text).enumerated() {
+            let indentation = raw.prefix { $0 == " " || $0 == "-" }.count
+            if indentation > maximumDepth * 4 {
+                return PolicyProblem(SourceLocation(file: file, line: index + 1, column: 1), "YAML indented more than \(maximumDepth * 4) columns (nesting too deep): refused")
+            }
+        }
+        return nil
+    }
+
+    /// Every node carrying a tag other than YAML's standard ones (`!custom`, `!!python/…`), with it.
+    static func unsupportedTags(_ node: Node) -> [(Node, String)] {
+        var found: [(Node, String)] = []
+        func visit(_ node: Node) {
+            let tag: String
+            switch node {
+            case .scalar(let scalar): tag = scalar.tag.rawValue
+            case .mapping(let mapping):
+                tag = mapping.tag.rawValue
+                for (key, value) in mapping {
+                    visit(key)
+                    visit(value)
+                }
+            case .sequence(let sequence):
+                tag = sequence.tag.rawValue
+                sequence.forEach(visit)
+            case .alias:
+                return
+            }
+            if !ScalarType.standardTags.contains(tag) {
+                found.append((node, tag.hasPrefix("tag:yaml.org,2002:") ? "!!" + tag.dropFirst("tag:yaml.org,2002:".count) : tag))
+            }
+        }
+        visit(node)
+        return found
+    }
+
+    /// Walks the composed document (aliases included) within a node and depth budget.
+    private static func withinBudget(_ node: Node, depth: Int, budget: inout Int) -> Bool {
+        budget -= 1
+        guard budget >= 0, depth <= maximumDepth else { return false }
+        switch node {
+        case .mapping(let map):
+            for (key, value) in map {
+                guard withinBudget(key, depth: depth + 1, budget: &budget), withinBudget(value, depth: depth + 1, budget: &budget) else { return false }
+            }
+        case .sequence(let sequence):
+            for item in sequence where !withinBudget(item, depth: depth + 1, budget: &budget) { return false }
+        default:
+            break
+        }
+        return true
+    }
+
+    // MARK: - Documents
+
+    private mutating func policy(from node: Node) -> IntegrationPolicy? {
+        if case .null? = ScalarType(node) { return nil }
+        guard let root = mapping(node, "a policy document") else { return nil }
+        let fields = fieldMap(root, allowed: ["apiVersion", "kind", "metadata", "spec"], context: "a policy document")
+        let start = location(node)
+        var valid = true
+
+        if let version = fields["apiVersion"] {
+            if let text = string(version.value, "apiVersion"), text != Self.apiVersion {
+                add(version.value, "apiVersion '\(TerminalText.excerpt(text))' is not supported: expected '\(Self.apiVersion)'")
+                valid = false
+            }
+        } else {
+            add(start, "missing 'apiVersion': expected 'apiVersion: \(Self.apiVersion)'")
+            valid = false
+        }
+        if let kind = fields["kind"] {
+            if let text = string(kind.value, "kind"), text != Self.kind {
+                add(kind.value, "kind '\(TerminalText.excerpt(text))' is not supported: expected '\(Self.kind)'")
+                valid = false
+            }
+        } else {
+            add(start, "missing 'kind': expected 'kind: \(Self.kind)'")
+            valid = false
+        }
+
+        var name: String?
+        if let metadata = fields["metadata"], let map = mapping(metadata.value, "metadata") {
+            let metadataFields = fieldMap(map, allowed: ["name", "labels", "annotations"], context: "metadata")
+            if let nameNode = metadataFields["name"] {
+                if let text = string(nameNode.value, "metadata.name") {
+                    if Self.isValidName(text) {
+                        name = text
+                    } else {
+                        add(nameNode.value, "metadata.name '\(text)' is not a valid name: use lower-case letters, digits, '-' and '.' (at most 253)")
+                    }
+                }
+            } else {
+                add(metadata.key, "missing 'metadata.name'")
+            }
+            for key in ["labels", "annotations"] {
+                if let labels = metadataFields[key] { _ = stringMap(labels.value, "metadata.\(key)") }
+            }
+        } else if fields["metadata"] == nil {
+            add(start, "missing 'metadata' with a 'name'")
+        }
+
+        var priority = 0
+        var matchLabels: [String: String] = [:]
+        var values: [DesiredKey: Sourced<DesiredValue>] = [:]
+        var modes: [DesiredKey: Sourced<FieldMode>] = [:]
+        var exceptions: [PolicyException] = []
+        var policyMode = FieldMode.enforce
+        var allowRollback = false
+        if let spec = fields["spec"], let map = mapping(spec.value, "spec") {
+            let allowed = ["priority", "mode", "allowRollback", "selector", "behaviorDetection", "proxy", "observe", "ignore", "exceptions"]
+                + Integration.allCases.map(\.rawValue)
+            let specFields = fieldMap(map, allowed: allowed, context: "spec")
+            if let priorityNode = specFields["priority"], let number = integer(priorityNode.value, "spec.priority") {
+                priority = number
+            }
+            if let modeNode = specFields["mode"], let text = string(modeNode.value, "spec.mode") {
+                if let parsed = FieldMode(rawValue: text), parsed != .ignore {
+                    policyMode = parsed
+                } else {
+                    add(modeNode.value, "spec.mode: '\(text)' is not a mode: expected enforce (correct drift) or observe (report only)")
+                }
+            }
+            if let rollbackNode = specFields["allowRollback"], let flag = boolean(rollbackNode.value, "spec.allowRollback") {
+                allowRollback = flag
+            }
+            if let selector = specFields["selector"], let selectorMap = mapping(selector.value, "spec.selector") {
+                let selectorFields = fieldMap(selectorMap, allowed: ["matchLabels"], context: "spec.selector")
+                if let labels = selectorFields["matchLabels"] {
+                    matchLabels = stringMap(labels.value, "spec.selector.matchLabels") ?? [:]
+                }
+            }
+            if let node = specFields["behaviorDetection"] {
+                setting(SettingPath.behaviorDetection, node.value, into: &values)
+            }
+            if let proxy = specFields["proxy"], let proxyMap = mapping(proxy.value, "spec.proxy") {
+                let proxyFields = fieldMap(proxyMap, allowed: ["address", "user", "passwordFile"], context: "spec.proxy")
+                for (key, pair) in proxyFields {
+                    if let path = SettingCatalog.path(.app, "proxy.\(key)") { setting(path, pair.value, into: &values) }
+                }
+            }
+            for integration in Integration.allCases {
+                if let section = specFields[integration.rawValue] {
+                    self.integration(integration, section.value, into: &values)
+                }
+            }
+            for mode in [FieldMode.observe, .ignore] {
+                guard let list = specFields[mode.rawValue] else { continue }
+                for (key, node) in keyList(list.value, "spec.\(mode.rawValue)") {
+                    if let earlier = modes[key] {
+                        add(node, "spec.\(mode.rawValue): '\(key)' is already marked '\(earlier.value.rawValue)' at line \(earlier.source.line)")
+                    } else {
+                        modes[key] = Sourced(mode, at: location(node))
+                    }
+                }
+            }
+            if let list = specFields["exceptions"] {
+                exceptions = self.exceptions(list.value, policy: name ?? "")
+            }
+        } else if fields["spec"] == nil {
+            add(start, "missing 'spec'")
+        }
+
+        guard valid, let name else { return nil }
+        return IntegrationPolicy(name: name, priority: priority, matchLabels: matchLabels, location: start, values: values,
+                                 modes: modes, exceptions: exceptions.map { $0.withPolicy(name) }, mode: policyMode, allowRollback: allowRollback)
+    }
+
+    private mutating func integration(_ integration: Integration, _ node: Node, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
+        let context = "spec.\(integration.rawValue)"
+        guard let map = mapping(node, context) else { return }
+        let fields = SettingCatalog.fields(.integration(integration))
+        // A dotted field (`fileMonitoring.paths`) is written as a group: `fileMonitoring: {paths: …}`.
+        var groups: [String: [String]] = [:]
+        for field in fields {
+            guard let dot = field.name.firstIndex(of: ".") else { continue }
+            groups[String(field.name[..<dot]), default: []].append(String(field.name[field.name.index(after: dot)...]))
+        }
+        let allowed = fields.map(\.name).filter { !$0.contains(".") } + groups.keys.sorted() + ["serverCertificate", "clientCertificate"]
+        let present = fieldMap(map, allowed: allowed, context: context, vendorScope: .integration(integration))
+        for (key, pair) in present {
+            if let members = groups[key] {
+                guard let groupMap = mapping(pair.value, "\(context).\(key)") else { continue }
+                for (member, memberPair) in fieldMap(groupMap, allowed: members, context: "\(context).\(key)") {
+                    if let path = SettingCatalog.path(.integration(integration), "\(key).\(member)") { setting(path, memberPair.value, into: &values) }
+                }
+                continue
+            }
+            switch key {
+            case "serverCertificate":
+                if let path = string(pair.value, "\(context).serverCertificate") {
+                    if path.isEmpty || path.hasPrefix("/") || path.split(separator: "/").contains("..") {
+                        add(pair.value, "\(context).serverCertificate must be a relative path inside the repository, found '\(path)'")
+                    } else {
+                        values[.serverCertificate(integration)] = Sourced(.serverCertificate(path: path), at: location(pair.value))
+                    }
+                }
+            case "clientCertificate":
+                guard let clientMap = mapping(pair.value, "\(context).clientCertificate") else { continue }
+                let clientFields = fieldMap(clientMap, allowed: ["file", "passwordFile"], context: "\(context).clientCertificate")
+                guard let fileNode = clientFields["file"] else {
+                    add(pair.key, "\(context).clientCertificate needs 'file': the PKCS#12 container's path on the device")
+                    continue
+                }
+                guard let file = string(fileNode.value, "\(context).clientCertificate.file") else { continue }
+                var passwordFile: String?
+                if let passwordNode = clientFields["passwordFile"] {
+                    guard let text = string(passwordNode.value, "\(context).clientCertificate.passwordFile") else { continue }
+                    passwordFile = text
+                }
+                values[.clientCertificate(integration)] = Sourced(
+                    .clientCertificate(ClientCertificateReference(file: file, passwordFile: passwordFile)), at: location(pair.key))
+            default:
+                if let path = SettingCatalog.path(.integration(integration), key) { setting(path, pair.value, into: &values) }
+            }
+        }
+    }
+
+    private mutating func setting(_ path: SettingPath, _ node: Node, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
+        guard let field = SettingCatalog.field(path), let value = settingValue(field, node, path: path.description) else { return }
+        if let problem = field.problem(with: value) {
+            add(node, "\(path): \(problem)")
+            return
+        }
+        values[.setting(path)] = Sourced(.setting(value), at: location(node))
+    }
+
+    private mutating func settingValue(_ field: SettingField, _ node: Node, path: String) -> SettingValue? {
+        switch field.kind {
+        case .bool:
+            return boolean(node, path).map(SettingValue.bool)
+        case .integer:
+            return integer(node, path).map(SettingValue.int)
+        case .choice, .host, .text:
+            return string(node, path).map(SettingValue.string)
+        case .paths:
+            guard case .sequence(let sequence) = node else {
+                add(node, "\(path): expected \(field.kind.expectation), found \(describe(node))")
+                return nil
+            }
+            var list: [String] = []
+            var valid = true
+            for (index, item) in sequence.enumerated() {
+                let itemPath = "\(path)[\(index)]"
+                guard let folder = string(item, itemPath) else { valid = false; continue }
+                if let problem = FolderList.problem(folder: folder) {
+                    add(item, "\(itemPath): \(problem)")
+                    valid = false
+                }
+                list.append(folder)
+            }
+            return valid ? .paths(list) : nil
+        case .endpoints:
+            guard case .sequence(let sequence) = node else {
+                add(node, "\(path): expected a list of {address, port}, found \(describe(node))")
+                return nil
+            }
+            var list: [Endpoint] = []
+            for (index, item) in sequence.enumerated() {
+                let itemPath = "\(path)[\(index)]"
+                guard let map = mapping(item, itemPath) else { return nil }
+                let fields = fieldMap(map, allowed: ["address", "port"], context: itemPath)
+                guard let addressNode = fields["address"], let portNode = fields["port"] else {
+                    add(item, "\(itemPath): needs both 'address' and 'port'")
+                    return nil
+                }
+                guard let address = string(addressNode.value, "\(itemPath).address"),
+                      let port = integer(portNode.value, "\(itemPath).port") else { return nil }
+                if !HostName.isValid(address) {
+                    add(addressNode.value, "\(itemPath).address: \"\(address)\" is not \(SettingKind.host.expectation)")
+                    return nil
+                }
+                if !(1...65535).contains(port) {
+                    add(portNode.value, "\(itemPath).port: \(port) is out of range: expected an integer from 1 to 65535")
+                    return nil
+                }
+                list.append(Endpoint(address: address, port: port))
+            }
+            return .endpoints(list)
+        }
+    }
+
+    /// A list of key paths (`[edr.port, ndr.pingPeriod]`), each checked against the catalog.
+    private mutating func keyList(_ node: Node, _ path: String) -> [(DesiredKey, Node)] {
+        guard case .sequence(let sequence) = node else {
+            add(node, "\(path): expected a list of setting paths such as [edr.port], found \(describe(node))")
+            return []
+        }
+        var keys: [(DesiredKey, Node)] = []
+        for item in sequence {
+            guard let text = string(item, path) else { continue }
+            guard let key = DesiredKey(path: text) else {
+                add(item, "\(path): unknown setting path '\(text)'\(Suggestion.hint(for: text, among: DesiredKey.all.map(\.description)))")
+                continue
+            }
+            keys.append((key, item))
+        }
+        return keys
+    }
+
+    private mutating func exceptions(_ node: Node, policy: String) -> [PolicyException] {
+        guard case .sequence(let sequence) = node else {
+            add(node, "spec.exceptions: expected a list of {path, reason, expires}, found \(describe(node))")
+            return []
+        }
+        var result: [PolicyException] = []
+        for (index, item) in sequence.enumerated() {
+            let context = "spec.exceptions[\(index)]"
+            guard let map = mapping(item, context) else { continue }
+            let fields = fieldMap(map, allowed: ["path", "reason", "expires"], context: context)
+            guard let pathNode = fields["path"], let reasonNode = fields["reason"], let expiresNode = fields["expires"] else {
+                add(item, "\(context): an exception needs 'path', 'reason' and 'expires' (a date such as 2026-12-31)")
+                continue
+            }
+            guard let pathText = string(pathNode.value, "\(context).path"),
+                  let reason = string(reasonNode.value, "\(context).reason"),
+                  let expiresText = string(expiresNode.value, "\(context).expires") else { continue }
+            guard let key = DesiredKey(path: pathText) else {
+                add(pathNode.value, "\(context).path: unknown setting path '\(pathText)'\(Suggestion.hint(for: pathText, among: DesiredKey.all.map(\.description)))")
+                continue
+            }
+            if reason.trimmingCharacters(in: .whitespaces).isEmpty {
+                add(reasonNode.value, "\(context).reason: say why the difference is accepted")
+                continue
+            }
+            guard let expires = PolicyDecoder.expiry(expiresText) else {
+                add(expiresNode.value, "\(context).expires: '\(expiresText)' is not a date: write YYYY-MM-DD (the exception ends when that day ends, UTC) or an ISO 8601 time")
+                continue
+            }
+            result.append(PolicyException(key: key, reason: reason, expires: expires, expiresText: expiresText,
+                                          source: location(item), policy: policy))
+        }
+        return result
+    }
+
+    /// `2026-12-31` (the end of that day, UTC) or an ISO 8601 time.
+    static func expiry(_ text: String) -> Date? {
+        let day = DateFormatter()
+        day.locale = Locale(identifier: "en_US_POSIX")
+        day.timeZone = TimeZone(identifier: "UTC")
+        day.dateFormat = "yyyy-MM-dd"
+        if text.count == 10, let date = day.date(from: text) { return date.addingTimeInterval(86_400) }
+        return ISO8601DateFormatter().date(from: text)
+    }
+
+    // MARK: - Typed reads that report what they found instead
+
+    private mutating func mapping(_ node: Node, _ path: String) -> Node.Mapping? {
+        if case .mapping(let map) = node { return map }
+        add(node, "\(path): expected a mapping of fields, found \(describe(node))")
+        return nil
+    }
+
+    /// The fields of a mapping by name; unknown and repeated fields are reported.
+    private mutating func fieldMap(_ map: Node.Mapping, allowed: [String], context: String,
+                                   vendorScope: SettingScope? = nil) -> [String: (key: Node, value: Node)] {
+        var result: [String: (key: Node, value: Node)] = [:]
+        for (key, value) in map {
+            guard let name = key.scalar?.string else {
+                add(key, "\(context): field names must be plain words")
+                continue
+            }
+            guard allowed.contains(name) else {
+                var hint = Suggestion.hint(for: name, among: allowed)
+                if let vendorScope, let field = SettingCatalog.field(vendorKey: name, in: vendorScope), field.vendorKey?.lowercased() == name.lowercased() {
+                    hint = "; '\(name)' is the vendor's key name: policies use '\(field.name)'"
+                }
+                add(key, "\(context): unknown field '\(name)'\(hint)")
+                continue
+            }
+            if result[name] != nil {
+                add(key, "\(context): field '\(name)' appears twice")
+                continue
+            }
+            result[name] = (key, value)
+        }
+        return result
+    }
+
+    private mutating func string(_ node: Node, _ path: String) -> String? {
+        if refusesAmbiguousString(node, path) { return nil }
+        if case .string(let text)? = ScalarType(node) { return text }
+        add(node, "\(path): expected a string, found \(describe(node))")
+        return nil
+    }
+
+    /// Refuses a plain scalar that YAML 1.1 and YAML 1.2 read differently, naming both readings
+    /// and the spelling to write (a reviewer must not have to know which one a tool uses).
+    private mutating func refusesAmbiguous(_ node: Node, _ path: String) -> Bool {
+        guard let difference = ScalarType.yaml11Difference(node), case .scalar(let scalar) = node else { return false }
+        add(node, "\(path): \(scalar.string) is \(difference.yaml12) in YAML 1.2 but \(difference.yaml11) in YAML 1.1 (older tools): write \(difference.write), or quote it for a string")
+        return true
+    }
+
+    /// For text fields: a plain `no`, `on`, `1_000` is text in YAML 1.2 but a boolean or a
+    /// number in YAML 1.1 (the "Norway problem"); it must be quoted.
+    private mutating func refusesAmbiguousString(_ node: Node, _ path: String) -> Bool {
+        guard let difference = ScalarType.yaml11Difference(node), difference.yaml12.hasPrefix("the string"),
+              case .scalar(let scalar) = node else { return false }
+        add(node, "\(path): \(scalar.string) is \(difference.yaml12) in YAML 1.2 but \(difference.yaml11) in YAML 1.1 (older tools): quote it, \"\(scalar.string)\"")
+        return true
+    }
+
+    private mutating func integer(_ node: Node, _ path: String) -> Int? {
+        if refusesAmbiguous(node, path) { return nil }
+        if case .integer(let number)? = ScalarType(node) { return number }
+        add(node, "\(path): expected an integer, found \(describe(node))")
+        return nil
+    }
+
+    private mutating func boolean(_ node: Node, _ path: String) -> Bool? {
+        if refusesAmbiguous(node, path) { return nil }
+        if case .boolean(let value)? = ScalarType(node) { return value }
+        add(node, "\(path): expected true or false, found \(describe(node))")
+        return nil
+    }
+
+    private mutating func stringMap(_ node: Node, _ path: String) -> [String: String]? {
+        guard let map = mapping(node, path) else { return nil }
+        var result: [String: String] = [:]
+        for (key, value) in map {
+            guard let name = key.scalar?.string else {
+                add(key, "\(path): keys must be strings")
+                continue
+            }
+            guard case .scalar(let scalar) = value, let type = ScalarType(value), type != .null else {
+                add(value, "\(path).\(name): expected a string, found \(describe(value))")
+                continue
+            }
+            if refusesAmbiguousString(value, "\(path).\(name)") { continue }
+            result[name] = scalar.string
+        }
+        return result
+    }
+
+    private func describe(_ node: Node) -> String {
+        switch node {
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        case .alias: return "an alias"
+        case .scalar(let scalar):
+            switch ScalarType(node) {
+            case .null?: return "nothing (null)"
+            case .boolean?: return "the boolean \(scalar.string)"
+            case .integer?: return "the integer \(TerminalText.excerpt(scalar.string))"
+            case .float?: return "the number \(TerminalText.excerpt(scalar.string))"
+            default: return "the string \"\(TerminalText.excerpt(scalar.string))\""
+            }
+        }
+    }
+
+    // MARK: - Problems
+
+    private func location(_ node: Node) -> SourceLocation {
+        let mark = node.mark
+        return SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1)
+    }
+
+    private mutating func add(_ node: Node, _ message: String) {
+        add(location(node), message)
+    }
+
+    private mutating func add(_ location: SourceLocation, _ message: String) {
+        problems.append(PolicyProblem(location, message))
+    }
+
+    private mutating func add(yamlError error: Error, text: String) {
+        switch error {
+        case YamlError.scanner(let context, let problem, let mark, _),
+             YamlError.parser(let context, let problem, let mark, _),
+             YamlError.composer(let context, let problem, let mark, _):
+            let detail = context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
+            add(SourceLocation(file: file, line: mark.line, column: mark.column), "malformed YAML: \(problem)\(detail)")
+        case YamlError.duplicatedKeysInMapping(let duplicates, _) where duplicates.contains("<uncovertable>"):
+            // A list or mapping used as a key, repeated: the composer names no key and its place
+            // depends on hash order. The first explicit key ('? ') is where such keys begin.
+            let (line, column) = Self.firstExplicitKey(in: text) ?? (1, 1)
+            add(SourceLocation(file: file, line: line, column: column), "a mapping repeats a key that is a list or a mapping: field names are plain words")
+        case YamlError.duplicatedKeysInMapping(let duplicates, let context):
+            let names = Set(duplicates).sorted()
+            let (line, column) = Self.secondOccurrence(of: names, in: text) ?? (context.mark.line, context.mark.column)
+            add(SourceLocation(file: file, line: line, column: column), "field '\(names.joined(separator: "', '"))' appears twice in one mapping")
+        default:
+            add(SourceLocation(file: file, line: 1, column: 1), "malformed YAML: \(error)")
+        }
+    }
+
+    /// Where the first of `names` to appear a second time as a block mapping key does so. The
+    /// composer's own place for a repeated key is one of the repeats, chosen in no fixed order
+    /// when keys differ only by tag.
+    static func secondOccurrence(of names: [String], in text: String) -> (line: Int, column: Int)? {
+        /// Each name's last place as a key, while the mapping it is in lasts (no line less indented since).
+        var seen: [String: Int] = [:]
+        for (index, raw) in lines(of: text).enumerated() {
+            let indent = raw.prefix { $0 == " " }.count
+            let content = raw.dropFirst(indent)
+            if !content.isEmpty && !content.hasPrefix("#") { seen = seen.filter { $0.value <= indent + 1 } }
+            var rest = raw.drop { $0 == " " }
+            if rest.hasPrefix("- ") { rest = rest.dropFirst(2).drop { $0 == " " } }
+            let keyStart = raw.count - rest.count + 1
+            if rest.hasPrefix("!") { rest = rest.drop { $0 != " " }.drop { $0 == " " } }
+            let column = raw.count - rest.count + 1
+            for name in names {
+                guard let after = [name, "\"\(name)\"", "'\(name)'"].lazy.compactMap({ rest.hasPrefix($0) ? rest.dropFirst($0.count) : nil }).first,
+                      after.drop(while: { $0 == " " }).hasPrefix(":") else { continue }
+                if seen[name] == keyStart { return (index + 1, column) }
+                seen[name] = keyStart
+            }
+        }
+        return nil
+    }
+
+    /// The line numbers of block scalars' text (the lines after `key: |` or `- >-` that are
+    /// indented deeper, and blank lines among them).
+    static func blockScalarLines(_ source: String) -> Set<Int> {
+        var textLines = Set<Int>()
+        var parent: Int?
+        for (index, raw) in lines(of: source).enumerated() {
+            let indent = raw.prefix { $0 == " " }.count
+            let content = raw.dropFirst(indent)
+            if let block = parent {
+                if content.allSatisfy({ $0 == " " }) || indent > block {
+                    textLines.insert(index + 1)
+                    continue
+                }
+                parent = nil
+            }
+            var value = content
+            if let hash = value.range(of: " #") { value = value[..<hash.lowerBound] }
+            while value.last == " " { value.removeLast() }
+            guard let last = value.split(separator: " ").last, last.first == "|" || last.first == ">",
+                  last.dropFirst().allSatisfy({ "+-0123456789".contains($0) }) else { continue }
+            let before = value.dropLast(last.count)
+            if before.isEmpty || before.hasSuffix(": ") || before.hasSuffix("- ") { parent = indent }
+        }
+        return textLines
+    }
+
+    /// A file's lines as git and an editor count them (LF or CRLF ends each; the preflight
+    /// refuses other line breaks).
+    static func lines(of text: String) -> [Substring] {
+        text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+    }
+
+    /// Where the first line that opens an explicit key (`? `) starts it.
+    static func firstExplicitKey(in text: String) -> (line: Int, column: Int)? {
+        for (index, raw) in lines(of: text).enumerated() {
+            let rest = raw.drop { $0 == " " }
+            if rest == "?" || rest.hasPrefix("? ") || rest.hasPrefix("?\t") { return (index + 1, raw.count - rest.count + 1) }
+        }
+        return nil
+    }
+
+    /// Whether `name` may be a policy's metadata.name: lower-case letters, digits, `-` and `.`.
+    package static func isValidName(_ name: String) -> Bool {
+        guard let first = name.first, name.count <= 253, first.isASCII, first.isLowercase || first.isNumber else { return false }
+        return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }
+    }
+}
+
+extension PolicyException {
+    func withPolicy(_ name: String) -> PolicyException {
+        PolicyException(key: key, reason: reason, expires: expires, expiresText: expiresText, source: source, policy: name)
+    }
+}

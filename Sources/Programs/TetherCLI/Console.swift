@@ -1,0 +1,58 @@
+import Foundation
+import IntegrationModel
+
+/// Where commands write. Tests swap it per task to read what a command printed.
+package final class Console: @unchecked Sendable {
+    private let writeOut: @Sendable (String) -> Void
+    private let writeError: @Sendable (String) -> Void
+    /// Whether standard output is a terminal a person reads (colour, progress): not when
+    /// `NO_COLOR` is set to anything, nor with `TERM=dumb`.
+    package let isTerminal: Bool
+
+    package init(isTerminal: Bool, out: @escaping @Sendable (String) -> Void, error: @escaping @Sendable (String) -> Void) {
+        self.isTerminal = isTerminal
+        self.writeOut = out
+        self.writeError = error
+    }
+
+    /// The process's standard output and error.
+    package static let standard = Console(
+        isTerminal: isatty(STDOUT_FILENO) == 1 && (ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
+            && ProcessInfo.processInfo.environment["TERM"] != "dumb",
+        out: { FileHandle.standardOutput.write(Data($0.utf8)) },
+        error: { FileHandle.standardError.write(Data($0.utf8)) })
+
+    @TaskLocal package static var current: Console = .standard
+
+    /// Writes to standard output; adds a newline unless the text ends with one. Every control
+    /// character that came from a repository or the network is shown escaped (`\x1b`); only
+    /// Tether's own colours pass.
+    static func out(_ text: String) {
+        let safe = TerminalText.escaped(text, keepingColours: true)
+        current.writeOut(safe.hasSuffix("\n") ? safe : safe + "\n")
+    }
+
+    /// Writes to standard error, escaped the same way; adds a newline unless the text ends with one.
+    static func error(_ text: String) {
+        let safe = TerminalText.escaped(text)
+        current.writeError(safe.hasSuffix("\n") ? safe : safe + "\n")
+    }
+}
+
+/// Collects what a command prints, for tests.
+package final class CapturedConsole: @unchecked Sendable {
+    private let lock = NSLock()
+    private var outText = ""
+    private var errorText = ""
+
+    package init() {}
+
+    package var stdout: String { lock.withLock { outText } }
+    package var stderr: String { lock.withLock { errorText } }
+
+    package var console: Console {
+        Console(isTerminal: false,
+                out: { [self] text in lock.withLock { outText += text } },
+                error: { [self] text in lock.withLock { errorText += text } })
+    }
+}

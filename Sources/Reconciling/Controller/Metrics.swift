@@ -1,0 +1,183 @@
+import ConnectorCore
+import Foundation
+import IntegrationModel
+import Sensors
+
+/// The controller's counters and gauges, rendered in Prometheus's text format for /metrics.
+package final class Metrics: @unchecked Sendable {
+    private let lock = NSLock()
+    private var cycleCount = 0
+    private var errorCount = 0
+    private var verificationRefusals = 0
+    private var rollbackRefusals = 0
+    private var fetchBytes = 0
+    private var fetches = 0
+    private var fetchSeconds = Histogram()
+    private var cycleSeconds = Histogram()
+    private var findingsByKind: [String: [String: Int]] = [:]
+    private var lastSuccess: Date?
+    /// `tether_build_info`'s labels (the release and the C libraries), set once at start.
+    package var buildInfo: [(name: String, value: String)] {
+        get { lock.withLock { build } }
+        set { lock.withLock { build = newValue } }
+    }
+    private var build: [(name: String, value: String)] = []
+    private var last: CycleResult?
+    private var lastApplied: String?
+    private var findings: [String: Int] = [:]
+    private var connectors: [(integration: String, state: String, running: Bool)] = []
+    private var suspended = false
+    private var ready = false
+    /// Scope (`sensors`, `edr`, `ndr`) → event type → outcome → count, as runtime.db keeps them.
+    private var telemetry: [String: TelemetryCounts] = [:]
+    private var sensors: [(name: String, running: Bool)] = []
+    private var kernel: [(name: String, reported: Int, overflows: Int)] = []
+
+    package var cycles: Int { lock.withLock { cycleCount } }
+    package var errors: Int { lock.withLock { errorCount } }
+    /// Ready once a cycle has reconciled (or reported, when suspended) without error.
+    package var isReady: Bool { lock.withLock { ready } }
+
+    func record(_ result: CycleResult, health: [ConnectorStatus], suspended: Bool) {
+        lock.withLock {
+            cycleCount += 1
+            if result.condition == .failed || result.condition == .stalled { errorCount += 1 }
+            ready = result.condition == .ready || result.condition == .suspended
+            fetchSeconds.observe(result.fetchDuration)
+            cycleSeconds.observe(result.duration)
+            if ready { lastSuccess = result.startedAt.addingTimeInterval(result.duration) }
+            if result.fetched { fetches += 1 }
+            fetchBytes += result.bytesReceived
+            last = result
+            if result.condition == .ready, let revision = result.revision { lastApplied = revision }
+            if result.condition == .ready || result.condition == .suspended {
+                findings = result.findingsByIntegration
+                findingsByKind = result.findingsByKind
+            }
+            if !health.isEmpty { connectors = health.map { ($0.integration.rawValue, $0.state, $0.running) } }
+            self.suspended = suspended
+        }
+    }
+
+    /// What the sensors saw and what became of each event type, read from the connectors' store.
+    func recordTelemetry(from runtime: ConnectorRuntime) {
+        var counts: [String: TelemetryCounts] = [:]
+        if let sensed = try? runtime.telemetryCounts(nil) { counts["sensors"] = sensed }
+        for integration in [Integration.edr, .ndr] {
+            if let counted = try? runtime.telemetryCounts(integration) { counts[integration.rawValue] = counted }
+        }
+        let reports = (try? runtime.sensorReports()) ?? []
+        let kernel = [SensorKind.process, .file].compactMap { sensor in
+            (try? runtime.kernelCounts(sensor)).map { (sensor.rawValue, $0.reported, $0.overflows) }
+        }
+        lock.withLock {
+            telemetry = counts
+            sensors = reports.map { ($0.status.sensor.rawValue, $0.isRunning) }
+            self.kernel = reports.isEmpty ? [] : kernel
+        }
+    }
+
+    private var probes: [String: Int] = [:]
+
+    func probed(_ answer: HeadProbe.Answer) {
+        lock.withLock { probes[answer.label, default: 0] += 1 }
+    }
+
+    func verificationRefused() { lock.withLock { verificationRefusals += 1 } }
+    func rollbackRefused() { lock.withLock { rollbackRefusals += 1 } }
+
+    /// The Prometheus text exposition.
+    package func render() -> String {
+        lock.withLock {
+            var lines: [String] = []
+            func metric(_ name: String, _ type: String, _ help: String, _ samples: [(String, Double)]) {
+                lines.append("# HELP \(name) \(help)")
+                lines.append("# TYPE \(name) \(type)")
+                for (labels, value) in samples {
+                    let number = value == value.rounded() && abs(value) < 1e15 ? String(Int(value)) : String(value)
+                    lines.append("\(name)\(labels) \(number)")
+                }
+            }
+            if !build.isEmpty {
+                metric("tether_build_info", "gauge", "Tether's release and the libraries it runs with.",
+                       [("{" + build.map { "\($0.name)=\"\(Self.escaped($0.value))\"" }.joined(separator: ",") + "}", 1)])
+            }
+            metric("tether_cycles_total", "counter", "Reconcile cycles run.", [("", Double(cycleCount))])
+            metric("tether_cycle_errors_total", "counter", "Cycles that failed or were refused.", [("", Double(errorCount))])
+            metric("tether_verification_refusals_total", "counter", "Revisions refused by signature verification.", [("", Double(verificationRefusals))])
+            metric("tether_rollback_refusals_total", "counter", "Revisions refused because they do not descend from the last applied one.", [("", Double(rollbackRefusals))])
+            metric("tether_ready", "gauge", "1 when the last cycle reconciled without error.", [("", ready ? 1 : 0)])
+            metric("tether_suspended", "gauge", "1 while the controller is suspended.", [("", suspended ? 1 : 0)])
+            // Every family is described even before it has a sample, so dashboards and alerting
+            // rules can be checked against a fresh controller's output.
+            metric("tether_last_cycle_timestamp_seconds", "gauge", "When the last cycle started.",
+                   last.map { [("", $0.startedAt.timeIntervalSince1970.rounded())] } ?? [])
+            metric("tether_last_cycle_duration_seconds", "gauge", "How long the last cycle took.", last.map { [("", $0.duration)] } ?? [])
+            metric("tether_last_cycle_condition", "gauge", "The last cycle's condition.",
+                   last.map { [("{condition=\"\($0.condition.rawValue)\",reason=\"\($0.reason)\"}", 1)] } ?? [])
+            metric("tether_last_applied_revision_info", "gauge", "The revision last reconciled.", lastApplied.map { [("{revision=\"\($0)\"}", 1)] } ?? [])
+            metric("tether_last_success_timestamp_seconds", "gauge", "When the last cycle that reconciled without error ended.",
+                   lastSuccess.map { [("", $0.timeIntervalSince1970.rounded())] } ?? [])
+            // Histograms, not summaries: a fleet's buckets add up across controllers.
+            metric("tether_cycle_duration_seconds", "histogram", "How long cycles take.", cycleSeconds.samples)
+            metric("tether_fetch_duration_seconds", "histogram", "Time to ask the remote for its refs and fetch when they moved.", fetchSeconds.samples)
+            metric("tether_probes_total", "counter", "Probes of --probe-url by answer: not-modified (no git connection), changed, failed (git asked instead).",
+                   ["not-modified", "changed", "failed"].map { ("{result=\"\($0)\"}", Double(probes[$0] ?? 0)) })
+            metric("tether_fetches_total", "counter", "Cycles that fetched objects (the pinned ref had moved).", [("", Double(fetches))])
+            metric("tether_fetch_bytes_total", "counter", "Bytes received by fetches.", [("", Double(fetchBytes))])
+            metric("tether_drift_findings", "gauge", "Findings (not in sync) per integration at the last cycle.",
+                   ["app", "edr", "ndr", "sandbox"].map { ("{integration=\"\($0)\"}", Double(findings[$0] ?? 0)) })
+            let byKind = findingsByKind.sorted { $0.key < $1.key }.flatMap { integration, kinds in
+                kinds.sorted { $0.key < $1.key }.map { ("{integration=\"\(integration)\",kind=\"\($0.key)\"}", Double($0.value)) }
+            }
+            metric("tether_findings", "gauge", "Findings (not in sync) by integration and kind at the last cycle.", byKind)
+            // One series per integration whatever its state: labels that change would make new series.
+            metric("tether_connector_up", "gauge", "1 when the connector reached its server at its last attempt.",
+                   connectors.map { ("{integration=\"\($0.integration)\"}", $0.state == "connected" ? 1 : 0) })
+            metric("tether_connector_running", "gauge", "1 when the integration's task runs (the connector is meant to connect).",
+                   connectors.map { ("{integration=\"\($0.integration)\"}", $0.running ? 1 : 0) })
+            let events = telemetry.sorted { $0.key < $1.key }.flatMap { scope, counts in
+                counts.byType.sorted { $0.key < $1.key }.flatMap { type, outcomes in
+                    outcomes.sorted { $0.key.rawValue < $1.key.rawValue }.map {
+                        ("{scope=\"\(scope)\",type=\"\(Self.escaped(type))\",outcome=\"\($0.key.rawValue)\"}", Double($0.value))
+                    }
+                }
+            }
+            metric("tether_telemetry_events_total", "counter",
+                   "Telemetry events by type: seen and buffer-dropped by the sensors (scope sensors); queued, suppressed, dropped (queue full), throttled and sent per integration.",
+                   events)
+            metric("tether_sensor_running", "gauge", "1 while the sensor runs (telemetry flows).", sensors.map { ("{sensor=\"\($0.name)\"}", $0.running ? 1 : 0) })
+            metric("tether_sensor_kernel_records_total", "counter", "Records the kernel interface delivered to the sensor.",
+                   kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.reported)) })
+            metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
+                   kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
+            return lines.joined(separator: "\n") + "\n"
+        }
+    }
+
+    /// A label value with `\`, `"` and line breaks escaped.
+    static func escaped(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
+
+/// A Prometheus histogram of seconds: cumulative counts per bucket, a sum and a count (bounded
+/// memory, and buckets that add up across a fleet).
+struct Histogram {
+    static let bounds: [Double] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
+    private var counts = [Int](repeating: 0, count: Histogram.bounds.count)
+    private var sum = 0.0
+    private var count = 0
+
+    mutating func observe(_ seconds: Double) {
+        for (index, bound) in Self.bounds.enumerated() where seconds <= bound { counts[index] += 1 }
+        sum += seconds
+        count += 1
+    }
+
+    /// The `_bucket`, `_sum` and `_count` samples.
+    var samples: [(String, Double)] {
+        Self.bounds.enumerated().map { ("_bucket{le=\"\($0.element)\"}", Double(counts[$0.offset])) }
+            + [("_bucket{le=\"+Inf\"}", Double(count)), ("_sum", sum), ("_count", Double(count))]
+    }
+}

@@ -1,0 +1,168 @@
+import Foundation
+import IntegrationModel
+import Planner
+import Policy
+import PolicySource
+import Reconciler
+
+/// Renders a report for people: a one-line summary first, findings grouped by integration
+/// with their cause and the policy line that declared each desired value, then the ordered steps.
+package struct TextReport {
+    /// Colour only where a person reads a terminal (and NO_COLOR is unset).
+    package var colour: Bool
+
+    package init(colour: Bool) {
+        self.colour = colour
+    }
+
+    package func render(_ report: Report) -> String {
+        var lines: [String] = [summary(report), ""]
+        lines.append("  revision  \(report.revision.prefix(12))  \(report.revisionSummary)")
+        lines.append("  source    \(report.source.displayRepository) @ \(report.source.ref ?? "HEAD"), folder \(report.source.path)")
+        let labels = report.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+        lines.append("  device    \(report.host), labels: \(labels.isEmpty ? "(none)" : labels)")
+        lines.append("  policies  \(report.policies.isEmpty ? "(none select this device)" : report.policies.joined(separator: ", "))")
+        if let applied = report.lastAppliedRevision {
+            lines.append("  applied   \(applied.prefix(12))\(report.lastAppliedAt.map { " at \(ReportFormatting.timestamp($0))" } ?? "")")
+        }
+
+        if !report.findings.isEmpty {
+            let width = min(34, report.findings.map { $0.key.description.count }.max() ?? 0)
+            for (scope, group) in report.findingsByScope {
+                lines.append("")
+                lines.append(bold(scope.heading))
+                for finding in group {
+                    let name = finding.key.description.padding(toLength: max(width, finding.key.description.count), withPad: " ", startingAt: 0)
+                    lines.append("  \(symbol(for: finding)) \(name)  \(finding.actual) → \(finding.desired)  \(tag(finding))")
+                    var detail = "declared at \(finding.source.shortDescription)"
+                    if let change = finding.lastChange {
+                        detail += "; changed \(ReportFormatting.timestamp(change.at)) by \(change.actor)"
+                    }
+                    if let noticed = finding.noticedAt {
+                        detail += "; noticed \(ReportFormatting.timestamp(noticed))"
+                    }
+                    lines.append(dim("      " + detail))
+                    if let reason = finding.reason { lines.append(dim("      " + reason)) }
+                }
+            }
+        }
+
+        if !report.steps.isEmpty {
+            lines.append("")
+            let title: String
+            switch report.kind {
+            case .apply: title = report.applied ? "Applied, in this order:" : "Undone, as if never applied:"
+            case .plan: title = "Steps, in this order:"
+            case .drift: title = "To restore, apply would, in this order:"
+            }
+            lines.append(bold(title))
+            for (index, step) in report.steps.enumerated() {
+                lines.append("  \(index + 1). \(step)")
+            }
+            for integration in report.restarts {
+                lines.append("  (\(integration.displayName) restarts: its mode changes while it runs)")
+            }
+        }
+        if !report.health.isEmpty {
+            lines.append("")
+            lines.append(bold("Health"))
+            for status in report.health {
+                let name = "\(status.integration.displayName) (\(status.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
+                var line = "  \(name)"
+                switch status.state {
+                case "connected": line += green(status.state)
+                case "failing": line += red(status.state)
+                default: line += status.state
+                }
+                if let server = status.server { line += " — \(server)" }
+                if let success = status.lastSuccess { line += "; last contact \(ReportFormatting.timestamp(success))" }
+                if status.running { line += "; queue \(status.queueDepth)" }
+                lines.append(line)
+                if let error = status.lastError, status.running { lines.append(dim("      last error (\(status.errorKind ?? "error")): \(error)")) }
+            }
+            for sensor in report.sensors {
+                let name = "\(sensor.status.sensor.rawValue) sensor".padding(toLength: 22, withPad: " ", startingAt: 0)
+                lines.append("  \(name)\(sensor.isRunning ? green("running") : "stopped") — \(sensor.status.source)")
+                if let note = sensor.status.note { lines.append(dim("      \(note)")) }
+            }
+        }
+        for note in report.notes {
+            lines.append("")
+            lines.append("Note: \(note)")
+        }
+
+        switch report.kind {
+        case .plan where !report.steps.isEmpty:
+            lines.append("")
+            lines.append("Run `tether apply` with the same --repo, --ref and --path to make these changes.")
+        case .drift where report.findings.contains(where: \.corrected):
+            lines.append("")
+            lines.append("Run `tether apply` to restore what git declares, or change the policy in git to keep the agent's value.")
+        default:
+            break
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private func summary(_ report: Report) -> String {
+        let problems = report.findings.filter { $0.kind.isProblem }
+        let revision = String(report.revision.prefix(12))
+        let breakdown = ReportFormatting.breakdown(report)
+        switch report.kind {
+        case .plan:
+            if report.steps.isEmpty && problems.isEmpty {
+                return green("No changes.") + " The agent matches revision \(revision): \(report.managedKeys) managed settings in sync."
+            }
+            if report.steps.isEmpty { return yellow("No changes to make") + ", but \(breakdown) against revision \(revision)." }
+            let count = report.steps.count
+            return yellow("Plan: \(count) step\(count == 1 ? "" : "s")") + " to match revision \(revision) (\(breakdown); shown as actual → desired)."
+        case .apply:
+            if report.steps.isEmpty { return green("Nothing to apply.") + " The agent already matches revision \(revision)." }
+            if !report.applied { return red("Not applied") + ": the agent is as it was before (\(breakdown) against revision \(revision)); see the note below." }
+            return green("Applied: \(report.steps.count) step\(report.steps.count == 1 ? "" : "s")") + " to match revision \(revision) (\(breakdown))."
+        case .drift:
+            if report.inSync {
+                let excepted = report.counts[.excepted].map { ", \($0) accepted by exceptions" } ?? ""
+                return green("In sync.") + " All \(report.managedKeys) managed settings match revision \(revision)\(excepted)."
+            }
+            return red("Out of sync: \(breakdown)") + " against revision \(revision) (shown as actual → desired)."
+        }
+    }
+
+    private func tag(_ finding: Finding) -> String {
+        let text = "[\(finding.kind.label)\(finding.mode == .observe ? ", observe" : "")]"
+        switch finding.kind {
+        case .drift, .conflict, .expired, .notYetValid, .unenforceable: return red(text)
+        case .pending, .expiring, .exceptionExpired: return yellow(text)
+        case .excepted, .released: return dim(text)
+        }
+    }
+
+    private func symbol(for finding: Finding) -> String {
+        switch (finding.actual, finding.desired) {
+        case (.none, _): return green("+")
+        case (_, .none): return red("!")
+        default: return yellow("~")
+        }
+    }
+
+    private func paint(_ text: String, _ code: String) -> String { colour ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
+    private func bold(_ text: String) -> String { paint(text, "1") }
+    private func dim(_ text: String) -> String { paint(text, "2") }
+    private func red(_ text: String) -> String { paint(text, "31") }
+    private func green(_ text: String) -> String { paint(text, "32") }
+    private func yellow(_ text: String) -> String { paint(text, "33") }
+}
+
+/// Formatting every renderer shares.
+package enum ReportFormatting {
+    /// ISO 8601 in UTC, to the second.
+    package static func timestamp(_ date: Date) -> String { Timestamp.string(date) }
+
+    /// "1 drift, 2 pending" — counts by kind, in a fixed order.
+    package static func breakdown(_ report: Report) -> String {
+        let counts = report.counts
+        let parts = FindingKind.allCases.compactMap { kind in counts[kind].map { "\($0) \(kind.label)" } }
+        return parts.isEmpty ? "no findings" : parts.joined(separator: ", ")
+    }
+}

@@ -1,0 +1,292 @@
+internal import CCurl
+internal import CCurlShims
+import Foundation
+
+/// A PKCS#12 client identity for mutual TLS, passed to libcurl in memory (never written to a file).
+package struct ClientIdentity: Sendable {
+    package let pkcs12: [UInt8]
+    package let password: String
+
+    package init(pkcs12: [UInt8], password: String) {
+        self.pkcs12 = pkcs12
+        self.password = password
+    }
+}
+
+/// An HTTP CONNECT proxy, with credentials when it needs them.
+package struct ProxySettings: Sendable {
+    /// `host:port` or `http://host:port`.
+    package let address: String
+    package let user: String?
+    package let password: String?
+
+    package init(address: String, user: String? = nil, password: String? = nil) {
+        self.address = address
+        self.user = user
+        self.password = password
+    }
+}
+
+/// How one connector talks to its server.
+package struct TransportConfiguration: Sendable {
+    /// The pinned server certificate (PEM): the only trust anchor. A server presenting a
+    /// certificate that neither equals nor chains to it is refused. Nil: the system's CA bundle,
+    /// or `caFile` (a cheap probe of a git host, not the platform).
+    package var pinnedCertificatePEM: String?
+    /// A PEM CA bundle to trust when nothing is pinned.
+    package var caFile: String?
+    package var clientIdentity: ClientIdentity?
+    package var proxy: ProxySettings?
+    /// Seconds to establish the connection (TCP and TLS).
+    package var connectionTimeout: Int
+    /// Seconds for the whole request.
+    package var requestTimeout: Int
+
+    package init(pinnedCertificatePEM: String?, caFile: String? = nil, clientIdentity: ClientIdentity? = nil, proxy: ProxySettings? = nil,
+                connectionTimeout: Int = 10, requestTimeout: Int = 10) {
+        self.pinnedCertificatePEM = pinnedCertificatePEM
+        self.caFile = caFile
+        self.clientIdentity = clientIdentity
+        self.proxy = proxy
+        self.connectionTimeout = connectionTimeout
+        self.requestTimeout = requestTimeout
+    }
+}
+
+/// An HTTP response; 4xx and 5xx are responses, not errors.
+package struct HTTPResponse: Sendable {
+    package let status: Int
+    package let body: [UInt8]
+    package var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// Why a request failed, each failure named distinctly for status and reports.
+package enum TransportError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The server's certificate does not equal or chain to the pinned one (or its name does not match).
+    case serverCertificateRejected(String)
+    /// The server asked for a client certificate and none is configured.
+    case clientCertificateMissing(String)
+    /// The server refused the client certificate, or the container could not be used.
+    case clientCertificateRejected(String)
+    case unreachable(String)
+    case timedOut(String)
+    /// The proxy could not be reached or refused the CONNECT (with its HTTP code when it sent one).
+    case proxyRefused(String)
+    /// Something other than TLS answered on the port (plain HTTP, say).
+    case notTLS(String)
+    /// The server and Tether share no TLS version (Tether speaks TLS 1.2 and 1.3).
+    case tlsVersionMismatch(String)
+    /// The connection was closed or reset during the TLS handshake or mid-transfer.
+    case connectionReset(String)
+    case other(String)
+
+    /// The failure's name in status and reports (`client-certificate-missing`).
+    package var kind: String {
+        switch self {
+        case .serverCertificateRejected: return "server-certificate-rejected"
+        case .clientCertificateMissing: return "client-certificate-missing"
+        case .clientCertificateRejected: return "client-certificate-rejected"
+        case .unreachable: return "unreachable"
+        case .timedOut: return "timed-out"
+        case .proxyRefused: return "proxy-refused"
+        case .notTLS: return "not-tls"
+        case .tlsVersionMismatch: return "tls-version-mismatch"
+        case .connectionReset: return "connection-reset"
+        case .other: return "other"
+        }
+    }
+
+    package var description: String {
+        switch self {
+        case .serverCertificateRejected(let detail): return "server certificate rejected: \(detail)"
+        case .clientCertificateMissing(let detail): return "client certificate missing: \(detail)"
+        case .clientCertificateRejected(let detail): return "client certificate rejected: \(detail)"
+        case .unreachable(let detail): return "server unreachable: \(detail)"
+        case .timedOut(let detail): return "timed out: \(detail)"
+        case .proxyRefused(let detail): return "proxy refused: \(detail)"
+        case .notTLS(let detail): return "not TLS: the server does not speak TLS on this port (plain HTTP?): \(detail)"
+        case .tlsVersionMismatch(let detail):
+            return "no common TLS version: the server offers none of TLS 1.2 and 1.3, which Tether requires: \(detail)"
+        case .connectionReset(let detail): return "connection reset: \(detail)"
+        case .other(let detail): return detail
+        }
+    }
+}
+
+/// A blocking HTTPS client over libcurl and OpenSSL with a pinned server certificate, optional
+/// mutual TLS and an optional proxy. Owns one curl handle (reused across requests, so
+/// connections are kept alive) and frees it in `deinit`. Not thread-safe, and `send` blocks:
+/// call it from a dedicated thread, never from Swift's cooperative pool.
+package final class HTTPClient {
+    private let handle: UnsafeMutableRawPointer
+    private let configuration: TransportConfiguration
+    private let errorBuffer: UnsafeMutablePointer<CChar>
+
+    private static let globalInit: Bool = {
+        curl_global_init(Int(CURL_GLOBAL_DEFAULT))
+        return true
+    }()
+
+    package init(configuration: TransportConfiguration) throws {
+        _ = HTTPClient.globalInit
+        guard let handle = curl_easy_init() else { throw TransportError.other("libcurl could not create a handle") }
+        self.handle = handle
+        self.configuration = configuration
+        errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        try configure()
+    }
+
+    deinit {
+        curl_easy_cleanup(handle)
+        errorBuffer.deallocate()
+    }
+
+    private func configure() throws {
+        try check(tether_curl_setopt_pointer(handle, CURLOPT_ERRORBUFFER, errorBuffer))
+        try check(tether_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1))
+        try check(tether_curl_setopt_long(handle, CURLOPT_SSL_VERIFYPEER, 1))
+        try check(tether_curl_setopt_long(handle, CURLOPT_SSL_VERIFYHOST, 2))
+        try check(tether_curl_setopt_long(handle, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2))
+        // HTTP/1.1, as the platform speaks it: one framing, and failures classify() knows.
+        try check(tether_curl_setopt_long(handle, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_1_1))
+        if let pinned = configuration.pinnedCertificatePEM {
+            // The pinned certificate is the only anchor: no system bundle, no CA folder.
+            try check(tether_curl_setopt_string(handle, CURLOPT_CAINFO, nil))
+            try check(tether_curl_setopt_string(handle, CURLOPT_CAPATH, nil))
+            let pem = Array(pinned.utf8)
+            try check(pem.withUnsafeBytes { tether_curl_setopt_blob(handle, CURLOPT_CAINFO_BLOB, $0.baseAddress, $0.count) })
+        } else if let caFile = configuration.caFile {
+            try check(tether_curl_setopt_string(handle, CURLOPT_CAINFO, caFile))
+        }
+        if let identity = configuration.clientIdentity {
+            try check(identity.pkcs12.withUnsafeBytes { tether_curl_setopt_blob(handle, CURLOPT_SSLCERT_BLOB, $0.baseAddress, $0.count) })
+            try check(tether_curl_setopt_string(handle, CURLOPT_SSLCERTTYPE, "P12"))
+            try check(tether_curl_setopt_string(handle, CURLOPT_KEYPASSWD, identity.password))
+        }
+        if let proxy = configuration.proxy {
+            try check(tether_curl_setopt_string(handle, CURLOPT_PROXY, proxy.address))
+            try check(tether_curl_setopt_long(handle, CURLOPT_HTTPPROXYTUNNEL, 1))
+            if let user = proxy.user { try check(tether_curl_setopt_string(handle, CURLOPT_PROXYUSERNAME, user)) }
+            if let password = proxy.password { try check(tether_curl_setopt_string(handle, CURLOPT_PROXYPASSWORD, password)) }
+        } else {
+            // Ignore http_proxy and friends from the environment: the proxy is a setting.
+            try check(tether_curl_setopt_string(handle, CURLOPT_NOPROXY, "*"))
+        }
+        try check(tether_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, configuration.connectionTimeout * 1000))
+        try check(tether_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, configuration.requestTimeout * 1000))
+        try check(tether_curl_setopt_write_function(handle, { data, size, count, context in
+            guard let data, let context else { return 0 }
+            let sink = Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue()
+            sink.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: size * count))
+            return size * count
+        }))
+    }
+
+    /// A header of the last response (`ETag`), or nil.
+    package func responseHeader(_ name: String) -> String? {
+        var header: UnsafeMutablePointer<curl_header>?
+        guard curl_easy_header(handle, name, 0, UInt32(CURLH_HEADER), -1, &header) == CURLHE_OK, let value = header?.pointee.value else { return nil }
+        return String(cString: value)
+    }
+
+    /// Sends one request and waits for the whole response.
+    package func send(method: String = "GET", url: String, headers: [String] = [], body: [UInt8]? = nil) throws -> HTTPResponse {
+        let sink = ResponseSink()
+        let context = Unmanaged.passRetained(sink)
+        defer { context.release() }
+        errorBuffer[0] = 0
+        try check(tether_curl_setopt_string(handle, CURLOPT_URL, url))
+        try check(tether_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context.toOpaque()))
+        try check(tether_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, method == "GET" ? nil : method))
+        if let body {
+            try check(tether_curl_setopt_long(handle, CURLOPT_POSTFIELDSIZE, body.count))
+            try check(body.withUnsafeBytes { tether_curl_setopt_pointer(handle, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: $0.baseAddress)) })
+        } else {
+            try check(tether_curl_setopt_long(handle, CURLOPT_HTTPGET, 1))
+        }
+        var list: UnsafeMutablePointer<curl_slist>?
+        for header in headers { list = curl_slist_append(list, header) }
+        defer { curl_slist_free_all(list) }
+        try check(tether_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
+
+        let code = curl_easy_perform(handle)
+        guard code == CURLE_OK else { throw classify(code, received: sink.body.count) }
+        var status = 0
+        tether_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        return HTTPResponse(status: status, body: sink.body)
+    }
+
+    /// Names a libcurl failure by what happened; reads the error buffer and the transfer's
+    /// figures right after the call that failed.
+    private func classify(_ code: CURLcode, received: Int) -> TransportError {
+        let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(code))
+        var connectCode = 0
+        tether_curl_getinfo_long(handle, CURLINFO_HTTP_CONNECTCODE, &connectCode)
+        var headerBytes = 0
+        tether_curl_getinfo_long(handle, CURLINFO_HEADER_SIZE, &headerBytes)
+        var newConnections = 0
+        tether_curl_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &newConnections)
+        var handshakeDone: curl_off_t = 0
+        tether_curl_getinfo_off_t(handle, CURLINFO_APPCONNECT_TIME_T, &handshakeDone)
+        let lowered = detail.lowercased()
+        if configuration.proxy != nil {
+            if connectCode >= 300 { return .proxyRefused("the proxy answered CONNECT with HTTP \(connectCode)") }
+            if code == CURLE_COULDNT_RESOLVE_PROXY { return .proxyRefused(detail) }
+            if code == CURLE_COULDNT_CONNECT && connectCode == 0 && !lowered.contains("after connect") { return .proxyRefused(detail) }
+        }
+        let clientAlert = lowered.contains("certificate required") || lowered.contains("alert bad certificate")
+            || lowered.contains("alert unknown ca") || lowered.contains("handshake failure")
+        let notTLS = lowered.contains("wrong version number") || lowered.contains("packet length too long") || lowered.contains("http request")
+        let noCommonVersion = lowered.contains("protocol version") || lowered.contains("unsupported protocol")
+            || lowered.contains("no protocols available") || lowered.contains("version too low")
+        let cutOff = [CURLE_SSL_CONNECT_ERROR, CURLE_SEND_ERROR, CURLE_RECV_ERROR, CURLE_GOT_NOTHING, CURLE_PARTIAL_FILE].contains(code)
+        switch code {
+        case CURLE_PEER_FAILED_VERIFICATION:
+            return .serverCertificateRejected(detail)
+        case CURLE_SSL_CERTPROBLEM:
+            return .clientCertificateRejected("the client container cannot be used: \(detail)")
+        case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST:
+            return .unreachable(detail)
+        case CURLE_OPERATION_TIMEDOUT:
+            return .timedOut(detail)
+        case _ where cutOff && clientAlert:
+            return configuration.clientIdentity == nil
+                ? .clientCertificateMissing("the server requires one: \(detail)") : .clientCertificateRejected("the server did not accept the client certificate: \(detail)")
+        case _ where cutOff && notTLS:
+            return .notTLS(detail)
+        case _ where cutOff && noCommonVersion:
+            return .tlsVersionMismatch(detail)
+        case _ where cutOff && configuration.proxy == nil && newConnections > 0 && handshakeDone > 0 && headerBytes == 0 && received == 0:
+            // TLS 1.3 finishes the client's side of the handshake before the server has checked
+            // the client's certificate; a server that refuses it often closes at once, and its
+            // alert is lost with the reset. Nothing came back on a fresh connection: say what
+            // the server most likely wanted (docs/architecture.md, "Connection failures").
+            if configuration.clientIdentity == nil {
+                return .clientCertificateMissing("the server closed the connection right after the TLS handshake: it may require one (mutualAuthentication is off) (\(detail))")
+            }
+            return .clientCertificateRejected("the server closed the connection right after the TLS handshake: it most likely did not accept the client certificate (issued by a CA it does not trust?) (\(detail))")
+        case _ where cutOff:
+            let when = handshakeDone == 0 && newConnections > 0 ? "during the TLS handshake" : "mid-transfer"
+            return .connectionReset("the server closed or reset the connection \(when): \(detail)")
+        default:
+            return .other("libcurl error \(code.rawValue): \(detail)")
+        }
+    }
+
+    private func check(_ code: CURLcode) throws {
+        guard code == CURLE_OK else {
+            throw TransportError.other("libcurl refused an option: \(String(cString: curl_easy_strerror(code)))")
+        }
+    }
+}
+
+private final class ResponseSink {
+    var body: [UInt8] = []
+}
+
+/// The libcurl this process runs with (`7.88.1`).
+package var libcurlVersion: String {
+    // "libcurl/7.88.1 OpenSSL/3.0.19 …": the first word, without its name.
+    String(String(cString: curl_version()).split(separator: " ").first?.split(separator: "/").last ?? "?")
+}

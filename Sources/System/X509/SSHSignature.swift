@@ -1,0 +1,268 @@
+internal import COpenSSL
+internal import COpenSSLShims
+import Foundation
+
+/// The outcome of checking a commit's signature against an allowed-signers file.
+package enum SignatureVerdict: Sendable, Equatable, CustomStringConvertible {
+    /// Signed by a key the allowed-signers file lists, for these principals.
+    case verified(principal: String, key: String)
+    case unsigned
+    /// Signed, but not with an SSH signature (e.g. OpenPGP), which Tether does not accept.
+    case notSSH
+    /// The signature does not verify (a changed commit, or a forged signature).
+    case invalid(reason: String, key: String?)
+    /// A good signature by a key the allowed-signers file does not list.
+    case unknownSigner(key: String)
+
+    package var isTrusted: Bool { if case .verified = self { return true }; return false }
+
+    package var description: String {
+        switch self {
+        case .verified(let principal, let key): return "signed by \(principal) (\(key))"
+        case .unsigned: return "not signed"
+        case .notSSH: return "signed, but not with an SSH signature (gpg.format=ssh)"
+        case .invalid(let reason, let key): return "bad signature\(key.map { " by key \($0)" } ?? ""): \(reason)"
+        case .unknownSigner(let key): return "signed by key \(key), which the allowed signers do not list"
+        }
+    }
+}
+
+/// One entry of an allowed-signers file (ssh-keygen's format):
+/// `principals [options] keytype base64-key [comment]`.
+package struct AllowedSigner: Sendable {
+    package let principals: String
+    package let keyBlob: [UInt8]
+    /// The namespaces the key may sign in (nil: any).
+    package let namespaces: [String]?
+}
+
+/// Verifies SSH signatures (the SSHSIG format of `git commit -S` with `gpg.format=ssh`) with
+/// OpenSSL: Ed25519, ECDSA (P-256, P-384, P-521) and RSA (rsa-sha2-256/512) keys.
+package enum SSHSignature {
+    /// Reads an allowed-signers file; lines it cannot use (cert-authority, unknown key types) are skipped.
+    package static func allowedSigners(_ text: String) -> [AllowedSigner] {
+        var signers: [AllowedSigner] = []
+        for rawLine in text.split(separator: "\n") {
+            let line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let tokens = tokenize(line)
+            guard tokens.count >= 3 else { continue }
+            var index = 1
+            var namespaces: [String]?
+            var certificateAuthority = false
+            if !isKeyType(tokens[1]) {
+                for option in tokens[1].split(separator: ",", omittingEmptySubsequences: true) {
+                    if option.lowercased() == "cert-authority" { certificateAuthority = true }
+                    if option.lowercased().hasPrefix("namespaces=") {
+                        namespaces = option.dropFirst("namespaces=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+                            .split(separator: ",").map(String.init)
+                    }
+                }
+                index = 2
+            }
+            guard !certificateAuthority, tokens.count > index + 1, isKeyType(tokens[index]),
+                  let blob = Data(base64Encoded: tokens[index + 1]) else { continue }
+            signers.append(AllowedSigner(principals: tokens[0], keyBlob: Array(blob), namespaces: namespaces))
+        }
+        return signers
+    }
+
+    /// Checks an armored SSH signature over `payload` in `namespace` ("git" for commits).
+    package static func verify(armored: String, payload: [UInt8], allowed: [AllowedSigner], namespace: String = "git") -> SignatureVerdict {
+        guard armored.contains("-----BEGIN SSH SIGNATURE-----") else { return .notSSH }
+        let body = armored.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        guard let blob = Data(base64Encoded: body) else { return .invalid(reason: "the signature is not valid base64", key: nil) }
+        var reader = SSHReader(Array(blob))
+        guard reader.readBytes(6) == Array("SSHSIG".utf8), reader.readUInt32() == 1,
+              let publicKey = reader.readString(), let signedNamespace = reader.readString(), let reserved = reader.readString(),
+              let hashName = reader.readString(), let signature = reader.readString() else {
+            return .invalid(reason: "not an SSHSIG signature", key: nil)
+        }
+        let key = fingerprint(publicKey)
+        guard String(decoding: signedNamespace, as: UTF8.self) == namespace else {
+            return .invalid(reason: "signed for namespace '\(String(decoding: signedNamespace, as: UTF8.self))', not '\(namespace)'", key: key)
+        }
+        let hashAlgorithm = String(decoding: hashName, as: UTF8.self)
+        guard let digest = hashAlgorithm == "sha512" ? EVP_sha512() : (hashAlgorithm == "sha256" ? EVP_sha256() : nil) else {
+            return .invalid(reason: "unsupported hash \(hashAlgorithm)", key: key)
+        }
+        var signed = Array("SSHSIG".utf8)
+        SSHReader.appendString(&signed, signedNamespace)
+        SSHReader.appendString(&signed, reserved)
+        SSHReader.appendString(&signed, hashName)
+        SSHReader.appendString(&signed, hash(payload, digest))
+        do {
+            guard try verify(signature: signature, data: signed, publicKey: publicKey) else {
+                return .invalid(reason: "the signature does not match the commit", key: key)
+            }
+        } catch {
+            return .invalid(reason: "\(error)", key: key)
+        }
+        let matches = allowed.filter { $0.keyBlob == publicKey && ($0.namespaces?.contains(namespace) ?? true) }
+        guard let signer = matches.first else { return .unknownSigner(key: key) }
+        return .verified(principal: signer.principals, key: key)
+    }
+
+    /// `SHA256:…` as ssh-keygen prints a key's fingerprint.
+    package static func fingerprint(_ blob: [UInt8]) -> String {
+        "SHA256:" + Data(hash(blob, EVP_sha256())).base64EncodedString().trimmingCharacters(in: CharacterSet(charactersIn: "="))
+    }
+
+    private struct VerifyError: Error, CustomStringConvertible { let description: String }
+
+    private static func verify(signature: [UInt8], data: [UInt8], publicKey: [UInt8]) throws -> Bool {
+        OpenSSL.initialize()
+        var keyReader = SSHReader(publicKey)
+        guard let typeBytes = keyReader.readString() else { throw VerifyError(description: "malformed public key") }
+        let keyType = String(decoding: typeBytes, as: UTF8.self)
+        var signatureReader = SSHReader(signature)
+        guard let signatureType = signatureReader.readString().map({ String(decoding: $0, as: UTF8.self) }),
+              var signatureBlob = signatureReader.readString() else { throw VerifyError(description: "malformed signature") }
+        var digest: OpaquePointer?
+        let key: OpaquePointer?
+        switch keyType {
+        case "ssh-ed25519":
+            guard let raw = keyReader.readString(), raw.count == 32 else { throw VerifyError(description: "malformed Ed25519 key") }
+            key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nil, raw, raw.count)
+        case "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521":
+            guard keyReader.readString() != nil, let point = keyReader.readString() else { throw VerifyError(description: "malformed ECDSA key") }
+            let prefixes: [String: String] = [
+                "ecdsa-sha2-nistp256": "3059301306072a8648ce3d020106082a8648ce3d030107034200",
+                "ecdsa-sha2-nistp384": "3076301006072a8648ce3d020106052b81040022036200",
+                "ecdsa-sha2-nistp521": "30819b301006072a8648ce3d020106052b8104002303818600",
+            ]
+            let spki = hex(prefixes[keyType]!) + point
+            key = spki.withUnsafeBufferPointer { buffer in
+                var cursor: UnsafePointer<UInt8>? = buffer.baseAddress
+                return d2i_PUBKEY(nil, &cursor, buffer.count)
+            }
+            digest = keyType.hasSuffix("256") ? EVP_sha256() : (keyType.hasSuffix("384") ? EVP_sha384() : EVP_sha512())
+            var parts = SSHReader(signatureBlob)
+            guard let r = parts.readString(), let s = parts.readString() else { throw VerifyError(description: "malformed ECDSA signature") }
+            signatureBlob = DER.sequence(DER.integer(r) + DER.integer(s))
+        case "ssh-rsa":
+            guard let exponent = keyReader.readString(), let modulus = keyReader.readString() else { throw VerifyError(description: "malformed RSA key") }
+            let pkcs1 = DER.sequence(DER.integer(modulus) + DER.integer(exponent))
+            key = pkcs1.withUnsafeBufferPointer { buffer in
+                var cursor: UnsafePointer<UInt8>? = buffer.baseAddress
+                return d2i_PublicKey(EVP_PKEY_RSA, nil, &cursor, buffer.count)
+            }
+            switch signatureType {
+            case "rsa-sha2-512": digest = EVP_sha512()
+            case "rsa-sha2-256": digest = EVP_sha256()
+            default: throw VerifyError(description: "RSA signature type \(signatureType) is not accepted (use rsa-sha2-256 or rsa-sha2-512)")
+            }
+        default:
+            throw VerifyError(description: "key type \(keyType) is not supported")
+        }
+        guard let key else { throw VerifyError(description: "OpenSSL cannot read the \(keyType) key: \(OpenSSL.drainErrors() ?? "unknown error")") }
+        defer { EVP_PKEY_free(key) }
+        guard let context = EVP_MD_CTX_new() else { throw VerifyError(description: "EVP_MD_CTX_new failed") }
+        defer { EVP_MD_CTX_free(context) }
+        guard EVP_DigestVerifyInit(context, nil, digest, nil, key) == 1 else {
+            throw VerifyError(description: OpenSSL.drainErrors() ?? "EVP_DigestVerifyInit failed")
+        }
+        let result = EVP_DigestVerify(context, signatureBlob, signatureBlob.count, data, data.count)
+        OpenSSL.discardErrors()
+        return result == 1
+    }
+
+    static func hash(_ data: [UInt8], _ digest: OpaquePointer?) -> [UInt8] {
+        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        EVP_Digest(data, data.count, &output, &length, digest, nil)
+        return Array(output.prefix(Int(length)))
+    }
+
+    private static func isKeyType(_ token: String) -> Bool {
+        token.hasPrefix("ssh-") || token.hasPrefix("ecdsa-sha2-") || token.hasPrefix("sk-")
+    }
+
+    /// Splits on spaces, keeping double-quoted parts together.
+    private static func tokenize(_ line: String) -> [String] {
+        var tokens: [String] = []
+        var current = ""
+        var quoted = false
+        for character in line {
+            if character == "\"" { quoted.toggle(); current.append(character); continue }
+            if character == " " && !quoted {
+                if !current.isEmpty { tokens.append(current); current = "" }
+            } else {
+                current.append(character)
+            }
+        }
+        if !current.isEmpty { tokens.append(current) }
+        return tokens
+    }
+
+    private static func hex(_ text: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var index = text.startIndex
+        while index < text.endIndex {
+            let next = text.index(index, offsetBy: 2)
+            bytes.append(UInt8(text[index..<next], radix: 16)!)
+            index = next
+        }
+        return bytes
+    }
+}
+
+/// Message digests.
+package enum Digest {
+    /// SHA-256 as lower-case hex.
+    package static func sha256Hex(_ bytes: [UInt8]) -> String {
+        SSHSignature.hash(bytes, EVP_sha256()).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Reads SSH wire types (RFC 4251): uint32, string.
+struct SSHReader {
+    private let bytes: [UInt8]
+    private var offset = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    mutating func readBytes(_ count: Int) -> [UInt8]? {
+        guard count >= 0, offset + count <= bytes.count else { return nil }
+        defer { offset += count }
+        return Array(bytes[offset..<(offset + count)])
+    }
+
+    mutating func readUInt32() -> UInt32? {
+        guard let raw = readBytes(4) else { return nil }
+        return raw.reduce(0) { ($0 << 8) | UInt32($1) }
+    }
+
+    mutating func readString() -> [UInt8]? {
+        guard let length = readUInt32() else { return nil }
+        return readBytes(Int(length))
+    }
+
+    static func appendString(_ output: inout [UInt8], _ value: [UInt8]) {
+        let length = UInt32(value.count)
+        output += [UInt8(length >> 24), UInt8((length >> 16) & 0xFF), UInt8((length >> 8) & 0xFF), UInt8(length & 0xFF)]
+        output += value
+    }
+}
+
+/// Just enough DER for public keys and ECDSA signatures.
+enum DER {
+    static func length(_ count: Int) -> [UInt8] {
+        if count < 0x80 { return [UInt8(count)] }
+        var bytes: [UInt8] = []
+        var value = count
+        while value > 0 { bytes.insert(UInt8(value & 0xFF), at: 0); value >>= 8 }
+        return [0x80 | UInt8(bytes.count)] + bytes
+    }
+
+    /// An INTEGER from an SSH mpint (already two's complement, big-endian).
+    static func integer(_ mpint: [UInt8]) -> [UInt8] {
+        var content = mpint.isEmpty ? [0] : mpint
+        if content[0] & 0x80 != 0 { content.insert(0, at: 0) }
+        return [0x02] + length(content.count) + content
+    }
+
+    static func sequence(_ content: [UInt8]) -> [UInt8] {
+        [0x30] + length(content.count) + content
+    }
+}
