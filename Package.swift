@@ -92,8 +92,8 @@ let package = Package(
         module("Planner", in: "Planning", ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
 
         // ── Reconciling: one driver from revision to recorded apply; the controller that runs it ──
-        module("Reconciler", in: "Reconciling", ["Planner", "AgentInterface", "AgentRecords", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
-        module("Controller", in: "Reconciling", ["EmbeddedAgent", "KESLAgent", 
+        module("Reconciler", in: "Reconciling", ["GitSource", "Planner", "AgentInterface", "AgentRecords", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
+        module("Controller", in: "Reconciling", [
             "Reconciler", "Planner", "PolicySource", "AgentInterface", "ConnectorCore", "GitSource", "Sensors", "X509", "Policy",
             "IntegrationModel", "HTTPServer", "HTTPTransport", logging,
         ]),

@@ -9,6 +9,15 @@ import X509
 /// `transaction` must make a group of changes all-or-nothing (a backend that cannot roll back
 /// records what it changed and undoes it in reverse).
 package protocol AgentBackend: AnyObject {
+    /// What this kind of backend can do beyond this protocol; options that need more are refused
+    /// before anything changes (`AgentCapabilities.require`).
+    static var capabilities: AgentCapabilities { get }
+    /// What this backend's name is to people ("the embedded agent", "the vendor's agent (kesl-control)").
+    static var displayName: String { get }
+    /// Warnings about a change a crash cut short and that the backend undid before its last
+    /// transaction (`crashRecovery` backends); empty otherwise.
+    var recoveryNotes: [String] { get }
+
     /// Every setting (defaults filled), the running tasks and the certificates.
     func state() throws -> AgentState
     /// What Tether last applied here, and which revision.
@@ -39,4 +48,45 @@ package protocol AgentBackend: AnyObject {
     /// Puts back a client container this agent held before (a restore point's), without opening
     /// it again: its password file may hold a newer container's password by now.
     func restoreClientCertificate(_ integration: Integration, certificate: Certificate, pkcs12: [UInt8], password: ContainerPassword) throws
+}
+
+extension AgentBackend {
+    package var recoveryNotes: [String] { [] }
+}
+
+/// What a backend can do beyond `AgentBackend`. The reconciler asks for capabilities, never for a
+/// concrete backend (docs/architecture.md, "Backends and their capabilities").
+package struct AgentCapabilities: OptionSet, Sendable {
+    package let rawValue: Int
+    package init(rawValue: Int) { self.rawValue = rawValue }
+
+    /// Tether runs this agent's connectors: it can sync them after an apply (`--health-window`)
+    /// and show their health in drift reports.
+    package static let connectors = AgentCapabilities(rawValue: 1 << 0)
+    /// Its store takes the history file into its own transaction, so an apply's history entry
+    /// commits with the change. Without it the entry is written right after the agent's commit.
+    package static let historyInAgentCommit = AgentCapabilities(rawValue: 1 << 1)
+    /// It undoes a change a crash cut short before its next transaction and says so (`recoveryNotes`).
+    package static let crashRecovery = AgentCapabilities(rawValue: 1 << 2)
+
+    /// What each capability is, for the refusal.
+    var needs: String {
+        var parts: [String] = []
+        if contains(.connectors) { parts.append("connectors that Tether runs") }
+        if contains(.historyInAgentCommit) { parts.append("a store that commits the history with the change") }
+        if contains(.crashRecovery) { parts.append("undoing changes a crash cut short") }
+        return parts.joined(separator: " and ")
+    }
+
+    /// Refuses `option` unless `backend` has `capability`, before anything changes.
+    package static func require(_ capability: AgentCapabilities, for option: String, by backend: AgentBackend.Type, instead: String) throws {
+        guard !backend.capabilities.isSuperset(of: capability) else { return }
+        throw UnsupportedOption(message: "\(option) needs \(capability.needs), and \(backend.displayName) has none; \(instead)")
+    }
+}
+
+/// An option the chosen backend cannot honour, refused before anything changed.
+package struct UnsupportedOption: Error, CustomStringConvertible {
+    package let message: String
+    package var description: String { message }
 }

@@ -9,16 +9,21 @@ import X509
 /// each integration's settings, whether its task runs, and its certificates. It enforces
 /// the agent's rules itself (README.md, "Rules the agent enforces"): a change that would leave a running task with an unmet
 /// precondition is refused, and nothing of it is kept.
-package final class Agent: AgentBackend {
+package final class Agent: AgentBackend, @unchecked Sendable {
     /// The state directory.
     package let directory: URL
     let database: Database
+    /// Held by the thread inside a transaction (or a read), so the threads of `tether run` that
+    /// share this agent never see each other's nesting depth or half-made changes.
+    private let lock = NSRecursiveLock()
     private var transactionDepth = 0
     private var actor = "tether agent"
     private var attached = Set<String>()
 
     /// The store's file name inside the state directory.
     package static let storeFileName = "agent.db"
+    package static let capabilities: AgentCapabilities = [.connectors, .historyInAgentCommit]
+    package static let displayName = "the embedded agent (--agent embedded)"
 
     /// Opens the agent's store in `stateDirectory`, creating both when missing (owner-only permissions:
     /// the store holds client containers).
@@ -126,6 +131,8 @@ package final class Agent: AgentBackend {
     /// (when it throws) none is and the store is exactly as before.
     @discardableResult
     package func transaction<T>(actor: String, _ body: () throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
         let previousActor = self.actor
         self.actor = actor
         defer { self.actor = previousActor }
@@ -139,10 +146,19 @@ package final class Agent: AgentBackend {
         try transaction(actor: actor) { try body(database) }
     }
 
+    /// The store's connection with `file` attached as `schema`: how History shares it, so that the
+    /// process holds one connection to each file and an apply commits both in one transaction.
+    package func connection(attaching file: URL, as schema: String) throws -> Database {
+        try attach(file, as: schema)
+        return database
+    }
+
     /// Attaches another SQLite file to the store's connection under `schema` (once), so that
     /// one transaction covers both. Both files use a rollback journal, so SQLite commits them
     /// atomically together (a super-journal).
     package func attach(_ file: URL, as schema: String) throws {
+        lock.lock()
+        defer { lock.unlock() }
         guard !attached.contains(schema) else { return }
         _ = try storeAccess { try database.query("ATTACH DATABASE ? AS \(schema)", [.text(file.path)]) }
         attached.insert(schema)
@@ -151,6 +167,8 @@ package final class Agent: AgentBackend {
     /// Runs `body` in a transaction, or in a savepoint inside one, so that a nested change that
     /// fails is undone even when its caller carries on.
     package func atomically<T>(_ body: () throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
         transactionDepth += 1
         defer { transactionDepth -= 1 }
         guard transactionDepth > 1 else { return try storeAccess { try database.transaction(body) } }
@@ -316,6 +334,8 @@ package final class Agent: AgentBackend {
     }
 
     func storeAccess<T>(_ body: () throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
         do {
             return try body()
         } catch let error as SQLiteError {

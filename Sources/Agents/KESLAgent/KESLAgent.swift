@@ -15,6 +15,8 @@ import X509
 /// and a transaction cut short by a crash is undone when the backend is next opened.
 package final class KESLAgent: AgentBackend {
     package static let storeFileName = "kesl.db"
+    package static let capabilities: AgentCapabilities = [.crashRecovery]
+    package static let displayName = "the vendor's agent (--agent kesl, through kesl-control)"
     /// The actor of changes Tether finds but did not make: the vendor's command line keeps no author.
     package static let outsideActor = "outside Tether (kesl-control keeps no author)"
 
@@ -41,7 +43,7 @@ package final class KESLAgent: AgentBackend {
     private var pendingChanges: [(path: String, old: String, new: String)] = []
     private var pendingApplied: AppliedState?
     /// What undoing an interrupted transaction did when the backend was opened, for the caller to report.
-    package private(set) var recovered: [String] = []
+    package private(set) var recoveryNotes: [String] = []
 
     /// Opens the backend's store in `stateDirectory`. A transaction a crash cut short is undone
     /// when the next one starts (under the lock, so never one still running).
@@ -474,7 +476,7 @@ package final class KESLAgent: AgentBackend {
             }
             _ = try? database.query("DELETE FROM journal WHERE seq = ?", [.integer(seq)])
         }
-        recovered.append(UndoneChange(failure: "an earlier change to the vendor's agent was cut short (\(rows.count) step\(rows.count == 1 ? "" : "s"))",
+        recoveryNotes.append(UndoneChange(failure: "an earlier change to the vendor's agent was cut short (\(rows.count) step\(rows.count == 1 ? "" : "s"))",
                                       stillChanged: stillChanged).description)
         return true
     }

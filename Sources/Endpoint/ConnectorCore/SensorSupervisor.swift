@@ -10,8 +10,9 @@ import X509
 /// the sensors run while EDR or NDR telemetry flows by the rules (task running, behaviour
 /// detection on, and for EDR `telemetry` on), restart when the watched folders change, and
 /// stop when git turns any of those off. EDR receives every event type; NDR the network ones.
-/// It has its own thread and its own connection to the stores, so a long controller cycle
-/// never holds the sensors back (their buffer is bounded; overflow is counted by type).
+/// It has its own thread, so a long controller cycle never holds the sensors back (their buffer
+/// is bounded; overflow is counted by type); it shares the connectors' runtime and its store
+/// connections, which serialize transactions between threads.
 package final class SensorSupervisor: @unchecked Sendable {
     private let runtime: ConnectorRuntime
     private let buffer: SensorBuffer
@@ -49,11 +50,19 @@ package final class SensorSupervisor: @unchecked Sendable {
     /// Events let into each integration's queue this clock hour, by type.
     private var admitted: [Integration: (hour: Int, counts: [String: Int])] = [:]
     private let log: @Sendable (String) -> Void
+    private let batchReady: @Sendable () -> Void
+    /// Signalled by `stop`, so the thread's wait between checks ends at once.
+    private let stopRequested = DispatchSemaphore(value: 0)
 
-    /// `kernelInterfaces` false uses only what an unprivileged process may (a /proc scan, inotify).
-    package init(agent: Agent, bufferCapacity: Int = 20_000, queueLimit: Int = 100_000, checkInterval: TimeInterval = 0.5, kernelInterfaces: Bool = true,
-                log: @escaping @Sendable (String) -> Void = { _ in }) throws {
-        runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit)
+    /// Supervises sensors that feed `runtime`'s queues (shared with the connectors: one
+    /// connection to each store). `kernelInterfaces` false uses only what an unprivileged
+    /// process may (a /proc scan, inotify).
+    /// `batchReady` is called when a telemetry queue holds a batch (the owner flushes it then, not
+    /// at its next timer).
+    package init(runtime: ConnectorRuntime, bufferCapacity: Int = 20_000, checkInterval: TimeInterval = 0.5, kernelInterfaces: Bool = true,
+                 log: @escaping @Sendable (String) -> Void = { _ in }, batchReady: @escaping @Sendable () -> Void = {}) {
+        self.runtime = runtime
+        self.batchReady = batchReady
         buffer = SensorBuffer(capacity: bufferCapacity)
         self.kernelInterfaces = kernelInterfaces
         self.checkInterval = checkInterval
@@ -66,8 +75,7 @@ package final class SensorSupervisor: @unchecked Sendable {
             nameThisThread("sensor:queue")
             while !isStopping {
                 step()
-                let deadline = Date().addingTimeInterval(checkInterval)
-                while !isStopping, deadline.timeIntervalSinceNow > 0 { Thread.sleep(forTimeInterval: min(0.1, deadline.timeIntervalSinceNow)) }
+                _ = stopRequested.wait(timeout: .now() + checkInterval)
             }
             stopSensors()
             drain(flowing: lastFlowing)
@@ -84,6 +92,7 @@ package final class SensorSupervisor: @unchecked Sendable {
         let wasRunning = thread != nil && !stopping
         stopping = true
         lock.unlock()
+        stopRequested.signal()
         if wasRunning { finished.wait() }
     }
 
@@ -201,6 +210,7 @@ package final class SensorSupervisor: @unchecked Sendable {
             for integration in flowing {
                 let (kept, throttled) = admit(integration == .edr ? events : events.filter { $0.type == "network-connection" }, for: integration)
                 try runtime.record(kept, for: integration)
+                if !kept.isEmpty, (try? runtime.store.depth(integration)) ?? 0 >= ConnectorRuntime.batchSize { batchReady() }
                 if !throttled.isEmpty {
                     try runtime.store.database.transaction {
                         try runtime.store.bump(integration, "throttled", by: throttled.values.reduce(0, +))

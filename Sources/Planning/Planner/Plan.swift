@@ -184,6 +184,13 @@ package struct Plan: Sendable {
         findings.filter { $0.kind == .unenforceable && $0.blocksApply }.map { PolicyProblem($0.source, "\($0.key): \($0.reason ?? "cannot be applied")") }
     }
 
+    /// What this plan leaves once its steps are made: the findings an apply does not correct
+    /// (observed, excepted, expiring, unenforceable here, released) and no steps. What a drift
+    /// report after a successful apply shows, without planning again.
+    package func afterApplying() -> Plan {
+        Plan(findings: findings.filter { !$0.corrected }, steps: [], restarts: [], managed: managed, desiredValues: desiredValues)
+    }
+
     package init(findings: [Finding], steps: [PlanStep], restarts: [Integration] = [],
                 managed: [(key: DesiredKey, source: SourceLocation)] = [], desiredValues: [String: String] = [:]) {
         self.findings = findings

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ConnectorCore
+import Controller
 import Foundation
 import IntegrationModel
 import Reports
@@ -254,6 +255,19 @@ struct RunConnectors: ParsableCommand {
 enum StopSignal {
     nonisolated(unsafe) private static var flag: sig_atomic_t = 0
     nonisolated(unsafe) private static var reload: sig_atomic_t = 0
+    /// A pipe's write end the handlers write a byte to, so a process asleep until its next
+    /// deadline wakes at once (`Wakeup`); -1 for none.
+    nonisolated(unsafe) private static var wakeDescriptor: Int32 = -1
+
+    /// Wakes `wakeup` on every signal from now on.
+    static func wake(_ wakeup: Wakeup) { wakeDescriptor = wakeup.writeEnd }
+
+    /// In a signal handler: only write(2), which is async-signal-safe.
+    private static func poke() {
+        guard wakeDescriptor >= 0 else { return }
+        var byte: UInt8 = 1
+        _ = write(wakeDescriptor, &byte, 1)
+    }
 
     static var requested: Bool { flag != 0 }
 
@@ -272,8 +286,8 @@ enum StopSignal {
         sigemptyset(&set)
         for number in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, number) }
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        signal(SIGINT) { _ in StopSignal.flag = 1 }
-        signal(SIGTERM) { _ in StopSignal.flag = 1 }
-        signal(SIGHUP) { _ in StopSignal.reload = 1 }
+        signal(SIGINT) { _ in StopSignal.flag = 1; StopSignal.poke() }
+        signal(SIGTERM) { _ in StopSignal.flag = 1; StopSignal.poke() }
+        signal(SIGHUP) { _ in StopSignal.reload = 1; StopSignal.poke() }
     }
 }

@@ -1,3 +1,4 @@
+import AgentInterface
 import ArgumentParser
 import Controller
 import Foundation
@@ -132,6 +133,14 @@ struct RunCommand: ParsableCommand {
             logger.warning("--probe-url \(probeURL) is plain HTTP: anyone on the path can answer 304 and hold updates back for up to \(10) cycles; prefer https")
         }
         configuration.probeCAFile = source.credentialOptions.gitCAFile
+        let choice = try backend.choice(source.device, keep: false)
+        if healthWindow > 0 {
+            do {
+                try HealthWindow.requireSupport(by: choice.backendType)
+            } catch let unsupported as UnsupportedOption {
+                throw CommandError("error: \(unsupported.message)")
+            }
+        }
         configuration.agent = try backend.choice(source.device, keep: true)
         let controller = Controller(configuration: configuration, logger: logger)
         if let reportDir {
@@ -149,6 +158,8 @@ struct RunCommand: ParsableCommand {
                 throw CommandError("error: \(error)")
             }
         }
+        let wakeup = Wakeup()
+        StopSignal.wake(wakeup)
         StopSignal.install()
         logger.info("controller started", metadata: ["repo": .string(source.spec.displayRepository), "ref": .string(source.ref ?? "HEAD"),
                                                      "interval": .stringConvertible(interval), "verify": .string(verify.rawValue)])
@@ -161,7 +172,7 @@ struct RunCommand: ParsableCommand {
         // WatchdogSec= is replaced by it, so a longer interval in the configuration is not killed.
         let quiet = max(interval * (1 + jitter), maxBackoff) + 2 * fetchTimeout + healthWindow + 300
         notifier?.send(["WATCHDOG_USEC": String(Int(quiet * 1_000_000))])
-        loop.run(cycles: once ? 1 : cycles, shouldStop: { StopSignal.requested }, shouldReload: { StopSignal.takeReload() }) { result in
+        loop.run(cycles: once ? 1 : cycles, wakeup: wakeup, shouldStop: { StopSignal.requested }, shouldReload: { StopSignal.takeReload() }) { result in
             var fields = ["WATCHDOG": "1", "STATUS": "\(result.condition.rawValue): \(result.message)"]
             if last == nil { fields["READY"] = "1" }
             notifier?.send(fields)

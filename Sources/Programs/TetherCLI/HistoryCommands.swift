@@ -35,9 +35,9 @@ struct HistoryCommand: ParsableCommand {
         for entry in entries {
             let columns = [
                 ReportFormatting.timestamp(entry.at).padding(toLength: 21, withPad: " ", startingAt: 0),
-                entry.kind.padding(toLength: 9, withPad: " ", startingAt: 0),
+                entry.kind.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0),
                 String(entry.revision.prefix(12)).padding(toLength: 13, withPad: " ", startingAt: 0),
-                entry.result.padding(toLength: 14, withPad: " ", startingAt: 0),
+                entry.result.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0),
                 String(entry.findings).padding(toLength: 9, withPad: " ", startingAt: 0),
                 String(entry.detail.prefix(80)),
             ]
@@ -66,8 +66,15 @@ struct RollbackCommand: ParsableCommand {
     @OptionGroup var verification: VerifyOptions
 
     func run() throws {
-        let history = try History(stateDirectory: source.device.stateDirectoryURL)
-        let current = try agentCall { try backend.open(source.device).appliedState().revision }
+        let choice = try backend.choice(source.device, keep: false)
+        do {
+            try health.requireSupport(choice.backendType)
+        } catch let unsupported as UnsupportedOption {
+            throw CommandError("error: \(unsupported.message)")
+        }
+        let session = try agentCall { try AgentSession(choice, stateDirectory: source.device.stateDirectoryURL) }
+        let history = session.history
+        let current = try agentCall { try session.backend.appliedState().revision }
         let target: String
         if let to {
             target = to
@@ -82,8 +89,8 @@ struct RollbackCommand: ParsableCommand {
         let outcome = try refusing {
             var gate = verification.gate
             gate.rollbackRequested = true
-            return try Reconciliation(options, backend: backend, keepBackend: true, gate: gate, warnExpiry: reportOptions.warnExpiry)
-                .apply(actor: "tether rollback", historyKind: "rollback", healthWindow: health.healthWindow)
+            return try CommandPipeline.compare(options, backend: backend, keepBackend: true, gate: gate, warnExpiry: reportOptions.warnExpiry, session: session)
+                .apply(actor: "tether rollback", historyKind: .rollback, healthWindow: health.healthWindow)
         }
         try reportOptions.emit(outcome.report)
         if let failure = outcome.failure {

@@ -50,38 +50,54 @@ struct ValidateCommand: ParsableCommand {
     }
 }
 
-extension Reconciliation {
-    /// Runs the pipeline's first stages for the revision the source options name — resolve,
-    /// vouch (signatures before any file is read, then ancestry), read, decode — and compares it
-    /// with this device, or with a snapshot (offline: the device decides about ancestry).
-    /// `keepBackend`: the command changes the agent, so the backend options are kept in agent.conf.
-    init(_ source: SourceOptions, backend: BackendOptions, keepBackend: Bool = false, gate: RevisionGate = .standard, warnExpiry: Int,
-         snapshot: AgentSnapshot? = nil, prune: Bool = false) throws {
-        let repository = try source.repository()
-        var gate = gate
-        let agent: AgentBackend?
-        let labels: [String: String]
-        let lastApplied: String?
-        if let snapshot {
-            gate.checksAncestry = false
-            agent = nil
-            lastApplied = snapshot.applied.revision
-            labels = snapshot.labels.merging(try source.device.labelOverrides()) { _, new in new }
-        } else {
-            agent = try backend.open(source.device, keep: keepBackend)
-            lastApplied = try agentCall { try agent?.appliedState().revision }
-            labels = try source.device.deviceLabels()
-        }
-        do {
-            let vouched = try Pipeline.revision(source.spec, repository: repository, gate: gate, lastApplied: lastApplied)
-            for warning in vouched.revision.policySet.labelWarnings(labels) { Console.error("warning: \(warning)") }
-            if !source.device.labels.isEmpty {
-                Console.error("note: --label \(source.device.labels.joined(separator: " --label ")) is for this run only; keep labels with `tether agent labels set`")
+/// How the commands reach the one driver (`Driver` in Reconciler): the agent the options
+/// choose, the revision the source options name, warnings on standard error, and the
+/// pipeline's errors as one-line messages.
+enum CommandPipeline {
+    /// Compares the revision with this device's agent. `keepBackend`: the command changes the
+    /// agent, so the backend options are kept in agent.conf — after `require` has refused what
+    /// the chosen backend cannot do, so a refused command changes nothing.
+    static func compare(_ source: SourceOptions, backend: BackendOptions, keepBackend: Bool = false, gate: RevisionGate, warnExpiry: Int,
+                        prune: Bool = false, require: (AgentBackend.Type) throws -> Void = { _ in }, session opened: AgentSession? = nil) throws -> Reconciliation {
+        try mappingErrors {
+            let repository = try source.repository()
+            let choice = try backend.choice(source.device, keep: false)
+            do {
+                try require(choice.backendType)
+            } catch let unsupported as UnsupportedOption {
+                throw CommandError("error: \(unsupported.message)")
             }
-            try self.init(revision: vouched.revision, gate: gate, labels: labels, host: snapshot?.host ?? ProcessInfo.processInfo.hostName,
-                          stateDirectory: source.device.stateDirectoryURL, agent: agent, snapshot: snapshot, notes: vouched.notes,
-                          warnExpiryDays: warnExpiry, prune: prune)
-            if let change = labelChange { Console.error("warning: \(change)") }
+            if keepBackend { _ = try backend.choice(source.device, keep: true) }
+            let session = try opened ?? agentCall { try AgentSession(choice, stateDirectory: source.device.stateDirectoryURL) }
+            let labels = try source.device.deviceLabels()
+            noteLabelOverrides(source)
+            return try Driver(gate: gate, warn: warn).compare(source.spec, repository: repository, session: session, labels: labels,
+                                                             host: ProcessInfo.processInfo.hostName, warnExpiryDays: warnExpiry, prune: prune)
+        }
+    }
+
+    /// Compares the revision offline with an agent snapshot: nothing on this machine is opened.
+    static func compareOffline(_ source: SourceOptions, snapshot: AgentSnapshot, gate: RevisionGate, warnExpiry: Int, prune: Bool) throws -> OfflineComparison {
+        try mappingErrors {
+            let repository = try source.repository()
+            let labels = snapshot.labels.merging(try source.device.labelOverrides()) { _, new in new }
+            noteLabelOverrides(source)
+            return try Driver(gate: gate, warn: warn).compareOffline(source.spec, repository: repository, snapshot: snapshot, labels: labels,
+                                                                    deviceDirectory: source.device.stateDirectoryURL, warnExpiryDays: warnExpiry, prune: prune)
+        }
+    }
+
+    private static func warn(_ warning: String) { Console.error("warning: \(warning)") }
+
+    private static func noteLabelOverrides(_ source: SourceOptions) {
+        if !source.device.labels.isEmpty {
+            Console.error("note: --label \(source.device.labels.joined(separator: " --label ")) is for this run only; keep labels with `tether agent labels set`")
+        }
+    }
+
+    private static func mappingErrors<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
         } catch let error as AgentError {
             throw CommandError("error: \(error)")
         } catch let error as KESLError {
@@ -136,13 +152,23 @@ struct PlanCommand: ParsableCommand {
     var prune = false
 
     func run() throws {
-        let snapshot = try against.map { path in
-            try agentCall { try AgentSnapshot(json: Data(try readFile(path)), source: path) }
+        let plan: Plan
+        if let against {
+            let snapshot = try agentCall { try AgentSnapshot(json: Data(try readFile(against)), source: against) }
+            let comparison = try refusing {
+                try CommandPipeline.compareOffline(source, snapshot: snapshot, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
+            }
+            plan = comparison.plan
+            try reportOptions.emit(comparison.report())
+        } else {
+            let comparison = try refusing {
+                try CommandPipeline.compare(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
+            }
+            plan = comparison.plan
+            if !plan.unenforceable.isEmpty { throw PolicyProblems(plan.unenforceable) }
+            try reportOptions.emit(comparison.report(.plan))
         }
-        let comparison = try refusing { try Reconciliation(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, snapshot: snapshot, prune: prune) }
-        if snapshot == nil, !comparison.plan.unenforceable.isEmpty { throw PolicyProblems(comparison.plan.unenforceable) }
-        try reportOptions.emit(comparison.report(.plan))
-        if detailedExitcode && (!comparison.plan.isEmpty || !comparison.plan.unenforceable.isEmpty) { throw ExitCode(2) }
+        if detailedExitcode && (!plan.isEmpty || !plan.unenforceable.isEmpty) { throw ExitCode(2) }
     }
 }
 
@@ -172,11 +198,11 @@ struct ApplyCommand: ParsableCommand {
     func run() throws {
         let outcome: Reconciliation.ApplyOutcome
         do {
-            let comparison = try Reconciliation(source, backend: backend, keepBackend: true, gate: verification.gate,
-                                                warnExpiry: reportOptions.warnExpiry, prune: prune)
+            let comparison = try CommandPipeline.compare(source, backend: backend, keepBackend: true, gate: verification.gate,
+                                                         warnExpiry: reportOptions.warnExpiry, prune: prune, require: health.requireSupport)
             outcome = try comparison.apply(actor: "tether apply", healthWindow: health.healthWindow)
-            // A change to the vendor's agent that a crash cut short was undone first: say what it left.
-            for note in (comparison.agent as? KESLAgent)?.recovered ?? [] { Console.error("warning: \(note)") }
+            // A change that a crash cut short was undone first (a backend that can): say what it left.
+            for note in comparison.session.backend.recoveryNotes { Console.error("warning: \(note)") }
         } catch let refused as RevisionRefused {
             Console.error(refused.commandMessage)
             throw ExitCode(detailedExitcodes ? 8 : 1)
@@ -198,6 +224,11 @@ struct HealthWindowOptions: ParsableArguments {
     func validate() throws {
         if healthWindow < 0 { throw ValidationError("--health-window takes seconds, 0 or more; for example --health-window 30") }
     }
+
+    /// Refuses a health window the chosen backend cannot run, before anything changes.
+    func requireSupport(_ backend: AgentBackend.Type) throws {
+        if healthWindow > 0 { try HealthWindow.requireSupport(by: backend) }
+    }
 }
 
 /// `tether drift`
@@ -215,7 +246,7 @@ struct DriftCommand: ParsableCommand {
     @OptionGroup var verification: VerifyOptions
 
     func run() throws {
-        let report = try refusing { try Reconciliation(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }
+        let report = try refusing { try CommandPipeline.compare(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }
             .detectDrift(onlyChanges: true)
         try reportOptions.emit(report)
         if !report.inSync { throw ExitCode(2) }

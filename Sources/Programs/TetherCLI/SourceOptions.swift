@@ -226,8 +226,8 @@ struct BackendOptions: ParsableArguments {
         return choice
     }
 
-    /// Opens the chosen agent on `device`'s state directory.
+    /// Opens the chosen agent on `device`'s state directory (only the agent: no history).
     func open(_ device: DeviceOptions, keep: Bool = false) throws -> AgentBackend {
-        try agentCall { try choice(device, keep: keep).open(stateDirectory: device.stateDirectoryURL) }
+        try agentCall { try AgentSession.backend(choice(device, keep: keep), stateDirectory: device.stateDirectoryURL) }
     }
 }

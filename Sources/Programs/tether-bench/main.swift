@@ -113,11 +113,11 @@ func threadCPU() -> [String: Double] {
 /// defaults: 3,000 events an hour, 15 % for one type) or off (every event is queued).
 @MainActor func sensorRun(limits: Bool) throws {
     try agent.transaction(actor: "bench") { try agent.set(SettingPath.edr.requestCountLimits, to: .bool(limits)) }
-    let supervisor = try SensorSupervisor(agent: agent, queueLimit: 10_000_000)
+    let sensorRuntime = try ConnectorRuntime(agent: agent, queueLimit: 10_000_000)
+    let supervisor = SensorSupervisor(runtime: sensorRuntime)
     supervisor.start()
     while supervisor.statuses.isEmpty { Thread.sleep(forTimeInterval: 0.1) }
     Thread.sleep(forTimeInterval: 1)
-    let sensorRuntime = try ConnectorRuntime(agent: agent, queueLimit: 10_000_000)
     let before = (seen: try sensorRuntime.telemetryCounts(nil), queued: try sensorRuntime.telemetryCounts(.edr),
                   process: try sensorRuntime.kernelCounts(.process), file: try sensorRuntime.kernelCounts(.file))
     let threadsBefore = threadCPU()

@@ -1,17 +1,39 @@
 import AgentInterface
 import ConnectorCore
-import EmbeddedAgent
 import Foundation
 import GitSource
 import HTTPTransport
 import IntegrationModel
-import KESLAgent
 import Logging
 import Planner
 import Policy
 import PolicySource
 import Reconciler
 import X509
+
+/// Why a cycle ended as it did (Flux's condition reasons); `tether status` and the log print the raw value.
+package enum CycleReason: String, Sendable, Codable {
+    case applied
+    case inSync = "in-sync"
+    /// Findings that applying does not correct (observed, excepted, unenforceable here).
+    case driftReported = "drift-reported"
+    case suspended
+    case verificationRefused = "verification-refused"
+    case rollbackRefused = "rollback-refused"
+    case invalidPolicies = "invalid-policies"
+    case fetchFailed = "fetch-failed"
+    case applyFailed = "apply-failed"
+    /// The agent's stores could not be opened.
+    case agentUnavailable = "agent-unavailable"
+    case error
+
+    init(_ reason: RevisionRefused.Reason) {
+        switch reason {
+        case .verification: self = .verificationRefused
+        case .rollback: self = .rollbackRefused
+        }
+    }
+}
 
 /// What one cycle came to, in Flux's terms: `Ready` (applied or already in sync), `Stalled`
 /// (refused: verification, anti-rollback, invalid policies), `Suspended`, or `Failed` (an error
@@ -20,8 +42,7 @@ package struct CycleResult: Sendable {
     package enum Condition: String, Sendable, Codable { case ready = "Ready", stalled = "Stalled", suspended = "Suspended", failed = "Failed" }
 
     package let condition: Condition
-    /// `applied`, `in-sync`, `drift-reported`, `suspended`, `verification-refused`, `rollback-refused`, `invalid-policies`, `error`.
-    package let reason: String
+    package let reason: CycleReason
     package let message: String
     package let revision: String?
     package let startedAt: Date
@@ -39,28 +60,33 @@ package struct CycleResult: Sendable {
 
 /// The controller: each cycle fetches the pinned ref (only when it moved), verifies commit
 /// signatures, refuses rollbacks, reconciles (or only reports, when suspended or observing)
-/// and records what it did.
+/// and records what it did. It owns the process's one `AgentSession` (the agent, its history
+/// and its connectors' store, each opened once); `ControllerLoop` runs the connectors and
+/// sensors over the same session.
 package final class Controller: @unchecked Sendable {
     package var configuration: ControllerConfiguration
     package let metrics = Metrics()
     /// Called with each cycle's drift report (when the cycle got that far): `tether run --report-dir`.
     package var onReport: ((Report) -> Void)?
     let logger: Logger
+    /// The time, injected by tests.
+    let clock: () -> Date
     private var lastVerified: (revision: String, commitTime: Date, at: Date, signer: String?)?
-    /// Kept between cycles: the stores opened once, and what the revision came to while
-    /// nothing it depends on moved — a no-change cycle decodes nothing again.
-    private var stores: (agent: AgentBackend, history: History, runtime: ConnectorRuntime?)?
-    private var storeIdentity: [[UInt64]?] = []
-    private var prepared: PreparedRevision?
-    /// The revision and labels whose label warnings were logged last (each warning once).
-    private var labelsWarnedFor: (commit: String, labels: [String: String])?
+    /// The agent and its stores, opened once and kept while their files stay the same.
+    private(set) var session: AgentSession?
+    private var sessionIdentity: [[UInt64]?] = []
+    /// Why the agent could not be opened, while it cannot (status, /readyz and the log say it).
+    private(set) var sessionProblem: String?
+    private lazy var driver = Driver(gate: gate) { [logger] warning in logger.warning("\(warning)") }
     private lazy var host = ProcessInfo.processInfo.hostName
     /// `--probe-url`: the conditional GET before git, and the tag of the refs last fetched.
     private let probe = HeadProbe()
+    private var lastResult: CycleResult?
 
-    package init(configuration: ControllerConfiguration, logger: Logger) {
+    package init(configuration: ControllerConfiguration, logger: Logger, clock: @escaping () -> Date = Date.init) {
         self.configuration = configuration
         self.logger = logger
+        self.clock = clock
         lastVerified = ControllerStatus.read(configuration.statusFile)?.lastVerified.map {
             ($0.revision, $0.committedAt, $0.verifiedAt, $0.signer)
         }
@@ -73,10 +99,10 @@ package final class Controller: @unchecked Sendable {
 
     /// One cycle. Never throws: every failure is a result.
     package func runCycle() -> CycleResult {
-        let started = Date()
+        let started = clock()
         var fetchDuration: TimeInterval = 0
         var update: MirrorUpdate?
-        func finish(_ condition: CycleResult.Condition, _ reason: String, _ message: String, revision: String? = nil,
+        func finish(_ condition: CycleResult.Condition, _ reason: CycleReason, _ message: String, revision: String? = nil,
                     report: Report? = nil) -> CycleResult {
             var byIntegration: [String: Int] = [:]
             var byKind: [String: [String: Int]] = [:]
@@ -86,17 +112,15 @@ package final class Controller: @unchecked Sendable {
                 byKind[integration, default: [:]][finding.kind.rawValue, default: 0] += 1
             }
             let result = CycleResult(condition: condition, reason: reason, message: message, revision: revision, startedAt: started,
-                                     duration: Date().timeIntervalSince(started), fetchDuration: fetchDuration,
+                                     duration: clock().timeIntervalSince(started), fetchDuration: fetchDuration,
                                      fetched: update?.fetched ?? false, bytesReceived: update?.bytesReceived ?? 0,
                                      findings: byIntegration.values.reduce(0, +), findingsByIntegration: byIntegration, findingsByKind: byKind,
                                      steps: report?.steps.count ?? 0)
-            if condition == .failed {
-                stores = nil
-                prepared = nil
-            }
-            if let runtime = stores?.runtime { metrics.recordTelemetry(from: runtime) }
+            if condition == .failed { driver.forget() }
+            if let runtime = try? self.session?.connectors() { metrics.recordTelemetry(from: runtime) }
             if let report { onReport?(report) }
             metrics.record(result, health: report?.health ?? [], suspended: isSuspended)
+            lastResult = result
             writeStatus(result)
             log(result)
             return result
@@ -113,130 +137,114 @@ package final class Controller: @unchecked Sendable {
             metrics.probed(answer)
             if case .failed(let reason) = answer { logger.info("the probe was not answered usefully (\(reason)); asking git") }
         }
-        if case .notModified = probed, prepared != nil, let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) {
+        if case .notModified = probed, driver.isPrepared, let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) {
             repository = mirror
         } else {
             do {
-                let fetchStart = Date()
+                let fetchStart = clock()
                 let opened = try PolicyRevision.open(configuration.source, mirrorDirectory: mirrors,
                                                      credentials: configuration.credentials, timeout: configuration.fetchTimeout)
-                fetchDuration = Date().timeIntervalSince(fetchStart)
+                fetchDuration = clock().timeIntervalSince(fetchStart)
                 repository = opened.repository
                 update = opened.update
                 if update?.rebuilt == true { logger.warning("the mirror was missing or damaged and was made anew") }
             } catch {
-                return finish(.failed, "fetch-failed", "\(error)")
+                return finish(.failed, .fetchFailed, "\(error)")
             }
         }
 
-        // 2. The revision: vouched for (signatures before any file is read, then ancestry), read,
-        // decoded — or taken from the last cycle when neither it, the last applied revision nor
-        // the allowed signers moved.
-        let agent: AgentBackend, history: History, runtime: ConnectorRuntime?
-        let vouched: VouchedRevision
-        let head: GitCommit
+        // 2. The agent, opened once for the process (again only when a store file was replaced).
+        let session: AgentSession
         do {
-            (agent, history, runtime) = try openStores()
-            head = try repository.resolve(configuration.source.ref)
+            session = try openSession()
+        } catch {
+            return finish(.failed, .agentUnavailable, "the agent cannot be opened: \(error)")
+        }
+
+        // 3. The revision, through the one driver: vouched for (signatures before any file is read,
+        // then ancestry), read, decoded — or taken from the last cycle when neither it, the last
+        // applied revision nor the allowed signers moved — and compared with the agent.
+        var head: GitCommit?
+        do {
+            let resolved = try repository.resolve(configuration.source.ref)
+            head = resolved
             // The tag the next probe asks against, if its answer listed what was fetched.
-            if let probed, update != nil { probe.fetched(head.id, under: probed) }
-            let lastApplied = try agent.appliedState().revision
-            let signers = configuration.allowedSigners.flatMap { FileStamp(path: $0) }
-            if let prepared, prepared.commit == head.id, prepared.lastApplied == lastApplied, prepared.signers == signers {
-                vouched = prepared.vouched
-            } else {
-                prepared = nil
-                var pinned = configuration.source
-                pinned.ref = head.id  // the commit resolved once: what is cached is what was vouched for
-                vouched = try Pipeline.revision(pinned, repository: repository, gate: gate, lastApplied: lastApplied)
-                prepared = PreparedRevision(commit: head.id, lastApplied: lastApplied, signers: signers, vouched: vouched)
+            if let probed, update != nil { probe.fetched(resolved.id, under: probed) }
+            var pinned = configuration.source
+            pinned.ref = resolved.id
+            let labels = try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
+            let reconciliation = try driver.compare(pinned, repository: repository, session: session, labels: labels, host: host,
+                                                    warnExpiryDays: configuration.warnExpiryDays, prune: configuration.prune)
+            if configuration.verify != .off { lastVerified = (resolved.id, resolved.time, clock(), reconciliation.signer) }
+
+            // 4. Reconcile: apply (unless suspended) and report.
+            if isSuspended {
+                let report = reconciliation.detectDrift(onlyChanges: true)
+                return finish(.suspended, .suspended, "suspended: nothing applied; \(report.findings.filter { $0.kind.isProblem }.count) findings reported",
+                              revision: resolved.id, report: report)
             }
+            var message = "in sync"
+            var reason = CycleReason.inSync
+            var remaining: Plan?
+            // Apply when there is something to change, and also when the revision is new, so it
+            // becomes the base that anti-rollback and `tether rollback` start from.
+            if !reconciliation.plan.isEmpty || reconciliation.applied.revision != resolved.id {
+                let outcome = try reconciliation.apply(actor: "tether run", healthWindow: configuration.healthWindow)
+                if let failure = outcome.failure {
+                    return finish(.failed, .applyFailed, failure, revision: resolved.id, report: outcome.report)
+                }
+                if outcome.changed {
+                    reason = .applied
+                    message = "applied \(outcome.report.steps.count) steps"
+                }
+                remaining = outcome.remaining
+            }
+            let report = reconciliation.detectDrift(plan: remaining, onlyChanges: true)
+            if !report.inSync && reason == .inSync {
+                reason = .driftReported
+                message = "\(report.findings.filter { $0.kind.isProblem }.count) findings reported (observed or not correctable)"
+            }
+            return finish(.ready, reason, message, revision: resolved.id, report: report)
         } catch let refused as RevisionRefused {
-            let revision = try? repository.resolve(configuration.source.ref).id
             switch refused.reason {
             case .verification:
                 metrics.verificationRefused()
-                return finish(.stalled, refused.reason.rawValue, refused.message, revision: revision)
+                return finish(.stalled, CycleReason(refused.reason), refused.message, revision: head?.id)
             case .rollback:
                 metrics.rollbackRefused()
-                let age = lastVerified.map { " The last verified revision \($0.revision.prefix(12)) was committed \(Self.age(since: $0.commitTime)) ago." } ?? ""
-                return finish(.stalled, refused.reason.rawValue, refused.message + age, revision: revision)
+                let age = lastVerified.map { " The last verified revision \($0.revision.prefix(12)) was committed \(Self.age(since: $0.commitTime, now: clock())) ago." } ?? ""
+                return finish(.stalled, CycleReason(refused.reason), refused.message + age, revision: head?.id)
             }
         } catch let problems as PolicyProblems {
-            return finish(.stalled, "invalid-policies", problems.description, revision: try? repository.resolve(configuration.source.ref).id)
+            return finish(.stalled, .invalidPolicies, problems.description, revision: head?.id)
         } catch {
-            return finish(.failed, "error", "\(error)", revision: try? repository.resolve(configuration.source.ref).id)
-        }
-        let revision = vouched.revision
-        if configuration.verify != .off { lastVerified = (head.id, head.time, Date(), vouched.signer) }
-
-        // 3. Reconcile: apply (unless suspended) and report.
-        do {
-            let labels = try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
-            if labelsWarnedFor?.commit != head.id || labelsWarnedFor?.labels != labels {
-                labelsWarnedFor = (head.id, labels)
-                for warning in revision.policySet.labelWarnings(labels) { logger.warning("\(warning)") }
-            }
-            let desired = try prepared!.desired(labels: labels, revision: revision, stateDirectory: configuration.stateDirectory)
-            func compare() throws -> Reconciliation {
-                try Reconciliation(revision: revision, gate: gate, labels: labels, host: host, stateDirectory: configuration.stateDirectory,
-                                   agent: agent, history: history, desired: desired, notes: vouched.notes,
-                                   warnExpiryDays: configuration.warnExpiryDays, prune: configuration.prune)
-            }
-            let reconciliation = try compare()
-            if isSuspended {
-                let report = reconciliation.detectDrift(runtime: runtime, onlyChanges: true)
-                return finish(.suspended, "suspended", "suspended: nothing applied; \(report.findings.filter { $0.kind.isProblem }.count) findings reported",
-                              revision: head.id, report: report)
-            }
-            var message = "in sync"
-            var reason = "in-sync"
-            var drift = reconciliation
-            // Apply when there is something to change, and also when the revision is new, so it
-            // becomes the base that anti-rollback and `tether rollback` start from.
-            if !reconciliation.plan.isEmpty || reconciliation.applied.revision != head.id {
-                let outcome = try reconciliation.apply(actor: "tether run", healthWindow: configuration.healthWindow)
-                if let failure = outcome.failure {
-                    return finish(.failed, "apply-failed", failure, revision: head.id, report: outcome.report)
-                }
-                if outcome.changed {
-                    reason = "applied"
-                    message = "applied \(outcome.report.steps.count) steps"
-                }
-                drift = try compare()
-            }
-            let report = drift.detectDrift(runtime: runtime, onlyChanges: true)
-            if !report.inSync && reason == "in-sync" {
-                reason = "drift-reported"
-                message = "\(report.findings.filter { $0.kind.isProblem }.count) findings reported (observed or not correctable)"
-            }
-            return finish(.ready, reason, message, revision: head.id, report: report)
-        } catch let refused as RevisionRefused {
-            return finish(.stalled, refused.reason.rawValue, refused.message, revision: head.id)
-        } catch let problems as PolicyProblems {
-            return finish(.stalled, "invalid-policies", problems.description, revision: head.id)
-        } catch {
-            return finish(.failed, "error", "\(error)", revision: head.id)
+            return finish(.failed, .error, "\(error)", revision: head?.id)
         }
     }
 
-    /// The agent (and its store), the history and, for the embedded agent, the connectors'
-    /// store, opened on first use and kept; a cycle that fails closes them, so the next one
-    /// starts afresh.
-    private func openStores() throws -> (agent: AgentBackend, history: History, runtime: ConnectorRuntime?) {
-        // A store file replaced meanwhile (a backup restored) is opened anew, never written through
-        // the connection to the file it replaced.
-        let agentFiles = configuration.agent.kind == .embedded ? [Agent.storeFileName, ConnectorRuntime.storeFileName] : [KESLAgent.storeFileName]
-        let files = (agentFiles + [History.fileName]).map { configuration.stateDirectory.appendingPathComponent($0).path }
-        let identity = files.map { FileStamp.identity(of: $0) }
-        if let stores, identity == storeIdentity { return stores }
-        stores = nil
-        prepared = nil
-        let agent = try configuration.agent.open(stateDirectory: configuration.stateDirectory)
-        let opened = (agent, try History(stateDirectory: configuration.stateDirectory), try (agent as? Agent).map { try ConnectorRuntime(agent: $0) })
-        stores = opened
-        storeIdentity = files.map { FileStamp.identity(of: $0) }
-        return opened
+    /// The agent and its stores, opened on first use and kept for the process. A store file
+    /// replaced meanwhile (a backup restored) is opened anew, never written through the
+    /// connection to the file it replaced; `onSessionChange` lets the loop move its connectors
+    /// and sensors to the new session.
+    package func openSession() throws -> AgentSession {
+        if let session, session.storeFiles.map({ FileStamp.identity(of: $0.path) }) == sessionIdentity { return session }
+        if session != nil { logger.warning("a store file of the agent was replaced; opening the agent anew") }
+        session = nil
+        driver.forget()
+        do {
+            let opened = try AgentSession(configuration.agent, stateDirectory: configuration.stateDirectory)
+            session = opened
+            sessionIdentity = opened.storeFiles.map { FileStamp.identity(of: $0.path) }
+            if sessionProblem != nil { logger.info("the agent is open again") }
+            sessionProblem = nil
+            metrics.setAgentProblem(nil)
+            return opened
+        } catch {
+            if sessionProblem == nil { logger.error("the agent cannot be opened: \(error)") }
+            sessionProblem = "\(error)"
+            metrics.setAgentProblem("the agent cannot be opened: \(error)")
+            throw error
+        }
     }
 
     /// What each revision must pass.
@@ -244,21 +252,27 @@ package final class Controller: @unchecked Sendable {
 
     // MARK: - What the controller did last
 
+    /// Writes `tether status`'s file again (a part of the process stopped or started running).
+    package func rewriteStatus() {
+        if let lastResult { writeStatus(lastResult) }
+    }
+
     private func writeStatus(_ result: CycleResult) {
         let status = ControllerStatus(
             pid: Int(getpid()), suspended: isSuspended, verify: configuration.verify,
             source: .init(repository: configuration.source.displayRepository, ref: configuration.source.ref ?? "HEAD", path: configuration.source.path),
-            lastCycle: .init(at: result.startedAt, durationSeconds: result.duration, condition: result.condition, reason: result.reason,
+            lastCycle: .init(at: result.startedAt, durationSeconds: result.duration, condition: result.condition, reason: result.reason.rawValue,
                              message: result.message, revision: result.revision, findings: result.findings, steps: result.steps,
                              fetched: result.fetched, bytesReceived: result.bytesReceived),
             cycles: metrics.cycles, errors: metrics.errors,
-            lastVerified: lastVerified.map { .init(revision: $0.revision, committedAt: $0.commitTime, verifiedAt: $0.at, signer: $0.signer) })
+            lastVerified: lastVerified.map { .init(revision: $0.revision, committedAt: $0.commitTime, verifiedAt: $0.at, signer: $0.signer) },
+            problems: metrics.problemList.isEmpty ? nil : metrics.problemList)
         try? status.write(to: configuration.statusFile)
     }
 
     private func log(_ result: CycleResult) {
         var metadata: Logger.Metadata = [
-            "condition": .string(result.condition.rawValue), "reason": .string(result.reason),
+            "condition": .string(result.condition.rawValue), "reason": .string(result.reason.rawValue),
             "duration": .stringConvertible((result.duration * 1000).rounded() / 1000), "fetched": .stringConvertible(result.fetched),
         ]
         if let revision = result.revision { metadata["revision"] = .string(String(revision.prefix(12))) }
@@ -287,82 +301,5 @@ package final class Controller: @unchecked Sendable {
         case ..<172_800: return "\(Int(seconds / 3600)) hours"
         default: return "\(Int(seconds / 86_400)) days"
         }
-    }
-}
-
-/// What a file looked like — the path itself (a symbolic link re-pointed changes it) and what
-/// it leads to (device, inode, size, modification and change times) — so a changed stamp means
-/// the file must be read again.
-struct FileStamp: Equatable {
-    private struct Facts: Equatable {
-        let device: UInt64
-        let inode: UInt64
-        let size: Int64
-        let modified: [Int]
-        let changed: [Int]
-
-        init?(_ path: String, following: Bool) {
-            var info = stat()
-            guard (following ? stat(path, &info) : lstat(path, &info)) == 0 else { return nil }
-            device = UInt64(info.st_dev)
-            inode = UInt64(info.st_ino)
-            size = Int64(info.st_size)
-            modified = [info.st_mtim.tv_sec, info.st_mtim.tv_nsec]
-            changed = [info.st_ctim.tv_sec, info.st_ctim.tv_nsec]
-        }
-    }
-
-    private let link: Facts
-    private let target: Facts?
-
-    /// A file's device and inode: which file a path names now.
-    static func identity(of path: String) -> [UInt64]? {
-        var info = stat()
-        guard stat(path, &info) == 0 else { return nil }
-        return [UInt64(info.st_dev), UInt64(info.st_ino)]
-    }
-
-    init?(path: String) {
-        guard let link = Facts(path, following: false) else { return nil }
-        self.link = link
-        target = Facts(path, following: true)
-    }
-}
-
-/// A revision the controller vouched for and read, and its desired state for the labels last
-/// seen, resolved with the device files as they were (stamped, so a changed container or
-/// password file is read again).
-final class PreparedRevision {
-    let commit: String
-    let lastApplied: String?
-    let signers: FileStamp?
-    let vouched: VouchedRevision
-    private var resolved: (labels: [String: String], files: [String: FileStamp?], desired: ResolvedDesiredState)?
-
-    init(commit: String, lastApplied: String?, signers: FileStamp?, vouched: VouchedRevision) {
-        self.commit = commit
-        self.lastApplied = lastApplied
-        self.signers = signers
-        self.vouched = vouched
-    }
-
-    /// The desired state for `labels`: the one resolved last time when the labels and every
-    /// device file it read are unchanged.
-    func desired(labels: [String: String], revision: PolicyRevision, stateDirectory: URL) throws -> ResolvedDesiredState {
-        if let resolved, resolved.labels == labels, resolved.files.allSatisfy({ FileStamp(path: $0.key) == $0.value }) {
-            return resolved.desired
-        }
-        let state = try revision.policySet.desiredState(labels: labels)
-        var files: [String: FileStamp?] = [:]
-        for sourced in state.values.values {
-            guard case .clientCertificate(let reference) = sourced.value else { continue }
-            for path in [reference.file] + (reference.passwordFile.map { [$0] } ?? []) {
-                let named = path.hasPrefix("/") ? path : stateDirectory.appendingPathComponent(path).path
-                files[named] = FileStamp(path: named)
-            }
-        }
-        let desired = try DesiredStateResolver.resolve(state, revision: revision, deviceDirectory: stateDirectory)
-        resolved = (labels, files, desired)
-        return desired
     }
 }

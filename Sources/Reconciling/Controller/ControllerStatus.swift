@@ -66,6 +66,9 @@ package struct ControllerStatus: Codable, Sendable {
     package let cycles: Int
     package let errors: Int
     package let lastVerified: Verification?
+    /// What keeps a part of the controller from running now (the agent's stores, the
+    /// connectors, the sensors); absent when everything runs.
+    package var problems: [String]?
 
     /// The status file's text: sorted keys, dates as `Timestamp` strings, absent values as null.
     package func json() throws -> Data {

@@ -1,5 +1,4 @@
 import ConnectorCore
-import EmbeddedAgent
 import Foundation
 import HTTPServer
 import Logging
@@ -63,8 +62,10 @@ package final class ControllerLoop {
             switch request.path {
             case "/healthz": return ServerResponse(status: 200, contentType: "text/plain", body: Array("ok\n".utf8))
             case "/readyz":
-                return metrics.isReady ? ServerResponse(status: 200, contentType: "text/plain", body: Array("ready\n".utf8))
-                                       : ServerResponse(status: 503, contentType: "text/plain", body: Array("not ready: no successful cycle yet\n".utf8))
+                guard let reason = metrics.notReadyBecause else {
+                    return ServerResponse(status: 200, contentType: "text/plain", body: Array("ready\n".utf8))
+                }
+                return ServerResponse(status: 503, contentType: "text/plain", body: Array("not ready: \(reason)\n".utf8))
             case "/metrics":
                 return ServerResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render().utf8))
             default:
@@ -75,49 +76,47 @@ package final class ControllerLoop {
         return server.port
     }
 
-    /// Runs until `shouldStop` says so (checked often; the current cycle always finishes), or
-    /// after `cycles` cycles. `shouldReload` (SIGHUP) starts a cycle at once.
-    package func run(cycles: Int? = nil, shouldStop: () -> Bool, shouldReload: () -> Bool, afterCycle: (CycleResult) -> Void = { _ in }) {
+    /// Runs until `shouldStop` says so (checked whenever `wakeup` is woken; the current cycle
+    /// always finishes), or after `cycles` cycles. `shouldReload` (SIGHUP) starts a cycle at once.
+    /// Between cycles the process sleeps until something is due: the next cycle, a connector's
+    /// sync or telemetry flush, an isolation's auto-off, or a wake (a signal; the sensors filling
+    /// a batch). The connectors and the sensors run over the controller's one agent session.
+    package func run(cycles: Int? = nil, wakeup: Wakeup = Wakeup(), shouldStop: () -> Bool, shouldReload: () -> Bool,
+                     afterCycle: (CycleResult) -> Void = { _ in }) {
         var failures = 0
         var done = 0
-        var runtime: ConnectorRuntime?
-        var sensors: SensorSupervisor?
-        defer { sensors?.stop() }
+        var nextCycle = Date()
+        let endpoint = EndpointParts(controller: controller, logger: logger, wakeup: wakeup)
+        defer { endpoint.stop() }
         while !shouldStop() {
-            let result = controller.runCycle()
-            done += 1
-            afterCycle(result)
-            if let cycles, done >= cycles { break }
-            failures = (result.condition == .failed || result.condition == .stalled) ? failures + 1 : 0
-            let wait = delay(afterFailures: failures)
-            logger.debug("next cycle in \(Int(wait)) s")
-            let deadline = Date().addingTimeInterval(wait)
-            while Date() < deadline && !shouldStop() {
-                if shouldReload() {
-                    logger.info("SIGHUP: configuration re-read, cycling now")
-                    break
-                }
-                // The vendor's agent runs its own connectors.
-                if controller.configuration.runConnectors, controller.configuration.agent.kind == .embedded {
-                    if runtime == nil, let agent = try? Agent(stateDirectory: controller.configuration.stateDirectory.path) {
-                        runtime = try? ConnectorRuntime(agent: agent)
-                    }
-                    if sensors == nil, controller.configuration.runSensors,
-                       let agent = try? Agent(stateDirectory: controller.configuration.stateDirectory.path) {
-                        let logger = self.logger
-                        sensors = try? SensorSupervisor(agent: agent) { message in logger.info("\(message)") }
-                        sensors?.start()
-                    }
-                    for outcome in runtime?.tick() ?? [] where outcome.attempted {
-                        if outcome.succeeded {
-                            logger.debug("\(outcome.integration.rawValue): \(outcome.summary)")
-                        } else {
-                            logger.warning("\(outcome.integration.rawValue): \(outcome.summary)", metadata: ["errorKind": .string(outcome.errorKind ?? "other")])
-                        }
-                    }
-                }
-                Thread.sleep(forTimeInterval: min(0.25, max(0, deadline.timeIntervalSinceNow)))
+            if shouldReload() {
+                logger.info("SIGHUP: configuration re-read, cycling now")
+                nextCycle = Date()
             }
+            if Date() >= nextCycle {
+                let result = controller.runCycle()
+                done += 1
+                afterCycle(result)
+                if let cycles, done >= cycles { break }
+                failures = (result.condition == .failed || result.condition == .stalled) ? failures + 1 : 0
+                let wait = delay(afterFailures: failures)
+                logger.debug("next cycle in \(Int(wait)) s")
+                nextCycle = Date().addingTimeInterval(wait)
+            }
+            var due = nextCycle
+            // The vendor's agent runs its own connectors: a session without them has nothing to tick.
+            if controller.configuration.runConnectors, let runtime = endpoint.update() {
+                for outcome in runtime.tick() where outcome.attempted {
+                    if outcome.succeeded {
+                        logger.debug("\(outcome.integration.rawValue): \(outcome.summary)")
+                    } else {
+                        logger.warning("\(outcome.integration.rawValue): \(outcome.summary)", metadata: ["errorKind": .string(outcome.errorKind ?? "other")])
+                    }
+                }
+                if let connectorsDue = runtime.nextDue() { due = min(due, connectorsDue) }
+            }
+            if shouldStop() { break }
+            wakeup.wait(until: due)
         }
     }
 
@@ -136,5 +135,107 @@ package final class ControllerLoop {
         }
         let spread = configuration.interval * configuration.jitter
         return max(0, configuration.interval + Double.random(in: -spread...spread))
+    }
+}
+
+/// The connectors and sensors of the controller's current agent session: opened once per
+/// session (again only when the controller opened the agent anew), a failure to open them shown
+/// in /readyz, `tether status` and the log, and tried again at the next wake.
+final class EndpointParts {
+    private let controller: Controller
+    private let logger: Logger
+    private let wakeup: Wakeup
+    private var session: ObjectIdentifier?
+    private var runtime: ConnectorRuntime?
+    private var sensors: SensorSupervisor?
+
+    init(controller: Controller, logger: Logger, wakeup: Wakeup) {
+        self.controller = controller
+        self.logger = logger
+        self.wakeup = wakeup
+    }
+
+    /// The current session's connectors, opened (with the sensors) when the session is new.
+    func update() -> ConnectorRuntime? {
+        guard let current = controller.session else { return nil }
+        if session == ObjectIdentifier(current), runtime != nil { return runtime }
+        stop()
+        do {
+            runtime = try current.connectors()
+            session = ObjectIdentifier(current)
+            report("connectors", nil)
+        } catch {
+            report("connectors", "the connectors cannot be opened: \(error)")
+            return nil
+        }
+        if controller.configuration.runSensors, let runtime {
+            let logger = self.logger, wakeup = self.wakeup
+            let supervisor = SensorSupervisor(runtime: runtime, log: { message in logger.info("\(message)") }, batchReady: { wakeup.wake() })
+            supervisor.start()
+            sensors = supervisor
+        }
+        return runtime
+    }
+
+    /// Stops the sensors (what they saw last is queued) and lets go of the connectors.
+    func stop() {
+        sensors?.stop()
+        sensors = nil
+        runtime = nil
+        session = nil
+    }
+
+    private func report(_ part: String, _ problem: String?) {
+        let before = controller.metrics.problemList
+        controller.metrics.setProblem(part, problem)
+        if let problem, !before.contains(problem) { logger.error("\(problem)") }
+        if before != controller.metrics.problemList { controller.rewriteStatus() }
+    }
+}
+
+/// Sleeps until a time or until woken — by another thread, or by a signal handler (`wake` only
+/// writes a byte to a pipe, which is async-signal-safe).
+package final class Wakeup: @unchecked Sendable {
+    private let readEnd: Int32
+    /// The descriptor a signal handler writes one byte to.
+    package let writeEnd: Int32
+
+    package init() {
+        var ends: [Int32] = [-1, -1]
+        if pipe(&ends) == 0 {
+            for end in ends {
+                _ = fcntl(end, F_SETFD, FD_CLOEXEC)
+                _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
+            }
+        } else {
+            ends = [-1, -1]
+        }
+        readEnd = ends[0]
+        writeEnd = ends[1]
+    }
+
+    deinit {
+        close(readEnd)
+        close(writeEnd)
+    }
+
+    /// Ends the current or next `wait` now.
+    package func wake() {
+        var byte: UInt8 = 1
+        _ = write(writeEnd, &byte, 1)
+    }
+
+    /// Waits until `deadline` or a wake, whichever comes first.
+    package func wait(until deadline: Date) {
+        let milliseconds = max(0, min(Double(Int32.max), (deadline.timeIntervalSinceNow * 1000).rounded(.up)))
+        guard readEnd >= 0 else {
+            Thread.sleep(forTimeInterval: min(0.25, milliseconds / 1000))
+            return
+        }
+        var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)
+        if poll(&descriptor, 1, Int32(milliseconds)) > 0 {
+            var buffer = [UInt8](repeating: 0, count: 64)
+            while read(readEnd, &buffer, buffer.count) > 0 {}
+        }
     }
 }

@@ -35,8 +35,30 @@ package final class Metrics: @unchecked Sendable {
 
     package var cycles: Int { lock.withLock { cycleCount } }
     package var errors: Int { lock.withLock { errorCount } }
-    /// Ready once a cycle has reconciled (or reported, when suspended) without error.
-    package var isReady: Bool { lock.withLock { ready } }
+    /// Ready once a cycle has reconciled (or reported, when suspended) without error, and while
+    /// the agent, its connectors and sensors are open.
+    package var isReady: Bool { lock.withLock { ready && problems.isEmpty } }
+
+    /// What /readyz answers: nil when ready, else why not.
+    package var notReadyBecause: String? {
+        lock.withLock {
+            if let problem = problems.sorted(by: { $0.key < $1.key }).first { return problem.value }
+            return ready ? nil : "no successful cycle yet"
+        }
+    }
+
+    /// What keeps a part of the process from running (`agent`, `connectors`, `sensors`), or nil
+    /// when it runs again: shown by /readyz, `tether status` and the log.
+    package func setProblem(_ part: String, _ problem: String?) {
+        lock.withLock { problems[part] = problem }
+    }
+
+    /// The agent's own problem (its stores cannot be opened).
+    package func setAgentProblem(_ problem: String?) { setProblem("agent", problem) }
+
+    /// Every part's problem, for `tether status`.
+    package var problemList: [String] { lock.withLock { problems.sorted { $0.key < $1.key }.map(\.value) } }
+    private var problems: [String: String] = [:]
 
     func record(_ result: CycleResult, health: [ConnectorStatus], suspended: Bool) {
         lock.withLock {
@@ -114,7 +136,7 @@ package final class Metrics: @unchecked Sendable {
                    last.map { [("", $0.startedAt.timeIntervalSince1970.rounded())] } ?? [])
             metric("tether_last_cycle_duration_seconds", "gauge", "How long the last cycle took.", last.map { [("", $0.duration)] } ?? [])
             metric("tether_last_cycle_condition", "gauge", "The last cycle's condition.",
-                   last.map { [("{condition=\"\($0.condition.rawValue)\",reason=\"\($0.reason)\"}", 1)] } ?? [])
+                   last.map { [("{condition=\"\($0.condition.rawValue)\",reason=\"\($0.reason.rawValue)\"}", 1)] } ?? [])
             metric("tether_last_applied_revision_info", "gauge", "The revision last reconciled.", lastApplied.map { [("{revision=\"\($0)\"}", 1)] } ?? [])
             metric("tether_last_success_timestamp_seconds", "gauge", "When the last cycle that reconciled without error ended.",
                    lastSuccess.map { [("", $0.timeIntervalSince1970.rounded())] } ?? [])

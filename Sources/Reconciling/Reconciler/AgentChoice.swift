@@ -65,14 +65,11 @@ package struct AgentChoice: Sendable, Equatable {
         keslControl ?? ProcessInfo.processInfo.environment["TETHER_KESL_CONTROL"] ?? KESLControl.defaultPath
     }
 
-    /// Opens the chosen agent on `stateDirectory`.
-    package func open(stateDirectory: URL) throws -> AgentBackend {
+    /// The backend this choice opens, for what it can do before it is opened.
+    package var backendType: AgentBackend.Type {
         switch kind {
-        case .embedded:
-            return try Agent(stateDirectory: stateDirectory.path)
-        case .kesl:
-            let tasks = try keslTasks.map { try VendorTaskNames(overrides: $0) } ?? VendorTaskNames()
-            return try KESLAgent(stateDirectory: stateDirectory.path, control: KESLControl(executable: keslControlPath, tasks: tasks))
+        case .embedded: return Agent.self
+        case .kesl: return KESLAgent.self
         }
     }
 }

@@ -69,6 +69,18 @@ package struct RestorePoint: Sendable {
 /// After an apply, checks that each connector the apply changed reaches its server; the
 /// result says which did not, and why.
 package enum HealthWindow {
+    /// Refuses a health window for a backend whose connectors Tether does not run, naming the
+    /// option and the backend, before anything changes.
+    package static func requireSupport(by backend: AgentBackend.Type) throws {
+        try AgentCapabilities.require(.connectors, for: "--health-window", by: backend,
+                                      instead: "it runs its own connectors, so Tether cannot see whether they reach their servers. Leave out --health-window (or give 0), or govern the embedded agent (--agent embedded)")
+    }
+
+    /// The same for an opened session.
+    package static func requireSupport(by session: AgentSession) throws {
+        try requireSupport(by: type(of: session.backend))
+    }
+
     /// The running connectors a plan touched (all of them when an app-wide setting changed).
     package static func connectors(changedBy steps: [PlanStep], running: Set<Integration>) -> [Integration] {
         var changed = Set<Integration>()

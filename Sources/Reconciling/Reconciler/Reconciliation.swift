@@ -1,72 +1,49 @@
 import AgentInterface
 import ConnectorCore
-import EmbeddedAgent
 import Foundation
 import IntegrationModel
 import Planner
 import Policy
 import PolicySource
 
-/// One comparison of a revision with a device (its agent, or a snapshot of one), ready to
-/// report or apply. What `plan`, `apply`, `drift`, `rollback` and the controller share.
+/// One comparison of a revision with this device's agent, ready to report or apply: what
+/// `plan`, `apply`, `drift`, `rollback` and the controller share. Made by `Driver.compare`.
 package struct Reconciliation {
     package let revision: PolicyRevision
     package let labels: [String: String]
     package let host: String
     package let desired: ResolvedDesiredState
-    /// The agent, when comparing with a device (nil for a snapshot).
-    package let agent: AgentBackend?
+    /// The agent, its history and what its backend can do.
+    package let session: AgentSession
     package let applied: AppliedState
     package let plan: Plan
     package let notes: [String]
+    /// Who signed the revision, when it was verified.
+    package let signer: String?
     /// What the revision had to pass; re-checked inside the write transaction.
     package let gate: RevisionGate
-    let history: History?
     let warnExpiryDays: Int
     /// Whether released settings are reset to the vendor default (`--prune`).
     let prune: Bool
 
-    /// Compares `revision` with the agent in `stateDirectory` (or `agent`, already opened there),
-    /// or with `snapshot` when given (then nothing on this machine is opened or changed).
-    /// `notes` are carried into every report (a deliberate rollback says so).
-    /// `desired`, when given, is this revision's desired state for these labels, resolved
-    /// earlier (the controller keeps it while neither the revision nor the device files move);
-    /// `history` an already opened history.
-    package init(revision: PolicyRevision, gate: RevisionGate = .standard, labels: [String: String], host: String,
-                stateDirectory: URL, agent: AgentBackend? = nil, history: History? = nil, snapshot: AgentSnapshot? = nil,
-                desired: ResolvedDesiredState? = nil, notes: [String] = [], warnExpiryDays: Int = 30, prune: Bool = false) throws {
-        try revision.requireValid()
+    /// Compares `desired` (this revision's desired state for these labels) with the agent of
+    /// `session`. `notes` are carried into every report (a deliberate rollback says so);
+    /// `applied` is the agent's applied state when the caller read it already.
+    init(revision: PolicyRevision, gate: RevisionGate, labels: [String: String], host: String, session: AgentSession,
+         desired: ResolvedDesiredState, applied: AppliedState? = nil, signer: String? = nil, notes: [String], warnExpiryDays: Int, prune: Bool) throws {
         self.revision = revision
+        self.signer = signer
         self.gate = gate
         self.labels = labels
         self.host = host
+        self.session = session
+        self.desired = desired
         self.warnExpiryDays = warnExpiryDays
         self.prune = prune
-        var notes = notes
-        var resolved = try desired ?? DesiredStateResolver.resolve(try revision.policySet.desiredState(labels: labels),
-                                                         revision: revision, deviceDirectory: stateDirectory)
-        let actual: AgentState
-        if let snapshot {
-            self.agent = nil
-            self.history = nil
-            actual = snapshot.state
-            applied = snapshot.applied
-            let offline = resolved.unresolved.keys.filter { if case .clientCertificate = $0 { return true }; return false }
-            if !offline.isEmpty {
-                notes.append("not checked offline: " + offline.sorted().map(\.description).joined(separator: ", ")
-                             + " (client containers live on the device, not in the snapshot)")
-                resolved = resolved.dropping(unresolved: offline)
-            }
-        } else {
-            let agent = try agent ?? Agent(stateDirectory: stateDirectory.path)
-            self.agent = agent
-            self.history = try history ?? History(stateDirectory: stateDirectory)
-            actual = try agent.state()
-            applied = try agent.appliedState()
-        }
-        self.desired = resolved
-        plan = Planner.plan(desired: resolved, actual: actual, applied: applied, warnExpiryDays: warnExpiryDays, prune: prune)
         self.notes = notes
+        let actual = try session.backend.state()
+        self.applied = try applied ?? session.backend.appliedState()
+        plan = Planner.plan(desired: desired, actual: actual, applied: self.applied, warnExpiryDays: warnExpiryDays, prune: prune)
     }
 
     /// A report of this comparison.
@@ -81,6 +58,9 @@ package struct Reconciliation {
         package let changed: Bool
         /// The error, when the apply failed or was rolled back (the agent is then as it was).
         package let failure: String?
+        /// What stays to report once the apply's steps are made: the plan made under the lock,
+        /// without what it corrected (a drift report after an apply plans nothing again).
+        package let remaining: Plan?
     }
 
     /// Plans again and applies inside one write transaction, with the history entry in the same
@@ -91,13 +71,16 @@ package struct Reconciliation {
     /// With a health window, syncs each changed connector for up to that many seconds and
     /// restores the previous state when one never reaches its server. Throws `PolicyProblems`
     /// for values that cannot be applied here and `RevisionRefused`; nothing is changed then.
-    package func apply(actor: String, historyKind: String = "apply", notes: [String] = [], healthWindow: Double = 0) throws -> ApplyOutcome {
+    /// A health window needs a backend whose connectors Tether runs: asked of another backend, it
+    /// is refused here with `UnsupportedOption`, before anything changes.
+    package func apply(actor: String, historyKind: HistoryKind = .apply, notes: [String] = [], healthWindow: Double = 0) throws -> ApplyOutcome {
+        if healthWindow > 0 { try HealthWindow.requireSupport(by: session) }
         let revisionId = revision.commit.id
-        guard let agent, let history else { throw SourceError(message: "an offline comparison cannot be applied") }
+        let agent = session.backend, history = session.history
         var notes = notes
         let done: (plan: Plan, restorePoint: RestorePoint, after: AgentState)
         do {
-            done = try committing(agent, actor: "\(actor) \(revisionId.prefix(12))") {
+            done = try session.committing(actor: "\(actor) \(revisionId.prefix(12))") {
                 let lastApplied = try agent.appliedState()
                 // Vouched for again against what the agent holds now, under the write lock: another
                 // apply may have moved it since this revision was checked (never trust the earlier read).
@@ -109,25 +92,28 @@ package struct Reconciliation {
                 let restorePoint = try RestorePoint(agent: agent)
                 try plan.apply(to: agent, revision: revisionId)
                 return ((plan, restorePoint, try agent.state()),
-                        HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? "nothing-to-do" : "applied",
+                        HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? .nothingToDo : .applied,
                                      findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", "),
                                      labels: labels))
             }
         } catch let problems as PolicyProblems {
-            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count,
+            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: .failed, findings: plan.findings.count,
                                              detail: problems.problems.map(\.description).joined(separator: "; ")))
             throw problems
         } catch let refused as RevisionRefused {
-            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: refused.reason.rawValue, findings: 0, detail: refused.message))
+            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: HistoryResult(refused.reason), findings: 0, detail: refused.message))
             throw refused
         } catch let undone as UndoneChange {
             // An agent that cannot roll back undid what it could; the rest stays changed.
-            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: "\(undone)"))
-            return ApplyOutcome(report: report(.apply, applied: false, notes: notes), changed: true, failure: "error: apply failed: \(undone)")
+            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: .failed, findings: plan.findings.count, detail: "\(undone)"))
+            return ApplyOutcome(report: report(.apply, applied: false, notes: notes), changed: true, failure: "error: apply failed: \(undone)", remaining: nil)
+        } catch let unrecorded as ChangedNotRecorded {
+            // The backend committed before the history could be written: changed, not recorded (yet).
+            return ApplyOutcome(report: report(.apply, applied: true, notes: notes), changed: true, failure: "error: \(unrecorded)", remaining: nil)
         } catch {
-            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: "\(error)"))
+            try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: .failed, findings: plan.findings.count, detail: "\(error)"))
             return ApplyOutcome(report: report(.apply, applied: false, notes: notes), changed: false,
-                                failure: "error: apply failed, nothing was changed: \(error)")
+                                failure: "error: apply failed, nothing was changed: \(error)", remaining: nil)
         }
         let plan = done.plan
         if healthWindow > 0, !plan.isEmpty {
@@ -135,98 +121,74 @@ package struct Reconciliation {
             let runtime: ConnectorRuntime
             do {
                 changed = HealthWindow.connectors(changedBy: plan.steps, running: try agent.state().running)
-                guard let embedded = agent as? Agent else { throw SourceError(message: "this agent's connectors cannot be checked from here") }
-                runtime = try ConnectorRuntime(agent: embedded)
+                guard let connectors = try session.connectors() else { throw SourceError(message: "this agent's connectors cannot be checked from here") }
+                runtime = connectors
             } catch {
                 // The changes are committed: say so, and that their health could not be checked.
                 let message = "error: applied, but the health window could not run: \(error)"
-                try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "applied", findings: plan.findings.count, detail: message))
-                return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message)
+                try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: .applied, findings: plan.findings.count, detail: message))
+                return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message, remaining: nil)
             }
             let failed = HealthWindow.check(changed, runtime: runtime, seconds: healthWindow)
             if !failed.isEmpty {
                 let reasons = failed.map { "\($0.integration.displayName) did not reach its server (\($0.errorKind ?? "error"): \($0.summary))" }
                 do {
-                    try committing(agent, actor: "\(actor) health window") {
+                    try session.committing(actor: "\(actor) health window") {
                         // Only this apply's own changes are undone: when another apply or a local
                         // change came after it, restoring would undo theirs too.
                         guard try agent.appliedState().revision == revisionId, try agent.state().sameConfiguration(as: done.after) else {
                             throw ChangedSinceApply()
                         }
                         try done.restorePoint.restore(on: agent)
-                        return ((), HistoryEntry(kind: historyKind, revision: revisionId, result: "rolled-back", findings: plan.findings.count,
+                        return ((), HistoryEntry(kind: historyKind, revision: revisionId, result: .rolledBack, findings: plan.findings.count,
                                                  detail: reasons.joined(separator: "; ")))
                     }
                 } catch is ChangedSinceApply {
                     let message = "error: the health window failed (\(reasons.joined(separator: "; "))), but the agent was changed since this apply (another apply or a local change), so the previous state was not restored"
-                    try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: message))
-                    return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message)
+                    try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: .failed, findings: plan.findings.count, detail: message))
+                    return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message, remaining: nil)
                 } catch {
                     let message = "error: the health window failed (\(reasons.joined(separator: "; "))) and restoring the previous state failed too: \(error)"
-                    try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: "failed", findings: plan.findings.count, detail: message))
-                    return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message)
+                    try? history.record(HistoryEntry(kind: historyKind, revision: revisionId, result: .failed, findings: plan.findings.count, detail: message))
+                    return ApplyOutcome(report: report(.apply, plan: plan, applied: true, notes: notes), changed: true, failure: message, remaining: nil)
                 }
                 let note = "Health window (\(Int(healthWindow)) s): " + reasons.joined(separator: "; ") + ". The previous state was restored."
                 return ApplyOutcome(report: report(.apply, plan: plan, applied: false, notes: notes + [note]), changed: false,
-                                    failure: "error: apply rolled back: " + reasons.joined(separator: "; "))
+                                    failure: "error: apply rolled back: " + reasons.joined(separator: "; "), remaining: nil)
             }
         }
-        return ApplyOutcome(report: report(.apply, plan: plan, applied: !plan.isEmpty, notes: notes), changed: !plan.isEmpty, failure: nil)
-    }
-
-    /// Runs `body` as one change of `agent` and records the history entry it returns in the same
-    /// commit when the agent's store can join it (the embedded agent: one SQLite transaction over
-    /// both files), or right after the commit otherwise.
-    private func committing<T>(_ agent: AgentBackend, actor: String, _ body: () throws -> (T, HistoryEntry)) throws -> T {
-        if let embedded = agent as? Agent, let history {
-            try embedded.attach(history.file, as: History.schema)
-            return try embedded.transaction(actor: actor) { database in
-                let (result, entry) = try body()
-                try History.record(entry, into: database, schema: History.schema)
-                return result
-            }
-        }
-        let (result, entry) = try agent.transaction(actor: actor) { try body() }
-        try history?.record(entry)
-        return result
-    }
-
-    /// A warning when the labels differ from the ones the last apply used: another set of
-    /// policies may now select this device.
-    package var labelChange: String? {
-        guard let history, let previous = try? history.lastAppliedLabels(), previous != labels else { return nil }
-        func text(_ labels: [String: String]) -> String {
-            labels.isEmpty ? "(none)" : labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
-        }
-        return "the labels differ from the last apply's (\(text(previous)) then, \(text(labels)) now): other policies may select this device"
+        return ApplyOutcome(report: report(.apply, plan: plan, applied: !plan.isEmpty, notes: notes), changed: !plan.isEmpty, failure: nil,
+                            remaining: plan.afterApplying())
     }
 
     /// Records a drift detection (noting when each difference was first seen) and returns its
-    /// report, with connector health (from `runtime`, or the agent's connectors opened here).
+    /// report, with connector health when the backend's connectors are Tether's. `plan` is
+    /// what an apply left (`ApplyOutcome.remaining`); by default this comparison's.
     /// With `onlyChanges`, a detection that says what the last one said is not recorded again
     /// (the controller's steady state writes nothing).
-    package func detectDrift(runtime: ConnectorRuntime? = nil, onlyChanges: Bool = false) -> Report {
-        var plan = self.plan
+    package func detectDrift(plan remaining: Plan? = nil, onlyChanges: Bool = false) -> Report {
+        let history = session.history
+        var plan = remaining ?? self.plan
         var differences: [String: String] = [:]
         for finding in plan.findings where [.pending, .drift, .conflict, .unenforceable].contains(finding.kind) {
             differences[finding.key.description] = "\(finding.kind.rawValue):\(finding.actual)"
         }
-        let noticed = (try? history?.notice(differences)) ?? [:]
+        let noticed = (try? history.notice(differences)) ?? [:]
         for index in plan.findings.indices {
             plan.findings[index].noticedAt = noticed[plan.findings[index].key.description]
         }
         var report = self.report(.drift, plan: plan)
-        if let agent = agent as? Agent, let runtime = try? runtime ?? ConnectorRuntime(agent: agent) {
+        if let runtime = try? session.connectors() {
             report.health = (try? runtime.status()) ?? []
             report.sensors = (try? runtime.sensorReports()) ?? []
         }
-        let entry = HistoryEntry(kind: "drift", revision: report.revision, result: report.inSync ? "in-sync" : "drift",
+        let entry = HistoryEntry(kind: .drift, revision: report.revision, result: report.inSync ? .inSync : .drift,
                                  findings: plan.findings.filter { $0.kind.isProblem }.count,
                                  detail: plan.findings.map { "\($0.key) \($0.kind.rawValue)" }.joined(separator: ", "))
         if onlyChanges {
-            try? history?.recordIfChanged(entry)
+            try? history.recordIfChanged(entry)
         } else {
-            try? history?.record(entry)
+            try? history.record(entry)
         }
         return report
     }
@@ -234,3 +196,40 @@ package struct Reconciliation {
 
 /// A health window's restore found the agent changed by someone else since the apply.
 private struct ChangedSinceApply: Error {}
+
+/// A revision compared offline with an agent snapshot (`plan --against`): a plan to show,
+/// nothing on this machine opened, and nothing to apply.
+package struct OfflineComparison {
+    package let revision: PolicyRevision
+    package let labels: [String: String]
+    package let host: String
+    package let desired: ResolvedDesiredState
+    package let applied: AppliedState
+    package let plan: Plan
+    package let notes: [String]
+
+    init(revision: PolicyRevision, labels: [String: String], snapshot: AgentSnapshot, desired: ResolvedDesiredState, notes: [String],
+         warnExpiryDays: Int, prune: Bool) {
+        self.revision = revision
+        self.labels = labels
+        host = snapshot.host
+        applied = snapshot.applied
+        var notes = notes
+        var resolved = desired
+        let offline = resolved.unresolved.keys.filter { if case .clientCertificate = $0 { return true }; return false }
+        if !offline.isEmpty {
+            notes.append("not checked offline: " + offline.sorted().map(\.description).joined(separator: ", ")
+                         + " (client containers live on the device, not in the snapshot)")
+            resolved = resolved.dropping(unresolved: offline)
+        }
+        self.desired = resolved
+        self.notes = notes
+        plan = Planner.plan(desired: resolved, actual: snapshot.state, applied: snapshot.applied, warnExpiryDays: warnExpiryDays, prune: prune)
+    }
+
+    /// The plan report.
+    package func report() -> Report {
+        Report(kind: .plan, revision: revision, host: host, labels: labels, desired: desired, plan: plan,
+               applied: false, lastApplied: (applied.revision, applied.at), notes: notes)
+    }
+}

@@ -16,7 +16,10 @@ package final class KESLStandIn: @unchecked Sendable {
         folder = try TemporaryDirectory("kesl-standin")
         let script = try folder.write("kesl-control.py", Self.script)
         executable = folder.url.appendingPathComponent("kesl-control").path
-        let wrapper = "#!/bin/sh\nKESL_STANDIN_STATE='\(folder.path)' exec python3 '\(script)' \"$@\"\n"
+        // Debian's python3 directly, isolated and without site packages (-I -S): 30 ms a call instead
+        // of 110 ms through a version manager's shim; a vendor call costs little, as the real one does.
+        let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3 -I -S" : "python3"
+        let wrapper = "#!/bin/sh\nKESL_STANDIN_STATE='\(folder.path)' exec \(python) '\(script)' \"$@\"\n"
         try Data(wrapper.utf8).write(to: URL(fileURLWithPath: executable))
         chmod(executable, 0o755)
     }

@@ -37,10 +37,13 @@ package enum SQLValue: Sendable, Equatable {
 
 private let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
 
-/// One SQLite database file, owned by this object and closed in `deinit`.
-/// Not thread-safe: use from one thread at a time.
-package final class Database {
+/// One SQLite database file, owned by this object and closed in `deinit`. One connection may be
+/// shared by the threads of a process (`tether run` holds one per store): each statement, and
+/// each transaction from BEGIN to COMMIT, holds the connection for the calling thread alone.
+package final class Database: @unchecked Sendable {
     private let handle: OpaquePointer
+    /// Held around every use of `handle`; recursive, so a transaction's statements take it again.
+    private let lock = NSRecursiveLock()
 
     /// Opens (and creates when missing) the database at `path`.
     package init(path: String) throws {
@@ -74,6 +77,8 @@ package final class Database {
     }
 
     package func execute(_ sql: String) throws {
+        lock.lock()
+        defer { lock.unlock() }
         var errorMessage: UnsafeMutablePointer<CChar>?
         let code = sqlite3_exec(handle, sql, nil, nil, &errorMessage)
         if code != SQLITE_OK {
@@ -86,6 +91,8 @@ package final class Database {
     /// Runs one statement with parameters and returns its rows.
     @discardableResult
     package func query(_ sql: String, _ parameters: [SQLValue] = []) throws -> [[SQLValue]] {
+        lock.lock()
+        defer { lock.unlock() }
         var statement: OpaquePointer?
         try check(sqlite3_prepare_v2(handle, sql, -1, &statement, nil))
         defer { sqlite3_finalize(statement) }
@@ -94,12 +101,16 @@ package final class Database {
 
     /// A statement compiled once, to run many times (a queue's insert).
     package func prepare(_ sql: String) throws -> PreparedStatement {
+        lock.lock()
+        defer { lock.unlock() }
         var statement: OpaquePointer?
         try check(sqlite3_prepare_v2(handle, sql, -1, &statement, nil))
         return PreparedStatement(database: self, statement: statement)
     }
 
     fileprivate func run(_ statement: OpaquePointer?, _ parameters: [SQLValue]) throws -> [[SQLValue]] {
+        lock.lock()
+        defer { lock.unlock() }
         sqlite3_reset(statement)
         sqlite3_clear_bindings(statement)
         for (index, parameter) in parameters.enumerated() {
@@ -146,6 +157,8 @@ package final class Database {
 
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
     package func transaction<T>(_ body: () throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
         try execute("BEGIN IMMEDIATE")
         do {
             let result = try body()

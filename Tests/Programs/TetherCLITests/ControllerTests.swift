@@ -94,7 +94,7 @@ struct FetchTests {
         try publish(remote.env, to: remote.remotes)
         try runProgram("git", ["--git-dir", bare, "update-server-info"])
         let moved = controller.runCycle()
-        #expect(moved.revision == newer && moved.reason == "applied", "\(moved.message)")
+        #expect(moved.revision == newer && moved.reason == .applied, "\(moved.message)")
         #expect(remote.proxy.connections > afterFirst, "a changed info/refs sends the cycle to git")
 
         // A probe that fails (the server is gone) asks git, as without one.

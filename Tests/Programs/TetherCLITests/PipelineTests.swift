@@ -23,7 +23,7 @@ private func allowedSigners(in directory: TemporaryDirectory) throws -> String {
 
 /// The newest history entry that says the agent matches a revision.
 private func lastAppliedEntry(_ state: URL) throws -> HistoryEntry? {
-    try History(stateDirectory: state).entries(limit: 10_000).first { ["applied", "nothing-to-do"].contains($0.result) }
+    try History(stateDirectory: state).entries(limit: 10_000).first { $0.result.leftAgentMatching }
 }
 
 @Suite("One pipeline: vouch before reading, refuse rollbacks everywhere, safe under overlap and kills")
@@ -131,7 +131,7 @@ struct PipelineTests {
             #expect(drift.code == 0, "round \(round): the agent holds \(recorded.prefix(12)): \(drift.stdout)")
             // Never back from B to A: every apply was vouched for against what the agent held when it applied.
             let sequence = try History(stateDirectory: device.url).entries(limit: 100).reversed()
-                .filter { ["applied", "nothing-to-do"].contains($0.result) }.map(\.revision)
+                .filter { $0.result.leftAgentMatching }.map(\.revision)
             if let firstB = sequence.firstIndex(of: b) {
                 #expect(!sequence[firstB...].contains(a), "round \(round): went back from B to A: \(sequence.map { $0 == a ? "A" : "B" })")
             }

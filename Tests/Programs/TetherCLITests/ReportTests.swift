@@ -364,7 +364,7 @@ struct DriftHistoryTests {
     func onlyChanges() throws {
         let env = try Environment()
         #expect(env.run("apply").code == 0)
-        let count = { try History(stateDirectory: env.state.url).entries(limit: 100).filter { $0.kind == "drift" }.count }
+        let count = { try History(stateDirectory: env.state.url).entries(limit: 100).filter { $0.kind == .drift }.count }
         #expect(env.run("drift").code == 0)
         #expect(env.run("drift").code == 0)
         #expect(try count() == 1)

@@ -21,7 +21,7 @@ package struct SyncOutcome: Sendable {
 /// The connector core: EDR, NDR and Sandbox connectors that talk HTTPS to the platform with the
 /// agent's settings and certificates. Every call blocks on the network: run it on a dedicated
 /// thread, never on Swift's cooperative pool.
-package final class ConnectorRuntime {
+package final class ConnectorRuntime: @unchecked Sendable {
     let agent: Agent
     let store: RuntimeStore
     let directory: URL
@@ -161,27 +161,54 @@ package final class ConnectorRuntime {
         guard let state = try? agent.state() else { return [] }
         var outcomes: [SyncOutcome] = []
         for integration in state.running.sorted() {
-            let status = try? store.status(integration, running: true)
-            let since = status?.lastAttempt.map { now.timeIntervalSince($0) } ?? .infinity
-            let period: TimeInterval
-            switch integration {
-            case .edr: period = TimeInterval(state.int(SettingPath.edr.synchronizationPeriod) * 60)
-            case .ndr: period = TimeInterval(state.int(SettingPath.ndr.pingPeriod))
-            case .sandbox: period = ((try? store.pendingScanCount()) ?? 0) == 0 ? 300 : 5
-            }
-            let retry = status?.lastError != nil ? min(period, 30) : period
-            if since >= retry {
+            guard let due = schedule(integration, state: state, now: now) else { continue }
+            if due.sync <= now {
                 outcomes.append(sync(integration))
-                continue
-            }
-            if let transfer = SettingPath.eventTransfer(integration), let depth = try? store.depth(integration), depth > 0 {
-                let age = (try? store.oldestEventAge(integration, now: now)) ?? 0
-                if depth >= ConnectorRuntime.batchSize || age >= TimeInterval(state.int(transfer.maximumDataTransferTime)) {
-                    outcomes.append(flushTelemetry(integration))
-                }
+            } else if let flush = due.flush, flush <= now {
+                outcomes.append(flushTelemetry(integration))
             }
         }
         return outcomes
+    }
+
+    /// When `tick` next has something to do (a sync, a flush, an isolation's auto-off), so the
+    /// process can sleep until then; nil when nothing runs.
+    package func nextDue(now: Date? = nil) -> Date? {
+        let now = now ?? clock()
+        guard let state = try? agent.state() else { return nil }
+        var next: Date?
+        func consider(_ date: Date?) { if let date { next = min(next ?? date, date) } }
+        for integration in state.running {
+            let due = schedule(integration, state: state, now: now)
+            consider(due?.sync)
+            consider(due?.flush)
+        }
+        if let isolation = try? store.database.query("SELECT until FROM isolation WHERE id = 1 AND active = 1 AND until IS NOT NULL").first,
+           let until = isolation[0].real {
+            consider(Date(timeIntervalSince1970: until))
+        }
+        return next
+    }
+
+    /// When a running connector's next sync is due (its period after the last attempt; 30 s
+    /// after an error at most) and, when events wait, its next telemetry flush.
+    private func schedule(_ integration: Integration, state: AgentState, now: Date) -> (sync: Date, flush: Date?)? {
+        let status = try? store.status(integration, running: true)
+        let period: TimeInterval
+        switch integration {
+        case .edr: period = TimeInterval(state.int(SettingPath.edr.synchronizationPeriod) * 60)
+        case .ndr: period = TimeInterval(state.int(SettingPath.ndr.pingPeriod))
+        case .sandbox: period = ((try? store.pendingScanCount()) ?? 0) == 0 ? 300 : 5
+        }
+        let retry = status?.lastError != nil ? min(period, 30) : period
+        let sync = status?.lastAttempt.map { $0.addingTimeInterval(retry) } ?? now
+        var flush: Date?
+        if let transfer = SettingPath.eventTransfer(integration), let depth = try? store.depth(integration), depth > 0 {
+            let age = (try? store.oldestEventAge(integration, now: now)) ?? 0
+            flush = depth >= ConnectorRuntime.batchSize ? now
+                : now.addingTimeInterval(TimeInterval(state.int(transfer.maximumDataTransferTime)) - age)
+        }
+        return (sync, flush)
     }
 
     /// Every connector's status.
