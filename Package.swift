@@ -83,9 +83,9 @@ let package = Package(
         module("KESLAgent", in: "Agents", ["AgentInterface", "AgentRecords", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
 
         // ── Endpoint: the embedded agent's sensors, wire format and connectors ──
-        module("Sensors", in: "Endpoint", ["CSensorShims", "IntegrationModel", "X509"]),
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
         module("WireFormat", in: "Endpoint", ["IntegrationModel"]),
+        module("Sensors", in: "Endpoint", ["CSensorShims", "IntegrationModel", "WireFormat", "X509"]),
         module("ConnectorCore", in: "Endpoint", ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
 
         // ── Planning: desired × actual × last applied → findings and ordered steps (pure) ──
@@ -110,7 +110,7 @@ let package = Package(
         // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
         program("tether-fetch", in: "Programs", ["GitSource", "CProcessShims"]),
         // make bench: connector throughput, queue write rates, the idle controller.
-        program("tether-bench", in: "Programs", ["Controller", "ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel", "PolicySource", "Reconciler", "Sensors", logging]),
+        program("tether-bench", in: "Programs", ["Controller", "ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel", "PolicySource", "Reconciler", "Sensors", "WireFormat", logging]),
 
         // ── Platform: the local platform, a real HTTPS server on loopback for tests, the demo and
         // trying policies. TLS under HTTPServer and a certificate authority: never linked into tether ──
@@ -134,7 +134,7 @@ let package = Package(
         tests("PolicyTests", in: "Model", ["Policy", "IntegrationModel"]),
         tests("EmbeddedAgentTests", in: "Agents", ["EmbeddedAgent", "AgentInterface", "IntegrationModel", "TetherTestSupport"]),
         tests("KESLAgentTests", in: "Agents", ["KESLAgent", "AgentInterface", "ChildProcess", "IntegrationModel", "TetherTestSupport"]),
-        tests("SensorsTests", in: "Endpoint", ["Sensors", "IntegrationModel"]),
+        tests("SensorsTests", in: "Endpoint", ["Sensors", "IntegrationModel", "WireFormat"]),
         tests("WireFormatTests", in: "Endpoint", ["WireFormat", "IntegrationModel"]),
         tests("ConnectorCoreTests", in: "Endpoint", ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "WireFormat", "X509", "TetherTestSupport"]),
         tests("PlannerTests", in: "Planning", ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),

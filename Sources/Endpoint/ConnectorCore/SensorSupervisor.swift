@@ -204,11 +204,11 @@ package final class SensorSupervisor: @unchecked Sendable {
             let events = drained.events.map(TelemetryEvent.init)
             // Prevention may run while telemetry is off: its detections are then counted as suppressed, not lost.
             if !flowing.contains(.edr) {
-                let detections = events.filter { TelemetryEvent.exemptFromLimits.contains($0.type) }
+                let detections = events.filter { $0.type.isExemptFromLimits }
                 if !detections.isEmpty { try runtime.record(detections, for: .edr) }
             }
             for integration in flowing {
-                let (kept, throttled) = admit(integration == .edr ? events : events.filter { $0.type == "network-connection" }, for: integration)
+                let (kept, throttled) = admit(integration == .edr ? events : events.filter { $0.type.isNetwork }, for: integration)
                 try runtime.record(kept, for: integration)
                 if !kept.isEmpty, (try? runtime.store.depth(integration)) ?? 0 >= ConnectorRuntime.batchSize { batchReady() }
                 if !throttled.isEmpty {
@@ -238,7 +238,7 @@ package final class SensorSupervisor: @unchecked Sendable {
         var kept: [TelemetryEvent] = []
         var throttled: [String: Int] = [:]
         for event in events {
-            if budget.take(event.type) { kept.append(event) } else { throttled[event.type, default: 0] += 1 }
+            if budget.take(event.type) { kept.append(event) } else { throttled[event.type.rawValue, default: 0] += 1 }
         }
         admitted[integration] = (hour, budget.counts)
         return (kept, throttled)

@@ -28,7 +28,7 @@ package final class SensorBuffer: @unchecked Sendable {
     /// Adds an event; false when the buffer was full and the event was dropped.
     @discardableResult
     package func push(_ event: SensorEvent) -> Bool {
-        let type = event.type
+        let type = event.type.rawValue
         lock.lock()
         defer { lock.unlock() }
         seen[type, default: 0] += 1

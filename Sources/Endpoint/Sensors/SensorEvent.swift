@@ -1,5 +1,6 @@
 import Foundation
 import IntegrationModel
+import WireFormat
 
 /// What a sensor saw, typed; `type` and `detail` are its form on the wire (docs/wire-format.md,
 /// "Sensor events").
@@ -22,21 +23,23 @@ package struct SensorEvent: Sendable, Equatable {
     }
 
     /// The wire's event type.
-    package var type: String {
+    package var type: EventType {
         switch payload {
-        case .processStart: return "process-start"
-        case .processStop: return "process-stop"
-        case .network: return "network-connection"
-        case .file: return "file-change"
-        case .detection: return "detection"
-        case .processingResult: return "processing-result"
+        case .processStart: return .processStart
+        case .processStop: return .processStop
+        case .network: return .networkConnection
+        case .file: return .fileChange
+        case .detection: return .detection
+        case .processingResult: return .processingResult
         }
     }
 
-    /// The wire's `detail`: only what is known (a field is absent, never empty or guessed).
-    package var detail: [String: String] {
-        var detail: [String: String] = [:]
-        func put(_ key: String, _ value: CustomStringConvertible?) { if let value { detail[key] = value.description } }
+    /// The wire's `detail`: only what is known (a field is absent, never empty or guessed);
+    /// pids, uids, ports and exit codes as numbers.
+    package var detail: [String: DetailValue] {
+        var detail: [String: DetailValue] = [:]
+        func put(_ key: String, _ value: String?) { if let value { detail[key] = .text(value) } }
+        func put<Number: BinaryInteger>(_ key: String, _ value: Number?) { if let value { detail[key] = DetailValue(value) } }
         switch payload {
         case .processStart(let process):
             put("pid", process.pid)
@@ -47,35 +50,35 @@ package struct SensorEvent: Sendable, Equatable {
             put("startTime", process.startedAt.map(Timestamp.string))
             put("sha256", process.sha256)
             put("md5", process.md5)
-            if !process.missing.isEmpty { detail["missing"] = process.missing.joined(separator: ",") }
+            if !process.missing.isEmpty { detail["missing"] = .text(process.missing.joined(separator: ",")) }
         case .processStop(let stop):
             put("pid", stop.pid)
             put("exitCode", stop.exitCode)
             put("signal", stop.signal)
             put("path", stop.executable)
         case .network(let connection):
-            detail["action"] = connection.action.rawValue
-            detail["protocol"] = connection.transport.rawValue
-            detail["localAddress"] = connection.local.address
-            detail["localPort"] = String(connection.local.port)
+            put("action", connection.action.rawValue)
+            put("protocol", connection.transport.rawValue)
+            put("localAddress", connection.local.address)
+            put("localPort", connection.local.port)
             if let remote = connection.remote {
-                detail["remoteAddress"] = remote.address
-                detail["remotePort"] = String(remote.port)
+                put("remoteAddress", remote.address)
+                put("remotePort", remote.port)
             }
             put("uid", connection.uid)
             put("pid", connection.owner?.pid)
             put("path", connection.owner?.executable)
         case .file(let change):
-            detail["action"] = change.action.rawValue
-            detail["path"] = change.path
+            put("action", change.action.rawValue)
+            put("path", change.path)
             put("oldPath", change.oldPath)
-            if change.isDirectory { detail["directory"] = "true" }
+            if change.isDirectory { detail["directory"] = .flag(true) }
             put("pid", change.actor?.pid)
             put("processPath", change.actor?.executable)
         case .detection(let detection):
-            detail["detectionId"] = detection.id
-            detail["source"] = detection.source.rawValue
-            detail["path"] = detection.path
+            put("detectionId", detection.id)
+            put("source", detection.source.rawValue)
+            put("path", detection.path)
             put("sha256", detection.sha256)
             put("md5", detection.md5)
             put("pid", detection.pid)
@@ -84,9 +87,9 @@ package struct SensorEvent: Sendable, Equatable {
             put("scanId", detection.scanId)
             put("verdict", detection.verdict)
         case .processingResult(let result):
-            detail["detectionId"] = result.detectionId
-            detail["action"] = result.action.rawValue
-            detail["result"] = result.result
+            put("detectionId", result.detectionId)
+            put("action", result.action.rawValue)
+            put("result", result.result)
             put("pid", result.pid)
         }
         return detail

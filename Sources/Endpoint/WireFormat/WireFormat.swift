@@ -17,15 +17,19 @@ package enum Wire {
         return Array((try? encoder.encode(value)) ?? Data("{}".utf8))
     }
 
-    /// A string map as a JSON object with sorted keys, as `encode` writes it, without an encoder:
-    /// the telemetry queue writes one per event, thousands a second under load.
-    package static func object(_ map: [String: String]) -> String {
+    /// An event's detail as a JSON object with sorted keys, as `encode` writes it, without an
+    /// encoder: the telemetry queue writes one per event, thousands a second under load.
+    package static func object(_ map: [String: DetailValue]) -> String {
         var text = "{"
         for (index, key) in map.keys.sorted().enumerated() {
             if index > 0 { text += "," }
             appendString(key, to: &text)
             text += ":"
-            appendString(map[key]!, to: &text)
+            switch map[key]! {
+            case .text(let value): appendString(value, to: &text)
+            case .number(let value): text += String(value)
+            case .flag(let value): text += value ? "true" : "false"
+            }
         }
         return text + "}"
     }
@@ -209,16 +213,83 @@ package struct EventBatch: Codable, Sendable {
     }
 }
 
+/// A telemetry event's type (docs/wire-format.md, "Sensor events").
+package enum EventType: String, Codable, Sendable, CaseIterable {
+    case processStart = "process-start"
+    case processStop = "process-stop"
+    case networkConnection = "network-connection"
+    case fileChange = "file-change"
+    case detection
+    case processingResult = "processing-result"
+    case remediation
+    case sandboxVerdict = "sandbox-verdict"
+    case sandboxQueueFull = "sandbox-queue-full"
+
+    /// Detections, what was done about them and Sandbox verdicts: never dropped by the hourly
+    /// count limits, so that noise cannot hide them.
+    package var isExemptFromLimits: Bool { self == .detection || self == .processingResult || self == .sandboxVerdict }
+
+    /// What the network sensor reports: the one type NDR receives.
+    package var isNetwork: Bool { self == .networkConnection }
+
+    /// The types sensors produce.
+    package static let sensorTypes: [EventType] = [.processStart, .processStop, .networkConnection, .fileChange, .detection, .processingResult]
+}
+
+/// One value of an event's `detail`: text, or a JSON number (pids, uids, ports, exit codes,
+/// sizes) or boolean, as the wire carries them.
+package enum DetailValue: Codable, Sendable, Hashable, CustomStringConvertible, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
+    case text(String)
+    case number(Int64)
+    case flag(Bool)
+
+    package init(stringLiteral value: String) { self = .text(value) }
+    package init(integerLiteral value: Int64) { self = .number(value) }
+    package init<Number: BinaryInteger>(_ number: Number) { self = .number(Int64(number)) }
+
+    package init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let flag = try? container.decode(Bool.self) {
+            self = .flag(flag)
+        } else if let number = try? container.decode(Int64.self) {
+            self = .number(number)
+        } else {
+            self = .text(try container.decode(String.self))
+        }
+    }
+
+    package func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .text(let text): try container.encode(text)
+        case .number(let number): try container.encode(number)
+        case .flag(let flag): try container.encode(flag)
+        }
+    }
+
+    /// The text, for text values.
+    package var text: String? { if case .text(let text) = self { return text }; return nil }
+    /// The number, for numbers.
+    package var number: Int64? { if case .number(let number) = self { return number }; return nil }
+
+    package var description: String {
+        switch self {
+        case .text(let text): return text
+        case .number(let number): return String(number)
+        case .flag(let flag): return String(flag)
+        }
+    }
+}
+
 /// One telemetry event.
 package struct WireEvent: Codable, Sendable, Equatable {
     package var seq: Int
-    /// `process-start`, `process-stop`, `network-connection`, `file-change`, `detection`,
-    /// `remediation`, `sandbox-verdict`, `sandbox-queue-full`.
+    /// An `EventType`'s raw value.
     package var type: String
     package var time: String
-    package var detail: [String: String]
+    package var detail: [String: DetailValue]
 
-    package init(seq: Int, type: String, time: String, detail: [String: String]) {
+    package init(seq: Int, type: String, time: String, detail: [String: DetailValue]) {
         self.seq = seq
         self.type = type
         self.time = time

@@ -204,6 +204,7 @@ package final class PlatformSimulator: @unchecked Sendable {
             return answer(SyncResponse(commands: pending, serverTime: Date().formatted(.iso8601)))
         case ("POST", "kata", "edr") where parts.last == "events", ("POST", "kata", "ndr") where parts.last == "events":
             guard let batch = received.decode(EventBatch.self) else { return answer(WireError("an event batch is expected"), status: 400) }
+            if let problem = Self.numberProblem(batch) { return answer(WireError(problem), status: 400) }
             let isNew = lock.withLock {
                 let inserted = batchesTaken.insert(request.path + " " + batch.batchId).inserted
                 if !inserted { duplicates += 1 }
@@ -342,5 +343,20 @@ struct RecordEncoder: Sendable {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
         return Array((try? encoder.encode(value)) ?? Data("{}".utf8))
+    }
+}
+
+extension PlatformSimulator {
+    /// The fields docs/wire-format.md says are JSON numbers.
+    package static let numericDetail: Set<String> = ["pid", "ppid", "uid", "localPort", "remotePort", "exitCode", "signal"]
+
+    /// The first numeric detail field sent as anything but a number, named with its event.
+    package static func numberProblem(_ batch: EventBatch) -> String? {
+        for event in batch.events {
+            for (key, value) in event.detail where numericDetail.contains(key) && value.number == nil {
+                return "event seq \(event.seq) (\(event.type)): detail.\(key) must be a JSON number, not \(value.text.map { "the string \"\($0)\"" } ?? "\(value)") (docs/wire-format.md)"
+            }
+        }
+        return nil
     }
 }

@@ -5,6 +5,7 @@ import Foundation
 import IntegrationModel
 import Reports
 import Sensors
+import WireFormat
 
 /// Opens the agent and its connectors.
 func connectorRuntime(_ device: DeviceOptions) throws -> ConnectorRuntime {
@@ -208,21 +209,23 @@ struct SandboxList: ParsableCommand {
 struct EmitEvents: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "emit-events",
         abstract: "Record synthetic sensor events into a connector's telemetry queue (for demos, tests and benchmarks).")
-    @Option(help: "process-start, process-stop, network-connection, file-change, detection or remediation.")
+    @Option(help: ArgumentHelp("The event type: \(EventType.sensorTypes.map(\.rawValue).joined(separator: ", ")).", valueName: "type"))
     var type: String = "process-start"
     @Option(help: "How many.") var count: Int = 1
     @Option(help: "edr or ndr.") var integration: Integration = .edr
     @OptionGroup var device: DeviceOptions
 
     func validate() throws {
-        if !TelemetryEvent.sensorTypes.contains(type) {
-            throw ValidationError("unknown event type '\(type)'\(Suggestion.hint(for: type, among: TelemetryEvent.sensorTypes)); use one of \(TelemetryEvent.sensorTypes.joined(separator: ", "))")
+        let names = EventType.sensorTypes.map(\.rawValue)
+        if !names.contains(type) {
+            throw ValidationError("unknown event type '\(type)'\(Suggestion.hint(for: type, among: names)); use one of \(names.joined(separator: ", "))")
         }
         if count < 1 { throw ValidationError("--count must be at least 1") }
     }
 
     func run() throws {
-        let events = (0..<count).map { TelemetryEvent(type: type, detail: ["synthetic": "true", "n": String($0)]) }
+        let eventType = EventType(rawValue: type) ?? .processStart
+        let events = (0..<count).map { TelemetryEvent(type: eventType, detail: ["synthetic": .flag(true), "n": DetailValue($0)]) }
         let queued = try agentCall { try connectorRuntime(device).record(events, for: integration) }
         Console.out(queued == count ? "Queued \(queued) \(type) event\(queued == 1 ? "" : "s") for \(integration.displayName)."
                     : "Queued \(queued) of \(count) events for \(integration.displayName) (telemetry off, or the queue is full).")

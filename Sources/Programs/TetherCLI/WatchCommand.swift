@@ -69,11 +69,11 @@ struct Watch: ParsableCommand {
     }
 
     static func text(_ event: SensorEvent) -> String {
-        let detail = event.detail.sorted { $0.key < $1.key }.map { "\($0.key)=\(TerminalText.excerpt($0.value, limit: 200))" }
-        return "\(Timestamp.string(event.at)) \(event.type) " + detail.joined(separator: " ")
+        let detail = event.detail.sorted { $0.key < $1.key }.map { "\($0.key)=\(TerminalText.excerpt($0.value.description, limit: 200))" }
+        return "\(Timestamp.string(event.at)) \(event.type.rawValue) " + detail.joined(separator: " ")
     }
 
     static func json(_ event: SensorEvent) -> String {
-        String(decoding: Wire.encode(WireEvent(seq: 0, type: event.type, time: Timestamp.string(event.at), detail: event.detail)), as: UTF8.self)
+        String(decoding: Wire.encode(WireEvent(seq: 0, type: event.type.rawValue, time: Timestamp.string(event.at), detail: event.detail)), as: UTF8.self)
     }
 }

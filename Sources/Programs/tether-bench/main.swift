@@ -4,6 +4,7 @@ import Foundation
 import IntegrationModel
 import PlatformSim
 import Sensors
+import WireFormat
 
 // make bench, part two: telemetry through EDR to the local platform over mutual TLS, and the
 // durable queue's write rate. Everything on 127.0.0.1, in one process; prints figures.
@@ -41,7 +42,7 @@ try agent.transaction(actor: "bench") {
 }
 
 func events(_ count: Int) -> [TelemetryEvent] {
-    (0..<count).map { TelemetryEvent(type: TelemetryEvent.sensorTypes[$0 % 6], detail: ["path": "/usr/bin/tool-\($0 % 97)", "pid": String($0)]) }
+    (0..<count).map { TelemetryEvent(type: EventType.sensorTypes[$0 % 6], detail: ["path": .text("/usr/bin/tool-\($0 % 97)"), "pid": DetailValue($0)]) }
 }
 
 print("Connector core, on 127.0.0.1 (platform-sim in-process, mutual TLS, EC P-256):\n")

@@ -49,8 +49,8 @@ final class Rig: @unchecked Sendable {
     }
 
     /// Events of one type, numbered n = 0…
-    static func events(_ count: Int, type: String = "process-start", from start: Int = 0) -> [TelemetryEvent] {
-        (start..<(start + count)).map { TelemetryEvent(type: type, detail: ["n": String($0)]) }
+    static func events(_ count: Int, type: EventType = .processStart, from start: Int = 0) -> [TelemetryEvent] {
+        (start..<(start + count)).map { TelemetryEvent(type: type, detail: ["n": DetailValue($0)]) }
     }
 }
 
@@ -151,7 +151,7 @@ struct TelemetryTests {
         #expect(up.succeeded, "\(up.summary)")
         let events = rig.platform.events()
         #expect(events.count == 2500)
-        #expect(events.map { $0.detail["n"] } == (0..<2500).map { String($0) })
+        #expect(events.map { $0.detail["n"] } == (0..<2500).map { DetailValue($0) })
         let batches = rig.platform.received.filter { $0.path.hasSuffix("/events") }.map { $0.decode(EventBatch.self)?.events.count ?? 0 }
         #expect(batches == [1024, 1024, 452])
         #expect(try rig.runtime.status().first { $0.integration == .edr }?.queueDepth == 0)
@@ -164,12 +164,12 @@ struct TelemetryTests {
             try rig.set(SettingPath.edr.maximumEventsPerHour, .int(100))
             try rig.set(SettingPath.edr.eventLimitExceededPercentage, .int(50))
         }
-        try rig.runtime.record(Rig.events(80, type: "process-start") + Rig.events(40, type: "file-change"))
+        try rig.runtime.record(Rig.events(80, type: .processStart) + Rig.events(40, type: .fileChange))
         #expect(rig.runtime.sync(.edr).succeeded)
         let sent = rig.platform.events()
         #expect(sent.filter { $0.type == "process-start" }.count == 50)
         #expect(sent.filter { $0.type == "file-change" }.count == 40)
-        try rig.runtime.record(Rig.events(30, type: "network-connection"))
+        try rig.runtime.record(Rig.events(30, type: .networkConnection))
         #expect(rig.runtime.sync(.edr).succeeded)
         #expect(rig.platform.events().count == 100, "the hourly budget is spent")
         let status = try #require(try rig.runtime.status().first { $0.integration == .edr })
@@ -206,7 +206,7 @@ struct TelemetryTests {
             try rig.set(SettingPath.ndr.maximumEventsInPackage, .int(100))
             try rig.set(SettingPath.ndr.requestCountLimits, .bool(false))
         }
-        try rig.runtime.record(Rig.events(250, type: "network-connection"), for: .ndr)
+        try rig.runtime.record(Rig.events(250, type: .networkConnection), for: .ndr)
         let outcome = rig.runtime.sync(.ndr)
         #expect(outcome.succeeded, "\(outcome.summary)")
         #expect(outcome.summary.contains("failing over from 127.0.0.1:\(closed)"))
@@ -346,7 +346,7 @@ struct ConnectorLifecycleTests {
         let outcomes = rig.runtime.tick()
         #expect(outcomes.map(\.integration) == [.edr])
         #expect(outcomes.first?.succeeded == true)
-        #expect(rig.platform.events().compactMap { $0.detail["n"] } == (0..<100).map { String($0) })
+        #expect(rig.platform.events().compactMap { $0.detail["n"] } == (0..<100).map { DetailValue($0) })
     }
 
     @Test("A changed address takes effect at the next sync (a restart with the new settings)")
@@ -369,5 +369,18 @@ final class TestClock: @unchecked Sendable {
 
     func advance(_ seconds: TimeInterval) {
         lock.withLock { current = current.addingTimeInterval(seconds) }
+    }
+}
+
+@Suite("The platform's checks of the wire format")
+struct PlatformWireChecks {
+    @Test("A batch whose pid or port is a string is refused, naming the event and the field; numbers pass")
+    func numbersAreNumbers() {
+        let good = EventBatch(batchId: "b1", events: [WireEvent(seq: 1, type: "process-start", time: "2026-12-06T12:00:00Z",
+                                                               detail: ["pid": 42, "uid": 0, "path": "/bin/true"])])
+        #expect(PlatformSimulator.numberProblem(good) == nil)
+        let bad = EventBatch(batchId: "b2", events: [WireEvent(seq: 7, type: "network-connection", time: "2026-12-06T12:00:00Z",
+                                                              detail: ["pid": 42, "localPort": "34329"])])
+        #expect(PlatformSimulator.numberProblem(bad) == #"event seq 7 (network-connection): detail.localPort must be a JSON number, not the string "34329" (docs/wire-format.md)"#)
     }
 }

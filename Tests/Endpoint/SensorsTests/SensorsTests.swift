@@ -1,6 +1,7 @@
 import Foundation
 import IntegrationModel
 @testable import Sensors
+import WireFormat
 import Testing
 
 @Suite("Sensors: the parts that need no kernel interface")
@@ -47,7 +48,7 @@ struct SensorsTests {
         let killed = ProcessStop(pid: 1, status: 9, executable: nil)
         #expect(killed.exitCode == nil && killed.signal == 9)
         let unknown = SensorEvent(.processStop(ProcessStop(pid: 7, status: nil, executable: nil))).detail
-        #expect(unknown == ["pid": "7"], "a /proc scan does not know how it ended, and says nothing")
+        #expect(unknown == ["pid": 7], "a /proc scan does not know how it ended, and says nothing")
     }
 
     @Test("Watched folders: under an included folder, not under an excluded one, by whole path components")
@@ -62,13 +63,18 @@ struct SensorsTests {
     @Test("Only what is known goes on the wire: a file change without a process says no pid; a detection links to its result")
     func detail() {
         let change = SensorEvent(.file(FileChange(action: .renamed, path: "/tmp/new", oldPath: "/tmp/old", isDirectory: true, actor: nil)))
-        #expect(change.detail == ["action": "renamed", "path": "/tmp/new", "oldPath": "/tmp/old", "directory": "true"])
+        #expect(change.detail == ["action": "renamed", "path": "/tmp/new", "oldPath": "/tmp/old", "directory": .flag(true)])
         var detection = Detection(id: "d1", source: .executionPrevention, path: "/tmp/x")
         detection.rule = "sha256:ab"
         let result = ProcessingResult(detectionId: detection.id, action: .processTerminated, result: "SIGKILL sent to pid 9", pid: 9)
         #expect(SensorEvent(.detection(detection)).detail == ["detectionId": "d1", "source": "execution-prevention", "path": "/tmp/x", "rule": "sha256:ab"])
         #expect(SensorEvent(.processingResult(result)).detail["detectionId"] == "d1")
-        #expect(SensorEvent(.processingResult(result)).type == "processing-result")
+        #expect(SensorEvent(.processingResult(result)).type == .processingResult)
+        #expect(SensorEvent(.processingResult(result)).detail["pid"] == .number(9), "a pid is a number on the wire")
+        var start = ProcessFacts(pid: 9401)
+        start.parentPid = 1
+        start.uid = 0
+        #expect(SensorEvent(.processStart(start)).detail == ["pid": 9401, "ppid": 1, "uid": 0])
     }
 
     @Test("The prevention list matches by SHA-256 or MD5 and names the rule; replacing it drops the old rules")

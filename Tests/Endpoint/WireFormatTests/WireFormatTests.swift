@@ -44,10 +44,20 @@ struct WireFormatTests {
 
     @Test("An event's detail written without an encoder is what the encoder writes, and reads back the same, whatever its characters")
     func eventDetail() throws {
-        let detail = ["commandLine": "sh -c \"echo \\\"hi\\\"\"\t\u{1B}[31m\u{0}end", "path": "/tmp/naïve/文件 😀", "empty": "", "slash": "a/b\r\n", "feeds": "\u{08}\u{0C}\u{1F}"]
+        let detail: [String: DetailValue] = ["commandLine": "sh -c \"echo \\\"hi\\\"\"\t\u{1B}[31m\u{0}end", "path": "/tmp/naïve/文件 😀", "empty": "",
+                                             "slash": "a/b\r\n", "feeds": "\u{08}\u{0C}\u{1F}", "pid": 9401, "uid": 0, "exitCode": -1,
+                                             "directory": .flag(true), "digits": "443"]
         let written = Wire.object(detail)
         #expect(written == String(decoding: Wire.encode(detail), as: UTF8.self))
-        #expect(try Wire.decode([String: String].self, from: Array(written.utf8)) == detail)
+        #expect(try Wire.decode([String: DetailValue].self, from: Array(written.utf8)) == detail)
         #expect(Wire.object([:]) == "{}")
+    }
+
+    @Test("Numbers in an event's detail are JSON numbers, and text that looks like a number stays text")
+    func detailNumbers() throws {
+        let written = Wire.object(["pid": 9401, "localPort": DetailValue(UInt16(34329)), "digits": "443"])
+        #expect(written == #"{"digits":"443","localPort":34329,"pid":9401}"#)
+        let event = try Wire.decode(WireEvent.self, from: Array(#"{"seq":1,"type":"process-start","time":"2026-12-06T12:00:00Z","detail":{"pid":7,"path":"/bin/true","uid":"0"}}"#.utf8))
+        #expect(event.detail["pid"] == .number(7) && event.detail["path"] == "/bin/true" && event.detail["uid"] == .text("0"))
     }
 }

@@ -10,6 +10,8 @@ private struct TelemetryRig {
     let platform: PlatformSimulator
     let env: Environment
     let watched: TemporaryDirectory
+    /// Where the platform keeps every request as it came (`received.jsonl`).
+    let received: TemporaryDirectory
 
     /// Unlimited by default: the machine's other activity (a parallel test run) must not use up
     /// the hourly budget a probe needs.
@@ -34,12 +36,24 @@ private struct TelemetryRig {
 
     init(limits: String = "requestCountLimits: false") throws {
         let pki = try PlatformPKI.create()
-        platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
+        received = try TemporaryDirectory("tether-received")
+        platform = try PlatformSimulator(pki: pki, requireClientCertificate: true, recordFile: received.url.appendingPathComponent("received.jsonl"))
         watched = try TemporaryDirectory("tether-watched")
         env = try Environment(policies: [
             "policies/telemetry.yaml": Self.policy(port: platform.port, watched: watched.path, telemetry: true, limits: limits),
             "policies/prod.yaml": Environment.prod,
         ], platform: pki)
+    }
+
+    /// The event details the platform received whose `key` holds `marker`, as JSON read them
+    /// from `received.jsonl` (not through Tether's own types).
+    func receivedDetails(containing marker: String) -> [[String: Any]] {
+        let text = (try? String(contentsOf: received.url.appendingPathComponent("received.jsonl"), encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").flatMap { line -> [[String: Any]] in
+            guard let request = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let events = (request["body"] as? [String: Any])?["events"] as? [[String: Any]] else { return [] }
+            return events.compactMap { $0["detail"] as? [String: Any] }.filter { $0.values.contains { "\($0)".contains(marker) } }
+        }
     }
 
     /// The sensors `tether agent status --json` shows.
@@ -95,9 +109,9 @@ struct SensorTests {
         let fileName = "\(marker).txt"
         try rig.watched.write(fileName, "written by the sensor test\n")
         func arrived(_ events: [WireEvent]) -> (process: WireEvent?, connection: WireEvent?, file: WireEvent?) {
-            (events.first { $0.type == "process-start" && $0.detail["commandLine"]?.contains(marker) == true },
-             events.first { $0.type == "network-connection" && $0.detail["action"] == "opened" && $0.detail["remotePort"] == String(listener.port) },
-             events.first { $0.type == "file-change" && $0.detail["path"] == rig.watched.url.appendingPathComponent(fileName).path })
+            (events.first { $0.type == "process-start" && $0.detail["commandLine"]?.text?.contains(marker) == true },
+             events.first { $0.type == "network-connection" && $0.detail["action"] == "opened" && $0.detail["remotePort"] == DetailValue(listener.port) },
+             events.first { $0.type == "file-change" && $0.detail["path"]?.text == rig.watched.url.appendingPathComponent(fileName).path })
         }
         let allArrived = rig.wait(seconds: 15) {
             let found = arrived(rig.platform.events())
@@ -109,12 +123,18 @@ struct SensorTests {
         let found = arrived(rig.platform.events())
         #expect(allArrived, "every probe arrived at the platform: \(found); \(controller.stderr.suffix(2000))")
         #expect(latency < 10, "within a few seconds (took \(latency) s)")
-        #expect(found.process?.detail["path"]?.hasPrefix("/") == true && found.process?.detail["uid"] == String(getuid()))
-        #expect(found.process?.detail["sha256"]?.count == 64)
+        #expect(found.process?.detail["path"]?.text?.hasPrefix("/") == true && found.process?.detail["uid"] == DetailValue(getuid()))
+        #expect(found.process?.detail["sha256"]?.text?.count == 64)
         #expect(found.connection?.detail["remoteAddress"] == "127.0.0.1" && found.connection?.detail["protocol"] == "tcp")
-        #expect(found.connection?.detail["pid"] == String(getpid()), "the connection's owner is this test process")
-        #expect(found.file?.detail["pid"] == String(getpid()), "fanotify says who wrote the file")
-        #expect(rig.platform.events().allSatisfy { $0.detail["pid"] != String(controller.pid) }, "the controller's own activity is not reported")
+        #expect(found.connection?.detail["pid"] == DetailValue(getpid()), "the connection's owner is this test process")
+        #expect(found.file?.detail["pid"] == DetailValue(getpid()), "fanotify says who wrote the file")
+        #expect(rig.platform.events().allSatisfy { $0.detail["pid"] != DetailValue(controller.pid) }, "the controller's own activity is not reported")
+        // On the wire, as the platform stored it: pid, uid and ports are JSON numbers, text is text.
+        let wireProcess = rig.receivedDetails(containing: marker).first { $0["commandLine"] != nil }
+        #expect(wireProcess?["pid"] is NSNumber && wireProcess?["uid"] as? NSNumber == NSNumber(value: getuid()) && wireProcess?["commandLine"] is String,
+                "\(String(describing: wireProcess))")
+        let wireConnection = rig.receivedDetails(containing: "127.0.0.1").first { ($0["remotePort"] as? NSNumber)?.intValue == listener.port }
+        #expect(wireConnection?["localPort"] is NSNumber && (wireConnection?["pid"] as? NSNumber)?.int32Value == getpid(), "\(String(describing: wireConnection))")
         // The metrics count what the sensors saw and what the platform took, by type.
         func metrics() -> String { (try? String(contentsOfFile: textfile, encoding: .utf8)) ?? "" }
         #expect(rig.wait(seconds: 5) { metrics().contains(#"tether_telemetry_events_total{scope="edr",type="process-start",outcome="sent"}"#) }, "\(metrics())")
@@ -127,7 +147,7 @@ struct SensorTests {
                                                    message: "Watch another folder")
         #expect(rig.wait(seconds: 15) { rig.sensors().contains { ($0["source"] as? String)?.contains(moved.path) == true } }, "\(rig.sensors())")
         try moved.write("\(marker)-moved.txt", "x")
-        #expect(rig.wait(seconds: 10) { rig.platform.events().contains { $0.detail["path"] == moved.url.appendingPathComponent("\(marker)-moved.txt").path } })
+        #expect(rig.wait(seconds: 10) { rig.platform.events().contains { $0.detail["path"]?.text == moved.url.appendingPathComponent("\(marker)-moved.txt").path } })
 
         // git turns EDR telemetry off: the sensors stop within a cycle, and a new process does not arrive.
         rig.env.revision = try rig.env.repo.commit(["policies/telemetry.yaml": TelemetryRig.policy(port: rig.platform.port, watched: moved.path, telemetry: false)],
@@ -136,7 +156,7 @@ struct SensorTests {
         let after = "tether-probe-\(UUID().uuidString.lowercased())"
         try probeProcess(after, seconds: 1.5).wait()
         Thread.sleep(forTimeInterval: 3)
-        #expect(!rig.platform.events().contains { $0.detail["commandLine"]?.contains(after) == true }, "nothing is sent once telemetry is off")
+        #expect(!rig.platform.events().contains { $0.detail["commandLine"]?.text?.contains(after) == true }, "nothing is sent once telemetry is off")
         let status = rig.env.agentCommand("status")
         #expect(status.stdout.contains("Sensors: stopped since"), "\(status.stdout)")
         #expect(status.stdout.contains("process-start") && status.stdout.contains("EDR queued"), "\(status.stdout)")
@@ -176,12 +196,12 @@ struct SensorTests {
         var result: WireEvent?
         rig.wait(seconds: 15) {
             let events = rig.platform.events()
-            detection = events.first { $0.type == "detection" && $0.detail["pid"] == String(victim.pid) }
+            detection = events.first { $0.type == "detection" && $0.detail["pid"] == DetailValue(victim.pid) }
             result = events.first { $0.type == "processing-result" && $0.detail["detectionId"] == detection?.detail["detectionId"] }
             return detection != nil && result != nil
         }
-        #expect(detection?.detail["source"] == "execution-prevention" && detection?.detail["rule"] == "sha256:\(sha256)", "\(String(describing: detection))")
-        #expect(detection?.detail["path"] == forbidden)
+        #expect(detection?.detail["source"] == "execution-prevention" && detection?.detail["rule"]?.text == "sha256:\(sha256)", "\(String(describing: detection))")
+        #expect(detection?.detail["path"]?.text == forbidden)
         #expect(result?.detail["action"] == "process-terminated", "\(String(describing: result))")
         #expect(kill(controller.pid, 0) == 0, "the controller, whose program is on the list too, still runs")
         #expect(rig.env.agentCommand("status").code == 0, "and so do tether's own commands")
@@ -229,8 +249,8 @@ struct SensorTests {
         #expect(watch.stderr.contains("sensor file: inotify on 1 folder under \(watched.path) — fanotify cannot mark the file system of \(watched.path) (Operation not permitted: it needs CAP_SYS_ADMIN)"),
                 "\(watch.stderr)")
         let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
-        #expect(events.contains { $0.type == "process-start" && $0.detail["commandLine"]?.contains(marker) == true }, "\(watch.stdout.suffix(3000))")
-        let file = events.first { $0.type == "file-change" && $0.detail["path"] == watched.url.appendingPathComponent("\(marker).txt").path }
+        #expect(events.contains { $0.type == "process-start" && $0.detail["commandLine"]?.text?.contains(marker) == true }, "\(watch.stdout.suffix(3000))")
+        let file = events.first { $0.type == "file-change" && $0.detail["path"]?.text == watched.url.appendingPathComponent("\(marker).txt").path }
         #expect(file != nil, "\(watch.stdout.suffix(3000))")
         #expect(file?.detail["pid"] == nil, "inotify does not say who changed a file, and no pid is made up")
     }

@@ -271,10 +271,10 @@ package final class ConnectorRuntime: @unchecked Sendable {
                 for item in queued {
                     guard budget.take(item.event.type) else {
                         dropped += 1
-                        droppedByType[item.event.type, default: 0] += 1
+                        droppedByType[item.event.type.rawValue, default: 0] += 1
                         continue
                     }
-                    batchCounts[item.event.type, default: 0] += 1
+                    batchCounts[item.event.type.rawValue, default: 0] += 1
                     seqs.append(item.seq)
                 }
                 let formed = PendingBatch(batchId: UUID().uuidString.lowercased(), seqs: seqs, throughSeq: last.seq, hour: hour,
@@ -283,7 +283,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
             }
             let events = try storeCall { try store.events(integration, seqs: batch.seqs) }
             if !events.isEmpty {
-                let wire = events.map { WireEvent(seq: Int($0.seq), type: $0.event.type, time: Timestamp.string($0.event.at), detail: $0.event.detail) }
+                let wire = events.map { WireEvent(seq: Int($0.seq), type: $0.event.type.rawValue, time: Timestamp.string($0.event.at), detail: $0.event.detail) }
                 _ = try post(client, url: url, EventBatch(batchId: batch.batchId, events: wire), server: server)
                 batches += 1
                 sent += events.count
@@ -356,7 +356,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
             }
         } catch let full as QueueFull {
             try storeCall {
-                try store.enqueue([TelemetryEvent(type: "sandbox-queue-full", at: clock(), detail: ["files": files.map(\.path).joined(separator: ", ")])], for: .edr)
+                try store.enqueue([TelemetryEvent(type: .sandboxQueueFull, at: clock(), detail: ["files": .text(files.map(\.path).joined(separator: ", "))])], for: .edr)
             }
             throw AgentError.invalidSetting(full.message)
         } catch {
@@ -416,7 +416,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
                 let id = entry.scanId, verdict = entry.state
                 guard let scan = mine[id], verdict != "processing" else { continue }
                 try storeCall {
-                    var events = [TelemetryEvent(type: "sandbox-verdict", at: clock(), detail: ["path": scan.path, "scanId": id, "verdict": verdict])]
+                    var events = [TelemetryEvent(type: .sandboxVerdict, at: clock(), detail: ["path": .text(scan.path), "scanId": .text(id), "verdict": .text(verdict)])]
                     if verdict == "detect" { events += Self.sandboxDetection(path: scan.path, scanId: id, at: clock()) }
                     try store.updateScan(id, state: "done", verdict: verdict, dropContent: true)
                     try store.enqueue(events, for: .edr)
@@ -599,12 +599,12 @@ struct HourlyBudget {
     }
 
     /// Counts one event of `type` against the budget; false when it is over (it is throttled).
-    mutating func take(_ type: String) -> Bool {
-        if limited && !TelemetryEvent.exemptFromLimits.contains(type)
-            && (total >= perHour || counts[type, default: 0] * 100 >= perHour * share) {
+    mutating func take(_ type: EventType) -> Bool {
+        if limited && !type.isExemptFromLimits
+            && (total >= perHour || counts[type.rawValue, default: 0] * 100 >= perHour * share) {
             return false
         }
-        counts[type, default: 0] += 1
+        counts[type.rawValue, default: 0] += 1
         total += 1
         return true
     }

@@ -6,13 +6,11 @@ import WireFormat
 
 /// A telemetry event from the endpoint's sensors (or a Sandbox verdict).
 package struct TelemetryEvent: Sendable, Equatable {
-    /// `process-start`, `process-stop`, `network-connection`, `file-change`, `detection`,
-    /// `processing-result`, `sandbox-verdict`, `sandbox-queue-full`.
-    package let type: String
+    package let type: EventType
     package let at: Date
-    package let detail: [String: String]
+    package let detail: [String: DetailValue]
 
-    package init(type: String, at: Date = Date(), detail: [String: String] = [:]) {
+    package init(type: EventType, at: Date = Date(), detail: [String: DetailValue] = [:]) {
         self.type = type
         self.at = at
         self.detail = detail
@@ -22,13 +20,6 @@ package struct TelemetryEvent: Sendable, Equatable {
     package init(_ event: SensorEvent) {
         self.init(type: event.type, at: event.at, detail: event.detail)
     }
-
-    /// Detections, what was done about them and Sandbox verdicts: never dropped by the hourly
-    /// count limits, so that noise cannot hide them.
-    package static let exemptFromLimits: Set<String> = ["detection", "processing-result", "sandbox-verdict"]
-
-    /// The event types sensors produce.
-    package static let sensorTypes = ["process-start", "process-stop", "network-connection", "file-change", "detection", "processing-result"]
 }
 
 /// What became of telemetry events, counted by type (`tether agent status`, the metrics).
@@ -168,7 +159,7 @@ final class RuntimeStore {
                     try bump(integration, TelemetryOutcome.dropped, counts: Self.countByType(events.dropFirst(queued)))
                     break
                 }
-                try insert.query([.text(integration.rawValue), .text(event.type), .real(event.at.timeIntervalSince1970), .text(Wire.object(event.detail))])
+                try insert.query([.text(integration.rawValue), .text(event.type.rawValue), .real(event.at.timeIntervalSince1970), .text(Wire.object(event.detail))])
                 depth += 1
                 queued += 1
             }
@@ -185,8 +176,8 @@ final class RuntimeStore {
 
     /// An `events` row (seq, type, at, detail) as a queued event.
     private static func queuedEvent(_ row: [SQLValue]) -> QueuedEvent? {
-        guard let seq = row[0].integer, let type = row[1].text, let at = row[2].real else { return nil }
-        let detail = (try? Wire.decode([String: String].self, from: Array((row[3].text ?? "{}").utf8))) ?? [:]
+        guard let seq = row[0].integer, let type = row[1].text.flatMap(EventType.init), let at = row[2].real else { return nil }
+        let detail = (try? Wire.decode([String: DetailValue].self, from: Array((row[3].text ?? "{}").utf8))) ?? [:]
         return QueuedEvent(seq: seq, event: TelemetryEvent(type: type, at: Date(timeIntervalSince1970: at), detail: detail))
     }
 
@@ -259,7 +250,7 @@ final class RuntimeStore {
 
     static func countByType<Events: Sequence>(_ events: Events) -> [String: Int] where Events.Element == TelemetryEvent {
         var counts: [String: Int] = [:]
-        for event in events { counts[event.type, default: 0] += 1 }
+        for event in events { counts[event.type.rawValue, default: 0] += 1 }
         return counts
     }
 
