@@ -231,6 +231,7 @@ struct StatusCommand: ParsableCommand {
         } ?? ""))
         Console.out("  suspended    \(status.suspended ? "yes" : "no")")
         Console.out("  cycles       \(status.cycles) in this run, \(status.errors) with errors")
+        for problem in status.problems ?? [] { Console.out("  not running  \(TerminalText.excerpt(problem, limit: 300))") }
     }
 }
 

@@ -16,6 +16,54 @@ private func platformAndDevice() throws -> (PlatformSimulator, Environment) {
 
 @Suite("tether agent sync and status against the local platform", .serialized)
 struct ConnectorCommandTests {
+    @Test("A running controller with a connector holds one connection to each store: agent.db, runtime.db and history.db")
+    func oneConnectionPerStore() throws {
+        let (platform, env) = try platformAndDevice()
+        let free = try listenOnLoopback()
+        close(free.0)
+        let run = try ChildProcess(tetherExecutable, ["run", "--interval", "300", "--no-sensors", "--metrics-address", "127.0.0.1:\(free.1)"] + env.flags)
+        defer { run.kill(); run.wait() }
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, !(platform.received.contains { $0.path.hasSuffix("/sync") } && (try? httpGet(port: free.1, path: "/readyz").status) == 200) {
+            usleep(100_000)
+        }
+        #expect(platform.received.contains { $0.path.hasSuffix("/sync") }, "the EDR connector synced: \(run.stderr.suffix(2000))")
+        // Every descriptor the process holds, by the file it names.
+        let descriptors = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(run.pid)/fd").compactMap {
+            try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(run.pid)/fd/\($0)")
+        }
+        for store in ["agent.db", "runtime.db", "history.db"] {
+            let path = env.state.url.appendingPathComponent(store).resolvingSymlinksInPath().path
+            #expect(descriptors.filter { $0 == path }.count == 1, "\(store): \(descriptors.filter { $0.hasSuffix(".db") })")
+        }
+    }
+
+    @Test("An agent that cannot be opened is shown in /readyz, tether status and the log, and the controller goes on trying")
+    func agentThatCannotBeOpened() throws {
+        let (_, env) = try platformAndDevice()
+        // agent.db is a folder: SQLite cannot open it.
+        try FileManager.default.createDirectory(at: env.state.url.appendingPathComponent("agent.db"), withIntermediateDirectories: true)
+        let free = try listenOnLoopback()
+        close(free.0)
+        let run = try ChildProcess(tetherExecutable, ["run", "--interval", "300", "--no-sensors", "--metrics-address", "127.0.0.1:\(free.1)"] + env.flags)
+        defer { run.kill(); run.wait() }
+        var readyz = (status: 0, body: "")
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, !readyz.body.contains("the agent cannot be opened") {
+            readyz = (try? httpGet(port: free.1, path: "/readyz")) ?? readyz
+            usleep(100_000)
+        }
+        #expect(readyz.status == 503 && readyz.body.contains("not ready: the agent cannot be opened"), "\(readyz)")
+        #expect(readyz.body.contains("agent.db"), "it names the store: \(readyz.body)")
+        var status = tether(["status", "--state-dir", env.state.path])
+        while Date() < deadline, !status.stdout.contains("Failed") {
+            usleep(100_000)
+            status = tether(["status", "--state-dir", env.state.path])
+        }
+        #expect(status.stdout.contains("Failed") && status.stdout.contains("the agent cannot be opened"), "\(status.stdout)")
+        #expect(run.stderr.contains("the agent cannot be opened"), "\(run.stderr)")
+    }
+
     @Test("The client container's password is read from the policy's file at each connection and kept in no file Tether writes")
     func noPasswordAtRest() throws {
         let (platform, env) = try platformAndDevice()

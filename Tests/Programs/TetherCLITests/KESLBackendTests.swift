@@ -1,5 +1,6 @@
 import Foundation
 import KESLAgent
+import SQLiteDB
 import TetherTestSupport
 import Testing
 
@@ -157,6 +158,42 @@ struct KESLBackendTests {
         let notINI = tether(["plan"] + env.flags + ["--agent", "kesl", "--kesl-control", garbage])
         #expect(notINI.code == 1)
         #expect(notINI.stderr.contains("kesl-control --get-settings KATAEDR: printed something that is not a settings file"), "\(notINI.stderr)")
+    }
+
+    @Test("--health-window with the vendor's agent is refused before anything changes, naming the option and the backend")
+    func healthWindowRefused() throws {
+        let (env, standIn) = try vendorDevice()
+        for command in [["apply", "--health-window", "30"], ["run", "--once", "--health-window", "30"], ["rollback", "--to", env.revision, "--health-window", "30"]] {
+            let refused = tether(command + env.flags + ["--agent", "kesl", "--kesl-control", standIn.executable])
+            #expect(refused.code == 1, "\(command): \(refused.stdout)\(refused.stderr)")
+            #expect(refused.stderr.contains("--health-window needs connectors that Tether runs, and the vendor's agent (--agent kesl, through kesl-control) has none"),
+                    "\(command): \(refused.stderr)")
+        }
+        let changing = ["--set-settings", "--start-task", "--stop-task"]
+        #expect(!standIn.calls.contains { call in changing.contains(call.first ?? "") || call.first?.hasPrefix("--add-") == true || call.first?.hasPrefix("--remove-") == true },
+                "kesl-control was asked to change nothing: \(standIn.calls)")
+        #expect(!FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent("agent.conf").path), "the refused backend was not kept")
+    }
+
+    @Test("When the history cannot be written after the vendor committed, apply says the agent changed and was not recorded; the next start records it")
+    func historyAfterTheVendorsCommit() throws {
+        let (env, standIn) = try vendorDevice()
+        #expect(env.kesl(standIn, "plan").code == 0)
+        // A history that refuses every new entry, as SQLite does on a full disk.
+        let history = try Database(path: env.state.url.appendingPathComponent("history.db").path)
+        try history.execute("CREATE TRIGGER full BEFORE INSERT ON history BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;")
+        let apply = env.kesl(standIn, "apply")
+        #expect(apply.code == 1, "\(apply.stdout)\(apply.stderr)")
+        #expect(apply.stderr.contains("error: the agent was changed, but the history entry could not be written: ") && apply.stderr.contains("database or disk is full"),
+                "\(apply.stderr)")
+        #expect(apply.stderr.contains("recorded at the next start"), "\(apply.stderr)")
+        #expect(!apply.stderr.contains("nothing was changed"), "\(apply.stderr)")
+        #expect(try standIn.run("--get-settings", "KATAEDR").output.contains("Port=9443"), "the vendor's agent was changed")
+        try history.execute("DROP TRIGGER full")
+        let listed = tether(["history", "--state-dir", env.state.path])
+        #expect(listed.stdout.contains("apply") && listed.stdout.contains("applied"), "the entry kept aside is recorded: \(listed.stdout)\(listed.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent("history.pending").path))
+        #expect(env.run("drift").code == 0)
     }
 
     @Test("tether killed -9 in the middle of an apply: the next apply undoes the half-made change first, says so, and applies")
