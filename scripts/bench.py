@@ -100,6 +100,8 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--cycles", type=int, default=1000, help="no-change controller cycles to run in one process")
+    parser.add_argument("--platform-sim", default=os.path.join(ROOT, ".build/release/platform-sim"))
+    parser.add_argument("--idle-seconds", type=int, default=60, help="how long the idle controller is watched")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     state = os.path.join(WORK, "state")
@@ -146,6 +148,81 @@ def main():
         print(f"growth of plan from {small} to {large} files: ×{plans[large] / plans[small]:.1f} time for ×{large / small:.0f} files")
     if os.path.isdir(os.path.join(WORK, "repo-100")):
         controller_bench(args.tether, args.cycles)
+    idle_bench(args.tether, args.platform_sim, args.idle_seconds)
+
+
+def process_cpu(pid):
+    """User + system CPU seconds of a running process, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_bench(tether, platform_sim, seconds):
+    """A controller with nothing to do: interval 300 s, one connector (EDR, synced with
+    platform-sim on loopback every 5 minutes), sensors off. What it costs while it waits."""
+    base = os.path.join(WORK, "idle")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    port_socket = socket.socket()
+    port_socket.bind(("127.0.0.1", 0))
+    port = port_socket.getsockname()[1]
+    port_socket.close()
+    platform_dir = os.path.join(base, "platform")
+    platform = subprocess.Popen([platform_sim, "--port", str(port), "--dir", platform_dir],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    controller = None
+    try:
+        for _ in range(200):
+            if os.path.exists(os.path.join(platform_dir, "server.pem")):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        repo = os.path.join(base, "repo")
+        os.makedirs(os.path.join(repo, "policies"))
+        os.makedirs(os.path.join(repo, "certs"))
+        shutil.copy(os.path.join(platform_dir, "server.pem"), os.path.join(repo, "certs", "kata.pem"))
+        with open(os.path.join(repo, "policies", "idle.yaml"), "w") as document:
+            document.write(f"""apiVersion: tether/v1
+kind: IntegrationPolicy
+metadata:
+  name: idle
+spec:
+  edr:
+    enabled: true
+    address: 127.0.0.1
+    port: {port}
+    serverCertificate: certs/kata.pem
+    synchronizationPeriod: 5
+""")
+        subprocess.run(["git", "init", "-q", "-b", "main", repo], check=True)
+        subprocess.run(["git", "-C", repo, "add", "-A"], check=True)
+        subprocess.run(["git", "-C", repo, "-c", "user.name=Bench", "-c", "user.email=b@tether.invalid", "commit", "-q", "-m", "idle"], check=True)
+        state = os.path.join(base, "state")
+        log = open(os.path.join(base, "controller.log"), "w")
+        controller = subprocess.Popen([tether, "run", "--repo", repo, "--ref", "main", "--state-dir", state, "--interval", "300",
+                                       "--no-sensors", "--log-format", "json"], stdout=log, stderr=log)
+        received = os.path.join(platform_dir, "received.jsonl")
+        deadline = time.time() + 30
+        while time.time() < deadline and not (os.path.exists(received) and "/sync" in open(received).read()):
+            time.sleep(0.1)
+        time.sleep(2)
+        before, start = process_cpu(controller.pid), time.perf_counter()
+        sys.stderr.write(f"bench: watching an idle controller for {seconds} s…\n")
+        time.sleep(seconds)
+        used, wall = process_cpu(controller.pid) - before, time.perf_counter() - start
+        synced = open(received).read().count("/sync") if os.path.exists(received) else 0
+        print(f"\nidle controller (interval 300 s, the EDR connector synced every 5 min, sensors off), watched {wall:.0f} s:")
+        print(f"  {used * 1000:.0f} ms CPU = {used / wall * 100:.3f} % of one core ({synced} sync{'s' if synced != 1 else ''} with the platform so far)")
+    finally:
+        if controller:
+            controller.terminate()
+            controller.wait()
+        platform.kill()
+        platform.wait()
 
 
 class CountingProxy:
