@@ -10,7 +10,6 @@ import KESLAgent
 /// capabilities"); everything else asks for a capability. `tether run` holds one for the
 /// process's life, so each store file has one connection.
 package final class AgentSession {
-    package let choice: AgentChoice
     package let stateDirectory: URL
     package let backend: AgentBackend
     package let history: History
@@ -20,7 +19,6 @@ package final class AgentSession {
 
     /// Opens the chosen backend and the history in `stateDirectory`.
     package init(_ choice: AgentChoice, stateDirectory: URL) throws {
-        self.choice = choice
         self.stateDirectory = stateDirectory
         switch choice.kind {
         case .embedded:
@@ -35,6 +33,15 @@ package final class AgentSession {
             embedded = nil
             history = try History(stateDirectory: stateDirectory)
         }
+    }
+
+    /// Another backend (a test's in-memory agent) with a history of its own: what such a backend
+    /// can do is what its type declares; it runs no connectors Tether knows.
+    package init(backend: AgentBackend, history: History, stateDirectory: URL) {
+        self.stateDirectory = stateDirectory
+        self.backend = backend
+        self.history = history
+        embedded = nil
     }
 
     /// Only the chosen backend, for commands that read or export the agent and keep no history

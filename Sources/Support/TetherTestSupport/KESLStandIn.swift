@@ -20,8 +20,7 @@ package final class KESLStandIn: @unchecked Sendable {
         // of 110 ms through a version manager's shim; a vendor call costs little, as the real one does.
         let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3 -I -S" : "python3"
         let wrapper = "#!/bin/sh\nKESL_STANDIN_STATE='\(folder.path)' exec \(python) '\(script)' \"$@\"\n"
-        try Data(wrapper.utf8).write(to: URL(fileURLWithPath: executable))
-        chmod(executable, 0o755)
+        try writeExecutable(executable, Data(wrapper.utf8))
     }
 
     /// Runs the stand-in as an administrator would.

@@ -24,7 +24,7 @@ package final class TemporaryDirectory: @unchecked Sendable {
     package func write(_ relativePath: String, _ data: Data) throws -> String {
         let file = url.appendingPathComponent(relativePath)
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try data.write(to: file)
+        try writeFile(file.path, data, mode: 0o644)
         return file.path
     }
 
@@ -162,4 +162,22 @@ package func fileDigest(_ path: String) throws -> String {
     let result = try runProgram("openssl", ["dgst", "-sha256", "-r", path])
     guard result.status == 0 else { throw FixtureError("openssl dgst failed: \(result.output)") }
     return String(result.output.prefix(64))
+}
+
+/// Writes a program file (mode 0755); see `writeFile`.
+package func writeExecutable(_ path: String, _ bytes: Data) throws {
+    try writeFile(path, bytes, mode: 0o755)
+}
+
+/// Writes a file through a descriptor that no child process inherits (O_CLOEXEC). A test
+/// running in parallel may start a long-lived child at that moment; had it inherited the
+/// descriptor, the file would stay open for writing, and executing it (a script a test wrote)
+/// would fail with "Text file busy" (ETXTBSY).
+package func writeFile(_ path: String, _ bytes: Data, mode: mode_t) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+    guard fd >= 0 else { throw FixtureError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    guard written == bytes.count else { throw FixtureError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    fchmod(fd, mode)
 }

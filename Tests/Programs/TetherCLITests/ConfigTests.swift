@@ -3,7 +3,7 @@ import TetherTestSupport
 import Testing
 
 /// `tether run`'s configuration: the file, TETHER_* variables and the command line.
-@Suite("Configuration of tether run", .serialized)
+@Suite("Configuration of tether run", .serialized, .ownThread)
 struct ConfigTests {
     @Test("The command line wins over TETHER_* variables, which win over the file; config show names each value's source and masks credentials")
     func precedence() throws {

@@ -14,7 +14,7 @@ private func platformAndDevice() throws -> (PlatformSimulator, Environment) {
     return (platform, env)
 }
 
-@Suite("tether agent sync and status against the local platform", .serialized)
+@Suite("tether agent sync and status against the local platform", .serialized, .ownThread)
 struct ConnectorCommandTests {
     @Test("A running controller with a connector holds one connection to each store: agent.db, runtime.db and history.db")
     func oneConnectionPerStore() throws {
@@ -126,8 +126,8 @@ struct ConnectorCommandTests {
         var emitted = 0
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<20 {
-            #expect(env.agentCommand("emit-events", "--count", "1500").code == 0)
-            emitted += 1500
+            #expect(env.agentCommand("emit-events", "--count", "1100").code == 0)
+            emitted += 1100
             // Two senders overlap, as a controller's sync and an operator's can.
             let senders = (0..<2).map { _ in Process() }
             for sender in senders {
@@ -170,7 +170,7 @@ struct ConnectorCommandTests {
     }
 }
 
-@Suite("The health window after an apply", .serialized)
+@Suite("The health window after an apply", .serialized, .ownThread)
 struct HealthWindowTests {
     @Test("A changed connector that cannot reach its server brings the previous state back, and the report says so")
     func rollsBack() throws {

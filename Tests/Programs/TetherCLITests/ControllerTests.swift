@@ -50,7 +50,7 @@ private struct HeldRemote {
     }
 }
 
-@Suite("Fetching over real transports on loopback", .serialized)
+@Suite("Fetching over real transports on loopback", .serialized, .ownThread)
 struct FetchTests {
     @Test("--probe-url: after the first cycle, a 304 from a static web server means no git connection; a push (with update-server-info) is fetched")
     func probeURL() throws {
@@ -303,7 +303,7 @@ struct FetchTests {
     }
 }
 
-@Suite("The controller", .serialized)
+@Suite("The controller", .serialized, .ownThread)
 struct ControllerTests {
     private func keys(_ directory: TemporaryDirectory, _ name: String) throws -> (key: String, allowed: String) {
         let path = directory.url.appendingPathComponent(name).path
@@ -573,7 +573,7 @@ struct ControllerTests {
     }
 }
 
-@Suite("tether run under a service manager")
+@Suite("tether run under a service manager", .ownThread)
 struct ServiceNotificationTests {
     @Test("With $NOTIFY_SOCKET, run sets the watchdog's timeout by its configuration, says READY=1 after its first cycle, WATCHDOG=1 after each, its last result as STATUS, and STOPPING=1")
     func notifications() throws {
@@ -617,7 +617,7 @@ struct ServiceNotificationTests {
     }
 }
 
-@Suite("tether run --textfile")
+@Suite("tether run --textfile", .ownThread)
 struct TextfileTests {
     @Test("--textfile writes the /metrics text after every cycle, whole and readable by node_exporter, and leaves no temporary file")
     func textfile() throws {

@@ -3,6 +3,7 @@ import Foundation
 import PlatformSim
 import TetherCLI
 import TetherTestSupport
+import Testing
 
 /// What one `tether` invocation printed and returned.
 struct TetherResult {
@@ -109,4 +110,33 @@ func certificate(validFrom start: String, until end: String) throws -> Data {
         guard result.status == 0 else { throw FixtureError("openssl \(arguments[0]) failed: \(result.output)") }
     }
     return try Data(contentsOf: folder.url.appendingPathComponent("dated.pem"))
+}
+
+/// Runs each test of a suite on a thread of its own rather than on one of Swift's cooperative
+/// threads (as many as cores: two here). For suites whose tests mostly wait — on processes,
+/// sockets, timeouts, a sensor's next check — so the rest of the run goes on meanwhile. The test
+/// stays the same task: its console and its recorded issues are its own.
+struct OwnThread: SuiteTrait, TestTrait, TestScoping {
+    var isRecursive: Bool { true }
+
+    func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        guard testCase != nil else { return try await function() }
+        try await withTaskExecutorPreference(ThreadExecutor()) { try await function() }
+    }
+}
+
+extension Trait where Self == OwnThread {
+    /// Each test on a thread of its own (see `OwnThread`).
+    static var ownThread: Self { OwnThread() }
+}
+
+/// A task executor with a serial queue of its own: jobs run on a thread Dispatch adds for it,
+/// not on the cooperative pool.
+private final class ThreadExecutor: TaskExecutor, @unchecked Sendable {
+    private let queue = DispatchQueue(label: "tether.test.own-thread")
+
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.async { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
+    }
 }

@@ -42,7 +42,7 @@ extension Environment {
     }
 }
 
-@Suite("The vendor's agent through kesl-control (a stand-in written from its contract)", .serialized)
+@Suite("The vendor's agent through kesl-control (a stand-in written from its contract)", .serialized, .ownThread)
 struct KESLBackendTests {
     @Test("plan lists the changes (exit 2), apply makes them through kesl-control, drift is in sync")
     func planApplyDrift() throws {
@@ -153,8 +153,8 @@ struct KESLBackendTests {
         #expect(missing.stderr.contains("/nonexistent/kesl-control does not exist"), "\(missing.stderr)")
 
         let folder = try TemporaryDirectory("kesl-broken")
-        let garbage = try folder.write("garbage", "#!/bin/sh\necho '<html>not ini</html>'\n")
-        chmod(garbage, 0o755)
+        let garbage = folder.url.appendingPathComponent("garbage").path
+        try writeExecutable(garbage, Data("#!/bin/sh\necho '<html>not ini</html>'\n".utf8))
         let notINI = tether(["plan"] + env.flags + ["--agent", "kesl", "--kesl-control", garbage])
         #expect(notINI.code == 1)
         #expect(notINI.stderr.contains("kesl-control --get-settings KATAEDR: printed something that is not a settings file"), "\(notINI.stderr)")

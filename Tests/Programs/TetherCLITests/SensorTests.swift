@@ -78,7 +78,7 @@ private func probeProcess(_ marker: String, seconds: Double = 2) throws -> Child
     try ChildProcess("/usr/bin/env", ["python3", "-c", "import time; time.sleep(\(seconds))", marker])
 }
 
-@Suite("Sensors: telemetry from the machine itself", .serialized)
+@Suite("Sensors: telemetry from the machine itself", .serialized, .ownThread)
 struct SensorTests {
     @Test("A process, a TCP connection and a file made on the machine arrive as EDR telemetry within seconds; after git turns telemetry off, a new process does not",
           .enabled(if: getuid() == 0, "the process connector and fanotify need root (CI runs as root)"))
@@ -171,8 +171,7 @@ struct SensorTests {
         let forbidden = rig.watched.url.appendingPathComponent("forbidden-sleep").path
         var bytes = try Data(contentsOf: URL(fileURLWithPath: "/bin/sleep"))
         bytes.append(Data(UUID().uuidString.utf8))
-        try bytes.write(to: URL(fileURLWithPath: forbidden))
-        chmod(forbidden, 0o755)
+        try writeExecutable(forbidden, bytes)
         let sha256 = String(try runProgram("sha256sum", [forbidden]).output.prefix(64))
         // A hostile list also names Tether's own program: that rule is never enforced.
         let own = String(try runProgram("sha256sum", [tetherExecutable]).output.prefix(64))
