@@ -77,7 +77,7 @@ let package = Package(
         // ── Agents: the interface every backend offers, and the backends ──
         module("AgentInterface", in: "Agents", ["IntegrationModel", "X509"]),
         // What every backend keeps of Tether's own work: the applied state and the change log.
-        module("AgentRecords", in: "Agents", ["AgentInterface", "SQLiteDB"]),
+        module("AgentRecords", in: "Agents", ["AgentInterface", "IntegrationModel", "SQLiteDB"]),
         module("EmbeddedAgent", in: "Agents", ["AgentInterface", "AgentRecords", "IntegrationModel", "SQLiteDB", "X509"]),
         // The vendor's agent, driven through its command line kesl-control (docs/architecture.md, "The vendor's agent").
         module("KESLAgent", in: "Agents", ["AgentInterface", "AgentRecords", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),

@@ -23,7 +23,7 @@ package protocol AgentBackend: AnyObject {
     /// What Tether last applied here, and which revision.
     func appliedState() throws -> AppliedState
     /// Records what Tether applied, as part of the current transaction.
-    func recordApplied(_ values: [String: String], revision: String?) throws
+    func recordApplied(_ values: [DesiredKey: String], revision: String?) throws
     /// An integration's client container and where its password is read from (restore points keep them).
     func clientContainer(_ integration: Integration) throws -> InstalledContainer?
 

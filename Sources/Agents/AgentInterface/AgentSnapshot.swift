@@ -38,7 +38,9 @@ package struct AgentSnapshot: Sendable {
         let document = SnapshotDocument(
             formatVersion: Self.formatVersion, kind: SnapshotDocument.kindName, takenAt: Timestamp.string(takenAt),
             device: .init(host: host, labels: labels), settings: settings, running: state.running.sorted().map(\.rawValue),
-            certificates: certificates, applied: applied.revision.map { .init(revision: $0, values: applied.values) })
+            certificates: certificates, applied: applied.revision.map { revision in
+                .init(revision: revision, values: Dictionary(uniqueKeysWithValues: applied.values.map { ($0.key.description, $0.value) }))
+            })
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self) + "\n"
@@ -89,7 +91,17 @@ package struct AgentSnapshot: Sendable {
             }
         }
         self.init(takenAt: Timestamp.date(document.takenAt) ?? Date(), host: document.device.host, labels: document.device.labels,
-                  state: state, applied: AppliedState(values: document.applied?.values ?? [:], revision: document.applied?.revision, at: nil))
+                  state: state, applied: AppliedState(values: Self.appliedValues(document.applied?.values ?? [:]), revision: document.applied?.revision, at: nil))
+    }
+
+    /// The applied values as the snapshot writes them (`edr.port` → text), by key; keys this
+    /// release does not know are not managed here.
+    private static func appliedValues(_ written: [String: String]) -> [DesiredKey: String] {
+        var values: [DesiredKey: String] = [:]
+        for (path, value) in written {
+            if let key = DesiredKey(path: path) { values[key] = value }
+        }
+        return values
     }
 }
 

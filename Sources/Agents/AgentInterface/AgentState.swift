@@ -144,11 +144,11 @@ package enum AgentError: Error, CustomStringConvertible, Sendable {
 
 /// What Tether last applied: each managed key's value (in a canonical text form) and the revision.
 package struct AppliedState: Sendable {
-    package let values: [String: String]
+    package let values: [DesiredKey: String]
     package let revision: String?
     package let at: Date?
 
-    package init(values: [String: String], revision: String?, at: Date?) {
+    package init(values: [DesiredKey: String], revision: String?, at: Date?) {
         self.values = values
         self.revision = revision
         self.at = at

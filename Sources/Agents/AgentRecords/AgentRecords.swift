@@ -1,5 +1,6 @@
 import AgentInterface
 import Foundation
+import IntegrationModel
 import SQLiteDB
 
 /// What every agent backend keeps of Tether's own work in its store: the last applied desired
@@ -22,9 +23,10 @@ package struct AgentRecords {
 
     /// The last applied desired state.
     package func applied() throws -> AppliedState {
-        var values: [String: String] = [:]
+        var values: [DesiredKey: String] = [:]
         for row in try database.query("SELECT key, value FROM applied") {
-            guard let key = row[0].text, let value = row[1].text else { continue }
+            // A key this release does not know (a newer one's) is not managed here.
+            guard let key = row[0].text.flatMap(DesiredKey.init(path:)), let value = row[1].text else { continue }
             values[key] = value
         }
         let row = try database.query("SELECT revision, at FROM applied_revision WHERE id = 1").first
@@ -32,7 +34,7 @@ package struct AgentRecords {
     }
 
     /// Replaces the last applied desired state (none, with a nil revision).
-    package func replaceApplied(_ values: [String: String], revision: String?) throws {
+    package func replaceApplied(_ values: [DesiredKey: String], revision: String?) throws {
         try database.execute("DELETE FROM applied; DELETE FROM applied_revision;")
         guard let revision else { return }
         let now = Date().timeIntervalSince1970
@@ -40,7 +42,7 @@ package struct AgentRecords {
         try database.query("INSERT INTO applied_revision (id, revision, at) VALUES (1, ?, ?)", [.text(revision), .real(now)])
         for (key, value) in values {
             try database.query("INSERT INTO applied (key, value, revision, at) VALUES (?, ?, ?, ?)",
-                               [.text(key), .text(value), .text(revision), .real(now)])
+                               [.text(key.description), .text(value), .text(revision), .real(now)])
         }
     }
 

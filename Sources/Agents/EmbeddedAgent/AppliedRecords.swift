@@ -1,6 +1,7 @@
 import AgentInterface
 import AgentRecords
 import Foundation
+import IntegrationModel
 import SQLiteDB
 
 extension Agent {
@@ -10,7 +11,7 @@ extension Agent {
     }
 
     /// Replaces the last applied desired state (none, with a nil revision); call inside the apply's transaction.
-    package func recordApplied(_ values: [String: String], revision: String?) throws {
+    package func recordApplied(_ values: [DesiredKey: String], revision: String?) throws {
         try atomically { try AgentRecords(database).replaceApplied(values, revision: revision) }
     }
 }

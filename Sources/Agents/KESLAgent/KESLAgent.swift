@@ -137,7 +137,7 @@ package final class KESLAgent: AgentBackend {
         return try storeAccess { try AgentRecords(database).applied() }
     }
 
-    package func recordApplied(_ values: [String: String], revision: String?) throws {
+    package func recordApplied(_ values: [DesiredKey: String], revision: String?) throws {
         pendingApplied = AppliedState(values: values, revision: revision, at: Date())
         if depth == 0 { try commit() }
     }

@@ -175,13 +175,20 @@ package struct Plan: Sendable {
     /// Every key the policies manage on this device (ignored keys excluded), with its source.
     package let managed: [(key: DesiredKey, source: SourceLocation)]
     /// Canonical desired values, as `AppliedState` records them after a successful apply.
-    package let desiredValues: [String: String]
+    package let desiredValues: [DesiredKey: String]
 
     package var isEmpty: Bool { steps.isEmpty }
 
     /// The desired values that cannot be applied here, as policy problems (for plan and apply).
     package var unenforceable: [PolicyProblem] {
         findings.filter { $0.kind == .unenforceable && $0.blocksApply }.map { PolicyProblem($0.source, "\($0.key): \($0.reason ?? "cannot be applied")") }
+    }
+
+    /// Throws the values that cannot be applied here as `PolicyProblems`: what `plan` refuses
+    /// and what an apply checks again under its lock.
+    package func requireEnforceable() throws {
+        let problems = unenforceable
+        if !problems.isEmpty { throw PolicyProblems(problems) }
     }
 
     /// What this plan leaves once its steps are made: the findings an apply does not correct
@@ -192,7 +199,7 @@ package struct Plan: Sendable {
     }
 
     package init(findings: [Finding], steps: [PlanStep], restarts: [Integration] = [],
-                managed: [(key: DesiredKey, source: SourceLocation)] = [], desiredValues: [String: String] = [:]) {
+                managed: [(key: DesiredKey, source: SourceLocation)] = [], desiredValues: [DesiredKey: String] = [:]) {
         self.findings = findings
         self.steps = steps
         self.restarts = restarts

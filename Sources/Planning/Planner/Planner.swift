@@ -51,7 +51,7 @@ package enum Planner {
         var findings: [Finding] = []
         var corrected: [DesiredKey] = []
         var target = actual
-        var desiredValues: [String: String] = [:]
+        var desiredValues: [DesiredKey: String] = [:]
 
         for key in desired.values.keys.sorted() {
             let (value, source) = desired.values[key]!
@@ -81,7 +81,7 @@ package enum Planner {
             }
             if wanted != current {
                 let enforce = mode == .enforce && exception == nil
-                var kind: FindingKind = exception != nil ? .excepted : classify(desired: wanted, actual: current, applied: applied.values[key.description])
+                var kind: FindingKind = exception != nil ? .excepted : classify(desired: wanted, actual: current, applied: applied.values[key])
                 var reason = exception.map { "accepted by policy '\($0.policy)' until \($0.expiresText): \($0.reason)" }
                     ?? (mode == .observe ? "observed only: Tether reports this key and never corrects it" : nil)
                 if exception == nil, case .clientCertificate(let integration) = key, case .clientCertificate(let certificate, _, let password, _) = value,
@@ -101,13 +101,13 @@ package enum Planner {
                 if enforce {
                     corrected.append(key)
                     apply(value, key: key, to: &target)
-                    desiredValues[key.description] = wanted
-                } else if let previous = applied.values[key.description] {
+                    desiredValues[key] = wanted
+                } else if let previous = applied.values[key] {
                     // Observed or excepted: Tether does not apply it, so what it last applied stands.
-                    desiredValues[key.description] = previous
+                    desiredValues[key] = previous
                 }
             } else {
-                desiredValues[key.description] = wanted
+                desiredValues[key] = wanted
             }
             if let certificate = value.certificate {
                 let kind: FindingKind
@@ -125,14 +125,13 @@ package enum Planner {
 
         // Released: applied before, declared by no selected policy now (ignored keys aside).
         var pruned: [DesiredKey: ResolvedValue] = [:]
-        for (text, previous) in applied.values.sorted(by: { $0.key < $1.key }) {
-            guard let key = DesiredKey(path: text), desired.values[key] == nil, desired.unresolved[key] == nil,
-                  desired.mode(key) != .ignore else { continue }
+        for (key, previous) in applied.values.sorted(by: { $0.key.description < $1.key.description }) {
+            guard desired.values[key] == nil, desired.unresolved[key] == nil, desired.mode(key) != .ignore else { continue }
             let current = canonical(actual: actual, key: key)
             guard case .setting(let path) = key, let field = SettingCatalog.field(path) else {
                 findings.append(Finding(key: key, kind: .released, desired: .none, actual: reportValue(actual: actual, key: key),
                                         source: releasedSource, reason: "\(key) is no longer managed: it stays as it is", corrected: false))
-                desiredValues[text] = previous
+                desiredValues[key] = previous
                 continue
             }
             let vendorDefault = field.defaultValue
@@ -146,7 +145,7 @@ package enum Planner {
                 corrected.append(key)
                 apply(.setting(vendorDefault), key: key, to: &target)
             } else if !prune {
-                desiredValues[text] = previous
+                desiredValues[key] = previous
             }
         }
 

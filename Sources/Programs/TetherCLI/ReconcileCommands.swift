@@ -165,7 +165,7 @@ struct PlanCommand: ParsableCommand {
                 try CommandPipeline.compare(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
             }
             plan = comparison.plan
-            if !plan.unenforceable.isEmpty { throw PolicyProblems(plan.unenforceable) }
+            try plan.requireEnforceable()
             try reportOptions.emit(comparison.report(.plan))
         }
         if detailedExitcode && (!plan.isEmpty || !plan.unenforceable.isEmpty) { throw ExitCode(2) }

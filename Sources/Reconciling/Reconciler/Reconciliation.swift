@@ -88,7 +88,7 @@ package struct Reconciliation {
                     notes.append(note)
                 }
                 let plan = Planner.plan(desired: desired, actual: try agent.state(), applied: lastApplied, warnExpiryDays: warnExpiryDays, prune: prune)
-                if !plan.unenforceable.isEmpty { throw PolicyProblems(plan.unenforceable) }
+                try plan.requireEnforceable()
                 let restorePoint = try RestorePoint(agent: agent)
                 try plan.apply(to: agent, revision: revisionId)
                 return ((plan, restorePoint, try agent.state()),

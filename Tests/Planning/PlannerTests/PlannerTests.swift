@@ -151,7 +151,7 @@ private let cases: [Case] = [
 struct PlannerTests {
     @Test("Every cause and the order of steps", arguments: cases)
     fileprivate func plan(_ row: Case) {
-        let applied = AppliedState(values: Dictionary(uniqueKeysWithValues: row.applied.map { ($0.key.description, $0.value) }),
+        let applied = AppliedState(values: row.applied,
                                    revision: row.applied.isEmpty ? nil : "0123456789ab", at: now)
         let plan = Planner.plan(desired: row.desired, actual: row.actual, applied: applied, now: now)
         var kinds: [DesiredKey: FindingKind] = [:]
@@ -165,16 +165,16 @@ struct PlannerTests {
 
     @Test("Released: a key applied before and declared by no policy now stays, and keeps its record; --prune resets it to the vendor default")
     func released() {
-        let applied = AppliedState(values: [port.description: "9443", detection.description: "true"], revision: "r", at: now)
+        let applied = AppliedState(values: [port: "9443", detection: "true"], revision: "r", at: now)
         let actual = agent([(SettingPath.edr.port, .int(9443))])
         let kept = Planner.plan(desired: desired([(detection, .setting(.bool(true)))]), actual: actual, applied: applied, now: now)
         #expect(kept.findings.map(\.kind) == [.released])
         #expect(kept.findings.first?.reason == "edr.port is no longer managed: stays 9443; the vendor default is 443 (apply --prune resets it)")
         #expect(kept.steps.isEmpty)
-        #expect(kept.desiredValues[port.description] == "9443", "still released next time")
+        #expect(kept.desiredValues[port] == "9443", "still released next time")
         let pruned = Planner.plan(desired: desired([(detection, .setting(.bool(true)))]), actual: actual, applied: applied, now: now, prune: true)
         #expect(pruned.steps.map(\.description) == ["set edr.port: 9443 → 443"])
-        #expect(pruned.desiredValues[port.description] == nil, "no longer managed once reset")
+        #expect(pruned.desiredValues[port] == nil, "no longer managed once reset")
     }
 
     @Test("Not yet valid: a certificate whose validity begins after now is reported, with the moment, as an error")
@@ -210,7 +210,7 @@ struct PlannerTests {
     @Test("What a successful apply records: the desired values, and for observed keys what was applied before")
     func desiredValues() {
         let plan = Planner.plan(desired: desired([(port, .setting(.int(8443))), (telemetry, .setting(.bool(false)))], observe: [telemetry]),
-                                actual: agent(), applied: AppliedState(values: [telemetry.description: "true"], revision: "r", at: now), now: now)
-        #expect(plan.desiredValues == [port.description: "8443", telemetry.description: "true"])
+                                actual: agent(), applied: AppliedState(values: [telemetry: "true"], revision: "r", at: now), now: now)
+        #expect(plan.desiredValues == [port: "8443", telemetry: "true"])
     }
 }

@@ -19,7 +19,7 @@ final class MemoryAgent: AgentBackend {
 
     func state() throws -> AgentState { current }
     func appliedState() throws -> AppliedState { applied }
-    func recordApplied(_ values: [String: String], revision: String?) throws {
+    func recordApplied(_ values: [DesiredKey: String], revision: String?) throws {
         applied = AppliedState(values: values, revision: revision, at: Date())
     }
     func clientContainer(_ integration: Integration) throws -> InstalledContainer? { nil }
