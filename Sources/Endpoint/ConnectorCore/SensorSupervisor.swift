@@ -50,19 +50,20 @@ package final class SensorSupervisor: @unchecked Sendable {
     /// Events let into each integration's queue this clock hour, by type.
     private var admitted: [Integration: (hour: Int, counts: [String: Int])] = [:]
     private let log: @Sendable (String) -> Void
-    private let batchReady: @Sendable () -> Void
+    private let queued: @Sendable () -> Void
     /// Signalled by `stop`, so the thread's wait between checks ends at once.
     private let stopRequested = DispatchSemaphore(value: 0)
 
     /// Supervises sensors that feed `runtime`'s queues (shared with the connectors: one
     /// connection to each store). `kernelInterfaces` false uses only what an unprivileged
     /// process may (a /proc scan, inotify).
-    /// `batchReady` is called when a telemetry queue holds a batch (the owner flushes it then, not
-    /// at its next timer).
+    /// `queued` is called when events went into a telemetry queue that was empty (its flush
+    /// timer starts) or that now holds a batch (it is due at once), so the owner, asleep until its
+    /// next deadline, looks again.
     package init(runtime: ConnectorRuntime, bufferCapacity: Int = 20_000, checkInterval: TimeInterval = 0.5, kernelInterfaces: Bool = true,
-                 log: @escaping @Sendable (String) -> Void = { _ in }, batchReady: @escaping @Sendable () -> Void = {}) {
+                 log: @escaping @Sendable (String) -> Void = { _ in }, queued: @escaping @Sendable () -> Void = {}) {
         self.runtime = runtime
-        self.batchReady = batchReady
+        self.queued = queued
         buffer = SensorBuffer(capacity: bufferCapacity)
         self.kernelInterfaces = kernelInterfaces
         self.checkInterval = checkInterval
@@ -209,8 +210,9 @@ package final class SensorSupervisor: @unchecked Sendable {
             }
             for integration in flowing {
                 let (kept, throttled) = admit(integration == .edr ? events : events.filter { $0.type.isNetwork }, for: integration)
+                let before = kept.isEmpty ? 0 : (try? runtime.store.depth(integration)) ?? 0
                 try runtime.record(kept, for: integration)
-                if !kept.isEmpty, (try? runtime.store.depth(integration)) ?? 0 >= ConnectorRuntime.batchSize { batchReady() }
+                if !kept.isEmpty, before == 0 || (try? runtime.store.depth(integration)) ?? 0 >= ConnectorRuntime.batchSize { queued() }
                 if !throttled.isEmpty {
                     try runtime.store.database.transaction {
                         try runtime.store.bump(integration, "throttled", by: throttled.values.reduce(0, +))

@@ -114,11 +114,17 @@ package final class ControllerLoop {
                     }
                 }
                 if let connectorsDue = runtime.nextDue() { due = min(due, connectorsDue) }
+                // What other processes change in the agent's stores (`tether agent …`) wakes nothing
+                // here: it is looked at within this long.
+                due = min(due, Date().addingTimeInterval(Self.longestNap))
             }
             if shouldStop() { break }
             wakeup.wait(until: due)
         }
     }
+
+    /// The longest the loop sleeps while it runs connectors.
+    static let longestNap: TimeInterval = 30
 
     /// Stops serving /metrics.
     package func stopServing() {
@@ -170,7 +176,7 @@ final class EndpointParts {
         }
         if controller.configuration.runSensors, let runtime {
             let logger = self.logger, wakeup = self.wakeup
-            let supervisor = SensorSupervisor(runtime: runtime, log: { message in logger.info("\(message)") }, batchReady: { wakeup.wake() })
+            let supervisor = SensorSupervisor(runtime: runtime, log: { message in logger.info("\(message)") }, queued: { wakeup.wake() })
             supervisor.start()
             sensors = supervisor
         }
