@@ -1,14 +1,22 @@
 /// "Did you mean …?" for misspelt names.
 package enum Suggestion {
     /// The candidate closest to `word` by edit distance, when close enough to be a likely typo.
+    /// A candidate whose length differs from the word's by more than the distance accepted is
+    /// never compared: the edit distance is at least that difference. So a hostile 1 MB word
+    /// costs one pass over it, not a comparison with every candidate.
     package static func closest(to word: String, among candidates: [String]) -> String? {
-        let lowered = word.lowercased()
+        let length = word.count
+        let accepted = max(2, length / 3)
+        let shortest = candidates.map(\.count).min() ?? 0
+        let longest = candidates.map(\.count).max() ?? 0
+        guard length <= longest + accepted, length + accepted >= shortest else { return nil }
+        let lowered = Array(word.lowercased())
         var best: (candidate: String, distance: Int)?
-        for candidate in candidates {
-            let distance = editDistance(Array(lowered), Array(candidate.lowercased()))
+        for candidate in candidates where abs(candidate.count - length) <= min(accepted, (best?.distance ?? Int.max) - 1) {
+            let distance = editDistance(lowered, Array(candidate.lowercased()))
             if distance < (best?.distance ?? Int.max) { best = (candidate, distance) }
         }
-        guard let best, best.distance <= max(2, word.count / 3) else { return nil }
+        guard let best, best.distance <= accepted else { return nil }
         return best.candidate
     }
 

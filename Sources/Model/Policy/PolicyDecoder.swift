@@ -430,7 +430,7 @@ package struct PolicyDecoder {
         for item in sequence {
             guard let text = string(item, path) else { continue }
             guard let key = DesiredKey(path: text) else {
-                add(item, "\(path): unknown setting path '\(text)'\(Suggestion.hint(for: text, among: DesiredKey.all.map(\.description)))")
+                add(item, "\(path): unknown setting path '\(TerminalText.excerpt(text))'\(Suggestion.hint(for: text, among: DesiredKey.all.map(\.description)))")
                 continue
             }
             keys.append((key, item))
@@ -456,7 +456,7 @@ package struct PolicyDecoder {
                   let reason = string(reasonNode.value, "\(context).reason"),
                   let expiresText = string(expiresNode.value, "\(context).expires") else { continue }
             guard let key = DesiredKey(path: pathText) else {
-                add(pathNode.value, "\(context).path: unknown setting path '\(pathText)'\(Suggestion.hint(for: pathText, among: DesiredKey.all.map(\.description)))")
+                add(pathNode.value, "\(context).path: unknown setting path '\(TerminalText.excerpt(pathText))'\(Suggestion.hint(for: pathText, among: DesiredKey.all.map(\.description)))")
                 continue
             }
             if reason.trimmingCharacters(in: .whitespaces).isEmpty {
@@ -505,7 +505,7 @@ package struct PolicyDecoder {
                 if let vendorScope, let field = SettingCatalog.field(vendorKey: name, in: vendorScope), field.vendorKey?.lowercased() == name.lowercased() {
                     hint = "; '\(name)' is the vendor's key name: policies use '\(field.name)'"
                 }
-                add(key, "\(context): unknown field '\(name)'\(hint)")
+                add(key, "\(context): unknown field '\(TerminalText.excerpt(name))'\(hint)")
                 continue
             }
             if result[name] != nil {

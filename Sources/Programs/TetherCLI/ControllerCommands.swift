@@ -80,7 +80,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Seconds one fetch may take.", valueName: "seconds"))
     var fetchTimeout: Double = 60
 
-    @Option(help: ArgumentHelp("Before any git connection, ask this HTTP(S) URL with If-None-Match: the repository's static info/refs, kept current by `git update-server-info` and served by a plain web server or cache. A 304 means nothing moved, and the cycle opens no git connection. Anything else, or an error, asks git as usual. https uses the system's CAs, or --git-ca-file.", valueName: "url"))
+    @Option(help: ArgumentHelp("Before any git connection, ask this HTTP(S) URL with If-None-Match: the repository's static info/refs, kept current by `git update-server-info` and served by a plain web server or cache. A 304 means nothing moved, and the cycle opens no git connection. Anything else, or an error, asks git as usual; an answer longer than 4 MiB is cut off while it arrives. https uses the system's CAs, or --git-ca-file.", valueName: "url"))
     var probeURL: String?
 
     @Flag(help: "Reset released settings (managed before, declared by no policy now) to the vendor default.")
@@ -89,8 +89,10 @@ struct RunCommand: ParsableCommand {
     enum LogFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
 
     func validate() throws {
-        if interval < 0 || maxBackoff < 0 { throw ValidationError("--interval and --max-backoff take seconds, 0 or more; for example --interval 300") }
-        if fetchTimeout <= 0 { throw ValidationError("--fetch-timeout takes seconds, more than 0; for example --fetch-timeout 60") }
+        try Seconds.check(interval, "--interval", within: 0...Seconds.week, example: 300)
+        try Seconds.check(maxBackoff, "--max-backoff", within: 0...Seconds.week, example: 3600)
+        try Seconds.check(fetchTimeout, "--fetch-timeout", within: 0.001...Seconds.hour, example: 60)
+        try Seconds.check(healthWindow, "--health-window", within: 0...Seconds.hour, example: 30)
         if !(0...1).contains(jitter) { throw ValidationError("--jitter is a share of the interval, from 0 to 1; for example --jitter 0.1") }
         if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
         if let metricsAddress, Self.address(metricsAddress).map({ !(0...65535).contains($0.1) }) ?? true {

@@ -216,13 +216,30 @@ struct ApplyCommand: ParsableCommand {
     }
 }
 
+/// A number of seconds from the command line or the configuration file: finite and within its
+/// range before anything starts (NaN, infinity and 1e300 never reach a timer).
+enum Seconds {
+    static let hour: Double = 3600
+    static let week: Double = 7 * 86_400
+
+    static func check(_ value: Double, _ option: String, within range: ClosedRange<Double>, example: Int) throws {
+        guard value.isFinite, range.contains(value) else {
+            throw ValidationError("\(option) takes seconds from \(Self.text(range.lowerBound)) to \(Self.text(range.upperBound)), not \(value); for example \(option) \(example)")
+        }
+    }
+
+    private static func text(_ value: Double) -> String {
+        value == value.rounded() ? String(Int(value)) : String(value)
+    }
+}
+
 /// `--health-window SECONDS`.
 struct HealthWindowOptions: ParsableArguments {
     @Option(help: ArgumentHelp("After applying, sync each changed connector for up to this many seconds; if one never reaches its server, restore the previous state. 0: off.", valueName: "seconds"))
     var healthWindow: Double = 0
 
     func validate() throws {
-        if healthWindow < 0 { throw ValidationError("--health-window takes seconds, 0 or more; for example --health-window 30") }
+        try Seconds.check(healthWindow, "--health-window", within: 0...Seconds.hour, example: 30)
     }
 
     /// Refuses a health window the chosen backend cannot run, before anything changes.

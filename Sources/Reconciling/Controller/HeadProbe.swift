@@ -29,6 +29,10 @@ final class HeadProbe {
         }
     }
 
+    /// The most of an info/refs listing read (about 50,000 refs); a longer answer is cut off
+    /// while it arrives and git is asked instead.
+    static let maximumBodyBytes = 4 << 20
+
     /// The tag of the refs the mirror was last fetched under.
     private var known: String?
     private var client: (url: String, caFile: String?, client: HTTPClient)?
@@ -38,7 +42,8 @@ final class HeadProbe {
             if client?.url != url || client?.caFile != caFile {
                 let seconds = max(1, Int(timeout))
                 client = (url, caFile, try HTTPClient(configuration: TransportConfiguration(pinnedCertificatePEM: nil, caFile: caFile,
-                                                                                           connectionTimeout: seconds, requestTimeout: seconds)))
+                                                                                           connectionTimeout: seconds, requestTimeout: seconds,
+                                                                                           maximumBodyBytes: Self.maximumBodyBytes)))
             }
             let http = client!.client
             let response = try http.send(url: url, headers: known.map { ["If-None-Match: \($0)"] } ?? [])

@@ -110,6 +110,8 @@ package final class OpenSSLServer: @unchecked Sendable {
     }
 
     package var url: String { "https://127.0.0.1:\(port)/" }
+    /// The same port over plain HTTP (for the plain-HTTP behaviours).
+    package var plainURL: String { "http://127.0.0.1:\(port)/" }
 }
 
 /// A socket that listens but never accepts: connections complete, then nothing is ever said.
@@ -359,6 +361,10 @@ package final class PythonTLSPeer: @unchecked Sendable {
         case oldTLSOnly = "old-tls-only"
         /// Completes the handshake, starts a 100 kB response and resets the connection after 1 kB.
         case resetMidResponse = "reset-mid-response"
+        /// Plain HTTP: answers 200 with a body of 10 GB (Content-Length) and sends it until the client goes.
+        case endlessPlainHTTP = "endless-plain-http"
+        /// Plain HTTP: reads the request and resets the connection without an answer.
+        case resetPlainHTTP = "reset-plain-http"
     }
 
     package let port: Int
@@ -372,6 +378,8 @@ package final class PythonTLSPeer: @unchecked Sendable {
     }
 
     package var url: String { "https://127.0.0.1:\(port)/" }
+    /// The same port over plain HTTP (for the plain-HTTP behaviours).
+    package var plainURL: String { "http://127.0.0.1:\(port)/" }
 
     private static let script = """
         import socket, ssl, struct, sys, threading
@@ -394,6 +402,16 @@ package final class PythonTLSPeer: @unchecked Sendable {
             connection.close()
         def serve(connection):
             try:
+                if behaviour == "endless-plain-http":
+                    connection.recv(4096)
+                    connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 10737418240\\r\\n\\r\\n")
+                    block = b"\\0" * 65536
+                    while True:
+                        connection.sendall(block)
+                if behaviour == "reset-plain-http":
+                    connection.recv(4096)
+                    reset(connection)
+                    return
                 if behaviour == "plain-http":
                     connection.recv(4096)
                     connection.sendall(b"HTTP/1.1 400 Bad Request\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")

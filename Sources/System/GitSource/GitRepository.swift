@@ -378,6 +378,17 @@ package final class GitRepository {
     }
 
     private func blobContents(_ oid: UnsafePointer<git_oid>?, path: String, limit: Int = TreeLimits.standard.maximumFileBytes) throws -> [UInt8] {
+        // The size from the object's header first, so a blob over the limit is never inflated
+        // (600 MiB of one repeated byte is about 600 KB in git).
+        var odb: OpaquePointer?
+        if git_repository_odb(&odb, handle) == 0, let odb {
+            defer { git_odb_free(odb) }
+            var length = 0
+            var type = GIT_OBJECT_INVALID
+            if git_odb_read_header(&length, &type, odb, oid) == 0, length > limit {
+                throw GitError(.limitExceeded, "\(path): \(length) bytes is larger than the \(limit)-byte limit for a policy file")
+            }
+        }
         var blob: OpaquePointer?
         guard git_blob_lookup(&blob, handle, oid) == 0, let blob else {
             throw GitError.last(.other, "cannot read \(path)")

@@ -41,9 +41,16 @@ package struct TransportConfiguration: Sendable {
     package var connectionTimeout: Int
     /// Seconds for the whole request.
     package var requestTimeout: Int
+    /// The largest response body taken in; a longer one is cut off while it arrives
+    /// (`responseTooLarge`), never held whole. The platform's answers are small JSON documents.
+    package var maximumBodyBytes: Int
+
+    /// The default bound on a response body: 16 MiB.
+    package static let defaultMaximumBodyBytes = 16 << 20
 
     package init(pinnedCertificatePEM: String?, caFile: String? = nil, clientIdentity: ClientIdentity? = nil, proxy: ProxySettings? = nil,
-                connectionTimeout: Int = 10, requestTimeout: Int = 10) {
+                connectionTimeout: Int = 10, requestTimeout: Int = 10, maximumBodyBytes: Int = TransportConfiguration.defaultMaximumBodyBytes) {
+        self.maximumBodyBytes = maximumBodyBytes
         self.pinnedCertificatePEM = pinnedCertificatePEM
         self.caFile = caFile
         self.clientIdentity = clientIdentity
@@ -78,6 +85,8 @@ package enum TransportError: Error, Sendable, Equatable, CustomStringConvertible
     case tlsVersionMismatch(String)
     /// The connection was closed or reset during the TLS handshake or mid-transfer.
     case connectionReset(String)
+    /// The answer's body passed `maximumBodyBytes`; the transfer was stopped there.
+    case responseTooLarge(String)
     case other(String)
 
     /// The failure's name in status and reports (`client-certificate-missing`).
@@ -92,6 +101,7 @@ package enum TransportError: Error, Sendable, Equatable, CustomStringConvertible
         case .notTLS: return "not-tls"
         case .tlsVersionMismatch: return "tls-version-mismatch"
         case .connectionReset: return "connection-reset"
+        case .responseTooLarge: return "response-too-large"
         case .other: return "other"
         }
     }
@@ -108,6 +118,7 @@ package enum TransportError: Error, Sendable, Equatable, CustomStringConvertible
         case .tlsVersionMismatch(let detail):
             return "no common TLS version: the server offers none of TLS 1.2 and 1.3, which Tether requires: \(detail)"
         case .connectionReset(let detail): return "connection reset: \(detail)"
+        case .responseTooLarge(let detail): return "response too large: \(detail)"
         case .other(let detail): return detail
         }
     }
@@ -178,6 +189,11 @@ package final class HTTPClient {
         try check(tether_curl_setopt_write_function(handle, { data, size, count, context in
             guard let data, let context else { return 0 }
             let sink = Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue()
+            // Past the bound the transfer stops here (libcurl fails it with a write error).
+            guard sink.body.count + size * count <= sink.limit else {
+                sink.exceeded = true
+                return 0
+            }
             sink.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: size * count))
             return size * count
         }))
@@ -192,7 +208,7 @@ package final class HTTPClient {
 
     /// Sends one request and waits for the whole response.
     package func send(method: String = "GET", url: String, headers: [String] = [], body: [UInt8]? = nil) throws -> HTTPResponse {
-        let sink = ResponseSink()
+        let sink = ResponseSink(limit: configuration.maximumBodyBytes)
         let context = Unmanaged.passRetained(sink)
         defer { context.release() }
         errorBuffer[0] = 0
@@ -211,7 +227,10 @@ package final class HTTPClient {
         try check(tether_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
 
         let code = curl_easy_perform(handle)
-        guard code == CURLE_OK else { throw classify(code, received: sink.body.count) }
+        if sink.exceeded {
+            throw TransportError.responseTooLarge("the answer from \(url) is longer than \(configuration.maximumBodyBytes) bytes; it was cut off there")
+        }
+        guard code == CURLE_OK else { throw classify(code, received: sink.body.count, tls: url.lowercased().hasPrefix("https:")) }
         var status = 0
         tether_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
         return HTTPResponse(status: status, body: sink.body)
@@ -219,7 +238,7 @@ package final class HTTPClient {
 
     /// Names a libcurl failure by what happened; reads the error buffer and the transfer's
     /// figures right after the call that failed.
-    private func classify(_ code: CURLcode, received: Int) -> TransportError {
+    private func classify(_ code: CURLcode, received: Int, tls: Bool) -> TransportError {
         let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(code))
         var connectCode = 0
         tether_curl_getinfo_long(handle, CURLINFO_HTTP_CONNECTCODE, &connectCode)
@@ -267,7 +286,8 @@ package final class HTTPClient {
             }
             return .clientCertificateRejected("the server closed the connection right after the TLS handshake: it most likely did not accept the client certificate (issued by a CA it does not trust?) (\(detail))")
         case _ where cutOff:
-            let when = handshakeDone == 0 && newConnections > 0 ? "during the TLS handshake" : "mid-transfer"
+            // Plain HTTP has no handshake: its APPCONNECT time is always 0.
+            let when = tls && handshakeDone == 0 && newConnections > 0 ? "during the TLS handshake" : "mid-transfer"
             return .connectionReset("the server closed or reset the connection \(when): \(detail)")
         default:
             return .other("libcurl error \(code.rawValue): \(detail)")
@@ -283,6 +303,10 @@ package final class HTTPClient {
 
 private final class ResponseSink {
     var body: [UInt8] = []
+    let limit: Int
+    var exceeded = false
+
+    init(limit: Int) { self.limit = limit }
 }
 
 /// The libcurl this process runs with (`7.88.1`).

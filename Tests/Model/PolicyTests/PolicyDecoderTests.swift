@@ -355,3 +355,24 @@ struct UntrustedInputTests {
                 == .setting(.endpoints([Endpoint(address: "10.0.0.1", port: 8081)])))
     }
 }
+
+@Suite("Hostile lengths in policies")
+struct HostileLengthTests {
+    @Test("A 1 MB unknown path in observe, ignore or an exception is refused with an excerpt and its length, not echoed whole")
+    func longUnknownPath() {
+        let long = "edr." + String(repeating: "x", count: 1 << 20)
+        for spec in ["  observe: [\(long)]\n", "  ignore: [\(long)]\n", "  exceptions:\n    - {path: \(long), reason: r, expires: 2030-01-01}\n"] {
+            let problems = decode(policy("p", spec: spec)).problems
+            let message = problems.first { $0.description.contains("unknown setting path") }?.description ?? ""
+            #expect(message.contains("… (\(long.utf8.count) bytes)"), "\(message.prefix(300))")
+            #expect(message.utf8.count < 400, "an excerpt, not the whole path: \(message.utf8.count) bytes")
+        }
+    }
+
+    @Test("A typo still gets its did-you-mean; a word far longer or shorter than every path is compared with none")
+    func suggestions() {
+        #expect(Suggestion.closest(to: "edr.prot", among: DesiredKey.all.map(\.description)) == "edr.port")
+        #expect(Suggestion.closest(to: String(repeating: "e", count: 100_000), among: ["edr.port"]) == nil)
+        #expect(Suggestion.closest(to: "x", among: ["a-much-longer-candidate"]) == nil)
+    }
+}

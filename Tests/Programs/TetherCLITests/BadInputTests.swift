@@ -22,6 +22,27 @@ struct BadInputTests {
         #expect(try env.storeDigest() == before, "the store changed", sourceLocation: sourceLocation)
     }
 
+    @Test("A 200 MiB policy blob (200 KB in git) is refused by its size before it is inflated: validate's peak memory stays small")
+    func hugeBlob() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let big = env.repo.directory.url.appendingPathComponent("policies/big.yaml")
+        try Data(count: 200 << 20).write(to: big)
+        try env.repo.commitAll(message: "A huge policy")
+        // The child's peak resident memory, as the kernel counts it (wait4's rusage), in KiB.
+        let measured = try runProgram("/usr/bin/python3", ["-c", """
+            import resource, subprocess, sys
+            done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+            print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+            print(done.stderr)
+            """, tetherExecutable, "validate", "--repo", env.repo.path])
+        let lines = measured.output.split(separator: "\n", maxSplits: 1)
+        let figures = lines.first?.split(separator: " ").compactMap { Int($0) } ?? []
+        #expect(figures.first == 1, "\(measured.output)")
+        #expect(measured.output.contains("policies/big.yaml: 209715200 bytes is larger than the 1048576-byte limit for a policy file"), "\(measured.output)")
+        #expect(figures.count == 2 && figures[1] < 100 * 1024, "peak \(figures.last ?? 0) KiB: the blob was inflated")
+    }
+
     @Test("Malformed YAML")
     func malformedYAML() throws {
         try expectRefusal(["policies/base.yaml": "apiVersion: tether/v1\nkind: [IntegrationPolicy\n"],

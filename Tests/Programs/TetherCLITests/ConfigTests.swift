@@ -64,6 +64,24 @@ struct ConfigTests {
         #expect(missing.status == 1 && missing.output.contains("cannot read the configuration file"), "\(missing.output)")
     }
 
+    @Test("Seconds that are not finite or are absurd are refused before anything starts, from the command line and the file alike")
+    func absurdSeconds() throws {
+        let env = try Environment()
+        for (option, value) in [("--interval", "nan"), ("--interval", "inf"), ("--interval", "1e300"), ("--max-backoff", "1e9"),
+                                ("--fetch-timeout", "1e20"), ("--fetch-timeout", "0"), ("--health-window", "1e300")] {
+            let refused = tether(["run", "--once", option, value] + env.flags)
+            #expect(refused.code == 1, "\(option) \(value): \(refused.stderr)")
+            #expect(refused.stderr.contains("\(option) takes seconds from"), "\(option) \(value): \(refused.stderr)")
+        }
+        let apply = tether(["apply", "--health-window", "nan"] + env.flags)
+        #expect(apply.code == 1 && apply.stderr.contains("--health-window takes seconds from 0 to 3600, not nan"), "\(apply.stderr)")
+        let folder = try TemporaryDirectory("tether-config")
+        let file = try folder.write("nan.yaml", "interval: inf\n")
+        let fromFile = tether(["run", "--once", "--config", file] + env.flags)
+        #expect(fromFile.code == 1 && fromFile.stderr.contains("--interval takes seconds from 0 to 604800, not inf"), "\(fromFile.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent("controller.json").path), "nothing ran")
+    }
+
     @Test("Every option of tether run has a key, and no key is made up")
     func everyOption() throws {
         let folder = try TemporaryDirectory("tether-config")

@@ -170,4 +170,29 @@ struct HTTPClientTests {
             #expect(try failureKinds(url: peer.url) { try client() } == [kind: 20], "\(behaviour)")
         }
     }
+
+    @Test("A body longer than the bound is cut off while it arrives (a 10 GB answer costs no memory), and says so")
+    func boundedBody() throws {
+        let peer = try PythonTLSPeer(pki: pki, behaviour: .endlessPlainHTTP)
+        let client = try HTTPClient(configuration: TransportConfiguration(pinnedCertificatePEM: nil, connectionTimeout: 5, requestTimeout: 60,
+                                                                          maximumBodyBytes: 1 << 20))
+        // Held whole, the 10 GB body would end in the 60 s timeout, not in this error.
+        #expect {
+            try client.send(url: peer.plainURL)
+        } throws: { error in
+            guard let failure = error as? TransportError, case .responseTooLarge(let detail) = failure else { return false }
+            return detail.contains("longer than 1048576 bytes") && failure.kind == "response-too-large"
+        }
+    }
+
+    @Test("A plain-HTTP server that resets the connection is not said to have failed a TLS handshake")
+    func plainReset() throws {
+        let peer = try PythonTLSPeer(pki: pki, behaviour: .resetPlainHTTP)
+        let client = try HTTPClient(configuration: TransportConfiguration(pinnedCertificatePEM: nil, connectionTimeout: 5, requestTimeout: 5))
+        #expect {
+            try client.send(url: peer.plainURL)
+        } throws: { error in
+            "\(error)".contains("mid-transfer") && !"\(error)".contains("TLS")
+        }
+    }
 }
