@@ -136,7 +136,7 @@ let package = Package(
         tests("KESLAgentTests", in: "Agents", ["KESLAgent", "AgentInterface", "ChildProcess", "IntegrationModel", "TetherTestSupport"]),
         tests("SensorsTests", in: "Endpoint", ["Sensors", "IntegrationModel", "WireFormat"]),
         tests("WireFormatTests", in: "Endpoint", ["WireFormat", "IntegrationModel"]),
-        tests("ConnectorCoreTests", in: "Endpoint", ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "WireFormat", "X509", "TetherTestSupport"]),
+        tests("ConnectorCoreTests", in: "Endpoint", ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport"]),
         tests("PlannerTests", in: "Planning", ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),
         tests("ReconcilerTests", in: "Reconciling", ["Reconciler", "AgentInterface", "GitSource", "IntegrationModel", "Planner", "PolicySource", "SQLiteDB", "X509", "TetherTestSupport"]),
         tests("ControllerTests", in: "Reconciling", ["Controller", "PolicySource", "Reconciler", "TetherTestSupport", logging]),

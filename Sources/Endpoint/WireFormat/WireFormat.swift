@@ -267,6 +267,24 @@ package enum DetailValue: Codable, Sendable, Hashable, CustomStringConvertible, 
         }
     }
 
+    /// The detail keys that are JSON numbers on the wire (docs/wire-format.md).
+    package static let numericKeys: Set<String> = ["pid", "ppid", "uid", "localPort", "remotePort", "exitCode", "signal", "n"]
+
+    /// A detail as the wire has it now: the previous release wrote every value as text, so an
+    /// event it queued is read with its numbers as numbers and `directory` as a flag.
+    package static func current(_ detail: [String: DetailValue]) -> [String: DetailValue] {
+        var upgraded = detail
+        for (key, value) in detail {
+            guard case .text(let text) = value else { continue }
+            if numericKeys.contains(key), let number = Int64(text) {
+                upgraded[key] = .number(number)
+            } else if key == "directory" || key == "synthetic", let flag = Bool(text) {
+                upgraded[key] = .flag(flag)
+            }
+        }
+        return upgraded
+    }
+
     /// The text, for text values.
     package var text: String? { if case .text(let text) = self { return text }; return nil }
     /// The number, for numbers.

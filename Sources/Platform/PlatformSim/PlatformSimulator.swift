@@ -347,13 +347,11 @@ struct RecordEncoder: Sendable {
 }
 
 extension PlatformSimulator {
-    /// The fields docs/wire-format.md says are JSON numbers.
-    package static let numericDetail: Set<String> = ["pid", "ppid", "uid", "localPort", "remotePort", "exitCode", "signal"]
 
     /// The first numeric detail field sent as anything but a number, named with its event.
     package static func numberProblem(_ batch: EventBatch) -> String? {
         for event in batch.events {
-            for (key, value) in event.detail where numericDetail.contains(key) && value.number == nil {
+            for (key, value) in event.detail where DetailValue.numericKeys.contains(key) && value.number == nil {
                 return "event seq \(event.seq) (\(event.type)): detail.\(key) must be a JSON number, not \(value.text.map { "the string \"\($0)\"" } ?? "\(value)") (docs/wire-format.md)"
             }
         }

@@ -265,11 +265,17 @@ enum StopSignal {
     /// Wakes `wakeup` on every signal from now on.
     static func wake(_ wakeup: Wakeup) { wakeDescriptor = wakeup.writeEnd }
 
-    /// In a signal handler: only write(2), which is async-signal-safe.
+    /// Signals no longer wake anything (the `Wakeup` is going away).
+    static func stopWaking() { wakeDescriptor = -1 }
+
+    /// In a signal handler: only write(2), which is async-signal-safe; errno is kept for the
+    /// code the signal interrupted.
     private static func poke() {
         guard wakeDescriptor >= 0 else { return }
+        let saved = errno
         var byte: UInt8 = 1
         _ = write(wakeDescriptor, &byte, 1)
+        errno = saved
     }
 
     static var requested: Bool { flag != 0 }

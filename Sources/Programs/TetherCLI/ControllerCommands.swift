@@ -162,6 +162,7 @@ struct RunCommand: ParsableCommand {
         }
         let wakeup = Wakeup()
         StopSignal.wake(wakeup)
+        defer { StopSignal.stopWaking() }
         StopSignal.install()
         logger.info("controller started", metadata: ["repo": .string(source.spec.displayRepository), "ref": .string(source.ref ?? "HEAD"),
                                                      "interval": .stringConvertible(interval), "verify": .string(verify.rawValue)])

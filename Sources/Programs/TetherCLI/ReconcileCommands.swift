@@ -178,7 +178,7 @@ struct ApplyCommand: ParsableCommand {
         commandName: "apply",
         abstract: "Make the agent match the revision: every change in one transaction, or none.",
         discussion: """
-            Keys marked observe or covered by an active exception are reported, never changed. Exit 0 when applied (or nothing to do), 1 on error; after an error the agent is exactly as it was. With --detailed-exitcodes the exit code is a bitmask: 2 changes were made, 4 the apply failed (nothing changed), 8 verification or anti-rollback refused the revision. A revision that does not descend from the last applied one is refused: go back with `tether rollback`, or with a policy that says spec.allowRollback: true.
+            Keys marked observe or covered by an active exception are reported, never changed. Exit 0 when applied (or nothing to do), 1 on error; after an error the agent is exactly as it was. With --detailed-exitcodes the exit code is a bitmask: 2 changes were made, 4 the apply failed (alone: nothing changed; 6: it failed after changing the agent, and the message says what stays), 8 verification or anti-rollback refused the revision. A revision that does not descend from the last applied one is refused: go back with `tether rollback`, or with a policy that says spec.allowRollback: true.
             """)
 
     @OptionGroup var source: SourceOptions
@@ -210,7 +210,7 @@ struct ApplyCommand: ParsableCommand {
         try reportOptions.emit(outcome.report)
         if let failure = outcome.failure {
             Console.error(failure)
-            throw ExitCode(detailedExitcodes ? 4 : 1)
+            throw ExitCode(detailedExitcodes ? (outcome.changed ? 6 : 4) : 1)
         }
         if detailedExitcodes && outcome.changed { throw ExitCode(2) }
     }

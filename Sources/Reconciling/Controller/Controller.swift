@@ -185,7 +185,7 @@ package final class Controller: @unchecked Sendable {
             }
             var message = "in sync"
             var reason = CycleReason.inSync
-            var remaining: Plan?
+            var remaining: (plan: Plan, applied: AppliedState)?
             // Apply when there is something to change, and also when the revision is new, so it
             // becomes the base that anti-rollback and `tether rollback` start from.
             if !reconciliation.plan.isEmpty || reconciliation.applied.revision != resolved.id {
@@ -199,7 +199,7 @@ package final class Controller: @unchecked Sendable {
                 }
                 remaining = outcome.remaining
             }
-            let report = reconciliation.detectDrift(plan: remaining, onlyChanges: true)
+            let report = reconciliation.detectDrift(after: remaining, onlyChanges: true)
             if !report.inSync && reason == .inSync {
                 reason = .driftReported
                 message = "\(report.findings.filter { $0.kind.isProblem }.count) findings reported (observed or not correctable)"

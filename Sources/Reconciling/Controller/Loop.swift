@@ -2,6 +2,7 @@ import ConnectorCore
 import Foundation
 import HTTPServer
 import Logging
+import Reconciler
 
 /// One controller per state directory: an exclusive lock on `controller.lock`, held for the
 /// process's life (the kernel drops it when the process ends, however it ends).
@@ -113,7 +114,11 @@ package final class ControllerLoop {
                         logger.warning("\(outcome.integration.rawValue): \(outcome.summary)", metadata: ["errorKind": .string(outcome.errorKind ?? "other")])
                     }
                 }
-                if let connectorsDue = runtime.nextDue() { due = min(due, connectorsDue) }
+                if let connectorsDue = runtime.nextDue() {
+                    // Something the tick could not clear (a server refusing every flush) is
+                    // looked at again after a pause, never in a tight loop.
+                    due = min(due, max(connectorsDue, Date().addingTimeInterval(Self.shortestNap)))
+                }
                 // What other processes change in the agent's stores (`tether agent …`) wakes nothing
                 // here: it is looked at within this long.
                 due = min(due, Date().addingTimeInterval(Self.longestNap))
@@ -125,6 +130,8 @@ package final class ControllerLoop {
 
     /// The longest the loop sleeps while it runs connectors.
     static let longestNap: TimeInterval = 30
+    /// The shortest pause before connectors due again are looked at.
+    static let shortestNap: TimeInterval = 1
 
     /// Stops serving /metrics.
     package func stopServing() {
@@ -151,7 +158,8 @@ final class EndpointParts {
     private let controller: Controller
     private let logger: Logger
     private let wakeup: Wakeup
-    private var session: ObjectIdentifier?
+    /// Held, and compared by identity: a new session may be allocated where the old one was.
+    private var session: AgentSession?
     private var runtime: ConnectorRuntime?
     private var sensors: SensorSupervisor?
 
@@ -163,12 +171,16 @@ final class EndpointParts {
 
     /// The current session's connectors, opened (with the sensors) when the session is new.
     func update() -> ConnectorRuntime? {
-        guard let current = controller.session else { return nil }
-        if session == ObjectIdentifier(current), runtime != nil { return runtime }
+        guard let current = controller.session else {
+            // The agent could not be opened again: nothing runs on the stores it had.
+            stop()
+            return nil
+        }
+        if session === current, runtime != nil { return runtime }
         stop()
         do {
             runtime = try current.connectors()
-            session = ObjectIdentifier(current)
+            session = current
             report("connectors", nil)
         } catch {
             report("connectors", "the connectors cannot be opened: \(error)")

@@ -126,7 +126,7 @@ package final class History {
                 schema = "main"
             }
         }
-        try recordPending()
+        recordPending()
     }
 
     /// The history's schema, step by step (version 1: the first release's, adopted as it is).
@@ -142,8 +142,9 @@ package final class History {
     /// How many entries are kept (the oldest go first).
     package static let retained = 10_000
 
-    /// Appends an entry.
+    /// Appends an entry (after any kept aside earlier, so they stay in order).
     package func record(_ entry: HistoryEntry) throws {
+        recordPending()
         try database.transaction { try History.record(entry, into: database, schema: schema) }
     }
 
@@ -158,22 +159,47 @@ package final class History {
             let pending = file.deletingLastPathComponent().appendingPathComponent(History.pendingFileName)
             var line = (try? JSONEncoder().encode(entry)) ?? Data()
             line.append(UInt8(ascii: "\n"))
-            let fd = open(pending.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-            let kept = fd >= 0 && line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == line.count && fsync(fd) == 0
-            if fd >= 0 { close(fd) }
+            let kept = Self.keep(line, in: pending)
             return "\(error)" + (kept ? "; kept in \(pending.path) and recorded at the next start" : "; it could not be kept either")
         }
     }
 
-    /// Records the entries `recordAfterCommit` kept, in order, then removes the file.
-    private func recordPending() throws {
-        let pending = file.deletingLastPathComponent().appendingPathComponent(History.pendingFileName)
-        guard let data = FileManager.default.contents(atPath: pending.path) else { return }
+    /// Records the entries `recordAfterCommit` kept, in order. The file is first renamed to a
+    /// name of this process's own, so two processes never replay (or delete) the same entries,
+    /// and an entry already in the history (a replay a crash cut short) is not added again.
+    /// When the history still cannot be written, the entries go back to be tried later; opening
+    /// the history does not fail for them.
+    private func recordPending() {
+        let folder = file.deletingLastPathComponent()
+        let pending = folder.appendingPathComponent(History.pendingFileName)
+        guard FileManager.default.fileExists(atPath: pending.path) else { return }
+        let claimed = folder.appendingPathComponent(".\(History.pendingFileName).\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
+        guard rename(pending.path, claimed.path) == 0, let data = FileManager.default.contents(atPath: claimed.path) else { return }
         let entries = data.split(separator: UInt8(ascii: "\n")).compactMap { try? JSONDecoder().decode(HistoryEntry.self, from: Data($0)) }
-        try database.transaction {
-            for entry in entries { try History.record(entry, into: database, schema: schema) }
+        do {
+            try database.transaction {
+                for entry in entries {
+                    let known = try database.query("""
+                        SELECT 1 FROM \(schema).history WHERE at = ? AND kind = ? AND revision = ? AND result = ? AND detail = ?
+                        """, [.real(entry.at.timeIntervalSince1970), .text(entry.kind.rawValue), .text(entry.revision),
+                              .text(entry.result.rawValue), .text(entry.detail)])
+                    if known.isEmpty { try History.record(entry, into: database, schema: schema) }
+                }
+            }
+            try? FileManager.default.removeItem(at: claimed)
+        } catch {
+            Self.keep(data, in: pending)
+            try? FileManager.default.removeItem(at: claimed)
         }
-        try FileManager.default.removeItem(at: pending)
+    }
+
+    /// Appends lines to the pending file (owner-only), synced; whether they were kept.
+    @discardableResult
+    private static func keep(_ lines: Data, in pending: URL) -> Bool {
+        let fd = open(pending.path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return lines.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == lines.count && fsync(fd) == 0
     }
 
     /// Appends an entry unless the newest entry of its kind says the same (revision, result,
@@ -217,7 +243,7 @@ package final class History {
     /// nil when none recorded them.
     package func lastAppliedLabels() throws -> [String: String]? {
         let row = try database.query("""
-            SELECT labels FROM \(schema).history WHERE kind IN (?, ?) AND result IN (?, ?) ORDER BY id DESC LIMIT 1
+            SELECT labels FROM \(schema).history WHERE kind IN (?, ?) AND result IN (?, ?) ORDER BY at DESC, id DESC LIMIT 1
             """, [.text(HistoryKind.apply.rawValue), .text(HistoryKind.rollback.rawValue),
                   .text(HistoryResult.applied.rawValue), .text(HistoryResult.nothingToDo.rawValue)]).first
         return row?[0].text.flatMap { try? JSONDecoder().decode([String: String].self, from: Data($0.utf8)) }
@@ -229,7 +255,8 @@ package final class History {
         var seen = Set<String>()
         var rolledBack = Set<String>()
         var revisions: [String] = []
-        let rows = try database.query("SELECT revision, result FROM \(schema).history WHERE kind IN (?, ?) ORDER BY id DESC",
+        // By time: an entry recorded late (kept aside after a backend's commit) keeps its place.
+        let rows = try database.query("SELECT revision, result FROM \(schema).history WHERE kind IN (?, ?) ORDER BY at DESC, id DESC",
                                       [.text(HistoryKind.apply.rawValue), .text(HistoryKind.rollback.rawValue)])
         for row in rows {
             guard let revision = row[0].text, let result = row[1].text.flatMap(HistoryResult.init) else { continue }

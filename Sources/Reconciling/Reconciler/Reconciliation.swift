@@ -47,9 +47,11 @@ package struct Reconciliation {
     }
 
     /// A report of this comparison.
-    package func report(_ kind: Report.Kind, plan: Plan? = nil, applied didApply: Bool = false, notes extra: [String] = []) -> Report {
-        Report(kind: kind, revision: revision, host: host, labels: labels, desired: desired, plan: plan ?? self.plan,
-               applied: didApply, lastApplied: (applied.revision, applied.at), notes: notes + extra)
+    package func report(_ kind: Report.Kind, plan: Plan? = nil, applied didApply: Bool = false, notes extra: [String] = [],
+                        lastApplied: AppliedState? = nil) -> Report {
+        let last = lastApplied ?? applied
+        return Report(kind: kind, revision: revision, host: host, labels: labels, desired: desired, plan: plan ?? self.plan,
+                      applied: didApply, lastApplied: (last.revision, last.at), notes: notes + extra)
     }
 
     /// What an apply did.
@@ -58,9 +60,9 @@ package struct Reconciliation {
         package let changed: Bool
         /// The error, when the apply failed or was rolled back (the agent is then as it was).
         package let failure: String?
-        /// What stays to report once the apply's steps are made: the plan made under the lock,
-        /// without what it corrected (a drift report after an apply plans nothing again).
-        package let remaining: Plan?
+        /// What stays to report once the apply's steps are made (for the drift report that
+        /// follows), and what the agent then records as applied.
+        package let remaining: (plan: Plan, applied: AppliedState)?
     }
 
     /// Plans again and applies inside one write transaction, with the history entry in the same
@@ -78,7 +80,7 @@ package struct Reconciliation {
         let revisionId = revision.commit.id
         let agent = session.backend, history = session.history
         var notes = notes
-        let done: (plan: Plan, restorePoint: RestorePoint, after: AgentState)
+        let done: (plan: Plan, restorePoint: RestorePoint, after: AgentState, applied: AppliedState)
         do {
             done = try session.committing(actor: "\(actor) \(revisionId.prefix(12))") {
                 let lastApplied = try agent.appliedState()
@@ -91,7 +93,7 @@ package struct Reconciliation {
                 try plan.requireEnforceable()
                 let restorePoint = try RestorePoint(agent: agent)
                 try plan.apply(to: agent, revision: revisionId)
-                return ((plan, restorePoint, try agent.state()),
+                return ((plan, restorePoint, try agent.state(), try agent.appliedState()),
                         HistoryEntry(kind: historyKind, revision: revisionId, result: plan.isEmpty ? .nothingToDo : .applied,
                                      findings: plan.findings.count, detail: plan.steps.map { $0.key.description }.joined(separator: ", "),
                                      labels: labels))
@@ -157,8 +159,14 @@ package struct Reconciliation {
                                     failure: "error: apply rolled back: " + reasons.joined(separator: "; "), remaining: nil)
             }
         }
+        // What the apply leaves. A store that keeps values as given (the embedded agent's, which
+        // commits with the history) holds exactly what the plan set: its findings without what it
+        // corrected. Another backend may normalise what it was given: plan from the state it
+        // reported after the apply (read under the lock already, no new call to it).
+        let remaining = session.capabilities.contains(.historyInAgentCommit) ? plan.afterApplying()
+            : Planner.plan(desired: desired, actual: done.after, applied: done.applied, warnExpiryDays: warnExpiryDays, prune: prune)
         return ApplyOutcome(report: report(.apply, plan: plan, applied: !plan.isEmpty, notes: notes), changed: !plan.isEmpty, failure: nil,
-                            remaining: plan.afterApplying())
+                            remaining: (remaining, done.applied))
     }
 
     /// Records a drift detection (noting when each difference was first seen) and returns its
@@ -166,9 +174,9 @@ package struct Reconciliation {
     /// what an apply left (`ApplyOutcome.remaining`); by default this comparison's.
     /// With `onlyChanges`, a detection that says what the last one said is not recorded again
     /// (the controller's steady state writes nothing).
-    package func detectDrift(plan remaining: Plan? = nil, onlyChanges: Bool = false) -> Report {
+    package func detectDrift(after remaining: (plan: Plan, applied: AppliedState)? = nil, onlyChanges: Bool = false) -> Report {
         let history = session.history
-        var plan = remaining ?? self.plan
+        var plan = remaining?.plan ?? self.plan
         var differences: [String: String] = [:]
         for finding in plan.findings where [.pending, .drift, .conflict, .unenforceable].contains(finding.kind) {
             differences[finding.key.description] = "\(finding.kind.rawValue):\(finding.actual)"
@@ -177,7 +185,7 @@ package struct Reconciliation {
         for index in plan.findings.indices {
             plan.findings[index].noticedAt = noticed[plan.findings[index].key.description]
         }
-        var report = self.report(.drift, plan: plan)
+        var report = self.report(.drift, plan: plan, lastApplied: remaining?.applied)
         if let runtime = try? session.connectors() {
             report.health = (try? runtime.status()) ?? []
             report.sensors = (try? runtime.sensorReports()) ?? []

@@ -4,6 +4,7 @@ import EmbeddedAgent
 import Foundation
 import IntegrationModel
 import PlatformSim
+import SQLiteDB
 import TetherTestSupport
 import WireFormat
 import Testing
@@ -155,6 +156,21 @@ struct TelemetryTests {
         let batches = rig.platform.received.filter { $0.path.hasSuffix("/events") }.map { $0.decode(EventBatch.self)?.events.count ?? 0 }
         #expect(batches == [1024, 1024, 452])
         #expect(try rig.runtime.status().first { $0.integration == .edr }?.queueDepth == 0)
+    }
+
+    @Test("Events the previous release queued (every detail as text) go out with their numbers as numbers, and the platform takes them")
+    func queuedByThePreviousRelease() throws {
+        let rig = try Rig()
+        try rig.set(SettingPath.behaviorDetection, .bool(true))
+        try rig.set(SettingPath.edr.telemetry, .bool(true))
+        #expect(try rig.runtime.record(Rig.events(1)) == 1)
+        // The row as the previous release wrote it.
+        let store = try Database(path: rig.state.url.appendingPathComponent(ConnectorRuntime.storeFileName).path)
+        try store.execute(#"UPDATE events SET type = 'file-change', detail = '{"pid":"9401","directory":"true","path":"/srv/42"}'"#)
+        let sync = rig.runtime.sync(.edr)
+        #expect(sync.succeeded, "\(sync.summary)")
+        let event = try #require(rig.platform.events().first)
+        #expect(event.detail == ["pid": 9401, "directory": .flag(true), "path": "/srv/42"], "a path of digits stays text: \(event.detail)")
     }
 
     @Test("Count limits: at most maximumEventsPerHour, one type at most eventLimitExceededPercentage of it")

@@ -65,12 +65,32 @@ struct ReconcilerTests {
         #expect(entries.map(\.kind) == [.apply] && entries.map(\.result) == [.applied])
         // The drift report after an apply comes from the plan made under the lock, without planning
         // again: it must say what a fresh comparison says.
-        let remaining = try #require(outcome.remaining)
+        let remaining = try #require(outcome.remaining?.plan)
+        #expect(outcome.remaining?.applied.revision == comparison.revision.commit.id, "the report after it shows the new last applied revision")
         let fresh = try bench.compare(driver).plan
         func summary(_ plan: Plan) -> [String] { plan.findings.map { "\($0.key) \($0.kind.rawValue)" }.sorted() }
         #expect(summary(remaining) == summary(fresh), "remaining \(summary(remaining)), fresh \(summary(fresh))")
         #expect(remaining.steps.isEmpty && fresh.steps.isEmpty)
         #expect(summary(fresh).contains("sandbox.queueSize pending"), "observed, so never corrected: \(summary(fresh))")
+    }
+
+    @Test("With the embedded agent, what an apply leaves (its plan without what it corrected) is what a fresh comparison finds")
+    func embeddedRemains() throws {
+        let bench = try Bench()
+        let session = try AgentSession(AgentChoice(), stateDirectory: bench.state.url.appendingPathComponent("embedded"))
+        let driver = Driver(gate: .standard) { _ in }
+        let repository = try GitRepository(path: bench.repo.path)
+        func compare() throws -> Reconciliation {
+            try driver.compare(SourceSpec(repository: bench.repo.path, ref: "main", path: "policies"), repository: repository, session: session,
+                               labels: [:], host: "bench", warnExpiryDays: 30, prune: false)
+        }
+        let outcome = try compare().apply(actor: "test")
+        let remaining = try #require(outcome.remaining)
+        let fresh = try compare()
+        func summary(_ plan: Plan) -> [String] { plan.findings.map { "\($0.key) \($0.kind.rawValue) \($0.actual)" }.sorted() }
+        #expect(summary(remaining.plan) == summary(fresh.plan))
+        #expect(remaining.applied.revision == fresh.applied.revision && remaining.applied.values == fresh.applied.values)
+        #expect(fresh.plan.isEmpty)
     }
 
     @Test("--health-window on a backend without Tether's connectors is refused before anything changes, naming the option and the backend")

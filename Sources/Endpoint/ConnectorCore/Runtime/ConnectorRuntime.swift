@@ -158,6 +158,8 @@ package final class ConnectorRuntime: @unchecked Sendable {
     /// Runs what is due and returns what it did.
     package func tick(now: Date? = nil) -> [SyncOutcome] {
         let now = now ?? clock()
+        // An isolation's auto-off is due on its own, whether or not a connector syncs now.
+        expireIsolation()
         guard let state = try? agent.state() else { return [] }
         var outcomes: [SyncOutcome] = []
         for integration in state.running.sorted() {
@@ -185,13 +187,15 @@ package final class ConnectorRuntime: @unchecked Sendable {
         }
         if let isolation = try? store.database.query("SELECT until FROM isolation WHERE id = 1 AND active = 1 AND until IS NOT NULL").first,
            let until = isolation[0].real {
-            consider(Date(timeIntervalSince1970: until))
+            // One already past is lifted by the next tick; only a future one is a deadline.
+            consider(max(Date(timeIntervalSince1970: until), now))
         }
         return next
     }
 
     /// When a running connector's next sync is due (its period after the last attempt; 30 s
-    /// after an error at most) and, when events wait, its next telemetry flush.
+    /// after an error at most; not before a Sandbox back-off ends) and, when events wait and
+    /// telemetry flows, its next telemetry flush (not before the retry after a failed one).
     private func schedule(_ integration: Integration, state: AgentState, now: Date) -> (sync: Date, flush: Date?)? {
         let status = try? store.status(integration, running: true)
         let period: TimeInterval
@@ -201,12 +205,16 @@ package final class ConnectorRuntime: @unchecked Sendable {
         case .sandbox: period = ((try? store.pendingScanCount()) ?? 0) == 0 ? 300 : 5
         }
         let retry = status?.lastError != nil ? min(period, 30) : period
-        let sync = status?.lastAttempt.map { $0.addingTimeInterval(retry) } ?? now
+        var sync = status?.lastAttempt.map { $0.addingTimeInterval(retry) } ?? now
+        if integration == .sandbox, let until = (try? store.backoff(.sandbox))?.until { sync = max(sync, until) }
         var flush: Date?
-        if let transfer = SettingPath.eventTransfer(integration), let depth = try? store.depth(integration), depth > 0 {
+        if telemetryFlows(integration, state: state), let transfer = SettingPath.eventTransfer(integration),
+           let depth = try? store.depth(integration), depth > 0 {
             let age = (try? store.oldestEventAge(integration, now: now)) ?? 0
-            flush = depth >= ConnectorRuntime.batchSize ? now
+            var at = depth >= ConnectorRuntime.batchSize ? now
                 : now.addingTimeInterval(TimeInterval(state.int(transfer.maximumDataTransferTime)) - age)
+            if status?.lastError != nil, let last = status?.lastAttempt { at = max(at, last.addingTimeInterval(retry)) }
+            flush = at
         }
         return (sync, flush)
     }

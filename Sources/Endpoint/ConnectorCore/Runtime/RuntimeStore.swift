@@ -177,7 +177,8 @@ final class RuntimeStore {
     /// An `events` row (seq, type, at, detail) as a queued event.
     private static func queuedEvent(_ row: [SQLValue]) -> QueuedEvent? {
         guard let seq = row[0].integer, let type = row[1].text.flatMap(EventType.init), let at = row[2].real else { return nil }
-        let detail = (try? Wire.decode([String: DetailValue].self, from: Array((row[3].text ?? "{}").utf8))) ?? [:]
+        let stored = (try? Wire.decode([String: DetailValue].self, from: Array((row[3].text ?? "{}").utf8))) ?? [:]
+        let detail = DetailValue.current(stored)
         return QueuedEvent(seq: seq, event: TelemetryEvent(type: type, at: Date(timeIntervalSince1970: at), detail: detail))
     }
 
