@@ -398,22 +398,15 @@ package final class KESLAgent: AgentBackend {
         }
     }
 
-    /// Journals `undoStep`, then makes the change. A change the vendor refused (or that never
-    /// reached it) changed nothing, so its journal entry goes; one that may have happened (it
-    /// timed out) is undone with the others.
+    /// Journals `undoStep`, then makes the change. A call that failed may still have made its
+    /// change (a vendor command can change a setting and then exit non-zero, or be stopped at its
+    /// timeout), so a failed step is undone with the others; each undo reads the vendor's state
+    /// first and does only what is still needed (`perform`).
     private func change(_ undoStep: UndoStep, _ body: () throws -> Void) throws {
         let json = String(decoding: try JSONEncoder().encode(undoStep), as: UTF8.self)
         let seq = try storeAccess { try database.query("INSERT INTO journal (step) VALUES (?) RETURNING seq", [.text(json)]).first?[0].integer ?? 0 }
-        do {
-            try body()
-        } catch let error as KESLError where error.mayHaveHappened {
-            undo.append((seq, undoStep))
-            throw error
-        } catch {
-            _ = try? database.query("DELETE FROM journal WHERE seq = ?", [.integer(seq)])
-            throw error
-        }
         undo.append((seq, undoStep))
+        try body()
     }
 
     /// Undoes this transaction's changes after `mark`, newest first; returns what stays changed.
@@ -427,9 +420,18 @@ package final class KESLAgent: AgentBackend {
         return stillChanged
     }
 
-    /// Performs an undo step; nil when done, else what stays changed and why.
+    /// Performs an undo step after reading back what it would undo: a step whose change did
+    /// not happen (the vendor refused it) is left alone. Nil when the state is as before, else
+    /// what stays changed and why.
     private func perform(_ step: UndoStep) -> String? {
         do {
+            switch step {
+            case .startTask(let task) where try control.isRunning(task): return nil
+            case .stopTask(let task) where try !control.isRunning(task): return nil
+            case .removeServerCertificate(let integration) where try control.query(integration, role: .server) == nil: return nil
+            case .removeClientCertificate(let integration) where try control.query(integration, role: .client) == nil: return nil
+            default: break
+            }
             switch step {
             case .importSettings(let task, let file):
                 try withPrivateFile(Array(file.utf8), name: "settings.ini") { path in

@@ -61,14 +61,10 @@ package struct VendorTaskNames: Sendable, Equatable {
 package struct KESLError: Error, Sendable, CustomStringConvertible {
     package let command: String
     package let message: String
-    /// Whether the command may have done its work all the same (it was stopped at its
-    /// timeout, say), rather than refused or never run.
-    package var mayHaveHappened = false
 
-    package init(command: String, message: String, mayHaveHappened: Bool = false) {
+    package init(command: String, message: String) {
         self.command = command
         self.message = message
-        self.mayHaveHappened = mayHaveHappened
     }
 
     package var description: String { "\(command): \(message)" }
@@ -106,12 +102,7 @@ package struct KESLControl: Sendable {
         do {
             return try ChildProcess.run(executable, arguments, input: input, timeout: timeout, environment: environment, heldOpen: heldOpen)
         } catch {
-            var mayHaveHappened = false
-            switch error {
-            case .timedOut, .tooMuchOutput: mayHaveHappened = true
-            case .cannotStart: break
-            }
-            throw KESLError(command: command, message: "\(error)", mayHaveHappened: mayHaveHappened)
+            throw KESLError(command: command, message: "\(error)")
         }
     }
 

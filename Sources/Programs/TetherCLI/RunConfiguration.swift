@@ -63,11 +63,48 @@ struct RunConfiguration {
         return keys
     }()
 
+    /// Who else than root or this user could change what `path` reads, as sshd checks its files
+    /// (StrictModes): the file, every folder above it, and for a symbolic link the link too and
+    /// every folder above where it leads. A folder others may write to is safe only with the
+    /// sticky bit (as /tmp), and then only for an entry root or this user owns. Nil when no one.
+    static func whoElseCanChange(_ path: String) -> String? {
+        func trusted(_ owner: uid_t) -> Bool { owner == 0 || owner == geteuid() }
+        func check(_ file: String, resolved: Bool) -> String? {
+            var info = stat()
+            guard lstat(file, &info) == 0 else { return nil }
+            if !trusted(info.st_uid) { return "\(file) belongs to user \(info.st_uid)" }
+            if info.st_mode & S_IFMT != S_IFLNK, info.st_mode & 0o022 != 0 { return "\(file) is writable by other users" }
+            var child = info
+            var folder = URL(fileURLWithPath: file).deletingLastPathComponent().path
+            while true {
+                var above = stat()
+                guard lstat(folder, &above) == 0 else { return nil }
+                if !trusted(above.st_uid) { return "the folder \(folder) belongs to user \(above.st_uid)" }
+                if above.st_mode & 0o022 != 0, above.st_mode & S_ISVTX == 0 || !trusted(child.st_uid) {
+                    return "the folder \(folder) is writable by other users\(resolved ? "" : ", who could put another file in its place")"
+                }
+                if folder == "/" { return nil }
+                child = above
+                folder = URL(fileURLWithPath: folder).deletingLastPathComponent().path
+            }
+        }
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        if let problem = check(absolute, resolved: false) { return problem }
+        let target = URL(fileURLWithPath: absolute).resolvingSymlinksInPath().path
+        return target == absolute ? nil : check(target, resolved: true)
+    }
+
     /// Options that may be given more than once.
     private static let listOptions: Set<String> = ["label"]
 
     let file: String?
     let entries: [Entry]
+    /// `TETHER_*` variables that name no key (a typo is otherwise silently ignored), with the closest.
+    let warnings: [String]
+
+    /// Variables Tether reads that are not keys of `tether run`.
+    private static let otherVariables: Set<String> = ["TETHER_CONFIG", "TETHER_GIT_PASSWORD", "TETHER_GIT_TOKEN", "TETHER_KESL_CONTROL",
+                                                      "TETHER_DEVICE_FILES", "TETHER_STATE_DIR", "TETHER_BENCH_SENSOR_SECONDS"]
 
     /// Reads the file and the environment for the keys `commandLine` does not give.
     init(commandLine: [String], environment: [String: String] = ProcessInfo.processInfo.environment) throws {
@@ -80,10 +117,9 @@ struct RunConfiguration {
             guard let data = FileManager.default.contents(atPath: path) else {
                 throw CommandError("error: cannot read the configuration file \(path)\(named == nil ? "" : " (named by \(explicit != nil ? "--config" : "$TETHER_CONFIG"))")")
             }
-            // It says which repository governs this endpoint: only its owner (root, or whoever runs tether) may change it.
-            var info = stat()
-            if stat(path, &info) == 0, info.st_mode & 0o022 != 0 || (info.st_uid != 0 && info.st_uid != geteuid()) {
-                throw CommandError("error: the configuration file \(path) can be changed by \(info.st_mode & 0o022 != 0 ? "other users" : "user \(info.st_uid)"), and it says which repository governs this endpoint; run `chmod go-w \(path)` and make root (or the user running tether) its owner")
+            // It says which repository governs this endpoint: only root, or whoever runs tether, may change it.
+            if let problem = Self.whoElseCanChange(path) {
+                throw CommandError("error: the configuration file \(path) can be changed by others: \(problem); it says which repository governs this endpoint, so Tether does not read it. Make root (or the user running tether) the owner of each, and run `chmod go-w` on them")
             }
             fromFile = try Self.parse(String(decoding: data, as: UTF8.self), path: path)
         }
@@ -106,6 +142,11 @@ struct RunConfiguration {
             }
         }
         self.entries = entries
+        let known = Set(Self.keys.map(\.variable)).union(Self.otherVariables)
+        warnings = environment.keys.filter { $0.hasPrefix("TETHER_") && !known.contains($0) }.sorted().map { name in
+            "warning: the variable \(TerminalText.excerpt(name)) names no key of `tether run` and is ignored"
+                + (Suggestion.closest(to: name, among: known.sorted()).map { "; did you mean \($0)?" } ?? "")
+        }
     }
 
     /// The arguments the file and the environment add before the command line's own.
@@ -202,7 +243,15 @@ struct RunConfiguration {
                 }
                 result[name] = (items, line)
             case (.list, .mapping(let pairs)) where name == "label":
-                result[name] = (pairs.compactMap { pair in pair.key.scalar.flatMap { k in pair.value.scalar.map { "\(k.string)=\($0.string)" } } }, line)
+                var labels: [String] = []
+                for pair in pairs {
+                    guard let label = pair.key.scalar?.string, let value = pair.value.scalar?.string else {
+                        problems.append("\(path):\(pair.key.mark.map { $0.line } ?? line): 'label' takes plain keys and values, such as `label: {env: prod}`")
+                        continue
+                    }
+                    labels.append("\(label)=\(value)")
+                }
+                result[name] = (labels, line)
             case (.list, .scalar(let scalar)):
                 result[name] = ([scalar.string], line)
             default:
@@ -253,6 +302,7 @@ struct ConfigShow: ParsableCommand {
         var commandLine = runArguments.first == "--" ? Array(runArguments.dropFirst()) : runArguments
         if let config { commandLine = ["--config", config] + commandLine }
         let configuration = try RunConfiguration(commandLine: commandLine)
+        for warning in configuration.warnings { Console.error(warning) }
         Console.out("configuration file: \(configuration.file ?? "none (\(RunConfiguration.defaultFile) does not exist)")")
         let width = (RunConfiguration.keys.map(\.name.count).max() ?? 10) + 2
         for entry in configuration.entries {

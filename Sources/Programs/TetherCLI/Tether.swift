@@ -55,7 +55,9 @@ package struct Tether: ParsableCommand {
             var arguments = arguments
             // `tether run` also reads its configuration file and TETHER_* variables (RunConfiguration).
             if arguments.first == "run", !arguments.contains("--help"), !arguments.contains("-h") {
-                arguments = ["run"] + (try RunConfiguration(commandLine: Array(arguments.dropFirst()))).arguments + arguments.dropFirst()
+                let configuration = try RunConfiguration(commandLine: Array(arguments.dropFirst()))
+                for warning in configuration.warnings { Console.error(warning) }
+                arguments = ["run"] + configuration.arguments + arguments.dropFirst()
             }
             var command = try parseAsRoot(arguments)
             try command.run()

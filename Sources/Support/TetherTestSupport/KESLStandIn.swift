@@ -36,6 +36,13 @@ package final class KESLStandIn: @unchecked Sendable {
         if let command { try Data(command.utf8).write(to: file) } else { try? FileManager.default.removeItem(at: file) }
     }
 
+    /// Makes the next call whose arguments start with `command` do its work and then fail anyway
+    /// (exit 1), once: a vendor command that lies about failing.
+    package func failAfter(_ command: String?) throws {
+        let file = folder.url.appendingPathComponent("fail-after")
+        if let command { try Data(command.utf8).write(to: file) } else { try? FileManager.default.removeItem(at: file) }
+    }
+
     /// Makes every call whose arguments start with `command` wait three seconds before it does
     /// its work (a slow or hung vendor command), until `hang(nil)`.
     package func hang(_ command: String?) throws {
@@ -285,6 +292,12 @@ package final class KESLStandIn: @unchecked Sendable {
                             fail("Cannot open the container: wrong password or not PKCS#12")
                         slots["client"] = describe(out.stdout)
                     save(state)
+            failing_after = os.path.join(STATE, "fail-after")
+            if os.path.exists(failing_after):
+                command = open(failing_after).read().split()
+                if argv[:len(command)] == command:
+                    os.remove(failing_after)
+                    fail("Error: %s failed after making its change (the stand-in was told to)" % " ".join(command))
 
         main(sys.argv[1:])
         """#

@@ -56,10 +56,32 @@ struct ConfigTests {
         #expect(refused.output.contains("\(bad):1: unknown key 'intervl' (the keys are the long options of `tether run`); did you mean 'interval'?"), "\(refused.output)")
         #expect(refused.output.contains("\(bad):2: 'once' takes true or false, not 'maybe'"))
         #expect(refused.output.contains("\(bad):3: 'label' takes a list of plain values"))
+        let nested = try folder.write("nested.yaml", "label: {env: {a: b}}\n")
+        let refusedLabel = try runProgram(tetherExecutable, ["run", "--config", nested])
+        #expect(refusedLabel.status == 1 && refusedLabel.output.contains("\(nested):1: 'label' takes plain keys and values"), "\(refusedLabel.output)")
         let open = try folder.write("open.yaml", "interval: 5\n")
         chmod(open, 0o666)
         let writable = try runProgram(tetherExecutable, ["config", "show", "--config", open])
-        #expect(writable.status == 1 && writable.output.contains("can be changed by other users"), "\(writable.output)")
+        #expect(writable.status == 1 && writable.output.contains("can be changed by others: \(open) is writable by other users"), "\(writable.output)")
+        // A file that is safe itself, in a folder anyone may write to (no sticky bit): another user
+        // could put a link to a file of theirs in its place.
+        let shared = try folder.subfolder("shared")
+        chmod(shared, 0o777)
+        let inShared = try folder.write("shared/tether.yaml", "interval: 5\n")
+        let swappable = try runProgram(tetherExecutable, ["config", "show", "--config", inShared])
+        #expect(swappable.status == 1 && swappable.output.contains("the folder \(shared) is writable by other users, who could put another file in its place"),
+                "\(swappable.output)")
+        // A link from a safe folder to a file in such a folder: where it leads is checked too.
+        let safe = try folder.subfolder("safe")
+        let link = safe + "/tether.yaml"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: inShared)
+        let linked = try runProgram(tetherExecutable, ["config", "show", "--config", link])
+        #expect(linked.status == 1 && linked.output.contains("the folder \(shared) is writable by other users"), "\(linked.output)")
+        // /tmp-like folders (sticky) are fine for a file this user owns.
+        let sticky = try folder.subfolder("sticky")
+        chmod(sticky, 0o1777)
+        let inSticky = try folder.write("sticky/tether.yaml", "interval: 5\n")
+        #expect(try runProgram(tetherExecutable, ["config", "show", "--config", inSticky]).status == 0)
         let missing = try runProgram(tetherExecutable, ["run", "--config", folder.url.appendingPathComponent("none.yaml").path])
         #expect(missing.status == 1 && missing.output.contains("cannot read the configuration file"), "\(missing.output)")
     }
@@ -80,6 +102,13 @@ struct ConfigTests {
         let fromFile = tether(["run", "--once", "--config", file] + env.flags)
         #expect(fromFile.code == 1 && fromFile.stderr.contains("--interval takes seconds from 0 to 604800, not inf"), "\(fromFile.stderr)")
         #expect(!FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent("controller.json").path), "nothing ran")
+    }
+
+    @Test("A TETHER_ variable that names no key is warned about with the closest one, not silently ignored")
+    func unknownVariable() throws {
+        let shown = try runProgram(tetherExecutable, ["config", "show"], environment: ["TETHER_INTERVL": "5", "TETHER_CONFIG": ""])
+        #expect(shown.output.contains("warning: the variable TETHER_INTERVL names no key of `tether run` and is ignored; did you mean TETHER_INTERVAL?"),
+                "\(shown.output)")
     }
 
     @Test("Every option of tether run has a key, and no key is made up")

@@ -121,6 +121,24 @@ struct KESLBackendTests {
         #expect(env.run("apply").code == 0)
     }
 
+    @Test("A kesl-control that makes its change and then exits non-zero: the change is undone, so 'nothing was changed' is true")
+    func changedThenFailed() throws {
+        for command in ["--set-settings KATAEDR", "--start-task KATAEDR", "--add-kataedr-server-certificate"] {
+            let (env, standIn) = try vendorDevice()
+            let before = try ["KATAEDR", "KATANDR", "KATASandbox"].map { try standIn.run("--get-settings", $0).output }
+            try standIn.failAfter(command)
+            let apply = env.kesl(standIn, "apply")
+            #expect(apply.code == 1, "\(command): \(apply.stderr)")
+            #expect(apply.stderr.contains("failed after making its change"), "\(command): \(apply.stderr)")
+            let after = try ["KATAEDR", "KATANDR", "KATASandbox"].map { try standIn.run("--get-settings", $0).output }
+            #expect(after == before, "\(command): the settings are as before")
+            #expect(try standIn.run("--get-task-state", "KATAEDR").output.contains("State: Stopped"), "\(command)")
+            #expect(try standIn.run("--query-kataedr-server-certificate").status != 0, "\(command): the certificate it added is gone again")
+            #expect(apply.stderr.contains("nothing was changed"), "\(command): undone, so true: \(apply.stderr)")
+            #expect(env.run("apply").code == 0, "\(command): a later apply goes through")
+        }
+    }
+
     @Test("Settings kesl-control cannot express are unenforceable on this backend, with the reason; the rest is applied")
     func unsupportedSettings() throws {
         let env = try Environment(policies: ["policies/proxy.yaml": """
