@@ -28,7 +28,7 @@ bench: deps      ## validate/plan timings on 100/1,000/10,000 policies; the cont
 	.build/release/tether-bench
 
 SECONDS ?= 60
-fuzz: deps       ## libFuzzer (with address sanitizer) on the policy decoder and the health endpoint's request reader, SECONDS each
+fuzz: deps       ## libFuzzer (with address sanitizer) on the policy decoder, the health endpoint's request reader, the vendor's settings reader and the snapshot and report readers, SECONDS each
 	@scripts/fuzz $(SECONDS)
 
 package: deps    ## dist/tether_<version>_<arch>.deb: static Swift runtime, stripped; unit, config, man page, completions

@@ -123,6 +123,8 @@ let package = Package(
         module("FuzzSupport", in: "Support"),
         program("fuzz-policy", in: "Support", ["FuzzSupport", "Policy"]),
         program("fuzz-http-request", in: "Support", ["FuzzSupport", "HTTPServer"]),
+        program("fuzz-vendor-ini", in: "Support", ["FuzzSupport", "KESLAgent"]),
+        program("fuzz-documents", in: "Support", ["FuzzSupport", "AgentInterface", "Reports"]),
 
         // ── Tests: one target per module with logic, in the layer of the module it tests ──
         tests("X509Tests", in: "System", ["X509", "TetherTestSupport"]),

@@ -3,26 +3,18 @@
 /// escaped (`\x1b`), so a file name or a value can never move the cursor, clear a line or
 /// paint text of its own. Long values are cut to a readable length.
 package enum TerminalText {
-    /// `text` with every control character escaped except line feeds and tabs, and except the
-    /// colour sequences Tether itself writes (`ESC[0m`, bold, dim, red, green, yellow).
-    package static func escaped(_ text: String, keepingColours: Bool = false) -> String {
+    /// `text` with every control character escaped except line feeds and tabs. Tether's own
+    /// colours are applied after escaping (`StyledText`), never let through it.
+    package static func escaped(_ text: String) -> String {
+        guard text.unicodeScalars.contains(where: needsEscaping) else { return text }
         var result = ""
         result.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
-        let scalars = Array(text.unicodeScalars)
-        var index = 0
-        while index < scalars.count {
-            let scalar = scalars[index]
-            if keepingColours, scalar == "\u{1B}", let length = ownColour(scalars, at: index) {
-                result.unicodeScalars.append(contentsOf: scalars[index..<(index + length)])
-                index += length
-                continue
-            }
+        for scalar in text.unicodeScalars {
             if needsEscaping(scalar) {
                 result += scalar.value <= 0xFF ? "\\x" + hex(scalar.value, width: 2) : "\\u{" + hex(scalar.value, width: 4) + "}"
             } else {
                 result.unicodeScalars.append(scalar)
             }
-            index += 1
         }
         return result
     }
@@ -41,17 +33,6 @@ package enum TerminalText {
         case 0x202A...0x202E, 0x2066...0x2069: return true  // direction overrides ("Trojan Source")
         default: return false
         }
-    }
-
-    /// The length of one of Tether's own colour sequences starting at `index`, if it is one.
-    private static func ownColour(_ scalars: [Unicode.Scalar], at index: Int) -> Int? {
-        for code in ["0", "1", "2", "31", "32", "33"] {
-            let sequence = Array("\u{1B}[\(code)m".unicodeScalars)
-            if index + sequence.count <= scalars.count, Array(scalars[index..<(index + sequence.count)]) == sequence {
-                return sequence.count
-            }
-        }
-        return nil
     }
 
     private static func hex(_ value: UInt32, width: Int) -> String {

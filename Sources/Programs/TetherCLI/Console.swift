@@ -25,11 +25,15 @@ package final class Console: @unchecked Sendable {
     @TaskLocal package static var current: Console = .standard
 
     /// Writes to standard output; adds a newline unless the text ends with one. Every control
-    /// character that came from a repository or the network is shown escaped (`\x1b`); only
-    /// Tether's own colours pass.
+    /// character is shown escaped (`\x1b`), whatever it came from.
     static func out(_ text: String) {
-        let safe = TerminalText.escaped(text, keepingColours: true)
+        let safe = TerminalText.escaped(text)
         current.writeOut(safe.hasSuffix("\n") ? safe : safe + "\n")
+    }
+
+    /// Writes text rendered from `StyledText` (escaped already, with Tether's colours) as it is.
+    static func out(rendered text: String) {
+        current.writeOut(text.hasSuffix("\n") ? text : text + "\n")
     }
 
     /// Writes to standard error, escaped the same way; adds a newline unless the text ends with one.

@@ -2,6 +2,7 @@ import ArgumentParser
 import AgentInterface
 import EmbeddedAgent
 import Foundation
+import IntegrationModel
 import GitSource
 import KESLAgent
 import Policy
@@ -178,11 +179,14 @@ struct ReportOptions: ParsableArguments {
 
     func write(_ text: String) throws {
         guard let out else {
-            Console.out(text)
+            // The text report is escaped as it is rendered, its colours added after.
+            if format == .text { Console.out(rendered: text) } else { Console.out(text) }
             return
         }
+        // JSON and SARIF escape control characters themselves; the others get no raw one either.
+        let safe = [.json, .sarif].contains(format) ? text : TerminalText.escaped(text)
         do {
-            try text.write(toFile: out, atomically: true, encoding: .utf8)
+            try safe.write(toFile: out, atomically: true, encoding: .utf8)
         } catch {
             throw CommandError("error: cannot write \(out): \(error.localizedDescription)")
         }

@@ -15,8 +15,9 @@ package struct TextReport {
         self.colour = colour
     }
 
+    /// The report, every value escaped and Tether's colours applied after (`StyledText`).
     package func render(_ report: Report) -> String {
-        var lines: [String] = [summary(report), ""]
+        var lines: [StyledText] = [summary(report), ""]
         lines.append("  revision  \(report.revision.prefix(12))  \(report.revisionSummary)")
         lines.append("  source    \(report.source.displayRepository) @ \(report.source.ref ?? "HEAD"), folder \(report.source.path)")
         let labels = report.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
@@ -68,11 +69,11 @@ package struct TextReport {
             lines.append(bold("Health"))
             for status in report.health {
                 let name = "\(status.integration.displayName) (\(status.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
-                var line = "  \(name)"
+                var line: StyledText = "  \(name)"
                 switch status.state {
                 case "connected": line += green(status.state)
                 case "failing": line += red(status.state)
-                default: line += status.state
+                default: line += StyledText(status.state)
                 }
                 if let server = status.server { line += " — \(server)" }
                 if let success = status.lastSuccess { line += "; last contact \(ReportFormatting.timestamp(success))" }
@@ -101,10 +102,10 @@ package struct TextReport {
         default:
             break
         }
-        return lines.joined(separator: "\n") + "\n"
+        return lines.map { $0.rendered(colour: colour) }.joined(separator: "\n") + "\n"
     }
 
-    private func summary(_ report: Report) -> String {
+    private func summary(_ report: Report) -> StyledText {
         let problems = report.findings.filter { $0.kind.isProblem }
         let revision = String(report.revision.prefix(12))
         let breakdown = ReportFormatting.breakdown(report)
@@ -129,7 +130,7 @@ package struct TextReport {
         }
     }
 
-    private func tag(_ finding: Finding) -> String {
+    private func tag(_ finding: Finding) -> StyledText {
         let text = "[\(finding.kind.label)\(finding.mode == .observe ? ", observe" : "")]"
         switch finding.kind {
         case .drift, .conflict, .expired, .notYetValid, .unenforceable: return red(text)
@@ -138,7 +139,7 @@ package struct TextReport {
         }
     }
 
-    private func symbol(for finding: Finding) -> String {
+    private func symbol(for finding: Finding) -> StyledText {
         switch (finding.actual, finding.desired) {
         case (.none, _): return green("+")
         case (_, .none): return red("!")
@@ -146,12 +147,11 @@ package struct TextReport {
         }
     }
 
-    private func paint(_ text: String, _ code: String) -> String { colour ? "\u{1B}[\(code)m\(text)\u{1B}[0m" : text }
-    private func bold(_ text: String) -> String { paint(text, "1") }
-    private func dim(_ text: String) -> String { paint(text, "2") }
-    private func red(_ text: String) -> String { paint(text, "31") }
-    private func green(_ text: String) -> String { paint(text, "32") }
-    private func yellow(_ text: String) -> String { paint(text, "33") }
+    private func bold(_ text: String) -> StyledText { StyledText(text, style: .bold) }
+    private func dim(_ text: String) -> StyledText { StyledText(text, style: .dim) }
+    private func red(_ text: String) -> StyledText { StyledText(text, style: .red) }
+    private func green(_ text: String) -> StyledText { StyledText(text, style: .green) }
+    private func yellow(_ text: String) -> StyledText { StyledText(text, style: .yellow) }
 }
 
 /// Formatting every renderer shares.

@@ -386,6 +386,30 @@ struct OutputSafetyTests {
     }
 }
 
+extension OutputSafetyTests {
+    @Test("Colour codes in a repository value are escaped in every format, on the console and in --out files; the JUnit XML still parses")
+    func colourCodesFromTheRepository() throws {
+        let reason = #"INC-1 \e[0m\e[1m\e[31mall good\e[32m\e[33m\e[2m"#
+        let env = try Environment(policies: ["policies/base.yaml": Environment.base + "\n  exceptions:\n    - {path: edr.port, reason: \"\(reason)\", expires: 2999-12-31}\n",
+                                             "policies/prod.yaml": Environment.prod])
+        #expect(env.run("apply").code == 0)
+        #expect(env.agentCommand("set-settings", "edr", "Port=8443").code == 0)
+        let folder = try TemporaryDirectory("tether-out")
+        for format in ["text", "markdown", "html", "junit", "json", "sarif"] {
+            let shown = env.run("drift", "--format", format)
+            #expect(shown.stdout.contains("all good"), "\(format): the reason is shown")
+            #expect(!shown.stdout.contains("\u{1B}"), "\(format): no raw escape on the console: \(shown.stdout.prefix(400))")
+            let file = folder.url.appendingPathComponent("report.\(format)").path
+            #expect(env.run("drift", "--format", format, "--out", file).code == 0)
+            let written = try String(contentsOfFile: file, encoding: .utf8)
+            #expect(!written.contains("\u{1B}"), "\(format): no raw escape in the file")
+        }
+        let parsed = try runProgram("/usr/bin/python3", ["-c", "import sys, xml.etree.ElementTree as t; t.parse(sys.argv[1]); print('parsed')",
+                                                         folder.url.appendingPathComponent("report.junit").path])
+        #expect(parsed.output.contains("parsed"), "\(parsed.output)")
+    }
+}
+
 @Suite("Git errors name the cause and the fix")
 struct GitErrorTests {
     @Test("An empty repository with staged files says it has no commits yet")
