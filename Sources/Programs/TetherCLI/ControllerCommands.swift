@@ -90,6 +90,9 @@ struct RunCommand: ParsableCommand {
 
     func validate() throws {
         try Seconds.check(interval, "--interval", within: 0...Seconds.week, example: 300)
+        if interval < 1, !once, cycles == nil {
+            throw ValidationError("--interval \(interval) would reconcile without a pause, for as long as it runs; give 1 or more seconds (for example --interval 300), or bound the run with --cycles N")
+        }
         try Seconds.check(maxBackoff, "--max-backoff", within: 0...Seconds.week, example: 3600)
         try Seconds.check(fetchTimeout, "--fetch-timeout", within: 0.001...Seconds.hour, example: 60)
         try Seconds.check(healthWindow, "--health-window", within: 0...Seconds.hour, example: 30)

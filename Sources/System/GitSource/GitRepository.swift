@@ -269,6 +269,10 @@ package final class GitRepository {
             if name.isEmpty || name == "." || name == ".." || name.contains("/") || name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
                 throw GitError(.other, "'\(Self.shown(path))': not a plain file or folder name in a policy tree: refused")
             }
+            // git refuses to check out a `.git` inside a tree (fsck: hasDotgit); it is no policy.
+            if name.lowercased() == ".git" {
+                throw GitError(.other, "'\(Self.shown(path))': a .git inside the policy tree is refused (git itself will not check one out)")
+            }
             guard seen.insert(name).inserted else {
                 throw GitError(.other, "'\(Self.shown(path))': the name appears twice in one folder of the policy tree: refused")
             }

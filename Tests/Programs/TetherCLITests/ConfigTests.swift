@@ -95,6 +95,8 @@ struct ConfigTests {
             #expect(refused.code == 1, "\(option) \(value): \(refused.stderr)")
             #expect(refused.stderr.contains("\(option) takes seconds from"), "\(option) \(value): \(refused.stderr)")
         }
+        let unbounded = tether(["run", "--interval", "0"] + env.flags)
+        #expect(unbounded.code == 1 && unbounded.stderr.contains("--interval 0.0 would reconcile without a pause"), "\(unbounded.stderr)")
         let apply = tether(["apply", "--health-window", "nan"] + env.flags)
         #expect(apply.code == 1 && apply.stderr.contains("--health-window takes seconds from 0 to 3600, not nan"), "\(apply.stderr)")
         let folder = try TemporaryDirectory("tether-config")

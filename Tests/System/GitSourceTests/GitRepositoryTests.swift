@@ -87,6 +87,25 @@ struct GitRepositoryTests {
         #expect(error?.message == "policies/link.yaml: symbolic links are not allowed in a policy tree")
     }
 
+    @Test("A .git folder inside the policy tree (made with git mktree; git itself will not check one out) is refused, not read as policies")
+    func dotGitInside() throws {
+        let fixture = try GitFixture()
+        try fixture.commit(["policies/p.yaml": "a\n"])
+        let blob = try fixture.git("rev-parse", "HEAD:policies/p.yaml").trimmingCharacters(in: .whitespacesAndNewlines)
+        func tree(_ lines: String) throws -> String {
+            try runProgram("/bin/sh", ["-c", "printf '\(lines)' | git -C '\(fixture.path)' mktree"]).output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let inner = try tree("100644 blob \(blob)\\tconfig.yaml\\n")
+        let policies = try tree("040000 tree \(inner)\\t.git\\n100644 blob \(blob)\\tp.yaml\\n")
+        let root = try tree("040000 tree \(policies)\\tpolicies\\n")
+        let commit = try fixture.git("-c", "user.name=a", "-c", "user.email=a@b", "commit-tree", root, "-m", "hostile").trimmingCharacters(in: .whitespacesAndNewlines)
+        let repository = try GitRepository(path: fixture.path)
+        let error = #expect(throws: GitError.self) {
+            try repository.files(in: repository.resolve(commit), under: "policies", include: yaml)
+        }
+        #expect(error?.message == "'policies/.git': a .git inside the policy tree is refused (git itself will not check one out)")
+    }
+
     @Test("Size, count and depth limits refuse an oversized policy tree, naming the path")
     func limits() throws {
         let fixture = try GitFixture()
