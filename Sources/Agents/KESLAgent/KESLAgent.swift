@@ -424,14 +424,8 @@ package final class KESLAgent: AgentBackend {
     /// not happen (the vendor refused it) is left alone. Nil when the state is as before, else
     /// what stays changed and why.
     private func perform(_ step: UndoStep) -> String? {
+        if alreadyAsBefore(step) { return nil }
         do {
-            switch step {
-            case .startTask(let task) where try control.isRunning(task): return nil
-            case .stopTask(let task) where try !control.isRunning(task): return nil
-            case .removeServerCertificate(let integration) where try control.query(integration, role: .server) == nil: return nil
-            case .removeClientCertificate(let integration) where try control.query(integration, role: .client) == nil: return nil
-            default: break
-            }
             switch step {
             case .importSettings(let task, let file):
                 try withPrivateFile(Array(file.utf8), name: "settings.ini") { path in
@@ -463,6 +457,18 @@ package final class KESLAgent: AgentBackend {
             return nil
         } catch {
             return "\(step) did not happen: \(error)"
+        }
+    }
+
+    /// Whether the vendor, read back, already is as `step` would leave it (the change it undoes
+    /// never happened). A read-back that fails says nothing: the undo is then made anyway.
+    private func alreadyAsBefore(_ step: UndoStep) -> Bool {
+        switch step {
+        case .startTask(let task): return (try? control.isRunning(task)) == true
+        case .stopTask(let task): return (try? control.isRunning(task)) == false
+        case .removeServerCertificate(let integration): return (try? control.query(integration, role: .server)) == .some(nil)
+        case .removeClientCertificate(let integration): return (try? control.query(integration, role: .client)) == .some(nil)
+        default: return false
         }
     }
 

@@ -5,7 +5,8 @@ package enum Suggestion {
     /// never compared: the edit distance is at least that difference. So a hostile 1 MB word
     /// costs one pass over it, not a comparison with every candidate.
     package static func closest(to word: String, among candidates: [String]) -> String? {
-        let length = word.count
+        // Scalars, not characters: combining marks cannot make a long word look short.
+        let length = word.unicodeScalars.count
         let accepted = max(2, length / 3)
         let shortest = candidates.map(\.count).min() ?? 0
         let longest = candidates.map(\.count).max() ?? 0

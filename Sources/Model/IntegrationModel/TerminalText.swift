@@ -20,10 +20,13 @@ package enum TerminalText {
     }
 
     /// `text` escaped and, past `limit` characters, cut with how long it was.
+    /// Counted in Unicode scalars, so combining marks cannot make a long text look short.
     package static func excerpt(_ text: String, limit: Int = 120) -> String {
         let safe = escaped(text).replacingNewlines()
-        guard safe.count > limit else { return safe }
-        return String(safe.prefix(limit)) + "… (\(text.utf8.count) bytes)"
+        guard safe.unicodeScalars.count > limit else { return safe }
+        var cut = ""
+        cut.unicodeScalars.append(contentsOf: safe.unicodeScalars.prefix(limit))
+        return cut + "… (\(text.utf8.count) bytes)"
     }
 
     private static func needsEscaping(_ scalar: Unicode.Scalar) -> Bool {

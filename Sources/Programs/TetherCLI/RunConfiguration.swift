@@ -63,35 +63,85 @@ struct RunConfiguration {
         return keys
     }()
 
-    /// Who else than root or this user could change what `path` reads, as sshd checks its files
-    /// (StrictModes): the file, every folder above it, and for a symbolic link the link too and
-    /// every folder above where it leads. A folder others may write to is safe only with the
-    /// sticky bit (as /tmp), and then only for an entry root or this user owns. Nil when no one.
-    static func whoElseCanChange(_ path: String) -> String? {
+    /// How the configuration file turned out when it was read.
+    enum FileCheck {
+        case cannotRead
+        /// Someone else than root or this user could change what it holds (why).
+        case changeableByOthers(String)
+        case read(Data)
+    }
+
+    /// Reads the configuration file at `path` if no one but root or this user can change what it
+    /// holds, as sshd checks its files (StrictModes): each symbolic link on the way, one at a
+    /// time, and the file itself, owned by root or this user; every folder above each of them
+    /// the same and not writable by others — unless sticky (as /tmp) and the entry in it is
+    /// root's or this user's. The file is then opened without following links and read only
+    /// when it is still the file checked (device and inode), so it cannot be swapped between
+    /// the check and the read. At most 1 MiB.
+    static func readChecked(_ path: String) -> FileCheck {
         func trusted(_ owner: uid_t) -> Bool { owner == 0 || owner == geteuid() }
-        func check(_ file: String, resolved: Bool) -> String? {
-            var info = stat()
-            guard lstat(file, &info) == 0 else { return nil }
-            if !trusted(info.st_uid) { return "\(file) belongs to user \(info.st_uid)" }
-            if info.st_mode & S_IFMT != S_IFLNK, info.st_mode & 0o022 != 0 { return "\(file) is writable by other users" }
-            var child = info
-            var folder = URL(fileURLWithPath: file).deletingLastPathComponent().path
-            while true {
-                var above = stat()
-                guard lstat(folder, &above) == 0 else { return nil }
-                if !trusted(above.st_uid) { return "the folder \(folder) belongs to user \(above.st_uid)" }
-                if above.st_mode & 0o022 != 0, above.st_mode & S_ISVTX == 0 || !trusted(child.st_uid) {
-                    return "the folder \(folder) is writable by other users\(resolved ? "" : ", who could put another file in its place")"
+        /// The folders from / down to `folder` (a real path: no link, no `..`), checked in turn.
+        func checkFolders(_ folder: String, entryOwner: uid_t) -> String? {
+            var prefix = ""
+            var owners: [(path: String, info: stat)] = []
+            for part in ["/"] + folder.split(separator: "/").map(String.init) {
+                prefix = part == "/" ? "/" : (prefix == "/" ? "/" : prefix + "/") + part
+                var info = stat()
+                guard lstat(prefix, &info) == 0 else { return "the folder \(prefix) cannot be examined" }
+                owners.append((prefix, info))
+            }
+            for (index, folder) in owners.enumerated() {
+                let info = folder.info
+                if !trusted(info.st_uid) { return "the folder \(folder.path) belongs to user \(info.st_uid)" }
+                let childOwner = index + 1 < owners.count ? owners[index + 1].info.st_uid : entryOwner
+                if info.st_mode & 0o022 != 0, info.st_mode & S_ISVTX == 0 || !trusted(childOwner) {
+                    return "the folder \(folder.path) is writable by other users, who could put another file in its place"
                 }
-                if folder == "/" { return nil }
-                child = above
-                folder = URL(fileURLWithPath: folder).deletingLastPathComponent().path
+            }
+            return nil
+        }
+        var current = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var checked = stat()
+        for _ in 0..<32 {
+            var info = stat()
+            guard lstat(current, &info) == 0 else { return .cannotRead }
+            let name = URL(fileURLWithPath: current).lastPathComponent
+            guard let folder = realpath(URL(fileURLWithPath: current).deletingLastPathComponent().path, nil) else { return .cannotRead }
+            let realFolder = String(cString: folder)
+            free(folder)
+            if let problem = checkFolders(realFolder, entryOwner: info.st_uid) { return .changeableByOthers(problem) }
+            let entry = (realFolder == "/" ? "" : realFolder) + "/" + name
+            if !trusted(info.st_uid) { return .changeableByOthers("\(entry) belongs to user \(info.st_uid)") }
+            if info.st_mode & S_IFMT == S_IFLNK {
+                var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let length = readlink(entry, &target, target.count - 1)
+                guard length > 0 else { return .cannotRead }
+                let destination = String(decoding: target.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                current = destination.hasPrefix("/") ? destination : realFolder + "/" + destination
+                continue
+            }
+            guard info.st_mode & S_IFMT == S_IFREG else { return .cannotRead }
+            if info.st_mode & 0o022 != 0 { return .changeableByOthers("\(entry) is writable by other users") }
+            current = entry
+            checked = info
+            let fd = open(current, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { return .cannotRead }
+            defer { close(fd) }
+            var opened = stat()
+            guard fstat(fd, &opened) == 0, opened.st_dev == checked.st_dev, opened.st_ino == checked.st_ino else {
+                return .changeableByOthers("\(entry) was replaced while it was checked")
+            }
+            var data = Data()
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let count = read(fd, &buffer, buffer.count)
+                if count < 0 { return .cannotRead }
+                if count == 0 { return .read(data) }
+                data.append(contentsOf: buffer.prefix(count))
+                if data.count > 1 << 20 { return .cannotRead }
             }
         }
-        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-        if let problem = check(absolute, resolved: false) { return problem }
-        let target = URL(fileURLWithPath: absolute).resolvingSymlinksInPath().path
-        return target == absolute ? nil : check(target, resolved: true)
+        return .cannotRead
     }
 
     /// Options that may be given more than once.
@@ -114,11 +164,14 @@ struct RunConfiguration {
         file = path
         var fromFile: [String: (values: [String], line: Int)] = [:]
         if let path {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw CommandError("error: cannot read the configuration file \(path)\(named == nil ? "" : " (named by \(explicit != nil ? "--config" : "$TETHER_CONFIG"))")")
-            }
             // It says which repository governs this endpoint: only root, or whoever runs tether, may change it.
-            if let problem = Self.whoElseCanChange(path) {
+            let data: Data
+            switch Self.readChecked(path) {
+            case .read(let bytes):
+                data = bytes
+            case .cannotRead:
+                throw CommandError("error: cannot read the configuration file \(path)\(named == nil ? "" : " (named by \(explicit != nil ? "--config" : "$TETHER_CONFIG"))") (a file of at most 1 MiB)")
+            case .changeableByOthers(let problem):
                 throw CommandError("error: the configuration file \(path) can be changed by others: \(problem); it says which repository governs this endpoint, so Tether does not read it. Make root (or the user running tether) the owner of each, and run `chmod go-w` on them")
             }
             fromFile = try Self.parse(String(decoding: data, as: UTF8.self), path: path)

@@ -179,12 +179,12 @@ struct ReportOptions: ParsableArguments {
 
     func write(_ text: String) throws {
         guard let out else {
-            // The text report is escaped as it is rendered, its colours added after.
-            if format == .text { Console.out(rendered: text) } else { Console.out(text) }
+            // The text report is escaped as it is rendered, its colours added after; JSON and SARIF
+            // escape every control character themselves (`JSONReport.serialize`), validly.
+            if [.text, .json, .sarif].contains(format) { Console.out(rendered: text) } else { Console.out(text) }
             return
         }
-        // JSON and SARIF escape control characters themselves; the others get no raw one either.
-        let safe = [.json, .sarif].contains(format) ? text : TerminalText.escaped(text)
+        let safe = [.text, .json, .sarif].contains(format) ? text : TerminalText.escaped(text)
         do {
             try safe.write(toFile: out, atomically: true, encoding: .utf8)
         } catch {

@@ -80,10 +80,30 @@ package enum JSONReport {
         }
     }
 
-    /// Pretty, key-sorted JSON with a trailing newline.
+    /// Pretty, key-sorted JSON with a trailing newline. Besides the control characters JSON
+    /// escapes itself, DEL, the C1 range and direction overrides are written as `\uXXXX`, so the
+    /// text holds no byte a terminal acts on and stays valid JSON (they occur only in strings).
     package static func serialize<T: Encodable>(_ document: T) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self) + "\n"
+        let text = String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self)
+        guard text.unicodeScalars.contains(where: needsEscape) else { return text + "\n" }
+        var safe = ""
+        for scalar in text.unicodeScalars {
+            if needsEscape(scalar) {
+                let digits = String(scalar.value, radix: 16)
+                safe += "\\u" + String(repeating: "0", count: 4 - digits.count) + digits
+            } else {
+                safe.unicodeScalars.append(scalar)
+            }
+        }
+        return safe + "\n"
+    }
+
+    private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.value {
+        case 0x7F...0x9F, 0x202A...0x202E, 0x2066...0x2069: return true
+        default: return false
+        }
     }
 }

@@ -389,7 +389,7 @@ struct OutputSafetyTests {
 extension OutputSafetyTests {
     @Test("Colour codes in a repository value are escaped in every format, on the console and in --out files; the JUnit XML still parses")
     func colourCodesFromTheRepository() throws {
-        let reason = #"INC-1 \e[0m\e[1m\e[31mall good\e[32m\e[33m\e[2m"#
+        let reason = #"INC-1 \e[0m\e[1m\e[31mall good\e[32m\e[33m\e[2m \x7f\x9b \u202e"#
         let env = try Environment(policies: ["policies/base.yaml": Environment.base + "\n  exceptions:\n    - {path: edr.port, reason: \"\(reason)\", expires: 2999-12-31}\n",
                                              "policies/prod.yaml": Environment.prod])
         #expect(env.run("apply").code == 0)
@@ -399,6 +399,10 @@ extension OutputSafetyTests {
             let shown = env.run("drift", "--format", format)
             #expect(shown.stdout.contains("all good"), "\(format): the reason is shown")
             #expect(!shown.stdout.contains("\u{1B}"), "\(format): no raw escape on the console: \(shown.stdout.prefix(400))")
+            #expect(!shown.stdout.unicodeScalars.contains { [0x7F, 0x9B, 0x202E].contains($0.value) }, "\(format): no raw DEL, CSI or override")
+            if ["json", "sarif"].contains(format) {
+                #expect((try? JSONSerialization.jsonObject(with: Data(shown.stdout.utf8))) != nil, "\(format): still valid JSON")
+            }
             let file = folder.url.appendingPathComponent("report.\(format)").path
             #expect(env.run("drift", "--format", format, "--out", file).code == 0)
             let written = try String(contentsOfFile: file, encoding: .utf8)

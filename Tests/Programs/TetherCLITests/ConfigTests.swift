@@ -82,6 +82,11 @@ struct ConfigTests {
         chmod(sticky, 0o1777)
         let inSticky = try folder.write("sticky/tether.yaml", "interval: 5\n")
         #expect(try runProgram(tetherExecutable, ["config", "show", "--config", inSticky]).status == 0)
+        // `..` on the way and a linked folder above the file are resolved before the folders are checked.
+        #expect(try runProgram(tetherExecutable, ["config", "show", "--config", safe + "/../sticky/tether.yaml"]).status == 0)
+        let linkedFolder = folder.url.appendingPathComponent("via").path
+        try FileManager.default.createSymbolicLink(atPath: linkedFolder, withDestinationPath: sticky)
+        #expect(try runProgram(tetherExecutable, ["config", "show", "--config", linkedFolder + "/tether.yaml"]).status == 0)
         let missing = try runProgram(tetherExecutable, ["run", "--config", folder.url.appendingPathComponent("none.yaml").path])
         #expect(missing.status == 1 && missing.output.contains("cannot read the configuration file"), "\(missing.output)")
     }
