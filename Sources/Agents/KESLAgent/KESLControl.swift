@@ -151,9 +151,12 @@ package struct KESLControl: Sendable {
     }
 
     /// The installed certificate as the vendor describes it, or nil when there is none (the
-    /// query exits non-zero).
+    /// query exits non-zero). A non-zero exit is asked again once before it is taken as none: a
+    /// query that failed for another reason must not make an undo remove what it should restore.
     func query(_ integration: Integration, role: CertificateRole) throws -> CertificateDescription? {
-        let ended = try outcome(["--query-\(VendorTaskNames.group(integration))-\(role.rawValue)-certificate"])
+        let arguments = ["--query-\(VendorTaskNames.group(integration))-\(role.rawValue)-certificate"]
+        var ended = try outcome(arguments)
+        if ended.status != 0 { ended = try outcome(arguments) }
         guard ended.status == 0 else { return nil }
         let text = ended.output
         var fields: [String: String] = [:]

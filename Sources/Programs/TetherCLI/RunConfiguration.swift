@@ -63,6 +63,26 @@ struct RunConfiguration {
         return keys
     }()
 
+    /// The seconds keys and their ranges (as `tether run` checks its options).
+    private static let secondsRanges: [String: ClosedRange<Double>] = [
+        "interval": 0...Seconds.week, "max-backoff": 0...Seconds.week, "fetch-timeout": 0.001...Seconds.hour, "health-window": 0...Seconds.hour,
+    ]
+
+    /// Seconds from the file or a variable are finite and in range, and refused with where they
+    /// came from (`/etc/tether/tether.yaml:3`); an interval under 1 s needs a bounded run.
+    private static func checkSeconds(_ entries: [Entry]) throws {
+        let bounded = entries.contains { ($0.key.name == "once" && $0.values == ["true"]) || ($0.key.name == "cycles" && !$0.values.isEmpty) }
+        for entry in entries {
+            guard entry.source != .commandLine, entry.source != .default, let range = secondsRanges[entry.key.name], let text = entry.values.first else { continue }
+            guard let value = Double(text), value.isFinite, range.contains(value) else {
+                throw CommandError("\(entry.source): '\(entry.key.name)' takes seconds from \(range.lowerBound) to \(range.upperBound), not '\(TerminalText.excerpt(text))'")
+            }
+            if entry.key.name == "interval", value < 1, !bounded {
+                throw CommandError("\(entry.source): 'interval: \(text)' would reconcile without a pause, for as long as it runs; give 1 or more seconds (for example 300)")
+            }
+        }
+    }
+
     /// How the configuration file turned out when it was read.
     enum FileCheck {
         case cannotRead
@@ -195,6 +215,7 @@ struct RunConfiguration {
             }
         }
         self.entries = entries
+        try Self.checkSeconds(entries)
         let known = Set(Self.keys.map(\.variable)).union(Self.otherVariables)
         warnings = environment.keys.filter { $0.hasPrefix("TETHER_") && !known.contains($0) }.sorted().map { name in
             "warning: the variable \(TerminalText.excerpt(name)) names no key of `tether run` and is ignored"

@@ -365,6 +365,8 @@ package final class PythonTLSPeer: @unchecked Sendable {
         case endlessPlainHTTP = "endless-plain-http"
         /// Plain HTTP: reads the request and resets the connection without an answer.
         case resetPlainHTTP = "reset-plain-http"
+        /// Resets each connection as soon as it is accepted, before a byte is read.
+        case resetOnAccept = "reset-on-accept"
     }
 
     package let port: Int
@@ -402,6 +404,9 @@ package final class PythonTLSPeer: @unchecked Sendable {
             connection.close()
         def serve(connection):
             try:
+                if behaviour == "reset-on-accept":
+                    reset(connection)
+                    return
                 if behaviour == "endless-plain-http":
                     connection.recv(4096)
                     connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 10737418240\\r\\n\\r\\n")

@@ -155,7 +155,7 @@ extension GitRepository {
         var callbacks = git_remote_callbacks()
         git_remote_init_callbacks(&callbacks, UInt32(GIT_REMOTE_CALLBACKS_VERSION))
         callbacks.payload = payload
-        callbacks.credentials = { out, _, usernameFromURL, allowed, payload in
+        callbacks.credentials = { out, url, usernameFromURL, allowed, payload in
             guard let out, let payload else { return -1 }
             let context = Unmanaged<CallbackContext>.fromOpaque(payload).takeUnretainedValue()
             context.attempts += 1
@@ -177,6 +177,13 @@ extension GitRepository {
             }
             if allowed & GIT_CREDENTIAL_USERNAME.rawValue != 0 {
                 return git_credential_username_new(out, credentials.username ?? fromURL ?? "git")
+            }
+            // A password in the URL itself (https://user:token@host/…) was tried before this call: refused.
+            let urlText = url.map { String(cString: $0) } ?? ""
+            if let scheme = urlText.firstRange(of: "://"), let at = urlText[scheme.upperBound...].firstIndex(of: "@"),
+               urlText[scheme.upperBound..<at].contains(":") {
+                context.refusal = "the remote refused the credentials in the URL\(fromURL.map { " (user \($0))" } ?? ""); give a current token with TETHER_GIT_TOKEN or --git-password-file rather than in the URL"
+                return -1
             }
             context.refusal = "the remote asks for credentials and none were given (see --help: TETHER_GIT_TOKEN, --git-password-file, --ssh-key)"
             return -1

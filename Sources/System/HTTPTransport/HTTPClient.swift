@@ -265,6 +265,9 @@ package final class HTTPClient {
             return .serverCertificateRejected(detail)
         case CURLE_SSL_CERTPROBLEM:
             return .clientCertificateRejected("the client container cannot be used: \(detail)")
+        case CURLE_COULDNT_CONNECT where lowered.contains("reset by peer"):
+            // The server accepted the connection and reset it: it was reached.
+            return .connectionReset("the server reset the connection as soon as it was made: \(detail)")
         case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST:
             return .unreachable(detail)
         case CURLE_OPERATION_TIMEDOUT:

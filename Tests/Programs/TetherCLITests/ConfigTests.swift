@@ -107,7 +107,10 @@ struct ConfigTests {
         let folder = try TemporaryDirectory("tether-config")
         let file = try folder.write("nan.yaml", "interval: inf\n")
         let fromFile = tether(["run", "--once", "--config", file] + env.flags)
-        #expect(fromFile.code == 1 && fromFile.stderr.contains("--interval takes seconds from 0 to 604800, not inf"), "\(fromFile.stderr)")
+        #expect(fromFile.code == 1 && fromFile.stderr.contains("\(file):1: 'interval' takes seconds from 0.0 to 604800.0, not 'inf'"), "\(fromFile.stderr)")
+        let zero = try folder.write("zero.yaml", "suspend: false\ninterval: 0\n")
+        let fromZero = tether(["run", "--config", zero] + env.flags)
+        #expect(fromZero.code == 1 && fromZero.stderr.contains("\(zero):2: 'interval: 0' would reconcile without a pause"), "\(fromZero.stderr)")
         #expect(!FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent("controller.json").path), "nothing ran")
     }
 

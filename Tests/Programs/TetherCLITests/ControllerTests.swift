@@ -170,6 +170,12 @@ struct FetchTests {
         let none = tether(["plan", "--repo", url, "--state-dir", env.state.path])
         #expect(none.code == 1)
         #expect(none.stderr.contains("asks for credentials and none were given"))
+        // A wrong token inside the URL is named as what it is, and not shown.
+        let inURL = url.replacingOccurrences(of: "http://", with: "http://tether:wrong-in-url@")
+        let refused = tether(["plan", "--repo", inURL, "--state-dir", env.state.path])
+        #expect(refused.code == 1)
+        #expect(refused.stderr.contains("the remote refused the credentials in the URL (user tether)"), "\(refused.stderr)")
+        #expect(!refused.stderr.contains("wrong-in-url"), "\(refused.stderr)")
     }
 
     @Test("A remote that never answers is abandoned after --fetch-timeout, and the cycle reports it")

@@ -139,6 +139,16 @@ struct KESLBackendTests {
         }
     }
 
+    @Test("A certificate query that fails once is asked again, not read as 'none installed'")
+    func transientQuery() throws {
+        let (env, standIn) = try vendorDevice()
+        #expect(env.kesl(standIn, "apply").code == 0)
+        try standIn.failAfter("--query-kataedr-server-certificate")
+        let drift = env.run("drift", "--format", "json")
+        #expect(drift.code == 0, "in sync: the installed certificate was seen: \(drift.stdout)")
+        #expect(standIn.calls.filter { $0 == ["--query-kataedr-server-certificate"] }.count >= 2)
+    }
+
     @Test("Settings kesl-control cannot express are unenforceable on this backend, with the reason; the rest is applied")
     func unsupportedSettings() throws {
         let env = try Environment(policies: ["policies/proxy.yaml": """

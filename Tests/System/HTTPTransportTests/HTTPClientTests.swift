@@ -185,6 +185,13 @@ struct HTTPClientTests {
         }
     }
 
+    @Test("A server that resets each connection as soon as it accepts it is named a reset, never unreachable, 20 times out of 20")
+    func resetOnAccept() throws {
+        let peer = try PythonTLSPeer(pki: pki, behaviour: .resetOnAccept)
+        let kinds = try failureKinds(url: peer.url) { try client() }
+        #expect(kinds == ["connection-reset": 20], "\(kinds)")
+    }
+
     @Test("A plain-HTTP server that resets the connection is not said to have failed a TLS handshake")
     func plainReset() throws {
         let peer = try PythonTLSPeer(pki: pki, behaviour: .resetPlainHTTP)
