@@ -20,10 +20,13 @@ package enum TerminalText {
     }
 
     /// `text` escaped and, past `limit` characters, cut with how long it was.
-    /// Counted in Unicode scalars, so combining marks cannot make a long text look short.
+    /// Counted in Unicode scalars, so combining marks cannot make a long text look short; only
+    /// the head is looked at, so a 1 MB value costs no more than a short one.
     package static func excerpt(_ text: String, limit: Int = 120) -> String {
-        let safe = escaped(text).replacingNewlines()
-        guard safe.unicodeScalars.count > limit else { return safe }
+        var head = ""
+        head.unicodeScalars.append(contentsOf: text.unicodeScalars.prefix(limit + 1))
+        let safe = escaped(head).replacingNewlines()
+        if head.unicodeScalars.count <= limit, safe.unicodeScalars.count <= limit { return safe }
         var cut = ""
         cut.unicodeScalars.append(contentsOf: safe.unicodeScalars.prefix(limit))
         return cut + "… (\(text.utf8.count) bytes)"

@@ -19,6 +19,7 @@ package struct PolicyDecoder {
     /// and column order, the same for the same input.
     package static func decode(file: String, contents: [UInt8]) -> (policies: [IntegrationPolicy], problems: [PolicyProblem]) {
         var decoder = PolicyDecoder(file: file)
+        if let problem = longLine(contents, file: file) { return ([], [problem]) }
         guard let text = String(validating: contents, as: UTF8.self) else {
             return ([], [PolicyProblem(SourceLocation(file: file, line: 1, column: 1), "the file is not valid UTF-8 text")])
         }
@@ -55,15 +56,41 @@ package struct PolicyDecoder {
     package static let maximumAliases = 256
     package static let maximumNodes = 100_000
 
+    /// The longest line a policy file may hold. Policies name files rather than hold them, so
+    /// a line this long is hostile; refused by one pass over the bytes, before anything reads
+    /// the text character by character.
+    package static let maximumLineBytes = 64 << 10
+
+    /// The first line longer than `maximumLineBytes`, as a problem with an excerpt.
+    static func longLine(_ contents: [UInt8], file: String) -> PolicyProblem? {
+        var line = 1
+        var start = 0
+        for index in 0...contents.count {
+            guard index == contents.count || contents[index] == 0x0A else { continue }
+            if index - start > maximumLineBytes {
+                let head = String(decoding: contents[start..<min(index, start + 240)], as: UTF8.self)
+                let shown = TerminalText.escaped(String(head.trimmingCharacters(in: .whitespaces).prefix(60)))
+                return PolicyProblem(SourceLocation(file: file, line: line, column: 1),
+                                     "a line of \(index - start) bytes, where a policy line holds at most \(maximumLineBytes): refused (it begins '\(shown)…')")
+            }
+            line += 1
+            start = index + 1
+        }
+        return nil
+    }
+
     /// Checks what the YAML parser would otherwise recurse into or expand, before parsing.
     static func preflight(_ text: String, file: String) -> PolicyProblem? {
         var flowDepth = 0
         var aliases = 0
         var line = 1
         var column = 0
-        var quote: Character?
+        // Characters are compared by their ASCII value (nil for any other): the same answers as
+        // comparing Characters (a quote with a combining mark is no quote either way), without a
+        // string comparison per character.
+        var quote: UInt8?
         var comment = false
-        var previous: Character = " "
+        var previous: UInt8? = 0x20
         /// Where a `?` that may open an explicit key stands, and where a list or mapping that may
         /// be a key ends (with whether a colon followed it): the composer's report of such keys
         /// repeated has no stable place, and field names are plain words anyway.
@@ -76,56 +103,60 @@ package struct PolicyDecoder {
         func plainKeysOnly(_ at: (line: Int, column: Int), _ what: String) -> PolicyProblem {
             PolicyProblem(SourceLocation(file: file, line: at.line, column: at.column), "\(what) is not allowed: field names are plain words")
         }
+        let space: UInt8 = 0x20, lineFeed: UInt8 = 0x0A
         for character in text {
             column += 1
-            let ends = character == " " || character.isNewline
+            // CR LF is one Character, whose ASCII value is LF's.
+            let ascii = character.asciiValue
+            let breaksLine = ascii == lineFeed || ascii == 0x0B || ascii == 0x0C || ascii == 0x0D || (ascii == nil && character.isNewline)
+            let ends = ascii == space || breaksLine
             if let at = question {
                 if ends { return plainKeysOnly(at, "an explicit '? ' key") }
                 question = nil
             }
             if let at = closed, !comment, quote == nil {
                 if at.colon && ends { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }
-                if character == ":" && !at.colon { closed?.colon = true } else if character != " " || at.colon { closed = nil }
+                if ascii == UInt8(ascii: ":") && !at.colon { closed?.colon = true } else if ascii != space || at.colon { closed = nil }
             }
-            if character.isNewline, character != "\n", character != "\r\n" {
+            if breaksLine, ascii != lineFeed {
                 // A lone CR, NEL, LS or PS breaks a line for YAML but not for git or an editor:
                 // every line and column reported after it would point at the wrong place.
                 return PolicyProblem(SourceLocation(file: file, line: line, column: column),
                                      "a line break other than LF or CRLF (\(character.unicodeScalars.map { String(format: "U+%04X", $0.value) }.joined(separator: " "))): save the file with LF or CRLF line ends")
             }
-            if character == "\n" || character == "\r\n" {
+            if ascii == lineFeed {
                 line += 1
                 column = 0
                 comment = false
-                previous = " "
+                previous = space
                 keyCanStart = true
                 continue
             }
             if comment || textLines.contains(line) { continue }
             let atKeyStart = keyCanStart
-            if character != " " && character != "-" { keyCanStart = false }
+            if ascii != space && ascii != UInt8(ascii: "-") { keyCanStart = false }
             if let open = quote {
-                if character == open { quote = nil }
-                previous = character
+                if ascii == open { quote = nil }
+                previous = ascii
                 continue
             }
-            let boundary = previous == " " || previous == "[" || previous == "{" || previous == "," || column == 1
-            switch character {
-            case "\"" where boundary, "'" where boundary:
-                quote = character
-            case "#" where previous == " " || column == 1:
+            let boundary = previous == space || previous == UInt8(ascii: "[") || previous == UInt8(ascii: "{") || previous == UInt8(ascii: ",") || column == 1
+            switch ascii {
+            case UInt8(ascii: "\"") where boundary, UInt8(ascii: "'") where boundary:
+                quote = ascii
+            case UInt8(ascii: "#") where previous == space || column == 1:
                 comment = true
-            case "[", "{":
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
                 flowDepth += 1
                 if flowDepth > maximumDepth {
                     return PolicyProblem(SourceLocation(file: file, line: line, column: column), "YAML nests deeper than \(maximumDepth) levels: refused")
                 }
-            case "]", "}":
+            case UInt8(ascii: "]"), UInt8(ascii: "}"):
                 flowDepth = max(0, flowDepth - 1)
                 closed = (line, column, false)
-            case "?" where atKeyStart:
+            case UInt8(ascii: "?") where atKeyStart:
                 question = (line, column)
-            case "*" where previous == " " || previous == "[" || previous == "," || previous == "{":
+            case UInt8(ascii: "*") where previous == space || previous == UInt8(ascii: "[") || previous == UInt8(ascii: ",") || previous == UInt8(ascii: "{"):
                 aliases += 1
                 if aliases > maximumAliases {
                     return PolicyProblem(SourceLocation(file: file, line: line, column: column), "more than \(maximumAliases) YAML aliases in one file: refused")
@@ -133,7 +164,7 @@ package struct PolicyDecoder {
             default:
                 break
             }
-            previous = character
+            previous = ascii
         }
         if let at = question { return plainKeysOnly(at, "an explicit '? ' key") }
         if let at = closed, at.colon { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }

@@ -248,6 +248,8 @@ package final class HTTPClient {
         tether_curl_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &newConnections)
         var handshakeDone: curl_off_t = 0
         tether_curl_getinfo_off_t(handle, CURLINFO_APPCONNECT_TIME_T, &handshakeDone)
+        var osErrno = 0
+        tether_curl_getinfo_long(handle, CURLINFO_OS_ERRNO, &osErrno)
         let lowered = detail.lowercased()
         if configuration.proxy != nil {
             if connectCode >= 300 { return .proxyRefused("the proxy answered CONNECT with HTTP \(connectCode)") }
@@ -265,8 +267,9 @@ package final class HTTPClient {
             return .serverCertificateRejected(detail)
         case CURLE_SSL_CERTPROBLEM:
             return .clientCertificateRejected("the client container cannot be used: \(detail)")
-        case CURLE_COULDNT_CONNECT where lowered.contains("reset by peer"):
-            // The server accepted the connection and reset it: it was reached.
+        case CURLE_COULDNT_CONNECT where lowered.contains("reset by peer") || osErrno == Int(ECONNRESET):
+            // The server accepted the connection and reset it: it was reached (libcurl's message
+            // is then "Couldn't connect to server"; the system's error says what happened).
             return .connectionReset("the server reset the connection as soon as it was made: \(detail)")
         case CURLE_COULDNT_CONNECT, CURLE_COULDNT_RESOLVE_HOST:
             return .unreachable(detail)

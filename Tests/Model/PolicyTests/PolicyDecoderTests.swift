@@ -358,9 +358,19 @@ struct UntrustedInputTests {
 
 @Suite("Hostile lengths in policies")
 struct HostileLengthTests {
-    @Test("A 1 MB unknown path in observe, ignore or an exception is refused with an excerpt and its length, not echoed whole")
-    func longUnknownPath() {
+    @Test("A 1 MB line is refused before the text is read character by character, with where it is and how it begins")
+    func longLine() {
         let long = "edr." + String(repeating: "x", count: 1 << 20)
+        let problems = decode(policy("p", spec: "  observe: [\(long)]\n")).problems
+        #expect(problems.count == 1, "\(problems.map(\.description).joined().prefix(300))")
+        #expect(problems.first?.description.hasPrefix("policies/p.yaml:7:1: a line of 1048593 bytes, where a policy line holds at most 65536: refused (it begins 'observe: [edr.xxx") == true,
+                "\(problems.first?.description.prefix(300) ?? "")")
+        #expect((problems.first?.description.utf8.count ?? 0) < 300)
+    }
+
+    @Test("A 60 KB unknown path in observe, ignore or an exception is refused with an excerpt and its length, not echoed whole")
+    func longUnknownPath() {
+        let long = "edr." + String(repeating: "x", count: 60_000)
         for spec in ["  observe: [\(long)]\n", "  ignore: [\(long)]\n", "  exceptions:\n    - {path: \(long), reason: r, expires: 2030-01-01}\n"] {
             let problems = decode(policy("p", spec: spec)).problems
             let message = problems.first { $0.description.contains("unknown setting path") }?.description ?? ""
