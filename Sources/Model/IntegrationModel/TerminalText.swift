@@ -32,7 +32,9 @@ package enum TerminalText {
         return cut + "… (\(text.utf8.count) bytes)"
     }
 
-    private static func needsEscaping(_ scalar: Unicode.Scalar) -> Bool {
+    /// Whether a terminal would act on `scalar` (a control character other than line feed and
+    /// tab, or a direction override).
+    package static func needsEscaping(_ scalar: Unicode.Scalar) -> Bool {
         switch scalar.value {
         case 0x0A, 0x09: return false
         case 0x00...0x1F, 0x7F, 0x80...0x9F: return true

@@ -89,13 +89,13 @@ struct RunCommand: ParsableCommand {
     enum LogFormat: String, ExpressibleByArgument, CaseIterable { case text, json }
 
     func validate() throws {
-        try Seconds.check(interval, "--interval", within: 0...Seconds.week, example: 300)
-        if interval < 1, !once, cycles == nil {
+        try Seconds.check(interval, "interval")
+        if interval < Seconds.shortestUnboundedInterval, !once, cycles == nil {
             throw ValidationError("--interval \(interval) would reconcile without a pause, for as long as it runs; give 1 or more seconds (for example --interval 300), or bound the run with --cycles N")
         }
-        try Seconds.check(maxBackoff, "--max-backoff", within: 0...Seconds.week, example: 3600)
-        try Seconds.check(fetchTimeout, "--fetch-timeout", within: 0.001...Seconds.hour, example: 60)
-        try Seconds.check(healthWindow, "--health-window", within: 0...Seconds.hour, example: 30)
+        try Seconds.check(maxBackoff, "max-backoff")
+        try Seconds.check(fetchTimeout, "fetch-timeout")
+        try Seconds.check(healthWindow, "health-window")
         if !(0...1).contains(jitter) { throw ValidationError("--jitter is a share of the interval, from 0 to 1; for example --jitter 0.1") }
         if verify != .off && allowedSigners == nil { throw ValidationError("--verify \(verify.rawValue) needs --allowed-signers FILE (ssh-keygen's allowed_signers format)") }
         if let metricsAddress, Self.address(metricsAddress).map({ !(0...65535).contains($0.1) }) ?? true {
@@ -138,7 +138,7 @@ struct RunCommand: ParsableCommand {
             logger.warning("--probe-url \(probeURL) is plain HTTP: anyone on the path can answer 304 and hold updates back for up to \(10) cycles; prefer https")
         }
         configuration.probeCAFile = source.credentialOptions.gitCAFile
-        let choice = try backend.choice(source.device, keep: false)
+        let choice = try backend.choice(source.device)
         if healthWindow > 0 {
             do {
                 try HealthWindow.requireSupport(by: choice.backendType)
@@ -146,7 +146,8 @@ struct RunCommand: ParsableCommand {
                 throw CommandError("error: \(unsupported.message)")
             }
         }
-        configuration.agent = try backend.choice(source.device, keep: true)
+        try backend.keep(choice, in: source.device)
+        configuration.agent = choice
         let controller = Controller(configuration: configuration, logger: logger)
         if let reportDir {
             let keep = reportKeep

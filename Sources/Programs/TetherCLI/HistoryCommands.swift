@@ -66,7 +66,7 @@ struct RollbackCommand: ParsableCommand {
     @OptionGroup var verification: VerifyOptions
 
     func run() throws {
-        let choice = try backend.choice(source.device, keep: false)
+        let choice = try backend.choice(source.device)
         do {
             try health.requireSupport(choice.backendType)
         } catch let unsupported as UnsupportedOption {

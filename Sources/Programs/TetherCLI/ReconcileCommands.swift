@@ -61,13 +61,13 @@ enum CommandPipeline {
                         prune: Bool = false, require: (AgentBackend.Type) throws -> Void = { _ in }, session opened: AgentSession? = nil) throws -> Reconciliation {
         try mappingErrors {
             let repository = try source.repository()
-            let choice = try backend.choice(source.device, keep: false)
+            let choice = try backend.choice(source.device)
             do {
                 try require(choice.backendType)
             } catch let unsupported as UnsupportedOption {
                 throw CommandError("error: \(unsupported.message)")
             }
-            if keepBackend { _ = try backend.choice(source.device, keep: true) }
+            if keepBackend { try backend.keep(choice, in: source.device) }
             let session = try opened ?? agentCall { try AgentSession(choice, stateDirectory: source.device.stateDirectoryURL) }
             let labels = try source.device.deviceLabels()
             noteLabelOverrides(source)
@@ -95,13 +95,10 @@ enum CommandPipeline {
         }
     }
 
+    /// The agent's refusals as `agentCall` words them; the source's by their message.
     private static func mappingErrors<T>(_ body: () throws -> T) throws -> T {
         do {
-            return try body()
-        } catch let error as AgentError {
-            throw CommandError("error: \(error)")
-        } catch let error as KESLError {
-            throw CommandError("error: \(error)")
+            return try agentCall(body)
         } catch let error as SourceError {
             throw CommandError("error: \(error.message)")
         }
@@ -222,9 +219,20 @@ enum Seconds {
     static let hour: Double = 3600
     static let week: Double = 7 * 86_400
 
-    static func check(_ value: Double, _ option: String, within range: ClosedRange<Double>, example: Int) throws {
+    /// Every option that takes seconds (its long name), its range and an example: the one table
+    /// the command line and the configuration file are checked against.
+    static let options: [String: (range: ClosedRange<Double>, example: Int)] = [
+        "interval": (0...week, 300), "max-backoff": (0...week, 3600), "fetch-timeout": (0.001...hour, 60), "health-window": (0...hour, 30),
+    ]
+
+    /// The shortest interval a run without an end (no --once, no --cycles) may have.
+    static let shortestUnboundedInterval: Double = 1
+
+    /// Checks `value` of the option `name` (`interval`) against its range.
+    static func check(_ value: Double, _ name: String) throws {
+        guard let (range, example) = options[name] else { return }
         guard value.isFinite, range.contains(value) else {
-            throw ValidationError("\(option) takes seconds from \(Self.text(range.lowerBound)) to \(Self.text(range.upperBound)), not \(value); for example \(option) \(example)")
+            throw ValidationError("--\(name) takes seconds from \(Self.text(range.lowerBound)) to \(Self.text(range.upperBound)), not \(value); for example --\(name) \(example)")
         }
     }
 
@@ -239,7 +247,7 @@ struct HealthWindowOptions: ParsableArguments {
     var healthWindow: Double = 0
 
     func validate() throws {
-        try Seconds.check(healthWindow, "--health-window", within: 0...Seconds.hour, example: 30)
+        try Seconds.check(healthWindow, "health-window")
     }
 
     /// Refuses a health window the chosen backend cannot run, before anything changes.

@@ -63,21 +63,16 @@ struct RunConfiguration {
         return keys
     }()
 
-    /// The seconds keys and their ranges (as `tether run` checks its options).
-    private static let secondsRanges: [String: ClosedRange<Double>] = [
-        "interval": 0...Seconds.week, "max-backoff": 0...Seconds.week, "fetch-timeout": 0.001...Seconds.hour, "health-window": 0...Seconds.hour,
-    ]
-
     /// Seconds from the file or a variable are finite and in range, and refused with where they
     /// came from (`/etc/tether/tether.yaml:3`); an interval under 1 s needs a bounded run.
     private static func checkSeconds(_ entries: [Entry]) throws {
         let bounded = entries.contains { ($0.key.name == "once" && $0.values == ["true"]) || ($0.key.name == "cycles" && !$0.values.isEmpty) }
         for entry in entries {
-            guard entry.source != .commandLine, entry.source != .default, let range = secondsRanges[entry.key.name], let text = entry.values.first else { continue }
+            guard entry.source != .commandLine, entry.source != .default, let range = Seconds.options[entry.key.name]?.range, let text = entry.values.first else { continue }
             guard let value = Double(text), value.isFinite, range.contains(value) else {
                 throw CommandError("\(entry.source): '\(entry.key.name)' takes seconds from \(range.lowerBound) to \(range.upperBound), not '\(TerminalText.excerpt(text))'")
             }
-            if entry.key.name == "interval", value < 1, !bounded {
+            if entry.key.name == "interval", value < Seconds.shortestUnboundedInterval, !bounded {
                 throw CommandError("\(entry.source): 'interval: \(text)' would reconcile without a pause, for as long as it runs; give 1 or more seconds (for example 300)")
             }
         }
@@ -121,7 +116,6 @@ struct RunConfiguration {
             return nil
         }
         var current = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
-        var checked = stat()
         for _ in 0..<32 {
             var info = stat()
             guard lstat(current, &info) == 0 else { return .cannotRead }
@@ -142,13 +136,11 @@ struct RunConfiguration {
             }
             guard info.st_mode & S_IFMT == S_IFREG else { return .cannotRead }
             if info.st_mode & 0o022 != 0 { return .changeableByOthers("\(entry) is writable by other users") }
-            current = entry
-            checked = info
-            let fd = open(current, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            let fd = open(entry, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
             guard fd >= 0 else { return .cannotRead }
             defer { close(fd) }
             var opened = stat()
-            guard fstat(fd, &opened) == 0, opened.st_dev == checked.st_dev, opened.st_ino == checked.st_ino else {
+            guard fstat(fd, &opened) == 0, opened.st_dev == info.st_dev, opened.st_ino == info.st_ino else {
                 return .changeableByOthers("\(entry) was replaced while it was checked")
             }
             var data = Data()

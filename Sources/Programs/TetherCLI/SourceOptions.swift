@@ -220,18 +220,26 @@ struct BackendOptions: ParsableArguments {
 
     /// The choice for `device`'s state directory: what agent.conf keeps, overridden by these
     /// options; with `keep` (a command that changes the agent) the result is kept.
-    func choice(_ device: DeviceOptions, keep: Bool) throws -> AgentChoice {
+    func choice(_ device: DeviceOptions) throws -> AgentChoice {
         var choice = try agentCall { try AgentChoice.load(stateDirectory: device.stateDirectoryURL) }
-        guard agent != nil || keslControl != nil || keslTasks != nil else { return choice }
+        guard givesBackend else { return choice }
         if let agent { choice.kind = agent }
         if let keslControl { choice.keslControl = URL(fileURLWithPath: keslControl).standardizedFileURL.path }
         if let keslTasks { choice.keslTasks = keslTasks }
-        if keep { try agentCall { try choice.save(stateDirectory: device.stateDirectoryURL) } }
         return choice
     }
 
+    /// Keeps `choice` in agent.conf when these options changed it (a command that changes the
+    /// agent, once nothing has refused it).
+    func keep(_ choice: AgentChoice, in device: DeviceOptions) throws {
+        guard givesBackend else { return }
+        try agentCall { try choice.save(stateDirectory: device.stateDirectoryURL) }
+    }
+
+    private var givesBackend: Bool { agent != nil || keslControl != nil || keslTasks != nil }
+
     /// Opens the chosen agent on `device`'s state directory (only the agent: no history).
-    func open(_ device: DeviceOptions, keep: Bool = false) throws -> AgentBackend {
-        try agentCall { try AgentSession.backend(choice(device, keep: keep), stateDirectory: device.stateDirectoryURL) }
+    func open(_ device: DeviceOptions) throws -> AgentBackend {
+        try agentCall { try AgentSession.backend(choice(device), stateDirectory: device.stateDirectoryURL) }
     }
 }

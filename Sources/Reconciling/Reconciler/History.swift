@@ -112,19 +112,17 @@ package final class History {
         try FileManager.default.createDirectory(at: stateDirectory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
         file = stateDirectory.appendingPathComponent(History.fileName)
-        do {
-            let own = try Database(path: file.path)
-            // A rollback journal, always: an apply commits this file and the other (agent.db, history.db)
-            // in one transaction, which SQLite makes atomic only without WAL.
-            try own.execute("PRAGMA journal_mode = DELETE")
-            try History.migrator.migrate(own, store: file.path)
-            if let sharing {
-                database = try sharing(file)
-                schema = History.attachedSchema
-            } else {
-                database = own
-                schema = "main"
-            }
+        let own = try Database(path: file.path)
+        // A rollback journal, always: an apply commits this file and the other (agent.db, history.db)
+        // in one transaction, which SQLite makes atomic only without WAL.
+        try own.execute("PRAGMA journal_mode = DELETE")
+        try History.migrator.migrate(own, store: file.path)
+        if let sharing {
+            database = try sharing(file)
+            schema = History.attachedSchema
+        } else {
+            database = own
+            schema = "main"
         }
         recordPending()
     }

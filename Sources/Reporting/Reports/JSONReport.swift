@@ -81,16 +81,17 @@ package enum JSONReport {
     }
 
     /// Pretty, key-sorted JSON with a trailing newline. Besides the control characters JSON
-    /// escapes itself, DEL, the C1 range and direction overrides are written as `\uXXXX`, so the
-    /// text holds no byte a terminal acts on and stays valid JSON (they occur only in strings).
+    /// escapes itself, whatever else a terminal acts on (DEL, the C1 range, direction
+    /// overrides: `TerminalText.needsEscaping`) is written as `\uXXXX`, so the text stays valid
+    /// JSON (they occur only in strings).
     package static func serialize<T: Encodable>(_ document: T) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let text = String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self)
-        guard text.unicodeScalars.contains(where: needsEscape) else { return text + "\n" }
+        guard text.unicodeScalars.contains(where: TerminalText.needsEscaping) else { return text + "\n" }
         var safe = ""
         for scalar in text.unicodeScalars {
-            if needsEscape(scalar) {
+            if TerminalText.needsEscaping(scalar) {
                 let digits = String(scalar.value, radix: 16)
                 safe += "\\u" + String(repeating: "0", count: 4 - digits.count) + digits
             } else {
@@ -98,12 +99,5 @@ package enum JSONReport {
             }
         }
         return safe + "\n"
-    }
-
-    private static func needsEscape(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar.value {
-        case 0x7F...0x9F, 0x202A...0x202E, 0x2066...0x2069: return true
-        default: return false
-        }
     }
 }

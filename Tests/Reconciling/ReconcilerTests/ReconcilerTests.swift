@@ -40,10 +40,10 @@ private struct Bench {
         session = AgentSession(backend: agent, history: try History(stateDirectory: state.url), stateDirectory: state.url)
     }
 
-    /// The revision at `main`, compared with the agent by `driver`.
-    func compare(_ driver: Driver, labels: [String: String] = [:]) throws -> Reconciliation {
+    /// The revision at `main`, compared by `driver` with the in-memory agent (or `other`).
+    func compare(_ driver: Driver, labels: [String: String] = [:], with other: AgentSession? = nil) throws -> Reconciliation {
         let repository = try GitRepository(path: repo.path)
-        return try driver.compare(SourceSpec(repository: repo.path, ref: "main", path: "policies"), repository: repository, session: session,
+        return try driver.compare(SourceSpec(repository: repo.path, ref: "main", path: "policies"), repository: repository, session: other ?? session,
                                   labels: labels, host: "bench", warnExpiryDays: 30, prune: false)
     }
 }
@@ -79,14 +79,9 @@ struct ReconcilerTests {
         let bench = try Bench()
         let session = try AgentSession(AgentChoice(), stateDirectory: bench.state.url.appendingPathComponent("embedded"))
         let driver = Driver(gate: .standard) { _ in }
-        let repository = try GitRepository(path: bench.repo.path)
-        func compare() throws -> Reconciliation {
-            try driver.compare(SourceSpec(repository: bench.repo.path, ref: "main", path: "policies"), repository: repository, session: session,
-                               labels: [:], host: "bench", warnExpiryDays: 30, prune: false)
-        }
-        let outcome = try compare().apply(actor: "test")
+        let outcome = try bench.compare(driver, with: session).apply(actor: "test")
         let remaining = try #require(outcome.remaining)
-        let fresh = try compare()
+        let fresh = try bench.compare(driver, with: session)
         func summary(_ plan: Plan) -> [String] { plan.findings.map { "\($0.key) \($0.kind.rawValue) \($0.actual)" }.sorted() }
         #expect(summary(remaining.plan) == summary(fresh.plan))
         #expect(remaining.applied.revision == fresh.applied.revision && remaining.applied.values == fresh.applied.values)
