@@ -41,7 +41,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
@@ -50,6 +49,7 @@ let package = Package(
         systemLibrary("COpenSSL", pkgConfig: "openssl", apt: "libssl-dev"),
         systemLibrary("CCurl", pkgConfig: "libcurl", apt: "libcurl4-openssl-dev"),
         systemLibrary("CSQLite", pkgConfig: "sqlite3", apt: "libsqlite3-dev"),
+        systemLibrary("CYAML", pkgConfig: "yaml-0.1", apt: "libyaml-dev"),
         // Non-variadic wrappers and macros Swift cannot import.
         module("CCurlShims", in: "System", ["CCurl"]),
         module("CGit2Shims", in: "System", ["CGit2"]),
@@ -66,10 +66,12 @@ let package = Package(
         module("HTTPServer", in: "System"),
         module("HTTPTransport", in: "System", ["CCurl", "CCurlShims"]),
         module("SQLiteDB", in: "System", ["CSQLite"]),
+        // YAML read into nodes with their places, over libyaml's parser.
+        module("YAMLReader", in: "System", ["CYAML"]),
 
         // ── Model: the settings catalog and the policy language ──
         module("IntegrationModel", in: "Model"),
-        module("Policy", in: "Model", ["IntegrationModel", "Yams"]),
+        module("Policy", in: "Model", ["IntegrationModel", "YAMLReader"]),
 
         // ── Source: where policies come from: revision, mirror, fetch, verification, anti-rollback ──
         module("PolicySource", in: "Source", ["ChildProcess", "GitSource", "Policy", "X509"]),
@@ -104,7 +106,7 @@ let package = Package(
         // ── Programs: the command line and the small programs beside it ──
         module("TetherCLI", in: "Programs", [
             "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
-            "CTetherVersion", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "Yams", argumentParser, logging,
+            "CTetherVersion", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "YAMLReader", argumentParser, logging,
         ]),
         program("tether", in: "Programs", ["TetherCLI"]),
         // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
@@ -132,6 +134,7 @@ let package = Package(
         tests("HTTPTransportTests", in: "System", ["HTTPTransport", "TetherTestSupport"]),
         tests("HTTPServerTests", in: "System", ["HTTPServer", "TetherTestSupport"]),
         tests("SQLiteDBTests", in: "System", ["SQLiteDB"]),
+        tests("YAMLReaderTests", in: "System", ["YAMLReader"]),
         tests("IntegrationModelTests", in: "Model", ["IntegrationModel"]),
         tests("PolicyTests", in: "Model", ["Policy", "IntegrationModel"]),
         tests("EmbeddedAgentTests", in: "Agents", ["EmbeddedAgent", "AgentInterface", "IntegrationModel", "TetherTestSupport"]),

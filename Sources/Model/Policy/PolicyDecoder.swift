@@ -1,6 +1,6 @@
 import Foundation
 import IntegrationModel
-import Yams
+import YAMLReader
 
 /// Decodes `IntegrationPolicy` YAML documents, keeping the file, line and column of every value,
 /// and collecting every problem rather than stopping at the first.
@@ -25,24 +25,20 @@ package struct PolicyDecoder {
         }
         if let problem = preflight(text, file: file) { return ([], [problem]) }
         var policies: [IntegrationPolicy] = []
-        do {
-            // The basic resolver (no regular expressions): scalars are typed by `ScalarType` below.
-            var documents = try Yams.compose_all(yaml: text, .basic)
-            while let node = documents.next() {
-                var budget = Self.maximumNodes
-                guard Self.withinBudget(node, depth: 0, budget: &budget) else {
-                    decoder.add(node, "the document expands to more than \(Self.maximumNodes) nodes or nests deeper than \(Self.maximumDepth) levels (YAML aliases?): refused")
-                    continue
-                }
-                for (node, tag) in Self.unsupportedTags(node) {
-                    decoder.add(node, "the tag \(tag) is not allowed: policies use plain YAML values (standard tags such as !!str only)")
-                }
-                if let policy = decoder.policy(from: node) { policies.append(policy) }
+        // Scalars come untyped: `ScalarType` types them.
+        let (documents, error) = YAML.documents(in: text)
+        for node in documents {
+            var budget = Self.maximumNodes
+            guard Self.withinBudget(node, depth: 0, budget: &budget) else {
+                decoder.add(node, "the document expands to more than \(Self.maximumNodes) nodes or nests deeper than \(Self.maximumDepth) levels (YAML aliases?): refused")
+                continue
             }
-            if let error = documents.error { decoder.add(yamlError: error, text: text) }
-        } catch {
-            decoder.add(yamlError: error, text: text)
+            for (node, tag) in Self.unsupportedTags(node) {
+                decoder.add(node, "the tag \(tag) is not allowed: policies use plain YAML values (standard tags such as !!str only)")
+            }
+            if let policy = decoder.policy(from: node) { policies.append(policy) }
         }
+        if let error { decoder.add(yamlError: error) }
         let problems = decoder.problems.sorted {
             ($0.location.line, $0.location.column, $0.message) < ($1.location.line, $1.location.column, $1.message)
         }
@@ -179,23 +175,20 @@ package struct PolicyDecoder {
     }
 
     /// Every node carrying a tag other than YAML's standard ones (`!custom`, `!!python/…`), with it.
-    static func unsupportedTags(_ node: Node) -> [(Node, String)] {
-        var found: [(Node, String)] = []
-        func visit(_ node: Node) {
-            let tag: String
+    static func unsupportedTags(_ node: YAMLNode) -> [(YAMLNode, String)] {
+        var found: [(YAMLNode, String)] = []
+        func visit(_ node: YAMLNode) {
+            let tag = node.tag
             switch node {
-            case .scalar(let scalar): tag = scalar.tag.rawValue
+            case .scalar:
+                break
             case .mapping(let mapping):
-                tag = mapping.tag.rawValue
                 for (key, value) in mapping {
                     visit(key)
                     visit(value)
                 }
             case .sequence(let sequence):
-                tag = sequence.tag.rawValue
                 sequence.forEach(visit)
-            case .alias:
-                return
             }
             if !ScalarType.standardTags.contains(tag) {
                 found.append((node, tag.hasPrefix("tag:yaml.org,2002:") ? "!!" + tag.dropFirst("tag:yaml.org,2002:".count) : tag))
@@ -206,7 +199,7 @@ package struct PolicyDecoder {
     }
 
     /// Walks the composed document (aliases included) within a node and depth budget.
-    private static func withinBudget(_ node: Node, depth: Int, budget: inout Int) -> Bool {
+    private static func withinBudget(_ node: YAMLNode, depth: Int, budget: inout Int) -> Bool {
         budget -= 1
         guard budget >= 0, depth <= maximumDepth else { return false }
         switch node {
@@ -224,7 +217,7 @@ package struct PolicyDecoder {
 
     // MARK: - Documents
 
-    private mutating func policy(from node: Node) -> IntegrationPolicy? {
+    private mutating func policy(from node: YAMLNode) -> IntegrationPolicy? {
         if case .null? = ScalarType(node) { return nil }
         guard let root = mapping(node, "a policy document") else { return nil }
         let fields = fieldMap(root, allowed: ["apiVersion", "kind", "metadata", "spec"], context: "a policy document")
@@ -337,7 +330,7 @@ package struct PolicyDecoder {
                                  modes: modes, exceptions: exceptions.map { $0.withPolicy(name) }, mode: policyMode, allowRollback: allowRollback)
     }
 
-    private mutating func integration(_ integration: Integration, _ node: Node, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
+    private mutating func integration(_ integration: Integration, _ node: YAMLNode, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
         let context = "spec.\(integration.rawValue)"
         guard let map = mapping(node, context) else { return }
         let fields = SettingCatalog.fields(.integration(integration))
@@ -387,7 +380,7 @@ package struct PolicyDecoder {
         }
     }
 
-    private mutating func setting(_ path: SettingPath, _ node: Node, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
+    private mutating func setting(_ path: SettingPath, _ node: YAMLNode, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
         guard let field = SettingCatalog.field(path), let value = settingValue(field, node, path: path.description) else { return }
         if let problem = field.problem(with: value) {
             add(node, "\(path): \(problem)")
@@ -396,7 +389,7 @@ package struct PolicyDecoder {
         values[.setting(path)] = Sourced(.setting(value), at: location(node))
     }
 
-    private mutating func settingValue(_ field: SettingField, _ node: Node, path: String) -> SettingValue? {
+    private mutating func settingValue(_ field: SettingField, _ node: YAMLNode, path: String) -> SettingValue? {
         switch field.kind {
         case .bool:
             return boolean(node, path).map(SettingValue.bool)
@@ -452,12 +445,12 @@ package struct PolicyDecoder {
     }
 
     /// A list of key paths (`[edr.port, ndr.pingPeriod]`), each checked against the catalog.
-    private mutating func keyList(_ node: Node, _ path: String) -> [(DesiredKey, Node)] {
+    private mutating func keyList(_ node: YAMLNode, _ path: String) -> [(DesiredKey, YAMLNode)] {
         guard case .sequence(let sequence) = node else {
             add(node, "\(path): expected a list of setting paths such as [edr.port], found \(describe(node))")
             return []
         }
-        var keys: [(DesiredKey, Node)] = []
+        var keys: [(DesiredKey, YAMLNode)] = []
         for item in sequence {
             guard let text = string(item, path) else { continue }
             guard let key = DesiredKey(path: text) else {
@@ -469,7 +462,7 @@ package struct PolicyDecoder {
         return keys
     }
 
-    private mutating func exceptions(_ node: Node, policy: String) -> [PolicyException] {
+    private mutating func exceptions(_ node: YAMLNode, policy: String) -> [PolicyException] {
         guard case .sequence(let sequence) = node else {
             add(node, "spec.exceptions: expected a list of {path, reason, expires}, found \(describe(node))")
             return []
@@ -506,26 +499,24 @@ package struct PolicyDecoder {
 
     /// `2026-12-31` (the end of that day, UTC) or an ISO 8601 time.
     static func expiry(_ text: String) -> Date? {
-        let day = DateFormatter()
-        day.locale = Locale(identifier: "en_US_POSIX")
-        day.timeZone = TimeZone(identifier: "UTC")
-        day.dateFormat = "yyyy-MM-dd"
-        if text.count == 10, let date = day.date(from: text) { return date.addingTimeInterval(86_400) }
-        return ISO8601DateFormatter().date(from: text)
+        if text.utf8.count == 10, let day = try? Date.ISO8601FormatStyle(timeZone: .gmt).year().month().day().parse(text) {
+            return day.addingTimeInterval(86_400)
+        }
+        return try? Date.ISO8601FormatStyle().parse(text)
     }
 
     // MARK: - Typed reads that report what they found instead
 
-    private mutating func mapping(_ node: Node, _ path: String) -> Node.Mapping? {
+    private mutating func mapping(_ node: YAMLNode, _ path: String) -> YAMLMapping? {
         if case .mapping(let map) = node { return map }
         add(node, "\(path): expected a mapping of fields, found \(describe(node))")
         return nil
     }
 
     /// The fields of a mapping by name; unknown and repeated fields are reported.
-    private mutating func fieldMap(_ map: Node.Mapping, allowed: [String], context: String,
-                                   vendorScope: SettingScope? = nil) -> [String: (key: Node, value: Node)] {
-        var result: [String: (key: Node, value: Node)] = [:]
+    private mutating func fieldMap(_ map: YAMLMapping, allowed: [String], context: String,
+                                   vendorScope: SettingScope? = nil) -> [String: (key: YAMLNode, value: YAMLNode)] {
+        var result: [String: (key: YAMLNode, value: YAMLNode)] = [:]
         for (key, value) in map {
             guard let name = key.scalar?.string else {
                 add(key, "\(context): field names must be plain words")
@@ -548,7 +539,7 @@ package struct PolicyDecoder {
         return result
     }
 
-    private mutating func string(_ node: Node, _ path: String) -> String? {
+    private mutating func string(_ node: YAMLNode, _ path: String) -> String? {
         if refusesAmbiguousString(node, path) { return nil }
         if case .string(let text)? = ScalarType(node) { return text }
         add(node, "\(path): expected a string, found \(describe(node))")
@@ -557,7 +548,7 @@ package struct PolicyDecoder {
 
     /// Refuses a plain scalar that YAML 1.1 and YAML 1.2 read differently, naming both readings
     /// and the spelling to write (a reviewer must not have to know which one a tool uses).
-    private mutating func refusesAmbiguous(_ node: Node, _ path: String) -> Bool {
+    private mutating func refusesAmbiguous(_ node: YAMLNode, _ path: String) -> Bool {
         guard let difference = ScalarType.yaml11Difference(node), case .scalar(let scalar) = node else { return false }
         add(node, "\(path): \(scalar.string) is \(difference.yaml12) in YAML 1.2 but \(difference.yaml11) in YAML 1.1 (older tools): write \(difference.write), or quote it for a string")
         return true
@@ -565,28 +556,28 @@ package struct PolicyDecoder {
 
     /// For text fields: a plain `no`, `on`, `1_000` is text in YAML 1.2 but a boolean or a
     /// number in YAML 1.1 (the "Norway problem"); it must be quoted.
-    private mutating func refusesAmbiguousString(_ node: Node, _ path: String) -> Bool {
+    private mutating func refusesAmbiguousString(_ node: YAMLNode, _ path: String) -> Bool {
         guard let difference = ScalarType.yaml11Difference(node), difference.yaml12.hasPrefix("the string"),
               case .scalar(let scalar) = node else { return false }
         add(node, "\(path): \(scalar.string) is \(difference.yaml12) in YAML 1.2 but \(difference.yaml11) in YAML 1.1 (older tools): quote it, \"\(scalar.string)\"")
         return true
     }
 
-    private mutating func integer(_ node: Node, _ path: String) -> Int? {
+    private mutating func integer(_ node: YAMLNode, _ path: String) -> Int? {
         if refusesAmbiguous(node, path) { return nil }
         if case .integer(let number)? = ScalarType(node) { return number }
         add(node, "\(path): expected an integer, found \(describe(node))")
         return nil
     }
 
-    private mutating func boolean(_ node: Node, _ path: String) -> Bool? {
+    private mutating func boolean(_ node: YAMLNode, _ path: String) -> Bool? {
         if refusesAmbiguous(node, path) { return nil }
         if case .boolean(let value)? = ScalarType(node) { return value }
         add(node, "\(path): expected true or false, found \(describe(node))")
         return nil
     }
 
-    private mutating func stringMap(_ node: Node, _ path: String) -> [String: String]? {
+    private mutating func stringMap(_ node: YAMLNode, _ path: String) -> [String: String]? {
         guard let map = mapping(node, path) else { return nil }
         var result: [String: String] = [:]
         for (key, value) in map {
@@ -604,11 +595,10 @@ package struct PolicyDecoder {
         return result
     }
 
-    private func describe(_ node: Node) -> String {
+    private func describe(_ node: YAMLNode) -> String {
         switch node {
         case .mapping: return "a mapping"
         case .sequence: return "a list"
-        case .alias: return "an alias"
         case .scalar(let scalar):
             switch ScalarType(node) {
             case .null?: return "nothing (null)"
@@ -622,12 +612,11 @@ package struct PolicyDecoder {
 
     // MARK: - Problems
 
-    private func location(_ node: Node) -> SourceLocation {
-        let mark = node.mark
-        return SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1)
+    private func location(_ node: YAMLNode) -> SourceLocation {
+        SourceLocation(file: file, line: node.mark.line, column: node.mark.column)
     }
 
-    private mutating func add(_ node: Node, _ message: String) {
+    private mutating func add(_ node: YAMLNode, _ message: String) {
         add(location(node), message)
     }
 
@@ -635,50 +624,14 @@ package struct PolicyDecoder {
         problems.append(PolicyProblem(location, message))
     }
 
-    private mutating func add(yamlError error: Error, text: String) {
-        switch error {
-        case YamlError.scanner(let context, let problem, let mark, _),
-             YamlError.parser(let context, let problem, let mark, _),
-             YamlError.composer(let context, let problem, let mark, _):
-            let detail = context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
-            add(SourceLocation(file: file, line: mark.line, column: mark.column), "malformed YAML: \(problem)\(detail)")
-        case YamlError.duplicatedKeysInMapping(let duplicates, _) where duplicates.contains("<uncovertable>"):
-            // A list or mapping used as a key, repeated: the composer names no key and its place
-            // depends on hash order. The first explicit key ('? ') is where such keys begin.
-            let (line, column) = Self.firstExplicitKey(in: text) ?? (1, 1)
-            add(SourceLocation(file: file, line: line, column: column), "a mapping repeats a key that is a list or a mapping: field names are plain words")
-        case YamlError.duplicatedKeysInMapping(let duplicates, let context):
-            let names = Set(duplicates).sorted()
-            let (line, column) = Self.secondOccurrence(of: names, in: text) ?? (context.mark.line, context.mark.column)
-            add(SourceLocation(file: file, line: line, column: column), "field '\(names.joined(separator: "', '"))' appears twice in one mapping")
-        default:
-            add(SourceLocation(file: file, line: 1, column: 1), "malformed YAML: \(error)")
+    private mutating func add(yamlError error: YAMLError) {
+        let location = SourceLocation(file: file, line: error.mark.line, column: error.mark.column)
+        if !error.repeatedKeys.isEmpty {
+            add(location, "field '\(error.repeatedKeys.map { TerminalText.excerpt($0) }.joined(separator: "', '"))' appears twice in one mapping")
+            return
         }
-    }
-
-    /// Where the first of `names` to appear a second time as a block mapping key does so. The
-    /// composer's own place for a repeated key is one of the repeats, chosen in no fixed order
-    /// when keys differ only by tag.
-    static func secondOccurrence(of names: [String], in text: String) -> (line: Int, column: Int)? {
-        /// Each name's last place as a key, while the mapping it is in lasts (no line less indented since).
-        var seen: [String: Int] = [:]
-        for (index, raw) in lines(of: text).enumerated() {
-            let indent = raw.prefix { $0 == " " }.count
-            let content = raw.dropFirst(indent)
-            if !content.isEmpty && !content.hasPrefix("#") { seen = seen.filter { $0.value <= indent + 1 } }
-            var rest = raw.drop { $0 == " " }
-            if rest.hasPrefix("- ") { rest = rest.dropFirst(2).drop { $0 == " " } }
-            let keyStart = raw.count - rest.count + 1
-            if rest.hasPrefix("!") { rest = rest.drop { $0 != " " }.drop { $0 == " " } }
-            let column = raw.count - rest.count + 1
-            for name in names {
-                guard let after = [name, "\"\(name)\"", "'\(name)'"].lazy.compactMap({ rest.hasPrefix($0) ? rest.dropFirst($0.count) : nil }).first,
-                      after.drop(while: { $0 == " " }).hasPrefix(":") else { continue }
-                if seen[name] == keyStart { return (index + 1, column) }
-                seen[name] = keyStart
-            }
-        }
-        return nil
+        let detail = error.context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
+        add(location, "malformed YAML: \(error.problem)\(detail)")
     }
 
     /// The line numbers of block scalars' text (the lines after `key: |` or `- >-` that are
@@ -711,15 +664,6 @@ package struct PolicyDecoder {
     /// refuses other line breaks).
     static func lines(of text: String) -> [Substring] {
         text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
-    }
-
-    /// Where the first line that opens an explicit key (`? `) starts it.
-    static func firstExplicitKey(in text: String) -> (line: Int, column: Int)? {
-        for (index, raw) in lines(of: text).enumerated() {
-            let rest = raw.drop { $0 == " " }
-            if rest == "?" || rest.hasPrefix("? ") || rest.hasPrefix("?\t") { return (index + 1, raw.count - rest.count + 1) }
-        }
-        return nil
     }
 
     /// Whether `name` may be a policy's metadata.name: lower-case letters, digits, `-` and `.`.

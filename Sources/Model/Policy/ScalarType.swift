@@ -1,4 +1,4 @@
-import Yams
+import YAMLReader
 
 /// The type of a YAML scalar under YAML 1.2's core schema — what JSON Schema tools and current
 /// YAML loaders read — decided without regular expressions: quoted scalars are strings; plain
@@ -13,29 +13,29 @@ enum ScalarType: Equatable {
     case float
     case string(String)
 
-    init?(_ node: Node) {
+    init?(_ node: YAMLNode) {
         guard case .scalar(let scalar) = node else { return nil }
         let text = scalar.string
-        switch scalar.tag.rawValue {
-        case "", "?":
+        switch scalar.tag {
+        case "":
             break
-        case Tag.Name.str.rawValue, "!":
+        case Self.yamlTag("str"), "!":
             self = .string(text)
             return
-        case Tag.Name.int.rawValue:
+        case Self.yamlTag("int"):
             self = ScalarType.parseInteger(text).map(ScalarType.integer) ?? .string(text)
             return
-        case Tag.Name.bool.rawValue:
+        case Self.yamlTag("bool"):
             self = ScalarType.parseBoolean(text).map(ScalarType.boolean) ?? .string(text)
             return
-        case Tag.Name.null.rawValue:
+        case Self.yamlTag("null"):
             self = .null
             return
         default:
             self = .string(text)
             return
         }
-        guard scalar.style == .plain || scalar.style == .any else {
+        guard scalar.isPlain else {
             self = .string(text)
             return
         }
@@ -58,14 +58,15 @@ enum ScalarType: Equatable {
     }
 
     /// The tags a policy may carry: YAML's standard ones and the non-specific `!`.
-    static let standardTags: Set<String> = ["", "?", "!", Tag.Name.str.rawValue, Tag.Name.int.rawValue, Tag.Name.bool.rawValue,
-                                            Tag.Name.null.rawValue, Tag.Name.float.rawValue, Tag.Name.map.rawValue, Tag.Name.seq.rawValue]
+    static let standardTags: Set<String> = Set(["", "!"] + ["str", "int", "bool", "null", "float", "map", "seq"].map(yamlTag))
+
+    /// The full name of a YAML standard tag (`!!str` is `tag:yaml.org,2002:str`).
+    static func yamlTag(_ name: String) -> String { "tag:yaml.org,2002:" + name }
 
     /// For a plain scalar that YAML 1.1 (PyYAML, older tools) reads differently from YAML 1.2:
     /// what 1.1 reads, what 1.2 reads, and the spelling both read alike. nil when they agree.
-    static func yaml11Difference(_ node: Node) -> (yaml11: String, yaml12: String, write: String)? {
-        guard case .scalar(let scalar) = node, scalar.style == .plain || scalar.style == .any,
-              scalar.tag.rawValue == "" || scalar.tag.rawValue == "?" else { return nil }
+    static func yaml11Difference(_ node: YAMLNode) -> (yaml11: String, yaml12: String, write: String)? {
+        guard case .scalar(let scalar) = node, scalar.isPlain, scalar.tag.isEmpty else { return nil }
         let text = scalar.string
         switch text {
         case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import IntegrationModel
-import Yams
+import YAMLReader
 
 /// Where `tether run` takes its settings from (README, "Configuration"): the command line wins,
 /// then `TETHER_*` environment variables, then the configuration file (`--config FILE`, else
@@ -267,28 +267,27 @@ struct RunConfiguration {
 
     /// The file's keys with their values and lines; every problem at once, each with its place.
     static func parse(_ text: String, path: String) throws -> [String: (values: [String], line: Int)] {
-        let node: Node?
+        let node: YAMLNode?
         do {
-            node = try Yams.compose(yaml: text)
-        } catch {
-            throw CommandError("\(path): not YAML: \(TerminalText.excerpt("\(error)", limit: 300))")
+            node = try YAML.document(in: text)
+        } catch let error {
+            if let key = error.repeatedKeys.first {
+                throw CommandError("\(path):\(error.mark.line): '\(TerminalText.excerpt(key))' appears twice")
+            }
+            throw CommandError("\(path):\(error.mark.line): not YAML: \(TerminalText.excerpt(error.description, limit: 300))")
         }
         guard let node else { return [:] }
         guard case .mapping(let mapping) = node else {
-            throw CommandError("\(path):\(node.mark.map { $0.line } ?? 1): expected keys and values such as `interval: 300`")
+            throw CommandError("\(path):\(node.mark.line): expected keys and values such as `interval: 300`")
         }
         var result: [String: (values: [String], line: Int)] = [:]
         var problems: [String] = []
         let names = keys.map(\.name)
         for (keyNode, valueNode) in mapping {
-            let line = keyNode.mark.map { $0.line } ?? 1
+            let line = keyNode.mark.line
             guard let name = keyNode.scalar?.string, let key = keys.first(where: { $0.name == name }) else {
                 let name = keyNode.scalar?.string ?? "?"
                 problems.append("\(path):\(line): unknown key '\(TerminalText.excerpt(name))' (the keys are the long options of `tether run`)\(Suggestion.hint(for: name, among: names))")
-                continue
-            }
-            if result[name] != nil {
-                problems.append("\(path):\(line): '\(name)' appears twice")
                 continue
             }
             switch (key.kind, valueNode) {
@@ -304,7 +303,7 @@ struct RunConfiguration {
                 var items: [String] = []
                 for item in sequence {
                     if let text = item.scalar?.string { items.append(text) } else {
-                        problems.append("\(path):\(item.mark.map { $0.line } ?? line): '\(name)' takes a list of plain values")
+                        problems.append("\(path):\(item.mark.line): '\(name)' takes a list of plain values")
                     }
                 }
                 result[name] = (items, line)
@@ -312,7 +311,7 @@ struct RunConfiguration {
                 var labels: [String] = []
                 for pair in pairs {
                     guard let label = pair.key.scalar?.string, let value = pair.value.scalar?.string else {
-                        problems.append("\(path):\(pair.key.mark.map { $0.line } ?? line): 'label' takes plain keys and values, such as `label: {env: prod}`")
+                        problems.append("\(path):\(pair.key.mark.line): 'label' takes plain keys and values, such as `label: {env: prod}`")
                         continue
                     }
                     labels.append("\(label)=\(value)")
