@@ -57,55 +57,57 @@ let package = Package(
         module("CProcessShims", in: "System"),
         // Tether's release and commit, stamped by `make package` (scripts/package).
         module("CTetherVersion", in: "System"),
+        // Locks, threads and the text helpers Foundation's full edition would otherwise bring.
+        module("Primitives", in: "System", ["CProcessShims"]),
         // The kernel interfaces the sensors read: the netlink process connector and fanotify.
         module("CSensorShims", in: "System"),
         // Running a program as a child with a deadline (tether-fetch, kesl-control).
         module("ChildProcess", in: "System", ["CProcessShims"]),
         module("GitSource", in: "System", ["CGit2", "CGit2Shims"]),
-        module("X509", in: "System", ["COpenSSL", "COpenSSLShims"]),
-        module("HTTPServer", in: "System"),
+        module("X509", in: "System", ["Primitives", "COpenSSL", "COpenSSLShims"]),
+        module("HTTPServer", in: "System", ["Primitives"]),
         module("HTTPTransport", in: "System", ["CCurl", "CCurlShims"]),
-        module("SQLiteDB", in: "System", ["CSQLite"]),
+        module("SQLiteDB", in: "System", ["Primitives", "CSQLite"]),
         // YAML read into nodes with their places, over libyaml's parser.
         module("YAMLReader", in: "System", ["CYAML"]),
 
         // ── Model: the settings catalog and the policy language ──
         module("IntegrationModel", in: "Model"),
-        module("Policy", in: "Model", ["IntegrationModel", "YAMLReader"]),
+        module("Policy", in: "Model", ["Primitives", "IntegrationModel", "YAMLReader"]),
 
         // ── Source: where policies come from: revision, mirror, fetch, verification, anti-rollback ──
-        module("PolicySource", in: "Source", ["ChildProcess", "GitSource", "Policy", "X509"]),
+        module("PolicySource", in: "Source", ["Primitives", "ChildProcess", "GitSource", "Policy", "X509"]),
 
         // ── Agents: the interface every backend offers, and the backends ──
-        module("AgentInterface", in: "Agents", ["IntegrationModel", "X509"]),
+        module("AgentInterface", in: "Agents", ["Primitives", "IntegrationModel", "X509"]),
         // What every backend keeps of Tether's own work: the applied state and the change log.
         module("AgentRecords", in: "Agents", ["AgentInterface", "IntegrationModel", "SQLiteDB"]),
-        module("EmbeddedAgent", in: "Agents", ["AgentInterface", "AgentRecords", "IntegrationModel", "SQLiteDB", "X509"]),
+        module("EmbeddedAgent", in: "Agents", ["Primitives", "AgentInterface", "AgentRecords", "IntegrationModel", "SQLiteDB", "X509"]),
         // The vendor's agent, driven through its command line kesl-control (docs/architecture.md, "The vendor's agent").
-        module("KESLAgent", in: "Agents", ["AgentInterface", "AgentRecords", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
+        module("KESLAgent", in: "Agents", ["Primitives", "AgentInterface", "AgentRecords", "ChildProcess", "IntegrationModel", "SQLiteDB", "X509"]),
 
         // ── Endpoint: the embedded agent's sensors, wire format and connectors ──
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
         module("WireFormat", in: "Endpoint", ["IntegrationModel"]),
-        module("Sensors", in: "Endpoint", ["CSensorShims", "IntegrationModel", "WireFormat", "X509"]),
-        module("ConnectorCore", in: "Endpoint", ["AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
+        module("Sensors", in: "Endpoint", ["Primitives", "CSensorShims", "IntegrationModel", "WireFormat", "X509"]),
+        module("ConnectorCore", in: "Endpoint", ["ChildProcess", "Primitives", "AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
 
         // ── Planning: desired × actual × last applied → findings and ordered steps (pure) ──
-        module("Planner", in: "Planning", ["AgentInterface", "IntegrationModel", "Policy", "X509"]),
+        module("Planner", in: "Planning", ["Primitives", "AgentInterface", "IntegrationModel", "Policy", "X509"]),
 
         // ── Reconciling: one driver from revision to recorded apply; the controller that runs it ──
-        module("Reconciler", in: "Reconciling", ["GitSource", "Planner", "AgentInterface", "AgentRecords", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
+        module("Reconciler", in: "Reconciling", ["Primitives", "GitSource", "Planner", "AgentInterface", "AgentRecords", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
         module("Controller", in: "Reconciling", [
-            "Reconciler", "Planner", "PolicySource", "AgentInterface", "ConnectorCore", "GitSource", "Sensors", "X509", "Policy",
+            "Primitives", "Reconciler", "Planner", "PolicySource", "AgentInterface", "ConnectorCore", "GitSource", "Sensors", "X509", "Policy",
             "IntegrationModel", "HTTPServer", "HTTPTransport", logging,
         ]),
 
         // ── Reporting: text, JSON, Markdown, HTML, SARIF, JUnit; the fleet view ──
-        module("Reports", in: "Reporting", ["ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
+        module("Reports", in: "Reporting", ["Primitives", "ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
 
         // ── Programs: the command line and the small programs beside it ──
         module("TetherCLI", in: "Programs", [
-            "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
+            "Primitives", "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
             "CTetherVersion", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "YAMLReader", argumentParser, logging,
         ]),
         program("tether", in: "Programs", ["TetherCLI"]),

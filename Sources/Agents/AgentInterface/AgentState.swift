@@ -1,6 +1,7 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import X509
+import Primitives
 
 /// What the agent has right now: every setting (defaults filled), which tasks run, and the
 /// pinned server and installed client certificates.
@@ -288,7 +289,7 @@ package struct CertificateDescription: Sendable, Equatable {
 
     static func issuer(_ text: String) -> [String] {
         text.split(whereSeparator: { $0 == "," || $0 == "/" })
-            .map { $0.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.joined(separator: "=") }
+            .map { $0.split(separator: "=", maxSplits: 1).map { $0.trimmingSpaces().lowercased() }.joined(separator: "=") }
             .filter { !$0.isEmpty }.sorted()
     }
 }

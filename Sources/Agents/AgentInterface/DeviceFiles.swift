@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Files on the device that policies name (client containers, password files). Policies come
 /// from git, so a path in one must not reach any file the agent can read: relative paths are

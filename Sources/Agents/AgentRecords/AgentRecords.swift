@@ -1,5 +1,5 @@
 import AgentInterface
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import SQLiteDB
 

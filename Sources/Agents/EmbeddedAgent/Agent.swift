@@ -1,9 +1,10 @@
 import AgentInterface
 import AgentRecords
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import SQLiteDB
 import X509
+import Primitives
 
 /// The embedded endpoint agent (settings side): an SQLite store in the state directory holding
 /// each integration's settings, whether its task runs, and its certificates. It enforces
@@ -15,7 +16,7 @@ package final class Agent: AgentBackend, @unchecked Sendable {
     let database: Database
     /// Held by the thread inside a transaction (or a read), so the threads of `tether run` that
     /// share this agent never see each other's nesting depth or half-made changes.
-    private let lock = NSRecursiveLock()
+    private let lock = Lock(recursive: true)
     private var transactionDepth = 0
     private var actor = "tether agent"
     private var attached = Set<String>()
@@ -33,7 +34,7 @@ package final class Agent: AgentBackend, @unchecked Sendable {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
         } catch {
-            throw AgentError.store("cannot create the state directory \(stateDirectory): \(error.localizedDescription)")
+            throw AgentError.store("cannot create the state directory \(stateDirectory): \(reason(of: error))")
         }
         let path = directory.appendingPathComponent(Agent.storeFileName).path
         do {

@@ -1,6 +1,6 @@
 import AgentInterface
 import AgentRecords
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import SQLiteDB
 

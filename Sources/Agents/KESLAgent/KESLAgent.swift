@@ -1,9 +1,13 @@
 import AgentInterface
 import AgentRecords
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
 import SQLiteDB
 import X509
+import Primitives
 
 /// The vendor's agent, governed through its command line `kesl-control` (docs/architecture.md,
 /// "The vendor's agent"). Its state is read from the vendor (each task's settings file, task

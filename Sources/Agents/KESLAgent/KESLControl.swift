@@ -1,9 +1,10 @@
 import AgentInterface
 import ChildProcess
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 #if canImport(Glibc)
 import Glibc
+import Primitives
 #endif
 
 /// The vendor's task names, in one table an option can override (versions of the agent differ).
@@ -37,7 +38,7 @@ package struct VendorTaskNames: Sendable, Equatable {
     package init(overrides text: String) throws {
         self.init()
         for pair in text.split(separator: ",") {
-            let parts = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            let parts = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingSpaces() }
             guard parts.count == 2, !parts[1].isEmpty, parts[1].allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
                 throw KESLError(command: "--kesl-tasks", message: "'\(pair)' is not name=TASK; write for example edr=KATAEDR,behaviorDetection=Behavior_Detection")
             }
@@ -112,8 +113,8 @@ package struct KESLControl: Sendable {
     func run(_ arguments: [String], input: [UInt8] = []) throws -> String {
         let ended = try outcome(arguments, input: input)
         guard ended.status == 0 else {
-            var said = ended.errorOutput.trimmingCharacters(in: .whitespacesAndNewlines)
-            if said.isEmpty { said = ended.output.trimmingCharacters(in: .whitespacesAndNewlines) }
+            var said = ended.errorOutput.trimmingWhitespace()
+            if said.isEmpty { said = ended.output.trimmingWhitespace() }
             if said.isEmpty { said = "no message" }
             var message = "exit \(ended.status): \(TerminalText.excerpt(said, limit: 400))"
             if geteuid() != 0, said.lowercased().contains("root") || said.lowercased().contains("permission") {
@@ -138,7 +139,7 @@ package struct KESLControl: Sendable {
     func isRunning(_ task: String) throws -> Bool {
         let text = try run(["--get-task-state", task])
         for line in text.split(whereSeparator: \.isNewline) {
-            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingSpaces() }
             if parts.count == 2, parts[0].lowercased() == "state" {
                 switch parts[1].lowercased() {
                 case "started", "running": return true
@@ -162,7 +163,7 @@ package struct KESLControl: Sendable {
         var fields: [String: String] = [:]
         for line in text.split(whereSeparator: \.isNewline) {
             guard let colon = line.firstIndex(of: ":") else { continue }
-            fields[line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            fields[line[..<colon].trimmingSpaces().lowercased()] = line[line.index(after: colon)...].trimmingSpaces()
         }
         guard let serial = fields["serial number"], let issuer = fields["issuer"] else {
             throw KESLError(command: "kesl-control --query-\(VendorTaskNames.group(integration))-\(role.rawValue)-certificate",

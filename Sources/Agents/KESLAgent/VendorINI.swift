@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
+import Primitives
 
 /// A vendor settings file as `kesl-control --get-settings` prints it and `--set-settings --file`
 /// reads it: top-level `Key=Value` lines (with or without a `[General]` header), list sections
@@ -20,7 +21,7 @@ package struct VendorINI: Sendable, Equatable {
 
         /// The value of `key`, case-insensitively.
         package func value(_ key: String) -> String? {
-            entries.first { $0.key.caseInsensitiveCompare(key) == .orderedSame }?.value
+            entries.first { $0.key.equalsIgnoringCase(key) }?.value
         }
     }
 
@@ -46,14 +47,14 @@ package struct VendorINI: Sendable, Equatable {
         self.init()
         var current: Int?  // index into sections; nil for the general part
         for (index, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
+            let line = raw.trimmingSpaces()
             if line.isEmpty || line.hasPrefix(";") || line.hasPrefix("#") { continue }
             if line.hasPrefix("[") {
                 guard line.hasSuffix("]"), line.count > 2 else { throw ParseError(line: index + 1, text: String(raw)) }
-                let name = line.dropFirst().dropLast().trimmingCharacters(in: .whitespaces)
-                if name.caseInsensitiveCompare("General") == .orderedSame {
+                let name = line.dropFirst().dropLast().trimmingSpaces()
+                if name.equalsIgnoringCase("General") {
                     current = nil
-                } else if let existing = sections.firstIndex(where: { $0.name.caseInsensitiveCompare(name) == .orderedSame }) {
+                } else if let existing = sections.firstIndex(where: { $0.name.equalsIgnoringCase(name) }) {
                     current = existing
                 } else {
                     sections.append(Section(name: name, entries: []))
@@ -62,20 +63,20 @@ package struct VendorINI: Sendable, Equatable {
                 continue
             }
             guard let equals = line.firstIndex(of: "="), equals != line.startIndex else { throw ParseError(line: index + 1, text: String(raw)) }
-            let entry = Entry(key: line[..<equals].trimmingCharacters(in: .whitespaces),
-                              value: line[line.index(after: equals)...].trimmingCharacters(in: .whitespaces))
+            let entry = Entry(key: line[..<equals].trimmingSpaces(),
+                              value: line[line.index(after: equals)...].trimmingSpaces())
             if let current { sections[current].entries.append(entry) } else { general.append(entry) }
         }
     }
 
     /// The value of `key` at the top level, case-insensitively.
     package func value(_ key: String) -> String? {
-        general.first { $0.key.caseInsensitiveCompare(key) == .orderedSame }?.value
+        general.first { $0.key.equalsIgnoringCase(key) }?.value
     }
 
     /// The section called `name`, case-insensitively.
     package func section(_ name: String) -> Section? {
-        sections.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }
+        sections.first { $0.name.equalsIgnoringCase(name) }
     }
 
     /// The items of a list (`Endpoints` → `[Endpoints.item_0000]`, `[Endpoints.item_1]` …), by item number.

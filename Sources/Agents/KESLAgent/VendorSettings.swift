@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
+import Primitives
 
 /// Where each catalog setting lives in the vendor's per-task settings files, and how values are
 /// written there (`Yes`/`No`, numbers, `[Endpoints.item_NNNN]` lists).
@@ -89,7 +90,7 @@ package enum VendorSettings {
             switch value {
             case .endpoints(let list):
                 for (index, endpoint) in list.enumerated() {
-                    ini.sections.append(VendorINI.Section(name: "\(key).item_\(String(format: "%04d", index))",
+                    ini.sections.append(VendorINI.Section(name: "\(key).item_\(index.digits(width: 4))",
                                                           entries: [.init(key: "Address", value: endpoint.address),
                                                                     .init(key: "Port", value: String(endpoint.port))]))
                 }

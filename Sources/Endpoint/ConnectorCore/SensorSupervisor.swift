@@ -1,9 +1,14 @@
 import AgentInterface
 import EmbeddedAgent
-import Foundation
+import Dispatch
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
 import Sensors
 import X509
+import Primitives
 
 /// Runs the sensors while telemetry flows and feeds what they see into the telemetry queue
 /// (docs/architecture.md, "Sensors"). Every `checkInterval` it reads the agent's settings:
@@ -19,10 +24,10 @@ package final class SensorSupervisor: @unchecked Sendable {
     private let prevention = PreventionList()
     private let kernelInterfaces: Bool
     private let checkInterval: TimeInterval
-    private let lock = NSLock()
+    private let lock = Lock()
     private var sensors: SensorSet?
     private var lastKernelCounts: [SensorKind: (reported: Int, overflows: Int)] = [:]
-    private var thread: Thread?
+    private var started = false
     private var stopping = false
     private let finished = DispatchSemaphore(value: 0)
     /// A problem reported once (the agent's store unreadable), not every check.
@@ -72,8 +77,8 @@ package final class SensorSupervisor: @unchecked Sendable {
 
     /// Starts checking on a thread of its own.
     package func start() {
-        let thread = Thread { [self] in
-            nameThisThread("sensor:queue")
+        lock.withLock { started = true }
+        Threads.start(name: "sensor:queue") { [self] in
             while !isStopping {
                 step()
                 _ = stopRequested.wait(timeout: .now() + checkInterval)
@@ -82,15 +87,12 @@ package final class SensorSupervisor: @unchecked Sendable {
             drain(flowing: lastFlowing)
             finished.signal()
         }
-        thread.name = "tether sensor supervisor"
-        self.thread = thread
-        thread.start()
     }
 
     /// Stops the sensors (what they saw last is queued or counted) and waits for the thread.
     package func stop() {
         lock.lock()
-        let wasRunning = thread != nil && !stopping
+        let wasRunning = started && !stopping
         stopping = true
         lock.unlock()
         stopRequested.signal()

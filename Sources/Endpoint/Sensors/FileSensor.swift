@@ -1,5 +1,8 @@
 internal import CSensorShims
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Files written (closed after writing), created, deleted and renamed under the configured
 /// folders. With CAP_SYS_ADMIN it marks the file systems holding them with fanotify, which says

@@ -1,5 +1,8 @@
 internal import CSensorShims
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// TCP connections opened and closed, TCP sockets listening and UDP sockets bound, listed every
 /// `interval` through the kernel's sock_diag netlink interface (binary, TIME_WAIT left out by

@@ -1,4 +1,8 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import Primitives
 
 /// Small reads of /proc without Foundation's file machinery: a sensor reads several files per
 /// process start, a thousand times a second under load.
@@ -59,7 +63,7 @@ enum ProcFS {
     static let bootTime: Date? = {
         guard let bytes = read("/proc/stat", limit: 65_536) else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("btime ") {
-            return Double(line.dropFirst(6).trimmingCharacters(in: .whitespaces)).map { Date(timeIntervalSince1970: $0) }
+            return Double(line.dropFirst(6).trimmingSpaces()).map { Date(timeIntervalSince1970: $0) }
         }
         return nil
     }()

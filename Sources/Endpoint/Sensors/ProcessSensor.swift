@@ -1,6 +1,10 @@
 internal import CSensorShims
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import X509
+import Primitives
 
 /// Process starts and stops: from the kernel's netlink process connector (exec and exit, as
 /// they happen), or, where that is refused (no CAP_NET_ADMIN, a container without it), from a
@@ -160,7 +164,7 @@ final class ProcessSensor: @unchecked Sendable {
 
 /// Counts shared between a sensor's thread and whoever asks.
 final class KernelCounters: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var reported = 0
     private var overflows = 0
 
@@ -201,7 +205,7 @@ final class ProcessEnricher: @unchecked Sendable {
     private var hashes: [FileKey: (sha256: String, md5: String)] = [:]
     /// The executables of the processes seen starting, for their stop events.
     private var executables: [Int32: String] = [:]
-    private let lock = NSLock()
+    private let lock = Lock()
     static let hashCacheLimit = 4096
     static let processLimit = 65_536
     static let commandLineLimit = 4096
@@ -332,7 +336,7 @@ final class ProcessEnricher: @unchecked Sendable {
 /// The execution-prevention rules the process sensor enforces: hashes of executables that may
 /// not run. Replaced whole (as the platform's command replaces the list), read on every start.
 package final class PreventionList: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var sha256: Set<String> = []
     private var md5: Set<String> = []
 
@@ -366,7 +370,7 @@ enum CommandLineRedaction {
 
     private static func redact(argument: Substring) -> String {
         var argument = String(argument)
-        if let scheme = argument.range(of: "://") {
+        if let scheme = argument.firstRange(of: "://") {
             let authorityEnd = argument[scheme.upperBound...].firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? argument.endIndex
             if let at = argument[scheme.upperBound..<authorityEnd].lastIndex(of: "@") {
                 argument.replaceSubrange(scheme.upperBound..<at, with: "***")

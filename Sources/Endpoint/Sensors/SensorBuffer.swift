@@ -1,5 +1,10 @@
 internal import CSensorShims
-import Foundation
+import Dispatch
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import Primitives
 
 /// The bounded buffer between the sensors' threads and the telemetry queue: sensors never wait
 /// on a disk or on the controller, and when the buffer is full an event is dropped and counted
@@ -7,7 +12,7 @@ import Foundation
 package final class SensorBuffer: @unchecked Sendable {
     /// Events held at most.
     package let capacity: Int
-    private let lock = NSLock()
+    private let lock = Lock()
     private var events: [SensorEvent] = []
     private var seen: [String: Int] = [:]
     private var dropped: [String: Int] = [:]
@@ -52,27 +57,18 @@ package final class SensorBuffer: @unchecked Sendable {
     }
 }
 
-/// Names the calling thread as `top` and `ps -L` show it (at most 15 bytes).
-package func nameThisThread(_ name: String) {
-    tether_name_thread(name)
-}
-
 /// A sensor's thread: runs `body` until `stop()`, which waits for it to end. `body` checks
 /// `isStopping` at least every quarter second.
 final class SensorThread: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var stopping = false
     private let finished = DispatchSemaphore(value: 0)
 
     init(name: String, body: @escaping @Sendable (SensorThread) -> Void) {
-        let thread = Thread { [self] in
-            nameThisThread(name)
+        Threads.start(name: name, stackSize: 1 << 20) { [self] in
             body(self)
             finished.signal()
         }
-        thread.name = name
-        thread.stackSize = 1 << 20
-        thread.start()
     }
 
     var isStopping: Bool {
@@ -105,7 +101,7 @@ final class SensorThread: @unchecked Sendable {
     func sleep(_ seconds: TimeInterval) {
         let deadline = Date().addingTimeInterval(seconds)
         while !isStopping, deadline.timeIntervalSinceNow > 0 {
-            Thread.sleep(forTimeInterval: min(0.25, deadline.timeIntervalSinceNow))
+            Threads.sleep(seconds: min(0.25, deadline.timeIntervalSinceNow))
         }
     }
 }

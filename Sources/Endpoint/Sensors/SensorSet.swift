@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The embedded agent's sensors (docs/architecture.md, "Sensors").
 package enum SensorKind: String, CaseIterable, Sendable, Codable {

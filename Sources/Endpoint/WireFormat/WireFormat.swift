@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
 import FoundationEssentials
-#else
-import Foundation
-#endif
 import IntegrationModel
 
 // The documents the connectors and the platform exchange (docs/wire-format.md), as Codable

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// What a policy can manage: a setting, or an integration's server or client certificate.
 package enum DesiredKey: Hashable, Sendable, Comparable, CustomStringConvertible {

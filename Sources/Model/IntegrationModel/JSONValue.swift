@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
 import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// Any JSON value, typed: for documents that are open by design (a platform's commands before
 /// the agent interprets them, the bodies platform-sim records, the policy JSON Schema).

@@ -1,8 +1,4 @@
-#if canImport(FoundationEssentials)
 import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// Times as Tether writes and reads them everywhere (reports, status, logs, the wire): ISO 8601
 /// in UTC to the second, `2026-11-29T13:07:47Z`. Formatted without ICU: a controller writes

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 
 /// Where something was declared: a file in the repository, a line and a column (both from 1).

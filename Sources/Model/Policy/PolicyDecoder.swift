@@ -1,6 +1,7 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import YAMLReader
+import Primitives
 
 /// Decodes `IntegrationPolicy` YAML documents, keeping the file, line and column of every value,
 /// and collecting every problem rather than stopping at the first.
@@ -65,7 +66,7 @@ package struct PolicyDecoder {
             guard index == contents.count || contents[index] == 0x0A else { continue }
             if index - start > maximumLineBytes {
                 let head = String(decoding: contents[start..<min(index, start + 240)], as: UTF8.self)
-                let shown = TerminalText.escaped(String(head.trimmingCharacters(in: .whitespaces).prefix(60)))
+                let shown = TerminalText.escaped(String(head.trimmingSpaces().prefix(60)))
                 return PolicyProblem(SourceLocation(file: file, line: line, column: 1),
                                      "a line of \(index - start) bytes, where a policy line holds at most \(maximumLineBytes): refused (it begins '\(shown)…')")
             }
@@ -118,7 +119,7 @@ package struct PolicyDecoder {
                 // A lone CR, NEL, LS or PS breaks a line for YAML but not for git or an editor:
                 // every line and column reported after it would point at the wrong place.
                 return PolicyProblem(SourceLocation(file: file, line: line, column: column),
-                                     "a line break other than LF or CRLF (\(character.unicodeScalars.map { String(format: "U+%04X", $0.value) }.joined(separator: " "))): save the file with LF or CRLF line ends")
+                                     "a line break other than LF or CRLF (\(character.unicodeScalars.map { "U+" + $0.value.digits(radix: 16, width: 4) }.joined(separator: " "))): save the file with LF or CRLF line ends")
             }
             if ascii == lineFeed {
                 line += 1
@@ -483,7 +484,7 @@ package struct PolicyDecoder {
                 add(pathNode.value, "\(context).path: unknown setting path '\(TerminalText.excerpt(pathText))'\(Suggestion.hint(for: pathText, among: DesiredKey.all.map(\.description)))")
                 continue
             }
-            if reason.trimmingCharacters(in: .whitespaces).isEmpty {
+            if reason.trimmingSpaces().isEmpty {
                 add(reasonNode.value, "\(context).reason: say why the difference is accepted")
                 continue
             }
@@ -650,7 +651,7 @@ package struct PolicyDecoder {
                 parent = nil
             }
             var value = content
-            if let hash = value.range(of: " #") { value = value[..<hash.lowerBound] }
+            if let hash = value.firstRange(of: " #") { value = value[..<hash.lowerBound] }
             while value.last == " " { value.removeLast() }
             guard let last = value.split(separator: " ").last, last.first == "|" || last.first == ">",
                   last.dropFirst().allSatisfy({ "+-0123456789".contains($0) }) else { continue }

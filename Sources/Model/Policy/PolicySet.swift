@@ -1,6 +1,7 @@
 import Dispatch
-import Foundation
+import FoundationEssentials
 import IntegrationModel
+import Primitives
 
 /// The desired state for one device: each managed key, its value and the policy line that set it.
 package struct DesiredState: Sendable {
@@ -134,7 +135,7 @@ extension PolicySet {
         var warnings: [String] = []
         for (key, value) in labels.sorted(by: { $0.key < $1.key }) {
             guard let known = values[key] else {
-                warnings.append("the label \(key)=\(value) is used by no policy's selector\(Suggestion.hint(for: key, among: Array(values.keys)).replacingOccurrences(of: "did you mean '", with: "did you mean the key '"))")
+                warnings.append("the label \(key)=\(value) is used by no policy's selector\(Suggestion.hint(for: key, among: Array(values.keys)).replacingAll("did you mean '", with: "did you mean the key '"))")
                 continue
             }
             if !known.contains(value) {

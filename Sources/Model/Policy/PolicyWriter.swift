@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
+import Primitives
 
 /// Writes one `IntegrationPolicy` document as YAML that the decoder reads back to the same
 /// values: strings always quoted (so no value reads differently in YAML 1.1), each setting
@@ -94,6 +95,6 @@ package struct PolicyWriter {
     /// A double-quoted YAML string (JSON's escapes are YAML's).
     static func quoted(_ text: String) -> String {
         let data = (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8)
-        return String(decoding: data, as: UTF8.self).replacingOccurrences(of: "\\/", with: "/")
+        return String(decoding: data, as: UTF8.self).replacingAll("\\/", with: "/")
     }
 }

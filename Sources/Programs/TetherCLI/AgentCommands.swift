@@ -1,6 +1,6 @@
 import AgentInterface
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import KESLAgent
 import IntegrationModel
 import Planner

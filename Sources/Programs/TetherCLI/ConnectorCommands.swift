@@ -1,11 +1,15 @@
 import ArgumentParser
 import ConnectorCore
 import Controller
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
 import Reports
 import Sensors
 import WireFormat
+import Primitives
 
 /// Opens the agent and its connectors.
 func connectorRuntime(_ device: DeviceOptions) throws -> ConnectorRuntime {
@@ -29,7 +33,7 @@ struct Sync: ParsableCommand {
         let outcomes = integration.map { [runtime.sync($0)] } ?? runtime.syncAll()
         var failed = false
         for outcome in outcomes {
-            let name = "\(outcome.integration.displayName) (\(outcome.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
+            let name = "\(outcome.integration.displayName) (\(outcome.integration.taskName))".padded(to: 22)
             if !outcome.attempted {
                 Console.out("\(name) skipped: \(outcome.summary)")
             } else if outcome.succeeded {
@@ -105,7 +109,7 @@ enum HealthFormatting {
         var lines = ["Sensors: " + (running ? "running in tether run (pid \(first.pid)) since \(ReportFormatting.timestamp(first.since))"
                                             : "stopped since \(ReportFormatting.timestamp(first.since))")]
         for report in sensors {
-            lines.append("  " + report.status.sensor.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0) + report.status.source
+            lines.append("  " + report.status.sensor.rawValue.padded(to: 9) + report.status.source
                          + (report.status.note.map { "\n" + String(repeating: " ", count: 11) + $0 } ?? ""))
         }
         let types = Set(counts.values.flatMap(\.byType.keys)).sorted()
@@ -120,13 +124,13 @@ enum HealthFormatting {
                 let named = TelemetryOutcome.allCases.compactMap { outcome in outcomes[outcome].map { "\(outcome.rawValue) \($0)" } }
                 parts.append("\(integration.displayName) " + named.joined(separator: ", "))
             }
-            lines.append("  " + type.padding(toLength: 19, withPad: " ", startingAt: 0) + parts.joined(separator: "; "))
+            lines.append("  " + type.padded(to: 19) + parts.joined(separator: "; "))
         }
         return lines.joined(separator: "\n")
     }
 
     static func line(_ status: ConnectorStatus) -> String {
-        var text = "\(status.integration.displayName) (\(status.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
+        var text = "\(status.integration.displayName) (\(status.integration.taskName))".padded(to: 22)
         text += status.state
         if let server = status.server { text += " — \(server)" }
         if let success = status.lastSuccess { text += "; last contact \(ReportFormatting.timestamp(success))" }
@@ -201,7 +205,7 @@ struct SandboxList: ParsableCommand {
     func run() throws {
         let scans = try agentCall { try connectorRuntime(device).sandboxScans() }
         if scans.isEmpty { Console.out("Nothing submitted.") }
-        for scan in scans { Console.out("\(scan.id)  \(scan.state.padding(toLength: 10, withPad: " ", startingAt: 0))  \(scan.verdict ?? "-")  \(scan.path)") }
+        for scan in scans { Console.out("\(scan.id)  \(scan.state.padded(to: 10))  \(scan.verdict ?? "-")  \(scan.path)") }
     }
 }
 

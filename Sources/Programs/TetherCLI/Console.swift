@@ -1,5 +1,9 @@
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
+import Primitives
 
 /// Where commands write. Tests swap it per task to read what a command printed.
 package final class Console: @unchecked Sendable {
@@ -19,8 +23,8 @@ package final class Console: @unchecked Sendable {
     package static let standard = Console(
         isTerminal: isatty(STDOUT_FILENO) == 1 && (ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
             && ProcessInfo.processInfo.environment["TERM"] != "dumb",
-        out: { FileHandle.standardOutput.write(Data($0.utf8)) },
-        error: { FileHandle.standardError.write(Data($0.utf8)) })
+        out: { writeAll($0, to: STDOUT_FILENO) },
+        error: { writeAll($0, to: STDERR_FILENO) })
 
     @TaskLocal package static var current: Console = .standard
 
@@ -45,7 +49,7 @@ package final class Console: @unchecked Sendable {
 
 /// Collects what a command prints, for tests.
 package final class CapturedConsole: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var outText = ""
     private var errorText = ""
 

@@ -1,7 +1,10 @@
 import AgentInterface
 import ArgumentParser
 import Controller
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import X509
 import SQLiteDB
 import HTTPTransport
@@ -11,6 +14,7 @@ import Logging
 import PolicySource
 import Reconciler
 import Reports
+import Primitives
 
 extension VerifyMode: ExpressibleByArgument {}
 
@@ -112,7 +116,7 @@ struct RunCommand: ParsableCommand {
 
     static func address(_ text: String) -> (String, Int)? {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
-        return (String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+        return (String(text[..<colon]).trimming(charactersIn: "[]"), port)
     }
 
     func run() throws {
@@ -229,7 +233,7 @@ struct StatusCommand: ParsableCommand {
         }
         let cycle = status.lastCycle
         Console.out("\(cycle.condition.rawValue): \(cycle.message)")
-        Console.out("  last cycle   \(Timestamp.string(cycle.at)) (\(Controller.age(since: cycle.at)) ago), \(String(format: "%.2f", cycle.durationSeconds)) s, reason \(cycle.reason)")
+        Console.out("  last cycle   \(Timestamp.string(cycle.at)) (\(Controller.age(since: cycle.at)) ago), \(cycle.durationSeconds.fixed(2)) s, reason \(cycle.reason)")
         Console.out("  revision     \(cycle.revision.map { String($0.prefix(12)) } ?? "none")")
         Console.out("  findings     \(cycle.findings), steps \(cycle.steps), fetched \(cycle.fetched ? "yes (\(cycle.bytesReceived) bytes)" : "no (ref unchanged)")")
         Console.out("  source       \(status.source.repository) @ \(status.source.ref), folder \(status.source.path)")
@@ -260,9 +264,10 @@ struct ReportFolder {
                 throw CommandError(String(cString: strerror(errno)))
             }
             // The newest `keep` reports stay; older revisions' reports go.
-            let reports = try FileManager.default.contentsOfDirectory(at: folder, includingPropertiesForKeys: [.contentModificationDateKey])
-                .filter { $0.lastPathComponent.hasPrefix("tether-") && $0.pathExtension == "json" }
-                .map { (url: $0, modified: (try? $0.resourceValues(forKeys: [.contentModificationDateKey]).contentModificationDate) ?? .distantPast) }
+            let reports = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+                .filter { $0.hasPrefix("tether-") && $0.hasSuffix(".json") }
+                .map { folder.appendingPathComponent($0) }
+                .map { (url: $0, modified: (try? FileManager.default.attributesOfItem(atPath: $0.path)[.modificationDate] as? Date) ?? .distantPast) }
                 .sorted { $0.modified > $1.modified }
             for old in reports.dropFirst(keep) { try? FileManager.default.removeItem(at: old.url) }
         } catch {

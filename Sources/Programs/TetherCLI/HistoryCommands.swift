@@ -1,9 +1,10 @@
 import AgentInterface
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import PolicySource
 import Reconciler
 import Reports
+import Primitives
 
 /// `tether history`
 struct HistoryCommand: ParsableCommand {
@@ -34,11 +35,11 @@ struct HistoryCommand: ParsableCommand {
         Console.out("WHEN                  WHAT      REVISION      RESULT         FINDINGS  DETAIL")
         for entry in entries {
             let columns = [
-                ReportFormatting.timestamp(entry.at).padding(toLength: 21, withPad: " ", startingAt: 0),
-                entry.kind.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0),
-                String(entry.revision.prefix(12)).padding(toLength: 13, withPad: " ", startingAt: 0),
-                entry.result.rawValue.padding(toLength: 14, withPad: " ", startingAt: 0),
-                String(entry.findings).padding(toLength: 9, withPad: " ", startingAt: 0),
+                ReportFormatting.timestamp(entry.at).padded(to: 21),
+                entry.kind.rawValue.padded(to: 9),
+                String(entry.revision.prefix(12)).padded(to: 13),
+                entry.result.rawValue.padded(to: 14),
+                String(entry.findings).padded(to: 9),
                 String(entry.detail.prefix(80)),
             ]
             Console.out(columns.joined(separator: " "))
@@ -133,9 +134,9 @@ struct MergeReports: ParsableCommand {
     func run() throws {
         var paths: [String] = []
         for file in files {
-            var isFolder: ObjCBool = false
-            if FileManager.default.fileExists(atPath: file, isDirectory: &isFolder), isFolder.boolValue {
-                let found = (FileManager.default.enumerator(atPath: file)?.allObjects as? [String] ?? [])
+            var isFolder = false
+            if FileManager.default.fileExists(atPath: file, isDirectory: &isFolder), isFolder {
+                let found = ((try? FileManager.default.subpathsOfDirectory(atPath: file)) ?? [])
                     .filter { $0.hasSuffix(".json") }.sorted().map { URL(fileURLWithPath: file).appendingPathComponent($0).path }
                 if found.isEmpty { throw CommandError("error: \(file) holds no JSON report") }
                 paths += found
@@ -158,7 +159,7 @@ struct MergeReports: ParsableCommand {
         }
         if let output {
             do { try text.write(toFile: output, atomically: true, encoding: .utf8) } catch {
-                throw CommandError("error: cannot write \(output): \(error.localizedDescription)")
+                throw CommandError("error: cannot write \(output): \(reason(of: error))")
             }
             Console.error("Wrote the fleet view (\(fleet.summary)) to \(output).")
         } else {

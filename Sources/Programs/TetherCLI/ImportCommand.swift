@@ -1,6 +1,10 @@
 import AgentInterface
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Primitives
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
 import KESLAgent
 import Policy
@@ -118,7 +122,7 @@ struct ImportCommand: ParsableCommand {
             }
             try Data(writer.rendered().utf8).write(to: policyFile, options: .atomic)
         } catch {
-            throw CommandError("error: cannot write into \(output): \(error.localizedDescription)")
+            throw CommandError("error: cannot write into \(output): \(reason(of: error))")
         }
         Console.out("Wrote \(policyFile.path)" + certificates.map { "\n  and \(outputURL.appendingPathComponent($0.file).path)" }.joined())
         if !undeclared.isEmpty {

@@ -1,5 +1,9 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Primitives
+#if canImport(Glibc)
+import Glibc
+#endif
 import GitSource
 import Policy
 import Reports
@@ -100,7 +104,7 @@ struct InitCommand: ParsableCommand {
                 try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
                 try file.text.write(to: url, atomically: true, encoding: .utf8)
             } catch {
-                throw CommandError("error: cannot write \(url.path): \(error.localizedDescription)")
+                throw CommandError("error: cannot write \(url.path): \(reason(of: error))")
             }
         }
         chmod(root.appendingPathComponent("ci/validate.sh").path, 0o755)

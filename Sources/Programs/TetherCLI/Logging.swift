@@ -1,6 +1,7 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import Logging
+import Primitives
 
 /// Log lines on standard error: readable on a terminal, or one JSON object a line
 /// (`--log-format json`) for collectors.
@@ -9,7 +10,7 @@ struct TetherLogHandler: LogHandler {
 
     /// The format every handler uses; set by `tether run` before it logs.
     final class Settings: @unchecked Sendable {
-        private let lock = NSLock()
+        private let lock = Lock()
         private var current = Format.text
         private var currentLevel = Logger.Level.info
         var format: Format {
@@ -75,7 +76,7 @@ struct TetherLogHandler: LogHandler {
             Console.error(String(decoding: data, as: UTF8.self))
         case .text:
             let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            Console.error("\(time) \(level.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0)) \(message)\(fields.isEmpty ? "" : "  " + fields)")
+            Console.error("\(time) \(level.rawValue.padded(to: 7)) \(message)\(fields.isEmpty ? "" : "  " + fields)")
         }
     }
 }

@@ -2,7 +2,7 @@ import AgentInterface
 import ArgumentParser
 import Controller
 import EmbeddedAgent
-import Foundation
+import FoundationEssentials
 import GitSource
 import KESLAgent
 import Planner

@@ -1,10 +1,11 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import KESLAgent
 import Policy
 import PolicySource
 import Reports
+import Primitives
 
 /// `tether render`
 struct RenderCommand: ParsableCommand {
@@ -75,7 +76,7 @@ struct RenderCommand: ParsableCommand {
                 let indent = key.scope == .app ? "" : "  "
                 let name = key.description.split(separator: ".", maxSplits: key.scope == .app ? 0 : 1).last.map(String.init) ?? key.description
                 var line = "\(indent)\(name): \(Self.yaml(sourced.value))"
-                line = line.padding(toLength: max(line.count, 44), withPad: " ", startingAt: 0) + "  # \(sourced.source)"
+                line = line.padded(to: max(line.count, 44)) + "  # \(sourced.source)"
                 if state.mode(key) != .enforce { line += ", \(state.mode(key).rawValue)" }
                 if let exception = state.exceptions[key] { line += ", excepted until \(exception.expiresText)" }
                 lines.append(line)

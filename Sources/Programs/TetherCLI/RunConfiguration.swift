@@ -1,7 +1,11 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
 import YAMLReader
+import Primitives
 
 /// Where `tether run` takes its settings from (README, "Configuration"): the command line wins,
 /// then `TETHER_*` environment variables, then the configuration file (`--config FILE`, else
@@ -20,7 +24,7 @@ struct RunConfiguration {
         let kind: Kind
 
         var flag: String { "--" + name }
-        var variable: String { "TETHER_" + name.uppercased().replacingOccurrences(of: "-", with: "_") }
+        var variable: String { "TETHER_" + name.uppercased().replacingAll("-", with: "_") }
     }
 
     /// Where an effective value came from.
@@ -51,11 +55,11 @@ struct RunConfiguration {
     static let keys: [Key] = {
         var keys: [Key] = []
         for line in RunCommand.helpMessage(columns: 1000).split(separator: "\n") {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            let trimmed = line.trimmingSpaces()
             guard trimmed.hasPrefix("--"), let nameEnd = trimmed.firstIndex(where: { $0 == " " || $0 == "," }) ?? Optional(trimmed.endIndex) else { continue }
             let name = String(trimmed[trimmed.index(trimmed.startIndex, offsetBy: 2)..<nameEnd])
             guard !["help", "version", "config"].contains(name), !keys.contains(where: { $0.name == name }) else { continue }
-            let rest = trimmed[nameEnd...].trimmingCharacters(in: .whitespaces)
+            let rest = trimmed[nameEnd...].trimmingSpaces()
             let kind: Key.Kind
             if !rest.hasPrefix("<") { kind = .flag } else if rest.contains("...") || listOptions.contains(name) { kind = .list } else { kind = .value }
             keys.append(Key(name: name, kind: kind))
@@ -260,7 +264,7 @@ struct RunConfiguration {
             case "0", "false", "no", "off", "": return ["false"]
             default: throw CommandError("error: \(key.variable)=\(TerminalText.excerpt(text)) is not true or false")
             }
-        case .list: return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        case .list: return text.split(separator: ",").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
         case .value: return [text]
         }
     }
@@ -330,7 +334,7 @@ struct RunConfiguration {
     /// A value as `config show` prints it: whatever precedes `@` in a URL's authority (a user and
     /// password, or a token alone) and its query masked.
     static func display(_ value: String) -> String {
-        guard let scheme = value.range(of: "://") else { return value }
+        guard let scheme = value.firstRange(of: "://") else { return value }
         var shown = value
         if let query = shown.firstIndex(of: "?") { shown = String(shown[..<query]) + "?***" }
         let rest = shown[scheme.upperBound...]
@@ -378,8 +382,8 @@ struct ConfigShow: ParsableCommand {
             case (_, .list): value = entry.values.map(RunConfiguration.display).joined(separator: ", ")
             case (_, .value): value = entry.values.map(RunConfiguration.display).joined()
             }
-            let line = entry.key.name.padding(toLength: width, withPad: " ", startingAt: 0) + value
-            Console.out(entry.source == .default ? line : line.padding(toLength: max(line.count, width + 36), withPad: " ", startingAt: 0) + "  # \(entry.source)")
+            let line = entry.key.name.padded(to: width) + value
+            Console.out(entry.source == .default ? line : line.padded(to: max(line.count, width + 36)) + "  # \(entry.source)")
         }
         let environment = ProcessInfo.processInfo.environment
         for secret in ["TETHER_GIT_TOKEN", "TETHER_GIT_PASSWORD"] where environment[secret] != nil {

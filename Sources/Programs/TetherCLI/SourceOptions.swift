@@ -1,7 +1,7 @@
 import ArgumentParser
 import AgentInterface
 import EmbeddedAgent
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import GitSource
 import KESLAgent
@@ -9,6 +9,7 @@ import Policy
 import PolicySource
 import Reconciler
 import Reports
+import Primitives
 
 /// Options every reconciling command shares.
 struct SourceOptions: ParsableArguments {
@@ -74,7 +75,7 @@ struct CredentialOptions: ParsableArguments {
             guard let data = FileManager.default.contents(atPath: file) else {
                 throw CommandError("error: \(file): cannot read the file (missing or not readable)")
             }
-            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .newlines)
+            return String(decoding: data, as: UTF8.self).trimming { $0.isNewline }
         }
         if let gitCAFile {
             do { try GitRepository.trustCertificates(inFile: gitCAFile) } catch { throw CommandError("error: \(error)") }
@@ -188,7 +189,7 @@ struct ReportOptions: ParsableArguments {
         do {
             try safe.write(toFile: out, atomically: true, encoding: .utf8)
         } catch {
-            throw CommandError("error: cannot write \(out): \(error.localizedDescription)")
+            throw CommandError("error: cannot write \(out): \(reason(of: error))")
         }
         Console.error("Wrote the \(format.rawValue) report to \(out).")
     }

@@ -1,9 +1,10 @@
 import ArgumentParser
 import ConnectorCore
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import Sensors
 import WireFormat
+import Primitives
 
 /// `tether agent watch`
 struct Watch: ParsableCommand {
@@ -53,7 +54,7 @@ struct Watch: ParsableCommand {
         var total = 0
         var dropped = 0
         repeat {
-            Thread.sleep(forTimeInterval: 0.2)
+            Threads.sleep(seconds: 0.2)
             let drained = buffer.drain()
             dropped += drained.dropped.values.reduce(0, +)
             total += drained.events.count

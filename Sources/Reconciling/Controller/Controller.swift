@@ -1,6 +1,9 @@
 import AgentInterface
 import ConnectorCore
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import GitSource
 import HTTPTransport
 import IntegrationModel

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import HTTPTransport
 
 /// `tether run --probe-url`: before any git connection, a conditional GET of a URL a plain web

@@ -1,8 +1,12 @@
 import ConnectorCore
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPServer
 import Logging
 import Reconciler
+import Primitives
 
 /// One controller per state directory: an exclusive lock on `controller.lock`, held for the
 /// process's life (the kernel drops it when the process ends, however it ends).
@@ -15,7 +19,7 @@ package final class ControllerLock {
         fd = open(file.path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw LockError(description: "cannot open \(file.path): \(String(cString: strerror(errno)))") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            let holder = (try? String(contentsOf: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+            let holder = (try? String(contentsOf: file, encoding: .utf8))?.trimmingWhitespace() ?? "?"
             close(fd)
             throw LockError(description: "another controller runs for this state directory (pid \(holder)); stop it first, or use another --state-dir")
         }
@@ -247,7 +251,7 @@ package final class Wakeup: @unchecked Sendable {
     package func wait(until deadline: Date) {
         let milliseconds = max(0, min(Double(Int32.max), (deadline.timeIntervalSinceNow * 1000).rounded(.up)))
         guard readEnd >= 0 else {
-            Thread.sleep(forTimeInterval: min(0.25, milliseconds / 1000))
+            Threads.sleep(seconds: min(0.25, milliseconds / 1000))
             return
         }
         var descriptor = pollfd(fd: readEnd, events: Int16(POLLIN), revents: 0)

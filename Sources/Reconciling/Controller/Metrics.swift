@@ -1,11 +1,12 @@
 import ConnectorCore
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import Sensors
+import Primitives
 
 /// The controller's counters and gauges, rendered in Prometheus's text format for /metrics.
 package final class Metrics: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var cycleCount = 0
     private var errorCount = 0
     private var verificationRefusals = 0
@@ -179,7 +180,7 @@ package final class Metrics: @unchecked Sendable {
 
     /// A label value with `\`, `"` and line breaks escaped.
     static func escaped(_ value: String) -> String {
-        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+        value.replacingAll("\\", with: "\\\\").replacingAll("\"", with: "\\\"").replacingAll("\n", with: "\\n")
     }
 }
 

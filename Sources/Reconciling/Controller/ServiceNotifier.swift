@@ -1,6 +1,7 @@
-import Foundation
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
+import Primitives
 #endif
 
 /// systemd's notification protocol (sd_notify): newline-separated `KEY=VALUE` datagrams on the
@@ -36,7 +37,7 @@ package final class ServiceNotifier {
     package func send(_ fields: [String: String]) -> Bool {
         // STATUS= is one line: a message with line breaks would start a new field.
         let text = fields.sorted { $0.key < $1.key }
-            .map { "\($0.key)=\($0.value.replacingOccurrences(of: "\n", with: " "))" }.joined(separator: "\n")
+            .map { "\($0.key)=\($0.value.replacingAll("\n", with: " "))" }.joined(separator: "\n")
         let bytes = Array(text.utf8)
         let sent = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL), $0, length) }

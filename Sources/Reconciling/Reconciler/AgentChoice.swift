@@ -1,7 +1,8 @@
 import AgentInterface
 import EmbeddedAgent
-import Foundation
+import FoundationEssentials
 import KESLAgent
+import Primitives
 
 /// Which agent a state directory governs, kept in its `agent.conf` (`agent=kesl`,
 /// `kesl-control=PATH`, `kesl-tasks=edr=KATAEDR,…`) so that every command and the controller
@@ -34,7 +35,7 @@ package struct AgentChoice: Sendable, Equatable {
         guard let data = FileManager.default.contents(atPath: file.path) else { return AgentChoice() }
         var choice = AgentChoice()
         for (index, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
+            let line = raw.trimmingSpaces()
             if line.isEmpty || line.hasPrefix("#") { continue }
             let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
             let problem = "\(file.path):\(index + 1): expected agent=embedded|kesl, kesl-control=PATH or kesl-tasks=NAMES, found '\(line)'"

@@ -1,7 +1,7 @@
 import AgentInterface
 import ConnectorCore
 import EmbeddedAgent
-import Foundation
+import FoundationEssentials
 import KESLAgent
 
 /// The agent a state directory governs, opened once with what goes with it: the backend, Tether's

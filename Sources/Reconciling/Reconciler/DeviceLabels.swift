@@ -1,5 +1,6 @@
-import Foundation
+import FoundationEssentials
 import PolicySource
+import Primitives
 
 /// The device's labels, which policy selectors match: a `labels` file in the state directory
 /// (`key=value` per line, `#` comments), overridden by `--label key=value`.
@@ -12,7 +13,7 @@ package enum DeviceLabels {
         var labels: [String: String] = [:]
         if let data = FileManager.default.contents(atPath: path) {
             for (index, rawLine) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let line = rawLine.trimmingCharacters(in: .whitespaces)
+                let line = rawLine.trimmingSpaces()
                 if line.isEmpty || line.hasPrefix("#") { continue }
                 guard let (key, value) = parse(line) else {
                     throw SourceError(message: "\(path):\(index + 1): expected key=value, found '\(line)'")
@@ -35,8 +36,8 @@ package enum DeviceLabels {
     /// Parses `key=value`; nil when there is no `=` or the key is empty.
     package static func parse(_ text: String) -> (String, String)? {
         guard let equals = text.firstIndex(of: "=") else { return nil }
-        let key = text[..<equals].trimmingCharacters(in: .whitespaces)
-        let value = text[text.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+        let key = text[..<equals].trimmingSpaces()
+        let value = text[text.index(after: equals)...].trimmingSpaces()
         return key.isEmpty ? nil : (key, value)
     }
 }

@@ -1,5 +1,8 @@
 import AgentInterface
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import GitSource
 import Planner
 import Policy

@@ -1,10 +1,11 @@
 import AgentInterface
 import ConnectorCore
 import EmbeddedAgent
-import Foundation
+import FoundationEssentials
 import Planner
 import IntegrationModel
 import Policy
+import Primitives
 
 /// What an apply changed, kept so that it can be undone exactly: the agent's state, client
 /// containers and applied state from before.
@@ -113,7 +114,7 @@ package enum HealthWindow {
             pending = still
             let remaining = deadline.timeIntervalSinceNow
             if pending.isEmpty || remaining <= 0 { break }
-            Thread.sleep(forTimeInterval: min(retryEvery, remaining))
+            Threads.sleep(seconds: min(retryEvery, remaining))
         }
         return pending.compactMap { failing[$0] }
     }

@@ -1,6 +1,6 @@
 import AgentInterface
 import ConnectorCore
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import Planner
 import Policy

@@ -1,5 +1,5 @@
 import ConnectorCore
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import Planner
 import Policy

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Many devices' JSON reports combined into one fleet view: which devices are in sync, drifting
 /// or failing, and which integrations and fields drift across the fleet.

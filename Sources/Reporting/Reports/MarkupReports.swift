@@ -1,9 +1,10 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import Planner
 import Policy
 import PolicySource
 import Reconciler
+import Primitives
 
 /// A pull-request comment: a summary line and table, then the findings and steps.
 package enum MarkdownReport {
@@ -73,7 +74,7 @@ package enum MarkdownReport {
 
     /// Text safe inside a table cell.
     static func cell(_ text: String) -> String {
-        text.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "`", with: "'")
+        text.replacingAll("|", with: "\\|").replacingAll("\n", with: " ").replacingAll("`", with: "'")
     }
 }
 

@@ -1,9 +1,10 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import Planner
 import Policy
 import PolicySource
 import Reconciler
+import Primitives
 
 /// Renders a report for people: a one-line summary first, findings grouped by integration
 /// with their cause and the policy line that declared each desired value, then the ordered steps.
@@ -33,7 +34,7 @@ package struct TextReport {
                 lines.append("")
                 lines.append(bold(scope.heading))
                 for finding in group {
-                    let name = finding.key.description.padding(toLength: max(width, finding.key.description.count), withPad: " ", startingAt: 0)
+                    let name = finding.key.description.padded(to: max(width, finding.key.description.count))
                     lines.append("  \(symbol(for: finding)) \(name)  \(finding.actual) → \(finding.desired)  \(tag(finding))")
                     var detail = "declared at \(finding.source.shortDescription)"
                     if let change = finding.lastChange {
@@ -68,7 +69,7 @@ package struct TextReport {
             lines.append("")
             lines.append(bold("Health"))
             for status in report.health {
-                let name = "\(status.integration.displayName) (\(status.integration.taskName))".padding(toLength: 22, withPad: " ", startingAt: 0)
+                let name = "\(status.integration.displayName) (\(status.integration.taskName))".padded(to: 22)
                 var line: StyledText = "  \(name)"
                 switch status.state {
                 case "connected": line += green(status.state)
@@ -82,7 +83,7 @@ package struct TextReport {
                 if let error = status.lastError, status.running { lines.append(dim("      last error (\(status.errorKind ?? "error")): \(error)")) }
             }
             for sensor in report.sensors {
-                let name = "\(sensor.status.sensor.rawValue) sensor".padding(toLength: 22, withPad: " ", startingAt: 0)
+                let name = "\(sensor.status.sensor.rawValue) sensor".padded(to: 22)
                 lines.append("  \(name)\(sensor.isRunning ? green("running") : "stopped") — \(sensor.status.source)")
                 if let note = sensor.status.note { lines.append(dim("      \(note)")) }
             }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import IntegrationModel
 import Planner
 import Policy

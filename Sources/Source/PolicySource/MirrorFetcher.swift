@@ -1,10 +1,11 @@
 import Dispatch
-import Foundation
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
 #endif
 import ChildProcess
 import GitSource
+import Primitives
 
 /// Brings mirrors up to date where a stuck network cannot hold the controller (see
 /// docs/architecture.md, "Fetching"). Work that touches nothing shared — listing a remote's
@@ -23,7 +24,7 @@ package enum MirrorFetcher {
     /// How many abandoned threads may still be blocked on the network before the work goes to
     /// the child process instead (each holds a thread until the kernel gives up on its connection).
     static let abandonedLimit = 2
-    private static let lock = NSLock()
+    private static let lock = Lock()
     nonisolated(unsafe) private static var abandonedCount = 0
     private static let queue = DispatchQueue(label: "tether.network", attributes: .concurrent)
 
@@ -138,7 +139,7 @@ package enum MirrorFetcher {
 /// A result handed from a worker thread to the waiting caller — or left to the worker, when the
 /// caller gave up on it.
 private final class Handoff<T>: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Lock()
     private var result: Result<T, Error>?
     private var abandoned = false
 

@@ -9,7 +9,6 @@
 #include <sys/socket.h>
 #include <sys/fanotify.h>
 #include <sys/vfs.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <signal.h>
@@ -278,10 +277,6 @@ int tether_kill_if_running(int pid, uint64_t device, uint64_t inode) {
     int e = errno;
     close(pidfd);
     return result < 0 ? -e : 0;
-}
-
-void tether_name_thread(const char *name) {
-    prctl(PR_SET_NAME, name, 0, 0, 0);
 }
 
 int tether_filesystem_id(int fd, uint32_t id[2]) {

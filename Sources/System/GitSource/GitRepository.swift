@@ -1,10 +1,6 @@
 internal import CGit2
 internal import CGit2Shims
-#if canImport(FoundationEssentials)
 import FoundationEssentials
-#else
-import Foundation
-#endif
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,11 +1,7 @@
 import Synchronization
 internal import CGit2
 internal import CGit2Shims
-#if canImport(FoundationEssentials)
 import FoundationEssentials
-#else
-import Foundation
-#endif
 
 /// How to authenticate to a remote. Secrets come from files or the environment, never from
 /// the command line, and never appear in errors.

@@ -1,6 +1,7 @@
-import Foundation
+import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
+import Primitives
 #endif
 
 /// A request as the server read it.
@@ -100,7 +101,7 @@ package final class HTTPServer: @unchecked Sendable {
         self.port = boundPort
         state = ServerState(limits: limits, upgrade: upgrade, listener: listener, handler: handler)
         let state = self.state
-        Thread { state.acceptLoop() }.start()
+        Threads.start(name: "http:accept") { state.acceptLoop() }
     }
 
     deinit {
@@ -160,7 +161,7 @@ private final class ServerState: @unchecked Sendable {
     let upgrade: (@Sendable (Int32) -> ServerConnection?)?
     let listener: Int32
     let handler: @Sendable (ServerRequest) -> ServerResponse
-    private let lock = NSLock()
+    private let lock = Lock()
     private var stopped = false
     /// Open connections, by descriptor, with the order they were accepted in.
     private var connections: [Int32: UInt64] = [:]
@@ -212,7 +213,7 @@ private final class ServerState: @unchecked Sendable {
                 return true
             }
             guard admitted else { close(client); break }
-            Thread { [self] in serve(client) }.start()
+            Threads.start(name: "http:client") { [self] in serve(client) }
         }
     }
 

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Primitives
 
 /// A request (and whether the connection stays open after it), a refusal to answer before
 /// closing, or the end of the connection.
@@ -82,7 +83,7 @@ struct RequestReader {
                 return refuse(400, "a header line is not a name, a colon and a value")
             }
             let name = line[..<colon].lowercased()
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            let value = line[line.index(after: colon)...].trimmingSpaces()
             if name == "content-length" { lengths.insert(value) }
             headers[name] = headers[name].map { $0 + ", " + value } ?? value
         }
@@ -96,7 +97,7 @@ struct RequestReader {
         }
         var chunked = false
         if let codings = headers["transfer-encoding"] {
-            guard codings.split(separator: ",").last?.trimmingCharacters(in: .whitespaces).lowercased() == "chunked", lengths.isEmpty else {
+            guard codings.split(separator: ",").last?.trimmingSpaces().lowercased() == "chunked", lengths.isEmpty else {
                 return refuse(400, "Transfer-Encoding must end in chunked and come without Content-Length")
             }
             chunked = true
@@ -104,7 +105,7 @@ struct RequestReader {
         if length > limits.maximumBody || (chunked && limits.maximumBody == 0) {
             return refuse(413, limits.maximumBody == 0 ? "requests here have no body" : "the body is over \(limits.maximumBody) bytes")
         }
-        let tokens = Set((headers["connection"] ?? "").lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let tokens = Set((headers["connection"] ?? "").lowercased().split(separator: ",").map { $0.trimmingSpaces() })
         let keepAlive = requestLine[2] == "HTTP/1.1" ? !tokens.contains("close") : tokens.contains("keep-alive")
         buffer.removeFirst(headerEnd! + 4)
         let body: [UInt8]
@@ -128,7 +129,7 @@ struct RequestReader {
             var text = ""
             while true {
                 if let stop = line(&text) { return stop }
-                guard let size = Int((text.split(separator: ";").first ?? "").trimmingCharacters(in: .whitespaces), radix: 16), size >= 0 else {
+                guard let size = Int((text.split(separator: ";").first ?? "").trimmingSpaces(), radix: 16), size >= 0 else {
                     return refuse(400, "a chunk size is not a hexadecimal number")
                 }
                 guard size <= limits.maximumBody - decoded.count else {
@@ -160,8 +161,8 @@ struct RequestReader {
         if parts.count == 2 {
             for pair in parts[1].split(separator: "&") {
                 let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let key = String(kv[0]).removingPercentEncoding ?? String(kv[0])
-                let value = kv.count == 2 ? (String(kv[1]).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String(kv[1])) : ""
+                let key = String(kv[0]).percentDecoded ?? String(kv[0])
+                let value = kv.count == 2 ? (String(kv[1]).replacingAll("+", with: " ").percentDecoded ?? String(kv[1])) : ""
                 query[key] = value
             }
         }

@@ -1,6 +1,9 @@
 internal import CCurl
 internal import CCurlShims
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A PKCS#12 client identity for mutual TLS, passed to libcurl in memory (never written to a file).
 package struct ClientIdentity: Sendable {

@@ -1,5 +1,9 @@
 internal import CSQLite
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import Primitives
 
 /// An error from SQLite, carrying SQLite's own message.
 package struct SQLiteError: Error, CustomStringConvertible, Sendable {
@@ -43,7 +47,7 @@ private let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3
 package final class Database: @unchecked Sendable {
     private let handle: OpaquePointer
     /// Held around every use of `handle`; recursive, so a transaction's statements take it again.
-    private let lock = NSRecursiveLock()
+    private let lock = Lock(recursive: true)
 
     /// Opens (and creates when missing) the database at `path`.
     package init(path: String) throws {

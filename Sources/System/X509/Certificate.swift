@@ -1,6 +1,10 @@
 internal import COpenSSL
 internal import COpenSSLShims
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
+import Primitives
 
 /// An error from OpenSSL or from certificate checks, with OpenSSL's own reason where it gave one.
 package enum X509Error: Error, CustomStringConvertible, Sendable, Equatable {
@@ -73,7 +77,7 @@ package struct Certificate: Sendable, Hashable, Codable {
         var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var digestLength: UInt32 = 0
         X509_digest(handle, EVP_sha256(), &digest, &digestLength)
-        sha256Fingerprint = digest.prefix(Int(digestLength)).map { String(format: "%02x", $0) }.joined(separator: ":")
+        sha256Fingerprint = digest.prefix(Int(digestLength)).hexDigits(separator: ":")
     }
 
     /// The certificate as PEM text.
@@ -201,7 +205,7 @@ package enum OpenSSL {
 /// SHA-256 of bytes, as lower-case hex: how a client container is told from another with the
 /// same certificate (re-exported with a new password, say).
 package func sha256Hex(_ bytes: [UInt8]) -> String {
-    SSHSignature.hash(bytes, EVP_sha256()).map { String(format: "%02x", $0) }.joined()
+    SSHSignature.hash(bytes, EVP_sha256()).hexDigits()
 }
 
 /// The SHA-256 and MD5 of what an open file holds from its start, read once in 64 KiB pieces,
@@ -230,7 +234,7 @@ package func fileDigests(fileDescriptor fd: Int32) -> (sha256: String, md5: Stri
         var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         guard EVP_DigestFinal_ex(context, &output, &length) == 1 else { return nil }
-        return output.prefix(Int(length)).map { String(format: "%02x", $0) }.joined()
+        return output.prefix(Int(length)).hexDigits()
     }
     guard let shaHex = finish(sha), let md5Hex = finish(md5) else { return nil }
     return (shaHex, md5Hex)

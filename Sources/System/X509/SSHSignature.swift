@@ -1,6 +1,7 @@
 internal import COpenSSL
 internal import COpenSSLShims
-import Foundation
+import FoundationEssentials
+import Primitives
 
 /// The outcome of checking a commit's signature against an allowed-signers file.
 package enum SignatureVerdict: Sendable, Equatable, CustomStringConvertible {
@@ -43,7 +44,7 @@ package enum SSHSignature {
     package static func allowedSigners(_ text: String) -> [AllowedSigner] {
         var signers: [AllowedSigner] = []
         for rawLine in text.split(separator: "\n") {
-            let line = rawLine.trimmingCharacters(in: .whitespaces)
+            let line = rawLine.trimmingSpaces()
             if line.isEmpty || line.hasPrefix("#") { continue }
             let tokens = tokenize(line)
             guard tokens.count >= 3 else { continue }
@@ -54,7 +55,7 @@ package enum SSHSignature {
                 for option in tokens[1].split(separator: ",", omittingEmptySubsequences: true) {
                     if option.lowercased() == "cert-authority" { certificateAuthority = true }
                     if option.lowercased().hasPrefix("namespaces=") {
-                        namespaces = option.dropFirst("namespaces=".count).trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+                        namespaces = option.dropFirst("namespaces=".count).trimming(charactersIn: "\"")
                             .split(separator: ",").map(String.init)
                     }
                 }
@@ -105,7 +106,7 @@ package enum SSHSignature {
 
     /// `SHA256:…` as ssh-keygen prints a key's fingerprint.
     package static func fingerprint(_ blob: [UInt8]) -> String {
-        "SHA256:" + Data(hash(blob, EVP_sha256())).base64EncodedString().trimmingCharacters(in: CharacterSet(charactersIn: "="))
+        "SHA256:" + Data(hash(blob, EVP_sha256())).base64EncodedString().trimming(charactersIn: "=")
     }
 
     private struct VerifyError: Error, CustomStringConvertible { let description: String }
@@ -211,7 +212,7 @@ package enum SSHSignature {
 package enum Digest {
     /// SHA-256 as lower-case hex.
     package static func sha256Hex(_ bytes: [UInt8]) -> String {
-        SSHSignature.hash(bytes, EVP_sha256()).map { String(format: "%02x", $0) }.joined()
+        SSHSignature.hash(bytes, EVP_sha256()).hexDigits()
     }
 }
 

@@ -1,11 +1,15 @@
 import AgentInterface
 import EmbeddedAgent
-import Foundation
+import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import HTTPTransport
 import IntegrationModel
 import Sensors
 import WireFormat
 import X509
+import Primitives
 
 /// The outcome of one connector's sync.
 package struct SyncOutcome: Sendable {
@@ -383,7 +387,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
         }
         let backoff = try storeCall { try store.backoff(.sandbox) }
         if let until = backoff.until, until > clock() {
-            return "backing off until \(ISO8601DateFormatter().string(from: until)) (the scanner answered 429)"
+            return "backing off until \(Timestamp.string(until)) (the scanner answered 429)"
         }
         let client = try makeClient(.sandbox, state: state)
         let base = "\(Self.url(server))/kata/scanner/v1/sensors/\(try agentId())/scans"
@@ -397,7 +401,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
                 head += "\r\n\r\n"
                 body += Array(head.utf8) + value + Array("\r\n".utf8)
             }
-            let filename = String((scan.path as NSString).lastPathComponent.map { $0 == "\"" || $0 == "\\" || $0.isNewline ? "_" : $0 })
+            let filename = String((scan.path.split(separator: "/").last ?? "").map { $0 == "\"" || $0 == "\\" || $0.isNewline ? "_" : $0 })
             part("content", scan.content ?? [], filename: filename)
             part("scanId", Array(scan.id.utf8))
             part("objectType", Array("file".utf8))

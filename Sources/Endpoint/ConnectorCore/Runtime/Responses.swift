@@ -1,8 +1,10 @@
 import AgentInterface
-import Foundation
+import ChildProcess
+import FoundationEssentials
 import IntegrationModel
 import SQLiteDB
 import WireFormat
+import Primitives
 
 /// The network isolation the platform ordered, as `tether agent isolation-status` shows it.
 package struct IsolationStatus: Sendable {
@@ -186,36 +188,20 @@ extension ConnectorRuntime {
         }
         let allowFile = directory.appendingPathComponent(Self.allowListFileName)
         let allowed = (FileManager.default.contents(atPath: allowFile.path).map { String(decoding: $0, as: UTF8.self) } ?? "")
-            .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
+            .split(separator: "\n").map { $0.trimmingSpaces() }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
         guard allowed.contains(executable) else {
             return ("refused", "\(executable) is not in the local allow-list (\(allowFile.path))")
         }
-        let output = FileManager.default.temporaryDirectory.appendingPathComponent("tether-run-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: output.path, contents: nil, attributes: [.posixPermissions: 0o600])
-        defer { try? FileManager.default.removeItem(at: output) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = command.arguments ?? []
-        process.standardInput = FileHandle.nullDevice
-        do {
-            let sink = try FileHandle(forWritingTo: output)
-            process.standardOutput = sink
-            process.standardError = sink
-            try process.run()
-        } catch {
-            return ("failed", "\(executable) could not start: \(error.localizedDescription)")
-        }
         // At most runProcessSeconds, then killed; only the first 4 KiB of output is kept.
-        let deadline = Date().addingTimeInterval(Self.runProcessSeconds)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
+        let outcome: ChildOutcome
+        do {
+            outcome = try ChildProcess.run(executable, command.arguments ?? [], timeout: Self.runProcessSeconds)
+        } catch .timedOut {
             return ("failed", "\(executable) ran longer than \(Int(Self.runProcessSeconds)) s and was killed")
+        } catch {
+            return ("failed", "\(executable) could not run: \(error)")
         }
-        let text = (try? FileHandle(forReadingFrom: output)).map { handle in
-            defer { try? handle.close() }
-            return String(decoding: handle.readData(ofLength: 4096), as: UTF8.self)
-        } ?? ""
-        return (process.terminationStatus == 0 ? "applied" : "failed", "exit \(process.terminationStatus): \(text)")
+        let text = String(decoding: (outcome.standardOutput + outcome.standardError).prefix(4096), as: UTF8.self)
+        return (outcome.status == 0 ? "applied" : "failed", "exit \(outcome.status): \(text)")
     }
 }

@@ -6,6 +6,9 @@
 /// the thread that started it ends. Returns 0 on success.
 int tether_die_with_parent(void);
 
+/// Names the calling thread (at most 15 bytes show) for top, ps -L and /proc/PID/task/TID/comm.
+void tether_name_thread(const char *name);
+
 /// posix_spawn_file_actions_addclosefrom_np(actions, lowest) (a GNU extension): the child
 /// starts with no descriptor from `lowest` up. Returns 0 on success.
 int tether_spawn_close_from(posix_spawn_file_actions_t *actions, int lowest);

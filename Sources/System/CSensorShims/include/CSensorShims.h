@@ -92,9 +92,6 @@ int tether_sock_diag(int family, int protocol, tether_socket *sockets, int max);
 /// signalled. Returns 0, or -errno (-ESTALE when the file differs).
 int tether_kill_if_running(int pid, uint64_t device, uint64_t inode);
 
-/// Names the calling thread (at most 15 bytes show) for top, ps -L and /proc/PID/task/TID/comm.
-void tether_name_thread(const char *name);
-
 /// The file system id (statfs's f_fsid) of the file system holding `fd`, as fanotify reports it.
 /// Returns 0 or -errno.
 int tether_filesystem_id(int fd, uint32_t id[2]);
