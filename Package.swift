@@ -47,7 +47,8 @@ let package = Package(
         // ── System: the C libraries and kernel interfaces, each owned by one Swift module ──
         systemLibrary("CGit2", pkgConfig: "libgit2", apt: "libgit2-dev"),
         systemLibrary("COpenSSL", pkgConfig: "openssl", apt: "libssl-dev"),
-        systemLibrary("CCurl", pkgConfig: "libcurl", apt: "libcurl4-openssl-dev"),
+        // libcurl's headers only: CCurlShims loads the library when a transfer first needs it.
+        .systemLibrary(name: "CCurl", path: "Sources/System/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         systemLibrary("CSQLite", pkgConfig: "sqlite3", apt: "libsqlite3-dev"),
         systemLibrary("CYAML", pkgConfig: "yaml-0.1", apt: "libyaml-dev"),
         // Non-variadic wrappers and macros Swift cannot import.

@@ -136,14 +136,10 @@ package final class HTTPClient {
     private let configuration: TransportConfiguration
     private let errorBuffer: UnsafeMutablePointer<CChar>
 
-    private static let globalInit: Bool = {
-        curl_global_init(Int(CURL_GLOBAL_DEFAULT))
-        return true
-    }()
-
     package init(configuration: TransportConfiguration) throws {
-        _ = HTTPClient.globalInit
-        guard let handle = curl_easy_init() else { throw TransportError.other("libcurl could not create a handle") }
+        // libcurl is loaded (and initialised) by the first client, not at start.
+        if let reason = tether_curl_load() { throw TransportError.other(String(cString: reason)) }
+        guard let handle = tether_curl_easy_init() else { throw TransportError.other("libcurl could not create a handle") }
         self.handle = handle
         self.configuration = configuration
         errorBuffer = .allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
@@ -152,7 +148,7 @@ package final class HTTPClient {
     }
 
     deinit {
-        curl_easy_cleanup(handle)
+        tether_curl_easy_cleanup(handle)
         errorBuffer.deallocate()
     }
 
@@ -205,7 +201,7 @@ package final class HTTPClient {
     /// A header of the last response (`ETag`), or nil.
     package func responseHeader(_ name: String) -> String? {
         var header: UnsafeMutablePointer<curl_header>?
-        guard curl_easy_header(handle, name, 0, UInt32(CURLH_HEADER), -1, &header) == CURLHE_OK, let value = header?.pointee.value else { return nil }
+        guard tether_curl_easy_header(handle, name, 0, UInt32(CURLH_HEADER), -1, &header) == CURLHE_OK, let value = header?.pointee.value else { return nil }
         return String(cString: value)
     }
 
@@ -225,11 +221,11 @@ package final class HTTPClient {
             try check(tether_curl_setopt_long(handle, CURLOPT_HTTPGET, 1))
         }
         var list: UnsafeMutablePointer<curl_slist>?
-        for header in headers { list = curl_slist_append(list, header) }
-        defer { curl_slist_free_all(list) }
+        for header in headers { list = tether_curl_slist_append(list, header) }
+        defer { tether_curl_slist_free_all(list) }
         try check(tether_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
 
-        let code = curl_easy_perform(handle)
+        let code = tether_curl_easy_perform(handle)
         if sink.exceeded {
             throw TransportError.responseTooLarge("the answer from \(url) is longer than \(configuration.maximumBodyBytes) bytes; it was cut off there")
         }
@@ -242,7 +238,7 @@ package final class HTTPClient {
     /// Names a libcurl failure by what happened; reads the error buffer and the transfer's
     /// figures right after the call that failed.
     private func classify(_ code: CURLcode, received: Int, tls: Bool) -> TransportError {
-        let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: curl_easy_strerror(code))
+        let detail = errorBuffer[0] != 0 ? String(cString: errorBuffer) : String(cString: tether_curl_easy_strerror(code))
         var connectCode = 0
         tether_curl_getinfo_long(handle, CURLINFO_HTTP_CONNECTCODE, &connectCode)
         var headerBytes = 0
@@ -305,7 +301,7 @@ package final class HTTPClient {
 
     private func check(_ code: CURLcode) throws {
         guard code == CURLE_OK else {
-            throw TransportError.other("libcurl refused an option: \(String(cString: curl_easy_strerror(code)))")
+            throw TransportError.other("libcurl refused an option: \(String(cString: tether_curl_easy_strerror(code)))")
         }
     }
 }
@@ -318,8 +314,11 @@ private final class ResponseSink {
     init(limit: Int) { self.limit = limit }
 }
 
-/// The libcurl this process runs with (`7.88.1`).
+/// The libcurl this process runs with (`7.88.1`) once a transfer has loaded it; before that,
+/// the one it was built with (the package depends on that release or a later one), so that
+/// asking for the version loads nothing.
 package var libcurlVersion: String {
+    guard tether_curl_loaded() != 0 else { return LIBCURL_VERSION }
     // "libcurl/7.88.1 OpenSSL/3.0.19 …": the first word, without its name.
-    String(String(cString: curl_version()).split(separator: " ").first?.split(separator: "/").last ?? "?")
+    return String(String(cString: tether_curl_version()).split(separator: " ").first?.split(separator: "/").last ?? "?")
 }
