@@ -64,7 +64,7 @@ let package = Package(
         module("CSensorShims", in: "System"),
         // Running a program as a child with a deadline (tether-fetch, kesl-control).
         module("ChildProcess", in: "System", ["CProcessShims"]),
-        module("GitSource", in: "System", ["CGit2", "CGit2Shims"]),
+        module("GitSource", in: "System", ["CGit2", "CGit2Shims", "Primitives"]),
         module("X509", in: "System", ["Primitives", "COpenSSL", "COpenSSLShims"]),
         module("HTTPServer", in: "System", ["Primitives"]),
         module("HTTPTransport", in: "System", ["CCurl", "CCurlShims"]),

@@ -1,6 +1,7 @@
 import AgentInterface
 import ArgumentParser
 import FoundationEssentials
+import IntegrationModel
 import PolicySource
 import Reconciler
 import Reports

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import IntegrationModel
 import Primitives
 #if canImport(Glibc)
 import Glibc

@@ -178,7 +178,7 @@ package final class Controller: @unchecked Sendable {
             let labels = try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
             let reconciliation = try driver.compare(pinned, repository: repository, session: session, labels: labels, host: host,
                                                     warnExpiryDays: configuration.warnExpiryDays, prune: configuration.prune)
-            if configuration.verify != .off { lastVerified = (resolved.id, resolved.time, clock(), reconciliation.signer) }
+            if configuration.verify != .off { lastVerified = (resolved.id, Date(timeIntervalSince1970: Double(resolved.committedAt)), clock(), reconciliation.signer) }
 
             // 4. Reconcile: apply (unless suspended) and report.
             if isSuspended {

@@ -119,16 +119,16 @@ package enum MirrorFetcher {
     /// Runs the fetch in a child process and waits for it until `deadline`; past it the child is
     /// killed and `abandoned` thrown.
     static func fetch(_ request: MirrorFetchRequest, until deadline: Date, abandoned: SourceError) throws -> MirrorUpdate {
-        let input = try JSONEncoder().encode(request)
+        let input = request.encoded
         let outcome: ChildOutcome
         do {
-            outcome = try ChildProcess.run(executable, [], input: Array(input), timeout: deadline.timeIntervalSinceNow)
+            outcome = try ChildProcess.run(executable, [], input: input, timeout: deadline.timeIntervalSinceNow)
         } catch .timedOut {
             throw abandoned
         } catch {
             throw SourceError(message: "fetching \(GitRepository.redacted(request.url)) failed: the fetch process: \(error)")
         }
-        guard let response = try? JSONDecoder().decode(MirrorFetchResponse.self, from: Data(outcome.standardOutput)) else {
+        guard let response = MirrorFetchResponse(decoding: outcome.standardOutput) else {
             throw SourceError(message: "fetching \(GitRepository.redacted(request.url)) failed: the fetch process ended without an answer")
         }
         if let error = response.error { throw SourceError(message: error) }

@@ -1,6 +1,6 @@
 internal import CGit2
 internal import CGit2Shims
-import FoundationEssentials
+import Primitives
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -60,10 +60,11 @@ package struct GitCommit: Sendable, Equatable {
     /// The full 40-character commit id.
     package let id: String
     package let summary: String
-    package let time: Date
+    /// When it was committed, in seconds since 1970 (UTC).
+    package let committedAt: Int64
 
     /// Stands for the index (what the next commit will hold) where a commit is expected.
-    package static let index = GitCommit(id: "(staged)", summary: "the files staged in the index", time: Date(timeIntervalSince1970: 0))
+    package static let index = GitCommit(id: "(staged)", summary: "the files staged in the index", committedAt: 0)
 }
 
 /// A git repository opened with libgit2. Files are read from git objects, never from a
@@ -87,13 +88,13 @@ package final class GitRepository {
     package init(path: String) throws {
         _ = GitRepository.libraryReady
         var repository: OpaquePointer?
-        guard FileManager.default.fileExists(atPath: path) else {
+        guard PlainFiles.exists(path) else {
             throw GitError(.notARepository, "\(path): no such file or folder")
         }
         if git_repository_open_ext(&repository, path, 0, nil) != 0 || repository == nil {
             let detail = git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? ""
             git_error_clear()
-            if detail.contains("not owned by current user") || detail.contains("safe.directory") {
+            if detail.containsText("not owned by current user") || detail.containsText("safe.directory") {
                 throw GitError(.notARepository, "\(path) is owned by another user, so git will not use it (dubious ownership): run tether as that user, or give the repository to this one (chown -R)")
             }
             throw GitError(.notARepository, "\(path) is not a git repository (or inside one)")
@@ -130,7 +131,7 @@ package final class GitRepository {
     /// True when `source` names a remote (`file://`, `https://`, `ssh://`, `git://`, `user@host:path`)
     /// rather than a local folder.
     package static func isRemote(_ source: String) -> Bool {
-        if source.contains("://") { return true }
+        if source.containsText("://") { return true }
         if let colon = source.firstIndex(of: ":"), let at = source.firstIndex(of: "@"), at < colon, !source.hasPrefix("/") { return true }
         return false
     }
@@ -178,8 +179,8 @@ package final class GitRepository {
     func commitInfo(_ commit: OpaquePointer) -> GitCommit {
         let id = oidString(git_commit_id(commit))
         let summary = git_commit_summary(commit).map { String(cString: $0) } ?? ""
-        let time = Date(timeIntervalSince1970: TimeInterval(git_commit_time(commit)))
-        return GitCommit(id: id, summary: summary, time: time)
+        let time = Int64(git_commit_time(commit))
+        return GitCommit(id: id, summary: summary, committedAt: time)
     }
 
     /// Reads every file below `directory` in the commit's tree whose name passes `include`.

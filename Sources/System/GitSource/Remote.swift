@@ -1,11 +1,11 @@
 import Synchronization
 internal import CGit2
 internal import CGit2Shims
-import FoundationEssentials
+import Primitives
 
 /// How to authenticate to a remote. Secrets come from files or the environment, never from
 /// the command line, and never appear in errors.
-package struct RemoteCredentials: Codable, Sendable {
+package struct RemoteCredentials: Sendable, Equatable {
     /// For https: the user name (a token alone works with any user name, e.g. "git").
     package var username: String?
     /// For https: the password or token.
@@ -55,11 +55,12 @@ private final class CallbackContext {
     var attempts = 0
     var refusal: String?
     var receivedBytes = 0
-    let deadline: Date
+    /// On the monotonic clock (`PlainFiles.monotonicSeconds`).
+    let deadline: Double
 
-    init(credentials: RemoteCredentials, timeout: TimeInterval) {
+    init(credentials: RemoteCredentials, timeout: Double) {
         self.credentials = credentials
-        deadline = Date().addingTimeInterval(timeout)
+        deadline = PlainFiles.monotonicSeconds() + timeout
     }
 }
 
@@ -67,7 +68,7 @@ extension GitRepository {
     /// The URL without a password (`https://user:token@host/x` → `https://user@host/x`), for
     /// anything people or logs read.
     package static func redacted(_ url: String) -> String {
-        guard let scheme = url.firstRange(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
+        guard let scheme = url.firstRange(ofText: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
         let userinfo = url[scheme.upperBound..<at]
         guard let colon = userinfo.firstIndex(of: ":") else { return url }
         return String(url[..<colon]) + String(url[at...])
@@ -91,12 +92,12 @@ extension GitRepository {
     /// first and fetches only when one moved. A missing or corrupted mirror is made anew.
     /// `timeout` bounds the transfer (checked as data arrives).
     package static func updateMirror(url: String, at mirrorPath: String, credentials: RemoteCredentials = .none,
-                                    timeout: TimeInterval = 60) throws -> (GitRepository, MirrorUpdate) {
+                                    timeout: Double = 60) throws -> (GitRepository, MirrorUpdate) {
         try updateMirror(url: url, at: mirrorPath, credentials: credentials, timeout: timeout, retried: false)
     }
 
     private static func updateMirror(url: String, at mirrorPath: String, credentials: RemoteCredentials,
-                                     timeout: TimeInterval, retried: Bool) throws -> (GitRepository, MirrorUpdate) {
+                                     timeout: Double, retried: Bool) throws -> (GitRepository, MirrorUpdate) {
         _ = libraryReady
         var rebuilt = false
         var repository: OpaquePointer?
@@ -104,9 +105,9 @@ extension GitRepository {
             if let repository { git_repository_free(repository) }
             repository = nil
             git_error_clear()
-            rebuilt = FileManager.default.fileExists(atPath: mirrorPath)
-            try? FileManager.default.removeItem(atPath: mirrorPath)
-            try FileManager.default.createDirectory(atPath: mirrorPath, withIntermediateDirectories: true)
+            rebuilt = PlainFiles.exists(mirrorPath)
+            PlainFiles.removeTree(mirrorPath)
+            try PlainFiles.createFolders(mirrorPath)
             guard git_repository_init(&repository, mirrorPath, 1) == 0, repository != nil else {
                 throw GitError.last(.other, "cannot create a mirror at \(mirrorPath)")
             }
@@ -116,7 +117,7 @@ extension GitRepository {
             let update = try mirror.sync(url: url, credentials: credentials, timeout: timeout)
             return (mirror, MirrorUpdate(fetched: update.fetched, rebuilt: rebuilt, bytesReceived: update.bytes))
         } catch let error as GitError where !rebuilt && !retried && error.kind == .corrupted {
-            try? FileManager.default.removeItem(atPath: mirrorPath)
+            PlainFiles.removeTree(mirrorPath)
             let (fresh, update) = try updateMirror(url: url, at: mirrorPath, credentials: credentials, timeout: timeout, retried: true)
             return (fresh, MirrorUpdate(fetched: update.fetched, rebuilt: true, bytesReceived: update.bytesReceived))
         }
@@ -176,7 +177,7 @@ extension GitRepository {
             }
             // A password in the URL itself (https://user:token@host/…) was tried before this call: refused.
             let urlText = url.map { String(cString: $0) } ?? ""
-            if let scheme = urlText.firstRange(of: "://"), let at = urlText[scheme.upperBound...].firstIndex(of: "@"),
+            if let scheme = urlText.firstRange(ofText: "://"), let at = urlText[scheme.upperBound...].firstIndex(of: "@"),
                urlText[scheme.upperBound..<at].contains(":") {
                 context.refusal = "the remote refused the credentials in the URL\(fromURL.map { " (user \($0))" } ?? ""); give a current token with TETHER_GIT_TOKEN or --git-password-file rather than in the URL"
                 return -1
@@ -206,7 +207,7 @@ extension GitRepository {
             guard let progress, let payload else { return 0 }
             let context = Unmanaged<CallbackContext>.fromOpaque(payload).takeUnretainedValue()
             context.receivedBytes = Int(progress.pointee.received_bytes)
-            if Date() > context.deadline {
+            if PlainFiles.monotonicSeconds() > context.deadline {
                 context.refusal = "the transfer took longer than its time limit"
                 return -1
             }
@@ -219,7 +220,7 @@ extension GitRepository {
     /// The branches and tags a remote advertises (name → object id) and its default branch.
     /// Touches no repository: nothing to lock, nothing to damage when it is abandoned.
     package static func advertisedRefs(url: String, credentials: RemoteCredentials = .none,
-                                      timeout: TimeInterval = 60) throws -> [String: String] {
+                                      timeout: Double = 60) throws -> [String: String] {
         _ = libraryReady
         let context = CallbackContext(credentials: credentials, timeout: timeout)
         let payload = Unmanaged.passRetained(context)
@@ -275,7 +276,7 @@ extension GitRepository {
         return (advertised, defaultBranch)
     }
 
-    private func sync(url: String, credentials: RemoteCredentials, timeout: TimeInterval) throws -> (fetched: Bool, bytes: Int) {
+    private func sync(url: String, credentials: RemoteCredentials, timeout: Double) throws -> (fetched: Bool, bytes: Int) {
         let context = CallbackContext(credentials: credentials, timeout: timeout)
         let payload = Unmanaged.passRetained(context)
         defer { payload.release() }
@@ -300,7 +301,7 @@ extension GitRepository {
             }
             guard status == 0 else {
                 let message = git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? ""
-                if message.contains("object not found") || message.contains("corrupt") || message.contains("missing") {
+                if message.containsText("object not found") || message.containsText("corrupt") || message.containsText("missing") {
                     throw GitError(.corrupted, "the mirror of \(Self.redacted(url)) is damaged: \(message)")
                 }
                 throw Self.remoteError(context, url: url, action: "cannot fetch")
@@ -314,11 +315,11 @@ extension GitRepository {
     private static func remoteError(_ context: CallbackContext, url: String, action: String) -> GitError {
         var detail = context.refusal ?? git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? "unknown libgit2 error"
         git_error_clear()
-        if context.refusal == nil, detail.contains("unexpected http status code: 404") || detail.contains("unexpected Content-Type")
-            || detail.contains("not found: repository") || detail.contains("does not appear to be a git repository") {
+        if context.refusal == nil, detail.containsText("unexpected http status code: 404") || detail.containsText("unexpected Content-Type")
+            || detail.containsText("not found: repository") || detail.containsText("does not appear to be a git repository") {
             detail = "there is no git repository at that address (\(detail)); check --repo"
         }
-        return GitError(.fetchFailed, "\(action) \(Self.redacted(url)): \(detail.replacing(url, with: Self.redacted(url)))")
+        return GitError(.fetchFailed, "\(action) \(Self.redacted(url)): \(detail.replacingAll(url, with: Self.redacted(url)))")
     }
 
     /// The mirror's branches and tags and the commits or tag objects they point at.
@@ -454,7 +455,7 @@ enum KnownHosts {
 
     static func check(host: String, key: [UInt8], file: String?) -> Verdict {
         guard let file else { return .refused("ssh host \(host) cannot be checked: give a known_hosts file (--known-hosts)") }
-        guard let data = FileManager.default.contents(atPath: file) else { return .refused("the known_hosts file \(file) cannot be read") }
+        guard let data = PlainFiles.contents(file) else { return .refused("the known_hosts file \(file) cannot be read") }
         guard !key.isEmpty else { return .refused("ssh host \(host) did not present its key") }
         var hostListed = false
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
@@ -464,7 +465,7 @@ enum KnownHosts {
             if fields.first?.hasPrefix("@") == true { fields.removeFirst() }  // @revoked, @cert-authority
             guard fields.count >= 3 else { continue }
             if revoked {
-                if let listed = Data(base64Encoded: String(fields[2])), Array(listed) == key {
+                if let listed = PlainFiles.base64Decoded(fields[2]), listed == key {
                     return .refused("ssh host \(host) presented a key that \(file) marks @revoked")
                 }
                 continue
@@ -472,7 +473,7 @@ enum KnownHosts {
             let hosts = fields[0].split(separator: ",").map(String.init)
             guard hosts.contains(where: { $0 == host || $0.hasPrefix("[\(host)]:") }) else { continue }
             hostListed = true
-            if let listed = Data(base64Encoded: String(fields[2])), Array(listed) == key { return .trusted }
+            if let listed = PlainFiles.base64Decoded(fields[2]), listed == key { return .trusted }
         }
         return .refused(hostListed ? "ssh host \(host) presented a key that is not the one in \(file): refusing (a man in the middle, or a changed host key)"
                                    : "ssh host \(host) is not in \(file)")

@@ -94,3 +94,31 @@ extension Double {
         return places == 0 ? "\(sign)\(integer)" : "\(sign)\(integer).\(fraction.digits(width: places))"
     }
 }
+
+extension StringProtocol {
+    /// Where `text` first occurs, compared by UTF-8 bytes (Swift's `firstRange(of:)` and
+    /// `contains(_:)` for strings link the regular-expression engine, a megabyte that
+    /// tether-fetch need not carry).
+    package func firstRange(ofText text: some StringProtocol) -> Range<Index>? {
+        let needle = Array(text.utf8)
+        guard let first = needle.first else { return startIndex..<startIndex }
+        let bytes = utf8
+        var index = bytes.startIndex
+        while index != bytes.endIndex {
+            if bytes[index] == first {
+                var candidate = index
+                var matched = 0
+                while matched < needle.count, candidate != bytes.endIndex, bytes[candidate] == needle[matched] {
+                    matched += 1
+                    candidate = bytes.index(after: candidate)
+                }
+                if matched == needle.count { return index..<candidate }
+            }
+            index = bytes.index(after: index)
+        }
+        return nil
+    }
+
+    /// Whether `text` occurs, compared by UTF-8 bytes (see `firstRange(ofText:)`).
+    package func containsText(_ text: some StringProtocol) -> Bool { firstRange(ofText: text) != nil }
+}
