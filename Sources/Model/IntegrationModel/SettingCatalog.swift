@@ -314,15 +314,18 @@ package enum FolderList {
 package enum HostName {
     /// True for an IPv4 address, an IPv6 address or a DNS host name.
     package static func isValid(_ text: String) -> Bool {
-        if text.isEmpty || text.count > 253 { return false }
+        // By bytes: a valid name or address is ASCII, and anything else fails a test below.
+        let bytes = text.utf8
+        if bytes.isEmpty || bytes.count > 253 { return false }
         var buffer = [UInt8](repeating: 0, count: 16)
         if inet_pton(AF_INET, text, &buffer) == 1 || inet_pton(AF_INET6, text, &buffer) == 1 { return true }
+        let dot = UInt8(ascii: "."), hyphen = UInt8(ascii: "-")
+        func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
         // Anything of digits and dots that is not a valid IPv4 address is a typo, not a host name.
-        if text.allSatisfy({ $0.isNumber || $0 == "." }) { return false }
-        let labels = text.split(separator: ".", omittingEmptySubsequences: false)
-        return labels.allSatisfy { label in
-            !label.isEmpty && label.count <= 63 && !label.hasPrefix("-") && !label.hasSuffix("-")
-                && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+        if bytes.allSatisfy({ isDigit($0) || $0 == dot }) { return false }
+        return bytes.split(separator: dot, omittingEmptySubsequences: false).allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && label.first != hyphen && label.last != hyphen
+                && label.allSatisfy { isDigit($0) || $0 == hyphen || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0 | 0x20) }
         }
     }
 }

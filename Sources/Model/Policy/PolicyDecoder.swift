@@ -100,12 +100,30 @@ package struct PolicyDecoder {
         func plainKeysOnly(_ at: (line: Int, column: Int), _ what: String) -> PolicyProblem {
             PolicyProblem(SourceLocation(file: file, line: at.line, column: at.column), "\(what) is not allowed: field names are plain words")
         }
-        let space: UInt8 = 0x20, lineFeed: UInt8 = 0x0A
-        for character in text {
+        let space: UInt8 = 0x20, lineFeed: UInt8 = 0x0A, carriageReturn: UInt8 = 0x0D
+        // One pass over the UTF-8 bytes. Structure is ASCII; any other scalar is text (nil
+        // below). Columns count scalars, as libyaml's marks do.
+        let bytes = Array(text.utf8)
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            index += 1
+            if byte & 0xC0 == 0x80 { continue }  // the rest of a scalar already counted
             column += 1
-            // CR LF is one Character, whose ASCII value is LF's.
-            let ascii = character.asciiValue
-            let breaksLine = ascii == lineFeed || ascii == 0x0B || ascii == 0x0C || ascii == 0x0D || (ascii == nil && character.isNewline)
+            var ascii: UInt8? = byte < 0x80 ? byte : nil
+            // CR LF ends a line as LF does.
+            if byte == carriageReturn, index < bytes.count, bytes[index] == lineFeed {
+                ascii = lineFeed
+                index += 1
+            }
+            // NEL (C2 85), LS and PS (E2 80 A8/A9) break lines for YAML too.
+            let otherBreak: UInt32? = switch (byte, index < bytes.count ? bytes[index] : 0, index + 1 < bytes.count ? bytes[index + 1] : 0) {
+            case (0xC2, 0x85, _): 0x85
+            case (0xE2, 0x80, 0xA8): 0x2028
+            case (0xE2, 0x80, 0xA9): 0x2029
+            default: nil
+            }
+            let breaksLine = ascii == lineFeed || ascii == 0x0B || ascii == 0x0C || ascii == carriageReturn || otherBreak != nil
             let ends = ascii == space || breaksLine
             if let at = question {
                 if ends { return plainKeysOnly(at, "an explicit '? ' key") }
@@ -118,8 +136,9 @@ package struct PolicyDecoder {
             if breaksLine, ascii != lineFeed {
                 // A lone CR, NEL, LS or PS breaks a line for YAML but not for git or an editor:
                 // every line and column reported after it would point at the wrong place.
+                let scalar = otherBreak ?? UInt32(byte)
                 return PolicyProblem(SourceLocation(file: file, line: line, column: column),
-                                     "a line break other than LF or CRLF (\(character.unicodeScalars.map { "U+" + $0.value.digits(radix: 16, width: 4) }.joined(separator: " "))): save the file with LF or CRLF line ends")
+                                     "a line break other than LF or CRLF (U+\(scalar.digits(radix: 16, width: 4))): save the file with LF or CRLF line ends")
             }
             if ascii == lineFeed {
                 line += 1
@@ -167,7 +186,7 @@ package struct PolicyDecoder {
         if let at = closed, at.colon { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }
         // Block nesting needs indentation (or compact "- - -" sequences): bound it.
         for (index, raw) in lines(of: text).enumerated() {
-            let indentation = raw.prefix { $0 == " " || $0 == "-" }.count
+            let indentation = raw.utf8.prefix { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "-") }.count
             if indentation > maximumDepth * 4 {
                 return PolicyProblem(SourceLocation(file: file, line: index + 1, column: 1), "YAML indented more than \(maximumDepth * 4) columns (nesting too deep): refused")
             }
@@ -334,14 +353,7 @@ package struct PolicyDecoder {
     private mutating func integration(_ integration: Integration, _ node: YAMLNode, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
         let context = "spec.\(integration.rawValue)"
         guard let map = mapping(node, context) else { return }
-        let fields = SettingCatalog.fields(.integration(integration))
-        // A dotted field (`fileMonitoring.paths`) is written as a group: `fileMonitoring: {paths: …}`.
-        var groups: [String: [String]] = [:]
-        for field in fields {
-            guard let dot = field.name.firstIndex(of: ".") else { continue }
-            groups[String(field.name[..<dot]), default: []].append(String(field.name[field.name.index(after: dot)...]))
-        }
-        let allowed = fields.map(\.name).filter { !$0.contains(".") } + groups.keys.sorted() + ["serverCertificate", "clientCertificate"]
+        let (groups, allowed) = Self.layouts[integration]!
         let present = fieldMap(map, allowed: allowed, context: context, vendorScope: .integration(integration))
         for (key, pair) in present {
             if let members = groups[key] {
@@ -380,6 +392,23 @@ package struct PolicyDecoder {
             }
         }
     }
+
+    /// Per integration, the fields a policy writes under it: dotted fields (`fileMonitoring.paths`)
+    /// written as groups (`fileMonitoring: {paths: …}`), and the names allowed at its top.
+    private static let layouts: [Integration: (groups: [String: [String]], allowed: [String])] = {
+        var layouts: [Integration: (groups: [String: [String]], allowed: [String])] = [:]
+        for integration in Integration.allCases {
+            let fields = SettingCatalog.fields(.integration(integration))
+            var groups: [String: [String]] = [:]
+            for field in fields {
+                guard let dot = field.name.firstIndex(of: ".") else { continue }
+                groups[String(field.name[..<dot]), default: []].append(String(field.name[field.name.index(after: dot)...]))
+            }
+            let allowed = fields.map(\.name).filter { !$0.contains(".") } + groups.keys.sorted() + ["serverCertificate", "clientCertificate"]
+            layouts[integration] = (groups, allowed)
+        }
+        return layouts
+    }()
 
     private mutating func setting(_ path: SettingPath, _ node: YAMLNode, into values: inout [DesiredKey: Sourced<DesiredValue>]) {
         guard let field = SettingCatalog.field(path), let value = settingValue(field, node, path: path.description) else { return }
@@ -638,25 +667,31 @@ package struct PolicyDecoder {
     /// The line numbers of block scalars' text (the lines after `key: |` or `- >-` that are
     /// indented deeper, and blank lines among them).
     static func blockScalarLines(_ source: String) -> Set<Int> {
+        let space = UInt8(ascii: " ")
         var textLines = Set<Int>()
         var parent: Int?
         for (index, raw) in lines(of: source).enumerated() {
-            let indent = raw.prefix { $0 == " " }.count
-            let content = raw.dropFirst(indent)
+            // By bytes: indentation, `#`, `|`, `>` and the chomping digits are ASCII.
+            let bytes = raw.utf8
+            let indent = bytes.prefix { $0 == space }.count
+            let content = bytes.dropFirst(indent)
             if let block = parent {
-                if content.allSatisfy({ $0 == " " }) || indent > block {
+                if content.allSatisfy({ $0 == space }) || indent > block {
                     textLines.insert(index + 1)
                     continue
                 }
                 parent = nil
             }
-            var value = content
-            if let hash = value.firstRange(of: " #") { value = value[..<hash.lowerBound] }
-            while value.last == " " { value.removeLast() }
-            guard let last = value.split(separator: " ").last, last.first == "|" || last.first == ">",
-                  last.dropFirst().allSatisfy({ "+-0123456789".contains($0) }) else { continue }
-            let before = value.dropLast(last.count)
-            if before.isEmpty || before.hasSuffix(": ") || before.hasSuffix("- ") { parent = indent }
+            var value = content[...]
+            if let hash = value.indices.first(where: { $0 != value.startIndex && value[$0] == UInt8(ascii: "#") && value[value.index(before: $0)] == space }) {
+                value = value[..<value.index(before: hash)]
+            }
+            while value.last == space { value = value.dropLast() }
+            let last = value.reversed().prefix { $0 != space }
+            guard let indicator = last.last, indicator == UInt8(ascii: "|") || indicator == UInt8(ascii: ">"),
+                  last.dropLast().allSatisfy({ $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { continue }
+            let before = Array(value.dropLast(last.count))
+            if before.isEmpty || before.suffix(2) == [UInt8(ascii: ":"), space] || before.suffix(2) == [UInt8(ascii: "-"), space] { parent = indent }
         }
         return textLines
     }
@@ -664,7 +699,9 @@ package struct PolicyDecoder {
     /// A file's lines as git and an editor count them (LF or CRLF ends each; the preflight
     /// refuses other line breaks).
     static func lines(of text: String) -> [Substring] {
-        text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in
+            Substring(line.last == 0x0D ? line.dropLast() : line)
+        }
     }
 
     /// Whether `name` may be a policy's metadata.name: lower-case letters, digits, `-` and `.`.

@@ -68,6 +68,10 @@ enum ScalarType: Equatable {
     static func yaml11Difference(_ node: YAMLNode) -> (yaml11: String, yaml12: String, write: String)? {
         guard case .scalar(let scalar) = node, scalar.isPlain, scalar.tag.isEmpty else { return nil }
         let text = scalar.string
+        // Every spelling below starts with one of these: most values are decided by one byte.
+        guard let lead = text.utf8.first, "yYnNoO0123456789+-".utf8.contains(lead) else { return nil }
+        // A plain decimal without a leading zero (`443`) reads alike in both.
+        if Self.unsignedDecimal(text) != nil && (text.utf8.count == 1 || lead != UInt8(ascii: "0")) { return nil }
         switch text {
         case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":
             return ("true", "the string \"\(text)\"", "true")
@@ -122,6 +126,7 @@ enum ScalarType: Equatable {
     /// YAML 1.2 core integers: decimal (`443`, `-1`, `0443` is 443), hexadecimal (`0x1F`) and
     /// octal (`0o17`).
     private static func parseInteger(_ text: String) -> Int? {
+        if let value = unsignedDecimal(text) { return value }
         var digits = Substring(text)
         var negative = false
         if let sign = digits.first, sign == "-" || sign == "+" {
@@ -140,6 +145,18 @@ enum ScalarType: Equatable {
             value = nil
         }
         return value.map { negative ? -$0 : $0 }
+    }
+
+    /// Up to 18 ASCII digits and nothing else, read by bytes (most integers in policies).
+    private static func unsignedDecimal(_ text: String) -> Int? {
+        let bytes = text.utf8
+        guard (1...18).contains(bytes.count) else { return nil }
+        var value = 0
+        for byte in bytes {
+            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+            value = value * 10 + Int(byte - UInt8(ascii: "0"))
+        }
+        return value
     }
 
     private static func isFloat(_ text: String) -> Bool {
