@@ -18,11 +18,11 @@ test:            ## the whole test suite (real git repositories, real certificat
 	@scripts/install-deps --test
 	$(SWIFT) test
 
-bench: deps      ## validate/plan timings on 100/1,000/10,000 policies; the controller's no-change cycle and idle CPU; connector throughput over mutual TLS
-	$(SWIFT) build -c release --product tether
-	$(SWIFT) build -c release --product tether-fetch
-	$(SWIFT) build -c release --product tether-bench
-	$(SWIFT) build -c release --product platform-sim
+bench: deps      ## what an endpoint pays (size, start-up, a no-change run and cycle) against a static Swift hello; validate/plan timings on 100/1,000/10,000 policies; idle CPU; connector throughput over mutual TLS
+	$(SWIFT) build -c release --static-swift-stdlib --product tether
+	$(SWIFT) build -c release --static-swift-stdlib --product tether-fetch
+	$(SWIFT) build -c release --static-swift-stdlib --product tether-bench
+	$(SWIFT) build -c release --static-swift-stdlib --product platform-sim
 	python3 scripts/bench.py --tether .build/release/tether
 	@echo
 	.build/release/tether-bench

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""make bench: time and peak memory of `tether validate` and `tether plan` on generated
-policy repositories of 100, 1,000 and 10,000 files, and of a plan on the bundled example.
+"""make bench: what an endpoint pays (binary sizes, start-up, a no-change run and cycle,
+against a static Swift hello built in the same run), then time and peak memory of `tether
+validate` and `tether plan` on generated policy repositories of 100, 1,000 and 10,000 files,
+and of a plan on the bundled example.
 
 Repositories are written with `git fast-import` into .tether-bench/. Each figure is the
 median of several runs of the whole process (start-up included); peak memory is the
@@ -94,6 +96,101 @@ def measure(command, runs):
     return statistics.median(walls), statistics.median(cpus), max(peaks), codes
 
 
+FLOOR_SOURCE = """// The floor: the smallest static Swift program that uses Foundation, built as tether is.
+import Foundation
+print("hello from \\(ProcessInfo.processInfo.processName) at \\(Date().timeIntervalSince1970)")
+"""
+
+
+def build_floor():
+    """Builds the static hello (`swift build -c release --static-swift-stdlib`), stripped."""
+    folder = os.path.join(WORK, "floor")
+    os.makedirs(os.path.join(folder, "Sources", "floor"), exist_ok=True)
+    with open(os.path.join(folder, "Package.swift"), "w") as manifest:
+        manifest.write('// swift-tools-version:6.0\nimport PackageDescription\n'
+                       'let package = Package(name: "floor", targets: [.executableTarget(name: "floor")])\n')
+    with open(os.path.join(folder, "Sources", "floor", "main.swift"), "w") as source:
+        source.write(FLOOR_SOURCE)
+    subprocess.run(["swift", "build", "-c", "release", "--static-swift-stdlib", "--package-path", folder],
+                   check=True, stdout=subprocess.DEVNULL)
+    stripped = os.path.join(WORK, "endpoint", "floor")
+    subprocess.run(["strip", "--strip-unneeded", "-o", stripped, os.path.join(folder, ".build", "release", "floor")], check=True)
+    return stripped
+
+
+def libraries_loaded(command):
+    """How many shared libraries the dynamic loader maps for `command` (LD_DEBUG=files)."""
+    result = subprocess.run(command, env=dict(os.environ, LD_DEBUG="files"), capture_output=True, text=True)
+    return sum(1 for line in result.stderr.splitlines() if "calling init:" in line)
+
+
+def endpoint_costs(tether, runs):
+    """Sizes, start-up and a no-change run of the stripped binaries, beside the floor's."""
+    folder = os.path.join(WORK, "endpoint")
+    os.makedirs(folder, exist_ok=True)
+    binaries = {}
+    for name in ("tether", "tether-fetch"):
+        binaries[name] = os.path.join(folder, name)  # side by side, as installed: tether finds tether-fetch beside it
+        subprocess.run(["strip", "--strip-unneeded", "-o", binaries[name], os.path.join(os.path.dirname(tether), name)], check=True)
+    sys.stderr.write("bench: building the floor (a static Swift hello)…\n")
+    floor = build_floor()
+    example = make_example()
+    state = os.path.join(folder, "state")
+    shutil.rmtree(state, ignore_errors=True)
+    once = [binaries["tether"], "run", "--once", "--no-sensors", "--repo", example, "--state-dir", state, "--log-format", "json"]
+    measure(once, 1)  # the first run applies; the runs measured change nothing
+    sys.stderr.write("bench: measuring start-up and a no-change run…\n")
+    startup_runs = max(runs, 40)
+    _, floor_cpu, floor_peak, _ = measure([floor], startup_runs)
+    _, version_cpu, version_peak, _ = measure([binaries["tether"], "--version"], startup_runs)
+    _, once_cpu, once_peak, _ = measure(once, max(runs, 15))
+    return {
+        "floor": floor, "floor_size": os.path.getsize(floor), "floor_cpu": floor_cpu, "floor_peak": floor_peak,
+        "tether_size": os.path.getsize(binaries["tether"]), "fetch_size": os.path.getsize(binaries["tether-fetch"]),
+        "version_cpu": version_cpu, "version_peak": version_peak, "once_cpu": once_cpu, "once_peak": once_peak,
+        "version_libraries": libraries_loaded([binaries["tether"], "--version"]), "once_libraries": libraries_loaded(once),
+        "floor_libraries": libraries_loaded([floor]),
+    }
+
+
+def print_endpoint_costs(costs, cycle_cpu):
+    """The table issue 24 asks for, with each goal and whether it holds."""
+    floor_cpu = costs["floor_cpu"]
+    mb = 1e6
+    rows = [
+        ("tether, stripped", f"{costs['floor_size'] / mb:.1f} MB", f"{costs['tether_size'] / mb:.1f} MB", "≤ 30 MB", costs["tether_size"] <= 30 * mb),
+        ("tether-fetch, stripped", "", f"{costs['fetch_size'] / mb:.1f} MB", "≤ 8 MB", costs["fetch_size"] <= 8 * mb),
+        ("--version: CPU", f"{floor_cpu * 1000:.2f} ms", f"{costs['version_cpu'] * 1000:.2f} ms (×{costs['version_cpu'] / floor_cpu:.1f})",
+         "≤ ×2", costs["version_cpu"] <= 2 * floor_cpu),
+        ("--version: peak memory", f"{costs['floor_peak']:.1f} MiB", f"{costs['version_peak']:.1f} MiB", "", None),
+        ("--version: shared libraries", f"{costs['floor_libraries']}", f"{costs['version_libraries']}", "", None),
+        ("run --once, no change: CPU*", "", f"{costs['once_cpu'] * 1000:.2f} ms (×{costs['once_cpu'] / floor_cpu:.1f})", "≤ ×4", costs["once_cpu"] <= 4 * floor_cpu),
+        ("run --once, no change: peak", "", f"{costs['once_peak']:.1f} MiB", "≤ 24 MiB", costs["once_peak"] <= 24),
+        ("run --once: shared libraries", "", f"{costs['once_libraries']}", "", None),
+    ]
+    if cycle_cpu is not None:
+        rows.append(("no-change cycle in `run`: CPU", "", f"{cycle_cpu * 1000:.2f} ms", "≤ 1 ms", cycle_cpu <= 0.001))
+    print("\nwhat an endpoint pays (stripped binaries as the package ships them; floor: a static Swift hello that uses Foundation;")
+    print(f"CPU: the median of whole processes, children included (*); peak memory: the largest. Floor: {costs["floor"]})")
+    header = f"{'':<30}  {'floor':>10}  {'tether':>22}  {'goal':>9}  met"
+    print(header)
+    print("-" * len(header))
+    for name, floor, value, goal, met in rows:
+        print(f"{name:<30}  {floor:>10}  {value:>22}  {goal:>9}  {'' if met is None else ('yes' if met else 'NO')}")
+
+
+def make_example():
+    """A repository made from examples/quickstart, as `make run` uses it."""
+    example = os.path.join(WORK, "example")
+    if not os.path.isdir(os.path.join(example, ".git")):
+        shutil.copytree(os.path.join(ROOT, "examples/quickstart"), example, dirs_exist_ok=True)
+        subprocess.run(["git", "init", "-q", "-b", "main", example], check=True)
+        subprocess.run(["git", "-C", example, "add", "-A"], check=True)
+        subprocess.run(["git", "-C", example, "-c", "user.name=Bench", "-c", "user.email=b@tether.invalid",
+                        "commit", "-q", "-m", "example"], check=True)
+    return example
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tether", default=os.path.join(ROOT, ".build/release/tether"))
@@ -109,6 +206,7 @@ def main():
     with open(os.path.join(state, "labels"), "w") as labels:
         labels.write("shard=s0\nenv=prod\n")
 
+    costs = endpoint_costs(args.tether, args.runs)
     print(f"tether: {args.tether}; median of {args.runs} runs per figure; whole process, start-up included\n")
     header = f"{'policy files':>12}  {'command':<8}  {'wall':>9}  {'CPU':>9}  {'peak RSS':>9}  {'per file':>9}"
     print(header)
@@ -131,13 +229,7 @@ def main():
         print(f"{'20000 hosts':>12}  {command:<8}  {wall * 1000:>7.1f}ms  {cpu * 1000:>7.1f}ms  {peak:>6.1f}MiB  {wall / 20000 * 1e6:>7.1f}µs")
 
     # The bundled example, as `make run` uses it (a repository made from examples/quickstart).
-    example = os.path.join(WORK, "example")
-    if not os.path.isdir(os.path.join(example, ".git")):
-        shutil.copytree(os.path.join(ROOT, "examples/quickstart"), example, dirs_exist_ok=True)
-        subprocess.run(["git", "init", "-q", "-b", "main", example], check=True)
-        subprocess.run(["git", "-C", example, "add", "-A"], check=True)
-        subprocess.run(["git", "-C", example, "-c", "user.name=Bench", "-c", "user.email=b@tether.invalid",
-                        "commit", "-q", "-m", "example"], check=True)
+    example = make_example()
     wall, cpu, peak, _ = measure([args.tether, "plan", "--repo", example, "--state-dir", os.path.join(WORK, "example-state")], args.runs)
     print(f"\nbundled example (examples/quickstart), tether plan: {wall * 1000:.1f} ms wall, {cpu * 1000:.1f} ms CPU, {peak:.1f} MiB peak RSS")
 
@@ -146,9 +238,9 @@ def main():
         sizes = sorted(plans)
         small, large = sizes[0], sizes[-1]
         print(f"growth of plan from {small} to {large} files: ×{plans[large] / plans[small]:.1f} time for ×{large / small:.0f} files")
-    if os.path.isdir(os.path.join(WORK, "repo-100")):
-        controller_bench(args.tether, args.cycles)
+    cycle_cpu = controller_bench(args.tether, args.cycles) if os.path.isdir(os.path.join(WORK, "repo-100")) else None
     idle_bench(args.tether, args.platform_sim, args.idle_seconds)
+    print_endpoint_costs(costs, cycle_cpu)
 
 
 def process_cpu(pid):
@@ -318,6 +410,7 @@ def controller_bench(tether, cycles):
         print(f"  {cycles} no-change cycles in one process: {wall / cycles * 1000:7.2f} ms wall and "
               f"{cpu / cycles * 1000:7.2f} ms CPU per cycle; peak RSS after them {peak:.1f} MiB; "
               f"{proxy.received / cycles:.0f} bytes received per cycle")
+        return cpu / cycles
     finally:
         daemon.kill()
         daemon.wait()

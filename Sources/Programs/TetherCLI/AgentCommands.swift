@@ -47,6 +47,7 @@ enum SettingsTarget: ExpressibleByArgument {
 
 struct GetSettings: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "get-settings",
         abstract: "Print an integration's settings by their vendor key names (or `app` for app-wide settings).")
 
     @Argument(help: "edr, ndr, sandbox or app.") var target: SettingsTarget
@@ -90,6 +91,7 @@ struct GetSettings: ParsableCommand {
 
 struct SetSettings: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "set-settings",
         abstract: "Change settings by vendor key: `tether agent set-settings edr Port=8443 ConnectionTimeout=20`.",
         discussion: """
             Keys are the vendor's (Port, UseClientPinnedCertificate, EventTransferSettings.PingPeriod or just PingPeriod); policy field names (port) work too. Lists are written Endpoints=10.0.0.1:8081,[::1]:8081. All changes apply together or not at all, and a running task must still meet its preconditions afterwards.
@@ -138,7 +140,7 @@ struct SetSettings: ParsableCommand {
 }
 
 struct Start: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Start an integration's task (refused, with the reason, when a precondition is unmet).")
+    static let configuration = CommandConfiguration(commandName: "start", abstract: "Start an integration's task (refused, with the reason, when a precondition is unmet).")
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @OptionGroup var device: DeviceOptions
 
@@ -150,7 +152,7 @@ struct Start: ParsableCommand {
 }
 
 struct Stop: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop an integration's task.")
+    static let configuration = CommandConfiguration(commandName: "stop", abstract: "Stop an integration's task.")
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @OptionGroup var device: DeviceOptions
 
@@ -163,6 +165,7 @@ struct Stop: ParsableCommand {
 
 struct AddServerCertificate: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "add-server-certificate",
         abstract: "Pin a server certificate (PEM or DER) for an integration, replacing any other.",
         discussion: """
         A certificate that has expired, is not valid yet or expires within --warn-expiry days is \
@@ -192,7 +195,7 @@ struct AddServerCertificate: ParsableCommand {
 }
 
 struct RemoveServerCertificate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Remove an integration's pinned server certificate (a running task is stopped first).")
+    static let configuration = CommandConfiguration(commandName: "remove-server-certificate", abstract: "Remove an integration's pinned server certificate (a running task is stopped first).")
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @OptionGroup var device: DeviceOptions
 
@@ -204,7 +207,7 @@ struct RemoveServerCertificate: ParsableCommand {
 }
 
 struct QueryServerCertificate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show an integration's pinned server certificate; exit 1 when there is none.")
+    static let configuration = CommandConfiguration(commandName: "query-server-certificate", abstract: "Show an integration's pinned server certificate; exit 1 when there is none.")
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @OptionGroup var device: DeviceOptions
 
@@ -217,7 +220,7 @@ struct QueryServerCertificate: ParsableCommand {
 }
 
 struct AddClientCertificate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Install a PKCS#12 client container (certificate and private key) for mutual TLS.")
+    static let configuration = CommandConfiguration(commandName: "add-client-certificate", abstract: "Install a PKCS#12 client container (certificate and private key) for mutual TLS.")
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @Argument(help: "The PKCS#12 (.p12/.pfx) file.") var file: String
     @Option(help: ArgumentHelp("""
@@ -242,7 +245,7 @@ struct AddClientCertificate: ParsableCommand {
 }
 
 struct RemoveClientCertificate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Remove an integration's client certificate (a running task that needs it is stopped first).")
+    static let configuration = CommandConfiguration(commandName: "remove-client-certificate", abstract: "Remove an integration's client certificate (a running task that needs it is stopped first).")
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @OptionGroup var device: DeviceOptions
 
@@ -254,7 +257,7 @@ struct RemoveClientCertificate: ParsableCommand {
 }
 
 struct QueryClientCertificate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show an integration's client certificate (never its key); exit 1 when there is none.")
+    static let configuration = CommandConfiguration(commandName: "query-client-certificate", abstract: "Show an integration's client certificate (never its key); exit 1 when there is none.")
     @Argument(help: "edr, ndr or sandbox.") var integration: Integration
     @OptionGroup var device: DeviceOptions
 
@@ -367,6 +370,7 @@ struct LabelsCommand: ParsableCommand {
 /// `tether agent export`
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "export",
         abstract: "Print an integration's actual settings as the vendor's settings file (INI).",
         discussion: """
             What `kesl-control --get-settings TASK` prints and `kesl-control --set-settings TASK --file FILE` reads, for the agent of --state-dir (embedded, or the vendor's with --agent kesl): every setting the vendor's file holds, with its current value. `tether render -o ini --integration edr` writes the desired one from a revision. Example: tether agent export edr --ini > KATAEDR.ini

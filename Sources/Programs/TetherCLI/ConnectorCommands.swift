@@ -20,6 +20,7 @@ func connectorRuntime(_ device: DeviceOptions) throws -> ConnectorRuntime {
 /// `tether agent sync`
 struct Sync: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "sync",
         abstract: "Connect now: one sync (and a telemetry flush) for each enabled connector; exit 0 if every one succeeded, else 1.",
         discussion: "For operators checking a new certificate or proxy, and for scripts. Stopped connectors are skipped.")
 
@@ -50,6 +51,7 @@ struct Sync: ParsableCommand {
 /// `tether agent status`
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "status",
         abstract: "Show each connector: state, server, last successful contact, queue depth, last error; and network isolation.")
 
     @Flag(help: "Print JSON.") var json = false

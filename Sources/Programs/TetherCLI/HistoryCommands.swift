@@ -172,6 +172,7 @@ struct MergeReports: ParsableCommand {
 /// `tether agent snapshot`
 struct Snapshot: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "snapshot",
         abstract: "Print the agent's actual state as JSON (no secrets), for `tether plan --against`.",
         discussion: "Example: tether agent snapshot > device.json; then, anywhere: tether plan --repo . --against device.json")
 

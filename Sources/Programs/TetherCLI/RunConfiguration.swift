@@ -51,20 +51,19 @@ struct RunConfiguration {
         let source: Source
     }
 
-    /// Every option of `tether run`, read from its help so no key can be missing or made up.
+    /// Every option of `tether run`, in its help's order. Written out rather than read from the
+    /// help at each start (that cost a millisecond and a half of every run); ConfigTests checks
+    /// that `config show` lists exactly the long options `tether run --help` shows.
     static let keys: [Key] = {
-        var keys: [Key] = []
-        for line in RunCommand.helpMessage(columns: 1000).split(separator: "\n") {
-            let trimmed = line.trimmingSpaces()
-            guard trimmed.hasPrefix("--"), let nameEnd = trimmed.firstIndex(where: { $0 == " " || $0 == "," }) ?? Optional(trimmed.endIndex) else { continue }
-            let name = String(trimmed[trimmed.index(trimmed.startIndex, offsetBy: 2)..<nameEnd])
-            guard !["help", "version", "config"].contains(name), !keys.contains(where: { $0.name == name }) else { continue }
-            let rest = trimmed[nameEnd...].trimmingSpaces()
-            let kind: Key.Kind
-            if !rest.hasPrefix("<") { kind = .flag } else if rest.contains("...") || listOptions.contains(name) { kind = .list } else { kind = .value }
-            keys.append(Key(name: name, kind: kind))
-        }
-        return keys
+        let values = ["repo", "ref", "path", "state-dir"]
+        let lists = ["label"]
+        let more = ["git-user", "git-password-file", "ssh-key", "ssh-passphrase-file", "known-hosts", "git-ca-file", "agent", "kesl-control",
+                    "kesl-tasks", "interval", "jitter", "max-backoff"]
+        let flags: Set = ["once", "suspend", "no-connectors", "no-sensors", "prune"]
+        let rest = ["once", "cycles", "verify", "allowed-signers", "suspend", "metrics-address", "textfile", "report-dir", "report-keep",
+                    "log-format", "health-window", "no-connectors", "no-sensors", "fetch-timeout", "probe-url", "prune"]
+        return values.map { Key(name: $0, kind: .value) } + lists.map { Key(name: $0, kind: .list) } + more.map { Key(name: $0, kind: .value) }
+            + rest.map { Key(name: $0, kind: flags.contains($0) ? .flag : .value) }
     }()
 
     /// Seconds from the file or a variable are finite and in range, and refused with where they
@@ -159,9 +158,6 @@ struct RunConfiguration {
         }
         return .cannotRead
     }
-
-    /// Options that may be given more than once.
-    private static let listOptions: Set<String> = ["label"]
 
     let file: String?
     let entries: [Entry]

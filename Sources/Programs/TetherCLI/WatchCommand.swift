@@ -9,6 +9,7 @@ import Primitives
 /// `tether agent watch`
 struct Watch: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "watch",
         abstract: "Run the sensors in the foreground and print what they see: process starts and stops, network connections, file changes.",
         discussion: """
             Shows which kernel interface each sensor uses on this machine and what a fallback misses: where the process connector is refused (without CAP_NET_ADMIN on older kernels, or in a container's own pid namespace) the process sensor scans /proc; without CAP_SYS_ADMIN the file sensor uses inotify, which does not say which process changed a file. Nothing is queued or sent: `tether run` runs the same sensors while telemetry flows and sends what they see. Until Ctrl-C, or --seconds.

@@ -1,10 +1,26 @@
 import Foundation
+@testable import TetherCLI
 import TetherTestSupport
 import Testing
 
 /// `tether run`'s configuration: the file, TETHER_* variables and the command line.
 @Suite("Configuration of tether run", .serialized, .ownThread)
 struct ConfigTests {
+    @Test("The configuration's keys are exactly the long options of `tether run`, in its help's order, flags as flags")
+    func keysAreTheRunOptions() {
+        var fromHelp: [(name: String, flag: Bool)] = []
+        for line in RunCommand.helpMessage(columns: 1000).split(separator: "\n") {
+            let text = line.drop { $0 == " " }
+            guard text.hasPrefix("--") else { continue }
+            let name = String(text.dropFirst(2).prefix { $0 != " " && $0 != "," })
+            guard !["help", "version", "config"].contains(name), !fromHelp.contains(where: { $0.name == name }) else { continue }
+            fromHelp.append((name, !text.dropFirst(2 + name.count).drop { $0 == " " }.hasPrefix("<")))
+        }
+        #expect(RunConfiguration.keys.map(\.name) == fromHelp.map(\.name))
+        #expect(RunConfiguration.keys.filter { $0.kind == .flag }.map(\.name) == fromHelp.filter(\.flag).map(\.name))
+        #expect(RunConfiguration.keys.filter { $0.kind == .list }.map(\.name) == ["label"], "label is the option given more than once")
+    }
+
     @Test("The command line wins over TETHER_* variables, which win over the file; config show names each value's source and masks credentials")
     func precedence() throws {
         try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
