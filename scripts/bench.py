@@ -171,7 +171,7 @@ def print_endpoint_costs(costs, cycle_cpu):
     if cycle_cpu is not None:
         rows.append(("no-change cycle in `run`: CPU", "", f"{cycle_cpu * 1000:.2f} ms", "≤ 1 ms", cycle_cpu <= 0.001))
     print("\nwhat an endpoint pays (stripped binaries as the package ships them; floor: a static Swift hello that uses Foundation;")
-    print(f"CPU: the median of whole processes, children included (*); peak memory: the largest. Floor: {costs["floor"]})")
+    print(f"CPU: the median of whole processes, children included (*); peak memory: the largest. Floor: {costs['floor']})")
     header = f"{'':<30}  {'floor':>10}  {'tether':>22}  {'goal':>9}  met"
     print(header)
     print("-" * len(header))
