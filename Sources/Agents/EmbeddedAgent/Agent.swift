@@ -17,6 +17,8 @@ package final class Agent: AgentBackend, @unchecked Sendable {
     /// Held by the thread inside a transaction (or a read), so the threads of `tether run` that
     /// share this agent never see each other's nesting depth or half-made changes.
     private let lock = Lock(recursive: true)
+    /// Parsed certificates by their DER bytes (`parsedCertificate`), guarded by `lock`.
+    private var certificates: [[UInt8]: Certificate] = [:]
     private var transactionDepth = 0
     private var actor = "tether agent"
     private var attached = Set<String>()
@@ -74,11 +76,12 @@ package final class Agent: AgentBackend, @unchecked Sendable {
 
     /// Reads the whole state.
     package func state() throws -> AgentState {
-        try storeAccess {
+        try storeAccess { try database.read {
             var state = AgentState.initial
+            let decoder = JSONDecoder()
             for row in try database.query("SELECT path, value FROM settings") {
                 guard let pathText = row[0].text, let json = row[1].text, let path = SettingCatalog.path(named: pathText),
-                      let value = try? JSONDecoder().decode(SettingValue.self, from: Data(json.utf8)) else { continue }
+                      let value = try? decoder.decode(SettingValue.self, from: Data(json.utf8)) else { continue }
                 state.settings[path] = value
             }
             state.fillDefaults()
@@ -87,7 +90,7 @@ package final class Agent: AgentBackend, @unchecked Sendable {
             }
             for row in try database.query("SELECT integration, role, der, password_source, container FROM certificates") {
                 guard let name = row[0].text, let integration = Integration(rawValue: name), let der = row[2].blob,
-                      let certificate = try? Certificate(bytes: der) else { continue }
+                      let certificate = parsedCertificate(der) else { continue }
                 if row[1].text == "server" {
                     state.serverCertificates[integration] = certificate
                 } else {
@@ -98,7 +101,7 @@ package final class Agent: AgentBackend, @unchecked Sendable {
             }
             state.lastChanges = try AgentRecords(database).latestChanges()
             return state
-        }
+        } }
     }
 
     /// One setting's value (its default when never set), without reading the whole state.
@@ -332,6 +335,16 @@ package final class Agent: AgentBackend, @unchecked Sendable {
 
     private func record(_ path: String, old: String, new: String) throws {
         try AgentRecords(database).record(actor: actor, path: path, old: old, new: new)
+    }
+
+    /// A stored certificate, parsed once per content for as long as this agent is open (every
+    /// cycle reads the state; parsing DER is OpenSSL's work, not the store's).
+    private func parsedCertificate(_ der: [UInt8]) -> Certificate? {
+        if let known = certificates[der] { return known }
+        guard let certificate = try? Certificate(bytes: der) else { return nil }
+        if certificates.count >= 16 { certificates.removeAll() }
+        certificates[der] = certificate
+        return certificate
     }
 
     func storeAccess<T>(_ body: () throws -> T) throws -> T {

@@ -159,6 +159,24 @@ package final class Database: @unchecked Sendable {
         return rows
     }
 
+    /// Runs `body`'s queries in one read transaction: one consistent view, and one lock and
+    /// journal check for all of them instead of one per query. Inside a transaction already,
+    /// just runs `body`.
+    package func read<T>(_ body: () throws -> T) throws -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        guard sqlite3_get_autocommit(handle) != 0 else { return try body() }
+        try execute("BEGIN DEFERRED")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
     package func transaction<T>(_ body: () throws -> T) throws -> T {
         lock.lock()

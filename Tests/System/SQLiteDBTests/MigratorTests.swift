@@ -50,3 +50,25 @@ struct MigratorTests {
         #expect(error?.message.contains("schema version 7, newer than this tether knows (2)") == true)
     }
 }
+
+@Suite("Read transactions")
+struct ReadTransactionTests {
+    @Test("Several reads share one transaction; inside a write transaction a read joins it; a read that throws leaves the store usable")
+    func reads() throws {
+        let scratch = try ScratchDatabase()
+        let database = try Database(path: scratch.path)
+        try database.execute("CREATE TABLE items (name TEXT NOT NULL)")
+        try database.query("INSERT INTO items (name) VALUES ('a'), ('b')")
+        let counts = try database.read { (try database.query("SELECT count(*) FROM items"), try database.query("SELECT name FROM items ORDER BY name")) }
+        #expect(counts.0 == [[.integer(2)]] && counts.1 == [[.text("a")], [.text("b")]])
+        let seen = try database.transaction {
+            try database.query("INSERT INTO items (name) VALUES ('c')")
+            return try database.read { try database.query("SELECT count(*) FROM items") }
+        }
+        #expect(seen == [[.integer(3)]], "the read sees its own transaction's write")
+        struct Stop: Error {}
+        #expect(throws: Stop.self) { try database.read { _ = try database.query("SELECT 1"); throw Stop() } }
+        try database.query("INSERT INTO items (name) VALUES ('d')")
+        #expect(try database.query("SELECT count(*) FROM items") == [[.integer(4)]], "no transaction was left open")
+    }
+}

@@ -226,7 +226,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
     /// Every connector's status.
     package func status() throws -> [ConnectorStatus] {
         let state = try agent.state()
-        return try storeCall { try Integration.allCases.map { try store.status($0, running: state.running.contains($0)) } }
+        return try storeCall { try store.database.read { try Integration.allCases.map { try store.status($0, running: state.running.contains($0)) } } }
     }
 
     // MARK: - EDR
