@@ -166,22 +166,19 @@ package final class Database: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard sqlite3_get_autocommit(handle) != 0 else { return try body() }
-        try execute("BEGIN DEFERRED")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
+        return try within("BEGIN DEFERRED", body)
     }
 
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
     package func transaction<T>(_ body: () throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
-        try execute("BEGIN IMMEDIATE")
+        return try within("BEGIN IMMEDIATE", body)
+    }
+
+    /// `body` between `begin` and COMMIT, or ROLLBACK when it throws; the caller holds the lock.
+    private func within<T>(_ begin: String, _ body: () throws -> T) throws -> T {
+        try execute(begin)
         do {
             let result = try body()
             try execute("COMMIT")
