@@ -96,20 +96,28 @@ package struct PolicyDecoder {
         /// Whether only indentation (and `- `) came before on this line: where a key can start.
         var keyCanStart = true
         /// The lines of block scalars (`|`, `>`): text, not YAML structure.
-        let textLines = blockScalarLines(text)
+        let bytes = Array(text.utf8)
+        let textLines = blockScalarLines(bytes)
+        /// The first line indented deeper than nesting allows, reported after the checks above.
+        var deepLine: Int?
+        var indentation = 0
         func plainKeysOnly(_ at: (line: Int, column: Int), _ what: String) -> PolicyProblem {
             PolicyProblem(SourceLocation(file: file, line: at.line, column: at.column), "\(what) is not allowed: field names are plain words")
         }
         let space: UInt8 = 0x20, lineFeed: UInt8 = 0x0A, carriageReturn: UInt8 = 0x0D
         // One pass over the UTF-8 bytes. Structure is ASCII; any other scalar is text (nil
         // below). Columns count scalars, as libyaml's marks do.
-        let bytes = Array(text.utf8)
         var index = 0
         while index < bytes.count {
             let byte = bytes[index]
             index += 1
             if byte & 0xC0 == 0x80 { continue }  // the rest of a scalar already counted
             column += 1
+            // Block nesting needs indentation (or compact "- - -" sequences): bound it.
+            if indentation == column - 1, byte == space || byte == UInt8(ascii: "-") {
+                indentation += 1
+                if indentation > maximumDepth * 4, deepLine == nil { deepLine = line }
+            }
             var ascii: UInt8? = byte < 0x80 ? byte : nil
             // CR LF ends a line as LF does.
             if byte == carriageReturn, index < bytes.count, bytes[index] == lineFeed {
@@ -143,12 +151,13 @@ package struct PolicyDecoder {
             if ascii == lineFeed {
                 line += 1
                 column = 0
+                indentation = 0
                 comment = false
                 previous = space
                 keyCanStart = true
                 continue
             }
-            if comment || textLines.contains(line) { continue }
+            if comment || (line < textLines.count && textLines[line]) { continue }
             let atKeyStart = keyCanStart
             if ascii != space && ascii != UInt8(ascii: "-") { keyCanStart = false }
             if let open = quote {
@@ -184,12 +193,8 @@ package struct PolicyDecoder {
         }
         if let at = question { return plainKeysOnly(at, "an explicit '? ' key") }
         if let at = closed, at.colon { return plainKeysOnly((at.line, at.column), "a list or mapping used as a key") }
-        // Block nesting needs indentation (or compact "- - -" sequences): bound it.
-        for (index, raw) in lines(of: text).enumerated() {
-            let indentation = raw.utf8.prefix { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "-") }.count
-            if indentation > maximumDepth * 4 {
-                return PolicyProblem(SourceLocation(file: file, line: index + 1, column: 1), "YAML indented more than \(maximumDepth * 4) columns (nesting too deep): refused")
-            }
+        if let deepLine {
+            return PolicyProblem(SourceLocation(file: file, line: deepLine, column: 1), "YAML indented more than \(maximumDepth * 4) columns (nesting too deep): refused")
         }
         return nil
     }
@@ -664,44 +669,42 @@ package struct PolicyDecoder {
         add(location, "malformed YAML: \(error.problem)\(detail)")
     }
 
-    /// The line numbers of block scalars' text (the lines after `key: |` or `- >-` that are
-    /// indented deeper, and blank lines among them).
-    static func blockScalarLines(_ source: String) -> Set<Int> {
-        let space = UInt8(ascii: " ")
-        var textLines = Set<Int>()
+    /// Which lines hold block scalars' text (the lines after `key: |` or `- >-` that are
+    /// indented deeper, and blank lines among them), by line number (index 0 unused). Lines
+    /// end with LF or CRLF; read by bytes (indentation, `#`, `|`, `>` and the chomping digits
+    /// are ASCII).
+    static func blockScalarLines(_ bytes: [UInt8]) -> [Bool] {
+        let space = UInt8(ascii: " "), lineFeed: UInt8 = 0x0A
+        var textLines = [false]
         var parent: Int?
-        for (index, raw) in lines(of: source).enumerated() {
-            // By bytes: indentation, `#`, `|`, `>` and the chomping digits are ASCII.
-            let bytes = raw.utf8
-            let indent = bytes.prefix { $0 == space }.count
-            let content = bytes.dropFirst(indent)
+        var start = 0
+        while start <= bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != lineFeed { end += 1 }
+            defer { start = end + 1 }
+            let raw = bytes[start..<(end > start && bytes[end - 1] == 0x0D ? end - 1 : end)]
+            let indent = raw.prefix { $0 == space }.count
+            let content = raw.dropFirst(indent)
             if let block = parent {
                 if content.allSatisfy({ $0 == space }) || indent > block {
-                    textLines.insert(index + 1)
+                    textLines.append(true)
                     continue
                 }
                 parent = nil
             }
-            var value = content[...]
-            if let hash = value.indices.first(where: { $0 != value.startIndex && value[$0] == UInt8(ascii: "#") && value[value.index(before: $0)] == space }) {
-                value = value[..<value.index(before: hash)]
+            textLines.append(false)
+            var value = content
+            if let hash = value.indices.first(where: { $0 != value.startIndex && value[$0] == UInt8(ascii: "#") && value[$0 - 1] == space }) {
+                value = value[..<(hash - 1)]
             }
             while value.last == space { value = value.dropLast() }
             let last = value.reversed().prefix { $0 != space }
             guard let indicator = last.last, indicator == UInt8(ascii: "|") || indicator == UInt8(ascii: ">"),
                   last.dropLast().allSatisfy({ $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { continue }
-            let before = Array(value.dropLast(last.count))
-            if before.isEmpty || before.suffix(2) == [UInt8(ascii: ":"), space] || before.suffix(2) == [UInt8(ascii: "-"), space] { parent = indent }
+            let before = value.dropLast(last.count)
+            if before.isEmpty || before.suffix(2).elementsEqual([UInt8(ascii: ":"), space]) || before.suffix(2).elementsEqual([UInt8(ascii: "-"), space]) { parent = indent }
         }
         return textLines
-    }
-
-    /// A file's lines as git and an editor count them (LF or CRLF ends each; the preflight
-    /// refuses other line breaks).
-    static func lines(of text: String) -> [Substring] {
-        text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).map { line in
-            Substring(line.last == 0x0D ? line.dropLast() : line)
-        }
     }
 
     /// Whether `name` may be a policy's metadata.name: lower-case letters, digits, `-` and `.`.
