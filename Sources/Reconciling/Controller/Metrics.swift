@@ -85,13 +85,17 @@ package final class Metrics: @unchecked Sendable {
     /// What the sensors saw and what became of each event type, read from the connectors' store.
     func recordTelemetry(from runtime: ConnectorRuntime) {
         var counts: [String: TelemetryCounts] = [:]
-        if let sensed = try? runtime.telemetryCounts(nil) { counts["sensors"] = sensed }
-        for integration in [Integration.edr, .ndr] {
-            if let counted = try? runtime.telemetryCounts(integration) { counts[integration.rawValue] = counted }
-        }
-        let reports = (try? runtime.sensorReports()) ?? []
-        let kernel = [SensorKind.process, .file].compactMap { sensor in
-            (try? runtime.kernelCounts(sensor)).map { (sensor.rawValue, $0.reported, $0.overflows) }
+        var reports: [SensorReport] = []
+        var kernel: [(String, Int, Int)] = []
+        _ = try? runtime.readTogether {
+            if let sensed = try? runtime.telemetryCounts(nil) { counts["sensors"] = sensed }
+            for integration in [Integration.edr, .ndr] {
+                if let counted = try? runtime.telemetryCounts(integration) { counts[integration.rawValue] = counted }
+            }
+            reports = (try? runtime.sensorReports()) ?? []
+            kernel = [SensorKind.process, .file].compactMap { sensor in
+                (try? runtime.kernelCounts(sensor)).map { (sensor.rawValue, $0.reported, $0.overflows) }
+            }
         }
         lock.withLock {
             telemetry = counts

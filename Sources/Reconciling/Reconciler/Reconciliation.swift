@@ -187,8 +187,10 @@ package struct Reconciliation {
         }
         var report = self.report(.drift, plan: plan, lastApplied: remaining?.applied)
         if let runtime = try? session.connectors() {
-            report.health = (try? runtime.status()) ?? []
-            report.sensors = (try? runtime.sensorReports()) ?? []
+            _ = try? runtime.readTogether {
+                report.health = (try? runtime.status()) ?? []
+                report.sensors = (try? runtime.sensorReports()) ?? []
+            }
         }
         let entry = HistoryEntry(kind: .drift, revision: report.revision, result: report.inSync ? .inSync : .drift,
                                  findings: plan.findings.filter { $0.kind.isProblem }.count,

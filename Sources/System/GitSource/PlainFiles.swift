@@ -11,6 +11,15 @@ enum PlainFiles {
         return lstat(path, &info) == 0
     }
 
+    /// Device, inode, size and change and modification times (in nanoseconds) of what is at
+    /// `path`, or nil when nothing is: changes when a folder's entries do.
+    static func identity(_ path: String) -> [Int]? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        return [Int(info.st_dev), Int(info.st_ino), Int(info.st_size), info.st_ctim.tv_sec * 1_000_000_000 + info.st_ctim.tv_nsec,
+                info.st_mtim.tv_sec * 1_000_000_000 + info.st_mtim.tv_nsec]
+    }
+
     /// The file's bytes, or nil when it cannot be read.
     static func contents(_ path: String) -> [UInt8]? {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)

@@ -238,10 +238,27 @@ extension GitRepository {
             return nil
         }
         let mirror = GitRepository(handle: repository, location: path)
-        guard isHealthy(repository),
-              mirror.localRefs().filter({ $0.key.hasPrefix("refs/heads/") || $0.key.hasPrefix("refs/tags/") }) == refs else { return nil }
+        guard mirror.localRefs().filter({ $0.key.hasPrefix("refs/heads/") || $0.key.hasPrefix("refs/tags/") }) == refs else { return nil }
+        // Every ref is followed to its commit and tree once per mirror, ref set and object store
+        // in this process: a fetch changes the refs, a lost or replaced pack the folders' times
+        // (and so the walk runs again); a no-change cycle does not pay for it every time.
+        let seen = MirrorState(refs: refs, objects: PlainFiles.identity(path + "/objects"), packs: PlainFiles.identity(path + "/objects/pack"))
+        if healthyMirrors.withLock({ $0[path] }) != seen {
+            guard isHealthy(repository) else { return nil }
+            healthyMirrors.withLock { $0[path] = seen }
+        }
         return mirror
     }
+
+    /// What a mirror was last found healthy with.
+    private struct MirrorState: Equatable {
+        let refs: [String: String]
+        let objects: [Int]?
+        let packs: [Int]?
+    }
+
+    /// Each mirror's state when `isHealthy` last passed (`mirror(at:holding:)`).
+    private static let healthyMirrors = Mutex<[String: MirrorState]>([:])
 
     private static func listRefs(url: String, callbacks: inout git_remote_callbacks,
                                  context: CallbackContext) throws -> (refs: [String: String], defaultBranch: String?) {

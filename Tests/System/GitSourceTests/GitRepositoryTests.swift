@@ -73,6 +73,22 @@ struct GitRepositoryTests {
         #expect(file.map { String(decoding: $0.contents, as: UTF8.self) } == "two\n")
     }
 
+    @Test("A mirror that holds the remote's refs is used as it is; one whose packs went missing is not, even after it was found healthy")
+    func mirrorHealth() throws {
+        let fixture = try GitFixture()
+        let commit = try fixture.commit(["policies/a.yaml": "one\n"])
+        let state = try TemporaryDirectory()
+        let mirrorPath = state.url.appendingPathComponent("mirror").path
+        _ = try GitRepository.mirror(url: "file://\(fixture.path)", into: mirrorPath)
+        let refs = ["refs/heads/main": commit]
+        #expect(GitRepository.mirror(at: mirrorPath, holding: refs) != nil)
+        #expect(GitRepository.mirror(at: mirrorPath, holding: refs) != nil, "the second time from what the first found")
+        #expect(GitRepository.mirror(at: mirrorPath, holding: ["refs/heads/main": String(repeating: "0", count: 40)]) == nil, "other refs")
+        let packs = mirrorPath + "/objects/pack"
+        for name in try FileManager.default.contentsOfDirectory(atPath: packs) { try FileManager.default.removeItem(atPath: packs + "/" + name) }
+        #expect(GitRepository.mirror(at: mirrorPath, holding: refs) == nil, "its objects are gone: the walk runs again and fails")
+    }
+
     @Test("Symbolic links in a policy tree are refused with their path")
     func symlinks() throws {
         let fixture = try GitFixture()

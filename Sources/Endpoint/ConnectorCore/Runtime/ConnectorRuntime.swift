@@ -634,6 +634,12 @@ package struct TelemetryCounts: Sendable, Equatable {
 
 extension ConnectorRuntime {
     /// The sensors as the last `tether run` recorded them (empty when none ever ran).
+    /// Runs several of the reads below as one read of the store (one lock, one consistent view),
+    /// as a cycle's report and metrics do.
+    package func readTogether<T>(_ body: () throws -> T) throws -> T {
+        try storeCall { try store.database.read(body) }
+    }
+
     package func sensorReports() throws -> [SensorReport] { try storeCall { try store.sensors() } }
 
     /// Per-type counts: what the sensors saw (`seen`, `buffer-dropped`) under nil, and what each
