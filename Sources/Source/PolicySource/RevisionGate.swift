@@ -51,7 +51,7 @@ package enum CommitVerification {
                 guard let signature = try repository.signature(of: commit) else {
                     return .refused("commit \(commit.id.prefix(12)) (\"\(commit.summary)\") is not signed: refused")
                 }
-                verdict = SSHSignature.verify(armored: signature.signature, payload: signature.signedData, allowed: allowed)
+                verdict = SSHSignature.verify(armored: signature.signature, payload: signature.signedData, allowed: allowed, at: commit.committedAt)
             } catch {
                 return .refused("commit \(commit.id.prefix(12)): \(error)")
             }

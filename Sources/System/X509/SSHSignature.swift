@@ -14,6 +14,9 @@ package enum SignatureVerdict: Sendable, Equatable, CustomStringConvertible {
     case invalid(reason: String, key: String?)
     /// A good signature by a key the allowed-signers file does not list.
     case unknownSigner(key: String)
+    /// A good signature by a listed key whose entry does not allow it here: another namespace,
+    /// or a commit time outside its valid-after/valid-before (the reason names which and when).
+    case notAllowed(key: String, reason: String)
 
     package var isTrusted: Bool { if case .verified = self { return true }; return false }
 
@@ -24,6 +27,7 @@ package enum SignatureVerdict: Sendable, Equatable, CustomStringConvertible {
         case .notSSH: return "signed, but not with an SSH signature (gpg.format=ssh)"
         case .invalid(let reason, let key): return "bad signature\(key.map { " by key \($0)" } ?? ""): \(reason)"
         case .unknownSigner(let key): return "signed by key \(key), which the allowed signers do not list"
+        case .notAllowed(let key, let reason): return "signed by key \(key), but \(reason)"
         }
     }
 }
@@ -34,13 +38,38 @@ package struct AllowedSigner: Sendable {
     package let principals: String
     package let keyBlob: [UInt8]
     /// The namespaces the key may sign in (nil: any).
-    package let namespaces: [String]?
+    package var namespaces: [String]?
+    /// `valid-after` and `valid-before` as written and in seconds since 1970: the key signs
+    /// only commits made in between, as `ssh-keygen -Y verify` checks them at the commit's time.
+    package var validAfter: (text: String, seconds: Int64)?
+    package var validBefore: (text: String, seconds: Int64)?
+
+    init(principals: String, keyBlob: [UInt8]) {
+        self.principals = principals
+        self.keyBlob = keyBlob
+    }
+
+    /// Why this entry does not allow a signature in `namespace` made at `time`; nil when it does.
+    func refusal(namespace: String, at time: Int64?) -> String? {
+        if let namespaces, !namespaces.contains(namespace) {
+            return "its allowed-signers entry (\(principals)) limits it to namespaces=\"\(namespaces.joined(separator: ","))\", not \(namespace)"
+        }
+        guard let time else { return nil }
+        if let validAfter, time < validAfter.seconds {
+            return "its allowed-signers entry (\(principals)) says valid-after=\"\(validAfter.text)\" (\(SSHSignature.utc(validAfter.seconds))) and the commit was made at \(SSHSignature.utc(time)): not yet valid"
+        }
+        if let validBefore, time > validBefore.seconds {
+            return "its allowed-signers entry (\(principals)) says valid-before=\"\(validBefore.text)\" (\(SSHSignature.utc(validBefore.seconds))) and the commit was made at \(SSHSignature.utc(time)): expired"
+        }
+        return nil
+    }
 }
 
 /// Verifies SSH signatures (the SSHSIG format of `git commit -S` with `gpg.format=ssh`) with
 /// OpenSSL: Ed25519, ECDSA (P-256, P-384, P-521) and RSA (rsa-sha2-256/512) keys.
 package enum SSHSignature {
-    /// Reads an allowed-signers file; lines it cannot use (cert-authority, unknown key types) are skipped.
+    /// Reads an allowed-signers file; lines it cannot use (cert-authority, unknown key types, a
+    /// date ssh-keygen cannot read) are skipped.
     package static func allowedSigners(_ text: String) -> [AllowedSigner] {
         var signers: [AllowedSigner] = []
         for rawLine in text.split(separator: "\n") {
@@ -49,27 +78,37 @@ package enum SSHSignature {
             let tokens = tokenize(line)
             guard tokens.count >= 3 else { continue }
             var index = 1
-            var namespaces: [String]?
-            var certificateAuthority = false
+            var options: [(name: String, value: String)] = []
             if !isKeyType(tokens[1]) {
-                for option in tokens[1].split(separator: ",", omittingEmptySubsequences: true) {
-                    if option.lowercased() == "cert-authority" { certificateAuthority = true }
-                    if option.lowercased().hasPrefix("namespaces=") {
-                        namespaces = option.dropFirst("namespaces=".count).trimming(charactersIn: "\"")
-                            .split(separator: ",").map(String.init)
-                    }
-                }
+                options = self.options(tokens[1])
                 index = 2
             }
-            guard !certificateAuthority, tokens.count > index + 1, isKeyType(tokens[index]),
-                  let blob = Data(base64Encoded: tokens[index + 1]) else { continue }
-            signers.append(AllowedSigner(principals: tokens[0], keyBlob: Array(blob), namespaces: namespaces))
+            guard tokens.count > index + 1, isKeyType(tokens[index]), let blob = Data(base64Encoded: tokens[index + 1]) else { continue }
+            var signer = AllowedSigner(principals: tokens[0], keyBlob: Array(blob))
+            var usable = true
+            for (name, value) in options {
+                switch name {
+                case "cert-authority":
+                    usable = false  // a CA key signs certificates, not commits
+                case "namespaces":
+                    signer.namespaces = value.split(separator: ",").map(String.init)
+                case "valid-after", "valid-before":
+                    // A date ssh-keygen cannot read makes the line unusable, as ssh-keygen has it.
+                    guard let seconds = absoluteTime(value) else { usable = false; continue }
+                    if name == "valid-after" { signer.validAfter = (value, seconds) } else { signer.validBefore = (value, seconds) }
+                default:
+                    break
+                }
+            }
+            if usable { signers.append(signer) }
         }
         return signers
     }
 
     /// Checks an armored SSH signature over `payload` in `namespace` ("git" for commits).
-    package static func verify(armored: String, payload: [UInt8], allowed: [AllowedSigner], namespace: String = "git") -> SignatureVerdict {
+    /// `time`, when given, is when the commit was made (its committer time, as git passes it to
+    /// `ssh-keygen -Y verify`): a key's valid-after and valid-before are checked against it.
+    package static func verify(armored: String, payload: [UInt8], allowed: [AllowedSigner], namespace: String = "git", at time: Int64? = nil) -> SignatureVerdict {
         guard armored.contains("-----BEGIN SSH SIGNATURE-----") else { return .notSSH }
         let body = armored.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
         guard let blob = Data(base64Encoded: body) else { return .invalid(reason: "the signature is not valid base64", key: nil) }
@@ -99,8 +138,11 @@ package enum SSHSignature {
         } catch {
             return .invalid(reason: "\(error)", key: key)
         }
-        let matches = allowed.filter { $0.keyBlob == publicKey && ($0.namespaces?.contains(namespace) ?? true) }
-        guard let signer = matches.first else { return .unknownSigner(key: key) }
+        let listed = allowed.filter { $0.keyBlob == publicKey }
+        guard let first = listed.first else { return .unknownSigner(key: key) }
+        guard let signer = listed.first(where: { $0.refusal(namespace: namespace, at: time) == nil }) else {
+            return .notAllowed(key: key, reason: first.refusal(namespace: namespace, at: time) ?? "its entry does not allow it")
+        }
         return .verified(principal: signer.principals, key: key)
     }
 
@@ -180,6 +222,61 @@ package enum SSHSignature {
     }
 
     /// Splits on spaces, keeping double-quoted parts together.
+    /// An options field (`namespaces="git,file",valid-before="20300101"`) as names and values,
+    /// split at commas outside quotes; names lower-cased, values unquoted.
+    private static func options(_ field: String) -> [(name: String, value: String)] {
+        var parts: [String] = []
+        var current = ""
+        var quoted = false
+        for character in field {
+            if character == "\"" { quoted.toggle(); continue }
+            if character == "," && !quoted {
+                parts.append(current)
+                current = ""
+            } else {
+                current.append(character)
+            }
+        }
+        parts.append(current)
+        return parts.filter { !$0.isEmpty }.map { part in
+            guard let equals = part.firstIndex(of: "=") else { return (part.lowercased(), "") }
+            return (part[..<equals].lowercased(), String(part[part.index(after: equals)...]))
+        }
+    }
+
+    /// OpenSSH's absolute time: `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, in the
+    /// machine's time zone unless it ends in `Z` (UTC); nil for anything else.
+    static func absoluteTime(_ text: String) -> Int64? {
+        var digits = Substring(text)
+        let utc = digits.hasSuffix("Z") || digits.hasSuffix("z")
+        if utc { digits = digits.dropLast() }
+        guard [8, 12, 14].contains(digits.count), digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        let numbers = Array(digits.utf8).map { Int32($0 - UInt8(ascii: "0")) }
+        func field(_ offset: Int, _ length: Int) -> Int32 {
+            offset + length <= numbers.count ? numbers[offset..<offset + length].reduce(0) { $0 * 10 + $1 } : 0
+        }
+        var parts = tm()
+        parts.tm_year = field(0, 4) - 1900
+        parts.tm_mon = field(4, 2) - 1
+        parts.tm_mday = field(6, 2)
+        parts.tm_hour = field(8, 2)
+        parts.tm_min = field(10, 2)
+        parts.tm_sec = field(12, 2)
+        parts.tm_isdst = -1
+        guard (0...11).contains(parts.tm_mon), (1...31).contains(parts.tm_mday), parts.tm_hour < 24, parts.tm_min < 60, parts.tm_sec < 61 else { return nil }
+        let seconds = utc ? timegm(&parts) : mktime(&parts)
+        return seconds == -1 ? nil : Int64(seconds)
+    }
+
+    /// A time as `2024-06-01 12:00:00 UTC`.
+    static func utc(_ seconds: Int64) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday)) \(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)) UTC"
+    }
+
     private static func tokenize(_ line: String) -> [String] {
         var tokens: [String] = []
         var current = ""

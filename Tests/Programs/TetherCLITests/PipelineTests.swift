@@ -48,6 +48,23 @@ struct PipelineTests {
         }
     }
 
+    @Test("A commit signed by a key past its allowed-signers valid-before is refused by plan --verify head, naming the option and the dates, as git verify-commit refuses it")
+    func expiredSigningKey() throws {
+        let env = try Environment()
+        let keyDirectory = try TemporaryDirectory()
+        let file = try allowedSigners(in: keyDirectory)
+        _ = try env.repo.git("-c", "user.name=Alice", "-c", "user.email=alice@example.com", "-c", "gpg.format=ssh",
+                                      "-c", "user.signingkey=\(keyDirectory.url.appendingPathComponent("alice").path)", "commit", "-q", "--allow-empty", "-S", "-m", "Signed")
+        #expect(env.run("plan", "--verify", "head", "--allowed-signers", file).code == 0, "the key alone verifies")
+        let line = try String(contentsOfFile: file, encoding: .utf8)
+        let expired = try keyDirectory.write("expired_signers", line.replacingOccurrences(of: "alice@example.com ", with: "alice@example.com valid-before=\"20200101\" "))
+        let git = try runProgram("git", ["-C", env.repo.path, "-c", "gpg.ssh.allowedSignersFile=\(expired)", "verify-commit", "HEAD"])
+        #expect(git.status != 0, "git refuses it too")
+        let refused = env.run("plan", "--verify", "head", "--allowed-signers", expired)
+        #expect(refused.code == 1)
+        #expect(refused.stderr.contains("says valid-before=\"20200101\" (2020-01-01") && refused.stderr.contains("expired"), "\(refused.stderr)")
+    }
+
     @Test("apply --ref of an ancestor is refused and names both ways back; plan and drift refuse it too; rollback goes back and says so")
     func antiRollbackEverywhere() throws {
         let env = try Environment()

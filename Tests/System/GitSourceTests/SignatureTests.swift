@@ -44,6 +44,54 @@ struct SignatureTests {
         #expect(key == String(expected))
     }
 
+    @Test("valid-after, valid-before and namespaces hold as git verify-commit holds them, at the commit's time, and a refusal names the option and the date")
+    func allowedSignerOptions() throws {
+        let keys = try TemporaryDirectory()
+        let alice = try key(["-t", "ed25519"], in: keys, name: "alice")
+        let fixture = try GitFixture()
+        try fixture.directory.write("a.yaml", "x\n")
+        try fixture.git("add", "-A")
+        // Committed on 2024-06-01 at 12:00:00 UTC (1717243200).
+        let made = try runProgram("git", ["-C", fixture.path, "-c", "user.name=Signer", "-c", "user.email=signer@tether.invalid", "-c", "gpg.format=ssh",
+                                          "-c", "user.signingkey=\(alice.path)", "commit", "-q", "-S", "-m", "Signed"],
+                                  environment: ["GIT_COMMITTER_DATE": "2024-06-01T12:00:00Z", "GIT_AUTHOR_DATE": "2024-06-01T12:00:00Z"])
+        #expect(made.status == 0, "\(made.output)")
+        let id = try fixture.git("rev-parse", "HEAD").trimmingCharacters(in: .whitespacesAndNewlines)
+        let repository = try GitRepository(path: fixture.path)
+        let commit = try repository.resolve(id)
+        #expect(commit.committedAt == 1_717_243_200)
+        let signature = try #require(try repository.signature(of: commit))
+        let cases: [(options: String, refusal: String?)] = [
+            ("valid-before=\"20200101\"", "valid-before=\"20200101\""),
+            ("valid-after=\"20300101\"", "valid-after=\"20300101\""),
+            ("valid-after=\"20200101\",valid-before=\"20300101\"", nil),
+            ("valid-before=\"20240601120000Z\"", nil),
+            ("valid-before=\"20240601115959Z\"", "expired"),
+            ("valid-after=\"20240601120000Z\"", nil),
+            ("valid-after=\"20240601120001Z\"", "not yet valid"),
+            ("namespaces=\"file\"", "namespaces=\"file\""),
+            ("namespaces=\"file,git\"", nil),
+        ]
+        for (index, (options, refusal)) in cases.enumerated() {
+            let line = "alice@example.com \(options) \(alice.publicKey)\n"
+            let file = try keys.write("allowed-\(index)", line)
+            let git = try runProgram("git", ["-C", fixture.path, "-c", "gpg.ssh.allowedSignersFile=\(file)", "verify-commit", id])
+            let verdict = SSHSignature.verify(armored: signature.signature, payload: signature.signedData,
+                                              allowed: SSHSignature.allowedSigners(line), at: commit.committedAt)
+            #expect(verdict.isTrusted == (git.status == 0), "\(options): git says \(git.status), Tether \(verdict)")
+            if let refusal {
+                #expect(verdict.description.contains(refusal), "\(options): \(verdict)")
+                #expect(options.hasPrefix("namespaces") || verdict.description.contains("the commit was made at 2024-06-01 12:00:00 UTC"), "\(options): \(verdict)")
+            } else {
+                #expect(verdict.isTrusted, "\(options): \(verdict)")
+            }
+        }
+        let expired = SSHSignature.verify(armored: signature.signature, payload: signature.signedData,
+                                          allowed: SSHSignature.allowedSigners("alice@example.com valid-before=\"20200101Z\" \(alice.publicKey)\n"), at: commit.committedAt)
+        #expect(expired.description.hasSuffix("but its allowed-signers entry (alice@example.com) says valid-before=\"20200101Z\" (2020-01-01 00:00:00 UTC) and the commit was made at 2024-06-01 12:00:00 UTC: expired"), "\(expired)")
+        #expect(SSHSignature.allowedSigners("alice@example.com valid-before=\"2020\" \(alice.publicKey)\n").isEmpty, "a date ssh-keygen cannot read makes the line unusable")
+    }
+
     @Test("Unsigned, unknown signers and tampered commits are told apart")
     func refusals() throws {
         let keys = try TemporaryDirectory()
@@ -69,11 +117,12 @@ struct SignatureTests {
             Issue.record("a tampered payload verified")
             return
         }
-        // A key allowed only for another namespace does not count for git.
+        // A key allowed only for another namespace does not count for git, and the refusal says so.
         let fileOnly = SSHSignature.allowedSigners("mallory@example.com namespaces=\"file\" \(mallory.publicKey)\n")
-        guard case .unknownSigner = SSHSignature.verify(armored: signature.signature, payload: signature.signedData, allowed: fileOnly) else {
+        guard case .notAllowed(_, let reason) = SSHSignature.verify(armored: signature.signature, payload: signature.signedData, allowed: fileOnly) else {
             Issue.record("a key outside its namespaces verified")
             return
         }
+        #expect(reason.contains("limits it to namespaces=\"file\", not git"), "\(reason)")
     }
 }
