@@ -91,13 +91,17 @@ package final class GitRepository {
         guard PlainFiles.exists(path) else {
             throw GitError(.notARepository, "\(path): no such file or folder")
         }
-        if git_repository_open_ext(&repository, path, 0, nil) != 0 || repository == nil {
+        if SafeDirectory.lock.withLock({ git_repository_open_ext(&repository, path, 0, nil) }) != 0 || repository == nil {
             let detail = git_error_last().flatMap { $0.pointee.message.map { String(cString: $0) } } ?? ""
             git_error_clear()
-            if detail.containsText("not owned by current user") || detail.containsText("safe.directory") {
-                throw GitError(.notARepository, "\(path) is owned by another user, so git will not use it (dubious ownership): run tether as that user, or give the repository to this one (chown -R)")
+            guard detail.containsText("not owned by current user") || detail.containsText("safe.directory") else {
+                throw GitError(.notARepository, "\(path) is not a git repository (or inside one)")
             }
-            throw GitError(.notARepository, "\(path) is not a git repository (or inside one)")
+            let top = SafeDirectory.topLevel(of: path)
+            guard SafeDirectory.isSafe(top), let opened = SafeDirectory.openTrusted(path) else {
+                throw GitError(.notARepository, "\(top) is owned by another user, so git will not use it (dubious ownership): run tether as that user, give the repository to this one (chown -R), or mark it safe as git does: git config --global --add safe.directory \(top)")
+            }
+            repository = opened
         }
         handle = repository!
         location = path

@@ -435,6 +435,36 @@ struct GitErrorTests {
         #expect(result.stderr.contains("is owned by another user"), "\(result.stderr)")
     }
 
+    @Test("A repository owned by another user is read when the system or global git configuration marks it safe, as git does, and only then",
+          .enabled(if: getuid() == 0, "chown needs root"))
+    func safeDirectory() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        try runProgram("chown", ["-R", "nobody", env.repo.path])
+        let top = URL(fileURLWithPath: env.repo.path).resolvingSymlinksInPath().path
+        let home = try TemporaryDirectory("tether-home")
+        func validate(_ gitconfig: String?, _ extra: [String: String] = [:]) throws -> ProgramResult {
+            if let gitconfig { try home.write(".gitconfig", gitconfig) } else { try? FileManager.default.removeItem(atPath: home.path + "/.gitconfig") }
+            return try runProgram(tetherExecutable, ["validate", "--repo", env.repo.path + "/policies"],
+                                  environment: ["HOME": home.path, "GIT_CONFIG_NOSYSTEM": "1"].merging(extra) { $1 })
+        }
+        let refused = try validate(nil)
+        #expect(refused.status == 1 && refused.output.contains("git config --global --add safe.directory \(top)"), "\(refused.output)")
+        #expect(try validate("[safe]\n\tdirectory = \(top)\n").status == 0, "named in ~/.gitconfig")
+        #expect(try validate("[safe]\n\tdirectory = *\n").status == 0, "'*' trusts every directory")
+        #expect(try validate("[safe]\n\tdirectory = /somewhere/else\n").status == 1, "another directory")
+        #expect(try validate("[safe]\n\tdirectory = *\n\tdirectory =\n").status == 1, "an empty value resets the list")
+        let global = try home.write("global.gitconfig", "[safe]\n\tdirectory = \(top)\n")
+        #expect(try validate(nil, ["GIT_CONFIG_GLOBAL": global]).status == 0, "$GIT_CONFIG_GLOBAL is the global file")
+        #expect(try validate("[safe]\n\tdirectory = \(top)\n", ["GIT_CONFIG_GLOBAL": "/dev/null"]).status == 1, "then ~/.gitconfig is not read")
+        #expect(try validate(nil, ["GIT_CONFIG_NOSYSTEM": "0", "GIT_CONFIG_SYSTEM": global]).status == 0, "the system file counts too")
+        // The repository's own configuration cannot vouch for itself (git ignores safe.directory there).
+        try String(contentsOfFile: env.repo.path + "/.git/config", encoding: .utf8).appending("[safe]\n\tdirectory = *\n")
+            .write(toFile: env.repo.path + "/.git/config", atomically: false, encoding: .utf8)
+        #expect(try validate(nil).status == 1, "a repository's own config is not trusted")
+        #expect(try validate("[core\n broken").status == 1, "a broken ~/.gitconfig names nothing and breaks nothing else")
+    }
+
     @Test("Reading and fetching do not depend on $HOME or the user's git configuration")
     func noHome() throws {
         try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
