@@ -58,8 +58,12 @@ private final class CallbackContext {
     /// On the monotonic clock (`PlainFiles.monotonicSeconds`).
     let deadline: Double
 
-    init(credentials: RemoteCredentials, timeout: Double) {
+    /// The ssh port of the remote, for `[host]:port` entries of known_hosts.
+    let sshPort: Int
+
+    init(credentials: RemoteCredentials, timeout: Double, url: String) {
         self.credentials = credentials
+        sshPort = KnownHosts.sshPort(of: url)
         deadline = PlainFiles.monotonicSeconds() + timeout
     }
 }
@@ -196,7 +200,7 @@ extension GitRepository {
                 guard hostkey.pointee.type.rawValue & GIT_CERT_SSH_RAW.rawValue != 0, let raw = hostkey.pointee.hostkey else { return [] }
                 return Array(UnsafeRawBufferPointer(start: raw, count: hostkey.pointee.hostkey_len))
             }
-            switch KnownHosts.check(host: hostName, key: key, file: context.credentials.knownHosts) {
+            switch KnownHosts.check(host: hostName, port: context.sshPort, key: key, file: context.credentials.knownHosts) {
             case .trusted: return 0
             case .refused(let reason):
                 context.refusal = reason
@@ -222,7 +226,7 @@ extension GitRepository {
     package static func advertisedRefs(url: String, credentials: RemoteCredentials = .none,
                                       timeout: Double = 60) throws -> [String: String] {
         _ = libraryReady
-        let context = CallbackContext(credentials: credentials, timeout: timeout)
+        let context = CallbackContext(credentials: credentials, timeout: timeout, url: url)
         let payload = Unmanaged.passRetained(context)
         defer { payload.release() }
         var callbacks = callbacks(payload.toOpaque())
@@ -294,7 +298,7 @@ extension GitRepository {
     }
 
     private func sync(url: String, credentials: RemoteCredentials, timeout: Double) throws -> (fetched: Bool, bytes: Int) {
-        let context = CallbackContext(credentials: credentials, timeout: timeout)
+        let context = CallbackContext(credentials: credentials, timeout: timeout, url: url)
         let payload = Unmanaged.passRetained(context)
         defer { payload.release() }
         var callbacks = Self.callbacks(payload.toOpaque())
@@ -466,33 +470,3 @@ struct SemanticVersion: Comparable {
     }
 }
 
-/// OpenSSH known_hosts checking for ssh remotes (plain host entries; hashed entries are skipped).
-enum KnownHosts {
-    enum Verdict { case trusted, refused(String) }
-
-    static func check(host: String, key: [UInt8], file: String?) -> Verdict {
-        guard let file else { return .refused("ssh host \(host) cannot be checked: give a known_hosts file (--known-hosts)") }
-        guard let data = PlainFiles.contents(file) else { return .refused("the known_hosts file \(file) cannot be read") }
-        guard !key.isEmpty else { return .refused("ssh host \(host) did not present its key") }
-        var hostListed = false
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-            var fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard !line.hasPrefix("#") else { continue }
-            let revoked = fields.first == "@revoked"
-            if fields.first?.hasPrefix("@") == true { fields.removeFirst() }  // @revoked, @cert-authority
-            guard fields.count >= 3 else { continue }
-            if revoked {
-                if let listed = PlainFiles.base64Decoded(fields[2]), listed == key {
-                    return .refused("ssh host \(host) presented a key that \(file) marks @revoked")
-                }
-                continue
-            }
-            let hosts = fields[0].split(separator: ",").map(String.init)
-            guard hosts.contains(where: { $0 == host || $0.hasPrefix("[\(host)]:") }) else { continue }
-            hostListed = true
-            if let listed = PlainFiles.base64Decoded(fields[2]), listed == key { return .trusted }
-        }
-        return .refused(hostListed ? "ssh host \(host) presented a key that is not the one in \(file): refusing (a man in the middle, or a changed host key)"
-                                   : "ssh host \(host) is not in \(file)")
-    }
-}

@@ -293,6 +293,17 @@ struct FetchTests {
         #expect(refused.stderr.contains("presented a key that is not the one in"))
         let unknown = tether(["plan", "--repo", url, "--ssh-key", server.clientKey, "--state-dir", env.state.path])
         #expect(unknown.stderr.contains("give a known_hosts file (--known-hosts)"))
+
+        // Hashed names (ssh-keyscan -H, Debian's HashKnownHosts) are read as git's ssh reads them.
+        let hashed = try env.state.write("hashed_known_hosts", server.knownHostsLine)
+        #expect(try runProgram("ssh-keygen", ["-q", "-H", "-f", hashed]).status == 0)
+        let viaHash = tether(["plan", "--detailed-exitcode", "--repo", url, "--ssh-key", server.clientKey, "--known-hosts", hashed, "--state-dir", env.state.path])
+        #expect(viaHash.code == 2, "\(viaHash.stderr)")
+        // The port is part of the name: the same key listed for another port does not vouch for this one.
+        let key = server.knownHostsLine.split(separator: " ").dropFirst().joined(separator: " ")
+        let otherPort = try env.state.write("other_port_known_hosts", "[127.0.0.1]:\(server.port + 1) \(key)\n")
+        let wrongPort = tether(["plan", "--repo", url, "--ssh-key", server.clientKey, "--known-hosts", otherPort, "--state-dir", env.state.path])
+        #expect(wrongPort.code == 1 && wrongPort.stderr.contains("ssh host [127.0.0.1]:\(server.port) is not in"), "\(wrongPort.stderr)")
     }
 
     @Test("--ref takes a glob over tags and picks the highest version")
