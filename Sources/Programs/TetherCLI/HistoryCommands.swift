@@ -22,6 +22,7 @@ struct HistoryCommand: ParsableCommand {
     var json = false
 
     func run() throws {
+        try device.requireAgentState()
         let entries = try History(stateDirectory: device.stateDirectoryURL).entries(limit: limit)
         if json {
             let encoder = JSONEncoder()

@@ -157,6 +157,18 @@ struct PlanCommand: ParsableCommand {
             }
             plan = comparison.plan
             try reportOptions.emit(comparison.report())
+        } else if !source.device.stateDirectoryExists, try backend.choice(source.device).kind == .embedded {
+            // No state directory: plan against a fresh agent, and write nothing.
+            Console.error("note: there is no agent state at \(source.device.stateDirectory): planned against a fresh agent; nothing was written")
+            var fresh = AgentState.initial
+            fresh.fillDefaults()
+            let snapshot = AgentSnapshot(host: ProcessInfo.processInfo.hostName, labels: [:], state: fresh, applied: .none)
+            let comparison = try refusing {
+                try CommandPipeline.compareOffline(source, snapshot: snapshot, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
+            }
+            plan = comparison.plan
+            try plan.requireEnforceable()
+            try reportOptions.emit(comparison.report())
         } else {
             let comparison = try refusing {
                 try CommandPipeline.compare(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
@@ -271,6 +283,7 @@ struct DriftCommand: ParsableCommand {
     @OptionGroup var verification: VerifyOptions
 
     func run() throws {
+        try source.device.requireAgentState()
         let report = try refusing { try CommandPipeline.compare(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }
             .detectDrift(onlyChanges: true)
         try reportOptions.emit(report)

@@ -109,6 +109,20 @@ struct DeviceOptions: ParsableArguments {
 
     var stateDirectoryURL: URL { URL(fileURLWithPath: stateDirectory, isDirectory: true) }
 
+    /// Whether the state directory exists: commands that only read never make one (a mistyped
+    /// --state-dir must not leave stores behind).
+    var stateDirectoryExists: Bool {
+        var isFolder = false
+        return FileManager.default.fileExists(atPath: stateDirectory, isDirectory: &isFolder) && isFolder
+    }
+
+    /// Refuses a read-only command that needs the agent's records when there are none here.
+    func requireAgentState() throws {
+        guard stateDirectoryExists else {
+            throw CommandError("error: there is no agent state at \(stateDirectory) (no such folder): check --state-dir or $TETHER_STATE_DIR; `tether apply` or `tether run` makes it")
+        }
+    }
+
     /// The `--label` flags.
     func labelOverrides() throws -> [String: String] {
         var overrides: [String: String] = [:]

@@ -465,6 +465,23 @@ struct GitErrorTests {
         #expect(try validate("[core\n broken").status == 1, "a broken ~/.gitconfig names nothing and breaks nothing else")
     }
 
+    @Test("Read-only commands create nothing: plan reads a missing state directory as a fresh agent; drift and history say there is no agent state there")
+    func readOnlyCommandsCreateNothing() throws {
+        let env = try Environment()
+        _ = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 8443")])
+        let missing = env.state.url.appendingPathComponent("stat").path  // a typo of a state directory
+        let plan = tether(["plan", "--detailed-exitcode", "--repo", env.repo.path, "--state-dir", missing])
+        #expect(plan.code == 2, "a fresh agent has the base policy pending: \(plan.stderr)")
+        #expect(plan.stdout.contains("edr.port"), "\(plan.stdout)")
+        #expect(plan.stderr.contains("there is no agent state at \(missing): planned against a fresh agent; nothing was written"))
+        for command in [["drift", "--repo", env.repo.path], ["history"]] {
+            let refused = tether(command + ["--state-dir", missing])
+            #expect(refused.code == 1, "\(command)")
+            #expect(refused.stderr.contains("there is no agent state at \(missing) (no such folder)"), "\(command): \(refused.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: missing), "nothing was created")
+    }
+
     @Test("Reading and fetching do not depend on $HOME or the user's git configuration")
     func noHome() throws {
         try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
