@@ -66,6 +66,32 @@ struct RunConfiguration {
             + rest.map { Key(name: $0, kind: flags.contains($0) ? .flag : .value) }
     }()
 
+    /// Each option's default as `tether run --help` states it (`300.0`, `$TETHER_STATE_DIR, else
+    /// /var/lib/tether`), for `config show`.
+    static func defaultsFromHelp() -> [String: String] {
+        var defaults: [String: String] = [:]
+        var option: String?
+        var text = ""
+        func keep() {
+            guard let option, let start = text.firstRange(ofText: "default: ") ?? text.firstRange(ofText: "Default: ") else { return }
+            var value = text[start.upperBound...].prefix { $0 != ")" }.trimmingSpaces()
+            while value.count > 1 && value.hasSuffix(".") { value.removeLast() }
+            if !value.isEmpty { defaults[option] = value }
+        }
+        for line in RunCommand.helpMessage(columns: 1000).split(separator: "\n") {
+            let trimmed = line.trimmingSpaces()
+            if trimmed.hasPrefix("--") {
+                keep()
+                option = String(trimmed.dropFirst(2).prefix { $0 != " " && $0 != "," })
+                text = trimmed
+            } else if option != nil {
+                text += " " + trimmed
+            }
+        }
+        keep()
+        return defaults
+    }
+
     /// Seconds from the file or a variable are finite and in range, and refused with where they
     /// came from (`/etc/tether/tether.yaml:3`); an interval under 1 s needs a bounded run.
     private static func checkSeconds(_ entries: [Entry]) throws {
@@ -293,8 +319,9 @@ struct RunConfiguration {
             switch (key.kind, valueNode) {
             case (.flag, .scalar(let scalar)):
                 switch scalar.string.lowercased() {
-                case "true", "yes", "on": result[name] = (["true"], line)
-                case "false", "no", "off": result[name] = (["false"], line)
+                // YAML 1.2's booleans only, as in policies: `yes` and `on` are words, not flags.
+                case "true": result[name] = (["true"], line)
+                case "false": result[name] = (["false"], line)
                 default: problems.append("\(path):\(line): '\(name)' takes true or false, not '\(TerminalText.excerpt(scalar.string))'")
                 }
             case (.value, .scalar(let scalar)):
@@ -364,16 +391,26 @@ struct ConfigShow: ParsableCommand {
     var runArguments: [String] = []
 
     func run() throws {
+        // Before `--`, --help asks for this command's help (the passthrough would take it).
+        if runArguments.first != "--", runArguments.contains(where: { $0 == "--help" || $0 == "-h" }) { throw CleanExit.helpRequest(self) }
         var commandLine = runArguments.first == "--" ? Array(runArguments.dropFirst()) : runArguments
+        // What `tether run` refuses, this refuses too, in its words.
+        do {
+            _ = try RunCommand.parse(commandLine)
+        } catch {
+            throw CommandError("error: tether run would refuse these options: \(RunCommand.message(for: error))")
+        }
         if let config { commandLine = ["--config", config] + commandLine }
         let configuration = try RunConfiguration(commandLine: commandLine)
+        let defaults = RunConfiguration.defaultsFromHelp()
         for warning in configuration.warnings { Console.error(warning) }
         Console.out("configuration file: \(configuration.file ?? "none (\(RunConfiguration.defaultFile) does not exist)")")
         let width = (RunConfiguration.keys.map(\.name.count).max() ?? 10) + 2
         for entry in configuration.entries {
             let value: String
             switch (entry.source, entry.key.kind) {
-            case (.default, _): value = "(default)"
+            case (.default, .flag): value = "off (default)"
+            case (.default, _): value = defaults[entry.key.name].map { "\($0) (default)" } ?? "(default)"
             case (_, .flag): value = entry.values == ["true"] ? "on" : "off"
             case (_, .list): value = entry.values.map(RunConfiguration.display).joined(separator: ", ")
             case (_, .value): value = entry.values.map(RunConfiguration.display).joined()

@@ -6,6 +6,24 @@ import Testing
 /// `tether run`'s configuration: the file, TETHER_* variables and the command line.
 @Suite("Configuration of tether run", .serialized, .ownThread)
 struct ConfigTests {
+    @Test("config show: --help is help, defaults show their values, what run refuses is refused, booleans in the file are true or false")
+    func configShow() throws {
+        let help = tether(["config", "show", "--help"])
+        #expect(help.code == 0 && help.stdout.contains("USAGE: tether config show"), "\(help.stdout)")
+        let shown = tether(["config", "show", "--", "--state-dir", "/tmp/x"])
+        func line(_ key: String) -> String { shown.stdout.split(separator: "\n").first { $0.hasPrefix(key + " ") }.map(String.init) ?? "" }
+        #expect(line("interval").contains("300.0 (default)") && line("path").contains("policies (default)") && line("once").contains("off (default)"),
+                "\(shown.stdout)")
+        for refused in [["--bogus"], ["--interval", "abc"]] {
+            let result = tether(["config", "show", "--"] + refused)
+            #expect(result.code == 1 && result.stderr.contains("tether run would refuse these options"), "\(refused): \(result.stderr)")
+        }
+        let folder = try TemporaryDirectory("tether-config")
+        let file = try folder.write("tether.yaml", "suspend: yes\n")
+        let yes = tether(["config", "show", "--config", file])
+        #expect(yes.code == 1 && yes.stderr.contains("\(file):1: 'suspend' takes true or false, not 'yes'"), "\(yes.stderr)")
+    }
+
     @Test("The configuration's keys are exactly the long options of `tether run`, in its help's order, flags as flags")
     func keysAreTheRunOptions() {
         var fromHelp: [(name: String, flag: Bool)] = []
