@@ -90,6 +90,7 @@ package final class Controller: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         self.clock = clock
+        metrics.intervalSeconds = configuration.interval
         lastVerified = ControllerStatus.read(configuration.statusFile)?.lastVerified.map {
             ($0.revision, $0.committedAt, $0.verifiedAt, $0.signer)
         }

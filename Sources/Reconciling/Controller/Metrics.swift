@@ -1,5 +1,8 @@
 import ConnectorCore
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
 import Sensors
 import Primitives
@@ -23,6 +26,12 @@ package final class Metrics: @unchecked Sendable {
         set { lock.withLock { build = newValue } }
     }
     private var build: [(name: String, value: String)] = []
+    /// `tether_interval_seconds`: the configured interval, so alerting rules need not assume one.
+    package var intervalSeconds: Double? {
+        get { lock.withLock { interval } }
+        set { lock.withLock { interval = newValue } }
+    }
+    private var interval: Double?
     private var last: CycleResult?
     private var lastApplied: String?
     private var findings: [String: Int] = [:]
@@ -129,6 +138,15 @@ package final class Metrics: @unchecked Sendable {
                 metric("tether_build_info", "gauge", "Tether's release and the libraries it runs with.",
                        [("{" + build.map { "\($0.name)=\"\(Self.escaped($0.value))\"" }.joined(separator: ",") + "}", 1)])
             }
+            // The standard process families, as Prometheus client libraries export them.
+            let process = ProcessFigures.read()
+            metric("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", process.cpuSeconds.map { [("", $0)] } ?? [])
+            metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", process.residentBytes.map { [("", $0)] } ?? [])
+            metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", process.virtualBytes.map { [("", $0)] } ?? [])
+            metric("process_open_fds", "gauge", "Number of open file descriptors.", process.openDescriptors.map { [("", $0)] } ?? [])
+            metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", process.maximumDescriptors.map { [("", $0)] } ?? [])
+            metric("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", process.startTime.map { [("", $0)] } ?? [])
+            metric("tether_interval_seconds", "gauge", "The configured interval between cycles (--interval).", interval.map { [("", $0)] } ?? [])
             metric("tether_cycles_total", "counter", "Reconcile cycles run.", [("", Double(cycleCount))])
             metric("tether_cycle_errors_total", "counter", "Cycles that failed or were refused.", [("", Double(errorCount))])
             metric("tether_verification_refusals_total", "counter", "Revisions refused by signature verification.", [("", Double(verificationRefusals))])
@@ -206,5 +224,43 @@ struct Histogram {
     var samples: [(String, Double)] {
         Self.bounds.enumerated().map { ("_bucket{le=\"\($0.element)\"}", Double(counts[$0.offset])) }
             + [("_bucket{le=\"+Inf\"}", Double(count)), ("_sum", sum), ("_count", Double(count))]
+    }
+}
+
+/// This process's figures from /proc, as the Prometheus client libraries' process collector reads
+/// them; nil where /proc does not say.
+struct ProcessFigures {
+    var cpuSeconds: Double?
+    var residentBytes: Double?
+    var virtualBytes: Double?
+    var openDescriptors: Double?
+    var maximumDescriptors: Double?
+    var startTime: Double?
+
+    static func read() -> ProcessFigures {
+        var figures = ProcessFigures()
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let page = Double(sysconf(Int32(_SC_PAGESIZE)))
+        // /proc/self/stat: fields after the command's closing parenthesis; utime is the 14th field.
+        if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") {
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 22, let user = Double(fields[11]), let system = Double(fields[12]), let start = Double(fields[19]),
+               let virtual = Double(fields[20]), let resident = Double(fields[21]) {
+                figures.cpuSeconds = (user + system) / ticks
+                figures.virtualBytes = virtual
+                figures.residentBytes = resident * page
+                if let boot = bootTime() { figures.startTime = boot + start / ticks }
+            }
+        }
+        if let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") { figures.openDescriptors = Double(entries.count) }
+        var limit = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 { figures.maximumDescriptors = Double(limit.rlim_cur) }
+        return figures
+    }
+
+    /// When the machine booted (`btime` in /proc/stat), in seconds since 1970.
+    private static func bootTime() -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8) else { return nil }
+        return stat.split(separator: "\n").first { $0.hasPrefix("btime ") }.flatMap { Double($0.dropFirst(6)) }
     }
 }

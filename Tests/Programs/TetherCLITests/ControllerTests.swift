@@ -483,6 +483,17 @@ struct ControllerTests {
         #expect(metrics.contains("# TYPE tether_cycle_duration_seconds histogram") && metrics.contains("tether_cycle_duration_seconds_bucket{le=\"+Inf\"} 1"))
         #expect(metrics.contains("tether_connector_up{integration=\"edr\"} 0"))
         #expect(metrics.contains("tether_last_success_timestamp_seconds "))
+        // The process families Prometheus client libraries export, with this process's figures.
+        let samples = Dictionary(metrics.split(separator: "\n").filter { !$0.hasPrefix("#") }.compactMap { line -> (String, Double)? in
+            let parts = line.split(separator: " ")
+            return parts.count == 2 ? (String(parts[0]), Double(parts[1]) ?? -1) : nil
+        }, uniquingKeysWith: { first, _ in first })
+        #expect(samples["tether_interval_seconds"] != nil, "the configured interval, for alerting rules")
+        #expect((samples["process_cpu_seconds_total"] ?? 0) > 0)
+        #expect((samples["process_resident_memory_bytes"] ?? 0) > 1_048_576)
+        #expect((samples["process_open_fds"] ?? 0) >= 3 && (samples["process_open_fds"] ?? 0) <= (samples["process_max_fds"] ?? 0))
+        let started = samples["process_start_time_seconds"] ?? 0
+        #expect(started > Date().timeIntervalSince1970 - 3600 && started <= Date().timeIntervalSince1970 + 1, "started \(started)")
     }
 
     @Test("The health endpoint holds up on its own machine: 300 slow clients, large bodies, other methods, huge or broken heads")
