@@ -121,8 +121,10 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         _ = TetherLogHandler.bootstrapped
-        TetherLogHandler.settings.format = logFormat == .json ? .json : .text
-        let logger = Logger(label: "tether.controller")
+        let format: TetherLogHandler.Format = logFormat == .json ? .json : .text
+        TetherLogHandler.settings.format = format
+        // This run's lines in this run's format, whatever another run in the process chose.
+        let logger = Logger(label: "tether.controller") { TetherLogHandler(label: $0, format: format) }
         let lock: ControllerLock
         do {
             lock = try ControllerLock(file: source.device.stateDirectoryURL.appendingPathComponent("controller.lock"))

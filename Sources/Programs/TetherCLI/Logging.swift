@@ -32,7 +32,14 @@ struct TetherLogHandler: LogHandler {
     }()
 
     let label: String
+    /// Fixed when the logger is made, so every line of one logger has one format.
+    let format: Format
     var metadata: Logger.Metadata = [:]
+
+    init(label: String, format: Format = TetherLogHandler.settings.format) {
+        self.label = label
+        self.format = format
+    }
     var logLevel: Logger.Level {
         get { TetherLogHandler.settings.level }
         set { TetherLogHandler.settings.level = newValue }
@@ -65,7 +72,7 @@ struct TetherLogHandler: LogHandler {
         var merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         if let error = event.error { merged["error"] = .string("\(error)") }
         let time = Timestamp.string(Date())
-        switch TetherLogHandler.settings.format {
+        switch format {
         case .json:
             var object: [String: JSONValue] = ["time": .string(time), "level": .string(level.rawValue),
                                                "message": .string(message.description), "logger": .string(label)]
