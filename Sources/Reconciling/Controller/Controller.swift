@@ -231,8 +231,17 @@ package final class Controller: @unchecked Sendable {
     /// connection to the file it replaced; `onSessionChange` lets the loop move its connectors
     /// and sensors to the new session.
     package func openSession() throws -> AgentSession {
-        if let session, session.storeFiles.map({ FileStamp.identity(of: $0.path) }) == sessionIdentity { return session }
-        if session != nil { logger.warning("a store file of the agent was replaced; opening the agent anew") }
+        if let session {
+            let now = session.storeFiles.map { FileStamp.identity(of: $0.path) }
+            // A store the session made since it opened (runtime.db on the connectors' first use)
+            // is its own, not a replacement.
+            let replaced = zip(now, sessionIdentity).contains { current, recorded in recorded != nil && current != recorded }
+            if !replaced && now.count == sessionIdentity.count {
+                sessionIdentity = now
+                return session
+            }
+            logger.warning("a store file of the agent was replaced; opening the agent anew")
+        }
         session = nil
         driver.forget()
         do {

@@ -192,6 +192,7 @@ struct ReportsOffTheDevice {
         let cycles = first.stderr.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
             .filter { $0["condition"] != nil }
         #expect(cycles.count == 2, "\(first.stderr)")
+        #expect(!first.stderr.contains("was replaced"), "a store the run made itself is no replacement: \(first.stderr)")
         #expect(cycles.first?["condition"] as? String == "Ready" && cycles.first?["duration"] is Double && cycles.first?["fetched"] is Bool)
         #expect(cycles.first?["reason"] as? String == "applied" && cycles.last?["reason"] as? String == "in-sync", "\(cycles)")
 

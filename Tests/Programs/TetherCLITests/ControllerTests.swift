@@ -447,6 +447,22 @@ struct ControllerTests {
         return (loop, try loop.serveMetrics(host: "127.0.0.1", port: 0))
     }
 
+    @Test("The agent is opened again when a store file is replaced (a backup restored), and not when the session made one itself")
+    func storeReplaced() throws {
+        let env = try Environment()
+        let controller = Controller(configuration: ControllerConfiguration(source: SourceSpec(repository: env.repo.path, ref: nil, path: "policies"),
+                                                                           stateDirectory: env.state.url, labelOverrides: [:]),
+                                    logger: Logger(label: "test"))
+        let first = try controller.openSession()
+        _ = try first.connectors()  // makes runtime.db
+        #expect(try controller.openSession() === first, "a store the session made is its own")
+        let store = env.state.url.appendingPathComponent("agent.db").path
+        let copy = store + ".restored"
+        try FileManager.default.copyItem(atPath: store, toPath: copy)
+        #expect(rename(copy, store) == 0)
+        #expect(try controller.openSession() !== first, "a replaced store is opened anew")
+    }
+
     @Test("--metrics-address 0.0.0.0:PORT serves on every address when asked, with a warning (reached here over loopback)")
     func metricsOnEveryAddress() throws {
         let env = try Environment()
