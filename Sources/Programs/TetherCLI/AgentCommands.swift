@@ -1,6 +1,9 @@
 import AgentInterface
 import ArgumentParser
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import KESLAgent
 import IntegrationModel
 import Planner
@@ -285,6 +288,7 @@ func agentCall<T>(_ body: () throws -> T) throws -> T {
 /// Reads a file named on the command line (at most 256 MiB).
 func readFile(_ path: String) throws -> [UInt8] {
     let limit = 256 << 20
+    if path == "-" { return try readStandardInput(limit: limit) }
     if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > limit {
         throw CommandError("error: \(path): \(size) bytes is more than the \(limit)-byte limit")
     }
@@ -292,6 +296,20 @@ func readFile(_ path: String) throws -> [UInt8] {
         throw CommandError("error: \(path): cannot read the file (missing or not readable)")
     }
     return Array(data)
+}
+
+/// Standard input, for `-` where a file is named (`plan --against -`), at most `limit` bytes.
+func readStandardInput(limit: Int) throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let count = read(STDIN_FILENO, &buffer, buffer.count)
+        if count < 0 && errno == EINTR { continue }
+        if count < 0 { throw CommandError("error: standard input: \(String(cString: strerror(errno)))") }
+        if count == 0 { return bytes }
+        bytes += buffer[0..<count]
+        if bytes.count > limit { throw CommandError("error: standard input: more than the \(limit)-byte limit") }
+    }
 }
 
 func describe(_ certificate: Certificate) -> String {

@@ -137,7 +137,7 @@ struct PlanCommand: ParsableCommand {
     @OptionGroup var backend: BackendOptions
     @OptionGroup var reportOptions: ReportOptions
 
-    @Option(help: ArgumentHelp("Plan offline against an agent snapshot instead of this device's agent.", valueName: "snapshot.json"))
+    @Option(help: ArgumentHelp("Plan offline against an agent snapshot instead of this device's agent (- for standard input).", valueName: "snapshot.json"))
     var against: String?
 
     @OptionGroup var verification: VerifyOptions

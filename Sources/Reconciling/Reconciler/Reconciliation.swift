@@ -223,18 +223,21 @@ package struct OfflineComparison {
         self.revision = revision
         self.labels = labels
         host = snapshot.host
-        applied = snapshot.applied
         var notes = notes
         var resolved = desired
+        var applied = snapshot.applied
         let offline = resolved.unresolved.keys.filter { if case .clientCertificate = $0 { return true }; return false }
         if !offline.isEmpty {
             notes.append("not checked offline: " + offline.sorted().map(\.description).joined(separator: ", ")
                          + " (client containers live on the device, not in the snapshot)")
             resolved = resolved.dropping(unresolved: offline)
+            // What cannot be checked is left out on both sides: still declared, so never "released".
+            applied = AppliedState(values: applied.values.filter { !offline.contains($0.key) }, revision: applied.revision, at: applied.at)
         }
+        self.applied = applied
         self.desired = resolved
         self.notes = notes
-        plan = Planner.plan(desired: resolved, actual: snapshot.state, applied: snapshot.applied, warnExpiryDays: warnExpiryDays, prune: prune)
+        plan = Planner.plan(desired: resolved, actual: snapshot.state, applied: applied, warnExpiryDays: warnExpiryDays, prune: prune)
     }
 
     /// The plan report.

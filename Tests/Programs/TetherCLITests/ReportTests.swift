@@ -267,7 +267,12 @@ struct PreviewTests {
         #expect(finding(plan, "edr.port")?["kind"] as? String == "drift")
         #expect((plan.json["policies"] as? [String]) == ["prod-edr", "base"], "labels come from the snapshot")
         #expect((plan.json["notes"] as? [String])?.first?.contains("not checked offline: edr.clientCertificate") == true)
+        #expect(finding(plan, "edr.clientCertificate") == nil, "a declared container the snapshot cannot show is not checked, never released")
         #expect(!FileManager.default.fileExists(atPath: ci.url.appendingPathComponent(Agent.storeFileName).path))
+        // The snapshot on standard input, as a pipeline hands it over.
+        let piped = try runProgram("/bin/sh", ["-c", "\"$0\" plan --repo \"$1\" --against - --state-dir \"$2\" --format json < \"$3\"",
+                                                tetherExecutable, env.repo.path, ci.path, file])
+        #expect(piped.status == 0 && piped.output.contains("\"edr.port\""), "\(piped.output)")
     }
 
     @Test("report merge: devices in sync, drifting, failing; by integration and by field")
