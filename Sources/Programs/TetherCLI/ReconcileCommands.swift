@@ -171,7 +171,7 @@ struct PlanCommand: ParsableCommand {
             try reportOptions.emit(comparison.report())
         } else {
             let comparison = try refusing {
-                try CommandPipeline.compare(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
+                try CommandPipeline.compare(source, backend: backend, gate: verification.readOnlyGate, warnExpiry: reportOptions.warnExpiry, prune: prune)
             }
             plan = comparison.plan
             try plan.requireEnforceable()
@@ -284,7 +284,7 @@ struct DriftCommand: ParsableCommand {
 
     func run() throws {
         try source.device.requireAgentState()
-        let report = try refusing { try CommandPipeline.compare(source, backend: backend, gate: verification.gate, warnExpiry: reportOptions.warnExpiry) }
+        let report = try refusing { try CommandPipeline.compare(source, backend: backend, gate: verification.readOnlyGate, warnExpiry: reportOptions.warnExpiry) }
             .detectDrift(onlyChanges: true)
         try reportOptions.emit(report)
         if !report.inSync { throw ExitCode(2) }
@@ -305,4 +305,11 @@ struct VerifyOptions: ParsableArguments {
     }
 
     var gate: RevisionGate { RevisionGate(verify: verify, allowedSigners: allowedSigners) }
+
+    /// For `plan` and `drift`, which change nothing: a rollback is planned with a note, not refused.
+    var readOnlyGate: RevisionGate {
+        var gate = self.gate
+        gate.rollbackIsNote = true
+        return gate
+    }
 }

@@ -72,6 +72,9 @@ package struct RevisionGate: Sendable {
     package var rollbackRequested: Bool
     /// Offline plans against a snapshot: the device decides about ancestry when it applies.
     package var checksAncestry: Bool
+    /// `plan` and `drift` only read: a revision that would be a rollback is planned, with a note
+    /// that apply refuses it and how to go back on purpose, instead of refused.
+    package var rollbackIsNote = false
 
     package init(verify: VerifyMode = .off, allowedSigners: String? = nil, rollbackRequested: Bool = false, checksAncestry: Bool = true) {
         self.verify = verify
@@ -101,6 +104,10 @@ package struct RevisionGate: Sendable {
         if rollbackRequested { return ["Rolled back \(from)."] }
         if let policy = policies.policies.first(where: \.allowRollback) {
             return ["Went back \(from): policy '\(policy.name)' (\(policy.location.shortDescription)) says spec.allowRollback: true."]
+        }
+        if rollbackIsNote {
+            return ["Applying revision \(head.id.prefix(12)) would be a rollback \(from): it does not descend from the last applied revision, so `tether apply` refuses it. "
+                    + "To go back deliberately, run `tether rollback --to \(head.id.prefix(12))`, or commit a policy with spec.allowRollback: true in that revision."]
         }
         throw RevisionRefused(.rollback, """
             revision \(head.id.prefix(12)) does not descend from the last applied revision \(last.prefix(12)) (a rollback or a force-push): refused, nothing was changed. \
