@@ -156,7 +156,9 @@ struct PlanCommand: ParsableCommand {
                 try CommandPipeline.compareOffline(source, snapshot: snapshot, gate: verification.gate, warnExpiry: reportOptions.warnExpiry, prune: prune)
             }
             plan = comparison.plan
-            try reportOptions.emit(comparison.report())
+            var report = comparison.report()
+            if against != "-" { report.device = String((against.split(separator: "/").last ?? "").split(separator: ".").first ?? "") }
+            try reportOptions.emit(report)
         } else if !source.device.stateDirectoryExists, try backend.choice(source.device).kind == .embedded {
             // No state directory: plan against a fresh agent, and write nothing.
             Console.error("note: there is no agent state at \(source.device.stateDirectory): planned against a fresh agent; nothing was written")

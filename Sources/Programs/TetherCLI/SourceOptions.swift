@@ -169,7 +169,7 @@ struct ReportOptions: ParsableArguments {
                                valueName: "format"))
     var formatName: String = ReportFormat.text.rawValue
 
-    @Option(name: .customLong("out"), help: ArgumentHelp("Write the report to this file instead of standard output (as terraform's -out).", valueName: "file"))
+    @Option(name: .customLong("out"), help: ArgumentHelp("Write the report to this file instead of standard output (a report, not a saved plan to apply).", valueName: "file"))
     var out: String?
 
     @OptionGroup var expiry: ExpiryOptions

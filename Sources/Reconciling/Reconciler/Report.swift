@@ -38,6 +38,9 @@ package struct Report: Sendable {
     package var health: [ConnectorStatus] = []
     /// The embedded agent's sensors, as the controller last ran them (drift reports on a device).
     package var sensors: [SensorReport] = []
+    /// Which device (kind) an offline plan stands for: the snapshot's file name, so that the
+    /// plans of several snapshots taken on one machine stay apart (SARIF categories).
+    package var device: String?
 
     /// In sync when nothing but accepted exceptions differs.
     package var inSync: Bool { !findings.contains { $0.kind.isProblem } }

@@ -29,7 +29,8 @@ package enum SARIFReport {
         }
         let run = SARIFLog.Run(
             tool: .init(driver: .init(name: "tether", informationUri: "https://tether.invalid/", semanticVersion: "1.0.0", rules: rules)),
-            automationDetails: .init(id: "tether/\(report.kind.rawValue)/\(report.host)/"),
+            // The category is all before the last "/": one per device, as code scanning wants it.
+            automationDetails: .init(id: "tether/\(report.kind.rawValue)/\(report.device ?? report.host)/"),
             versionControlProvenance: [.init(repositoryUri: Self.uri(report.source.displayRepository), revisionId: report.revision)],
             results: results)
         return JSONReport.serialize(SARIFLog(schema: "https://json.schemastore.org/sarif-2.1.0.json", version: "2.1.0", runs: [run]))

@@ -41,6 +41,12 @@ struct CIExampleTests {
         #expect(plan?["kind"] as? String == "plan" && plan?["revision"] as? String == env.revision)
         let sarif = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("sarif/prod-new.sarif"))) as? [String: Any]
         #expect(sarif?["version"] as? String == "2.1.0")
+        // One code-scanning category per snapshot, though both were taken on one machine.
+        let ids = try ["prod-new", "prod-synced"].map { name -> String? in
+            let log = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("sarif/\(name).sarif"))) as? [String: Any]
+            return ((log?["runs"] as? [[String: Any]])?.first?["automationDetails"] as? [String: Any])?["id"] as? String
+        }
+        #expect(ids == ["tether/plan/prod-new/", "tether/plan/prod-synced/"], "\(ids)")
     }
 
     @Test("A broken policy fails the check with its file and line, and no comment is made")
@@ -60,6 +66,7 @@ struct CIExampleTests {
             let parsed = try runProgram("/usr/bin/python3", ["-c", "import sys; from ruamel.yaml import YAML; YAML(typ='safe').load(open(sys.argv[1]))", path])
             #expect(parsed.status == 0, "\(file): \(parsed.output)")
             #expect(try String(contentsOfFile: path, encoding: .utf8).contains("ci/pr-check.sh tether-out"), "\(file)")
+            #expect(try !String(contentsOfFile: path, encoding: .utf8).contains("category: tether"), "one category for many runs is refused by code scanning: \(file)")
         }
     }
 }
