@@ -30,6 +30,23 @@ package struct PolicyProblem: Error, Sendable, Hashable, CustomStringConvertible
     }
 
     package var description: String { "\(location): \(message)" }
+
+    /// A stable name for the kind of problem, for scripts (`tether validate -o json`).
+    package var code: String {
+        let rules: [(code: String, says: [String])] = [
+            ("yaml-syntax", ["malformed YAML", "a line break other than"]),
+            ("duplicate", ["appears twice", "used by "]),
+            ("unknown-field", ["unknown field", "unknown setting path", "unknown key"]),
+            ("yaml-1.1-ambiguous", ["in YAML 1.1"]),
+            ("wrong-type", [", found "]),
+            ("out-of-range", ["out of range"]),
+            ("tag", ["the tag "]),
+            ("conflict", ["conflict", "disagree"]),
+            ("certificate", ["certificate"]),
+            ("refused-input", ["refused"]),
+        ]
+        return rules.first { rule in rule.says.contains { message.contains($0) } }?.code ?? "invalid"
+    }
 }
 
 /// Every problem found in one run, in file and line order.

@@ -54,14 +54,14 @@ struct GetSettings: ParsableCommand {
         abstract: "Print an integration's settings by their vendor key names (or `app` for app-wide settings).")
 
     @Argument(help: "edr, ndr, sandbox or app.") var target: SettingsTarget
-    @Flag(help: "Print JSON (policy field names) instead of Key=Value lines.") var json = false
+    @OptionGroup var output: OutputOptions
     @OptionGroup var device: DeviceOptions
 
     func run() throws {
         let state = try agentCall { try device.agent().state() }
         let scope = target.scope
         let paths = SettingCatalog.paths(scope).filter { !$0.field.isTaskState }
-        if json {
+        if output.isJSON {
             var settings: [String: SettingValue] = [:]
             for (path, field) in paths { settings[field.name] = state.value(path) }
             var document = SettingsDocument(settings: settings)

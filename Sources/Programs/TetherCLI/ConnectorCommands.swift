@@ -54,7 +54,7 @@ struct Status: ParsableCommand {
         commandName: "status",
         abstract: "Show each connector: state, server, last successful contact, queue depth, last error; and network isolation.")
 
-    @Flag(help: "Print JSON.") var json = false
+    @OptionGroup var output: OutputOptions
     @OptionGroup var device: DeviceOptions
 
     func run() throws {
@@ -64,7 +64,7 @@ struct Status: ParsableCommand {
         let sensors = try agentCall { try runtime.sensorReports() }
         var counts: [String: TelemetryCounts] = ["sensors": try agentCall { try runtime.telemetryCounts(nil) }]
         for integration in [Integration.edr, .ndr] { counts[integration.rawValue] = try agentCall { try runtime.telemetryCounts(integration) } }
-        if json {
+        if output.isJSON {
             Console.out(JSONReport.serialize(AgentStatusDocument(
                 connectors: statuses.map(JSONReport.health),
                 isolation: .init(active: isolation.active, until: isolation.until.map(Timestamp.string)),

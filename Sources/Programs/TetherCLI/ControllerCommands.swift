@@ -220,16 +220,14 @@ struct StatusCommand: ParsableCommand {
         abstract: "Print what the controller did last: revision, when, result, findings, verification, and whether it is suspended.")
 
     @OptionGroup var device: DeviceOptions
-
-    @Flag(help: "Print JSON.")
-    var json = false
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         let file = device.stateDirectoryURL.appendingPathComponent("controller.json")
         guard let status = ControllerStatus.read(file) else {
             throw CommandError("error: no controller has run for \(device.stateDirectory) yet; start one with `tether run` (or `tether run --once`)")
         }
-        if json {
+        if output.isJSON {
             Console.out(String(decoding: try status.json(), as: UTF8.self))
             return
         }

@@ -18,13 +18,12 @@ struct HistoryCommand: ParsableCommand {
     @Option(help: "How many entries, newest first.")
     var limit: Int = 20
 
-    @Flag(help: "Print JSON instead of a table.")
-    var json = false
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
         try device.requireAgentState()
         let entries = try History(stateDirectory: device.stateDirectoryURL).entries(limit: limit)
-        if json {
+        if output.isJSON {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             Console.out(String(decoding: try encoder.encode(entries), as: UTF8.self))

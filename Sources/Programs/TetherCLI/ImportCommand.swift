@@ -16,7 +16,7 @@ struct ImportCommand: ParsableCommand {
         commandName: "import",
         abstract: "Write what an agent (or the vendor's settings files) has as policy YAML, to start a repository from it.",
         discussion: """
-            Reads the agent of --state-dir (embedded, or the vendor's with --agent kesl) — or, with --ini, the vendor's settings files — and writes OUTPUT/policies/NAME.yaml (each setting commented with the vendor's key) and OUTPUT/certs/INTEGRATION.pem for each server certificate it can read. Committed as it is, the folder plans to nothing against the same agent. What it cannot export (a client container, which never leaves the device; a certificate kesl-control only describes) is left undeclared and listed, with what to add. Example: tether import --agent kesl --output ./policies-repo
+            Reads the agent of --state-dir (embedded, or the vendor's with --agent kesl) — or, with --ini, the vendor's settings files — and writes DIR/policies/NAME.yaml (each setting commented with the vendor's key) and DIR/certs/INTEGRATION.pem for each server certificate it can read. Committed as it is, the folder plans to nothing against the same agent. What it cannot export (a client container, which never leaves the device; a certificate kesl-control only describes) is left undeclared and listed, with what to add. Example: tether import --agent kesl --into ./policies-repo
             """)
 
     @OptionGroup var device: DeviceOptions
@@ -25,13 +25,21 @@ struct ImportCommand: ParsableCommand {
     @Option(name: .customLong("ini"), help: ArgumentHelp("Read a vendor settings file (as `kesl-control --get-settings` prints it) instead of the agent: INTEGRATION=FILE, for example edr=KATAEDR.ini; repeat for more.", valueName: "integration=file"))
     var iniFiles: [String] = []
 
-    @Option(help: ArgumentHelp("The folder to write policies/ and certs/ into (a repository's root).", valueName: "dir"))
-    var output: String
+    @Option(name: .customLong("into"), help: ArgumentHelp("The folder to write policies/ and certs/ into (a repository's root).", valueName: "dir"))
+    var folder: String?
+
+    /// The spelling before -o/--output meant the format everywhere: refused with what to type.
+    @Option(name: .customLong("output"), help: .hidden)
+    var oldFolder: String?
+
+    private var output: String { folder ?? "" }
 
     @Option(help: ArgumentHelp("The policy's name (metadata.name) and file name.", valueName: "name"))
     var name: String = "imported"
 
     func validate() throws {
+        if let oldFolder { throw ValidationError("--output is the format option of every command now; give the folder with --into \(oldFolder)") }
+        guard folder != nil else { throw ValidationError("give the folder to write into, for example --into ./policies-repo") }
         guard PolicyDecoder.isValidName(name) else {
             throw ValidationError("--name '\(name)' is not a policy name: lower-case letters, digits, '-' and '.', for example --name imported")
         }
@@ -47,7 +55,7 @@ struct ImportCommand: ParsableCommand {
         let outputURL = URL(fileURLWithPath: output, isDirectory: true)
         let policyFile = outputURL.appendingPathComponent("policies/\(name).yaml")
         guard !FileManager.default.fileExists(atPath: policyFile.path) else {
-            throw CommandError("error: \(policyFile.path) already exists; choose another --output or --name")
+            throw CommandError("error: \(policyFile.path) already exists; choose another --into or --name")
         }
         var writer = PolicyWriter(name: name, header: [
             "Imported by `tether import` from \(iniFiles.isEmpty ? "the agent of \(device.stateDirectory)" : "vendor settings files") on \(ProcessInfo.processInfo.hostName), \(Timestamp.string(Date())).",
@@ -111,7 +119,7 @@ struct ImportCommand: ParsableCommand {
             }
         }
         for certificate in certificates where FileManager.default.fileExists(atPath: outputURL.appendingPathComponent(certificate.file).path) {
-            throw CommandError("error: \(outputURL.appendingPathComponent(certificate.file).path) already exists (replacing it would change the pin of every device that uses it); choose another --output")
+            throw CommandError("error: \(outputURL.appendingPathComponent(certificate.file).path) already exists (replacing it would change the pin of every device that uses it); choose another --into")
         }
         do {
             try FileManager.default.createDirectory(at: policyFile.deletingLastPathComponent(), withIntermediateDirectories: true)

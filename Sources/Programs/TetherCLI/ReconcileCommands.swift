@@ -4,6 +4,7 @@ import Controller
 import EmbeddedAgent
 import FoundationEssentials
 import GitSource
+import IntegrationModel
 import KESLAgent
 import Planner
 import Policy
@@ -25,6 +26,8 @@ struct ValidateCommand: ParsableCommand {
     @Flag(help: "Check the files staged in the index (what the next commit will hold), for a pre-commit hook. Needs a local repository.")
     var staged = false
 
+    @OptionGroup var output: OutputOptions
+
     func validate() throws {
         if staged && GitRepository.isRemote(source.repo) {
             throw ValidationError("--staged reads the index of a local repository; give its path with --repo, for example --repo .")
@@ -32,6 +35,26 @@ struct ValidateCommand: ParsableCommand {
     }
 
     func run() throws {
+        guard output.isJSON else { return try check() }
+        // For scripts: every problem with its file, line, column and code; exit 1 when there are any.
+        var problems: [PolicyProblem] = []
+        do {
+            try check(quiet: true)
+        } catch let found as PolicyProblems {
+            problems = found.problems
+        }
+        let document = JSONValue.object([
+            "valid": .bool(problems.isEmpty),
+            "problems": .array(problems.map { problem in
+                .object(["file": .string(problem.location.file), "line": .number(Double(problem.location.line)),
+                         "column": .number(Double(problem.location.column)), "code": .string(problem.code), "message": .string(problem.message)])
+            }),
+        ])
+        Console.out(rendered: JSONReport.serialize(document))
+        if !problems.isEmpty { throw ExitCode(1) }
+    }
+
+    private func check(quiet: Bool = false) throws {
         let revision: PolicyRevision
         if staged {
             do {
@@ -44,6 +67,7 @@ struct ValidateCommand: ParsableCommand {
         }
         let problems = revision.validate()
         if !problems.isEmpty { throw PolicyProblems(problems) }
+        guard !quiet else { return }
         let count = revision.policySet.policies.count
         let place = staged ? "staged in the index" : "at revision \(revision.commit.id.prefix(12))"
         Console.out("Valid: \(count) polic\(count == 1 ? "y" : "ies") in \(revision.fileCount) file\(revision.fileCount == 1 ? "" : "s") \(place) (\(source.path)/).")

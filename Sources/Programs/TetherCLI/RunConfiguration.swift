@@ -6,6 +6,7 @@ import Glibc
 import IntegrationModel
 import YAMLReader
 import Primitives
+import Reports
 
 /// Where `tether run` takes its settings from (README, "Configuration"): the command line wins,
 /// then `TETHER_*` environment variables, then the configuration file (`--config FILE`, else
@@ -387,6 +388,8 @@ struct ConfigShow: ParsableCommand {
     @Option(help: ArgumentHelp("The configuration file (default: $TETHER_CONFIG, else /etc/tether/tether.yaml when it exists).", valueName: "file"))
     var config: String?
 
+    @OptionGroup var output: OutputOptions
+
     @Argument(parsing: .captureForPassthrough, help: "The options `tether run` would get, after --.")
     var runArguments: [String] = []
 
@@ -403,6 +406,27 @@ struct ConfigShow: ParsableCommand {
         if let config { commandLine = ["--config", config] + commandLine }
         let configuration = try RunConfiguration(commandLine: commandLine)
         let defaults = RunConfiguration.defaultsFromHelp()
+        let environment = ProcessInfo.processInfo.environment
+        let secrets = ["TETHER_GIT_TOKEN", "TETHER_GIT_PASSWORD"].filter { environment[$0] != nil }
+        if output.isJSON {
+            // Each key's effective value (masked as in the text), its kind and its source.
+            var keys: [String: JSONValue] = [:]
+            for entry in configuration.entries {
+                let value: JSONValue
+                switch (entry.source, entry.key.kind) {
+                case (.default, .flag): value = .bool(false)
+                case (.default, _): value = defaults[entry.key.name].map(JSONValue.string) ?? .null
+                case (_, .flag): value = .bool(entry.values == ["true"])
+                case (_, .list): value = .array(entry.values.map { .string(RunConfiguration.display($0)) })
+                case (_, .value): value = .string(entry.values.map(RunConfiguration.display).joined())
+                }
+                keys[entry.key.name] = .object(["value": value, "source": .string("\(entry.source)")])
+            }
+            Console.out(rendered: JSONReport.serialize(JSONValue.object([
+                "file": configuration.file.map(JSONValue.string) ?? .null, "keys": .object(keys), "secretsSet": .array(secrets.map(JSONValue.string)),
+            ])))
+            return
+        }
         for warning in configuration.warnings { Console.error(warning) }
         Console.out("configuration file: \(configuration.file ?? "none (\(RunConfiguration.defaultFile) does not exist)")")
         let width = (RunConfiguration.keys.map(\.name.count).max() ?? 10) + 2
@@ -418,8 +442,7 @@ struct ConfigShow: ParsableCommand {
             let line = entry.key.name.padded(to: width) + value
             Console.out(entry.source == .default ? line : line.padded(to: max(line.count, width + 36)) + "  # \(entry.source)")
         }
-        let environment = ProcessInfo.processInfo.environment
-        for secret in ["TETHER_GIT_TOKEN", "TETHER_GIT_PASSWORD"] where environment[secret] != nil {
+        for secret in secrets {
             Console.out("\(secret) is set (never shown)")
         }
     }

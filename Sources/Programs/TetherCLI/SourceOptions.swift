@@ -163,10 +163,26 @@ struct ExpiryOptions: ParsableArguments {
 }
 
 /// How a report is written: `-o`/`--output` (or `--format`) the format, `--out` the file, `--warn-expiry`.
+/// `-o text|json` (as kubectl): what commands that print for people and scripts take; `--json`
+/// stays as a short way to say `-o json`.
+struct OutputOptions: ParsableArguments {
+    enum Format: String, ExpressibleByArgument, CaseIterable { case text, json }
+
+    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("text for people, json for scripts.", valueName: "format"))
+    var output: Format = .text
+
+    @Flag(help: "The same as -o json.")
+    var json = false
+
+    /// Whether to print JSON.
+    var isJSON: Bool { json || output == .json }
+}
+
 struct ReportOptions: ParsableArguments {
     @Option(name: [.customShort("o"), .customLong("output"), .customLong("format")],
             help: ArgumentHelp("text for people (colour on a terminal), json for tools, markdown for a pull-request comment, html for a browser, sarif for code scanning, junit for CI test views (-o json, as kubectl).",
-                               valueName: "format"))
+                               valueName: "format"),
+            completion: .list(ReportFormat.allCases.map(\.rawValue)))
     var formatName: String = ReportFormat.text.rawValue
 
     @Option(name: .customLong("out"), help: ArgumentHelp("Write the report to this file instead of standard output (a report, not a saved plan to apply).", valueName: "file"))

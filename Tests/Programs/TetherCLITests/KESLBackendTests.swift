@@ -269,7 +269,7 @@ struct KESLBackendTests {
         let (env, standIn) = try vendorDevice()
         #expect(env.kesl(standIn, "apply").code == 0)
         let output = try TemporaryDirectory("tether-import")
-        let imported = tether(["import", "--state-dir", env.state.path, "--output", output.path])
+        let imported = tether(["import", "--state-dir", env.state.path, "--into", output.path])
         #expect(imported.code == 0, "\(imported.stdout)\(imported.stderr)")
         #expect(imported.stdout.contains("edr.clientCertificate: not exported"), "\(imported.stdout)")
         let yaml = try String(contentsOf: output.url.appendingPathComponent("policies/imported.yaml"), encoding: .utf8)
@@ -298,7 +298,7 @@ struct KESLBackendTests {
         #expect(try standIn.run("--set-settings", "KATAEDR", "--file", try output.write("KATAEDR.ini", desired.stdout)).status == 0)
         let ini = try output.write("KATANDR.ini", exported.stdout)
         let fromINI = try TemporaryDirectory("tether-import-ini")
-        #expect(tether(["import", "--ini", "ndr=\(ini)", "--output", fromINI.path, "--state-dir", device.path]).code == 0)
+        #expect(tether(["import", "--ini", "ndr=\(ini)", "--into", fromINI.path, "--state-dir", device.path]).code == 0)
         let ndr = try String(contentsOf: fromINI.url.appendingPathComponent("policies/imported.yaml"), encoding: .utf8)
         #expect(ndr.contains("- {address: \"10.0.0.2\", port: 8082}"), "\(ndr)")
     }

@@ -378,3 +378,35 @@ struct DriftHistoryTests {
         #expect(try count() == 2)
     }
 }
+
+@Suite("One output flag everywhere")
+struct OutputFlagTests {
+    @Test("-o json (or --json) on validate, status, history, agent status, agent get-settings and config show; import's folder is --into")
+    func everywhere() throws {
+        let env = try Environment()
+        #expect(env.run("apply").code == 0)
+        #expect(tether(["run", "--once", "--no-sensors", "--no-connectors"] + env.flags).code == 0)
+        let valid = env.run("validate", "-o", "json")
+        #expect(valid.code == 0 && valid.json["valid"] as? Bool == true, "\(valid.stdout)")
+        env.revision = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 70000")], message: "Typo")
+        let invalid = env.run("validate", "-o", "json")
+        let problem = (invalid.json["problems"] as? [[String: Any]])?.first
+        #expect(invalid.code == 1 && invalid.json["valid"] as? Bool == false, "\(invalid.stdout)")
+        #expect(problem?["file"] as? String == "policies/base.yaml" && problem?["line"] as? Int == 8 && problem?["column"] as? Int != nil
+                && problem?["code"] as? String == "out-of-range", "\(String(describing: problem))")
+        for arguments in [["status"], ["history"], ["agent", "status"], ["config", "show"]] {
+            for flag in [["-o", "json"], ["--json"]] {
+                let printed = tether(arguments + flag + (arguments == ["config", "show"] ? [] : ["--state-dir", env.state.path]))
+                #expect(printed.code == 0, "\(arguments) \(flag): \(printed.stderr)")
+                #expect((try? JSONSerialization.jsonObject(with: Data(printed.stdout.utf8))) != nil, "\(arguments) \(flag) prints JSON: \(printed.stdout)")
+            }
+        }
+        let settings = env.agentCommand("get-settings", "edr", "-o", "json")
+        #expect(settings.code == 0 && (try? JSONSerialization.jsonObject(with: Data(settings.stdout.utf8))) != nil, "\(settings.stdout)")
+        // Completions offer the formats.
+        let completion = try runProgram(tetherExecutable, ["--generate-completion-script", "bash"]).output
+        #expect(completion.contains("'markdown'$'\\n''html'$'\\n''sarif'"), "-o <TAB> offers the report formats")
+        let old = tether(["import", "--state-dir", env.state.path, "--output", "somewhere"])
+        #expect(old.code == 1 && old.stderr.contains("give the folder with --into somewhere"), "\(old.stderr)")
+    }
+}
