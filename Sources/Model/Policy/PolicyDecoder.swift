@@ -27,7 +27,7 @@ package struct PolicyDecoder {
         if let problem = preflight(text, file: file) { return ([], [problem]) }
         var policies: [IntegrationPolicy] = []
         // Scalars come untyped: `ScalarType` types them.
-        let (documents, error) = YAML.documents(in: text)
+        let (documents, error) = YAML.documents(in: text, maximumDepth: Self.maximumDepth)
         for node in documents {
             var budget = Self.maximumNodes
             guard Self.withinBudget(node, depth: 0, budget: &budget) else {

@@ -8,7 +8,9 @@ internal import CYAML
 package enum YAML {
     /// Every document of `text`, and the error that ended the stream early, if one did. The
     /// documents before an error are kept.
-    package static func documents(in text: String) -> (documents: [YAMLNode], error: YAMLError?) {
+    /// `maximumDepth` bounds how deep lists and mappings nest (a node tree is freed
+    /// recursively, so a deeper one could exhaust the stack).
+    package static func documents(in text: String, maximumDepth: Int = 64) -> (documents: [YAMLNode], error: YAMLError?) {
         var bytes = Array(text.utf8)
         if bytes.isEmpty { return ([], nil) }
         let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
@@ -19,7 +21,7 @@ package enum YAML {
         defer { yaml_parser_delete(parser) }
         return bytes.withUnsafeMutableBufferPointer { buffer in
             yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
-            var composer = Composer()
+            var composer = Composer(maximumDepth: maximumDepth)
             var event = yaml_event_t()
             while true {
                 guard yaml_parser_parse(parser, &event) == 1 else {
@@ -202,8 +204,13 @@ private struct Composer {
         }
     }
 
+    let maximumDepth: Int
     private(set) var documents: [YAMLNode] = []
     private var stack: [Open] = []
+
+    init(maximumDepth: Int) {
+        self.maximumDepth = maximumDepth
+    }
     private var anchors: [String: YAMLNode] = [:]
     private var root: YAMLNode?
 
@@ -226,6 +233,8 @@ private struct Composer {
                 return YAMLError(kind: .composer, problem: "found undefined alias '\(name)'", mark: mark, context: nil)
             }
             return add(node, anchor: nil)
+        case YAML_SEQUENCE_START_EVENT where stack.count >= maximumDepth, YAML_MAPPING_START_EVENT where stack.count >= maximumDepth:
+            return YAMLError(kind: .composer, problem: "lists and mappings nest deeper than \(maximumDepth) levels", mark: mark, context: nil)
         case YAML_SEQUENCE_START_EVENT:
             let start = event.data.sequence_start
             stack.append(Open(isMapping: false, tag: Self.text(start.tag), anchor: Self.optionalText(start.anchor), mark: mark))
@@ -266,7 +275,8 @@ private struct Composer {
             return nil
         }
         if case .scalar(let scalar) = node, !open.keys.insert(scalar.string).inserted {
-            open.repeats = ((open.repeats?.names ?? []).union([scalar.string]), open.repeats?.mark ?? scalar.mark)
+            if open.repeats == nil { open.repeats = ([], scalar.mark) }
+            open.repeats?.names.insert(scalar.string)
         }
         open.pendingKey = node
         return nil

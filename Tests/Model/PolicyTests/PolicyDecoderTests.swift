@@ -330,6 +330,11 @@ struct UntrustedInputTests {
         let deep = String(repeating: "[", count: 200) + String(repeating: "]", count: 200)
         let nested = PolicyDecoder.decode(file: "deep.yaml", contents: Array(deep.utf8)).problems
         #expect(nested.first?.description == "deep.yaml:1:65: YAML nests deeper than 64 levels: refused")
+        // A quote inside a plain value once made the text check look away; the parser's own
+        // bound holds anyway (this used to exhaust the stack when the tree was freed).
+        let hidden = "a: x '\nb: " + String(repeating: "[", count: 5_000) + String(repeating: "]", count: 5_000) + "\nc: y '\n"
+        let refused = PolicyDecoder.decode(file: "hidden.yaml", contents: Array(hidden.utf8)).problems
+        #expect(refused.first?.message.contains("nest deeper than 64 levels") == true, "\(refused)")
 
         let many = "list: [" + Array(repeating: "*a", count: 300).joined(separator: ", ") + "]\n"
         let aliases = PolicyDecoder.decode(file: "many.yaml", contents: Array(("a: &a 1\n" + many).utf8)).problems
