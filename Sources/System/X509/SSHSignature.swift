@@ -51,7 +51,7 @@ package struct AllowedSigner: Sendable {
 
     /// Why this entry does not allow a signature in `namespace` made at `time`; nil when it does.
     func refusal(namespace: String, at time: Int64?) -> String? {
-        if let namespaces, !namespaces.contains(namespace) {
+        if let namespaces, !SSHSignature.matchesPatternList(namespace, namespaces) {
             return "its allowed-signers entry (\(principals)) limits it to namespaces=\"\(namespaces.joined(separator: ","))\", not \(namespace)"
         }
         guard let time else { return nil }
@@ -85,7 +85,9 @@ package enum SSHSignature {
             }
             guard tokens.count > index + 1, isKeyType(tokens[index]), let blob = Data(base64Encoded: tokens[index + 1]) else { continue }
             var signer = AllowedSigner(principals: tokens[0], keyBlob: Array(blob))
-            var usable = true
+            // As OpenSSH's sshsigopt_parse: an unknown or repeated option, a date it cannot read
+            // or an empty time range makes the whole line unusable (a typo must not widen a key).
+            var usable = Set(options.map(\.name)).count == options.count
             for (name, value) in options {
                 switch name {
                 case "cert-authority":
@@ -93,13 +95,13 @@ package enum SSHSignature {
                 case "namespaces":
                     signer.namespaces = value.split(separator: ",").map(String.init)
                 case "valid-after", "valid-before":
-                    // A date ssh-keygen cannot read makes the line unusable, as ssh-keygen has it.
-                    guard let seconds = absoluteTime(value) else { usable = false; continue }
+                    guard let seconds = absoluteTime(value), seconds > 0 else { usable = false; continue }
                     if name == "valid-after" { signer.validAfter = (value, seconds) } else { signer.validBefore = (value, seconds) }
                 default:
-                    break
+                    usable = false
                 }
             }
+            if let after = signer.validAfter, let before = signer.validBefore, before.seconds <= after.seconds { usable = false }
             if usable { signers.append(signer) }
         }
         return signers
@@ -244,6 +246,29 @@ package enum SSHSignature {
         }
     }
 
+    /// OpenSSH's pattern list (`match_pattern_list`): a name matches when a pattern (`*` and `?`
+    /// wildcards) does and no negated one (`!pattern`) does.
+    static func matchesPatternList(_ name: String, _ patterns: [String]) -> Bool {
+        var matched = false
+        for pattern in patterns {
+            if pattern.hasPrefix("!") {
+                if matches(Array(name.utf8), Array(pattern.dropFirst().utf8)) { return false }
+            } else if matches(Array(name.utf8), Array(pattern.utf8)) {
+                matched = true
+            }
+        }
+        return matched
+    }
+
+    private static func matches(_ text: [UInt8], _ pattern: [UInt8]) -> Bool {
+        guard let first = pattern.first else { return text.isEmpty }
+        if first == UInt8(ascii: "*") {
+            return (0...text.count).contains { matches(Array(text[$0...]), Array(pattern.dropFirst())) }
+        }
+        guard let head = text.first, first == UInt8(ascii: "?") || first == head else { return false }
+        return matches(Array(text.dropFirst()), Array(pattern.dropFirst()))
+    }
+
     /// OpenSSH's absolute time: `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, in the
     /// machine's time zone unless it ends in `Z` (UTC); nil for anything else.
     static func absoluteTime(_ text: String) -> Int64? {
@@ -283,7 +308,7 @@ package enum SSHSignature {
         var quoted = false
         for character in line {
             if character == "\"" { quoted.toggle(); current.append(character); continue }
-            if character == " " && !quoted {
+            if (character == " " || character == "\t") && !quoted {
                 if !current.isEmpty { tokens.append(current); current = "" }
             } else {
                 current.append(character)

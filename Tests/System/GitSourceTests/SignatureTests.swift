@@ -71,6 +71,12 @@ struct SignatureTests {
             ("valid-after=\"20240601120001Z\"", "not yet valid"),
             ("namespaces=\"file\"", "namespaces=\"file\""),
             ("namespaces=\"file,git\"", nil),
+            ("namespaces=\"g*\"", nil),
+            ("namespaces=\"*,!git\"", "limits it to namespaces"),
+            // A typo, a repeat or an empty range makes the line unusable, never the key wider.
+            ("namespace=\"file\"", "do not list"),
+            ("namespaces=\"file\",namespaces=\"git\"", "do not list"),
+            ("valid-after=\"20300101\",valid-before=\"20200101\"", "do not list"),
         ]
         for (index, (options, refusal)) in cases.enumerated() {
             let line = "alice@example.com \(options) \(alice.publicKey)\n"
@@ -81,7 +87,7 @@ struct SignatureTests {
             #expect(verdict.isTrusted == (git.status == 0), "\(options): git says \(git.status), Tether \(verdict)")
             if let refusal {
                 #expect(verdict.description.contains(refusal), "\(options): \(verdict)")
-                #expect(options.hasPrefix("namespaces") || verdict.description.contains("the commit was made at 2024-06-01 12:00:00 UTC"), "\(options): \(verdict)")
+                #expect(!options.hasPrefix("valid") || refusal == "do not list" || verdict.description.contains("the commit was made at 2024-06-01 12:00:00 UTC"), "\(options): \(verdict)")
             } else {
                 #expect(verdict.isTrusted, "\(options): \(verdict)")
             }
