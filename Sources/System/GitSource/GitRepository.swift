@@ -97,8 +97,14 @@ package final class GitRepository {
             guard detail.containsText("not owned by current user") || detail.containsText("safe.directory") else {
                 throw GitError(.notARepository, "\(path) is not a git repository (or inside one)")
             }
-            let top = SafeDirectory.topLevel(of: path)
-            guard SafeDirectory.isSafe(top), let opened = SafeDirectory.openTrusted(path) else {
+            // Opened once more with the owner check off, then judged by the repository libgit2
+            // actually found (its work tree, or itself when bare), as git judges it.
+            guard let opened = SafeDirectory.openTrusted(path) else {
+                throw GitError(.notARepository, "\(path) is owned by another user, so git will not use it (dubious ownership)")
+            }
+            let top = SafeDirectory.topLevel(of: opened)
+            guard SafeDirectory.isSafe(top) else {
+                git_repository_free(opened)
                 throw GitError(.notARepository, "\(top) is owned by another user, so git will not use it (dubious ownership): run tether as that user, give the repository to this one (chown -R), or mark it safe as git does: git config --global --add safe.directory \(top)")
             }
             repository = opened
@@ -126,7 +132,7 @@ package final class GitRepository {
         var repository: OpaquePointer?
         let status = "main".withCString { branch in
             options.initial_head = branch
-            return git_repository_init_ext(&repository, path, &options)
+            return SafeDirectory.lock.withLock { git_repository_init_ext(&repository, path, &options) }
         }
         guard status == 0, let repository else { throw GitError.last(.other, "cannot make a repository at \(path)") }
         return GitRepository(handle: repository, location: path)

@@ -112,7 +112,8 @@ extension GitRepository {
             rebuilt = PlainFiles.exists(mirrorPath)
             PlainFiles.removeTree(mirrorPath)
             try PlainFiles.createFolders(mirrorPath)
-            guard git_repository_init(&repository, mirrorPath, 1) == 0, repository != nil else {
+            // Under the lock that keeps libgit2's process-wide owner check steady (SafeDirectory).
+            guard SafeDirectory.lock.withLock({ git_repository_init(&repository, mirrorPath, 1) }) == 0, repository != nil else {
                 throw GitError.last(.other, "cannot create a mirror at \(mirrorPath)")
             }
         }

@@ -64,16 +64,11 @@ enum SafeDirectory {
         }
     }
 
-    /// The repository's top level as git compares it: the absolute, resolved folder holding
-    /// `.git` at or above `path` (for a bare repository, the repository itself).
-    static func topLevel(of path: String) -> String {
-        var current = realPath(path) ?? path
-        while true {
-            if PlainFiles.exists(current + "/.git") { return current }
-            guard let slash = current.lastIndex(of: "/"), current != "/" else { break }
-            current = slash == current.startIndex ? "/" : String(current[..<slash])
-        }
-        return realPath(path) ?? path
+    /// The directory git compares with safe.directory: the repository's work tree, or the
+    /// repository itself when it is bare.
+    static func topLevel(of repository: OpaquePointer) -> String {
+        let path = (git_repository_workdir(repository) ?? git_repository_path(repository)).map { String(cString: $0) } ?? ""
+        return trimmedSlash(path)
     }
 
     /// Opens a repository git would trust, with libgit2's owner check off for this open only
@@ -96,12 +91,6 @@ enum SafeDirectory {
 
     private static func trimmedSlash(_ path: String) -> String {
         path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
-    }
-
-    private static func realPath(_ path: String) -> String? {
-        guard let resolved = realpath(path, nil) else { return nil }
-        defer { free(resolved) }
-        return String(cString: resolved)
     }
 
     static func currentEnvironment() -> [String: String] {
