@@ -11,14 +11,19 @@ package enum KnownHosts {
 
     /// Whether `key` (the SSH wire form of the host key) is the one `file` lists for `host` on `port`.
     package static func check(host: String, port: Int, key: [UInt8], file: String?) -> Verdict {
-        let name = port == 22 ? host : "[\(host)]:\(port)"
+        // libgit2 hands an IPv6 address over in its URL brackets; known_hosts writes it bare.
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        let name = port == 22 ? bare : "[\(bare)]:\(port)"
         guard let file else { return .refused("ssh host \(name) cannot be checked: give a known_hosts file (--known-hosts)") }
         guard let data = PlainFiles.contents(file) else { return .refused("the known_hosts file \(file) cannot be read") }
         guard !key.isEmpty else { return .refused("ssh host \(name) did not present its key") }
         var hostListed = false
         var authorityOnly = false
         var trusted = false
-        for raw in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+        // Lines end with LF; a CR before it is dropped, as ssh drops it (split by bytes: Swift
+        // would read CR LF as one character and the file as one line).
+        for rawBytes in data.split(separator: 0x0A) {
+            let raw = String(decoding: rawBytes.last == 0x0D ? rawBytes.dropLast() : rawBytes[...], as: UTF8.self)
             var fields = raw.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
             guard let first = fields.first, !first.hasPrefix("#") else { continue }
             var marker: String?
@@ -57,18 +62,24 @@ package enum KnownHosts {
     static func matches(_ name: String, _ field: String) -> Bool {
         if field.hasPrefix("|1|") {
             let parts = field.split(separator: "|", omittingEmptySubsequences: false)
-            guard parts.count == 4, let salt = PlainFiles.base64Decoded(parts[2]), let hash = PlainFiles.base64Decoded(parts[3]) else { return false }
-            return SHA1.hmac(key: salt, message: Array(name.lowercased().utf8)) == hash
+            guard parts.count == 4, let salt = PlainFiles.base64Decoded(parts[2]), salt.count == 20,
+                  let hash = PlainFiles.base64Decoded(parts[3]) else { return false }
+            return SHA1.hmac(key: salt, message: asciiLowercased(name)) == hash
         }
         var matched = false
         for pattern in field.split(separator: ",") {
             if pattern.hasPrefix("!") {
-                if wildcard(Array(pattern.dropFirst().lowercased().utf8), Array(name.lowercased().utf8)) { return false }
-            } else if wildcard(Array(pattern.lowercased().utf8), Array(name.lowercased().utf8)) {
+                if wildcard(asciiLowercased(pattern.dropFirst()), asciiLowercased(name)) { return false }
+            } else if wildcard(asciiLowercased(pattern), asciiLowercased(name)) {
                 matched = true
             }
         }
         return matched
+    }
+
+    /// The bytes with ASCII letters lower-cased and nothing else changed, as OpenSSH folds names.
+    static func asciiLowercased(_ text: some StringProtocol) -> [UInt8] {
+        text.utf8.map { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 : $0 }
     }
 
     /// OpenSSH's pattern: `*` any run of characters, `?` one character.
@@ -106,7 +117,14 @@ package enum KnownHosts {
     /// The ssh port a remote URL names: `ssh://[user@]host[:port]/path` (22 when none), and 22 for
     /// the scp-like `user@host:path`.
     package static func sshPort(of url: String) -> Int {
-        guard let scheme = url.firstRange(ofText: "://") else { return 22 }
+        guard let scheme = url.firstRange(ofText: "://") else {
+            // scp-like: `[user@host:port]:path` names a port, as libgit2 reads it.
+            if url.hasPrefix("["), let close = url.firstIndex(of: "]"), let colon = url[..<close].lastIndex(of: ":"),
+               let port = Int(url[url.index(after: colon)..<close]), url[..<colon].firstIndex(of: ":") == nil || url.firstIndex(of: "@") != nil {
+                return port
+            }
+            return 22
+        }
         var authority = url[scheme.upperBound...].prefix { $0 != "/" }
         if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
         if authority.hasPrefix("["), let close = authority.firstIndex(of: "]") {

@@ -70,6 +70,12 @@ struct KnownHostsTests {
             Issue.record("a CA key was taken for the host's key"); return
         }
         #expect(why.contains("@cert-authority"))
+        // CR LF line ends (a file edited on Windows): every line is still read, @revoked included.
+        let crlf = try directory.write("crlf", "# hosts\r\ngit.example.org \(key.line)\r\n@revoked * \(key.line)\r\n")
+        #expect(KnownHosts.check(host: "git.example.org", port: 22, key: key.blob, file: crlf) != .trusted, "the @revoked line counts")
+        // libgit2 hands an IPv6 host over in brackets; known_hosts writes it bare.
+        let ipv6 = try directory.write("ipv6", "::1 \(key.line)\n")
+        #expect(KnownHosts.check(host: "[::1]", port: 22, key: key.blob, file: ipv6) == .trusted)
         #expect(KnownHosts.check(host: "git.example.org", port: 22, key: key.blob, file: nil)
                 == .refused("ssh host git.example.org cannot be checked: give a known_hosts file (--known-hosts)"))
     }
@@ -81,5 +87,7 @@ struct KnownHostsTests {
         #expect(KnownHosts.sshPort(of: "ssh://[::1]:2200/repo.git") == 2200)
         #expect(KnownHosts.sshPort(of: "ssh://[::1]/repo.git") == 22)
         #expect(KnownHosts.sshPort(of: "git@example.org:repo.git") == 22)
+        #expect(KnownHosts.sshPort(of: "[git@example.org:2222]:repo.git") == 2222)
+        #expect(KnownHosts.sshPort(of: "[::1]:repo.git") == 22)
     }
 }
