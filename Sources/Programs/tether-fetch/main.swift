@@ -25,7 +25,7 @@ if let request = MirrorFetchRequest(decoding: input) {
     alarm(UInt32(max(1, min(request.timeout, 86_400))) + 10)
 }
 let response = MirrorFetch.serve(input)
-let output = response.encoded
+let output = response.encoded ?? []
 var written = 0
 while written < output.count {
     let count = output[written...].withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }

@@ -119,7 +119,9 @@ package enum MirrorFetcher {
     /// Runs the fetch in a child process and waits for it until `deadline`; past it the child is
     /// killed and `abandoned` thrown.
     static func fetch(_ request: MirrorFetchRequest, until deadline: Date, abandoned: SourceError) throws -> MirrorUpdate {
-        let input = request.encoded
+        guard let input = request.encoded else {
+            throw SourceError(message: "fetching \(GitRepository.redacted(request.url)) failed: the URL or a path holds a NUL byte")
+        }
         let outcome: ChildOutcome
         do {
             outcome = try ChildProcess.run(executable, [], input: input, timeout: deadline.timeIntervalSinceNow)

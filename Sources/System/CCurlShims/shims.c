@@ -31,6 +31,7 @@ static void load(void) {
 #define FIND(field, name) \
     if ((*(void **)&curl.field = dlsym(library, name)) == NULL) { \
         load_error = "libcurl.so.4 lacks " name " (libcurl 7.84 or later is needed)"; \
+        dlclose(library); \
         return; \
     }
     FIND(global_init, "curl_global_init")
@@ -45,7 +46,10 @@ static void load(void) {
     FIND(slist_free_all, "curl_slist_free_all")
     FIND(version, "curl_version")
 #undef FIND
-    curl.global_init(CURL_GLOBAL_DEFAULT);
+    if (curl.global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        load_error = "libcurl could not initialise (curl_global_init failed)";
+        return;
+    }
     load_error = NULL;
     __atomic_store_n(&loaded, 1, __ATOMIC_RELEASE);
 }

@@ -25,8 +25,9 @@ package struct MirrorFetchRequest: Sendable, Equatable {
         parentProcess = getpid()
     }
 
-    /// The request as `FetchMessage` fields.
-    package var encoded: [UInt8] {
+    /// The request as `FetchMessage` fields; nil when a value holds a NUL byte (a URL or path no
+    /// C string can carry, refused rather than cut).
+    package var encoded: [UInt8]? {
         FetchMessage.encode([
             ("url", url), ("mirrorPath", mirrorPath), ("timeout", "\(timeout)"), ("parentProcess", "\(parentProcess)"),
             ("certificateAuthorityFile", certificateAuthorityFile), ("username", credentials.username), ("password", credentials.password),
@@ -59,8 +60,8 @@ package struct MirrorFetchResponse: Sendable, Equatable {
 
     package init() {}
 
-    /// The response as `FetchMessage` fields.
-    package var encoded: [UInt8] {
+    /// The response as `FetchMessage` fields; nil when a value holds a NUL byte.
+    package var encoded: [UInt8]? {
         FetchMessage.encode([("fetched", "\(fetched)"), ("rebuilt", "\(rebuilt)"), ("bytesReceived", "\(bytesReceived)"), ("error", error)])
     }
 
@@ -76,22 +77,26 @@ package struct MirrorFetchResponse: Sendable, Equatable {
 }
 
 /// How tether and tether-fetch exchange a request and its response: each field as its name, a
-/// NUL byte, its UTF-8 value and a NUL byte (no value holds NUL: they are paths, URLs and
-/// secrets that C strings carry). Absent fields are left out; a name twice is malformed.
-/// JSON would need a JSON library in tether-fetch, which links no Foundation.
+/// NUL byte, its UTF-8 value and a NUL byte, then an `end` field, so that a message cut short
+/// is no message. No value may hold NUL (they are paths, URLs and secrets that C strings carry):
+/// such a message is not made. Absent fields are left out; a name twice is malformed. JSON would
+/// need a JSON library in tether-fetch, which links no Foundation.
 package enum FetchMessage {
-    static func encode(_ fields: [(String, String?)]) -> [UInt8] {
+    private static let end = "end"
+
+    static func encode(_ fields: [(String, String?)]) -> [UInt8]? {
         var bytes: [UInt8] = []
-        for case let (name, value?) in fields {
-            bytes += Array(name.utf8) + [0] + Array(value.utf8.filter { $0 != 0 }) + [0]
+        for case let (name, value?) in fields + [(end, "")] {
+            guard !value.utf8.contains(0) else { return nil }
+            bytes += Array(name.utf8) + [0] + Array(value.utf8) + [0]
         }
         return bytes
     }
 
     static func decode(_ bytes: [UInt8]) -> [String: String]? {
-        guard bytes.last == 0 || bytes.isEmpty else { return nil }
+        guard bytes.last == 0 else { return nil }
         let parts = bytes.dropLast().split(separator: 0, omittingEmptySubsequences: false)
-        guard parts.count % 2 == 0 || bytes.isEmpty else { return nil }
+        guard parts.count % 2 == 0 else { return nil }
         var fields: [String: String] = [:]
         var index = parts.startIndex
         while index + 1 < parts.endIndex {
@@ -99,6 +104,8 @@ package enum FetchMessage {
                   fields.updateValue(value, forKey: name) == nil else { return nil }
             index += 2
         }
+        // The last field must be the end: anything after it, or a message without it, is refused.
+        guard String(decoding: parts[parts.endIndex - 2], as: UTF8.self) == end, fields.removeValue(forKey: end) == "" else { return nil }
         return fields
     }
 }
