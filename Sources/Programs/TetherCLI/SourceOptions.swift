@@ -2,6 +2,9 @@ import ArgumentParser
 import AgentInterface
 import EmbeddedAgent
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
 import GitSource
 import KESLAgent
@@ -29,9 +32,16 @@ struct SourceOptions: ParsableArguments {
 
     /// Opens the repository: a local one as it is, a remote one through its mirror (fetched
     /// when its refs moved).
+    /// Where mirrors of a remote live: the state directory's `mirrors`, or, when there is no
+    /// state directory, a temporary folder removed when the process ends (a command that only
+    /// reads must not make a state directory, even to hold a mirror).
+    private var mirrorDirectory: URL {
+        device.stateDirectoryExists ? device.stateDirectoryURL.appendingPathComponent("mirrors") : TemporaryMirrors.folder
+    }
+
     func repository() throws -> GitRepository {
         do {
-            return try PolicyRevision.open(spec, mirrorDirectory: device.stateDirectoryURL.appendingPathComponent("mirrors"),
+            return try PolicyRevision.open(spec, mirrorDirectory: mirrorDirectory,
                                            credentials: try credentialOptions.credentials()).repository
         } catch let error as SourceError {
             throw CommandError("error: \(error.message)")
@@ -41,7 +51,7 @@ struct SourceOptions: ParsableArguments {
     /// Reads and decodes the revision's policies (for `validate`, which applies nothing).
     func revision() throws -> PolicyRevision {
         do {
-            return try PolicyRevision(spec: spec, mirrorDirectory: device.stateDirectoryURL.appendingPathComponent("mirrors"),
+            return try PolicyRevision(spec: spec, mirrorDirectory: mirrorDirectory,
                                       credentials: try credentialOptions.credentials())
         } catch let error as SourceError {
             throw CommandError("error: \(error.message)")
@@ -273,4 +283,16 @@ struct BackendOptions: ParsableArguments {
     func open(_ device: DeviceOptions) throws -> AgentBackend {
         try agentCall { try AgentSession.backend(choice(device), stateDirectory: device.stateDirectoryURL) }
     }
+}
+
+/// A folder for mirrors of a process without a state directory, made on first use and removed
+/// when the process exits.
+enum TemporaryMirrors {
+    static let folder: URL = {
+        var template = Array((FileManager.default.temporaryDirectory.path + "/tether-mirrors-XXXXXX").utf8CString)
+        let made = template.withUnsafeMutableBufferPointer { buffer in buffer.baseAddress.flatMap { mkdtemp($0) }.map { String(cString: $0) } }
+        let folder = URL(fileURLWithPath: made ?? FileManager.default.temporaryDirectory.path + "/tether-mirrors-\(getpid())", isDirectory: true)
+        atexit { try? FileManager.default.removeItem(at: TemporaryMirrors.folder) }
+        return folder
+    }()
 }

@@ -128,6 +128,24 @@ struct FetchTests {
         #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=4443"))
     }
 
+    @Test("plan and validate of a remote with no state directory make none: the mirror goes into a temporary folder, removed at exit")
+    func remoteWithoutState() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let env = try Environment()
+        let remotes = try TemporaryDirectory("tether-remotes")
+        try publish(env, to: remotes)
+        let daemon = try GitDaemon(base: remotes.path)
+        let missing = env.state.url.appendingPathComponent("stat").path
+        let scratch = try TemporaryDirectory("tether-tmp")
+        for command in [["plan", "--label", "env=prod"], ["validate"]] {
+            let result = try runProgram(tetherExecutable, command + ["--repo", daemon.url("policies.git"), "--state-dir", missing], environment: ["TMPDIR": scratch.path])
+            #expect(result.status == 0 || (command[0] == "plan" && result.status == 1), "\(command): \(result.output)")
+            #expect(result.output.contains(command[0] == "plan" ? "there is no agent state at" : "Valid:"), "\(command): \(result.output)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: missing), "no state directory was made")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty, "the temporary mirrors were removed")
+    }
+
     @Test("A deleted or corrupted mirror is rebuilt by itself")
     func rebuild() throws {
         let env = try Environment()
