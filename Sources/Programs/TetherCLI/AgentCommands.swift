@@ -45,6 +45,9 @@ enum SettingsTarget: ExpressibleByArgument {
 
     static var allValueStrings: [String] { Integration.allCases.map(\.rawValue) + ["app"] }
 
+    /// Shells complete the targets (`tether agent get-settings <TAB>`).
+    static var defaultCompletionKind: CompletionKind { .list(allValueStrings) }
+
     var scope: SettingScope { if case .scope(let scope) = self { return scope }; return .app }
 }
 

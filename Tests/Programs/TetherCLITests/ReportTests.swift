@@ -406,6 +406,7 @@ struct OutputFlagTests {
         // Completions offer the formats.
         let completion = try runProgram(tetherExecutable, ["--generate-completion-script", "bash"]).output
         #expect(completion.contains("'markdown'$'\\n''html'$'\\n''sarif'"), "-o <TAB> offers the report formats")
+        #expect(completion.contains("'edr'$'\\n''ndr'$'\\n''sandbox'$'\\n''app'"), "agent get-settings <TAB> offers the targets")
         let old = tether(["import", "--state-dir", env.state.path, "--output", "somewhere"])
         #expect(old.code == 1 && old.stderr.contains("give the folder with --into somewhere"), "\(old.stderr)")
     }
