@@ -29,14 +29,16 @@ package enum MarkdownReport {
             lines.append("")
             lines.append("<details open><summary>Findings (\(report.findings.count))</summary>")
             lines.append("")
-            lines.append("| Path | Kind | Actual | Desired | Declared at | Details |")
-            lines.append("|---|---|---|---|---|---|")
+            lines.append("| Path | Kind | Actual | Desired | Declared at | Details | Step |")
+            lines.append("|---|---|---|---|---|---|---:|")
             for finding in report.findings {
+                // The numbered step below that makes this change, if the plan makes one.
+                let step = report.steps.firstIndex { $0.key == finding.key }.map { "\($0 + 1)" } ?? ""
                 var details: [String] = []
                 if let change = finding.lastChange { details.append("changed \(ReportFormatting.timestamp(change.at)) by \(change.actor)") }
                 if let noticed = finding.noticedAt { details.append("noticed \(ReportFormatting.timestamp(noticed))") }
                 if let reason = finding.reason { details.append(reason) }
-                lines.append("| `\(finding.key)` | \(finding.kind.label)\(finding.mode == .observe ? " (observe)" : "") | `\(cell(finding.actual.description))` | `\(cell(finding.desired.description))` | `\(finding.source.shortDescription)` | \(cell(details.joined(separator: "; "))) |")
+                lines.append("| `\(finding.key)` | \(finding.kind.label)\(finding.mode == .observe ? " (observe)" : "") | `\(cell(finding.actual.description))` | `\(cell(finding.desired.description))` | `\(finding.source.shortDescription)` | \(cell(details.joined(separator: "; "))) | \(step) |")
             }
             lines.append("")
             lines.append("</details>")

@@ -182,6 +182,9 @@ struct FormatTests {
         #expect(text.hasPrefix("### ⚠️ Tether drift on `"))
         #expect(text.contains("| EDR (KATAEDR) | 7 | 1 | 1 drift |"))
         #expect(text.contains("| `edr.port` | drift | `8443` | `443` | `policies/base.yaml:8` |"))
+        // Each change names the step that makes it, as the numbered steps below list them.
+        #expect(text.contains("| Step |") && text.contains("1. set edr.port: 8443 → 443"), "\(text)")
+        #expect(text.split(separator: "\n").contains { $0.hasPrefix("| `edr.port` | drift |") && $0.hasSuffix("| 1 |") }, "\(text)")
     }
 
     @Test("HTML: one self-contained page with per-integration tables and policy lines")
