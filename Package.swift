@@ -73,7 +73,7 @@ let package = Package(
         module("YAMLReader", in: "System", ["CYAML"]),
 
         // ── Model: the settings catalog and the policy language ──
-        module("IntegrationModel", in: "Model"),
+        module("IntegrationModel", in: "Model", ["Primitives"]),
         module("Policy", in: "Model", ["Primitives", "IntegrationModel", "YAMLReader"]),
 
         // ── Source: where policies come from: revision, mirror, fetch, verification, anti-rollback ──

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Primitives
 
 /// What values a setting accepts.
 package enum SettingKind: Sendable, Equatable {
@@ -87,7 +88,7 @@ package struct SettingField: Sendable {
 
     /// Parses the text form used on the command line (`Port=8443`, `Endpoints=10.0.0.1:8081,[::1]:8081`).
     package func parse(text: String) -> Result<SettingValue, SettingTextError> {
-        let trimmed = text.trimmingSpaces()
+        let trimmed = text.trimmingWhitespace()
         let value: SettingValue
         switch kind {
         case .bool:
@@ -104,14 +105,14 @@ package struct SettingField: Sendable {
         case .endpoints:
             var list: [Endpoint] = []
             for item in trimmed.split(separator: ",") {
-                guard let endpoint = Endpoint(text: String(item).trimmingSpaces()) else {
+                guard let endpoint = Endpoint(text: String(item).trimmingWhitespace()) else {
                     return .failure(SettingTextError("\"\(item)\" is not address:port (write IPv6 addresses as [::1]:8081)"))
                 }
                 list.append(endpoint)
             }
             value = .endpoints(list)
         case .paths:
-            value = .paths(trimmed.split(separator: ",").map { String($0).trimmingSpaces() })
+            value = .paths(trimmed.split(separator: ",").map { String($0).trimmingWhitespace() })
         }
         if let problem = problem(with: value) { return .failure(SettingTextError(problem)) }
         return .success(value)
@@ -327,14 +328,5 @@ package enum HostName {
             !label.isEmpty && label.count <= 63 && label.first != hyphen && label.last != hyphen
                 && label.allSatisfy { isDigit($0) || $0 == hyphen || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0 | 0x20) }
         }
-    }
-}
-
-extension String {
-    func trimmingSpaces() -> String {
-        var slice = Substring(self)
-        while let first = slice.first, first.isWhitespace { slice.removeFirst() }
-        while let last = slice.last, last.isWhitespace { slice.removeLast() }
-        return String(slice)
     }
 }

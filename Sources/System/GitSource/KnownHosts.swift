@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Primitives
 
 /// OpenSSH's known_hosts for ssh remotes, as `ssh` reads it: plain and hashed (`|1|salt|hash`,
 /// `ssh-keyscan -H`) host names, `[host]:port` for other ports than 22, `*` and `?` patterns and
@@ -66,44 +67,13 @@ package enum KnownHosts {
                   let hash = PlainFiles.base64Decoded(parts[3]) else { return false }
             return SHA1.hmac(key: salt, message: asciiLowercased(name)) == hash
         }
-        var matched = false
-        for pattern in field.split(separator: ",") {
-            if pattern.hasPrefix("!") {
-                if wildcard(asciiLowercased(pattern.dropFirst()), asciiLowercased(name)) { return false }
-            } else if wildcard(asciiLowercased(pattern), asciiLowercased(name)) {
-                matched = true
-            }
-        }
-        return matched
+        let folded = String(decoding: asciiLowercased(field), as: UTF8.self)
+        return Patterns.matchesList(String(decoding: asciiLowercased(name), as: UTF8.self), folded.split(separator: ","))
     }
 
     /// The bytes with ASCII letters lower-cased and nothing else changed, as OpenSSH folds names.
     static func asciiLowercased(_ text: some StringProtocol) -> [UInt8] {
         text.utf8.map { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) ? $0 | 0x20 : $0 }
-    }
-
-    /// OpenSSH's pattern: `*` any run of characters, `?` one character.
-    static func wildcard(_ pattern: [UInt8], _ text: [UInt8]) -> Bool {
-        var p = 0, t = 0
-        var star: Int?, resume = 0
-        while t < text.count {
-            if p < pattern.count && (pattern[p] == UInt8(ascii: "?") || pattern[p] == text[t]) {
-                p += 1
-                t += 1
-            } else if p < pattern.count && pattern[p] == UInt8(ascii: "*") {
-                star = p
-                resume = t
-                p += 1
-            } else if let at = star {
-                p = at + 1
-                resume += 1
-                t = resume
-            } else {
-                return false
-            }
-        }
-        while p < pattern.count && pattern[p] == UInt8(ascii: "*") { p += 1 }
-        return p == pattern.count
     }
 
     /// The key type an SSH public key blob names (its first string).

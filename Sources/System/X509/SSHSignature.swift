@@ -51,7 +51,7 @@ package struct AllowedSigner: Sendable {
 
     /// Why this entry does not allow a signature in `namespace` made at `time`; nil when it does.
     func refusal(namespace: String, at time: Int64?) -> String? {
-        if let namespaces, !SSHSignature.matchesPatternList(namespace, namespaces) {
+        if let namespaces, !Patterns.matchesList(namespace, namespaces.map { Substring($0) }) {
             return "its allowed-signers entry (\(principals)) limits it to namespaces=\"\(namespaces.joined(separator: ","))\", not \(namespace)"
         }
         guard let time else { return nil }
@@ -244,29 +244,6 @@ package enum SSHSignature {
             guard let equals = part.firstIndex(of: "=") else { return (part.lowercased(), "") }
             return (part[..<equals].lowercased(), String(part[part.index(after: equals)...]))
         }
-    }
-
-    /// OpenSSH's pattern list (`match_pattern_list`): a name matches when a pattern (`*` and `?`
-    /// wildcards) does and no negated one (`!pattern`) does.
-    static func matchesPatternList(_ name: String, _ patterns: [String]) -> Bool {
-        var matched = false
-        for pattern in patterns {
-            if pattern.hasPrefix("!") {
-                if matches(Array(name.utf8), Array(pattern.dropFirst().utf8)) { return false }
-            } else if matches(Array(name.utf8), Array(pattern.utf8)) {
-                matched = true
-            }
-        }
-        return matched
-    }
-
-    private static func matches(_ text: [UInt8], _ pattern: [UInt8]) -> Bool {
-        guard let first = pattern.first else { return text.isEmpty }
-        if first == UInt8(ascii: "*") {
-            return (0...text.count).contains { matches(Array(text[$0...]), Array(pattern.dropFirst())) }
-        }
-        guard let head = text.first, first == UInt8(ascii: "?") || first == head else { return false }
-        return matches(Array(text.dropFirst()), Array(pattern.dropFirst()))
     }
 
     /// OpenSSH's absolute time: `YYYYMMDD`, `YYYYMMDDHHMM` or `YYYYMMDDHHMMSS`, in the
