@@ -6,7 +6,7 @@ import Primitives
 
 /// Small reads of /proc without Foundation's file machinery: a sensor reads several files per
 /// process start, a thousand times a second under load.
-enum ProcFS {
+package enum ProcFS {
     /// Up to `limit` bytes of a file, or nil when it cannot be opened (the process is gone).
     static func read(_ path: String, limit: Int = 4096) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -60,7 +60,7 @@ enum ProcFS {
 
     /// The system's boot time (`btime` in /proc/stat), to turn a process's start in clock ticks
     /// into a date.
-    static let bootTime: Date? = {
+    package static let bootTime: Date? = {
         guard let bytes = read("/proc/stat", limit: 65_536) else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("btime ") {
             return Double(line.dropFirst(6).trimmingSpaces()).map { Date(timeIntervalSince1970: $0) }
@@ -68,7 +68,7 @@ enum ProcFS {
         return nil
     }()
 
-    static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+    package static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
     /// The wall-clock time of a CLOCK_MONOTONIC reading (the process connector's timestamps).
     static func date(monotonicNanoseconds: UInt64) -> Date {

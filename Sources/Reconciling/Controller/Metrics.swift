@@ -239,7 +239,7 @@ struct ProcessFigures {
 
     static func read() -> ProcessFigures {
         var figures = ProcessFigures()
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let ticks = ProcFS.ticksPerSecond
         let page = Double(sysconf(Int32(_SC_PAGESIZE)))
         // /proc/self/stat: fields after the command's closing parenthesis; utime is the 14th field.
         if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") {
@@ -249,18 +249,12 @@ struct ProcessFigures {
                 figures.cpuSeconds = (user + system) / ticks
                 figures.virtualBytes = virtual
                 figures.residentBytes = resident * page
-                if let boot = bootTime() { figures.startTime = boot + start / ticks }
+                if let boot = ProcFS.bootTime { figures.startTime = boot.timeIntervalSince1970 + start / ticks }
             }
         }
         if let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") { figures.openDescriptors = Double(entries.count) }
         var limit = rlimit()
         if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 { figures.maximumDescriptors = Double(limit.rlim_cur) }
         return figures
-    }
-
-    /// When the machine booted (`btime` in /proc/stat), in seconds since 1970.
-    private static func bootTime() -> Double? {
-        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8) else { return nil }
-        return stat.split(separator: "\n").first { $0.hasPrefix("btime ") }.flatMap { Double($0.dropFirst(6)) }
     }
 }
