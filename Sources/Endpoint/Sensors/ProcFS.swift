@@ -13,7 +13,10 @@ package enum ProcFS {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: limit)
-        return Array(bytes.prefix(read(fd, into: &bytes)))
+        // Read first, then cut: `bytes.prefix(read(fd, into: &bytes))` took the prefix of the
+        // buffer as it was before the read, all zeros.
+        let count = read(fd, into: &bytes)
+        return Array(bytes.prefix(count))
     }
 
     /// Reads an open file into `buffer` until its end or the buffer is full; how many bytes.

@@ -116,3 +116,14 @@ struct SensorsTests {
         #expect(ProcessEnricher.effectiveUid(Array("Name:\tx\n".utf8)[...]) == nil)
     }
 }
+
+@Suite("Reading /proc")
+struct ProcFSTests {
+    @Test("A /proc file is read as it is, and the boot time comes from it")
+    func reads() throws {
+        let status = String(decoding: try #require(ProcFS.read("/proc/self/status", limit: 8192)), as: UTF8.self)
+        #expect(status.hasPrefix("Name:") && status.contains("\nPid:"), "\(status.prefix(80))")
+        let boot = try #require(ProcFS.bootTime)
+        #expect(boot < Date() && boot > Date(timeIntervalSince1970: 1_000_000_000))
+    }
+}
