@@ -113,7 +113,7 @@ let package = Package(
         ]),
         program("tether", in: "Programs", ["TetherCLI"]),
         // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
-        program("tether-fetch", in: "Programs", ["GitSource", "CProcessShims"]),
+        program("tether-fetch", in: "Programs", ["GitSource", "Primitives", "CProcessShims"]),
         // make bench: connector throughput, queue write rates, the idle controller.
         program("tether-bench", in: "Programs", ["Controller", "ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel", "PolicySource", "Reconciler", "Sensors", "WireFormat", logging]),
 

@@ -6,6 +6,7 @@ import Glibc
 #endif
 import KESLAgent
 import IntegrationModel
+import Primitives
 import Planner
 import Reconciler
 import Reports
@@ -303,16 +304,11 @@ func readFile(_ path: String) throws -> [UInt8] {
 
 /// Standard input, for `-` where a file is named (`plan --against -`), at most `limit` bytes.
 func readStandardInput(limit: Int) throws -> [UInt8] {
-    var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let count = read(STDIN_FILENO, &buffer, buffer.count)
-        if count < 0 && errno == EINTR { continue }
-        if count < 0 { throw CommandError("error: standard input: \(String(cString: strerror(errno)))") }
-        if count == 0 { return bytes }
-        bytes += buffer[0..<count]
-        if bytes.count > limit { throw CommandError("error: standard input: more than the \(limit)-byte limit") }
+    guard let bytes = readAll(STDIN_FILENO, limit: limit) else {
+        throw CommandError("error: standard input: \(String(cString: strerror(errno)))")
     }
+    if bytes.count > limit { throw CommandError("error: standard input: more than the \(limit)-byte limit") }
+    return bytes
 }
 
 func describe(_ certificate: Certificate) -> String {

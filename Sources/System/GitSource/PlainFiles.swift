@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Primitives
 
 /// The file operations GitSource needs, on POSIX calls: the module links no Foundation, so that
 /// tether-fetch, a program of its own, stays small (docs/architecture.md, "What an endpoint pays").
@@ -25,15 +26,7 @@ enum PlainFiles {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count = read(descriptor, &buffer, buffer.count)
-            if count < 0 && errno == EINTR { continue }
-            if count < 0 { return nil }
-            if count == 0 { return bytes }
-            bytes += buffer[0..<count]
-        }
+        return readAll(descriptor)
     }
 
     /// Makes the folder and its missing parents (0755, less the umask).

@@ -50,11 +50,32 @@ package func nameThisThread(_ name: String) {
 /// Writes all of `text` to the descriptor, resuming after interruptions; stops at an error
 /// (a closed pipe: the reader is gone).
 package func writeAll(_ text: String, to descriptor: Int32) {
-    var bytes = Array(text.utf8)[...]
+    writeAll(Array(text.utf8), to: descriptor)
+}
+
+/// Writes all of `bytes` to the descriptor, resuming after interruptions; stops at an error.
+package func writeAll(_ bytes: [UInt8], to descriptor: Int32) {
+    var bytes = bytes[...]
     while !bytes.isEmpty {
         let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         if written < 0 && errno == EINTR { continue }
         guard written > 0 else { return }
         bytes = bytes.dropFirst(written)
     }
+}
+
+/// Reads the descriptor to its end, resuming after interruptions: nil on an error, and at most
+/// `limit` + 1 bytes, so that a caller can tell input over its limit.
+package func readAll(_ descriptor: Int32, limit: Int = .max) -> [UInt8]? {
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while bytes.count <= limit {
+        let room = limit - bytes.count  // one byte past the limit tells over from at
+        let count = read(descriptor, &buffer, room >= buffer.count ? buffer.count : room + 1)
+        if count < 0 && errno == EINTR { continue }
+        if count < 0 { return nil }
+        if count == 0 { break }
+        bytes += buffer[0..<count]
+    }
+    return bytes
 }
