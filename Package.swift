@@ -60,6 +60,10 @@ let package = Package(
         module("CTetherVersion", in: "System"),
         // Locks, threads and the text helpers Foundation's full edition would otherwise bring.
         module("Primitives", in: "System", ["CProcessShims"]),
+        // libnftables, loaded when an isolation first needs it, run in a chosen network namespace.
+        module("CNFTablesShims", in: "System"),
+        // Network isolation as an nftables table of Tether's own (docs/architecture.md, "Network isolation").
+        module("Firewall", in: "System", ["CNFTablesShims"]),
         // The kernel interfaces the sensors read: the netlink process connector and fanotify.
         module("CSensorShims", in: "System"),
         // Running a program as a child with a deadline (tether-fetch, kesl-control).
@@ -91,7 +95,7 @@ let package = Package(
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
         module("WireFormat", in: "Endpoint", ["IntegrationModel"]),
         module("Sensors", in: "Endpoint", ["Primitives", "CSensorShims", "IntegrationModel", "WireFormat", "X509"]),
-        module("ConnectorCore", in: "Endpoint", ["ChildProcess", "Primitives", "AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
+        module("ConnectorCore", in: "Endpoint", ["ChildProcess", "Firewall", "Primitives", "AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
 
         // ── Planning: desired × actual × last applied → findings and ordered steps (pure) ──
         module("Planner", in: "Planning", ["Primitives", "AgentInterface", "IntegrationModel", "Policy", "X509"]),
@@ -109,7 +113,7 @@ let package = Package(
         // ── Programs: the command line and the small programs beside it ──
         module("TetherCLI", in: "Programs", [
             "Primitives", "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
-            "CTetherVersion", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "YAMLReader", argumentParser, logging,
+            "CTetherVersion", "Firewall", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "YAMLReader", argumentParser, logging,
         ]),
         program("tether", in: "Programs", ["TetherCLI"]),
         // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
@@ -124,7 +128,7 @@ let package = Package(
         program("platform-sim", in: "Platform", ["PlatformSim", argumentParser]),
 
         // ── Support: test fixtures and fuzzing (make fuzz) ──
-        module("TetherTestSupport", in: "Support", ["HTTPServer", "PlatformTLS"]),
+        module("TetherTestSupport", in: "Support", ["CProcessShims", "HTTPServer", "PlatformTLS"]),
         module("FuzzSupport", in: "Support"),
         program("fuzz-policy", in: "Support", ["FuzzSupport", "Policy"]),
         program("fuzz-http-request", in: "Support", ["FuzzSupport", "HTTPServer"]),
@@ -144,7 +148,7 @@ let package = Package(
         tests("KESLAgentTests", in: "Agents", ["KESLAgent", "AgentInterface", "ChildProcess", "IntegrationModel", "TetherTestSupport"]),
         tests("SensorsTests", in: "Endpoint", ["Sensors", "IntegrationModel", "WireFormat"]),
         tests("WireFormatTests", in: "Endpoint", ["WireFormat", "IntegrationModel"]),
-        tests("ConnectorCoreTests", in: "Endpoint", ["ConnectorCore", "EmbeddedAgent", "AgentInterface", "PlatformSim", "IntegrationModel", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport"]),
+        tests("ConnectorCoreTests", in: "Endpoint", ["ConnectorCore", "EmbeddedAgent", "Firewall", "AgentInterface", "PlatformSim", "IntegrationModel", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport"]),
         tests("PlannerTests", in: "Planning", ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),
         tests("ReconcilerTests", in: "Reconciling", ["Reconciler", "AgentInterface", "GitSource", "IntegrationModel", "Planner", "PolicySource", "SQLiteDB", "X509", "TetherTestSupport"]),
         tests("ControllerTests", in: "Reconciling", ["Controller", "PolicySource", "Reconciler", "TetherTestSupport", logging]),

@@ -149,11 +149,32 @@ struct Skipped: Decodable {
 
 /// A response command as the agent understands it.
 package struct Command: Codable, Sendable {
-    /// One allowed destination while the endpoint is isolated.
+    /// Traffic still allowed while the endpoint is isolated, in the platform's response API's
+    /// form (`direction`, `protocol`, `remoteAddress`, `localPorts`, `remotePorts`) or the first
+    /// release's (`address`, `port`, `direction`).
     package struct Exclusion: Codable, Sendable, Equatable {
+        /// A port range, `{"fromPort": 8000, "toPort": 8080}`.
+        package struct Ports: Codable, Sendable, Equatable {
+            package var fromPort: Int
+            package var toPort: Int
+
+            package init(fromPort: Int, toPort: Int) {
+                self.fromPort = fromPort
+                self.toPort = toPort
+            }
+        }
+
+        /// `inbound`, `outbound` or `both` (the default).
+        package var direction: String?
+        /// The IP protocol number (6 TCP, 17 UDP); absent for any.
+        package var `protocol`: Int?
+        /// An IPv4 or IPv6 address, with an optional `/prefix`.
+        package var remoteAddress: String?
+        package var localPorts: [Ports]?
+        package var remotePorts: [Ports]?
+        /// The first release's remote address and port.
         package var address: String?
         package var port: Int?
-        package var direction: String?
 
         package init(address: String?, port: Int? = nil, direction: String? = nil) {
             self.address = address
@@ -161,13 +182,25 @@ package struct Command: Codable, Sendable {
             self.direction = direction
         }
 
-        private enum CodingKeys: String, CodingKey { case address, port, direction }
+        package init(direction: String?, protocol: Int? = nil, remoteAddress: String? = nil, localPorts: [Ports]? = nil, remotePorts: [Ports]? = nil) {
+            self.direction = direction
+            self.protocol = `protocol`
+            self.remoteAddress = remoteAddress
+            self.localPorts = localPorts
+            self.remotePorts = remotePorts
+        }
+
+        private enum CodingKeys: String, CodingKey { case direction, `protocol`, remoteAddress, localPorts, remotePorts, address, port }
 
         /// A port may come as a number or as a numeric string (as the first release stored it).
         package init(from decoder: Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
-            address = try container.decodeIfPresent(String.self, forKey: .address)
             direction = try container.decodeIfPresent(String.self, forKey: .direction)
+            `protocol` = try container.decodeIfPresent(Int.self, forKey: .protocol)
+            remoteAddress = try container.decodeIfPresent(String.self, forKey: .remoteAddress)
+            localPorts = try container.decodeIfPresent([Ports].self, forKey: .localPorts)
+            remotePorts = try container.decodeIfPresent([Ports].self, forKey: .remotePorts)
+            address = try container.decodeIfPresent(String.self, forKey: .address)
             if let number = try? container.decodeIfPresent(Int.self, forKey: .port) {
                 port = number
             } else if let text = try container.decodeIfPresent(String.self, forKey: .port) {
@@ -188,13 +221,24 @@ package struct Command: Codable, Sendable {
     }
 
     package var id: String?
-    /// `network-isolation`, `network-isolation-off`, `execution-prevention`, `run-process`.
+    /// `network-isolation`, `network-isolation-off`, `execution-prevention`, `run-process`,
+    /// `terminate-process`, `get-file`, `delete-file`, `quarantine-file`, `restore-file`.
     package var type: String?
     package var exclusions: [Exclusion]?
     package var durationSeconds: Int?
     package var rules: [Rule]?
     package var executable: String?
     package var arguments: [String]?
+    /// terminate-process: a process by pid and start time (seconds since 1970), or every
+    /// process whose executable has `sha256`.
+    package var pid: Int?
+    package var startTime: Double?
+    package var sha256: String?
+    /// get-file, delete-file, quarantine-file: the file; get-file's bound in bytes.
+    package var path: String?
+    package var maxBytes: Int?
+    /// restore-file: what quarantine-file answered.
+    package var quarantineId: String?
 }
 
 /// `POST …/events` (EDR and NDR).

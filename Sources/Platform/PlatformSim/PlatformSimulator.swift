@@ -51,9 +51,11 @@ package struct PlatformPKI: Sendable {
     }
 
     /// A new PKI in memory.
-    package static func create(days: Int = 90) throws -> PlatformPKI {
+    /// A CA and a server certificate for `names` (loopback's by default; tests in network
+    /// namespaces add the addresses they serve on).
+    package static func create(days: Int = 90, names: [String] = ["localhost", "127.0.0.1", "::1"]) throws -> PlatformPKI {
         let authority = try CertificateAuthority(commonName: "Tether platform-sim CA", days: days)
-        let server = try authority.issue(commonName: "kata.platform-sim.local", names: ["localhost", "127.0.0.1", "::1"], days: days)
+        let server = try authority.issue(commonName: "kata.platform-sim.local", names: names, days: days)
         return PlatformPKI(caPEM: authority.root.certificatePEM, caKeyPEM: authority.root.privateKeyPEM,
                            serverCertificatePEM: server.certificatePEM, serverKeyPEM: server.privateKeyPEM)
     }

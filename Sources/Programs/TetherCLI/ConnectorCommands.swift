@@ -1,5 +1,6 @@
 import ArgumentParser
 import ConnectorCore
+import Firewall
 import Controller
 import FoundationEssentials
 #if canImport(Glibc)
@@ -67,13 +68,14 @@ struct Status: ParsableCommand {
         if output.isJSON {
             Console.out(JSONReport.serialize(AgentStatusDocument(
                 connectors: statuses.map(JSONReport.health),
-                isolation: .init(active: isolation.active, until: isolation.until.map(Timestamp.string)),
+                isolation: .init(active: isolation.active, enforced: isolation.enforced, until: isolation.until.map(Timestamp.string),
+                                 problem: isolation.problem, allowed: isolation.allowed.map(\.summary), reasserted: isolation.reasserted),
                 sensors: sensors.map(JSONReport.sensor),
                 telemetry: counts.mapValues { $0.byType.mapValues { Dictionary(uniqueKeysWithValues: $0.map { ($0.key.rawValue, $0.value) }) } })))
             return
         }
         for status in statuses { Console.out(HealthFormatting.line(status)) }
-        Console.out("Network isolation: \(isolation.active ? "ACTIVE" + (isolation.until.map { " until \(ReportFormatting.timestamp($0))" } ?? "") : "off")")
+        Console.out("Network isolation: " + HealthFormatting.isolation(isolation))
         Console.out(HealthFormatting.sensors(sensors, counts: counts))
     }
 }
@@ -81,16 +83,29 @@ struct Status: ParsableCommand {
 /// `tether agent status --json`.
 struct AgentStatusDocument: Encodable {
     struct Isolation: Encodable {
+        /// Ordered and not lifted.
         let active: Bool
+        /// Tether's nftables table is in the kernel as written: the endpoint is cut off.
+        let enforced: Bool
         let until: String?
+        /// Why an active isolation is not enforced.
+        let problem: String?
+        /// What still flows, for people.
+        let allowed: [String]
+        /// Times the table was found removed or changed and put back.
+        let reasserted: Int
 
-        private enum CodingKeys: String, CodingKey { case active, until }
+        private enum CodingKeys: String, CodingKey { case active, enforced, until, problem, allowed, reasserted }
 
-        /// A lasting isolation has `until` null.
+        /// A lasting isolation has `until` null; `problem` is null when there is none.
         func encode(to encoder: Encoder) throws {
             var container = encoder.container(keyedBy: CodingKeys.self)
             try container.encode(active, forKey: .active)
+            try container.encode(enforced, forKey: .enforced)
             try container.encode(until, forKey: .until)
+            try container.encode(problem, forKey: .problem)
+            try container.encode(allowed, forKey: .allowed)
+            try container.encode(reasserted, forKey: .reasserted)
         }
     }
 
@@ -131,6 +146,21 @@ enum HealthFormatting {
         return lines.joined(separator: "\n")
     }
 
+    /// The isolation as the kernel holds it: `off`, `ACTIVE, enforced …` or `ORDERED BUT NOT ENFORCED: why`.
+    static func isolation(_ isolation: IsolationStatus) -> String {
+        guard isolation.active else { return "off" }
+        let until = isolation.until.map { " until \(ReportFormatting.timestamp($0))" } ?? " until lifted"
+        guard isolation.enforced else {
+            return "ORDERED BUT NOT ENFORCED (the endpoint is not cut off): \(isolation.problem ?? "Tether's nftables table is missing")"
+        }
+        var text = "ACTIVE\(until), enforced by the nftables table \(Firewall.table) (\(isolation.allowed.count) allowed flow\(isolation.allowed.count == 1 ? "" : "s"))"
+        if isolation.reasserted > 0 {
+            text += "; put back \(isolation.reasserted) time\(isolation.reasserted == 1 ? "" : "s") after it was removed or changed"
+                + (isolation.reassertedAt.map { ", last at \(ReportFormatting.timestamp($0))" } ?? "")
+        }
+        return text
+    }
+
     static func line(_ status: ConnectorStatus) -> String {
         var text = "\(status.integration.displayName) (\(status.integration.taskName))".padded(to: 22)
         text += status.state
@@ -147,7 +177,14 @@ enum HealthFormatting {
 
 /// `tether agent isolation-status`
 struct IsolationStatusCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "isolation-status", abstract: "Show whether the platform isolated this endpoint from the network, until when, and the exclusions.")
+    static let configuration = CommandConfiguration(
+        commandName: "isolation-status",
+        abstract: "Show whether this endpoint is isolated from the network: as ordered, and as the kernel enforces it.",
+        discussion: """
+            Isolation is an nftables table of Tether's own (\(Firewall.table)) that drops every packet in and out \
+            except on loopback, to the platform's endpoints, the platform's exclusions and replies of those flows. \
+            This command reads the table back from the kernel; `nft list table inet \(Firewall.table)` shows it too.
+            """)
     @OptionGroup var device: DeviceOptions
 
     func run() throws {
@@ -156,23 +193,26 @@ struct IsolationStatusCommand: ParsableCommand {
             Console.out("Network isolation is off\(isolation.liftedBy.map { " (last lifted by \($0))" } ?? "").")
             return
         }
-        Console.out("Network isolation is ACTIVE since \(isolation.since.map(ReportFormatting.timestamp) ?? "?")"
+        Console.out("Network isolation is ordered since \(isolation.since.map(ReportFormatting.timestamp) ?? "?")"
                     + (isolation.until.map { ", lifts by itself at \(ReportFormatting.timestamp($0))" } ?? ", until lifted")
                     + " (command \(isolation.commandId ?? "?")).")
-        for exclusion in isolation.exclusions {
-            let fields = [("address", exclusion.address), ("port", exclusion.port.map(String.init)), ("direction", exclusion.direction)]
-            Console.out("  allowed: " + fields.compactMap { name, value in value.map { "\(name)=\($0)" } }.joined(separator: " "))
-        }
+        Console.out(HealthFormatting.isolation(isolation))
+        for allowed in isolation.allowed { Console.out("  allowed: \(allowed.summary)") }
+        if !isolation.enforced { throw ExitCode(1) }
     }
 }
 
 /// `tether agent isolation-off`
 struct IsolationOff: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "isolation-off", abstract: "Lift the network isolation locally (recorded, and reported on the next sync).")
+    static let configuration = CommandConfiguration(
+        commandName: "isolation-off",
+        abstract: "Lift the network isolation locally, at once: the nftables table goes, and the platform hears of it on the next sync.",
+        discussion: "The vendor's local emergency switch. A running `tether run` does not put the isolation back; a new command from the platform does.")
     @OptionGroup var device: DeviceOptions
 
     func run() throws {
-        let (_, detail) = try connectorRuntime(device).liftIsolation(by: "tether agent isolation-off")
+        let (result, detail) = try connectorRuntime(device).liftIsolation(by: "tether agent isolation-off")
+        guard result == "applied" else { throw CommandError("error: \(detail)") }
         Console.out(detail.prefix(1).uppercased() + detail.dropFirst() + ".")
     }
 }

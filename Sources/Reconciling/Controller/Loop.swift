@@ -93,6 +93,11 @@ package final class ControllerLoop {
         var nextCycle = Date()
         let endpoint = EndpointParts(controller: controller, logger: logger, wakeup: wakeup)
         defer { endpoint.stop() }
+        // An isolation still in force is put back in the kernel before the first cycle reaches
+        // the network (after a reboot the table is gone); one whose timer ran out is lifted.
+        if controller.configuration.runConnectors, (try? controller.openSession()) != nil, let runtime = endpoint.update() {
+            enforceIsolation(runtime)
+        }
         while !shouldStop() {
             if shouldReload() {
                 logger.info("SIGHUP: configuration re-read, cycling now")
@@ -111,6 +116,7 @@ package final class ControllerLoop {
             var due = nextCycle
             // The vendor's agent runs its own connectors: a session without them has nothing to tick.
             if controller.configuration.runConnectors, let runtime = endpoint.update() {
+                enforceIsolation(runtime)
                 for outcome in runtime.tick() where outcome.attempted {
                     if outcome.succeeded {
                         logger.debug("\(outcome.integration.rawValue): \(outcome.summary)")
@@ -130,6 +136,13 @@ package final class ControllerLoop {
             if shouldStop() { break }
             wakeup.wait(until: due)
         }
+    }
+
+    /// Makes the kernel hold the isolation the store records, and says in the log and the
+    /// metrics what that took.
+    private func enforceIsolation(_ runtime: ConnectorRuntime) {
+        if let change = runtime.enforceIsolation() { logger.warning("network isolation: \(change)") }
+        controller.metrics.recordIsolation(try? runtime.isolationStatus())
     }
 
     /// The longest the loop sleeps while it runs connectors.

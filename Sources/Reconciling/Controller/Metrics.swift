@@ -42,6 +42,7 @@ package final class Metrics: @unchecked Sendable {
     private var telemetry: [String: TelemetryCounts] = [:]
     private var sensors: [(name: String, running: Bool)] = []
     private var kernel: [(name: String, reported: Int, overflows: Int)] = []
+    private var isolation: (ordered: Bool, enforced: Bool, reasserted: Int) = (false, false, 0)
 
     package var cycles: Int { lock.withLock { cycleCount } }
     package var errors: Int { lock.withLock { errorCount } }
@@ -89,6 +90,12 @@ package final class Metrics: @unchecked Sendable {
             if !health.isEmpty { connectors = health.map { ($0.integration.rawValue, $0.state, $0.running) } }
             self.suspended = suspended
         }
+    }
+
+    /// The network isolation as ordered and as the kernel holds it.
+    func recordIsolation(_ status: IsolationStatus?) {
+        guard let status else { return }
+        lock.withLock { isolation = (status.active, status.enforced, status.reasserted) }
     }
 
     /// What the sensors saw and what became of each event type, read from the connectors' store.
@@ -196,6 +203,12 @@ package final class Metrics: @unchecked Sendable {
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.reported)) })
             metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
+            metric("tether_isolation_ordered", "gauge", "1 while the platform's network isolation is in effect (ordered, not lifted, not expired).",
+                   [("", isolation.ordered ? 1 : 0)])
+            metric("tether_isolation_enforced", "gauge", "1 while Tether's nftables table is in the kernel as written; 0 with tether_isolation_ordered 1 means the endpoint is NOT isolated.",
+                   [("", isolation.enforced ? 1 : 0)])
+            metric("tether_isolation_reasserted_total", "counter", "Times the isolation table was found removed or changed and put back.",
+                   [("", Double(isolation.reasserted))])
             return lines.joined(separator: "\n") + "\n"
         }
     }

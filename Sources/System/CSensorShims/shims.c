@@ -285,3 +285,54 @@ int tether_filesystem_id(int fd, uint32_t id[2]) {
     memcpy(id, &info.f_fsid, 2 * sizeof(uint32_t));
     return 0;
 }
+
+int tether_exec_guard_open(void) {
+    int fd = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int tether_exec_guard_mark(int fd, const char *path, int children_of_directory) {
+    unsigned int flags = FAN_MARK_ADD | (children_of_directory ? 0 : FAN_MARK_FILESYSTEM);
+    uint64_t mask = FAN_OPEN_EXEC_PERM | (children_of_directory ? FAN_EVENT_ON_CHILD : 0);
+    return fanotify_mark(fd, flags, mask, AT_FDCWD, path) < 0 ? -errno : 0;
+}
+
+int tether_exec_guard_answer(int fd, int32_t request_fd, int allow) {
+    struct fanotify_response response = { .fd = request_fd, .response = allow ? FAN_ALLOW : FAN_DENY };
+    ssize_t written;
+    do {
+        written = write(fd, &response, sizeof response);
+    } while (written < 0 && errno == EINTR);
+    int e = errno;
+    close(request_fd);
+    return written == (ssize_t)sizeof response ? 0 : -e;
+}
+
+int tether_exec_guard_read(int fd, int timeout_ms, tether_exec_request *requests, int max) {
+    struct pollfd waiting = { .fd = fd, .events = POLLIN };
+    int ready = poll(&waiting, 1, timeout_ms);
+    if (ready < 0) return errno == EINTR ? 0 : -errno;
+    if (ready == 0) return 0;
+    // Room for `max` metadata records at most, so no request is read that cannot be kept.
+    char buffer[64 * sizeof(struct fanotify_event_metadata)];
+    size_t room = (size_t)max * sizeof(struct fanotify_event_metadata);
+    if (room > sizeof buffer) room = sizeof buffer;
+    ssize_t length = read(fd, buffer, room);
+    if (length < 0) return (errno == EAGAIN || errno == EINTR) ? 0 : -errno;
+    int count = 0;
+    struct fanotify_event_metadata *event = (struct fanotify_event_metadata *)buffer;
+    while (FAN_EVENT_OK(event, length)) {
+        if (event->vers != FANOTIFY_METADATA_VERSION) return -EPROTO;
+        if (event->fd >= 0) {
+            if ((event->mask & FAN_OPEN_EXEC_PERM) && count < max) {
+                requests[count].fd = event->fd;
+                requests[count].pid = event->pid;
+                count++;
+            } else {
+                tether_exec_guard_answer(fd, event->fd, 1);
+            }
+        }
+        event = FAN_EVENT_NEXT(event, length);
+    }
+    return count;
+}

@@ -1,6 +1,7 @@
 import AgentInterface
 import ConnectorCore
 import EmbeddedAgent
+import Firewall
 import Foundation
 import IntegrationModel
 import PlatformSim
@@ -20,15 +21,31 @@ final class Rig: @unchecked Sendable {
     /// The connectors' clock: tests move it instead of sleeping.
     let clock = TestClock()
 
-    init(mutualTLS: Bool = true, queueLimit: Int = 100_000, start: [Integration] = [.edr]) throws {
-        pki = try PlatformPKI.create()
-        platform = try PlatformSimulator(pki: pki, requireClientCertificate: mutualTLS)
+    /// The test network the agent sits in, when it isolates.
+    let network: TestNetwork?
+
+    /// Without `network` the platform is on 127.0.0.1, and an isolation cannot touch this
+    /// machine (its firewall points at a namespace that does not exist). With it, the platform
+    /// serves in the network's outside namespace and the firewall acts inside.
+    init(mutualTLS: Bool = true, queueLimit: Int = 100_000, start: [Integration] = [.edr], network: TestNetwork? = nil) throws {
+        self.network = network
+        let host = network == nil ? "127.0.0.1" : TestNetwork.outsideAddress
+        let pki = try PlatformPKI.create(names: ["localhost", "127.0.0.1", "::1", TestNetwork.outsideAddress])
+        self.pki = pki
+        if let network {
+            platform = try TestNetwork.within(network.outside) { try PlatformSimulator(pki: pki, requireClientCertificate: mutualTLS, host: host) }
+        } else {
+            platform = try PlatformSimulator(pki: pki, requireClientCertificate: mutualTLS)
+        }
         state = try TemporaryDirectory("tether-agent")
         agent = try Agent(stateDirectory: state.path)
         let clock = self.clock
-        runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit, clock: { clock.now })
-        let here = [Endpoint(address: "127.0.0.1", port: platform.port)]
+        runtime = try ConnectorRuntime(agent: agent, queueLimit: queueLimit,
+                                       firewall: Firewall(networkNamespace: network?.insidePath ?? "/run/netns/tether-tests-never-isolate-this-machine"),
+                                       clock: { clock.now })
+        let here = [Endpoint(address: host, port: platform.port)]
         try agent.transaction(actor: "test") {
+            try agent.set(SettingPath.edr.address, to: .string(host))
             try agent.set(SettingPath.edr.port, to: .int(platform.port))
             try agent.set(SettingPath.ndr.endpoints, to: .endpoints(here))
             try agent.set(SettingPath.sandbox.servers, to: .endpoints(here))
@@ -282,38 +299,129 @@ struct SandboxAndResponseTests {
         #expect(try rig.runtime.sandboxScans().map(\.path) == ["one.bin"])
     }
 
-    @Test("Network isolation round trip: command → isolated with exclusions → result reported → lifted locally")
+    @Test("Network isolation in the kernel: a blocked address is unreachable, the excluded one and the platform are reachable, lifting restores it")
     func isolation() throws {
-        let rig = try Rig()
-        rig.platform.queueCommand(["id": "iso-1", "type": "network-isolation", "durationSeconds": 600,
-                                   "exclusions": [["address": "10.0.0.5", "port": 443, "direction": "outbound"]]])
-        #expect(rig.runtime.sync(.edr).summary.contains("1 command received"))
-        let isolated = try rig.runtime.isolationStatus()
-        #expect(isolated.active)
-        #expect(isolated.exclusions == [Command.Exclusion(address: "10.0.0.5", port: 443, direction: "outbound")])
-        #expect(isolated.until.map { $0.timeIntervalSinceNow > 590 } == true)
-        #expect(rig.runtime.sync(.edr).succeeded)
-        let report = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.last?.decode(SyncRequest.self)?.commandResults
-        #expect(report?.first?.id == "iso-1")
-        #expect(report?.first?.result == "applied")
+        let network = try TestNetwork()
+        let rig = try Rig(network: network)
+        let blocked = try TestListener(in: network.outside, host: TestNetwork.outsideAddress)
+        let excluded = try TestListener(in: network.outside, host: TestNetwork.otherOutsideAddress)
+        let blocked6 = try TestListener(in: network.outside, host: TestNetwork.outsideAddress6)
+        func reachable(_ host: String, _ port: Int) -> Bool { TestNetwork.canConnect(from: network.inside, to: host, port: port) }
+        #expect(reachable(TestNetwork.outsideAddress, blocked.port) && reachable(TestNetwork.otherOutsideAddress, excluded.port))
+        #expect(reachable(TestNetwork.outsideAddress6, blocked6.port), "IPv6 works before the isolation")
+
+        rig.platform.queueCommand(["id": "iso-1", "type": "network-isolation", "durationSeconds": 600, "exclusions": [
+            ["direction": "outbound", "protocol": 6, "remoteAddress": .string(TestNetwork.otherOutsideAddress + "/32"),
+             "remotePorts": [["fromPort": .number(Double(excluded.port)), "toPort": .number(Double(excluded.port))]]],
+        ]])
+        let first = try TestNetwork.within(network.inside) { rig.runtime.sync(.edr) }
+        #expect(first.summary.contains("1 command received"), "\(first.summary)")
+        let applied = try #require(try rig.runtime.commandLog().first { $0.id == "iso-1" })
+        #expect(applied.result == "applied", "\(applied.detail)")
+        #expect(applied.detail.contains("1 platform endpoint and 1 exclusion allowed"), "\(applied.detail)")
+
+        #expect(!reachable(TestNetwork.outsideAddress, blocked.port), "a port of the platform's host that is not the platform's is blocked")
+        #expect(!reachable(TestNetwork.outsideAddress6, blocked6.port), "IPv6 is blocked too")
+        #expect(reachable(TestNetwork.otherOutsideAddress, excluded.port), "the exclusion is reachable")
+        let second = try TestNetwork.within(network.inside) { rig.runtime.sync(.edr) }
+        #expect(second.succeeded, "the EDR connector still syncs: \(second.summary)")
+        let status = try rig.runtime.isolationStatus()
+        #expect(status.active && status.enforced, "\(status.problem ?? "")")
+        #expect(status.allowed.map(\.summary) == ["outbound tcp to \(TestNetwork.outsideAddress) remote port \(rig.platform.port) (platform EDR \(TestNetwork.outsideAddress))",
+                                                  "outbound tcp to \(TestNetwork.otherOutsideAddress) remote port \(excluded.port) (exclusion 1)"])
+        let report = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.last?.decode(SyncRequest.self)
+        #expect(report?.commandResults.first?.id == "iso-1")
+        #expect(report?.isolation == true, "the platform hears the isolation is enforced")
+
         rig.runtime.liftIsolation(by: "tether agent isolation-off")
+        #expect(reachable(TestNetwork.outsideAddress, blocked.port), "lifting restores the blocked address")
+        #expect(reachable(TestNetwork.outsideAddress6, blocked6.port))
         let lifted = try rig.runtime.isolationStatus()
-        #expect(!lifted.active)
+        #expect(!lifted.active && !lifted.enforced)
         #expect(lifted.liftedBy == "tether agent isolation-off")
+        #expect(try Firewall(networkNamespace: network.insidePath).enforcement() == .absent, "the table is gone")
     }
 
-    @Test("Isolation lifts by itself when its timer runs out")
+    @Test("A removed or changed isolation table is put back and counted; a kill between the record and the kernel is finished at start")
+    func isolationTampered() throws {
+        let network = try TestNetwork()
+        let rig = try Rig(network: network)
+        let blocked = try TestListener(in: network.outside, host: TestNetwork.outsideAddress)
+        rig.platform.queueCommand(["id": "iso-2", "type": "network-isolation", "exclusions": [["address": "192.0.2.1", "port": "443"]]])
+        _ = try TestNetwork.within(network.inside) { rig.runtime.sync(.edr) }
+        #expect(try rig.runtime.isolationStatus().enforced)
+        #expect(rig.runtime.enforceIsolation() == nil, "nothing to do while the table is as written")
+
+        // Someone deletes the table: the endpoint is open, status says so, the next tick closes it.
+        let fw = Firewall(networkNamespace: network.insidePath)
+        try fw.lift()
+        #expect(TestNetwork.canConnect(from: network.inside, to: TestNetwork.outsideAddress, port: blocked.port))
+        let open = try rig.runtime.isolationStatus()
+        #expect(open.active && !open.enforced)
+        #expect(open.problem?.contains("missing or changed") == true)
+        #expect(rig.runtime.enforceIsolation()?.contains("removed or changed; isolation put back") == true)
+        #expect(!TestNetwork.canConnect(from: network.inside, to: TestNetwork.outsideAddress, port: blocked.port))
+
+        // Someone adds an accept rule to Tether's chain: found by the listing, put back.
+        let added = try runProgram("ip", ["netns", "exec", network.inside, "nft",
+                                          "add rule inet \(Firewall.table) input accept; add rule inet \(Firewall.table) output accept"])
+        #expect(added.status == 0, "nft (Debian's nftables, scripts/install-deps --test): \(added.output)")
+        #expect(TestNetwork.canConnect(from: network.inside, to: TestNetwork.outsideAddress, port: blocked.port))
+        #expect(rig.runtime.enforceIsolation() != nil)
+        #expect(!TestNetwork.canConnect(from: network.inside, to: TestNetwork.outsideAddress, port: blocked.port))
+        let status = try rig.runtime.isolationStatus()
+        #expect(status.enforced && status.reasserted == 2)
+
+        // A reboot (the table is gone, the record stays): a new process puts it back at start.
+        try fw.lift()
+        let restarted = try ConnectorRuntime(agent: try Agent(stateDirectory: rig.state.path), firewall: fw)
+        #expect(restarted.enforceIsolation() != nil)
+        #expect(try restarted.isolationStatus().enforced)
+
+        // A lift recorded but killed before the table went: the table goes at start.
+        try Database(path: rig.state.url.appendingPathComponent(ConnectorRuntime.storeFileName).path)
+            .query("UPDATE isolation SET active = 0, lifted_by = 'a lift killed halfway' WHERE id = 1")
+        #expect(try fw.enforcement() != .absent)
+        #expect(restarted.enforceIsolation() != nil)
+        #expect(try fw.enforcement() == .absent)
+        #expect(TestNetwork.canConnect(from: network.inside, to: TestNetwork.outsideAddress, port: blocked.port))
+    }
+
+    @Test("Isolation lifts by itself when its timer runs out, and the table goes with it")
     func isolationTimer() throws {
-        let rig = try Rig()
+        let network = try TestNetwork()
+        let rig = try Rig(network: network)
         rig.platform.queueCommand(["type": "network-isolation", "durationSeconds": 1])
-        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(try TestNetwork.within(network.inside) { rig.runtime.sync(.edr) }.succeeded)
         #expect(try rig.runtime.isolationStatus().active)
         rig.clock.advance(0.9)
-        #expect(try rig.runtime.isolationStatus().active, "not yet")
+        #expect(try rig.runtime.isolationStatus().enforced, "not yet")
         rig.clock.advance(0.2)
         let status = try rig.runtime.isolationStatus()
         #expect(!status.active)
         #expect(status.liftedBy == "auto-off timer")
+        #expect(try Firewall(networkNamespace: network.insidePath).enforcement() == .absent)
+    }
+
+    @Test("An isolation that cannot be enforced is reported failed, never applied; a malformed exclusion is rejected")
+    func isolationRefused() throws {
+        let rig = try Rig()  // its firewall's namespace does not exist: nftables cannot be reached
+        rig.platform.queueCommand(["id": "iso-3", "type": "network-isolation"])
+        rig.platform.queueCommand(["id": "iso-4", "type": "network-isolation", "exclusions": [["direction": "sideways"]]])
+        rig.platform.queueCommand(["id": "iso-5", "type": "network-isolation", "exclusions": [["protocol": 1, "remotePorts": [["fromPort": 1, "toPort": 2]]]]])
+        #expect(rig.runtime.sync(.edr).succeeded)
+        let log = try rig.runtime.commandLog()
+        let failed = try #require(log.first { $0.id == "iso-3" })
+        #expect(failed.result == "failed")
+        #expect(failed.detail.contains("network isolation is not in force: cannot open the network namespace"), "\(failed.detail)")
+        #expect(log.first { $0.id == "iso-4" }?.detail == "exclusion 1: direction 'sideways' is not inbound, outbound or both; nothing changed")
+        #expect(log.first { $0.id == "iso-5" }?.detail.hasPrefix("exclusion 1: IP protocol 1 has no ports") == true)
+        let status = try rig.runtime.isolationStatus()
+        #expect(!status.active && !status.enforced)
+        #expect(rig.runtime.sync(.edr).succeeded)
+        let sync = rig.platform.received.filter { $0.path.hasSuffix("/sync") }.last?.decode(SyncRequest.self)
+        #expect(sync?.isolation == false)
+        #expect(sync?.commandResults.first { $0.id == "iso-3" }?.result == "failed")
     }
 
     @Test("Execution prevention replaces the whole list; run-process is refused unless allow-listed, and the refusal is reported")

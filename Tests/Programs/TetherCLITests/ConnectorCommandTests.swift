@@ -2,6 +2,7 @@ import Foundation
 import PlatformSim
 import TetherTestSupport
 import Testing
+import WireFormat
 
 /// A platform on 127.0.0.1 requiring mutual TLS, and a device whose policies point EDR at it.
 private func platformAndDevice() throws -> (PlatformSimulator, Environment) {
@@ -156,17 +157,47 @@ struct ConnectorCommandTests {
         print("killedSender: \(emitted) events, \(platform.duplicateBatches) resent batches dropped by the platform")
     }
 
-    @Test("Isolation from the platform, seen and lifted locally")
+    @Test("Isolation from the platform, enforced in the endpoint's network namespace, seen and lifted by tether agent isolation-off")
     func isolation() throws {
-        let (platform, env) = try platformAndDevice()
+        // tether runs inside the test's namespace; the platform and a web server outside it.
+        let network = try TestNetwork()
+        let pki = try PlatformPKI.create(names: [TestNetwork.outsideAddress])
+        let platform = try TestNetwork.within(network.outside) {
+            try PlatformSimulator(pki: pki, requireClientCertificate: true, host: TestNetwork.outsideAddress)
+        }
+        let other = try TestListener(in: network.outside, host: TestNetwork.otherOutsideAddress)
+        let env = try Environment(policies: [
+            "policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(platform.port)")
+                .replacingOccurrences(of: "address: 127.0.0.1", with: "address: \(TestNetwork.outsideAddress)"),
+            "policies/prod.yaml": Environment.prod,
+        ], platform: pki)
         #expect(env.run("apply").code == 0)
+        func inside(_ arguments: String...) throws -> ProgramResult {
+            try runProgram("ip", ["netns", "exec", network.inside, tetherExecutable, "agent"] + arguments + ["--state-dir", env.state.path])
+        }
         platform.queueCommand(["type": "network-isolation", "durationSeconds": 3600, "exclusions": [["address": "10.0.0.1"]]])
-        #expect(env.agentCommand("sync", "edr").code == 0)
-        let status = env.agentCommand("isolation-status").stdout
-        #expect(status.contains("Network isolation is ACTIVE"))
-        #expect(status.contains("allowed: address=10.0.0.1"))
-        #expect(env.agentCommand("isolation-off").stdout == "Isolation lifted by tether agent isolation-off.\n")
-        #expect(env.agentCommand("isolation-status").stdout.hasPrefix("Network isolation is off (last lifted by tether agent isolation-off)"))
+        let sync = try inside("sync", "edr")
+        #expect(sync.status == 0, "\(sync.output)")
+        #expect(!TestNetwork.canConnect(from: network.inside, to: TestNetwork.otherOutsideAddress, port: other.port))
+        let status = try inside("isolation-status")
+        #expect(status.status == 0, "\(status.output)")
+        #expect(status.output.contains("Network isolation is ordered since"))
+        #expect(status.output.contains("ACTIVE until"), "\(status.output)")
+        #expect(status.output.contains("enforced by the nftables table tether_isolation (2 allowed flows)"), "\(status.output)")
+        #expect(status.output.contains("allowed: both with 10.0.0.1 (exclusion 1)"), "\(status.output)")
+        let agentStatus = try inside("status", "-o", "json")
+        let isolation = (try JSONSerialization.jsonObject(with: Data(agentStatus.output.utf8)) as? [String: Any])?["isolation"] as? [String: Any]
+        #expect(isolation?["enforced"] as? Bool == true)
+        // Seen from outside the namespace the firewall is not there: the test machine is untouched.
+        #expect(env.agentCommand("isolation-status").stdout.contains("ORDERED BUT NOT ENFORCED"))
+
+        let off = try inside("isolation-off")
+        #expect(off.output == "Isolation lifted by tether agent isolation-off.\n", "\(off.output)")
+        #expect(TestNetwork.canConnect(from: network.inside, to: TestNetwork.otherOutsideAddress, port: other.port))
+        #expect(try inside("isolation-status").output.hasPrefix("Network isolation is off (last lifted by tether agent isolation-off)"))
+        #expect(try inside("sync", "edr").status == 0)
+        let results = platform.received.filter { $0.path.hasSuffix("/sync") }.last?.decode(SyncRequest.self)
+        #expect(results?.isolation == false, "the platform hears of the lift on the next sync")
     }
 }
 

@@ -1,5 +1,6 @@
 import AgentInterface
 import EmbeddedAgent
+import Firewall
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -32,6 +33,10 @@ package final class ConnectorRuntime: @unchecked Sendable {
     /// The connectors' clock: timers (isolation auto-off, back-off, hourly limits) read it, so
     /// tests move time instead of sleeping.
     let clock: @Sendable () -> Date
+    /// Where network isolation is enforced: the process's own network namespace, or (tests) one they made.
+    let firewall: Firewall
+    /// How often a running controller reads the isolation table back while isolated.
+    package static let isolationCheckSeconds: TimeInterval = 5
     /// Events per telemetry batch at most.
     package static let batchSize = 1024
     /// The connectors' store file in the state directory.
@@ -40,9 +45,11 @@ package final class ConnectorRuntime: @unchecked Sendable {
     package static let allowListFileName = "run-process.allow"
 
     /// Opens the connectors' store beside the agent's. `queueLimit` bounds each telemetry queue.
-    package init(agent: Agent, queueLimit: Int = 100_000, clock: @escaping @Sendable () -> Date = { Date() }) throws {
+    package init(agent: Agent, queueLimit: Int = 100_000, firewall: Firewall = Firewall(),
+                 clock: @escaping @Sendable () -> Date = { Date() }) throws {
         self.agent = agent
         self.clock = clock
+        self.firewall = firewall
         directory = agent.directory
         do {
             store = try RuntimeStore(directory: agent.directory, queueLimit: queueLimit)
@@ -189,10 +196,11 @@ package final class ConnectorRuntime: @unchecked Sendable {
             consider(due?.sync)
             consider(due?.flush)
         }
-        if let isolation = try? store.database.query("SELECT until FROM isolation WHERE id = 1 AND active = 1 AND until IS NOT NULL").first,
-           let until = isolation[0].real {
+        if let isolation = try? store.database.query("SELECT until FROM isolation WHERE id = 1 AND active = 1").first {
             // One already past is lifted by the next tick; only a future one is a deadline.
-            consider(max(Date(timeIntervalSince1970: until), now))
+            if let until = isolation[0].real { consider(max(Date(timeIntervalSince1970: until), now)) }
+            // While isolated the table is read back this often: a removed one is put back within it.
+            consider(now.addingTimeInterval(Self.isolationCheckSeconds))
         }
         return next
     }
@@ -242,7 +250,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
             os: ProcessInfo.processInfo.operatingSystemVersionString,
             versions: .init(agent: "tether-connector-core 1", settings: settingsVersion(state)),
             tasks: Dictionary(uniqueKeysWithValues: Integration.allCases.map { ($0.taskName, state.running.contains($0) ? "running" : "stopped") }),
-            isolation: (try? isolationStatus().active) ?? false, commandResults: results)
+            isolation: (try? isolationStatus().enforced) ?? false, commandResults: results)
         let response = try post(client, url: "\(base)/sync", body, server: server)
         try storeCall { try markReported(results.map(\.id)) }
         let received = try document(SyncResponse.self, in: response, from: server, what: "the platform's answer to the sync is not a sync response").commands

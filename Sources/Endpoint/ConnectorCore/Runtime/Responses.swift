@@ -1,19 +1,31 @@
 import AgentInterface
 import ChildProcess
+import Firewall
 import FoundationEssentials
 import IntegrationModel
 import SQLiteDB
 import WireFormat
 import Primitives
 
-/// The network isolation the platform ordered, as `tether agent isolation-status` shows it.
+/// The network isolation the platform ordered, and what the kernel enforces of it, as
+/// `tether agent status` and `isolation-status` show them.
 package struct IsolationStatus: Sendable {
+    /// The platform (or nobody since) ordered it and no one lifted it.
     package let active: Bool
     package let since: Date?
     /// When it lifts by itself.
     package let until: Date?
     /// Traffic still allowed while isolated, as the platform sent it.
     package let exclusions: [Command.Exclusion]
+    /// What Tether's nftables table allows: the platform's endpoints, then the exclusions.
+    package let allowed: [AllowedTraffic]
+    /// Tether's table is in the kernel as written (read back now); false while active means
+    /// the isolation is asked but not in force, and `problem` says why.
+    package let enforced: Bool
+    package let problem: String?
+    /// How often the table had to be put back after something removed or changed it, and when last.
+    package let reasserted: Int
+    package let reassertedAt: Date?
     package let commandId: String?
     /// Who lifted it last (`auto-off timer`, `tether agent isolation-off`, a command id).
     package let liftedBy: String?
@@ -88,59 +100,263 @@ extension ConnectorRuntime {
 
     // MARK: - Network isolation
 
+    /// Isolates the endpoint in the kernel (docs/architecture.md, "Network isolation"): the
+    /// order is written down first, then Tether's nftables table, then read back; the result is
+    /// `applied` only when the kernel holds what was written.
     private func isolate(_ command: Command, id: String) -> (String, String) {
         let exclusions = command.exclusions ?? []
+        let allowed: [AllowedTraffic]
+        do {
+            allowed = try platformTraffic() + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
+                try Self.allowedTraffic(exclusion, number: index + 1)
+            }
+        } catch .invalid(let reason) {
+            return ("rejected", "\(reason); nothing changed")
+        } catch {
+            return ("failed", "\(error); nothing changed")
+        }
         let duration = command.durationSeconds
+        if let duration, duration <= 0 { return ("rejected", "durationSeconds \(duration) is not a positive number of seconds") }
         let now = clock()
         let until = duration.map { now.addingTimeInterval(TimeInterval($0)) }
         do {
+            // Written down before the kernel is touched: a kill in between is finished at the next start.
             try store.database.query("""
-                INSERT INTO isolation (id, active, since, until, exclusions, command_id, lifted_by) VALUES (1, 1, ?, ?, ?, ?, NULL)
-                ON CONFLICT(id) DO UPDATE SET active = 1, since = excluded.since, until = excluded.until,
-                    exclusions = excluded.exclusions, command_id = excluded.command_id, lifted_by = NULL
+                INSERT INTO isolation (id, active, since, until, exclusions, command_id, lifted_by, allowed, listing, table_written, problem)
+                VALUES (1, 1, ?, ?, ?, ?, NULL, ?, NULL, 1, NULL)
+                ON CONFLICT(id) DO UPDATE SET active = 1, since = excluded.since, until = excluded.until, exclusions = excluded.exclusions,
+                    command_id = excluded.command_id, lifted_by = NULL, allowed = excluded.allowed, listing = NULL, table_written = 1, problem = NULL
                 """, [.real(now.timeIntervalSince1970), until.map { .real($0.timeIntervalSince1970) } ?? .null,
-                      .text(String(decoding: Wire.encode(exclusions), as: UTF8.self)), .text(id)])
+                      .text(String(decoding: Wire.encode(exclusions), as: UTF8.self)), .text(id),
+                      .text(String(decoding: Wire.encode(allowed), as: UTF8.self))])
         } catch {
-            return ("failed", "\(error)")
+            return ("failed", "\(error); nothing changed")
+        }
+        do {
+            let listing = try firewall.isolate(allowing: allowed)
+            try store.database.query("UPDATE isolation SET listing = ? WHERE id = 1", [.text(listing)])
+        } catch {
+            // Not in force: recorded as such, and whatever part of a table exists goes.
+            _ = try? store.database.query("UPDATE isolation SET active = 0, lifted_by = ?, problem = ? WHERE id = 1",
+                                          [.text("not enforced"), .text("\(error)")])
+            if (try? firewall.lift()) != nil { _ = try? store.database.query("UPDATE isolation SET table_written = 0 WHERE id = 1") }
+            return ("failed", "network isolation is not in force: \(error)")
         }
         let timer = duration.map { " for \($0) s" } ?? " until lifted"
-        return ("applied", "network isolated\(timer) with \(exclusions.count) exclusion\(exclusions.count == 1 ? "" : "s")")
+        let platform = allowed.count - exclusions.count
+        return ("applied", "network isolated\(timer) in the kernel (nftables table \(Firewall.table)): "
+                + "\(platform) platform endpoint\(platform == 1 ? "" : "s") and \(exclusions.count) exclusion\(exclusions.count == 1 ? "" : "s") allowed")
     }
 
-    /// Lifts the isolation (an operator's `tether agent isolation-off`, the auto-off timer, or a command).
+    /// The platform's endpoints the running connectors use (through the proxy when they use
+    /// one), resolved now: DNS is blocked while isolated, so addresses are fixed here.
+    private func platformTraffic() throws(FirewallError) -> [AllowedTraffic] {
+        let state: AgentState
+        do {
+            state = try agent.state()
+        } catch {
+            throw .invalid("the agent's settings cannot be read: \(error)")
+        }
+        var endpoints: [(Endpoint, String)] = []
+        for integration in state.running.sorted() {
+            let proxy = state.string(SettingPath.proxy.address)
+            if state.bool(SettingPath.common(integration).useProxy), !proxy.isEmpty {
+                guard let endpoint = Self.proxyEndpoint(proxy) else { throw .invalid("proxy.address '\(proxy)' has no host") }
+                endpoints.append((endpoint, "proxy of \(integration.displayName)"))
+                continue
+            }
+            switch integration {
+            case .edr:
+                endpoints.append((Endpoint(address: state.string(SettingPath.edr.address), port: state.int(SettingPath.edr.port)), "platform EDR"))
+            case .ndr:
+                if case .endpoints(let list) = state.value(SettingPath.ndr.endpoints) { endpoints += list.map { ($0, "platform NDR") } }
+            case .sandbox:
+                if case .endpoints(let list) = state.value(SettingPath.sandbox.servers) { endpoints += list.map { ($0, "platform Sandbox") } }
+            }
+        }
+        var traffic: [AllowedTraffic] = []
+        for (endpoint, reason) in endpoints {
+            guard let port = PortRange(from: endpoint.port, to: endpoint.port) else { throw .invalid("\(reason): \(endpoint.port) is not a port") }
+            for address in try IPPrefix.resolve(endpoint.address) {
+                let allowed = try AllowedTraffic(direction: .outbound, ipProtocol: 6, remote: address, remotePorts: [port],
+                                                 reason: "\(reason) \(endpoint.address)")
+                if !traffic.contains(allowed) { traffic.append(allowed) }
+            }
+        }
+        return traffic
+    }
+
+    /// `host:port`, `[v6]:port` or a URL's host and port (curl's default 1080 without one).
+    static func proxyEndpoint(_ text: String) -> Endpoint? {
+        var rest = Substring(text)
+        if let scheme = rest.firstRange(ofText: "://") { rest = rest[scheme.upperBound...] }
+        if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+        var host = rest, port = 1080
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") { port = Int(after.dropFirst()) ?? -1 }
+        } else if let colon = rest.lastIndex(of: ":"), rest.firstIndex(of: ":") == colon {
+            host = rest[..<colon]
+            port = Int(rest[rest.index(after: colon)...]) ?? -1
+        }
+        guard !host.isEmpty, (1...65535).contains(port) else { return nil }
+        return Endpoint(address: String(host), port: port)
+    }
+
+    /// One of the platform's exclusions as the firewall allows it; `.invalid` says which and what is wrong.
+    static func allowedTraffic(_ exclusion: Command.Exclusion, number: Int) throws(FirewallError) -> AllowedTraffic {
+        let name = "exclusion \(number)"
+        guard let direction = AllowedTraffic.Direction(rawValue: exclusion.direction ?? "both") else {
+            throw .invalid("\(name): direction '\(exclusion.direction ?? "")' is not inbound, outbound or both")
+        }
+        var ipProtocol: UInt8?
+        if let number = exclusion.protocol {
+            guard (0...255).contains(number) else { throw .invalid("\(name): protocol \(number) is not an IP protocol number (0-255)") }
+            ipProtocol = UInt8(number)
+        }
+        var remote: IPPrefix?
+        if let text = exclusion.remoteAddress ?? exclusion.address {
+            guard let prefix = IPPrefix(text) else {
+                throw .invalid("\(name): '\(text)' is not an IPv4 or IPv6 address (with an optional /prefix); names are not resolved while isolated")
+            }
+            remote = prefix
+        }
+        func ranges(_ list: [Command.Exclusion.Ports]?, _ field: String) throws(FirewallError) -> [PortRange] {
+            var result: [PortRange] = []
+            for entry in list ?? [] {
+                guard let range = PortRange(from: entry.fromPort, to: entry.toPort) else {
+                    throw .invalid("\(name): \(field) \(entry.fromPort)-\(entry.toPort) is not a port range (0-65535, from ≤ to)")
+                }
+                result.append(range)
+            }
+            return result
+        }
+        var remotePorts = try ranges(exclusion.remotePorts, "remotePorts")
+        if let port = exclusion.port {
+            guard let range = PortRange(from: port, to: port) else { throw .invalid("\(name): \(port) is not a port") }
+            remotePorts.append(range)
+        }
+        return try AllowedTraffic(direction: direction, ipProtocol: ipProtocol, remote: remote,
+                                  localPorts: try ranges(exclusion.localPorts, "localPorts"), remotePorts: remotePorts, reason: name)
+    }
+
+    /// Lifts the isolation (an operator's `tether agent isolation-off`, the auto-off timer, or a
+    /// command): written down first, then the table removed, so a kill in between cannot bring
+    /// an isolation back that someone lifted.
     @discardableResult
     package func liftIsolation(by who: String) -> (String, String) {
         do {
-            let active = try isolationStatus().active
+            let row = try store.database.query("SELECT active, table_written FROM isolation WHERE id = 1").first
+            let active = row?[0].integer == 1
             try store.database.query("UPDATE isolation SET active = 0, lifted_by = ? WHERE id = 1 AND active = 1", [.text(who)])
+            if row?[1].integer == 1 {
+                try firewall.lift()
+                try store.database.query("UPDATE isolation SET table_written = 0, listing = NULL WHERE id = 1")
+            }
             return ("applied", active ? "isolation lifted by \(who)" : "no isolation was active")
         } catch {
-            return ("failed", "\(error)")
+            return ("failed", "the isolation is recorded as lifted, but \(error)")
         }
     }
 
-    /// The isolation state (lifted first when its timer ran out).
+    /// Makes the kernel hold what the store says (at start, and on every tick while isolated):
+    /// an isolation whose timer ran out is lifted, a lifted one's leftover table removed, and a
+    /// table someone removed or changed while isolated is put back and counted. Returns what it
+    /// had to do, for the log; nil when the kernel already matched.
+    @discardableResult
+    package func enforceIsolation() -> String? {
+        expireIsolation()
+        guard let row = try? store.database.query("SELECT active, table_written, allowed, listing, exclusions FROM isolation WHERE id = 1").first,
+              row[0].integer == 1 || row[1].integer == 1 else { return nil }
+        guard row[0].integer == 1 else {
+            return liftIsolation(by: "a lift interrupted before the table was removed").1
+        }
+        var allowed: [AllowedTraffic]
+        if let stored = row[2].text, let decoded = try? Wire.decode([AllowedTraffic].self, from: Array(stored.utf8)) {
+            allowed = decoded
+        } else {
+            // Ordered under a release that only recorded isolations: work out what to allow now.
+            do {
+                let exclusions = try Wire.decode([Command.Exclusion].self, from: Array((row[4].text ?? "[]").utf8))
+                allowed = try platformTraffic() + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
+                    try Self.allowedTraffic(exclusion, number: index + 1)
+                }
+                try store.database.query("UPDATE isolation SET allowed = ?, table_written = 1 WHERE id = 1",
+                                         [.text(String(decoding: Wire.encode(allowed), as: UTF8.self))])
+            } catch {
+                _ = try? store.database.query("UPDATE isolation SET problem = ? WHERE id = 1", [.text("\(error)")])
+                return "the recorded isolation cannot be put in force: \(error)"
+            }
+        }
+        let found: String
+        do {
+            if case .present(let listing) = try firewall.enforcement(), listing == row[3].text { return nil }
+            found = row[3].text == nil ? "the isolation was not in the kernel yet (interrupted, or started before this boot)"
+                : "Tether's nftables table was removed or changed"
+        } catch {
+            _ = try? store.database.query("UPDATE isolation SET problem = ? WHERE id = 1", [.text("\(error)")])
+            return "the isolation cannot be checked: \(error)"
+        }
+        do {
+            let listing = try firewall.isolate(allowing: allowed)
+            try store.database.query("""
+                UPDATE isolation SET listing = ?, problem = NULL, reasserted = reasserted + ?, reasserted_at = ? WHERE id = 1
+                """, [.text(listing), .integer(row[3].text == nil ? 0 : 1), .real(clock().timeIntervalSince1970)])
+            return "\(found); isolation put back"
+        } catch {
+            _ = try? store.database.query("UPDATE isolation SET problem = ? WHERE id = 1", [.text("\(error)")])
+            return "\(found), and it cannot be put back: \(error)"
+        }
+    }
+
+    /// The isolation as ordered, and what the kernel holds of it (read back now while active).
     package func isolationStatus() throws -> IsolationStatus {
         expireIsolation()
-        return try storeCall {
-            guard let row = try store.database.query("SELECT active, since, until, exclusions, command_id, lifted_by FROM isolation WHERE id = 1").first else {
-                return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], commandId: nil, liftedBy: nil)
-            }
-            let exclusions: [Command.Exclusion]
-            do {
-                exclusions = try Wire.decode([Command.Exclusion].self, from: Array((row[3].text ?? "[]").utf8))
-            } catch {
-                throw AgentError.store("runtime.db: the isolation's exclusions cannot be read: \(error)")
-            }
-            return IsolationStatus(active: row[0].integer == 1, since: row[1].real.map { Date(timeIntervalSince1970: $0) },
-                                   until: row[2].real.map { Date(timeIntervalSince1970: $0) }, exclusions: exclusions,
-                                   commandId: row[4].text, liftedBy: row[5].text)
+        let row = try storeCall {
+            try store.database.query("""
+                SELECT active, since, until, exclusions, command_id, lifted_by, allowed, listing, problem, reasserted, reasserted_at
+                FROM isolation WHERE id = 1
+                """).first
         }
+        guard let row else {
+            return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], allowed: [], enforced: false, problem: nil,
+                                   reasserted: 0, reassertedAt: nil, commandId: nil, liftedBy: nil)
+        }
+        let exclusions: [Command.Exclusion]
+        let allowed: [AllowedTraffic]
+        do {
+            exclusions = try Wire.decode([Command.Exclusion].self, from: Array((row[3].text ?? "[]").utf8))
+            allowed = try Wire.decode([AllowedTraffic].self, from: Array((row[6].text ?? "[]").utf8))
+        } catch {
+            throw AgentError.store("runtime.db: the isolation's exclusions cannot be read: \(error)")
+        }
+        let active = row[0].integer == 1
+        var enforced = false
+        var problem = row[8].text
+        if active {
+            do {
+                if case .present(let listing) = try firewall.enforcement(), listing == row[7].text {
+                    enforced = true
+                } else {
+                    problem = problem ?? "Tether's nftables table is missing or changed; the controller puts it back"
+                }
+            } catch {
+                problem = "\(error)"
+            }
+        }
+        return IsolationStatus(active: active, since: row[1].real.map { Date(timeIntervalSince1970: $0) },
+                               until: row[2].real.map { Date(timeIntervalSince1970: $0) }, exclusions: exclusions, allowed: allowed,
+                               enforced: enforced, problem: active ? problem : nil, reasserted: Int(row[9].integer ?? 0),
+                               reassertedAt: row[10].real.map { Date(timeIntervalSince1970: $0) }, commandId: row[4].text, liftedBy: row[5].text)
     }
 
+    /// Lifts an isolation whose auto-off time has come (the table goes too).
     func expireIsolation() {
-        _ = try? store.database.query("UPDATE isolation SET active = 0, lifted_by = 'auto-off timer' WHERE id = 1 AND active = 1 AND until IS NOT NULL AND until <= ?",
-                                      [.real(clock().timeIntervalSince1970)])
+        guard let due = try? store.database.query("SELECT 1 FROM isolation WHERE id = 1 AND active = 1 AND until IS NOT NULL AND until <= ?",
+                                                  [.real(clock().timeIntervalSince1970)]), !due.isEmpty else { return }
+        liftIsolation(by: "auto-off timer")
     }
 
     // MARK: - Execution prevention

@@ -122,6 +122,14 @@ final class RuntimeStore {
             CREATE TABLE sensors (sensor TEXT PRIMARY KEY, source TEXT NOT NULL, running INTEGER NOT NULL, note TEXT,
                 pid INTEGER NOT NULL, since REAL NOT NULL);
             """),
+        Migration(4, "network isolation in the kernel: what the table allows, its listing as read back, re-assertions", sql: """
+            ALTER TABLE isolation ADD COLUMN allowed TEXT;
+            ALTER TABLE isolation ADD COLUMN listing TEXT;
+            ALTER TABLE isolation ADD COLUMN table_written INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE isolation ADD COLUMN problem TEXT;
+            ALTER TABLE isolation ADD COLUMN reasserted INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE isolation ADD COLUMN reasserted_at REAL;
+            """),
     ])
 
     init(directory: URL, queueLimit: Int) throws {

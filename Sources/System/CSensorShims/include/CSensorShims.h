@@ -95,4 +95,31 @@ int tether_kill_if_running(int pid, uint64_t device, uint64_t inode);
 /// The file system id (statfs's f_fsid) of the file system holding `fd`, as fanotify reports it.
 /// Returns 0 or -errno.
 int tether_filesystem_id(int fd, uint32_t id[2]);
+
+// Execution prevention before a program runs: fanotify permission events (FAN_OPEN_EXEC_PERM).
+
+/// fanotify_init for permission decisions on executions (FAN_CLASS_CONTENT), non-blocking;
+/// the event's descriptor opens the file read-only. Returns the descriptor or -errno (EPERM
+/// without CAP_SYS_ADMIN; EINVAL where the kernel has no permission events).
+int tether_exec_guard_open(void);
+
+/// Asks for a permission event whenever a file is opened to be executed (execve, and the
+/// interpreter's script on a #! line) on the whole file system holding `path`; with
+/// `children_of_directory`, only for the files directly in the directory `path`.
+/// Returns 0 or -errno.
+int tether_exec_guard_mark(int fd, const char *path, int children_of_directory);
+
+/// One execution waiting for an answer: the file's descriptor (the reader must answer and
+/// close it) and the pid of the process executing it.
+typedef struct {
+    int32_t fd;
+    int32_t pid;
+} tether_exec_request;
+
+/// Waits up to `timeout_ms`, then reads the queued requests (at most `max`). Returns how many
+/// were written, 0 on timeout, or -errno. Requests that are not executions are allowed here.
+int tether_exec_guard_read(int fd, int timeout_ms, tether_exec_request *requests, int max);
+
+/// Answers one request (allow or deny) and closes its descriptor. Returns 0 or -errno.
+int tether_exec_guard_answer(int fd, int32_t request_fd, int allow);
 #endif
