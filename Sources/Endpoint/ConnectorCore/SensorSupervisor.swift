@@ -26,6 +26,13 @@ package final class SensorSupervisor: @unchecked Sendable {
     private let checkInterval: TimeInterval
     private let lock = Lock()
     private var sensors: SensorSet?
+    /// Where execution prevention checks executions before they run (tests: one directory).
+    private let preventionScope: ExecutionGuard.Scope
+    /// Denies listed programs before they run, while a prevention list is in force.
+    private var executionGuard: ExecutionGuard?
+    /// Why permission events could not be used (said once; the process sensor kills instead).
+    private var guardRefusal: String?
+    private var lastGuardCounts = ExecutionGuard.Counts()
     private var lastKernelCounts: [SensorKind: (reported: Int, overflows: Int)] = [:]
     private var started = false
     private var stopping = false
@@ -36,13 +43,21 @@ package final class SensorSupervisor: @unchecked Sendable {
     private var lastFlowing: [Integration] = []
     /// The settings at the last check (the hourly limits).
     private var lastState: AgentState?
-    /// The hashes of init and of Tether's own programs (tether, tether-fetch): never killed.
-    /// Read (some 80 MB) only once a prevention list exists, on the supervisor's thread.
+    /// The package manager's programs: never blocked, so a blocked endpoint can still be mended.
+    static let packageManager = ["/usr/bin/dpkg", "/usr/bin/dpkg-deb", "/usr/bin/dpkg-split", "/usr/bin/apt", "/usr/bin/apt-get",
+                                 "/usr/lib/apt/apt-helper", "/usr/bin/rpm", "/usr/bin/dnf", "/usr/bin/yum"]
+
+    /// The guard list, kept here and nowhere else: the hashes of init, of Tether's own programs
+    /// (tether, tether-fetch) and of the package manager's (`packageManager`, and apt's
+    /// transport methods). A prevention rule matching one is never enforced. Read (some 80 MB)
+    /// only once a prevention list exists, on the supervisor's thread.
     private lazy var protected: Set<String> = {
-        var paths = ["/proc/1/exe", "/proc/self/exe"]
+        var paths = ["/proc/1/exe", "/proc/self/exe"] + Self.packageManager
         if let own = ProcessInfo.processInfo.arguments.first.map({ URL(fileURLWithPath: $0).resolvingSymlinksInPath() }) {
             paths.append(own.deletingLastPathComponent().appendingPathComponent("tether-fetch").path)
         }
+        let methods = "/usr/lib/apt/methods"
+        paths += ((try? FileManager.default.contentsOfDirectory(atPath: methods)) ?? []).map { "\(methods)/\($0)" }
         var hashes = Set<String>()
         for path in paths {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -66,8 +81,10 @@ package final class SensorSupervisor: @unchecked Sendable {
     /// timer starts) or that now holds a batch (it is due at once), so the owner, asleep until its
     /// next deadline, looks again.
     package init(runtime: ConnectorRuntime, bufferCapacity: Int = 20_000, checkInterval: TimeInterval = 0.5, kernelInterfaces: Bool = true,
+                 preventionScope: ExecutionGuard.Scope = .fileSystems,
                  log: @escaping @Sendable (String) -> Void = { _ in }, queued: @escaping @Sendable () -> Void = {}) {
         self.runtime = runtime
+        self.preventionScope = preventionScope
         self.queued = queued
         buffer = SensorBuffer(capacity: bufferCapacity)
         self.kernelInterfaces = kernelInterfaces
@@ -85,6 +102,7 @@ package final class SensorSupervisor: @unchecked Sendable {
             }
             stopSensors()
             drain(flowing: lastFlowing)
+            guardExecutions(false)
             finished.signal()
         }
     }
@@ -105,11 +123,52 @@ package final class SensorSupervisor: @unchecked Sendable {
         return stopping
     }
 
-    /// The sensors running now (empty while telemetry is off).
+    /// The sensors running now (empty while telemetry is off), and execution prevention while a
+    /// list is in force.
     package var statuses: [SensorStatus] {
         lock.lock()
         defer { lock.unlock() }
-        return sensors?.statuses ?? []
+        return currentStatuses
+    }
+
+    /// Call with `lock` held.
+    private var currentStatuses: [SensorStatus] {
+        var all = sensors?.statuses ?? []
+        if let executionGuard {
+            all.append(SensorStatus(sensor: .prevention, source: executionGuard.source, running: true,
+                                    note: executionGuard.unmarked.isEmpty ? nil : "not guarded: " + executionGuard.unmarked.joined(separator: "; ")))
+        } else if let guardRefusal, sensors != nil {
+            all.append(SensorStatus(sensor: .prevention, source: "kill right after the start (process sensor)", running: true,
+                                    note: guardRefusal + "; a listed program runs until the process sensor sees it and kills it"))
+        }
+        return all
+    }
+
+    private func saveStatuses() {
+        let all = lock.withLock { currentStatuses }
+        try? runtime.store.saveSensors(all, pid: getpid(), since: Date())
+    }
+
+    /// Starts the guard while a prevention list is in force, stops it when there is none.
+    private func guardExecutions(_ enforcing: Bool) {
+        let running = lock.withLock { executionGuard }
+        if enforcing, running == nil, guardRefusal == nil {
+            do {
+                let started = try ExecutionGuard(scope: preventionScope, prevention: prevention, buffer: buffer)
+                lock.withLock {
+                    executionGuard = started
+                    lastGuardCounts = ExecutionGuard.Counts()
+                }
+                log("execution prevention: \(started.source)" + (started.unmarked.isEmpty ? "" : "; not guarded: " + started.unmarked.joined(separator: "; ")))
+            } catch {
+                guardRefusal = error.description
+                log("execution prevention: \(error.description); listed programs are killed right after they start instead")
+            }
+        } else if !enforcing, let running {
+            if !running.stop() { report("execution prevention did not stop within 3 s; it is left to end by itself") }
+            lock.withLock { executionGuard = nil }
+            guardRefusal = nil
+        }
     }
 
     /// One check: start, restart or stop the sensors by the agent's settings, then queue what they
@@ -129,12 +188,15 @@ package final class SensorSupervisor: @unchecked Sendable {
         // A rule that would kill init or Tether's own programs is never enforced (said once).
         let rules = listed.filter { !protected.contains($0.hash) }
         if rules.count != listed.count {
-            report("execution prevention: \(listed.count - rules.count) rule(s) match init or Tether's own programs and are not enforced")
+            report("execution prevention: \(listed.count - rules.count) rule(s) match init, Tether's own programs or the package manager's and are not enforced")
         }
         prevention.replace(sha256: Set(rules.filter { $0.algorithm == "sha256" }.map(\.hash)),
                            md5: Set(rules.filter { $0.algorithm == "md5" }.map(\.hash)))
         // Execution prevention holds while EDR runs, telemetry or not (its events are then suppressed and counted).
         let enforcing = !rules.isEmpty && state.running.contains(.edr)
+        let guarded = lock.withLock { executionGuard != nil }
+        guardExecutions(enforcing)
+        let guardChanged = guarded != lock.withLock { executionGuard != nil }
         let options = SensorOptions(filePaths: state.filePaths, excludedPaths: [runtime.directory.resolvingSymlinksInPath().path],
                                     kernelInterfaces: kernelInterfaces)
         lock.lock()
@@ -152,7 +214,7 @@ package final class SensorSupervisor: @unchecked Sendable {
             if !ended {
                 report("the file sensor did not stop within 3 s (a read blocked in the kernel); it is left to end by itself")
             }
-            try? runtime.store.saveSensors(current.statuses, pid: getpid(), since: Date())
+            saveStatuses()
             log("sensor file: \(current.statuses.last?.source ?? "")")
         } else if current?.options != options {
             if current != nil { stopSensors() }
@@ -161,10 +223,12 @@ package final class SensorSupervisor: @unchecked Sendable {
             sensors = started
             lastKernelCounts = [:]
             lock.unlock()
-            try? runtime.store.saveSensors(started.statuses, pid: getpid(), since: Date())
+            saveStatuses()
             for status in started.statuses {
                 log("sensor \(status.sensor.rawValue): \(status.source)" + (status.note.map { " (\($0))" } ?? ""))
             }
+        } else if guardChanged {
+            saveStatuses()
         }
         drain(flowing: flowing)
     }
@@ -176,7 +240,10 @@ package final class SensorSupervisor: @unchecked Sendable {
         lock.unlock()
         guard let current else { return }
         if !current.stop() { report("a sensor did not stop within 3 s (a read blocked in the kernel); it is left to end by itself") }
-        try? runtime.store.saveSensors(current.statuses, pid: getpid(), since: Date())
+        // Prevention goes on while the supervisor runs (its own guard, without the process sensor's kill).
+        let stopping = isStopping
+        let stopped = current.statuses + lock.withLock { currentStatuses.filter { $0.sensor == .prevention }.map { stopping ? $0.stopped : $0 } }
+        try? runtime.store.saveSensors(stopped, pid: getpid(), since: Date())
     }
 
     /// Moves the buffer's events into the queues of the integrations whose telemetry flows, and
@@ -193,6 +260,14 @@ package final class SensorSupervisor: @unchecked Sendable {
             }
             lastKernelCounts = now
         }
+        var decided = ExecutionGuard.Counts()
+        if let executionGuard {
+            let now = executionGuard.counts
+            decided = ExecutionGuard.Counts(allowed: now.allowed - lastGuardCounts.allowed, denied: now.denied - lastGuardCounts.denied,
+                                            allowedUnread: now.allowedUnread - lastGuardCounts.allowedUnread,
+                                            allowedTooLarge: now.allowedTooLarge - lastGuardCounts.allowedTooLarge, cached: now.cached - lastGuardCounts.cached)
+            lastGuardCounts = now
+        }
         lock.unlock()
         do {
             try runtime.store.database.transaction {
@@ -201,6 +276,9 @@ package final class SensorSupervisor: @unchecked Sendable {
                 for (kind, counts) in kernel {
                     try runtime.store.bump(scope: "sensors", "kernel-reported:\(kind.rawValue)", by: counts.reported)
                     try runtime.store.bump(scope: "sensors", "kernel-overflows:\(kind.rawValue)", by: counts.overflows)
+                }
+                for (decision, count) in decided.byDecision where count > 0 {
+                    try runtime.store.bump(scope: "sensors", "prevention:\(decision)", by: count)
                 }
             }
             guard !drained.events.isEmpty else { return }

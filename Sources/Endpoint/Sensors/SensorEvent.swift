@@ -200,6 +200,8 @@ package struct ProcessingResult: Sendable, Equatable {
     package enum Action: String, Sendable {
         /// The process was killed.
         case processTerminated = "process-terminated"
+        /// The kernel refused to execute the file: the program never ran.
+        case executionDenied = "execution-denied"
         /// Killing it failed (it had ended, or the agent may not signal it).
         case terminationFailed = "termination-failed"
         /// Not killed on principle: pid 1, Tether itself or a process Tether started.

@@ -3,6 +3,8 @@ import FoundationEssentials
 /// The embedded agent's sensors (docs/architecture.md, "Sensors").
 package enum SensorKind: String, CaseIterable, Sendable, Codable {
     case process, network, file
+    /// Execution prevention: before programs run (fanotify permission events) or right after.
+    case prevention
 }
 
 /// Whether a sensor runs, from which kernel interface, and what it cannot see there.
@@ -22,7 +24,7 @@ package struct SensorStatus: Sendable, Equatable, Codable {
         self.note = note
     }
 
-    var stopped: SensorStatus { SensorStatus(sensor: sensor, source: source, running: false, note: note) }
+    package var stopped: SensorStatus { SensorStatus(sensor: sensor, source: source, running: false, note: note) }
 }
 
 /// What the sensors watch and how.

@@ -126,8 +126,8 @@ enum HealthFormatting {
         var lines = ["Sensors: " + (running ? "running in tether run (pid \(first.pid)) since \(ReportFormatting.timestamp(first.since))"
                                             : "stopped since \(ReportFormatting.timestamp(first.since))")]
         for report in sensors {
-            lines.append("  " + report.status.sensor.rawValue.padded(to: 9) + report.status.source
-                         + (report.status.note.map { "\n" + String(repeating: " ", count: 11) + $0 } ?? ""))
+            lines.append("  " + report.status.sensor.rawValue.padded(to: 11) + report.status.source
+                         + (report.status.note.map { "\n" + String(repeating: " ", count: 13) + $0 } ?? ""))
         }
         let types = Set(counts.values.flatMap(\.byType.keys)).sorted()
         if !types.isEmpty { lines.append("Telemetry by type:") }

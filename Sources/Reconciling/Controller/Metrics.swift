@@ -43,6 +43,7 @@ package final class Metrics: @unchecked Sendable {
     private var sensors: [(name: String, running: Bool)] = []
     private var kernel: [(name: String, reported: Int, overflows: Int)] = []
     private var isolation: (ordered: Bool, enforced: Bool, reasserted: Int) = (false, false, 0)
+    private var prevention: [(decision: String, count: Int)] = []
 
     package var cycles: Int { lock.withLock { cycleCount } }
     package var errors: Int { lock.withLock { errorCount } }
@@ -103,6 +104,7 @@ package final class Metrics: @unchecked Sendable {
         var counts: [String: TelemetryCounts] = [:]
         var reports: [SensorReport] = []
         var kernel: [(String, Int, Int)] = []
+        var decisions: [(decision: String, count: Int)] = []
         _ = try? runtime.readTogether {
             if let sensed = try? runtime.telemetryCounts(nil) { counts["sensors"] = sensed }
             for integration in [Integration.edr, .ndr] {
@@ -112,8 +114,10 @@ package final class Metrics: @unchecked Sendable {
             kernel = [SensorKind.process, .file].compactMap { sensor in
                 (try? runtime.kernelCounts(sensor)).map { (sensor.rawValue, $0.reported, $0.overflows) }
             }
+            decisions = (try? runtime.preventionCounts()) ?? []
         }
         lock.withLock {
+            prevention = decisions
             telemetry = counts
             sensors = reports.map { ($0.status.sensor.rawValue, $0.isRunning) }
             self.kernel = reports.isEmpty ? [] : kernel
@@ -203,6 +207,9 @@ package final class Metrics: @unchecked Sendable {
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.reported)) })
             metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
+            metric("tether_prevention_decisions_total", "counter",
+                   "Executions execution prevention answered before they ran: allowed, denied, allowed-unread (hash not known within the deadline), allowed-too-large, cached (answered without reading the file).",
+                   prevention.map { ("{decision=\"\($0.decision)\"}", Double($0.count)) })
             metric("tether_isolation_ordered", "gauge", "1 while the platform's network isolation is in effect (ordered, not lifted, not expired).",
                    [("", isolation.ordered ? 1 : 0)])
             metric("tether_isolation_enforced", "gauge", "1 while Tether's nftables table is in the kernel as written; 0 with tether_isolation_ordered 1 means the endpoint is NOT isolated.",

@@ -157,6 +157,62 @@ struct ConnectorCommandTests {
         print("killedSender: \(emitted) events, \(platform.duplicateBatches) resent batches dropped by the platform")
     }
 
+    @Test("Execution prevention through tether run: a listed copy is denied before it runs; after kill -9 of tether it runs again")
+    func preventionBeforeRun() throws {
+        let (platform, env) = try platformAndDevice()
+        #expect(env.run("apply").code == 0)
+        let folder = try TemporaryDirectory("tether-prevention")
+        // A copy of /bin/echo with bytes appended: its hash is its own, never the system program's.
+        // Written through a close-on-exec descriptor: a child started meanwhile by a test running
+        // alongside must not inherit it open for writing (exec would fail with ETXTBSY).
+        let listed = folder.url.appendingPathComponent("listed-echo").path
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: "/bin/echo"))
+        bytes.append(Data("tether prevention test\n".utf8))
+        try writeExecutable(listed, bytes)
+        let sha256 = try fileDigest(listed)
+        platform.queueCommand(["id": "prevent-1", "type": "execution-prevention", "rules": [["hash": .string(sha256), "algorithm": "sha256"]]])
+        #expect(env.agentCommand("sync", "edr").code == 0)
+        let result = platform.received.filter { $0.path.hasSuffix("/sync") }.last?.decode(SyncRequest.self)?.commandResults.first { $0.id == "prevent-1" }
+        #expect(result == nil, "reported on the next sync")
+
+        let run = try ChildProcess(tetherExecutable, ["run", "--interval", "300"] + env.flags)
+        defer { run.kill(); run.wait() }
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, !env.agentCommand("status").stdout.contains("prevention fanotify permission events") {
+            usleep(100_000)
+        }
+        let status = env.agentCommand("status").stdout
+        #expect(status.contains("prevention fanotify permission events on"), "\(status)\n\(run.stderr.suffix(2000))")
+        func runListed() throws -> ProgramResult { try runProgram("/bin/sh", ["-c", "'\(listed)' printed-by-the-listed-copy"]) }
+        for _ in 1...5 {
+            let denied = try runListed()
+            #expect(!denied.output.contains("printed-by-the-listed-copy") && denied.status == 126, "\(denied.output)")
+        }
+        #expect(try runProgram("/bin/echo", ["an unlisted program runs"]).output == "an unlisted program runs\n")
+        // The denials are queued for the platform within the sensors' next check.
+        func queuedDenials() -> Int? {
+            let telemetry = env.agentCommand("status", "-o", "json").json["telemetry"] as? [String: [String: [String: Int]]]
+            return telemetry?["edr"]?["processing-result"]?["queued"]
+        }
+        let queuedBy = Date().addingTimeInterval(10)
+        while Date() < queuedBy, queuedDenials() != 5 { usleep(100_000) }
+        #expect(queuedDenials() == 5)
+
+        // Tether dies: the kernel drops its group, and nothing waits on it.
+        run.kill()
+        #expect(run.wait() == 128 + SIGKILL)
+        let after = try runListed()
+        #expect(after.output == "printed-by-the-listed-copy\n", "executions go on once Tether is gone")
+        #expect(env.agentCommand("sync", "edr").code == 0)
+        let reported = platform.received.filter { $0.path.hasSuffix("/sync") }.flatMap { $0.decode(SyncRequest.self)?.commandResults ?? [] }
+            .first { $0.id == "prevent-1" }
+        #expect(reported?.result == "applied")
+        #expect(reported?.detail.contains("denies listed programs before they run (fanotify permission events)") == true, "\(reported?.detail ?? "")")
+        let events = platform.received.filter { $0.path.hasSuffix("/events") }.flatMap { $0.decode(EventBatch.self)?.events ?? [] }
+        let denials = events.filter { $0.type == "processing-result" && $0.detail["action"] == .text("execution-denied") }
+        #expect(denials.count == 5, "each denial reaches the platform: \(events.map(\.type))")
+    }
+
     @Test("Isolation from the platform, enforced in the endpoint's network namespace, seen and lifted by tether agent isolation-off")
     func isolation() throws {
         // tether runs inside the test's namespace; the platform and a web server outside it.

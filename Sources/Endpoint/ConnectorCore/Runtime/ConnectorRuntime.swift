@@ -656,6 +656,11 @@ extension ConnectorRuntime {
         try storeCall { TelemetryCounts(byType: try store.countsByType(integration?.rawValue ?? "sensors")) }
     }
 
+    /// Execution prevention's decisions so far, by name (`denied`, `allowed-unread`, …; ExecutionGuard.Counts).
+    package func preventionCounts() throws -> [(decision: String, count: Int)] {
+        try storeCall { try ExecutionGuard.Counts.decisionNames.map { ($0, try store.counter(scope: "sensors", "prevention:\($0)")) } }
+    }
+
     /// Records the kernel interface delivered, and how often it said it lost some (a full buffer or queue).
     package func kernelCounts(_ sensor: SensorKind) throws -> (reported: Int, overflows: Int) {
         try storeCall { (try store.counter(scope: "sensors", "kernel-reported:\(sensor.rawValue)"),

@@ -4,6 +4,7 @@ import Firewall
 import FoundationEssentials
 import IntegrationModel
 import SQLiteDB
+import Sensors
 import WireFormat
 import Primitives
 
@@ -383,7 +384,9 @@ extension ConnectorRuntime {
         } catch {
             return ("failed", "\(error)")
         }
-        return ("applied", "execution prevention list replaced: \(parsed.count) rule\(parsed.count == 1 ? "" : "s")")
+        let mode = parsed.isEmpty ? "" : ExecutionGuard.unavailableBecause().map { "; tether run kills listed programs right after they start: \($0)" }
+            ?? "; tether run denies listed programs before they run (fanotify permission events)"
+        return ("applied", "execution prevention list replaced: \(parsed.count) rule\(parsed.count == 1 ? "" : "s")" + mode)
     }
 
     /// The execution-prevention rules in force.

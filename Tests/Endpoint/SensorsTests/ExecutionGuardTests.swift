@@ -1,0 +1,121 @@
+import Foundation
+@testable import Sensors
+import Testing
+import X509
+
+/// A copy of a system program in `folder` with bytes appended, so its hash is its own and never
+/// the system program's: the only kind of file these tests deny.
+func markedCopy(of program: String, in folder: URL, name: String, appending extra: String = "tether test copy\n") throws -> (path: String, sha256: String, md5: String) {
+    let path = folder.appendingPathComponent(name).path
+    var bytes = try Data(contentsOf: URL(fileURLWithPath: program))
+    bytes.append(Data(extra.utf8))
+    try writeProgram(path, bytes)
+    let digests = try #require(digestsOf(path))
+    return (path, digests.sha256, digests.md5)
+}
+
+/// Writes through a close-on-exec descriptor: a child another test starts meanwhile must not
+/// inherit the file open for writing, or executing it fails with ETXTBSY.
+func writeProgram(_ path: String, _ bytes: Data) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
+    guard fd >= 0 else { throw CocoaError(.fileWriteUnknown) }
+    defer { close(fd) }
+    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    guard written == bytes.count else { throw CocoaError(.fileWriteUnknown) }
+}
+
+func digestsOf(_ path: String) -> (sha256: String, md5: String)? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    return fileDigests(fileDescriptor: fd)
+}
+
+/// Runs `command` through /bin/sh; its exit status and what it printed.
+func shell(_ command: String) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", command]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, output)
+}
+
+@Suite("Execution prevention before a program runs (fanotify permission events, on copies in a temporary folder)", .serialized)
+struct ExecutionGuardTests {
+    let folder: URL
+
+    init() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("tether-guard-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    }
+
+    @Test("A listed copy of /bin/echo never prints, run five times; a listed #! script and an MD5-listed copy are denied; an unlisted copy runs")
+    func denies() throws {
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let echo = try markedCopy(of: "/bin/echo", in: folder, name: "listed-echo")
+        let byMD5 = try markedCopy(of: "/bin/echo", in: folder, name: "listed-by-md5", appending: "another copy\n")
+        let other = try markedCopy(of: "/bin/echo", in: folder, name: "unlisted-echo", appending: "a third copy\n")
+        let scriptPath = folder.appendingPathComponent("listed.sh").path
+        try writeProgram(scriptPath, Data("#!/bin/sh\necho the script ran\n".utf8))
+        let script = try #require(digestsOf(scriptPath))
+        let prevention = PreventionList()
+        prevention.replace(sha256: [echo.sha256, script.sha256], md5: [byMD5.md5])
+        let buffer = SensorBuffer(capacity: 100)
+        let executionGuard = try ExecutionGuard(scope: .directory(folder.path), prevention: prevention, buffer: buffer)
+        defer { executionGuard.stop() }
+
+        for run in 1...5 {
+            let result = try shell("'\(echo.path)' printed-by-a-listed-program")
+            #expect(!result.output.contains("printed-by-a-listed-program"), "run \(run): \(result.output)")
+            #expect(result.status == 126, "run \(run): the shell could not execute it: \(result.output)")
+        }
+        let md5Run = try shell("'\(byMD5.path)' printed-by-md5")
+        #expect(!md5Run.output.contains("printed-by-md5") && md5Run.status == 126)
+        let scriptRun = try shell("'\(scriptPath)'")
+        #expect(!scriptRun.output.contains("the script ran") && scriptRun.status == 126, "\(scriptRun.output)")
+        let unlisted = try shell("'\(other.path)' printed-by-an-unlisted-copy")
+        #expect(unlisted.status == 0 && unlisted.output == "printed-by-an-unlisted-copy\n")
+
+        let counts = executionGuard.counts
+        #expect(counts.denied == 7)
+        #expect(counts.cached >= 4, "the listed copy's hash was read once, not five times: \(counts)")
+        let events = buffer.drain().events
+        let detections = events.compactMap { if case .detection(let detection) = $0.payload { detection } else { nil } }
+        #expect(detections.count == 7)
+        #expect(detections.first?.path == echo.path && detections.first?.rule == "sha256:\(echo.sha256)")
+        let results = events.compactMap { if case .processingResult(let result) = $0.payload { result } else { nil } }
+        #expect(results.allSatisfy { $0.action == .executionDenied } && results.count == 7)
+
+        // A rule removed: the same file runs at once (its hash is cached, the decision is not).
+        prevention.replace(sha256: [], md5: [])
+        #expect(try shell("'\(echo.path)' runs-now").output == "runs-now\n")
+    }
+
+    @Test("A file larger than the bound is not read: it runs, and is counted as such")
+    func tooLarge() throws {
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let big = try markedCopy(of: "/bin/true", in: folder, name: "big-true")
+        // Sparse: nothing is written, the file is only longer than the bound.
+        #expect(truncate(big.path, off_t(ExecutionGuard.largestHashedFile + 4096)) == 0)
+        let digests = try #require(digestsOf(big.path))
+        let prevention = PreventionList()
+        prevention.replace(sha256: [digests.sha256], md5: [])
+        let executionGuard = try ExecutionGuard(scope: .directory(folder.path), prevention: prevention, buffer: nil)
+        defer { executionGuard.stop() }
+        #expect(try shell("'\(big.path)'").status == 0, "documented: files over \(ExecutionGuard.largestHashedFile) bytes are not read")
+        #expect(executionGuard.counts.allowedTooLarge == 1)
+    }
+
+    @Test("mountinfo paths are unescaped, and pseudo file systems are not marked")
+    func mounts() {
+        #expect(ExecutionGuard.unescapedMountPath(ArraySlice(Array(#"/mnt/a\040b\134c"#.utf8))) == #"/mnt/a b\c"#)
+        let mounts = ExecutionGuard.programMounts()
+        #expect(mounts.contains("/"))
+        #expect(!mounts.contains("/proc") && !mounts.contains("/sys"))
+    }
+}
