@@ -175,6 +175,8 @@ package struct Command: Codable, Sendable {
         /// The first release's remote address and port.
         package var address: String?
         package var port: Int?
+        /// Fields of the object that are none of the above (a misspelling): the exclusion is refused.
+        package var unknownFields: [String] = []
 
         package init(address: String?, port: Int? = nil, direction: String? = nil) {
             self.address = address
@@ -190,11 +192,24 @@ package struct Command: Codable, Sendable {
             self.remotePorts = remotePorts
         }
 
-        private enum CodingKeys: String, CodingKey { case direction, `protocol`, remoteAddress, localPorts, remotePorts, address, port }
+        private enum CodingKeys: String, CodingKey, CaseIterable { case direction, `protocol`, remoteAddress, localPorts, remotePorts, address, port }
+
+        /// Any field name, to find those that are not an exclusion's.
+        private struct AnyField: CodingKey {
+            let stringValue: String
+            var intValue: Int? { nil }
+            init?(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        /// The fields an exclusion has, for the message that refuses another.
+        package static let fieldNames = CodingKeys.allCases.map(\.stringValue)
 
         /// A port may come as a number or as a numeric string (as the first release stored it).
         package init(from decoder: Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
+            unknownFields = try decoder.container(keyedBy: AnyField.self).allKeys.map(\.stringValue)
+                .filter { CodingKeys(stringValue: $0) == nil }.sorted()
             direction = try container.decodeIfPresent(String.self, forKey: .direction)
             `protocol` = try container.decodeIfPresent(Int.self, forKey: .protocol)
             remoteAddress = try container.decodeIfPresent(String.self, forKey: .remoteAddress)

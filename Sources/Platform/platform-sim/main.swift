@@ -10,8 +10,8 @@ struct PlatformSimCommand: ParsableCommand {
         abstract: "Run a local targeted-attack platform (EDR, NDR, Sandbox scanner API) over HTTPS on 127.0.0.1.",
         discussion: """
             On first start it makes a test CA and a server certificate for localhost, 127.0.0.1 and ::1 in --dir (ca.pem, server.pem and their keys) and reuses them afterwards. Pin server.pem (or ca.pem) in your policies. With --client-certificate NAME it also issues NAME.p12 (password in NAME.pass) for mutual TLS. Every request it receives is appended to --dir/received.jsonl; each event batch is logged with its events counted by type, and GET /sim/events gives the totals by integration and type. The wire format is in docs/wire-format.md. Queue a response command with
-              curl --cacert DIR/ca.pem -d '{"type":"network-isolation","durationSeconds":600}' https://127.0.0.1:PORT/sim/commands
-            Stops on Ctrl-C.
+              curl --cacert DIR/ca.pem -d '{"type":"execution-prevention","rules":[]}' https://127.0.0.1:PORT/sim/commands
+            A network-isolation command is carried out for real by the agent that receives it: its machine is cut off (loopback and the platform stay reachable) until it lifts, or `tether agent isolation-off`. Stops on Ctrl-C.
             """)
 
     @Option(help: "The port on 127.0.0.1 (0: any free port, printed at start).")

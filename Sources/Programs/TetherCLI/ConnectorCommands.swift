@@ -68,7 +68,7 @@ struct Status: ParsableCommand {
         if output.isJSON {
             Console.out(JSONReport.serialize(AgentStatusDocument(
                 connectors: statuses.map(JSONReport.health),
-                isolation: .init(active: isolation.active, enforced: isolation.enforced, until: isolation.until.map(Timestamp.string),
+                isolation: .init(active: isolation.active, enforced: isolation.checked ? isolation.enforced : nil, until: isolation.until.map(Timestamp.string),
                                  problem: isolation.problem, allowed: isolation.allowed.map(\.summary), reasserted: isolation.reasserted),
                 sensors: sensors.map(JSONReport.sensor),
                 telemetry: counts.mapValues { $0.byType.mapValues { Dictionary(uniqueKeysWithValues: $0.map { ($0.key.rawValue, $0.value) }) } })))
@@ -85,8 +85,9 @@ struct AgentStatusDocument: Encodable {
     struct Isolation: Encodable {
         /// Ordered and not lifted.
         let active: Bool
-        /// Tether's nftables table is in the kernel as written: the endpoint is cut off.
-        let enforced: Bool
+        /// Tether's nftables table is in the kernel as written: the endpoint is cut off. Null when
+        /// the kernel's table cannot be read here (not root, another network namespace).
+        let enforced: Bool?
         let until: String?
         /// Why an active isolation is not enforced.
         let problem: String?
@@ -150,6 +151,9 @@ enum HealthFormatting {
     static func isolation(_ isolation: IsolationStatus) -> String {
         guard isolation.active else { return "off" }
         let until = isolation.until.map { " until \(ReportFormatting.timestamp($0))" } ?? " until lifted"
+        guard isolation.checked else {
+            return "ORDERED\(until); whether the kernel enforces it cannot be read here: \(isolation.problem ?? "")"
+        }
         guard isolation.enforced else {
             return "ORDERED BUT NOT ENFORCED (the endpoint is not cut off): \(isolation.problem ?? "Tether's nftables table is missing")"
         }
@@ -198,7 +202,7 @@ struct IsolationStatusCommand: ParsableCommand {
                     + " (command \(isolation.commandId ?? "?")).")
         Console.out(HealthFormatting.isolation(isolation))
         for allowed in isolation.allowed { Console.out("  allowed: \(allowed.summary)") }
-        if !isolation.enforced { throw ExitCode(1) }
+        if !isolation.enforced { throw ExitCode(1) }  // not cut off, or not known to be
     }
 }
 

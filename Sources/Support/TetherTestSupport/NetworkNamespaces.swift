@@ -30,8 +30,13 @@ package final class TestNetwork: @unchecked Sendable {
                 throw TestNetworkError(message: "ip netns add \(name): \(result.output)")
             }
             // No duplicate address detection: a new link-local address is usable at once, not after a second.
-            try Self.within(name) {
-                try "0\n".write(toFile: "/proc/sys/net/ipv6/conf/default/accept_dad", atomically: false, encoding: .utf8)
+            do {
+                try Self.within(name) {
+                    try "0\n".write(toFile: "/proc/sys/net/ipv6/conf/default/accept_dad", atomically: false, encoding: .utf8)
+                }
+            } catch {
+                remove()
+                throw error
             }
         }
         let steps: [[String]] = [
@@ -59,7 +64,16 @@ package final class TestNetwork: @unchecked Sendable {
 
     deinit { remove() }
 
+    /// Names the endpoint's namespace resolves, as `ip netns exec` shows programs run there
+    /// (/etc/netns/NAME/hosts over /etc/hosts): a file of this test's own, removed with it.
+    package func setInsideHosts(_ text: String) throws {
+        let folder = "/etc/netns/\(inside)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try text.write(toFile: folder + "/hosts", atomically: true, encoding: .utf8)
+    }
+
     private func remove() {
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(inside)")
         // Deleting a namespace deletes its end of the veth pair, and the pair with it.
         _ = try? runProgram("ip", ["netns", "del", inside])
         _ = try? runProgram("ip", ["netns", "del", outside])

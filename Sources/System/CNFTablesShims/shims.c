@@ -81,8 +81,10 @@ static void run(struct job *job) {
             return;
         }
         int entered = setns(fd, CLONE_NEWNET);
+        int saved = errno;
         close(fd);
         if (entered != 0) {
+            errno = saved;
             job->status = -1;
             job->error = describe("cannot enter the network namespace", job->network_namespace);
             return;
@@ -97,8 +99,14 @@ static void run(struct job *job) {
         return;
     }
     if (job->json) nft.output_set_flags(context, NFT_CTX_OUTPUT_JSON);
-    nft.buffer_output(context);
-    nft.buffer_error(context);
+    // Unbuffered, nft would print to the process's own output: never run without both buffers.
+    if (nft.buffer_output(context) != 0 || nft.buffer_error(context) != 0) {
+        nft.ctx_free(context);
+        pthread_mutex_unlock(&run_lock);
+        job->status = -1;
+        job->error = strdup("libnftables could not buffer its output");
+        return;
+    }
     job->status = nft.run_cmd_from_buffer(context, job->commands) == 0 ? 0 : 1;
     job->output = copy(nft.get_output_buffer(context));
     job->error = copy(nft.get_error_buffer(context));

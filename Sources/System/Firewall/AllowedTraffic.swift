@@ -18,18 +18,24 @@ package struct IPPrefix: Sendable, Equatable, Hashable, Codable, CustomStringCon
         let host = String(parts[0])
         var bytes = [UInt8](repeating: 0, count: 16)
         let family: Family
+        var mapped = false
         if inet_pton(AF_INET, host, &bytes) == 1 {
             family = .ipv4
         } else if inet_pton(AF_INET6, host, &bytes) == 1 {
-            family = .ipv6
+            // ::ffff:a.b.c.d is an IPv4 address: an ip6 rule would never see its packets.
+            mapped = bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff
+            if mapped { bytes = Array(bytes[12..<16]) + [UInt8](repeating: 0, count: 12) }
+            family = mapped ? .ipv4 : .ipv6
         } else {
             return nil
         }
         let width = family == .ipv4 ? 32 : 128
         var length = width
         if parts.count == 2 {
-            guard let parsed = Int(parts[1]), (0...width).contains(parsed), parts[1].allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-            length = parsed
+            guard parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let parsed = Int(parts[1]) else { return nil }
+            let given = mapped ? parsed - 96 : parsed
+            guard (0...width).contains(given) else { return nil }
+            length = given
         }
         // Clear the host bits, so 10.0.0.7/8 means the network 10.0.0.0/8 as nft would read it.
         for bit in length..<width { bytes[bit / 8] &= ~(UInt8(0x80) >> UInt8(bit % 8)) }
@@ -44,6 +50,20 @@ package struct IPPrefix: Sendable, Equatable, Hashable, Codable, CustomStringCon
     package var isHost: Bool { length == (family == .ipv4 ? 32 : 128) }
 
     package var description: String { isHost ? address : "\(address)/\(length)" }
+
+    /// Kept as its text, and parsed again when read: what reaches an nft script is always an address.
+    package init(from decoder: Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let parsed = IPPrefix(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "'\(text)' is not an address"))
+        }
+        self = parsed
+    }
+
+    package func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
 }
 
 /// An inclusive range of ports.
@@ -58,6 +78,17 @@ package struct PortRange: Sendable, Equatable, Hashable, Codable, CustomStringCo
     }
 
     package var description: String { from == to ? "\(from)" : "\(from)-\(to)" }
+
+    private enum CodingKeys: String, CodingKey { case from, to }
+
+    /// Checked again when read, as when made.
+    package init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        guard let range = PortRange(from: try container.decode(Int.self, forKey: .from), to: try container.decode(Int.self, forKey: .to)) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not a port range"))
+        }
+        self = range
+    }
 }
 
 /// Traffic that still flows while the endpoint is isolated: a platform endpoint, or one of the
@@ -75,15 +106,24 @@ package struct AllowedTraffic: Sendable, Equatable, Codable {
     package let remotePorts: [PortRange]
     /// Why it is allowed, shown in the rule's comment (`platform EDR`, `exclusion 2`).
     package let reason: String
+    /// The name `remote` was resolved from (a platform endpoint's host): while isolated, the
+    /// connectors reach that name at this address without DNS.
+    package let host: String?
 
     /// The IP protocols that carry ports: TCP, UDP, SCTP and UDP-Lite.
     package static let protocolsWithPorts: Set<UInt8> = [6, 17, 132, 136]
 
     /// Fails with what is wrong (ports on a protocol that has none).
+    /// Fails with what is wrong: ports on a protocol that has none, or nothing that limits the
+    /// traffic at all (which would allow everything: lift the isolation instead).
     package init(direction: Direction, ipProtocol: UInt8? = nil, remote: IPPrefix? = nil,
-                 localPorts: [PortRange] = [], remotePorts: [PortRange] = [], reason: String) throws(FirewallError) {
+                 localPorts: [PortRange] = [], remotePorts: [PortRange] = [], reason: String, host: String? = nil) throws(FirewallError) {
         if let ipProtocol, !(localPorts.isEmpty && remotePorts.isEmpty), !Self.protocolsWithPorts.contains(ipProtocol) {
             throw .invalid("\(reason): IP protocol \(ipProtocol) has no ports; ports need protocol 6 (TCP), 17 (UDP), 132 (SCTP) or 136 (UDP-Lite)")
+        }
+        if ipProtocol == nil, remote == nil, localPorts.isEmpty, remotePorts.isEmpty {
+            throw .invalid("\(reason) names no remote address, protocol or port, so it would allow every packet; "
+                           + "give remoteAddress (0.0.0.0/0 or ::/0 for any), protocol or ports")
         }
         self.direction = direction
         self.ipProtocol = ipProtocol
@@ -91,6 +131,25 @@ package struct AllowedTraffic: Sendable, Equatable, Codable {
         self.localPorts = localPorts
         self.remotePorts = remotePorts
         self.reason = reason
+        self.host = host
+    }
+
+    private enum CodingKeys: String, CodingKey { case direction, ipProtocol, remote, localPorts, remotePorts, reason, host }
+
+    /// Read back from a store through the same checks as when made.
+    package init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        do {
+            try self.init(direction: try container.decode(Direction.self, forKey: .direction),
+                          ipProtocol: try container.decodeIfPresent(UInt8.self, forKey: .ipProtocol),
+                          remote: try container.decodeIfPresent(IPPrefix.self, forKey: .remote),
+                          localPorts: try container.decode([PortRange].self, forKey: .localPorts),
+                          remotePorts: try container.decode([PortRange].self, forKey: .remotePorts),
+                          reason: try container.decode(String.self, forKey: .reason),
+                          host: try container.decodeIfPresent(String.self, forKey: .host))
+        } catch let error as FirewallError {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.description))
+        }
     }
 
     /// For people: `outbound tcp to 10.0.0.2 port 443 (platform EDR)`.
@@ -145,7 +204,7 @@ extension IPPrefix {
         var list: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, nil, &hints, &list)
         guard status == 0, let first = list else {
-            throw .invalid("\(host) cannot be resolved: \(String(cString: gai_strerror(status)))")
+            throw .unavailable("\(host) cannot be resolved: \(String(cString: gai_strerror(status)))")
         }
         defer { freeaddrinfo(first) }
         var found: [IPPrefix] = []

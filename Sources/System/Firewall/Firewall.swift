@@ -7,9 +7,10 @@ import FoundationEssentials
 package struct Firewall: Sendable {
     /// The table Tether owns; nothing else of the ruleset is touched.
     package static let table = "tether_isolation"
-    /// The conntrack mark bit an allowed flow carries, so its replies and later packets pass
-    /// (and flows opened before the isolation, which lack it, do not).
-    package static let flowMark: UInt32 = 0x2000_0000
+    /// The conntrack mark's top byte carries the isolation's generation on every flow it
+    /// allowed, so its replies and later packets pass; flows opened before the isolation, or
+    /// allowed by an earlier one (whose generation differs), do not.
+    package static let generationMask: UInt32 = 0xff00_0000
 
     /// The network namespace to act in (a path such as /run/netns/NAME); nil for the process's own.
     package let networkNamespace: String?
@@ -27,10 +28,12 @@ package struct Firewall: Sendable {
     }
 
     /// Isolates: drops every packet in and out on every interface but loopback, except
-    /// `allowed` and their replies. Returns the table's listing as read back, which matched.
+    /// `allowed` and their replies. `generation` (1–255) tells this isolation's flows from an
+    /// earlier one's; putting the same isolation back keeps it. Returns the table's listing as
+    /// read back, which matched.
     @discardableResult
-    package func isolate(allowing allowed: [AllowedTraffic]) throws(FirewallError) -> String {
-        let (script, expected) = Self.render(allowed)
+    package func isolate(allowing allowed: [AllowedTraffic], generation: UInt8) throws(FirewallError) -> String {
+        let (script, expected) = Self.render(allowed, generation: generation)
         try run(script, json: false)
         guard case .present(let listing) = try enforcement() else {
             throw .mismatch("the table \(Self.table) is missing right after it was written")
@@ -59,21 +62,27 @@ package struct Firewall: Sendable {
     typealias Expected = [String: [String]]
 
     /// The nft script that replaces Tether's table, and what reading it back must show.
-    static func render(_ allowed: [AllowedTraffic]) -> (script: String, expected: Expected) {
-        let mark = "0x" + String(flowMark, radix: 16)
+    static func render(_ allowed: [AllowedTraffic], generation: UInt8) -> (script: String, expected: Expected) {
+        let mask = "0x" + String(generationMask, radix: 16)
+        let mark = "0x" + String(UInt32(max(generation, 1)) << 24, radix: 16)
+        let replies = "ct mark and \(mask) == \(mark) accept"
+        // Neighbour discovery only on the link (hop limit 255, which a router never forwards),
+        // and the multicast listener reports switches need to keep delivering it.
         var chains: [(name: String, rules: [(text: String, comment: String)])] = [
             ("input", [("iifname \"lo\" accept", "loopback"),
-                       ("ct mark and \(mark) == \(mark) accept", "replies and later packets of allowed flows"),
-                       ("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-redirect } accept",
-                        "IPv6 neighbour discovery")]),
+                       (replies, "replies and later packets of allowed flows"),
+                       ("ip6 hoplimit 255 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, nd-redirect } accept",
+                        "IPv6 neighbour discovery on the link")]),
             ("output", [("oifname \"lo\" accept", "loopback"),
-                        ("ct mark and \(mark) == \(mark) accept", "replies and later packets of allowed flows"),
-                        ("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept",
-                         "IPv6 neighbour discovery")]),
+                        (replies, "replies and later packets of allowed flows"),
+                        ("ip6 hoplimit 255 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept",
+                         "IPv6 neighbour discovery on the link"),
+                        ("ip6 daddr ff02::16 icmpv6 type { mld-listener-report, mld2-listener-report } accept",
+                         "IPv6 multicast listener reports")]),
             ("forward", []),
         ]
         for traffic in allowed {
-            let statement = "ct mark set ct mark or \(mark) accept"
+            let statement = "ct mark set ct mark and 0x\(String(~generationMask, radix: 16)) or \(mark) accept"
             if traffic.direction != .inbound {
                 chains[1].rules.append((match(traffic, outbound: true) + statement, comment(traffic)))
             }

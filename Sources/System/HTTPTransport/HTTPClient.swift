@@ -48,6 +48,11 @@ package struct TransportConfiguration: Sendable {
     /// (`responseTooLarge`), never held whole. The platform's answers are small JSON documents.
     package var maximumBodyBytes: Int
 
+    /// Names answered without DNS, as curl's `CURLOPT_RESOLVE` takes them
+    /// (`HOST:PORT:ADDRESS[,ADDRESS…]`, IPv6 in brackets): while the endpoint is isolated, DNS
+    /// is blocked and the platform's names resolve to what was allowed.
+    package var fixedAddresses: [String] = []
+
     /// The default bound on a response body: 16 MiB.
     package static let defaultMaximumBodyBytes = 16 << 20
 
@@ -135,6 +140,8 @@ package final class HTTPClient {
     private let handle: UnsafeMutableRawPointer
     private let configuration: TransportConfiguration
     private let errorBuffer: UnsafeMutablePointer<CChar>
+    /// `fixedAddresses` as curl holds them, until the handle goes.
+    private var fixedAddressList: UnsafeMutablePointer<curl_slist>?
 
     package init(configuration: TransportConfiguration) throws {
         // libcurl is loaded (and initialised) by the first client, not at start.
@@ -149,6 +156,7 @@ package final class HTTPClient {
 
     deinit {
         tether_curl_easy_cleanup(handle)
+        tether_curl_slist_free_all(fixedAddressList)
         errorBuffer.deallocate()
     }
 
@@ -182,6 +190,10 @@ package final class HTTPClient {
         } else {
             // Ignore http_proxy and friends from the environment: the proxy is a setting.
             try check(tether_curl_setopt_string(handle, CURLOPT_NOPROXY, "*"))
+        }
+        if !configuration.fixedAddresses.isEmpty {
+            for entry in configuration.fixedAddresses { fixedAddressList = tether_curl_slist_append(fixedAddressList, entry) }
+            try check(tether_curl_setopt_slist(handle, CURLOPT_RESOLVE, fixedAddressList))
         }
         try check(tether_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT_MS, configuration.connectionTimeout * 1000))
         try check(tether_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, configuration.requestTimeout * 1000))

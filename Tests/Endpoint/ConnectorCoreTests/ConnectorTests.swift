@@ -318,7 +318,7 @@ struct SandboxAndResponseTests {
         #expect(first.summary.contains("1 command received"), "\(first.summary)")
         let applied = try #require(try rig.runtime.commandLog().first { $0.id == "iso-1" })
         #expect(applied.result == "applied", "\(applied.detail)")
-        #expect(applied.detail.contains("1 platform endpoint and 1 exclusion allowed"), "\(applied.detail)")
+        #expect(applied.detail.contains("1 platform address and 1 exclusion allowed"), "\(applied.detail)")
 
         #expect(!reachable(TestNetwork.outsideAddress, blocked.port), "a port of the platform's host that is not the platform's is blocked")
         #expect(!reachable(TestNetwork.outsideAddress6, blocked6.port), "IPv6 is blocked too")
@@ -372,6 +372,20 @@ struct SandboxAndResponseTests {
         let status = try rig.runtime.isolationStatus()
         #expect(status.enforced && status.reasserted == 2)
 
+        // A new isolation that cannot be put in force leaves this one as it is.
+        try rig.agent.transaction(actor: "test") {
+            try rig.agent.set(SettingPath.ndr.endpoints, to: .endpoints([Endpoint(address: "platform.invalid", port: 443)]))
+            try rig.agent.start(.ndr)
+        }
+        rig.platform.queueCommand(["id": "iso-8", "type": "network-isolation"])
+        _ = try TestNetwork.within(network.inside) { rig.runtime.sync(.edr) }
+        let refused = try #require(try rig.runtime.commandLog().first { $0.id == "iso-8" })
+        #expect(refused.result == "failed" && refused.detail.contains("platform.invalid cannot be resolved"), "\(refused.detail)")
+        try rig.agent.transaction(actor: "test") { try rig.agent.stop(.ndr) }
+        let kept = try rig.runtime.isolationStatus()
+        #expect(kept.enforced && kept.commandId == "iso-2", "\(kept.problem ?? "")")
+        #expect(!TestNetwork.canConnect(from: network.inside, to: TestNetwork.outsideAddress, port: blocked.port))
+
         // A reboot (the table is gone, the record stays): a new process puts it back at start.
         try fw.lift()
         let restarted = try ConnectorRuntime(agent: try Agent(stateDirectory: rig.state.path), firewall: fw)
@@ -409,8 +423,14 @@ struct SandboxAndResponseTests {
         rig.platform.queueCommand(["id": "iso-3", "type": "network-isolation"])
         rig.platform.queueCommand(["id": "iso-4", "type": "network-isolation", "exclusions": [["direction": "sideways"]]])
         rig.platform.queueCommand(["id": "iso-5", "type": "network-isolation", "exclusions": [["protocol": 1, "remotePorts": [["fromPort": 1, "toPort": 2]]]]])
+        // An exclusion that limits nothing would allow every packet; a misspelt field would too.
+        rig.platform.queueCommand(["id": "iso-6", "type": "network-isolation", "exclusions": [["direction": "both"]]])
+        rig.platform.queueCommand(["id": "iso-7", "type": "network-isolation", "exclusions": [["remote_address": "10.0.0.1"]]])
         #expect(rig.runtime.sync(.edr).succeeded)
         let log = try rig.runtime.commandLog()
+        #expect(log.first { $0.id == "iso-6" }?.detail.hasPrefix("exclusion 1 names no remote address, protocol or port, so it would allow every packet") == true)
+        #expect(log.first { $0.id == "iso-7" }?.detail.hasPrefix("exclusion 1: 'remote_address' is not a field of an exclusion") == true)
+        #expect(log.filter { ["iso-6", "iso-7"].contains($0.id) }.allSatisfy { $0.result == "rejected" })
         let failed = try #require(log.first { $0.id == "iso-3" })
         #expect(failed.result == "failed")
         #expect(failed.detail.contains("network isolation is not in force: cannot open the network namespace"), "\(failed.detail)")

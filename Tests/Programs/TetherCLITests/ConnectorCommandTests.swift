@@ -217,14 +217,17 @@ struct ConnectorCommandTests {
     func isolation() throws {
         // tether runs inside the test's namespace; the platform and a web server outside it.
         let network = try TestNetwork()
-        let pki = try PlatformPKI.create(names: [TestNetwork.outsideAddress])
+        // The platform by name, as in production: resolved when the isolation starts, then fixed.
+        let name = "platform.tether.test"
+        try network.setInsideHosts("\(TestNetwork.outsideAddress) \(name)\n")
+        let pki = try PlatformPKI.create(names: [name])
         let platform = try TestNetwork.within(network.outside) {
             try PlatformSimulator(pki: pki, requireClientCertificate: true, host: TestNetwork.outsideAddress)
         }
         let other = try TestListener(in: network.outside, host: TestNetwork.otherOutsideAddress)
         let env = try Environment(policies: [
             "policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(platform.port)")
-                .replacingOccurrences(of: "address: 127.0.0.1", with: "address: \(TestNetwork.outsideAddress)"),
+                .replacingOccurrences(of: "address: 127.0.0.1", with: "address: \(name)"),
             "policies/prod.yaml": Environment.prod,
         ], platform: pki)
         #expect(env.run("apply").code == 0)
@@ -240,17 +243,23 @@ struct ConnectorCommandTests {
         #expect(status.output.contains("Network isolation is ordered since"))
         #expect(status.output.contains("ACTIVE until"), "\(status.output)")
         #expect(status.output.contains("enforced by the nftables table tether_isolation (2 allowed flows)"), "\(status.output)")
+        #expect(status.output.contains("allowed: outbound tcp to \(TestNetwork.outsideAddress) remote port \(platform.port) (platform EDR \(name))"), "\(status.output)")
         #expect(status.output.contains("allowed: both with 10.0.0.1 (exclusion 1)"), "\(status.output)")
+        // DNS is out of reach while isolated: the name no longer resolves, and the connector still syncs.
+        try network.setInsideHosts("# nothing\n")
+        let isolatedSync = try inside("sync", "edr")
+        #expect(isolatedSync.status == 0, "the platform's name keeps the address allowed: \(isolatedSync.output)")
         let agentStatus = try inside("status", "-o", "json")
         let isolation = (try JSONSerialization.jsonObject(with: Data(agentStatus.output.utf8)) as? [String: Any])?["isolation"] as? [String: Any]
         #expect(isolation?["enforced"] as? Bool == true)
         // Seen from outside the namespace the firewall is not there: the test machine is untouched.
-        #expect(env.agentCommand("isolation-status").stdout.contains("ORDERED BUT NOT ENFORCED"))
+        #expect(env.agentCommand("isolation-status").stdout.contains("ORDERED BUT NOT ENFORCED"), "no table in this machine's own namespace")
 
         let off = try inside("isolation-off")
         #expect(off.output == "Isolation lifted by tether agent isolation-off.\n", "\(off.output)")
         #expect(TestNetwork.canConnect(from: network.inside, to: TestNetwork.otherOutsideAddress, port: other.port))
         #expect(try inside("isolation-status").output.hasPrefix("Network isolation is off (last lifted by tether agent isolation-off)"))
+        try network.setInsideHosts("\(TestNetwork.outsideAddress) \(name)\n")
         #expect(try inside("sync", "edr").status == 0)
         let results = platform.received.filter { $0.path.hasSuffix("/sync") }.last?.decode(SyncRequest.self)
         #expect(results?.isolation == false, "the platform hears of the lift on the next sync")

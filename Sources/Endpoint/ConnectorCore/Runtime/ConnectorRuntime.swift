@@ -496,9 +496,11 @@ package final class ConnectorRuntime: @unchecked Sendable {
             proxy = ProxySettings(address: address, user: user, password: password)
         }
         do {
-            return try HTTPClient(configuration: TransportConfiguration(
+            var configuration = TransportConfiguration(
                 pinnedCertificatePEM: pinned.pem, clientIdentity: identity, proxy: proxy,
-                connectionTimeout: state.int(paths.connectionTimeout), requestTimeout: state.int(paths.requestTimeout)))
+                connectionTimeout: state.int(paths.connectionTimeout), requestTimeout: state.int(paths.requestTimeout))
+            configuration.fixedAddresses = isolatedAddresses()
+            return try HTTPClient(configuration: configuration)
         } catch {
             throw ConnectorFailure(kind: "other", message: "\(error)", server: nil)
         }

@@ -2,6 +2,9 @@ import AgentInterface
 import ChildProcess
 import Firewall
 import FoundationEssentials
+#if canImport(Glibc)
+import Glibc
+#endif
 import IntegrationModel
 import SQLiteDB
 import Sensors
@@ -23,6 +26,9 @@ package struct IsolationStatus: Sendable {
     /// Tether's table is in the kernel as written (read back now); false while active means
     /// the isolation is asked but not in force, and `problem` says why.
     package let enforced: Bool
+    /// The kernel's table could be read here; false (not root, another network namespace) means
+    /// `enforced` is unknown, not false.
+    package let checked: Bool
     package let problem: String?
     /// How often the table had to be put back after something removed or changed it, and when last.
     package let reasserted: Int
@@ -101,57 +107,93 @@ extension ConnectorRuntime {
 
     // MARK: - Network isolation
 
+    /// The isolation row as stored, every column, to put back when a new isolation fails.
+    private static let isolationColumns = "active, since, until, exclusions, command_id, lifted_by, allowed, listing, table_written, problem, reasserted, reasserted_at, generation"
+
+    /// Runs `body` holding the state directory's isolation lock: a `tether agent isolation-off`
+    /// and a controller putting the table back never interleave between the record and the kernel.
+    private func withIsolationLock<T>(_ body: () -> T) -> T {
+        let fd = open(directory.appendingPathComponent("isolation.lock").path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd >= 0 { while flock(fd, LOCK_EX) != 0 && errno == EINTR {} }
+        defer { if fd >= 0 { close(fd) } }
+        return body()
+    }
+
     /// Isolates the endpoint in the kernel (docs/architecture.md, "Network isolation"): the
     /// order is written down first, then Tether's nftables table, then read back; the result is
-    /// `applied` only when the kernel holds what was written.
+    /// `applied` only when the kernel holds what was written. A new isolation that cannot be put
+    /// in force leaves the one in force before as it was.
     private func isolate(_ command: Command, id: String) -> (String, String) {
         let exclusions = command.exclusions ?? []
-        let allowed: [AllowedTraffic]
-        do {
-            allowed = try platformTraffic() + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
-                try Self.allowedTraffic(exclusion, number: index + 1)
+        if let duration = command.durationSeconds, duration <= 0 {
+            return ("rejected", "durationSeconds \(duration) is not a positive number of seconds; nothing changed")
+        }
+        return withIsolationLock {
+            let previous = try? store.database.query("SELECT \(Self.isolationColumns) FROM isolation WHERE id = 1").first
+            let wasActive = previous?[0].integer == 1
+            // While isolated DNS is blocked: the platform's names keep the addresses allowed before.
+            let known = wasActive ? (previous?[6].text).flatMap { try? Wire.decode([AllowedTraffic].self, from: Array($0.utf8)) } ?? [] : []
+            let allowed: [AllowedTraffic]
+            do throws(FirewallError) {
+                allowed = try platformTraffic(known: known) + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
+                    try Self.allowedTraffic(exclusion, number: index + 1)
+                }
+            } catch .invalid(let reason) {
+                return ("rejected", "\(reason); nothing changed")
+            } catch {
+                return ("failed", "\(error); nothing changed")
             }
-        } catch .invalid(let reason) {
-            return ("rejected", "\(reason); nothing changed")
-        } catch {
-            return ("failed", "\(error); nothing changed")
+            let now = clock()
+            let until = command.durationSeconds.map { now.addingTimeInterval(TimeInterval($0)) }
+            let generation = Int64((previous?[12].integer ?? 0) % 255 + 1)
+            do {
+                // Written down before the kernel is touched: a kill in between is finished at the next start.
+                try store.database.query("""
+                    INSERT INTO isolation (id, active, since, until, exclusions, command_id, lifted_by, allowed, listing, table_written, problem, generation)
+                    VALUES (1, 1, ?, ?, ?, ?, NULL, ?, NULL, 1, NULL, ?)
+                    ON CONFLICT(id) DO UPDATE SET active = 1, since = excluded.since, until = excluded.until, exclusions = excluded.exclusions,
+                        command_id = excluded.command_id, lifted_by = NULL, allowed = excluded.allowed, listing = NULL, table_written = 1,
+                        problem = NULL, generation = excluded.generation
+                    """, [.real(now.timeIntervalSince1970), until.map { .real($0.timeIntervalSince1970) } ?? .null,
+                          .text(String(decoding: Wire.encode(exclusions), as: UTF8.self)), .text(id),
+                          .text(String(decoding: Wire.encode(allowed), as: UTF8.self)), .integer(generation)])
+            } catch {
+                return ("failed", "\(error); nothing changed")
+            }
+            do {
+                let listing = try firewall.isolate(allowing: allowed, generation: UInt8(generation))
+                try store.database.query("UPDATE isolation SET listing = ? WHERE id = 1", [.text(listing)])
+            } catch {
+                if wasActive, let previous {
+                    // The isolation in force before stays: its record back, and its table (nft's
+                    // transaction left it untouched, unless the new one was written but read back wrong).
+                    _ = try? store.database.query("""
+                        UPDATE isolation SET active = ?, since = ?, until = ?, exclusions = ?, command_id = ?, lifted_by = ?, allowed = ?,
+                            listing = ?, table_written = ?, problem = ?, reasserted = ?, reasserted_at = ?, generation = ? WHERE id = 1
+                        """, Array(previous.prefix(13)))
+                    let restored = (previous[6].text).flatMap { try? Wire.decode([AllowedTraffic].self, from: Array($0.utf8)) } ?? []
+                    if let listing = try? firewall.isolate(allowing: restored, generation: UInt8(clamping: previous[12].integer ?? 1)) {
+                        _ = try? store.database.query("UPDATE isolation SET listing = ? WHERE id = 1", [.text(listing)])
+                    }
+                    return ("failed", "the new isolation is not in force: \(error); the isolation in force before stays")
+                }
+                // Not in force: recorded as such, and whatever part of a table exists goes.
+                _ = try? store.database.query("UPDATE isolation SET active = 0, lifted_by = ?, problem = ? WHERE id = 1",
+                                              [.text("not enforced"), .text("\(error)")])
+                if (try? firewall.lift()) != nil { _ = try? store.database.query("UPDATE isolation SET table_written = 0 WHERE id = 1") }
+                return ("failed", "network isolation is not in force: \(error)")
+            }
+            let timer = command.durationSeconds.map { " for \($0) s" } ?? " until lifted"
+            let platform = allowed.count - exclusions.count
+            return ("applied", "network isolated\(timer) in the kernel (nftables table \(Firewall.table)): "
+                    + "\(platform) platform address\(platform == 1 ? "" : "es") and \(exclusions.count) exclusion\(exclusions.count == 1 ? "" : "s") allowed")
         }
-        let duration = command.durationSeconds
-        if let duration, duration <= 0 { return ("rejected", "durationSeconds \(duration) is not a positive number of seconds") }
-        let now = clock()
-        let until = duration.map { now.addingTimeInterval(TimeInterval($0)) }
-        do {
-            // Written down before the kernel is touched: a kill in between is finished at the next start.
-            try store.database.query("""
-                INSERT INTO isolation (id, active, since, until, exclusions, command_id, lifted_by, allowed, listing, table_written, problem)
-                VALUES (1, 1, ?, ?, ?, ?, NULL, ?, NULL, 1, NULL)
-                ON CONFLICT(id) DO UPDATE SET active = 1, since = excluded.since, until = excluded.until, exclusions = excluded.exclusions,
-                    command_id = excluded.command_id, lifted_by = NULL, allowed = excluded.allowed, listing = NULL, table_written = 1, problem = NULL
-                """, [.real(now.timeIntervalSince1970), until.map { .real($0.timeIntervalSince1970) } ?? .null,
-                      .text(String(decoding: Wire.encode(exclusions), as: UTF8.self)), .text(id),
-                      .text(String(decoding: Wire.encode(allowed), as: UTF8.self))])
-        } catch {
-            return ("failed", "\(error); nothing changed")
-        }
-        do {
-            let listing = try firewall.isolate(allowing: allowed)
-            try store.database.query("UPDATE isolation SET listing = ? WHERE id = 1", [.text(listing)])
-        } catch {
-            // Not in force: recorded as such, and whatever part of a table exists goes.
-            _ = try? store.database.query("UPDATE isolation SET active = 0, lifted_by = ?, problem = ? WHERE id = 1",
-                                          [.text("not enforced"), .text("\(error)")])
-            if (try? firewall.lift()) != nil { _ = try? store.database.query("UPDATE isolation SET table_written = 0 WHERE id = 1") }
-            return ("failed", "network isolation is not in force: \(error)")
-        }
-        let timer = duration.map { " for \($0) s" } ?? " until lifted"
-        let platform = allowed.count - exclusions.count
-        return ("applied", "network isolated\(timer) in the kernel (nftables table \(Firewall.table)): "
-                + "\(platform) platform endpoint\(platform == 1 ? "" : "s") and \(exclusions.count) exclusion\(exclusions.count == 1 ? "" : "s") allowed")
     }
 
     /// The platform's endpoints the running connectors use (through the proxy when they use
-    /// one), resolved now: DNS is blocked while isolated, so addresses are fixed here.
-    private func platformTraffic() throws(FirewallError) -> [AllowedTraffic] {
+    /// one), resolved now, or taken from `known` for a name resolved before: DNS is blocked
+    /// while isolated, so addresses are fixed when the isolation starts.
+    private func platformTraffic(known: [AllowedTraffic] = []) throws(FirewallError) -> [AllowedTraffic] {
         let state: AgentState
         do {
             state = try agent.state()
@@ -178,22 +220,28 @@ extension ConnectorRuntime {
         var traffic: [AllowedTraffic] = []
         for (endpoint, reason) in endpoints {
             guard let port = PortRange(from: endpoint.port, to: endpoint.port) else { throw .invalid("\(reason): \(endpoint.port) is not a port") }
-            for address in try IPPrefix.resolve(endpoint.address) {
+            let before = known.filter { $0.host == endpoint.address && $0.remotePorts == [port] }.compactMap(\.remote)
+            for address in before.isEmpty ? try IPPrefix.resolve(endpoint.address) : before {
                 let allowed = try AllowedTraffic(direction: .outbound, ipProtocol: 6, remote: address, remotePorts: [port],
-                                                 reason: "\(reason) \(endpoint.address)")
+                                                 reason: "\(reason) \(endpoint.address)", host: endpoint.address)
                 if !traffic.contains(allowed) { traffic.append(allowed) }
             }
         }
         return traffic
     }
 
-    /// `host:port`, `[v6]:port` or a URL's host and port (curl's default 1080 without one).
+    /// `host:port`, `[v6]:port` or a URL's host and port (without one, curl's default: 443 for
+    /// an `https://` proxy, 1080 otherwise).
     static func proxyEndpoint(_ text: String) -> Endpoint? {
         var rest = Substring(text)
-        if let scheme = rest.firstRange(ofText: "://") { rest = rest[scheme.upperBound...] }
+        var port = 1080
+        if let scheme = rest.firstRange(ofText: "://") {
+            if rest[..<scheme.lowerBound].equalsIgnoringCase("https") { port = 443 }
+            rest = rest[scheme.upperBound...]
+        }
         if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
         if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
-        var host = rest, port = 1080
+        var host = rest
         if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
             host = rest[rest.index(after: rest.startIndex)..<close]
             let after = rest[rest.index(after: close)...]
@@ -209,8 +257,11 @@ extension ConnectorRuntime {
     /// One of the platform's exclusions as the firewall allows it; `.invalid` says which and what is wrong.
     static func allowedTraffic(_ exclusion: Command.Exclusion, number: Int) throws(FirewallError) -> AllowedTraffic {
         let name = "exclusion \(number)"
+        if let unknown = exclusion.unknownFields.first {
+            throw .invalid("\(name): '\(TerminalText.excerpt(unknown))' is not a field of an exclusion (\(Command.Exclusion.fieldNames.joined(separator: ", ")))")
+        }
         guard let direction = AllowedTraffic.Direction(rawValue: exclusion.direction ?? "both") else {
-            throw .invalid("\(name): direction '\(exclusion.direction ?? "")' is not inbound, outbound or both")
+            throw .invalid("\(name): direction '\(TerminalText.excerpt(exclusion.direction ?? ""))' is not inbound, outbound or both")
         }
         var ipProtocol: UInt8?
         if let number = exclusion.protocol {
@@ -220,7 +271,7 @@ extension ConnectorRuntime {
         var remote: IPPrefix?
         if let text = exclusion.remoteAddress ?? exclusion.address {
             guard let prefix = IPPrefix(text) else {
-                throw .invalid("\(name): '\(text)' is not an IPv4 or IPv6 address (with an optional /prefix); names are not resolved while isolated")
+                throw .invalid("\(name): '\(TerminalText.excerpt(text))' is not an IPv4 or IPv6 address (with an optional /prefix); names are not resolved while isolated")
             }
             remote = prefix
         }
@@ -244,21 +295,27 @@ extension ConnectorRuntime {
     }
 
     /// Lifts the isolation (an operator's `tether agent isolation-off`, the auto-off timer, or a
-    /// command): written down first, then the table removed, so a kill in between cannot bring
+    /// command): written down first, then the table removed (whatever the record says, so a
+    /// lost or reset store cannot leave the machine cut off), so a kill in between cannot bring
     /// an isolation back that someone lifted.
     @discardableResult
     package func liftIsolation(by who: String) -> (String, String) {
-        do {
-            let row = try store.database.query("SELECT active, table_written FROM isolation WHERE id = 1").first
-            let active = row?[0].integer == 1
-            try store.database.query("UPDATE isolation SET active = 0, lifted_by = ? WHERE id = 1 AND active = 1", [.text(who)])
-            if row?[1].integer == 1 {
-                try firewall.lift()
+        withIsolationLock {
+            do {
+                let row = try store.database.query("SELECT active, table_written FROM isolation WHERE id = 1").first
+                let active = row?[0].integer == 1
+                try store.database.query("UPDATE isolation SET active = 0, lifted_by = ? WHERE id = 1 AND active = 1", [.text(who)])
+                do {
+                    try firewall.lift()
+                } catch where !active && row?[1].integer != 1 {
+                    // Nothing was ever written, and nftables cannot be reached: nothing to remove.
+                    return ("applied", "no isolation was active")
+                }
                 try store.database.query("UPDATE isolation SET table_written = 0, listing = NULL WHERE id = 1")
+                return ("applied", active ? "isolation lifted by \(who)" : "no isolation was active")
+            } catch {
+                return ("failed", "the isolation is recorded as lifted, but \(error)")
             }
-            return ("applied", active ? "isolation lifted by \(who)" : "no isolation was active")
-        } catch {
-            return ("failed", "the isolation is recorded as lifted, but \(error)")
         }
     }
 
@@ -269,46 +326,51 @@ extension ConnectorRuntime {
     @discardableResult
     package func enforceIsolation() -> String? {
         expireIsolation()
-        guard let row = try? store.database.query("SELECT active, table_written, allowed, listing, exclusions FROM isolation WHERE id = 1").first,
-              row[0].integer == 1 || row[1].integer == 1 else { return nil }
-        guard row[0].integer == 1 else {
+        guard let first = try? store.database.query("SELECT active, table_written FROM isolation WHERE id = 1").first,
+              first[0].integer == 1 || first[1].integer == 1 else { return nil }
+        guard first[0].integer == 1 else {
             return liftIsolation(by: "a lift interrupted before the table was removed").1
         }
-        var allowed: [AllowedTraffic]
-        if let stored = row[2].text, let decoded = try? Wire.decode([AllowedTraffic].self, from: Array(stored.utf8)) {
-            allowed = decoded
-        } else {
-            // Ordered under a release that only recorded isolations: work out what to allow now.
-            do {
-                let exclusions = try Wire.decode([Command.Exclusion].self, from: Array((row[4].text ?? "[]").utf8))
-                allowed = try platformTraffic() + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
-                    try Self.allowedTraffic(exclusion, number: index + 1)
+        return withIsolationLock { () -> String? in
+            guard let row = try? store.database.query("SELECT active, allowed, listing, exclusions, generation FROM isolation WHERE id = 1").first,
+                  row[0].integer == 1 else { return nil }
+            let generation = UInt8(clamping: max(row[4].integer ?? 1, 1))
+            var allowed: [AllowedTraffic]
+            if let stored = row[1].text, let decoded = try? Wire.decode([AllowedTraffic].self, from: Array(stored.utf8)) {
+                allowed = decoded
+            } else {
+                // Ordered under a release that only recorded isolations: work out what to allow now.
+                do {
+                    let exclusions = try Wire.decode([Command.Exclusion].self, from: Array((row[3].text ?? "[]").utf8))
+                    allowed = try platformTraffic() + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
+                        try Self.allowedTraffic(exclusion, number: index + 1)
+                    }
+                    try store.database.query("UPDATE isolation SET allowed = ?, table_written = 1, generation = ? WHERE id = 1",
+                                             [.text(String(decoding: Wire.encode(allowed), as: UTF8.self)), .integer(Int64(generation))])
+                } catch {
+                    _ = try? store.database.query("UPDATE isolation SET problem = ? WHERE id = 1", [.text("\(error)")])
+                    return "the recorded isolation cannot be put in force: \(error)"
                 }
-                try store.database.query("UPDATE isolation SET allowed = ?, table_written = 1 WHERE id = 1",
-                                         [.text(String(decoding: Wire.encode(allowed), as: UTF8.self))])
+            }
+            let found: String
+            do {
+                if case .present(let listing) = try firewall.enforcement(), listing == row[2].text { return nil }
+                found = row[2].text == nil ? "the isolation was not in the kernel yet (interrupted, or ordered before this boot)"
+                    : "Tether's nftables table was removed or changed"
             } catch {
                 _ = try? store.database.query("UPDATE isolation SET problem = ? WHERE id = 1", [.text("\(error)")])
-                return "the recorded isolation cannot be put in force: \(error)"
+                return "the isolation cannot be checked: \(error)"
             }
-        }
-        let found: String
-        do {
-            if case .present(let listing) = try firewall.enforcement(), listing == row[3].text { return nil }
-            found = row[3].text == nil ? "the isolation was not in the kernel yet (interrupted, or started before this boot)"
-                : "Tether's nftables table was removed or changed"
-        } catch {
-            _ = try? store.database.query("UPDATE isolation SET problem = ? WHERE id = 1", [.text("\(error)")])
-            return "the isolation cannot be checked: \(error)"
-        }
-        do {
-            let listing = try firewall.isolate(allowing: allowed)
-            try store.database.query("""
-                UPDATE isolation SET listing = ?, problem = NULL, reasserted = reasserted + ?, reasserted_at = ? WHERE id = 1
-                """, [.text(listing), .integer(row[3].text == nil ? 0 : 1), .real(clock().timeIntervalSince1970)])
-            return "\(found); isolation put back"
-        } catch {
-            _ = try? store.database.query("UPDATE isolation SET problem = ? WHERE id = 1", [.text("\(error)")])
-            return "\(found), and it cannot be put back: \(error)"
+            do {
+                let listing = try firewall.isolate(allowing: allowed, generation: generation)
+                try store.database.query("""
+                    UPDATE isolation SET listing = ?, problem = NULL, reasserted = reasserted + ?, reasserted_at = ? WHERE id = 1
+                    """, [.text(listing), .integer(row[2].text == nil ? 0 : 1), .real(clock().timeIntervalSince1970)])
+                return "\(found); isolation put back"
+            } catch {
+                _ = try? store.database.query("UPDATE isolation SET problem = ? WHERE id = 1", [.text("\(error)")])
+                return "\(found), and it cannot be put back: \(error)"
+            }
         }
     }
 
@@ -322,8 +384,8 @@ extension ConnectorRuntime {
                 """).first
         }
         guard let row else {
-            return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], allowed: [], enforced: false, problem: nil,
-                                   reasserted: 0, reassertedAt: nil, commandId: nil, liftedBy: nil)
+            return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], allowed: [], enforced: false, checked: true,
+                                   problem: nil, reasserted: 0, reassertedAt: nil, commandId: nil, liftedBy: nil)
         }
         let exclusions: [Command.Exclusion]
         let allowed: [AllowedTraffic]
@@ -335,21 +397,23 @@ extension ConnectorRuntime {
         }
         let active = row[0].integer == 1
         var enforced = false
-        var problem = row[8].text
+        var checked = true
+        var problem: String?
         if active {
             do {
                 if case .present(let listing) = try firewall.enforcement(), listing == row[7].text {
                     enforced = true
                 } else {
-                    problem = problem ?? "Tether's nftables table is missing or changed; the controller puts it back"
+                    problem = row[8].text ?? "Tether's nftables table is missing or changed; the controller puts it back"
                 }
             } catch {
+                checked = false
                 problem = "\(error)"
             }
         }
         return IsolationStatus(active: active, since: row[1].real.map { Date(timeIntervalSince1970: $0) },
                                until: row[2].real.map { Date(timeIntervalSince1970: $0) }, exclusions: exclusions, allowed: allowed,
-                               enforced: enforced, problem: active ? problem : nil, reasserted: Int(row[9].integer ?? 0),
+                               enforced: enforced, checked: checked, problem: problem, reasserted: Int(row[9].integer ?? 0),
                                reassertedAt: row[10].real.map { Date(timeIntervalSince1970: $0) }, commandId: row[4].text, liftedBy: row[5].text)
     }
 
@@ -358,6 +422,25 @@ extension ConnectorRuntime {
         guard let due = try? store.database.query("SELECT 1 FROM isolation WHERE id = 1 AND active = 1 AND until IS NOT NULL AND until <= ?",
                                                   [.real(clock().timeIntervalSince1970)]), !due.isEmpty else { return }
         liftIsolation(by: "auto-off timer")
+    }
+
+    /// While isolated, the platform's names as curl must reach them without DNS
+    /// (`HOST:PORT:ADDRESS,…`, TransportConfiguration.fixedAddresses); empty otherwise.
+    func isolatedAddresses() -> [String] {
+        guard let row = try? store.database.query("SELECT allowed FROM isolation WHERE id = 1 AND active = 1").first,
+              let text = row[0].text, let allowed = try? Wire.decode([AllowedTraffic].self, from: Array(text.utf8)) else { return [] }
+        var byName: [(name: String, addresses: [String])] = []
+        for traffic in allowed {
+            guard let host = traffic.host, let remote = traffic.remote, let port = traffic.remotePorts.first, IPPrefix(host) == nil else { continue }
+            let name = "\(host):\(port.from)"
+            let address = remote.family == .ipv6 ? "[\(remote.address)]" : remote.address
+            if let index = byName.firstIndex(where: { $0.name == name }) {
+                byName[index].addresses.append(address)
+            } else {
+                byName.append((name, [address]))
+            }
+        }
+        return byName.map { "\($0.name):\($0.addresses.joined(separator: ","))" }
     }
 
     // MARK: - Execution prevention

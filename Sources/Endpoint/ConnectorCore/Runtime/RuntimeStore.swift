@@ -129,6 +129,7 @@ final class RuntimeStore {
             ALTER TABLE isolation ADD COLUMN problem TEXT;
             ALTER TABLE isolation ADD COLUMN reasserted INTEGER NOT NULL DEFAULT 0;
             ALTER TABLE isolation ADD COLUMN reasserted_at REAL;
+            ALTER TABLE isolation ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
             """),
     ])
 
