@@ -18,7 +18,7 @@ test:            ## the whole test suite (real git repositories, real certificat
 	@scripts/install-deps --test
 	$(SWIFT) test
 
-bench: deps      ## what an endpoint pays (size, start-up, a no-change run and cycle) against a static Swift hello; validate/plan timings on 100/1,000/10,000 policies; idle CPU; connector throughput over mutual TLS
+bench: deps      ## what an endpoint pays (size, start-up, a no-change run and cycle) against a static Swift hello; validate/plan timings on 100/1,000/10,000 policies; idle CPU; connector throughput over mutual TLS; the exec latency execution prevention adds
 	$(SWIFT) build -c release --static-swift-stdlib --product tether
 	$(SWIFT) build -c release --static-swift-stdlib --product tether-fetch
 	$(SWIFT) build -c release --static-swift-stdlib --product tether-bench

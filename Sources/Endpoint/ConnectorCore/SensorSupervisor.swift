@@ -190,8 +190,11 @@ package final class SensorSupervisor: @unchecked Sendable {
         if rules.count != listed.count {
             report("execution prevention: \(listed.count - rules.count) rule(s) match init, Tether's own programs or the package manager's and are not enforced")
         }
-        prevention.replace(sha256: Set(rules.filter { $0.algorithm == "sha256" }.map(\.hash)),
-                           md5: Set(rules.filter { $0.algorithm == "md5" }.map(\.hash)))
+        if prevention.replace(sha256: Set(rules.filter { $0.algorithm == "sha256" }.map(\.hash)),
+                              md5: Set(rules.filter { $0.algorithm == "md5" }.map(\.hash))) {
+            // Files allowed under the old list are asked about again under the new one.
+            lock.withLock { executionGuard }?.forgetAllowed()
+        }
         // Execution prevention holds while EDR runs, telemetry or not (its events are then suppressed and counted).
         let enforcing = !rules.isEmpty && state.running.contains(.edr)
         let guarded = lock.withLock { executionGuard != nil }
@@ -263,9 +266,7 @@ package final class SensorSupervisor: @unchecked Sendable {
         var decided = ExecutionGuard.Counts()
         if let executionGuard {
             let now = executionGuard.counts
-            decided = ExecutionGuard.Counts(allowed: now.allowed - lastGuardCounts.allowed, denied: now.denied - lastGuardCounts.denied,
-                                            allowedUnread: now.allowedUnread - lastGuardCounts.allowedUnread,
-                                            allowedTooLarge: now.allowedTooLarge - lastGuardCounts.allowedTooLarge, cached: now.cached - lastGuardCounts.cached)
+            decided = now.since(lastGuardCounts)
             lastGuardCounts = now
         }
         lock.unlock()

@@ -17,8 +17,10 @@ import Primitives
 /// network file system, a FUSE daemon that does not answer) is allowed and counted, and while
 /// its hash is still being read every other unknown file is allowed at once, so no program on
 /// the machine waits on Tether longer than the deadline. Hashes are cached by device, inode,
-/// change time and size: a file is read once however often it runs. If Tether dies, the kernel
-/// drops its group and allows what was waiting.
+/// change time and size: a file is read once however often it runs. A file allowed is not
+/// asked about again until it is modified or the list changes (an ignore mark the kernel drops
+/// on modification; `forgetAllowed` drops them all), so a program that runs often pays the
+/// check once. If Tether dies, the kernel drops its group and allows what was waiting.
 package final class ExecutionGuard: @unchecked Sendable {
     /// Where executions are checked.
     package enum Scope: Sendable, Equatable {
@@ -33,7 +35,7 @@ package final class ExecutionGuard: @unchecked Sendable {
     /// Files larger than this are not read (allowed, and counted): a hash of a bigger file
     /// would not be ready within the deadline.
     package static let largestHashedFile = 128 << 20
-    /// Cached hashes at most (then the cache starts again).
+    /// Cached hashes, and files the kernel need not ask about, at most (then each starts again).
     static let cacheLimit = 16_384
 
     /// What the guard decided, since it started.
@@ -46,22 +48,32 @@ package final class ExecutionGuard: @unchecked Sendable {
         package var allowedTooLarge = 0
         /// Answers that needed no read of the file.
         package var cached = 0
+        /// Files allowed that the kernel will not ask about again until they change.
+        package var ignored = 0
 
-        package init(allowed: Int = 0, denied: Int = 0, allowedUnread: Int = 0, allowedTooLarge: Int = 0, cached: Int = 0) {
+        package init(allowed: Int = 0, denied: Int = 0, allowedUnread: Int = 0, allowedTooLarge: Int = 0, cached: Int = 0, ignored: Int = 0) {
             self.allowed = allowed
             self.denied = denied
             self.allowedUnread = allowedUnread
             self.allowedTooLarge = allowedTooLarge
             self.cached = cached
+            self.ignored = ignored
         }
 
         /// Each count by its name in counters and metrics (`denied`, `allowed-unread`…).
         package var byDecision: [(String, Int)] {
-            [("allowed", allowed), ("denied", denied), ("allowed-unread", allowedUnread), ("allowed-too-large", allowedTooLarge), ("cached", cached)]
+            [("allowed", allowed), ("denied", denied), ("allowed-unread", allowedUnread), ("allowed-too-large", allowedTooLarge),
+             ("cached", cached), ("ignored", ignored)]
         }
 
         /// The decisions by name, as `byDecision` names them.
-        package static let decisionNames = ["allowed", "denied", "allowed-unread", "allowed-too-large", "cached"]
+        package static let decisionNames = ["allowed", "denied", "allowed-unread", "allowed-too-large", "cached", "ignored"]
+
+        /// The difference since `earlier`.
+        package func since(_ earlier: Counts) -> Counts {
+            Counts(allowed: allowed - earlier.allowed, denied: denied - earlier.denied, allowedUnread: allowedUnread - earlier.allowedUnread,
+                   allowedTooLarge: allowedTooLarge - earlier.allowedTooLarge, cached: cached - earlier.cached, ignored: ignored - earlier.ignored)
+        }
     }
 
     /// Why the guard cannot run here.
@@ -75,6 +87,8 @@ package final class ExecutionGuard: @unchecked Sendable {
     package let unmarked: [String]
 
     private let fd: Int32
+    /// The directory of a `.directory` scope: its watch goes with the ignore marks and is put back.
+    private let directory: String?
     private let prevention: PreventionList
     private let buffer: SensorBuffer?
     private let thread: SensorThread
@@ -111,6 +125,7 @@ package final class ExecutionGuard: @unchecked Sendable {
             }
         }
         self.fd = fd
+        if case .directory(let path) = scope { directory = path } else { directory = nil }
         self.prevention = prevention
         self.buffer = buffer
         self.unmarked = unmarked
@@ -160,6 +175,16 @@ package final class ExecutionGuard: @unchecked Sendable {
     /// What was decided so far.
     package var counts: Counts { state.lock.withLock { state.counts } }
 
+    /// Has the kernel ask again about every file allowed so far: call after the list changed.
+    /// Under the decision lock, so no answer made under the old list marks a file afterwards.
+    package func forgetAllowed() {
+        state.lock.withLock {
+            _ = tether_exec_guard_forget_ignored(fd)
+            if let directory { _ = tether_exec_guard_mark(fd, directory, 1) }
+            state.ignoredFiles = 0
+        }
+    }
+
     // MARK: - Answering
 
     /// Decides one execution and answers the kernel: a deny only for a file known to be listed.
@@ -191,7 +216,21 @@ package final class ExecutionGuard: @unchecked Sendable {
                 return
             }
         }
-        guard let digests, let rule = prevention.match(sha256: digests.sha256, md5: digests.md5) else {
+        guard let digests else {
+            allow(request, fd: fd, state: state) { $0.allowedUnread += 1 }
+            return
+        }
+        // The decision and the ignore mark under one lock with forgetAllowed: a mark made for
+        // the old list can never outlive its flush.
+        let rule: String? = state.lock.withLock {
+            let rule = prevention.match(sha256: digests.sha256, md5: digests.md5)
+            if rule == nil, state.ignoredFiles < cacheLimit, tether_exec_guard_ignore(fd, request.fd) == 0 {
+                state.ignoredFiles += 1
+                state.counts.ignored += 1
+            }
+            return rule
+        }
+        guard let rule else {
             allow(request, fd: fd, state: state) { _ in }
             return
         }
@@ -271,6 +310,8 @@ private final class GuardState: @unchecked Sendable {
     let lock = Lock()
     var counts = ExecutionGuard.Counts()
     var cache: [FileKey: (sha256: String, md5: String)] = [:]
+    /// Ignore marks made since the last flush.
+    var ignoredFiles = 0
 }
 
 /// Reads a file's hashes on a thread of its own, so that the guard can stop waiting at its

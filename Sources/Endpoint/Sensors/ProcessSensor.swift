@@ -342,11 +342,14 @@ package final class PreventionList: @unchecked Sendable {
 
     package init() {}
 
-    /// Replaces the list: lower-case hex hashes by algorithm (`sha256`, `md5`).
-    package func replace(sha256: Set<String>, md5: Set<String>) {
+    /// Replaces the list: lower-case hex hashes by algorithm (`sha256`, `md5`). True when it changed.
+    @discardableResult
+    package func replace(sha256: Set<String>, md5: Set<String>) -> Bool {
         lock.lock()
+        defer { lock.unlock() }
+        guard (self.sha256, self.md5) != (sha256, md5) else { return false }
         (self.sha256, self.md5) = (sha256, md5)
-        lock.unlock()
+        return true
     }
 
     /// The rule an executable matches (`sha256:…`), or nil.

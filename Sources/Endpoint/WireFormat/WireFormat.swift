@@ -247,13 +247,37 @@ package struct Command: Codable, Sendable {
     /// terminate-process: a process by pid and start time (seconds since 1970), or every
     /// process whose executable has `sha256`.
     package var pid: Int?
-    package var startTime: Double?
+    package var startTime: CommandTime?
     package var sha256: String?
     /// get-file, delete-file, quarantine-file: the file; get-file's bound in bytes.
     package var path: String?
     package var maxBytes: Int?
     /// restore-file: what quarantine-file answered.
     package var quarantineId: String?
+}
+
+/// A moment as a command gives it: seconds since 1970, or an RFC 3339 timestamp as the
+/// events carry them (`"2026-11-29T05:00:00Z"`).
+package struct CommandTime: Codable, Sendable, Equatable {
+    package let date: Date
+
+    package init(_ date: Date) { self.date = date }
+
+    package init(from decoder: Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let seconds = try? container.decode(Double.self) {
+            date = Date(timeIntervalSince1970: seconds)
+        } else if let parsed = Timestamp.date(try container.decode(String.self)) {
+            date = parsed
+        } else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not seconds since 1970 or an RFC 3339 time")
+        }
+    }
+
+    package func encode(to encoder: Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(Timestamp.string(date))
+    }
 }
 
 /// `POST …/events` (EDR and NDR).

@@ -208,7 +208,7 @@ package final class Metrics: @unchecked Sendable {
             metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
             metric("tether_prevention_decisions_total", "counter",
-                   "Executions execution prevention answered before they ran: allowed, denied, allowed-unread (hash not known within the deadline), allowed-too-large, cached (answered without reading the file).",
+                   "Executions execution prevention answered before they ran: allowed, denied, allowed-unread (hash not known within the deadline), allowed-too-large, cached (answered without reading the file); ignored counts files allowed that the kernel then stopped asking about until they change.",
                    prevention.map { ("{decision=\"\($0.decision)\"}", Double($0.count)) })
             metric("tether_isolation_ordered", "gauge", "1 while the platform's network isolation is in effect (ordered, not lifted, not expired).",
                    [("", isolation.ordered ? 1 : 0)])

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -335,4 +336,45 @@ int tether_exec_guard_read(int fd, int timeout_ms, tether_exec_request *requests
         event = FAN_EVENT_NEXT(event, length);
     }
     return count;
+}
+
+uint64_t tether_process_start_ticks(int pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    char buffer[1024];
+    ssize_t length = read(fd, buffer, sizeof buffer - 1);
+    close(fd);
+    if (length <= 0) return 0;
+    buffer[length] = '\0';
+    // The command name may hold spaces and parentheses: fields count from its last ')'.
+    char *field = strrchr(buffer, ')');
+    if (field == NULL) return 0;
+    for (int index = 2; index < 22; index++) {
+        field = strchr(field + 1, ' ');
+        if (field == NULL) return 0;
+    }
+    return strtoull(field + 1, NULL, 10);
+}
+
+int tether_kill_started(int pid, uint64_t start_ticks, int wait_ms) {
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) return -errno;
+    // The pidfd pins this process: if the pid was reused before it was opened, /proc now
+    // describes the new process and its start differs.
+    if (tether_process_start_ticks(pid) != start_ticks) { close(pidfd); return -ESTALE; }
+    if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0) { int e = errno; close(pidfd); return -e; }
+    struct pollfd ended = { .fd = pidfd, .events = POLLIN };
+    int ready = poll(&ended, 1, wait_ms);
+    close(pidfd);
+    return ready == 1 ? 0 : -ETIMEDOUT;
+}
+
+int tether_exec_guard_ignore(int fd, int32_t request_fd) {
+    return fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_IGNORED_MASK, FAN_OPEN_EXEC_PERM, request_fd, NULL) < 0 ? -errno : 0;
+}
+
+int tether_exec_guard_forget_ignored(int fd) {
+    return fanotify_mark(fd, FAN_MARK_FLUSH, 0, AT_FDCWD, NULL) < 0 ? -errno : 0;
 }

@@ -93,7 +93,26 @@ struct ExecutionGuardTests {
 
         // A rule removed: the same file runs at once (its hash is cached, the decision is not).
         prevention.replace(sha256: [], md5: [])
+        executionGuard.forgetAllowed()
         #expect(try shell("'\(echo.path)' runs-now").output == "runs-now\n")
+        // The unlisted copy ran, so the kernel no longer asks about it; listed now, it is asked again and denied.
+        #expect(executionGuard.counts.ignored >= 1)
+        #expect(try shell("'\(other.path)' still-runs").output == "still-runs\n")
+        prevention.replace(sha256: [other.sha256], md5: [])
+        executionGuard.forgetAllowed()
+        let nowListed = try shell("'\(other.path)' must-not-print")
+        #expect(!nowListed.output.contains("must-not-print") && nowListed.status == 126, "\(nowListed.output)")
+        // Modified in place (same inode), a file allowed before is asked about again.
+        prevention.replace(sha256: [], md5: [])
+        executionGuard.forgetAllowed()
+        #expect(try shell("'\(other.path)' allowed-again").status == 0)
+        let fd = open(other.path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        #expect(write(fd, "x", 1) == 1)
+        close(fd)
+        let changed = try #require(digestsOf(other.path))
+        prevention.replace(sha256: [changed.sha256], md5: [])  // no forgetAllowed: the modification alone drops the mark
+        let afterChange = try shell("'\(other.path)' changed-file")
+        #expect(!afterChange.output.contains("changed-file") && afterChange.status == 126, "\(afterChange.output)")
     }
 
     @Test("A file larger than the bound is not read: it runs, and is counted as such")

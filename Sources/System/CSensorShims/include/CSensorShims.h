@@ -96,6 +96,15 @@ int tether_kill_if_running(int pid, uint64_t device, uint64_t inode);
 /// Returns 0 or -errno.
 int tether_filesystem_id(int fd, uint32_t id[2]);
 
+/// SIGKILL to `pid` through a pidfd, after confirming on it that the process started at
+/// `start_ticks` (clock ticks after boot, /proc/PID/stat field 22): a pid reused meanwhile is
+/// never signalled. Then waits up to `wait_ms` for it to end. Returns 0 (ended), -ETIMEDOUT
+/// (signalled, still there), -ESTALE (another process has that pid), or -errno.
+int tether_kill_started(int pid, uint64_t start_ticks, int wait_ms);
+
+/// The start of `pid` in clock ticks after boot (/proc/PID/stat field 22), or 0.
+uint64_t tether_process_start_ticks(int pid);
+
 // Execution prevention before a program runs: fanotify permission events (FAN_OPEN_EXEC_PERM).
 
 /// fanotify_init for permission decisions on executions (FAN_CLASS_CONTENT), non-blocking;
@@ -122,4 +131,12 @@ int tether_exec_guard_read(int fd, int timeout_ms, tether_exec_request *requests
 
 /// Answers one request (allow or deny) and closes its descriptor. Returns 0 or -errno.
 int tether_exec_guard_answer(int fd, int32_t request_fd, int allow);
+
+/// Asks the kernel not to ask again about the file `request_fd` opens, until it is modified
+/// (an ignore mark that does not survive a modification). Returns 0 or -errno.
+int tether_exec_guard_ignore(int fd, int32_t request_fd);
+
+/// Removes every file's ignore mark (and every inode mark: a directory's watch with it, which
+/// the caller marks again). Returns 0 or -errno.
+int tether_exec_guard_forget_ignored(int fd);
 #endif
