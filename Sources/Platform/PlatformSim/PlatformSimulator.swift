@@ -77,9 +77,12 @@ package final class PlatformSimulator: @unchecked Sendable {
     package let pki: PlatformPKI
     package let requireClientCertificate: Bool
     private var server: HTTPServer?
+    private var controlServer: HTTPServer?
     private let lock = NSLock()
     private var requests: [ReceivedRequest] = []
     private var commands: [String: [JSONValue]] = [:]
+    /// Files agents sent for get-file commands, by command id.
+    private var files: [String: (bytes: [UInt8], sha256: String)] = [:]
     private var scans: [String: (verdict: String, polls: Int)] = [:]
     private var rejectScansRemaining = 0
     private var failuresRemaining: [(prefix: String, status: Int)] = []
@@ -118,6 +121,20 @@ package final class PlatformSimulator: @unchecked Sendable {
             self.server = server
             self.port = server.port
         }
+    }
+
+    /// Serves the `/sim/` paths (queue a command, the event totals) in plain HTTP on 127.0.0.1
+    /// at `port` (0: any free one), for a script that holds no client certificate (the demo).
+    /// Returns the port.
+    package func serveControl(port: Int) throws -> Int {
+        let server = try HTTPServer(host: "127.0.0.1", port: port) { [weak self] request in
+            guard request.path.hasPrefix("/sim/") else {
+                return ServerResponse(status: 404, contentType: "text/plain", body: Array("only /sim/… here\n".utf8))
+            }
+            return self?.handle(request) ?? ServerResponse(status: 503)
+        }
+        lock.withLock { controlServer = server }
+        return server.port
     }
 
     /// Stops listening and drops open connections: an outage.
@@ -164,6 +181,11 @@ package final class PlatformSimulator: @unchecked Sendable {
             command = .object(members)
         }
         lock.withLock { commands[agentId, default: []].append(command) }
+    }
+
+    /// The bytes an agent sent for the get-file command `id`, or nil.
+    package func receivedFile(_ id: String) -> [UInt8]? {
+        lock.withLock { files[id]?.bytes }
     }
 
     /// The next `count` scan uploads are answered 429 Too Many Requests.
@@ -230,6 +252,20 @@ package final class PlatformSimulator: @unchecked Sendable {
             return ServerResponse(status: 200, body: Self.encoder.encode(ReceivedList(requests: self.received)))
         case ("GET", "sim", "events"):
             return ServerResponse(status: 200, body: Self.encoder.encode(eventsByType))
+        case ("POST", "kata", "edr") where parts.count == 8 && parts[5] == "commands" && parts[7] == "file":
+            // A get-file's bytes: kept, and refused when they do not have the SHA-256 the agent names.
+            let digest = sha256Hex(request.body)
+            guard request.headers["x-tether-sha256"] == digest else {
+                return answer(WireError("the file's SHA-256 is \(digest), not \(request.headers["x-tether-sha256"] ?? "given")"), status: 422)
+            }
+            lock.withLock { files[parts[6]] = (request.body, digest) }
+            if let recordFile {
+                let folder = recordFile.deletingLastPathComponent().appendingPathComponent("files")
+                try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+                try? Data(request.body).write(to: folder.appendingPathComponent(parts[6].filter { $0.isHexDigit || $0 == "-" }))
+            }
+            log?("get-file \(parts[6]): \(request.body.count) bytes, sha256 \(digest)")
+            return answer(["received": .number(Double(request.body.count)), "sha256": .string(digest)] as JSONValue)
         case ("POST", "sim", "commands"):
             guard let json, case .object = json else { return answer(WireError("a JSON command is expected"), status: 400) }
             queueCommand(json, for: request.query["agent"] ?? "*")

@@ -11,6 +11,7 @@ struct PlatformSimCommand: ParsableCommand {
         discussion: """
             On first start it makes a test CA and a server certificate for localhost, 127.0.0.1 and ::1 in --dir (ca.pem, server.pem and their keys) and reuses them afterwards. Pin server.pem (or ca.pem) in your policies. With --client-certificate NAME it also issues NAME.p12 (password in NAME.pass) for mutual TLS. Every request it receives is appended to --dir/received.jsonl; each event batch is logged with its events counted by type, and GET /sim/events gives the totals by integration and type. The wire format is in docs/wire-format.md. Queue a response command with
               curl --cacert DIR/ca.pem -d '{"type":"execution-prevention","rules":[]}' https://127.0.0.1:PORT/sim/commands
+            (with --control-port, in plain HTTP at that port: curl -d '…' http://127.0.0.1:CONTROL/sim/commands).
             A network-isolation command is carried out for real by the agent that receives it: its machine is cut off (loopback and the platform stay reachable) until it lifts, or `tether agent isolation-off`. Stops on Ctrl-C.
             """)
 
@@ -25,6 +26,9 @@ struct PlatformSimCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Issue a client container NAME.p12 (and NAME.pass) from the platform's CA, then serve.", valueName: "name"))
     var clientCertificate: [String] = []
+
+    @Option(help: ArgumentHelp("Also serve /sim/commands and /sim/events in plain HTTP on 127.0.0.1 at this port, for scripts without a client certificate.", valueName: "port"))
+    var controlPort: Int?
 
     func run() throws {
         // Keys and client containers are the owner's alone from the moment they exist.
@@ -45,6 +49,9 @@ struct PlatformSimCommand: ParsableCommand {
             fflush(nil)
         }
         print("platform-sim listening on https://127.0.0.1:\(platform.port) (mutual TLS \(requireClientCertificate ? "required" : "off")); PKI in \(directory.path)")
+        if let controlPort {
+            print("platform-sim control on http://127.0.0.1:\(try platform.serveControl(port: controlPort))/sim/commands")
+        }
         fflush(nil)
         signal(SIGINT, SIG_DFL)
         signal(SIGTERM, SIG_DFL)

@@ -23,7 +23,7 @@ struct AgentCommand: ParsableCommand {
             GetSettings.self, SetSettings.self, Start.self, Stop.self,
             AddServerCertificate.self, RemoveServerCertificate.self, QueryServerCertificate.self,
             AddClientCertificate.self, RemoveClientCertificate.self, QueryClientCertificate.self, Snapshot.self, Export.self,
-            Sync.self, Status.self, IsolationStatusCommand.self, IsolationOff.self, SandboxCommand.self, EmitEvents.self, RunConnectors.self, Watch.self,
+            Sync.self, Status.self, IsolationStatusCommand.self, IsolationOff.self, QuarantineCommand.self, SandboxCommand.self, EmitEvents.self, RunConnectors.self, Watch.self,
             LabelsCommand.self,
         ])
 }

@@ -255,6 +255,71 @@ struct SandboxList: ParsableCommand {
     }
 }
 
+/// `tether agent quarantine`
+struct QuarantineCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "quarantine",
+        abstract: "List the files the platform put in quarantine, and put one back.",
+        discussion: """
+            quarantine-file moves a file into a store only root may read, under the state directory \
+            (\(ConnectorRuntime.quarantineFolder)/, mode 0400: never executable), keeping where it was, its owner, \
+            mode and SHA-256. restore puts it back with them, never over a file that is there now.
+            """,
+        subcommands: [QuarantineList.self, QuarantineRestore.self])
+}
+
+struct QuarantineList: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List quarantined files: id, when, size, SHA-256 and where each was.")
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let files = try agentCall { try connectorRuntime(device).quarantinedFiles() }
+        if output.isJSON {
+            Console.out(JSONReport.serialize(files.map { file in
+                QuarantineEntry(id: file.id, originalPath: file.originalPath, size: file.size, sha256: file.sha256,
+                                owner: file.owner, group: file.group, mode: String(file.mode, radix: 8), quarantinedAt: Timestamp.string(file.at),
+                                commandId: file.commandId, restoredAt: file.restoredAt.map(Timestamp.string))
+            }))
+            return
+        }
+        if files.isEmpty { Console.out("Nothing is in quarantine.") }
+        for file in files {
+            let state = file.restoredAt.map { "restored \(ReportFormatting.timestamp($0))" } ?? "held"
+            Console.out("\(file.id)  \(ReportFormatting.timestamp(file.at))  \(state)  \(file.size) bytes  sha256 \(file.sha256)\n"
+                        + "    \(TerminalText.escaped(file.originalPath))  (owner \(file.owner):\(file.group), mode \(String(file.mode, radix: 8)))")
+        }
+    }
+}
+
+/// One line of `tether agent quarantine list -o json`.
+struct QuarantineEntry: Encodable {
+    let id: String
+    let originalPath: String
+    let size: Int
+    let sha256: String
+    let owner: UInt32
+    let group: UInt32
+    /// Octal, as chmod takes it.
+    let mode: String
+    let quarantinedAt: String
+    let commandId: String?
+    let restoredAt: String?
+}
+
+struct QuarantineRestore: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "restore",
+        abstract: "Put a quarantined file back where it was, with its owner and mode (refused if a file is there now).")
+    @Argument(help: ArgumentHelp("The id `tether agent quarantine list` shows.", valueName: "id")) var id: String
+    @OptionGroup var device: DeviceOptions
+
+    func run() throws {
+        let (result, detail) = try connectorRuntime(device).restoreFile(quarantineId: id)
+        guard result == "applied" else { throw CommandError("error: \(detail)") }
+        Console.out(detail.prefix(1).uppercased() + detail.dropFirst() + ".")
+    }
+}
+
 /// `tether agent emit-events`
 struct EmitEvents: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "emit-events",

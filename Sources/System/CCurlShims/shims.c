@@ -95,6 +95,12 @@ CURLcode tether_curl_setopt_blob(CURL *handle, CURLoption option, const void *da
 CURLcode tether_curl_setopt_write_function(CURL *handle, tether_curl_write_callback callback) {
     return curl.easy_setopt(handle, CURLOPT_WRITEFUNCTION, callback);
 }
+CURLcode tether_curl_setopt_read_function(CURL *handle, tether_curl_read_callback callback) {
+    return curl.easy_setopt(handle, CURLOPT_READFUNCTION, callback);
+}
+CURLcode tether_curl_setopt_off_t(CURL *handle, CURLoption option, curl_off_t value) {
+    return curl.easy_setopt(handle, option, value);
+}
 CURLcode tether_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl.easy_getinfo(handle, info, value);
 }

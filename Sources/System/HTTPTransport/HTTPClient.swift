@@ -68,6 +68,18 @@ package struct TransportConfiguration: Sendable {
     }
 }
 
+/// Where an upload's bytes come from, and how far it got.
+private final class UploadSource {
+    let fd: Int32
+    let size: Int
+    var offset = 0
+
+    init(fd: Int32, size: Int) {
+        self.fd = fd
+        self.size = size
+    }
+}
+
 /// An HTTP response; 4xx and 5xx are responses, not errors.
 package struct HTTPResponse: Sendable {
     package let status: Int
@@ -237,7 +249,11 @@ package final class HTTPClient {
         defer { tether_curl_slist_free_all(list) }
         try check(tether_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
 
-        let code = tether_curl_easy_perform(handle)
+        return try response(to: url, sink: sink, code: tether_curl_easy_perform(handle))
+    }
+
+    /// The answer a transfer got, or why it failed.
+    private func response(to url: String, sink: ResponseSink, code: CURLcode) throws -> HTTPResponse {
         if sink.exceeded {
             throw TransportError.responseTooLarge("the answer from \(url) is longer than \(configuration.maximumBodyBytes) bytes; it was cut off there")
         }
@@ -245,6 +261,47 @@ package final class HTTPClient {
         var status = 0
         tether_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
         return HTTPResponse(status: status, body: sink.body)
+    }
+
+    /// POSTs `size` bytes of the open file `fd` from its start, read as they are sent (never
+    /// held whole); a file that ends early or grows fails the transfer.
+    package func upload(url: String, headers: [String], fileDescriptor fd: Int32, size: Int) throws -> HTTPResponse {
+        let sink = ResponseSink(limit: configuration.maximumBodyBytes)
+        let context = Unmanaged.passRetained(sink)
+        defer { context.release() }
+        let source = UploadSource(fd: fd, size: size)
+        let sourceContext = Unmanaged.passRetained(source)
+        defer { sourceContext.release() }
+        errorBuffer[0] = 0
+        try check(tether_curl_setopt_string(handle, CURLOPT_URL, url))
+        try check(tether_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context.toOpaque()))
+        try check(tether_curl_setopt_long(handle, CURLOPT_UPLOAD, 1))
+        try check(tether_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, "POST"))
+        try check(tether_curl_setopt_off_t(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(size)))
+        try check(tether_curl_setopt_pointer(handle, CURLOPT_READDATA, sourceContext.toOpaque()))
+        try check(tether_curl_setopt_read_function(handle, { buffer, size, count, context in
+            guard let buffer, let context else { return Int(CURL_READFUNC_ABORT) }
+            let source = Unmanaged<UploadSource>.fromOpaque(context).takeUnretainedValue()
+            let wanted = min(size * count, source.size - source.offset)
+            guard wanted > 0 else { return 0 }
+            var read = 0
+            repeat {
+                read = pread(source.fd, buffer, wanted, off_t(source.offset))
+            } while read < 0 && errno == EINTR
+            // Shorter than promised: the file shrank while it was sent.
+            guard read > 0 else { return Int(CURL_READFUNC_ABORT) }
+            source.offset += read
+            return read
+        }))
+        var list: UnsafeMutablePointer<curl_slist>?
+        // No "Expect: 100-continue" round trip before the body.
+        for header in headers + ["Content-Type: application/octet-stream", "Expect:"] { list = tether_curl_slist_append(list, header) }
+        defer { tether_curl_slist_free_all(list) }
+        try check(tether_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
+        let code = tether_curl_easy_perform(handle)
+        // The handle sends bodies from memory again afterwards.
+        _ = tether_curl_setopt_long(handle, CURLOPT_UPLOAD, 0)
+        return try response(to: url, sink: sink, code: code)
     }
 
     /// Names a libcurl failure by what happened; reads the error buffer and the transfer's

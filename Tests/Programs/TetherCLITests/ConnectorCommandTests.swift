@@ -157,6 +157,27 @@ struct ConnectorCommandTests {
         print("killedSender: \(emitted) events, \(platform.duplicateBatches) resent batches dropped by the platform")
     }
 
+    @Test("A file the platform quarantined is listed by tether agent quarantine list and put back by restore")
+    func quarantine() throws {
+        let (platform, env) = try platformAndDevice()
+        #expect(env.run("apply").code == 0)
+        let folder = try TemporaryDirectory("tether-quarantine-cli")
+        let suspect = try folder.write("suspect\u{1b}[31m.bin", "not for you\n")
+        platform.queueCommand(["id": "q-cli", "type": "quarantine-file", "path": .string(suspect)])
+        #expect(env.agentCommand("sync", "edr").code == 0)
+        #expect(!FileManager.default.fileExists(atPath: suspect))
+        let list = env.agentCommand("quarantine", "list")
+        #expect(list.stdout.contains("held") && list.stdout.contains("suspect\\x1b[31m.bin"), "escape bytes in a name are shown escaped: \(list.stdout)")
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(env.agentCommand("quarantine", "list", "-o", "json").stdout.utf8)) as? [[String: Any]])
+        let id = try #require(entries.first?["id"] as? String)
+        #expect(entries.first?["originalPath"] as? String == suspect && entries.first?["commandId"] as? String == "q-cli")
+        #expect(env.agentCommand("quarantine", "restore", "not-an-id").code == 1)
+        let restored = env.agentCommand("quarantine", "restore", id)
+        #expect(restored.code == 0 && restored.stdout.hasPrefix("Restored "), "\(restored.stdout)\(restored.stderr)")
+        #expect(try String(contentsOfFile: suspect, encoding: .utf8) == "not for you\n")
+        #expect(env.agentCommand("quarantine", "list").stdout.contains("restored"))
+    }
+
     @Test("Execution prevention through tether run: a listed copy is denied before it runs; after kill -9 of tether it runs again")
     func preventionBeforeRun() throws {
         let (platform, env) = try platformAndDevice()

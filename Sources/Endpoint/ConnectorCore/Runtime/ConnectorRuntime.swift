@@ -254,7 +254,8 @@ package final class ConnectorRuntime: @unchecked Sendable {
         let response = try post(client, url: "\(base)/sync", body, server: server)
         try storeCall { try markReported(results.map(\.id)) }
         let received = try document(SyncResponse.self, in: response, from: server, what: "the platform's answer to the sync is not a sync response").commands
-        for command in received { try handle(command) }
+        let channel = UploadChannel(client: client, base: base, server: server)
+        for command in received { try handle(command, channel: channel) }
         try storeCall { try store.recordSuccess(.edr, server: server.description, at: clock()) }
 
         var summary = "synced with \(server)"

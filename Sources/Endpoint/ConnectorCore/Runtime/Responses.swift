@@ -58,7 +58,7 @@ extension ConnectorRuntime {
 
     /// Carries out one response command and keeps its result for the next sync. A command
     /// whose fields do not have the documented types is rejected, and reported as such.
-    func handle(_ received: JSONValue) throws {
+    func handle(_ received: JSONValue, channel: UploadChannel? = nil) throws {
         // Without an id a command cannot be de-duplicated or answered: it is not carried out.
         guard let id = received["id"]?.string, !id.isEmpty else { return }
         let type = received["type"]?.string ?? ""
@@ -71,6 +71,11 @@ extension ConnectorRuntime {
             case "network-isolation-off": result = liftIsolation(by: "command \(id)")
             case "execution-prevention": result = replacePrevention(command, id: id)
             case "run-process": result = runProcess(command)
+            case "terminate-process": result = terminateProcess(command)
+            case "get-file": result = getFile(command, id: id, channel: channel)
+            case "delete-file": result = deleteFile(command)
+            case "quarantine-file": result = quarantineFile(command, id: id)
+            case "restore-file": result = restoreFile(quarantineId: command.quarantineId)
             default: result = ("rejected", "unknown command type '\(type)'")
             }
         } else {

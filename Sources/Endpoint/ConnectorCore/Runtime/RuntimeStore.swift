@@ -131,6 +131,11 @@ final class RuntimeStore {
             ALTER TABLE isolation ADD COLUMN reasserted_at REAL;
             ALTER TABLE isolation ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
             """),
+        Migration(5, "files the platform put in quarantine: where each was, its owner, mode and SHA-256", sql: """
+            CREATE TABLE quarantine (id TEXT PRIMARY KEY, original_path TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+                owner INTEGER NOT NULL, grp INTEGER NOT NULL, mode INTEGER NOT NULL, at REAL NOT NULL, command_id TEXT,
+                state TEXT NOT NULL, restored_at REAL);
+            """),
     ])
 
     init(directory: URL, queueLimit: Int) throws {

@@ -31,6 +31,10 @@ CURLcode tether_curl_setopt_slist(CURL *handle, CURLoption option, struct curl_s
 CURLcode tether_curl_setopt_blob(CURL *handle, CURLoption option, const void *data, size_t length);
 typedef size_t (*tether_curl_write_callback)(char *data, size_t size, size_t count, void *context);
 CURLcode tether_curl_setopt_write_function(CURL *handle, tether_curl_write_callback callback);
+/// The request body's source, read as it is sent (CURLOPT_READFUNCTION; its context is CURLOPT_READDATA).
+typedef size_t (*tether_curl_read_callback)(char *buffer, size_t size, size_t count, void *context);
+CURLcode tether_curl_setopt_read_function(CURL *handle, tether_curl_read_callback callback);
+CURLcode tether_curl_setopt_off_t(CURL *handle, CURLoption option, curl_off_t value);
 CURLcode tether_curl_getinfo_long(CURL *handle, CURLINFO info, long *value);
 CURLcode tether_curl_getinfo_off_t(CURL *handle, CURLINFO info, curl_off_t *value);
 #endif
