@@ -77,6 +77,12 @@ struct Status: ParsableCommand {
         for status in statuses { Console.out(HealthFormatting.line(status)) }
         Console.out("Network isolation: " + HealthFormatting.isolation(isolation))
         Console.out(HealthFormatting.sensors(sensors, counts: counts))
+        let rules = try agentCall { try runtime.preventionRules() }.count
+        let decided = Dictionary(uniqueKeysWithValues: try agentCall { try runtime.preventionCounts() }.map { ($0.decision, $0.count) })
+        if rules > 0 || decided.values.contains(where: { $0 > 0 }) {
+            Console.out("Execution prevention: \(rules) rule\(rules == 1 ? "" : "s"); before programs ran: \(decided["denied"] ?? 0) denied, "
+                        + "\(decided["allowed"] ?? 0) allowed (\(decided["allowed-unread"] ?? 0) not read in time, \(decided["allowed-too-large"] ?? 0) too large to read)")
+        }
     }
 }
 

@@ -227,9 +227,10 @@ extension ConnectorRuntime {
             guard let port = PortRange(from: endpoint.port, to: endpoint.port) else { throw .invalid("\(reason): \(endpoint.port) is not a port") }
             let before = known.filter { $0.host == endpoint.address && $0.remotePorts == [port] }.compactMap(\.remote)
             for address in before.isEmpty ? try IPPrefix.resolve(endpoint.address) : before {
-                let allowed = try AllowedTraffic(direction: .outbound, ipProtocol: 6, remote: address, remotePorts: [port],
-                                                 reason: "\(reason) \(endpoint.address)", host: endpoint.address)
-                if !traffic.contains(allowed) { traffic.append(allowed) }
+                // One rule per address and port, however many connectors use it.
+                guard !traffic.contains(where: { $0.remote == address && $0.remotePorts == [port] }) else { continue }
+                traffic.append(try AllowedTraffic(direction: .outbound, ipProtocol: 6, remote: address, remotePorts: [port],
+                                                  reason: "\(reason) \(endpoint.address)", host: endpoint.address))
             }
         }
         return traffic
