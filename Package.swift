@@ -108,7 +108,7 @@ let package = Package(
         ]),
 
         // ── Reporting: text, JSON, Markdown, HTML, SARIF, JUnit; the fleet view ──
-        module("Reports", in: "Reporting", ["Primitives", "ConnectorCore", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
+        module("Reports", in: "Reporting", ["Primitives", "ConnectorCore", "Firewall", "IntegrationModel", "Planner", "Policy", "PolicySource", "Reconciler"]),
 
         // ── Programs: the command line and the small programs beside it ──
         module("TetherCLI", in: "Programs", [

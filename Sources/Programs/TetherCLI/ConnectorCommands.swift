@@ -68,14 +68,13 @@ struct Status: ParsableCommand {
         if output.isJSON {
             Console.out(JSONReport.serialize(AgentStatusDocument(
                 connectors: statuses.map(JSONReport.health),
-                isolation: .init(active: isolation.active, enforced: isolation.checked ? isolation.enforced : nil, until: isolation.until.map(Timestamp.string),
-                                 problem: isolation.problem, allowed: isolation.allowed.map(\.summary), reasserted: isolation.reasserted),
+                isolation: JSONReport.isolation(isolation),
                 sensors: sensors.map(JSONReport.sensor),
                 telemetry: counts.mapValues { $0.byType.mapValues { Dictionary(uniqueKeysWithValues: $0.map { ($0.key.rawValue, $0.value) }) } })))
             return
         }
         for status in statuses { Console.out(HealthFormatting.line(status)) }
-        Console.out("Network isolation: " + HealthFormatting.isolation(isolation))
+        Console.out("Network isolation: " + ReportFormatting.isolation(isolation))
         Console.out(HealthFormatting.sensors(sensors, counts: counts))
         let rules = try agentCall { try runtime.preventionRules() }.count
         let decided = Dictionary(uniqueKeysWithValues: try agentCall { try runtime.preventionCounts() }.map { ($0.decision, $0.count) })
@@ -88,36 +87,8 @@ struct Status: ParsableCommand {
 
 /// `tether agent status --json`.
 struct AgentStatusDocument: Encodable {
-    struct Isolation: Encodable {
-        /// Ordered and not lifted.
-        let active: Bool
-        /// Tether's nftables table is in the kernel as written: the endpoint is cut off. Null when
-        /// the kernel's table cannot be read here (not root, another network namespace).
-        let enforced: Bool?
-        let until: String?
-        /// Why an active isolation is not enforced.
-        let problem: String?
-        /// What still flows, for people.
-        let allowed: [String]
-        /// Times the table was found removed or changed and put back.
-        let reasserted: Int
-
-        private enum CodingKeys: String, CodingKey { case active, enforced, until, problem, allowed, reasserted }
-
-        /// A lasting isolation has `until` null; `problem` is null when there is none.
-        func encode(to encoder: Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(active, forKey: .active)
-            try container.encode(enforced, forKey: .enforced)
-            try container.encode(until, forKey: .until)
-            try container.encode(problem, forKey: .problem)
-            try container.encode(allowed, forKey: .allowed)
-            try container.encode(reasserted, forKey: .reasserted)
-        }
-    }
-
     let connectors: [ReportDocument.Health]
-    let isolation: Isolation
+    let isolation: ReportDocument.Isolation
     let sensors: [ReportDocument.Sensor]
     /// `sensors` (seen, buffer-dropped), `edr` and `ndr` (queued, suppressed, dropped, throttled,
     /// sent) → event type → outcome → count.
@@ -151,24 +122,6 @@ enum HealthFormatting {
             lines.append("  " + type.padded(to: 19) + parts.joined(separator: "; "))
         }
         return lines.joined(separator: "\n")
-    }
-
-    /// The isolation as the kernel holds it: `off`, `ACTIVE, enforced …` or `ORDERED BUT NOT ENFORCED: why`.
-    static func isolation(_ isolation: IsolationStatus) -> String {
-        guard isolation.active else { return "off" }
-        let until = isolation.until.map { " until \(ReportFormatting.timestamp($0))" } ?? " until lifted"
-        guard isolation.checked else {
-            return "ORDERED\(until); whether the kernel enforces it cannot be read here: \(isolation.problem ?? "")"
-        }
-        guard isolation.enforced else {
-            return "ORDERED BUT NOT ENFORCED (the endpoint is not cut off): \(isolation.problem ?? "Tether's nftables table is missing")"
-        }
-        var text = "ACTIVE\(until), enforced by the nftables table \(Firewall.table) (\(isolation.allowed.count) allowed flow\(isolation.allowed.count == 1 ? "" : "s"))"
-        if isolation.reasserted > 0 {
-            text += "; put back \(isolation.reasserted) time\(isolation.reasserted == 1 ? "" : "s") after it was removed or changed"
-                + (isolation.reassertedAt.map { ", last at \(ReportFormatting.timestamp($0))" } ?? "")
-        }
-        return text
     }
 
     static func line(_ status: ConnectorStatus) -> String {
@@ -206,7 +159,7 @@ struct IsolationStatusCommand: ParsableCommand {
         Console.out("Network isolation is ordered since \(isolation.since.map(ReportFormatting.timestamp) ?? "?")"
                     + (isolation.until.map { ", lifts by itself at \(ReportFormatting.timestamp($0))" } ?? ", until lifted")
                     + " (command \(isolation.commandId ?? "?")).")
-        Console.out(HealthFormatting.isolation(isolation))
+        Console.out(ReportFormatting.isolation(isolation))
         for allowed in isolation.allowed { Console.out("  allowed: \(allowed.summary)") }
         if !isolation.enforced { throw ExitCode(1) }  // not cut off, or not known to be
     }

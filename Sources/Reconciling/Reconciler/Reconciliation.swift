@@ -191,6 +191,8 @@ package struct Reconciliation {
                 report.health = (try? runtime.status()) ?? []
                 report.sensors = (try? runtime.sensorReports()) ?? []
             }
+            // Outside the read: it reads the kernel's table while isolated.
+            if let isolation = try? runtime.isolationStatus(), isolation.active || isolation.liftedBy != nil { report.isolation = isolation }
         }
         let entry = HistoryEntry(kind: .drift, revision: report.revision, result: report.inSync ? .inSync : .drift,
                                  findings: plan.findings.filter { $0.kind.isProblem }.count,

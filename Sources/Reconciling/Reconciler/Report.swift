@@ -38,6 +38,9 @@ package struct Report: Sendable {
     package var health: [ConnectorStatus] = []
     /// The embedded agent's sensors, as the controller last ran them (drift reports on a device).
     package var sensors: [SensorReport] = []
+    /// The platform's network isolation, as ordered and as the kernel holds it (drift reports
+    /// on a device that was ever isolated).
+    package var isolation: IsolationStatus?
     /// Which device (kind) an offline plan stands for: the snapshot's file name, so that the
     /// plans of several snapshots taken on one machine stay apart (SARIF categories).
     package var device: String?

@@ -26,7 +26,15 @@ package enum JSONReport {
             lastApplied: report.lastAppliedRevision.map { .init(revision: $0, at: report.lastAppliedAt.map(Timestamp.string)) },
             applied: report.kind == .apply ? report.applied : nil,
             health: report.health.isEmpty ? nil : report.health.map(health),
-            sensors: report.sensors.isEmpty ? nil : report.sensors.map(sensor))
+            sensors: report.sensors.isEmpty ? nil : report.sensors.map(sensor),
+            isolation: report.isolation.map(isolation))
+    }
+
+    /// The isolation, as `tether agent status --json` prints it too.
+    package static func isolation(_ status: IsolationStatus) -> ReportDocument.Isolation {
+        ReportDocument.Isolation(active: status.active, enforced: status.checked ? status.enforced : nil, until: status.until.map(Timestamp.string),
+                                 problem: status.problem, allowed: status.allowed.map(\.summary), reasserted: status.reasserted,
+                                 reassertedAt: status.reassertedAt.map(Timestamp.string))
     }
 
     /// One sensor, as `tether agent status --json` prints it too.

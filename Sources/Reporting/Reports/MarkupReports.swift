@@ -61,6 +61,7 @@ package enum MarkdownReport {
                 lines.append("| \(sensor.status.sensor.rawValue) | \(sensor.isRunning ? "running" : "stopped") | \(cell(sensor.status.source)) | \(cell(sensor.status.note ?? "")) |")
             }
         }
+        if let isolation = report.isolation { lines += ["", "**Network isolation:** \(cell(ReportFormatting.isolation(isolation)))"] }
         for note in report.notes {
             lines.append("")
             lines.append("> \(note)")
@@ -138,6 +139,9 @@ package enum HTMLReport {
                 body += "<td>\(escape(sensor.status.source))</td><td>\(escape(sensor.status.note ?? ""))</td></tr>"
             }
             body += "</tbody></table></section>\n"
+        }
+        if let isolation = report.isolation {
+            body += "<section><h2>Network isolation</h2><p>\(escape(ReportFormatting.isolation(isolation)))</p></section>\n"
         }
         for note in report.notes { body += "<p class=\"note\">\(escape(note))</p>\n" }
         return page(title: "Tether \(report.kind.rawValue) — \(report.host)", body: body)

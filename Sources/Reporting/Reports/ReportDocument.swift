@@ -184,6 +184,37 @@ package struct ReportDocument: Encodable, Sendable {
         }
     }
 
+    /// The platform's network isolation, as ordered and as the kernel holds it.
+    package struct Isolation: Encodable, Sendable {
+        /// Ordered and not lifted.
+        package let active: Bool
+        /// Tether's nftables table is in the kernel as written: the endpoint is cut off. Null when
+        /// the kernel's table cannot be read (not root, another network namespace).
+        package let enforced: Bool?
+        /// When it lifts by itself; null for a lasting one.
+        package let until: String?
+        /// Why an active isolation is not enforced.
+        package let problem: String?
+        /// What still flows, for people.
+        package let allowed: [String]
+        /// Times the table was found removed or changed and put back, and when last.
+        package let reasserted: Int
+        package let reassertedAt: String?
+
+        private enum CodingKeys: String, CodingKey { case active, enforced, until, problem, allowed, reasserted, reassertedAt }
+
+        package func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(active, forKey: .active)
+            try container.encode(enforced, forKey: .enforced)
+            try container.encode(until, forKey: .until)
+            try container.encode(problem, forKey: .problem)
+            try container.encode(allowed, forKey: .allowed)
+            try container.encode(reasserted, forKey: .reasserted)
+            try container.encode(reassertedAt, forKey: .reassertedAt)
+        }
+    }
+
     package let formatVersion: Int
     /// `plan`, `apply` or `drift`.
     package let kind: String
@@ -207,4 +238,6 @@ package struct ReportDocument: Encodable, Sendable {
     package let health: [Health]?
     /// Drift reports on a device where the sensors ever ran: which run and from what source.
     package let sensors: [Sensor]?
+    /// Drift reports on a device that was ever isolated.
+    package let isolation: Isolation?
 }

@@ -1,3 +1,5 @@
+import ConnectorCore
+import Firewall
 import FoundationEssentials
 import IntegrationModel
 import Planner
@@ -87,6 +89,7 @@ package struct TextReport {
                 lines.append("  \(name)\(sensor.isRunning ? green("running") : "stopped") — \(sensor.status.source)")
                 if let note = sensor.status.note { lines.append(dim("      \(note)")) }
             }
+            if let isolation = report.isolation { lines.append("  \("network isolation".padded(to: 22))\(ReportFormatting.isolation(isolation))") }
         }
         for note in report.notes {
             lines.append("")
@@ -159,6 +162,25 @@ package struct TextReport {
 package enum ReportFormatting {
     /// ISO 8601 in UTC, to the second.
     package static func timestamp(_ date: Date) -> String { Timestamp.string(date) }
+
+    /// The isolation as the kernel holds it: `off`, `ACTIVE, enforced …` or `ORDERED BUT NOT ENFORCED: why`.
+    package static func isolation(_ isolation: IsolationStatus) -> String {
+        guard isolation.active else { return "off" }
+        let until = isolation.until.map { " until \(ReportFormatting.timestamp($0))" } ?? " until lifted"
+        guard isolation.checked else {
+            return "ORDERED\(until); whether the kernel enforces it cannot be read here: \(isolation.problem ?? "")"
+        }
+        guard isolation.enforced else {
+            return "ORDERED BUT NOT ENFORCED (the endpoint is not cut off): \(isolation.problem ?? "Tether's nftables table is missing")"
+        }
+        var text = "ACTIVE\(until), enforced by the nftables table \(Firewall.table) (\(isolation.allowed.count) allowed flow\(isolation.allowed.count == 1 ? "" : "s"))"
+        if isolation.reasserted > 0 {
+            text += "; put back \(isolation.reasserted) time\(isolation.reasserted == 1 ? "" : "s") after it was removed or changed"
+                + (isolation.reassertedAt.map { ", last at \(ReportFormatting.timestamp($0))" } ?? "")
+        }
+        return text
+    }
+
 
     /// "1 drift, 2 pending" — counts by kind, in a fixed order.
     package static func breakdown(_ report: Report) -> String {

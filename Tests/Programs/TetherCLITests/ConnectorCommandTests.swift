@@ -266,6 +266,18 @@ struct ConnectorCommandTests {
         #expect(status.output.contains("enforced by the nftables table tether_isolation (2 allowed flows)"), "\(status.output)")
         #expect(status.output.contains("allowed: outbound tcp to \(TestNetwork.outsideAddress) remote port \(platform.port) (platform EDR \(name))"), "\(status.output)")
         #expect(status.output.contains("allowed: both with 10.0.0.1 (exclusion 1)"), "\(status.output)")
+        // The drift report says it too, and follows policies/report.schema.json.
+        let quoted = ([tetherExecutable, "drift", "--format", "json"] + env.flags).map { "'\($0)'" }.joined(separator: " ")
+        let drift = try runProgram("ip", ["netns", "exec", network.inside, "/bin/sh", "-c", quoted + " 2>/dev/null"])
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(drift.output.utf8)) as? [String: Any], "\(drift.output)")
+        let reported = report["isolation"] as? [String: Any]
+        #expect(reported?["active"] as? Bool == true && reported?["enforced"] as? Bool == true, "\(String(describing: reported))")
+        let reportFile = try env.state.write("isolated-drift.json", drift.output)
+        let valid = try runProgram("python3", ["-c", """
+            import json, sys, jsonschema
+            jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1])))
+            """, repositoryRoot.appendingPathComponent("policies/report.schema.json").path, reportFile])
+        #expect(valid.status == 0, "\(valid.output)")
         // DNS is out of reach while isolated: the name no longer resolves, and the connector still syncs.
         try network.setInsideHosts("# nothing\n")
         let isolatedSync = try inside("sync", "edr")
