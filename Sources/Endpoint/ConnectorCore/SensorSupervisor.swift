@@ -43,16 +43,30 @@ package final class SensorSupervisor: @unchecked Sendable {
     private var lastFlowing: [Integration] = []
     /// The settings at the last check (the hourly limits).
     private var lastState: AgentState?
-    /// The package manager's programs: never blocked, so a blocked endpoint can still be mended.
-    static let packageManager = ["/usr/bin/dpkg", "/usr/bin/dpkg-deb", "/usr/bin/dpkg-split", "/usr/bin/apt", "/usr/bin/apt-get",
-                                 "/usr/lib/apt/apt-helper", "/usr/bin/rpm", "/usr/bin/dnf", "/usr/bin/yum"]
+    /// Programs never blocked, whatever the platform lists, so that a machine with a hostile or
+    /// mistaken list still boots, logs in and can be mended: the dynamic loaders (the kernel
+    /// asks about a program's loader too), the shells and `env` (asked about for every `#!`
+    /// script), systemd's executor (every service), sshd, sudo, login and getty, and the package
+    /// manager. Init and Tether's own programs are added to them.
+    static let neverBlocked = [
+        "/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1", "/lib/ld-linux-armhf.so.3",
+        "/bin/sh", "/bin/bash", "/bin/dash", "/usr/bin/env",
+        "/usr/lib/systemd/systemd-executor", "/lib/systemd/systemd-executor",
+        "/usr/sbin/sshd", "/usr/bin/sudo", "/bin/login", "/usr/bin/login", "/sbin/agetty",
+        "/usr/bin/dpkg", "/usr/bin/dpkg-deb", "/usr/bin/dpkg-split", "/usr/bin/apt", "/usr/bin/apt-get",
+        "/usr/lib/apt/apt-helper", "/usr/bin/gpgv", "/usr/bin/rpm", "/usr/bin/dnf", "/usr/bin/yum",
+    ]
 
     /// The guard list, kept here and nowhere else: the hashes of init, of Tether's own programs
-    /// (tether, tether-fetch) and of the package manager's (`packageManager`, and apt's
-    /// transport methods). A prevention rule matching one is never enforced. Read (some 80 MB)
-    /// only once a prevention list exists, on the supervisor's thread.
-    private lazy var protected: Set<String> = {
-        var paths = ["/proc/1/exe", "/proc/self/exe"] + Self.packageManager
+    /// (tether, tether-fetch), of `neverBlocked` and of apt's transport methods. A prevention
+    /// rule matching one is never enforced. Read again whenever the platform's list changes (an
+    /// upgrade may have replaced a program), on the supervisor's thread, and only while a list exists.
+    private var protected: Set<String> = []
+    private var protectedFor: [PreventionRule]?
+
+    private func protectedHashes(for listed: [PreventionRule]) -> Set<String> {
+        if protectedFor == listed { return protected }
+        var paths = ["/proc/1/exe", "/proc/self/exe"] + Self.neverBlocked
         if let own = ProcessInfo.processInfo.arguments.first.map({ URL(fileURLWithPath: $0).resolvingSymlinksInPath() }) {
             paths.append(own.deletingLastPathComponent().appendingPathComponent("tether-fetch").path)
         }
@@ -65,8 +79,10 @@ package final class SensorSupervisor: @unchecked Sendable {
             defer { close(fd) }
             if let digests = fileDigests(fileDescriptor: fd) { hashes.formUnion([digests.sha256, digests.md5]) }
         }
+        protected = hashes
+        protectedFor = listed
         return hashes
-    }()
+    }
     /// Events let into each integration's queue this clock hour, by type.
     private var admitted: [Integration: (hour: Int, counts: [String: Int])] = [:]
     private let log: @Sendable (String) -> Void
@@ -186,9 +202,10 @@ package final class SensorSupervisor: @unchecked Sendable {
         lastState = state
         let listed = (try? runtime.preventionRules()) ?? []
         // A rule that would kill init or Tether's own programs is never enforced (said once).
-        let rules = listed.filter { !protected.contains($0.hash) }
+        let never = listed.isEmpty ? [] : protectedHashes(for: listed)
+        let rules = listed.filter { !never.contains($0.hash) }
         if rules.count != listed.count {
-            report("execution prevention: \(listed.count - rules.count) rule(s) match init, Tether's own programs or the package manager's and are not enforced")
+            report("execution prevention: \(listed.count - rules.count) rule(s) match init, Tether's own programs or another program never blocked (a loader, a shell, the package manager…) and are not enforced")
         }
         if prevention.replace(sha256: Set(rules.filter { $0.algorithm == "sha256" }.map(\.hash)),
                               md5: Set(rules.filter { $0.algorithm == "md5" }.map(\.hash))) {
@@ -278,7 +295,7 @@ package final class SensorSupervisor: @unchecked Sendable {
                     try runtime.store.bump(scope: "sensors", "kernel-reported:\(kind.rawValue)", by: counts.reported)
                     try runtime.store.bump(scope: "sensors", "kernel-overflows:\(kind.rawValue)", by: counts.overflows)
                 }
-                for (decision, count) in decided.byDecision where count > 0 {
+                for (decision, count) in decided.byName where count > 0 {
                     try runtime.store.bump(scope: "sensors", "prevention:\(decision)", by: count)
                 }
             }

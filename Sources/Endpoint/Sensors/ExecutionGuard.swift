@@ -42,37 +42,44 @@ package final class ExecutionGuard: @unchecked Sendable {
     package struct Counts: Sendable, Equatable {
         package var allowed = 0
         package var denied = 0
-        /// Allowed because the hash was not known within the deadline.
+        /// Allowed because the hash was not known within the deadline (or every read was busy).
         package var allowedUnread = 0
         /// Allowed because the file is larger than `largestHashedFile`.
         package var allowedTooLarge = 0
+        /// Allowed unread, then killed when the read that went on found the file listed.
+        package var killedAfterLateRead = 0
         /// Answers that needed no read of the file.
         package var cached = 0
         /// Files allowed that the kernel will not ask about again until they change.
         package var ignored = 0
+        /// Reads of the group that failed (the kernel could not open a file for Tether: it
+        /// denied that execution, and the guard went on).
+        package var readErrors = 0
 
-        package init(allowed: Int = 0, denied: Int = 0, allowedUnread: Int = 0, allowedTooLarge: Int = 0, cached: Int = 0, ignored: Int = 0) {
-            self.allowed = allowed
-            self.denied = denied
-            self.allowedUnread = allowedUnread
-            self.allowedTooLarge = allowedTooLarge
-            self.cached = cached
-            self.ignored = ignored
-        }
+        package init() {}
 
-        /// Each count by its name in counters and metrics (`denied`, `allowed-unread`…).
-        package var byDecision: [(String, Int)] {
+        /// Each count by its name in counters and metrics.
+        package var byName: [(String, Int)] {
             [("allowed", allowed), ("denied", denied), ("allowed-unread", allowedUnread), ("allowed-too-large", allowedTooLarge),
-             ("cached", cached), ("ignored", ignored)]
+             ("killed-after-late-read", killedAfterLateRead), ("cached", cached), ("ignored", ignored), ("read-errors", readErrors)]
         }
 
-        /// The decisions by name, as `byDecision` names them.
-        package static let decisionNames = ["allowed", "denied", "allowed-unread", "allowed-too-large", "cached", "ignored"]
+        /// The names of the decisions (each execution once), then of the other counts.
+        package static let decisionNames = ["allowed", "denied", "allowed-unread", "allowed-too-large", "killed-after-late-read"]
+        package static let otherNames = ["cached", "ignored", "read-errors"]
 
         /// The difference since `earlier`.
         package func since(_ earlier: Counts) -> Counts {
-            Counts(allowed: allowed - earlier.allowed, denied: denied - earlier.denied, allowedUnread: allowedUnread - earlier.allowedUnread,
-                   allowedTooLarge: allowedTooLarge - earlier.allowedTooLarge, cached: cached - earlier.cached, ignored: ignored - earlier.ignored)
+            var difference = Counts()
+            difference.allowed = allowed - earlier.allowed
+            difference.denied = denied - earlier.denied
+            difference.allowedUnread = allowedUnread - earlier.allowedUnread
+            difference.allowedTooLarge = allowedTooLarge - earlier.allowedTooLarge
+            difference.killedAfterLateRead = killedAfterLateRead - earlier.killedAfterLateRead
+            difference.cached = cached - earlier.cached
+            difference.ignored = ignored - earlier.ignored
+            difference.readErrors = readErrors - earlier.readErrors
+            return difference
         }
     }
 
@@ -82,9 +89,14 @@ package final class ExecutionGuard: @unchecked Sendable {
     }
 
     /// How it runs: `fanotify permission events on 3 file systems (before programs run)`.
-    package let source: String
-    /// File systems that could not be marked, and why (they are not guarded).
-    package let unmarked: [String]
+    package var source: String {
+        if let directory { return "fanotify permission events in \(directory) (before programs run)" }
+        let count = state.lock.withLock { state.markedDevices.count }
+        return "fanotify permission events on \(count) file system\(count == 1 ? "" : "s") (before programs run)"
+    }
+
+    /// File systems not guarded, and why (network and FUSE file systems, marks refused).
+    package var unmarked: [String] { state.lock.withLock { state.unmarked } }
 
     private let fd: Int32
     /// The directory of a `.directory` scope: its watch goes with the ignore marks and is put back.
@@ -101,53 +113,76 @@ package final class ExecutionGuard: @unchecked Sendable {
     package init(scope: Scope, prevention: PreventionList, buffer: SensorBuffer?) throws(Unavailable) {
         let fd = tether_exec_guard_open()
         guard fd >= 0 else { throw Unavailable(description: Self.refusal(fd)) }
-        var marked: [String] = []
-        var unmarked: [String] = []
+        self.fd = fd
+        self.prevention = prevention
+        self.buffer = buffer
+        let hasher = Hasher()
+        self.hasher = hasher
+        let state = self.state
+        var mounts: Int32 = -1
         switch scope {
         case .directory(let path):
+            directory = path
             let result = tether_exec_guard_mark(fd, path, 1)
             guard result == 0 else {
                 close(fd)
                 throw Unavailable(description: "\(path) cannot be marked: \(String(cString: strerror(-result)))")
             }
-            marked.append(path)
         case .fileSystems:
-            var devices = Set<UInt64>()
-            for mount in Self.programMounts() {
-                var info = stat()
-                guard stat(mount, &info) == 0, devices.insert(UInt64(info.st_dev)).inserted else { continue }
-                let result = tether_exec_guard_mark(fd, mount, 0)
-                if result == 0 { marked.append(mount) } else { unmarked.append("\(mount): \(String(cString: strerror(-result)))") }
-            }
-            guard !marked.isEmpty else {
+            directory = nil
+            Self.markMounts(fd: fd, state: state)
+            guard !state.markedDevices.isEmpty else {
                 close(fd)
-                throw Unavailable(description: "no file system could be marked: " + unmarked.joined(separator: "; "))
+                throw Unavailable(description: "no file system could be marked: " + state.unmarked.joined(separator: "; "))
             }
+            // A file system mounted later (a USB stick, a container's root) is marked when it appears.
+            mounts = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
         }
-        self.fd = fd
-        if case .directory(let path) = scope { directory = path } else { directory = nil }
-        self.prevention = prevention
-        self.buffer = buffer
-        self.unmarked = unmarked
-        if case .directory(let path) = scope {
-            source = "fanotify permission events in \(path) (before programs run)"
-        } else {
-            source = "fanotify permission events on \(marked.count) file system\(marked.count == 1 ? "" : "s") (before programs run)"
-        }
-        let hasher = Hasher()
-        self.hasher = hasher
-        let state = self.state
-        thread = SensorThread(name: "sensor:prevent") { thread in
+        thread = SensorThread(name: "sensor:prevent") { [mounts] thread in
             var requests = [tether_exec_request](repeating: tether_exec_request(), count: 64)
+            var mountsChanged: Int32 = 0
             while !thread.isStopping {
-                let count = tether_exec_guard_read(fd, 250, &requests, Int32(requests.count))
-                if count < 0 { break }
+                let count = tether_exec_guard_read(fd, mounts, 250, &requests, Int32(requests.count), &mountsChanged)
+                if mountsChanged != 0 { Self.markMounts(fd: fd, state: state) }
+                if count == -EBADF || count == -EINVAL { break }
+                if count < 0 {
+                    // The kernel could not open one file for Tether (NFS root squash, EMFILE):
+                    // it refused that execution; every other one is still answered.
+                    state.lock.withLock { state.counts.readErrors += 1 }
+                    continue
+                }
                 for request in requests.prefix(Int(count)) {
                     Self.answer(request, fd: fd, prevention: prevention, buffer: buffer, state: state, hasher: hasher)
                 }
             }
+            if mounts >= 0 { close(mounts) }
             // Closing the group lets every execution still waiting go on.
             close(fd)
+        }
+    }
+
+    /// Marks every file system of the mount table not marked yet (by its device), except those
+    /// whose server or daemon could hang every execution on the machine if it stopped answering.
+    private static func markMounts(fd: Int32, state: GuardState) {
+        for mount in programMounts() {
+            let known = state.lock.withLock { state.markedDevices.contains(mount.device) || state.skippedDevices.contains(mount.device) }
+            guard !known else { continue }
+            if mount.type.hasPrefix("fuse") || networkFileSystems.contains(mount.type) {
+                state.lock.withLock {
+                    state.skippedDevices.insert(mount.device)
+                    state.unmarked.append("\(mount.path) (\(mount.type)): a network or FUSE file system, whose server could hang every execution")
+                }
+                continue
+            }
+            let result = tether_exec_guard_mark(fd, mount.path, 0)
+            state.lock.withLock {
+                if result == 0 {
+                    state.markedDevices.insert(mount.device)
+                } else {
+                    state.skippedDevices.insert(mount.device)
+                    state.unmarked.append("\(mount.path) (\(mount.type)): \(String(cString: strerror(-result)))")
+                }
+            }
         }
     }
 
@@ -197,6 +232,9 @@ package final class ExecutionGuard: @unchecked Sendable {
         }
         let key = FileKey(device: UInt64(info.st_dev), inode: UInt64(info.st_ino), changeSeconds: Int64(info.st_ctim.tv_sec),
                           changeNanoseconds: Int64(info.st_ctim.tv_nsec), size: Int64(info.st_size))
+        // Changed within the last second: a rewrite of the same size inside one tick of the
+        // change-time clock would look the same, so such a file is neither cached nor ignored.
+        let settled = Double(info.st_ctim.tv_sec) + Double(info.st_ctim.tv_nsec) / 1e9 < Date().timeIntervalSince1970 - 1
         var digests = state.lock.withLock { state.cache[key] }
         if digests != nil {
             state.lock.withLock { state.counts.cached += 1 }
@@ -204,17 +242,24 @@ package final class ExecutionGuard: @unchecked Sendable {
             allow(request, fd: fd, state: state) { $0.allowedTooLarge += 1 }
             return
         } else {
-            // The hash is cached when the read ends, in time or not: the next run is answered at once.
+            // The process is named for good before it may go on: a read that ends after the
+            // deadline and finds the file listed still ends it.
+            let late = LateRead(pid: request.pid, prevention: prevention, state: state, buffer: buffer)
             digests = hasher.digests(of: request.fd, within: answerDeadline) { read in
-                state.lock.withLock {
-                    if state.cache.count >= cacheLimit { state.cache.removeAll(keepingCapacity: true) }
-                    state.cache[key] = read
+                if settled {
+                    state.lock.withLock {
+                        if state.cache.count >= cacheLimit { state.cache.removeAll(keepingCapacity: true) }
+                        state.cache[key] = read
+                    }
                 }
+                late.finished(read)
             }
             if digests == nil {
+                late.allowedUnread()
                 allow(request, fd: fd, state: state) { $0.allowedUnread += 1 }
                 return
             }
+            late.answeredInTime()
         }
         guard let digests else {
             allow(request, fd: fd, state: state) { $0.allowedUnread += 1 }
@@ -224,7 +269,10 @@ package final class ExecutionGuard: @unchecked Sendable {
         // the old list can never outlive its flush.
         let rule: String? = state.lock.withLock {
             let rule = prevention.match(sha256: digests.sha256, md5: digests.md5)
-            if rule == nil, state.ignoredFiles < cacheLimit, tether_exec_guard_ignore(fd, request.fd) == 0 {
+            // Only files that only root can change, and that have not changed just now: a write
+            // through a shared mapping raises no modification event to drop the mark.
+            let rootsOnly = info.st_uid == 0 && info.st_mode & 0o022 == 0
+            if rule == nil, settled, rootsOnly, state.ignoredFiles < cacheLimit, tether_exec_guard_ignore(fd, request.fd) == 0 {
                 state.ignoredFiles += 1
                 state.counts.ignored += 1
             }
@@ -265,16 +313,28 @@ package final class ExecutionGuard: @unchecked Sendable {
         "configfs", "fusectl", "hugetlbfs", "autofs", "binfmt_misc", "nsfs", "rpc_pipefs", "efivarfs", "selinuxfs",
     ]
 
-    /// The mount points of /proc/self/mountinfo whose file systems can hold programs.
-    static func programMounts() -> [String] {
-        guard let text = ProcFS.read("/proc/self/mountinfo", limit: 1 << 20) else { return ["/"] }
-        var mounts: [String] = []
+    /// File systems served over the network or by a process: a server or daemon that stops
+    /// answering would hold every execution from them, so they are not marked.
+    static let networkFileSystems: Set<String> = ["nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "afs", "lustre", "sshfs"]
+
+    /// One mount of /proc/self/mountinfo whose file system can hold programs.
+    struct Mount: Equatable {
+        let path: String
+        /// `major:minor`, the same for every mount of one file system.
+        let device: String
+        let type: String
+    }
+
+    /// The mounts of /proc/self/mountinfo whose file systems can hold programs.
+    static func programMounts() -> [Mount] {
+        guard let text = ProcFS.read("/proc/self/mountinfo", limit: 1 << 22) else { return [Mount(path: "/", device: "/", type: "?")] }
+        var mounts: [Mount] = []
         for line in text.split(separator: UInt8(ascii: "\n")) {
             let fields = line.split(separator: UInt8(ascii: " "))
             guard let dash = fields.firstIndex(where: { $0.elementsEqual([UInt8(ascii: "-")]) }), fields.count > dash + 1, fields.count > 4 else { continue }
             let type = String(decoding: fields[dash + 1], as: UTF8.self)
             guard !pseudoFileSystems.contains(type) else { continue }
-            mounts.append(unescapedMountPath(fields[4]))
+            mounts.append(Mount(path: unescapedMountPath(fields[4]), device: String(decoding: fields[2], as: UTF8.self), type: type))
         }
         return mounts
     }
@@ -312,28 +372,106 @@ private final class GuardState: @unchecked Sendable {
     var cache: [FileKey: (sha256: String, md5: String)] = [:]
     /// Ignore marks made since the last flush.
     var ignoredFiles = 0
+    /// File systems marked, and those left unmarked (with why), by `major:minor`.
+    var markedDevices = Set<String>()
+    var skippedDevices = Set<String>()
+    var unmarked: [String] = []
+}
+
+/// An execution allowed before its file was read: if the read, going on, finds the file
+/// listed, the process (named by a pidfd opened before it was allowed) is ended. A read that
+/// ends in time is the answer's alone: nothing is ended here then.
+private final class LateRead: @unchecked Sendable {
+    private let lock = Lock()
+    private var pidfd: Int32
+    private let pid: Int32
+    private let prevention: PreventionList
+    private let state: GuardState
+    private let buffer: SensorBuffer?
+    /// Neither answered in time nor acted on yet.
+    private var open = true
+    private var allowed = false
+    /// Hashes read before the answer said whether it waited for them.
+    private var early: (sha256: String, md5: String)?
+
+    init(pid: Int32, prevention: PreventionList, state: GuardState, buffer: SensorBuffer?) {
+        pidfd = tether_pidfd_open(pid)
+        self.pid = pid
+        self.prevention = prevention
+        self.state = state
+        self.buffer = buffer
+    }
+
+    deinit { if pidfd >= 0 { close(pidfd) } }
+
+    /// The answer used the hashes: nothing to do later.
+    func answeredInTime() { lock.withLock { open = false } }
+
+    /// The execution was allowed unread; the read may have ended meanwhile.
+    func allowedUnread() {
+        let read: (sha256: String, md5: String)? = lock.withLock {
+            allowed = true
+            guard open, let early else { return nil }
+            open = false
+            return early
+        }
+        if let read { act(on: read) }
+    }
+
+    /// The read ended (in time or not).
+    func finished(_ digests: (sha256: String, md5: String)) {
+        let late: Bool = lock.withLock {
+            guard open else { return false }
+            guard allowed else {
+                early = digests
+                return false
+            }
+            open = false
+            return true
+        }
+        if late { act(on: digests) }
+    }
+
+    private func act(on digests: (sha256: String, md5: String)) {
+        guard pidfd >= 0, let rule = prevention.match(sha256: digests.sha256, md5: digests.md5) else { return }
+        let killed = tether_pidfd_kill(pidfd) == 0
+        if killed { state.lock.withLock { state.counts.killedAfterLateRead += 1 } }
+        var detection = Detection(source: .executionPrevention, path: "pid \(pid)")
+        detection.sha256 = digests.sha256
+        detection.md5 = digests.md5
+        detection.pid = pid
+        detection.rule = rule
+        let now = Date()
+        buffer?.push(SensorEvent(at: now, .detection(detection)))
+        buffer?.push(SensorEvent(at: now, .processingResult(ProcessingResult(
+            detectionId: detection.id, action: killed ? .processTerminated : .terminationFailed,
+            result: killed ? "its file was read after the answer's deadline and is listed: SIGKILL sent to pid \(pid)"
+                : "its file was read after the answer's deadline and is listed; pid \(pid) had ended", pid: pid))))
+    }
 }
 
 /// Reads a file's hashes on a thread of its own, so that the guard can stop waiting at its
-/// deadline; while one read is still going on, it takes no other.
+/// deadline; at most four reads go on at once (a hung file system holds one each).
 private final class Hasher: @unchecked Sendable {
     private let lock = Lock()
-    private var busy = false
+    /// Reads going on; at most `limit` at once.
+    private var busy = 0
+    private let limit = 4
 
     /// The file's SHA-256 and MD5 within `seconds`, or nil (the read goes on and ends by
     /// itself). `read` receives the hashes whenever the read ends.
     func digests(of fd: Int32, within seconds: TimeInterval,
                  read: @escaping @Sendable ((sha256: String, md5: String)) -> Void) -> (sha256: String, md5: String)? {
         let taken: Bool = lock.withLock {
-            if busy { return false }
-            busy = true
+            if busy >= limit { return false }
+            busy += 1
             return true
         }
         guard taken else { return nil }
         // The read keeps its own descriptor: the request's is closed when the kernel is answered.
         let own = dup(fd)
         guard own >= 0 else {
-            lock.withLock { busy = false }
+            lock.withLock { busy -= 1 }
             return nil
         }
         let result = DigestResult()
@@ -342,7 +480,7 @@ private final class Hasher: @unchecked Sendable {
             close(own)
             if let digests { read(digests) }
             result.set(digests)
-            lock.withLock { busy = false }
+            lock.withLock { busy -= 1 }
         }
         return result.wait(seconds)
     }

@@ -63,13 +63,16 @@ package enum ProcFS {
 
     /// The system's boot time (`btime` in /proc/stat), to turn a process's start in clock ticks
     /// into a date.
-    package static let bootTime: Date? = {
+    package static let bootTime: Date? = currentBootTime()
+
+    /// The boot time as /proc/stat says it now (it moves when the clock is stepped).
+    package static func currentBootTime() -> Date? {
         guard let bytes = read("/proc/stat", limit: 65_536) else { return nil }
         for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("btime ") {
             return Double(line.dropFirst(6).trimmingSpaces()).map { Date(timeIntervalSince1970: $0) }
         }
         return nil
-    }()
+    }
 
     package static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 

@@ -45,8 +45,13 @@ package enum ProcessTermination {
             return outcome
         }
         let ticks = tether_process_start_ticks(pid)
-        guard ticks > 0, let boot = ProcFS.bootTime else {
+        // Read now: a clock stepped since Tether started (NTP after boot) moves the boot time.
+        guard ticks > 0, let boot = ProcFS.currentBootTime() else {
             outcome.spared.append((pid, "no such process"))
+            return outcome
+        }
+        guard FileManager.default.fileExists(atPath: "/proc/\(pid)/exe") || ProcFS.readLink("/proc/\(pid)/exe") != nil else {
+            outcome.spared.append((pid, "a kernel thread is never ended"))
             return outcome
         }
         let started = boot.addingTimeInterval(Double(ticks) / ProcFS.ticksPerSecond)
@@ -76,7 +81,7 @@ package enum ProcessTermination {
         for pid in ProcFS.numericEntries("/proc") {
             var info = stat()
             guard stat("/proc/\(pid)/exe", &info) == 0 else { continue }  // a kernel thread, or gone
-            let identity = FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+            let identity = FileIdentity(info)
             if digests[identity] == nil {
                 let fd = open("/proc/\(pid)/exe", O_RDONLY | O_CLOEXEC)
                 guard fd >= 0 else { continue }
@@ -88,21 +93,20 @@ package enum ProcessTermination {
                 outcome.spared.append((pid, why))
                 continue
             }
-            let ticks = tether_process_start_ticks(pid)
-            guard ticks > 0 else { continue }
-            kill(pid, ticks: ticks, into: &outcome)
+            // The pidfd is opened before the check that it still runs the file hashed: a pid
+            // reused meanwhile runs another file, or is not the pidfd's process.
+            let path = ProcFS.readLink("/proc/\(pid)/exe") ?? "?"
+            report(pid, path: path, tether_kill_running_file(pid, identity.device, identity.inode, waitMilliseconds), into: &outcome)
         }
         return outcome
     }
 
-    private struct FileIdentity: Hashable {
-        let device: UInt64
-        let inode: UInt64
+    private static func kill(_ pid: Int32, ticks: UInt64, into outcome: inout Outcome) {
+        report(pid, path: ProcFS.readLink("/proc/\(pid)/exe") ?? "?", tether_kill_started(pid, ticks, waitMilliseconds), into: &outcome)
     }
 
-    private static func kill(_ pid: Int32, ticks: UInt64, into outcome: inout Outcome) {
-        let path = ProcFS.readLink("/proc/\(pid)/exe") ?? "?"
-        switch tether_kill_started(pid, ticks, waitMilliseconds) {
+    private static func report(_ pid: Int32, path: String, _ result: Int32, into outcome: inout Outcome) {
+        switch result {
         case 0: outcome.ended.append((pid, path))
         case -ESRCH, -ESTALE: outcome.spared.append((pid, "it had ended"))
         case -ETIMEDOUT: outcome.spared.append((pid, "SIGKILL sent, but it was still there after \(waitMilliseconds / 1000) s (a process in uninterruptible sleep)"))

@@ -124,10 +124,14 @@ package final class PlatformSimulator: @unchecked Sendable {
     }
 
     /// Serves the `/sim/` paths (queue a command, the event totals) in plain HTTP on 127.0.0.1
-    /// at `port` (0: any free one), for a script that holds no client certificate (the demo).
-    /// Returns the port.
-    package func serveControl(port: Int) throws -> Int {
+    /// at `port` (0: any free one), for a script that holds no client certificate (the demo);
+    /// only to requests that carry `token` in `X-Sim-Token`, so that another local user cannot
+    /// queue commands for the agents. Returns the port.
+    package func serveControl(port: Int, token: String) throws -> Int {
         let server = try HTTPServer(host: "127.0.0.1", port: port) { [weak self] request in
+            guard request.headers["x-sim-token"] == token else {
+                return ServerResponse(status: 403, contentType: "text/plain", body: Array("X-Sim-Token is missing or wrong\n".utf8))
+            }
             guard request.path.hasPrefix("/sim/") else {
                 return ServerResponse(status: 404, contentType: "text/plain", body: Array("only /sim/… here\n".utf8))
             }

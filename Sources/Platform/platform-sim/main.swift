@@ -11,7 +11,7 @@ struct PlatformSimCommand: ParsableCommand {
         discussion: """
             On first start it makes a test CA and a server certificate for localhost, 127.0.0.1 and ::1 in --dir (ca.pem, server.pem and their keys) and reuses them afterwards. Pin server.pem (or ca.pem) in your policies. With --client-certificate NAME it also issues NAME.p12 (password in NAME.pass) for mutual TLS. Every request it receives is appended to --dir/received.jsonl; each event batch is logged with its events counted by type, and GET /sim/events gives the totals by integration and type. The wire format is in docs/wire-format.md. Queue a response command with
               curl --cacert DIR/ca.pem -d '{"type":"execution-prevention","rules":[]}' https://127.0.0.1:PORT/sim/commands
-            (with --control-port, in plain HTTP at that port: curl -d '…' http://127.0.0.1:CONTROL/sim/commands).
+            (with --control-port, in plain HTTP at that port: curl -H "X-Sim-Token: $(cat DIR/control.token)" -d '…' http://127.0.0.1:CONTROL/sim/commands).
             A network-isolation command is carried out for real by the agent that receives it: its machine is cut off (loopback and the platform stay reachable) until it lifts, or `tether agent isolation-off`. Stops on Ctrl-C.
             """)
 
@@ -27,7 +27,7 @@ struct PlatformSimCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Issue a client container NAME.p12 (and NAME.pass) from the platform's CA, then serve.", valueName: "name"))
     var clientCertificate: [String] = []
 
-    @Option(help: ArgumentHelp("Also serve /sim/commands and /sim/events in plain HTTP on 127.0.0.1 at this port, for scripts without a client certificate.", valueName: "port"))
+    @Option(help: ArgumentHelp("Also serve /sim/commands and /sim/events in plain HTTP on 127.0.0.1 at this port, for scripts without a client certificate; requests must send X-Sim-Token with the contents of DIR/control.token.", valueName: "port"))
     var controlPort: Int?
 
     func run() throws {
@@ -50,7 +50,13 @@ struct PlatformSimCommand: ParsableCommand {
         }
         print("platform-sim listening on https://127.0.0.1:\(platform.port) (mutual TLS \(requireClientCertificate ? "required" : "off")); PKI in \(directory.path)")
         if let controlPort {
-            print("platform-sim control on http://127.0.0.1:\(try platform.serveControl(port: controlPort))/sim/commands")
+            // The token in a file only this user may read; requests without it are refused.
+            let token = UUID().uuidString
+            let tokenFile = directory.appendingPathComponent("control.token")
+            try (token + "\n").write(to: tokenFile, atomically: true, encoding: .utf8)
+            chmod(tokenFile.path, 0o600)
+            print("platform-sim control on http://127.0.0.1:\(try platform.serveControl(port: controlPort, token: token))/sim/commands "
+                  + "(send X-Sim-Token: the contents of \(tokenFile.path))")
         }
         fflush(nil)
         signal(SIGINT, SIG_DFL)

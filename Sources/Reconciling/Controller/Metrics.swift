@@ -207,9 +207,13 @@ package final class Metrics: @unchecked Sendable {
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.reported)) })
             metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
+            let decisions = Set(ExecutionGuard.Counts.decisionNames)
             metric("tether_prevention_decisions_total", "counter",
-                   "Executions execution prevention answered before they ran: allowed, denied, allowed-unread (hash not known within the deadline), allowed-too-large, cached (answered without reading the file); ignored counts files allowed that the kernel then stopped asking about until they change.",
-                   prevention.map { ("{decision=\"\($0.decision)\"}", Double($0.count)) })
+                   "Executions execution prevention answered before they ran, each once: allowed, denied, allowed-unread (hash not known within the deadline), allowed-too-large, killed-after-late-read (allowed unread, then ended when the read found it listed).",
+                   prevention.filter { decisions.contains($0.decision) }.map { ("{decision=\"\($0.decision)\"}", Double($0.count)) })
+            metric("tether_prevention_events_total", "counter",
+                   "Other counts of execution prevention: cached (answered without reading the file), ignored (files the kernel then stopped asking about until they change), read-errors (files the kernel could not open for Tether; it refused those executions).",
+                   prevention.filter { !decisions.contains($0.decision) }.map { ("{kind=\"\($0.decision)\"}", Double($0.count)) })
             metric("tether_isolation_ordered", "gauge", "1 while the platform's network isolation is in effect (ordered, not lifted, not expired).",
                    [("", isolation.ordered ? 1 : 0)])
             metric("tether_isolation_enforced", "gauge", "1 while Tether's nftables table is in the kernel as written; 0 with tether_isolation_ordered 1 means the endpoint is NOT isolated.",

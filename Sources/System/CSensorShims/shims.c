@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <linux/netlink.h>
+#include <linux/openat2.h>
 #include <linux/connector.h>
 #include <linux/cn_proc.h>
 #include <linux/sock_diag.h>
@@ -265,19 +266,9 @@ int tether_sock_diag(int family, int protocol, tether_socket *sockets, int max) 
 }
 
 int tether_kill_if_running(int pid, uint64_t device, uint64_t inode) {
-    // The pidfd names this process for good; the check after it cannot be fooled by a reused pid,
-    // since a new process under that pid would leave the pidfd's process dead (ESRCH).
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (pidfd < 0) return -errno;
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/exe", pid);
-    struct stat info;
-    if (stat(path, &info) < 0) { int e = errno; close(pidfd); return -e; }
-    if ((uint64_t)info.st_dev != device || (uint64_t)info.st_ino != inode) { close(pidfd); return -ESTALE; }
-    int result = (int)syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-    int e = errno;
-    close(pidfd);
-    return result < 0 ? -e : 0;
+    // Signalled and not waited for: still there a moment later is no failure here.
+    int result = tether_kill_running_file(pid, device, inode, 0);
+    return result == -ETIMEDOUT ? 0 : result;
 }
 
 int tether_filesystem_id(int fd, uint32_t id[2]) {
@@ -309,11 +300,13 @@ int tether_exec_guard_answer(int fd, int32_t request_fd, int allow) {
     return written == (ssize_t)sizeof response ? 0 : -e;
 }
 
-int tether_exec_guard_read(int fd, int timeout_ms, tether_exec_request *requests, int max) {
-    struct pollfd waiting = { .fd = fd, .events = POLLIN };
-    int ready = poll(&waiting, 1, timeout_ms);
+int tether_exec_guard_read(int fd, int mounts_fd, int timeout_ms, tether_exec_request *requests, int max, int *mounts_changed) {
+    struct pollfd waiting[2] = { { .fd = fd, .events = POLLIN }, { .fd = mounts_fd, .events = POLLPRI } };
+    *mounts_changed = 0;
+    int ready = poll(waiting, mounts_fd >= 0 ? 2 : 1, timeout_ms);
     if (ready < 0) return errno == EINTR ? 0 : -errno;
-    if (ready == 0) return 0;
+    if (mounts_fd >= 0 && (waiting[1].revents & (POLLPRI | POLLERR))) *mounts_changed = 1;
+    if (!(waiting[0].revents & POLLIN)) return 0;
     // Room for `max` metadata records at most, so no request is read that cannot be kept.
     char buffer[64 * sizeof(struct fanotify_event_metadata)];
     size_t room = (size_t)max * sizeof(struct fanotify_event_metadata);
@@ -323,9 +316,8 @@ int tether_exec_guard_read(int fd, int timeout_ms, tether_exec_request *requests
     int count = 0;
     struct fanotify_event_metadata *event = (struct fanotify_event_metadata *)buffer;
     while (FAN_EVENT_OK(event, length)) {
-        if (event->vers != FANOTIFY_METADATA_VERSION) return -EPROTO;
         if (event->fd >= 0) {
-            if ((event->mask & FAN_OPEN_EXEC_PERM) && count < max) {
+            if (event->vers == FANOTIFY_METADATA_VERSION && (event->mask & FAN_OPEN_EXEC_PERM) && count < max) {
                 requests[count].fd = event->fd;
                 requests[count].pid = event->pid;
                 count++;
@@ -377,4 +369,34 @@ int tether_exec_guard_ignore(int fd, int32_t request_fd) {
 
 int tether_exec_guard_forget_ignored(int fd) {
     return fanotify_mark(fd, FAN_MARK_FLUSH, 0, AT_FDCWD, NULL) < 0 ? -errno : 0;
+}
+
+int tether_pidfd_open(int pid) {
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return pidfd < 0 ? -errno : pidfd;
+}
+
+int tether_pidfd_kill(int pidfd) {
+    return syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0 ? -errno : 0;
+}
+
+int tether_kill_running_file(int pid, uint64_t device, uint64_t inode, int wait_ms) {
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) return -errno;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    struct stat info;
+    if (stat(path, &info) < 0) { int e = errno; close(pidfd); return -e; }
+    if ((uint64_t)info.st_dev != device || (uint64_t)info.st_ino != inode) { close(pidfd); return -ESTALE; }
+    if (syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0) < 0) { int e = errno; close(pidfd); return -e; }
+    struct pollfd ended = { .fd = pidfd, .events = POLLIN };
+    int ready = poll(&ended, 1, wait_ms);
+    close(pidfd);
+    return ready == 1 ? 0 : -ETIMEDOUT;
+}
+
+int tether_open_folder_without_links(const char *path) {
+    struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
+    return fd < 0 ? -errno : fd;
 }

@@ -264,7 +264,8 @@ package final class HTTPClient {
     }
 
     /// POSTs `size` bytes of the open file `fd` from its start, read as they are sent (never
-    /// held whole); a file that ends early or grows fails the transfer.
+    /// held whole); a file that ends early fails the transfer (one that grows is cut at `size`:
+    /// the caller compares the file before and after).
     package func upload(url: String, headers: [String], fileDescriptor fd: Int32, size: Int) throws -> HTTPResponse {
         let sink = ResponseSink(limit: configuration.maximumBodyBytes)
         let context = Unmanaged.passRetained(sink)
@@ -276,6 +277,11 @@ package final class HTTPClient {
         try check(tether_curl_setopt_string(handle, CURLOPT_URL, url))
         try check(tether_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context.toOpaque()))
         try check(tether_curl_setopt_long(handle, CURLOPT_UPLOAD, 1))
+        // A large file takes as long as it takes: no bound on the whole transfer, but it must
+        // keep moving (1 KiB/s over 30 s), as a stalled peer would not.
+        try check(tether_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, 0))
+        try check(tether_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1024))
+        try check(tether_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 30))
         try check(tether_curl_setopt_string(handle, CURLOPT_CUSTOMREQUEST, "POST"))
         try check(tether_curl_setopt_off_t(handle, CURLOPT_INFILESIZE_LARGE, curl_off_t(size)))
         try check(tether_curl_setopt_pointer(handle, CURLOPT_READDATA, sourceContext.toOpaque()))
@@ -299,8 +305,14 @@ package final class HTTPClient {
         defer { tether_curl_slist_free_all(list) }
         try check(tether_curl_setopt_slist(handle, CURLOPT_HTTPHEADER, list))
         let code = tether_curl_easy_perform(handle)
-        // The handle sends bodies from memory again afterwards.
+        // The handle sends bodies from memory again afterwards, within the request timeout,
+        // and holds no pointer to this upload's source.
         _ = tether_curl_setopt_long(handle, CURLOPT_UPLOAD, 0)
+        _ = tether_curl_setopt_long(handle, CURLOPT_TIMEOUT_MS, configuration.requestTimeout * 1000)
+        _ = tether_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 0)
+        _ = tether_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, 0)
+        _ = tether_curl_setopt_pointer(handle, CURLOPT_READDATA, nil)
+        _ = tether_curl_setopt_read_function(handle, nil)
         return try response(to: url, sink: sink, code: code)
     }
 

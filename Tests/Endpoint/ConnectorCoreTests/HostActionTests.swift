@@ -125,6 +125,42 @@ struct HostActionTests {
         #expect(try result(rig, "get-own").detail.contains("which the platform may not touch"))
     }
 
+    @Test("A folder swapped for a symbolic link, a path with '..', or a file with another hash than the command names is never acted on")
+    func linksAndHashes() throws {
+        let rig = try Rig()
+        let folder = try TemporaryDirectory("tether-links")
+        let real = try folder.write("real/victim.txt", "keep me\n")
+        let elsewhere = try folder.write("elsewhere/victim.txt", "keep me too\n")
+        // "door" is a link to "elsewhere": a command naming door/victim.txt must not reach elsewhere/victim.txt.
+        symlink(folder.url.appendingPathComponent("elsewhere").path, folder.url.appendingPathComponent("door").path)
+        let hardLink = folder.url.appendingPathComponent("real/second-name.txt").path
+        link(real, hardLink)
+        rig.platform.queueCommand(["id": "d-link", "type": "delete-file", "path": .string(folder.url.appendingPathComponent("door/victim.txt").path)])
+        rig.platform.queueCommand(["id": "d-dots", "type": "delete-file", "path": .string(folder.url.appendingPathComponent("real/../elsewhere/victim.txt").path)])
+        rig.platform.queueCommand(["id": "d-hash", "type": "delete-file", "path": .string(real), "sha256": .string(String(repeating: "a", count: 64))])
+        rig.platform.queueCommand(["id": "q-hard", "type": "quarantine-file", "path": .string(real), "sha256": .string(try fileDigest(real))])
+        #expect(rig.runtime.sync(.edr).succeeded)
+        #expect(try result(rig, "d-link").result == "refused")
+        #expect(try result(rig, "d-link").detail.contains("is a symbolic link; name the real path"))
+        #expect(try result(rig, "d-dots").detail.contains("is not a plain path"))
+        #expect(try result(rig, "d-hash").detail.contains("another file than the one meant; nothing was done"))
+        #expect(try String(contentsOfFile: elsewhere, encoding: .utf8) == "keep me too\n")
+        let quarantined = try result(rig, "q-hard")
+        #expect(quarantined.result == "applied" && quarantined.detail.hasSuffix("(the file has 1 other name, which stay)"), "\(quarantined.detail)")
+        #expect(FileManager.default.fileExists(atPath: hardLink) && !FileManager.default.fileExists(atPath: real))
+
+        // Restore: the original folder swapped for a link to another folder is refused, and
+        // nothing is created where the link points.
+        let held = try #require(try rig.runtime.quarantinedFiles().first)
+        let realFolder = folder.url.appendingPathComponent("real").path
+        try FileManager.default.moveItem(atPath: realFolder, toPath: folder.url.appendingPathComponent("moved").path)
+        symlink(folder.url.appendingPathComponent("elsewhere").path, realFolder)
+        try FileManager.default.removeItem(atPath: elsewhere)
+        let refused = rig.runtime.restoreFile(quarantineId: held.id)
+        #expect(refused.0 == "failed" && refused.1.contains("symbolic link"), "\(refused.1)")
+        #expect(!FileManager.default.fileExists(atPath: elsewhere), "nothing was written through the link")
+    }
+
     @Test("delete-file removes a file; quarantine moves it into a root-only store with its owner, mode and hash, and restore puts it back as it was")
     func deleteAndQuarantine() throws {
         let rig = try Rig()

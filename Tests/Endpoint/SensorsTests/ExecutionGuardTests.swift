@@ -63,6 +63,9 @@ struct ExecutionGuardTests {
         let scriptPath = folder.appendingPathComponent("listed.sh").path
         try writeProgram(scriptPath, Data("#!/bin/sh\necho the script ran\n".utf8))
         let script = try #require(digestsOf(scriptPath))
+        // A file changed within the last second is neither cached nor ignored (a same-size rewrite
+        // within one tick of the change-time clock would look the same): let these settle.
+        Thread.sleep(forTimeInterval: 1.1)
         let prevention = PreventionList()
         prevention.replace(sha256: [echo.sha256, script.sha256], md5: [byMD5.md5])
         let buffer = SensorBuffer(capacity: 100)
@@ -130,10 +133,35 @@ struct ExecutionGuardTests {
         #expect(executionGuard.counts.allowedTooLarge == 1)
     }
 
+    @Test("A file system mounted after the guard started is guarded too (a tmpfs the test mounts and unmounts)")
+    func laterMount() throws {
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let mountPoint = folder.appendingPathComponent("mounted").path
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let prevention = PreventionList()
+        let source = try markedCopy(of: "/bin/echo", in: folder, name: "listed-echo")
+        prevention.replace(sha256: [source.sha256], md5: [])
+        let executionGuard = try ExecutionGuard(scope: .fileSystems, prevention: prevention, buffer: nil)
+        defer { executionGuard.stop() }
+        let before = executionGuard.source
+        #expect(try shell("mount -t tmpfs -o size=16m tether-guard-test '\(mountPoint)'").status == 0)
+        defer { _ = try? shell("umount '\(mountPoint)'") }
+        let copy = mountPoint + "/listed-echo"
+        try writeProgram(copy, try Data(contentsOf: URL(fileURLWithPath: source.path)))
+        var denied = false
+        let deadline = Date().addingTimeInterval(5)
+        while !denied, Date() < deadline {
+            let run = try shell("'\(copy)' from-the-new-mount")
+            denied = run.status == 126 && !run.output.contains("from-the-new-mount")
+            if !denied { usleep(50_000) }
+        }
+        #expect(denied, "the new tmpfs is marked when it appears: \(before) → \(executionGuard.source)")
+    }
+
     @Test("mountinfo paths are unescaped, and pseudo file systems are not marked")
     func mounts() {
         #expect(ExecutionGuard.unescapedMountPath(ArraySlice(Array(#"/mnt/a\040b\134c"#.utf8))) == #"/mnt/a b\c"#)
-        let mounts = ExecutionGuard.programMounts()
+        let mounts = ExecutionGuard.programMounts().map(\.path)
         #expect(mounts.contains("/"))
         #expect(!mounts.contains("/proc") && !mounts.contains("/sys"))
     }

@@ -56,6 +56,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
         } catch {
             throw AgentError.store("runtime.db: \(error)")
         }
+        finishInterruptedQuarantines()
     }
 
     /// The agent's id on the wire.
@@ -659,9 +660,11 @@ extension ConnectorRuntime {
         try storeCall { TelemetryCounts(byType: try store.countsByType(integration?.rawValue ?? "sensors")) }
     }
 
-    /// Execution prevention's decisions so far, by name (`denied`, `allowed-unread`, …; ExecutionGuard.Counts).
+    /// Execution prevention's counts so far, by name (`denied`, `allowed-unread`, `cached`, …; ExecutionGuard.Counts).
     package func preventionCounts() throws -> [(decision: String, count: Int)] {
-        try storeCall { try ExecutionGuard.Counts.decisionNames.map { ($0, try store.counter(scope: "sensors", "prevention:\($0)")) } }
+        try storeCall {
+            try (ExecutionGuard.Counts.decisionNames + ExecutionGuard.Counts.otherNames).map { ($0, try store.counter(scope: "sensors", "prevention:\($0)")) }
+        }
     }
 
     /// Records the kernel interface delivered, and how often it said it lost some (a full buffer or queue).

@@ -72,58 +72,69 @@ extension ConnectorRuntime {
     /// Folders whose files are never fetched, deleted or quarantined: the kernel's views, devices,
     /// and Tether's own (its state, configuration and programs).
     private func forbiddenFolders() -> [String] {
-        ["/proc", "/sys", "/dev", "/etc/tether", directory.resolvingSymlinksInPath().path] + Self.ownPrograms
+        ["/proc", "/sys", "/dev", "/etc/tether", directory.path, directory.resolvingSymlinksInPath().path]
     }
 
-    /// tether and tether-fetch, where this process runs them from.
-    private static let ownPrograms: [String] = {
+    /// tether and tether-fetch, where this process runs them from (after an upgrade the kernel
+    /// names the old file "… (deleted)"; the new one has the same path).
+    private static func ownPrograms() -> [String] {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let count = readlink("/proc/self/exe", &buffer, Int(PATH_MAX))
         guard count > 0 else { return [] }
-        let program = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        var program = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if program.hasSuffix(" (deleted)") { program.removeLast(" (deleted)".count) }
         guard let slash = program.lastIndex(of: "/") else { return [program] }
         return [program, String(program[..<slash]) + "/tether-fetch"]
-    }()
-
-    /// The path with its folder's symbolic links resolved (the last component is kept as it is,
-    /// so a link there is seen as a link), or why the platform may not name it.
-    private func checkedPath(_ given: String?) -> Result<String, ActionRefusal> {
-        guard let given, given.hasPrefix("/") else { return .failure(ActionRefusal("the path must be absolute")) }
-        guard !given.utf8.contains(0) else { return .failure(ActionRefusal("the path holds a NUL byte")) }
-        let slash = given.lastIndex(of: "/")!
-        let parent = slash == given.startIndex ? "/" : String(given[..<slash])
-        let name = String(given[given.index(after: slash)...])
-        guard !name.isEmpty, name != ".", name != ".." else { return .failure(ActionRefusal("\(TerminalText.excerpt(given)) does not name a file")) }
-        var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard realpath(parent, &resolved) != nil else {
-            return .failure(ActionRefusal("\(TerminalText.excerpt(given)): \(String(cString: strerror(errno)))"))
-        }
-        let folder = String(decoding: resolved.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let path = folder == "/" ? "/" + name : folder + "/" + name
-        for forbidden in forbiddenFolders() where path == forbidden || path.hasPrefix(forbidden + "/") {
-            return .failure(ActionRefusal("\(TerminalText.excerpt(path)) is under \(forbidden), which the platform may not touch"))
-        }
-        return .success(path)
     }
 
-    /// Opens a regular file (not a link, folder, device, socket or pipe) for reading.
-    private func openRegularFile(_ path: String) -> Result<(fd: Int32, info: stat), ActionRefusal> {
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else {
-            let why = errno == ELOOP ? "is a symbolic link; name the file it points to" : String(cString: strerror(errno))
-            return .failure(ActionRefusal("\(TerminalText.excerpt(path)) \(errno == ELOOP ? why : ": " + why)"))
+    /// The file a command names, its folder opened without following a link, refused when it is
+    /// (by path, or by the folder's or the file's identity, which bind mounts cannot disguise)
+    /// one the platform may not touch.
+    private func locate(_ given: String?) -> Result<HostFile, ActionRefusal> {
+        let file: HostFile
+        do {
+            file = try HostFile(given)
+        } catch {
+            return .failure(ActionRefusal("\(error)"))
         }
-        var info = stat()
-        guard fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
-            close(fd)
-            return .failure(ActionRefusal("\(TerminalText.excerpt(path)) is not a regular file (a folder, device, socket or pipe)"))
+        let forbidden = forbiddenFolders()
+        for folder in forbidden where file.path == folder || file.path.hasPrefix(folder + "/") {
+            return .failure(ActionRefusal("\(TerminalText.excerpt(file.path)) is under \(folder), which the platform may not touch"))
         }
-        return .success((fd, info))
+        if let identity = file.folderIdentity {
+            for folder in forbidden where FileIdentity(path: folder) == identity {
+                return .failure(ActionRefusal("\(TerminalText.excerpt(file.path)) is in \(folder) (through another path), which the platform may not touch"))
+            }
+        }
+        return .success(file)
     }
 
-    /// The regular file a command names, checked and opened for reading.
-    private func target(_ given: String?) -> Result<(path: String, fd: Int32, info: stat), ActionRefusal> {
-        checkedPath(given).flatMap { path in openRegularFile(path).map { (path, $0.fd, $0.info) } }
+    /// The regular file a command names, located and opened for reading; with the command's
+    /// `sha256`, only when the file has it (a path seen in a container may name another file here).
+    private func target(_ command: Command) -> Result<(file: HostFile, digests: (sha256: String, md5: String)), ActionRefusal> {
+        locate(command.path).flatMap { file in
+            do {
+                try file.openForReading()
+            } catch {
+                return .failure(ActionRefusal("\(error)"))
+            }
+            let programs = Set(Self.ownPrograms().compactMap { FileIdentity(path: $0) })
+            if programs.contains(FileIdentity(file.info)) {
+                return .failure(ActionRefusal("\(TerminalText.excerpt(file.path)) is one of Tether's own programs, which the platform may not touch"))
+            }
+            guard let digests = fileDigests(fileDescriptor: file.descriptor) else {
+                return .failure(ActionRefusal("\(TerminalText.excerpt(file.path)) cannot be read"))
+            }
+            if let expected = command.sha256?.lowercased(), expected != digests.sha256 {
+                return .failure(ActionRefusal("\(TerminalText.excerpt(file.path)) has sha256 \(digests.sha256), not \(TerminalText.excerpt(expected)): another file than the one meant; nothing was done"))
+            }
+            return .success((file, digests))
+        }
+    }
+
+    /// The link count, said when a file has other names that the action leaves.
+    private static func otherNames(_ info: stat) -> String {
+        info.st_nlink > 1 ? " (the file has \(info.st_nlink - 1) other name\(info.st_nlink == 2 ? "" : "s"), which stay)" : ""
     }
 
     // MARK: - get-file
@@ -133,116 +144,153 @@ extension ConnectorRuntime {
     func getFile(_ command: Command, id: String, channel: UploadChannel?) -> (String, String) {
         let bound = min(command.maxBytes ?? Self.defaultUploadBytes, Self.largestUpload)
         guard bound > 0 else { return ("rejected", "maxBytes must be positive") }
-        let path: String, opened: (fd: Int32, info: stat)
-        switch target(command.path) {
-        case .success(let found): (path, opened) = (found.path, (found.fd, found.info))
+        let file: HostFile, digests: (sha256: String, md5: String)
+        switch target(command) {
+        case .success(let found): (file, digests) = found
         case .failure(let refusal): return ("refused", refusal.reason)
         }
-        defer { close(opened.fd) }
-        let size = Int(opened.info.st_size)
-        guard size <= bound else { return ("refused", "\(TerminalText.excerpt(path)) has \(size) bytes, over the bound of \(bound) (maxBytes)") }
+        let path = TerminalText.excerpt(file.path)
+        let size = Int(file.info.st_size)
+        guard size <= bound else { return ("refused", "\(path) has \(size) bytes, over the bound of \(bound) (maxBytes)") }
         guard let channel else { return ("failed", "no connection to the platform to send the file over") }
-        guard let digests = fileDigests(fileDescriptor: opened.fd) else { return ("failed", "\(TerminalText.excerpt(path)) cannot be read") }
         do {
             let response = try channel.client.upload(url: "\(channel.base)/commands/\(id)/file",
-                                                      headers: ["X-Tether-SHA256: \(digests.sha256)"], fileDescriptor: opened.fd, size: size)
+                                                      headers: ["X-Tether-SHA256: \(digests.sha256)"], fileDescriptor: file.descriptor, size: size)
             guard (200..<300).contains(response.status) else { return ("failed", "the platform answered HTTP \(response.status) to the file") }
         } catch {
-            return ("failed", "\(TerminalText.excerpt(path)) could not be sent: \(error)")
+            return ("failed", "\(path) could not be sent: \(error)")
         }
         var after = stat()
-        if fstat(opened.fd, &after) == 0, after.st_size != opened.info.st_size || after.st_mtim.tv_sec != opened.info.st_mtim.tv_sec
-            || after.st_mtim.tv_nsec != opened.info.st_mtim.tv_nsec {
-            return ("failed", "\(TerminalText.excerpt(path)) changed while it was sent; ask again")
+        if fstat(file.descriptor, &after) == 0, after.st_size != file.info.st_size || after.st_ctim.tv_sec != file.info.st_ctim.tv_sec
+            || after.st_ctim.tv_nsec != file.info.st_ctim.tv_nsec {
+            return ("failed", "\(path) changed while it was sent; ask again")
         }
-        return ("applied", "sent \(TerminalText.excerpt(path)): \(size) bytes, sha256 \(digests.sha256)")
+        return ("applied", "sent \(path): \(size) bytes, sha256 \(digests.sha256)")
     }
 
     // MARK: - delete-file
 
     func deleteFile(_ command: Command) -> (String, String) {
-        let path: String, opened: (fd: Int32, info: stat)
-        switch target(command.path) {
-        case .success(let found): (path, opened) = (found.path, (found.fd, found.info))
+        let file: HostFile, digests: (sha256: String, md5: String)
+        switch target(command) {
+        case .success(let found): (file, digests) = found
         case .failure(let refusal): return ("refused", refusal.reason)
         }
-        let digest = fileDigests(fileDescriptor: opened.fd)?.sha256 ?? "unknown"
-        close(opened.fd)
-        guard unlink(path) == 0 else { return ("failed", "\(TerminalText.excerpt(path)) could not be deleted: \(String(cString: strerror(errno)))") }
-        return ("applied", "deleted \(TerminalText.excerpt(path)): \(opened.info.st_size) bytes, sha256 \(digest)")
+        do {
+            try file.removeOpened()
+        } catch {
+            return ("failed", "\(error)")
+        }
+        return ("applied", "deleted \(TerminalText.excerpt(file.path)): \(file.info.st_size) bytes, sha256 \(digests.sha256)" + Self.otherNames(file.info))
     }
 
     // MARK: - Quarantine
 
     /// Moves the file into the quarantine store: written down first (`moving`), then the
-    /// bytes copied into a file only root may read, synced, the original removed, and the row
-    /// marked `held`. A kill before the original is removed leaves it where it was.
+    /// bytes copied into a file only root may read and synced, the copy's SHA-256 checked
+    /// against the file's, the original removed, and the row marked `held`. A kill before the
+    /// original is removed leaves it where it was; one after is finished at the next start.
     func quarantineFile(_ command: Command, id commandId: String) -> (String, String) {
-        let path: String, opened: (fd: Int32, info: stat)
-        switch target(command.path) {
-        case .success(let found): (path, opened) = (found.path, (found.fd, found.info))
+        let file: HostFile, digests: (sha256: String, md5: String)
+        switch target(command) {
+        case .success(let found): (file, digests) = found
         case .failure(let refusal): return ("refused", refusal.reason)
         }
-        defer { close(opened.fd) }
-        guard let digests = fileDigests(fileDescriptor: opened.fd) else { return ("failed", "\(TerminalText.excerpt(path)) cannot be read") }
-        let id = UUID().uuidString.lowercased()
+        let path = TerminalText.excerpt(file.path)
         let folder = directory.appendingPathComponent(Self.quarantineFolder).path
         mkdir(folder, 0o700)
         chmod(folder, 0o700)
+        // Room for the copy, and some to spare for the stores beside it.
+        var space = statvfs()
+        if statvfs(folder, &space) == 0, UInt64(space.f_bavail) * UInt64(space.f_frsize) < UInt64(file.info.st_size) + (64 << 20) {
+            return ("failed", "\(path) (\(file.info.st_size) bytes) does not fit in the quarantine store with 64 MiB to spare; it stays where it was")
+        }
+        let id = UUID().uuidString.lowercased()
         let stored = folder + "/" + id
         do {
             try storeCall {
                 try store.database.query("""
                     INSERT INTO quarantine (id, original_path, size, sha256, owner, grp, mode, at, command_id, state)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'moving')
-                    """, [.text(id), .text(path), .integer(Int64(opened.info.st_size)), .text(digests.sha256), .integer(Int64(opened.info.st_uid)),
-                          .integer(Int64(opened.info.st_gid)), .integer(Int64(opened.info.st_mode & 0o7777)), .real(clock().timeIntervalSince1970),
+                    """, [.text(id), .text(file.path), .integer(Int64(file.info.st_size)), .text(digests.sha256), .integer(Int64(file.info.st_uid)),
+                          .integer(Int64(file.info.st_gid)), .integer(Int64(file.info.st_mode & 0o7777)), .real(clock().timeIntervalSince1970),
                           .text(commandId)])
             }
-            try copyContents(from: opened.fd, to: stored, mode: 0o400)
+            let target = open(stored, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard target >= 0 else { throw ActionRefusal("the store: \(String(cString: strerror(errno)))") }
+            try Self.copy(from: file.descriptor, to: target, mode: 0o400)
+            let check = open(stored, O_RDONLY | O_CLOEXEC)
+            defer { if check >= 0 { close(check) } }
+            guard check >= 0, fileDigests(fileDescriptor: check)?.sha256 == digests.sha256 else {
+                throw ActionRefusal("the file changed while it was copied")
+            }
+            try file.removeOpened()
         } catch {
             unlink(stored)
             _ = try? store.database.query("DELETE FROM quarantine WHERE id = ?", [.text(id)])
-            return ("failed", "\(TerminalText.excerpt(path)) could not be put in quarantine: \(error); it stays where it was")
-        }
-        guard unlink(path) == 0 else {
-            let why = String(cString: strerror(errno))
-            unlink(stored)
-            _ = try? store.database.query("DELETE FROM quarantine WHERE id = ?", [.text(id)])
-            return ("failed", "\(TerminalText.excerpt(path)) could not be removed (\(why)); it stays where it was")
+            return ("failed", "\(path) could not be put in quarantine: \(error); it stays where it was")
         }
         _ = try? store.database.query("UPDATE quarantine SET state = 'held' WHERE id = ?", [.text(id)])
-        return ("applied", "quarantined \(TerminalText.excerpt(path)) as \(id): \(opened.info.st_size) bytes, sha256 \(digests.sha256)")
+        return ("applied", "quarantined \(path) as \(id): \(file.info.st_size) bytes, sha256 \(digests.sha256)" + Self.otherNames(file.info))
     }
 
-    /// Puts a quarantined file back where it was, with its owner and mode; refused when
-    /// something is there now.
+    /// Puts a quarantined file back where it was, with its owner and mode: its folder reached
+    /// without following a link and checked again, never over a file that is there now.
     package func restoreFile(quarantineId id: String?) -> (String, String) {
         guard let id, !id.isEmpty, id.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
             return ("rejected", "a restore needs the quarantineId that quarantine-file answered")
         }
         guard let row = try? store.database.query("SELECT original_path, owner, grp, mode, state, sha256 FROM quarantine WHERE id = ?", [.text(id)]).first,
-              let path = row[0].text else {
+              let original = row[0].text else {
             return ("failed", "nothing is in quarantine as \(id)")
         }
         guard row[4].text == "held" else { return ("failed", "\(id) is not held (\(row[4].text ?? "?"))") }
+        let path = TerminalText.excerpt(original)
         let stored = directory.appendingPathComponent(Self.quarantineFolder).appendingPathComponent(id).path
         let source = open(stored, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard source >= 0 else { return ("failed", "the quarantined copy of \(TerminalText.excerpt(path)) is missing: \(String(cString: strerror(errno)))") }
+        guard source >= 0 else { return ("failed", "the quarantined copy of \(path) is missing: \(String(cString: strerror(errno)))") }
         defer { close(source) }
         guard fileDigests(fileDescriptor: source)?.sha256 == row[5].text else {
-            return ("failed", "the quarantined copy of \(TerminalText.excerpt(path)) no longer has its SHA-256; it is not restored")
+            return ("failed", "the quarantined copy of \(path) no longer has its SHA-256; it is not restored")
+        }
+        let file: HostFile
+        switch locate(original) {
+        case .success(let located): file = located
+        case .failure(let refusal): return ("failed", refusal.reason)
         }
         do {
-            // O_EXCL: whatever is at the path now is never overwritten.
-            try copyContents(from: source, to: path, mode: mode_t(row[3].integer ?? 0o600), owner: (uid_t(row[1].integer ?? 0), gid_t(row[2].integer ?? 0)))
+            let target = try file.createNew()
+            do {
+                try Self.copy(from: source, to: target, mode: mode_t(row[3].integer ?? 0o600), owner: (uid_t(row[1].integer ?? 0), gid_t(row[2].integer ?? 0)))
+            } catch {
+                file.removeCreated()
+                throw error
+            }
         } catch {
-            return ("failed", "\(TerminalText.excerpt(path)) could not be restored: \(error)")
+            return ("failed", "\(path) could not be restored: \(error)")
         }
         unlink(stored)
         _ = try? store.database.query("UPDATE quarantine SET state = 'restored', restored_at = ? WHERE id = ?",
                                       [.real(clock().timeIntervalSince1970), .text(id)])
-        return ("applied", "restored \(TerminalText.excerpt(path)) from quarantine \(id)")
+        return ("applied", "restored \(path) from quarantine \(id)")
+    }
+
+    /// Finishes what a kill left of a quarantine (at start): a row still `moving` whose
+    /// original is gone is held (the copy was checked before the original went); one whose
+    /// original is still there is dropped with its copy.
+    func finishInterruptedQuarantines() {
+        guard let rows = try? store.database.query("SELECT id, original_path FROM quarantine WHERE state = 'moving'"), !rows.isEmpty else { return }
+        for row in rows {
+            guard let id = row[0].text, let original = row[1].text else { continue }
+            let stored = directory.appendingPathComponent(Self.quarantineFolder).appendingPathComponent(id).path
+            var info = stat()
+            if lstat(original, &info) != 0, errno == ENOENT, access(stored, F_OK) == 0 {
+                _ = try? store.database.query("UPDATE quarantine SET state = 'held' WHERE id = ?", [.text(id)])
+            } else {
+                unlink(stored)
+                _ = try? store.database.query("DELETE FROM quarantine WHERE id = ?", [.text(id)])
+            }
+        }
     }
 
     /// Every file put in quarantine, newest first (restored ones too, with when).
@@ -260,38 +308,30 @@ extension ConnectorRuntime {
         }
     }
 
-    /// Copies an open file's bytes into a new file at `path` (never over one that exists), synced.
-    private func copyContents(from source: Int32, to path: String, mode: mode_t, owner: (uid_t, gid_t)? = nil) throws {
-        let target = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard target >= 0 else { throw ActionRefusal("\(TerminalText.excerpt(path)): \(String(cString: strerror(errno)))") }
-        var failure: String?
+    /// Copies an open file's bytes from its start into `target` (then closed), with its mode
+    /// and owner, synced.
+    private static func copy(from source: Int32, to target: Int32, mode: mode_t, owner: (uid_t, gid_t)? = nil) throws {
+        defer { close(target) }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         var offset: off_t = 0
-        while failure == nil {
+        while true {
             let count = buffer.withUnsafeMutableBytes { pread(source, $0.baseAddress, $0.count, offset) }
             if count < 0 && errno == EINTR { continue }
-            if count < 0 { failure = "reading: \(String(cString: strerror(errno)))"; break }
+            if count < 0 { throw ActionRefusal("reading: \(String(cString: strerror(errno)))") }
             if count == 0 { break }
             var written = 0
             while written < count {
                 let step = buffer.withUnsafeBytes { Glibc.write(target, $0.baseAddress! + written, count - written) }
                 if step < 0 && errno == EINTR { continue }
-                guard step > 0 else {
-                    failure = "writing: \(String(cString: strerror(errno)))"
-                    break
-                }
+                guard step > 0 else { throw ActionRefusal("writing: \(String(cString: strerror(errno)))") }
                 written += step
             }
             offset += off_t(count)
         }
-        if failure == nil, let owner, fchown(target, owner.0, owner.1) != 0 { failure = "setting the owner: \(String(cString: strerror(errno)))" }
-        if failure == nil, fchmod(target, mode) != 0 { failure = "setting the mode: \(String(cString: strerror(errno)))" }
-        if failure == nil, fsync(target) != 0 { failure = "syncing: \(String(cString: strerror(errno)))" }
-        close(target)
-        if let failure {
-            unlink(path)
-            throw ActionRefusal("\(TerminalText.excerpt(path)): \(failure)")
-        }
+        if let owner, fchown(target, owner.0, owner.1) != 0 { throw ActionRefusal("setting the owner: \(String(cString: strerror(errno)))") }
+        // After the owner: chown clears set-user-ID and set-group-ID bits.
+        if fchmod(target, mode) != 0 { throw ActionRefusal("setting the mode: \(String(cString: strerror(errno)))") }
+        if fsync(target) != 0 { throw ActionRefusal("syncing: \(String(cString: strerror(errno)))") }
     }
 }
 

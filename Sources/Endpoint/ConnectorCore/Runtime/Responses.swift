@@ -473,7 +473,9 @@ extension ConnectorRuntime {
         } catch {
             return ("failed", "\(error)")
         }
-        let mode = parsed.isEmpty ? "" : ExecutionGuard.unavailableBecause().map { "; tether run kills listed programs right after they start: \($0)" }
+        let edrRuns = (try? agent.state().running.contains(.edr)) ?? false
+        let mode = parsed.isEmpty ? "" : !edrRuns ? "; not enforced while EDR is stopped"
+            : ExecutionGuard.unavailableBecause().map { "; tether run kills listed programs right after they start: \($0)" }
             ?? "; tether run denies listed programs before they run (fanotify permission events)"
         return ("applied", "execution prevention list replaced: \(parsed.count) rule\(parsed.count == 1 ? "" : "s")" + mode)
     }

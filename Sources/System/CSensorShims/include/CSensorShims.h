@@ -102,6 +102,17 @@ int tether_filesystem_id(int fd, uint32_t id[2]);
 /// (signalled, still there), -ESTALE (another process has that pid), or -errno.
 int tether_kill_started(int pid, uint64_t start_ticks, int wait_ms);
 
+/// SIGKILL to `pid` through a pidfd opened first, after confirming on it that the process
+/// still runs the file with this device and inode; then waits up to `wait_ms` for it to end.
+/// Returns 0 (ended), -ETIMEDOUT (signalled, still there), -ESTALE (it runs another file now),
+/// or -errno.
+int tether_kill_running_file(int pid, uint64_t device, uint64_t inode, int wait_ms);
+
+/// Opens the folder `path` (O_PATH) without following a symbolic link anywhere on the way
+/// (openat2 with RESOLVE_NO_SYMLINKS and RESOLVE_NO_MAGICLINKS, Linux 5.6): the folder
+/// opened is the one the path names, never one a link points to. Returns the descriptor or -errno.
+int tether_open_folder_without_links(const char *path);
+
 /// The start of `pid` in clock ticks after boot (/proc/PID/stat field 22), or 0.
 uint64_t tether_process_start_ticks(int pid);
 
@@ -125,9 +136,18 @@ typedef struct {
     int32_t pid;
 } tether_exec_request;
 
-/// Waits up to `timeout_ms`, then reads the queued requests (at most `max`). Returns how many
-/// were written, 0 on timeout, or -errno. Requests that are not executions are allowed here.
-int tether_exec_guard_read(int fd, int timeout_ms, tether_exec_request *requests, int max);
+/// Waits up to `timeout_ms` for requests, or for a change of the mount table when `mounts_fd`
+/// (an open /proc/self/mountinfo, or -1) says so (`*mounts_changed` set to 1), then reads the
+/// queued requests (at most `max`). Returns how many were written, 0 on timeout, or -errno (a
+/// request whose file the kernel could not open: it denied that one; the reader goes on).
+/// Requests that are not executions are allowed here.
+int tether_exec_guard_read(int fd, int mounts_fd, int timeout_ms, tether_exec_request *requests, int max, int *mounts_changed);
+
+/// pidfd_open(pid): a descriptor that names this process for good, or -errno.
+int tether_pidfd_open(int pid);
+
+/// SIGKILL through a pidfd. Returns 0 or -errno (ESRCH: it had ended).
+int tether_pidfd_kill(int pidfd);
 
 /// Answers one request (allow or deny) and closes its descriptor. Returns 0 or -errno.
 int tether_exec_guard_answer(int fd, int32_t request_fd, int allow);
