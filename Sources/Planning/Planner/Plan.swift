@@ -155,6 +155,17 @@ package enum PlanStep: Sendable, CustomStringConvertible {
         }
     }
 
+    /// The step in full, bytes included (as digests) and no secret: two steps with the same
+    /// fingerprint make the same change. What a saved plan records and an apply of it compares.
+    package var fingerprint: String {
+        switch self {
+        case .pinServerCertificate(_, _, let bytes, _): return description + " bytes " + sha256Hex(bytes)
+        case .installClientCertificate(_, _, let container, let password, _):
+            return description + " container " + sha256Hex(container) + " password \(password)"
+        default: return description
+        }
+    }
+
     /// The key this step changes.
     package var key: DesiredKey {
         switch self {

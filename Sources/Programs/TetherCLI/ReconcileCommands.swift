@@ -172,6 +172,15 @@ struct PlanCommand: ParsableCommand {
     @Flag(help: "Plan to reset released settings (managed before, declared by no policy now) to the vendor default.")
     var prune = false
 
+    @Option(help: ArgumentHelp("Also save the plan to this file, for `tether apply --plan-file FILE` to apply exactly (as terraform plan -out).", valueName: "file"))
+    var planFile: String?
+
+    func validate() throws {
+        if planFile != nil, against != nil {
+            throw ValidationError("--plan-file saves a plan to apply on this device; a plan --against a snapshot cannot be applied here (drop one of them)")
+        }
+    }
+
     func run() throws {
         let plan: Plan
         if let against {
@@ -184,6 +193,7 @@ struct PlanCommand: ParsableCommand {
             if against != "-" { report.device = String((against.split(separator: "/").last ?? "").split(separator: ".").first ?? "") }
             try reportOptions.emit(report)
         } else if !source.device.stateDirectoryExists, try backend.choice(source.device).kind == .embedded {
+            if planFile != nil { throw CommandError("error: there is no agent at \(source.device.stateDirectory) to save a plan for; apply once, or drop --plan-file") }
             // No state directory: plan against a fresh agent, and write nothing.
             Console.error("note: there is no agent state at \(source.device.stateDirectory): planned against a fresh agent; nothing was written")
             var fresh = AgentState.initial
@@ -202,6 +212,18 @@ struct PlanCommand: ParsableCommand {
             plan = comparison.plan
             try plan.requireEnforceable()
             try reportOptions.emit(comparison.report(.plan))
+            if let planFile {
+                let spec = comparison.report(.plan).source
+                let saved = comparison.saved(tether: Tether.version, repository: spec.displayRepository, ref: spec.ref ?? "HEAD")
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                do {
+                    try (try encoder.encode(saved) + Data("\n".utf8)).write(to: URL(fileURLWithPath: planFile), options: .atomic)
+                } catch {
+                    throw CommandError("error: the plan cannot be saved to \(planFile): \(error)")
+                }
+                Console.error("Saved the plan (\(saved.steps.count) step\(saved.steps.count == 1 ? "" : "s")) to \(planFile): apply exactly it with tether apply --plan-file \(planFile)")
+            }
         }
         if detailedExitcode && (!plan.isEmpty || !plan.unenforceable.isEmpty) { throw ExitCode(2) }
     }
@@ -230,12 +252,44 @@ struct ApplyCommand: ParsableCommand {
     @Flag(help: "Reset released settings (managed before, declared by no policy now) to the vendor default.")
     var prune = false
 
+    @Option(help: ArgumentHelp("Apply exactly the plan `tether plan --plan-file FILE` saved, and nothing if the revision, the agent or the steps moved since (exit 1).", valueName: "file"))
+    var planFile: String?
+
+    /// The saved plan, read and checked before anything is opened.
+    private func savedPlan() throws -> SavedPlan? {
+        guard let planFile else { return nil }
+        let saved: SavedPlan
+        do {
+            saved = try JSONDecoder().decode(SavedPlan.self, from: Data(try readFile(planFile)))
+        } catch let error as CommandError {
+            throw error
+        } catch {
+            throw CommandError("error: \(planFile) is not a plan tether plan --plan-file saved: \(error)")
+        }
+        guard saved.format == SavedPlan.format else { throw CommandError("error: \(planFile) is a \(saved.format) plan; this tether reads \(SavedPlan.format)") }
+        guard saved.tether == Tether.version else {
+            throw CommandError("error: \(planFile) was planned by tether \(saved.tether), this is \(Tether.version): plan again with this one")
+        }
+        if prune && !saved.prune { throw CommandError("error: \(planFile) was planned without --prune: plan again with it, or drop --prune") }
+        return saved
+    }
+
     func run() throws {
         let outcome: Reconciliation.ApplyOutcome
+        let saved = try savedPlan()
         do {
             let comparison = try CommandPipeline.compare(source, backend: backend, keepBackend: true, gate: verification.gate,
-                                                         warnExpiry: reportOptions.warnExpiry, prune: prune, require: health.requireSupport)
-            outcome = try comparison.apply(actor: "tether apply", healthWindow: health.healthWindow)
+                                                         warnExpiry: reportOptions.warnExpiry, prune: saved?.prune ?? prune, require: health.requireSupport)
+            if let saved, let planFile {
+                let spec = comparison.report(.plan).source
+                guard saved.repository == spec.displayRepository else {
+                    throw CommandError("error: \(planFile) is a plan for \(saved.repository), not \(spec.displayRepository); nothing was changed")
+                }
+                guard saved.revision == comparison.revision.commit.id else {
+                    throw CommandError("error: \(planFile) is a plan for revision \(saved.revision.prefix(12)); the ref is at \(comparison.revision.commit.id.prefix(12)) now. Nothing was changed: run tether plan --plan-file \(planFile) again and review it")
+                }
+            }
+            outcome = try comparison.apply(actor: "tether apply", healthWindow: health.healthWindow, saved: saved)
             // A change that a crash cut short was undone first (a backend that can): say what it left.
             for note in comparison.session.backend.recoveryNotes { Console.error("warning: \(note)") }
         } catch let refused as RevisionRefused {

@@ -16,6 +16,8 @@ package struct Reconciliation {
     /// The agent, its history and what its backend can do.
     package let session: AgentSession
     package let applied: AppliedState
+    /// The agent's state the plan was computed against.
+    package let actual: AgentState
     package let plan: Plan
     package let notes: [String]
     /// Who signed the revision, when it was verified.
@@ -41,7 +43,7 @@ package struct Reconciliation {
         self.warnExpiryDays = warnExpiryDays
         self.prune = prune
         self.notes = notes
-        let actual = try session.backend.state()
+        actual = try session.backend.state()
         self.applied = try applied ?? session.backend.appliedState()
         plan = Planner.plan(desired: desired, actual: actual, applied: self.applied, warnExpiryDays: warnExpiryDays, prune: prune)
     }
@@ -75,7 +77,10 @@ package struct Reconciliation {
     /// for values that cannot be applied here and `RevisionRefused`; nothing is changed then.
     /// A health window needs a backend whose connectors Tether runs: asked of another backend, it
     /// is refused here with `UnsupportedOption`, before anything changes.
-    package func apply(actor: String, historyKind: HistoryKind = .apply, notes: [String] = [], healthWindow: Double = 0) throws -> ApplyOutcome {
+    /// With `saved`, applies only while the plan computed under the write lock is that plan,
+    /// against the same agent state; otherwise fails with nothing changed.
+    package func apply(actor: String, historyKind: HistoryKind = .apply, notes: [String] = [], healthWindow: Double = 0,
+                       saved: SavedPlan? = nil) throws -> ApplyOutcome {
         if healthWindow > 0 { try HealthWindow.requireSupport(by: session) }
         let revisionId = revision.commit.id
         let agent = session.backend, history = session.history
@@ -89,7 +94,9 @@ package struct Reconciliation {
                 for note in try gate.recheck(revision, lastApplied: lastApplied.revision) where !notes.contains(note) && !self.notes.contains(note) {
                     notes.append(note)
                 }
-                let plan = Planner.plan(desired: desired, actual: try agent.state(), applied: lastApplied, warnExpiryDays: warnExpiryDays, prune: prune)
+                let current = try agent.state()
+                let plan = Planner.plan(desired: desired, actual: current, applied: lastApplied, warnExpiryDays: warnExpiryDays, prune: prune)
+                try saved?.check(plan, state: current, applied: lastApplied)
                 try plan.requireEnforceable()
                 let restorePoint = try RestorePoint(agent: agent)
                 try plan.apply(to: agent, revision: revisionId)
