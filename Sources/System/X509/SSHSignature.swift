@@ -43,6 +43,9 @@ package struct AllowedSigner: Sendable {
     /// only commits made in between, as `ssh-keygen -Y verify` checks them at the commit's time.
     package var validAfter: (text: String, seconds: Int64)?
     package var validBefore: (text: String, seconds: Int64)?
+    /// `cert-authority`: the key is a CA's, and vouches for the user certificates it signed
+    /// (for a principal the entry's patterns match); it never signs a commit itself.
+    package var isCertificateAuthority = false
 
     init(principals: String, keyBlob: [UInt8]) {
         self.principals = principals
@@ -68,8 +71,8 @@ package struct AllowedSigner: Sendable {
 /// Verifies SSH signatures (the SSHSIG format of `git commit -S` with `gpg.format=ssh`) with
 /// OpenSSL: Ed25519, ECDSA (P-256, P-384, P-521) and RSA (rsa-sha2-256/512) keys.
 package enum SSHSignature {
-    /// Reads an allowed-signers file; lines it cannot use (cert-authority, unknown key types, a
-    /// date ssh-keygen cannot read) are skipped.
+    /// Reads an allowed-signers file; lines it cannot use (unknown key types or options, a date
+    /// ssh-keygen cannot read) are skipped.
     package static func allowedSigners(_ text: String) -> [AllowedSigner] {
         var signers: [AllowedSigner] = []
         for rawLine in text.split(separator: "\n") {
@@ -91,7 +94,7 @@ package enum SSHSignature {
             for (name, value) in options {
                 switch name {
                 case "cert-authority":
-                    usable = false  // a CA key signs certificates, not commits
+                    signer.isCertificateAuthority = true
                 case "namespaces":
                     signer.namespaces = value.split(separator: ",").map(String.init)
                 case "valid-after", "valid-before":
@@ -120,7 +123,22 @@ package enum SSHSignature {
               let hashName = reader.readString(), let signature = reader.readString() else {
             return .invalid(reason: "not an SSHSIG signature", key: nil)
         }
-        let key = fingerprint(publicKey)
+        // A user certificate: its CA's signature checked first; the signature is then the key's inside it.
+        var certificate: SSHCertificate?
+        var signingKey = publicKey
+        if SSHCertificate.isCertificate(publicKey) {
+            guard let parsed = SSHCertificate(publicKey) else { return .invalid(reason: "a malformed SSH certificate", key: nil) }
+            do {
+                guard try verify(signature: parsed.signature, data: parsed.signedPart, publicKey: parsed.authority) else {
+                    return .invalid(reason: "the certificate's signature does not match its CA key", key: fingerprint(parsed.key))
+                }
+            } catch {
+                return .invalid(reason: "the certificate: \(error)", key: fingerprint(parsed.key))
+            }
+            certificate = parsed
+            signingKey = parsed.key
+        }
+        let key = fingerprint(signingKey)
         guard String(decoding: signedNamespace, as: UTF8.self) == namespace else {
             return .invalid(reason: "signed for namespace '\(String(decoding: signedNamespace, as: UTF8.self))', not '\(namespace)'", key: key)
         }
@@ -134,18 +152,48 @@ package enum SSHSignature {
         SSHReader.appendString(&signed, hashName)
         SSHReader.appendString(&signed, hash(payload, digest))
         do {
-            guard try verify(signature: signature, data: signed, publicKey: publicKey) else {
+            guard try verify(signature: signature, data: signed, publicKey: signingKey) else {
                 return .invalid(reason: "the signature does not match the commit", key: key)
             }
         } catch {
             return .invalid(reason: "\(error)", key: key)
         }
-        let listed = allowed.filter { $0.keyBlob == publicKey }
+        if let certificate { return verdict(certificate, key: key, allowed: allowed, namespace: namespace, at: time) }
+        let listed = allowed.filter { $0.keyBlob == publicKey && !$0.isCertificateAuthority }
         guard let first = listed.first else { return .unknownSigner(key: key) }
         guard let signer = listed.first(where: { $0.refusal(namespace: namespace, at: time) == nil }) else {
             return .notAllowed(key: key, reason: first.refusal(namespace: namespace, at: time) ?? "its entry does not allow it")
         }
         return .verified(principal: signer.principals, key: key)
+    }
+
+    /// A good signature by a certificate's key: trusted when a cert-authority entry lists the
+    /// CA, the certificate is a user certificate valid at the commit's time, and one of its
+    /// principals is one the entry's patterns match (as `ssh-keygen -Y verify` checks them).
+    private static func verdict(_ certificate: SSHCertificate, key: String, allowed: [AllowedSigner], namespace: String, at time: Int64?) -> SignatureVerdict {
+        let described = "\(key) (certificate \"\(certificate.keyID)\" by CA \(fingerprint(certificate.authority)))"
+        let authorities = allowed.filter { $0.isCertificateAuthority && $0.keyBlob == certificate.authority }
+        guard !authorities.isEmpty else { return .unknownSigner(key: described) }
+        guard certificate.isUserCertificate else { return .notAllowed(key: described, reason: "it is a host certificate, not a user certificate") }
+        if let time {
+            if time < certificate.validAfter {
+                return .notAllowed(key: described, reason: "the certificate is valid from \(utc(certificate.validAfter)) and the commit was made at \(utc(time)): not yet valid")
+            }
+            if time >= certificate.validBefore {
+                return .notAllowed(key: described, reason: "the certificate is valid until \(utc(certificate.validBefore)) and the commit was made at \(utc(time)): expired")
+            }
+        }
+        var reason = "the certificate's principals (\(certificate.principals.joined(separator: ", "))) are none its CA's entry allows"
+        for authority in authorities {
+            let patterns = authority.principals.split(separator: ",")
+            guard let principal = certificate.principals.first(where: { Patterns.matchesList($0, patterns) }) else { continue }
+            if let refusal = authority.refusal(namespace: namespace, at: time) {
+                reason = refusal
+                continue
+            }
+            return .verified(principal: principal, key: described)
+        }
+        return .notAllowed(key: described, reason: reason)
     }
 
     /// `SHA256:…` as ssh-keygen prints a key's fingerprint.
@@ -316,9 +364,81 @@ package enum Digest {
 }
 
 /// Reads SSH wire types (RFC 4251): uint32, string.
+/// An OpenSSH certificate (PROTOCOL.certkeys): the key it certifies, for whom and when, and
+/// the CA's signature over everything before that signature.
+struct SSHCertificate {
+    /// The certified key, as a plain public key blob (`ssh-ed25519` …).
+    let key: [UInt8]
+    let isUserCertificate: Bool
+    let keyID: String
+    let principals: [String]
+    /// Seconds since 1970; `validBefore` is exclusive (0xFFFF… means forever).
+    let validAfter: Int64
+    let validBefore: Int64
+    /// The CA's public key blob, and its signature over `signedPart`.
+    let authority: [UInt8]
+    let signature: [UInt8]
+    let signedPart: [UInt8]
+
+    static func isCertificate(_ blob: [UInt8]) -> Bool {
+        var reader = SSHReader(blob)
+        return reader.readString().map { String(decoding: $0, as: UTF8.self).hasSuffix("-cert-v01@openssh.com") } ?? false
+    }
+
+    init?(_ blob: [UInt8]) {
+        var reader = SSHReader(blob)
+        guard let typeBytes = reader.readString() else { return nil }
+        let type = String(decoding: typeBytes, as: UTF8.self)
+        guard type.hasSuffix("-cert-v01@openssh.com"), reader.readString() != nil else { return nil }  // the nonce
+        let plainType = String(type.dropLast("-cert-v01@openssh.com".count))
+        // The key's own fields, in the plain key's order, re-encoded as that key.
+        let fieldCount: Int
+        switch plainType {
+        case "ssh-ed25519": fieldCount = 1
+        case "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa": fieldCount = 2
+        default: return nil
+        }
+        var key: [UInt8] = []
+        SSHReader.appendString(&key, Array(plainType.utf8))
+        for _ in 0..<fieldCount {
+            guard let field = reader.readString() else { return nil }
+            SSHReader.appendString(&key, field)
+        }
+        self.key = key
+        guard reader.readUInt64() != nil, let certificateType = reader.readUInt32(), let keyID = reader.readString(),
+              let principalList = reader.readString(), let after = reader.readUInt64(), let before = reader.readUInt64(),
+              reader.readString() != nil, reader.readString() != nil, reader.readString() != nil,  // critical options, extensions, reserved
+              let authority = reader.readString() else { return nil }
+        let signedLength = reader.position
+        guard let signature = reader.readString(), reader.position == blob.count else { return nil }
+        isUserCertificate = certificateType == 1
+        self.keyID = String(decoding: keyID, as: UTF8.self)
+        var names: [String] = []
+        var principalReader = SSHReader(principalList)
+        while principalReader.position < principalList.count {
+            guard let name = principalReader.readString() else { return nil }
+            names.append(String(decoding: name, as: UTF8.self))
+        }
+        principals = names
+        validAfter = Int64(clamping: after)
+        validBefore = Int64(clamping: before)
+        self.authority = authority
+        self.signature = signature
+        signedPart = Array(blob[..<signedLength])
+    }
+}
+
 struct SSHReader {
     private let bytes: [UInt8]
     private var offset = 0
+
+    /// How many bytes were read.
+    var position: Int { offset }
+
+    mutating func readUInt64() -> UInt64? {
+        guard let raw = readBytes(8) else { return nil }
+        return raw.reduce(0) { ($0 << 8) | UInt64($1) }
+    }
 
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 

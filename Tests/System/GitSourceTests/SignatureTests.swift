@@ -98,6 +98,47 @@ struct SignatureTests {
         #expect(SSHSignature.allowedSigners("alice@example.com valid-before=\"2020\" \(alice.publicKey)\n").isEmpty, "a date ssh-keygen cannot read makes the line unusable")
     }
 
+    @Test("A commit signed with a user certificate verifies through its CA's cert-authority entry, as git verify-commit decides, for each case")
+    func certificates() throws {
+        let keys = try TemporaryDirectory()
+        let authority = try key(["-t", "ed25519"], in: keys, name: "ca")
+        let other = try key(["-t", "ed25519"], in: keys, name: "other-ca")
+        let user = try key(["-t", "ed25519"], in: keys, name: "alice")
+        // A certificate file per case, each signed by ssh-keygen as a CA would.
+        func certificate(_ name: String, _ options: [String], signer: String = authority.path) throws -> String {
+            let base = keys.url.appendingPathComponent("cert-" + name).path
+            try FileManager.default.copyItem(atPath: user.path, toPath: base)
+            try FileManager.default.copyItem(atPath: user.path + ".pub", toPath: base + ".pub")
+            let signed = try runProgram("ssh-keygen", ["-q", "-s", signer, "-I", "\(name)-id"] + options + [base + ".pub"])
+            guard signed.status == 0 else { throw FixtureError("ssh-keygen -s: \(signed.output)") }
+            return base + "-cert.pub"
+        }
+        let cases: [(name: String, options: [String], signer: String, line: String, trusted: Bool, says: String)] = [
+            ("good", ["-n", "alice@example.com", "-V", "-1d:+1d"], authority.path, "alice@example.com cert-authority \(authority.publicKey)", true, "signed by alice@example.com"),
+            ("wildcard", ["-n", "alice@example.com"], authority.path, "*@example.com cert-authority \(authority.publicKey)", true, "signed by alice@example.com"),
+            ("other-principal", ["-n", "bob@example.com"], authority.path, "alice@example.com cert-authority \(authority.publicKey)", false, "principals (bob@example.com)"),
+            ("expired", ["-n", "alice@example.com", "-V", "20200101:20200201"], authority.path, "alice@example.com cert-authority \(authority.publicKey)", false, "expired"),
+            ("host", ["-h", "-n", "alice@example.com"], authority.path, "alice@example.com cert-authority \(authority.publicKey)", false, "host certificate"),
+            ("other-ca", ["-n", "alice@example.com"], other.path, "alice@example.com cert-authority \(authority.publicKey)", false, "which the allowed signers do not list"),
+            ("not-marked-ca", ["-n", "alice@example.com"], authority.path, "alice@example.com \(authority.publicKey)", false, "which the allowed signers do not list"),
+            ("ca-namespace", ["-n", "alice@example.com"], authority.path, "alice@example.com cert-authority,namespaces=\"file\" \(authority.publicKey)", false, "namespaces=\"file\""),
+        ]
+        for (index, entry) in cases.enumerated() {
+            let fixture = try GitFixture()
+            let id = try signedCommit(fixture, key: try certificate(entry.name, entry.options, signer: entry.signer), file: "\(index).yaml")
+            let repository = try GitRepository(path: fixture.path)
+            let commit = try repository.resolve(id)
+            let signature = try #require(try repository.signature(of: commit))
+            let file = try keys.write("allowed-\(entry.name)", entry.line + "\n")
+            let git = try runProgram("git", ["-C", fixture.path, "-c", "gpg.ssh.allowedSignersFile=\(file)", "verify-commit", id])
+            let verdict = SSHSignature.verify(armored: signature.signature, payload: signature.signedData,
+                                              allowed: SSHSignature.allowedSigners(entry.line + "\n"), at: commit.committedAt)
+            #expect(verdict.isTrusted == entry.trusted, "\(entry.name): \(verdict)")
+            #expect(verdict.isTrusted == (git.status == 0), "\(entry.name): git says \(git.status) (\(git.output)), Tether \(verdict)")
+            #expect(verdict.description.contains(entry.says), "\(entry.name): \(verdict)")
+        }
+    }
+
     @Test("Unsigned, unknown signers and tampered commits are told apart")
     func refusals() throws {
         let keys = try TemporaryDirectory()
