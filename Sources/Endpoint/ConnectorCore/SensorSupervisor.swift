@@ -59,19 +59,26 @@ package final class SensorSupervisor: @unchecked Sendable {
 
     /// The guard list, kept here and nowhere else: the hashes of init, of Tether's own programs
     /// (tether, tether-fetch), of `neverBlocked` and of apt's transport methods. A prevention
-    /// rule matching one is never enforced. Read again whenever the platform's list changes (an
-    /// upgrade may have replaced a program), on the supervisor's thread, and only while a list exists.
+    /// rule matching one is never enforced. Read again whenever the platform's list or one of
+    /// those files changes (an upgrade), on the supervisor's thread, and only while a list exists.
     private var protected: Set<String> = []
-    private var protectedFor: [PreventionRule]?
+    /// The list and the programs' files (device, inode, change time) the hashes were read for:
+    /// an upgrade that replaces one reads them again.
+    private var protectedFor: (rules: [PreventionRule], files: [String])?
 
     private func protectedHashes(for listed: [PreventionRule]) -> Set<String> {
-        if protectedFor == listed { return protected }
         var paths = ["/proc/1/exe", "/proc/self/exe"] + Self.neverBlocked
         if let own = ProcessInfo.processInfo.arguments.first.map({ URL(fileURLWithPath: $0).resolvingSymlinksInPath() }) {
             paths.append(own.deletingLastPathComponent().appendingPathComponent("tether-fetch").path)
         }
         let methods = "/usr/lib/apt/methods"
         paths += ((try? FileManager.default.contentsOfDirectory(atPath: methods)) ?? []).map { "\(methods)/\($0)" }
+        let files = paths.map { path -> String in
+            var info = stat()
+            guard stat(path, &info) == 0 else { return "" }
+            return "\(info.st_dev):\(info.st_ino):\(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec)"
+        }
+        if let protectedFor, protectedFor.rules == listed, protectedFor.files == files { return protected }
         var hashes = Set<String>()
         for path in paths {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -80,7 +87,7 @@ package final class SensorSupervisor: @unchecked Sendable {
             if let digests = fileDigests(fileDescriptor: fd) { hashes.formUnion([digests.sha256, digests.md5]) }
         }
         protected = hashes
-        protectedFor = listed
+        protectedFor = (listed, files)
         return hashes
     }
     /// Events let into each integration's queue this clock hour, by type.

@@ -64,7 +64,8 @@ package final class ExecutionGuard: @unchecked Sendable {
              ("killed-after-late-read", killedAfterLateRead), ("cached", cached), ("ignored", ignored), ("read-errors", readErrors)]
         }
 
-        /// The names of the decisions (each execution once), then of the other counts.
+        /// The names of the decisions (allowed and denied count each execution once; the others
+        /// say more of some allowed ones), then of the other counts.
         package static let decisionNames = ["allowed", "denied", "allowed-unread", "allowed-too-large", "killed-after-late-read"]
         package static let otherNames = ["cached", "ignored", "read-errors"]
 
@@ -104,6 +105,7 @@ package final class ExecutionGuard: @unchecked Sendable {
     private let prevention: PreventionList
     private let buffer: SensorBuffer?
     private let thread: SensorThread
+    private let mountWatcher: SensorThread?
     private let state = GuardState()
     private let hasher: Hasher
 
@@ -135,15 +137,24 @@ package final class ExecutionGuard: @unchecked Sendable {
                 close(fd)
                 throw Unavailable(description: "no file system could be marked: " + state.unmarked.joined(separator: "; "))
             }
-            // A file system mounted later (a USB stick, a container's root) is marked when it appears.
+            // A file system mounted later (a USB stick, a container's root) is marked when it
+            // appears, by a thread of its own: a path lookup that blocks never holds the answers.
             mounts = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
         }
-        thread = SensorThread(name: "sensor:prevent") { [mounts] thread in
-            var requests = [tether_exec_request](repeating: tether_exec_request(), count: 64)
-            var mountsChanged: Int32 = 0
+        mountWatcher = mounts < 0 ? nil : SensorThread(name: "sensor:mounts") { [mounts] thread in
+            var none = [tether_exec_request](repeating: tether_exec_request(), count: 1)
+            var changed: Int32 = 0
             while !thread.isStopping {
-                let count = tether_exec_guard_read(fd, mounts, 250, &requests, Int32(requests.count), &mountsChanged)
-                if mountsChanged != 0 { Self.markMounts(fd: fd, state: state) }
+                _ = tether_exec_guard_read(-1, mounts, 250, &none, 0, &changed)
+                if changed != 0 { Self.markMounts(fd: fd, state: state) }
+            }
+            close(mounts)
+        }
+        thread = SensorThread(name: "sensor:prevent") { thread in
+            var requests = [tether_exec_request](repeating: tether_exec_request(), count: 64)
+            var unused: Int32 = 0
+            while !thread.isStopping {
+                let count = tether_exec_guard_read(fd, -1, 250, &requests, Int32(requests.count), &unused)
                 if count == -EBADF || count == -EINVAL { break }
                 if count < 0 {
                     // The kernel could not open one file for Tether (NFS root squash, EMFILE):
@@ -155,34 +166,33 @@ package final class ExecutionGuard: @unchecked Sendable {
                     Self.answer(request, fd: fd, prevention: prevention, buffer: buffer, state: state, hasher: hasher)
                 }
             }
-            if mounts >= 0 { close(mounts) }
             // Closing the group lets every execution still waiting go on.
             close(fd)
         }
     }
 
-    /// Marks every file system of the mount table not marked yet (by its device), except those
-    /// whose server or daemon could hang every execution on the machine if it stopped answering.
+    /// Marks every file system of the mount table (again: adding a mark that exists changes
+    /// nothing, and a device number a file system had before may belong to a new one now),
+    /// except those whose server or daemon could hang every execution on the machine if it
+    /// stopped answering. The lists of marked and unmarked file systems are the table's now.
     private static func markMounts(fd: Int32, state: GuardState) {
-        for mount in programMounts() {
-            let known = state.lock.withLock { state.markedDevices.contains(mount.device) || state.skippedDevices.contains(mount.device) }
-            guard !known else { continue }
+        var marked = Set<String>()
+        var unmarked: [String] = []
+        for mount in programMounts() where !marked.contains(mount.device) {
             if mount.type.hasPrefix("fuse") || networkFileSystems.contains(mount.type) {
-                state.lock.withLock {
-                    state.skippedDevices.insert(mount.device)
-                    state.unmarked.append("\(mount.path) (\(mount.type)): a network or FUSE file system, whose server could hang every execution")
-                }
+                unmarked.append("\(mount.path) (\(mount.type)): a network or FUSE file system, whose server could hang every execution")
                 continue
             }
             let result = tether_exec_guard_mark(fd, mount.path, 0)
-            state.lock.withLock {
-                if result == 0 {
-                    state.markedDevices.insert(mount.device)
-                } else {
-                    state.skippedDevices.insert(mount.device)
-                    state.unmarked.append("\(mount.path) (\(mount.type)): \(String(cString: strerror(-result)))")
-                }
+            if result == 0 {
+                marked.insert(mount.device)
+            } else {
+                unmarked.append("\(mount.path) (\(mount.type)): \(String(cString: strerror(-result)))")
             }
+        }
+        state.lock.withLock {
+            state.markedDevices = marked
+            state.unmarked = unmarked
         }
     }
 
@@ -204,7 +214,8 @@ package final class ExecutionGuard: @unchecked Sendable {
     /// Stops checking; executions go on unchecked. False when the thread did not end in time.
     @discardableResult
     package func stop() -> Bool {
-        thread.stop()
+        let watcherEnded = mountWatcher?.stop() ?? true
+        return thread.stop() && watcherEnded
     }
 
     /// What was decided so far.
@@ -372,9 +383,8 @@ private final class GuardState: @unchecked Sendable {
     var cache: [FileKey: (sha256: String, md5: String)] = [:]
     /// Ignore marks made since the last flush.
     var ignoredFiles = 0
-    /// File systems marked, and those left unmarked (with why), by `major:minor`.
+    /// File systems marked now, by `major:minor`, and those left unmarked (with why).
     var markedDevices = Set<String>()
-    var skippedDevices = Set<String>()
     var unmarked: [String] = []
 }
 
@@ -433,8 +443,9 @@ private final class LateRead: @unchecked Sendable {
     }
 
     private func act(on digests: (sha256: String, md5: String)) {
-        guard pidfd >= 0, let rule = prevention.match(sha256: digests.sha256, md5: digests.md5) else { return }
-        let killed = tether_pidfd_kill(pidfd) == 0
+        guard let rule = prevention.match(sha256: digests.sha256, md5: digests.md5) else { return }
+        // Never init, Tether or its children, as any kill (ProcessTermination.protectedReason).
+        let killed = pidfd >= 0 && ProcessTermination.protectedReason(pid) == nil && tether_pidfd_kill(pidfd) == 0
         if killed { state.lock.withLock { state.counts.killedAfterLateRead += 1 } }
         var detection = Detection(source: .executionPrevention, path: "pid \(pid)")
         detection.sha256 = digests.sha256
@@ -476,11 +487,12 @@ private final class Hasher: @unchecked Sendable {
         }
         let result = DigestResult()
         Threads.start(name: "sensor:hash") { [self] in
-            let digests = fileDigests(fileDescriptor: own)
+            // Never past the bound: a file made longer (sparse) while it waits is not read for hours.
+            let digests = fileDigests(fileDescriptor: own, limit: ExecutionGuard.largestHashedFile)
             close(own)
+            lock.withLock { busy -= 1 }
             if let digests { read(digests) }
             result.set(digests)
-            lock.withLock { busy -= 1 }
         }
         return result.wait(seconds)
     }

@@ -45,6 +45,9 @@ package final class HostFile {
         close(folder)
     }
 
+    /// Whether the folder is on the kernel's own views (procfs, sysfs), however it was reached.
+    package var folderIsKernelView: Bool { tether_is_kernel_view(folder) == 1 }
+
     /// The folder's device and inode.
     package var folderIdentity: FileIdentity? {
         var folderInfo = stat()
@@ -54,7 +57,15 @@ package final class HostFile {
 
     /// Opens the file for reading: a regular file only, never through a link.
     package func openForReading() throws(HostFileError) {
-        let fd = openat(folder, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        // The type first, by name without following: a device or a pipe is never opened at all.
+        var named = stat()
+        if fstatat(folder, name, &named, AT_SYMLINK_NOFOLLOW) == 0 {
+            if (named.st_mode & S_IFMT) == S_IFLNK { throw HostFileError("\(TerminalText.excerpt(path)) is a symbolic link; name the file it points to") }
+            if (named.st_mode & S_IFMT) != S_IFREG {
+                throw HostFileError("\(TerminalText.excerpt(path)) is not a regular file (a folder, device, socket or pipe)")
+            }
+        }
+        let fd = openat(folder, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
         guard fd >= 0 else {
             throw HostFileError(errno == ELOOP ? "\(TerminalText.excerpt(path)) is a symbolic link; name the file it points to"
                                 : "\(TerminalText.excerpt(path)): \(String(cString: strerror(errno)))")

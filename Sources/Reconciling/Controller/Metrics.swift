@@ -209,7 +209,7 @@ package final class Metrics: @unchecked Sendable {
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
             let decisions = Set(ExecutionGuard.Counts.decisionNames)
             metric("tether_prevention_decisions_total", "counter",
-                   "Executions execution prevention answered before they ran, each once: allowed, denied, allowed-unread (hash not known within the deadline), allowed-too-large, killed-after-late-read (allowed unread, then ended when the read found it listed).",
+                   "Executions execution prevention answered before they ran: allowed and denied count each once; allowed-unread (hash not known within the deadline) and allowed-too-large are among the allowed, and killed-after-late-read among the allowed-unread (ended when the read found the file listed).",
                    prevention.filter { decisions.contains($0.decision) }.map { ("{decision=\"\($0.decision)\"}", Double($0.count)) })
             metric("tether_prevention_events_total", "counter",
                    "Other counts of execution prevention: cached (answered without reading the file), ignored (files the kernel then stopped asking about until they change), read-errors (files the kernel could not open for Tether; it refused those executions).",

@@ -96,7 +96,7 @@ package struct Reconciliation {
                 }
                 let current = try agent.state()
                 let plan = Planner.plan(desired: desired, actual: current, applied: lastApplied, warnExpiryDays: warnExpiryDays, prune: prune)
-                try saved?.check(plan, state: current, applied: lastApplied)
+                try saved?.check(plan, state: current, applied: lastApplied, labels: labels)
                 try plan.requireEnforceable()
                 let restorePoint = try RestorePoint(agent: agent)
                 try plan.apply(to: agent, revision: revisionId)

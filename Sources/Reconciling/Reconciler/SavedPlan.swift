@@ -21,6 +21,10 @@ package struct SavedPlan: Codable, Sendable, Equatable {
     package let prune: Bool
     /// SHA-256 of the agent's state and applied record when planned.
     package let agentState: String
+    /// SHA-256 of the desired values an apply records (which keys Tether manages, and how).
+    package let desired: String
+    /// The device's labels the policies were selected by.
+    package let labels: [String: String]
     package let createdAt: String
     package let steps: [Step]
 
@@ -43,8 +47,19 @@ package struct SavedPlan: Codable, Sendable, Equatable {
         return sha256Hex(Array(document.utf8))
     }
 
-    /// Checks that `plan`, computed now against `state`, is the one saved.
-    func check(_ plan: Plan, state: AgentState, applied: AppliedState) throws {
+    /// The digest of the desired values a plan would record.
+    static func digest(desired: [DesiredKey: String]) -> String {
+        sha256Hex(Array(desired.map { "\($0.key)\u{0}\($0.value)" }.sorted().joined(separator: "\n").utf8))
+    }
+
+    /// Checks that `plan`, computed now against `state` for `labels`, is the one saved.
+    func check(_ plan: Plan, state: AgentState, applied: AppliedState, labels: [String: String]) throws {
+        guard labels == self.labels else {
+            throw Stale("the device's labels changed since the plan was saved; run tether plan --plan-file again and review it")
+        }
+        guard Self.digest(desired: plan.desiredValues) == desired else {
+            throw Stale("what the apply would record as managed changed since the plan was saved (a policy file the device reads, or the configuration); run tether plan --plan-file again and review it")
+        }
         guard Self.digest(state: state, applied: applied) == agentState else {
             throw Stale("the agent changed since the plan was saved (a setting, a certificate or an apply); run tether plan --plan-file again and review it")
         }
@@ -58,7 +73,8 @@ extension Reconciliation {
     /// This comparison's plan, to save and apply exactly later.
     package func saved(tether version: String, repository: String, ref: String) -> SavedPlan {
         SavedPlan(format: SavedPlan.format, tether: version, revision: revision.commit.id, repository: repository, ref: ref, prune: prune,
-                  agentState: SavedPlan.digest(state: actual, applied: applied), createdAt: Timestamp.string(Date()),
+                  agentState: SavedPlan.digest(state: actual, applied: applied), desired: SavedPlan.digest(desired: plan.desiredValues),
+                  labels: labels, createdAt: Timestamp.string(Date()),
                   steps: plan.steps.map { SavedPlan.Step(description: $0.description, fingerprint: $0.fingerprint) })
     }
 }

@@ -278,13 +278,17 @@ int tether_filesystem_id(int fd, uint32_t id[2]) {
     return 0;
 }
 
+#ifndef FAN_MARK_DONTFOLLOW
+#define FAN_MARK_DONTFOLLOW 0x00000004
+#endif
+
 int tether_exec_guard_open(void) {
     int fd = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC | FAN_NONBLOCK, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
 
 int tether_exec_guard_mark(int fd, const char *path, int children_of_directory) {
-    unsigned int flags = FAN_MARK_ADD | (children_of_directory ? 0 : FAN_MARK_FILESYSTEM);
+    unsigned int flags = FAN_MARK_ADD | FAN_MARK_DONTFOLLOW | (children_of_directory ? 0 : FAN_MARK_FILESYSTEM);
     uint64_t mask = FAN_OPEN_EXEC_PERM | (children_of_directory ? FAN_EVENT_ON_CHILD : 0);
     return fanotify_mark(fd, flags, mask, AT_FDCWD, path) < 0 ? -errno : 0;
 }
@@ -301,9 +305,11 @@ int tether_exec_guard_answer(int fd, int32_t request_fd, int allow) {
 }
 
 int tether_exec_guard_read(int fd, int mounts_fd, int timeout_ms, tether_exec_request *requests, int max, int *mounts_changed) {
+    // Either descriptor may be -1 (poll skips it): the guard waits for requests, the mount
+    // watcher for the mount table.
     struct pollfd waiting[2] = { { .fd = fd, .events = POLLIN }, { .fd = mounts_fd, .events = POLLPRI } };
     *mounts_changed = 0;
-    int ready = poll(waiting, mounts_fd >= 0 ? 2 : 1, timeout_ms);
+    int ready = poll(waiting, 2, timeout_ms);
     if (ready < 0) return errno == EINTR ? 0 : -errno;
     if (mounts_fd >= 0 && (waiting[1].revents & (POLLPRI | POLLERR))) *mounts_changed = 1;
     if (!(waiting[0].revents & POLLIN)) return 0;
@@ -399,4 +405,10 @@ int tether_open_folder_without_links(const char *path) {
     struct open_how how = { .flags = O_PATH | O_DIRECTORY | O_CLOEXEC, .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
     int fd = (int)syscall(SYS_openat2, AT_FDCWD, path, &how, sizeof how);
     return fd < 0 ? -errno : fd;
+}
+
+int tether_is_kernel_view(int fd) {
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) return 0;
+    return info.f_type == 0x9fa0 /* PROC_SUPER_MAGIC */ || info.f_type == 0x62656572 /* SYSFS_MAGIC */;
 }

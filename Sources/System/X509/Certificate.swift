@@ -209,9 +209,10 @@ package func sha256Hex(_ bytes: [UInt8]) -> String {
 }
 
 /// The SHA-256 and MD5 of what an open file holds from its start, read once in 64 KiB pieces,
-/// as lower-case hex; nil when a read fails. How the process sensor names an executable and
-/// matches it against execution-prevention rules (docs/architecture.md, "Sensors").
-package func fileDigests(fileDescriptor fd: Int32) -> (sha256: String, md5: String)? {
+/// as lower-case hex; nil when a read fails or the file holds more than `limit` bytes. How the
+/// process sensor names an executable and matches it against execution-prevention rules
+/// (docs/architecture.md, "Sensors").
+package func fileDigests(fileDescriptor fd: Int32, limit: Int = .max) -> (sha256: String, md5: String)? {
     guard let sha = EVP_MD_CTX_new() else { return nil }
     defer { EVP_MD_CTX_free(sha) }
     guard let md5 = EVP_MD_CTX_new() else { return nil }
@@ -227,6 +228,8 @@ package func fileDigests(fileDescriptor fd: Int32) -> (sha256: String, md5: Stri
         }
         if count == 0 { break }
         offset += off_t(count)
+        // Longer than the caller reads: no hash (never a hash of part of a file).
+        guard offset <= limit else { return nil }
         let updated = buffer.withUnsafeBytes { EVP_DigestUpdate(sha, $0.baseAddress, count) == 1 && EVP_DigestUpdate(md5, $0.baseAddress, count) == 1 }
         guard updated else { return nil }
     }

@@ -1,6 +1,8 @@
 import ConnectorCore
 import Foundation
 import IntegrationModel
+import EmbeddedAgent
+import SQLiteDB
 import TetherTestSupport
 import Testing
 import WireFormat
@@ -159,6 +161,35 @@ struct HostActionTests {
         let refused = rig.runtime.restoreFile(quarantineId: held.id)
         #expect(refused.0 == "failed" && refused.1.contains("symbolic link"), "\(refused.1)")
         #expect(!FileManager.default.fileExists(atPath: elsewhere), "nothing was written through the link")
+    }
+
+    @Test("A quarantine a kill interrupted is finished when a runtime opens: a checked copy is held, a copy begun is dropped (its original was not touched)")
+    func interruptedQuarantine() throws {
+        let rig = try Rig()
+        let folder = try TemporaryDirectory("tether-interrupted")
+        let first = try folder.write("first.bin", "first\n")
+        rig.platform.queueCommand(["id": "q-a", "type": "quarantine-file", "path": .string(first)])
+        #expect(rig.runtime.sync(.edr).succeeded)
+        let held = try #require(try rig.runtime.quarantinedFiles().first)
+        let store = rig.state.url.appendingPathComponent(ConnectorRuntime.storeFileName).path
+        let database = try Database(path: store)
+        // As if killed after the copy was checked (the original already gone) …
+        try database.query("UPDATE quarantine SET state = 'copied' WHERE id = ?", [.text(held.id)])
+        // … and another killed while copying: a partial copy, its original still in place.
+        let second = try folder.write("second.bin", "second\n")
+        let partial = rig.state.url.appendingPathComponent(ConnectorRuntime.quarantineFolder).appendingPathComponent("0000-partial").path
+        try "sec".write(toFile: partial, atomically: false, encoding: .utf8)
+        try database.query("""
+            INSERT INTO quarantine (id, original_path, size, sha256, owner, grp, mode, at, command_id, state)
+            VALUES ('0000-partial', ?, 7, ?, 0, 0, 420, 0, 'q-b', 'moving')
+            """, [.text(second), .text(try fileDigest(second))])
+        let reopened = try ConnectorRuntime(agent: try Agent(stateDirectory: rig.state.path))
+        let files = try reopened.quarantinedFiles()
+        #expect(files.map(\.id) == [held.id], "the checked copy is held, the partial one is gone")
+        #expect(!FileManager.default.fileExists(atPath: partial))
+        #expect(try String(contentsOfFile: second, encoding: .utf8) == "second\n", "its original was never touched")
+        #expect(reopened.restoreFile(quarantineId: held.id).0 == "applied")
+        #expect(try String(contentsOfFile: first, encoding: .utf8) == "first\n")
     }
 
     @Test("delete-file removes a file; quarantine moves it into a root-only store with its owner, mode and hash, and restore puts it back as it was")

@@ -43,6 +43,18 @@ struct SavedPlanTests {
         #expect(!settings.contains("8443") && settings.contains("30"), "nothing was applied, the local change stays: \(settings)")
     }
 
+    @Test("The device's labels changed since: refused, nothing changed")
+    func labelsMoved() throws {
+        let env = try pending()
+        let file = env.state.url.appendingPathComponent("reviewed.plan").path
+        #expect(env.run("plan", "--plan-file", file).code == 0)
+        try env.state.write("labels", "env=prod\nteam=blue\n")
+        let apply = env.run("apply", "--plan-file", file)
+        #expect(apply.code == 1)
+        #expect(apply.stderr.contains("the device's labels changed since the plan was saved"), "\(apply.stderr)")
+        #expect(!env.agentCommand("get-settings", "edr").stdout.contains("8443"))
+    }
+
     @Test("The revision moved since: refused before anything is opened for writing; a plan from another file or version is refused")
     func revisionMoved() throws {
         let env = try pending()

@@ -101,6 +101,9 @@ extension ConnectorRuntime {
         for folder in forbidden where file.path == folder || file.path.hasPrefix(folder + "/") {
             return .failure(ActionRefusal("\(TerminalText.excerpt(file.path)) is under \(folder), which the platform may not touch"))
         }
+        if file.folderIsKernelView {
+            return .failure(ActionRefusal("\(TerminalText.excerpt(file.path)) is on /proc or /sys (through another path), which the platform may not touch"))
+        }
         if let identity = file.folderIdentity {
             for folder in forbidden where FileIdentity(path: folder) == identity {
                 return .failure(ActionRefusal("\(TerminalText.excerpt(file.path)) is in \(folder) (through another path), which the platform may not touch"))
@@ -191,6 +194,26 @@ extension ConnectorRuntime {
     /// against the file's, the original removed, and the row marked `held`. A kill before the
     /// original is removed leaves it where it was; one after is finished at the next start.
     func quarantineFile(_ command: Command, id commandId: String) -> (String, String) {
+        withQuarantineLock(wait: true) { quarantineLocked(command, id: commandId) } ?? ("failed", "the quarantine store cannot be locked")
+    }
+
+    /// Runs `body` holding the quarantine store's lock (`quarantine/.lock`), which every
+    /// process's quarantine, restore and recovery take: none sees another's half-done work.
+    /// Without `wait`, nil when another holds it.
+    private func withQuarantineLock<T>(wait: Bool, _ body: () -> T) -> T? {
+        let folder = directory.appendingPathComponent(Self.quarantineFolder).path
+        mkdir(folder, 0o700)
+        chmod(folder, 0o700)
+        let fd = open(folder + "/.lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        while flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0 {
+            guard errno == EINTR else { return nil }
+        }
+        return body()
+    }
+
+    private func quarantineLocked(_ command: Command, id commandId: String) -> (String, String) {
         let file: HostFile, digests: (sha256: String, md5: String)
         switch target(command) {
         case .success(let found): (file, digests) = found
@@ -198,8 +221,6 @@ extension ConnectorRuntime {
         }
         let path = TerminalText.excerpt(file.path)
         let folder = directory.appendingPathComponent(Self.quarantineFolder).path
-        mkdir(folder, 0o700)
-        chmod(folder, 0o700)
         // Room for the copy, and some to spare for the stores beside it.
         var space = statvfs()
         if statvfs(folder, &space) == 0, UInt64(space.f_bavail) * UInt64(space.f_frsize) < UInt64(file.info.st_size) + (64 << 20) {
@@ -218,12 +239,14 @@ extension ConnectorRuntime {
             }
             let target = open(stored, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard target >= 0 else { throw ActionRefusal("the store: \(String(cString: strerror(errno)))") }
-            try Self.copy(from: file.descriptor, to: target, mode: 0o400)
+            try Self.copy(from: file.descriptor, to: target, mode: 0o400, size: Int(file.info.st_size))
             let check = open(stored, O_RDONLY | O_CLOEXEC)
             defer { if check >= 0 { close(check) } }
             guard check >= 0, fileDigests(fileDescriptor: check)?.sha256 == digests.sha256 else {
                 throw ActionRefusal("the file changed while it was copied")
             }
+            // The copy is whole and checked: from here a kill is finished by holding it.
+            try store.database.query("UPDATE quarantine SET state = 'copied' WHERE id = ?", [.text(id)])
             try file.removeOpened()
         } catch {
             unlink(stored)
@@ -240,6 +263,10 @@ extension ConnectorRuntime {
         guard let id, !id.isEmpty, id.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
             return ("rejected", "a restore needs the quarantineId that quarantine-file answered")
         }
+        return withQuarantineLock(wait: true) { restoreLocked(id) } ?? ("failed", "the quarantine store cannot be locked")
+    }
+
+    private func restoreLocked(_ id: String) -> (String, String) {
         guard let row = try? store.database.query("SELECT original_path, owner, grp, mode, state, sha256 FROM quarantine WHERE id = ?", [.text(id)]).first,
               let original = row[0].text else {
             return ("failed", "nothing is in quarantine as \(id)")
@@ -258,10 +285,14 @@ extension ConnectorRuntime {
         case .success(let located): file = located
         case .failure(let refusal): return ("failed", refusal.reason)
         }
+        // Set-user-ID and set-group-ID bits are not given back: the service may not set them
+        // (RestrictSUIDSGID), and a file that came back from quarantine should not carry them.
+        let saved = mode_t(row[3].integer ?? 0o600)
+        let mode = saved & ~mode_t(S_ISUID | S_ISGID)
         do {
             let target = try file.createNew()
             do {
-                try Self.copy(from: source, to: target, mode: mode_t(row[3].integer ?? 0o600), owner: (uid_t(row[1].integer ?? 0), gid_t(row[2].integer ?? 0)))
+                try Self.copy(from: source, to: target, mode: mode, owner: (uid_t(row[1].integer ?? 0), gid_t(row[2].integer ?? 0)))
             } catch {
                 file.removeCreated()
                 throw error
@@ -272,23 +303,28 @@ extension ConnectorRuntime {
         unlink(stored)
         _ = try? store.database.query("UPDATE quarantine SET state = 'restored', restored_at = ? WHERE id = ?",
                                       [.real(clock().timeIntervalSince1970), .text(id)])
-        return ("applied", "restored \(path) from quarantine \(id)")
+        return ("applied", "restored \(path) from quarantine \(id)" + (mode == saved ? "" : " (without its set-user-ID or set-group-ID bit)"))
     }
 
-    /// Finishes what a kill left of a quarantine (at start): a row still `moving` whose
-    /// original is gone is held (the copy was checked before the original went); one whose
-    /// original is still there is dropped with its copy.
+    /// Finishes what a kill left of a quarantine (when a runtime opens, unless another process
+    /// holds the store's lock: then it is working, not interrupted). A row still `moving` (the
+    /// original was not touched) is dropped with its copy; a row `copied` (the copy was whole
+    /// and checked) is held once its copy still has its SHA-256, since its original may be gone.
     func finishInterruptedQuarantines() {
-        guard let rows = try? store.database.query("SELECT id, original_path FROM quarantine WHERE state = 'moving'"), !rows.isEmpty else { return }
-        for row in rows {
-            guard let id = row[0].text, let original = row[1].text else { continue }
-            let stored = directory.appendingPathComponent(Self.quarantineFolder).appendingPathComponent(id).path
-            var info = stat()
-            if lstat(original, &info) != 0, errno == ENOENT, access(stored, F_OK) == 0 {
-                _ = try? store.database.query("UPDATE quarantine SET state = 'held' WHERE id = ?", [.text(id)])
-            } else {
-                unlink(stored)
-                _ = try? store.database.query("DELETE FROM quarantine WHERE id = ?", [.text(id)])
+        guard let rows = try? store.database.query("SELECT id, state, sha256 FROM quarantine WHERE state IN ('moving', 'copied')"), !rows.isEmpty else { return }
+        _ = withQuarantineLock(wait: false) {
+            for row in rows {
+                guard let id = row[0].text else { continue }
+                let stored = directory.appendingPathComponent(Self.quarantineFolder).appendingPathComponent(id).path
+                let copy = open(stored, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                let whole = copy >= 0 && fileDigests(fileDescriptor: copy)?.sha256 == row[2].text
+                if copy >= 0 { close(copy) }
+                if row[1].text == "copied", whole {
+                    _ = try? store.database.query("UPDATE quarantine SET state = 'held' WHERE id = ?", [.text(id)])
+                } else {
+                    unlink(stored)
+                    _ = try? store.database.query("DELETE FROM quarantine WHERE id = ?", [.text(id)])
+                }
             }
         }
     }
@@ -298,7 +334,7 @@ extension ConnectorRuntime {
         try storeCall {
             try store.database.query("""
                 SELECT id, original_path, size, sha256, owner, grp, mode, at, command_id, restored_at FROM quarantine
-                WHERE state != 'moving' ORDER BY at DESC
+                WHERE state IN ('held', 'restored') ORDER BY at DESC
                 """).compactMap { row in
                 guard let id = row[0].text, let path = row[1].text, let sha = row[3].text, let at = row[7].real else { return nil }
                 return QuarantinedFile(id: id, originalPath: path, size: Int(row[2].integer ?? 0), sha256: sha, owner: UInt32(row[4].integer ?? 0),
@@ -309,12 +345,13 @@ extension ConnectorRuntime {
     }
 
     /// Copies an open file's bytes from its start into `target` (then closed), with its mode
-    /// and owner, synced.
-    private static func copy(from source: Int32, to target: Int32, mode: mode_t, owner: (uid_t, gid_t)? = nil) throws {
+    /// and owner, synced; with `size`, never more than that (a file grown meanwhile fails).
+    private static func copy(from source: Int32, to target: Int32, mode: mode_t, owner: (uid_t, gid_t)? = nil, size: Int? = nil) throws {
         defer { close(target) }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         var offset: off_t = 0
         while true {
+            if let size, offset > off_t(size) { throw ActionRefusal("the file grew while it was copied") }
             let count = buffer.withUnsafeMutableBytes { pread(source, $0.baseAddress, $0.count, offset) }
             if count < 0 && errno == EINTR { continue }
             if count < 0 { throw ActionRefusal("reading: \(String(cString: strerror(errno)))") }

@@ -113,6 +113,9 @@ int tether_kill_running_file(int pid, uint64_t device, uint64_t inode, int wait_
 /// opened is the one the path names, never one a link points to. Returns the descriptor or -errno.
 int tether_open_folder_without_links(const char *path);
 
+/// 1 when `fd` is on procfs or sysfs (the kernel's own views), 0 otherwise or on error.
+int tether_is_kernel_view(int fd);
+
 /// The start of `pid` in clock ticks after boot (/proc/PID/stat field 22), or 0.
 uint64_t tether_process_start_ticks(int pid);
 
