@@ -95,8 +95,13 @@ package final class ControllerLoop {
         defer { endpoint.stop() }
         // An isolation still in force is put back in the kernel before the first cycle reaches
         // the network (after a reboot the table is gone); one whose timer ran out is lifted.
-        if controller.configuration.runConnectors, (try? controller.openSession()) != nil, let runtime = endpoint.update() {
-            enforceIsolation(runtime)
+        if controller.configuration.runConnectors {
+            if (try? controller.openSession()) != nil, let runtime = endpoint.update() {
+                enforceIsolation(runtime)
+            } else if let change = ConnectorRuntime.enforceRecordedIsolation(stateDirectory: controller.configuration.stateDirectory) {
+                // The agent cannot be opened: the isolation is kept from the connectors' store alone.
+                logger.warning("network isolation (the agent cannot be opened): \(change)")
+            }
         }
         while !shouldStop() {
             if shouldReload() {

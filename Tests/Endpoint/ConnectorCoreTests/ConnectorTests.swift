@@ -391,6 +391,11 @@ struct SandboxAndResponseTests {
         let restarted = try ConnectorRuntime(agent: try Agent(stateDirectory: rig.state.path), firewall: fw)
         #expect(restarted.enforceIsolation() != nil)
         #expect(try restarted.isolationStatus().enforced)
+        // The same from the connectors' store alone, as a controller whose agent cannot be opened does it.
+        try fw.lift()
+        #expect(ConnectorRuntime.enforceRecordedIsolation(stateDirectory: rig.state.url, firewall: fw)?.contains("isolation put back") == true)
+        #expect(try restarted.isolationStatus().enforced)
+        #expect(ConnectorRuntime.enforceRecordedIsolation(stateDirectory: rig.state.url, firewall: fw) == nil, "nothing more to do")
 
         // A lift recorded but killed before the table went: the table goes at start.
         try Database(path: rig.state.url.appendingPathComponent(ConnectorRuntime.storeFileName).path)

@@ -38,7 +38,18 @@ package struct IsolationStatus: Sendable {
 
 /// Network isolation carried out in the kernel (docs/architecture.md, "Network isolation"):
 /// the record in `runtime.db` first, then Tether's nftables table, read back before it counts.
-extension ConnectorRuntime {
+/// Needs the connectors' store and the firewall; the agent's settings only to work out the
+/// platform's endpoints for a new isolation, so a recorded one can be put back at start even
+/// when the agent cannot be opened.
+struct IsolationKeeper {
+    let store: RuntimeStore
+    let firewall: Firewall
+    /// The state directory (its isolation lock).
+    let directory: URL
+    let clock: @Sendable () -> Date
+    /// The agent's settings, when the agent is open.
+    let agentState: (() throws -> AgentState)?
+
     /// The isolation row as stored, every column, to put back when a new isolation fails.
     private static let isolationColumns = "active, since, until, exclusions, command_id, lifted_by, allowed, listing, table_written, problem, reasserted, reasserted_at, generation"
 
@@ -128,7 +139,8 @@ extension ConnectorRuntime {
     private func platformTraffic(known: [AllowedTraffic] = []) throws(FirewallError) -> [AllowedTraffic] {
         let state: AgentState
         do {
-            state = try agent.state()
+            guard let agentState else { throw AgentError.store("the agent cannot be opened") }
+            state = try agentState()
         } catch {
             throw .invalid("the agent's settings cannot be read: \(error)")
         }
@@ -310,11 +322,14 @@ extension ConnectorRuntime {
     /// The isolation as ordered, and what the kernel holds of it (read back now while active).
     package func isolationStatus() throws -> IsolationStatus {
         expireIsolation()
-        let row = try storeCall {
-            try store.database.query("""
+        let row: [SQLValue]?
+        do {
+            row = try store.database.query("""
                 SELECT active, since, until, exclusions, command_id, lifted_by, allowed, listing, problem, reasserted, reasserted_at
                 FROM isolation WHERE id = 1
                 """).first
+        } catch {
+            throw AgentError.store("runtime.db: \(error)")
         }
         guard let row else {
             return IsolationStatus(active: false, since: nil, until: nil, exclusions: [], allowed: [], enforced: false, checked: true,
@@ -374,5 +389,39 @@ extension ConnectorRuntime {
             }
         }
         return byName.map { "\($0.name):\($0.addresses.joined(separator: ","))" }
+    }
+}
+
+extension ConnectorRuntime {
+    /// The isolation over this runtime's store, firewall and agent.
+    var isolation: IsolationKeeper {
+        IsolationKeeper(store: store, firewall: firewall, directory: directory, clock: clock, agentState: { [agent] in try agent.state() })
+    }
+
+    /// The isolation as ordered, and what the kernel holds of it (read back now while active).
+    package func isolationStatus() throws -> IsolationStatus { try isolation.isolationStatus() }
+
+    /// Lifts the isolation (an operator's `tether agent isolation-off`, the auto-off timer, or a command).
+    @discardableResult
+    package func liftIsolation(by who: String) -> (String, String) { isolation.liftIsolation(by: who) }
+
+    /// Makes the kernel hold what the store says; what it had to do, or nil.
+    @discardableResult
+    package func enforceIsolation() -> String? { isolation.enforceIsolation() }
+
+    func expireIsolation() { isolation.expireIsolation() }
+
+    func isolatedAddresses() -> [String] { isolation.isolatedAddresses() }
+
+    func isolate(_ command: Command, id: String) -> (String, String) { isolation.isolate(command, id: id) }
+
+    /// Puts a recorded isolation back in the kernel (or lifts an expired one) from the state
+    /// directory's `runtime.db` alone, for a controller whose agent cannot be opened: a
+    /// rebooted machine the platform isolated stays isolated. Nil when there is no such store
+    /// or nothing to do; else what was done, for the log.
+    package static func enforceRecordedIsolation(stateDirectory: URL, firewall: Firewall = Firewall()) -> String? {
+        guard FileManager.default.fileExists(atPath: stateDirectory.appendingPathComponent(storeFileName).path),
+              let store = try? RuntimeStore(directory: stateDirectory, queueLimit: 1) else { return nil }
+        return IsolationKeeper(store: store, firewall: firewall, directory: stateDirectory, clock: { Date() }, agentState: nil).enforceIsolation()
     }
 }
