@@ -221,9 +221,10 @@ package final class SensorSupervisor: @unchecked Sendable {
         }
         // Execution prevention holds while EDR runs, telemetry or not (its events are then suppressed and counted).
         let enforcing = !rules.isEmpty && state.running.contains(.edr)
-        let guarded = lock.withLock { executionGuard != nil }
+        // What the prevention line says changes with the guard, and with why it could not start.
+        let guarded = (lock.withLock { executionGuard != nil }, guardRefusal)
         guardExecutions(enforcing)
-        let guardChanged = guarded != lock.withLock { executionGuard != nil }
+        let guardChanged = guarded != (lock.withLock { executionGuard != nil }, guardRefusal)
         let options = SensorOptions(filePaths: state.filePaths, excludedPaths: [runtime.directory.resolvingSymlinksInPath().path],
                                     kernelInterfaces: kernelInterfaces)
         lock.lock()

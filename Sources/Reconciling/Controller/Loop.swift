@@ -96,7 +96,9 @@ package final class ControllerLoop {
         // An isolation still in force is put back in the kernel before the first cycle reaches
         // the network (after a reboot the table is gone); one whose timer ran out is lifted.
         if controller.configuration.runConnectors {
-            if (try? controller.openSession()) != nil, let runtime = endpoint.update() {
+            // The session's connectors only (the sensors start with the loop's first tick, which
+            // a single cycle never reaches).
+            if let session = try? controller.openSession(), let runtime = try? session.connectors() {
                 enforceIsolation(runtime)
             } else if let change = ConnectorRuntime.enforceRecordedIsolation(stateDirectory: controller.configuration.stateDirectory) {
                 // The agent cannot be opened: the isolation is kept from the connectors' store alone.
