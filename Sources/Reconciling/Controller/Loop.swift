@@ -94,8 +94,9 @@ package final class ControllerLoop {
         let endpoint = EndpointParts(controller: controller, logger: logger, wakeup: wakeup)
         defer { endpoint.stop() }
         // An isolation still in force is put back in the kernel before the first cycle reaches
-        // the network (after a reboot the table is gone); one whose timer ran out is lifted.
-        if controller.configuration.runConnectors {
+        // the network (after a reboot the table is gone); one whose timer ran out is lifted. A
+        // device that never had one (no isolation lock) opens nothing for this.
+        if controller.configuration.runConnectors, ConnectorRuntime.mayHoldIsolation(controller.configuration.stateDirectory) {
             // The session's connectors only (the sensors start with the loop's first tick, which
             // a single cycle never reaches).
             if let session = try? controller.openSession(), let runtime = try? session.connectors() {

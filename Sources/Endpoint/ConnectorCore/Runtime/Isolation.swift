@@ -56,7 +56,7 @@ struct IsolationKeeper {
     /// Runs `body` holding the state directory's isolation lock: a `tether agent isolation-off`
     /// and a controller putting the table back never interleave between the record and the kernel.
     private func withIsolationLock<T>(_ body: () -> T) -> T {
-        let fd = open(directory.appendingPathComponent("isolation.lock").path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        let fd = open(directory.appendingPathComponent(ConnectorRuntime.isolationLockFileName).path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         if fd >= 0 { while flock(fd, LOCK_EX) != 0 && errno == EINTR {} }
         defer { if fd >= 0 { close(fd) } }
         return body()
@@ -393,6 +393,15 @@ struct IsolationKeeper {
 }
 
 extension ConnectorRuntime {
+    /// The isolation lock in the state directory; it exists once an isolation was ever ordered
+    /// or lifted there, so a device that never had one pays nothing to check at start.
+    package static let isolationLockFileName = "isolation.lock"
+
+    /// Whether an isolation may be recorded in `stateDirectory` (its lock file exists).
+    package static func mayHoldIsolation(_ stateDirectory: URL) -> Bool {
+        FileManager.default.fileExists(atPath: stateDirectory.appendingPathComponent(isolationLockFileName).path)
+    }
+
     /// The isolation over this runtime's store, firewall and agent.
     var isolation: IsolationKeeper {
         IsolationKeeper(store: store, firewall: firewall, directory: directory, clock: clock, agentState: { [agent] in try agent.state() })
@@ -420,7 +429,7 @@ extension ConnectorRuntime {
     /// rebooted machine the platform isolated stays isolated. Nil when there is no such store
     /// or nothing to do; else what was done, for the log.
     package static func enforceRecordedIsolation(stateDirectory: URL, firewall: Firewall = Firewall()) -> String? {
-        guard FileManager.default.fileExists(atPath: stateDirectory.appendingPathComponent(storeFileName).path),
+        guard mayHoldIsolation(stateDirectory), FileManager.default.fileExists(atPath: stateDirectory.appendingPathComponent(storeFileName).path),
               let store = try? RuntimeStore(directory: stateDirectory, queueLimit: 1) else { return nil }
         return IsolationKeeper(store: store, firewall: firewall, directory: stateDirectory, clock: { Date() }, agentState: nil).enforceIsolation()
     }
