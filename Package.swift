@@ -146,7 +146,7 @@ let package = Package(
         tests("PolicyTests", in: "Model", ["Policy", "IntegrationModel"]),
         tests("EmbeddedAgentTests", in: "Agents", ["EmbeddedAgent", "AgentInterface", "IntegrationModel", "TetherTestSupport"]),
         tests("KESLAgentTests", in: "Agents", ["KESLAgent", "AgentInterface", "ChildProcess", "IntegrationModel", "TetherTestSupport"]),
-        tests("SensorsTests", in: "Endpoint", ["Sensors", "IntegrationModel", "WireFormat", "X509"]),
+        tests("SensorsTests", in: "Endpoint", ["Sensors", "IntegrationModel", "WireFormat", "X509", "TetherTestSupport"]),
         tests("WireFormatTests", in: "Endpoint", ["WireFormat", "IntegrationModel"]),
         tests("ConnectorCoreTests", in: "Endpoint", ["ConnectorCore", "EmbeddedAgent", "Firewall", "AgentInterface", "PlatformSim", "IntegrationModel", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport"]),
         tests("PlannerTests", in: "Planning", ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),

@@ -296,16 +296,21 @@ package final class ExecutionGuard: @unchecked Sendable {
         let path = ProcFS.readLink("/proc/self/fd/\(request.fd)") ?? "?"
         tether_exec_guard_answer(fd, request.fd, 0)
         state.lock.withLock { state.counts.denied += 1 }
+        report(into: buffer, path: path, digests: digests, pid: request.pid, rule: rule, action: .executionDenied,
+               result: "the kernel refused to execute \(path) for pid \(request.pid): it never ran")
+    }
+
+    /// A detection of a listed file and what was done about it, for the platform.
+    static func report(into buffer: SensorBuffer?, path: String, digests: (sha256: String, md5: String), pid: Int32, rule: String,
+                       action: ProcessingResult.Action, result: String) {
         var detection = Detection(source: .executionPrevention, path: path)
         detection.sha256 = digests.sha256
         detection.md5 = digests.md5
-        detection.pid = request.pid
+        detection.pid = pid
         detection.rule = rule
         let now = Date()
         buffer?.push(SensorEvent(at: now, .detection(detection)))
-        buffer?.push(SensorEvent(at: now, .processingResult(ProcessingResult(
-            detectionId: detection.id, action: .executionDenied,
-            result: "the kernel refused to execute \(path) for pid \(request.pid): it never ran", pid: request.pid))))
+        buffer?.push(SensorEvent(at: now, .processingResult(ProcessingResult(detectionId: detection.id, action: action, result: result, pid: pid))))
     }
 
     private static func allow(_ request: tether_exec_request, fd: Int32, state: GuardState, count: (inout Counts) -> Void) {
@@ -447,17 +452,10 @@ private final class LateRead: @unchecked Sendable {
         // Never init, Tether or its children, as any kill (ProcessTermination.protectedReason).
         let killed = pidfd >= 0 && ProcessTermination.protectedReason(pid) == nil && tether_pidfd_kill(pidfd) == 0
         if killed { state.lock.withLock { state.counts.killedAfterLateRead += 1 } }
-        var detection = Detection(source: .executionPrevention, path: "pid \(pid)")
-        detection.sha256 = digests.sha256
-        detection.md5 = digests.md5
-        detection.pid = pid
-        detection.rule = rule
-        let now = Date()
-        buffer?.push(SensorEvent(at: now, .detection(detection)))
-        buffer?.push(SensorEvent(at: now, .processingResult(ProcessingResult(
-            detectionId: detection.id, action: killed ? .processTerminated : .terminationFailed,
-            result: killed ? "its file was read after the answer's deadline and is listed: SIGKILL sent to pid \(pid)"
-                : "its file was read after the answer's deadline and is listed; pid \(pid) had ended", pid: pid))))
+        ExecutionGuard.report(into: buffer, path: "pid \(pid)", digests: digests, pid: pid, rule: rule,
+                              action: killed ? .processTerminated : .terminationFailed,
+                              result: killed ? "its file was read after the answer's deadline and is listed: SIGKILL sent to pid \(pid)"
+                                  : "its file was read after the answer's deadline and is listed; pid \(pid) had ended")
     }
 }
 

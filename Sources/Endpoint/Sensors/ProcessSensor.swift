@@ -81,9 +81,8 @@ final class ProcessSensor: @unchecked Sendable {
     /// a later exec is left alone); never pid 1, Tether itself or a process Tether started.
     private static func terminate(_ facts: ProcessFacts, detection: String) -> ProcessingResult {
         let pid = facts.pid
-        if pid <= 1 || pid == getpid() || facts.parentPid == getpid() {
-            return ProcessingResult(detectionId: detection, action: .terminationRefused,
-                                    result: "pid \(pid) is \(pid <= 1 ? "init" : pid == getpid() ? "Tether itself" : "a process Tether started"): never killed", pid: pid)
+        if let protected = ProcessTermination.protectedProcess(pid, parent: facts.parentPid ?? 0) {
+            return ProcessingResult(detectionId: detection, action: .terminationRefused, result: "pid \(pid) is \(protected): never killed", pid: pid)
         }
         guard let identity = facts.executableIdentity else {
             return ProcessingResult(detectionId: detection, action: .terminationFailed, result: "pid \(pid): its file could not be identified", pid: pid)

@@ -116,9 +116,16 @@ package enum ProcessTermination {
 
     /// Why `pid` is never ended, or nil: init, Tether itself, a process Tether started.
     static func protectedReason(_ pid: Int32) -> String? {
-        if pid <= 1 { return "init is never ended" }
-        if pid == getpid() { return "Tether itself is never ended" }
-        if parent(of: pid) == getpid() { return "a process Tether started is never ended" }
+        protectedProcess(pid, parent: nil).map { "\($0) is never ended" }
+    }
+
+    /// What `pid` is when it is one no kill ever hits (`init`, `Tether itself`, `a process
+    /// Tether started`), or nil; `parent` when known, else read from /proc. The one rule every
+    /// kill follows (this one, execution prevention's).
+    static func protectedProcess(_ pid: Int32, parent known: Int32?) -> String? {
+        if pid <= 1 { return "init" }
+        if pid == getpid() { return "Tether itself" }
+        if (known ?? parent(of: pid)) == getpid() { return "a process Tether started" }
         return nil
     }
 

@@ -149,6 +149,8 @@ package final class ControllerLoop {
     /// Makes the kernel hold the isolation the store records, and says in the log and the
     /// metrics what that took.
     private func enforceIsolation(_ runtime: ConnectorRuntime) {
+        // A device never isolated (no isolation lock) has nothing to check: no store read per tick.
+        guard ConnectorRuntime.mayHoldIsolation(controller.configuration.stateDirectory) else { return }
         if let change = runtime.enforceIsolation() { logger.warning("network isolation: \(change)") }
         controller.metrics.recordIsolation(try? runtime.isolationStatus())
     }

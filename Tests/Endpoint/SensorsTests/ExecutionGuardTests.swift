@@ -1,5 +1,6 @@
 import Foundation
 @testable import Sensors
+import TetherTestSupport
 import Testing
 import X509
 
@@ -9,19 +10,9 @@ func markedCopy(of program: String, in folder: URL, name: String, appending extr
     let path = folder.appendingPathComponent(name).path
     var bytes = try Data(contentsOf: URL(fileURLWithPath: program))
     bytes.append(Data(extra.utf8))
-    try writeProgram(path, bytes)
+    try writeExecutable(path, bytes)
     let digests = try #require(digestsOf(path))
     return (path, digests.sha256, digests.md5)
-}
-
-/// Writes through a close-on-exec descriptor: a child another test starts meanwhile must not
-/// inherit the file open for writing, or executing it fails with ETXTBSY.
-func writeProgram(_ path: String, _ bytes: Data) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
-    guard fd >= 0 else { throw CocoaError(.fileWriteUnknown) }
-    defer { close(fd) }
-    let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    guard written == bytes.count else { throw CocoaError(.fileWriteUnknown) }
 }
 
 func digestsOf(_ path: String) -> (sha256: String, md5: String)? {
@@ -32,17 +23,8 @@ func digestsOf(_ path: String) -> (sha256: String, md5: String)? {
 }
 
 /// Runs `command` through /bin/sh; its exit status and what it printed.
-func shell(_ command: String) throws -> (status: Int32, output: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/sh")
-    process.arguments = ["-c", command]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    return (process.terminationStatus, output)
+func shell(_ command: String) throws -> ProgramResult {
+    try runProgram("/bin/sh", ["-c", command])
 }
 
 @Suite("Execution prevention before a program runs (fanotify permission events, on copies in a temporary folder)", .serialized)
@@ -61,7 +43,7 @@ struct ExecutionGuardTests {
         let byMD5 = try markedCopy(of: "/bin/echo", in: folder, name: "listed-by-md5", appending: "another copy\n")
         let other = try markedCopy(of: "/bin/echo", in: folder, name: "unlisted-echo", appending: "a third copy\n")
         let scriptPath = folder.appendingPathComponent("listed.sh").path
-        try writeProgram(scriptPath, Data("#!/bin/sh\necho the script ran\n".utf8))
+        try writeExecutable(scriptPath, Data("#!/bin/sh\necho the script ran\n".utf8))
         let script = try #require(digestsOf(scriptPath))
         // A file changed within the last second is neither cached nor ignored (a same-size rewrite
         // within one tick of the change-time clock would look the same): let these settle.
@@ -147,7 +129,7 @@ struct ExecutionGuardTests {
         #expect(try shell("mount -t tmpfs -o size=16m tether-guard-test '\(mountPoint)'").status == 0)
         defer { _ = try? shell("umount '\(mountPoint)'") }
         let copy = mountPoint + "/listed-echo"
-        try writeProgram(copy, try Data(contentsOf: URL(fileURLWithPath: source.path)))
+        try writeExecutable(copy, try Data(contentsOf: URL(fileURLWithPath: source.path)))
         var denied = false
         let deadline = Date().addingTimeInterval(5)
         while !denied, Date() < deadline {

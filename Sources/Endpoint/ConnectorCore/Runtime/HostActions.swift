@@ -204,13 +204,7 @@ extension ConnectorRuntime {
         let folder = directory.appendingPathComponent(Self.quarantineFolder).path
         mkdir(folder, 0o700)
         chmod(folder, 0o700)
-        let fd = open(folder + "/.lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        while flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0 {
-            guard errno == EINTR else { return nil }
-        }
-        return body()
+        return withLockFile(folder + "/.lock", wait: wait, body)
     }
 
     private func quarantineLocked(_ command: Command, id commandId: String) -> (String, String) {

@@ -55,11 +55,17 @@ struct IsolationKeeper {
 
     /// Runs `body` holding the state directory's isolation lock: a `tether agent isolation-off`
     /// and a controller putting the table back never interleave between the record and the kernel.
+    /// A lock file that cannot be opened does not stop a lift or an isolation: it runs unlocked.
     private func withIsolationLock<T>(_ body: () -> T) -> T {
-        let fd = open(directory.appendingPathComponent(ConnectorRuntime.isolationLockFileName).path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        if fd >= 0 { while flock(fd, LOCK_EX) != 0 && errno == EINTR {} }
-        defer { if fd >= 0 { close(fd) } }
-        return body()
+        withLockFile(directory.appendingPathComponent(ConnectorRuntime.isolationLockFileName).path, body) ?? body()
+    }
+
+    /// What an isolation allows: the platform's endpoints (the addresses in `known` for a name
+    /// resolved before), then each exclusion.
+    private func allowedTraffic(for exclusions: [Command.Exclusion], known: [AllowedTraffic] = []) throws(FirewallError) -> [AllowedTraffic] {
+        try platformTraffic(known: known) + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
+            try Self.allowedTraffic(exclusion, number: index + 1)
+        }
     }
 
     /// Isolates the endpoint in the kernel (docs/architecture.md, "Network isolation"): the
@@ -78,9 +84,7 @@ struct IsolationKeeper {
             let known = wasActive ? (previous?[6].text).flatMap { try? Wire.decode([AllowedTraffic].self, from: Array($0.utf8)) } ?? [] : []
             let allowed: [AllowedTraffic]
             do throws(FirewallError) {
-                allowed = try platformTraffic(known: known) + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
-                    try Self.allowedTraffic(exclusion, number: index + 1)
-                }
+                allowed = try allowedTraffic(for: exclusions, known: known)
             } catch .invalid(let reason) {
                 return ("rejected", "\(reason); nothing changed")
             } catch {
@@ -287,9 +291,7 @@ struct IsolationKeeper {
                 // Ordered under a release that only recorded isolations: work out what to allow now.
                 do {
                     let exclusions = try Wire.decode([Command.Exclusion].self, from: Array((row[3].text ?? "[]").utf8))
-                    allowed = try platformTraffic() + exclusions.enumerated().map { index, exclusion throws(FirewallError) in
-                        try Self.allowedTraffic(exclusion, number: index + 1)
-                    }
+                    allowed = try allowedTraffic(for: exclusions)
                     try store.database.query("UPDATE isolation SET allowed = ?, table_written = 1, generation = ? WHERE id = 1",
                                              [.text(String(decoding: Wire.encode(allowed), as: UTF8.self)), .integer(Int64(generation))])
                 } catch {
