@@ -2,9 +2,10 @@
 # The pull-request check the GitHub Actions and GitLab CI examples run (and Tether's tests run
 # on a repository they make): in a policy repository with device snapshots in devices/*.json
 # (`tether agent snapshot` on each device kind):
-#   1. validate every policy file (exit 1 with FILE:LINE:COLUMN problems);
-#   2. plan against each snapshot, offline, as JSON and as SARIF for code scanning;
-#   3. merge the plans into one Markdown view for the pull request's comment.
+#   1. check that every policy file is in `tether fmt`'s layout (a diff of what fmt would change);
+#   2. validate every policy file (exit 1 with FILE:LINE:COLUMN problems);
+#   3. plan against each snapshot, offline, as JSON and as SARIF for code scanning;
+#   4. merge the plans into one Markdown view for the pull request's comment.
 # Writes into OUT (default tether-out): comment.md, plans/*.json, sarif/*.sarif.
 # Exit 0 when every policy is valid and every plan was made; 1 otherwise.
 set -euo pipefail
@@ -12,6 +13,7 @@ out=${1:-tether-out}
 tether=${TETHER:-tether}
 rm -rf "$out" && mkdir -p "$out/plans" "$out/sarif"
 
+"$tether" fmt --check --diff
 "$tether" validate --repo . --ref HEAD
 
 shopt -s nullglob

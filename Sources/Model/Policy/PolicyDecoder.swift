@@ -660,13 +660,17 @@ package struct PolicyDecoder {
     }
 
     private mutating func add(yamlError error: YAMLError) {
+        problems.append(Self.problem(error, file: file))
+    }
+
+    /// A YAML reader's error as a policy problem (repeated keys named as fields).
+    static func problem(_ error: YAMLError, file: String) -> PolicyProblem {
         let location = SourceLocation(file: file, line: error.mark.line, column: error.mark.column)
         if !error.repeatedKeys.isEmpty {
-            add(location, "field '\(error.repeatedKeys.map { TerminalText.excerpt($0) }.joined(separator: "', '"))' appears twice in one mapping")
-            return
+            return PolicyProblem(location, "field '\(error.repeatedKeys.map { TerminalText.excerpt($0) }.joined(separator: "', '"))' appears twice in one mapping")
         }
         let detail = error.context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? ""
-        add(location, "malformed YAML: \(error.problem)\(detail)")
+        return PolicyProblem(location, "malformed YAML: \(error.problem)\(detail)")
     }
 
     /// Which lines hold block scalars' text (the lines after `key: |` or `- >-` that are

@@ -4,7 +4,8 @@ import Primitives
 
 /// Writes one `IntegrationPolicy` document as YAML that the decoder reads back to the same
 /// values: strings always quoted (so no value reads differently in YAML 1.1), each setting
-/// commented with the vendor's key, and notes on what the policy leaves undeclared.
+/// commented with the vendor's key, and notes on what the policy leaves undeclared; laid out
+/// as `tether fmt` lays it out.
 package struct PolicyWriter {
     /// One integration's section: its settings in catalog order, its server certificate's path
     /// in the repository, and comment lines for what is left out (with what to add).
@@ -79,7 +80,9 @@ package struct PolicyWriter {
             }
             lines += section.notes.map { "    # " + $0 }
         }
-        return lines.joined(separator: "\n") + "\n"
+        let text = lines.joined(separator: "\n") + "\n"
+        // In `tether fmt`'s layout, so the file can be committed as it is.
+        return (try? PolicyFormatter.format(file: name, contents: Array(text.utf8))) ?? text
     }
 
     static func scalar(_ value: SettingValue) -> String {

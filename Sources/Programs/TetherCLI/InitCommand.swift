@@ -32,13 +32,13 @@ struct InitCommand: ParsableCommand {
                 apiVersion: tether/v1
                 kind: IntegrationPolicy
                 metadata:
-                  name: base                     # unique in the repository
+                  name: base  # unique in the repository
                 spec:
                   priority: 0
                   behaviorDetection: true
                   edr:
-                    enabled: false               # turn on once certs/ holds the platform's certificate:
-                    address: 127.0.0.1           #   serverCertificate: certs/kata.pem
+                    enabled: false      # turn on once certs/ holds the platform's certificate:
+                    address: 127.0.0.1  #   serverCertificate: certs/kata.pem
                     port: 443
                     connectionTimeout: 10
                     requestTimeout: 10
@@ -65,6 +65,11 @@ struct InitCommand: ParsableCommand {
                 repos:
                   - repo: local
                     hooks:
+                      - id: tether-fmt
+                        name: tether fmt --check
+                        entry: tether fmt --check --diff
+                        language: system
+                        files: ^policies/.*\\.ya?ml$
                       - id: tether-validate
                         name: tether validate --staged
                         entry: tether validate --staged --repo .
@@ -74,9 +79,11 @@ struct InitCommand: ParsableCommand {
                 """),
             ("ci/validate.sh", """
                 #!/bin/sh
-                # For CI: every policy of the commit, and the plan against a device's snapshot
+                # For CI: the layout of every policy file (`tether fmt` rewrites them), every policy
+                # of the commit, and the plan against a device's snapshot
                 # (`tether agent snapshot > device.json` on the device) for the pull request.
                 set -e
+                tether fmt --check --diff
                 tether validate --repo .
                 if [ -f device.json ]; then tether plan --repo . --against device.json -o markdown; fi
 

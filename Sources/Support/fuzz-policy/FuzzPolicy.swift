@@ -4,7 +4,9 @@ import FuzzSupport
 import Policy
 
 /// Decodes one input as a policy file and checks what any input must give: the same result
-/// twice, and every problem located inside the file.
+/// twice, and every problem located inside the file. Then formats it (`tether fmt`): a file is
+/// formatted or refused for what it is, never for a layout that would change it, and the
+/// layout of the layout is itself.
 @_cdecl("LLVMFuzzerTestOneInput")
 package func fuzzPolicy(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
@@ -16,6 +18,13 @@ package func fuzzPolicy(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     for problem in first.problems {
         precondition(problem.location.file == "fuzz.yaml", "a problem names another file: \(problem)")
         precondition(problem.location.line >= 1 && problem.location.line <= lines + 1, "a problem outside the file: \(problem)")
+    }
+    do {
+        let formatted = try PolicyFormatter.format(file: "fuzz.yaml", contents: bytes)
+        let again = try PolicyFormatter.format(file: "fuzz.yaml", contents: Array(formatted.utf8))
+        precondition(again == formatted, "fmt is not a fixed point:\n\(formatted)\n---\n\(again)")
+    } catch {
+        precondition(!error.message.hasPrefix("fmt would change"), "fmt refused its own layout: \(error)")
     }
     return 0
 }

@@ -46,8 +46,9 @@ package enum YAML {
     }
 }
 
-/// A place in the text: line and column, both counted from 1 (columns in characters).
-package struct YAMLMark: Equatable, Sendable, CustomStringConvertible {
+/// A place in the text: line and column, both counted from 1 (columns in characters), ordered
+/// as the text reads.
+package struct YAMLMark: Comparable, Hashable, Sendable, CustomStringConvertible {
     package let line: Int
     package let column: Int
 
@@ -61,6 +62,10 @@ package struct YAMLMark: Equatable, Sendable, CustomStringConvertible {
     }
 
     package var description: String { "line \(line), column \(column)" }
+
+    package static func < (left: YAMLMark, right: YAMLMark) -> Bool {
+        (left.line, left.column) < (right.line, right.column)
+    }
 }
 
 /// One node of a document.

@@ -19,6 +19,9 @@ struct CIExampleTests {
         let new = tether(["agent", "snapshot", "--state-dir", fresh.path])
         #expect(synced.code == 0 && new.code == 0, "\(synced.stderr)\(new.stderr)")
         let script = try String(contentsOf: examples.appendingPathComponent("pr-check.sh"), encoding: .utf8)
+        // The team keeps its policies in tether fmt's layout (the check requires it).
+        let formatted = tether(["fmt", env.repo.path + "/policies"])
+        #expect(formatted.code == 0, "\(formatted.stderr)")
         env.revision = try env.repo.commit(["devices/prod-synced.json": synced.stdout, "devices/prod-new.json": new.stdout, "ci/pr-check.sh": script],
                                            message: "Device snapshots and the check")
         chmod(env.repo.directory.url.appendingPathComponent("ci/pr-check.sh").path, 0o755)
@@ -52,10 +55,23 @@ struct CIExampleTests {
     @Test("A broken policy fails the check with its file and line, and no comment is made")
     func broken() throws {
         let env = try repository()
-        env.revision = try env.repo.commit(["policies/base.yaml": Environment.base.replacingOccurrences(of: "port: 443", with: "port: 70000")], message: "Typo")
+        let base = try String(contentsOfFile: env.repo.path + "/policies/base.yaml", encoding: .utf8).replacingOccurrences(of: "port: 443", with: "port: 70000")
+        let line = try #require(base.components(separatedBy: "\n").firstIndex { $0.contains("port: 70000") }) + 1
+        env.revision = try env.repo.commit(["policies/base.yaml": base], message: "Typo")
         let run = try runProgram("ci/pr-check.sh", ["tether-out"], in: env.repo.path, environment: ["TETHER": tetherExecutable])
         #expect(run.status == 1)
-        #expect(run.output.contains("policies/base.yaml:8:") && run.output.contains("70000 is out of range"), "\(run.output)")
+        #expect(run.output.contains("policies/base.yaml:\(line):") && run.output.contains("70000 is out of range"), "\(run.output)")
+        #expect(!FileManager.default.fileExists(atPath: env.repo.directory.url.appendingPathComponent("tether-out/comment.md").path))
+    }
+
+    @Test("A policy file out of tether fmt's layout fails the check with the diff that fixes it")
+    func unformatted() throws {
+        let env = try repository()
+        env.revision = try env.repo.commit(["policies/team.yaml": "kind: IntegrationPolicy\napiVersion: tether/v1\nmetadata: {name: team}\nspec: {priority: 5}\n"], message: "Unformatted")
+        let run = try runProgram("ci/pr-check.sh", ["tether-out"], in: env.repo.path, environment: ["TETHER": tetherExecutable])
+        #expect(run.status == 1)
+        #expect(run.output.contains("policies/team.yaml\n--- a/policies/team.yaml\n+++ b/policies/team.yaml\n"), "\(run.output)")
+        #expect(run.output.contains("-kind: IntegrationPolicy\n apiVersion: tether/v1\n+kind: IntegrationPolicy\n metadata: {name: team}\n"), "\(run.output)")
         #expect(!FileManager.default.fileExists(atPath: env.repo.directory.url.appendingPathComponent("tether-out/comment.md").path))
     }
 

@@ -273,8 +273,11 @@ struct KESLBackendTests {
         #expect(imported.code == 0, "\(imported.stdout)\(imported.stderr)")
         #expect(imported.stdout.contains("edr.clientCertificate: not exported"), "\(imported.stdout)")
         let yaml = try String(contentsOf: output.url.appendingPathComponent("policies/imported.yaml"), encoding: .utf8)
-        #expect(yaml.contains("port: 9443   # Port"), "\(yaml)")
-        #expect(yaml.contains("maximumEventsInPackage: 1024   # EventTransferSettings.MaximumNumberOfEventsInPackage"), "\(yaml)")
+        let lines = yaml.components(separatedBy: "\n")
+        #expect(lines.contains { $0.hasPrefix("    port: 9443 ") && $0.hasSuffix("  # Port") }, "\(yaml)")
+        #expect(lines.contains { $0.hasPrefix("    maximumEventsInPackage: 1024 ") && $0.hasSuffix("  # EventTransferSettings.MaximumNumberOfEventsInPackage") }, "\(yaml)")
+        let layout = tether(["fmt", "--check", output.url.appendingPathComponent("policies").path])
+        #expect(layout.code == 0 && layout.stdout.isEmpty, "import writes tether fmt's layout: \(layout.stdout)")
         #expect(!yaml.contains("\n  proxy:") && yaml.contains("# proxy: not managed on this agent"), "kesl-control cannot express the proxy: \(yaml)")
 
         // Committed to a repository of its own, for a device that only has the vendor's agent.

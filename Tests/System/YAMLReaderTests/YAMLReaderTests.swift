@@ -64,3 +64,34 @@ struct YAMLReaderTests {
         #expect(control?.mark.line == 2)
     }
 }
+
+@Suite("YAML read as written, with its comments (for tether fmt)")
+struct YAMLSourceTests {
+    @Test("A # inside quotes or a block scalar, or without a blank before it, is text; the rest are comments with their places")
+    func comments() throws {
+        let text = """
+            # head
+            a: "x # not"   # one
+            b: 'y #no' #two
+            c: |  # header
+              # text, not a comment
+            d: e#f
+            \u{2028}
+            g: &anchor "q # q"  # three
+            """
+        let source = try YAMLSource(text)
+        #expect(source.comments.map(\.text) == ["# head", "# one", "#two", "# header", "# three"])
+        #expect(source.comments.map(\.isOwnLine) == [true, false, false, false, false])
+        #expect(source.comments.last?.position == YAMLMark(line: 9, column: 21), "lines break where libyaml breaks them (LS included)")
+        guard case .mapping(let pairs, let isFlow)? = source.documents.first?.root?.content else {
+            Issue.record("not a mapping")
+            return
+        }
+        #expect(!isFlow && pairs.count == 5)
+        #expect(pairs.last?.value.anchor == "anchor")
+        if case .scalar(let value, let style) = pairs[2].value.content {
+            #expect(value == "# text, not a comment\n" && style == .literal)
+        }
+        #expect(throws: YAMLError.self) { try YAMLSource("a: *missing\n") }
+    }
+}

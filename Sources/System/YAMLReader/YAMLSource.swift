@@ -1,0 +1,286 @@
+internal import CYAML
+
+/// A YAML stream read to be written again (`tether fmt`): nodes as written — scalar styles,
+/// flow or block collections, anchors and aliases kept rather than resolved — with where each
+/// starts and ends, and the comments, which libyaml's parser drops and this reader finds in the
+/// text between the nodes. docs/architecture.md, "Formatting policies".
+package struct YAMLSource: Sendable {
+    package var documents: [YAMLSourceDocument]
+    /// Every comment of the stream, in the order written.
+    package var comments: [YAMLComment]
+    /// The lines (from 1) that hold nothing but spaces and tabs.
+    package var blankLines: Set<Int>
+
+    /// Reads `text`; a malformed stream is an error with its place (nothing is half-read).
+    package init(_ text: String, maximumDepth: Int = 64) throws(YAMLError) {
+        var bytes = Array(text.utf8)
+        guard !bytes.isEmpty else {
+            documents = []
+            comments = []
+            blankLines = []
+            return
+        }
+        let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
+        defer { parser.deallocate() }
+        guard yaml_parser_initialize(parser) == 1 else {
+            throw YAMLError(kind: .parser, problem: "the YAML parser could not start (out of memory)", mark: YAMLMark(line: 1, column: 1), context: nil)
+        }
+        defer { yaml_parser_delete(parser) }
+        let result: Result<[YAMLSourceDocument], YAMLError> = bytes.withUnsafeMutableBufferPointer { buffer in
+            yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
+            var builder = SourceBuilder(maximumDepth: maximumDepth)
+            var event = yaml_event_t()
+            while true {
+                guard yaml_parser_parse(parser, &event) == 1 else {
+                    return .failure(YAMLError(parser.pointee, text: buffer))
+                }
+                defer { yaml_event_delete(&event) }
+                if event.type == YAML_STREAM_END_EVENT { return .success(builder.documents) }
+                if let error = builder.take(event) { return .failure(error) }
+            }
+        }
+        documents = try result.get()
+        (comments, blankLines) = YAMLSource.comments(in: text, documents: documents)
+    }
+
+    /// The comments of `text`: a `#` at the start of a line or after a space or tab that lies
+    /// outside every quoted or block scalar (a plain scalar cannot hold ` #`). Lines break where
+    /// libyaml breaks them (LF, CR LF, CR, NEL, LS, PS), so positions agree with its marks.
+    private static func comments(in text: String, documents: [YAMLSourceDocument]) -> ([YAMLComment], Set<Int>) {
+        var lines: [[Unicode.Scalar]] = [[]]
+        var previous: Unicode.Scalar?
+        for character in text.unicodeScalars {
+            defer { previous = character }
+            switch character {
+            case "\n" where previous == "\r":
+                continue
+            case "\n", "\r", "\u{85}", "\u{2028}", "\u{2029}":
+                lines.append([])
+            case "\u{FEFF}" where lines.count == 1 && lines[0].isEmpty:
+                continue
+            default:
+                lines[lines.count - 1].append(character)
+            }
+        }
+        var spans: [(start: YAMLMark, end: YAMLMark)] = []
+        for document in documents {
+            guard let root = document.root else { continue }
+            var stack = [root]
+            while let node = stack.popLast() {
+                switch node.content {
+                case .scalar(_, .literal), .scalar(_, .folded):
+                    // The header line may end with a comment; the text starts below it.
+                    spans.append((YAMLMark(line: node.start.line + 1, column: 1), node.end))
+                case .scalar(_, .singleQuoted), .scalar(_, .doubleQuoted):
+                    // The node starts at its anchor or tag, when it has one: the text at its quote.
+                    var start = node.start
+                    while start < node.end, start.line <= lines.count, start.column <= lines[start.line - 1].count,
+                          !["\"", "'"].contains(lines[start.line - 1][start.column - 1]) {
+                        start = start.column < lines[start.line - 1].count ? YAMLMark(line: start.line, column: start.column + 1) : YAMLMark(line: start.line + 1, column: 1)
+                    }
+                    spans.append((start, node.end))
+                case .scalar, .alias:
+                    break
+                case .mapping(let pairs, _):
+                    for pair in pairs { stack += [pair.key, pair.value] }
+                case .sequence(let items, _):
+                    stack += items
+                }
+            }
+        }
+        spans.sort { $0.start < $1.start }
+        var comments: [YAMLComment] = []
+        var blankLines: Set<Int> = []
+        var spanIndex = 0
+        var previousLineBlank = false
+        for (lineIndex, scalars) in lines.enumerated() {
+            var sawContent = false
+            for column in scalars.indices {
+                let character = scalars[column]
+                guard character != " " && character != "\t" else { continue }
+                defer { sawContent = true }
+                guard character == "#", column == 0 || scalars[column - 1] == " " || scalars[column - 1] == "\t" else { continue }
+                let position = YAMLMark(line: lineIndex + 1, column: column + 1)
+                while spanIndex < spans.count && spans[spanIndex].end <= position { spanIndex += 1 }
+                if spanIndex < spans.count && spans[spanIndex].start <= position { continue }
+                var comment = scalars[column...]
+                while let last = comment.last, last == " " || last == "\t" { comment.removeLast() }
+                var text = ""
+                text.unicodeScalars.append(contentsOf: comment)
+                comments.append(YAMLComment(text: text, position: position, isOwnLine: !sawContent, followsBlankLine: !sawContent && previousLineBlank))
+                break
+            }
+            previousLineBlank = !sawContent
+            if !sawContent { blankLines.insert(lineIndex + 1) }
+        }
+        return (comments, blankLines)
+    }
+}
+
+/// One document of a stream.
+package struct YAMLSourceDocument: Sendable {
+    /// nil for a document with no node (only comments, or `---` alone).
+    package let root: YAMLSourceNode?
+    /// The `%YAML` directive's version, when written ("1.1").
+    package let version: String?
+    /// The `%TAG` directives, as written (`! tag:example.com,2000:`).
+    package let tagDirectives: [(handle: String, prefix: String)]
+    package let start: YAMLMark
+    package let end: YAMLMark
+}
+
+/// A node as written.
+package final class YAMLSourceNode: Sendable {
+    package enum ScalarStyle: Sendable, Equatable {
+        case plain, singleQuoted, doubleQuoted, literal, folded
+    }
+
+    package enum Content: Sendable {
+        /// The scalar's value (after YAML's quoting, escapes and folding) and how it was written.
+        case scalar(String, ScalarStyle)
+        case mapping([(key: YAMLSourceNode, value: YAMLSourceNode)], isFlow: Bool)
+        case sequence([YAMLSourceNode], isFlow: Bool)
+        /// `*name`: the anchor's name.
+        case alias(String)
+
+        /// Whether this is a mapping.
+        package var isMapping: Bool {
+            if case .mapping = self { return true }
+            return false
+        }
+    }
+
+    package let content: Content
+    package let anchor: String?
+    /// As libyaml expands it (`!!str` is `tag:yaml.org,2002:str`); empty when none is written.
+    package let tag: String
+    package let start: YAMLMark
+    package let end: YAMLMark
+
+    init(content: Content, anchor: String?, tag: String, start: YAMLMark, end: YAMLMark) {
+        self.content = content
+        self.anchor = anchor
+        self.tag = tag
+        self.start = start
+        self.end = end
+    }
+}
+
+/// A comment: its text from `#` to the end of the line (trailing blanks dropped).
+package struct YAMLComment: Sendable, Equatable {
+    package let text: String
+    package let position: YAMLMark
+    /// Alone on its line (else it ends a line that holds YAML).
+    package let isOwnLine: Bool
+    /// An own-line comment with a blank line above it.
+    package let followsBlankLine: Bool
+}
+
+/// Builds source nodes from parser events with an explicit stack (no recursion, however deep).
+private struct SourceBuilder {
+    private final class Open {
+        let isMapping: Bool
+        let isFlow: Bool
+        let tag: String
+        let anchor: String?
+        let start: YAMLMark
+        var items: [YAMLSourceNode] = []
+
+        init(isMapping: Bool, isFlow: Bool, tag: String, anchor: String?, start: YAMLMark) {
+            self.isMapping = isMapping
+            self.isFlow = isFlow
+            self.tag = tag
+            self.anchor = anchor
+            self.start = start
+        }
+    }
+
+    let maximumDepth: Int
+    private(set) var documents: [YAMLSourceDocument] = []
+    private var stack: [Open] = []
+    private var root: YAMLSourceNode?
+    private var documentStart = YAMLMark(line: 1, column: 1)
+    private var version: String?
+    private var tagDirectives: [(handle: String, prefix: String)] = []
+    private var anchors: Set<String> = []
+
+    init(maximumDepth: Int) {
+        self.maximumDepth = maximumDepth
+    }
+
+    mutating func take(_ event: yaml_event_t) -> YAMLError? {
+        let start = YAMLMark(event.start_mark)
+        let end = YAMLMark(event.end_mark)
+        switch event.type {
+        case YAML_DOCUMENT_START_EVENT:
+            let data = event.data.document_start
+            root = nil
+            anchors = []
+            documentStart = start
+            version = data.version_directive.map { "\($0.pointee.major).\($0.pointee.minor)" }
+            tagDirectives = []
+            var directive = data.tag_directives.start
+            while let current = directive, current != data.tag_directives.end {
+                tagDirectives.append((Self.text(current.pointee.handle), Self.text(current.pointee.prefix)))
+                directive = current + 1
+            }
+        case YAML_DOCUMENT_END_EVENT:
+            documents.append(YAMLSourceDocument(root: root, version: version, tagDirectives: tagDirectives, start: documentStart, end: end))
+        case YAML_SCALAR_EVENT:
+            let scalar = event.data.scalar
+            let value = String(decoding: UnsafeBufferPointer(start: scalar.value, count: Int(scalar.length)), as: UTF8.self)
+            let style: YAMLSourceNode.ScalarStyle
+            switch scalar.style {
+            case YAML_SINGLE_QUOTED_SCALAR_STYLE: style = .singleQuoted
+            case YAML_DOUBLE_QUOTED_SCALAR_STYLE: style = .doubleQuoted
+            case YAML_LITERAL_SCALAR_STYLE: style = .literal
+            case YAML_FOLDED_SCALAR_STYLE: style = .folded
+            default: style = .plain
+            }
+            add(YAMLSourceNode(content: .scalar(value, style), anchor: Self.optionalText(scalar.anchor), tag: Self.text(scalar.tag), start: start, end: end))
+        case YAML_ALIAS_EVENT:
+            let name = Self.text(event.data.alias.anchor)
+            guard anchors.contains(name) else {
+                return YAMLError(kind: .composer, problem: "found undefined alias '\(name)'", mark: start, context: nil)
+            }
+            add(YAMLSourceNode(content: .alias(name), anchor: nil, tag: "", start: start, end: end))
+        case YAML_SEQUENCE_START_EVENT where stack.count >= maximumDepth, YAML_MAPPING_START_EVENT where stack.count >= maximumDepth:
+            return YAMLError(kind: .composer, problem: "lists and mappings nest deeper than \(maximumDepth) levels", mark: start, context: nil)
+        case YAML_SEQUENCE_START_EVENT:
+            let data = event.data.sequence_start
+            stack.append(Open(isMapping: false, isFlow: data.style == YAML_FLOW_SEQUENCE_STYLE, tag: Self.text(data.tag), anchor: Self.optionalText(data.anchor), start: start))
+        case YAML_MAPPING_START_EVENT:
+            let data = event.data.mapping_start
+            stack.append(Open(isMapping: true, isFlow: data.style == YAML_FLOW_MAPPING_STYLE, tag: Self.text(data.tag), anchor: Self.optionalText(data.anchor), start: start))
+        case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+            guard let open = stack.popLast() else { break }
+            let content: YAMLSourceNode.Content
+            if open.isMapping {
+                content = .mapping(stride(from: 0, to: open.items.count - 1, by: 2).map { (open.items[$0], open.items[$0 + 1]) }, isFlow: open.isFlow)
+            } else {
+                content = .sequence(open.items, isFlow: open.isFlow)
+            }
+            add(YAMLSourceNode(content: content, anchor: open.anchor, tag: open.tag, start: open.start, end: end))
+        default:
+            break
+        }
+        return nil
+    }
+
+    private mutating func add(_ node: YAMLSourceNode) {
+        if let anchor = node.anchor { anchors.insert(anchor) }
+        if let open = stack.last {
+            open.items.append(node)
+        } else {
+            root = node
+        }
+    }
+
+    private static func optionalText(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String? {
+        pointer.map { String(cString: $0) }
+    }
+
+    private static func text(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String {
+        optionalText(pointer) ?? ""
+    }
+}
