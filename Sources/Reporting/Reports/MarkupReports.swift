@@ -13,7 +13,7 @@ package enum MarkdownReport {
         let icon = report.inSync && report.steps.isEmpty ? "✅" : (report.findings.contains { $0.kind == .unenforceable || $0.kind == .conflict || $0.kind == .expired || $0.kind == .notYetValid } ? "❌" : "⚠️")
         lines.append("### \(icon) Tether \(report.kind.rawValue) on `\(cell(report.host))`: \(headline(report))")
         lines.append("")
-        lines.append("Revision `\(report.revision.prefix(12))` (\(cell(report.revisionSummary))) from `\(cell(report.source.displayRepository))`, folder `\(cell(report.source.path))`; policies: \(report.policies.isEmpty ? "none" : report.policies.map { "`\($0)`" }.joined(separator: ", ")).")
+        lines.append("Revision `\(report.revision.prefix(12))` (\(cell(report.revisionSummary))) from `\(cell(report.source.reviewName))`, folder `\(cell(report.source.path))`; policies: \(report.policies.isEmpty ? "none" : report.policies.map { "`\($0)`" }.joined(separator: ", ")).")
         lines.append("")
         lines.append("| Integration | Managed | Findings | By kind |")
         lines.append("|---|---:|---:|---|")
@@ -90,7 +90,7 @@ package enum HTMLReport {
         body += "<p class=\"summary\">\(escape(MarkdownReport.headline(report)))</p></header>\n"
         body += "<dl class=\"facts\">"
         body += fact("Revision", "<code>\(escape(String(report.revision.prefix(12))))</code> \(escape(report.revisionSummary))")
-        body += fact("Source", "\(escape(report.source.displayRepository)) @ \(escape(report.source.ref ?? "HEAD")), folder \(escape(report.source.path))")
+        body += fact("Source", "\(escape(report.source.reviewName)) @ \(escape(report.source.ref ?? "HEAD")), folder \(escape(report.source.path))")
         body += fact("Labels", escape(report.labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")))
         body += fact("Policies", escape(report.policies.joined(separator: ", ")))
         if let applied = report.lastAppliedRevision { body += fact("Last applied", "<code>\(escape(String(applied.prefix(12))))</code>") }

@@ -21,6 +21,20 @@ package struct SourceSpec: Sendable {
 
     /// The repository as people and logs may see it: without a password in its URL.
     package var displayRepository: String { GitRepository.redacted(repository) }
+
+    /// The repository as a review shows it (the Markdown and HTML reports a pull request
+    /// carries): a remote's URL (redacted), a local checkout's folder name — not `.` nor the
+    /// CI runner's absolute path.
+    package var reviewName: String {
+        guard !GitRepository.isRemote(repository) else { return displayRepository }
+        var path = repository
+        if let resolved = realpath(repository, nil) {
+            path = String(cString: resolved)
+            free(resolved)
+        }
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        return name.hasSuffix(".git") && name.count > 4 ? String(name.dropLast(4)) : name
+    }
 }
 
 /// One revision's policies, read from git objects (never from a working tree).

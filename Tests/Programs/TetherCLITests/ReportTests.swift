@@ -178,8 +178,11 @@ struct FormatTests {
 
     @Test("Markdown: a summary line and table, then the findings")
     func markdown() throws {
-        let text = try drifted().run("drift", "--format", "markdown").stdout
+        let env = try drifted()
+        let text = env.run("drift", "--format", "markdown").stdout
         #expect(text.hasPrefix("### ⚠️ Tether drift on `"))
+        // A review names the checkout by its folder, not by the runner's absolute path.
+        #expect(text.contains("from `\(env.repo.directory.url.lastPathComponent)`, folder `policies`") && !text.contains(env.repo.path), "\(text)")
         #expect(text.contains("| EDR (KATAEDR) | 7 | 1 | 1 drift |"))
         #expect(text.contains("| `edr.port` | drift | `8443` | `443` | `policies/base.yaml:8` |"))
         // Each change names the step that makes it, as the numbered steps below list them.
