@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 /// Tether: a GitOps controller for an endpoint agent's threat-platform integrations.
@@ -94,7 +94,10 @@ let package = Package(
         // ── Endpoint: the embedded agent's sensors, wire format and connectors ──
         // The wire format the connectors and the platform share (docs/wire-format.md), as Codable types.
         module("WireFormat", in: "Endpoint", ["IntegrationModel"]),
-        module("Sensors", in: "Endpoint", ["Primitives", "CSensorShims", "IntegrationModel", "WireFormat", "X509"]),
+        // Its BPF programs (bpf/*.bpf.c) are compiled by the build and embedded (Plugins/BPFPrograms).
+        .target(name: "Sensors", dependencies: ["Primitives", "CSensorShims", "IntegrationModel", "WireFormat", "X509"],
+                path: "Sources/Endpoint/Sensors", exclude: ["bpf"], plugins: ["BPFPrograms"]),
+        .plugin(name: "BPFPrograms", capability: .buildTool(), path: "Plugins/BPFPrograms"),
         module("ConnectorCore", in: "Endpoint", ["ChildProcess", "Firewall", "Primitives", "AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
 
         // ── Planning: desired × actual × last applied → findings and ordered steps (pure) ──

@@ -9,6 +9,7 @@ median of several runs of the whole process (start-up included); peak memory is 
 process's maximum resident set size as the kernel reports it (wait4 rusage).
 """
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -199,6 +200,7 @@ def main():
     parser.add_argument("--cycles", type=int, default=1000, help="no-change controller cycles to run in one process")
     parser.add_argument("--platform-sim", default=os.path.join(ROOT, ".build/release/platform-sim"))
     parser.add_argument("--idle-seconds", type=int, default=60, help="how long the idle controller is watched")
+    parser.add_argument("--short-seconds", type=int, default=20, help="how long 1,000 short programs a second run under tether agent watch")
     args = parser.parse_args()
     os.makedirs(WORK, exist_ok=True)
     state = os.path.join(WORK, "state")
@@ -240,7 +242,64 @@ def main():
         print(f"growth of plan from {small} to {large} files: ×{plans[large] / plans[small]:.1f} time for ×{large / small:.0f} files")
     cycle_cpu = controller_bench(args.tether, args.cycles) if os.path.isdir(os.path.join(WORK, "repo-100")) else None
     idle_bench(args.tether, args.platform_sim, args.idle_seconds)
+    short_programs_bench(args.tether, args.short_seconds)
     print_endpoint_costs(costs, cycle_cpu)
+
+
+def short_programs_bench(tether, seconds):
+    """`tether agent watch --json` (as root: the sensors as tether run runs them) while a loop
+    starts about 1,000 short programs a second (a copy of /bin/true with a byte appended, so
+    its own file, started with posix_spawn and waited for): the share of their starts reported
+    with path and command line, and the CPU of the whole watch process."""
+    if os.geteuid() != 0:
+        print("\nshort programs: skipped (the kernel interfaces need root)")
+        return
+    base = os.path.join(WORK, "short")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    program = os.path.join(base, "short-program")
+    shutil.copyfile("/bin/true", program)
+    with open(program, "ab") as appended:
+        appended.write(b"tether-bench")
+    os.chmod(program, 0o755)
+    output = open(os.path.join(base, "watch.jsonl"), "w")
+    watch = subprocess.Popen([tether, "agent", "watch", "--json", "--seconds", str(seconds + 4), "--path", base,
+                              "--state-dir", os.path.join(base, "state")], stdout=output, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    started = 0
+    end = time.monotonic() + seconds
+    tick = time.monotonic()
+    while time.monotonic() < end:
+        for _ in range(10):
+            pid = os.posix_spawn(program, [program, "--run", str(started)], {})
+            os.waitpid(pid, 0)
+            started += 1
+        tick += 0.01
+        delay = tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    _, status, usage = os.wait4(watch.pid, 0)
+    watch.returncode = status
+    sources = [line for line in watch.stderr.read().splitlines() if line.startswith("sensor process")]
+    output.close()
+    complete = seen = 0
+    with open(os.path.join(base, "watch.jsonl")) as lines:
+        for line in lines:
+            event = json.loads(line)
+            detail = event.get("detail", {})
+            if event.get("type") != "process-start" or "--run" not in detail.get("commandLine", "--run"):
+                continue
+            if detail.get("path") not in (program, None):
+                continue
+            seen += 1
+            missing = detail.get("missing", "")
+            if "path" not in missing and "commandLine" not in missing:
+                complete += 1
+    cpu = usage.ru_utime + usage.ru_stime
+    print(f"\nshort programs: {started} started in {seconds} s ({started / seconds:.0f} /s) under tether agent watch --json"
+          f" ({sources[0] if sources else 'process sensor: unknown source'})")
+    print(f"  starts seen: {seen} ({seen / max(1, started) * 100:.2f} %); with path and command line: {complete} ({complete / max(1, started) * 100:.2f} %)")
+    print(f"  CPU of the watch process: {cpu:.2f} s in {seconds + 4} s = {cpu / (seconds + 4) * 100:.1f} % of one core")
 
 
 def process_cpu(pid):

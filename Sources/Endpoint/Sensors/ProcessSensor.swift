@@ -6,19 +6,39 @@ import Glibc
 import X509
 import Primitives
 
-/// Process starts and stops: from the kernel's netlink process connector (exec and exit, as
-/// they happen), or, where that is refused (no CAP_NET_ADMIN, a container without it), from a
-/// scan of /proc every `scanInterval`, which misses processes that live less than that.
+/// Process starts and stops: from BPF programs on the scheduler's exec and exit tracepoints
+/// (everything known in the kernel, as it happens); where they cannot load, from the kernel's
+/// netlink process connector (exec and exit as they happen, the rest read from /proc, which a
+/// short program may have left); where that is refused too (no CAP_NET_ADMIN, a container
+/// without it), from a scan of /proc every `scanInterval`, which misses processes that live
+/// less than that.
 final class ProcessSensor: @unchecked Sendable {
     private var thread: SensorThread?
     private(set) var status: SensorStatus
     private let counters = KernelCounters()
+    /// What the BPF source is called in statuses (`tether agent watch`, `agent status`).
+    static let bpfSource = "eBPF (sched_process_exec and sched_process_exit, ring buffer)"
 
-    init(buffer: SensorBuffer, prevention: PreventionList, scanInterval: TimeInterval = 1, allowConnector: Bool = true) {
+    init(buffer: SensorBuffer, prevention: PreventionList, scanInterval: TimeInterval = 1, allowConnector: Bool = true, allowBPF: Bool = true) {
+        var bpfNote: String?
+        if allowConnector && allowBPF {
+            switch BPFProbe.open(BPFObjects.process) {
+            case .success(let probe):
+                status = SensorStatus(sensor: .process, source: Self.bpfSource, running: true, note: nil)
+                let counters = self.counters
+                thread = SensorThread(name: "sensor:process") { thread in
+                    Self.readBPF(probe, buffer: buffer, counters: counters, thread: thread, prevention: prevention)
+                }
+                return
+            case .failure(let refusal):
+                bpfNote = "the BPF programs were not loaded (\(refusal.reason))"
+            }
+        }
         let enricher = ProcessEnricher()
         let fd = !allowConnector ? -EPERM : (Self.inOwnPidNamespace ? -EOPNOTSUPP : tether_proc_connector_open())
         if fd >= 0 {
-            status = SensorStatus(sensor: .process, source: "netlink process connector", running: true, note: nil)
+            status = SensorStatus(sensor: .process, source: "netlink process connector", running: true,
+                                  note: bpfNote.map { $0 + "; the process connector reads the rest from /proc, which misses programs that end first (their path, command line and hash)" })
             let counters = self.counters
             thread = SensorThread(name: "sensor:process") { thread in
                 Self.readConnector(fd: fd, buffer: buffer, enricher: enricher, counters: counters, thread: thread, prevention: prevention)
@@ -32,7 +52,7 @@ final class ProcessSensor: @unchecked Sendable {
             case -ETIMEDOUT: why = "the kernel did not acknowledge the subscription: outside the initial pid and user namespaces it sends nothing"
             default: why = String(cString: strerror(-fd))
             }
-            let reason = allowConnector ? "the netlink process connector was refused (\(why))" : "the netlink process connector is not used"
+            let reason = (bpfNote.map { $0 + "; " } ?? "") + (allowConnector ? "the netlink process connector was refused (\(why))" : "the netlink process connector is not used")
             status = SensorStatus(sensor: .process, source: "/proc scan every \(Int(scanInterval)) s", running: true,
                                   note: reason + "; a scan misses processes that live less than \(Int(scanInterval)) s and their exit codes")
             thread = SensorThread(name: "sensor:procscan") { thread in
@@ -64,7 +84,7 @@ final class ProcessSensor: @unchecked Sendable {
 
     /// A process start, and when its executable is on the execution-prevention list, the process
     /// killed at once with a detection and what was done about it.
-    private static func report(start facts: ProcessFacts, at now: Date, into buffer: SensorBuffer, prevention: PreventionList) {
+    static func report(start facts: ProcessFacts, at now: Date, into buffer: SensorBuffer, prevention: PreventionList) {
         buffer.push(SensorEvent(at: now, .processStart(facts)))
         guard let rule = prevention.match(sha256: facts.sha256, md5: facts.md5) else { return }
         var detection = Detection(source: .executionPrevention, path: facts.executable ?? "")

@@ -205,7 +205,7 @@ package final class Metrics: @unchecked Sendable {
             metric("tether_sensor_running", "gauge", "1 while the sensor runs (telemetry flows).", sensors.map { ("{sensor=\"\($0.name)\"}", $0.running ? 1 : 0) })
             metric("tether_sensor_kernel_records_total", "counter", "Records the kernel interface delivered to the sensor.",
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.reported)) })
-            metric("tether_sensor_kernel_overflows_total", "counter", "Times the kernel said it lost records (a full socket buffer or queue).",
+            metric("tether_sensor_kernel_overflows_total", "counter", "Records lost in the kernel: BPF records its ring buffer had no room for, or times a full socket buffer or queue lost some (process connector, fanotify).",
                    kernel.map { ("{sensor=\"\($0.name)\"}", Double($0.overflows)) })
             let decisions = Set(ExecutionGuard.Counts.decisionNames)
             metric("tether_prevention_decisions_total", "counter",

@@ -97,7 +97,7 @@ struct SensorTests {
                 "\(drift.stdout)")
         #expect(rig.env.run("drift").stdout.contains("process sensor"))
         let sources = Dictionary(uniqueKeysWithValues: rig.sensors().map { ($0["sensor"] as? String ?? "", $0["source"] as? String ?? "") })
-        #expect(sources["process"] == "netlink process connector")
+        #expect(sources["process"] == "eBPF (sched_process_exec and sched_process_exit, ring buffer)", "\(sources)")
         #expect(sources["file"]?.hasPrefix("fanotify") == true, "\(sources)")
 
         // A process with a unique command line, a TCP connection to a unique loopback port, a file with a unique name.
@@ -249,7 +249,8 @@ struct SensorTests {
         try watched.write("\(marker).txt", "seen by inotify\n")
         process.wait()
         #expect(watch.wait() == 0, "\(watch.stderr)")
-        #expect(watch.stderr.contains("sensor process: /proc scan every 1 s — the netlink process connector was refused"), "\(watch.stderr)")
+        #expect(watch.stderr.contains("sensor process: /proc scan every 1 s — the BPF programs were not loaded (") && watch.stderr.contains("; the netlink process connector was refused"),
+                "\(watch.stderr)")
         #expect(watch.stderr.contains("sensor file: inotify on 1 folder under \(watched.path) — fanotify cannot mark the file system of \(watched.path) (Operation not permitted: it needs CAP_SYS_ADMIN)"),
                 "\(watch.stderr)")
         let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
@@ -258,6 +259,69 @@ struct SensorTests {
         #expect(file != nil, "\(watch.stdout.suffix(3000))")
         #expect(file?.detail["pid"] == nil, "inotify does not say who changed a file, and no pid is made up")
     }
+}
+
+@Suite("Sensors in the kernel: eBPF", .serialized, .ownThread)
+struct BPFSensorTests {
+    /// A copy of /bin/true with bytes appended (its own file and hash), in a folder of the test's.
+    private func shortProgram(in folder: TemporaryDirectory) throws -> String {
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: "/bin/true"))
+        bytes.append(Data("tether bpf test\n".utf8))
+        let path = folder.url.appendingPathComponent("short-lived").path
+        try writeExecutable(path, bytes)
+        return path
+    }
+
+    @Test("As root, the process sensor is eBPF: programs that live a millisecond are each seen with their path, command line, parent and exit code, stop after start",
+          .enabled(if: getuid() == 0, "loading BPF programs needs root (CI runs as root)"))
+    func shortPrograms() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: tetherExecutable), "swift build builds the tether executable")
+        let folder = try TemporaryDirectory("tether-bpf")
+        let program = try shortProgram(in: folder)
+        let watch = try ChildProcess(tetherExecutable, ["agent", "watch", "--seconds", "5", "--json", "--path", folder.path, "--state-dir", folder.path + "/state"])
+        Thread.sleep(forTimeInterval: 1.5)
+        let marker = "run-\(UUID().uuidString.lowercased())"
+        // Started by a shell from the folder, by a relative name: the kernel names the file.
+        let runs = try runProgram("/bin/sh", ["-c", "for i in 1 2 3 4 5 6 7 8 9 10; do ./short-lived \(marker) $i; done; ./short-lived \(marker) last; exit 0"], in: folder.path)
+        #expect(runs.status == 0)
+        #expect(watch.wait() == 0, "\(watch.stderr)")
+        #expect(watch.stderr.contains("sensor process: eBPF (sched_process_exec and sched_process_exit, ring buffer)\n"), "\(watch.stderr)")
+        let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
+        let starts = events.filter { $0.type == "process-start" && $0.detail["commandLine"]?.text?.hasPrefix("./short-lived \(marker) ") == true }
+        #expect(starts.count == 11, "every one of the 11 runs: \(watch.stdout.suffix(3000))")
+        let digest = try #require(digestsOfFile(program))
+        for start in starts {
+            #expect(start.detail["path"]?.text == program)
+            #expect(start.detail["sha256"]?.text == digest)
+            #expect(start.detail["missing"] == nil, "nothing missing: \(start.detail)")
+            #expect(start.detail["ppid"] != nil && start.detail["uid"]?.number == 0)
+        }
+        #expect(starts.contains { $0.detail["commandLine"]?.text == "./short-lived \(marker) last" })
+        let pids = Set(starts.compactMap { $0.detail["pid"]?.number })
+        let stops = events.filter { $0.type == "process-stop" && pids.contains($0.detail["pid"]?.number ?? -1) }
+        #expect(stops.count == 11 && stops.allSatisfy { $0.detail["exitCode"]?.number == 0 && $0.detail["path"]?.text == program })
+        for pid in pids {
+            let order = events.enumerated().filter { $0.element.detail["pid"]?.number == pid && $0.element.type.hasPrefix("process-") }.map(\.element.type)
+            #expect(order == ["process-start", "process-stop"], "pid \(pid): \(order)")
+        }
+    }
+
+    @Test("Without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, the BPF programs are refused: the sensor names why and falls back to the process connector",
+          .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "drops the capabilities with setpriv"))
+    func refusedFallsBack() throws {
+        let folder = try TemporaryDirectory("tether-bpf-refused")
+        let watch = try ChildProcess("/usr/bin/setpriv", ["--bounding-set=-bpf,-perfmon,-sys_admin", "--inh-caps=-all", tetherExecutable,
+                                                          "agent", "watch", "--seconds", "1", "--json", "--path", folder.path, "--state-dir", folder.path + "/state"])
+        #expect(watch.wait() == 0, "\(watch.stderr)")
+        #expect(watch.stderr.contains("sensor process: netlink process connector — the BPF programs were not loaded (the kernel refused the program: Operation not permitted (it needs CAP_BPF and CAP_PERFMON, or root"),
+                "\(watch.stderr)")
+        #expect(watch.stderr.contains("the process connector reads the rest from /proc, which misses programs that end first"), "\(watch.stderr)")
+    }
+}
+
+/// A file's SHA-256 as coreutils computes it.
+private func digestsOfFile(_ path: String) -> String? {
+    (try? runProgram("/usr/bin/sha256sum", [path]))?.output.split(separator: " ").first.map(String.init)
 }
 
 /// A TCP listener on 127.0.0.1 with a kernel-chosen port, and connections to it held open.

@@ -20,6 +20,28 @@ typedef struct {
 
 enum { TETHER_PROC_EXEC = 1, TETHER_PROC_EXIT = 2, TETHER_PROC_FORK = 3 };
 
+#include "tether_bpf_events.h"
+
+/// BPF programs loaded and attached with libbpf (loaded on first use), and the ring buffer
+/// they write to. Freed by tether_bpf_probe_close, which detaches the programs.
+typedef struct tether_bpf_probe tether_bpf_probe;
+
+/// Loads the BPF object `object` (an ELF file's bytes), attaches every program in it and opens
+/// its ring buffer map `ring_name` and its per-CPU drop counter `drops_name`. NULL, with why in
+/// `error`, when libbpf, the kernel's BTF or the privilege is missing or the kernel refuses.
+tether_bpf_probe *tether_bpf_probe_open(const void *object, size_t length, const char *ring_name, const char *drops_name,
+                                        char *error, size_t error_size);
+
+/// Waits up to `timeout_ms` for records and takes all there are: they are returned back to back,
+/// each as a 64-bit length then the record, padded to 8 bytes; `*length` is the total. The
+/// memory is the probe's, valid until the next poll. `*result` is 0, or -errno.
+const void *tether_bpf_probe_poll(tether_bpf_probe *probe, int timeout_ms, size_t *length, int *result);
+
+/// Records the programs had no room for in the ring buffer (counted in the kernel, every CPU).
+uint64_t tether_bpf_probe_drops(tether_bpf_probe *probe);
+
+void tether_bpf_probe_close(tether_bpf_probe *probe);
+
 /// Opens the netlink process connector and subscribes to it. Returns the descriptor, or -errno
 /// (EPERM without CAP_NET_ADMIN; EPROTONOSUPPORT where the kernel lacks it).
 int tether_proc_connector_open(void);

@@ -1,0 +1,107 @@
+// The kernel's types, as far as Tether's BPF programs read them. CO-RE (compile once, run
+// everywhere): every access is recorded as a relocation that libbpf resolves against the
+// running kernel's BTF (/sys/kernel/btf/vmlinux) when the program loads, so field offsets
+// come from the kernel, not from these declarations; only names and types must match.
+#ifndef TETHER_KERNEL_TYPES_H
+#define TETHER_KERNEL_TYPES_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+typedef signed char __s8;
+typedef short __s16;
+typedef int __s32;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef __u64 u64;
+typedef __u32 u32;
+typedef __s64 time64_t;
+typedef int pid_t;
+typedef unsigned int uid_t;
+typedef unsigned int gid_t;
+typedef unsigned int dev_t;
+typedef _Bool bool;
+
+enum bpf_map_type {
+    BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+    BPF_MAP_TYPE_RINGBUF = 27,
+};
+
+#pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
+
+typedef struct { int counter; } atomic_t;
+typedef struct { uid_t val; } kuid_t;
+typedef struct { gid_t val; } kgid_t;
+
+struct timespec64 { time64_t tv_sec; long tv_nsec; };
+
+struct qstr { const unsigned char *name; };
+
+struct dentry {
+    struct dentry *d_parent;
+    struct qstr d_name;
+};
+
+struct super_block { dev_t s_dev; };
+
+struct inode {
+    unsigned long i_ino;
+    struct super_block *i_sb;
+};
+/// The change time moved: `i_ctime` (until 6.5), `__i_ctime` (6.6 to 6.10), seconds and
+/// nanoseconds apart (6.11 on). Each flavour is read only where the kernel has it.
+struct inode___until_6_5 { struct timespec64 i_ctime; };
+struct inode___6_6 { struct timespec64 __i_ctime; };
+struct inode___6_11 { time64_t i_ctime_sec; u32 i_ctime_nsec; };
+
+struct vfsmount { struct dentry *mnt_root; };
+struct mount {
+    struct mount *mnt_parent;
+    struct dentry *mnt_mountpoint;
+    struct vfsmount mnt;
+};
+
+struct path {
+    struct vfsmount *mnt;
+    struct dentry *dentry;
+};
+
+struct file {
+    struct path f_path;
+    struct inode *f_inode;
+};
+
+struct linux_binprm {
+    struct file *file;
+    const char *filename;
+};
+
+struct mm_struct {
+    unsigned long arg_start;
+    unsigned long arg_end;
+};
+
+struct cred {
+    kuid_t euid;
+    kgid_t egid;
+};
+
+struct signal_struct { atomic_t live; };
+
+struct task_struct {
+    pid_t pid;
+    pid_t tgid;
+    int exit_code;
+    u64 start_boottime;
+    struct task_struct *real_parent;
+    struct mm_struct *mm;
+    struct cred *cred;
+    struct signal_struct *signal;
+};
+
+#pragma clang attribute pop
+
+#endif
