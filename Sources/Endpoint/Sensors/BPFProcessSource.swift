@@ -231,9 +231,9 @@ final class ExecutableHasher: @unchecked Sendable {
 extension ProcessSensor {
     /// The records of the BPF programs (process.bpf.c): starts with everything the kernel knew
     /// at exec, stops with their exit status; nothing is read from /proc.
-    static func readBPF(_ probe: BPFProbe, buffer: SensorBuffer, counters: KernelCounters, thread: SensorThread, prevention: PreventionList) {
+    static func readBPF(_ probe: BPFProbe, buffer: SensorBuffer, executables: ExecutableNames, counters: KernelCounters, thread: SensorThread,
+                        prevention: PreventionList) {
         let me = UInt32(getpid())
-        let executables = ExecutableNames()
         let hasher = ExecutableHasher { facts, seenAt in
             report(start: facts, at: seenAt, into: buffer, prevention: prevention)
         }
@@ -318,7 +318,8 @@ extension ProcessSensor {
     }
 }
 
-/// The executables of the processes seen starting, for their stop records (bounded).
+/// The executables of the processes seen starting, for their stop records and the network
+/// sensor's owners (bounded; shared by the sensors of one `SensorSet`).
 final class ExecutableNames: @unchecked Sendable {
     private let lock = Lock()
     private var names: [Int32: String] = [:]
@@ -332,5 +333,10 @@ final class ExecutableNames: @unchecked Sendable {
 
     func forget(_ pid: Int32) -> String? {
         lock.withLock { names.removeValue(forKey: pid) }
+    }
+
+    /// The executable a running process started with, when its start was seen.
+    func name(of pid: Int32) -> String? {
+        lock.withLock { names[pid] }
     }
 }

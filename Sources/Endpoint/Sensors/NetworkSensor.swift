@@ -4,21 +4,41 @@ import FoundationEssentials
 import Glibc
 #endif
 
-/// TCP connections opened and closed, TCP sockets listening and UDP sockets bound, listed every
-/// `interval` through the kernel's sock_diag netlink interface (binary, TIME_WAIT left out by
-/// the kernel), or from /proc/net/{tcp,tcp6,udp,udp6} where that is refused, and compared by
-/// socket inode; the owning process is found through /proc/PID/fd when a new socket appears. A
-/// connection that opens and closes between two lists is not seen.
+/// TCP connections opened and closed and TCP sockets listening, as they happen, from a BPF
+/// program on the kernel's inet_sock_set_state tracepoint (network.bpf.c), with UDP sockets
+/// bound listed every `interval` through sock_diag. Where the program cannot load: every
+/// socket listed every `interval` through the kernel's sock_diag netlink interface (binary,
+/// TIME_WAIT left out by the kernel), or from /proc/net/{tcp,tcp6,udp,udp6} where that is
+/// refused, and compared by socket inode, the owning process found through /proc/PID/fd when a
+/// new socket appears; a connection that opens and closes between two lists is not seen.
 final class NetworkSensor: @unchecked Sendable {
     private var thread: SensorThread?
     private(set) var status: SensorStatus
+    private let counters = KernelCounters()
 
-    init(buffer: SensorBuffer, interval: TimeInterval = 1, allowSockDiag: Bool = true) {
+    init(buffer: SensorBuffer, interval: TimeInterval = 1, allowSockDiag: Bool = true, allowBPF: Bool = true, executables: ExecutableNames = ExecutableNames()) {
         let every = "every \(interval < 1 ? String(interval) : String(Int(interval))) s"
         var probe = [tether_socket](repeating: tether_socket(), count: 1)
         let diag = allowSockDiag ? tether_sock_diag(AF_INET, Int32(IPPROTO_TCP), &probe, 1) : -EPERM
         let readable = FileManager.default.isReadableFile(atPath: "/proc/net/tcp")
-        let short = "connections shorter than the interval are not seen"
+        var bpfNote: String?
+        if allowSockDiag && allowBPF {
+            switch BPFProbe.open(BPFObjects.network) {
+            case .success(let tcp):
+                let udp = diag >= 0 ? "sock_diag \(every)" : "/proc/net \(every)"
+                status = SensorStatus(sensor: .network, source: "eBPF (inet_sock_set_state) for TCP, \(udp) for UDP", running: true,
+                                      note: "UDP sockets bound and closed between two lists are not seen")
+                let counters = self.counters
+                thread = SensorThread(name: "sensor:network") { thread in
+                    Self.readBPF(tcp, udp: SocketTable(sockDiag: diag >= 0, transports: [.udp]), every: interval, buffer: buffer,
+                                 executables: executables, counters: counters, thread: thread)
+                }
+                return
+            case .failure(let refusal):
+                bpfNote = "the BPF program was not loaded (\(refusal.reason)); "
+            }
+        }
+        let short = (bpfNote ?? "") + "connections shorter than the interval are not seen"
         if diag >= 0 {
             status = SensorStatus(sensor: .network, source: "sock_diag \(every)", running: true, note: short)
         } else if readable {
@@ -41,6 +61,9 @@ final class NetworkSensor: @unchecked Sendable {
         }
     }
 
+    /// Records the BPF program delivered, and those its ring buffer had no room for.
+    var kernelCounts: (reported: Int, overflows: Int) { counters.read() }
+
     /// False when its thread did not end in time.
     @discardableResult
     func stop() -> Bool {
@@ -48,6 +71,59 @@ final class NetworkSensor: @unchecked Sendable {
         thread = nil
         status = status.stopped
         return ended
+    }
+
+    private static func readBPF(_ probe: BPFProbe, udp: SocketTable, every interval: TimeInterval, buffer: SensorBuffer, executables: ExecutableNames,
+                                counters: KernelCounters, thread: SensorThread) {
+        var udp = udp
+        udp.refresh(report: nil)
+        let me = UInt32(getpid())
+        var listed = Date()
+        var reportedDrops = 0
+        while !thread.isStopping {
+            let now = Date()
+            let count = probe.poll(milliseconds: 250) { record in
+                guard record.count >= MemoryLayout<tether_bpf_connection>.size,
+                      record.loadUnaligned(as: UInt32.self) == UInt32(TETHER_BPF_TCP) else { return }
+                let event = record.loadUnaligned(as: tether_bpf_connection.self)
+                guard event.pid != me, let connection = connection(event, executables: executables) else { return }
+                buffer.push(SensorEvent(at: now, .network(connection)))
+            }
+            let drops = probe.drops
+            counters.add(reported: max(0, count), overflows: drops - reportedDrops)
+            reportedDrops = drops
+            if now.timeIntervalSince(listed) >= interval {
+                udp.refresh(report: buffer)
+                listed = now
+            }
+            if count >= 0 { SensorThread.gather(received: count, of: Int.max) }
+        }
+    }
+
+    /// A connection record as the wire reports it; the owner's executable from the process
+    /// sensor's records, else /proc.
+    private static func connection(_ event: tether_bpf_connection, executables: ExecutableNames) -> NetworkConnection? {
+        let family = Int32(event.family)
+        func text(_ address: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)) -> String? {
+            var copy = address
+            var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+            guard withUnsafeBytes(of: &copy, { inet_ntop(family, $0.baseAddress, &buffer, socklen_t(buffer.count)) }) != nil else { return nil }
+            return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        guard let local = text(event.local), let remote = text(event.remote) else { return nil }
+        let action: NetworkConnection.Action
+        switch Int(event.action) {
+        case TETHER_BPF_OPENED: action = .opened
+        case TETHER_BPF_CLOSED, TETHER_BPF_STOPPED_LISTENING: action = .closed
+        case TETHER_BPF_LISTENING: action = .listening
+        default: return nil
+        }
+        let pid = Int32(bitPattern: event.pid)
+        let owner = pid > 0 ? ProcessRef(pid: pid, executable: executables.name(of: pid) ?? ProcFS.readLink("/proc/\(pid)/exe")) : nil
+        let hasRemote = event.remote_port != 0
+        return NetworkConnection(action: action, transport: .tcp, local: SocketAddress(address: local, port: Int(event.local_port)),
+                                 remote: hasRemote ? SocketAddress(address: remote, port: Int(event.remote_port)) : nil,
+                                 uid: pid > 0 ? event.uid : nil, owner: owner)
     }
 }
 
@@ -70,17 +146,20 @@ struct SocketTable {
     private let me = getpid()
     /// Lists through sock_diag (else /proc/net).
     let sockDiag: Bool
+    /// The protocols listed.
+    let transports: Set<NetworkConnection.Transport>
     private var diagBuffer = [tether_socket](repeating: tether_socket(), count: 4096)
 
-    init(sockDiag: Bool) {
+    init(sockDiag: Bool, transports: Set<NetworkConnection.Transport> = [.tcp, .udp]) {
         self.sockDiag = sockDiag
+        self.transports = transports
     }
 
     /// Reads the tables again and reports the differences (none on the first read: the baseline).
     mutating func refresh(report buffer: SensorBuffer?) {
         var current: [UInt64: SocketEntry] = [:]
         for (file, transport, family) in [("tcp", NetworkConnection.Transport.tcp, AF_INET), ("tcp6", .tcp, AF_INET6),
-                                          ("udp", .udp, AF_INET), ("udp6", .udp, AF_INET6)] {
+                                          ("udp", .udp, AF_INET), ("udp6", .udp, AF_INET6)] where transports.contains(transport) {
             if sockDiag, let listed = list(transport: transport, family: family) {
                 for entry in listed where entry.inode != 0 { current[entry.inode] = entry }
                 continue

@@ -19,7 +19,8 @@ final class ProcessSensor: @unchecked Sendable {
     /// What the BPF source is called in statuses (`tether agent watch`, `agent status`).
     static let bpfSource = "eBPF (sched_process_exec and sched_process_exit, ring buffer)"
 
-    init(buffer: SensorBuffer, prevention: PreventionList, scanInterval: TimeInterval = 1, allowConnector: Bool = true, allowBPF: Bool = true) {
+    init(buffer: SensorBuffer, prevention: PreventionList, scanInterval: TimeInterval = 1, allowConnector: Bool = true, allowBPF: Bool = true,
+         executables: ExecutableNames = ExecutableNames()) {
         var bpfNote: String?
         if allowConnector && allowBPF {
             switch BPFProbe.open(BPFObjects.process) {
@@ -27,7 +28,7 @@ final class ProcessSensor: @unchecked Sendable {
                 status = SensorStatus(sensor: .process, source: Self.bpfSource, running: true, note: nil)
                 let counters = self.counters
                 thread = SensorThread(name: "sensor:process") { thread in
-                    Self.readBPF(probe, buffer: buffer, counters: counters, thread: thread, prevention: prevention)
+                    Self.readBPF(probe, buffer: buffer, executables: executables, counters: counters, thread: thread, prevention: prevention)
                 }
                 return
             case .failure(let refusal):

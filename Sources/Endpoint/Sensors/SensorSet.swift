@@ -59,8 +59,11 @@ package final class SensorSet: @unchecked Sendable {
     package init(buffer: SensorBuffer, options: SensorOptions, prevention: PreventionList = PreventionList()) {
         self.options = options
         self.buffer = buffer
-        process = ProcessSensor(buffer: buffer, prevention: prevention, scanInterval: options.scanInterval, allowConnector: options.kernelInterfaces)
-        network = NetworkSensor(buffer: buffer, interval: options.scanInterval)
+        // The process sensor's starts name the owners of the network sensor's connections.
+        let executables = ExecutableNames()
+        process = ProcessSensor(buffer: buffer, prevention: prevention, scanInterval: options.scanInterval, allowConnector: options.kernelInterfaces,
+                                executables: executables)
+        network = NetworkSensor(buffer: buffer, interval: options.scanInterval, allowBPF: options.kernelInterfaces, executables: executables)
         file = Self.fileSensor(buffer: buffer, options: options)
     }
 
@@ -83,10 +86,10 @@ package final class SensorSet: @unchecked Sendable {
 
     package var statuses: [SensorStatus] { [process.status, network.status, file.status] }
 
-    /// Records the kernel interfaces delivered (process connector, fanotify or inotify) and how
-    /// often they reported losing some.
+    /// Records the kernel interfaces delivered (BPF ring buffers, process connector, fanotify or
+    /// inotify) and how many, or how often, they reported losing some.
     package var kernelCounts: [SensorKind: (reported: Int, overflows: Int)] {
-        [.process: process.kernelCounts, .file: file.kernelCounts]
+        [.process: process.kernelCounts, .network: network.kernelCounts, .file: file.kernelCounts]
     }
 
     /// Stops every sensor and waits for their threads (a quarter second each, normally; three

@@ -306,6 +306,32 @@ struct BPFSensorTests {
         }
     }
 
+    @Test("As root, the network sensor is eBPF for TCP: a connection that lives 10 ms is seen opened and closed on both sides, with the process that owns it",
+          .enabled(if: getuid() == 0, "loading BPF programs needs root (CI runs as root)"))
+    func shortConnection() throws {
+        let folder = try TemporaryDirectory("tether-bpf-tcp")
+        let watch = try ChildProcess(tetherExecutable, ["agent", "watch", "--seconds", "4", "--json", "--path", folder.path, "--state-dir", folder.path + "/state"])
+        Thread.sleep(forTimeInterval: 1.5)
+        let port: Int
+        do {
+            let listener = try TCPListener()
+            port = listener.port
+            let connection = try listener.connect()
+            Thread.sleep(forTimeInterval: 0.01)
+            close(connection.client)
+            close(connection.server)
+        }
+        #expect(watch.wait() == 0, "\(watch.stderr)")
+        #expect(watch.stderr.contains("sensor network: eBPF (inet_sock_set_state) for TCP, sock_diag every 1 s for UDP"), "\(watch.stderr)")
+        let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
+            .filter { $0.type == "network-connection" && ($0.detail["localPort"]?.number == Int64(port) || $0.detail["remotePort"]?.number == Int64(port)) }
+        let actions = events.map { $0.detail["action"]?.text ?? "" }
+        #expect(actions.sorted() == ["closed", "closed", "closed", "listening", "opened", "opened"], "\(events)")
+        let me = Int64(getpid())
+        #expect(events.allSatisfy { $0.detail["pid"]?.number == me && $0.detail["localAddress"]?.text == "127.0.0.1" }, "\(events)")
+        #expect(events.contains { $0.detail["action"]?.text == "opened" && $0.detail["remotePort"]?.number == Int64(port) && $0.detail["remoteAddress"]?.text == "127.0.0.1" })
+    }
+
     @Test("Without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, the BPF programs are refused: the sensor names why and falls back to the process connector",
           .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "drops the capabilities with setpriv"))
     func refusedFallsBack() throws {
@@ -316,6 +342,8 @@ struct BPFSensorTests {
         #expect(watch.stderr.contains("sensor process: netlink process connector — the BPF programs were not loaded (the kernel refused the program: Operation not permitted (it needs CAP_BPF and CAP_PERFMON, or root"),
                 "\(watch.stderr)")
         #expect(watch.stderr.contains("the process connector reads the rest from /proc, which misses programs that end first"), "\(watch.stderr)")
+        #expect(watch.stderr.contains("sensor network: sock_diag every 1 s — the BPF program was not loaded (the kernel refused the program: Operation not permitted"),
+                "\(watch.stderr)")
     }
 }
 

@@ -27,8 +27,12 @@ typedef _Bool bool;
 
 enum bpf_map_type {
     BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+    BPF_MAP_TYPE_LRU_HASH = 9,
     BPF_MAP_TYPE_RINGBUF = 27,
 };
+
+/// bpf_map_update_elem's flags.
+enum { BPF_ANY = 0 };
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 
@@ -100,6 +104,24 @@ struct task_struct {
     struct mm_struct *mm;
     struct cred *cred;
     struct signal_struct *signal;
+};
+
+struct in6_addr { __u8 u6_addr8[16]; };
+/// Anonymous unions in the kernel's declaration are matched by field name.
+struct sock_common {
+    __be32 skc_daddr;
+    __be32 skc_rcv_saddr;
+    __be16 skc_dport;
+    __u16 skc_num;
+    unsigned short skc_family;
+    struct in6_addr skc_v6_daddr;
+    struct in6_addr skc_v6_rcv_saddr;
+};
+
+/// `sk_protocol` is a bitfield before 5.6: read with BPF_CORE_READ_BITFIELD_PROBED.
+struct sock {
+    struct sock_common __sk_common;
+    __u16 sk_protocol;
 };
 
 #pragma clang attribute pop

@@ -4,31 +4,7 @@
 // ring buffer as it happens; records lost to a full buffer are counted here, per CPU.
 // Compiled by the build for the bpf target (Plugins/BPFPrograms) and loaded with libbpf;
 // docs/architecture.md, "Sensors".
-#include "kernel_types.h"
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
-#include "tether_bpf_events.h"
-
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-struct {
-    __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 4 << 20);
-} events SEC(".maps");
-
-/// Records the ring buffer had no room for.
-struct {
-    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-    __uint(max_entries, 1);
-    __type(key, __u32);
-    __type(value, __u64);
-} drops SEC(".maps");
-
-static __always_inline void count_drop(void) {
-    __u32 zero = 0;
-    __u64 *count = bpf_map_lookup_elem(&drops, &zero);
-    if (count) *count += 1;
-}
+#include "common.bpf.h"
 
 static __always_inline void read_change_time(struct inode *inode, struct tether_bpf_exec *event) {
     if (bpf_core_field_exists(struct inode___6_11, i_ctime_sec)) {

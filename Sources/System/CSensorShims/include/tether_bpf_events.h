@@ -70,4 +70,32 @@ struct tether_bpf_exit {
     tether_u64 start_boottime_ns;
 };
 
+/// What happened to a TCP connection.
+enum {
+    TETHER_BPF_TCP = 3,
+    /// Established (outgoing after SYN_SENT, incoming after SYN_RECV).
+    TETHER_BPF_OPENED = 1,
+    /// Left ESTABLISHED (the first FIN or a reset): ended for the user.
+    TETHER_BPF_CLOSED = 2,
+    TETHER_BPF_LISTENING = 3,
+    /// A listening socket closed.
+    TETHER_BPF_STOPPED_LISTENING = 4,
+};
+
+/// A TCP socket changed state (inet_sock_set_state), with who owns it: the process that
+/// connected or listened, as the kernel saw it then; 0 when not seen (the socket is older
+/// than the programs).
+struct tether_bpf_connection {
+    tether_u32 kind;
+    tether_u32 action;
+    tether_u32 pid;
+    tether_u32 uid;
+    tether_u32 family;       // AF_INET or AF_INET6
+    tether_u32 local_port;   // host order
+    tether_u32 remote_port;  // host order
+    tether_u32 reserved;
+    unsigned char local[16]; // network order; IPv4 in the first 4 bytes
+    unsigned char remote[16];
+};
+
 #endif
