@@ -13,7 +13,7 @@ out=${1:-tether-out}
 tether=${TETHER:-tether}
 rm -rf "$out" && mkdir -p "$out/plans" "$out/sarif"
 
-"$tether" fmt --check --diff
+"$tether" fmt --check --diff policies
 "$tether" validate --repo . --ref HEAD
 
 shopt -s nullglob

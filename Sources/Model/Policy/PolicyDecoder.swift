@@ -224,7 +224,7 @@ package struct PolicyDecoder {
     }
 
     /// Walks the composed document (aliases included) within a node and depth budget.
-    private static func withinBudget(_ node: YAMLNode, depth: Int, budget: inout Int) -> Bool {
+    static func withinBudget(_ node: YAMLNode, depth: Int, budget: inout Int) -> Bool {
         budget -= 1
         guard budget >= 0, depth <= maximumDepth else { return false }
         switch node {

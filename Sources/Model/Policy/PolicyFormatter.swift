@@ -19,6 +19,13 @@ package enum PolicyFormatter {
         if let problem = PolicyDecoder.preflight(text, file: file) { throw problem }
         let (resolved, error) = YAML.documents(in: text, maximumDepth: PolicyDecoder.maximumDepth)
         if let error { throw PolicyDecoder.problem(error, file: file) }
+        for document in resolved {
+            var budget = PolicyDecoder.maximumNodes
+            guard PolicyDecoder.withinBudget(document, depth: 0, budget: &budget) else {
+                throw PolicyProblem(SourceLocation(file: file, line: document.mark.line, column: document.mark.column),
+                                    "the document expands to more than \(PolicyDecoder.maximumNodes) nodes or nests deeper than \(PolicyDecoder.maximumDepth) levels (YAML aliases?): refused")
+            }
+        }
         let source: YAMLSource
         do {
             source = try YAMLSource(text, maximumDepth: PolicyDecoder.maximumDepth)
@@ -99,6 +106,8 @@ package enum PolicyFormatter {
 private struct OutputLine {
     var text: String
     var comment: String?
+    /// A line of a block scalar's text: kept even when blank at the end of the file.
+    var isText = false
 }
 
 private extension String {
@@ -172,13 +181,14 @@ private struct LayoutWriter {
             if let version = document.version {
                 lines.append(OutputLine(text: "%YAML \(version)"))
             }
-            if index > 0 || document.version != nil {
+            // `---` between documents, and to start an empty first one that others follow.
+            if index > 0 || document.version != nil || (Self.isEmpty(document) && source.documents.count > 1) {
                 lines.append(OutputLine(text: "---"))
             }
             try write(document, comments: mine)
         }
         if source.documents.isEmpty { ownLine(source.comments, indent: 0, firstInBlock: true) }
-        while lines.last?.text.isEmpty == true && lines.last?.comment == nil { lines.removeLast() }
+        while let last = lines.last, last.text.isEmpty, last.comment == nil, !last.isText { lines.removeLast() }
         alignComments()
         return lines.isEmpty ? "" : lines.map { line in
             guard let comment = line.comment else { return line.text }
@@ -186,8 +196,15 @@ private struct LayoutWriter {
         }.joined(separator: "\n") + "\n"
     }
 
+    /// A document with no node, or only an empty plain scalar (`---` alone).
+    private static func isEmpty(_ document: YAMLSourceDocument) -> Bool {
+        guard let root = document.root else { return true }
+        if case .scalar("", .plain) = root.content, root.anchor == nil, root.tag.isEmpty { return true }
+        return false
+    }
+
     private mutating func write(_ document: YAMLSourceDocument, comments: [YAMLComment]) throws(PolicyFormatter.Refusal) {
-        guard let root = document.root else {
+        guard let root = document.root, !Self.isEmpty(document) else {
             ownLine(comments, indent: 0, firstInBlock: lines.isEmpty)
             return
         }
@@ -275,17 +292,16 @@ private struct LayoutWriter {
     }
 
     /// One comment at most ends a line: an inline item's line is its first child's, and
-    /// comments that cannot end a line go above it. The first child's own-line comments of an
-    /// inline item go above the item (nothing may stand between the dash and the child).
+    /// comments that cannot end a line go above it.
     private static func settleComments(_ entry: Entry) {
         for child in entry.children { settleComments(child) }
         if entry.isInlineItem, let first = entry.children.first {
+            // The item's line is its first child's (in the order written; `mapping` writes the
+            // first one in the sorted order there, with its comments above the dash).
             first.trailing = entry.trailing + first.trailing
             entry.trailing = []
             first.leading += first.trailing.dropFirst()
             first.trailing = Array(first.trailing.prefix(1))
-            entry.leading += first.leading
-            first.leading = []
         }
         entry.leading += entry.trailing.dropFirst()
         entry.trailing = Array(entry.trailing.prefix(1))
@@ -314,6 +330,8 @@ private struct LayoutWriter {
             guard let key = entry.key, case .scalar(let name, let style) = key.content else { continue }
             var prefix = String(repeating: " ", count: indent)
             if index == 0, let firstPrefix {
+                // Nothing may stand between the dash and its first pair: its comments go above the dash.
+                ownLine(entry.leading, indent: max(0, indent - 2), firstInBlock: true)
                 prefix = firstPrefix
             } else {
                 above(entry, indent: indent, first: index == 0)
@@ -328,6 +346,7 @@ private struct LayoutWriter {
         for (index, entry) in entries.enumerated() {
             var prefix = String(repeating: " ", count: indent)
             if index == 0, let firstPrefix {
+                ownLine(entry.leading, indent: max(0, indent - 2), firstInBlock: true)
                 prefix = firstPrefix
             } else {
                 above(entry, indent: indent, first: index == 0)
@@ -359,7 +378,7 @@ private struct LayoutWriter {
         case .scalar(let text, let style):
             if let block = Self.literal(text, style: style, indent: indent + 2) {
                 lines.append(OutputLine(text: line(block.header), comment: comment?.text))
-                lines += block.lines.map { OutputLine(text: $0) }
+                lines += block.lines.map { OutputLine(text: $0, isText: true) }
             } else {
                 lines.append(OutputLine(text: line(Self.scalar(text, style: style)), comment: comment?.text))
             }
@@ -528,10 +547,11 @@ private struct KeyOrder {
         }
         let ranked: [Int]
         if let known = Self.known(at: path) {
-            ranked = names.map { known.firstIndex(of: $0) ?? known.count }
+            let rank = Dictionary(known.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: min)
+            ranked = names.map { rank[$0] ?? known.count }
         } else if Self.isFreeForm(path) {
-            let alphabetical = names.sorted()
-            ranked = names.map { alphabetical.firstIndex(of: $0) ?? 0 }
+            let alphabetical = Dictionary(names.sorted().enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: min)
+            ranked = names.map { alphabetical[$0] ?? 0 }
         } else {
             return entries
         }

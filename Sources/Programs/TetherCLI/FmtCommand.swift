@@ -44,10 +44,11 @@ struct FmtCommand: ParsableCommand {
         }
         var failed = false
         var differs = false
-        for file in try files() {
+        for (file, followsLinks) in try files() {
             let contents: [UInt8]
+            let version: stat
             do {
-                contents = try Self.read(file)
+                (contents, version) = try Self.read(file, followingLinks: followsLinks)
             } catch {
                 Console.error("error: \(file): \(error.description)")
                 failed = true
@@ -71,9 +72,9 @@ struct FmtCommand: ParsableCommand {
             }
             if check { continue }
             do {
-                try Self.replace(file, with: formatted)
+                try Self.replace(file, with: formatted, readVersion: version)
             } catch {
-                Console.error("error: \(file): \(error.description); the file is unchanged")
+                Console.error("error: \(file): \(error.description); the file is left as it is")
                 failed = true
             }
         }
@@ -102,18 +103,18 @@ struct FmtCommand: ParsableCommand {
     /// Policy files are small; a bigger one is refused rather than read.
     static let maximumFileBytes = 16 << 20
 
-    /// The files named, and the *.yaml and *.yml files below the folders named, in path order.
-    /// Links met inside a folder are not followed (they may lead out of it); a link named
-    /// on the command line is.
-    private func files() throws -> [String] {
-        var found: [String] = []
+    /// The files named, and the *.yaml and *.yml files below the folders named, in path order,
+    /// each with whether a link may be followed to it: links met inside a folder are not
+    /// (they may lead out of it); a link named on the command line is.
+    private func files() throws -> [(path: String, followsLinks: Bool)] {
+        var found: [(path: String, followsLinks: Bool)] = []
         for path in paths.isEmpty ? ["."] : paths {
             var status = stat()
             guard stat(path, &status) == 0 else {
                 throw CommandError("error: \(path): \(String(cString: strerror(errno)))")
             }
             guard status.st_mode & S_IFMT == S_IFDIR else {
-                found.append(path)
+                found.append((path, true))
                 continue
             }
             var folders = [path]
@@ -130,36 +131,40 @@ struct FmtCommand: ParsableCommand {
                     guard lstat(child, &entry) == 0 else { continue }
                     switch entry.st_mode & S_IFMT {
                     case S_IFDIR: folders.append(child)
-                    case S_IFREG where name.hasSuffix(".yaml") || name.hasSuffix(".yml"): found.append(child)
+                    case S_IFREG where name.hasSuffix(".yaml") || name.hasSuffix(".yml"): found.append((child, false))
                     default: break
                     }
                 }
             }
         }
-        return found.sorted()
+        return found.sorted { $0.path < $1.path }
     }
 
-    /// A file's bytes: a regular file within the size bound.
-    private static func read(_ path: String) throws(CommandError) -> [UInt8] {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard descriptor >= 0 else { throw CommandError(String(cString: strerror(errno))) }
+    /// A file's bytes and the version read (a regular file within the size bound).
+    private static func read(_ path: String, followingLinks: Bool) throws(CommandError) -> ([UInt8], stat) {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | (followingLinks ? 0 : O_NOFOLLOW))
+        guard descriptor >= 0 else {
+            throw CommandError(errno == ELOOP ? "became a link while being read; left as it is" : String(cString: strerror(errno)))
+        }
         defer { close(descriptor) }
         var status = stat()
         guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else { throw CommandError("not a regular file") }
         guard let bytes = readAll(descriptor, limit: maximumFileBytes) else {
             throw CommandError("unreadable, or larger than \(maximumFileBytes >> 20) MiB")
         }
-        return bytes
+        return (bytes, status)
     }
 
     /// Replaces a file's contents in one step (a new file renamed over it, with the same
-    /// permissions), so an interrupted run leaves the old file or the new one, never half.
-    private static func replace(_ path: String, with text: String) throws(CommandError) {
+    /// owner and permissions), so an interrupted run leaves the old file or the new one, never
+    /// half; and only when the file is still the version read (an editor's save meanwhile wins).
+    private static func replace(_ path: String, with text: String, readVersion: stat) throws(CommandError) {
         guard let resolved = realpath(path, nil) else { throw CommandError(String(cString: strerror(errno))) }
         let target = String(cString: resolved)
         free(resolved)
         var status = stat()
-        guard stat(target, &status) == 0 else { throw CommandError(String(cString: strerror(errno))) }
+        guard lstat(target, &status) == 0 else { throw CommandError(String(cString: strerror(errno))) }
+        guard Self.sameVersion(status, readVersion) else { throw CommandError("changed while it was being formatted") }
         let folder = target.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         var template = Array("\(folder.isEmpty ? "" : folder)/.tether-fmt-XXXXXX".utf8CString)
         let descriptor = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
@@ -173,12 +178,25 @@ struct FmtCommand: ParsableCommand {
         }
         let bytes = Array(text.utf8)
         let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        // The owner is kept where this user may set it (root formatting another user's file).
+        if fchown(descriptor, status.st_uid, status.st_gid) != 0 && getuid() == 0 {
+            throw CommandError("cannot give the new file its owner: \(String(cString: strerror(errno)))")
+        }
         guard written == bytes.count, fchmod(descriptor, status.st_mode & 0o7777) == 0, fsync(descriptor) == 0 else {
             throw CommandError("cannot write beside it: \(String(cString: strerror(errno)))")
         }
         closed = true
-        guard close(descriptor) == 0, rename(temporary, target) == 0 else {
+        var last = stat()
+        guard close(descriptor) == 0, lstat(target, &last) == 0, Self.sameVersion(last, readVersion) else {
+            throw CommandError("changed while it was being formatted")
+        }
+        guard rename(temporary, target) == 0 else {
             throw CommandError("cannot replace it: \(String(cString: strerror(errno)))")
         }
+    }
+
+    private static func sameVersion(_ left: stat, _ right: stat) -> Bool {
+        left.st_dev == right.st_dev && left.st_ino == right.st_ino && left.st_size == right.st_size
+            && left.st_mtim.tv_sec == right.st_mtim.tv_sec && left.st_mtim.tv_nsec == right.st_mtim.tv_nsec
     }
 }

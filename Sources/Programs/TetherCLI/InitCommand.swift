@@ -83,7 +83,7 @@ struct InitCommand: ParsableCommand {
                 # of the commit, and the plan against a device's snapshot
                 # (`tether agent snapshot > device.json` on the device) for the pull request.
                 set -e
-                tether fmt --check --diff
+                tether fmt --check --diff policies
                 tether validate --repo .
                 if [ -f device.json ]; then tether plan --repo . --against device.json -o markdown; fi
 

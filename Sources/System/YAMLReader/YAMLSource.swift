@@ -40,13 +40,40 @@ package struct YAMLSource: Sendable {
             }
         }
         documents = try result.get()
-        (comments, blankLines) = YAMLSource.comments(in: text, documents: documents)
+        (comments, blankLines) = YAMLSource.comments(in: text, tokens: YAMLSource.tokenSpans(&bytes))
     }
 
-    /// The comments of `text`: a `#` at the start of a line or after a space or tab that lies
-    /// outside every quoted or block scalar (a plain scalar cannot hold ` #`). Lines break where
-    /// libyaml breaks them (LF, CR LF, CR, NEL, LS, PS), so positions agree with its marks.
-    private static func comments(in text: String, documents: [YAMLSourceDocument]) -> ([YAMLComment], Set<Int>) {
+    /// Where each of libyaml's tokens lies (scalars, anchors, tags, indicators, directives):
+    /// everything that is not a comment. A `#` outside them is one, as libyaml's scanner
+    /// decides (it needs no blank before it after a quote or a bracket). A block scalar's
+    /// header line is left out: a comment may end it.
+    private static func tokenSpans(_ bytes: inout [UInt8]) -> [(start: YAMLMark, end: YAMLMark)] {
+        let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
+        defer { parser.deallocate() }
+        guard yaml_parser_initialize(parser) == 1 else { return [] }
+        defer { yaml_parser_delete(parser) }
+        return bytes.withUnsafeMutableBufferPointer { buffer in
+            yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
+            var spans: [(start: YAMLMark, end: YAMLMark)] = []
+            var token = yaml_token_t()
+            while yaml_parser_scan(parser, &token) == 1 {
+                defer { yaml_token_delete(&token) }
+                if token.type == YAML_STREAM_END_TOKEN { break }
+                var start = YAMLMark(token.start_mark)
+                let end = YAMLMark(token.end_mark)
+                if token.type == YAML_SCALAR_TOKEN,
+                   token.data.scalar.style == YAML_LITERAL_SCALAR_STYLE || token.data.scalar.style == YAML_FOLDED_SCALAR_STYLE {
+                    start = YAMLMark(line: start.line + 1, column: 1)
+                }
+                if start < end { spans.append((start, end)) }
+            }
+            return spans
+        }
+    }
+
+    /// The comments of `text`: each `#` outside every token, to the end of its line. Lines
+    /// break where libyaml breaks them (LF, CR LF, CR, NEL, LS, PS), so positions agree with its marks.
+    private static func comments(in text: String, tokens: [(start: YAMLMark, end: YAMLMark)]) -> ([YAMLComment], Set<Int>) {
         var lines: [[Unicode.Scalar]] = [[]]
         var previous: Unicode.Scalar?
         for character in text.unicodeScalars {
@@ -62,32 +89,7 @@ package struct YAMLSource: Sendable {
                 lines[lines.count - 1].append(character)
             }
         }
-        var spans: [(start: YAMLMark, end: YAMLMark)] = []
-        for document in documents {
-            guard let root = document.root else { continue }
-            var stack = [root]
-            while let node = stack.popLast() {
-                switch node.content {
-                case .scalar(_, .literal), .scalar(_, .folded):
-                    // The header line may end with a comment; the text starts below it.
-                    spans.append((YAMLMark(line: node.start.line + 1, column: 1), node.end))
-                case .scalar(_, .singleQuoted), .scalar(_, .doubleQuoted):
-                    // The node starts at its anchor or tag, when it has one: the text at its quote.
-                    var start = node.start
-                    while start < node.end, start.line <= lines.count, start.column <= lines[start.line - 1].count,
-                          !["\"", "'"].contains(lines[start.line - 1][start.column - 1]) {
-                        start = start.column < lines[start.line - 1].count ? YAMLMark(line: start.line, column: start.column + 1) : YAMLMark(line: start.line + 1, column: 1)
-                    }
-                    spans.append((start, node.end))
-                case .scalar, .alias:
-                    break
-                case .mapping(let pairs, _):
-                    for pair in pairs { stack += [pair.key, pair.value] }
-                case .sequence(let items, _):
-                    stack += items
-                }
-            }
-        }
+        var spans = tokens
         spans.sort { $0.start < $1.start }
         var comments: [YAMLComment] = []
         var blankLines: Set<Int> = []
@@ -99,7 +101,7 @@ package struct YAMLSource: Sendable {
                 let character = scalars[column]
                 guard character != " " && character != "\t" else { continue }
                 defer { sawContent = true }
-                guard character == "#", column == 0 || scalars[column - 1] == " " || scalars[column - 1] == "\t" else { continue }
+                guard character == "#" else { continue }
                 let position = YAMLMark(line: lineIndex + 1, column: column + 1)
                 while spanIndex < spans.count && spans[spanIndex].end <= position { spanIndex += 1 }
                 if spanIndex < spans.count && spans[spanIndex].start <= position { continue }

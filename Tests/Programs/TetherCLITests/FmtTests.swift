@@ -49,6 +49,9 @@ struct FmtTests {
         try Self.canonical.write(toFile: policies + "/good.yml", atomically: false, encoding: .utf8)
         try "not: [yaml".write(toFile: policies + "/notes.txt", atomically: false, encoding: .utf8)
         chmod(policies + "/team/messy.yaml", 0o640)
+        // Formatted by root, a user's file stays the user's.
+        let owner: uid_t = getuid() == 0 ? 65534 : getuid()
+        if getuid() == 0 { chown(policies + "/team/messy.yaml", 65534, 65534) }
 
         let check = tether(["fmt", "--check", policies])
         #expect(check.code == 1)
@@ -66,6 +69,7 @@ struct FmtTests {
         #expect(try String(contentsOfFile: policies + "/team/messy.yaml", encoding: .utf8) == Self.canonical)
         var status = stat()
         #expect(stat(policies + "/team/messy.yaml", &status) == 0 && status.st_mode & 0o777 == 0o640, "the mode is kept")
+        #expect(status.st_uid == owner, "the owner is kept")
         #expect(try FileManager.default.contentsOfDirectory(atPath: policies + "/team") == ["messy.yaml"], "no temporary file is left")
         let again = tether(["fmt", "--check", policies])
         #expect(again.code == 0 && again.stdout.isEmpty)
