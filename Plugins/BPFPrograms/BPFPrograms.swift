@@ -14,12 +14,16 @@ struct BPFPrograms: BuildToolPlugin {
         let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
         let sources = names.filter { $0.hasSuffix(".bpf.c") }.map { folder.appending(path: $0) }
         let events = context.package.directoryURL.appending(path: "Sources/System/CSensorShims/include")
+        let libbpf = URL(fileURLWithPath: "/usr/include/bpf")
         let headers = names.filter { $0.hasSuffix(".h") }.map { folder.appending(path: $0) } + [events.appending(path: "tether_bpf_events.h")]
+            + ["bpf_helpers.h", "bpf_helper_defs.h", "bpf_core_read.h"].map { libbpf.appending(path: $0) }
         let clang = try tool("clang", context: context)
         let objcopy = try? tool("llvm-objcopy", context: context)
         let output = context.pluginWorkDirectoryURL.appending(path: "BPFObjects.swift")
-        // Each object: compiled with its debug information (clang emits BTF from it), then the
-        // DWARF dropped where llvm-objcopy exists (the BTF stays), then base64.
+        // Each object: compiled with its debug information (clang emits BTF from it) for BPF v3
+        // (what 5.14 verifies; a newer default could emit instructions older kernels refuse),
+        // with paths made relative (the binary does not depend on where the checkout is), then
+        // the DWARF dropped where llvm-objcopy exists (the BTF stays), then base64.
         let script = """
             set -eu
             clang=$1 objcopy=$2 output=$3 folder=$4 events=$5; shift 5
@@ -29,7 +33,8 @@ struct BPFPrograms: BuildToolPlugin {
               echo 'enum BPFObjects {'
               for source in "$@"; do
                 name=$(basename "$source" .bpf.c)
-                "$clang" -target bpf -O2 -g -Wall -Werror -I"$folder" -I"$events" -c "$source" -o "$work/$name.o"
+                "$clang" -target bpf -mcpu=v3 -O2 -g -Wall -Werror -ffile-prefix-map="$folder"=bpf -ffile-prefix-map="$events"=include \\
+                  -I"$folder" -I"$events" -c "$source" -o "$work/$name.o"
                 if [ -n "$objcopy" ]; then "$objcopy" --strip-debug "$work/$name.o"; fi
                 printf '    static let %s = "' "$name"
                 base64 -w0 "$work/$name.o"

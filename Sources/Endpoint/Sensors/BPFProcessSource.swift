@@ -60,8 +60,10 @@ struct BPFRefusal: Error {
     let reason: String
 }
 
-/// The identity and version of an executable as the kernel saw it at exec: device (as stat
-/// reports it), inode and change time. No user can set a change time back.
+/// The identity and version of an executable as the kernel saw it at exec: device (the
+/// kernel's number, converted), inode and change time. No user can set a change time back.
+/// Files are matched on inode and change time only: on btrfs subvolumes and overlayfs, stat's
+/// device is not the super block's the kernel names.
 struct ExecutableVersion: Hashable {
     let device: UInt64
     let inode: UInt64
@@ -75,70 +77,105 @@ struct ExecutableVersion: Hashable {
     }
 
     func matches(_ info: stat) -> Bool {
-        UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode && Int64(info.st_ctim.tv_sec) == changed && Int64(info.st_ctim.tv_nsec) == changedNanoseconds
+        UInt64(info.st_ino) == inode && Int64(info.st_ctim.tv_sec) == changed && Int64(info.st_ctim.tv_nsec) == changedNanoseconds
     }
+}
+
+/// A process by pid and start time: a reused pid is another process.
+struct ProcessKey: Hashable {
+    let pid: Int32
+    let start: UInt64
 }
 
 /// Hashes executables off the event stream: a worker thread reads each new file version once
 /// (SHA-256 and MD5, cached by `ExecutableVersion`), so a slow or hung file system delays only
-/// the starts that wait for its files, never the reading of the kernel's records. A start
-/// whose file is not hashed within `deadline` (or finds the queue full) goes out without its
-/// hash, with `missing` saying so.
+/// the starts that wait for its files, never the reading of the kernel's records.
+/// - A start waits at most `deadline` (from when its record was read) for its hash; after
+///   that it goes out without it, `missing` saying so. A worker stuck in a read longer than
+///   that is left behind and replaced (three times at most; then nothing more is hashed).
+/// - Files on FUSE and network file systems are not read (their daemon or server could hang
+///   the read), nor anything but a regular file reached without a link.
+/// - A process's stop goes out after its start, and the starts of one process in order.
 final class ExecutableHasher: @unchecked Sendable {
     struct Job {
         let facts: ProcessFacts
+        let key: ProcessKey
         let version: ExecutableVersion
         let seenAt: Date
     }
+    typealias Digests = (sha256: String, md5: String, device: UInt64)
 
     private let lock = Lock()
     private let wake = DispatchSemaphore(value: 0)
     private var queue: [Job] = []
     private var stopping = false
-    /// When the job the worker holds was taken: the deadline is counted from there.
-    private var busySince: Date?
-    private var cache: [ExecutableVersion: (sha256: String, md5: String)] = [:]
-    /// Processes whose start waits for the worker, and their stops, held until the start is out.
-    private var waiting: [Int32: [() -> Void]] = [:]
+    /// The worker that takes jobs, and the job it reads since when.
+    private var activeWorker = 0
+    private var reading: (job: Job, since: Date)?
+    private var replacedWorkers = 0
+    private var cache: [ExecutableVersion: Digests] = [:]
+    /// Starts not yet delivered, by process, and the stops held until they are.
+    private var pending: [ProcessKey: (count: Int, held: [() -> Void])] = [:]
     private let deliver: @Sendable (ProcessFacts, Date) -> Void
     static let queueLimit = 4096
     static let cacheLimit = 4096
+    static let replacementLimit = 3
     let deadline: TimeInterval
 
     /// `deliver` gets each start once, hashed or not, from the worker's thread or the caller's.
     init(deadline: TimeInterval = 1, deliver: @escaping @Sendable (ProcessFacts, Date) -> Void) {
         self.deadline = deadline
         self.deliver = deliver
-        Threads.start(name: "sensor:hash", stackSize: 1 << 20) { [self] in work() }
+        startWorker(0)
     }
 
-    /// Hands a start over: delivered at once when its file's hash is known (or cannot be had
-    /// in time), else when the worker has read the file.
-    func submit(_ facts: ProcessFacts, version: ExecutableVersion, at seenAt: Date) {
+    private func startWorker(_ id: Int) {
+        Threads.start(name: "sensor:hash", stackSize: 1 << 20) { [self] in work(id) }
+    }
+
+    /// Hands a start over: delivered at once when its file's hash is known (and no earlier start
+    /// of the process waits), else when the worker has read the file or the deadline passed.
+    func submit(_ facts: ProcessFacts, key: ProcessKey, version: ExecutableVersion, at seenAt: Date) {
         lock.lock()
-        if let digests = cache[version] {
+        var late: [Job] = []
+        if let current = reading, Date().timeIntervalSince(current.since) > deadline {
+            // The worker is stuck in a read: what it holds and what waits go out unhashed.
+            late = [current.job] + queue
+            queue.removeAll()
+            reading = nil
+            if replacedWorkers < Self.replacementLimit {
+                replacedWorkers += 1
+                activeWorker += 1
+                startWorker(activeWorker)
+            } else {
+                stopping = true
+            }
+        }
+        if let digests = cache[version], pending[key] == nil {
             lock.unlock()
+            for job in late { finish(job, nil) }
             deliver(Self.hashed(facts, digests), seenAt)
             return
         }
-        let stuck = busySince.map { Date().timeIntervalSince($0) > deadline } ?? false
-        guard !stuck, queue.count < Self.queueLimit, !stopping else {
+        let job = Job(facts: facts, key: key, version: version, seenAt: seenAt)
+        guard queue.count < Self.queueLimit, !stopping else {
             lock.unlock()
+            for job in late { finish(job, nil) }
             deliver(Self.unhashed(facts), seenAt)
             return
         }
-        queue.append(Job(facts: facts, version: version, seenAt: seenAt))
-        waiting[facts.pid, default: []] = []
+        queue.append(job)
+        pending[key, default: (0, [])].count += 1
         lock.unlock()
+        for job in late { finish(job, nil) }
         wake.signal()
     }
 
-    /// Runs `stop` (a process's stop) now, or after the start of the same process when that
-    /// still waits for the worker: a reader never sees a process end before it began.
-    func afterStart(of pid: Int32, _ stop: @escaping () -> Void) {
+    /// Runs `stop` (a process's stop) now, or after the starts of that process that still wait.
+    func afterStart(of key: ProcessKey, _ stop: @escaping () -> Void) {
         lock.lock()
-        if waiting[pid] != nil {
-            waiting[pid]?.append(stop)
+        if pending[key] != nil {
+            pending[key]?.held.append(stop)
             lock.unlock()
             return
         }
@@ -146,16 +183,25 @@ final class ExecutableHasher: @unchecked Sendable {
         stop()
     }
 
-    /// Delivers a start, then what waited for it.
-    private func finish(_ facts: ProcessFacts, _ seenAt: Date) {
-        deliver(facts, seenAt)
+    /// Delivers a start (hashed or not), then what waited for the last start of its process.
+    private func finish(_ job: Job, _ digests: Digests?) {
+        deliver(digests.map { Self.hashed(job.facts, $0) } ?? Self.unhashed(job.facts), job.seenAt)
         lock.lock()
-        let held = waiting.removeValue(forKey: facts.pid) ?? []
+        var held: [() -> Void] = []
+        if var entry = pending[job.key] {
+            entry.count -= 1
+            if entry.count <= 0 {
+                held = entry.held
+                pending[job.key] = nil
+            } else {
+                pending[job.key] = entry
+            }
+        }
         lock.unlock()
         for stop in held { stop() }
     }
 
-    /// Ends the worker once its current file is read; what is queued goes out unhashed.
+    /// Ends the workers; what is queued goes out unhashed.
     func stop() {
         lock.lock()
         stopping = true
@@ -163,16 +209,17 @@ final class ExecutableHasher: @unchecked Sendable {
         queue.removeAll()
         lock.unlock()
         wake.signal()
-        for job in left { finish(Self.unhashed(job.facts), job.seenAt) }
+        for job in left { finish(job, nil) }
     }
 
-    private func work() {
+    private func work(_ id: Int) {
         while true {
             wake.wait()
             while true {
                 lock.lock()
-                if stopping {
+                guard id == activeWorker, !stopping else {
                     lock.unlock()
+                    wake.signal()  // passes the wake-up on to the worker that replaced this one
                     return
                 }
                 guard !queue.isEmpty else {
@@ -182,41 +229,63 @@ final class ExecutableHasher: @unchecked Sendable {
                 let job = queue.removeFirst()
                 if let digests = cache[job.version] {
                     lock.unlock()
-                    finish(Self.hashed(job.facts, digests), job.seenAt)
+                    finish(job, digests)
                     continue
                 }
-                busySince = Date()
+                if Date().timeIntervalSince(job.seenAt) > deadline {
+                    lock.unlock()
+                    finish(job, nil)
+                    continue
+                }
+                reading = (job, Date())
                 lock.unlock()
                 let digests = Self.read(job)
                 lock.lock()
-                busySince = nil
+                let abandoned = id != activeWorker || reading?.job.key != job.key
+                if !abandoned { reading = nil }
                 if let digests {
                     if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }
                     cache[job.version] = digests
                 }
                 lock.unlock()
-                finish(digests.map { Self.hashed(job.facts, $0) } ?? Self.unhashed(job.facts), job.seenAt)
+                // A job given up while it was read has gone out already.
+                if !abandoned { finish(job, digests) }
             }
         }
     }
 
-    /// The file the kernel ran: by its path, or through /proc/PID/exe while the process lives;
-    /// only when it is still the version that ran (device, inode, change time).
-    private static func read(_ job: Job) -> (sha256: String, md5: String)? {
-        for path in [job.facts.executable, "/proc/\(job.facts.pid)/exe"].compactMap({ $0 }) {
-            let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+    /// The file the kernel ran: through /proc/PID/exe while the process lives, else by its path
+    /// without following a link; only a regular file on a local file system, still the
+    /// version that ran before and after it is read.
+    private static func read(_ job: Job) -> Digests? {
+        var candidates = [("/proc/\(job.facts.pid)/exe", Int32(TETHER_O_PATH) | O_CLOEXEC)]
+        if let path = job.facts.executable, path.hasPrefix("/"), !path.hasPrefix("/proc/"), !path.hasPrefix("/dev/fd/") {
+            candidates.append((path, Int32(TETHER_O_PATH) | O_CLOEXEC | O_NOFOLLOW))
+        }
+        for (path, flags) in candidates {
+            let handle = open(path, flags)
+            guard handle >= 0 else { continue }
+            defer { close(handle) }
+            var info = stat()
+            guard fstat(handle, &info) == 0, info.st_mode & S_IFMT == S_IFREG, job.version.matches(info),
+                  Int64(info.st_size) <= ProcessEnricher.hashSizeLimit, tether_is_remote_filesystem(handle) == 0 else { continue }
+            let fd = open("/proc/self/fd/\(handle)", O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
             guard fd >= 0 else { continue }
             defer { close(fd) }
-            var info = stat()
-            guard fstat(fd, &info) == 0, job.version.matches(info), Int64(info.st_size) <= ProcessEnricher.hashSizeLimit else { continue }
-            return fileDigests(fileDescriptor: fd)
+            var before = stat(), after = stat()
+            guard fstat(fd, &before) == 0, job.version.matches(before), let digests = fileDigests(fileDescriptor: fd),
+                  fstat(fd, &after) == 0, after.st_size == before.st_size, after.st_mtim.tv_sec == before.st_mtim.tv_sec,
+                  after.st_mtim.tv_nsec == before.st_mtim.tv_nsec, job.version.matches(after) else { continue }
+            return (digests.sha256, digests.md5, UInt64(before.st_dev))
         }
         return nil
     }
 
-    private static func hashed(_ facts: ProcessFacts, _ digests: (sha256: String, md5: String)) -> ProcessFacts {
+    private static func hashed(_ facts: ProcessFacts, _ digests: Digests) -> ProcessFacts {
         var facts = facts
         (facts.sha256, facts.md5) = (digests.sha256, digests.md5)
+        // The device as stat names it, for the kill that confirms the file first.
+        if let identity = facts.executableIdentity { facts.executableIdentity = (digests.device, identity.inode) }
         facts.missing.removeAll { $0 == "sha256" }
         return facts
     }
@@ -238,6 +307,7 @@ extension ProcessSensor {
             report(start: facts, at: seenAt, into: buffer, prevention: prevention)
         }
         defer { hasher.stop() }
+        var stopped: Set<ProcessKey> = []
         var reportedDrops = 0
         while !thread.isStopping {
             let now = Date()
@@ -249,13 +319,15 @@ extension ProcessSensor {
                     guard exec.pid != me else { return }
                     let (facts, version) = Self.facts(exec, record: record)
                     executables.remember(facts.executable, for: facts.pid)
-                    hasher.submit(facts, version: version, at: now)
+                    hasher.submit(facts, key: ProcessKey(pid: facts.pid, start: exec.start_boottime_ns), version: version, at: now)
                 case UInt32(TETHER_BPF_EXIT) where record.count >= MemoryLayout<tether_bpf_exit>.size:
                     let exit = record.loadUnaligned(as: tether_bpf_exit.self)
-                    guard exit.pid != me else { return }
-                    let pid = Int32(bitPattern: exit.pid)
-                    let stop = SensorEvent(at: now, .processStop(ProcessStop(pid: pid, status: exit.exit_code, executable: executables.forget(pid))))
-                    hasher.afterStart(of: pid) { buffer.push(stop) }
+                    let key = ProcessKey(pid: Int32(bitPattern: exit.pid), start: exit.start_boottime_ns)
+                    // Threads that exit together may each find the process's last one gone.
+                    guard exit.pid != me, stopped.insert(key).inserted else { return }
+                    if stopped.count > ProcessEnricher.processLimit { stopped = [key] }
+                    let stop = SensorEvent(at: now, .processStop(ProcessStop(pid: key.pid, status: exit.exit_code, executable: executables.forget(key.pid))))
+                    hasher.afterStart(of: key) { buffer.push(stop) }
                 default:
                     return
                 }
@@ -264,7 +336,8 @@ extension ProcessSensor {
             counters.add(reported: max(0, count), overflows: drops - reportedDrops)
             reportedDrops = drops
             // The kernel keeps the records (4 MiB of ring): gathering them costs nothing here.
-            if count >= 0 { SensorThread.gather(received: count, of: Int.max) }
+            // After an error too, so that one that persists does not spin.
+            SensorThread.gather(received: max(0, count), of: Int.max)
         }
     }
 
@@ -279,8 +352,9 @@ extension ProcessSensor {
             facts.startedAt = boot.addingTimeInterval(ticks / ProcFS.ticksPerSecond)
         }
         let fields = UnsafeRawBufferPointer(rebasing: record[..<MemoryLayout<tether_bpf_exec>.size])
-        facts.executable = path(exec, fields: fields)
-        let argumentsOffset = MemoryLayout<tether_bpf_exec>.offset(of: \.args) ?? 0
+        let (executable, whole) = path(exec, fields: fields)
+        facts.executable = executable
+        let argumentsOffset = MemoryLayout<tether_bpf_exec>.offset(of: \.args)!
         let arguments = fields[argumentsOffset..<(argumentsOffset + min(Int(exec.args_length), Int(TETHER_BPF_ARGS)))]
         var end = arguments.endIndex
         while end > arguments.startIndex && arguments[end - 1] == 0 { end -= 1 }
@@ -290,7 +364,7 @@ extension ProcessSensor {
         let device = ExecutableVersion.userDevice(exec.device)
         facts.executableIdentity = (device, exec.inode)
         var missing: [String] = []
-        if facts.executable == nil { missing.append("path") }
+        if !whole { missing.append("path") }
         if facts.commandLine == nil { missing.append("commandLine") }
         if facts.startedAt == nil { missing.append("startTime") }
         facts.missing = missing
@@ -298,9 +372,12 @@ extension ProcessSensor {
     }
 
     /// The executable's path from the names the program walked up (an empty one marks a mount
-    /// crossed); the name the program asked for when the walk was cut short and that is absolute.
-    private static func path(_ exec: tether_bpf_exec, fields: UnsafeRawBufferPointer) -> String? {
-        let namesOffset = MemoryLayout<tether_bpf_exec>.offset(of: \.names) ?? 0
+    /// crossed), with ` (deleted)` as /proc/PID/exe shows it for a file no folder names any
+    /// more. When the walk was cut short: the name the program asked for, if absolute (not
+    /// through /dev/fd or /proc), else the names walked (`memfd:x`); `whole` is then false.
+    private static func path(_ exec: tether_bpf_exec, fields: UnsafeRawBufferPointer) -> (path: String?, whole: Bool) {
+        let deleted = exec.flags & UInt32(TETHER_BPF_FILE_DELETED) != 0 ? " (deleted)" : ""
+        let namesOffset = MemoryLayout<tether_bpf_exec>.offset(of: \.names)!
         let slot = Int(TETHER_BPF_NAME)
         var components: [String] = []
         for index in 0..<min(Int(exec.depth), Int(TETHER_BPF_DEPTH)) {
@@ -309,12 +386,13 @@ extension ProcessSensor {
             if length > 0 { components.append(String(decoding: name.prefix(length), as: UTF8.self)) }
         }
         if exec.flags & UInt32(TETHER_BPF_PATH_INCOMPLETE) == 0 {
-            return "/" + components.reversed().joined(separator: "/")
+            return ("/" + components.reversed().joined(separator: "/") + deleted, true)
         }
-        let filenameOffset = MemoryLayout<tether_bpf_exec>.offset(of: \.filename) ?? 0
+        let filenameOffset = MemoryLayout<tether_bpf_exec>.offset(of: \.filename)!
         let filename = fields[filenameOffset..<(filenameOffset + Int(TETHER_BPF_FILENAME))]
         let asked = String(decoding: filename.prefix { $0 != 0 }, as: UTF8.self)
-        return asked.hasPrefix("/") ? asked : nil
+        if asked.hasPrefix("/") && !asked.hasPrefix("/dev/fd/") && !asked.hasPrefix("/proc/") { return (asked + deleted, true) }
+        return (components.isEmpty ? nil : components.reversed().joined(separator: "/") + deleted, false)
     }
 }
 

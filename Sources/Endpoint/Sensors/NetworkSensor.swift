@@ -22,7 +22,9 @@ final class NetworkSensor: @unchecked Sendable {
         let diag = allowSockDiag ? tether_sock_diag(AF_INET, Int32(IPPROTO_TCP), &probe, 1) : -EPERM
         let readable = FileManager.default.isReadableFile(atPath: "/proc/net/tcp")
         var bpfNote: String?
-        if allowSockDiag && allowBPF {
+        if allowSockDiag && allowBPF && ProcessSensor.inOwnPidNamespace {
+            bpfNote = "the BPF program is not used in a pid namespace of its own (it reports the host's pids); "
+        } else if allowSockDiag && allowBPF {
             switch BPFProbe.open(BPFObjects.network) {
             case .success(let tcp):
                 let udp = diag >= 0 ? "sock_diag \(every)" : "/proc/net \(every)"
@@ -96,7 +98,7 @@ final class NetworkSensor: @unchecked Sendable {
                 udp.refresh(report: buffer)
                 listed = now
             }
-            if count >= 0 { SensorThread.gather(received: count, of: Int.max) }
+            SensorThread.gather(received: max(0, count), of: Int.max)
         }
     }
 

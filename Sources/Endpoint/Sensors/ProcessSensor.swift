@@ -22,7 +22,9 @@ final class ProcessSensor: @unchecked Sendable {
     init(buffer: SensorBuffer, prevention: PreventionList, scanInterval: TimeInterval = 1, allowConnector: Bool = true, allowBPF: Bool = true,
          executables: ExecutableNames = ExecutableNames()) {
         var bpfNote: String?
-        if allowConnector && allowBPF {
+        if allowConnector && allowBPF && Self.inOwnPidNamespace {
+            bpfNote = "the BPF programs are not used in a pid namespace of its own (they report the host's pids)"
+        } else if allowConnector && allowBPF {
             switch BPFProbe.open(BPFObjects.process) {
             case .success(let probe):
                 status = SensorStatus(sensor: .process, source: Self.bpfSource, running: true, note: nil)

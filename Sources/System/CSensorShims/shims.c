@@ -271,6 +271,28 @@ int tether_kill_if_running(int pid, uint64_t device, uint64_t inode) {
     return result == -ETIMEDOUT ? 0 : result;
 }
 
+int tether_is_remote_filesystem(int fd) {
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) return -errno;
+    switch ((unsigned long)info.f_type) {
+    case 0x65735546: // FUSE
+    case 0x6969:     // NFS
+    case 0xFF534D42: // CIFS
+    case 0xFE534D42: // SMB2
+    case 0x517B:     // SMB
+    case 0x01021997: // 9p
+    case 0x00C36400: // Ceph
+    case 0x5346414F: // AFS
+    case 0x6B414653: // kAFS
+    case 0x47504653: // GPFS
+    case 0x0BD00BD0: // Lustre
+    case 0x013111A8: // IBRIX
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 int tether_filesystem_id(int fd, uint32_t id[2]) {
     struct statfs info;
     if (fstatfs(fd, &info) < 0) return -errno;

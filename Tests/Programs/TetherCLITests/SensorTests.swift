@@ -306,6 +306,31 @@ struct BPFSensorTests {
         }
     }
 
+    @Test("A program run from memory (memfd_create + execve of the descriptor) is seen as memfd:NAME (deleted), its path marked missing, its hash read while it runs",
+          .enabled(if: getuid() == 0, "loading BPF programs needs root (CI runs as root)"))
+    func fileless() throws {
+        let folder = try TemporaryDirectory("tether-bpf-memfd")
+        let marker = "memfd-\(UUID().uuidString.prefix(8).lowercased())"
+        let script = """
+            import os, time
+            fd = os.memfd_create("\(marker)")
+            os.write(fd, open("/bin/sleep", "rb").read() + b"tether test")
+            pid = os.fork()
+            if pid == 0:
+                os.execve(fd, ["\(marker)", "0.3"], {})
+            os.waitpid(pid, 0)
+            """
+        try folder.write("fileless.py", script)
+        let watch = try ChildProcess(tetherExecutable, ["agent", "watch", "--seconds", "4", "--json", "--path", folder.path, "--state-dir", folder.path + "/state"])
+        Thread.sleep(forTimeInterval: 1.5)
+        #expect(try runProgram("/usr/bin/env", ["python3", folder.path + "/fileless.py"]).status == 0)
+        #expect(watch.wait() == 0, "\(watch.stderr)")
+        let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
+        let start = events.first { $0.type == "process-start" && $0.detail["commandLine"]?.text == "\(marker) 0.3" }
+        #expect(start?.detail["path"]?.text == "memfd:\(marker) (deleted)", "\(String(describing: start))")
+        #expect(start?.detail["missing"]?.text == "path" && start?.detail["sha256"] != nil, "\(String(describing: start))")
+    }
+
     @Test("As root, the network sensor is eBPF for TCP: a connection that lives 10 ms is seen opened and closed on both sides, with the process that owns it",
           .enabled(if: getuid() == 0, "loading BPF programs needs root (CI runs as root)"))
     func shortConnection() throws {

@@ -54,6 +54,7 @@ struct super_block { dev_t s_dev; };
 struct inode {
     unsigned long i_ino;
     struct super_block *i_sb;
+    unsigned int __i_nlink;
 };
 /// The change time moved: `i_ctime` (until 6.5), `__i_ctime` (6.6 to 6.10), seconds and
 /// nanoseconds apart (6.11 on). Each flavour is read only where the kernel has it.
@@ -107,8 +108,13 @@ struct task_struct {
 };
 
 struct in6_addr { __u8 u6_addr8[16]; };
+struct ns_common { unsigned int inum; };
+struct net { struct ns_common ns; };
+typedef struct { struct net *net; } possible_net_t;
+
 /// Anonymous unions in the kernel's declaration are matched by field name.
 struct sock_common {
+    possible_net_t skc_net;
     __be32 skc_daddr;
     __be32 skc_rcv_saddr;
     __be16 skc_dport;

@@ -37,9 +37,9 @@ static __always_inline void walk_path(struct file *file, struct tether_bpf_exec 
     for (int step = 0; step < TETHER_BPF_DEPTH; step++) {
         struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
         struct dentry *root = BPF_CORE_READ(mount, mnt.mnt_root);
-        if (dentry == root || dentry == parent) {
+        if (dentry == root) {
             struct mount *up = BPF_CORE_READ(mount, mnt_parent);
-            if (dentry != root || up == mount) {
+            if (up == mount) {
                 event->depth = step;
                 event->flags &= ~TETHER_BPF_PATH_INCOMPLETE;
                 return;
@@ -55,6 +55,11 @@ static __always_inline void walk_path(struct file *file, struct tether_bpf_exec 
         // A name that fills the slot may have been cut.
         if (length <= 1 || length >= TETHER_BPF_NAME) {
             event->depth = step;
+            return;
+        }
+        if (dentry == parent) {
+            // Its own parent yet no mount's root: a file of no mounted tree (a memfd, say).
+            event->depth = step + 1;
             return;
         }
         dentry = parent;
@@ -83,6 +88,7 @@ int tether_process_exec(__u64 *context) {
     struct inode *inode = BPF_CORE_READ(file, f_inode);
     event->device = BPF_CORE_READ(inode, i_sb, s_dev);
     event->inode = BPF_CORE_READ(inode, i_ino);
+    if (BPF_CORE_READ(inode, __i_nlink) == 0) event->flags |= TETHER_BPF_FILE_DELETED;
     read_change_time(inode, event);
     const char *filename = BPF_CORE_READ(binary, filename);
     if (bpf_probe_read_kernel_str(event->filename, sizeof(event->filename), filename) < 0) event->filename[0] = 0;

@@ -118,6 +118,13 @@ int tether_kill_if_running(int pid, uint64_t device, uint64_t inode);
 /// Returns 0 or -errno.
 int tether_filesystem_id(int fd, uint32_t id[2]);
 
+/// open(2)'s O_PATH (a handle that reads nothing), which Swift's Glibc module does not export.
+enum { TETHER_O_PATH = 010000000 };
+
+/// 1 when `fd` lies on a file system whose reads may wait on another machine or a user's
+/// daemon (FUSE, NFS, SMB, 9p, Ceph, AFS…), 0 when not, -errno when fstatfs fails.
+int tether_is_remote_filesystem(int fd);
+
 /// SIGKILL to `pid` through a pidfd, after confirming on it that the process started at
 /// `start_ticks` (clock ticks after boot, /proc/PID/stat field 22): a pid reused meanwhile is
 /// never signalled. Then waits up to `wait_ms` for it to end. Returns 0 (ended), -ETIMEDOUT

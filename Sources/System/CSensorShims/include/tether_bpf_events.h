@@ -28,8 +28,11 @@ enum {
     /// The command line was longer than `args` holds.
     TETHER_BPF_ARGS_TRUNCATED = 1,
     /// The executable's path could not be walked whole (too deep, a name too long, a dentry
-    /// that could not be read): `filename` (as the program asked for it) is what there is.
+    /// that could not be read, a file of no mounted file system such as a memfd): `filename`
+    /// (as the program asked for it) and the names walked are what there is.
     TETHER_BPF_PATH_INCOMPLETE = 2,
+    /// The executable had no name left in any folder (deleted, or never linked: a memfd).
+    TETHER_BPF_FILE_DELETED = 4,
 };
 
 #define TETHER_BPF_FILENAME 256
