@@ -52,6 +52,9 @@ final class BPFProbe: @unchecked Sendable {
     /// Records the programs had no room for, counted in the kernel.
     var drops: Int { Int(tether_bpf_probe_drops(probe)) }
 
+    /// What was left out when the programs were attached, and why (see tether_bpf_probe_note).
+    var note: String? { tether_bpf_probe_note(probe).map { String(cString: $0) } }
+
     deinit { tether_bpf_probe_close(probe) }
 }
 

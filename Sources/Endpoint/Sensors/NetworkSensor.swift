@@ -27,9 +27,14 @@ final class NetworkSensor: @unchecked Sendable {
         } else if allowSockDiag && allowBPF {
             switch BPFProbe.open(BPFObjects.network) {
             case .success(let tcp):
-                let udp = diag >= 0 ? "sock_diag \(every)" : "/proc/net \(every)"
-                status = SensorStatus(sensor: .network, source: "eBPF (inet_sock_set_state) for TCP, \(udp) for UDP", running: true,
-                                      note: "UDP sockets bound and closed between two lists are not seen")
+                let listing = diag >= 0 ? "sock_diag \(every)" : "/proc/net \(every)"
+                let udpPeers = tcp.note == nil
+                status = SensorStatus(sensor: .network,
+                                      source: udpPeers ? "eBPF (inet_sock_set_state; cgroup connect and sendmsg for UDP peers), \(listing) for UDP sockets bound"
+                                                       : "eBPF (inet_sock_set_state) for TCP, \(listing) for UDP",
+                                      running: true,
+                                      note: (tcp.note.map { "UDP peers are not seen as they happen: \($0); " } ?? "")
+                                          + "UDP sockets bound and closed between two lists are not seen")
                 let counters = self.counters
                 thread = SensorThread(name: "sensor:network") { thread in
                     Self.readBPF(tcp, udp: SocketTable(sockDiag: diag >= 0, transports: [.udp]), every: interval, buffer: buffer,
@@ -85,8 +90,8 @@ final class NetworkSensor: @unchecked Sendable {
         while !thread.isStopping {
             let now = Date()
             let count = probe.poll(milliseconds: 250) { record in
-                guard record.count >= MemoryLayout<tether_bpf_connection>.size,
-                      record.loadUnaligned(as: UInt32.self) == UInt32(TETHER_BPF_TCP) else { return }
+                let kind = record.count >= MemoryLayout<tether_bpf_connection>.size ? record.loadUnaligned(as: UInt32.self) : 0
+                guard kind == UInt32(TETHER_BPF_TCP) || kind == UInt32(TETHER_BPF_UDP) else { return }
                 let event = record.loadUnaligned(as: tether_bpf_connection.self)
                 guard event.pid != me, let connection = connection(event, executables: executables) else { return }
                 buffer.push(SensorEvent(at: now, .network(connection)))
@@ -123,7 +128,7 @@ final class NetworkSensor: @unchecked Sendable {
         let pid = Int32(bitPattern: event.pid)
         let owner = pid > 0 ? ProcessRef(pid: pid, executable: executables.name(of: pid) ?? ProcFS.readLink("/proc/\(pid)/exe")) : nil
         let hasRemote = event.remote_port != 0
-        return NetworkConnection(action: action, transport: .tcp, local: SocketAddress(address: local, port: Int(event.local_port)),
+        return NetworkConnection(action: action, transport: event.kind == UInt32(TETHER_BPF_UDP) ? .udp : .tcp, local: SocketAddress(address: local, port: Int(event.local_port)),
                                  remote: hasRemote ? SocketAddress(address: remote, port: Int(event.remote_port)) : nil,
                                  uid: pid > 0 ? event.uid : nil, owner: owner)
     }

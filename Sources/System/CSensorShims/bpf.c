@@ -6,6 +6,7 @@
 #include <bpf/libbpf.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@ static struct {
     struct bpf_map *(*object_find_map_by_name)(const struct bpf_object *, const char *);
     int (*map_fd)(const struct bpf_map *);
     struct bpf_link *(*program_attach)(const struct bpf_program *);
+    struct bpf_link *(*program_attach_cgroup)(const struct bpf_program *, int);
+    const char *(*program_section_name)(const struct bpf_program *);
     const char *(*program_name)(const struct bpf_program *);
     int (*link_destroy)(struct bpf_link *);
     struct ring_buffer *(*ring_buffer_new)(int, ring_buffer_sample_fn, void *, const struct ring_buffer_opts *);
@@ -54,6 +57,8 @@ static void load(void) {
     FIND(object_find_map_by_name, "bpf_object__find_map_by_name")
     FIND(map_fd, "bpf_map__fd")
     FIND(program_attach, "bpf_program__attach")
+    FIND(program_attach_cgroup, "bpf_program__attach_cgroup")
+    FIND(program_section_name, "bpf_program__section_name")
     FIND(program_name, "bpf_program__name")
     FIND(link_destroy, "bpf_link__destroy")
     FIND(ring_buffer_new, "ring_buffer__new")
@@ -95,8 +100,28 @@ struct tether_bpf_probe {
     /// The records of one poll, back to back (see tether_bpf_probe_poll).
     unsigned char *records;
     size_t used, capacity;
-    int overflowed;
+    uint64_t overflowed;
+    /// What was left out (cgroup programs without a cgroup v2 hierarchy), or empty.
+    char note[256];
 };
+
+/// The root of the cgroup v2 hierarchy as this process sees it (its cgroup namespace), opened;
+/// -1 when none is mounted. cgroup programs attached there see every process below it.
+static int open_cgroup2_root(void) {
+    FILE *mounts = fopen("/proc/self/mountinfo", "re");
+    if (mounts == NULL) return -1;
+    char line[4096];
+    int fd = -1;
+    while (fd < 0 && fgets(line, sizeof line, mounts) != NULL) {
+        char *separator = strstr(line, " - cgroup2 ");
+        if (separator == NULL) continue;
+        // The fifth field is the mount point (spaces in it are written \040: none expected here).
+        char point[4096];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", point) == 1) fd = open(point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    fclose(mounts);
+    return fd;
+}
 
 static int take_record(void *context, void *data, size_t size) {
     struct tether_bpf_probe *probe = context;
@@ -151,7 +176,23 @@ tether_bpf_probe *tether_bpf_probe_open(const void *object, size_t length, const
         stage = "the kernel refused the program";
     } else {
         struct bpf_program *program = NULL;
+        int cgroup = -2;
         while ((program = bpf.object_next_program(probe->object, program)) != NULL && probe->link_count < TETHER_BPF_LINKS) {
+            const char *section = bpf.program_section_name(program);
+            if (section != NULL && strncmp(section, "cgroup/", 7) == 0) {
+                // Optional: without cgroup v2 the other programs still run, and the note says what is missing.
+                if (cgroup == -2) cgroup = open_cgroup2_root();
+                struct bpf_link *link = cgroup >= 0 ? bpf.program_attach_cgroup(program, cgroup) : NULL;
+                if (link == NULL) {
+                    if (probe->note[0] == 0) {
+                        snprintf(probe->note, sizeof probe->note, "%s could not be attached (%s)", section,
+                                 cgroup >= 0 ? strerror(errno) : "no cgroup v2 hierarchy is mounted");
+                    }
+                    continue;
+                }
+                probe->links[probe->link_count++] = link;
+                continue;
+            }
             struct bpf_link *link = bpf.program_attach(program);
             if (link == NULL) {
                 failure = errno;
@@ -160,6 +201,7 @@ tether_bpf_probe *tether_bpf_probe_open(const void *object, size_t length, const
             }
             probe->links[probe->link_count++] = link;
         }
+        if (cgroup >= 0) close(cgroup);
     }
     if (failure == 0) {
         struct bpf_map *ring = bpf.object_find_map_by_name(probe->object, ring_name);
@@ -197,8 +239,12 @@ const void *tether_bpf_probe_poll(tether_bpf_probe *probe, int timeout_ms, size_
     return probe->records;
 }
 
+const char *tether_bpf_probe_note(tether_bpf_probe *probe) {
+    return probe->note[0] != 0 ? probe->note : NULL;
+}
+
 uint64_t tether_bpf_probe_drops(tether_bpf_probe *probe) {
-    uint64_t total = (uint64_t)probe->overflowed;
+    uint64_t total = probe->overflowed;
     int cpus = bpf.num_possible_cpus != NULL ? bpf.num_possible_cpus() : -1;
     if (probe->drops_fd < 0 || cpus <= 0 || cpus > 4096) return total;
     uint64_t *counts = calloc((size_t)cpus, sizeof *counts);

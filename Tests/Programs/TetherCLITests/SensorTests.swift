@@ -331,7 +331,7 @@ struct BPFSensorTests {
         #expect(start?.detail["missing"]?.text == "path" && start?.detail["sha256"] != nil, "\(String(describing: start))")
     }
 
-    @Test("As root, the network sensor is eBPF for TCP: a connection that lives 10 ms is seen opened and closed on both sides, with the process that owns it",
+    @Test("As root, the network sensor is eBPF: a TCP connection that lives 10 ms is seen opened and closed on both sides, and a UDP peer at its first datagram, with the process that owns them",
           .enabled(if: getuid() == 0, "loading BPF programs needs root (CI runs as root)"))
     func shortConnection() throws {
         let folder = try TemporaryDirectory("tether-bpf-tcp")
@@ -346,10 +346,24 @@ struct BPFSensorTests {
             close(connection.client)
             close(connection.server)
         }
+        // Three datagrams to one UDP peer: one record, the first.
+        let datagrams = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        var peer = sockaddr_in()
+        peer.sin_family = sa_family_t(AF_INET)
+        peer.sin_port = in_port_t(UInt16(port).bigEndian)
+        peer.sin_addr.s_addr = inet_addr("127.0.0.1")
+        for _ in 0..<3 {
+            _ = withUnsafePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(datagrams, "x", 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        }
+        close(datagrams)
         #expect(watch.wait() == 0, "\(watch.stderr)")
-        #expect(watch.stderr.contains("sensor network: eBPF (inet_sock_set_state) for TCP, sock_diag every 1 s for UDP"), "\(watch.stderr)")
-        let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
-            .filter { $0.type == "network-connection" && ($0.detail["localPort"]?.number == Int64(port) || $0.detail["remotePort"]?.number == Int64(port)) }
+        #expect(watch.stderr.contains("sensor network: eBPF (inet_sock_set_state; cgroup connect and sendmsg for UDP peers), sock_diag every 1 s for UDP sockets bound"),
+                "\(watch.stderr)")
+        let all = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
+        let udp = all.filter { $0.type == "network-connection" && $0.detail["protocol"]?.text == "udp" && $0.detail["remotePort"]?.number == Int64(port) }
+        #expect(udp.count == 1 && udp.first?.detail["pid"]?.number == Int64(getpid()) && udp.first?.detail["remoteAddress"]?.text == "127.0.0.1", "\(udp)")
+        let events = all.filter { $0.type == "network-connection" && $0.detail["protocol"]?.text == "tcp"
+            && ($0.detail["localPort"]?.number == Int64(port) || $0.detail["remotePort"]?.number == Int64(port)) }
         let actions = events.map { $0.detail["action"]?.text ?? "" }
         #expect(actions.sorted() == ["closed", "closed", "closed", "listening", "opened", "opened"], "\(events)")
         let me = Int64(getpid())

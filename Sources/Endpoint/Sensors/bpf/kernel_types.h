@@ -32,7 +32,43 @@ enum bpf_map_type {
 };
 
 /// bpf_map_update_elem's flags.
-enum { BPF_ANY = 0 };
+enum { BPF_ANY = 0, BPF_NOEXIST = 1 };
+
+/// The context of cgroup socket-address programs (connect, sendmsg): the kernel's stable
+/// interface (linux/bpf.h), read at fixed offsets the verifier rewrites, so not relocated.
+struct bpf_sock {
+    __u32 bound_dev_if;
+    __u32 family;
+    __u32 type;
+    __u32 protocol;
+    __u32 mark;
+    __u32 priority;
+    __u32 src_ip4;
+    __u32 src_ip6[4];
+    __u32 src_port;
+    __be16 dst_port;
+    __u16 :16;
+    __u32 dst_ip4;
+    __u32 dst_ip6[4];
+    __u32 state;
+    __s32 rx_queue_mapping;
+};
+
+struct bpf_sock_addr {
+    __u32 user_family;
+    __u32 user_ip4;
+    __u32 user_ip6[4];
+    __u32 user_port;
+    __u32 family;
+    __u32 type;
+    __u32 protocol;
+    __u32 msg_src_ip4;
+    __u32 msg_src_ip6[4];
+    union {
+        struct bpf_sock *sk;
+        __u64 :64;
+    } __attribute__((aligned(8)));
+};
 
 #pragma clang attribute push (__attribute__((preserve_access_index)), apply_to = record)
 

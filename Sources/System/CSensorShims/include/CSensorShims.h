@@ -37,6 +37,10 @@ tether_bpf_probe *tether_bpf_probe_open(const void *object, size_t length, const
 /// memory is the probe's, valid until the next poll. `*result` is 0, or -errno.
 const void *tether_bpf_probe_poll(tether_bpf_probe *probe, int timeout_ms, size_t *length, int *result);
 
+/// What was left out when the probe opened (a cgroup program with no cgroup v2 hierarchy to
+/// attach to, and why), or NULL. The other programs run.
+const char *tether_bpf_probe_note(tether_bpf_probe *probe);
+
 /// Records the programs had no room for in the ring buffer (counted in the kernel, every CPU).
 uint64_t tether_bpf_probe_drops(tether_bpf_probe *probe);
 

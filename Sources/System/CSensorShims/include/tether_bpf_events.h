@@ -73,9 +73,11 @@ struct tether_bpf_exit {
     tether_u64 start_boottime_ns;
 };
 
-/// What happened to a TCP connection.
+/// What happened to a TCP connection, or a UDP socket (TETHER_BPF_UDP: opened is a first
+/// datagram to a peer, or a connect to it).
 enum {
     TETHER_BPF_TCP = 3,
+    TETHER_BPF_UDP = 4,
     /// Established (outgoing after SYN_SENT, incoming after SYN_RECV).
     TETHER_BPF_OPENED = 1,
     /// Left ESTABLISHED (the first FIN or a reset): ended for the user.
