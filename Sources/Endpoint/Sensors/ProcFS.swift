@@ -1,3 +1,4 @@
+internal import CSensorShims
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -7,6 +8,13 @@ import Primitives
 /// Small reads of /proc without Foundation's file machinery: a sensor reads several files per
 /// process start, a thousand times a second under load.
 package enum ProcFS {
+    /// When process `pid` started, in clock ticks after boot (/proc/PID/stat's field 22): with
+    /// the pid, who it is (a pid alone may be reused). nil when there is no such process.
+    package static func startTicks(_ pid: Int32) -> UInt64? {
+        let ticks = tether_process_start_ticks(pid)
+        return ticks > 0 ? ticks : nil
+    }
+
     /// Up to `limit` bytes of a file, or nil when it cannot be opened (the process is gone).
     static func read(_ path: String, limit: Int = 4096) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)

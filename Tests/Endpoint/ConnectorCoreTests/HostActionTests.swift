@@ -237,3 +237,30 @@ struct HostActionTests {
         #expect(rig.runtime.restoreFile(quarantineId: held.id).0 == "failed", "restored once")
     }
 }
+
+@Suite("The sensors' status names the tether run by pid and start time")
+struct SensorOwnerTests {
+    /// This process's start in clock ticks after boot (/proc/self/stat, field 22).
+    private func startTicks() throws -> Int64 {
+        let stat = try String(contentsOfFile: "/proc/self/stat", encoding: .utf8)
+        let fields = try #require(stat.split(separator: ")").last).split(separator: " ")
+        return try #require(Int64(fields[19]))
+    }
+
+    @Test("A running status is running only while that same process lives: another process with its pid (a reused pid) is not it")
+    func reusedPid() throws {
+        let state = try TemporaryDirectory("tether-sensor-owner")
+        let runtime = try ConnectorRuntime(agent: try Agent(stateDirectory: state.path))
+        let database = try Database(path: state.path + "/runtime.db")
+        let ticks = try startTicks()
+        func record(start: SQLValue) throws -> Bool {
+            try database.execute("DELETE FROM sensors")
+            _ = try database.query("INSERT INTO sensors (sensor, source, running, note, pid, since, pid_start) VALUES ('process', 'eBPF', 1, NULL, ?, 0, ?)",
+                                   [.integer(Int64(getpid())), start])
+            return try #require(runtime.sensorReports().first).isRunning
+        }
+        #expect(try record(start: .integer(ticks)), "this process, as recorded")
+        #expect(try !record(start: .integer(ticks + 1)), "another process that had this pid before")
+        #expect(try record(start: .null), "a record of an earlier release: the pid alone")
+    }
+}

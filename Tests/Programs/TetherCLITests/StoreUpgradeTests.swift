@@ -113,7 +113,7 @@ struct StoreUpgradeTests {
         #expect(try runtime.status().first { $0.integration == .edr }?.queueDepth == 5)
         #expect(try agentDB.userVersion() == 2, "client container passwords are no longer kept")
         #expect(try historyDB.userVersion() == 2, "history gained the labels an apply used")
-        #expect(try runtimeDB.userVersion() == 5, "the connectors gained the batch in flight, the sensors' status, isolation in the kernel, then the quarantine")
+        #expect(try runtimeDB.userVersion() == 6, "the connectors gained the batch in flight, the sensors' status, isolation in the kernel, the quarantine, then the sensors' owner's start time")
 
         // And a store from a newer release is refused, not misread.
         try agentDB.execute("PRAGMA user_version = 99")

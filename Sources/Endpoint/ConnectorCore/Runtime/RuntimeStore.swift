@@ -136,6 +136,9 @@ final class RuntimeStore {
                 owner INTEGER NOT NULL, grp INTEGER NOT NULL, mode INTEGER NOT NULL, at REAL NOT NULL, command_id TEXT,
                 state TEXT NOT NULL, restored_at REAL);
             """),
+        Migration(6, "the start time of the tether run that runs the sensors: a reused pid is not it", sql: """
+            ALTER TABLE sensors ADD COLUMN pid_start INTEGER;
+            """),
     ])
 
     init(directory: URL, queueLimit: Int) throws {
@@ -435,19 +438,20 @@ extension RuntimeStore {
         try database.transaction {
             try database.execute("DELETE FROM sensors")
             for status in statuses {
-                try database.query("INSERT INTO sensors (sensor, source, running, note, pid, since) VALUES (?, ?, ?, ?, ?, ?)",
+                try database.query("INSERT INTO sensors (sensor, source, running, note, pid, since, pid_start) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                    [.text(status.sensor.rawValue), .text(status.source), .integer(status.running ? 1 : 0),
-                                    status.note.map(SQLValue.text) ?? .null, .integer(Int64(pid)), .real(since.timeIntervalSince1970)])
+                                    status.note.map(SQLValue.text) ?? .null, .integer(Int64(pid)), .real(since.timeIntervalSince1970),
+                                    ProcFS.startTicks(pid).map { .integer(Int64($0)) } ?? .null])
             }
         }
     }
 
     func sensors() throws -> [SensorReport] {
-        try database.query("SELECT sensor, source, running, note, pid, since FROM sensors ORDER BY rowid").compactMap { row in
+        try database.query("SELECT sensor, source, running, note, pid, since, pid_start FROM sensors ORDER BY rowid").compactMap { row in
             guard let name = row[0].text, let sensor = SensorKind(rawValue: name), let source = row[1].text, let running = row[2].integer,
                   let pid = row[4].integer, let since = row[5].real else { return nil }
             return SensorReport(status: SensorStatus(sensor: sensor, source: source, running: running != 0, note: row[3].text),
-                                pid: Int32(pid), since: Date(timeIntervalSince1970: since))
+                                pid: Int32(pid), pidStart: row[6].integer.map { UInt64($0) }, since: Date(timeIntervalSince1970: since))
         }
     }
 }
@@ -457,9 +461,16 @@ package struct SensorReport: Sendable {
     package let status: SensorStatus
     /// The `tether run` that recorded it.
     package let pid: Int32
+    /// That process's start, in clock ticks after boot (nil in a record of an earlier release).
+    package let pidStart: UInt64?
     /// When it started or stopped.
     package let since: Date
 
-    /// Running, and its `tether run` still alive (a killed controller leaves "running" behind).
-    package var isRunning: Bool { status.running && (kill(pid, 0) == 0 || errno == EPERM) }
+    /// Running, and its `tether run` still alive: the same process, not another that has its
+    /// pid now (a killed controller leaves "running" behind).
+    package var isRunning: Bool {
+        guard status.running else { return false }
+        guard let pidStart else { return kill(pid, 0) == 0 || errno == EPERM }
+        return ProcFS.startTicks(pid) == pidStart
+    }
 }
