@@ -313,7 +313,6 @@ extension ProcessSensor {
         var stopped: Set<ProcessKey> = []
         var reportedDrops = 0
         while !thread.isStopping {
-            let now = Date()
             let count = probe.poll(milliseconds: 250) { record in
                 guard record.count >= 4 else { return }
                 switch record.loadUnaligned(as: UInt32.self) {
@@ -322,14 +321,15 @@ extension ProcessSensor {
                     guard exec.pid != me else { return }
                     let (facts, version) = Self.facts(exec, record: record)
                     executables.remember(facts.executable, for: facts.pid)
-                    hasher.submit(facts, key: ProcessKey(pid: facts.pid, start: exec.start_boottime_ns), version: version, at: now)
+                    hasher.submit(facts, key: ProcessKey(pid: facts.pid, start: exec.start_boottime_ns), version: version,
+                                  at: ProcFS.date(monotonicNanoseconds: exec.time_ns))
                 case UInt32(TETHER_BPF_EXIT) where record.count >= MemoryLayout<tether_bpf_exit>.size:
                     let exit = record.loadUnaligned(as: tether_bpf_exit.self)
                     let key = ProcessKey(pid: Int32(bitPattern: exit.pid), start: exit.start_boottime_ns)
                     // Threads that exit together may each find the process's last one gone.
                     guard exit.pid != me, stopped.insert(key).inserted else { return }
                     if stopped.count > ProcessEnricher.processLimit { stopped = [key] }
-                    let stop = SensorEvent(at: now, .processStop(ProcessStop(pid: key.pid, status: exit.exit_code, executable: executables.forget(key.pid))))
+                    let stop = SensorEvent(at: ProcFS.date(monotonicNanoseconds: exit.time_ns), .processStop(ProcessStop(pid: key.pid, status: exit.exit_code, executable: executables.forget(key.pid))))
                     hasher.afterStart(of: key) { buffer.push(stop) }
                 default:
                     return

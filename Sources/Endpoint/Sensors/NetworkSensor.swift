@@ -94,7 +94,7 @@ final class NetworkSensor: @unchecked Sendable {
                 guard kind == UInt32(TETHER_BPF_TCP) || kind == UInt32(TETHER_BPF_UDP) else { return }
                 let event = record.loadUnaligned(as: tether_bpf_connection.self)
                 guard event.pid != me, let connection = connection(event, executables: executables) else { return }
-                buffer.push(SensorEvent(at: now, .network(connection)))
+                buffer.push(SensorEvent(at: ProcFS.date(monotonicNanoseconds: event.time_ns), .network(connection)))
             }
             let drops = probe.drops
             counters.add(reported: max(0, count), overflows: drops - reportedDrops)

@@ -94,6 +94,7 @@ static __always_inline void emit(struct sock *sk, __u32 family, __u32 action, st
         bpf_core_read(event->local, 16, &sk->__sk_common.skc_v6_rcv_saddr);
         bpf_core_read(event->remote, 16, &sk->__sk_common.skc_v6_daddr);
     }
+    event->time_ns = bpf_ktime_get_ns();
     bpf_ringbuf_submit(event, 0);
 }
 
@@ -203,6 +204,7 @@ static __always_inline int udp_peer(struct bpf_sock_addr *context, __u32 family)
         __u32 source[4] = { sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3] };
         __builtin_memcpy(event->local, source, 16);
     }
+    event->time_ns = bpf_ktime_get_ns();
     bpf_ringbuf_submit(event, 0);
     return 1;
 }

@@ -83,6 +83,7 @@ int tether_process_exec(__u64 *context) {
     event->uid = BPF_CORE_READ(task, cred, euid.val);
     event->gid = BPF_CORE_READ(task, cred, egid.val);
     event->start_boottime_ns = BPF_CORE_READ(task, start_boottime);
+    event->time_ns = bpf_ktime_get_ns();
     event->cgroup_id = bpf_get_current_cgroup_id();
     struct file *file = BPF_CORE_READ(binary, file);
     struct inode *inode = BPF_CORE_READ(file, f_inode);
@@ -121,6 +122,7 @@ int tether_process_exit(__u64 *context) {
     event->exit_code = BPF_CORE_READ(task, exit_code);
     event->reserved = 0;
     event->start_boottime_ns = BPF_CORE_READ(task, start_boottime);
+    event->time_ns = bpf_ktime_get_ns();
     bpf_ringbuf_submit(event, 0);
     return 0;
 }

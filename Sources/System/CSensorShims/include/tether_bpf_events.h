@@ -51,6 +51,7 @@ struct tether_bpf_exec {
     tether_u32 gid;          // effective
     tether_u32 flags;
     tether_u64 start_boottime_ns;   // the process's start, on CLOCK_BOOTTIME (as /proc/PID/stat)
+    tether_u64 time_ns;      // when it happened, on CLOCK_MONOTONIC
     tether_u64 cgroup_id;
     tether_u64 device;       // the executable's file system (st_dev, the kernel's encoding)
     tether_u64 inode;
@@ -71,6 +72,7 @@ struct tether_bpf_exit {
     tether_s32 exit_code;    // as wait(2) reports it
     tether_u32 reserved;
     tether_u64 start_boottime_ns;
+    tether_u64 time_ns;
 };
 
 /// What happened to a TCP connection, or a UDP socket (TETHER_BPF_UDP: opened is a first
@@ -101,6 +103,7 @@ struct tether_bpf_connection {
     tether_u32 reserved;
     unsigned char local[16]; // network order; IPv4 in the first 4 bytes
     unsigned char remote[16];
+    tether_u64 time_ns;      // when it happened, on CLOCK_MONOTONIC
 };
 
 #endif
