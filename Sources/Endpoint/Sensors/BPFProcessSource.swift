@@ -52,6 +52,14 @@ final class BPFProbe: @unchecked Sendable {
     /// Records the programs had no room for, counted in the kernel.
     var drops: Int { Int(tether_bpf_probe_drops(probe)) }
 
+    /// Writes an entry of one of the programs' maps (the key and value types as the program
+    /// declares them, from tether_bpf_events.h). 0, or -errno.
+    func update<Key, Value>(_ map: String, key: Key, value: Value) -> Int32 {
+        withUnsafeBytes(of: key) { key in
+            withUnsafeBytes(of: value) { value in tether_bpf_probe_update(probe, map, key.baseAddress, value.baseAddress) }
+        }
+    }
+
     /// What was left out when the programs were attached, and why (see tether_bpf_probe_note).
     var note: String? { tether_bpf_probe_note(probe).map { String(cString: $0) } }
 

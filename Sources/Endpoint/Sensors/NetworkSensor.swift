@@ -84,6 +84,7 @@ final class NetworkSensor: @unchecked Sendable {
                                 counters: KernelCounters, thread: SensorThread) {
         var udp = udp
         udp.refresh(report: nil)
+        seedListeners(probe, sockDiag: udp.sockDiag)
         let me = UInt32(getpid())
         var listed = Date()
         var reportedDrops = 0
@@ -104,6 +105,21 @@ final class NetworkSensor: @unchecked Sendable {
                 listed = now
             }
             SensorThread.gather(received: max(0, count), of: Int.max)
+        }
+    }
+
+    /// Tells the program who owns the TCP listeners that were there before it (found through
+    /// /proc once), so that connections to sshd or a web server started earlier have an owner.
+    /// This network namespace's only: another's are not listed here.
+    private static func seedListeners(_ probe: BPFProbe, sockDiag: Bool) {
+        var namespace = stat()
+        guard stat("/proc/self/ns/net", &namespace) == 0 else { return }
+        var table = SocketTable(sockDiag: sockDiag, transports: [.tcp])
+        for (entry, owner) in table.listeners() {
+            guard let owner else { continue }
+            let family = UInt32(entry.local.address.contains(":") ? AF_INET6 : AF_INET)
+            let key = tether_bpf_listener_key(ns: UInt32(truncatingIfNeeded: namespace.st_ino), family_port: family << 16 | UInt32(entry.local.port))
+            _ = probe.update("listeners", key: key, value: tether_bpf_listener(pid: UInt32(bitPattern: owner.pid), uid: entry.uid, socket: 0))
         }
     }
 
@@ -160,6 +176,12 @@ struct SocketTable {
     init(sockDiag: Bool, transports: Set<NetworkConnection.Transport> = [.tcp, .udp]) {
         self.sockDiag = sockDiag
         self.transports = transports
+    }
+
+    /// The TCP sockets listening now, with their owners (read once, as the baseline).
+    mutating func listeners() -> [(entry: SocketEntry, owner: ProcessRef?)] {
+        refresh(report: nil)
+        return sockets.values.filter { $0.entry.isListening }.map { ($0.entry, $0.owner) }
     }
 
     /// Reads the tables again and reports the differences (none on the first read: the baseline).

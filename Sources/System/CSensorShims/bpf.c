@@ -31,6 +31,7 @@ static struct {
     int (*ring_buffer_poll)(struct ring_buffer *, int);
     void (*ring_buffer_free)(struct ring_buffer *);
     int (*map_lookup_elem)(int, const void *, void *);
+    int (*map_update_elem)(int, const void *, const void *, __u64);
     int (*num_possible_cpus)(void);
     libbpf_print_fn_t (*set_print)(libbpf_print_fn_t);
 } bpf;
@@ -65,6 +66,7 @@ static void load(void) {
     FIND(ring_buffer_poll, "ring_buffer__poll")
     FIND(ring_buffer_free, "ring_buffer__free")
     FIND(map_lookup_elem, "bpf_map_lookup_elem")
+    FIND(map_update_elem, "bpf_map_update_elem")
     FIND(num_possible_cpus, "libbpf_num_possible_cpus")
     FIND(set_print, "libbpf_set_print")
 #undef FIND
@@ -237,6 +239,12 @@ const void *tether_bpf_probe_poll(tether_bpf_probe *probe, int timeout_ms, size_
     *result = polled < 0 && polled != -EINTR ? polled : 0;
     *length = probe->used;
     return probe->records;
+}
+
+int tether_bpf_probe_update(tether_bpf_probe *probe, const char *map_name, const void *key, const void *value) {
+    struct bpf_map *map = bpf.object_find_map_by_name(probe->object, map_name);
+    if (map == NULL) return -ENOENT;
+    return bpf.map_update_elem(bpf.map_fd(map), key, value, 0) == 0 ? 0 : -errno;
 }
 
 const char *tether_bpf_probe_note(tether_bpf_probe *probe) {

@@ -375,6 +375,22 @@ struct BPFSensorTests {
         #expect(events.contains { $0.detail["action"]?.text == "opened" && $0.detail["remotePort"]?.number == Int64(port) && $0.detail["remoteAddress"]?.text == "127.0.0.1" })
     }
 
+    @Test("A listener older than the sensors gives its owner to the connections it accepts (seeded from sock_diag and /proc at start)",
+          .enabled(if: bpfLoads, "loading BPF programs needs root (CI runs as root) and a kernel with BTF"))
+    func olderListener() throws {
+        let folder = try TemporaryDirectory("tether-bpf-listener")
+        let listener = try TCPListener()
+        let watch = try ChildProcess(tetherExecutable, ["agent", "watch", "--seconds", "3", "--json", "--path", folder.path, "--state-dir", folder.path + "/state"])
+        Thread.sleep(forTimeInterval: 1.5)
+        let connection = try listener.connect()
+        close(connection.client)
+        close(connection.server)
+        #expect(watch.wait() == 0, "\(watch.stderr)")
+        let accepted = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
+            .first { $0.type == "network-connection" && $0.detail["action"]?.text == "opened" && $0.detail["localPort"]?.number == Int64(listener.port) }
+        #expect(accepted?.detail["pid"]?.number == Int64(getpid()), "\(String(describing: accepted))")
+    }
+
     @Test("Without CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN, the BPF programs are refused: the sensor names why and falls back to the process connector",
           .enabled(if: bpfLoads && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), "drops the capabilities with setpriv"))
     func refusedFallsBack() throws {

@@ -26,24 +26,13 @@ struct {
     __type(value, struct owner);
 } connections SEC(".maps");
 
-/// A listening port: network namespace, family and port (a port of another namespace is
-/// another port).
-struct listener_key {
-    __u32 namespace;
-    __u32 family_port;
-};
-
-/// The socket listening there last, and its owner.
-struct listener {
-    struct owner owner;
-    __u64 socket;
-};
-
+/// The socket listening last on a port (of a network namespace: another namespace's port is
+/// another port), and its owner (tether_bpf_events.h; user space seeds it at start).
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 16384);
-    __type(key, struct listener_key);
-    __type(value, struct listener);
+    __type(key, struct tether_bpf_listener_key);
+    __type(value, struct tether_bpf_listener);
 } listeners SEC(".maps");
 
 /// Listening sockets' ports, by socket: a closing listener has lost its port.
@@ -51,7 +40,7 @@ struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 16384);
     __type(key, __u64);
-    __type(value, struct listener_key);
+    __type(value, struct tether_bpf_listener_key);
 } listening_ports SEC(".maps");
 
 static __always_inline struct owner current_owner(void) {
@@ -62,9 +51,9 @@ static __always_inline struct owner current_owner(void) {
     return owner;
 }
 
-static __always_inline struct listener_key port_of(struct sock *sk, __u32 family) {
-    struct listener_key port_key = {
-        .namespace = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+static __always_inline struct tether_bpf_listener_key port_of(struct sock *sk, __u32 family) {
+    struct tether_bpf_listener_key port_key = {
+        .ns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
         .family_port = (family << 16) | BPF_CORE_READ(sk, __sk_common.skc_num),
     };
     return port_key;
@@ -113,28 +102,30 @@ int tether_tcp_state(__u64 *context) {
         bpf_map_update_elem(&connections, &key, &owner, BPF_ANY);
     } else if (new == TCP_LISTEN) {
         // listen(2), in the listening process.
-        struct listener listener = { .owner = current_owner(), .socket = key };
-        struct listener_key port_key = port_of(sk, family);
+        struct owner owner = current_owner();
+        struct tether_bpf_listener listener = { .pid = owner.pid, .uid = owner.uid, .socket = key };
+        struct tether_bpf_listener_key port_key = port_of(sk, family);
         bpf_map_update_elem(&listeners, &port_key, &listener, BPF_ANY);
         bpf_map_update_elem(&listening_ports, &key, &port_key, BPF_ANY);
-        emit(sk, family, TETHER_BPF_LISTENING, &listener.owner, 0);
+        emit(sk, family, TETHER_BPF_LISTENING, &owner, 0);
     } else if (old == TCP_LISTEN && new == TCP_CLOSE) {
-        struct listener_key *known = bpf_map_lookup_elem(&listening_ports, &key);
+        struct tether_bpf_listener_key *known = bpf_map_lookup_elem(&listening_ports, &key);
         if (!known) return 0;
-        struct listener_key port_key = *known;
-        struct listener *listener = bpf_map_lookup_elem(&listeners, &port_key);
+        struct tether_bpf_listener_key port_key = *known;
+        struct tether_bpf_listener *listener = bpf_map_lookup_elem(&listeners, &port_key);
         // Only this socket's entry goes: another may listen on the port now (SO_REUSEPORT).
         int mine = listener && listener->socket == key;
-        emit(sk, family, TETHER_BPF_STOPPED_LISTENING, mine ? &listener->owner : 0, port_key.family_port & 0xFFFF);
+        struct owner owner = { .pid = mine ? listener->pid : 0, .uid = mine ? listener->uid : 0 };
+        emit(sk, family, TETHER_BPF_STOPPED_LISTENING, mine ? &owner : 0, port_key.family_port & 0xFFFF);
         if (mine) bpf_map_delete_elem(&listeners, &port_key);
         bpf_map_delete_elem(&listening_ports, &key);
     } else if (new == TCP_ESTABLISHED && old == TCP_SYN_SENT) {
         struct owner *owner = bpf_map_lookup_elem(&connections, &key);
         emit(sk, family, TETHER_BPF_OPENED, owner, 0);
     } else if (new == TCP_ESTABLISHED && old == TCP_SYN_RECV) {
-        struct listener_key port_key = port_of(sk, family);
-        struct listener *listener = bpf_map_lookup_elem(&listeners, &port_key);
-        struct owner owner = { .pid = listener ? listener->owner.pid : 0, .uid = listener ? listener->owner.uid : 0 };
+        struct tether_bpf_listener_key port_key = port_of(sk, family);
+        struct tether_bpf_listener *listener = bpf_map_lookup_elem(&listeners, &port_key);
+        struct owner owner = { .pid = listener ? listener->pid : 0, .uid = listener ? listener->uid : 0 };
         bpf_map_update_elem(&connections, &key, &owner, BPF_ANY);
         emit(sk, family, TETHER_BPF_OPENED, &owner, 0);
     } else if (old == TCP_ESTABLISHED) {

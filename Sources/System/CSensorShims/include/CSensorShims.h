@@ -41,6 +41,10 @@ const void *tether_bpf_probe_poll(tether_bpf_probe *probe, int timeout_ms, size_
 /// attach to, and why), or NULL. The other programs run.
 const char *tether_bpf_probe_note(tether_bpf_probe *probe);
 
+/// Writes `value` under `key` in the probe's map `map_name` (sizes as the map declares them).
+/// Returns 0, or -errno.
+int tether_bpf_probe_update(tether_bpf_probe *probe, const char *map_name, const void *key, const void *value);
+
 /// Records the programs had no room for in the ring buffer (counted in the kernel, every CPU).
 uint64_t tether_bpf_probe_drops(tether_bpf_probe *probe);
 

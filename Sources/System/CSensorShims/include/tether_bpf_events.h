@@ -89,6 +89,21 @@ enum {
     TETHER_BPF_STOPPED_LISTENING = 4,
 };
 
+/// The network program's map of listening ports (`listeners`), which user space seeds at start
+/// with the listeners that were there before the program: by network namespace (its inode
+/// number), family (high 16 bits) and port.
+struct tether_bpf_listener_key {
+    tether_u32 ns;
+    tether_u32 family_port;
+};
+
+/// A listener's owner, and its socket's address in the kernel (0 when seeded from user space).
+struct tether_bpf_listener {
+    tether_u32 pid;
+    tether_u32 uid;
+    tether_u64 socket;
+};
+
 /// A TCP socket changed state (inet_sock_set_state), with who owns it: the process that
 /// connected or listened, as the kernel saw it then; 0 when not seen (the socket is older
 /// than the programs).
