@@ -337,7 +337,9 @@ extension ProcessSensor {
                     // Threads that exit together may each find the process's last one gone.
                     guard exit.pid != me, stopped.insert(key).inserted else { return }
                     if stopped.count > ProcessEnricher.processLimit { stopped = [key] }
-                    let stop = SensorEvent(at: ProcFS.date(monotonicNanoseconds: exit.time_ns), .processStop(ProcessStop(pid: key.pid, status: exit.exit_code, executable: executables.forget(key.pid))))
+                    let stop = SensorEvent(at: ProcFS.date(monotonicNanoseconds: exit.time_ns),
+                                           .processStop(ProcessStop(pid: key.pid, status: exit.exit_code, executable: executables.forget(key.pid),
+                                                                    startedAt: startDate(bootNanoseconds: exit.start_boottime_ns))))
                     hasher.afterStart(of: key) { buffer.push(stop) }
                 default:
                     return
@@ -352,16 +354,20 @@ extension ProcessSensor {
         }
     }
 
+    /// A process's start from the kernel's (CLOCK_BOOTTIME), in whole clock ticks as
+    /// /proc/PID/stat gives it, so the identity (pid, start) agrees with what /proc says.
+    private static func startDate(bootNanoseconds: UInt64) -> Date? {
+        guard let boot = ProcFS.bootTime else { return nil }
+        let ticks = Double(bootNanoseconds / UInt64(1_000_000_000 / max(1, Int(ProcFS.ticksPerSecond))))
+        return boot.addingTimeInterval(ticks / ProcFS.ticksPerSecond)
+    }
+
     /// A start from an exec record, and the version of the file it ran.
     private static func facts(_ exec: tether_bpf_exec, record: UnsafeRawBufferPointer) -> (ProcessFacts, ExecutableVersion) {
         var facts = ProcessFacts(pid: Int32(bitPattern: exec.pid))
         facts.parentPid = Int32(bitPattern: exec.ppid)
         facts.uid = exec.uid
-        if let boot = ProcFS.bootTime {
-            // In clock ticks, as /proc/PID/stat gives it, so the identity (pid, start) agrees.
-            let ticks = Double(exec.start_boottime_ns / UInt64(1_000_000_000 / max(1, Int(ProcFS.ticksPerSecond))))
-            facts.startedAt = boot.addingTimeInterval(ticks / ProcFS.ticksPerSecond)
-        }
+        facts.startedAt = startDate(bootNanoseconds: exec.start_boottime_ns)
         let fields = UnsafeRawBufferPointer(rebasing: record[..<MemoryLayout<tether_bpf_exec>.size])
         let (executable, whole) = path(exec, fields: fields)
         facts.executable = executable

@@ -56,6 +56,7 @@ package struct SensorEvent: Sendable, Equatable {
             put("exitCode", stop.exitCode)
             put("signal", stop.signal)
             put("path", stop.executable)
+            put("startTime", stop.startedAt.map(Timestamp.string))
         case .network(let connection):
             put("action", connection.action.rawValue)
             put("protocol", connection.transport.rawValue)
@@ -130,11 +131,14 @@ package struct ProcessStop: Sendable, Equatable {
     /// The signal that ended a process that was killed.
     package let signal: Int32?
     package let executable: String?
+    /// When the process started (the BPF source knows): with the pid, which process ended.
+    package let startedAt: Date?
 
     /// `status` as `waitpid` reports it, when known.
-    init(pid: Int32, status: Int32?, executable: String?) {
+    init(pid: Int32, status: Int32?, executable: String?, startedAt: Date? = nil) {
         self.pid = pid
         self.executable = executable
+        self.startedAt = startedAt
         if let status, status & 0x7F == 0 {
             exitCode = (status >> 8) & 0xFF
             signal = nil

@@ -305,8 +305,10 @@ struct BPFSensorTests {
         let stops = events.filter { $0.type == "process-stop" && pids.contains($0.detail["pid"]?.number ?? -1) }
         #expect(stops.count == 11 && stops.allSatisfy { $0.detail["exitCode"]?.number == 0 && $0.detail["path"]?.text == program })
         for pid in pids {
-            let order = events.enumerated().filter { $0.element.detail["pid"]?.number == pid && $0.element.type.hasPrefix("process-") }.map(\.element.type)
-            #expect(order == ["process-start", "process-stop"], "pid \(pid): \(order)")
+            let mine = events.filter { $0.detail["pid"]?.number == pid && $0.type.hasPrefix("process-") }
+            #expect(mine.map(\.type) == ["process-start", "process-stop"], "pid \(pid): \(mine)")
+            // The stop names the process by pid and start time, as its start did.
+            #expect(mine.first?.detail["startTime"] != nil && mine.first?.detail["startTime"] == mine.last?.detail["startTime"], "\(mine)")
         }
     }
 
