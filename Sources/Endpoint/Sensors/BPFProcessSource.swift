@@ -103,7 +103,8 @@ struct ProcessKey: Hashable {
 /// the starts that wait for its files, never the reading of the kernel's records.
 /// - A start waits at most `deadline` (from when its record was read) for its hash; after
 ///   that it goes out without it, `missing` saying so. A worker stuck in a read longer than
-///   that is left behind and replaced (three times at most; then nothing more is hashed).
+///   that is left behind and replaced; with three left behind at once, nothing is hashed
+///   until one of them returns (and takes the work up again).
 /// - Files on FUSE and network file systems are not read (their daemon or server could hang
 ///   the read), nor anything but a regular file reached without a link.
 /// - A process's stop goes out after its start, and the starts of one process in order.
@@ -120,17 +121,19 @@ final class ExecutableHasher: @unchecked Sendable {
     private let wake = DispatchSemaphore(value: 0)
     private var queue: [Job] = []
     private var stopping = false
-    /// The worker that takes jobs, and the job it reads since when.
+    /// The worker that takes jobs, and the job it reads since when (monotonic nanoseconds).
     private var activeWorker = 0
-    private var reading: (job: Job, since: Date)?
-    private var replacedWorkers = 0
+    private var reading: (job: Job, since: UInt64)?
+    /// Workers left behind in a read that has not returned; at the limit, hashing pauses.
+    private var stuckWorkers = 0
+    private var paused = false
     private var cache: [ExecutableVersion: Digests] = [:]
     /// Starts not yet delivered, by process, and the stops held until they are.
     private var pending: [ProcessKey: (count: Int, held: [() -> Void])] = [:]
     private let deliver: @Sendable (ProcessFacts, Date) -> Void
     static let queueLimit = 4096
     static let cacheLimit = 4096
-    static let replacementLimit = 3
+    static let stuckLimit = 3
     let deadline: TimeInterval
 
     /// `deliver` gets each start once, hashed or not, from the worker's thread or the caller's.
@@ -148,20 +151,7 @@ final class ExecutableHasher: @unchecked Sendable {
     /// of the process waits), else when the worker has read the file or the deadline passed.
     func submit(_ facts: ProcessFacts, key: ProcessKey, version: ExecutableVersion, at seenAt: Date) {
         lock.lock()
-        var late: [Job] = []
-        if let current = reading, Date().timeIntervalSince(current.since) > deadline {
-            // The worker is stuck in a read: what it holds and what waits go out unhashed.
-            late = [current.job] + queue
-            queue.removeAll()
-            reading = nil
-            if replacedWorkers < Self.replacementLimit {
-                replacedWorkers += 1
-                activeWorker += 1
-                startWorker(activeWorker)
-            } else {
-                stopping = true
-            }
-        }
+        let late = takeStuck()
         if let digests = cache[version], pending[key] == nil {
             lock.unlock()
             for job in late { finish(job, nil) }
@@ -169,7 +159,7 @@ final class ExecutableHasher: @unchecked Sendable {
             return
         }
         let job = Job(facts: facts, key: key, version: version, seenAt: seenAt)
-        guard queue.count < Self.queueLimit, !stopping else {
+        guard queue.count < Self.queueLimit, !stopping, !paused else {
             lock.unlock()
             for job in late { finish(job, nil) }
             deliver(Self.unhashed(facts), seenAt)
@@ -180,6 +170,32 @@ final class ExecutableHasher: @unchecked Sendable {
         lock.unlock()
         for job in late { finish(job, nil) }
         wake.signal()
+    }
+
+    /// Gives up on a read that has taken longer than the deadline (the reader calls this after
+    /// each poll, so a start waits no longer on a quiet machine).
+    func expire() {
+        lock.lock()
+        let late = takeStuck()
+        lock.unlock()
+        for job in late { finish(job, nil) }
+    }
+
+    /// Under the lock: when the worker is stuck in a read, what it holds and what waits, to go
+    /// out unhashed; the worker is replaced, or hashing pauses while too many are stuck.
+    private func takeStuck() -> [Job] {
+        guard let current = reading, DispatchTime.now().uptimeNanoseconds - current.since > UInt64(deadline * 1e9) else { return [] }
+        let late = [current.job] + queue
+        queue.removeAll()
+        reading = nil
+        stuckWorkers += 1
+        activeWorker += 1
+        if stuckWorkers < Self.stuckLimit {
+            startWorker(activeWorker)
+        } else {
+            paused = true
+        }
+        return late
     }
 
     /// Runs `stop` (a process's stop) now, or after the starts of that process that still wait.
@@ -212,12 +228,13 @@ final class ExecutableHasher: @unchecked Sendable {
         for stop in held { stop() }
     }
 
-    /// Ends the workers; what is queued goes out unhashed.
+    /// Ends the workers; what is queued, and the start being read, go out unhashed.
     func stop() {
         lock.lock()
         stopping = true
-        let left = queue
+        let left = (reading.map { [$0.job] } ?? []) + queue
         queue.removeAll()
+        reading = nil
         lock.unlock()
         wake.signal()
         for job in left { finish(job, nil) }
@@ -248,19 +265,31 @@ final class ExecutableHasher: @unchecked Sendable {
                     finish(job, nil)
                     continue
                 }
-                reading = (job, Date())
+                reading = (job, DispatchTime.now().uptimeNanoseconds)
                 lock.unlock()
                 let digests = Self.read(job)
                 lock.lock()
-                let abandoned = id != activeWorker || reading?.job.key != job.key
+                let abandoned = id != activeWorker
                 if !abandoned { reading = nil }
                 if let digests {
                     if cache.count >= Self.cacheLimit { cache.removeAll(keepingCapacity: true) }
                     cache[job.version] = digests
                 }
+                if abandoned {
+                    // Back from a read given up on: its start has gone out already. Take the
+                    // work up again if hashing paused for want of workers, else end.
+                    stuckWorkers -= 1
+                    guard paused, !stopping else {
+                        lock.unlock()
+                        return
+                    }
+                    paused = false
+                    activeWorker = id
+                    lock.unlock()
+                    continue
+                }
                 lock.unlock()
-                // A job given up while it was read has gone out already.
-                if !abandoned { finish(job, digests) }
+                finish(job, digests)
             }
         }
     }
@@ -284,7 +313,7 @@ final class ExecutableHasher: @unchecked Sendable {
             guard fd >= 0 else { continue }
             defer { close(fd) }
             var before = stat(), after = stat()
-            guard fstat(fd, &before) == 0, job.version.matches(before), let digests = fileDigests(fileDescriptor: fd),
+            guard fstat(fd, &before) == 0, job.version.matches(before), let digests = fileDigests(fileDescriptor: fd, limit: Int(before.st_size)),
                   fstat(fd, &after) == 0, after.st_size == before.st_size, after.st_mtim.tv_sec == before.st_mtim.tv_sec,
                   after.st_mtim.tv_nsec == before.st_mtim.tv_nsec, job.version.matches(after) else { continue }
             return (digests.sha256, digests.md5, UInt64(before.st_dev))
@@ -321,6 +350,7 @@ extension ProcessSensor {
         var stopped: Set<ProcessKey> = []
         var reportedDrops = 0
         while !thread.isStopping {
+            defer { hasher.expire() }
             let count = probe.poll(milliseconds: 250) { record in
                 guard record.count >= 4 else { return }
                 switch record.loadUnaligned(as: UInt32.self) {

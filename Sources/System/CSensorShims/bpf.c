@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@ static struct {
     struct bpf_link *(*program_attach)(const struct bpf_program *);
     struct bpf_link *(*program_attach_cgroup)(const struct bpf_program *, int);
     const char *(*program_section_name)(const struct bpf_program *);
+    int (*program_set_autoload)(struct bpf_program *, bool);
     const char *(*program_name)(const struct bpf_program *);
     int (*link_destroy)(struct bpf_link *);
     struct ring_buffer *(*ring_buffer_new)(int, ring_buffer_sample_fn, void *, const struct ring_buffer_opts *);
@@ -60,6 +62,7 @@ static void load(void) {
     FIND(program_attach, "bpf_program__attach")
     FIND(program_attach_cgroup, "bpf_program__attach_cgroup")
     FIND(program_section_name, "bpf_program__section_name")
+    FIND(program_set_autoload, "bpf_program__set_autoload")
     FIND(program_name, "bpf_program__name")
     FIND(link_destroy, "bpf_link__destroy")
     FIND(ring_buffer_new, "ring_buffer__new")
@@ -107,22 +110,44 @@ struct tether_bpf_probe {
     char note[256];
 };
 
-/// The root of the cgroup v2 hierarchy as this process sees it (its cgroup namespace), opened;
-/// -1 when none is mounted. cgroup programs attached there see every process below it.
-static int open_cgroup2_root(void) {
+/// The root of the whole cgroup v2 hierarchy, opened: cgroup programs attached there see every
+/// process. -1, with why in `why`, when there is none, or when this process sees only a part
+/// of it (a cgroup namespace of its own, a mount of a sub-tree: a container's view).
+static int open_cgroup2_root(char *why, size_t why_size) {
+    char mine[64] = "", init[64] = "";
+    ssize_t length = readlink("/proc/self/ns/cgroup", mine, sizeof mine - 1);
+    ssize_t init_length = readlink("/proc/1/ns/cgroup", init, sizeof init - 1);
+    if (length > 0 && init_length > 0 && (length != init_length || memcmp(mine, init, (size_t)length) != 0)) {
+        snprintf(why, why_size, "this process is in a cgroup namespace of its own: it sees only its own cgroups");
+        return -1;
+    }
     FILE *mounts = fopen("/proc/self/mountinfo", "re");
-    if (mounts == NULL) return -1;
+    if (mounts == NULL) {
+        snprintf(why, why_size, "/proc/self/mountinfo cannot be read");
+        return -1;
+    }
     char line[4096];
     int fd = -1;
     while (fd < 0 && fgets(line, sizeof line, mounts) != NULL) {
-        char *separator = strstr(line, " - cgroup2 ");
-        if (separator == NULL) continue;
-        // The fifth field is the mount point (spaces in it are written \040: none expected here).
-        char point[4096];
-        if (sscanf(line, "%*s %*s %*s %*s %4095s", point) == 1) fd = open(point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (strstr(line, " - cgroup2 ") == NULL) continue;
+        // Fields 4 and 5: the mount's root within the hierarchy, and where it is mounted.
+        char root[4096], point[4096];
+        if (sscanf(line, "%*s %*s %*s %4095s %4095s", root, point) == 2 && strcmp(root, "/") == 0) {
+            fd = open(point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        }
     }
     fclose(mounts);
+    if (fd < 0) snprintf(why, why_size, "no cgroup v2 hierarchy is mounted whole");
     return fd;
+}
+
+/// Turns the cgroup programs of `object` on or off before it loads.
+static void load_cgroup_programs(struct bpf_object *object, bool on) {
+    struct bpf_program *program = NULL;
+    while ((program = bpf.object_next_program(object, program)) != NULL) {
+        const char *section = bpf.program_section_name(program);
+        if (section != NULL && strncmp(section, "cgroup/", 7) == 0) bpf.program_set_autoload(program, on);
+    }
 }
 
 static int take_record(void *context, void *data, size_t size) {
@@ -169,26 +194,44 @@ tether_bpf_probe *tether_bpf_probe_open(const void *object, size_t length, const
     libbpf_print_fn_t previous = bpf.set_print(keep_message);
     int failure = 0;
     const char *stage = "";
+    // cgroup programs are optional: left out where there is no whole cgroup v2 hierarchy to
+    // attach them to, or where the kernel refuses them (no CONFIG_CGROUP_BPF); the note says so.
+    char why[160] = "";
+    int cgroup = open_cgroup2_root(why, sizeof why);
+    int loaded = -1;
     probe->object = bpf.object_open_mem(object, length, NULL);
+    if (probe->object != NULL) {
+        if (cgroup < 0) load_cgroup_programs(probe->object, false);
+        loaded = bpf.object_load(probe->object);
+        if (loaded != 0 && cgroup >= 0) {
+            // Once more without them: an object cannot be loaded twice.
+            snprintf(why, sizeof why, "the kernel refused them (%s)", strerror(errno));
+            close(cgroup);
+            cgroup = -1;
+            bpf.object_close(probe->object);
+            probe->object = bpf.object_open_mem(object, length, NULL);
+            if (probe->object != NULL) {
+                load_cgroup_programs(probe->object, false);
+                loaded = bpf.object_load(probe->object);
+            }
+        }
+    }
     if (probe->object == NULL) {
         failure = errno;
         stage = "the program could not be read";
-    } else if (bpf.object_load(probe->object) != 0) {
+    } else if (loaded != 0) {
         failure = errno;
         stage = "the kernel refused the program";
     } else {
         struct bpf_program *program = NULL;
-        int cgroup = -2;
         while ((program = bpf.object_next_program(probe->object, program)) != NULL && probe->link_count < TETHER_BPF_LINKS) {
             const char *section = bpf.program_section_name(program);
             if (section != NULL && strncmp(section, "cgroup/", 7) == 0) {
-                // Optional: without cgroup v2 the other programs still run, and the note says what is missing.
-                if (cgroup == -2) cgroup = open_cgroup2_root();
                 struct bpf_link *link = cgroup >= 0 ? bpf.program_attach_cgroup(program, cgroup) : NULL;
                 if (link == NULL) {
                     if (probe->note[0] == 0) {
-                        snprintf(probe->note, sizeof probe->note, "%s could not be attached (%s)", section,
-                                 cgroup >= 0 ? strerror(errno) : "no cgroup v2 hierarchy is mounted");
+                        snprintf(probe->note, sizeof probe->note, "the cgroup programs were not attached: %s",
+                                 cgroup >= 0 ? strerror(errno) : why);
                     }
                     continue;
                 }
@@ -203,8 +246,8 @@ tether_bpf_probe *tether_bpf_probe_open(const void *object, size_t length, const
             }
             probe->links[probe->link_count++] = link;
         }
-        if (cgroup >= 0) close(cgroup);
     }
+    if (cgroup >= 0) close(cgroup);
     if (failure == 0) {
         struct bpf_map *ring = bpf.object_find_map_by_name(probe->object, ring_name);
         struct bpf_map *drops = bpf.object_find_map_by_name(probe->object, drops_name);

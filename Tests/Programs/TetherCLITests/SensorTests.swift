@@ -323,16 +323,16 @@ struct BPFSensorTests {
             os.write(fd, open("/bin/sleep", "rb").read() + b"tether test")
             pid = os.fork()
             if pid == 0:
-                os.execve(fd, ["\(marker)", "0.3"], {})
+                os.execve(fd, ["\(marker)", "2"], {})
             os.waitpid(pid, 0)
             """
         try folder.write("fileless.py", script)
-        let watch = try ChildProcess(tetherExecutable, ["agent", "watch", "--seconds", "4", "--json", "--path", folder.path, "--state-dir", folder.path + "/state"])
+        let watch = try ChildProcess(tetherExecutable, ["agent", "watch", "--seconds", "5", "--json", "--path", folder.path, "--state-dir", folder.path + "/state"])
         Thread.sleep(forTimeInterval: 1.5)
         #expect(try runProgram("/usr/bin/env", ["python3", folder.path + "/fileless.py"]).status == 0)
         #expect(watch.wait() == 0, "\(watch.stderr)")
         let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
-        let start = events.first { $0.type == "process-start" && $0.detail["commandLine"]?.text == "\(marker) 0.3" }
+        let start = events.first { $0.type == "process-start" && $0.detail["commandLine"]?.text == "\(marker) 2" }
         #expect(start?.detail["path"]?.text == "memfd:\(marker) (deleted)", "\(String(describing: start))")
         #expect(start?.detail["missing"]?.text == "path" && start?.detail["sha256"] != nil, "\(String(describing: start))")
     }
@@ -375,6 +375,39 @@ struct BPFSensorTests {
         let me = Int64(getpid())
         #expect(events.allSatisfy { $0.detail["pid"]?.number == me && $0.detail["localAddress"]?.text == "127.0.0.1" }, "\(events)")
         #expect(events.contains { $0.detail["action"]?.text == "opened" && $0.detail["remotePort"]?.number == Int64(port) && $0.detail["remoteAddress"]?.text == "127.0.0.1" })
+    }
+
+    @Test("A process with threads ends once: one stop, its exit code, the start time of its start (not a thread's)",
+          .enabled(if: bpfLoads, "loading BPF programs needs root (CI runs as root) and a kernel with BTF"))
+    func threadedProcess() throws {
+        let folder = try TemporaryDirectory("tether-bpf-threads")
+        // The main thread ends first (pthread_exit); threads it started 1.1 s later (start times
+        // on the wire have whole seconds) end the process (exit code 3): the last thread out is
+        // not the leader.
+        try folder.write("threads.c", """
+            #include <pthread.h>
+            #include <stdlib.h>
+            #include <unistd.h>
+            static void *work(void *unused) { (void)unused; usleep(300000); exit(3); return NULL; }
+            int main(void) {
+                usleep(1100000);
+                pthread_t threads[2];
+                for (int i = 0; i < 2; i++) pthread_create(&threads[i], NULL, work, NULL);
+                pthread_exit(NULL);
+            }
+            """)
+        let compiled = try runProgram("/usr/bin/env", ["clang", "-O1", "-pthread", "-o", folder.path + "/threads", folder.path + "/threads.c"])
+        try #require(compiled.status == 0, "the Swift toolchain's clang compiles it: \(compiled.output)")
+        let watch = try ChildProcess(tetherExecutable, ["agent", "watch", "--seconds", "5", "--json", "--path", folder.path, "--state-dir", folder.path + "/state"])
+        Thread.sleep(forTimeInterval: 1.5)
+        let run = try runProgram(folder.path + "/threads", [])
+        #expect(run.status == 3)
+        #expect(watch.wait() == 0, "\(watch.stderr)")
+        let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
+        let start = try #require(events.last { $0.type == "process-start" && $0.detail["path"]?.text == folder.path + "/threads" }, "\(watch.stdout.suffix(2000))")
+        let stops = events.filter { $0.type == "process-stop" && $0.detail["pid"] == start.detail["pid"] }
+        #expect(stops.count == 1, "\(stops)")
+        #expect(stops.first?.detail["exitCode"]?.number == 3 && stops.first?.detail["startTime"] == start.detail["startTime"], "\(stops) \(start)")
     }
 
     @Test("A listener older than the sensors gives its owner to the connections it accepts (seeded from sock_diag and /proc at start)",

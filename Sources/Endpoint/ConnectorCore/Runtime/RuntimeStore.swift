@@ -451,7 +451,7 @@ extension RuntimeStore {
             guard let name = row[0].text, let sensor = SensorKind(rawValue: name), let source = row[1].text, let running = row[2].integer,
                   let pid = row[4].integer, let since = row[5].real else { return nil }
             return SensorReport(status: SensorStatus(sensor: sensor, source: source, running: running != 0, note: row[3].text),
-                                pid: Int32(pid), pidStart: row[6].integer.map { UInt64($0) }, since: Date(timeIntervalSince1970: since))
+                                pid: Int32(pid), pidStart: row[6].integer.flatMap { UInt64(exactly: $0) }, since: Date(timeIntervalSince1970: since))
         }
     }
 }

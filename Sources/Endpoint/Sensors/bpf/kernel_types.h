@@ -138,6 +138,7 @@ struct task_struct {
     int exit_code;
     u64 start_boottime;
     struct task_struct *real_parent;
+    struct task_struct *group_leader;
     struct mm_struct *mm;
     struct cred *cred;
     struct signal_struct *signal;

@@ -53,7 +53,8 @@ static __always_inline struct owner current_owner(void) {
 
 static __always_inline struct tether_bpf_listener_key port_of(struct sock *sk, __u32 family) {
     struct tether_bpf_listener_key port_key = {
-        .ns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+        // Kernels built without network namespaces have no skc_net: all is one namespace (0).
+        .ns = bpf_core_field_exists(sk->__sk_common.skc_net) ? BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) : 0,
         .family_port = (family << 16) | BPF_CORE_READ(sk, __sk_common.skc_num),
     };
     return port_key;

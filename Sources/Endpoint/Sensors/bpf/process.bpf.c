@@ -82,7 +82,8 @@ int tether_process_exec(__u64 *context) {
     event->ppid = BPF_CORE_READ(task, real_parent, tgid);
     event->uid = BPF_CORE_READ(task, cred, euid.val);
     event->gid = BPF_CORE_READ(task, cred, egid.val);
-    event->start_boottime_ns = BPF_CORE_READ(task, start_boottime);
+    // The process's start: its thread-group leader's (each thread has its own).
+    event->start_boottime_ns = BPF_CORE_READ(task, group_leader, start_boottime);
     event->time_ns = bpf_ktime_get_ns();
     event->cgroup_id = bpf_get_current_cgroup_id();
     struct file *file = BPF_CORE_READ(binary, file);
@@ -121,7 +122,8 @@ int tether_process_exit(__u64 *context) {
     event->pid = BPF_CORE_READ(task, tgid);
     event->exit_code = BPF_CORE_READ(task, exit_code);
     event->reserved = 0;
-    event->start_boottime_ns = BPF_CORE_READ(task, start_boottime);
+    // The last thread to exit need not be the leader: the process's start is the leader's.
+    event->start_boottime_ns = BPF_CORE_READ(task, group_leader, start_boottime);
     event->time_ns = bpf_ktime_get_ns();
     bpf_ringbuf_submit(event, 0);
     return 0;
