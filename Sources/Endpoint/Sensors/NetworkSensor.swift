@@ -28,16 +28,26 @@ final class NetworkSensor: @unchecked Sendable {
             switch BPFProbe.open(BPFObjects.network) {
             case .success(let tcp):
                 let listing = diag >= 0 ? "sock_diag \(every)" : "/proc/net \(every)"
-                let udpPeers = tcp.note == nil
+                // UDP peers: programs of their own, with a ring of their own; optional.
+                let udpPeers: BPFProbe?
+                var udpNote: String?
+                switch BPFProbe.open(BPFObjects.udp) {
+                case .success(let probe):
+                    udpPeers = probe.note == nil ? probe : nil
+                    udpNote = probe.note
+                case .failure(let refusal):
+                    udpPeers = nil
+                    udpNote = refusal.reason
+                }
                 status = SensorStatus(sensor: .network,
-                                      source: udpPeers ? "eBPF (inet_sock_set_state; cgroup connect and sendmsg for UDP peers), \(listing) for UDP sockets bound"
-                                                       : "eBPF (inet_sock_set_state) for TCP, \(listing) for UDP",
+                                      source: udpPeers != nil ? "eBPF (inet_sock_set_state; cgroup connect and sendmsg for UDP peers), \(listing) for UDP sockets bound"
+                                                              : "eBPF (inet_sock_set_state) for TCP, \(listing) for UDP",
                                       running: true,
-                                      note: (tcp.note.map { "UDP peers are not seen as they happen: \($0); " } ?? "")
+                                      note: (udpNote.map { "UDP peers are not seen as they happen: \($0); " } ?? "")
                                           + "UDP sockets bound and closed between two lists are not seen")
                 let counters = self.counters
                 thread = SensorThread(name: "sensor:network") { thread in
-                    Self.readBPF(tcp, udp: SocketTable(sockDiag: diag >= 0, transports: [.udp]), every: interval, buffer: buffer,
+                    Self.readBPF(tcp, udpPeers: udpPeers, udp: SocketTable(sockDiag: diag >= 0, transports: [.udp]), every: interval, buffer: buffer,
                                  executables: executables, counters: counters, thread: thread)
                 }
                 return
@@ -80,31 +90,32 @@ final class NetworkSensor: @unchecked Sendable {
         return ended
     }
 
-    private static func readBPF(_ probe: BPFProbe, udp: SocketTable, every interval: TimeInterval, buffer: SensorBuffer, executables: ExecutableNames,
-                                counters: KernelCounters, thread: SensorThread) {
+    private static func readBPF(_ probe: BPFProbe, udpPeers: BPFProbe?, udp: SocketTable, every interval: TimeInterval, buffer: SensorBuffer,
+                                executables: ExecutableNames, counters: KernelCounters, thread: SensorThread) {
         var udp = udp
         udp.refresh(report: nil)
         seedListeners(probe, sockDiag: udp.sockDiag)
         let me = UInt32(getpid())
         var listed = Date()
         var reportedDrops = 0
+        let take = { (record: UnsafeRawBufferPointer) in
+            let kind = record.count >= MemoryLayout<tether_bpf_connection>.size ? record.loadUnaligned(as: UInt32.self) : 0
+            guard kind == UInt32(TETHER_BPF_TCP) || kind == UInt32(TETHER_BPF_UDP) else { return }
+            let event = record.loadUnaligned(as: tether_bpf_connection.self)
+            guard event.pid != me, let connection = connection(event, executables: executables) else { return }
+            buffer.push(SensorEvent(at: ProcFS.date(monotonicNanoseconds: event.time_ns), .network(connection)))
+        }
         while !thread.isStopping {
             let now = Date()
-            let count = probe.poll(milliseconds: 250) { record in
-                let kind = record.count >= MemoryLayout<tether_bpf_connection>.size ? record.loadUnaligned(as: UInt32.self) : 0
-                guard kind == UInt32(TETHER_BPF_TCP) || kind == UInt32(TETHER_BPF_UDP) else { return }
-                let event = record.loadUnaligned(as: tether_bpf_connection.self)
-                guard event.pid != me, let connection = connection(event, executables: executables) else { return }
-                buffer.push(SensorEvent(at: ProcFS.date(monotonicNanoseconds: event.time_ns), .network(connection)))
-            }
-            let drops = probe.drops
-            counters.add(reported: max(0, count), overflows: drops - reportedDrops)
+            let count = max(0, probe.poll(milliseconds: 250, take)) + max(0, udpPeers?.poll(milliseconds: 0, take) ?? 0)
+            let drops = probe.drops + (udpPeers?.drops ?? 0)
+            counters.add(reported: count, overflows: drops - reportedDrops)
             reportedDrops = drops
             if now.timeIntervalSince(listed) >= interval {
                 udp.refresh(report: buffer)
                 listed = now
             }
-            SensorThread.gather(received: max(0, count), of: Int.max)
+            SensorThread.gather(received: count, of: Int.max)
         }
     }
 

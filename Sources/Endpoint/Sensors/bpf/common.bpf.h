@@ -1,5 +1,6 @@
-// What every Tether BPF program shares: its licence, its ring buffer and the per-CPU count
-// of records it had no room for (each program is its own object, with its own maps).
+// What every Tether BPF program shares: its licence, its ring buffer, the per-CPU count of
+// records it had no room for (each program is its own object, with its own maps), and who a
+// record is about.
 #ifndef TETHER_COMMON_BPF_H
 #define TETHER_COMMON_BPF_H
 #include "kernel_types.h"
@@ -30,6 +31,20 @@ static __always_inline void count_drop(void) {
     __u32 zero = 0;
     __u64 *count = bpf_map_lookup_elem(&drops, &zero);
     if (count) *count += 1;
+}
+
+/// Who a record is about: the process the kernel runs in now.
+struct owner {
+    __u32 pid;
+    __u32 uid;
+};
+
+static __always_inline struct owner current_owner(void) {
+    struct owner owner = {
+        .pid = bpf_get_current_pid_tgid() >> 32,
+        .uid = (__u32)bpf_get_current_uid_gid(),
+    };
+    return owner;
 }
 
 #endif

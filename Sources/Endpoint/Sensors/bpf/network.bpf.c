@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-2-Clause OR GPL-2.0
-// The network sensor in the kernel, for TCP: each connection as it is established and as it
+// The network sensor in the kernel, for TCP (UDP peers: udp.bpf.c, with a ring of its own so
+// that a flood of datagrams never costs TCP records): each connection as it is established and as it
 // ends, each socket that starts or stops listening, with the process that owns it, put in a
 // ring buffer as it happens (a connection of a millisecond is seen). The owner is taken where
 // the kernel runs in that process (connect, listen) and kept by socket until the connection is
@@ -8,15 +9,11 @@
 #define TETHER_RING_BYTES (1 << 20)
 #include "common.bpf.h"
 
-enum { AF_INET = 2, AF_INET6 = 10, IPPROTO_TCP = 6, IPPROTO_UDP = 17 };
+enum { AF_INET = 2, AF_INET6 = 10, IPPROTO_TCP = 6 };
 enum {
     TCP_ESTABLISHED = 1, TCP_SYN_SENT = 2, TCP_SYN_RECV = 3, TCP_FIN_WAIT1 = 4, TCP_CLOSE = 7, TCP_CLOSE_WAIT = 8, TCP_LISTEN = 10,
 };
 
-struct owner {
-    __u32 pid;
-    __u32 uid;
-};
 
 /// Connecting sockets, by address, until they are established and then until they end.
 struct {
@@ -42,14 +39,6 @@ struct {
     __type(key, __u64);
     __type(value, struct tether_bpf_listener_key);
 } listening_ports SEC(".maps");
-
-static __always_inline struct owner current_owner(void) {
-    struct owner owner = {
-        .pid = bpf_get_current_pid_tgid() >> 32,
-        .uid = (__u32)bpf_get_current_uid_gid(),
-    };
-    return owner;
-}
 
 static __always_inline struct tether_bpf_listener_key port_of(struct sock *sk, __u32 family) {
     struct tether_bpf_listener_key port_key = {
@@ -140,75 +129,3 @@ int tether_tcp_state(__u64 *context) {
     }
     return 0;
 }
-
-/// UDP peers a socket has sent to (or connected to) already, so only the first datagram to a
-/// peer is a record.
-struct peer_key {
-    __u64 cookie;
-    __u32 address[4];
-    __u32 port;
-    __u32 family;
-};
-
-struct {
-    __uint(type, BPF_MAP_TYPE_LRU_HASH);
-    __uint(max_entries, 65536);
-    __type(key, struct peer_key);
-    __type(value, __u8);
-} udp_peers SEC(".maps");
-
-/// A UDP datagram about to leave for a peer (cgroup sendmsg), or a UDP connect: a record the
-/// first time this socket meets this peer. Always allowed: the programs only watch.
-static __always_inline int udp_peer(struct bpf_sock_addr *context, __u32 family) {
-    if (context->protocol != IPPROTO_UDP) return 1;
-    struct peer_key key = { .cookie = bpf_get_socket_cookie(context), .port = context->user_port, .family = family };
-    if (family == AF_INET) {
-        key.address[0] = context->user_ip4;
-    } else {
-        key.address[0] = context->user_ip6[0];
-        key.address[1] = context->user_ip6[1];
-        key.address[2] = context->user_ip6[2];
-        key.address[3] = context->user_ip6[3];
-    }
-    __u8 seen = 1;
-    if (bpf_map_update_elem(&udp_peers, &key, &seen, BPF_NOEXIST) != 0) return 1;
-    struct tether_bpf_connection *event = bpf_ringbuf_reserve(&events, sizeof(*event), 0);
-    if (!event) {
-        count_drop();
-        return 1;
-    }
-    struct owner owner = current_owner();
-    event->kind = TETHER_BPF_UDP;
-    event->action = TETHER_BPF_OPENED;
-    event->pid = owner.pid;
-    event->uid = owner.uid;
-    event->family = family;
-    event->remote_port = __builtin_bswap16((__u16)context->user_port);
-    event->reserved = 0;
-    __builtin_memset(event->local, 0, sizeof(event->local));
-    __builtin_memcpy(event->remote, key.address, sizeof(event->remote));
-    struct bpf_sock *sk = context->sk;
-    event->local_port = sk ? sk->src_port : 0;
-    if (sk && family == AF_INET) {
-        __u32 source = sk->src_ip4;
-        __builtin_memcpy(event->local, &source, 4);
-    } else if (sk) {
-        __u32 source[4] = { sk->src_ip6[0], sk->src_ip6[1], sk->src_ip6[2], sk->src_ip6[3] };
-        __builtin_memcpy(event->local, source, 16);
-    }
-    event->time_ns = bpf_ktime_get_ns();
-    bpf_ringbuf_submit(event, 0);
-    return 1;
-}
-
-SEC("cgroup/sendmsg4")
-int tether_udp_send4(struct bpf_sock_addr *context) { return udp_peer(context, AF_INET); }
-
-SEC("cgroup/sendmsg6")
-int tether_udp_send6(struct bpf_sock_addr *context) { return udp_peer(context, AF_INET6); }
-
-SEC("cgroup/connect4")
-int tether_udp_connect4(struct bpf_sock_addr *context) { return udp_peer(context, AF_INET); }
-
-SEC("cgroup/connect6")
-int tether_udp_connect6(struct bpf_sock_addr *context) { return udp_peer(context, AF_INET6); }
