@@ -1,3 +1,4 @@
+import CProcessShims
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -243,6 +244,8 @@ package final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, outputs.url.appendingPathComponent("stdout").path, O_WRONLY | O_CREAT, 0o600)
         posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, outputs.url.appendingPathComponent("stderr").path, O_WRONLY | O_CREAT, 0o600)
+        // The test's own descriptors (sockets, other tests' files) stay out of the child.
+        _ = tether_spawn_close_from(&actions, 3)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0

@@ -1,3 +1,4 @@
+import CProcessShims
 import Foundation
 
 /// A temporary folder, removed when the value is released.
@@ -43,22 +44,38 @@ package struct ProgramResult: Sendable {
 
 /// Runs a program to completion and returns its exit status and combined output.
 /// Only for short-lived tools (git, openssl); long-running servers use `BackgroundProcess`.
+/// Started with posix_spawn, its output in a file of its own: not Foundation's `Process`, whose
+/// pipes' descriptors can be closed twice under many processes at once, closing another test's
+/// (swiftlang/swift#57827: a test run then dies of EBADF in FileHandle).
 @discardableResult
 package func runProgram(_ executable: String, _ arguments: [String], in directory: String? = nil,
                        environment: [String: String] = [:]) throws -> ProgramResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
-    process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
-    if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return ProgramResult(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    let outputs = try TemporaryDirectory("tether-run")
+    let output = outputs.url.appendingPathComponent("output").path
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO)
+    // The test's own descriptors (sockets, other tests' files) stay out of the child.
+    _ = tether_spawn_close_from(&actions, 3)
+    // A program found on PATH, and a working folder, through env(1) (`env -C DIR`).
+    var command = executable.hasPrefix("/") ? [executable] + arguments : ["/usr/bin/env", executable] + arguments
+    if let directory { command = ["/usr/bin/env", "-C", directory] + command }
+    let variables = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { "\($0.key)=\($0.value)" }
+    let argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
+    let envp: [UnsafeMutablePointer<CChar>?] = variables.map { strdup($0) } + [nil]
+    defer { (argv + envp).forEach { free($0) } }
+    var child: pid_t = 0
+    let started = posix_spawn(&child, command[0], &actions, nil, argv, envp)
+    guard started == 0 else { throw FixtureError("cannot start \(command[0]): \(String(cString: strerror(started)))") }
+    var status: Int32 = 0
+    while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+    // As Process reports it: the exit code, or the signal that ended the program.
+    let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : status & 0x7f
+    let data = FileManager.default.contents(atPath: output) ?? Data()
+    return ProgramResult(status: code, output: String(decoding: data, as: UTF8.self))
 }
 
 /// Errors from test fixtures.
