@@ -59,6 +59,35 @@ package enum PolicyFormatter {
         }
     }
 
+    /// `text` as a YAML double-quoted scalar: the escapes that keep it one line and printable
+    /// (`\n`, `\t`, `\e`, `\N`, `\L`, `\P`, `\xHH` for other controls), everything else as it is.
+    /// What `fmt` writes and `PolicyWriter` writes.
+    static func doubleQuoted(_ text: String) -> String {
+        var quoted = "\""
+        for character in text.unicodeScalars {
+            switch character {
+            case "\"": quoted += "\\\""
+            case "\\": quoted += "\\\\"
+            case "\n": quoted += "\\n"
+            case "\t": quoted += "\\t"
+            case "\r": quoted += "\\r"
+            case "\0": quoted += "\\0"
+            case "\u{1B}": quoted += "\\e"
+            case "\u{85}": quoted += "\\N"
+            case "\u{2028}": quoted += "\\L"
+            case "\u{2029}": quoted += "\\P"
+            case "\u{FEFF}": quoted += "\\uFEFF"
+            default:
+                if character.value < 0x20 || (0x7F...0x9F).contains(character.value) {
+                    quoted += "\\x" + (character.value < 0x10 ? "0" : "") + String(character.value, radix: 16, uppercase: true)
+                } else {
+                    quoted.unicodeScalars.append(character)
+                }
+            }
+        }
+        return quoted + "\""
+    }
+
     /// Reads `output` back and compares it with the input's documents and comments.
     private static func verify(_ output: String, against expected: [YAMLNode], comments: [YAMLComment]) throws(Refusal) {
         let (written, error) = YAML.documents(in: output, maximumDepth: PolicyDecoder.maximumDepth)
@@ -324,18 +353,23 @@ private struct LayoutWriter {
         if entry.blankBefore && !(first && entry.leading.isEmpty) { blank() }
     }
 
+    /// Writes what stands above an entry and gives what its line starts with: the indentation,
+    /// or for an inline item's first entry the dash's prefix (nothing may stand between the dash
+    /// and it: its comments go above the dash).
+    private mutating func start(_ entry: Entry, first: Bool, indent: Int, firstPrefix: String?) -> String {
+        if first, let firstPrefix {
+            ownLine(entry.leading, indent: max(0, indent - 2), firstInBlock: true)
+            return firstPrefix
+        }
+        above(entry, indent: indent, first: first)
+        return String(repeating: " ", count: indent)
+    }
+
     private mutating func mapping(_ entries: [Entry], indent: Int, firstPrefix: String?, path: [String], order: KeyOrder) {
         let sorted = order.sorted(entries, at: path)
         for (index, entry) in sorted.enumerated() {
             guard let key = entry.key, case .scalar(let name, let style) = key.content else { continue }
-            var prefix = String(repeating: " ", count: indent)
-            if index == 0, let firstPrefix {
-                // Nothing may stand between the dash and its first pair: its comments go above the dash.
-                ownLine(entry.leading, indent: max(0, indent - 2), firstInBlock: true)
-                prefix = firstPrefix
-            } else {
-                above(entry, indent: indent, first: index == 0)
-            }
+            let prefix = start(entry, first: index == 0, indent: indent, firstPrefix: firstPrefix)
             let keyText = Self.properties(of: key).map { $0 + " " } ?? ""
             let lead = prefix + keyText + Self.scalar(name, style: style == .plain ? .plain : .doubleQuoted) + ":"
             value(entry.value, lead: lead, indent: indent, children: entry.children, compact: entry.isCompact, comment: entry.trailing.first, path: path + [name], order: order)
@@ -344,13 +378,7 @@ private struct LayoutWriter {
 
     private mutating func sequence(_ entries: [Entry], indent: Int, firstPrefix: String?, path: [String], order: KeyOrder) {
         for (index, entry) in entries.enumerated() {
-            var prefix = String(repeating: " ", count: indent)
-            if index == 0, let firstPrefix {
-                ownLine(entry.leading, indent: max(0, indent - 2), firstInBlock: true)
-                prefix = firstPrefix
-            } else {
-                above(entry, indent: indent, first: index == 0)
-            }
+            let prefix = start(entry, first: index == 0, indent: indent, firstPrefix: firstPrefix)
             value(entry.value, lead: prefix + "-", indent: indent, children: entry.children, compact: entry.isCompact, comment: entry.trailing.first, path: path + ["[]"], order: order)
         }
     }
@@ -441,30 +469,9 @@ private struct LayoutWriter {
     /// plain text that held a line break, is double-quoted.
     private static func scalar(_ text: String, style: YAMLSourceNode.ScalarStyle) -> String {
         if style == .plain && !text.unicodeScalars.contains(where: { $0 == "\n" }) { return text }
-        var quoted = "\""
-        for character in text.unicodeScalars {
-            switch character {
-            case "\"": quoted += "\\\""
-            case "\\": quoted += "\\\\"
-            case "\n": quoted += "\\n"
-            case "\t": quoted += "\\t"
-            case "\r": quoted += "\\r"
-            case "\0": quoted += "\\0"
-            case "\u{1B}": quoted += "\\e"
-            case "\u{85}": quoted += "\\N"
-            case "\u{2028}": quoted += "\\L"
-            case "\u{2029}": quoted += "\\P"
-            case "\u{FEFF}": quoted += "\\uFEFF"
-            default:
-                if character.value < 0x20 || (0x7F...0x9F).contains(character.value) {
-                    quoted += "\\x" + (character.value < 0x10 ? "0" : "") + String(character.value, radix: 16, uppercase: true)
-                } else {
-                    quoted.unicodeScalars.append(character)
-                }
-            }
-        }
-        return quoted + "\""
+        return PolicyFormatter.doubleQuoted(text)
     }
+
 
     /// A block scalar's text as a literal block (`|`, `|-`, `|+`), its lines at `indent`; nil
     /// when the text was not written as a block or holds what a literal block cannot.

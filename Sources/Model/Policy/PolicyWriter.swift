@@ -1,6 +1,4 @@
-import FoundationEssentials
 import IntegrationModel
-import Primitives
 
 /// Writes one `IntegrationPolicy` document as YAML that the decoder reads back to the same
 /// values: strings always quoted (so no value reads differently in YAML 1.1), each setting
@@ -95,9 +93,6 @@ package struct PolicyWriter {
         }
     }
 
-    /// A double-quoted YAML string (JSON's escapes are YAML's).
-    static func quoted(_ text: String) -> String {
-        let data = (try? JSONEncoder().encode(text)) ?? Data("\"\"".utf8)
-        return String(decoding: data, as: UTF8.self).replacingAll("\\/", with: "/")
-    }
+    /// A double-quoted YAML string, as `fmt` writes one.
+    static func quoted(_ text: String) -> String { PolicyFormatter.doubleQuoted(text) }
 }
