@@ -13,25 +13,9 @@ package enum YAML {
     package static func documents(in text: String, maximumDepth: Int = 64) -> (documents: [YAMLNode], error: YAMLError?) {
         var bytes = Array(text.utf8)
         if bytes.isEmpty { return ([], nil) }
-        let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
-        defer { parser.deallocate() }
-        guard yaml_parser_initialize(parser) == 1 else {
-            return ([], YAMLError(kind: .parser, problem: "the YAML parser could not start (out of memory)", mark: YAMLMark(line: 1, column: 1), context: nil))
-        }
-        defer { yaml_parser_delete(parser) }
-        return bytes.withUnsafeMutableBufferPointer { buffer in
-            yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
-            var composer = Composer(maximumDepth: maximumDepth)
-            var event = yaml_event_t()
-            while true {
-                guard yaml_parser_parse(parser, &event) == 1 else {
-                    return (composer.documents, YAMLError(parser.pointee, text: buffer))
-                }
-                defer { yaml_event_delete(&event) }
-                if event.type == YAML_STREAM_END_EVENT { return (composer.documents, nil) }
-                if let error = composer.take(event) { return (composer.documents, error) }
-            }
-        }
+        var composer = Composer(maximumDepth: maximumDepth)
+        let error = parseEvents(&bytes) { composer.take($0) }
+        return (composer.documents, error)
     }
 
     /// The one document of `text` (nil when it holds none); an error for malformed YAML or a
@@ -44,6 +28,44 @@ package enum YAML {
         }
         return documents.first
     }
+}
+
+/// Runs `body` with a libyaml parser reading `bytes`; nil when the parser cannot start (out of
+/// memory).
+func withYAMLParser<Result>(_ bytes: inout [UInt8], _ body: (UnsafeMutablePointer<yaml_parser_t>, UnsafeMutableBufferPointer<UInt8>) -> Result) -> Result? {
+    let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
+    defer { parser.deallocate() }
+    guard yaml_parser_initialize(parser) == 1 else { return nil }
+    defer { yaml_parser_delete(parser) }
+    return bytes.withUnsafeMutableBufferPointer { buffer in
+        yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
+        return body(parser, buffer)
+    }
+}
+
+/// Hands each of libyaml's events for `bytes` to `take` (freed after it returns) until the
+/// stream ends; the first error, libyaml's or `take`'s, ends the reading.
+func parseEvents(_ bytes: inout [UInt8], _ take: (yaml_event_t) -> YAMLError?) -> YAMLError? {
+    let error = withYAMLParser(&bytes) { parser, buffer -> YAMLError? in
+        var event = yaml_event_t()
+        while true {
+            guard yaml_parser_parse(parser, &event) == 1 else { return YAMLError(parser.pointee, text: buffer) }
+            defer { yaml_event_delete(&event) }
+            if event.type == YAML_STREAM_END_EVENT { return nil }
+            if let error = take(event) { return error }
+        }
+    }
+    return error ?? YAMLError(kind: .parser, problem: "the YAML parser could not start (out of memory)", mark: YAMLMark(line: 1, column: 1), context: nil)
+}
+
+/// libyaml's text (an anchor, a tag), or nil where it has none.
+func yamlOptionalText(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String? {
+    pointer.map { String(cString: $0) }
+}
+
+/// libyaml's text, empty where it has none.
+func yamlText(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String {
+    yamlOptionalText(pointer) ?? ""
 }
 
 /// A place in the text: line and column, both counted from 1 (columns in characters), ordered
@@ -230,10 +252,10 @@ private struct Composer {
         case YAML_SCALAR_EVENT:
             let scalar = event.data.scalar
             let string = String(decoding: UnsafeBufferPointer(start: scalar.value, count: Int(scalar.length)), as: UTF8.self)
-            let node = YAMLNode.scalar(YAMLScalar(string: string, tag: Self.text(scalar.tag), isPlain: scalar.style == YAML_PLAIN_SCALAR_STYLE, mark: mark))
-            return add(node, anchor: Self.optionalText(scalar.anchor))
+            let node = YAMLNode.scalar(YAMLScalar(string: string, tag: yamlText(scalar.tag), isPlain: scalar.style == YAML_PLAIN_SCALAR_STYLE, mark: mark))
+            return add(node, anchor: yamlOptionalText(scalar.anchor))
         case YAML_ALIAS_EVENT:
-            let name = Self.text(event.data.alias.anchor)
+            let name = yamlText(event.data.alias.anchor)
             guard let node = anchors[name] else {
                 return YAMLError(kind: .composer, problem: "found undefined alias '\(name)'", mark: mark, context: nil)
             }
@@ -242,10 +264,10 @@ private struct Composer {
             return YAMLError(kind: .composer, problem: "lists and mappings nest deeper than \(maximumDepth) levels", mark: mark, context: nil)
         case YAML_SEQUENCE_START_EVENT:
             let start = event.data.sequence_start
-            stack.append(Open(isMapping: false, tag: Self.text(start.tag), anchor: Self.optionalText(start.anchor), mark: mark))
+            stack.append(Open(isMapping: false, tag: yamlText(start.tag), anchor: yamlOptionalText(start.anchor), mark: mark))
         case YAML_MAPPING_START_EVENT:
             let start = event.data.mapping_start
-            stack.append(Open(isMapping: true, tag: Self.text(start.tag), anchor: Self.optionalText(start.anchor), mark: mark))
+            stack.append(Open(isMapping: true, tag: yamlText(start.tag), anchor: yamlOptionalText(start.anchor), mark: mark))
         case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
             guard let open = stack.popLast() else { break }
             if let repeats = open.repeats {
@@ -285,13 +307,5 @@ private struct Composer {
         }
         open.pendingKey = node
         return nil
-    }
-
-    private static func optionalText(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String? {
-        pointer.map { String(cString: $0) }
-    }
-
-    private static func text(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String {
-        optionalText(pointer) ?? ""
     }
 }

@@ -20,26 +20,9 @@ package struct YAMLSource: Sendable {
             blankLines = []
             return
         }
-        let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
-        defer { parser.deallocate() }
-        guard yaml_parser_initialize(parser) == 1 else {
-            throw YAMLError(kind: .parser, problem: "the YAML parser could not start (out of memory)", mark: YAMLMark(line: 1, column: 1), context: nil)
-        }
-        defer { yaml_parser_delete(parser) }
-        let result: Result<[YAMLSourceDocument], YAMLError> = bytes.withUnsafeMutableBufferPointer { buffer in
-            yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
-            var builder = SourceBuilder(maximumDepth: maximumDepth)
-            var event = yaml_event_t()
-            while true {
-                guard yaml_parser_parse(parser, &event) == 1 else {
-                    return .failure(YAMLError(parser.pointee, text: buffer))
-                }
-                defer { yaml_event_delete(&event) }
-                if event.type == YAML_STREAM_END_EVENT { return .success(builder.documents) }
-                if let error = builder.take(event) { return .failure(error) }
-            }
-        }
-        documents = try result.get()
+        var builder = SourceBuilder(maximumDepth: maximumDepth)
+        if let error = parseEvents(&bytes, { builder.take($0) }) { throw error }
+        documents = builder.documents
         (comments, blankLines) = YAMLSource.comments(in: text, tokens: YAMLSource.tokenSpans(&bytes))
     }
 
@@ -48,12 +31,7 @@ package struct YAMLSource: Sendable {
     /// decides (it needs no blank before it after a quote or a bracket). A block scalar's
     /// header line is left out: a comment may end it.
     private static func tokenSpans(_ bytes: inout [UInt8]) -> [(start: YAMLMark, end: YAMLMark)] {
-        let parser = UnsafeMutablePointer<yaml_parser_t>.allocate(capacity: 1)
-        defer { parser.deallocate() }
-        guard yaml_parser_initialize(parser) == 1 else { return [] }
-        defer { yaml_parser_delete(parser) }
-        return bytes.withUnsafeMutableBufferPointer { buffer in
-            yaml_parser_set_input_string(parser, buffer.baseAddress, buffer.count)
+        withYAMLParser(&bytes) { parser, _ in
             var spans: [(start: YAMLMark, end: YAMLMark)] = []
             var token = yaml_token_t()
             while yaml_parser_scan(parser, &token) == 1 {
@@ -68,7 +46,7 @@ package struct YAMLSource: Sendable {
                 if start < end { spans.append((start, end)) }
             }
             return spans
-        }
+        } ?? []
     }
 
     /// The comments of `text`: each `#` outside every token, to the end of its line. Lines
@@ -223,7 +201,7 @@ private struct SourceBuilder {
             tagDirectives = []
             var directive = data.tag_directives.start
             while let current = directive, current != data.tag_directives.end {
-                tagDirectives.append((Self.text(current.pointee.handle), Self.text(current.pointee.prefix)))
+                tagDirectives.append((yamlText(current.pointee.handle), yamlText(current.pointee.prefix)))
                 directive = current + 1
             }
         case YAML_DOCUMENT_END_EVENT:
@@ -239,9 +217,9 @@ private struct SourceBuilder {
             case YAML_FOLDED_SCALAR_STYLE: style = .folded
             default: style = .plain
             }
-            add(YAMLSourceNode(content: .scalar(value, style), anchor: Self.optionalText(scalar.anchor), tag: Self.text(scalar.tag), start: start, end: end))
+            add(YAMLSourceNode(content: .scalar(value, style), anchor: yamlOptionalText(scalar.anchor), tag: yamlText(scalar.tag), start: start, end: end))
         case YAML_ALIAS_EVENT:
-            let name = Self.text(event.data.alias.anchor)
+            let name = yamlText(event.data.alias.anchor)
             guard anchors.contains(name) else {
                 return YAMLError(kind: .composer, problem: "found undefined alias '\(name)'", mark: start, context: nil)
             }
@@ -250,10 +228,10 @@ private struct SourceBuilder {
             return YAMLError(kind: .composer, problem: "lists and mappings nest deeper than \(maximumDepth) levels", mark: start, context: nil)
         case YAML_SEQUENCE_START_EVENT:
             let data = event.data.sequence_start
-            stack.append(Open(isMapping: false, isFlow: data.style == YAML_FLOW_SEQUENCE_STYLE, tag: Self.text(data.tag), anchor: Self.optionalText(data.anchor), start: start))
+            stack.append(Open(isMapping: false, isFlow: data.style == YAML_FLOW_SEQUENCE_STYLE, tag: yamlText(data.tag), anchor: yamlOptionalText(data.anchor), start: start))
         case YAML_MAPPING_START_EVENT:
             let data = event.data.mapping_start
-            stack.append(Open(isMapping: true, isFlow: data.style == YAML_FLOW_MAPPING_STYLE, tag: Self.text(data.tag), anchor: Self.optionalText(data.anchor), start: start))
+            stack.append(Open(isMapping: true, isFlow: data.style == YAML_FLOW_MAPPING_STYLE, tag: yamlText(data.tag), anchor: yamlOptionalText(data.anchor), start: start))
         case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
             guard let open = stack.popLast() else { break }
             let content: YAMLSourceNode.Content
@@ -276,13 +254,5 @@ private struct SourceBuilder {
         } else {
             root = node
         }
-    }
-
-    private static func optionalText(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String? {
-        pointer.map { String(cString: $0) }
-    }
-
-    private static func text(_ pointer: UnsafeMutablePointer<yaml_char_t>?) -> String {
-        optionalText(pointer) ?? ""
     }
 }
