@@ -312,11 +312,12 @@ final class ExecutableHasher: @unchecked Sendable {
             let fd = open("/proc/self/fd/\(handle)", O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
             guard fd >= 0 else { continue }
             defer { close(fd) }
-            var before = stat(), after = stat()
-            guard fstat(fd, &before) == 0, job.version.matches(before), let digests = fileDigests(fileDescriptor: fd, limit: Int(before.st_size)),
-                  fstat(fd, &after) == 0, after.st_size == before.st_size, after.st_mtim.tv_sec == before.st_mtim.tv_sec,
-                  after.st_mtim.tv_nsec == before.st_mtim.tv_nsec, job.version.matches(after) else { continue }
-            return (digests.sha256, digests.md5, UInt64(before.st_dev))
+            // The descriptor reopens the file the handle holds: `info` describes it before the read.
+            var after = stat()
+            guard let digests = fileDigests(fileDescriptor: fd, limit: Int(info.st_size)),
+                  fstat(fd, &after) == 0, after.st_size == info.st_size, after.st_mtim.tv_sec == info.st_mtim.tv_sec,
+                  after.st_mtim.tv_nsec == info.st_mtim.tv_nsec, job.version.matches(after) else { continue }
+            return (digests.sha256, digests.md5, UInt64(info.st_dev))
         }
         return nil
     }
@@ -388,8 +389,7 @@ extension ProcessSensor {
     /// /proc/PID/stat gives it, so the identity (pid, start) agrees with what /proc says.
     private static func startDate(bootNanoseconds: UInt64) -> Date? {
         guard let boot = ProcFS.bootTime else { return nil }
-        let ticks = Double(bootNanoseconds / UInt64(1_000_000_000 / max(1, Int(ProcFS.ticksPerSecond))))
-        return boot.addingTimeInterval(ticks / ProcFS.ticksPerSecond)
+        return ProcFS.date(startTicks: bootNanoseconds / UInt64(1_000_000_000 / max(1, Int(ProcFS.ticksPerSecond))), boot: boot)
     }
 
     /// A start from an exec record, and the version of the file it ran.

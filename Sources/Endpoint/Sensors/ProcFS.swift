@@ -84,6 +84,12 @@ package enum ProcFS {
 
     package static let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
 
+    /// The wall-clock time of a process start given in clock ticks after boot (/proc/PID/stat's
+    /// field 22), counted from `boot`.
+    static func date(startTicks ticks: UInt64, boot: Date) -> Date {
+        boot.addingTimeInterval(Double(ticks) / ticksPerSecond)
+    }
+
     /// The wall-clock time of a CLOCK_MONOTONIC reading (the process connector's timestamps).
     static func date(monotonicNanoseconds: UInt64) -> Date {
         var now = timespec()

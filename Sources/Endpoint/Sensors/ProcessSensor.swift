@@ -277,8 +277,8 @@ final class ProcessEnricher: @unchecked Sendable {
                 // After "pid (comm)": state, ppid, … and the start time (field 22) at index 19.
                 if fields.count > 19 {
                     facts.parentPid = Int32(String(decoding: fields[1], as: UTF8.self))
-                    if let ticks = Double(String(decoding: fields[19], as: UTF8.self)), let boot = ProcFS.bootTime {
-                        facts.startedAt = boot.addingTimeInterval(ticks / ProcFS.ticksPerSecond)
+                    if let ticks = UInt64(String(decoding: fields[19], as: UTF8.self)), let boot = ProcFS.bootTime {
+                        facts.startedAt = ProcFS.date(startTicks: ticks, boot: boot)
                     }
                 }
             }

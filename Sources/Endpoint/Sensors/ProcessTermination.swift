@@ -44,9 +44,8 @@ package enum ProcessTermination {
             outcome.spared.append((pid, why))
             return outcome
         }
-        let ticks = tether_process_start_ticks(pid)
         // Read now: a clock stepped since Tether started (NTP after boot) moves the boot time.
-        guard ticks > 0, let boot = ProcFS.currentBootTime() else {
+        guard let ticks = ProcFS.startTicks(pid), let boot = ProcFS.currentBootTime() else {
             outcome.spared.append((pid, "no such process"))
             return outcome
         }
@@ -54,7 +53,7 @@ package enum ProcessTermination {
             outcome.spared.append((pid, "a kernel thread is never ended"))
             return outcome
         }
-        let started = boot.addingTimeInterval(Double(ticks) / ProcFS.ticksPerSecond)
+        let started = ProcFS.date(startTicks: ticks, boot: boot)
         guard abs(started.timeIntervalSince(startedAt)) <= startTolerance else {
             outcome.spared.append((pid, "started at \(Timestamp.string(started)), not \(Timestamp.string(startedAt)): another process has that pid now"))
             return outcome
