@@ -243,7 +243,20 @@ def main():
     cycle_cpu = controller_bench(args.tether, args.cycles) if os.path.isdir(os.path.join(WORK, "repo-100")) else None
     idle_bench(args.tether, args.platform_sim, args.idle_seconds)
     short_programs_bench(args.tether, args.short_seconds)
+    syscall_tax_bench(args.tether)
     print_endpoint_costs(costs, cycle_cpu)
+
+
+def sensor_work_folder(name, what):
+    """A fresh folder for a benchmark of the sensors, or None (said) when not root: the kernel
+    interfaces they use need it."""
+    if os.geteuid() != 0:
+        print(f"\n{what}: skipped (the kernel interfaces need root)")
+        return None
+    base = os.path.join(WORK, name)
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    return base
 
 
 def short_programs_bench(tether, seconds):
@@ -251,12 +264,9 @@ def short_programs_bench(tether, seconds):
     starts about 1,000 short programs a second (a copy of /bin/true with a byte appended, so
     its own file, started with posix_spawn and waited for): the share of their starts reported
     with path and command line, and the CPU of the whole watch process."""
-    if os.geteuid() != 0:
-        print("\nshort programs: skipped (the kernel interfaces need root)")
+    base = sensor_work_folder("short", "short programs")
+    if base is None:
         return
-    base = os.path.join(WORK, "short")
-    shutil.rmtree(base, ignore_errors=True)
-    os.makedirs(base)
     program = os.path.join(base, "short-program")
     shutil.copyfile("/bin/true", program)
     with open(program, "ab") as appended:
@@ -300,6 +310,38 @@ def short_programs_bench(tether, seconds):
           f" ({sources[0] if sources else 'process sensor: unknown source'})")
     print(f"  starts seen: {seen} ({seen / max(1, started) * 100:.2f} %); with path and command line: {complete} ({complete / max(1, started) * 100:.2f} %)")
     print(f"  CPU of the watch process: {cpu:.2f} s in {seconds + 4} s = {cpu / (seconds + 4) * 100:.1f} % of one core")
+
+
+def syscall_tax_bench(tether):
+    """What the sensors cost every other process: the file program runs at the end of every
+    system call (tp_btf/sys_exit). `dd bs=1` from /dev/zero to /dev/null (a read and a write per
+    byte, neither in a watched folder) is timed without and with `tether agent watch` running;
+    medians of 5 runs, in nanoseconds per system call."""
+    base = sensor_work_folder("tax", "system-call cost")
+    if base is None:
+        return
+    count = 2_000_000
+
+    def per_call():
+        samples = []
+        for _ in range(5):
+            began = time.perf_counter()
+            subprocess.run(["dd", "if=/dev/zero", "of=/dev/null", "bs=1", f"count={count}"], check=True, stderr=subprocess.DEVNULL)
+            samples.append((time.perf_counter() - began) / (2 * count) * 1e9)
+        return statistics.median(samples)
+
+    without = per_call()
+    watch = subprocess.Popen([tether, "agent", "watch", "--json", "--seconds", "60", "--path", base, "--state-dir", os.path.join(base, "state")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    try:
+        within = per_call()
+    finally:
+        watch.terminate()
+        sources = [line for line in watch.communicate()[1].splitlines() if line.startswith("sensor file")]
+    print(f"\nsystem-call cost for every process (dd bs=1 /dev/zero to /dev/null, {2 * count:,} read and write calls, median of 5):"
+          f" {without:.0f} ns a call without the sensors, {within:.0f} ns with them (+{within - without:.0f} ns)"
+          f" ({sources[0] if sources else 'file sensor: unknown source'})")
 
 
 def process_cpu(pid):

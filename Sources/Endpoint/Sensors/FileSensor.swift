@@ -4,23 +4,32 @@ import FoundationEssentials
 import Glibc
 #endif
 
-/// Files written (closed after writing), created, deleted and renamed under the configured
-/// folders. With CAP_SYS_ADMIN it marks the file systems holding them with fanotify, which says
-/// which process acted; otherwise it watches the folders and their subfolders with inotify
-/// (at most `inotifyWatchLimit` folders), which does not say who.
+/// Files written, created, deleted and renamed under the configured folders. With CAP_SYS_ADMIN
+/// it marks the file systems holding them with fanotify, which says which process acted; where
+/// the BPF file program loads (file.bpf.c), that program reports writes, filtered to the
+/// watched folders in the kernel, and fanotify the rest; otherwise fanotify reports files closed
+/// after writing too. Without CAP_SYS_ADMIN it watches the folders and their subfolders with
+/// inotify (at most `inotifyWatchLimit` folders), which does not say who.
 final class FileSensor: @unchecked Sendable {
     private var threads: [SensorThread] = []
     private(set) var status: SensorStatus
     private let counters = KernelCounters()
+    /// The BPF file program's share of `counters`: what its filter let through.
+    private let writeCounters = KernelCounters()
     static let inotifyWatchLimit = 8192
+    static let bpfSource = "eBPF (sys_exit: first write after open, O_TRUNC, shared writable mapping) for writes"
+    /// What the BPF file program does not see, as its status says.
+    static let bpfMisses = "writes submitted through io_uring, and first writes to files opened before the sensor started, are not seen"
 
-    init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true) {
+    init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true, allowBPF: Bool = true,
+         executables: ExecutableNames = ExecutableNames()) {
         let scope = PathScope(included: paths, excluded: excluded)
         var notes: [String] = []
         var inotifyPaths = paths
         var source: [String] = []
         let fd = allowFanotify ? tether_fanotify_open() : -EPERM
         if fd >= 0 {
+            let writes = allowBPF ? Self.openBPF(paths: paths, excluded: excluded) : .failure(BPFRefusal(reason: ""))
             var mounts: [[UInt32]: Int32] = [:]
             var marked: [String] = []
             inotifyPaths = []
@@ -37,7 +46,7 @@ final class FileSensor: @unchecked Sendable {
                     marked.append(path)
                     continue
                 }
-                let result = tether_fanotify_mark_filesystem(fd, path)
+                let result = tether_fanotify_mark_filesystem(fd, path, (try? writes.get()) == nil ? 1 : 0)
                 if result == 0 {
                     mounts[fsid] = mountFD
                     marked.append(path)
@@ -50,11 +59,25 @@ final class FileSensor: @unchecked Sendable {
             if mounts.isEmpty {
                 close(fd)
             } else {
-                source.append("fanotify on the file systems of " + marked.joined(separator: ", "))
                 let counters = self.counters
                 let frozenMounts = mounts
-                threads.append(SensorThread(name: "sensor:fanotify") { thread in
-                    var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters)
+                var writeReader: BPFWriteReader?
+                switch writes {
+                case .success(let probe):
+                    source.append(Self.bpfSource + "; fanotify on the file systems of " + marked.joined(separator: ", ") + " for creations, deletions and renames")
+                    notes.append(Self.bpfMisses)
+                    if let note = probe.note { notes.append(note) }
+                    writeReader = BPFWriteReader(probe: probe, scope: scope, buffer: buffer, executables: executables, counters: writeCounters)
+                case .failure(let refusal):
+                    source.append("fanotify on the file systems of " + marked.joined(separator: ", "))
+                    if !refusal.reason.isEmpty { notes.append("the BPF file program was not loaded (\(refusal.reason)); fanotify reports files when they are closed after writing") }
+                }
+                // One thread for both: fanotify's records are taken before the program's, so a
+                // file's creation comes before its first write.
+                let frozenWrites = writeReader
+                threads.append(SensorThread(name: "sensor:file") { thread in
+                    var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters, executables: executables,
+                                                writes: frozenWrites)
                     reader.run(thread)
                     close(fd)
                     for mountFD in frozenMounts.values { close(mountFD) }
@@ -82,7 +105,14 @@ final class FileSensor: @unchecked Sendable {
     }
 
     /// Records the kernel reported, and how often its queue overflowed (events lost there).
-    var kernelCounts: (reported: Int, overflows: Int) { counters.read() }
+    var kernelCounts: (reported: Int, overflows: Int) {
+        let (events, writes) = (counters.read(), writeCounters.read())
+        return (events.reported + writes.reported, events.overflows + writes.overflows)
+    }
+
+    /// Records the BPF file program delivered (writes in scope, as its kernel filter found them),
+    /// and those lost (no room in the ring, or no path to name).
+    var kernelWriteCounts: (reported: Int, overflows: Int) { writeCounters.read() }
 
     /// False when a thread did not end in time.
     @discardableResult
@@ -91,6 +121,50 @@ final class FileSensor: @unchecked Sendable {
         threads = []
         status = status.stopped
         return ended
+    }
+}
+
+extension FileSensor {
+    /// Loads the BPF file program and tells it the folders: the included ones and those left
+    /// out of them, by inode (tether_bpf_folder). Not on other processors than x86-64 (the
+    /// program knows its system calls), nor in a pid namespace of its own (it reports the host's
+    /// pids).
+    private static func openBPF(paths: [String], excluded: [String]) -> Result<BPFProbe, BPFRefusal> {
+        #if arch(x86_64)
+        if ProcessSensor.inOwnPidNamespace { return .failure(BPFRefusal(reason: "it is not used in a pid namespace of its own: it reports the host's pids")) }
+        let probe: BPFProbe
+        switch BPFProbe.open(BPFObjects.file) {
+        case .success(let opened): probe = opened
+        case .failure(let refusal): return .failure(refusal)
+        }
+        for (folders, scope) in [(paths, TETHER_BPF_INCLUDED), (excluded, TETHER_BPF_EXCLUDED)] {
+            for folder in folders {
+                let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                // A folder left out that does not exist leaves nothing out; an included one that
+                // does not exist is not watched, as fanotify's status says.
+                guard fd >= 0 else { continue }
+                defer { close(fd) }
+                var device: UInt64 = 0, inode: UInt64 = 0
+                guard tether_bpf_folder_identity(fd, &device, &inode) == 0 else { continue }
+                let result = probe.update("folders", key: inode, value: tether_bpf_folder(device: device, scope: UInt32(scope), reserved: 0))
+                guard result == 0 else {
+                    return .failure(BPFRefusal(reason: "its map of folders took no \(folder): \(String(cString: strerror(-result)))"))
+                }
+            }
+        }
+        return .success(probe)
+        #else
+        return .failure(BPFRefusal(reason: "it knows the system calls of x86-64 only"))
+        #endif
+    }
+
+    /// A path too deep or with a name too long for the program's walk: the process's descriptor,
+    /// while it still holds the same file open.
+    fileprivate static func openFile(pid: UInt32, fd: Int32, inode: UInt64) -> String? {
+        let link = "/proc/\(pid)/fd/\(fd)"
+        var info = stat()
+        guard stat(link, &info) == 0, UInt64(info.st_ino) == inode, let path = ProcFS.readLink(link), path.hasPrefix("/") else { return nil }
+        return path
     }
 }
 
@@ -106,6 +180,64 @@ struct PathScope: Sendable {
     }
 }
 
+/// Takes the BPF file program's records: a watched file changed, by whom. Each path is checked
+/// against the scope again (the kernel matched inodes; a walk cut short passes there).
+private struct BPFWriteReader: @unchecked Sendable {
+    let probe: BPFProbe
+    let scope: PathScope
+    let buffer: SensorBuffer
+    let executables: ExecutableNames
+    let counters: KernelCounters
+    private let me = UInt32(getpid())
+    private var reportedDrops = 0
+
+    init(probe: BPFProbe, scope: PathScope, buffer: SensorBuffer, executables: ExecutableNames, counters: KernelCounters) {
+        self.probe = probe
+        self.scope = scope
+        self.buffer = buffer
+        self.executables = executables
+        self.counters = counters
+    }
+
+    /// Takes what the ring holds now; returns how many records.
+    mutating func drain() -> Int {
+        let pathOffset = MemoryLayout<tether_bpf_file_change>.offset(of: \.path)!
+        // One lookup per process per drain: a writer makes thousands of records a second.
+        var actors: [UInt32: ProcessRef] = [:]
+        var unnamed = 0
+        let (me, scope, buffer, executables) = (me, scope, buffer, executables)
+        let count = probe.poll(milliseconds: 0) { record in
+            // A record is as long as its path: the fixed part, then `path_length` bytes.
+            guard record.count >= pathOffset, record.loadUnaligned(as: UInt32.self) == UInt32(TETHER_BPF_FILE) else { return }
+            var change = tether_bpf_file_change()
+            withUnsafeMutableBytes(of: &change) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: record[..<pathOffset])) }
+            guard change.pid != me else { return }
+            let path: String
+            let length = Int(change.path_length)
+            if change.flags & UInt32(TETHER_BPF_PATH_INCOMPLETE) == 0, length > 0, pathOffset + length <= record.count {
+                path = String(decoding: record[pathOffset..<(pathOffset + length)], as: UTF8.self)
+            } else if let open = FileSensor.openFile(pid: change.pid, fd: change.fd, inode: change.inode) {
+                path = open
+            } else {
+                // Not lost in silence: counted with the records the kernel had no room for.
+                unnamed += 1
+                return
+            }
+            guard scope.contains(path) else { return }
+            if actors[change.pid] == nil {
+                let pid = Int32(bitPattern: change.pid)
+                actors[change.pid] = ProcessRef(pid: pid, executable: executables.name(of: pid) ?? ProcFS.readLink("/proc/\(pid)/exe"))
+            }
+            buffer.push(SensorEvent(at: ProcFS.date(monotonicNanoseconds: change.time_ns),
+                                    .file(FileChange(action: .modified, path: path, oldPath: nil, isDirectory: false, actor: actors[change.pid]))))
+        }
+        let drops = probe.drops
+        counters.add(reported: max(0, count), overflows: drops - reportedDrops + unnamed)
+        reportedDrops = drops
+        return max(0, count)
+    }
+}
+
 /// Reads fanotify records and turns directory handles into paths (cached by handle).
 private struct FanotifyReader {
     let fd: Int32
@@ -113,72 +245,95 @@ private struct FanotifyReader {
     let scope: PathScope
     let buffer: SensorBuffer
     let counters: KernelCounters
+    let executables: ExecutableNames
+    /// The BPF file program's writes, taken after each read of fanotify's records.
+    private var writes: BPFWriteReader?
     private var directories: [[UInt8]: String] = [:]
     private let me = getpid()
 
-    init(fd: Int32, mounts: [[UInt32]: Int32], scope: PathScope, buffer: SensorBuffer, counters: KernelCounters) {
+    init(fd: Int32, mounts: [[UInt32]: Int32], scope: PathScope, buffer: SensorBuffer, counters: KernelCounters, executables: ExecutableNames,
+         writes: BPFWriteReader?) {
         self.fd = fd
         self.mounts = mounts
         self.scope = scope
         self.buffer = buffer
         self.counters = counters
+        self.executables = executables
+        self.writes = writes
     }
 
     mutating func run(_ thread: SensorThread) {
         // Room for several reads of 8 KiB (at most 8192 / 24 records each).
         var records = [tether_file_event](repeating: tether_file_event(), count: 4096)
+        var waiting = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+        if let writes { waiting.append(pollfd(fd: writes.probe.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
         while !thread.isStopping {
-            let count = tether_fanotify_read(fd, 250, &records, Int32(records.count))
-            guard count > 0 else { continue }
-            counters.add(reported: Int(count))
-            defer { SensorThread.gather(received: Int(count), of: records.count) }
-            let now = Date()
-            // One lookup per process per batch: a writer makes thousands of records a second.
-            var actors: [Int32: ProcessRef] = [:]
-            var movedFrom: (path: String, pid: Int32, isDirectory: Bool, actor: ProcessRef?)?
-            for index in 0..<Int(count) {
-                let record = records[index]
-                if record.mask & UInt64(TETHER_FILE_OVERFLOW) != 0 {
-                    counters.add(overflows: 1)
-                    continue
-                }
-                let isDirectory = record.mask & UInt64(TETHER_FILE_ONDIR) != 0
-                let resolved = path(of: record)
-                // A folder moved or deleted: every cached path under it is stale.
-                if isDirectory, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
-                    directories.removeAll(keepingCapacity: true)
-                }
-                guard record.pid != me, let path = resolved, scope.contains(path) else { continue }
-                var actor: ProcessRef?
-                if record.pid > 0 {
-                    if actors[record.pid] == nil { actors[record.pid] = ProcessRef(pid: record.pid, executable: ProcFS.readLink("/proc/\(record.pid)/exe")) }
-                    actor = actors[record.pid]
-                }
-                func emit(_ action: FileChange.Action, _ path: String, oldPath: String? = nil) {
-                    buffer.push(SensorEvent(at: now, .file(FileChange(action: action, path: path, oldPath: oldPath, isDirectory: isDirectory, actor: actor))))
-                }
-                if let pending = movedFrom, record.mask & UInt64(TETHER_FILE_MOVED_TO) == 0 || pending.pid != record.pid {
-                    buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
-                                                                      actor: pending.actor))))
-                    movedFrom = nil
-                }
-                if record.mask & UInt64(TETHER_FILE_MOVED_FROM) != 0 {
-                    movedFrom = (path, record.pid, isDirectory, actor)
-                    continue
-                }
-                if record.mask & UInt64(TETHER_FILE_MOVED_TO) != 0 {
-                    emit(.renamed, path, oldPath: movedFrom?.path)
-                    movedFrom = nil
-                    continue
-                }
-                if record.mask & UInt64(TETHER_FILE_CREATE) != 0 { emit(.created, path) }
-                if record.mask & UInt64(TETHER_FILE_DELETE) != 0 { emit(.deleted, path) }
-                if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 { emit(.modified, path) }
+            if writes != nil { _ = poll(&waiting, nfds_t(waiting.count), 250) }
+            let count = Int(tether_fanotify_read(fd, writes == nil ? 250 : 0, &records, Int32(records.count)))
+            var written = 0
+            if count > 0 { take(records.prefix(count), written: &written) }
+            written += writes?.drain() ?? 0
+            SensorThread.gather(received: max(count, written), of: records.count)
+        }
+    }
+
+    /// Turns a read's records into events. The two sources have no common clock: a read's
+    /// creations come before the writes the program reported meanwhile, and its renames and
+    /// deletions after them (the writes are taken just before the first of those).
+    private mutating func take(_ records: ArraySlice<tether_file_event>, written: inout Int) {
+        counters.add(reported: records.count)
+        let now = Date()
+        // One lookup per process per batch: a writer makes thousands of records a second.
+        var actors: [Int32: ProcessRef] = [:]
+        var movedFrom: (path: String, pid: Int32, isDirectory: Bool, actor: ProcessRef?)?
+        var writesTaken = false
+        for record in records {
+            if record.mask & UInt64(TETHER_FILE_OVERFLOW) != 0 {
+                counters.add(overflows: 1)
+                continue
             }
-            if let pending = movedFrom {
+            let isDirectory = record.mask & UInt64(TETHER_FILE_ONDIR) != 0
+            let resolved = path(of: record)
+            // A folder moved or deleted: every cached path under it is stale.
+            if isDirectory, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
+                directories.removeAll(keepingCapacity: true)
+            }
+            guard record.pid != me, let path = resolved, scope.contains(path) else { continue }
+            var actor: ProcessRef?
+            if record.pid > 0 {
+                if actors[record.pid] == nil {
+                    actors[record.pid] = ProcessRef(pid: record.pid, executable: executables.name(of: record.pid) ?? ProcFS.readLink("/proc/\(record.pid)/exe"))
+                }
+                actor = actors[record.pid]
+            }
+            func emit(_ action: FileChange.Action, _ path: String, oldPath: String? = nil) {
+                buffer.push(SensorEvent(at: now, .file(FileChange(action: action, path: path, oldPath: oldPath, isDirectory: isDirectory, actor: actor))))
+            }
+            if !writesTaken, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
+                written += writes?.drain() ?? 0
+                writesTaken = true
+            }
+            if let pending = movedFrom, record.mask & UInt64(TETHER_FILE_MOVED_TO) == 0 || pending.pid != record.pid {
                 buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
                                                                   actor: pending.actor))))
+                movedFrom = nil
             }
+            if record.mask & UInt64(TETHER_FILE_MOVED_FROM) != 0 {
+                movedFrom = (path, record.pid, isDirectory, actor)
+                continue
+            }
+            if record.mask & UInt64(TETHER_FILE_MOVED_TO) != 0 {
+                emit(.renamed, path, oldPath: movedFrom?.path)
+                movedFrom = nil
+                continue
+            }
+            if record.mask & UInt64(TETHER_FILE_CREATE) != 0 { emit(.created, path) }
+            if record.mask & UInt64(TETHER_FILE_DELETE) != 0 { emit(.deleted, path) }
+            if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 { emit(.modified, path) }
+        }
+        if let pending = movedFrom {
+            buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
+                                                              actor: pending.actor))))
         }
     }
 

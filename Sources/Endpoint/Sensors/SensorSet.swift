@@ -53,24 +53,28 @@ package final class SensorSet: @unchecked Sendable {
     private let process: ProcessSensor
     private let network: NetworkSensor
     private var file: FileSensor
+    /// The executables of the processes seen starting: owners of connections and file changes.
+    private let executables: ExecutableNames
 
     /// Starts every sensor; a kernel interface that is refused falls back, and says so in its status.
     /// A process whose executable is on `prevention` is killed as soon as it is seen.
     package init(buffer: SensorBuffer, options: SensorOptions, prevention: PreventionList = PreventionList()) {
         self.options = options
         self.buffer = buffer
-        // The process sensor's starts name the owners of the network sensor's connections.
+        // The process sensor's starts name the owners of connections and file changes.
         let executables = ExecutableNames()
+        self.executables = executables
         process = ProcessSensor(buffer: buffer, prevention: prevention, scanInterval: options.scanInterval, allowConnector: options.kernelInterfaces,
                                 executables: executables)
         network = NetworkSensor(buffer: buffer, interval: options.scanInterval, allowBPF: options.kernelInterfaces, executables: executables)
-        file = Self.fileSensor(buffer: buffer, options: options)
+        file = Self.fileSensor(buffer: buffer, options: options, executables: executables)
     }
 
     /// The kernel names files by their real paths: compare with those (/bin on merged-usr is /usr/bin).
-    private static func fileSensor(buffer: SensorBuffer, options: SensorOptions) -> FileSensor {
+    private static func fileSensor(buffer: SensorBuffer, options: SensorOptions, executables: ExecutableNames) -> FileSensor {
         let real = { (paths: [String]) in paths.map { URL(fileURLWithPath: $0).resolvingSymlinksInPath().path } }
-        return FileSensor(buffer: buffer, paths: real(options.filePaths), excluded: real(options.excludedPaths), allowFanotify: options.kernelInterfaces)
+        return FileSensor(buffer: buffer, paths: real(options.filePaths), excluded: real(options.excludedPaths), allowFanotify: options.kernelInterfaces,
+                          allowBPF: options.kernelInterfaces, executables: executables)
     }
 
     /// Watches other folders: only the file sensor restarts (the process sensor, and with it
@@ -80,7 +84,7 @@ package final class SensorSet: @unchecked Sendable {
         let ended = file.stop()
         options.filePaths = folders
         options.excludedPaths = excluded
-        file = Self.fileSensor(buffer: buffer, options: options)
+        file = Self.fileSensor(buffer: buffer, options: options, executables: executables)
         return ended
     }
 

@@ -12,6 +12,7 @@
 #include <sys/vfs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <signal.h>
 #include <stdio.h>
 #include <linux/netlink.h>
@@ -136,8 +137,8 @@ int tether_fanotify_open(void) {
     return fd < 0 ? -errno : fd;
 }
 
-int tether_fanotify_mark_filesystem(int fd, const char *path) {
-    uint64_t mask = FAN_CLOSE_WRITE | FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_ONDIR;
+int tether_fanotify_mark_filesystem(int fd, const char *path, int closed_after_writing) {
+    uint64_t mask = (closed_after_writing ? FAN_CLOSE_WRITE : 0) | FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_ONDIR;
     return fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, mask, AT_FDCWD, path) < 0 ? -errno : 0;
 }
 
@@ -291,6 +292,22 @@ int tether_is_remote_filesystem(int fd) {
     default:
         return 0;
     }
+}
+
+int tether_bpf_folder_identity(int fd, uint64_t *device, uint64_t *inode) {
+    struct stat status;
+    struct statfs info;
+    if (fstat(fd, &status) != 0 || fstatfs(fd, &info) != 0) return -errno;
+    *inode = status.st_ino;
+    switch ((unsigned long)info.f_type) {
+    case 0x9123683E: // btrfs
+    case 0x794C7630: // overlayfs
+        *device = 0;
+        break;
+    default:
+        *device = ((uint64_t)major(status.st_dev) << 20) | minor(status.st_dev);
+    }
+    return 0;
 }
 
 int tether_filesystem_id(int fd, uint32_t id[2]) {
