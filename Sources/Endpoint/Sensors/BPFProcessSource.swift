@@ -49,9 +49,6 @@ final class BPFProbe: @unchecked Sendable {
         return count
     }
 
-    /// Polls readable when the ring buffer holds records (see tether_bpf_probe_fd).
-    var fileDescriptor: Int32 { tether_bpf_probe_fd(probe) }
-
     /// Records the programs had no room for, counted in the kernel.
     var drops: Int { Int(tether_bpf_probe_drops(probe)) }
 

@@ -5,82 +5,63 @@ import Glibc
 #endif
 
 /// Files written, created, deleted and renamed under the configured folders. With CAP_SYS_ADMIN
-/// it marks the file systems holding them with fanotify, which says which process acted; where
-/// the BPF file program loads (file.bpf.c), that program reports writes, filtered to the
-/// watched folders in the kernel, and fanotify the rest; otherwise fanotify reports files closed
-/// after writing too. Without CAP_SYS_ADMIN it watches the folders and their subfolders with
-/// inotify (at most `inotifyWatchLimit` folders), which does not say who.
+/// it marks each folder of those trees with fanotify (`FolderMarks`), which says which process
+/// acted and passes only what happens in them: changes elsewhere never reach this process. A
+/// tree of more than `folderMarkLimit` folders has its whole file system marked instead, and
+/// filtered here. Without CAP_SYS_ADMIN it watches the folders and their subfolders with inotify
+/// (at most `inotifyWatchLimit` folders), which does not say who.
 final class FileSensor: @unchecked Sendable {
     private var threads: [SensorThread] = []
     private(set) var status: SensorStatus
     private let counters = KernelCounters()
-    /// The BPF file program's share of `counters`: what its filter let through.
-    private let writeCounters = KernelCounters()
     static let inotifyWatchLimit = 8192
-    static let bpfSource = "eBPF (sys_exit: first write after open, O_TRUNC, shared writable mapping) for writes"
-    /// What the BPF file program does not see, as its status says.
-    static let bpfMisses = "writes submitted through io_uring, and first writes to files opened before the sensor started, are not seen"
+    static let folderMarkLimit = 65_536
 
-    init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true, allowBPF: Bool = true,
-         executables: ExecutableNames = ExecutableNames()) {
+    init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true, executables: ExecutableNames = ExecutableNames(),
+         folderMarkLimit: Int = FileSensor.folderMarkLimit) {
         let scope = PathScope(included: paths, excluded: excluded)
         var notes: [String] = []
         var inotifyPaths = paths
         var source: [String] = []
         let fd = allowFanotify ? tether_fanotify_open() : -EPERM
         if fd >= 0 {
-            let writes = allowBPF ? Self.openBPF(paths: paths, excluded: excluded) : .failure(BPFRefusal(reason: ""))
-            var mounts: [[UInt32]: Int32] = [:]
-            var marked: [String] = []
+            let marks = FolderMarks(fd: fd, scope: scope, limit: folderMarkLimit)
+            var folders: [String] = []
+            var filesystems: [String] = []
             inotifyPaths = []
             for path in paths {
-                let mountFD = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                guard mountFD >= 0 else {
-                    notes.append("\(path) is not watched: \(String(cString: strerror(errno)))")
-                    continue
-                }
-                var fsid: [UInt32] = [0, 0]
-                guard tether_filesystem_id(mountFD, &fsid) == 0 else { close(mountFD); continue }
-                if mounts[fsid] != nil {
-                    close(mountFD)
-                    marked.append(path)
-                    continue
-                }
-                let result = tether_fanotify_mark_filesystem(fd, path, (try? writes.get()) == nil ? 1 : 0)
-                if result == 0 {
-                    mounts[fsid] = mountFD
-                    marked.append(path)
-                } else {
-                    close(mountFD)
-                    notes.append("fanotify cannot mark the file system of \(path) (\(String(cString: strerror(-result)))\(result == -EPERM ? ": it needs CAP_SYS_ADMIN" : "")); inotify watches it, and does not say which process changed a file")
+                switch marks.markTree(path) {
+                case .marked:
+                    folders.append(path)
+                case .tooMany:
+                    // Past the limit: the whole file system, filtered here (what marks are placed stay).
+                    let result = tether_fanotify_mark_filesystem(fd, path)
+                    if result == 0 {
+                        filesystems.append(path)
+                        notes.append("\(path) holds more than \(folderMarkLimit) folders: its whole file system is marked, and what happens outside the folder is filtered here")
+                    } else {
+                        folders.append(path)
+                        notes.append("\(path) holds more than \(folderMarkLimit) folders, and its file system cannot be marked (\(String(cString: strerror(-result)))): deeper folders are not watched")
+                    }
+                case .failed(let error) where error == EPERM:
+                    notes.append("fanotify cannot mark \(path) (\(String(cString: strerror(error))): it needs CAP_SYS_ADMIN); inotify watches it, and does not say which process changed a file")
                     inotifyPaths.append(path)
+                case .failed(let error):
+                    notes.append("\(path) is not watched: \(String(cString: strerror(error)))")
                 }
             }
-            if mounts.isEmpty {
+            if folders.isEmpty && filesystems.isEmpty {
+                marks.closeFilesystems()
                 close(fd)
             } else {
+                if !folders.isEmpty { source.append("fanotify on \(marks.count) folder\(marks.count == 1 ? "" : "s") under " + folders.joined(separator: ", ")) }
+                if !filesystems.isEmpty { source.append("fanotify on the file systems of " + filesystems.joined(separator: ", ")) }
                 let counters = self.counters
-                let frozenMounts = mounts
-                var writeReader: BPFWriteReader?
-                switch writes {
-                case .success(let probe):
-                    source.append(Self.bpfSource + "; fanotify on the file systems of " + marked.joined(separator: ", ") + " for creations, deletions and renames")
-                    notes.append(Self.bpfMisses)
-                    if let note = probe.note { notes.append(note) }
-                    writeReader = BPFWriteReader(probe: probe, scope: scope, buffer: buffer, executables: executables, counters: writeCounters)
-                case .failure(let refusal):
-                    source.append("fanotify on the file systems of " + marked.joined(separator: ", "))
-                    if !refusal.reason.isEmpty { notes.append("the BPF file program was not loaded (\(refusal.reason)); fanotify reports files when they are closed after writing") }
-                }
-                // One thread for both: fanotify's records are taken before the program's, so a
-                // file's creation comes before its first write.
-                let frozenWrites = writeReader
-                threads.append(SensorThread(name: "sensor:file") { thread in
-                    var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters, executables: executables,
-                                                writes: frozenWrites)
+                threads.append(SensorThread(name: "sensor:fanotify") { thread in
+                    var reader = FanotifyReader(fd: fd, marks: marks, scope: scope, buffer: buffer, counters: counters, executables: executables)
                     reader.run(thread)
+                    marks.closeFilesystems()
                     close(fd)
-                    for mountFD in frozenMounts.values { close(mountFD) }
                 })
             }
         } else if allowFanotify {
@@ -105,14 +86,7 @@ final class FileSensor: @unchecked Sendable {
     }
 
     /// Records the kernel reported, and how often its queue overflowed (events lost there).
-    var kernelCounts: (reported: Int, overflows: Int) {
-        let (events, writes) = (counters.read(), writeCounters.read())
-        return (events.reported + writes.reported, events.overflows + writes.overflows)
-    }
-
-    /// Records the BPF file program delivered (writes in scope, as its kernel filter found them),
-    /// and those lost (no room in the ring, or no path to name).
-    var kernelWriteCounts: (reported: Int, overflows: Int) { writeCounters.read() }
+    var kernelCounts: (reported: Int, overflows: Int) { counters.read() }
 
     /// False when a thread did not end in time.
     @discardableResult
@@ -121,50 +95,6 @@ final class FileSensor: @unchecked Sendable {
         threads = []
         status = status.stopped
         return ended
-    }
-}
-
-extension FileSensor {
-    /// Loads the BPF file program and tells it the folders: the included ones and those left
-    /// out of them, by inode (tether_bpf_folder). Not on other processors than x86-64 (the
-    /// program knows its system calls), nor in a pid namespace of its own (it reports the host's
-    /// pids).
-    private static func openBPF(paths: [String], excluded: [String]) -> Result<BPFProbe, BPFRefusal> {
-        #if arch(x86_64)
-        if ProcessSensor.inOwnPidNamespace { return .failure(BPFRefusal(reason: "it is not used in a pid namespace of its own: it reports the host's pids")) }
-        let probe: BPFProbe
-        switch BPFProbe.open(BPFObjects.file) {
-        case .success(let opened): probe = opened
-        case .failure(let refusal): return .failure(refusal)
-        }
-        for (folders, scope) in [(paths, TETHER_BPF_INCLUDED), (excluded, TETHER_BPF_EXCLUDED)] {
-            for folder in folders {
-                let fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                // A folder left out that does not exist leaves nothing out; an included one that
-                // does not exist is not watched, as fanotify's status says.
-                guard fd >= 0 else { continue }
-                defer { close(fd) }
-                var device: UInt64 = 0, inode: UInt64 = 0
-                guard tether_bpf_folder_identity(fd, &device, &inode) == 0 else { continue }
-                let result = probe.update("folders", key: inode, value: tether_bpf_folder(device: device, scope: UInt32(scope), reserved: 0))
-                guard result == 0 else {
-                    return .failure(BPFRefusal(reason: "its map of folders took no \(folder): \(String(cString: strerror(-result)))"))
-                }
-            }
-        }
-        return .success(probe)
-        #else
-        return .failure(BPFRefusal(reason: "it knows the system calls of x86-64 only"))
-        #endif
-    }
-
-    /// A path too deep or with a name too long for the program's walk: the process's descriptor,
-    /// while it still holds the same file open.
-    fileprivate static func openFile(pid: UInt32, fd: Int32, inode: UInt64) -> String? {
-        let link = "/proc/\(pid)/fd/\(fd)"
-        var info = stat()
-        guard stat(link, &info) == 0, UInt64(info.st_ino) == inode, let path = ProcFS.readLink(link), path.hasPrefix("/") else { return nil }
-        return path
     }
 }
 
@@ -180,113 +110,133 @@ struct PathScope: Sendable {
     }
 }
 
-/// Takes the BPF file program's records: a watched file changed, by whom. Each path is checked
-/// against the scope again (the kernel matched inodes; a walk cut short passes there).
-private struct BPFWriteReader: @unchecked Sendable {
-    let probe: BPFProbe
-    let scope: PathScope
-    let buffer: SensorBuffer
-    let executables: ExecutableNames
-    let counters: KernelCounters
-    private let me = UInt32(getpid())
-    private var reportedDrops = 0
-
-    init(probe: BPFProbe, scope: PathScope, buffer: SensorBuffer, executables: ExecutableNames, counters: KernelCounters) {
-        self.probe = probe
-        self.scope = scope
-        self.buffer = buffer
-        self.executables = executables
-        self.counters = counters
+/// The folders a fanotify group has marked (`tether_fanotify_mark_folder`), and a descriptor on
+/// each file system they are on (to open directory handles there). Used by the sensor's thread
+/// only, once made.
+final class FolderMarks: @unchecked Sendable {
+    enum Outcome {
+        case marked
+        case tooMany
+        case failed(Int32)
     }
 
-    /// Takes what the ring holds now; returns how many records.
-    mutating func drain() -> Int {
-        let pathOffset = MemoryLayout<tether_bpf_file_change>.offset(of: \.path)!
-        // One lookup per process per drain: a writer makes thousands of records a second.
-        var actors: [UInt32: ProcessRef] = [:]
-        var unnamed = 0
-        let (me, scope, buffer, executables) = (me, scope, buffer, executables)
-        let count = probe.poll(milliseconds: 0) { record in
-            // A record is as long as its path: the fixed part, then `path_length` bytes.
-            guard record.count >= pathOffset, record.loadUnaligned(as: UInt32.self) == UInt32(TETHER_BPF_FILE) else { return }
-            var change = tether_bpf_file_change()
-            withUnsafeMutableBytes(of: &change) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: record[..<pathOffset])) }
-            guard change.pid != me else { return }
-            let path: String
-            let length = Int(change.path_length)
-            if change.flags & UInt32(TETHER_BPF_PATH_INCOMPLETE) == 0, length > 0, pathOffset + length <= record.count {
-                path = String(decoding: record[pathOffset..<(pathOffset + length)], as: UTF8.self)
-            } else if let open = FileSensor.openFile(pid: change.pid, fd: change.fd, inode: change.inode) {
-                path = open
-            } else {
-                // Not lost in silence: counted with the records the kernel had no room for.
-                unnamed += 1
-                return
+    let fd: Int32
+    let scope: PathScope
+    /// Folders one walk marks at most (a tree such as `/` is not marked folder by folder).
+    let limit: Int
+    /// Folders marked (a mark goes with its folder when the folder is deleted).
+    private(set) var count = 0
+    /// A descriptor on each file system marked, by its id (statfs's f_fsid, as fanotify gives it).
+    private(set) var filesystems: [[UInt32]: Int32] = [:]
+
+    init(fd: Int32, scope: PathScope, limit: Int) {
+        self.fd = fd
+        self.scope = scope
+        self.limit = limit
+    }
+
+    /// Marks `root` and the folders under it, breadth first, each opened from its parent's
+    /// descriptor without following links, leaving out excluded ones. `found` gets every entry
+    /// met under `root` (for a folder just made, whose first entries came before its mark).
+    func markTree(_ root: String, found: ((String, Bool) -> Void)? = nil) -> Outcome {
+        let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard rootFD >= 0 else { return .failed(errno) }
+        var queue: [(fd: Int32, path: String)] = [(rootFD, root)]
+        var outcome = Outcome.marked
+        var marked = 0
+        while !queue.isEmpty {
+            let (folderFD, folder) = queue.removeFirst()
+            defer { close(folderFD) }
+            guard marked < limit else {
+                outcome = .tooMany
+                continue
             }
-            guard scope.contains(path) else { return }
-            if actors[change.pid] == nil {
-                let pid = Int32(bitPattern: change.pid)
-                actors[change.pid] = ProcessRef(pid: pid, executable: executables.name(of: pid) ?? ProcFS.readLink("/proc/\(pid)/exe"))
+            let result = tether_fanotify_mark_folder(fd, folderFD)
+            guard result == 0 else {
+                if folder == root { outcome = .failed(-result) }
+                continue
             }
-            buffer.push(SensorEvent(at: ProcFS.date(monotonicNanoseconds: change.time_ns),
-                                    .file(FileChange(action: .modified, path: path, oldPath: nil, isDirectory: false, actor: actors[change.pid]))))
+            marked += 1
+            count += 1
+            var fsid: [UInt32] = [0, 0]
+            if filesystems.count < 1024, tether_filesystem_id(folderFD, &fsid) == 0, filesystems[fsid] == nil {
+                filesystems[fsid] = dup(folderFD)
+            }
+            let listing = dup(folderFD)
+            guard listing >= 0, let directory = fdopendir(listing) else {
+                if listing >= 0 { close(listing) }
+                continue
+            }
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                if name == "." || name == ".." { continue }
+                let path = folder == "/" ? "/" + name : folder + "/" + name
+                var isDirectory = entry.pointee.d_type == UInt8(DT_DIR)
+                if entry.pointee.d_type == UInt8(DT_UNKNOWN) {
+                    var info = stat()
+                    isDirectory = fstatat(folderFD, name, &info, AT_SYMLINK_NOFOLLOW) == 0 && info.st_mode & S_IFMT == S_IFDIR
+                }
+                guard scope.contains(path) else { continue }
+                found?(path, isDirectory)
+                guard isDirectory else { continue }
+                let child = openat(folderFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                if child >= 0 { queue.append((child, path)) }
+            }
+            closedir(directory)
         }
-        let drops = probe.drops
-        counters.add(reported: max(0, count), overflows: drops - reportedDrops + unnamed)
-        reportedDrops = drops
-        return max(0, count)
+        return outcome
+    }
+
+    /// Closes the descriptors on the file systems (the group's descriptor is its owner's).
+    func closeFilesystems() {
+        for descriptor in filesystems.values { close(descriptor) }
+        filesystems = [:]
     }
 }
 
-/// Reads fanotify records and turns directory handles into paths (cached by handle).
+/// Reads fanotify records and turns directory handles into paths (cached by handle). A file
+/// written is reported once: at its first write seen (FAN_MODIFY, taken 40 times a second at
+/// most), or when it is closed after writing if no write was seen (through a mapping, say).
 private struct FanotifyReader {
     let fd: Int32
-    let mounts: [[UInt32]: Int32]
+    let marks: FolderMarks
     let scope: PathScope
     let buffer: SensorBuffer
     let counters: KernelCounters
     let executables: ExecutableNames
-    /// The BPF file program's writes, taken after each read of fanotify's records.
-    private var writes: BPFWriteReader?
     private var directories: [[UInt8]: String] = [:]
+    /// Files reported written and not yet closed.
+    private var written: Set<String> = []
     private let me = getpid()
+    static let writtenLimit = 16_384
 
-    init(fd: Int32, mounts: [[UInt32]: Int32], scope: PathScope, buffer: SensorBuffer, counters: KernelCounters, executables: ExecutableNames,
-         writes: BPFWriteReader?) {
+    init(fd: Int32, marks: FolderMarks, scope: PathScope, buffer: SensorBuffer, counters: KernelCounters, executables: ExecutableNames) {
         self.fd = fd
-        self.mounts = mounts
+        self.marks = marks
         self.scope = scope
         self.buffer = buffer
         self.counters = counters
         self.executables = executables
-        self.writes = writes
     }
 
     mutating func run(_ thread: SensorThread) {
         // Room for several reads of 8 KiB (at most 8192 / 24 records each).
         var records = [tether_file_event](repeating: tether_file_event(), count: 4096)
-        var waiting = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
-        if let writes { waiting.append(pollfd(fd: writes.probe.fileDescriptor, events: Int16(POLLIN), revents: 0)) }
         while !thread.isStopping {
-            if writes != nil { _ = poll(&waiting, nfds_t(waiting.count), 250) }
-            let count = Int(tether_fanotify_read(fd, writes == nil ? 250 : 0, &records, Int32(records.count)))
-            var written = 0
-            if count > 0 { take(records.prefix(count), written: &written) }
-            written += writes?.drain() ?? 0
-            SensorThread.gather(received: max(count, written), of: records.count)
+            let count = tether_fanotify_read(fd, 250, &records, Int32(records.count))
+            guard count > 0 else { continue }
+            counters.add(reported: Int(count))
+            defer { SensorThread.gather(received: Int(count), of: records.count) }
+            take(records.prefix(Int(count)))
         }
     }
 
-    /// Turns a read's records into events. The two sources have no common clock: a read's
-    /// creations come before the writes the program reported meanwhile, and its renames and
-    /// deletions after them (the writes are taken just before the first of those).
-    private mutating func take(_ records: ArraySlice<tether_file_event>, written: inout Int) {
-        counters.add(reported: records.count)
+    /// Turns a read's records into events.
+    private mutating func take(_ records: ArraySlice<tether_file_event>) {
         let now = Date()
         // One lookup per process per batch: a writer makes thousands of records a second.
         var actors: [Int32: ProcessRef] = [:]
         var movedFrom: (path: String, pid: Int32, isDirectory: Bool, actor: ProcessRef?)?
-        var writesTaken = false
         for record in records {
             if record.mask & UInt64(TETHER_FILE_OVERFLOW) != 0 {
                 counters.add(overflows: 1)
@@ -298,7 +248,15 @@ private struct FanotifyReader {
             if isDirectory, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
                 directories.removeAll(keepingCapacity: true)
             }
-            guard record.pid != me, let path = resolved, scope.contains(path) else { continue }
+            guard let path = resolved, scope.contains(path) else { continue }
+            // A folder made or moved in: marked, with what it holds (a folder made is reported
+            // with the entries it had before its mark, which made no events).
+            var foundInside: [(String, Bool)] = []
+            if isDirectory, record.mask & UInt64(TETHER_FILE_CREATE | TETHER_FILE_MOVED_TO) != 0 {
+                let made = record.mask & UInt64(TETHER_FILE_CREATE) != 0
+                _ = marks.markTree(path, found: made ? { foundInside.append(($0, $1)) } : nil)
+            }
+            guard record.pid != me else { continue }
             var actor: ProcessRef?
             if record.pid > 0 {
                 if actors[record.pid] == nil {
@@ -308,10 +266,6 @@ private struct FanotifyReader {
             }
             func emit(_ action: FileChange.Action, _ path: String, oldPath: String? = nil) {
                 buffer.push(SensorEvent(at: now, .file(FileChange(action: action, path: path, oldPath: oldPath, isDirectory: isDirectory, actor: actor))))
-            }
-            if !writesTaken, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
-                written += writes?.drain() ?? 0
-                writesTaken = true
             }
             if let pending = movedFrom, record.mask & UInt64(TETHER_FILE_MOVED_TO) == 0 || pending.pid != record.pid {
                 buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
@@ -327,9 +281,26 @@ private struct FanotifyReader {
                 movedFrom = nil
                 continue
             }
-            if record.mask & UInt64(TETHER_FILE_CREATE) != 0 { emit(.created, path) }
-            if record.mask & UInt64(TETHER_FILE_DELETE) != 0 { emit(.deleted, path) }
-            if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 { emit(.modified, path) }
+            if record.mask & UInt64(TETHER_FILE_CREATE) != 0 {
+                emit(.created, path)
+                // Who made what was already inside is not known.
+                for (inside, isFolder) in foundInside {
+                    buffer.push(SensorEvent(at: now, .file(FileChange(action: .created, path: inside, oldPath: nil, isDirectory: isFolder, actor: nil))))
+                }
+            }
+            if record.mask & UInt64(TETHER_FILE_DELETE) != 0 {
+                written.remove(path)
+                emit(.deleted, path)
+            }
+            // Modified and closed in one record (merged by the kernel) is one change.
+            if record.mask & UInt64(TETHER_FILE_MODIFY) != 0 && !written.contains(path) {
+                if written.count >= Self.writtenLimit { written.removeAll(keepingCapacity: true) }
+                emit(.modified, path)
+                written.insert(path)
+            }
+            if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 && written.remove(path) == nil {
+                emit(.modified, path)
+            }
         }
         if let pending = movedFrom {
             buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
@@ -345,7 +316,7 @@ private struct FanotifyReader {
         if let cached = directories[key] {
             directory = cached
         } else {
-            guard let mountFD = mounts[[record.fsid.0, record.fsid.1]] else { return nil }
+            guard let mountFD = marks.filesystems[[record.fsid.0, record.fsid.1]] else { return nil }
             let opened = tether_open_by_handle(mountFD, &copy)
             guard opened >= 0 else { return nil }
             defer { close(opened) }

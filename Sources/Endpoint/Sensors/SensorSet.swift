@@ -11,7 +11,7 @@ package enum SensorKind: String, CaseIterable, Sendable, Codable {
 package struct SensorStatus: Sendable, Equatable, Codable {
     package let sensor: SensorKind
     /// `netlink process connector`, `/proc scan every 1 s`, `/proc/net every 1 s`,
-    /// `fanotify on the file systems of /etc, /tmp`, `inotify on 412 folders under /etc`.
+    /// `fanotify on 412 folders under /etc`, `inotify on 412 folders under /etc`.
     package let source: String
     package let running: Bool
     /// A fallback's reason and what it misses, once; nil when nothing is missed.
@@ -74,7 +74,7 @@ package final class SensorSet: @unchecked Sendable {
     private static func fileSensor(buffer: SensorBuffer, options: SensorOptions, executables: ExecutableNames) -> FileSensor {
         let real = { (paths: [String]) in paths.map { URL(fileURLWithPath: $0).resolvingSymlinksInPath().path } }
         return FileSensor(buffer: buffer, paths: real(options.filePaths), excluded: real(options.excludedPaths), allowFanotify: options.kernelInterfaces,
-                          allowBPF: options.kernelInterfaces, executables: executables)
+                          executables: executables)
     }
 
     /// Watches other folders: only the file sensor restarts (the process sensor, and with it

@@ -31,7 +31,6 @@ static struct {
     int (*link_destroy)(struct bpf_link *);
     struct ring_buffer *(*ring_buffer_new)(int, ring_buffer_sample_fn, void *, const struct ring_buffer_opts *);
     int (*ring_buffer_poll)(struct ring_buffer *, int);
-    int (*ring_buffer_epoll_fd)(const struct ring_buffer *);
     void (*ring_buffer_free)(struct ring_buffer *);
     int (*map_lookup_elem)(int, const void *, void *);
     int (*map_update_elem)(int, const void *, const void *, __u64);
@@ -68,7 +67,6 @@ static void load(void) {
     FIND(link_destroy, "bpf_link__destroy")
     FIND(ring_buffer_new, "ring_buffer__new")
     FIND(ring_buffer_poll, "ring_buffer__poll")
-    FIND(ring_buffer_epoll_fd, "ring_buffer__epoll_fd")
     FIND(ring_buffer_free, "ring_buffer__free")
     FIND(map_lookup_elem, "bpf_map_lookup_elem")
     FIND(map_update_elem, "bpf_map_update_elem")
@@ -284,10 +282,6 @@ const void *tether_bpf_probe_poll(tether_bpf_probe *probe, int timeout_ms, size_
     *result = polled < 0 && polled != -EINTR ? polled : 0;
     *length = probe->used;
     return probe->records;
-}
-
-int tether_bpf_probe_fd(tether_bpf_probe *probe) {
-    return bpf.ring_buffer_epoll_fd(probe->ring);
 }
 
 int tether_bpf_probe_update(tether_bpf_probe *probe, const char *map_name, const void *key, const void *value) {

@@ -12,7 +12,6 @@
 #include <sys/vfs.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <signal.h>
 #include <stdio.h>
 #include <linux/netlink.h>
@@ -133,12 +132,21 @@ int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events
 }
 
 int tether_fanotify_open(void) {
-    int fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+    // Marks without the per-user limit (8,192 on older kernels): the sensor sets its own. That
+    // takes CAP_SYS_ADMIN, as does opening the directory handles the records carry; an
+    // unprivileged group (5.13 on) could mark folders but not name what changed in them.
+    int fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME | FAN_UNLIMITED_MARKS,
+                           O_RDONLY | O_LARGEFILE | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
 
-int tether_fanotify_mark_filesystem(int fd, const char *path, int closed_after_writing) {
-    uint64_t mask = (closed_after_writing ? FAN_CLOSE_WRITE : 0) | FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_ONDIR;
+int tether_fanotify_mark_folder(int fd, int folder_fd) {
+    uint64_t mask = FAN_MODIFY | FAN_CLOSE_WRITE | FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_ONDIR | FAN_EVENT_ON_CHILD;
+    return fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_ONLYDIR, mask, folder_fd, NULL) < 0 ? -errno : 0;
+}
+
+int tether_fanotify_mark_filesystem(int fd, const char *path) {
+    uint64_t mask = FAN_CLOSE_WRITE | FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_ONDIR;
     return fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, mask, AT_FDCWD, path) < 0 ? -errno : 0;
 }
 
@@ -292,22 +300,6 @@ int tether_is_remote_filesystem(int fd) {
     default:
         return 0;
     }
-}
-
-int tether_bpf_folder_identity(int fd, uint64_t *device, uint64_t *inode) {
-    struct stat status;
-    struct statfs info;
-    if (fstat(fd, &status) != 0 || fstatfs(fd, &info) != 0) return -errno;
-    *inode = status.st_ino;
-    switch ((unsigned long)info.f_type) {
-    case 0x9123683E: // btrfs
-    case 0x794C7630: // overlayfs
-        *device = 0;
-        break;
-    default:
-        *device = ((uint64_t)major(status.st_dev) << 20) | minor(status.st_dev);
-    }
-    return 0;
 }
 
 int tether_filesystem_id(int fd, uint32_t id[2]) {

@@ -98,7 +98,7 @@ struct SensorTests {
         #expect(rig.env.run("drift").stdout.contains("process sensor"))
         let sources = Dictionary(uniqueKeysWithValues: rig.sensors().map { ($0["sensor"] as? String ?? "", $0["source"] as? String ?? "") })
         #expect(sources["process"] == (bpfLoads ? "eBPF (sched_process_exec and sched_process_exit, ring buffer)" : "netlink process connector"), "\(sources)")
-        #expect(sources["file"]?.hasPrefix(bpfLoads ? "eBPF (sys_exit: first write after open" : "fanotify") == true, "\(sources)")
+        #expect(sources["file"]?.hasPrefix("fanotify") == true, "\(sources)")
 
         // A process with a unique command line, a TCP connection to a unique loopback port, a file with a unique name.
         let marker = "tether-probe-\(UUID().uuidString.lowercased())"
@@ -251,7 +251,7 @@ struct SensorTests {
         #expect(watch.wait() == 0, "\(watch.stderr)")
         #expect(watch.stderr.contains("sensor process: /proc scan every 1 s — the BPF programs were not loaded (") && watch.stderr.contains("; the netlink process connector was refused"),
                 "\(watch.stderr)")
-        #expect(watch.stderr.contains("sensor file: inotify on 1 folder under \(watched.path) — fanotify cannot mark the file system of \(watched.path) (Operation not permitted: it needs CAP_SYS_ADMIN)"),
+        #expect(watch.stderr.contains("sensor file: inotify on 1 folder under \(watched.path) — fanotify was refused (Operation not permitted: it needs CAP_SYS_ADMIN); inotify does not say which process changed a file"),
                 "\(watch.stderr)")
         let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
         #expect(events.contains { $0.type == "process-start" && $0.detail["commandLine"]?.text?.contains(marker) == true }, "\(watch.stdout.suffix(3000))")
@@ -290,8 +290,6 @@ struct BPFSensorTests {
         #expect(runs.status == 0)
         #expect(watch.wait() == 0, "\(watch.stderr)")
         #expect(watch.stderr.contains("sensor process: eBPF (sched_process_exec and sched_process_exit, ring buffer)\n"), "\(watch.stderr)")
-        // Every sensor names eBPF as its source here.
-        #expect(watch.stderr.contains("sensor network: eBPF (") && watch.stderr.contains("sensor file: eBPF (sys_exit"), "\(watch.stderr)")
         let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
         let starts = events.filter { $0.type == "process-start" && $0.detail["commandLine"]?.text?.hasPrefix("./short-lived \(marker) ") == true }
         #expect(starts.count == 11, "every one of the 11 runs: \(watch.stdout.suffix(3000))")

@@ -24,10 +24,8 @@ typedef unsigned int uid_t;
 typedef unsigned int gid_t;
 typedef unsigned int dev_t;
 typedef _Bool bool;
-enum { false = 0, true = 1 };
 
 enum bpf_map_type {
-    BPF_MAP_TYPE_HASH = 1,
     BPF_MAP_TYPE_PERCPU_ARRAY = 6,
     BPF_MAP_TYPE_LRU_HASH = 9,
     BPF_MAP_TYPE_RINGBUF = 27,
@@ -80,24 +78,16 @@ typedef struct { gid_t val; } kgid_t;
 
 struct timespec64 { time64_t tv_sec; long tv_nsec; };
 
-/// `hash_len` holds the name's length in its high 32 bits (hashlen_len).
-struct qstr {
-    __u64 hash_len;
-    const unsigned char *name;
-};
-
-struct inode;
+struct qstr { const unsigned char *name; };
 
 struct dentry {
     struct dentry *d_parent;
     struct qstr d_name;
-    struct inode *d_inode;
 };
 
 struct super_block { dev_t s_dev; };
 
 struct inode {
-    unsigned short i_mode;
     unsigned long i_ino;
     struct super_block *i_sb;
     unsigned int __i_nlink;
@@ -123,24 +113,6 @@ struct path {
 struct file {
     struct path f_path;
     struct inode *f_inode;
-    unsigned int f_mode;
-};
-
-struct fdtable {
-    unsigned int max_fds;
-    struct file **fd;
-};
-
-struct files_struct { struct fdtable *fdt; };
-
-/// The registers a system call was made with (x86-64): its number, its arguments in order.
-struct pt_regs {
-    unsigned long di;
-    unsigned long si;
-    unsigned long dx;
-    unsigned long r10;
-    unsigned long r8;
-    unsigned long orig_ax;
 };
 
 struct linux_binprm {
@@ -170,7 +142,6 @@ struct task_struct {
     struct mm_struct *mm;
     struct cred *cred;
     struct signal_struct *signal;
-    struct files_struct *files;
 };
 
 struct in6_addr { __u8 u6_addr8[16]; };

@@ -37,10 +37,6 @@ tether_bpf_probe *tether_bpf_probe_open(const void *object, size_t length, const
 /// memory is the probe's, valid until the next poll. `*result` is 0, or -errno.
 const void *tether_bpf_probe_poll(tether_bpf_probe *probe, int timeout_ms, size_t *length, int *result);
 
-/// A descriptor that polls readable when the probe's ring buffer holds records (to wait on it
-/// together with other descriptors; tether_bpf_probe_poll with 0 then takes them).
-int tether_bpf_probe_fd(tether_bpf_probe *probe);
-
 /// What was left out when the probe opened (a cgroup program with no cgroup v2 hierarchy to
 /// attach to, and why), or NULL. The other programs run.
 const char *tether_bpf_probe_note(tether_bpf_probe *probe);
@@ -75,6 +71,7 @@ typedef struct {
 } tether_file_event;
 
 enum {
+    TETHER_FILE_MODIFY = 0x02,
     TETHER_FILE_CLOSE_WRITE = 0x08,
     TETHER_FILE_MOVED_FROM = 0x40,
     TETHER_FILE_MOVED_TO = 0x80,
@@ -88,10 +85,14 @@ enum {
 /// the descriptor or -errno (EPERM without CAP_SYS_ADMIN).
 int tether_fanotify_open(void);
 
-/// Marks the whole file system holding `path` for creations, deletions and renames, and with
-/// `closed_after_writing` for files closed after writing (not wanted where the BPF file program
-/// reports writes). Returns 0 or -errno.
-int tether_fanotify_mark_filesystem(int fd, const char *path, int closed_after_writing);
+/// Marks the whole file system holding `path` for writes closed, creations, deletions and renames.
+/// Returns 0 or -errno.
+int tether_fanotify_mark_filesystem(int fd, const char *path);
+
+/// Marks the folder `folder_fd` is open on (not a link: opened with O_NOFOLLOW) for what happens
+/// to its entries: writes (each, and when closed), creations, deletions and renames; only events
+/// in marked folders reach the group. Returns 0 or -errno.
+int tether_fanotify_mark_folder(int fd, int folder_fd);
 
 /// Waits up to `timeout_ms`, then reads what is queued, 8 KiB at a time, while `events` has room
 /// for a whole read (`max` should be a few thousand). Returns how many records were written to
@@ -130,11 +131,6 @@ int tether_kill_if_running(int pid, uint64_t device, uint64_t inode);
 /// The file system id (statfs's f_fsid) of the file system holding `fd`, as fanotify reports it.
 /// Returns 0 or -errno.
 int tether_filesystem_id(int fd, uint32_t id[2]);
-
-/// The folder `fd` as the BPF file program finds it: its inode number, and its file system as
-/// the kernel numbers it (major << 20 | minor), or 0 where stat's device is not the super
-/// block's (btrfs subvolumes, overlayfs), so that any device matches. Returns 0 or -errno.
-int tether_bpf_folder_identity(int fd, uint64_t *device, uint64_t *inode);
 
 /// open(2)'s O_PATH (a handle that reads nothing), which Swift's Glibc module does not export.
 enum { TETHER_O_PATH = 010000000 };

@@ -21,7 +21,6 @@ typedef int64_t tether_s64;
 enum {
     TETHER_BPF_EXEC = 1,
     TETHER_BPF_EXIT = 2,
-    TETHER_BPF_FILE = 5,
 };
 
 /// Flags of an exec record.
@@ -120,52 +119,6 @@ struct tether_bpf_connection {
     unsigned char local[16]; // network order; IPv4 in the first 4 bytes
     unsigned char remote[16];
     tether_u64 time_ns;      // when it happened, on CLOCK_MONOTONIC
-};
-
-/// How a watched file was changed (file.bpf.c): its first write since it was opened, opened
-/// with O_TRUNC, or mapped shared and writable.
-enum {
-    TETHER_BPF_WRITTEN = 1,
-    TETHER_BPF_TRUNCATED = 2,
-    TETHER_BPF_MAPPED = 3,
-};
-
-/// The file program's map of folders (`folders`), by inode number, which user space fills
-/// with the watched folders and those left out of them: a file is in scope when the nearest
-/// of them above it is included.
-enum {
-    TETHER_BPF_INCLUDED = 1,
-    TETHER_BPF_EXCLUDED = 2,
-};
-
-/// A folder of the map: its file system (the kernel's device number; 0 matches any, for file
-/// systems whose stat device is not their super block's) and whether it is included.
-struct tether_bpf_folder {
-    tether_u64 device;
-    tether_u32 scope;
-    tether_u32 reserved;
-};
-
-/// A file's path in a file record: at most this many bytes (PATH_MAX) and components.
-#define TETHER_BPF_PATH 4096
-#define TETHER_BPF_PATH_DEPTH 64
-
-/// A regular file under a watched folder was changed by a process (tp_btf/sys_exit). The record
-/// ends with the path's `path_length` bytes: it is only as long as the path.
-struct tether_bpf_file_change {
-    tether_u32 kind;
-    tether_u32 action;
-    tether_u32 pid;
-    tether_u32 uid;
-    tether_u32 flags;        // TETHER_BPF_PATH_INCOMPLETE: no path (too deep, too long, no mounted tree)
-    tether_u32 path_length;
-    tether_s32 fd;           // the process's descriptor of the file
-    tether_u32 reserved;
-    tether_u64 start_boottime_ns;   // the process's start
-    tether_u64 time_ns;      // when it happened, on CLOCK_MONOTONIC
-    tether_u64 device;       // the file's file system (the kernel's encoding)
-    tether_u64 inode;
-    char path[TETHER_BPF_PATH];     // absolute, without a NUL
 };
 
 #endif
