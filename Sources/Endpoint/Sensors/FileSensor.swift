@@ -4,64 +4,60 @@ import FoundationEssentials
 import Glibc
 #endif
 
-/// Files written, created, deleted and renamed under the configured folders. With CAP_SYS_ADMIN
-/// it marks each folder of those trees with fanotify (`FolderMarks`), which says which process
-/// acted and passes only what happens in them: changes elsewhere never reach this process. A
-/// tree of more than `folderMarkLimit` folders has its whole file system marked instead, and
-/// filtered here. Without CAP_SYS_ADMIN it watches the folders and their subfolders with inotify
+/// Files written (closed after writing), created, deleted and renamed under the configured
+/// folders. With CAP_SYS_ADMIN it marks the file systems holding them with fanotify, which says
+/// which process acted; otherwise it watches the folders and their subfolders with inotify
 /// (at most `inotifyWatchLimit` folders), which does not say who.
 final class FileSensor: @unchecked Sendable {
     private var threads: [SensorThread] = []
     private(set) var status: SensorStatus
     private let counters = KernelCounters()
     static let inotifyWatchLimit = 8192
-    static let folderMarkLimit = 65_536
 
-    init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true, executables: ExecutableNames = ExecutableNames(),
-         folderMarkLimit: Int = FileSensor.folderMarkLimit) {
+    init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true, executables: ExecutableNames = ExecutableNames()) {
         let scope = PathScope(included: paths, excluded: excluded)
         var notes: [String] = []
         var inotifyPaths = paths
         var source: [String] = []
         let fd = allowFanotify ? tether_fanotify_open() : -EPERM
         if fd >= 0 {
-            let marks = FolderMarks(fd: fd, scope: scope, limit: folderMarkLimit)
-            var folders: [String] = []
-            var filesystems: [String] = []
+            var mounts: [[UInt32]: Int32] = [:]
+            var marked: [String] = []
             inotifyPaths = []
             for path in paths {
-                switch marks.markTree(path) {
-                case .marked:
-                    folders.append(path)
-                case .tooMany:
-                    // Past the limit: the whole file system, filtered here (what marks are placed stay).
-                    let result = tether_fanotify_mark_filesystem(fd, path)
-                    if result == 0 {
-                        filesystems.append(path)
-                        notes.append("\(path) holds more than \(folderMarkLimit) folders: its whole file system is marked, and what happens outside the folder is filtered here")
-                    } else {
-                        folders.append(path)
-                        notes.append("\(path) holds more than \(folderMarkLimit) folders, and its file system cannot be marked (\(String(cString: strerror(-result)))): deeper folders are not watched")
-                    }
-                case .failed(let error) where error == EPERM:
-                    notes.append("fanotify cannot mark \(path) (\(String(cString: strerror(error))): it needs CAP_SYS_ADMIN); inotify watches it, and does not say which process changed a file")
+                let mountFD = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                guard mountFD >= 0 else {
+                    notes.append("\(path) is not watched: \(String(cString: strerror(errno)))")
+                    continue
+                }
+                var fsid: [UInt32] = [0, 0]
+                guard tether_filesystem_id(mountFD, &fsid) == 0 else { close(mountFD); continue }
+                if mounts[fsid] != nil {
+                    close(mountFD)
+                    marked.append(path)
+                    continue
+                }
+                let result = tether_fanotify_mark_filesystem(fd, path)
+                if result == 0 {
+                    mounts[fsid] = mountFD
+                    marked.append(path)
+                } else {
+                    close(mountFD)
+                    notes.append("fanotify cannot mark the file system of \(path) (\(String(cString: strerror(-result)))\(result == -EPERM ? ": it needs CAP_SYS_ADMIN" : "")); inotify watches it, and does not say which process changed a file")
                     inotifyPaths.append(path)
-                case .failed(let error):
-                    notes.append("\(path) is not watched: \(String(cString: strerror(error)))")
                 }
             }
-            if folders.isEmpty && filesystems.isEmpty {
-                marks.closeFilesystems()
+            if mounts.isEmpty {
                 close(fd)
             } else {
-                if !folders.isEmpty { source.append("fanotify on \(marks.count) folder\(marks.count == 1 ? "" : "s") under " + folders.joined(separator: ", ")) }
-                if !filesystems.isEmpty { source.append("fanotify on the file systems of " + filesystems.joined(separator: ", ")) }
+                source.append("fanotify on the file systems of " + marked.joined(separator: ", "))
                 let counters = self.counters
+                let frozenMounts = mounts
                 threads.append(SensorThread(name: "sensor:fanotify") { thread in
-                    var reader = FanotifyReader(fd: fd, marks: marks, scope: scope, buffer: buffer, counters: counters, executables: executables)
+                    var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters, executables: executables)
                     reader.run(thread)
-                    marks.closeFilesystems()
                     close(fd)
+                    for mountFD in frozenMounts.values { close(mountFD) }
                 })
             }
         } else if allowFanotify {
@@ -110,109 +106,21 @@ struct PathScope: Sendable {
     }
 }
 
-/// The folders a fanotify group has marked (`tether_fanotify_mark_folder`), and a descriptor on
-/// each file system they are on (to open directory handles there). Used by the sensor's thread
-/// only, once made.
-final class FolderMarks: @unchecked Sendable {
-    enum Outcome {
-        case marked
-        case tooMany
-        case failed(Int32)
-    }
-
-    let fd: Int32
-    let scope: PathScope
-    /// Folders one walk marks at most (a tree such as `/` is not marked folder by folder).
-    let limit: Int
-    /// Folders marked (a mark goes with its folder when the folder is deleted).
-    private(set) var count = 0
-    /// A descriptor on each file system marked, by its id (statfs's f_fsid, as fanotify gives it).
-    private(set) var filesystems: [[UInt32]: Int32] = [:]
-
-    init(fd: Int32, scope: PathScope, limit: Int) {
-        self.fd = fd
-        self.scope = scope
-        self.limit = limit
-    }
-
-    /// Marks `root` and the folders under it, breadth first, each opened from its parent's
-    /// descriptor without following links, leaving out excluded ones. `found` gets every entry
-    /// met under `root` (for a folder just made, whose first entries came before its mark).
-    func markTree(_ root: String, found: ((String, Bool) -> Void)? = nil) -> Outcome {
-        let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard rootFD >= 0 else { return .failed(errno) }
-        var queue: [(fd: Int32, path: String)] = [(rootFD, root)]
-        var outcome = Outcome.marked
-        var marked = 0
-        while !queue.isEmpty {
-            let (folderFD, folder) = queue.removeFirst()
-            defer { close(folderFD) }
-            guard marked < limit else {
-                outcome = .tooMany
-                continue
-            }
-            let result = tether_fanotify_mark_folder(fd, folderFD)
-            guard result == 0 else {
-                if folder == root { outcome = .failed(-result) }
-                continue
-            }
-            marked += 1
-            count += 1
-            var fsid: [UInt32] = [0, 0]
-            if filesystems.count < 1024, tether_filesystem_id(folderFD, &fsid) == 0, filesystems[fsid] == nil {
-                filesystems[fsid] = dup(folderFD)
-            }
-            let listing = dup(folderFD)
-            guard listing >= 0, let directory = fdopendir(listing) else {
-                if listing >= 0 { close(listing) }
-                continue
-            }
-            while let entry = readdir(directory) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-                if name == "." || name == ".." { continue }
-                let path = folder == "/" ? "/" + name : folder + "/" + name
-                var isDirectory = entry.pointee.d_type == UInt8(DT_DIR)
-                if entry.pointee.d_type == UInt8(DT_UNKNOWN) {
-                    var info = stat()
-                    isDirectory = fstatat(folderFD, name, &info, AT_SYMLINK_NOFOLLOW) == 0 && info.st_mode & S_IFMT == S_IFDIR
-                }
-                guard scope.contains(path) else { continue }
-                found?(path, isDirectory)
-                guard isDirectory else { continue }
-                let child = openat(folderFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                if child >= 0 { queue.append((child, path)) }
-            }
-            closedir(directory)
-        }
-        return outcome
-    }
-
-    /// Closes the descriptors on the file systems (the group's descriptor is its owner's).
-    func closeFilesystems() {
-        for descriptor in filesystems.values { close(descriptor) }
-        filesystems = [:]
-    }
-}
-
-/// Reads fanotify records and turns directory handles into paths (cached by handle). A file
-/// written is reported once: at its first write seen (FAN_MODIFY, taken 40 times a second at
-/// most), or when it is closed after writing if no write was seen (through a mapping, say).
+/// Reads fanotify records and turns directory handles into paths (cached by handle).
 private struct FanotifyReader {
     let fd: Int32
-    let marks: FolderMarks
+    let mounts: [[UInt32]: Int32]
     let scope: PathScope
     let buffer: SensorBuffer
     let counters: KernelCounters
+    /// The process sensor's starts: a writer that has ended meanwhile is still named.
     let executables: ExecutableNames
     private var directories: [[UInt8]: String] = [:]
-    /// Files reported written and not yet closed.
-    private var written: Set<String> = []
     private let me = getpid()
-    static let writtenLimit = 16_384
 
-    init(fd: Int32, marks: FolderMarks, scope: PathScope, buffer: SensorBuffer, counters: KernelCounters, executables: ExecutableNames) {
+    init(fd: Int32, mounts: [[UInt32]: Int32], scope: PathScope, buffer: SensorBuffer, counters: KernelCounters, executables: ExecutableNames) {
         self.fd = fd
-        self.marks = marks
+        self.mounts = mounts
         self.scope = scope
         self.buffer = buffer
         self.counters = counters
@@ -227,84 +135,55 @@ private struct FanotifyReader {
             guard count > 0 else { continue }
             counters.add(reported: Int(count))
             defer { SensorThread.gather(received: Int(count), of: records.count) }
-            take(records.prefix(Int(count)))
-        }
-    }
-
-    /// Turns a read's records into events.
-    private mutating func take(_ records: ArraySlice<tether_file_event>) {
-        let now = Date()
-        // One lookup per process per batch: a writer makes thousands of records a second.
-        var actors: [Int32: ProcessRef] = [:]
-        var movedFrom: (path: String, pid: Int32, isDirectory: Bool, actor: ProcessRef?)?
-        for record in records {
-            if record.mask & UInt64(TETHER_FILE_OVERFLOW) != 0 {
-                counters.add(overflows: 1)
-                continue
-            }
-            let isDirectory = record.mask & UInt64(TETHER_FILE_ONDIR) != 0
-            let resolved = path(of: record)
-            // A folder moved or deleted: every cached path under it is stale.
-            if isDirectory, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
-                directories.removeAll(keepingCapacity: true)
-            }
-            guard let path = resolved, scope.contains(path) else { continue }
-            // A folder made or moved in: marked, with what it holds (a folder made is reported
-            // with the entries it had before its mark, which made no events).
-            var foundInside: [(String, Bool)] = []
-            if isDirectory, record.mask & UInt64(TETHER_FILE_CREATE | TETHER_FILE_MOVED_TO) != 0 {
-                let made = record.mask & UInt64(TETHER_FILE_CREATE) != 0
-                _ = marks.markTree(path, found: made ? { foundInside.append(($0, $1)) } : nil)
-            }
-            guard record.pid != me else { continue }
-            var actor: ProcessRef?
-            if record.pid > 0 {
-                if actors[record.pid] == nil {
-                    actors[record.pid] = ProcessRef(pid: record.pid, executable: executables.name(of: record.pid) ?? ProcFS.readLink("/proc/\(record.pid)/exe"))
+            let now = Date()
+            // One lookup per process per batch: a writer makes thousands of records a second.
+            var actors: [Int32: ProcessRef] = [:]
+            var movedFrom: (path: String, pid: Int32, isDirectory: Bool, actor: ProcessRef?)?
+            for index in 0..<Int(count) {
+                let record = records[index]
+                if record.mask & UInt64(TETHER_FILE_OVERFLOW) != 0 {
+                    counters.add(overflows: 1)
+                    continue
                 }
-                actor = actors[record.pid]
+                let isDirectory = record.mask & UInt64(TETHER_FILE_ONDIR) != 0
+                let resolved = path(of: record)
+                // A folder moved or deleted: every cached path under it is stale.
+                if isDirectory, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
+                    directories.removeAll(keepingCapacity: true)
+                }
+                guard record.pid != me, let path = resolved, scope.contains(path) else { continue }
+                var actor: ProcessRef?
+                if record.pid > 0 {
+                    if actors[record.pid] == nil {
+                        actors[record.pid] = ProcessRef(pid: record.pid, executable: ProcFS.readLink("/proc/\(record.pid)/exe") ?? executables.name(of: record.pid))
+                    }
+                    actor = actors[record.pid]
+                }
+                func emit(_ action: FileChange.Action, _ path: String, oldPath: String? = nil) {
+                    buffer.push(SensorEvent(at: now, .file(FileChange(action: action, path: path, oldPath: oldPath, isDirectory: isDirectory, actor: actor))))
+                }
+                if let pending = movedFrom, record.mask & UInt64(TETHER_FILE_MOVED_TO) == 0 || pending.pid != record.pid {
+                    buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
+                                                                      actor: pending.actor))))
+                    movedFrom = nil
+                }
+                if record.mask & UInt64(TETHER_FILE_MOVED_FROM) != 0 {
+                    movedFrom = (path, record.pid, isDirectory, actor)
+                    continue
+                }
+                if record.mask & UInt64(TETHER_FILE_MOVED_TO) != 0 {
+                    emit(.renamed, path, oldPath: movedFrom?.path)
+                    movedFrom = nil
+                    continue
+                }
+                if record.mask & UInt64(TETHER_FILE_CREATE) != 0 { emit(.created, path) }
+                if record.mask & UInt64(TETHER_FILE_DELETE) != 0 { emit(.deleted, path) }
+                if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 { emit(.modified, path) }
             }
-            func emit(_ action: FileChange.Action, _ path: String, oldPath: String? = nil) {
-                buffer.push(SensorEvent(at: now, .file(FileChange(action: action, path: path, oldPath: oldPath, isDirectory: isDirectory, actor: actor))))
-            }
-            if let pending = movedFrom, record.mask & UInt64(TETHER_FILE_MOVED_TO) == 0 || pending.pid != record.pid {
+            if let pending = movedFrom {
                 buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
                                                                   actor: pending.actor))))
-                movedFrom = nil
             }
-            if record.mask & UInt64(TETHER_FILE_MOVED_FROM) != 0 {
-                movedFrom = (path, record.pid, isDirectory, actor)
-                continue
-            }
-            if record.mask & UInt64(TETHER_FILE_MOVED_TO) != 0 {
-                emit(.renamed, path, oldPath: movedFrom?.path)
-                movedFrom = nil
-                continue
-            }
-            if record.mask & UInt64(TETHER_FILE_CREATE) != 0 {
-                emit(.created, path)
-                // Who made what was already inside is not known.
-                for (inside, isFolder) in foundInside {
-                    buffer.push(SensorEvent(at: now, .file(FileChange(action: .created, path: inside, oldPath: nil, isDirectory: isFolder, actor: nil))))
-                }
-            }
-            if record.mask & UInt64(TETHER_FILE_DELETE) != 0 {
-                written.remove(path)
-                emit(.deleted, path)
-            }
-            // Modified and closed in one record (merged by the kernel) is one change.
-            if record.mask & UInt64(TETHER_FILE_MODIFY) != 0 && !written.contains(path) {
-                if written.count >= Self.writtenLimit { written.removeAll(keepingCapacity: true) }
-                emit(.modified, path)
-                written.insert(path)
-            }
-            if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 && written.remove(path) == nil {
-                emit(.modified, path)
-            }
-        }
-        if let pending = movedFrom {
-            buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,
-                                                              actor: pending.actor))))
         }
     }
 
@@ -316,7 +195,7 @@ private struct FanotifyReader {
         if let cached = directories[key] {
             directory = cached
         } else {
-            guard let mountFD = marks.filesystems[[record.fsid.0, record.fsid.1]] else { return nil }
+            guard let mountFD = mounts[[record.fsid.0, record.fsid.1]] else { return nil }
             let opened = tether_open_by_handle(mountFD, &copy)
             guard opened >= 0 else { return nil }
             defer { close(opened) }

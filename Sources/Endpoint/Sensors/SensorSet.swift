@@ -11,7 +11,7 @@ package enum SensorKind: String, CaseIterable, Sendable, Codable {
 package struct SensorStatus: Sendable, Equatable, Codable {
     package let sensor: SensorKind
     /// `netlink process connector`, `/proc scan every 1 s`, `/proc/net every 1 s`,
-    /// `fanotify on 412 folders under /etc`, `inotify on 412 folders under /etc`.
+    /// `fanotify on the file systems of /etc, /tmp`, `inotify on 412 folders under /etc`.
     package let source: String
     package let running: Bool
     /// A fallback's reason and what it misses, once; nil when nothing is missed.

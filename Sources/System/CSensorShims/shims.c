@@ -132,17 +132,8 @@ int tether_proc_connector_read(int fd, int timeout_ms, tether_proc_event *events
 }
 
 int tether_fanotify_open(void) {
-    // Marks without the per-user limit (8,192 on older kernels): the sensor sets its own. That
-    // takes CAP_SYS_ADMIN, as does opening the directory handles the records carry; an
-    // unprivileged group (5.13 on) could mark folders but not name what changed in them.
-    int fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME | FAN_UNLIMITED_MARKS,
-                           O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+    int fd = fanotify_init(FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
-}
-
-int tether_fanotify_mark_folder(int fd, int folder_fd) {
-    uint64_t mask = FAN_MODIFY | FAN_CLOSE_WRITE | FAN_CREATE | FAN_DELETE | FAN_MOVED_FROM | FAN_MOVED_TO | FAN_ONDIR | FAN_EVENT_ON_CHILD;
-    return fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_ONLYDIR, mask, folder_fd, NULL) < 0 ? -errno : 0;
 }
 
 int tether_fanotify_mark_filesystem(int fd, const char *path) {

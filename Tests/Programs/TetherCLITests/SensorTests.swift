@@ -251,7 +251,7 @@ struct SensorTests {
         #expect(watch.wait() == 0, "\(watch.stderr)")
         #expect(watch.stderr.contains("sensor process: /proc scan every 1 s — the BPF programs were not loaded (") && watch.stderr.contains("; the netlink process connector was refused"),
                 "\(watch.stderr)")
-        #expect(watch.stderr.contains("sensor file: inotify on 1 folder under \(watched.path) — fanotify was refused (Operation not permitted: it needs CAP_SYS_ADMIN); inotify does not say which process changed a file"),
+        #expect(watch.stderr.contains("sensor file: inotify on 1 folder under \(watched.path) — fanotify cannot mark the file system of \(watched.path) (Operation not permitted: it needs CAP_SYS_ADMIN)"),
                 "\(watch.stderr)")
         let events = watch.stdout.split(separator: "\n").compactMap { try? Wire.decode(WireEvent.self, from: Array($0.utf8)) }
         #expect(events.contains { $0.type == "process-start" && $0.detail["commandLine"]?.text?.contains(marker) == true }, "\(watch.stdout.suffix(3000))")
