@@ -20,7 +20,7 @@ package enum DeviceFiles {
 
     /// The absolute path of a device file, or why it is refused.
     package static func locate(_ path: String, stateDirectory: URL) throws -> String {
-        let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : stateDirectory.appendingPathComponent(path)
+        let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : stateDirectory.appending(path: path)
         let resolved = url.standardizedFileURL.resolvingSymlinksInPath().path
         let folders = allowedFolders(stateDirectory: stateDirectory)
         guard folders.contains(where: { resolved == $0 || resolved.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) else {

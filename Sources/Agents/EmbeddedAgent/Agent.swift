@@ -38,7 +38,7 @@ package final class Agent: AgentBackend, @unchecked Sendable {
         } catch {
             throw AgentError.store("cannot create the state directory \(stateDirectory): \(reason(of: error))")
         }
-        let path = directory.appendingPathComponent(Agent.storeFileName).path
+        let path = directory.appending(path: Agent.storeFileName).path
         do {
             // A rollback journal, always: an apply commits this file and the other (agent.db, history.db)
             // in one transaction, which SQLite makes atomic only without WAL. What is deleted is

@@ -56,11 +56,11 @@ package final class KESLAgent: AgentBackend {
         self.control = control
         do {
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            let path = directory.appendingPathComponent(Self.storeFileName).path
+            let path = directory.appending(path: Self.storeFileName).path
             database = try Database.openPrivate(path: path)
             try Self.migrator.migrate(database, store: path)
         } catch {
-            throw AgentError.store("\(directory.appendingPathComponent(Self.storeFileName).path): \(error)")
+            throw AgentError.store("\(directory.appending(path: Self.storeFileName).path): \(error)")
         }
     }
 
@@ -529,7 +529,7 @@ package final class KESLAgent: AgentBackend {
     /// Takes kesl.lock: Tether's transactions on this agent run one at a time (the vendor's
     /// command line has no lock of its own).
     private func takeLock() throws {
-        let path = directory.appendingPathComponent("kesl.lock").path
+        let path = directory.appending(path: "kesl.lock").path
         lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard lock >= 0, flock(lock, LOCK_EX) == 0 else {
             if lock >= 0 { close(lock) }
@@ -619,10 +619,10 @@ package final class KESLAgent: AgentBackend {
     /// Writes `bytes` to a file only this user can read, in a private folder of the state
     /// directory, for the length of `body`.
     private func withPrivateFile(_ bytes: [UInt8], name: String, _ body: (String) throws -> Void) throws {
-        let folder = directory.appendingPathComponent(".kesl-\(UUID().uuidString.prefix(8))")
+        let folder = directory.appending(path: ".kesl-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: folder) }
-        let file = folder.appendingPathComponent(name)
+        let file = folder.appending(path: name)
         guard FileManager.default.createFile(atPath: file.path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
             throw AgentError.store("cannot write a file in \(folder.path)")
         }

@@ -69,7 +69,7 @@ package final class SensorSupervisor: @unchecked Sendable {
     private func protectedHashes(for listed: [PreventionRule]) -> Set<String> {
         var paths = ["/proc/1/exe", "/proc/self/exe"] + Self.neverBlocked
         if let own = ProcessInfo.processInfo.arguments.first.map({ URL(fileURLWithPath: $0).resolvingSymlinksInPath() }) {
-            paths.append(own.deletingLastPathComponent().appendingPathComponent("tether-fetch").path)
+            paths.append(own.deletingLastPathComponent().appending(path: "tether-fetch").path)
         }
         let methods = "/usr/lib/apt/methods"
         paths += ((try? FileManager.default.contentsOfDirectory(atPath: methods)) ?? []).map { "\(methods)/\($0)" }

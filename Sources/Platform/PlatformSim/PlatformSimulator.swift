@@ -36,7 +36,7 @@ package struct PlatformPKI: Sendable {
 
     /// Loads the PKI from `directory`, or makes one there (ca.pem, server.pem and their keys).
     package static func loadOrCreate(in directory: URL, days: Int = 90) throws -> PlatformPKI {
-        let files = ["ca.pem", "ca.key", "server.pem", "server.key"].map { directory.appendingPathComponent($0) }
+        let files = ["ca.pem", "ca.key", "server.pem", "server.key"].map { directory.appending(path: $0) }
         if files.allSatisfy({ FileManager.default.fileExists(atPath: $0.path) }) {
             let texts = try files.map { try String(contentsOf: $0, encoding: .utf8) }
             return PlatformPKI(caPEM: texts[0], caKeyPEM: texts[1], serverCertificatePEM: texts[2], serverKeyPEM: texts[3])
@@ -264,9 +264,9 @@ package final class PlatformSimulator: @unchecked Sendable {
             }
             lock.withLock { files[parts[6]] = (request.body, digest) }
             if let recordFile {
-                let folder = recordFile.deletingLastPathComponent().appendingPathComponent("files")
+                let folder = recordFile.deletingLastPathComponent().appending(path: "files")
                 try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-                try? Data(request.body).write(to: folder.appendingPathComponent(parts[6].filter { $0.isHexDigit || $0 == "-" }))
+                try? Data(request.body).write(to: folder.appending(path: parts[6].filter { $0.isHexDigit || $0 == "-" }))
             }
             log?("get-file \(parts[6]): \(request.body.count) bytes, sha256 \(digest)")
             return answer(["received": .number(Double(request.body.count)), "sha256": .string(digest)] as JSONValue)

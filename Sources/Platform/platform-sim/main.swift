@@ -38,13 +38,13 @@ struct PlatformSimCommand: ParsableCommand {
         for name in clientCertificate {
             let password = UUID().uuidString
             let container = try pki.issueClient(commonName: name, password: password)
-            try Data(container).write(to: directory.appendingPathComponent("\(name).p12"))
-            try (password + "\n").write(to: directory.appendingPathComponent("\(name).pass"), atomically: true, encoding: .utf8)
-            chmod(directory.appendingPathComponent("\(name).p12").path, 0o600)
-            chmod(directory.appendingPathComponent("\(name).pass").path, 0o600)
+            try Data(container).write(to: directory.appending(path: "\(name).p12"))
+            try (password + "\n").write(to: directory.appending(path: "\(name).pass"), atomically: true, encoding: .utf8)
+            chmod(directory.appending(path: "\(name).p12").path, 0o600)
+            chmod(directory.appending(path: "\(name).pass").path, 0o600)
         }
         let platform = try PlatformSimulator(pki: pki, requireClientCertificate: requireClientCertificate, port: port,
-                                             recordFile: directory.appendingPathComponent("received.jsonl")) { line in
+                                             recordFile: directory.appending(path: "received.jsonl")) { line in
             print("\(Date().formatted(.iso8601)) \(line)")
             fflush(nil)
         }
@@ -52,7 +52,7 @@ struct PlatformSimCommand: ParsableCommand {
         if let controlPort {
             // The token in a file only this user may read; requests without it are refused.
             let token = UUID().uuidString
-            let tokenFile = directory.appendingPathComponent("control.token")
+            let tokenFile = directory.appending(path: "control.token")
             try (token + "\n").write(to: tokenFile, atomically: true, encoding: .utf8)
             chmod(tokenFile.path, 0o600)
             print("platform-sim control on http://127.0.0.1:\(try platform.serveControl(port: controlPort, token: token))/sim/commands "

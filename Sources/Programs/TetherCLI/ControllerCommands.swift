@@ -127,7 +127,7 @@ struct RunCommand: ParsableCommand {
         let logger = Logger(label: "tether.controller") { TetherLogHandler(label: $0, format: format) }
         let lock: ControllerLock
         do {
-            lock = try ControllerLock(file: source.device.stateDirectoryURL.appendingPathComponent("controller.lock"))
+            lock = try ControllerLock(file: source.device.stateDirectoryURL.appending(path: "controller.lock"))
         } catch {
             throw CommandError("error: \(error)")
         }
@@ -202,7 +202,7 @@ struct RunCommand: ParsableCommand {
     private func writeTextfile(_ path: String, _ text: String, logger: Logger) {
         do {
             let url = URL(fileURLWithPath: path)
-            let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+            let temporary = url.deletingLastPathComponent().appending(path: ".\(url.lastPathComponent).\(getpid()).tmp")
             try Data(text.utf8).write(to: temporary)
             // Readable by the collector, which runs as another user.
             chmod(temporary.path, 0o644)
@@ -223,7 +223,7 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        let file = device.stateDirectoryURL.appendingPathComponent("controller.json")
+        let file = device.stateDirectoryURL.appending(path: "controller.json")
         guard let status = ControllerStatus.read(file) else {
             throw CommandError("error: no controller has run for \(device.stateDirectory) yet; start one with `tether run` (or `tether run --once`)")
         }
@@ -257,16 +257,16 @@ struct ReportFolder {
         let name = "tether-\(report.revision.prefix(12)).json"
         do {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-            let temporary = folder.appendingPathComponent(".\(name).\(getpid()).tmp")
+            let temporary = folder.appending(path: ".\(name).\(getpid()).tmp")
             try Data((JSONReport.render(report) + "\n").utf8).write(to: temporary)
             chmod(temporary.path, 0o644)
-            guard rename(temporary.path, folder.appendingPathComponent(name).path) == 0 else {
+            guard rename(temporary.path, folder.appending(path: name).path) == 0 else {
                 throw CommandError(String(cString: strerror(errno)))
             }
             // The newest `keep` reports stay; older revisions' reports go.
             let reports = try FileManager.default.contentsOfDirectory(atPath: folder.path)
                 .filter { $0.hasPrefix("tether-") && $0.hasSuffix(".json") }
-                .map { folder.appendingPathComponent($0) }
+                .map { folder.appending(path: $0) }
                 .map { (url: $0, modified: (try? FileManager.default.attributesOfItem(atPath: $0.path)[.modificationDate] as? Date) ?? .distantPast) }
                 .sorted { $0.modified > $1.modified }
             for old in reports.dropFirst(keep) { try? FileManager.default.removeItem(at: old.url) }

@@ -138,7 +138,7 @@ struct MergeReports: ParsableCommand {
             var isFolder = false
             if FileManager.default.fileExists(atPath: file, isDirectory: &isFolder), isFolder {
                 let found = ((try? FileManager.default.subpathsOfDirectory(atPath: file)) ?? [])
-                    .filter { $0.hasSuffix(".json") }.sorted().map { URL(fileURLWithPath: file).appendingPathComponent($0).path }
+                    .filter { $0.hasSuffix(".json") }.sorted().map { URL(fileURLWithPath: file).appending(path: $0).path }
                 if found.isEmpty { throw CommandError("error: \(file) holds no JSON report") }
                 paths += found
             } else {

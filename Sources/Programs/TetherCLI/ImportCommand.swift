@@ -53,7 +53,7 @@ struct ImportCommand: ParsableCommand {
 
     func run() throws {
         let outputURL = URL(fileURLWithPath: output, isDirectory: true)
-        let policyFile = outputURL.appendingPathComponent("policies/\(name).yaml")
+        let policyFile = outputURL.appending(path: "policies/\(name).yaml")
         guard !FileManager.default.fileExists(atPath: policyFile.path) else {
             throw CommandError("error: \(policyFile.path) already exists; choose another --into or --name")
         }
@@ -118,13 +118,13 @@ struct ImportCommand: ParsableCommand {
                 writer.integrations[integration] = section
             }
         }
-        for certificate in certificates where FileManager.default.fileExists(atPath: outputURL.appendingPathComponent(certificate.file).path) {
-            throw CommandError("error: \(outputURL.appendingPathComponent(certificate.file).path) already exists (replacing it would change the pin of every device that uses it); choose another --into")
+        for certificate in certificates where FileManager.default.fileExists(atPath: outputURL.appending(path: certificate.file).path) {
+            throw CommandError("error: \(outputURL.appending(path: certificate.file).path) already exists (replacing it would change the pin of every device that uses it); choose another --into")
         }
         do {
             try FileManager.default.createDirectory(at: policyFile.deletingLastPathComponent(), withIntermediateDirectories: true)
             for certificate in certificates {
-                let url = outputURL.appendingPathComponent(certificate.file)
+                let url = outputURL.appending(path: certificate.file)
                 try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
                 try Data(certificate.pem.utf8).write(to: url, options: .atomic)
             }
@@ -132,7 +132,7 @@ struct ImportCommand: ParsableCommand {
         } catch {
             throw CommandError("error: cannot write into \(output): \(reason(of: error))")
         }
-        Console.out("Wrote \(policyFile.path)" + certificates.map { "\n  and \(outputURL.appendingPathComponent($0.file).path)" }.joined())
+        Console.out("Wrote \(policyFile.path)" + certificates.map { "\n  and \(outputURL.appending(path: $0.file).path)" }.joined())
         if !undeclared.isEmpty {
             Console.out("Left undeclared (add these yourself):\n" + undeclared.map { "  - " + TerminalText.escaped($0) }.joined(separator: "\n"))
         }

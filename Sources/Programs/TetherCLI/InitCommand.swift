@@ -93,7 +93,7 @@ struct InitCommand: ParsableCommand {
 
     func run() throws {
         let root = URL(fileURLWithPath: directory, isDirectory: true)
-        let existing = Self.files().map { root.appendingPathComponent($0.path).path }.filter { FileManager.default.fileExists(atPath: $0) }
+        let existing = Self.files().map { root.appending(path: $0.path).path }.filter { FileManager.default.fileExists(atPath: $0) }
         guard existing.isEmpty else {
             throw CommandError("error: \(existing.joined(separator: ", ")) already exist\(existing.count == 1 ? "s" : ""): nothing was written")
         }
@@ -107,7 +107,7 @@ struct InitCommand: ParsableCommand {
             }
         }
         for file in Self.files() {
-            let url = root.appendingPathComponent(file.path)
+            let url = root.appending(path: file.path)
             do {
                 try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
                 try file.text.write(to: url, atomically: true, encoding: .utf8)
@@ -115,7 +115,7 @@ struct InitCommand: ParsableCommand {
                 throw CommandError("error: cannot write \(url.path): \(reason(of: error))")
             }
         }
-        chmod(root.appendingPathComponent("ci/validate.sh").path, 0o755)
+        chmod(root.appending(path: "ci/validate.sh").path, 0o755)
         Console.out("Started a policy repository in \(root.path): " + Self.files().map(\.path).joined(separator: ", ") + ".")
         Console.out("Next: git -C \(directory) add -A && git -C \(directory) commit -m \"First policies\" && tether validate --repo \(directory)")
     }

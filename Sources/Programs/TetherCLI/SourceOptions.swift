@@ -36,7 +36,7 @@ struct SourceOptions: ParsableArguments {
     /// state directory, a temporary folder removed when the process ends (a command that only
     /// reads must not make a state directory, even to hold a mirror).
     private var mirrorDirectory: URL {
-        device.stateDirectoryExists ? device.stateDirectoryURL.appendingPathComponent("mirrors") : TemporaryMirrors.folder
+        device.stateDirectoryExists ? device.stateDirectoryURL.appending(path: "mirrors") : TemporaryMirrors.folder
     }
 
     func repository() throws -> GitRepository {

@@ -38,7 +38,7 @@ struct Watch: ParsableCommand {
 
     func run() throws {
         let folders: [String]
-        if paths.isEmpty, FileManager.default.fileExists(atPath: device.stateDirectoryURL.appendingPathComponent("agent.db").path) {
+        if paths.isEmpty, FileManager.default.fileExists(atPath: device.stateDirectoryURL.appending(path: "agent.db").path) {
             folders = try device.agent().state().filePaths
         } else {
             folders = paths.isEmpty ? FolderList.defaultFileMonitoring : paths

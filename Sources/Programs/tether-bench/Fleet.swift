@@ -29,7 +29,7 @@ func runFleet(_ arguments: [String]) throws {
     var controllers: [Controller] = []
     for index in 0..<count {
         var configuration = ControllerConfiguration(source: SourceSpec(repository: url, ref: "main", path: "policies"),
-                                                    stateDirectory: URL(fileURLWithPath: dir).appendingPathComponent("c\(index)"),
+                                                    stateDirectory: URL(fileURLWithPath: dir).appending(path: "c\(index)"),
                                                     interval: interval, jitter: 0.1, runConnectors: false)
         configuration.runSensors = false
         configuration.probeURL = option("--probe-url")

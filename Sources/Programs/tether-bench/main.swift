@@ -25,7 +25,7 @@ func rate(_ count: Int, _ seconds: Double) -> String {
     String(format: "%9.0f /s  (%d in %.2f s)", Double(count) / seconds, count, seconds)
 }
 
-let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tether-bench-\(UUID().uuidString.prefix(8))")
+let directory = FileManager.default.temporaryDirectory.appending(path: "tether-bench-\(UUID().uuidString.prefix(8))")
 defer { try? FileManager.default.removeItem(at: directory) }
 let pki = try PlatformPKI.create()
 let platform = try PlatformSimulator(pki: pki, requireClientCertificate: true)
@@ -35,7 +35,7 @@ try agent.transaction(actor: "bench") {
     try agent.set(SettingPath.edr.port, to: .int(platform.port))
     try agent.set(SettingPath.edr.requestCountLimits, to: .bool(false))
     try agent.addServerCertificate(.edr, bytes: Array(pki.serverCertificatePEM.utf8), source: "bench")
-    try Data("pw\n".utf8).write(to: directory.appendingPathComponent("client.pass"))
+    try Data("pw\n".utf8).write(to: directory.appending(path: "client.pass"))
     try agent.addClientCertificate(.edr, pkcs12: try pki.issueClient(commonName: "bench", password: "pw"), password: .file("client.pass"), source: "bench")
     try agent.set(SettingPath.edr.mutualAuthentication, to: .bool(true))
     try agent.start(.edr)
@@ -88,7 +88,7 @@ func start(_ script: String, output: URL) throws -> Process {
 
 let seconds = Int(ProcessInfo.processInfo.environment["TETHER_BENCH_SENSOR_SECONDS"] ?? "10") ?? 10
 // Outside the state directory: the sensors never report the agent's own files.
-let watched = FileManager.default.temporaryDirectory.appendingPathComponent("tether-bench-watched-\(UUID().uuidString.prefix(8))")
+let watched = FileManager.default.temporaryDirectory.appending(path: "tether-bench-watched-\(UUID().uuidString.prefix(8))")
 try FileManager.default.createDirectory(at: watched, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(at: watched) }
 try agent.transaction(actor: "bench") {
@@ -134,7 +134,7 @@ func threadCPU() -> [String: Double] {
             [ $ahead -gt 0 ] && sleep 0.$(printf %06d $ahead)
           fi
         done; echo $n'
-        """, output: directory.appendingPathComponent("programs.out"))
+        """, output: directory.appending(path: "programs.out"))
     // 10,000 file writes a second: 10,000 files rewritten in turn (each once a second, so the
     // kernel has no repeat to merge), paced every 10 ms.
     let writes = try start("""
@@ -149,7 +149,7 @@ func threadCPU() -> [String: Double] {
             delay = tick - time.monotonic()
             if delay > 0: time.sleep(delay)
         print(n)' \(watched.path) \(seconds)
-        """, output: directory.appendingPathComponent("writes.out"))
+        """, output: directory.appending(path: "writes.out"))
     programs.waitUntilExit()
     writes.waitUntilExit()
     Thread.sleep(forTimeInterval: 1.5)  // the last records drained into the queue
@@ -162,8 +162,8 @@ func threadCPU() -> [String: Double] {
     func delta(_ type: String, _ outcome: TelemetryOutcome, _ pair: (TelemetryCounts, TelemetryCounts)) -> Int {
         pair.1.count(type, outcome) - pair.0.count(type, outcome)
     }
-    let ran = Int((try? String(contentsOf: directory.appendingPathComponent("programs.out"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
-    let wrote = Int((try? String(contentsOf: directory.appendingPathComponent("writes.out"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+    let ran = Int((try? String(contentsOf: directory.appending(path: "programs.out"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
+    let wrote = Int((try? String(contentsOf: directory.appending(path: "writes.out"), encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0
     let seenPair = (before.seen, after.seen), queuedPair = (before.queued, after.queued)
     let queuedTotal = ["process-start", "process-stop", "network-connection", "file-change"].map { delta($0, .queued, queuedPair) }.reduce(0, +)
     print(limits ? "\nwith the default hourly limits (3,000 events an hour, 15 % for one type):" : "\nwithout limits (every event is queued):")
@@ -210,12 +210,12 @@ func percentiles(_ samples: [Double]) -> (median: Double, p99: Double) {
     return (sorted[sorted.count / 2], sorted[min(sorted.count - 1, Int(Double(sorted.count) * 0.99))])
 }
 
-let execFolder = FileManager.default.temporaryDirectory.appendingPathComponent("tether-bench-exec-\(UUID().uuidString.prefix(8))")
+let execFolder = FileManager.default.temporaryDirectory.appending(path: "tether-bench-exec-\(UUID().uuidString.prefix(8))")
 try FileManager.default.createDirectory(at: execFolder, withIntermediateDirectories: true)
 defer { try? FileManager.default.removeItem(at: execFolder) }
 let trueBytes = try Data(contentsOf: URL(fileURLWithPath: "/bin/true")) + Data("tether-bench exec copy\n".utf8)
 func copyOfTrue(_ name: String) throws -> String {
-    let path = execFolder.appendingPathComponent(name).path
+    let path = execFolder.appending(path: name).path
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o755)
     guard fd >= 0 else { throw CocoaError(.fileWriteUnknown) }
     _ = trueBytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

@@ -60,8 +60,8 @@ package struct ControllerConfiguration: Sendable {
     }
 
     /// The file whose presence suspends the controller.
-    package var suspendFile: URL { stateDirectory.appendingPathComponent("suspend") }
+    package var suspendFile: URL { stateDirectory.appending(path: "suspend") }
     /// What the controller did last, for `tether status`.
-    package var statusFile: URL { stateDirectory.appendingPathComponent("controller.json") }
-    package var lockFile: URL { stateDirectory.appendingPathComponent("controller.lock") }
+    package var statusFile: URL { stateDirectory.appending(path: "controller.json") }
+    package var lockFile: URL { stateDirectory.appending(path: "controller.lock") }
 }

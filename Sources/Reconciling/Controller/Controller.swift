@@ -133,7 +133,7 @@ package final class Controller: @unchecked Sendable {
         // 1. The source: with a probe URL, first ask a web server whether the refs moved (no git
         // connection on 304); else ask the remote for its refs; fetch only when the pinned ref moved.
         let repository: GitRepository
-        let mirrors = configuration.stateDirectory.appendingPathComponent("mirrors")
+        let mirrors = configuration.stateDirectory.appending(path: "mirrors")
         var probed: HeadProbe.Answer?
         if let url = configuration.probeURL {
             let answer = probe.ask(url, caFile: configuration.probeCAFile, timeout: configuration.fetchTimeout)

@@ -31,7 +31,7 @@ package struct AgentChoice: Sendable, Equatable {
 
     /// The choice kept in `stateDirectory` (the default when there is none).
     package static func load(stateDirectory: URL) throws -> AgentChoice {
-        let file = stateDirectory.appendingPathComponent(fileName)
+        let file = stateDirectory.appending(path: fileName)
         guard let data = FileManager.default.contents(atPath: file.path) else { return AgentChoice() }
         var choice = AgentChoice()
         for (index, raw) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -58,7 +58,7 @@ package struct AgentChoice: Sendable, Equatable {
         if let keslControl { text += "kesl-control=\(keslControl)\n" }
         if let keslTasks { text += "kesl-tasks=\(keslTasks)\n" }
         try FileManager.default.createDirectory(at: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try Data(text.utf8).write(to: stateDirectory.appendingPathComponent(Self.fileName), options: .atomic)
+        try Data(text.utf8).write(to: stateDirectory.appending(path: Self.fileName), options: .atomic)
     }
 
     /// kesl-control's path: the choice, else `$TETHER_KESL_CONTROL`, else the vendor's default.

@@ -66,7 +66,7 @@ package final class AgentSession {
     /// The files whose replacement (a backup restored) means this session must be opened anew.
     package var storeFiles: [URL] {
         let names = embedded != nil ? [Agent.storeFileName, ConnectorRuntime.storeFileName] : [KESLAgent.storeFileName]
-        return (names + [History.fileName]).map { stateDirectory.appendingPathComponent($0) }
+        return (names + [History.fileName]).map { stateDirectory.appending(path: $0) }
     }
 
     /// The connectors' runtime (opened on first use, then kept), or nil when the backend runs

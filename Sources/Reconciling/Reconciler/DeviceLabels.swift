@@ -9,7 +9,7 @@ package enum DeviceLabels {
 
     /// Reads the labels file (when present) and applies the overrides.
     package static func load(stateDirectory: String, overrides: [String: String]) throws -> [String: String] {
-        let path = URL(fileURLWithPath: stateDirectory).appendingPathComponent(fileName).path
+        let path = URL(fileURLWithPath: stateDirectory).appending(path: fileName).path
         var labels: [String: String] = [:]
         if let data = FileManager.default.contents(atPath: path) {
             for (index, rawLine) in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -30,7 +30,7 @@ package enum DeviceLabels {
         let folder = URL(fileURLWithPath: stateDirectory, isDirectory: true)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let text = labels.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)\n" }.joined()
-        try text.write(to: folder.appendingPathComponent(fileName), atomically: true, encoding: .utf8)
+        try text.write(to: folder.appending(path: fileName), atomically: true, encoding: .utf8)
     }
 
     /// Parses `key=value`; nil when there is no `=` or the key is empty.

@@ -165,7 +165,7 @@ final class PreparedRevision {
         for sourced in state.values.values {
             guard case .clientCertificate(let reference) = sourced.value else { continue }
             for path in [reference.file] + (reference.passwordFile.map { [$0] } ?? []) {
-                let named = path.hasPrefix("/") ? path : stateDirectory.appendingPathComponent(path).path
+                let named = path.hasPrefix("/") ? path : stateDirectory.appending(path: path).path
                 files[named] = FileStamp(path: named)
             }
         }

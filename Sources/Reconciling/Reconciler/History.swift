@@ -114,7 +114,7 @@ package final class History {
     package init(stateDirectory: URL, sharing: ((URL) throws -> Database)?) throws {
         try FileManager.default.createDirectory(at: stateDirectory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
-        file = stateDirectory.appendingPathComponent(History.fileName)
+        file = stateDirectory.appending(path: History.fileName)
         let own = try Database(path: file.path)
         // A rollback journal, always: an apply commits this file and the other (agent.db, history.db)
         // in one transaction, which SQLite makes atomic only without WAL.
@@ -157,7 +157,7 @@ package final class History {
             try record(entry)
             return nil
         } catch {
-            let pending = file.deletingLastPathComponent().appendingPathComponent(History.pendingFileName)
+            let pending = file.deletingLastPathComponent().appending(path: History.pendingFileName)
             var line = (try? JSONEncoder().encode(entry)) ?? Data()
             line.append(UInt8(ascii: "\n"))
             let kept = Self.keep(line, in: pending)
@@ -172,9 +172,9 @@ package final class History {
     /// the history does not fail for them.
     private func recordPending() {
         let folder = file.deletingLastPathComponent()
-        let pending = folder.appendingPathComponent(History.pendingFileName)
+        let pending = folder.appending(path: History.pendingFileName)
         guard FileManager.default.fileExists(atPath: pending.path) else { return }
-        let claimed = folder.appendingPathComponent(".\(History.pendingFileName).\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
+        let claimed = folder.appending(path: ".\(History.pendingFileName).\(getpid()).\(UInt32.random(in: 0...UInt32.max))")
         guard rename(pending.path, claimed.path) == 0, let data = FileManager.default.contents(atPath: claimed.path) else { return }
         let entries = data.split(separator: UInt8(ascii: "\n")).compactMap { try? JSONDecoder().decode(HistoryEntry.self, from: Data($0)) }
         do {

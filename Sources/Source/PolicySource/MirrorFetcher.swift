@@ -18,7 +18,7 @@ package enum MirrorFetcher {
     /// `tether` (and built beside the test runner).
     package static var executable: String {
         let current = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: current).deletingLastPathComponent().appendingPathComponent("tether-fetch").path
+        return URL(fileURLWithPath: current).deletingLastPathComponent().appending(path: "tether-fetch").path
     }
 
     /// How many abandoned threads may still be blocked on the network before the work goes to
@@ -112,7 +112,7 @@ package enum MirrorFetcher {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? [] where name.hasPrefix(prefix) {
             guard let pid = name.dropFirst(prefix.count).split(separator: "-").first.flatMap({ pid_t($0) }),
                   kill(pid, 0) != 0 && errno == ESRCH else { continue }
-            try? FileManager.default.removeItem(at: directory.appendingPathComponent(name))
+            try? FileManager.default.removeItem(at: directory.appending(path: name))
         }
     }
 

@@ -157,7 +157,7 @@ package final class PolicyRevision {
                 throw SourceError(message: error.message)
             }
         }
-        let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
+        let path = mirrorDirectory.appending(path: mirrorName(for: spec.repository)).path
         let deadline = Date().addingTimeInterval(timeout)
         let abandoned = SourceError(message: "fetching \(spec.displayRepository) took longer than \(Int(timeout)) s (--fetch-timeout): abandoned")
         let update: MirrorUpdate
@@ -183,7 +183,7 @@ package final class PolicyRevision {
     /// moved); nil when there is no mirror yet or the source is a local path.
     package static func openMirror(_ spec: SourceSpec, mirrorDirectory: URL) -> GitRepository? {
         guard GitRepository.isRemote(spec.repository) else { return nil }
-        let path = mirrorDirectory.appendingPathComponent(mirrorName(for: spec.repository)).path
+        let path = mirrorDirectory.appending(path: mirrorName(for: spec.repository)).path
         guard FileManager.default.fileExists(atPath: path) else { return nil }
         return try? GitRepository(path: path)
     }

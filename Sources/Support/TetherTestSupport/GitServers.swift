@@ -34,8 +34,8 @@ package final class SSHServer: @unchecked Sendable {
 
     package init() throws {
         directory = try TemporaryDirectory("tether-sshd")
-        let hostKey = directory.url.appendingPathComponent("host_ed25519").path
-        clientKey = directory.url.appendingPathComponent("client_ed25519").path
+        let hostKey = directory.url.appending(path: "host_ed25519").path
+        clientKey = directory.url.appending(path: "client_ed25519").path
         for arguments in [["-q", "-t", "ed25519", "-N", "", "-f", hostKey], ["-q", "-t", "ed25519", "-N", "", "-f", clientKey]] {
             let made = try runProgram("ssh-keygen", arguments)
             guard made.status == 0 else { throw FixtureError("ssh-keygen: \(made.output)") }
@@ -47,8 +47,8 @@ package final class SSHServer: @unchecked Sendable {
             Port \(port)
             ListenAddress 127.0.0.1
             HostKey \(hostKey)
-            AuthorizedKeysFile \(directory.url.appendingPathComponent("authorized_keys").path)
-            PidFile \(directory.url.appendingPathComponent("sshd.pid").path)
+            AuthorizedKeysFile \(directory.url.appending(path: "authorized_keys").path)
+            PidFile \(directory.url.appending(path: "sshd.pid").path)
             PermitRootLogin prohibit-password
             PasswordAuthentication no
             KbdInteractiveAuthentication no

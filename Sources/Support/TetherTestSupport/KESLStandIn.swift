@@ -15,7 +15,7 @@ package final class KESLStandIn: @unchecked Sendable {
     package init() throws {
         folder = try TemporaryDirectory("kesl-standin")
         let script = try folder.write("kesl-control.py", Self.script)
-        executable = folder.url.appendingPathComponent("kesl-control").path
+        executable = folder.url.appending(path: "kesl-control").path
         // Debian's python3 directly, isolated and without site packages (-I -S): 30 ms a call instead
         // of 110 ms through a version manager's shim; a vendor call costs little, as the real one does.
         let python = FileManager.default.isExecutableFile(atPath: "/usr/bin/python3") ? "/usr/bin/python3 -I -S" : "python3"
@@ -32,27 +32,27 @@ package final class KESLStandIn: @unchecked Sendable {
     /// Makes every call whose arguments start with `command` (`--start-task KATANDR`) fail
     /// with a message, until `fail(nil)`.
     package func fail(_ command: String?) throws {
-        let file = folder.url.appendingPathComponent("fail")
+        let file = folder.url.appending(path: "fail")
         if let command { try Data(command.utf8).write(to: file) } else { try? FileManager.default.removeItem(at: file) }
     }
 
     /// Makes the next call whose arguments start with `command` do its work and then fail anyway
     /// (exit 1), once: a vendor command that lies about failing.
     package func failAfter(_ command: String?) throws {
-        let file = folder.url.appendingPathComponent("fail-after")
+        let file = folder.url.appending(path: "fail-after")
         if let command { try Data(command.utf8).write(to: file) } else { try? FileManager.default.removeItem(at: file) }
     }
 
     /// Makes every call whose arguments start with `command` wait three seconds before it does
     /// its work (a slow or hung vendor command), until `hang(nil)`.
     package func hang(_ command: String?) throws {
-        let file = folder.url.appendingPathComponent("hang")
+        let file = folder.url.appending(path: "hang")
         if let command { try Data(command.utf8).write(to: file) } else { try? FileManager.default.removeItem(at: file) }
     }
 
     /// Every call's arguments, in order.
     package var calls: [[String]] {
-        guard let data = FileManager.default.contents(atPath: folder.url.appendingPathComponent("calls.log").path) else { return [] }
+        guard let data = FileManager.default.contents(atPath: folder.url.appending(path: "calls.log").path) else { return [] }
         return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap {
             try? JSONDecoder().decode([String].self, from: Data($0.utf8))
         }
@@ -60,7 +60,7 @@ package final class KESLStandIn: @unchecked Sendable {
 
     /// Forgets the calls made so far.
     package func clearCalls() {
-        try? FileManager.default.removeItem(at: folder.url.appendingPathComponent("calls.log"))
+        try? FileManager.default.removeItem(at: folder.url.appending(path: "calls.log"))
     }
 
     static let script = #"""

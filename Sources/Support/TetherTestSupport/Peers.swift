@@ -242,8 +242,8 @@ package final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, outputs.url.appendingPathComponent("stdout").path, O_WRONLY | O_CREAT, 0o600)
-        posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, outputs.url.appendingPathComponent("stderr").path, O_WRONLY | O_CREAT, 0o600)
+        posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, outputs.url.appending(path: "stdout").path, O_WRONLY | O_CREAT, 0o600)
+        posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, outputs.url.appending(path: "stderr").path, O_WRONLY | O_CREAT, 0o600)
         // The test's own descriptors (sockets, other tests' files) stay out of the child.
         _ = tether_spawn_close_from(&actions, 3)
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
@@ -270,8 +270,8 @@ package final class ChildProcess: @unchecked Sendable {
         _ = Glibc.kill(pid, SIGKILL)
     }
 
-    package var stdout: String { (try? String(contentsOf: outputs.url.appendingPathComponent("stdout"), encoding: .utf8)) ?? "" }
-    package var stderr: String { (try? String(contentsOf: outputs.url.appendingPathComponent("stderr"), encoding: .utf8)) ?? "" }
+    package var stdout: String { (try? String(contentsOf: outputs.url.appending(path: "stdout"), encoding: .utf8)) ?? "" }
+    package var stderr: String { (try? String(contentsOf: outputs.url.appending(path: "stderr"), encoding: .utf8)) ?? "" }
 
     deinit {
         if exitStatus == nil {
@@ -282,7 +282,7 @@ package final class ChildProcess: @unchecked Sendable {
 }
 
 /// The `tether` executable this test run built.
-package var tetherExecutable: String { repositoryRoot.appendingPathComponent(".build/debug/tether").path }
+package var tetherExecutable: String { repositoryRoot.appending(path: ".build/debug/tether").path }
 
 /// A TCP forwarder on 127.0.0.1 to a loopback port that holds chosen connections (counted from
 /// 0) open without a byte either way — a half-open connection, as a path that silently drops

@@ -7,7 +7,7 @@ package final class TemporaryDirectory: @unchecked Sendable {
     package var path: String { url.path }
 
     package init(_ label: String = "tether") throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("\(label)-\(UUID().uuidString.prefix(8))", isDirectory: true)
+        url = FileManager.default.temporaryDirectory.appending(path: "\(label)-\(UUID().uuidString.prefix(8))", directoryHint: .isDirectory)
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 
@@ -23,14 +23,14 @@ package final class TemporaryDirectory: @unchecked Sendable {
 
     @discardableResult
     package func write(_ relativePath: String, _ data: Data) throws -> String {
-        let file = url.appendingPathComponent(relativePath)
+        let file = url.appending(path: relativePath)
         try FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
         try writeFile(file.path, data, mode: 0o644)
         return file.path
     }
 
     package func subfolder(_ name: String) throws -> String {
-        let folder = url.appendingPathComponent(name, isDirectory: true)
+        let folder = url.appending(path: name, directoryHint: .isDirectory)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         return folder.path
     }
@@ -51,7 +51,7 @@ package struct ProgramResult: Sendable {
 package func runProgram(_ executable: String, _ arguments: [String], in directory: String? = nil,
                        environment: [String: String] = [:]) throws -> ProgramResult {
     let outputs = try TemporaryDirectory("tether-run")
-    let output = outputs.url.appendingPathComponent("output").path
+    let output = outputs.url.appending(path: "output").path
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -146,13 +146,13 @@ package final class TestPKI: @unchecked Sendable {
     /// Certificates valid for `days` days from now.
     package init(days: Int = 90) throws {
         directory = try TemporaryDirectory("tether-pki")
-        let script = repositoryRoot.appendingPathComponent("scripts/make-pki").path
+        let script = repositoryRoot.appending(path: "scripts/make-pki").path
         let result = try runProgram("/bin/bash", [script, directory.path, String(days)])
         guard result.status == 0 else { throw FixtureError("make-pki failed: \(result.output)") }
     }
 
-    package func path(_ name: String) -> String { directory.url.appendingPathComponent(name).path }
-    package func data(_ name: String) throws -> Data { try Data(contentsOf: directory.url.appendingPathComponent(name)) }
+    package func path(_ name: String) -> String { directory.url.appending(path: name).path }
+    package func data(_ name: String) throws -> Data { try Data(contentsOf: directory.url.appending(path: name)) }
     package func text(_ name: String) throws -> String { String(decoding: try data(name), as: UTF8.self) }
 
     /// Runs `openssl` with arguments in the PKI's folder.
@@ -169,7 +169,7 @@ package let repositoryRoot: URL = {
     var url = URL(fileURLWithPath: #filePath)
     while url.path != "/" {
         url.deleteLastPathComponent()
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+        if FileManager.default.fileExists(atPath: url.appending(path: "Package.swift").path) { return url }
     }
     return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
 }()

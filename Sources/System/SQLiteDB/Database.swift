@@ -48,6 +48,10 @@ package final class Database: @unchecked Sendable {
     private let handle: OpaquePointer
     /// Held around every use of `handle`; recursive, so a transaction's statements take it again.
     private let lock = Lock(recursive: true)
+    /// The statements `query` compiled, by their text: each compiled once and run again
+    /// (GRDB's statement cache); emptied when it would pass `cacheLimit`.
+    private var cache: [String: OpaquePointer] = [:]
+    private static let cacheLimit = 128
 
     /// Opens (and creates when missing) the database at `path`.
     package init(path: String) throws {
@@ -64,6 +68,7 @@ package final class Database: @unchecked Sendable {
     }
 
     deinit {
+        for statement in cache.values { sqlite3_finalize(statement) }
         sqlite3_close_v2(handle)
     }
 
@@ -97,9 +102,16 @@ package final class Database: @unchecked Sendable {
     package func query(_ sql: String, _ parameters: [SQLValue] = []) throws -> [[SQLValue]] {
         lock.lock()
         defer { lock.unlock() }
+        if let statement = cache[sql] { return try run(statement, parameters) }
         var statement: OpaquePointer?
         try check(sqlite3_prepare_v2(handle, sql, -1, &statement, nil))
-        defer { sqlite3_finalize(statement) }
+        // Text with no statement in it compiles to none: nothing to keep.
+        guard let statement else { return try run(nil, parameters) }
+        if cache.count >= Self.cacheLimit {
+            for cached in cache.values { sqlite3_finalize(cached) }
+            cache.removeAll(keepingCapacity: true)
+        }
+        cache[sql] = statement
         return try run(statement, parameters)
     }
 
@@ -117,6 +129,8 @@ package final class Database: @unchecked Sendable {
         defer { lock.unlock() }
         sqlite3_reset(statement)
         sqlite3_clear_bindings(statement)
+        // Reset when done, so that a statement kept for later holds no read lock meanwhile.
+        defer { sqlite3_reset(statement) }
         for (index, parameter) in parameters.enumerated() {
             let position = Int32(index + 1)
             switch parameter {
@@ -178,10 +192,10 @@ package final class Database: @unchecked Sendable {
 
     /// `body` between `begin` and COMMIT, or ROLLBACK when it throws; the caller holds the lock.
     private func within<T>(_ begin: String, _ body: () throws -> T) throws -> T {
-        try execute(begin)
+        try query(begin)
         do {
             let result = try body()
-            try execute("COMMIT")
+            try query("COMMIT")
             return result
         } catch {
             try? execute("ROLLBACK")

@@ -61,7 +61,7 @@ package final class ConnectorRuntime: @unchecked Sendable {
         // loop's checks (which look for the file first) see the isolation.
         if !Self.mayHoldIsolation(directory),
            let recorded = try? store.database.query("SELECT 1 FROM isolation WHERE active = 1 OR table_written = 1"), !recorded.isEmpty {
-            let fd = open(directory.appendingPathComponent(Self.isolationLockFileName).path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            let fd = open(directory.appending(path: Self.isolationLockFileName).path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
             if fd >= 0 { close(fd) }
         }
     }

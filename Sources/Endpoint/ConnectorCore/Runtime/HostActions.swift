@@ -201,7 +201,7 @@ extension ConnectorRuntime {
     /// process's quarantine, restore and recovery take: none sees another's half-done work.
     /// Without `wait`, nil when another holds it.
     private func withQuarantineLock<T>(wait: Bool, _ body: () -> T) -> T? {
-        let folder = directory.appendingPathComponent(Self.quarantineFolder).path
+        let folder = directory.appending(path: Self.quarantineFolder).path
         mkdir(folder, 0o700)
         chmod(folder, 0o700)
         return withLockFile(folder + "/.lock", wait: wait, body)
@@ -214,7 +214,7 @@ extension ConnectorRuntime {
         case .failure(let refusal): return ("refused", refusal.reason)
         }
         let path = TerminalText.excerpt(file.path)
-        let folder = directory.appendingPathComponent(Self.quarantineFolder).path
+        let folder = directory.appending(path: Self.quarantineFolder).path
         // Room for the copy, and some to spare for the stores beside it.
         var space = statvfs()
         if statvfs(folder, &space) == 0, UInt64(space.f_bavail) * UInt64(space.f_frsize) < UInt64(file.info.st_size) + (64 << 20) {
@@ -267,7 +267,7 @@ extension ConnectorRuntime {
         }
         guard row[4].text == "held" else { return ("failed", "\(id) is not held (\(row[4].text ?? "?"))") }
         let path = TerminalText.excerpt(original)
-        let stored = directory.appendingPathComponent(Self.quarantineFolder).appendingPathComponent(id).path
+        let stored = directory.appending(path: Self.quarantineFolder).appending(path: id).path
         let source = open(stored, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard source >= 0 else { return ("failed", "the quarantined copy of \(path) is missing: \(String(cString: strerror(errno)))") }
         defer { close(source) }
@@ -309,7 +309,7 @@ extension ConnectorRuntime {
         _ = withQuarantineLock(wait: false) {
             for row in rows {
                 guard let id = row[0].text else { continue }
-                let stored = directory.appendingPathComponent(Self.quarantineFolder).appendingPathComponent(id).path
+                let stored = directory.appending(path: Self.quarantineFolder).appending(path: id).path
                 let copy = open(stored, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
                 let whole = copy >= 0 && fileDigests(fileDescriptor: copy)?.sha256 == row[2].text
                 if copy >= 0 { close(copy) }

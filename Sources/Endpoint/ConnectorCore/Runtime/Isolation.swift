@@ -57,7 +57,7 @@ struct IsolationKeeper {
     /// and a controller putting the table back never interleave between the record and the kernel.
     /// A lock file that cannot be opened does not stop a lift or an isolation: it runs unlocked.
     private func withIsolationLock<T>(_ body: () -> T) -> T {
-        withLockFile(directory.appendingPathComponent(ConnectorRuntime.isolationLockFileName).path, body) ?? body()
+        withLockFile(directory.appending(path: ConnectorRuntime.isolationLockFileName).path, body) ?? body()
     }
 
     /// What an isolation allows: the platform's endpoints (the addresses in `known` for a name
@@ -401,7 +401,7 @@ extension ConnectorRuntime {
 
     /// Whether an isolation may be recorded in `stateDirectory` (its lock file exists).
     package static func mayHoldIsolation(_ stateDirectory: URL) -> Bool {
-        FileManager.default.fileExists(atPath: stateDirectory.appendingPathComponent(isolationLockFileName).path)
+        FileManager.default.fileExists(atPath: stateDirectory.appending(path: isolationLockFileName).path)
     }
 
     /// The isolation over this runtime's store, firewall and agent.
@@ -431,7 +431,7 @@ extension ConnectorRuntime {
     /// rebooted machine the platform isolated stays isolated. Nil when there is no such store
     /// or nothing to do; else what was done, for the log.
     package static func enforceRecordedIsolation(stateDirectory: URL, firewall: Firewall = Firewall()) -> String? {
-        guard mayHoldIsolation(stateDirectory), FileManager.default.fileExists(atPath: stateDirectory.appendingPathComponent(storeFileName).path),
+        guard mayHoldIsolation(stateDirectory), FileManager.default.fileExists(atPath: stateDirectory.appending(path: storeFileName).path),
               let store = try? RuntimeStore(directory: stateDirectory, queueLimit: 1) else { return nil }
         return IsolationKeeper(store: store, firewall: firewall, directory: stateDirectory, clock: { Date() }, agentState: nil).enforceIsolation()
     }

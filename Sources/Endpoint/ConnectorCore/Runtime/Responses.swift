@@ -126,7 +126,7 @@ extension ConnectorRuntime {
         guard let executable = command.executable, !executable.isEmpty else {
             return ("rejected", "a run-process command needs 'executable'")
         }
-        let allowFile = directory.appendingPathComponent(Self.allowListFileName)
+        let allowFile = directory.appending(path: Self.allowListFileName)
         let allowed = (FileManager.default.contents(atPath: allowFile.path).map { String(decoding: $0, as: UTF8.self) } ?? "")
             .split(separator: "\n").map { $0.trimmingSpaces() }.filter { !$0.isEmpty && !$0.hasPrefix("#") }
         guard allowed.contains(executable) else {

@@ -142,7 +142,7 @@ final class RuntimeStore {
     ])
 
     init(directory: URL, queueLimit: Int) throws {
-        let path = directory.appendingPathComponent(ConnectorRuntime.storeFileName).path
+        let path = directory.appending(path: ConnectorRuntime.storeFileName).path
         database = try Database(path: path)
         self.queueLimit = queueLimit
         // The queue holds the machine's command lines: the owner's alone (SQLite gives its WAL and
@@ -150,7 +150,7 @@ final class RuntimeStore {
         for file in [path, path + "-wal", path + "-shm"] { chmod(file, 0o600) }
         // WAL: connector traffic writes often, and readers (tether agent status) never wait on it.
         try database.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-        try RuntimeStore.migrator.migrate(database, store: directory.appendingPathComponent(ConnectorRuntime.storeFileName).path)
+        try RuntimeStore.migrator.migrate(database, store: directory.appending(path: ConnectorRuntime.storeFileName).path)
     }
 
     // MARK: - Identity
