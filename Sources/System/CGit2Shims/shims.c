@@ -1,7 +1,77 @@
+#define _GNU_SOURCE
 #include "CGit2Shims.h"
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* libgit2 1.5 built with mbedTLS (Debian's) parses the whole system CA bundle inside
+ * git_libgit2_init: about 3 ms and 3.4 MiB in every process that opens a repository, https or
+ * not. The two mbedTLS functions it calls for that are defined here too, so that its calls
+ * bind to them (an executable's definitions come first in the dynamic linker's lookup): during
+ * tether_git_init they only note what was asked, and tether_git_load_default_certificates asks
+ * again, through libgit2, before the first http(s) remote. Any other call goes on to mbedTLS. A
+ * remote reached without that call would find no CA at all: its TLS fails, never passes. With
+ * libgit2 on OpenSSL these functions are simply never called. docs/architecture.md, "What an
+ * endpoint pays". */
+static int deferring;
+static char *deferred_file, *deferred_path;
+static int chosen; /* a CA bundle was set explicitly: the defaults are not loaded over it */
+static pthread_mutex_t certificates_lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef int (*tether_parse_function)(void *chain, const char *path);
+
+/// While libgit2 starts, notes `path` in `*deferred` instead; otherwise mbedTLS's own `name`.
+static int parse_or_defer(const char *name, char **deferred, void *chain, const char *path) {
+    if (deferring) {
+        free(*deferred);
+        *deferred = path != NULL ? strdup(path) : NULL;
+        return 0;
+    }
+    tether_parse_function real = (tether_parse_function)dlsym(RTLD_NEXT, name);
+    return real != NULL ? real(chain, path) : -1;
+}
+
+int mbedtls_x509_crt_parse_file(void *chain, const char *path) {
+    return parse_or_defer("mbedtls_x509_crt_parse_file", &deferred_file, chain, path);
+}
+
+int mbedtls_x509_crt_parse_path(void *chain, const char *path) {
+    return parse_or_defer("mbedtls_x509_crt_parse_path", &deferred_path, chain, path);
+}
+
+int tether_git_init(void) {
+    deferring = 1;
+    int result = git_libgit2_init();
+    deferring = 0;
+    return result;
+}
+
+const char *tether_git_deferred_certificates(int *loaded) {
+    pthread_mutex_lock(&certificates_lock);
+    *loaded = chosen;
+    const char *file = deferred_file != NULL ? deferred_file : deferred_path;
+    pthread_mutex_unlock(&certificates_lock);
+    return file;
+}
+
+int tether_git_load_default_certificates(void) {
+    pthread_mutex_lock(&certificates_lock);
+    int result = 0;
+    if (!chosen && (deferred_file != NULL || deferred_path != NULL)) {
+        result = git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, deferred_file, deferred_path);
+        if (result == 0) chosen = 1;
+    }
+    pthread_mutex_unlock(&certificates_lock);
+    return result;
+}
 
 int tether_git_set_ssl_cert_locations(const char *file, const char *path) {
-    return git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, path);
+    pthread_mutex_lock(&certificates_lock);
+    int result = git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, path);
+    if (result == 0) chosen = 1;
+    pthread_mutex_unlock(&certificates_lock);
+    return result;
 }
 
 int tether_git_set_search_path(int level, const char *path) {

@@ -75,7 +75,8 @@ package final class GitRepository {
     package let location: String
 
     static let libraryReady: Bool = {
-        git_libgit2_init()
+        // The system's CA bundle is read before the first http(s) remote, not here (Remote.swift).
+        tether_git_init()
         // Tether's git behaves the same whoever runs it: no user's or system's git
         // configuration is read (an unreadable $HOME must not fail a fetch).
         for level in [GIT_CONFIG_LEVEL_SYSTEM, GIT_CONFIG_LEVEL_XDG, GIT_CONFIG_LEVEL_GLOBAL, GIT_CONFIG_LEVEL_PROGRAMDATA] {

@@ -88,6 +88,16 @@ extension GitRepository {
         trusted.withLock { $0 = file }
     }
 
+    /// The system CA bundle libgit2 asked for at start and was put off (nil where libgit2 does
+    /// not use mbedTLS), and whether a bundle has been read since: the first http(s) remote
+    /// reads it, or `trustCertificates(inFile:)` sets another.
+    package static var systemCertificates: (file: String?, loaded: Bool) {
+        _ = libraryReady
+        var loaded: Int32 = 0
+        let file = tether_git_deferred_certificates(&loaded).map { String(cString: $0) }
+        return (file, loaded != 0)
+    }
+
     /// The CA bundle given to `trustCertificates(inFile:)`, if any (a fetch in a child process needs it too).
     package static var trustedCertificateFile: String? { trusted.withLock { $0 } }
     private static let trusted = Mutex<String?>(nil)
@@ -267,6 +277,13 @@ extension GitRepository {
 
     private static func listRefs(url: String, callbacks: inout git_remote_callbacks,
                                  context: CallbackContext) throws -> (refs: [String: String], defaultBranch: String?) {
+        let scheme = url.prefix(8).lowercased()
+        if scheme.hasPrefix("https://") || scheme.hasPrefix("http://") {
+            // Put off at start (tether_git_init): most processes never speak TLS to a git host.
+            guard tether_git_load_default_certificates() == 0 else {
+                throw GitError.last(.other, "cannot read the system's CA bundle for https remotes (give one with --git-ca-file)")
+            }
+        }
         // Ask for the refs first, with a detached remote (libgit2 1.5 leaks ~70 KB for every
         // remote it binds to a repository: a no-change cycle must not pay that).
         var probe: OpaquePointer?

@@ -7,6 +7,15 @@ import Testing
 struct GitRepositoryTests {
     private func yaml(_ path: String) -> Bool { path.hasSuffix(".yaml") }
 
+    @Test("libgit2's start no longer reads the system CA bundle: it is read before the first http(s) remote, and read whole")
+    func certificatesPutOff() throws {
+        // Debian's libgit2 uses mbedTLS and asks for the bundle in git_libgit2_init.
+        #expect(GitRepository.systemCertificates.file == "/etc/ssl/certs/ca-certificates.crt", "\(GitRepository.systemCertificates)")
+        // Nothing listens on port 1: the bundle is read before the connection is tried.
+        #expect(throws: GitError.self) { try GitRepository.advertisedRefs(url: "http://127.0.0.1:1/policies.git", timeout: 5) }
+        #expect(GitRepository.systemCertificates.loaded)
+    }
+
     @Test("Branches, tags, commit ids and HEAD resolve to commits; files come from that commit's tree")
     func refsAndFiles() throws {
         let fixture = try GitFixture()

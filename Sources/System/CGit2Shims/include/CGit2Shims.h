@@ -13,4 +13,16 @@ int tether_git_set_search_path(int level, const char *path);
 /// git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, enabled): whether opening a repository
 /// owned by another user is refused (libgit2's "dubious ownership").
 int tether_git_set_owner_validation(int enabled);
+
+/// git_libgit2_init, with libgit2's reading of the system CA bundle (mbedTLS builds parse it
+/// there, in every process) put off until tether_git_load_default_certificates.
+int tether_git_init(void);
+
+/// Reads the CA bundle git_libgit2_init would have read, once, unless a bundle was set with
+/// tether_git_set_ssl_cert_locations: call it before the first http(s) remote. 0 or -1.
+int tether_git_load_default_certificates(void);
+
+/// The bundle git_libgit2_init asked for and was put off (NULL with libgit2 on OpenSSL), and
+/// whether some bundle has been read since (1) or not (0).
+const char *tether_git_deferred_certificates(int *loaded);
 #endif
