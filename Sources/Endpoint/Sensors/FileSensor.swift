@@ -4,15 +4,17 @@ import FoundationEssentials
 import Glibc
 #endif
 
-/// Files written (closed after writing), created, deleted and renamed under the configured
-/// folders. With CAP_SYS_ADMIN it marks the file systems holding them with fanotify, which says
-/// which process acted; otherwise it watches the folders and their subfolders with inotify
-/// (at most `inotifyWatchLimit` folders), which does not say who.
+/// Files written, created, deleted and renamed under the configured folders. With CAP_SYS_ADMIN
+/// it marks the file systems holding them with fanotify, which says which process acted and
+/// sees a write when its file is closed; each watched folder is marked too for writes as they
+/// happen (`WriteMarks`: a file held open, a truncation). Otherwise it watches the folders and
+/// their subfolders with inotify (at most `inotifyWatchLimit` folders), which does not say who.
 final class FileSensor: @unchecked Sendable {
     private var threads: [SensorThread] = []
     private(set) var status: SensorStatus
     private let counters = KernelCounters()
     static let inotifyWatchLimit = 8192
+    static let writeMarkLimit = 65_536
 
     init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true, executables: ExecutableNames = ExecutableNames()) {
         let scope = PathScope(included: paths, excluded: excluded)
@@ -50,11 +52,16 @@ final class FileSensor: @unchecked Sendable {
             if mounts.isEmpty {
                 close(fd)
             } else {
-                source.append("fanotify on the file systems of " + marked.joined(separator: ", "))
+                let writes = WriteMarks(fd: fd, scope: scope, limit: Self.writeMarkLimit)
+                for path in marked { writes.markTree(path) }
+                source.append("fanotify on the file systems of " + marked.joined(separator: ", ")
+                              + " (writes as they happen in \(writes.count) folder\(writes.count == 1 ? "" : "s"))")
+                if let problem = writes.problem { notes.append(problem) }
                 let counters = self.counters
                 let frozenMounts = mounts
                 threads.append(SensorThread(name: "sensor:fanotify") { thread in
-                    var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters, executables: executables)
+                    var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters, executables: executables,
+                                                writes: writes)
                     reader.run(thread)
                     close(fd)
                     for mountFD in frozenMounts.values { close(mountFD) }
@@ -106,6 +113,67 @@ struct PathScope: Sendable {
     }
 }
 
+/// The folders of the watched trees marked for writes as they happen
+/// (`tether_fanotify_mark_folder_writes`), beside the file systems' marks: a folder not marked
+/// (past the limit, on a network or FUSE file system, a name not UTF-8, a mark refused) loses
+/// only that, its files' writes are still seen when they are closed. Used by the sensor's
+/// thread only, once made.
+final class WriteMarks: @unchecked Sendable {
+    let fd: Int32
+    let scope: PathScope
+    let limit: Int
+    /// Folders marked (a mark goes with its folder when the folder is deleted).
+    private(set) var count = 0
+    /// What kept folders from being marked, once, for the status.
+    private(set) var problem: String?
+
+    init(fd: Int32, scope: PathScope, limit: Int) {
+        self.fd = fd
+        self.scope = scope
+        self.limit = limit
+    }
+
+    /// Marks `root` and the folders under it in scope, breadth first, each opened without
+    /// following a link (one descriptor open at a time).
+    func markTree(_ root: String) {
+        var queue = [root]
+        var next = 0
+        while next < queue.count {
+            let folder = queue[next]
+            next += 1
+            guard count < limit else {
+                problem = problem ?? "writes are seen as they happen in \(limit) folders at most; in the others, when their file is closed"
+                return
+            }
+            let folderFD = open(folder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard folderFD >= 0 else { continue }
+            defer { close(folderFD) }
+            // A network or FUSE file system's listing could wait on its server or daemon.
+            guard tether_is_remote_filesystem(folderFD) == 0 else { continue }
+            let result = tether_fanotify_mark_folder_writes(fd, folderFD)
+            guard result == 0 else {
+                problem = problem ?? "some folders cannot be marked for writes as they happen (\(String(cString: strerror(-result)))); their files' writes are seen when closed"
+                continue
+            }
+            count += 1
+            let listing = dup(folderFD)
+            guard listing >= 0, let directory = fdopendir(listing) else {
+                if listing >= 0 { close(listing) }
+                continue
+            }
+            while let entry = readdir(directory) {
+                let type = entry.pointee.d_type
+                guard type == UInt8(DT_DIR) || type == UInt8(DT_UNKNOWN) else { continue }
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+                if name == "." || name == ".." { continue }
+                let path = folder == "/" ? "/" + name : folder + "/" + name
+                if scope.contains(path) { queue.append(path) }
+            }
+            closedir(directory)
+        }
+    }
+}
+
 /// Reads fanotify records and turns directory handles into paths (cached by handle).
 private struct FanotifyReader {
     let fd: Int32
@@ -115,16 +183,24 @@ private struct FanotifyReader {
     let counters: KernelCounters
     /// The process sensor's starts: a writer that has ended meanwhile is still named.
     let executables: ExecutableNames
+    /// The folders marked for writes as they happen; new ones are marked as they appear.
+    let writes: WriteMarks
     private var directories: [[UInt8]: String] = [:]
+    /// Files whose write was reported as it happened, with the writers not yet closed: their
+    /// close is the same change. Forgotten when the file is deleted or renamed.
+    private var written: [String: Set<Int32>] = [:]
     private let me = getpid()
+    static let writtenLimit = 16_384
 
-    init(fd: Int32, mounts: [[UInt32]: Int32], scope: PathScope, buffer: SensorBuffer, counters: KernelCounters, executables: ExecutableNames) {
+    init(fd: Int32, mounts: [[UInt32]: Int32], scope: PathScope, buffer: SensorBuffer, counters: KernelCounters, executables: ExecutableNames,
+         writes: WriteMarks) {
         self.fd = fd
         self.mounts = mounts
         self.scope = scope
         self.buffer = buffer
         self.counters = counters
         self.executables = executables
+        self.writes = writes
     }
 
     mutating func run(_ thread: SensorThread) {
@@ -143,6 +219,8 @@ private struct FanotifyReader {
                 let record = records[index]
                 if record.mask & UInt64(TETHER_FILE_OVERFLOW) != 0 {
                     counters.add(overflows: 1)
+                    // Closes may be among what was lost: a write reported since is not held back.
+                    written.removeAll(keepingCapacity: true)
                     continue
                 }
                 let isDirectory = record.mask & UInt64(TETHER_FILE_ONDIR) != 0
@@ -151,7 +229,10 @@ private struct FanotifyReader {
                 if isDirectory, record.mask & UInt64(TETHER_FILE_MOVED_FROM | TETHER_FILE_MOVED_TO | TETHER_FILE_DELETE) != 0 {
                     directories.removeAll(keepingCapacity: true)
                 }
-                guard record.pid != me, let path = resolved, scope.contains(path) else { continue }
+                guard let path = resolved, scope.contains(path) else { continue }
+                // A folder made or moved in: its files' writes are seen as they happen too.
+                if isDirectory, record.mask & UInt64(TETHER_FILE_CREATE | TETHER_FILE_MOVED_TO) != 0 { writes.markTree(path) }
+                guard record.pid != me else { continue }
                 var actor: ProcessRef?
                 if record.pid > 0 {
                     if actors[record.pid] == nil {
@@ -168,6 +249,7 @@ private struct FanotifyReader {
                     movedFrom = nil
                 }
                 if record.mask & UInt64(TETHER_FILE_MOVED_FROM) != 0 {
+                    written[path] = nil
                     movedFrom = (path, record.pid, isDirectory, actor)
                     continue
                 }
@@ -177,8 +259,21 @@ private struct FanotifyReader {
                     continue
                 }
                 if record.mask & UInt64(TETHER_FILE_CREATE) != 0 { emit(.created, path) }
-                if record.mask & UInt64(TETHER_FILE_DELETE) != 0 { emit(.deleted, path) }
-                if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 { emit(.modified, path) }
+                // A write as it happens, once until its writer closes the file; a close after
+                // writing that was not seen so (through a mapping, or in a folder not marked).
+                if record.mask & UInt64(TETHER_FILE_MODIFY) != 0 && written[path]?.contains(record.pid) != true {
+                    if written.count >= Self.writtenLimit { written.removeAll(keepingCapacity: true) }
+                    emit(.modified, path)
+                    written[path, default: []].insert(record.pid)
+                }
+                if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 {
+                    if written[path]?.remove(record.pid) == nil { emit(.modified, path) }
+                    if written[path]?.isEmpty == true { written[path] = nil }
+                }
+                if record.mask & UInt64(TETHER_FILE_DELETE) != 0 {
+                    written[path] = nil
+                    emit(.deleted, path)
+                }
             }
             if let pending = movedFrom {
                 buffer.push(SensorEvent(at: now, .file(FileChange(action: .renamed, path: pending.path, oldPath: nil, isDirectory: pending.isDirectory,

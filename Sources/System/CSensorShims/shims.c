@@ -141,6 +141,10 @@ int tether_fanotify_mark_filesystem(int fd, const char *path) {
     return fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_FILESYSTEM, mask, AT_FDCWD, path) < 0 ? -errno : 0;
 }
 
+int tether_fanotify_mark_folder_writes(int fd, int folder_fd) {
+    return fanotify_mark(fd, FAN_MARK_ADD | FAN_MARK_ONLYDIR, FAN_MODIFY | FAN_EVENT_ON_CHILD, folder_fd, NULL) < 0 ? -errno : 0;
+}
+
 int tether_fanotify_read(int fd, int timeout_ms, tether_file_event *events, int max) {
     int ready = wait_readable(fd, timeout_ms);
     if (ready <= 0) return ready;

@@ -32,7 +32,7 @@ struct FileSensorTests {
         let buffer = SensorBuffer()
         let sensor = FileSensor(buffer: buffer, paths: [folder.path], excluded: [])
         defer { sensor.stop() }
-        #expect(sensor.status.source == "fanotify on the file systems of \(folder.path)", "\(sensor.status)")
+        #expect(sensor.status.source == "fanotify on the file systems of \(folder.path) (writes as they happen in 1 folder)", "\(sensor.status)")
 
         let script = """
             printf new > created; sleep 0.1; printf more >> created
@@ -74,7 +74,8 @@ struct FileSensorTests {
         let buffer = SensorBuffer()
         let sensor = FileSensor(buffer: buffer, paths: [folder.path], excluded: [folder.path + "/left-out"])
         defer { sensor.stop() }
-        #expect(sensor.status.source == "fanotify on the file systems of \(folder.path)", "\(sensor.status)")
+        // The folder left out, and the one under it, are not marked.
+        #expect(sensor.status.source == "fanotify on the file systems of \(folder.path) (writes as they happen in 1 folder)", "\(sensor.status)")
         // 20 rounds of rewriting 100 files elsewhere, creating and deleting some, then one watched write.
         let script = """
             for round in $(seq 20); do
@@ -86,5 +87,45 @@ struct FileSensorTests {
         #expect(try runProgram("/bin/sh", ["-c", script], in: folder.path).status == 0)
         let changes = gather(buffer) { $0.contains { $0.path == folder.path + "/watched" } }
         #expect(changes.map(\.path) == [folder.path + "/watched"], "\(changes.prefix(5))")
+    }
+
+    @Test("A write is seen as it happens, before its file is closed, once until then; so are truncate(2) and an O_RDONLY | O_TRUNC open, and writes in a folder made meanwhile",
+          .enabled(if: getuid() == 0, "fanotify needs CAP_SYS_ADMIN (CI runs as root)"))
+    func writesAsTheyHappen() throws {
+        let folder = try TemporaryDirectory("tether-files-writes")
+        _ = try folder.write("held", "old\n")
+        _ = try folder.write("truncated", "to be emptied\n")
+        _ = try folder.write("emptied", "to be emptied\n")
+        let buffer = SensorBuffer()
+        let sensor = FileSensor(buffer: buffer, paths: [folder.path], excluded: [])
+        defer { sensor.stop() }
+        // Writers that keep their file open for 4 s after two writes: one in the folder, one in a folder made while the sensor runs.
+        let holder = "import os, sys, time; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT); os.write(fd, b'one'); os.write(fd, b'two'); time.sleep(4)"
+        let script = """
+            cd '\(folder.path)'
+            python3 -c "\(holder)" held &
+            truncate -s 0 truncated
+            python3 -c 'import os; os.close(os.open("emptied", os.O_RDONLY | os.O_TRUNC))'
+            mkdir made; sleep 0.5
+            python3 -c "\(holder)" made/later &
+            wait
+            """
+        let writers = try ChildProcess("/bin/sh", ["-c", script])
+        defer { writers.kill(); _ = writers.wait() }
+        let path = { (name: String) in folder.url.appendingPathComponent(name).path }
+        let started = Date()
+        let changes = gather(buffer, seconds: 3) { changes in
+            changes.contains { $0.path == path("held") } && changes.contains { $0.path == path("made/later") && $0.action == .modified }
+        }
+        let summary = changes.map { "\($0.action.rawValue) \($0.path)" }
+        #expect(Date().timeIntervalSince(started) < 3.5, "seen while the writers still hold their files open: \(summary)")
+        #expect(changes.filter { $0.path == path("held") }.map(\.action) == [.modified], "two writes, one change: \(summary)")
+        #expect(changes.filter { $0.path == path("truncated") }.map(\.action) == [.modified], "truncate(2) by path: \(summary)")
+        #expect(changes.filter { $0.path == path("emptied") }.map(\.action) == [.modified], "O_RDONLY | O_TRUNC: \(summary)")
+        #expect(changes.filter { $0.path == path("made/later") }.map(\.action) == [.created, .modified], "\(summary)")
+        // When the holders close their files, nothing more: those were the same changes.
+        #expect(writers.wait() == 0)
+        let after = gather(buffer, seconds: 1) { _ in false }
+        #expect(!after.contains { $0.action == .modified }, "\(after)")
     }
 }

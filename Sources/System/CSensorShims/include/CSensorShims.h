@@ -71,6 +71,7 @@ typedef struct {
 } tether_file_event;
 
 enum {
+    TETHER_FILE_MODIFY = 0x02,
     TETHER_FILE_CLOSE_WRITE = 0x08,
     TETHER_FILE_MOVED_FROM = 0x40,
     TETHER_FILE_MOVED_TO = 0x80,
@@ -87,6 +88,11 @@ int tether_fanotify_open(void);
 /// Marks the whole file system holding `path` for writes closed, creations, deletions and renames.
 /// Returns 0 or -errno.
 int tether_fanotify_mark_filesystem(int fd, const char *path);
+
+/// Marks the folder `folder_fd` is open on for each write to its files as it happens
+/// (FAN_MODIFY: writes, truncations), beside the file system's mark, which sees a write only
+/// when its file is closed. Returns 0 or -errno.
+int tether_fanotify_mark_folder_writes(int fd, int folder_fd);
 
 /// Waits up to `timeout_ms`, then reads what is queued, 8 KiB at a time, while `events` has room
 /// for a whole read (`max` should be a few thousand). Returns how many records were written to
