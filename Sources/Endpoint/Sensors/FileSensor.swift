@@ -53,7 +53,7 @@ final class FileSensor: @unchecked Sendable {
                 close(fd)
             } else {
                 let writes = WriteMarks(fd: fd, scope: scope, limit: Self.writeMarkLimit)
-                for path in marked { writes.markTree(path) }
+                for path in marked { writes.markTree(path, atStart: true) }
                 source.append("fanotify on the file systems of " + marked.joined(separator: ", ")
                               + " (writes as they happen in \(writes.count) folder\(writes.count == 1 ? "" : "s"))")
                 if let problem = writes.problem { notes.append(problem) }
@@ -115,16 +115,19 @@ struct PathScope: Sendable {
 
 /// The folders of the watched trees marked for writes as they happen
 /// (`tether_fanotify_mark_folder_writes`), beside the file systems' marks: a folder not marked
-/// (past the limit, on a network or FUSE file system, a name not UTF-8, a mark refused) loses
-/// only that, its files' writes are still seen when they are closed. Used by the sensor's
-/// thread only, once made.
+/// (past a limit, on another file system than its tree's root, on a network or FUSE file
+/// system, a name not UTF-8, a mark refused) loses only that, its files' writes are still seen
+/// when they are closed. Used by the sensor's thread only, once made.
 final class WriteMarks: @unchecked Sendable {
     let fd: Int32
     let scope: PathScope
+    /// Folders the walk at start marks at most; a folder made or moved in later has its own
+    /// walk, of `laterLimit` folders at most (it runs on the thread that reads the records).
     let limit: Int
-    /// Folders marked (a mark goes with its folder when the folder is deleted).
+    static let laterLimit = 4096
+    /// Folders marked at start.
     private(set) var count = 0
-    /// What kept folders from being marked, once, for the status.
+    /// What kept folders from being marked at start, once, for the status.
     private(set) var problem: String?
 
     init(fd: Int32, scope: PathScope, limit: Int) {
@@ -133,18 +136,26 @@ final class WriteMarks: @unchecked Sendable {
         self.limit = limit
     }
 
-    /// Marks `root` and the folders under it in scope, breadth first, each opened without
-    /// following a link (one descriptor open at a time).
-    func markTree(_ root: String) {
+    /// Marks `root` and the folders under it in scope and on its file system, breadth first,
+    /// each looked at without following a link or triggering an automount before it is opened
+    /// (one descriptor open at a time). `atStart` counts them for the status.
+    func markTree(_ root: String, atStart: Bool = false) {
+        var rootInfo = stat()
+        guard fstatat(AT_FDCWD, root, &rootInfo, AT_SYMLINK_NOFOLLOW | Int32(TETHER_AT_NO_AUTOMOUNT)) == 0 else { return }
         var queue = [root]
         var next = 0
+        var marked = 0
+        let most = atStart ? limit : Self.laterLimit
         while next < queue.count {
             let folder = queue[next]
             next += 1
-            guard count < limit else {
-                problem = problem ?? "writes are seen as they happen in \(limit) folders at most; in the others, when their file is closed"
+            guard marked < most else {
+                if atStart { problem = problem ?? "writes are seen as they happen in \(limit) folders at most; in the others, when their file is closed" }
                 return
             }
+            var info = stat()
+            guard fstatat(AT_FDCWD, folder, &info, AT_SYMLINK_NOFOLLOW | Int32(TETHER_AT_NO_AUTOMOUNT)) == 0,
+                  info.st_mode & S_IFMT == S_IFDIR, info.st_dev == rootInfo.st_dev else { continue }
             let folderFD = open(folder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard folderFD >= 0 else { continue }
             defer { close(folderFD) }
@@ -152,16 +163,17 @@ final class WriteMarks: @unchecked Sendable {
             guard tether_is_remote_filesystem(folderFD) == 0 else { continue }
             let result = tether_fanotify_mark_folder_writes(fd, folderFD)
             guard result == 0 else {
-                problem = problem ?? "some folders cannot be marked for writes as they happen (\(String(cString: strerror(-result)))); their files' writes are seen when closed"
+                if atStart { problem = problem ?? "some folders cannot be marked for writes as they happen (\(String(cString: strerror(-result)))); their files' writes are seen when closed" }
                 continue
             }
-            count += 1
+            marked += 1
+            if atStart { count += 1 }
             let listing = dup(folderFD)
             guard listing >= 0, let directory = fdopendir(listing) else {
                 if listing >= 0 { close(listing) }
                 continue
             }
-            while let entry = readdir(directory) {
+            while let entry = readdir(directory), queue.count - next < most - marked {
                 let type = entry.pointee.d_type
                 guard type == UInt8(DT_DIR) || type == UInt8(DT_UNKNOWN) else { continue }
                 let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
@@ -170,6 +182,8 @@ final class WriteMarks: @unchecked Sendable {
                 if scope.contains(path) { queue.append(path) }
             }
             closedir(directory)
+            // Done with: keep only what is still to walk.
+            if next > 1024 { queue.removeFirst(next); next = 0 }
         }
     }
 }
@@ -186,11 +200,14 @@ private struct FanotifyReader {
     /// The folders marked for writes as they happen; new ones are marked as they appear.
     let writes: WriteMarks
     private var directories: [[UInt8]: String] = [:]
-    /// Files whose write was reported as it happened, with the writers not yet closed: their
-    /// close is the same change. Forgotten when the file is deleted or renamed.
-    private var written: [String: Set<Int32>] = [:]
+    /// When each writer's write to a file was last reported (as it happened, or at its close):
+    /// a write or a close by the same process within `sameChange` of it is that change. Later
+    /// ones are reported again, so nothing a writer does is hidden for longer (a file held open
+    /// and written on is reported once per interval; its close after the interval once more).
+    private var written: [String: [Int32: Date]] = [:]
     private let me = getpid()
     static let writtenLimit = 16_384
+    static let sameChange: TimeInterval = 1
 
     init(fd: Int32, mounts: [[UInt32]: Int32], scope: PathScope, buffer: SensorBuffer, counters: KernelCounters, executables: ExecutableNames,
          writes: WriteMarks) {
@@ -258,19 +275,29 @@ private struct FanotifyReader {
                     movedFrom = nil
                     continue
                 }
-                if record.mask & UInt64(TETHER_FILE_CREATE) != 0 { emit(.created, path) }
-                // A write as it happens, once until its writer closes the file; a close after
-                // writing that was not seen so (through a mapping, or in a folder not marked).
-                if record.mask & UInt64(TETHER_FILE_MODIFY) != 0 && written[path]?.contains(record.pid) != true {
-                    if written.count >= Self.writtenLimit { written.removeAll(keepingCapacity: true) }
-                    emit(.modified, path)
-                    written[path, default: []].insert(record.pid)
+                // Created and deleted in one record (merged by the kernel): the order is the
+                // one that leaves the file as it is now.
+                let created = record.mask & UInt64(TETHER_FILE_CREATE) != 0, deleted = record.mask & UInt64(TETHER_FILE_DELETE) != 0
+                var status = stat()
+                let existsNow = created && deleted && lstat(path, &status) == 0
+                if deleted && existsNow {
+                    written[path] = nil
+                    emit(.deleted, path)
                 }
-                if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 {
-                    if written[path]?.remove(record.pid) == nil { emit(.modified, path) }
+                if created { emit(.created, path) }
+                // A write as it happens, or a close after writing: one change per writer and
+                // `sameChange` (a write through a mapping, or in a folder not marked, is seen at its close).
+                if record.mask & UInt64(TETHER_FILE_MODIFY | TETHER_FILE_CLOSE_WRITE) != 0 {
+                    if let last = written[path]?[record.pid], now.timeIntervalSince(last) < Self.sameChange {
+                        if record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 { written[path]?[record.pid] = nil }
+                    } else {
+                        if written.count >= Self.writtenLimit { written.removeAll(keepingCapacity: true) }
+                        emit(.modified, path)
+                        written[path, default: [:]][record.pid] = record.mask & UInt64(TETHER_FILE_CLOSE_WRITE) != 0 ? nil : now
+                    }
                     if written[path]?.isEmpty == true { written[path] = nil }
                 }
-                if record.mask & UInt64(TETHER_FILE_DELETE) != 0 {
+                if deleted && !existsNow {
                     written[path] = nil
                     emit(.deleted, path)
                 }

@@ -135,6 +135,10 @@ int tether_filesystem_id(int fd, uint32_t id[2]);
 /// open(2)'s O_PATH (a handle that reads nothing), which Swift's Glibc module does not export.
 enum { TETHER_O_PATH = 010000000 };
 
+/// fstatat(2)'s AT_NO_AUTOMOUNT (do not mount what an automount point names), which Swift's Glibc
+/// module does not export.
+enum { TETHER_AT_NO_AUTOMOUNT = 0x800 };
+
 /// 1 when `fd` lies on a file system whose reads may wait on another machine or a user's
 /// daemon (FUSE, NFS, SMB, 9p, Ceph, AFS…), 0 when not, -errno when fstatfs fails.
 int tether_is_remote_filesystem(int fd);
