@@ -1,5 +1,6 @@
 internal import CSensorShims
 import FoundationEssentials
+import Primitives
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,8 +14,10 @@ final class FileSensor: @unchecked Sendable {
     private var threads: [SensorThread] = []
     private(set) var status: SensorStatus
     private let counters = KernelCounters()
+    /// The folders marked for writes as they happen, where fanotify runs.
+    private(set) var writes: WriteMarks?
     static let inotifyWatchLimit = 8192
-    static let writeMarkLimit = 65_536
+    static let writeMarkLimit = 16_384
 
     init(buffer: SensorBuffer, paths: [String], excluded: [String], allowFanotify: Bool = true, executables: ExecutableNames = ExecutableNames()) {
         let scope = PathScope(included: paths, excluded: excluded)
@@ -52,14 +55,18 @@ final class FileSensor: @unchecked Sendable {
             if mounts.isEmpty {
                 close(fd)
             } else {
+                // The folders are marked for writes on the sensor's thread, before it reads: a large
+                // tree must not hold up the start (what happens meanwhile waits in the kernel's queue).
                 let writes = WriteMarks(fd: fd, scope: scope, limit: Self.writeMarkLimit)
-                for path in marked { writes.markTree(path, atStart: true) }
                 source.append("fanotify on the file systems of " + marked.joined(separator: ", ")
-                              + " (writes as they happen in \(writes.count) folder\(writes.count == 1 ? "" : "s"))")
-                if let problem = writes.problem { notes.append(problem) }
+                              + " (writes as they happen in up to \(Self.writeMarkLimit) of their folders)")
+                self.writes = writes
                 let counters = self.counters
                 let frozenMounts = mounts
+                let roots = marked
                 threads.append(SensorThread(name: "sensor:fanotify") { thread in
+                    for root in roots where !thread.isStopping { writes.markTree(root, atStart: true, until: { thread.isStopping }) }
+                    writes.markedAtStart = true
                     var reader = FanotifyReader(fd: fd, mounts: frozenMounts, scope: scope, buffer: buffer, counters: counters, executables: executables,
                                                 writes: writes)
                     reader.run(thread)
@@ -125,10 +132,14 @@ final class WriteMarks: @unchecked Sendable {
     /// walk, of `laterLimit` folders at most (it runs on the thread that reads the records).
     let limit: Int
     static let laterLimit = 4096
-    /// Folders marked at start.
-    private(set) var count = 0
-    /// What kept folders from being marked at start, once, for the status.
-    private(set) var problem: String?
+    private let lock = Lock()
+    private var marked = false
+
+    /// Whether the walk at start has ended (the thread marks the folders before it reads).
+    var markedAtStart: Bool {
+        get { lock.withLock { marked } }
+        set { lock.withLock { marked = newValue } }
+    }
 
     init(fd: Int32, scope: PathScope, limit: Int) {
         self.fd = fd
@@ -138,21 +149,17 @@ final class WriteMarks: @unchecked Sendable {
 
     /// Marks `root` and the folders under it in scope and on its file system, breadth first,
     /// each looked at without following a link or triggering an automount before it is opened
-    /// (one descriptor open at a time). `atStart` counts them for the status.
-    func markTree(_ root: String, atStart: Bool = false) {
+    /// (one descriptor open at a time); `until` ends the walk early.
+    func markTree(_ root: String, atStart: Bool = false, until stop: () -> Bool = { false }) {
         var rootInfo = stat()
         guard fstatat(AT_FDCWD, root, &rootInfo, AT_SYMLINK_NOFOLLOW | Int32(TETHER_AT_NO_AUTOMOUNT)) == 0 else { return }
         var queue = [root]
         var next = 0
         var marked = 0
         let most = atStart ? limit : Self.laterLimit
-        while next < queue.count {
+        while next < queue.count, marked < most, !stop() {
             let folder = queue[next]
             next += 1
-            guard marked < most else {
-                if atStart { problem = problem ?? "writes are seen as they happen in \(limit) folders at most; in the others, when their file is closed" }
-                return
-            }
             var info = stat()
             guard fstatat(AT_FDCWD, folder, &info, AT_SYMLINK_NOFOLLOW | Int32(TETHER_AT_NO_AUTOMOUNT)) == 0,
                   info.st_mode & S_IFMT == S_IFDIR, info.st_dev == rootInfo.st_dev else { continue }
@@ -162,12 +169,8 @@ final class WriteMarks: @unchecked Sendable {
             // A network or FUSE file system's listing could wait on its server or daemon.
             guard tether_is_remote_filesystem(folderFD) == 0 else { continue }
             let result = tether_fanotify_mark_folder_writes(fd, folderFD)
-            guard result == 0 else {
-                if atStart { problem = problem ?? "some folders cannot be marked for writes as they happen (\(String(cString: strerror(-result)))); their files' writes are seen when closed" }
-                continue
-            }
+            guard result == 0 else { continue }
             marked += 1
-            if atStart { count += 1 }
             let listing = dup(folderFD)
             guard listing >= 0, let directory = fdopendir(listing) else {
                 if listing >= 0 { close(listing) }

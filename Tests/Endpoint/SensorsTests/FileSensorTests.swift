@@ -7,6 +7,12 @@ import Testing
 /// watched folders. The writers are other processes (the sensor never reports its own).
 @Suite("File sensor: fanotify on the watched folders' file systems", .serialized)
 struct FileSensorTests {
+    /// Waits until the sensor's thread has marked the folders for writes as they happen.
+    private func waitUntilMarked(_ sensor: FileSensor) {
+        let deadline = Date().addingTimeInterval(5)
+        while sensor.writes?.markedAtStart != true, Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+    }
+
     /// Waits until `condition` holds on what the buffer gathered, at most `seconds`.
     private func gather(_ buffer: SensorBuffer, seconds: Double = 5, until condition: ([FileChange]) -> Bool) -> [FileChange] {
         var changes: [FileChange] = []
@@ -32,7 +38,8 @@ struct FileSensorTests {
         let buffer = SensorBuffer()
         let sensor = FileSensor(buffer: buffer, paths: [folder.path], excluded: [])
         defer { sensor.stop() }
-        #expect(sensor.status.source == "fanotify on the file systems of \(folder.path) (writes as they happen in 1 folder)", "\(sensor.status)")
+        waitUntilMarked(sensor)
+        #expect(sensor.status.source == "fanotify on the file systems of \(folder.path) (writes as they happen in up to 16384 of their folders)", "\(sensor.status)")
 
         let script = """
             printf new > created; sleep 0.1; printf more >> created
@@ -74,8 +81,9 @@ struct FileSensorTests {
         let buffer = SensorBuffer()
         let sensor = FileSensor(buffer: buffer, paths: [folder.path], excluded: [folder.path + "/left-out"])
         defer { sensor.stop() }
+        waitUntilMarked(sensor)
         // The folder left out, and the one under it, are not marked.
-        #expect(sensor.status.source == "fanotify on the file systems of \(folder.path) (writes as they happen in 1 folder)", "\(sensor.status)")
+        #expect(sensor.status.source == "fanotify on the file systems of \(folder.path) (writes as they happen in up to 16384 of their folders)", "\(sensor.status)")
         // 20 rounds of rewriting 100 files elsewhere, creating and deleting some, then one watched write.
         let script = """
             for round in $(seq 20); do
@@ -100,6 +108,7 @@ struct FileSensorTests {
         let buffer = SensorBuffer()
         let sensor = FileSensor(buffer: buffer, paths: [folder.path], excluded: [])
         defer { sensor.stop() }
+        waitUntilMarked(sensor)
         // Writers that keep their file open for 4 s after two writes: one in the folder, one in a folder made while the sensor runs.
         let holder = "import os, sys, time; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT); os.write(fd, b'one'); os.write(fd, b'two'); time.sleep(4)"
         let script = """
