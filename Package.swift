@@ -154,7 +154,7 @@ let package = Package(
         tests("ConnectorCoreTests", in: "Endpoint", ["ConnectorCore", "EmbeddedAgent", "Firewall", "AgentInterface", "PlatformSim", "IntegrationModel", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport"]),
         tests("PlannerTests", in: "Planning", ["Planner", "AgentInterface", "IntegrationModel", "Policy", "PlatformTLS", "X509"]),
         tests("ReconcilerTests", in: "Reconciling", ["Reconciler", "AgentInterface", "GitSource", "IntegrationModel", "Planner", "PolicySource", "SQLiteDB", "X509", "TetherTestSupport"]),
-        tests("ControllerTests", in: "Reconciling", ["Controller", "PolicySource", "Reconciler", "TetherTestSupport", logging]),
+        tests("ControllerTests", in: "Reconciling", ["Controller", "IntegrationModel", "PolicySource", "Reconciler", "TetherTestSupport", logging]),
         tests("TetherCLITests", in: "Programs", [
             "TetherCLI", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "PolicySource", "Planner", "Reconciler", "IntegrationModel",
             "PlatformSim", "Controller", "GitSource", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport", logging,

@@ -74,34 +74,52 @@ package final class Agent: AgentBackend, @unchecked Sendable {
 
     // MARK: - Reading
 
+    /// The state last read, and the store's version then: a controller's cycle that finds the
+    /// store unchanged does not read, decode and parse it again.
+    private let lastState = Lock()
+    private var lastRead: (version: Database.Version, state: AgentState)?
+
     /// Reads the whole state.
     package func state() throws -> AgentState {
-        try storeAccess { try database.read {
-            var state = AgentState.initial
-            let decoder = JSONDecoder()
-            for row in try database.query("SELECT path, value FROM settings") {
-                guard let pathText = row[0].text, let json = row[1].text, let path = SettingCatalog.path(named: pathText),
-                      let value = try? decoder.decode(SettingValue.self, from: Data(json.utf8)) else { continue }
-                state.settings[path] = value
+        try storeAccess {
+            // Read inside a transaction of the caller's, the state may yet be rolled back (and a
+            // rollback takes nothing off this connection's count of changes): not kept.
+            let keep = !database.inTransaction
+            return try database.read {
+                let version = try database.version()
+                if keep, let last = lastState.withLock({ lastRead }), last.version == version { return last.state }
+                let state = try readState()
+                if keep { lastState.withLock { lastRead = (version, state) } }
+                return state
             }
-            state.fillDefaults()
-            for row in try database.query("SELECT integration FROM tasks WHERE running = 1") {
-                if let name = row[0].text, let integration = Integration(rawValue: name) { state.running.insert(integration) }
+        }
+    }
+
+    private func readState() throws -> AgentState {
+        var state = AgentState.initial
+        let decoder = JSONDecoder()
+        for row in try database.query("SELECT path, value FROM settings") {
+            guard let pathText = row[0].text, let json = row[1].text, let path = SettingCatalog.path(named: pathText),
+                  let value = try? decoder.decode(SettingValue.self, from: Data(json.utf8)) else { continue }
+            state.settings[path] = value
+        }
+        state.fillDefaults()
+        for row in try database.query("SELECT integration FROM tasks WHERE running = 1") {
+            if let name = row[0].text, let integration = Integration(rawValue: name) { state.running.insert(integration) }
+        }
+        for row in try database.query("SELECT integration, role, der, password_source, container FROM certificates") {
+            guard let name = row[0].text, let integration = Integration(rawValue: name), let der = row[2].blob,
+                  let certificate = parsedCertificate(der) else { continue }
+            if row[1].text == "server" {
+                state.serverCertificates[integration] = certificate
+            } else {
+                state.clientCertificates[integration] = certificate
+                state.clientPasswords[integration] = ContainerPassword(storedForm: row[3].text)
+                state.clientContainerDigests[integration] = row[4].blob.map(sha256Hex)
             }
-            for row in try database.query("SELECT integration, role, der, password_source, container FROM certificates") {
-                guard let name = row[0].text, let integration = Integration(rawValue: name), let der = row[2].blob,
-                      let certificate = parsedCertificate(der) else { continue }
-                if row[1].text == "server" {
-                    state.serverCertificates[integration] = certificate
-                } else {
-                    state.clientCertificates[integration] = certificate
-                    state.clientPasswords[integration] = ContainerPassword(storedForm: row[3].text)
-                    state.clientContainerDigests[integration] = row[4].blob.map(sha256Hex)
-                }
-            }
-            state.lastChanges = try AgentRecords(database).latestChanges()
-            return state
-        } }
+        }
+        state.lastChanges = try AgentRecords(database).latestChanges()
+        return state
     }
 
     /// One setting's value (its default when never set), without reading the whole state.

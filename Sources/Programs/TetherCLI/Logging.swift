@@ -77,10 +77,7 @@ struct TetherLogHandler: LogHandler {
             var object: [String: JSONValue] = ["time": .string(time), "level": .string(level.rawValue),
                                                "message": .string(message.description), "logger": .string(label)]
             for (key, value) in merged { object[key] = Self.json(value) }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            let data = (try? encoder.encode(object)) ?? Data()
-            Console.error(String(decoding: data, as: UTF8.self))
+            Console.error(JSONValue.object(object).text())
         case .text:
             let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
             Console.error("\(time) \(level.rawValue.padded(to: 7)) \(message)\(fields.isEmpty ? "" : "  " + fields)")

@@ -84,10 +84,34 @@ package struct ControllerStatus: Codable, Sendable {
         return try encoder.encode(self)
     }
 
+    /// The status as `json()` has it, as a value: written every cycle, without JSONEncoder's
+    /// cost (tests hold the two to the same document).
+    package var document: JSONValue {
+        var members: [String: JSONValue] = [
+            "pid": .number(Double(pid)), "suspended": .bool(suspended), "verify": .string(verify.rawValue),
+            "source": ["repository": .string(source.repository), "ref": .string(source.ref), "path": .string(source.path)],
+            "lastCycle": [
+                "at": .string(Timestamp.string(lastCycle.at)), "durationSeconds": .number(lastCycle.durationSeconds),
+                "condition": .string(lastCycle.condition.rawValue), "reason": .string(lastCycle.reason), "message": .string(lastCycle.message),
+                "revision": lastCycle.revision.map { .string($0) } ?? .null, "findings": .number(Double(lastCycle.findings)),
+                "steps": .number(Double(lastCycle.steps)), "fetched": .bool(lastCycle.fetched), "bytesReceived": .number(Double(lastCycle.bytesReceived)),
+            ],
+            "cycles": .number(Double(cycles)), "errors": .number(Double(errors)),
+        ]
+        if let lastVerified {
+            members["lastVerified"] = [
+                "revision": .string(lastVerified.revision), "committedAt": .string(Timestamp.string(lastVerified.committedAt)),
+                "verifiedAt": .string(Timestamp.string(lastVerified.verifiedAt)), "signer": lastVerified.signer.map { .string($0) } ?? .null,
+            ]
+        }
+        if let problems { members["problems"] = .array(problems.map { .string($0) }) }
+        return .object(members)
+    }
+
     /// Replaces `file` in one rename, so a reader never sees half a status. Not flushed to disk:
     /// the next cycle writes it again.
     func write(to file: URL) throws {
-        let bytes = try json()
+        let bytes = Array(document.text(pretty: true).utf8)
         let temporary = file.deletingLastPathComponent().appending(path: ".\(file.lastPathComponent).\(getpid()).tmp").path
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw CocoaError(.fileWriteNoPermission) }

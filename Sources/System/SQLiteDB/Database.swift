@@ -173,6 +173,29 @@ package final class Database: @unchecked Sendable {
         return rows
     }
 
+    /// What tells one state of the database from another: SQLite's `data_version` (moves when
+    /// another connection commits) and this connection's own changes. Equal versions, read in
+    /// transactions, saw the same data.
+    package struct Version: Equatable, Sendable {
+        let committedElsewhere: Int64
+        let changedHere: Int64
+    }
+
+    /// Whether a transaction is open on this connection (whose changes may yet be rolled back).
+    package var inTransaction: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return sqlite3_get_autocommit(handle) == 0
+    }
+
+    /// The database's version now (see `Version`); inside a transaction, the one it reads.
+    package func version() throws -> Version {
+        lock.lock()
+        defer { lock.unlock() }
+        let committed = try query("PRAGMA data_version").first?.first?.integer ?? -1
+        return Version(committedElsewhere: committed, changedHere: sqlite3_total_changes64(handle))
+    }
+
     /// Runs `body`'s queries in one read transaction: one consistent view, and one lock and
     /// journal check for all of them instead of one per query. Inside a transaction already,
     /// just runs `body`.

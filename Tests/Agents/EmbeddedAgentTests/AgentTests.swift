@@ -46,6 +46,22 @@ struct AgentTests {
         #expect(error?.description == "edr.port: 70000 is out of range: expected an integer from 1 to 65535")
     }
 
+    @Test("The state read again is the store's now: a change through this agent, through another process's connection, or straight in SQLite is seen at the next read")
+    func stateFollowsTheStore() throws {
+        #expect(try agent.state().value(edrPort) == .int(443))
+        #expect(try agent.state().value(edrPort) == .int(443))
+        try agent.set(edrPort, to: .int(8443))
+        #expect(try agent.state().value(edrPort) == .int(8443), "a change through this agent")
+        try Agent(stateDirectory: state.path).set(edrPort, to: .int(9443))
+        #expect(try agent.state().value(edrPort) == .int(9443), "a change through another connection")
+        let sqlite = try runProgram("/usr/bin/env", ["python3", "-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1]); db.execute("UPDATE settings SET value = '10443' WHERE path = 'edr.port'"); db.commit()
+            """, storePath])
+        #expect(sqlite.status == 0, "\(sqlite.output)")
+        #expect(try agent.state().value(edrPort) == .int(10443), "a change by another program")
+    }
+
     @Test("A task does not start without a pinned server certificate, and the error says so (rule 1)")
     func startNeedsServerCertificate() throws {
         let error = #expect(throws: AgentError.self) { try agent.start(.edr) }
