@@ -19,35 +19,15 @@ package enum Wire {
         var text = "{"
         for (index, key) in map.keys.sorted().enumerated() {
             if index > 0 { text += "," }
-            appendString(key, to: &text)
+            JSONValue.quote(key, into: &text)
             text += ":"
             switch map[key]! {
-            case .text(let value): appendString(value, to: &text)
+            case .text(let value): JSONValue.quote(value, into: &text)
             case .number(let value): text += String(value)
             case .flag(let value): text += value ? "true" : "false"
             }
         }
         return text + "}"
-    }
-
-    private static func appendString(_ value: String, to text: inout String) {
-        text += "\""
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": text += "\\\""
-            case "\\": text += "\\\\"
-            case "\n": text += "\\n"
-            case "\r": text += "\\r"
-            case "\t": text += "\\t"
-            case "\u{08}": text += "\\b"
-            case "\u{0C}": text += "\\f"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: text.unicodeScalars.append(scalar)
-            }
-        }
-        text += "\""
     }
 
     package static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {

@@ -115,9 +115,9 @@ extension JSONValue {
         text += close
     }
 
-    /// A JSON string: quotes, backslashes and control characters escaped as JSONEncoder does
-    /// (`\n`, `\u001b`), everything else as it is.
-    private static func quote(_ value: String, into text: inout String) {
+    /// Appends `value` as a JSON string: quotes, backslashes and control characters escaped as
+    /// JSONEncoder does (`\n`, `\u001b`), everything else as it is.
+    package static func quote(_ value: String, into text: inout String) {
         text += "\""
         for scalar in value.unicodeScalars {
             switch scalar {

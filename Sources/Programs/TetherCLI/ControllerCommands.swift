@@ -228,7 +228,7 @@ struct StatusCommand: ParsableCommand {
             throw CommandError("error: no controller has run for \(device.stateDirectory) yet; start one with `tether run` (or `tether run --once`)")
         }
         if output.isJSON {
-            Console.out(String(decoding: try status.json(), as: UTF8.self))
+            Console.out(String(decoding: status.json(), as: UTF8.self))
             return
         }
         let cycle = status.lastCycle

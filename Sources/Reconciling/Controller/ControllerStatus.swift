@@ -8,14 +8,14 @@ import Reconciler
 
 /// What the controller did last (`controller.json` in the state directory), as `tether status`
 /// reads it. Written every cycle; keys once published keep their meaning.
-package struct ControllerStatus: Codable, Sendable {
-    package struct Source: Codable, Sendable {
+package struct ControllerStatus: Decodable, Sendable {
+    package struct Source: Decodable, Sendable {
         package let repository: String
         package let ref: String
         package let path: String
     }
 
-    package struct Cycle: Codable, Sendable {
+    package struct Cycle: Decodable, Sendable {
         package let at: Date
         package let durationSeconds: Double
         package let condition: CycleResult.Condition
@@ -27,37 +27,13 @@ package struct ControllerStatus: Codable, Sendable {
         package let steps: Int
         package let fetched: Bool
         package let bytesReceived: Int
-
-        /// An absent revision is written as null (the published format has the key always).
-        package func encode(to encoder: Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(at, forKey: .at)
-            try container.encode(durationSeconds, forKey: .durationSeconds)
-            try container.encode(condition, forKey: .condition)
-            try container.encode(reason, forKey: .reason)
-            try container.encode(message, forKey: .message)
-            try container.encode(revision, forKey: .revision)
-            try container.encode(findings, forKey: .findings)
-            try container.encode(steps, forKey: .steps)
-            try container.encode(fetched, forKey: .fetched)
-            try container.encode(bytesReceived, forKey: .bytesReceived)
-        }
     }
 
-    package struct Verification: Codable, Sendable {
+    package struct Verification: Decodable, Sendable {
         package let revision: String
         package let committedAt: Date
         package let verifiedAt: Date
         package let signer: String?
-
-        /// An unknown signer is written as null.
-        package func encode(to encoder: Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(revision, forKey: .revision)
-            try container.encode(committedAt, forKey: .committedAt)
-            try container.encode(verifiedAt, forKey: .verifiedAt)
-            try container.encode(signer, forKey: .signer)
-        }
     }
 
     package let pid: Int
@@ -73,19 +49,13 @@ package struct ControllerStatus: Codable, Sendable {
     /// connectors, the sensors); absent when everything runs.
     package var problems: [String]?
 
-    /// The status file's text: sorted keys, dates as `Timestamp` strings, absent values as null.
-    package func json() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        encoder.dateEncodingStrategy = .custom { date, encoder in
-            var container = encoder.singleValueContainer()
-            try container.encode(Timestamp.string(date))
-        }
-        return try encoder.encode(self)
+    /// The status file's text: sorted keys, dates as `Timestamp` strings, an absent revision or
+    /// signer as null (the published format has those keys always).
+    package func json() -> Data {
+        Data(document.text(pretty: true).utf8)
     }
 
-    /// The status as `json()` has it, as a value: written every cycle, without JSONEncoder's
-    /// cost (tests hold the two to the same document).
+    /// The status as a JSON value: written every cycle (JSONValue.text, not JSONEncoder).
     package var document: JSONValue {
         var members: [String: JSONValue] = [
             "pid": .number(Double(pid)), "suspended": .bool(suspended), "verify": .string(verify.rawValue),
@@ -111,7 +81,7 @@ package struct ControllerStatus: Codable, Sendable {
     /// Replaces `file` in one rename, so a reader never sees half a status. Not flushed to disk:
     /// the next cycle writes it again.
     func write(to file: URL) throws {
-        let bytes = Array(document.text(pretty: true).utf8)
+        let bytes = json()
         let temporary = file.deletingLastPathComponent().appending(path: ".\(file.lastPathComponent).\(getpid()).tmp").path
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw CocoaError(.fileWriteNoPermission) }
@@ -138,4 +108,4 @@ package struct ControllerStatus: Codable, Sendable {
     }
 }
 
-extension VerifyMode: Codable {}
+extension VerifyMode: Decodable {}
