@@ -45,7 +45,8 @@ let package = Package(
     ],
     targets: [
         // ── System: the C libraries and kernel interfaces, each owned by one Swift module ──
-        systemLibrary("CGit2", pkgConfig: "libgit2", apt: "libgit2-dev"),
+        // libgit2's headers only: CGit2Shims loads the library when a repository is first opened.
+        .systemLibrary(name: "CGit2", path: "Sources/System/CGit2", providers: [.apt(["libgit2-dev"])]),
         systemLibrary("COpenSSL", pkgConfig: "openssl", apt: "libssl-dev"),
         // libcurl's headers only: CCurlShims loads the library when a transfer first needs it.
         .systemLibrary(name: "CCurl", path: "Sources/System/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
@@ -53,7 +54,10 @@ let package = Package(
         systemLibrary("CYAML", pkgConfig: "yaml-0.1", apt: "libyaml-dev"),
         // Non-variadic wrappers and macros Swift cannot import.
         module("CCurlShims", in: "System", ["CCurl"]),
-        module("CGit2Shims", in: "System", ["CGit2"]),
+        // Exports the two mbedTLS functions it defines, so that libgit2, loaded later, binds to them.
+        .target(name: "CGit2Shims", dependencies: ["CGit2"], path: "Sources/System/CGit2Shims",
+                linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_file",
+                                               "-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_path"])]),
         module("COpenSSLShims", in: "System", ["COpenSSL"]),
         module("CProcessShims", in: "System"),
         // Tether's release and commit, stamped by `make package` (scripts/package).

@@ -433,8 +433,10 @@ func withStringArray<T>(_ strings: [String], _ body: (inout git_strarray) -> T) 
     }
 }
 
-/// The libgit2 this process runs with (`1.5.1`).
+/// The libgit2 this process runs with (`1.5.1`) once a repository has loaded it; before that,
+/// the one it was built with (the package depends on that release), so that asking loads nothing.
 package var libgit2Version: String {
+    guard tether_git_loaded() != 0 else { return LIBGIT2_VERSION }
     var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
     git_libgit2_version(&major, &minor, &patch)
     return "\(major).\(minor).\(patch)"

@@ -2,6 +2,14 @@
 #define TETHER_GIT2_SHIMS_H
 #include <git2.h>
 
+/// Loads libgit2 (dlopen of libgit2.so.SOVERSION) and finds the functions Tether calls. Returns
+/// NULL once loaded, else why not (a static string). Safe from any thread; loads once.
+/// Every git_ function Tether calls loads it first if need be (and a process that cannot load it
+/// ends with the reason and status 127, as the dynamic loader ended it when it was linked).
+const char *tether_git_load(void);
+/// Whether libgit2 is loaded (nothing is loaded by asking).
+int tether_git_loaded(void);
+
 /// git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, path) (a variadic function):
 /// the CA bundle libgit2 trusts for https remotes.
 int tether_git_set_ssl_cert_locations(const char *file, const char *path);
@@ -14,7 +22,7 @@ int tether_git_set_search_path(int level, const char *path);
 /// owned by another user is refused (libgit2's "dubious ownership").
 int tether_git_set_owner_validation(int enabled);
 
-/// git_libgit2_init, with libgit2's reading of the system CA bundle (mbedTLS builds parse it
+/// Loads libgit2, then git_libgit2_init, with libgit2's reading of the system CA bundle (mbedTLS builds parse it
 /// there, in every process) put off until tether_git_load_default_certificates.
 int tether_git_init(void);
 
