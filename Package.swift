@@ -59,6 +59,8 @@ let package = Package(
                 linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_file",
                                                "-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_path"])]),
         module("COpenSSLShims", in: "System", ["COpenSSL"]),
+        // libmosquitto, loaded when a process first speaks MQTT (run --notify, publish --notify).
+        module("CMQTTShims", in: "System"),
         module("CProcessShims", in: "System"),
         // Tether's release and commit, stamped by `make package` (scripts/package).
         module("CTetherVersion", in: "System"),
@@ -73,6 +75,8 @@ let package = Package(
         // Running a program as a child with a deadline (tether-fetch, kesl-control).
         module("ChildProcess", in: "System", ["CProcessShims"]),
         module("GitSource", in: "System", ["CGit2", "CGit2Shims", "Primitives"]),
+        // Notifications through an MQTT broker (docs/architecture.md, "Push: notifications and bundles").
+        module("MQTT", in: "System", ["CMQTTShims", "Primitives"]),
         module("X509", in: "System", ["Primitives", "COpenSSL", "COpenSSLShims"]),
         module("HTTPServer", in: "System", ["Primitives"]),
         module("HTTPTransport", in: "System", ["CCurl", "CCurlShims"]),
@@ -111,7 +115,7 @@ let package = Package(
         module("Reconciler", in: "Reconciling", ["Primitives", "GitSource", "Planner", "AgentInterface", "AgentRecords", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "IntegrationModel", "Policy", "PolicySource", "SQLiteDB", "X509"]),
         module("Controller", in: "Reconciling", [
             "Primitives", "Reconciler", "Planner", "PolicySource", "AgentInterface", "ConnectorCore", "GitSource", "Sensors", "X509", "Policy",
-            "IntegrationModel", "HTTPServer", "HTTPTransport", logging,
+            "IntegrationModel", "HTTPServer", "HTTPTransport", "MQTT", logging,
         ]),
 
         // ── Reporting: text, JSON, Markdown, HTML, SARIF, JUnit; the fleet view ──
@@ -120,7 +124,7 @@ let package = Package(
         // ── Programs: the command line and the small programs beside it ──
         module("TetherCLI", in: "Programs", [
             "Primitives", "IntegrationModel", "Policy", "PolicySource", "AgentInterface", "EmbeddedAgent", "KESLAgent", "ConnectorCore", "Planner", "Reconciler", "Reports",
-            "CTetherVersion", "Firewall", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "YAMLReader", argumentParser, logging,
+            "CTetherVersion", "Firewall", "GitSource", "HTTPTransport", "Sensors", "SQLiteDB", "WireFormat", "X509", "Controller", "MQTT", "YAMLReader", argumentParser, logging,
         ]),
         program("tether", in: "Programs", ["TetherCLI"]),
         // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
@@ -147,6 +151,7 @@ let package = Package(
         tests("GitSourceTests", in: "System", ["GitSource", "X509", "TetherTestSupport"]),
         tests("HTTPTransportTests", in: "System", ["HTTPTransport", "TetherTestSupport"]),
         tests("HTTPServerTests", in: "System", ["HTTPServer", "TetherTestSupport"]),
+        tests("MQTTTests", in: "System", ["MQTT", "TetherTestSupport"]),
         tests("SQLiteDBTests", in: "System", ["SQLiteDB"]),
         tests("YAMLReaderTests", in: "System", ["YAMLReader"]),
         tests("IntegrationModelTests", in: "Model", ["IntegrationModel"]),
@@ -161,7 +166,7 @@ let package = Package(
         tests("ControllerTests", in: "Reconciling", ["Controller", "IntegrationModel", "PolicySource", "Reconciler", "TetherTestSupport", logging]),
         tests("TetherCLITests", in: "Programs", [
             "TetherCLI", "AgentInterface", "EmbeddedAgent", "ConnectorCore", "PolicySource", "Planner", "Reconciler", "IntegrationModel",
-            "PlatformSim", "Controller", "GitSource", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport", logging,
+            "PlatformSim", "Controller", "GitSource", "MQTT", "SQLiteDB", "WireFormat", "X509", "TetherTestSupport", logging,
         ]),
     ]
 )

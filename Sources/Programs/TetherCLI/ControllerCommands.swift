@@ -87,6 +87,17 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Before any git connection, ask this HTTP(S) URL with If-None-Match: the repository's static info/refs, kept current by `git update-server-info` and served by a plain web server or cache. A 304 means nothing moved, and the cycle opens no git connection. Anything else, or an error, asks git as usual; an answer longer than 4 MiB is cut off while it arrives. https uses the system's CAs, or --git-ca-file.", valueName: "url"))
     var probeURL: String?
 
+    @OptionGroup(title: "Notifications") var notify: NotifyOptions
+
+    @Option(help: ArgumentHelp("With --notify: a message starts a cycle after a random delay of up to this many seconds, so a fleet does not arrive at once; messages meanwhile make one cycle.", valueName: "seconds"))
+    var notifySpread: Double = 10
+
+    @Option(help: ArgumentHelp("With --notify: seconds of silence after which the broker and the controller take the link for dead (MQTT keepalive).", valueName: "seconds"))
+    var notifyKeepalive: Int = 60
+
+    @Option(help: ArgumentHelp("With --notify and --verify: the folder `tether publish` writes, served over HTTP(S) (e.g. https://cdn.example/policies). A notified commit's objects are read from its bundles instead of from git, then vouched for as from git; any failure asks git. https uses the system's CAs, or --git-ca-file.", valueName: "url"))
+    var bundleURL: String?
+
     @Flag(help: "Reset released settings (managed before, declared by no policy now) to the vendor default.")
     var prune = false
 
@@ -111,7 +122,26 @@ struct RunCommand: ParsableCommand {
         if let probeURL, !(probeURL.hasPrefix("http://") || probeURL.hasPrefix("https://")) {
             throw ValidationError("--probe-url takes an http:// or https:// URL, e.g. https://git.example.com/secops/policies.git/info/refs")
         }
+        try Seconds.check(notifySpread, "notify-spread")
+        if !(5...3600).contains(notifyKeepalive) { throw ValidationError("--notify-keepalive takes seconds from 5 to 3600; for example --notify-keepalive 60") }
+        if let bundleURL {
+            guard notify.url != nil else { throw ValidationError("--bundle-url is read when a notification comes: it needs --notify mqtt://HOST:PORT/TOPIC") }
+            guard bundleURL.hasPrefix("http://") || bundleURL.hasPrefix("https://") else {
+                throw ValidationError("--bundle-url takes an http:// or https:// URL, e.g. https://cdn.example/policies")
+            }
+            guard verify != .off else {
+                throw ValidationError("--bundle-url takes revisions from a web server no one vouches for: it needs --verify head or range (with --allowed-signers)")
+            }
+            guard GitRepository.isRemote(source.repo) else { throw ValidationError("--bundle-url fills the mirror of a remote --repo; a local repository needs none") }
+        }
         if reportKeep < 1 { throw ValidationError("--report-keep takes a count of 1 or more; for example --report-keep 20") }
+    }
+
+    /// An MQTT client id unique to this endpoint and state directory (the broker disconnects a
+    /// client when another connects with its id): the host name and a hash of the folder.
+    static func clientID(stateDirectory: String) -> String {
+        let host = ProcessInfo.processInfo.hostName.prefix(40).map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }
+        return "tether-\(String(host))-\(Digest.sha256Hex(Array(stateDirectory.utf8)).prefix(12))"
     }
 
     static func address(_ text: String) -> (String, Int)? {
@@ -144,6 +174,11 @@ struct RunCommand: ParsableCommand {
             logger.warning("--probe-url \(probeURL) is plain HTTP: anyone on the path can answer 304 and hold updates back for up to \(10) cycles; prefer https")
         }
         configuration.probeCAFile = source.credentialOptions.gitCAFile
+        if let address = try notify.address() {
+            configuration.notify = NotifySettings(address: address, tls: notify.tls, spread: notifySpread, keepalive: notifyKeepalive,
+                                                  clientID: Self.clientID(stateDirectory: source.device.stateDirectoryURL.path))
+            configuration.bundleURL = bundleURL
+        }
         let choice = try backend.choice(source.device)
         if healthWindow > 0 {
             do {
@@ -243,6 +278,13 @@ struct StatusCommand: ParsableCommand {
         Console.out("  suspended    \(status.suspended ? "yes" : "no")")
         Console.out("  cycles       \(status.cycles) in this run, \(status.errors) with errors")
         for problem in status.problems ?? [] { Console.out("  not running  \(TerminalText.excerpt(problem, limit: 300))") }
+        if let notifications = status.notifications {
+            let link = notifications.connected ? "connected" : "not connected (\(TerminalText.excerpt(notifications.detail, limit: 200)))"
+            Console.out("  notify       \(notifications.broker): \(link) for \(Controller.age(since: notifications.since))")
+            if let message = notifications.lastMessage {
+                Console.out("  last message \(message.ref) at \(message.commit.prefix(12)), \(Controller.age(since: message.arrivedAt)) ago: \(message.outcome)")
+            }
+        }
     }
 }
 

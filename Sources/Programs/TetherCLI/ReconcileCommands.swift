@@ -315,6 +315,7 @@ enum Seconds {
     /// the command line and the configuration file are checked against.
     static let options: [String: (range: ClosedRange<Double>, example: Int)] = [
         "interval": (0...week, 300), "max-backoff": (0...week, 3600), "fetch-timeout": (0.001...hour, 60), "health-window": (0...hour, 30),
+        "notify-spread": (0...hour, 10),
     ]
 
     /// The shortest interval a run without an end (no --once, no --cycles) may have.

@@ -62,7 +62,8 @@ struct RunConfiguration {
                     "kesl-tasks", "interval", "jitter", "max-backoff"]
         let flags: Set = ["once", "suspend", "no-connectors", "no-sensors", "prune"]
         let rest = ["once", "cycles", "verify", "allowed-signers", "suspend", "metrics-address", "textfile", "report-dir", "report-keep",
-                    "log-format", "health-window", "no-connectors", "no-sensors", "fetch-timeout", "probe-url", "prune"]
+                    "log-format", "health-window", "no-connectors", "no-sensors", "fetch-timeout", "probe-url", "notify", "notify-ca", "notify-cert",
+                    "notify-key", "notify-spread", "notify-keepalive", "bundle-url", "prune"]
         return values.map { Key(name: $0, kind: .value) } + lists.map { Key(name: $0, kind: .list) } + more.map { Key(name: $0, kind: .value) }
             + rest.map { Key(name: $0, kind: flags.contains($0) ? .flag : .value) }
     }()

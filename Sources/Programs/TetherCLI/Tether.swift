@@ -30,7 +30,7 @@ package struct Tether: ParsableCommand {
             """,
         version: Tether.versionText,
         subcommands: [InitCommand.self, ValidateCommand.self, RenderCommand.self, PlanCommand.self, ApplyCommand.self, DriftCommand.self, RunCommand.self, ConfigCommand.self, StatusCommand.self, ImportCommand.self,
-                      HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self, FmtCommand.self]
+                      HistoryCommand.self, RollbackCommand.self, ReportCommand.self, AgentCommand.self, SchemaCommand.self, FmtCommand.self, PublishCommand.self]
     )
 
     package init() {}

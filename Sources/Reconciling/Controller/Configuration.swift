@@ -34,6 +34,10 @@ package struct ControllerConfiguration: Sendable {
     package var probeURL: String?
     /// A PEM CA bundle for an https probe URL (as for the git remote).
     package var probeCAFile: String?
+    /// `--notify`: the broker whose messages make a cycle come sooner.
+    package var notify: NotifySettings?
+    /// `--bundle-url`: where `tether publish` put the bundles a notified commit is read from.
+    package var bundleURL: String?
     /// Whether released settings are reset to the vendor default.
     package var prune = false
     /// The agent governed: the embedded one (with its connectors) or the vendor's.

@@ -84,13 +84,19 @@ package final class Controller: @unchecked Sendable {
     private lazy var host = ProcessInfo.processInfo.hostName
     /// `--probe-url`: the conditional GET before git, and the tag of the refs last fetched.
     private let probe = HeadProbe()
+    /// `--notify`: messages waiting for a cycle, and the broker link (nil without it).
+    package let notifications: NotificationInbox?
+    /// `--bundle-url`: the published bundles a notified commit is read from.
+    private let bundles = BundleSource()
     private var lastResult: CycleResult?
 
     package init(configuration: ControllerConfiguration, logger: Logger, clock: @escaping () -> Date = Date.init) {
         self.configuration = configuration
         self.logger = logger
         self.clock = clock
+        notifications = configuration.notify.map { NotificationInbox(settings: $0, now: clock()) }
         metrics.intervalSeconds = configuration.interval
+        if notifications != nil { metrics.notifyLink(up: false) }
         lastVerified = ControllerStatus.read(configuration.statusFile)?.lastVerified.map {
             ($0.revision, $0.committedAt, $0.verifiedAt, $0.signer)
         }
@@ -106,6 +112,8 @@ package final class Controller: @unchecked Sendable {
         let started = clock()
         var fetchDuration: TimeInterval = 0
         var update: MirrorUpdate?
+        // A message that a ref moved is answered by this cycle, whatever started it.
+        let notice = notifications?.take()
         func finish(_ condition: CycleResult.Condition, _ reason: CycleReason, _ message: String, revision: String? = nil,
                     report: Report? = nil) -> CycleResult {
             var byIntegration: [String: Int] = [:]
@@ -123,6 +131,10 @@ package final class Controller: @unchecked Sendable {
             if condition == .failed { driver.forget() }
             if let runtime = try? self.session?.connectors() { metrics.recordTelemetry(from: runtime) }
             if let report { onReport?(report) }
+            if let notice, condition == .ready, revision == notice.revision.commit {
+                metrics.notifiedApplied(after: clock().timeIntervalSince(notice.arrivedAt))
+                notifications?.record(notice, .applied)
+            }
             metrics.record(result, health: report?.health ?? [], suspended: isSuspended)
             lastResult = result
             writeStatus(result)
@@ -130,18 +142,27 @@ package final class Controller: @unchecked Sendable {
             return result
         }
 
-        // 1. The source: with a probe URL, first ask a web server whether the refs moved (no git
+        // 1. The source: a notified commit from the published bundles (--bundle-url), vouched
+        // for first; else, with a probe URL, ask a web server whether the refs moved (no git
         // connection on 304); else ask the remote for its refs; fetch only when the pinned ref moved.
         let repository: GitRepository
         let mirrors = configuration.stateDirectory.appending(path: "mirrors")
         var probed: HeadProbe.Answer?
-        if let url = configuration.probeURL {
+        var bundled: GitRepository?
+        // Whether the notice was settled already (its commit refused): said once, not again below.
+        var noticeSettled = false
+        if let notice, let bundleURL = configuration.bundleURL {
+            (bundled, noticeSettled) = bring(notice, from: bundleURL, mirrors: mirrors)
+        }
+        if bundled == nil, let url = configuration.probeURL {
             let answer = probe.ask(url, caFile: configuration.probeCAFile, timeout: configuration.fetchTimeout)
             probed = answer
             metrics.probed(answer)
             if case .failed(let reason) = answer { logger.info("the probe was not answered usefully (\(reason)); asking git") }
         }
-        if case .notModified = probed, driver.isPrepared, let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) {
+        if let bundled {
+            repository = bundled
+        } else if case .notModified = probed, driver.isPrepared, let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) {
             repository = mirror
         } else {
             do {
@@ -174,6 +195,7 @@ package final class Controller: @unchecked Sendable {
             head = resolved
             // The tag the next probe asks against, if its answer listed what was fetched.
             if let probed, update != nil { probe.fetched(resolved.id, under: probed) }
+            if let notice, !noticeSettled, notice.revision.commit != resolved.id { refuse(notice, against: resolved, in: repository) }
             var pinned = configuration.source
             pinned.ref = resolved.id
             let labels = try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
@@ -260,6 +282,55 @@ package final class Controller: @unchecked Sendable {
         }
     }
 
+    /// Reads a notified commit from the published bundles into the remote's mirror, vouches for
+    /// it (signatures, then ancestry: nothing of its files is read before) and points the
+    /// mirror's ref at it. Nil, saying why in the log, when the cycle must ask git instead; with
+    /// `refused` when the commit was refused (signatures, ancestry), which the log has said.
+    private func bring(_ notice: Notice, from bundleURL: String, mirrors: URL) -> (repository: GitRepository?, refused: Bool) {
+        let revision = notice.revision
+        let short = revision.commit.prefix(12)
+        guard let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) else {
+            logger.info("notification: no mirror of the repository yet, so \(short) is fetched from git this once")
+            return (nil, false)
+        }
+        do {
+            if !mirror.contains(commit: revision.commit) {
+                let delivery = try bundles.bring(revision, into: mirror, baseURL: bundleURL, caFile: configuration.probeCAFile,
+                                                 timeout: configuration.fetchTimeout)
+                metrics.bundleRead("used")
+                logger.info("read \(short) from \(delivery.path) (\(delivery.bytes) bytes)")
+            }
+            let commit = try mirror.resolve(revision.commit)
+            let lastApplied = try openSession().backend.appliedState().revision
+            _ = try gate.verifySignatures(repository: mirror, head: commit, lastApplied: lastApplied)
+            if let lastApplied, !(mirror.contains(commit: lastApplied) && mirror.isDescendant(commit, of: lastApplied)) {
+                throw RevisionRefused(.rollback, "it does not descend from the applied revision \(lastApplied.prefix(12)) (an older or replayed message?)")
+            }
+            try mirror.setReference(revision.ref, to: commit.id, reason: "tether: notified, read from the published bundles")
+            return (mirror, false)
+        } catch let refused as RevisionRefused {
+            metrics.notified(.refused)
+            notifications?.record(notice, .refused)
+            logger.warning("the notification names \(short) for \(revision.ref), refused: \(refused.message); nothing from it is used, asking git")
+            return (nil, true)
+        } catch {
+            metrics.bundleRead("failed")
+            logger.warning("the published bundles did not give \(short) (\(error)); asking git")
+        }
+        return (nil, false)
+    }
+
+    /// A notification named another commit than the one the cycle took: says why it was not taken.
+    private func refuse(_ notice: Notice, against resolved: GitCommit, in repository: GitRepository) {
+        let named = notice.revision.commit
+        let why = repository.contains(commit: named) && repository.isDescendant(resolved, of: named)
+            ? "an older commit than \(resolved.id.prefix(12)), which the ref holds (a replayed message?)"
+            : "not what the ref holds (\(resolved.id.prefix(12)))"
+        metrics.notified(.refused)
+        notifications?.record(notice, .refused)
+        logger.warning("the notification named \(named.prefix(12)) for \(notice.revision.ref): \(why); the message is not trusted, so only the ref's commit counts")
+    }
+
     /// What each revision must pass.
     var gate: RevisionGate { RevisionGate(verify: configuration.verify, allowedSigners: configuration.allowedSigners) }
 
@@ -279,7 +350,7 @@ package final class Controller: @unchecked Sendable {
                              fetched: result.fetched, bytesReceived: result.bytesReceived),
             cycles: metrics.cycles, errors: metrics.errors,
             lastVerified: lastVerified.map { .init(revision: $0.revision, committedAt: $0.commitTime, verifiedAt: $0.at, signer: $0.signer) },
-            problems: metrics.problemList.isEmpty ? nil : metrics.problemList)
+            problems: metrics.problemList.isEmpty ? nil : metrics.problemList, notifications: notifications?.status)
         try? status.write(to: configuration.statusFile)
     }
 

@@ -36,6 +36,26 @@ package struct ControllerStatus: Decodable, Sendable {
         package let signer: String?
     }
 
+    /// `run --notify`: the broker link and the last message.
+    package struct Notifications: Decodable, Sendable {
+        package struct Message: Decodable, Sendable {
+            package let ref: String
+            package let commit: String
+            package let arrivedAt: Date
+            /// What became of it: scheduled, coalesced, current, ignored, malformed, refused.
+            package let outcome: String
+        }
+
+        /// The broker and topic (`mqtt://host:1883/tether/policies`).
+        package let broker: String
+        package let connected: Bool
+        /// "connected", or why not.
+        package let detail: String
+        /// Since when the link has been as it is.
+        package let since: Date
+        package let lastMessage: Message?
+    }
+
     package let pid: Int
     package let suspended: Bool
     package let verify: VerifyMode
@@ -48,6 +68,8 @@ package struct ControllerStatus: Decodable, Sendable {
     /// What keeps a part of the controller from running now (the agent's stores, the
     /// connectors, the sensors); absent when everything runs.
     package var problems: [String]?
+    /// Absent without `--notify`.
+    package var notifications: Notifications?
 
     /// The status file's text: sorted keys, dates as `Timestamp` strings, an absent revision or
     /// signer as null (the published format has those keys always).
@@ -75,6 +97,16 @@ package struct ControllerStatus: Decodable, Sendable {
             ]
         }
         if let problems { members["problems"] = .array(problems.map { .string($0) }) }
+        if let notifications {
+            members["notifications"] = [
+                "broker": .string(notifications.broker), "connected": .bool(notifications.connected), "detail": .string(notifications.detail),
+                "since": .string(Timestamp.string(notifications.since)),
+                "lastMessage": notifications.lastMessage.map { message in
+                    ["ref": .string(message.ref), "commit": .string(message.commit), "arrivedAt": .string(Timestamp.string(message.arrivedAt)),
+                     "outcome": .string(message.outcome)]
+                } ?? .null,
+            ]
+        }
         return .object(members)
     }
 

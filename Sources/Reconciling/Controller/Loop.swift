@@ -5,6 +5,7 @@ import Glibc
 #endif
 import HTTPServer
 import Logging
+import MQTT
 import Reconciler
 import Primitives
 
@@ -93,6 +94,16 @@ package final class ControllerLoop {
         var nextCycle = Date()
         let endpoint = EndpointParts(controller: controller, logger: logger, wakeup: wakeup)
         defer { endpoint.stop() }
+        // A bounded run (--once, --cycles) has no use for messages.
+        var listener: MQTTClient?
+        if cycles == nil, let inbox = controller.notifications {
+            do {
+                listener = try inbox.listen(controller: controller, wanted: controller.configuration.source.ref, logger: logger) { wakeup.wake() }
+            } catch {
+                logger.error("notifications: \(error); the interval alone keeps this endpoint current")
+            }
+        }
+        defer { listener?.stop() }
         // An isolation still in force is put back in the kernel before the first cycle reaches
         // the network (after a reboot the table is gone); one whose timer ran out is lifted. A
         // device that never had one (no isolation lock) opens nothing for this.
@@ -110,6 +121,12 @@ package final class ControllerLoop {
             if shouldReload() {
                 logger.info("SIGHUP: configuration re-read, cycling now")
                 nextCycle = Date()
+            }
+            if let inbox = controller.notifications {
+                // A message moved the next cycle up (within its spread); a link that went up or
+                // down is shown by `tether status` now, not at the next cycle.
+                if let due = inbox.due, due < nextCycle { nextCycle = due }
+                if inbox.takeStatusChange() { controller.rewriteStatus() }
             }
             if Date() >= nextCycle {
                 let result = controller.runCycle()

@@ -125,6 +125,20 @@ package final class Metrics: @unchecked Sendable {
     }
 
     private var probes: [String: Int] = [:]
+    /// `--notify`: nil without it, else whether the broker link is up.
+    private var notifyUp: Bool?
+    private var notifyMessages: [String: Int] = [:]
+    private var notifyToApplied = Histogram()
+    private var bundleReads: [String: Int] = [:]
+
+    /// The revision the last Ready cycle reconciled.
+    package var lastAppliedRevision: String? { lock.withLock { lastApplied } }
+
+    func notifyLink(up: Bool) { lock.withLock { notifyUp = up } }
+    func notified(_ outcome: NoticeOutcome) { lock.withLock { notifyMessages[outcome.rawValue, default: 0] += 1 } }
+    /// A notified commit was applied (or found applied) this long after its message arrived.
+    func notifiedApplied(after seconds: Double) { lock.withLock { notifyToApplied.observe(seconds) } }
+    func bundleRead(_ result: String) { lock.withLock { bundleReads[result, default: 0] += 1 } }
 
     func probed(_ answer: HeadProbe.Answer) {
         lock.withLock { probes[answer.label, default: 0] += 1 }
@@ -179,6 +193,15 @@ package final class Metrics: @unchecked Sendable {
             metric("tether_fetch_duration_seconds", "histogram", "Time to ask the remote for its refs and fetch when they moved.", fetchSeconds.samples)
             metric("tether_probes_total", "counter", "Probes of --probe-url by answer: not-modified (no git connection), changed, failed (git asked instead).",
                    ["not-modified", "changed", "failed"].map { ("{result=\"\($0)\"}", Double(probes[$0] ?? 0)) })
+            if let notifyUp {
+                metric("tether_notify_connected", "gauge", "1 while the link to the --notify broker is up (subscribed).", [("", notifyUp ? 1 : 0)])
+                metric("tether_notify_messages_total", "counter",
+                       "Broker messages by outcome: scheduled (a cycle comes sooner), coalesced (one was already due), current (the applied commit), ignored (another ref), malformed, refused (the cycle did not take its commit).",
+                       NoticeOutcome.allCases.map { ("{outcome=\"\($0.rawValue)\"}", Double(notifyMessages[$0.rawValue] ?? 0)) })
+                metric("tether_notify_to_applied_seconds", "histogram", "From a message's arrival to the end of the cycle that reconciled its commit.", notifyToApplied.samples)
+                metric("tether_bundle_reads_total", "counter", "Notified commits read from --bundle-url: used, or failed (git asked instead).",
+                       ["used", "failed"].map { ("{result=\"\($0)\"}", Double(bundleReads[$0] ?? 0)) })
+            }
             metric("tether_fetches_total", "counter", "Cycles that fetched objects (the pinned ref had moved).", [("", Double(fetches))])
             metric("tether_fetch_bytes_total", "counter", "Bytes received by fetches.", [("", Double(fetchBytes))])
             metric("tether_drift_findings", "gauge", "Findings (not in sync) per integration at the last cycle.",

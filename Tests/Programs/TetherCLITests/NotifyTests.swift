@@ -1,0 +1,185 @@
+import Controller
+import Foundation
+import MQTT
+import PolicySource
+import TetherTestSupport
+import Testing
+
+/// A controller following a git remote with `--notify` and `--bundle-url`, a broker, and the
+/// published folder served over HTTP: what `tether publish` feeds.
+private final class PushSetup: @unchecked Sendable {
+    let env: Environment
+    let keys: TemporaryDirectory
+    let key: String
+    let allowed: String
+    let remotes: TemporaryDirectory
+    var daemon: GitDaemon?
+    let published: TemporaryDirectory
+    let web: StaticFileServer
+    let broker: MQTTBroker
+    let topic = "tether/policies"
+    var controller: ChildProcess?
+
+    init() throws {
+        env = try Environment()
+        keys = try TemporaryDirectory("tether-keys")
+        key = keys.url.appending(path: "alice").path
+        try runProgram("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "alice", "-f", key])
+        let publicKey = try String(contentsOfFile: key + ".pub", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        allowed = try keys.write("allowed_signers", "alice@example.com \(publicKey)\n")
+        remotes = try TemporaryDirectory("tether-remotes")
+        published = try TemporaryDirectory("tether-published")
+        web = try StaticFileServer(folder: published.path)
+        broker = try MQTTBroker()
+        try runProgram("git", ["init", "-q", "--bare", "-b", "main", remotes.url.appending(path: "policies.git").path])
+        try env.repo.git("remote", "add", "origin", remotes.url.appending(path: "policies.git").path)
+        daemon = try GitDaemon(base: remotes.path)
+    }
+
+    /// A signed commit changing the EDR port, pushed to the remote unless `push` is false.
+    @discardableResult
+    func commit(port: Int, signed: Bool = true, push: Bool = true) throws -> String {
+        try env.repo.directory.write("policies/base.yaml", Environment.base.replacingOccurrences(of: "port: 443", with: "port: \(port)"))
+        try env.repo.git("add", "-A")
+        if signed {
+            try env.repo.git("-c", "user.name=Alice", "-c", "user.email=alice@example.com", "-c", "gpg.format=ssh", "-c", "user.signingkey=\(key)",
+                             "commit", "-q", "-S", "-m", "Port \(port)")
+        } else {
+            try env.repo.git("-c", "user.name=Mallory", "-c", "user.email=m@example.com", "commit", "-q", "-m", "Port \(port), unsigned")
+        }
+        if push { try env.repo.git("push", "-q", "--force", "origin", "main") }
+        return try env.repo.git("rev-parse", "HEAD").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func publish(notify: Bool = true) -> TetherResult {
+        tether(["publish", "--repo", env.repo.path, "--ref", "main", "--out", published.path] + (notify ? ["--notify", broker.url(topic)] : []))
+    }
+
+    /// Starts `tether run --notify … --bundle-url …` (interval 300 s: only a message makes it look sooner).
+    func start() throws {
+        controller = try ChildProcess(tetherExecutable, [
+            "run", "--no-connectors", "--no-sensors", "--repo", daemon!.url("policies.git"), "--ref", "main", "--state-dir", env.state.path,
+            "--interval", "300", "--verify", "head", "--allowed-signers", allowed,
+            "--notify", broker.url(topic), "--notify-spread", "2", "--bundle-url", web.url,
+        ])
+    }
+
+    var status: ControllerStatus? { ControllerStatus.read(env.state.url.appending(path: "controller.json")) }
+
+    /// Waits up to `seconds` for the controller's last cycle to have reconciled `revision`.
+    func waitForRevision(_ revision: String, seconds: Double) -> Bool {
+        waitFor(seconds: seconds) { self.status?.lastCycle.revision == revision && self.status?.lastCycle.condition == .ready }
+    }
+
+    func waitForLog(_ text: String, seconds: Double = 15) -> Bool {
+        waitFor(seconds: seconds) { self.controller?.stderr.contains(text) == true }
+    }
+
+    func waitFor(seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return condition()
+    }
+}
+
+@Suite("Push: tether publish, a broker's message and the published bundles", .serialized, .ownThread)
+struct NotifyTests {
+    @Test("A new signed commit, published with --notify, is applied within 15 s from its bundle of a few kilobytes, with the git host down")
+    func publishedAndApplied() throws {
+        let setup = try PushSetup()
+        let first = try setup.commit(port: 1443)
+        #expect(setup.publish(notify: false).code == 0)
+        try setup.start()
+        #expect(setup.waitForRevision(first, seconds: 30), "the first cycle applies the signed head: \(setup.controller?.stderr ?? "")")
+        #expect(setup.waitForLog("notifications: subscribed to \(setup.broker.url(setup.topic))"))
+
+        let second = try setup.commit(port: 2443)
+        setup.daemon = nil  // the git host is gone: only the published folder has the new commit
+        let published = Date()
+        let publish = setup.publish()
+        #expect(publish.code == 0, "\(publish.stderr)")
+        let delta = "bundles/\(first)-\(second).bundle"
+        #expect(publish.stdout.contains(delta))
+        #expect(publish.stdout.contains("notified \(setup.broker.url(setup.topic))"))
+        #expect(setup.waitForRevision(second, seconds: 15), "applied within 15 s of publishing: \(setup.controller?.stderr ?? "")")
+        let elapsed = Date().timeIntervalSince(published)
+        #expect(elapsed < 15)
+        let log = setup.controller?.stderr ?? ""
+        #expect(log.contains("read \(second.prefix(12)) from \(delta)"), "the delta bundle, not the full one: \(log)")
+        let size = try FileManager.default.attributesOfItem(atPath: setup.published.url.appending(path: delta).path)[.size] as? Int ?? .max
+        #expect(size < 4096, "a one-line change is a small download (\(size) bytes)")
+        #expect(setup.status?.notifications?.connected == true)
+        #expect(setup.status?.notifications?.lastMessage?.outcome == "applied")
+        let status = tether(["status", "--state-dir", setup.env.state.path])
+        #expect(status.stdout.contains("notify       \(setup.broker.url(setup.topic)): connected"))
+        #expect(status.stdout.contains("last message refs/heads/main at \(second.prefix(12))"))
+    }
+
+    @Test("A message naming an unsigned commit, a replayed older one, a damaged one and one whose bundle carries another commit change nothing, and the log says why")
+    func forgedMessagesChangeNothing() throws {
+        let setup = try PushSetup()
+        let first = try setup.commit(port: 1443)
+        #expect(setup.publish(notify: false).code == 0)
+        try setup.start()
+        #expect(setup.waitForRevision(first, seconds: 30), "\(setup.controller?.stderr ?? "")")
+        let second = try setup.commit(port: 2443)
+        #expect(setup.publish().code == 0)
+        #expect(setup.waitForRevision(second, seconds: 15), "\(setup.controller?.stderr ?? "")")
+
+        // Replayed: the message that named the first commit, sent again.
+        let client = try MQTTClient(address: try MQTTAddress(parsing: setup.broker.url(setup.topic)), tls: nil, clientID: "attacker-1")
+        let replay = PublishedRevision(repository: "policies", ref: "refs/heads/main", commit: first, bundle: "bundles/\(first).bundle",
+                                       publishedAt: "2026-01-01T00:00:00Z")
+        try client.publishRetained(replay.message, timeout: 10)
+        #expect(setup.waitForLog("the notification names \(first.prefix(12)) for refs/heads/main, refused: it does not descend from the applied revision \(second.prefix(12))"),
+                "\(setup.controller?.stderr ?? "")")
+
+        // Unsigned: published (the CDN has its bundle) but never pushed to git.
+        let unsigned = try setup.commit(port: 6666, signed: false, push: false)
+        #expect(setup.publish().code == 0)
+        #expect(setup.waitForLog("the notification names \(unsigned.prefix(12)) for refs/heads/main, refused: commit \(unsigned.prefix(12)) (\"Port 6666, unsigned\") is not signed: refused"),
+                "\(setup.controller?.stderr ?? "")")
+
+        // Not a publication message at all.
+        try MQTTClient(address: try MQTTAddress(parsing: setup.broker.url(setup.topic)), tls: nil, clientID: "attacker-2")
+            .publishRetained(Array("{\"commit\": \"\\u001b[31mred\"}".utf8), timeout: 10)
+        #expect(setup.waitForLog("was dropped: not a publication message"), "\(setup.controller?.stderr ?? "")")
+
+        // A commit the bundle does not carry: the message names a commit the folder's bundle is not for.
+        let other = String(repeating: "ab", count: 20)
+        let forged = PublishedRevision(repository: "policies", ref: "refs/heads/main", commit: other, bundle: "bundles/\(other).bundle",
+                                       publishedAt: "2026-01-01T00:00:00Z")
+        try FileManager.default.copyItem(atPath: setup.published.url.appending(path: "bundles/\(second).bundle").path,
+                                         toPath: setup.published.url.appending(path: "bundles/\(other).bundle").path)
+        try client.publishRetained(forged.message, timeout: 10)
+        #expect(setup.waitForLog("the published bundles did not give \(other.prefix(12))"), "\(setup.controller?.stderr ?? "")")
+        #expect(setup.waitForLog("the notification named \(other.prefix(12)) for refs/heads/main: not what the ref holds"))
+
+        // Through all of it the applied revision stayed the signed head git has.
+        #expect(setup.status?.lastCycle.revision == second)
+        #expect(setup.status?.lastCycle.condition == .ready)
+        #expect(!(setup.controller?.stderr.contains("\u{1b}") ?? true), "no terminal escape reaches the log")
+    }
+
+    @Test("The broker going away and coming back: the link is shown down, cycles go on from git meanwhile, and it is up again after back-off")
+    func brokerOutage() throws {
+        let setup = try PushSetup()
+        let first = try setup.commit(port: 1443)
+        try setup.start()
+        #expect(setup.waitForRevision(first, seconds: 30))
+        #expect(setup.waitForLog("notifications: subscribed"))
+        setup.broker.stop()
+        #expect(setup.waitForLog("the link was lost"), "\(setup.controller?.stderr ?? "")")
+        #expect(setup.waitFor(seconds: 5) { setup.status?.notifications?.connected == false }, "tether status shows it at once")
+        // The controller goes on: a signal-started cycle (SIGHUP) still reads git.
+        let second = try setup.commit(port: 2443)
+        kill(setup.controller!.pid, SIGHUP)
+        #expect(setup.waitForRevision(second, seconds: 15))
+        try setup.broker.start()
+        #expect(setup.waitFor(seconds: 20) { setup.status?.notifications?.connected == true }, "reconnected with back-off: \(setup.controller?.stderr ?? "")")
+        #expect(setup.status?.notifications?.connected == true)
+    }
+}
