@@ -39,9 +39,10 @@ package-test: package  ## the .deb on a fresh Debian 12 (debootstrap, no Swift):
 	@scripts/install-deps --package-test
 	@scripts/package-test
 
-fleet-sim: deps  ## what 100 and 1,000 controllers cost one git host (git daemon, smart HTTP, the --probe-url 304); root (cgroup)
+fleet-sim: deps  ## what 100 and 1,000 controllers cost one git host (git daemon, smart HTTP, the --probe-url 304), and a push to 1,000 (MQTT, bundles); root (cgroup)
 	@scripts/install-deps --fleet-sim
 	$(SWIFT) build -c release --product tether-bench
+	$(SWIFT) build -c release --product tether
 	@scripts/fleet-sim
 
 clean:

@@ -130,7 +130,7 @@ let package = Package(
         // One mirror fetch in a process tether can kill (docs/architecture.md, "Fetching"): small, no full Foundation.
         program("tether-fetch", in: "Programs", ["GitSource", "Primitives", "CProcessShims"]),
         // make bench: connector throughput, queue write rates, the idle controller.
-        program("tether-bench", in: "Programs", ["Controller", "ConnectorCore", "EmbeddedAgent", "PlatformSim", "IntegrationModel", "PolicySource", "Reconciler", "Sensors", "WireFormat", logging]),
+        program("tether-bench", in: "Programs", ["Controller", "ConnectorCore", "EmbeddedAgent", "MQTT", "PlatformSim", "IntegrationModel", "PolicySource", "Reconciler", "Sensors", "WireFormat", logging]),
 
         // ── Platform: the local platform, a real HTTPS server on loopback for tests, the demo and
         // trying policies. TLS under HTTPServer and a certificate authority: never linked into tether ──

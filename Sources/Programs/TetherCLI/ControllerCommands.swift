@@ -87,7 +87,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Before any git connection, ask this HTTP(S) URL with If-None-Match: the repository's static info/refs, kept current by `git update-server-info` and served by a plain web server or cache. A 304 means nothing moved, and the cycle opens no git connection. Anything else, or an error, asks git as usual; an answer longer than 4 MiB is cut off while it arrives. https uses the system's CAs, or --git-ca-file.", valueName: "url"))
     var probeURL: String?
 
-    @OptionGroup(title: "Notifications") var notify: NotifyOptions
+    @OptionGroup var notify: NotifyOptions
 
     @Option(help: ArgumentHelp("With --notify: a message starts a cycle after a random delay of up to this many seconds, so a fleet does not arrive at once; messages meanwhile make one cycle.", valueName: "seconds"))
     var notifySpread: Double = 10

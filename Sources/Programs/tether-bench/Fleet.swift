@@ -9,9 +9,7 @@ import PolicySource
 /// made, failures, how late cycles started, and how evenly they spread over time. scripts/fleet-sim
 /// measures the host's side (CPU, bytes) around it.
 func runFleet(_ arguments: [String]) throws {
-    func option(_ name: String) -> String? {
-        arguments.firstIndex(of: name).flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
-    }
+    func option(_ name: String) -> String? { benchOption(arguments, name) }
     guard let url = option("--url"), let dir = option("--dir") else {
         FileHandle.standardError.write(Data("usage: tether-bench fleet --url URL --dir DIR [--controllers N] [--seconds S] [--interval S] [--probe-url URL]\n".utf8))
         exit(2)
@@ -20,11 +18,7 @@ func runFleet(_ arguments: [String]) throws {
     let seconds = Double(option("--seconds") ?? "30") ?? 30
     let interval = Double(option("--interval") ?? "1") ?? 1
     LoggingSystem.bootstrap { _ in SwiftLogNoOpLogHandler() }
-    // Three stores and a mirror a controller: more descriptors than the default 1,024.
-    var limit = rlimit()
-    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    limit.rlim_cur = limit.rlim_max
-    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    raiseDescriptorLimit()
 
     var controllers: [Controller] = []
     for index in 0..<count {
@@ -77,6 +71,19 @@ func runFleet(_ arguments: [String]) throws {
     func percentile(_ p: Double) -> Double { lateness.isEmpty ? 0 : lateness[min(lateness.count - 1, Int(Double(lateness.count) * p))] }
     print(String(format: "{\"event\":\"done\",\"controllers\":%d,\"seconds\":%.1f,\"cycles\":%d,\"failed\":%d,\"cyclesPerSecond\":%.1f,\"wanted\":%.1f,\"lateP50\":%.3f,\"lateP95\":%.3f,\"busiest100msOverMean\":%.2f}",
                  count, elapsed, cycles, failed, Double(cycles) / elapsed, Double(count) / interval, percentile(0.5), percentile(0.95), (buckets.max().map(Double.init) ?? 0) / max(mean, 0.001)))
+}
+
+/// The value after `--name` in a bench command's arguments.
+func benchOption(_ arguments: [String], _ name: String) -> String? {
+    arguments.firstIndex(of: name).flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
+}
+
+/// Three stores and a mirror a controller: more descriptors than the default 1,024.
+func raiseDescriptorLimit() {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    limit.rlim_cur = limit.rlim_max
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
 struct FleetError: Error, CustomStringConvertible {

@@ -9,9 +9,14 @@ import WireFormat
 // make bench, part two: telemetry through EDR to the local platform over mutual TLS, and the
 // durable queue's write rate. Everything on 127.0.0.1, in one process; prints figures.
 
-// `tether-bench fleet …`: the fleet simulation behind scripts/fleet-sim (Fleet.swift).
+// `tether-bench fleet …` and `tether-bench push …`: the fleet simulations behind scripts/fleet-sim
+// (Fleet.swift, Push.swift).
 if CommandLine.arguments.dropFirst().first == "fleet" {
     try runFleet(Array(CommandLine.arguments.dropFirst(2)))
+    exit(0)
+}
+if CommandLine.arguments.dropFirst().first == "push" {
+    try runPush(Array(CommandLine.arguments.dropFirst(2)))
     exit(0)
 }
 

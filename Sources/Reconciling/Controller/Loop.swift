@@ -64,14 +64,18 @@ package final class ControllerLoop {
             logger.warning("/metrics is served on \(host):\(port), in the clear and to anyone who can reach it: Tether's version, revision, findings and connector states; restrict the port with a firewall")
         }
         let metrics = controller.metrics
+        let inbox = controller.notifications
         let server = try HTTPServer(host: host == "localhost" ? "127.0.0.1" : host, port: port, limits: .probes) { request in
             switch request.path {
             case "/healthz": return ServerResponse(status: 200, contentType: "text/plain", body: Array("ok\n".utf8))
             case "/readyz":
+                // The broker's link does not decide readiness (the interval keeps the endpoint
+                // current without it); it is shown on a second line.
+                let link = inbox.map { $0.isConnected ? "notifications: connected\n" : "notifications: not connected (the interval still applies)\n" } ?? ""
                 guard let reason = metrics.notReadyBecause else {
-                    return ServerResponse(status: 200, contentType: "text/plain", body: Array("ready\n".utf8))
+                    return ServerResponse(status: 200, contentType: "text/plain", body: Array("ready\n\(link)".utf8))
                 }
-                return ServerResponse(status: 503, contentType: "text/plain", body: Array("not ready: \(reason)\n".utf8))
+                return ServerResponse(status: 503, contentType: "text/plain", body: Array("not ready: \(reason)\n\(link)".utf8))
             case "/metrics":
                 return ServerResponse(status: 200, contentType: "text/plain; version=0.0.4", body: Array(metrics.render().utf8))
             default:

@@ -72,7 +72,7 @@ package final class NotificationInbox: @unchecked Sendable {
     }
 
     /// When a cycle is due for a waiting message; nil when none waits.
-    var due: Date? { lock.withLock { dueAt } }
+    package var due: Date? { lock.withLock { dueAt } }
 
     /// Takes the message waiting, if any: the cycle starting now answers it.
     func take() -> Notice? {
@@ -153,11 +153,12 @@ package final class NotificationInbox: @unchecked Sendable {
         }
     }
 
-    var isConnected: Bool { lock.withLock { linkState.up } }
+    /// Whether the broker link is up (subscribed).
+    package var isConnected: Bool { lock.withLock { linkState.up } }
 
     /// Subscribes to the broker on libmosquitto's thread: each message is filed (and logged with
     /// what became of it), and a scheduled one wakes the loop. `wanted` is the ref followed.
-    func listen(controller: Controller, wanted: String?, logger: Logger, wake: @escaping @Sendable () -> Void) throws -> MQTTClient {
+    package func listen(controller: Controller, wanted: String?, logger: Logger, wake: @escaping @Sendable () -> Void) throws -> MQTTClient {
         let client = try MQTTClient(address: settings.address, tls: settings.tls, clientID: settings.clientID)
         let metrics = controller.metrics
         try client.listen(keepalive: settings.keepalive, onMessage: { [self] message in

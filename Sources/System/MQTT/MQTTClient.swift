@@ -125,14 +125,13 @@ package final class MQTTClient: @unchecked Sendable {
         guard let handle = tether_mqtt_new(clientID, true, nil) else { throw MQTTError("libmosquitto could not make a client") }
         self.handle = handle
         self.address = address
+        // Every property is set from here on: a throw below runs deinit, which frees the handle.
         if address.secure {
             guard let tls else {
-                tether_mqtt_destroy(handle)
                 throw MQTTError("\(address): mqtts needs the broker's CA (--notify-ca FILE)")
             }
             let code = tether_mqtt_tls_set(handle, tls.caFile, tls.certificateFile, tls.keyFile)
             guard code == 0 else {
-                tether_mqtt_destroy(handle)
                 throw MQTTError("\(address): TLS settings refused (\(Self.text(code))): check --notify-ca, --notify-cert and --notify-key")
             }
         }
@@ -199,7 +198,7 @@ package final class MQTTClient: @unchecked Sendable {
         guard looping else { return }
         looping = false
         _ = tether_mqtt_disconnect(handle)
-        _ = tether_mqtt_loop_stop(handle, true)
+        _ = tether_mqtt_loop_stop(handle, false)
     }
 
     /// Connects, publishes `payload` on the address's topic as the retained message (QoS 1),

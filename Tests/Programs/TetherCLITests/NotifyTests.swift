@@ -182,4 +182,24 @@ struct NotifyTests {
         #expect(setup.waitFor(seconds: 20) { setup.status?.notifications?.connected == true }, "reconnected with back-off: \(setup.controller?.stderr ?? "")")
         #expect(setup.status?.notifications?.connected == true)
     }
+
+    @Test("Usage mistakes are refused before anything starts, saying what to type")
+    func usage() throws {
+        let state = try TemporaryDirectory("tether-usage")
+        let common = ["run", "--once", "--state-dir", state.path, "--repo", "git://127.0.0.1:1/p.git"]
+        for (arguments, says) in [
+            (["--notify", "mqtts://127.0.0.1:8883/t"], "name the broker's CA with --notify-ca FILE"),
+            (["--notify", "mqtt://127.0.0.1:1883/t/#"], "plain topic name"),
+            (["--notify", "mqtts://127.0.0.1:8883/t", "--notify-ca", "ca.pem", "--notify-cert", "c.pem"], "--notify-cert and --notify-key go together"),
+            (["--notify", "mqtt://127.0.0.1:1883/t", "--notify-ca", "ca.pem"], "need an mqtts:// broker"),
+            (["--notify", "mqtt://127.0.0.1:1883/t", "--bundle-url", "http://127.0.0.1:1/p"], "needs --verify head or range"),
+            (["--bundle-url", "http://127.0.0.1:1/p"], "needs --notify mqtt://HOST:PORT/TOPIC"),
+            (["--notify", "mqtt://127.0.0.1:1883/t", "--notify-spread", "7200"], "--notify-spread takes seconds"),
+        ] {
+            let result = tether(common + arguments)
+            #expect(result.code != 0 && result.stderr.contains(says), "\(arguments): \(result.stderr)")
+        }
+        let remote = tether(["publish", "--repo", "https://git.example/p.git", "--out", state.path])
+        #expect(remote.code != 0 && remote.stderr.contains("publish reads a local repository"), "\(remote.stderr)")
+    }
 }

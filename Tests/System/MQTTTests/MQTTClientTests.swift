@@ -39,6 +39,56 @@ struct MQTTClientTests {
         listener.stop()
     }
 
+    @Test("mqtts: with the pinned CA and a client certificate the message arrives; without the certificate, or trusting another CA, nothing does and the reason is given")
+    func tls() throws {
+        let pki = TestPKI.shared
+        let broker = try MQTTBroker(tls: pki)
+        let address = try MQTTAddress(parsing: broker.url("t/secure"))
+        let client = MQTTTLS(caFile: pki.path("ca.pem"), certificateFile: pki.path("client.pem"), keyFile: pki.path("client.key"))
+        try MQTTClient(address: address, tls: client, clientID: "secure-publisher").publishRetained(Array("sealed".utf8), timeout: 10)
+        let received = LockedMessages()
+        let listener = try MQTTClient(address: address, tls: client, clientID: "secure-listener")
+        try listener.listen(keepalive: 10, onMessage: { received.append($0) }, onLink: { received.link($0) })
+        #expect(received.waitFor { $0.count == 1 })
+        #expect(received.messages.first.map { String(decoding: $0.payload, as: UTF8.self) } == "sealed")
+        listener.stop()
+
+        // No client certificate: the broker refuses the handshake.
+        do {
+            try MQTTClient(address: address, tls: MQTTTLS(caFile: pki.path("ca.pem")), clientID: "no-certificate")
+                .publishRetained([1], timeout: 5)
+            Issue.record("published without a client certificate")
+        } catch {
+            #expect(error.description.contains("127.0.0.1:\(broker.port)"), "\(error)")
+        }
+        // Another CA pinned: the broker's certificate is not trusted.
+        let other = try TestPKI()
+        do {
+            try MQTTClient(address: address, tls: MQTTTLS(caFile: other.path("ca.pem"), certificateFile: pki.path("client.pem"), keyFile: pki.path("client.key")),
+                           clientID: "other-ca").publishRetained([1], timeout: 5)
+            Issue.record("published to a broker whose certificate another CA issued")
+        } catch {
+            #expect(error.description.contains("127.0.0.1:\(broker.port)"), "\(error)")
+        }
+        // mqtts without a CA is refused before any connection.
+        #expect(throws: MQTTError.self) { try MQTTClient(address: address, tls: nil, clientID: "no-ca") }
+    }
+
+    @Test("A listener whose broker is gone stops at once, in its back-off or not")
+    func stopsWhileRetrying() throws {
+        let broker = try MQTTBroker()
+        let received = LockedMessages()
+        let listener = try MQTTClient(address: try MQTTAddress(parsing: broker.url("t")), tls: nil, clientID: "retrying")
+        try listener.listen(keepalive: 10, maximumBackoff: 60, onMessage: { received.append($0) }, onLink: { received.link($0) })
+        #expect(received.waitForLinks { $0.contains(.connected) })
+        broker.stop()
+        #expect(received.waitForLinks { $0.count >= 2 })
+        Thread.sleep(forTimeInterval: 3)  // into the back-off between attempts
+        let started = Date()
+        listener.stop()
+        #expect(Date().timeIntervalSince(started) < 2, "stopped in \(Date().timeIntervalSince(started)) s")
+    }
+
     @Test("Publishing to a broker that is not there fails in time, naming it")
     func unreachable() throws {
         let port = try freePort()
@@ -63,12 +113,20 @@ private final class LockedMessages: @unchecked Sendable {
     var messages: [MQTTMessage] { lock.withLock { stored } }
     var links: [MQTTLink] { lock.withLock { storedLinks } }
 
+    func waitForLinks(seconds: Double = 10, _ condition: ([MQTTLink]) -> Bool) -> Bool {
+        Self.wait(seconds: seconds) { condition(links) }
+    }
+
     func waitFor(seconds: Double = 10, _ condition: ([MQTTMessage]) -> Bool) -> Bool {
+        Self.wait(seconds: seconds) { condition(messages) }
+    }
+
+    private static func wait(seconds: Double, _ holds: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if condition(messages) { return true }
+            if holds() { return true }
             Thread.sleep(forTimeInterval: 0.02)
         }
-        return condition(messages)
+        return holds()
     }
 }
