@@ -89,7 +89,7 @@ let package = Package(
         module("Policy", in: "Model", ["Primitives", "IntegrationModel", "YAMLReader"]),
 
         // ── Source: where policies come from: revision, mirror, fetch, verification, anti-rollback ──
-        module("PolicySource", in: "Source", ["Primitives", "ChildProcess", "GitSource", "Policy", "X509"]),
+        module("PolicySource", in: "Source", ["Primitives", "ChildProcess", "GitSource", "IntegrationModel", "Policy", "X509"]),
 
         // ── Agents: the interface every backend offers, and the backends ──
         module("AgentInterface", in: "Agents", ["Primitives", "IntegrationModel", "X509"]),

@@ -138,10 +138,12 @@ struct RunCommand: ParsableCommand {
     }
 
     /// An MQTT client id unique to this endpoint and state directory (the broker disconnects a
-    /// client when another connects with its id): the host name and a hash of the folder.
+    /// client when another connects with its id): the host name, and a hash of the machine's id
+    /// (/etc/machine-id, which machines cloned from one image get anew) and the folder.
     static func clientID(stateDirectory: String) -> String {
         let host = ProcessInfo.processInfo.hostName.prefix(40).map { $0.isLetter || $0.isNumber || $0 == "-" ? $0 : "_" }
-        return "tether-\(String(host))-\(Digest.sha256Hex(Array(stateDirectory.utf8)).prefix(12))"
+        let machine = FileManager.default.contents(atPath: "/etc/machine-id").map { String(decoding: $0, as: UTF8.self) } ?? ""
+        return "tether-\(String(host))-\(Digest.sha256Hex(Array((machine + stateDirectory).utf8)).prefix(12))"
     }
 
     static func address(_ text: String) -> (String, Int)? {
@@ -174,7 +176,8 @@ struct RunCommand: ParsableCommand {
             logger.warning("--probe-url \(probeURL) is plain HTTP: anyone on the path can answer 304 and hold updates back for up to \(10) cycles; prefer https")
         }
         configuration.probeCAFile = source.credentialOptions.gitCAFile
-        if let address = try notify.address() {
+        // A bounded run (--once, --cycles) has no use for messages.
+        if !once, cycles == nil, let address = try notify.address() {
             configuration.notify = NotifySettings(address: address, tls: notify.tls, spread: notifySpread, keepalive: notifyKeepalive,
                                                   clientID: Self.clientID(stateDirectory: source.device.stateDirectoryURL.path))
             configuration.bundleURL = bundleURL

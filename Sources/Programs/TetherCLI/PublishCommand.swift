@@ -4,6 +4,7 @@ import FoundationEssentials
 import Glibc
 #endif
 import GitSource
+import IntegrationModel
 import MQTT
 import PolicySource
 
@@ -86,12 +87,16 @@ struct PublishCommand: ParsableCommand {
     @Option(help: ArgumentHelp("How many earlier published commits get a bundle of just what they lack.", valueName: "count"))
     var deltas: Int = Publication.defaultDeltas
 
+    @Option(name: .customLong("sign-key"), help: ArgumentHelp("Sign the message with this SSH key (a private key, or a public key whose private half the ssh-agent holds), as git signs commits; controllers with --bundle-url take a commit from a bundle only when an allowed signer signed its message.", valueName: "file"))
+    var signKey: String?
+
     @OptionGroup var notify: NotifyOptions
 
     @Option(name: .customLong("notify-timeout"), help: ArgumentHelp("Seconds to reach the broker and have the message acknowledged.", valueName: "seconds"))
     var notifyTimeout: Double = 30
 
     func validate() throws {
+        if signKey != nil && notify.url == nil { throw ValidationError("--sign-key signs the message --notify sends: add --notify mqtt://HOST:PORT/TOPIC") }
         if GitRepository.isRemote(repo) {
             throw ValidationError("--repo \(GitRepository.redacted(repo)): publish reads a local repository; run it in a checkout or in the git server's repository")
         }
@@ -124,8 +129,11 @@ struct PublishCommand: ParsableCommand {
         }
         Console.out("  info/refs")
         guard let address = try notify.address() else { return }
-        let message = PublishedRevision(repository: GitRepository.redacted(repo), ref: refName, commit: commit.id, bundle: summary.fullBundle,
-                                        publishedAt: Date().formatted(.iso8601))
+        var message = PublishedRevision(repository: GitRepository.redacted(repo), ref: refName, commit: commit.id, bundle: summary.fullBundle,
+                                        publishedAt: Timestamp.string(Date()))
+        if let signKey {
+            do { try message.sign(keyFile: signKey) } catch { throw CommandError("error: the files are published, but the message was not sent: \(error)") }
+        }
         do {
             let client = try MQTTClient(address: address, tls: notify.tls, clientID: "tether-publish-\(getpid())")
             try client.publishRetained(message.message, timeout: notifyTimeout)

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import GitSource
 import HTTPTransport
+import IntegrationModel
 import PolicySource
 
 /// `tether run --bundle-url`: the objects of a notified commit from the bundles `tether publish`
@@ -10,7 +11,7 @@ import PolicySource
 /// notifications and bundles".
 final class BundleSource {
     /// The largest bundle read; a longer answer is cut off while it arrives.
-    static let maximumBundleBytes = 256 << 20
+    static let maximumBundleBytes = 64 << 20
     private var client: (caFile: String?, timeout: Int, client: HTTPClient)?
 
     /// What a bundle brought: its path under the base URL and its size.
@@ -45,8 +46,8 @@ final class BundleSource {
                 }
                 let bundle = try GitBundle(parsing: response.body)
                 guard bundle.refs.contains(where: { $0.name == revision.ref && $0.commit == revision.commit }) else {
-                    let named = bundle.refs.map { "\($0.name) \($0.commit.prefix(12))" }.joined(separator: ", ")
-                    problems.append("\(path) names \(named), not \(revision.ref) \(revision.commit.prefix(12))")
+                    let named = bundle.refs.prefix(3).map { "\($0.name) \($0.commit.prefix(12))" }.joined(separator: ", ")
+                    problems.append("\(path) names \(TerminalText.excerpt(named, limit: 200)), not \(revision.ref) \(revision.commit.prefix(12))")
                     continue
                 }
                 try mirror.add(bundle)

@@ -88,6 +88,9 @@ package final class Controller: @unchecked Sendable {
     package let notifications: NotificationInbox?
     /// `--bundle-url`: the published bundles a notified commit is read from.
     private let bundles = BundleSource()
+    /// When the publication last taken from the bundles was published, per ref: an older signed
+    /// message (replayed) is not taken.
+    private var publicationTaken: [String: Date] = [:]
     private var lastResult: CycleResult?
 
     package init(configuration: ControllerConfiguration, logger: Logger, clock: @escaping () -> Date = Date.init) {
@@ -113,7 +116,7 @@ package final class Controller: @unchecked Sendable {
         var fetchDuration: TimeInterval = 0
         var update: MirrorUpdate?
         // A message that a ref moved is answered by this cycle, whatever started it.
-        let notice = notifications?.take()
+        let notice = notifications?.take(now: clock())
         func finish(_ condition: CycleResult.Condition, _ reason: CycleReason, _ message: String, revision: String? = nil,
                     report: Report? = nil) -> CycleResult {
             var byIntegration: [String: Int] = [:]
@@ -283,41 +286,71 @@ package final class Controller: @unchecked Sendable {
     }
 
     /// Reads a notified commit from the published bundles into the remote's mirror, vouches for
-    /// it (signatures, then ancestry: nothing of its files is read before) and points the
-    /// mirror's ref at it. Nil, saying why in the log, when the cycle must ask git instead; with
-    /// `refused` when the commit was refused (signatures, ancestry), which the log has said.
+    /// it and points the mirror's ref at it. The publisher's signature on the message vouches for
+    /// the ref's position (commit signatures say nothing of which branch a commit is on); the
+    /// commit's signatures and its ancestry are checked as for a fetch, before any of its files is
+    /// read. Nil, saying why in the log, when the cycle must ask git instead; `refused` when the
+    /// message or its commit was refused (said once here, not again by the cycle).
     private func bring(_ notice: Notice, from bundleURL: String, mirrors: URL) -> (repository: GitRepository?, refused: Bool) {
         let revision = notice.revision
         let short = revision.commit.prefix(12)
+        func refuse(_ why: String) -> (repository: GitRepository?, refused: Bool) {
+            metrics.notified(.refused)
+            notifications?.record(notice, .refused)
+            logger.warning("the notification names \(short) for \(revision.ref), refused: \(why); nothing from it is used, asking git")
+            return (nil, true)
+        }
         guard let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) else {
             logger.info("notification: no mirror of the repository yet, so \(short) is fetched from git this once")
             return (nil, false)
         }
+        guard let file = configuration.allowedSigners, let data = FileManager.default.contents(atPath: file) else {
+            return refuse("the allowed-signers file cannot be read")
+        }
+        if case .failure(let why) = revision.verifiedSigner(allowed: SSHSignature.allowedSigners(String(decoding: data, as: UTF8.self))) {
+            return refuse(why.message)
+        }
+        // Only the ref this controller follows, by its full name (`main` is never `refs/tags/main`).
+        let wanted = (try? mirror.referenceName(configuration.source.ref ?? "HEAD")) ?? "?"
+        guard revision.ref == wanted else { return refuse("it is about \(revision.ref); this controller follows \(wanted)") }
+        if let taken = publicationTaken[revision.ref], let date = revision.publishedDate, date < taken {
+            return refuse("it was published at \(revision.publishedAt), before the publication already taken (a replayed message?)")
+        }
+        let lastApplied: String?
         do {
-            if !mirror.contains(commit: revision.commit) {
-                let delivery = try bundles.bring(revision, into: mirror, baseURL: bundleURL, caFile: configuration.probeCAFile,
-                                                 timeout: configuration.fetchTimeout)
-                metrics.bundleRead("used")
-                logger.info("read \(short) from \(delivery.path) (\(delivery.bytes) bytes)")
+            lastApplied = try openSession().backend.appliedState().revision
+        } catch {
+            logger.warning("notification: the agent cannot be read (\(error)); asking git")
+            return (nil, false)
+        }
+        do {
+            // Under the mirror's lock, as a fetch writes into it.
+            let outcome: (repository: GitRepository?, refused: Bool) = try MirrorFetch.withMirrorLock(mirror.location) { _ in
+                if !mirror.contains(commit: revision.commit) {
+                    let delivery = try bundles.bring(revision, into: mirror, baseURL: bundleURL, caFile: configuration.probeCAFile,
+                                                     timeout: configuration.fetchTimeout)
+                    metrics.bundleRead("used")
+                    logger.info("read \(short) from \(delivery.path) (\(delivery.bytes) bytes)")
+                }
+                let commit = try mirror.resolve(revision.commit)
+                do {
+                    _ = try gate.verifySignatures(repository: mirror, head: commit, lastApplied: lastApplied)
+                    if let lastApplied, !(mirror.contains(commit: lastApplied) && mirror.isDescendant(commit, of: lastApplied)) {
+                        throw RevisionRefused(.rollback, "it does not descend from the applied revision \(lastApplied.prefix(12)) (an older or replayed message?)")
+                    }
+                } catch let refused as RevisionRefused {
+                    return refuse(refused.message)
+                }
+                try mirror.setReference(revision.ref, to: commit.id, reason: "tether: notified, read from the published bundles")
+                return (mirror, false)
             }
-            let commit = try mirror.resolve(revision.commit)
-            let lastApplied = try openSession().backend.appliedState().revision
-            _ = try gate.verifySignatures(repository: mirror, head: commit, lastApplied: lastApplied)
-            if let lastApplied, !(mirror.contains(commit: lastApplied) && mirror.isDescendant(commit, of: lastApplied)) {
-                throw RevisionRefused(.rollback, "it does not descend from the applied revision \(lastApplied.prefix(12)) (an older or replayed message?)")
-            }
-            try mirror.setReference(revision.ref, to: commit.id, reason: "tether: notified, read from the published bundles")
-            return (mirror, false)
-        } catch let refused as RevisionRefused {
-            metrics.notified(.refused)
-            notifications?.record(notice, .refused)
-            logger.warning("the notification names \(short) for \(revision.ref), refused: \(refused.message); nothing from it is used, asking git")
-            return (nil, true)
+            if outcome.repository != nil, let date = revision.publishedDate { publicationTaken[revision.ref] = date }
+            return outcome
         } catch {
             metrics.bundleRead("failed")
-            logger.warning("the published bundles did not give \(short) (\(error)); asking git")
+            logger.warning("the published bundles did not give \(short) (\(TerminalText.excerpt("\(error)", limit: 400))); asking git")
+            return (nil, false)
         }
-        return (nil, false)
     }
 
     /// A notification named another commit than the one the cycle took: says why it was not taken.

@@ -129,7 +129,8 @@ package final class ControllerLoop {
             if let inbox = controller.notifications {
                 // A message moved the next cycle up (within its spread); a link that went up or
                 // down is shown by `tether status` now, not at the next cycle.
-                if let due = inbox.due, due < nextCycle { nextCycle = due }
+                // Never ahead of the back-off after failures: a broker does not set the pace then.
+                if failures == 0, let due = inbox.due, due < nextCycle { nextCycle = due }
                 if inbox.takeStatusChange() { controller.rewriteStatus() }
             }
             if Date() >= nextCycle {

@@ -197,7 +197,7 @@ package final class Metrics: @unchecked Sendable {
                 metric("tether_notify_connected", "gauge", "1 while the link to the --notify broker is up (subscribed).", [("", notifyUp ? 1 : 0)])
                 metric("tether_notify_messages_total", "counter",
                        "Broker messages by outcome: scheduled (a cycle comes sooner), coalesced (one was already due), current (the applied commit), ignored (another ref), malformed, refused (the cycle did not take its commit).",
-                       NoticeOutcome.allCases.map { ("{outcome=\"\($0.rawValue)\"}", Double(notifyMessages[$0.rawValue] ?? 0)) })
+                       NoticeOutcome.allCases.filter { $0 != .applied }.map { ("{outcome=\"\($0.rawValue)\"}", Double(notifyMessages[$0.rawValue] ?? 0)) })
                 metric("tether_notify_to_applied_seconds", "histogram", "From a message's arrival to the end of the cycle that reconciled its commit.", notifyToApplied.samples)
                 metric("tether_bundle_reads_total", "counter", "Notified commits read from --bundle-url: used, or failed (git asked instead).",
                        ["used", "failed"].map { ("{result=\"\($0)\"}", Double(bundleReads[$0] ?? 0)) })

@@ -64,6 +64,13 @@ package final class NotificationInbox: @unchecked Sendable {
     private var linkState: (up: Bool, detail: String, since: Date)
     private var last: (notice: Notice, outcome: NoticeOutcome)?
     private var statusChanged = false
+    /// When a cycle last took a message: the next notified cycle comes `minimumGap` later at
+    /// the earliest, so a broker cannot set how often an endpoint (and its git host) works.
+    private var lastTaken: Date?
+    /// Commits whose messages were refused lately: the same message again (a retained one, at
+    /// every reconnection) schedules nothing.
+    private var refused: [String] = []
+    static let refusedKept = 64
     let settings: NotifySettings
 
     init(settings: NotifySettings, now: Date) {
@@ -74,19 +81,26 @@ package final class NotificationInbox: @unchecked Sendable {
     /// When a cycle is due for a waiting message; nil when none waits.
     package var due: Date? { lock.withLock { dueAt } }
 
+    /// The least time between two cycles that messages start.
+    var minimumGap: TimeInterval { max(1, settings.spread / 2) }
+
     /// Takes the message waiting, if any: the cycle starting now answers it.
-    func take() -> Notice? {
+    func take(now: Date) -> Notice? {
         lock.withLock {
             defer {
                 pending = nil
                 dueAt = nil
             }
+            if pending != nil { lastTaken = now }
             return pending
         }
     }
 
     /// Files a message for `wanted` (the ref `--ref` names), given the commit applied now.
     func receive(_ message: MQTTMessage, wanted: String?, applied: String?, now: Date) -> (NoticeOutcome, String) {
+        guard message.topic == settings.address.topic else {
+            return (.malformed, "a message on another topic than \(settings.address.topic) was dropped")
+        }
         guard message.payload.count == message.size, !message.payload.isEmpty else {
             return (.malformed, "a message of \(message.size) bytes on \(message.topic) was dropped (at most \(MQTTClient.maximumPayloadBytes))")
         }
@@ -99,6 +113,7 @@ package final class NotificationInbox: @unchecked Sendable {
         let notice = Notice(revision: revision, arrivedAt: now)
         let short = revision.commit.prefix(12)
         guard revision.concerns(wanted) else {
+            record(notice, .ignored)
             return (.ignored, "\(revision.ref) moved to \(short); this controller follows \(wanted ?? "HEAD")")
         }
         if revision.commit == applied {
@@ -106,21 +121,34 @@ package final class NotificationInbox: @unchecked Sendable {
             return (.current, "\(revision.ref) is at \(short), the applied revision: nothing to do")
         }
         return lock.withLock {
-            last = (notice, .scheduled)
-            if let dueAt {
-                pending = notice
+            if refused.contains(revision.commit) {
+                last = (notice, .refused)
+                return (.refused, "\(revision.ref) at \(short) was refused already: nothing to do")
+            }
+            if let dueAt, let waiting = pending {
+                // One cycle answers both; the wait is counted from the first message.
+                pending = Notice(revision: revision, arrivedAt: waiting.arrivedAt)
+                last = (notice, .coalesced)
                 return (.coalesced, "\(revision.ref) moved to \(short) (published \(revision.publishedAt)); a look is already due in \(Self.seconds(dueAt.timeIntervalSince(now)))")
             }
-            let delay = settings.spread > 0 ? Double.random(in: 0...settings.spread) : 0
+            let spread = settings.spread > 0 ? Double.random(in: 0...settings.spread) : 0
+            let due = max(now.addingTimeInterval(spread), lastTaken.map { $0.addingTimeInterval(minimumGap) } ?? now)
             pending = notice
-            dueAt = now.addingTimeInterval(delay)
-            return (.scheduled, "\(revision.ref) moved to \(short) (published \(revision.publishedAt)); looking in \(Self.seconds(delay))")
+            dueAt = due
+            last = (notice, .scheduled)
+            return (.scheduled, "\(revision.ref) moved to \(short) (published \(revision.publishedAt)); looking in \(Self.seconds(due.timeIntervalSince(now)))")
         }
     }
 
-    /// Notes what became of `notice` for `tether status`.
+    /// Notes what became of `notice` for `tether status`; a refused commit is remembered.
     func record(_ notice: Notice, _ outcome: NoticeOutcome) {
-        lock.withLock { last = (notice, outcome) }
+        lock.withLock {
+            last = (notice, outcome)
+            if outcome == .refused, !refused.contains(notice.revision.commit) {
+                refused.append(notice.revision.commit)
+                if refused.count > Self.refusedKept { refused.removeFirst() }
+            }
+        }
     }
 
     /// Notes the link's new state; returns whether it changed (up or down).

@@ -1,13 +1,18 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import ChildProcess
 import FoundationEssentials
 import GitSource
+import IntegrationModel
+import X509
 
 // `tether publish`: a ref's revisions as static files any web server, CDN or object store can
 // serve, and the message that says one moved. docs/architecture.md, "Push: notifications and
 // bundles". Neither is trusted by a controller: a message only makes it look sooner, a bundle
-// only supplies objects, and the revision is vouched for (signatures, ancestry) as from git.
+// only supplies objects, and the revision is vouched for (signatures, ancestry) as from git. A
+// message signed by the publisher (`--sign-key`) also vouches for where the ref points, which
+// commit signatures cannot: only such a message lets a controller take a commit from a bundle.
 
 /// The message `tether publish --notify` leaves on the broker (retained): which commit a ref
 /// points at now, and where its bundle is, relative to the published folder.
@@ -22,13 +27,58 @@ package struct PublishedRevision: Codable, Sendable, Equatable {
     package var bundle: String
     /// When it was published (RFC 3339).
     package var publishedAt: String
+    /// The publisher's SSH signature (namespace `tether-publish`) over `statement`; nil when
+    /// published without `--sign-key`.
+    package var signature: String?
 
-    package init(repository: String, ref: String, commit: String, bundle: String, publishedAt: String) {
+    /// The namespace publication signatures are made in (ssh-keygen -Y sign -n).
+    package static let signatureNamespace = "tether-publish"
+
+    package init(repository: String, ref: String, commit: String, bundle: String, publishedAt: String, signature: String? = nil) {
         self.repository = repository
         self.ref = ref
         self.commit = commit
         self.bundle = bundle
         self.publishedAt = publishedAt
+        self.signature = signature
+    }
+
+    /// What the publisher signs: that the ref pointed at the commit at that time.
+    package var statement: [UInt8] {
+        Array("tether publication v1\nref \(ref)\ncommit \(commit)\npublishedAt \(publishedAt)\n".utf8)
+    }
+
+    /// When it was published; nil when `publishedAt` is not a time.
+    package var publishedDate: Date? { Timestamp.date(publishedAt) }
+
+    /// Signs the statement with the SSH key `keyFile` (or, given a public key, the ssh-agent's
+    /// matching key) through ssh-keygen, as `git commit -S` with gpg.format=ssh does.
+    package mutating func sign(keyFile: String) throws {
+        let outcome: ChildOutcome
+        do {
+            outcome = try ChildProcess.run("/usr/bin/ssh-keygen", ["-q", "-Y", "sign", "-f", keyFile, "-n", Self.signatureNamespace],
+                                           input: statement, timeout: 30)
+        } catch {
+            throw SourceError(message: "cannot sign the publication with ssh-keygen: \(error)")
+        }
+        let armored = outcome.output
+        guard outcome.status == 0, armored.hasPrefix("-----BEGIN SSH SIGNATURE-----") else {
+            throw SourceError(message: "ssh-keygen could not sign with \(keyFile): \(TerminalText.excerpt(outcome.errorOutput, limit: 300))")
+        }
+        signature = armored
+    }
+
+    /// Whether an allowed signer signed this publication: the principal, else why not.
+    package func verifiedSigner(allowed: [AllowedSigner]) -> Result<String, SourceError> {
+        guard let signature else {
+            return .failure(SourceError(message: "the message is not signed (publish with --sign-key)"))
+        }
+        let verdict = SSHSignature.verify(armored: signature, payload: statement, allowed: allowed, namespace: Self.signatureNamespace,
+                                          at: publishedDate.map { Int64($0.timeIntervalSince1970) })
+        guard case .verified(let principal, _) = verdict else {
+            return .failure(SourceError(message: "the message's signature is \(verdict)"))
+        }
+        return .success(principal)
     }
 
     /// Reads a message; throws, saying what is wrong, on anything else.
@@ -42,6 +92,10 @@ package struct PublishedRevision: Codable, Sendable, Equatable {
         guard GitBundle.isCommitID(decoded.commit) else { throw SourceError(message: "the message's commit is not a 40-digit commit id") }
         guard decoded.ref.hasPrefix("refs/heads/") || decoded.ref.hasPrefix("refs/tags/"), Publication.isSafeRefName(decoded.ref) else {
             throw SourceError(message: "the message's ref is not a branch or tag name")
+        }
+        guard decoded.publishedDate != nil else { throw SourceError(message: "the message's publishedAt is not a time (RFC 3339)") }
+        guard decoded.repository.utf8.count <= 1024, (decoded.signature?.utf8.count ?? 0) <= 8192 else {
+            throw SourceError(message: "the message's repository or signature is too long")
         }
         self = decoded
     }
@@ -79,6 +133,7 @@ package struct PublicationSummary: Sendable {
 ///     bundles/<commit>.bundle          every object of the commit
 ///     bundles/<from>-<commit>.bundle   what a reader at an earlier published commit lacks
 ///     tether/published                 the commits published, oldest first (`<ref> <commit>`)
+///     tether/lock                      held while one `tether publish` writes
 ///
 /// Bundles are written before the index that names them, each through a temporary file and a
 /// rename, so a reader never sees a half-written file or an index ahead of its bundles.
@@ -94,6 +149,12 @@ package enum Publication {
                 throw SourceError(message: "cannot make \(folder + sub): \(String(cString: strerror(errno)))")
             }
         }
+        // One publisher at a time per folder (two CI jobs after two merges): the second waits.
+        let lock = open("\(folder)/tether/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard lock >= 0, flock(lock, LOCK_EX) == 0 else {
+            throw SourceError(message: "cannot lock \(folder)/tether/lock: \(String(cString: strerror(errno)))")
+        }
+        defer { close(lock) }
         let history = readHistory(folder)
         var written: [(String, Int)] = []
         let fullBundle = "bundles/\(commit.id).bundle"

@@ -28,6 +28,7 @@ FORWARD(const git_index_entry *, git_index_get_byindex, (git_index *index, size_
 FORWARD(int, git_indexer_append, (git_indexer *idx, const void *data, size_t size, git_indexer_progress *stats), (idx, data, size, stats))
 FORWARD(int, git_indexer_commit, (git_indexer *idx, git_indexer_progress *stats), (idx, stats))
 FORWARD_VOID(git_indexer_free, (git_indexer *idx), (idx))
+FORWARD(const char *, git_indexer_name, (const git_indexer *idx), (idx))
 FORWARD(int, git_indexer_new, (git_indexer **out, const char *path, unsigned int mode, git_odb *odb, git_indexer_options *opts), (out, path, mode, odb, opts))
 FORWARD(int, git_indexer_options_init, (git_indexer_options *opts, unsigned int version), (opts, version))
 FORWARD(int, git_libgit2_init, (void), ())

@@ -5,6 +5,7 @@
 /// The functions Tether calls, looked up once in the loaded libmosquitto.
 static struct {
     int (*lib_init)(void);
+    int (*lib_version)(int *, int *, int *);
     struct mosquitto *(*new_client)(const char *, bool, void *);
     void (*destroy)(struct mosquitto *);
     void (*user_data_set)(struct mosquitto *, void *);
@@ -38,11 +39,12 @@ static void load(void) {
     }
 #define FIND(field, name) \
     if ((*(void **)&mqtt.field = dlsym(library, name)) == NULL) { \
-        load_error = "libmosquitto.so.1 lacks " name " (libmosquitto 1.6 or later is needed)"; \
+        load_error = "libmosquitto.so.1 lacks " name " (libmosquitto 2.0 or later is needed)"; \
         dlclose(library); \
         return; \
     }
     FIND(lib_init, "mosquitto_lib_init")
+    FIND(lib_version, "mosquitto_lib_version")
     FIND(new_client, "mosquitto_new")
     FIND(destroy, "mosquitto_destroy")
     FIND(user_data_set, "mosquitto_user_data_set")
@@ -63,6 +65,13 @@ static void load(void) {
     FIND(message_callback_set, "mosquitto_message_callback_set")
     FIND(publish_callback_set, "mosquitto_publish_callback_set")
 #undef FIND
+    // 2.0 made the network thread's waits interruptible (a stop does not sit out a back-off).
+    int major = 0, minor = 0, revision = 0;
+    mqtt.lib_version(&major, &minor, &revision);
+    if (major < 2) {
+        load_error = "libmosquitto 2.0 or later is needed (this one is older)";
+        return;
+    }
     if (mqtt.lib_init() != MOSQ_ERR_SUCCESS) {
         load_error = "libmosquitto could not initialise (mosquitto_lib_init failed)";
         return;

@@ -30,8 +30,9 @@ package struct GitBundle: Sendable {
         var lineNumber = 1
         while true {
             lineNumber += 1
-            guard let end = bytes[position...].prefix(Self.maximumHeaderBytes).firstIndex(of: UInt8(ascii: "\n")) else {
-                throw GitError(.corrupted, "bundle header line \(lineNumber): no end of line within \(Self.maximumHeaderBytes) bytes (cut off?)")
+            guard position < Self.maximumHeaderBytes,
+                  let end = bytes[position...].prefix(Self.maximumHeaderBytes - position).firstIndex(of: UInt8(ascii: "\n")) else {
+                throw GitError(.corrupted, "bundle header line \(lineNumber): the header does not end within \(Self.maximumHeaderBytes) bytes (cut off?)")
             }
             let line = bytes[position..<end]
             position = end + 1
@@ -139,6 +140,10 @@ extension GitRepository {
         }
         git_odb_refresh(odb)
         for ref in bundle.refs where !contains(commit: ref.commit) {
+            // A pack that lies about what it carries is not kept.
+            if let name = git_indexer_name(indexer) {
+                for suffix in [".pack", ".idx"] { unlink("\(packFolder)/pack-\(String(cString: name))\(suffix)") }
+            }
             throw GitError(.corrupted, "the bundle names commit \(ref.commit.prefix(12)) for \(ref.name) but does not carry it")
         }
         return bundle.refs

@@ -125,13 +125,12 @@ package enum MirrorFetch {
             if let file = request.certificateAuthorityFile { try GitRepository.trustCertificates(inFile: file) }
             let parent = request.mirrorPath.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
             try PlainFiles.createFolders(parent.isEmpty ? "/" : parent)
-            let lock = Glibc.open(request.mirrorPath + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            let locked = lock >= 0 && flock(lock, LOCK_EX) == 0
-            defer { if lock >= 0 { close(lock) } }
-            // Lock files inside the mirror are stale only when this fetch holds the mirror's lock.
-            if locked { removeStaleLocks(in: request.mirrorPath) }
-            let (_, update) = try GitRepository.updateMirror(url: request.url, at: request.mirrorPath,
-                                                             credentials: request.credentials, timeout: request.timeout)
+            let update = try withMirrorLock(request.mirrorPath) { locked in
+                // Lock files inside the mirror are stale only when this fetch holds the mirror's lock.
+                if locked { removeStaleLocks(in: request.mirrorPath) }
+                return try GitRepository.updateMirror(url: request.url, at: request.mirrorPath,
+                                                      credentials: request.credentials, timeout: request.timeout).1
+            }
             response.fetched = update.fetched
             response.rebuilt = update.rebuilt
             response.bytesReceived = update.bytesReceived
@@ -141,6 +140,16 @@ package enum MirrorFetch {
             response.error = "fetching \(GitRepository.redacted(request.url)) failed: \(error)"
         }
         return response
+    }
+
+    /// Runs `body` holding the mirror's lock (`<mirror>.lock`, beside it): what writes into a
+    /// mirror (a fetch, a bundle read into it) does so one at a time across processes. `body`
+    /// learns whether the lock was taken (a file system that refuses it still gets the work done).
+    package static func withMirrorLock<T>(_ mirrorPath: String, _ body: (Bool) throws -> T) rethrows -> T {
+        let lock = Glibc.open(mirrorPath + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        let locked = lock >= 0 && flock(lock, LOCK_EX) == 0
+        defer { if lock >= 0 { close(lock) } }
+        return try body(locked)
     }
 
     /// libgit2's lock files left in the mirror by a fetch that was killed (its time limit, a

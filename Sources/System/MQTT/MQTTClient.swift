@@ -98,6 +98,22 @@ package enum MQTTLink: Sendable, Equatable {
     case down(String)
 }
 
+/// Ends a client's network thread on a thread of its own, so that `stop` can stop waiting.
+private final class Stopper: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let lock = Lock()
+    private var done = false
+
+    init(handle: OpaquePointer) { self.handle = handle }
+
+    func run() {
+        _ = tether_mqtt_loop_stop(handle, false)
+        lock.withLock { done = true }
+    }
+
+    var isDone: Bool { lock.withLock { done } }
+}
+
 /// A connection to an MQTT broker through libmosquitto (QoS 1; a clean session). Owns its
 /// handle and frees it in `deinit`. `listen` runs libmosquitto's own network thread, which
 /// reconnects with exponential back-off; `publishRetained` is a blocking one-shot.
@@ -106,7 +122,6 @@ package final class MQTTClient: @unchecked Sendable {
     package let address: MQTTAddress
     private let lock = Lock()
     private var handlers = Handlers()
-    private var looping = false
 
     private struct Handlers {
         var onMessage: (@Sendable (MQTTMessage) -> Void)?
@@ -114,6 +129,10 @@ package final class MQTTClient: @unchecked Sendable {
         var subscribe = false
         var acknowledged: Set<Int32> = []
         var connectResult: Int32?
+        /// Whether libmosquitto's network thread runs (set and read on both threads).
+        var looping = false
+        /// The network thread did not end in time at `stop`: the handle is never freed.
+        var abandoned = false
     }
 
     /// The most of a message payload handed on; a longer one arrives empty, with its size.
@@ -151,7 +170,7 @@ package final class MQTTClient: @unchecked Sendable {
 
     deinit {
         stop()
-        tether_mqtt_destroy(handle)
+        if !withHandlers({ $0.abandoned }) { tether_mqtt_destroy(handle) }
     }
 
     private func withHandlers<T>(_ body: (inout Handlers) -> T) -> T {
@@ -190,15 +209,26 @@ package final class MQTTClient: @unchecked Sendable {
         }
         code = tether_mqtt_loop_start(handle)
         guard code == 0 else { throw MQTTError("\(address): libmosquitto's network thread did not start (\(Self.text(code)))") }
-        looping = true
+        withHandlers { $0.looping = true }
     }
 
-    /// Disconnects and ends the network thread.
-    package func stop() {
-        guard looping else { return }
-        looping = false
+    /// Disconnects and ends the network thread, waiting at most `timeout` seconds: a thread
+    /// inside a blocking connect (a broker whose packets are dropped) is left to end with the
+    /// process, and the client, which it still uses, is then never freed.
+    package func stop(timeout: Double = 2) {
+        guard withHandlers({ handlers in
+            defer { handlers.looping = false }
+            return handlers.looping
+        }) else { return }
         _ = tether_mqtt_disconnect(handle)
-        _ = tether_mqtt_loop_stop(handle, false)
+        let stopper = Stopper(handle: handle)
+        Threads.start(name: "mqtt-stop") { stopper.run() }
+        let deadline = Self.now() + timeout
+        while !stopper.isDone && Self.now() < deadline { Threads.sleep(seconds: 0.005) }
+        if !stopper.isDone {
+            withHandlers { $0.abandoned = true }
+            _ = Unmanaged.passRetained(self)  // its thread calls back into it: kept for the process's life
+        }
     }
 
     /// Connects, publishes `payload` on the address's topic as the retained message (QoS 1),
@@ -244,7 +274,7 @@ package final class MQTTClient: @unchecked Sendable {
 
     private func disconnected(_ code: Int32) {
         let handlers = withHandlers { $0 }
-        guard handlers.subscribe, looping else { return }
+        guard handlers.subscribe, handlers.looping else { return }
         handlers.onLink?(.down("\(address): the link was lost (\(code == 0 ? "closed" : Self.text(code)))"))
     }
 

@@ -1,5 +1,6 @@
 import Controller
 import Foundation
+import IntegrationModel
 import MQTT
 import PolicySource
 import TetherTestSupport
@@ -52,8 +53,23 @@ private final class PushSetup: @unchecked Sendable {
     }
 
     func publish(notify: Bool = true) -> TetherResult {
-        tether(["publish", "--repo", env.repo.path, "--ref", "main", "--out", published.path] + (notify ? ["--notify", broker.url(topic)] : []))
+        tether(["publish", "--repo", env.repo.path, "--ref", "main", "--out", published.path]
+               + (notify ? ["--notify", broker.url(topic), "--sign-key", key] : []))
     }
+
+    /// Sends `message` as the broker's retained message, as anyone who can publish on the topic can.
+    func send(_ message: [UInt8], as client: String) throws {
+        try MQTTClient(address: try MQTTAddress(parsing: broker.url(topic)), tls: nil, clientID: client).publishRetained(message, timeout: 10)
+    }
+
+    /// A message naming `commit`, signed with `key` when given.
+    func message(_ commit: String, ref: String = "refs/heads/main", at time: String = "2026-01-01T00:00:00Z", signedWith key: String? = nil) throws -> [UInt8] {
+        var revision = PublishedRevision(repository: "policies", ref: ref, commit: commit, bundle: "bundles/\(commit).bundle", publishedAt: time)
+        if let key { try revision.sign(keyFile: key) }
+        return revision.message
+    }
+
+    var log: String { controller?.stderr ?? "" }
 
     /// Starts `tether run --notify … --bundle-url …` (interval 300 s: only a message makes it look sooner).
     func start() throws {
@@ -118,50 +134,65 @@ struct NotifyTests {
         #expect(status.stdout.contains("last message refs/heads/main at \(second.prefix(12))"))
     }
 
-    @Test("A message naming an unsigned commit, a replayed older one, a damaged one and one whose bundle carries another commit change nothing, and the log says why")
+    @Test("Messages the publisher did not sign, signed ones replayed, for another branch's commit, for an unsigned commit, damaged, or for a commit their bundle lacks change nothing, and the log says why")
     func forgedMessagesChangeNothing() throws {
         let setup = try PushSetup()
         let first = try setup.commit(port: 1443)
         #expect(setup.publish(notify: false).code == 0)
         try setup.start()
-        #expect(setup.waitForRevision(first, seconds: 30), "\(setup.controller?.stderr ?? "")")
+        #expect(setup.waitForRevision(first, seconds: 30), "\(setup.log)")
         let second = try setup.commit(port: 2443)
         #expect(setup.publish().code == 0)
-        #expect(setup.waitForRevision(second, seconds: 15), "\(setup.controller?.stderr ?? "")")
+        #expect(setup.waitForRevision(second, seconds: 15), "\(setup.log)")
+        let refused = "for refs/heads/main, refused:"
 
-        // Replayed: the message that named the first commit, sent again.
-        let client = try MQTTClient(address: try MQTTAddress(parsing: setup.broker.url(setup.topic)), tls: nil, clientID: "attacker-1")
-        let replay = PublishedRevision(repository: "policies", ref: "refs/heads/main", commit: first, bundle: "bundles/\(first).bundle",
-                                       publishedAt: "2026-01-01T00:00:00Z")
-        try client.publishRetained(replay.message, timeout: 10)
-        #expect(setup.waitForLog("the notification names \(first.prefix(12)) for refs/heads/main, refused: it does not descend from the applied revision \(second.prefix(12))"),
-                "\(setup.controller?.stderr ?? "")")
+        // A signed commit on another branch (the mirror has it): named for main without the
+        // publisher's signature, then signed by a key that is not an allowed signer.
+        try setup.env.repo.git("checkout", "-q", "-b", "feature")
+        let feature = try setup.commit(port: 7443, push: false)
+        let later = try setup.commit(port: 8443, push: false)
+        try setup.env.repo.git("push", "-q", "origin", "feature")
+        try setup.env.repo.git("checkout", "-q", "main")
+        kill(setup.controller!.pid, SIGHUP)  // a cycle from git: the mirror now holds the feature branch
+        #expect(setup.waitForLog("SIGHUP"))
+        Thread.sleep(forTimeInterval: 1)
+        try setup.send(try setup.message(feature, at: Timestamp.string(Date())), as: "attacker-1")
+        #expect(setup.waitForLog("the notification names \(feature.prefix(12)) \(refused) the message is not signed (publish with --sign-key)"), "\(setup.log)")
+        let mallory = setup.keys.url.appending(path: "mallory").path
+        try runProgram("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-C", "mallory", "-f", mallory])
+        try setup.send(try setup.message(later, at: Timestamp.string(Date().addingTimeInterval(1)), signedWith: mallory), as: "attacker-2")
+        #expect(setup.waitForLog("the notification names \(later.prefix(12)) \(refused) the message's signature is"), "\(setup.log)")
+        // The same message again (a retained one, at every reconnection) schedules nothing.
+        try setup.send(try setup.message(later, at: Timestamp.string(Date().addingTimeInterval(2)), signedWith: mallory), as: "attacker-2")
+        #expect(setup.waitForLog("refs/heads/main at \(later.prefix(12)) was refused already: nothing to do"), "\(setup.log)")
 
-        // Unsigned: published (the CDN has its bundle) but never pushed to git.
+        // Replayed: a message the publisher signed for the first commit, sent again.
+        try setup.send(try setup.message(first, signedWith: setup.key), as: "attacker-3")
+        #expect(setup.waitForLog("the notification names \(first.prefix(12)) \(refused) it was published at 2026-01-01T00:00:00Z, before the publication already taken"),
+                "\(setup.log)")
+
+        // An unsigned commit, published and signed by CI (the CDN has its bundle) but never pushed.
         let unsigned = try setup.commit(port: 6666, signed: false, push: false)
         #expect(setup.publish().code == 0)
-        #expect(setup.waitForLog("the notification names \(unsigned.prefix(12)) for refs/heads/main, refused: commit \(unsigned.prefix(12)) (\"Port 6666, unsigned\") is not signed: refused"),
-                "\(setup.controller?.stderr ?? "")")
+        #expect(setup.waitForLog("the notification names \(unsigned.prefix(12)) \(refused) commit \(unsigned.prefix(12)) (\"Port 6666, unsigned\") is not signed: refused"),
+                "\(setup.log)")
 
         // Not a publication message at all.
-        try MQTTClient(address: try MQTTAddress(parsing: setup.broker.url(setup.topic)), tls: nil, clientID: "attacker-2")
-            .publishRetained(Array("{\"commit\": \"\\u001b[31mred\"}".utf8), timeout: 10)
-        #expect(setup.waitForLog("was dropped: not a publication message"), "\(setup.controller?.stderr ?? "")")
+        try setup.send(Array("{\"commit\": \"\\u001b[31mred\"}".utf8), as: "attacker-4")
+        #expect(setup.waitForLog("was dropped: not a publication message"), "\(setup.log)")
 
-        // A commit the bundle does not carry: the message names a commit the folder's bundle is not for.
+        // Signed, but its bundle carries another commit than the one it names.
         let other = String(repeating: "ab", count: 20)
-        let forged = PublishedRevision(repository: "policies", ref: "refs/heads/main", commit: other, bundle: "bundles/\(other).bundle",
-                                       publishedAt: "2026-01-01T00:00:00Z")
         try FileManager.default.copyItem(atPath: setup.published.url.appending(path: "bundles/\(second).bundle").path,
                                          toPath: setup.published.url.appending(path: "bundles/\(other).bundle").path)
-        try client.publishRetained(forged.message, timeout: 10)
-        #expect(setup.waitForLog("the published bundles did not give \(other.prefix(12))"), "\(setup.controller?.stderr ?? "")")
+        try setup.send(try setup.message(other, at: Timestamp.string(Date().addingTimeInterval(5)), signedWith: setup.key), as: "attacker-5")
+        #expect(setup.waitForLog("the published bundles did not give \(other.prefix(12))"), "\(setup.log)")
         #expect(setup.waitForLog("the notification named \(other.prefix(12)) for refs/heads/main: not what the ref holds"))
 
         // Through all of it the applied revision stayed the signed head git has.
         #expect(setup.status?.lastCycle.revision == second)
         #expect(setup.status?.lastCycle.condition == .ready)
-        #expect(!(setup.controller?.stderr.contains("\u{1b}") ?? true), "no terminal escape reaches the log")
+        #expect(!setup.log.contains("\u{1b}"), "no terminal escape reaches the log")
     }
 
     @Test("The broker going away and coming back: the link is shown down, cycles go on from git meanwhile, and it is up again after back-off")
@@ -199,6 +230,8 @@ struct NotifyTests {
             let result = tether(common + arguments)
             #expect(result.code != 0 && result.stderr.contains(says), "\(arguments): \(result.stderr)")
         }
+        let unsent = tether(["publish", "--out", state.path, "--sign-key", "key"])
+        #expect(unsent.code != 0 && unsent.stderr.contains("--sign-key signs the message --notify sends"), "\(unsent.stderr)")
         let remote = tether(["publish", "--repo", "https://git.example/p.git", "--out", state.path])
         #expect(remote.code != 0 && remote.stderr.contains("publish reads a local repository"), "\(remote.stderr)")
     }

@@ -71,7 +71,7 @@ struct BundleTests {
         for (bytes, says) in [(Array("<html>not found</html>".utf8), "not a git bundle"),
                               (Array("# v2 git bundle\n\u{1b}[31m refs/heads/main\n\nPACK".utf8), "line 2: expected"),
                               (Array("# v2 git bundle\n\(second) refs/heads/main\n\n".utf8), "pack is missing"),
-                              (Array("# v2 git bundle\n\(second) refs/heads/main".utf8), "no end of line")] {
+                              (Array("# v2 git bundle\n\(second) refs/heads/main".utf8), "the header does not end")] {
             do {
                 _ = try GitBundle(parsing: bytes)
                 Issue.record("read: \(says)")
