@@ -71,13 +71,13 @@ private final class PushSetup: @unchecked Sendable {
 
     var log: String { controller?.stderr ?? "" }
 
-    /// Starts `tether run --notify … --bundle-url …` (interval 300 s: only a message makes it look sooner).
-    func start() throws {
+    /// Starts `tether run --notify …` (interval 300 s: only a message makes it look sooner), with
+    /// `--verify head --bundle-url …` unless `bundles` is false (then the message only says when to ask git).
+    func start(bundles: Bool = true) throws {
         controller = try ChildProcess(tetherExecutable, [
             "run", "--no-connectors", "--no-sensors", "--repo", daemon!.url("policies.git"), "--ref", "main", "--state-dir", env.state.path,
-            "--interval", "300", "--verify", "head", "--allowed-signers", allowed,
-            "--notify", broker.url(topic), "--notify-spread", "2", "--bundle-url", web.url,
-        ])
+            "--interval", "300", "--notify", broker.url(topic), "--notify-spread", "2",
+        ] + (bundles ? ["--verify", "head", "--allowed-signers", allowed, "--bundle-url", web.url] : []))
     }
 
     var status: ControllerStatus? { ControllerStatus.read(env.state.url.appending(path: "controller.json")) }
@@ -132,6 +132,23 @@ struct NotifyTests {
         let status = tether(["status", "--state-dir", setup.env.state.path])
         #expect(status.stdout.contains("notify       \(setup.broker.url(setup.topic)): connected"))
         #expect(status.stdout.contains("last message refs/heads/main at \(second.prefix(12))"))
+    }
+
+    @Test("Without --bundle-url: tether publish --notify after a push gets the change applied from git within 15 s, not at the 300 s interval")
+    func notifiedFromGit() throws {
+        let setup = try PushSetup()
+        let first = try setup.commit(port: 1443)
+        try setup.start(bundles: false)
+        #expect(setup.waitForRevision(first, seconds: 30), "\(setup.log)")
+        #expect(setup.waitForLog("notifications: subscribed"))
+        let second = try setup.commit(port: 2443)
+        let published = Date()
+        let publish = tether(["publish", "--repo", setup.env.repo.path, "--ref", "main", "--out", setup.published.path,
+                              "--notify", setup.broker.url(setup.topic)])
+        #expect(publish.code == 0, "\(publish.stderr)")
+        #expect(setup.waitForRevision(second, seconds: 15), "\(setup.log)")
+        #expect(Date().timeIntervalSince(published) < 15)
+        #expect(!setup.log.contains("read \(second.prefix(12)) from"), "no bundle without --bundle-url")
     }
 
     @Test("Messages the publisher did not sign, signed ones replayed, for another branch's commit, for an unsigned commit, damaged, or for a commit their bundle lacks change nothing, and the log says why")
