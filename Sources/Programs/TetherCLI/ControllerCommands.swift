@@ -95,7 +95,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("With --notify: seconds of silence after which the broker and the controller take the link for dead (MQTT keepalive).", valueName: "seconds"))
     var notifyKeepalive: Int = 60
 
-    @Option(help: ArgumentHelp("With --notify and --verify: the folder `tether publish` writes, served over HTTP(S) (e.g. https://cdn.example/policies). A notified commit's objects are read from its bundles instead of from git, then vouched for as from git; any failure asks git. https uses the system's CAs, or --git-ca-file.", valueName: "url"))
+    @Option(help: ArgumentHelp("With --notify and --verify: the folder `tether publish` writes, served over HTTP(S) (e.g. https://cdn.example/policies). A notified commit whose message an allowed signer signed (tether publish --sign-key) is read from its bundle instead of from git, then vouched for as from git; anything else asks git. https uses the system's CAs, or --git-ca-file.", valueName: "url"))
     var bundleURL: String?
 
     @Flag(help: "Reset released settings (managed before, declared by no policy now) to the vendor default.")

@@ -66,13 +66,13 @@ struct PublishCommand: ParsableCommand {
               bundles/<from>-<commit>.bundle   what a controller at an earlier published commit lacks (the last --deltas of them)
               tether/published                 the commits published so far
 
-            Bundles are written before the index that names them, each through a temporary file renamed into place, so a reader never sees half a file. With --notify, the broker then keeps the message {repository, ref, commit, bundle, publishedAt} on the topic (retained, QoS 1): controllers running `tether run --notify` on that topic look at once (after a random delay within their --notify-spread) instead of at their next interval, and with --bundle-url they read the bundle instead of asking git.
+            Bundles are written before the index that names them, each through a temporary file renamed into place, so a reader never sees half a file. With --notify, the broker then keeps the message {repository, ref, commit, bundle, publishedAt, signature} on the topic (retained, QoS 1): controllers running `tether run --notify` on that topic look at once (after a random delay within their --notify-spread) instead of at their next interval. With --sign-key the message is signed, and controllers with --bundle-url then read the commit from its bundle instead of asking git (an unsigned message only makes them ask git sooner).
 
             Neither the broker nor the folder is trusted: a controller still verifies every revision (--verify, anti-rollback) before it reads a file of it.
 
             Examples:
               tether publish --repo . --ref main --out /srv/www/policies
-              tether publish --repo /srv/git/policies.git --ref main --out /srv/www/policies --notify mqtt://broker.example:1883/tether/policies
+              tether publish --repo /srv/git/policies.git --ref main --out /srv/www/policies --notify mqtt://broker.example:1883/tether/policies --sign-key /etc/ci/publish-key
             """)
 
     @Option(help: ArgumentHelp("The repository: a local path (a CI checkout, or a git server's bare repository).", valueName: "path"))
