@@ -282,7 +282,8 @@ struct StatusCommand: ParsableCommand {
         Console.out("  cycles       \(status.cycles) in this run, \(status.errors) with errors")
         for problem in status.problems ?? [] { Console.out("  not running  \(TerminalText.excerpt(problem, limit: 300))") }
         if let notifications = status.notifications {
-            let link = notifications.connected ? "connected" : "not connected (\(TerminalText.excerpt(notifications.detail, limit: 200)))"
+            let detail = notifications.detail.hasPrefix(notifications.broker + ": ") ? String(notifications.detail.dropFirst(notifications.broker.count + 2)) : notifications.detail
+            let link = notifications.connected ? "connected" : "not connected (\(TerminalText.excerpt(detail, limit: 200)))"
             Console.out("  notify       \(notifications.broker): \(link) for \(Controller.age(since: notifications.since))")
             if let message = notifications.lastMessage {
                 Console.out("  last message \(message.ref) at \(message.commit.prefix(12)), \(Controller.age(since: message.arrivedAt)) ago: \(message.outcome)")

@@ -64,6 +64,7 @@ package final class NotificationInbox: @unchecked Sendable {
     private var linkState: (up: Bool, detail: String, since: Date)
     private var last: (notice: Notice, outcome: NoticeOutcome)?
     private var statusChanged = false
+    private var linkReported = false
     /// When a cycle last took a message: the next notified cycle comes `minimumGap` later at
     /// the earliest, so a broker cannot set how often an endpoint (and its git host) works.
     private var lastTaken: Date?
@@ -152,15 +153,20 @@ package final class NotificationInbox: @unchecked Sendable {
     }
 
     /// Notes the link's new state; returns whether it changed (up or down).
+    /// Notes the link's new state; returns whether it changed (up or down), or is the first
+    /// report (a broker unreachable from the start is said once, too).
     func linkChanged(_ link: MQTTLink, now: Date) -> Bool {
         lock.withLock {
             let wasUp = linkState.up
-            defer { statusChanged = statusChanged || linkState.up != wasUp }
+            let first = !linkReported
+            linkReported = true
             switch link {
             case .connected: linkState = (true, "connected", now)
             case .down(let why): linkState = (false, why, linkState.up ? now : linkState.since)
             }
-            return linkState.up != wasUp
+            let changed = first || linkState.up != wasUp
+            statusChanged = statusChanged || changed
+            return changed
         }
     }
 
