@@ -47,18 +47,25 @@ let package = Package(
         // ── System: the C libraries and kernel interfaces, each owned by one Swift module ──
         // libgit2's headers only: CGit2Shims loads the library when a repository is first opened.
         .systemLibrary(name: "CGit2", path: "Sources/System/CGit2", providers: [.apt(["libgit2-dev"])]),
-        systemLibrary("COpenSSL", pkgConfig: "openssl", apt: "libssl-dev"),
+        // OpenSSL's headers only: COpenSSLShims loads libssl (and with it libcrypto) on first use.
+        .systemLibrary(name: "COpenSSL", path: "Sources/System/COpenSSL", providers: [.apt(["libssl-dev"])]),
         // libcurl's headers only: CCurlShims loads the library when a transfer first needs it.
         .systemLibrary(name: "CCurl", path: "Sources/System/CCurl", providers: [.apt(["libcurl4-openssl-dev"])]),
-        systemLibrary("CSQLite", pkgConfig: "sqlite3", apt: "libsqlite3-dev"),
-        systemLibrary("CYAML", pkgConfig: "yaml-0.1", apt: "libyaml-dev"),
+        // SQLite's and libyaml's headers only: CSQLiteShims and CYAMLShims load them on first use.
+        .systemLibrary(name: "CSQLite", path: "Sources/System/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CYAML", path: "Sources/System/CYAML", providers: [.apt(["libyaml-dev"])]),
         // Non-variadic wrappers and macros Swift cannot import.
         module("CCurlShims", in: "System", ["CCurl"]),
         // Exports the two mbedTLS functions it defines, so that libgit2, loaded later, binds to them.
-        .target(name: "CGit2Shims", dependencies: ["CGit2"], path: "Sources/System/CGit2Shims",
+        .target(name: "CGit2Shims", dependencies: ["CGit2", "CLazyLibrary"], path: "Sources/System/CGit2Shims",
                 linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_file",
                                                "-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_path"])]),
-        module("COpenSSLShims", in: "System", ["COpenSSL"]),
+        module("COpenSSLShims", in: "System", ["COpenSSL", "CLazyLibrary"]),
+        // Loading a C library on first use (lazy_library.h), for the loader.c files scripts/c-forwarders writes.
+        module("CLazyLibrary", in: "System"),
+        // SQLite and libyaml, loaded when a process first opens a store or reads YAML.
+        module("CSQLiteShims", in: "System", ["CSQLite", "CLazyLibrary"]),
+        module("CYAMLShims", in: "System", ["CYAML", "CLazyLibrary"]),
         // libmosquitto, loaded when a process first speaks MQTT (run --notify, publish --notify).
         module("CMQTTShims", in: "System"),
         module("CProcessShims", in: "System"),
@@ -80,9 +87,9 @@ let package = Package(
         module("X509", in: "System", ["Primitives", "COpenSSL", "COpenSSLShims"]),
         module("HTTPServer", in: "System", ["Primitives"]),
         module("HTTPTransport", in: "System", ["CCurl", "CCurlShims"]),
-        module("SQLiteDB", in: "System", ["Primitives", "CSQLite"]),
+        module("SQLiteDB", in: "System", ["Primitives", "CSQLite", "CSQLiteShims"]),
         // YAML read into nodes with their places, over libyaml's parser.
-        module("YAMLReader", in: "System", ["CYAML"]),
+        module("YAMLReader", in: "System", ["CYAML", "CYAMLShims"]),
 
         // ── Model: the settings catalog and the policy language ──
         module("IntegrationModel", in: "Model", ["Primitives"]),

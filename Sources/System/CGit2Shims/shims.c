@@ -2,77 +2,17 @@
 #include "CGit2Shims.h"
 #include <dlfcn.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-/* libgit2 is loaded with dlopen when the first repository is opened, not at start: it and the
- * 13 libraries it brings (mbedTLS, libssh2, Kerberos, PCRE2…) were a third of what `tether
- * --version` paid to start (docs/architecture.md, "What an endpoint pays"). The functions
- * Swift calls keep libgit2's names and prototypes (forwarders.h, written by
- * scripts/git2-forwarders) and call through pointers found once with dlsym. */
-static void *library;
-static const char *load_error = "libgit2 was not loaded";
-static int loaded;
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
-static int (*real_libgit2_opts)(int option, ...);
+/* libgit2 itself is loaded on first use by loader.c (written by scripts/c-forwarders). Its one
+ * variadic function is called here with fixed arguments, found in the loaded library. */
+typedef int (*tether_libgit2_opts_function)(int option, ...);
 
-#define FORWARD(result, name, parameters, arguments) static result(*real_##name) parameters;
-#define FORWARD_VOID(name, parameters, arguments) static void(*real_##name) parameters;
-#include "forwarders.h"
-#undef FORWARD
-#undef FORWARD_VOID
-
-static void load(void) {
-    library = dlopen("libgit2.so." LIBGIT2_SOVERSION, RTLD_NOW | RTLD_LOCAL);
-    if (library == NULL) {
-        load_error = "libgit2.so." LIBGIT2_SOVERSION " cannot be loaded (install libgit2-" LIBGIT2_SOVERSION ")";
-        return;
-    }
-#define FIND(pointer, name) \
-    if ((*(void **)&pointer = dlsym(library, name)) == NULL) { \
-        load_error = "libgit2.so." LIBGIT2_SOVERSION " lacks " name; \
-        return; \
-    }
-#define FORWARD(result, name, parameters, arguments) FIND(real_##name, #name)
-#define FORWARD_VOID(name, parameters, arguments) FIND(real_##name, #name)
-#include "forwarders.h"
-    FIND(real_libgit2_opts, "git_libgit2_opts")
-#undef FORWARD
-#undef FORWARD_VOID
-#undef FIND
-    load_error = NULL;
-    __atomic_store_n(&loaded, 1, __ATOMIC_RELEASE);
+static tether_libgit2_opts_function libgit2_opts(void) {
+    tether_git_require();
+    return (tether_libgit2_opts_function)dlsym(tether_git_library(), "git_libgit2_opts");
 }
-
-const char *tether_git_load(void) {
-    pthread_once(&load_once, load);
-    return load_error;
-}
-
-int tether_git_loaded(void) { return __atomic_load_n(&loaded, __ATOMIC_ACQUIRE); }
-
-/// Every forwarder's first step: loads libgit2 if it is not yet. A process that cannot load it
-/// ends here, as the dynamic loader ended it when libgit2 was linked: with the reason on
-/// standard error and status 127. The package depends on libgit2, so that is a broken install.
-static inline void require_library(void) {
-    if (__builtin_expect(!__atomic_load_n(&loaded, __ATOMIC_ACQUIRE), 0)) {
-        const char *error = tether_git_load();
-        if (error != NULL) {
-            fprintf(stderr, "tether: %s\n", error);
-            _exit(127);
-        }
-    }
-}
-
-#define FORWARD(result, name, parameters, arguments) \
-    result name parameters { require_library(); return real_##name arguments; }
-#define FORWARD_VOID(name, parameters, arguments) \
-    void name parameters { require_library(); real_##name arguments; }
-#include "forwarders.h"
-#undef FORWARD
-#undef FORWARD_VOID
 
 /* libgit2 1.5 built with mbedTLS (Debian's) parses the whole system CA bundle inside
  * git_libgit2_init: about 3 ms and 3.4 MiB in every process that opens a repository, https or
@@ -98,7 +38,7 @@ static int parse_or_defer(const char *name, char **deferred, void *chain, const 
         return 0;
     }
     // libgit2 and its mbedTLS were loaded with RTLD_LOCAL: found through libgit2's handle.
-    tether_parse_function real = (tether_parse_function)dlsym(library, name);
+    tether_parse_function real = (tether_parse_function)dlsym(tether_git_library(), name);
     return real != NULL ? real(chain, path) : -1;
 }
 
@@ -111,7 +51,7 @@ int mbedtls_x509_crt_parse_path(void *chain, const char *path) {
 }
 
 int tether_git_init(void) {
-    require_library();
+    tether_git_require();
     deferring = 1;
     int result = git_libgit2_init();
     deferring = 0;
@@ -127,11 +67,11 @@ const char *tether_git_deferred_certificates(int *loaded) {
 }
 
 int tether_git_load_default_certificates(void) {
-    require_library();
+    tether_git_require();
     pthread_mutex_lock(&certificates_lock);
     int result = 0;
     if (!chosen && (deferred_file != NULL || deferred_path != NULL)) {
-        result = real_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, deferred_file, deferred_path);
+        result = libgit2_opts()(GIT_OPT_SET_SSL_CERT_LOCATIONS, deferred_file, deferred_path);
         if (result == 0) chosen = 1;
     }
     pthread_mutex_unlock(&certificates_lock);
@@ -139,20 +79,20 @@ int tether_git_load_default_certificates(void) {
 }
 
 int tether_git_set_ssl_cert_locations(const char *file, const char *path) {
-    require_library();
+    tether_git_require();
     pthread_mutex_lock(&certificates_lock);
-    int result = real_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, path);
+    int result = libgit2_opts()(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, path);
     if (result == 0) chosen = 1;
     pthread_mutex_unlock(&certificates_lock);
     return result;
 }
 
 int tether_git_set_search_path(int level, const char *path) {
-    require_library();
-    return real_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, level, path);
+    tether_git_require();
+    return libgit2_opts()(GIT_OPT_SET_SEARCH_PATH, level, path);
 }
 
 int tether_git_set_owner_validation(int enabled) {
-    require_library();
-    return real_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, enabled);
+    tether_git_require();
+    return libgit2_opts()(GIT_OPT_SET_OWNER_VALIDATION, enabled);
 }

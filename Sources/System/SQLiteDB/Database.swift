@@ -1,4 +1,5 @@
 internal import CSQLite
+internal import CSQLiteShims
 import FoundationEssentials
 #if canImport(Glibc)
 import Glibc
@@ -297,7 +298,10 @@ extension Database {
 }
 
 /// The SQLite this process runs with (`3.40.1`).
-package var sqliteVersion: String { String(cString: sqlite3_libversion()) }
+package var sqliteVersion: String {
+    guard tether_sqlite_loaded() != 0 else { return SQLITE_VERSION }
+    return String(cString: sqlite3_libversion())
+}
 
 /// A compiled statement of one database, finalized when it goes; used on that database's thread.
 package final class PreparedStatement {

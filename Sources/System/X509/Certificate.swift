@@ -244,4 +244,9 @@ package func fileDigests(fileDescriptor fd: Int32, limit: Int = .max) -> (sha256
 }
 
 /// The OpenSSL this process runs with (`OpenSSL 3.0.19 27 Jan 2026`).
-package var openSSLVersion: String { String(cString: OpenSSL_version(Int32(OPENSSL_VERSION))) }
+/// The OpenSSL this process runs with once something has loaded it; before that, the one it was
+/// built with (the package depends on that release or a later one), so that asking loads nothing.
+package var openSSLVersion: String {
+    guard tether_openssl_loaded() != 0 else { return OPENSSL_VERSION_TEXT }
+    return String(cString: OpenSSL_version(Int32(OPENSSL_VERSION)))
+}

@@ -9,6 +9,10 @@
 const char *tether_git_load(void);
 /// Whether libgit2 is loaded (nothing is loaded by asking).
 int tether_git_loaded(void);
+/// The loaded libgit2's handle, for dlsym (NULL when it cannot be loaded).
+void *tether_git_library(void);
+/// Loads libgit2, or ends the process with the reason (status 127).
+void tether_git_require(void);
 
 /// git_libgit2_opts(GIT_OPT_SET_SSL_CERT_LOCATIONS, file, path) (a variadic function):
 /// the CA bundle libgit2 trusts for https remotes.

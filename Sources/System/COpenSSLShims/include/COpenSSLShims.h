@@ -3,6 +3,18 @@
 #include <openssl/bio.h>
 #include <openssl/x509.h>
 
+/// OpenSSL (libssl, and libcrypto with it) is loaded when a process first calls it (dlopen;
+/// loader.c, written by scripts/c-forwarders), not at start. Returns NULL once loaded, else why
+/// not (a static string). Safe from any thread; loads once. Every OpenSSL function Tether calls
+/// loads it first if need be (a process that cannot load it ends with the reason, status 127).
+const char *tether_openssl_load(void);
+/// Whether it is loaded (nothing is loaded by asking).
+int tether_openssl_loaded(void);
+/// The loaded library's handle, for dlsym (NULL when it cannot be loaded).
+void *tether_openssl_library(void);
+/// Loads it, or ends the process with the reason (status 127).
+void tether_openssl_require(void);
+
 /// BIO_get_mem_data (a macro): the memory BIO's bytes and their count.
 long tether_bio_mem_data(BIO *bio, const char **data);
 /// XN_FLAG_RFC2253 (a composite macro).
