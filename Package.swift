@@ -62,7 +62,8 @@ let package = Package(
                                                "-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_path"])]),
         module("COpenSSLShims", in: "System", ["COpenSSL", "CLazyLibrary"]),
         // Loading a C library on first use (lazy_library.h), for the loader.c files scripts/c-forwarders writes.
-        module("CLazyLibrary", in: "System"),
+        .target(name: "CLazyLibrary", path: "Sources/System/CLazyLibrary", exclude: ["exports.map"],
+                linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/System/CLazyLibrary/exports.map"])]),
         // SQLite and libyaml, loaded when a process first opens a store or reads YAML.
         module("CSQLiteShims", in: "System", ["CSQLite", "CLazyLibrary"]),
         module("CYAMLShims", in: "System", ["CYAML", "CLazyLibrary"]),

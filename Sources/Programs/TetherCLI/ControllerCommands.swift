@@ -197,8 +197,10 @@ struct RunCommand: ParsableCommand {
             let keep = reportKeep
             controller.onReport = { report in ReportFolder(path: reportDir, keep: keep, logger: logger).keep(report) }
         }
-        controller.metrics.buildInfo = [("version", Tether.version), ("libgit2", libgit2Version), ("libcurl", libcurlVersion),
-                                        ("openssl", openSSLVersion), ("sqlite", sqliteVersion)]
+        // The libraries' releases as loaded (the built-with ones until then): again after each cycle.
+        let buildInfo = { [("version", Tether.version), ("libgit2", libgit2Version), ("libcurl", libcurlVersion),
+                           ("openssl", openSSLVersion), ("sqlite", sqliteVersion)] }
+        controller.metrics.buildInfo = buildInfo()
         let loop = ControllerLoop(controller: controller, logger: logger)
         if let metricsAddress, let (host, port) = Self.address(metricsAddress) {
             do {
@@ -224,6 +226,7 @@ struct RunCommand: ParsableCommand {
         let quiet = max(interval * (1 + jitter), maxBackoff) + 2 * fetchTimeout + healthWindow + 300
         notifier?.send(["WATCHDOG_USEC": String(Int(quiet * 1_000_000))])
         loop.run(cycles: once ? 1 : cycles, wakeup: wakeup, shouldStop: { StopSignal.requested }, shouldReload: { StopSignal.takeReload() }) { result in
+            controller.metrics.buildInfo = buildInfo()
             var fields = ["WATCHDOG": "1", "STATUS": "\(result.condition.rawValue): \(result.message)"]
             if last == nil { fields["READY"] = "1" }
             notifier?.send(fields)

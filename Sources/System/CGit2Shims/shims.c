@@ -30,24 +30,38 @@ static pthread_mutex_t certificates_lock = PTHREAD_MUTEX_INITIALIZER;
 
 typedef int (*tether_parse_function)(void *chain, const char *path);
 
+/// mbedTLS's own `name`, found once through libgit2's handle (libgit2 and its mbedTLS were
+/// loaded with RTLD_LOCAL); NULL when there is none. Never dlsym(NULL, …): that is the global
+/// scope, where the name is the function calling this.
+static tether_parse_function real_parse(const char *name, tether_parse_function *cache) {
+    tether_parse_function found = __atomic_load_n(cache, __ATOMIC_ACQUIRE);
+    if (found == NULL) {
+        void *library = tether_git_library();
+        found = library != NULL ? (tether_parse_function)dlsym(library, name) : NULL;
+        __atomic_store_n(cache, found, __ATOMIC_RELEASE);
+    }
+    return found;
+}
+
 /// While libgit2 starts, notes `path` in `*deferred` instead; otherwise mbedTLS's own `name`.
-static int parse_or_defer(const char *name, char **deferred, void *chain, const char *path) {
+static int parse_or_defer(const char *name, tether_parse_function *cache, char **deferred, void *chain, const char *path) {
     if (deferring) {
         free(*deferred);
         *deferred = path != NULL ? strdup(path) : NULL;
         return 0;
     }
-    // libgit2 and its mbedTLS were loaded with RTLD_LOCAL: found through libgit2's handle.
-    tether_parse_function real = (tether_parse_function)dlsym(tether_git_library(), name);
+    tether_parse_function real = real_parse(name, cache);
     return real != NULL ? real(chain, path) : -1;
 }
 
+static tether_parse_function real_parse_file, real_parse_path;
+
 int mbedtls_x509_crt_parse_file(void *chain, const char *path) {
-    return parse_or_defer("mbedtls_x509_crt_parse_file", &deferred_file, chain, path);
+    return parse_or_defer("mbedtls_x509_crt_parse_file", &real_parse_file, &deferred_file, chain, path);
 }
 
 int mbedtls_x509_crt_parse_path(void *chain, const char *path) {
-    return parse_or_defer("mbedtls_x509_crt_parse_path", &deferred_path, chain, path);
+    return parse_or_defer("mbedtls_x509_crt_parse_path", &real_parse_path, &deferred_path, chain, path);
 }
 
 int tether_git_init(void) {

@@ -3,7 +3,9 @@
  * which scripts/c-forwarders writes: it defines LAZY_NAME (for messages), LAZY_SONAME,
  * LAZY_PACKAGE, LAZY_PREFIX (tether_<prefix>_load…) and FUNCTIONS(FORWARD, FORWARD_VOID), the
  * functions Tether calls with the library's own names and prototypes. Each becomes a function
- * that calls through a pointer found once with dlsym. */
+ * that calls through a pointer found once with dlsym. A release build exports the executable's
+ * symbols (--export-dynamic); exports.map keeps these out of its dynamic symbol table, so that
+ * libraries loaded later bind their own calls (libcrypto's to itself) to the library. */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
