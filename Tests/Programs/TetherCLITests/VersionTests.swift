@@ -18,4 +18,25 @@ struct VersionTests {
         let release = try String(contentsOf: repositoryRoot.appendingPathComponent("VERSION"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(tether(["--version"]).stdout.hasPrefix("tether \(release)-dev ("))
     }
+
+    @Test("tether and tether-fetch link none of the libraries loaded on first use, and --version loads none of them; the versions it prints are the built-with ones")
+    func librariesLoadedOnFirstUse() throws {
+        let lazy = ["libgit2", "libcurl", "libssl", "libcrypto", "libsqlite3", "libyaml", "libmosquitto", "libnftables", "libbpf"]
+        for program in ["tether", "tether-fetch"] {
+            let path = repositoryRoot.appending(path: ".build/debug/\(program)").path
+            let needed = try runProgram("readelf", ["-d", path]).output.split(separator: "\n").filter { $0.contains("(NEEDED)") }
+            #expect(!needed.isEmpty, "readelf lists the libraries \(program) needs")
+            for library in lazy {
+                #expect(!needed.contains { $0.contains("[\(library)") }, "\(program) names \(library) as needed: \(needed)")
+            }
+        }
+        // The dynamic loader's own account of what the process opened.
+        let traced = try runProgram("/usr/bin/env", ["LD_DEBUG=files", tetherExecutable, "--version"])
+        #expect(traced.status == 0)
+        let opened = traced.output.split(separator: "\n").filter { $0.contains("file=") && $0.contains("[0];  needed by") }
+        #expect(!opened.isEmpty, "LD_DEBUG=files shows what was opened: \(traced.output.prefix(300))")
+        for library in lazy {
+            #expect(!traced.output.contains("file=\(library)"), "tether --version loaded \(library)")
+        }
+    }
 }
