@@ -304,11 +304,11 @@ package final class Controller: @unchecked Sendable {
             logger.info("notification: no mirror of the repository yet, so \(short) is fetched from git this once")
             return (nil, false)
         }
-        guard let file = configuration.allowedSigners, let data = FileManager.default.contents(atPath: file) else {
-            return refuse("the allowed-signers file cannot be read")
-        }
-        if case .failure(let why) = revision.verifiedSigner(allowed: SSHSignature.allowedSigners(String(decoding: data, as: UTF8.self))) {
-            return refuse(why.message)
+        let signers = configuration.allowedSigners.map { CommitVerification.signers(in: $0) }
+            ?? .failure(SourceError(message: "no --allowed-signers file to check the message's signature against"))
+        switch signers.flatMap(revision.verifiedSigner) {
+        case .failure(let why): return refuse(why.message)
+        case .success: break
         }
         // Only the ref this controller follows, by its full name (`main` is never `refs/tags/main`).
         let wanted = (try? mirror.referenceName(configuration.source.ref ?? "HEAD")) ?? "?"

@@ -59,8 +59,8 @@ enum NoticeOutcome: String, CaseIterable {
 /// thread and cycles take them on the loop's: every member is behind one lock.
 package final class NotificationInbox: @unchecked Sendable {
     private let lock = Lock()
-    private var pending: Notice?
-    private var dueAt: Date?
+    /// The message waiting for a cycle, and when that cycle is due.
+    private var pending: (notice: Notice, due: Date)?
     private var linkState: (up: Bool, detail: String, since: Date)
     private var last: (notice: Notice, outcome: NoticeOutcome)?
     private var statusChanged = false
@@ -80,7 +80,7 @@ package final class NotificationInbox: @unchecked Sendable {
     }
 
     /// When a cycle is due for a waiting message; nil when none waits.
-    package var due: Date? { lock.withLock { dueAt } }
+    package var due: Date? { lock.withLock { pending?.due } }
 
     /// The least time between two cycles that messages start.
     var minimumGap: TimeInterval { max(1, settings.spread / 2) }
@@ -88,12 +88,9 @@ package final class NotificationInbox: @unchecked Sendable {
     /// Takes the message waiting, if any: the cycle starting now answers it.
     func take(now: Date) -> Notice? {
         lock.withLock {
-            defer {
-                pending = nil
-                dueAt = nil
-            }
+            defer { pending = nil }
             if pending != nil { lastTaken = now }
-            return pending
+            return pending?.notice
         }
     }
 
@@ -126,16 +123,15 @@ package final class NotificationInbox: @unchecked Sendable {
                 last = (notice, .refused)
                 return (.refused, "\(revision.ref) at \(short) was refused already: nothing to do")
             }
-            if let dueAt, let waiting = pending {
+            if let waiting = pending {
                 // One cycle answers both; the wait is counted from the first message.
-                pending = Notice(revision: revision, arrivedAt: waiting.arrivedAt)
+                pending = (Notice(revision: revision, arrivedAt: waiting.notice.arrivedAt), waiting.due)
                 last = (notice, .coalesced)
-                return (.coalesced, "\(revision.ref) moved to \(short) (published \(revision.publishedAt)); a look is already due in \(Self.seconds(dueAt.timeIntervalSince(now)))")
+                return (.coalesced, "\(revision.ref) moved to \(short) (published \(revision.publishedAt)); a look is already due in \(Self.seconds(waiting.due.timeIntervalSince(now)))")
             }
             let spread = settings.spread > 0 ? Double.random(in: 0...settings.spread) : 0
             let due = max(now.addingTimeInterval(spread), lastTaken.map { $0.addingTimeInterval(minimumGap) } ?? now)
-            pending = notice
-            dueAt = due
+            pending = (notice, due)
             last = (notice, .scheduled)
             return (.scheduled, "\(revision.ref) moved to \(short) (published \(revision.publishedAt)); looking in \(Self.seconds(due.timeIntervalSince(now)))")
         }
@@ -152,7 +148,6 @@ package final class NotificationInbox: @unchecked Sendable {
         }
     }
 
-    /// Notes the link's new state; returns whether it changed (up or down).
     /// Notes the link's new state; returns whether it changed (up or down), or is the first
     /// report (a broker unreachable from the start is said once, too).
     func linkChanged(_ link: MQTTLink, now: Date) -> Bool {

@@ -5,6 +5,7 @@ import ChildProcess
 import FoundationEssentials
 import GitSource
 import IntegrationModel
+import Primitives
 import X509
 
 // `tether publish`: a ref's revisions as static files any web server, CDN or object store can
@@ -209,17 +210,11 @@ package enum Publication {
         let temporary = "\(path).tmp-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else { throw SourceError(message: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        var offset = 0
-        while offset < bytes.count {
-            let count = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count > 0 else {
-                let reason = String(cString: strerror(errno))
-                close(fd)
-                unlink(temporary)
-                throw SourceError(message: "cannot write \(temporary): \(reason)")
-            }
-            offset += count
+        guard writeAll(bytes, to: fd) else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            unlink(temporary)
+            throw SourceError(message: "cannot write \(temporary): \(reason)")
         }
         let synced = fsync(fd) == 0
         close(fd)

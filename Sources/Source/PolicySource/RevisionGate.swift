@@ -35,10 +35,11 @@ package enum CommitVerification {
                              allowedSigners: String?) -> Outcome {
         guard mode != .off else { return .accepted(signer: nil) }
         guard let file = allowedSigners else { return .refused("--verify \(mode.rawValue) needs --allowed-signers FILE") }
-        guard let data = FileManager.default.contents(atPath: file) else {
-            return .refused("the allowed-signers file \(file) cannot be read")
+        let allowed: [AllowedSigner]
+        switch signers(in: file) {
+        case .success(let read): allowed = read
+        case .failure(let problem): return .refused(problem.message)
         }
-        let allowed = SSHSignature.allowedSigners(String(decoding: data, as: UTF8.self))
         var commits = [head]
         if mode == .range, let last = lastApplied, last != head.id, repository.contains(commit: last),
            repository.isDescendant(head, of: last), let range = try? repository.commits(from: head, since: last) {
@@ -61,6 +62,17 @@ package enum CommitVerification {
             if commit.id == head.id { signer = principal }
         }
         return .accepted(signer: signer)
+    }
+}
+
+extension CommitVerification {
+    /// The entries of the allowed-signers file `file` (ssh-keygen's format), read now: it may
+    /// change while a controller runs.
+    package static func signers(in file: String) -> Result<[AllowedSigner], SourceError> {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            return .failure(SourceError(message: "the allowed-signers file \(file) cannot be read"))
+        }
+        return .success(SSHSignature.allowedSigners(String(decoding: data, as: UTF8.self)))
     }
 }
 

@@ -48,20 +48,24 @@ package func nameThisThread(_ name: String) {
 }
 
 /// Writes all of `text` to the descriptor, resuming after interruptions; stops at an error
-/// (a closed pipe: the reader is gone).
-package func writeAll(_ text: String, to descriptor: Int32) {
+/// (a closed pipe: the reader is gone). Whether everything was written.
+@discardableResult
+package func writeAll(_ text: String, to descriptor: Int32) -> Bool {
     writeAll(Array(text.utf8), to: descriptor)
 }
 
-/// Writes all of `bytes` to the descriptor, resuming after interruptions; stops at an error.
-package func writeAll(_ bytes: [UInt8], to descriptor: Int32) {
+/// Writes all of `bytes` to the descriptor, resuming after interruptions; stops at an error
+/// (`errno` says which). Whether everything was written.
+@discardableResult
+package func writeAll(_ bytes: [UInt8], to descriptor: Int32) -> Bool {
     var bytes = bytes[...]
     while !bytes.isEmpty {
         let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         if written < 0 && errno == EINTR { continue }
-        guard written > 0 else { return }
+        guard written > 0 else { return false }
         bytes = bytes.dropFirst(written)
     }
+    return true
 }
 
 /// Reads the descriptor to its end, resuming after interruptions: nil on an error, and at most

@@ -5,6 +5,14 @@ import Testing
 
 @Suite("MQTT through libmosquitto, against mosquitto on loopback", .serialized)
 struct MQTTClientTests {
+    /// A client listening on `address` (keepalive 10 s, back-off up to 60 s), and what it receives.
+    private func listen(_ address: MQTTAddress, tls: MQTTTLS?, as clientID: String) throws -> (MQTTClient, LockedMessages) {
+        let received = LockedMessages()
+        let listener = try MQTTClient(address: address, tls: tls, clientID: clientID)
+        try listener.listen(keepalive: 10, maximumBackoff: 60, onMessage: { received.append($0) }, onLink: { received.link($0) })
+        return (listener, received)
+    }
+
     @Test("Broker URLs: scheme, host, port, topic; what is not one is refused saying what to type")
     func addresses() throws {
         let plain = try MQTTAddress(parsing: "mqtt://127.0.0.1:1884/tether/policies")
@@ -25,9 +33,7 @@ struct MQTTClientTests {
         let broker = try MQTTBroker()
         let address = try MQTTAddress(parsing: broker.url("t/one"))
         try MQTTClient(address: address, tls: nil, clientID: "publisher").publishRetained(Array("first".utf8), timeout: 10)
-        let received = LockedMessages()
-        let listener = try MQTTClient(address: address, tls: nil, clientID: "listener")
-        try listener.listen(keepalive: 10, onMessage: { received.append($0) }, onLink: { received.link($0) })
+        let (listener, received) = try listen(address, tls: nil, as: "listener")
         #expect(received.waitFor { $0.count == 1 })
         #expect(received.messages.first.map { String(decoding: $0.payload, as: UTF8.self) } == "first")
         #expect(received.messages.first?.retained == true)
@@ -46,9 +52,7 @@ struct MQTTClientTests {
         let address = try MQTTAddress(parsing: broker.url("t/secure"))
         let client = MQTTTLS(caFile: pki.path("ca.pem"), certificateFile: pki.path("client.pem"), keyFile: pki.path("client.key"))
         try MQTTClient(address: address, tls: client, clientID: "secure-publisher").publishRetained(Array("sealed".utf8), timeout: 10)
-        let received = LockedMessages()
-        let listener = try MQTTClient(address: address, tls: client, clientID: "secure-listener")
-        try listener.listen(keepalive: 10, onMessage: { received.append($0) }, onLink: { received.link($0) })
+        let (listener, received) = try listen(address, tls: client, as: "secure-listener")
         #expect(received.waitFor { $0.count == 1 })
         #expect(received.messages.first.map { String(decoding: $0.payload, as: UTF8.self) } == "sealed")
         listener.stop()
@@ -77,9 +81,7 @@ struct MQTTClientTests {
     @Test("A listener whose broker is gone stops at once, in its back-off or not")
     func stopsWhileRetrying() throws {
         let broker = try MQTTBroker()
-        let received = LockedMessages()
-        let listener = try MQTTClient(address: try MQTTAddress(parsing: broker.url("t")), tls: nil, clientID: "retrying")
-        try listener.listen(keepalive: 10, maximumBackoff: 60, onMessage: { received.append($0) }, onLink: { received.link($0) })
+        let (listener, received) = try listen(try MQTTAddress(parsing: broker.url("t")), tls: nil, as: "retrying")
         #expect(received.waitForLinks { $0.contains(.connected) })
         broker.stop()
         #expect(received.waitForLinks { $0.count >= 2 })
