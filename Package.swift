@@ -56,10 +56,12 @@ let package = Package(
         .systemLibrary(name: "CYAML", path: "Sources/System/CYAML", providers: [.apt(["libyaml-dev"])]),
         // Non-variadic wrappers and macros Swift cannot import.
         module("CCurlShims", in: "System", ["CCurl"]),
-        // Exports the two mbedTLS functions it defines, so that libgit2, loaded later, binds to them.
+        // Exports the two mbedTLS functions and libssh2_init it defines, so that libgit2 and its
+        // libraries, loaded later, bind to them.
         .target(name: "CGit2Shims", dependencies: ["CGit2", "CLazyLibrary"], path: "Sources/System/CGit2Shims",
                 linkerSettings: [.unsafeFlags(["-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_file",
-                                               "-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_path"])]),
+                                               "-Xlinker", "--export-dynamic-symbol=mbedtls_x509_crt_parse_path",
+                                               "-Xlinker", "--export-dynamic-symbol=libssh2_init"])]),
         module("COpenSSLShims", in: "System", ["COpenSSL", "CLazyLibrary"]),
         // Loading a C library on first use (lazy_library.h), for the loader.c files scripts/c-forwarders writes.
         .target(name: "CLazyLibrary", path: "Sources/System/CLazyLibrary", exclude: ["exports.map"],

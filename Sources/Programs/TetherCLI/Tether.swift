@@ -59,12 +59,27 @@ package struct Tether: ParsableCommand {
                 for warning in configuration.warnings { Console.error(warning) }
                 arguments = ["run"] + configuration.arguments + arguments.dropFirst()
             }
-            var command = try parseAsRoot(arguments)
+            var command = try parse(arguments)
             try command.run()
             return 0
         } catch {
             return report(error)
         }
+    }
+
+    /// The command `arguments` name, parsed and validated.
+    ///
+    /// `tether run` starts on every endpoint, often (cron, `--once`), so its arguments are first
+    /// parsed by `RunCommand` alone: parsed from the root, swift-argument-parser builds the run
+    /// command's argument set seven times (it asks whether the subcommand takes all remaining
+    /// input, more than once), against two. Anything that is not a valid run command (an error,
+    /// `--help`, a completion request) is parsed again from the root, so messages and usage name
+    /// `tether run` exactly as before. docs/architecture.md, "What an endpoint pays", has the figures.
+    static func parse(_ arguments: [String]) throws -> ParsableCommand {
+        if arguments.first == "run", let command = try? RunCommand.parseAsRoot(Array(arguments.dropFirst())), command is RunCommand {
+            return command
+        }
+        return try parseAsRoot(arguments)
     }
 
     static func report(_ error: Error) -> Int32 {

@@ -64,6 +64,34 @@ int mbedtls_x509_crt_parse_path(void *chain, const char *path) {
     return parse_or_defer("mbedtls_x509_crt_parse_path", &real_parse_path, &deferred_path, chain, path);
 }
 
+/* git_libgit2_init also starts libssh2 (libssh2_init), and libssh2 starts OpenSSL's libcrypto
+ * there: its configuration file and engines, 0.24 ms and 1.6 MiB in every process that opens a
+ * repository, though only ssh remotes use them. Put off the same way: during tether_git_init
+ * the call is only noted. libssh2 makes it itself when the first session is made
+ * (libssh2_session_init_ex starts the library if it has not been started, through its own
+ * PLT, so the call comes here, and goes on to libssh2). libssh2_exit does nothing for a library
+ * never started. */
+typedef int (*tether_ssh_init_function)(int flags);
+static tether_ssh_init_function real_ssh_init;
+static int ssh_started;
+
+int libssh2_init(int flags) {
+    if (deferring) return 0;
+    tether_ssh_init_function real = __atomic_load_n(&real_ssh_init, __ATOMIC_ACQUIRE);
+    if (real == NULL) {
+        void *library = tether_git_library();
+        real = library != NULL ? (tether_ssh_init_function)dlsym(library, "libssh2_init") : NULL;
+        if (real == NULL) return -1;
+        __atomic_store_n(&real_ssh_init, real, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&ssh_started, 1, __ATOMIC_RELEASE);
+    return real(flags);
+}
+
+int tether_git_ssh_started(void) {
+    return __atomic_load_n(&ssh_started, __ATOMIC_ACQUIRE);
+}
+
 int tether_git_init(void) {
     tether_git_require();
     deferring = 1;

@@ -267,6 +267,13 @@ struct AgentCommandTests {
         let help = tether(["plan", "--help"])
         #expect(help.code == 0)
         #expect(help.stdout.contains("--repo"))
+        // tether run parses its arguments by itself first (Tether.parse); a mistake still names the whole command.
+        let unknown = tether(["run", "--once", "--intervall", "5"])
+        #expect(unknown.code == 1)
+        #expect(unknown.stderr.contains("Unknown option '--intervall'") && unknown.stderr.contains("Usage: tether run ")
+                && unknown.stderr.contains("See 'tether run --help' for more information."), "\(unknown.stderr)")
+        let runHelp = tether(["run", "--help"])
+        #expect(runHelp.code == 0 && runHelp.stdout.contains("USAGE: tether run "), "\(runHelp.stdout.prefix(300))")
     }
 }
 

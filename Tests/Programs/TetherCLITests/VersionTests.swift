@@ -39,4 +39,16 @@ struct VersionTests {
             #expect(!traced.output.contains("file=\(library)"), "tether --version loaded \(library)")
         }
     }
+
+    @Test("Opening a repository leaves libssh2 and OpenSSL unstarted: libgit2's and libssh2's own calls to start libssh2 come to Tether's libssh2_init, which puts the start off")
+    func sshStartPutOff() throws {
+        let env = try Environment()
+        let traced = try runProgram("/usr/bin/env", ["LD_DEBUG=bindings", tetherExecutable, "validate", "--repo", env.repo.path])
+        #expect(traced.status == 0, "\(traced.output.suffix(500))")
+        let bindings = traced.output.split(separator: "\n").filter { $0.contains("symbol `libssh2_init'") }
+        for library in ["libgit2.so", "libssh2.so"] {
+            #expect(bindings.contains { $0.contains("/\(library)") && $0.contains("to \(tetherExecutable) [0]") },
+                    "\(library)'s libssh2_init is not Tether's: \(bindings)")
+        }
+    }
 }

@@ -27,8 +27,13 @@ int tether_git_set_search_path(int level, const char *path);
 int tether_git_set_owner_validation(int enabled);
 
 /// Loads libgit2, then git_libgit2_init, with libgit2's reading of the system CA bundle (mbedTLS builds parse it
-/// there, in every process) put off until tether_git_load_default_certificates.
+/// there, in every process) put off until tether_git_load_default_certificates, and libssh2's
+/// start (with OpenSSL's) until the first ssh session.
 int tether_git_init(void);
+
+/// Whether libssh2 has been started (libssh2_init), which tether_git_init puts off until the
+/// first ssh session: 1 or 0.
+int tether_git_ssh_started(void);
 
 /// Reads the CA bundle git_libgit2_init would have read, once, unless a bundle was set with
 /// tether_git_set_ssl_cert_locations: call it before the first http(s) remote. 0 or -1.
