@@ -76,6 +76,11 @@ package struct PolicyDecoder {
         return nil
     }
 
+    /// An ASCII letter or digit: no YAML indicator, quote, space or line break.
+    private static func isWordByte(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+    }
+
     /// Checks what the YAML parser would otherwise recurse into or expand, before parsing.
     static func preflight(_ text: String, file: String) -> PolicyProblem? {
         var flowDepth = 0
@@ -113,6 +118,13 @@ package struct PolicyDecoder {
             index += 1
             if byte & 0xC0 == 0x80 { continue }  // the rest of a scalar already counted
             column += 1
+            // Most bytes are letters and digits, which change no state below but these two (the
+            // next line break resets both within comments and block scalars too).
+            if question == nil, closed == nil, isWordByte(byte) {
+                keyCanStart = false
+                previous = byte
+                continue
+            }
             // Block nesting needs indentation (or compact "- - -" sequences): bound it.
             if indentation == column - 1, byte == space || byte == UInt8(ascii: "-") {
                 indentation += 1
@@ -215,7 +227,7 @@ package struct PolicyDecoder {
             case .sequence(let sequence):
                 sequence.forEach(visit)
             }
-            if !ScalarType.standardTags.contains(tag) {
+            if !tag.isEmpty, !ScalarType.standardTags.contains(tag) {
                 found.append((node, tag.hasPrefix("tag:yaml.org,2002:") ? "!!" + tag.dropFirst("tag:yaml.org,2002:".count) : tag))
             }
         }
@@ -550,8 +562,8 @@ package struct PolicyDecoder {
 
     /// The fields of a mapping by name; unknown and repeated fields are reported.
     private mutating func fieldMap(_ map: YAMLMapping, allowed: [String], context: String,
-                                   vendorScope: SettingScope? = nil) -> [String: (key: YAMLNode, value: YAMLNode)] {
-        var result: [String: (key: YAMLNode, value: YAMLNode)] = [:]
+                                   vendorScope: SettingScope? = nil) -> Fields {
+        var result = Fields()
         for (key, value) in map {
             guard let name = key.scalar?.string else {
                 add(key, "\(context): field names must be plain words")
@@ -569,9 +581,24 @@ package struct PolicyDecoder {
                 add(key, "\(context): field '\(name)' appears twice")
                 continue
             }
-            result[name] = (key, value)
+            result.fields.append((name, (key, value)))
         }
         return result
+    }
+
+    /// A mapping's fields by name, in the order written. Only allowed names, each once, get
+    /// in, so a lookup reads at most as many entries as a mapping may have fields (a dozen or
+    /// so): cheaper than a dictionary's hashing and allocation, once per mapping of every file.
+    private struct Fields: Sequence {
+        var fields: [(name: String, pair: (key: YAMLNode, value: YAMLNode))] = []
+
+        subscript(_ name: String) -> (key: YAMLNode, value: YAMLNode)? {
+            fields.first { $0.name == name }?.pair
+        }
+
+        func makeIterator() -> IndexingIterator<[(name: String, pair: (key: YAMLNode, value: YAMLNode))]> {
+            fields.makeIterator()
+        }
     }
 
     private mutating func string(_ node: YAMLNode, _ path: String) -> String? {
@@ -713,8 +740,16 @@ package struct PolicyDecoder {
 
     /// Whether `name` may be a policy's metadata.name: lower-case letters, digits, `-` and `.`.
     package static func isValidName(_ name: String) -> Bool {
-        guard let first = name.first, name.count <= 253, first.isASCII, first.isLowercase || first.isNumber else { return false }
-        return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == ".") }
+        // By bytes: every allowed character is one ASCII byte, and any other byte (a combining
+        // mark's included) refuses the name, as comparing Characters would, without breaking
+        // graphemes.
+        let bytes = name.utf8
+        guard let first = bytes.first, bytes.count <= 253, isLowercaseOrDigit(first) else { return false }
+        return bytes.allSatisfy { isLowercaseOrDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }
+    }
+
+    private static func isLowercaseOrDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
     }
 }
 

@@ -153,17 +153,27 @@ extension PolicySet {
     /// Conflicts that some device could hit: two policies of equal priority whose selectors do
     /// not contradict each other (so one device can match both) and that set one key to
     /// different values. Linear unless policies really disagree: candidates are partitioned by
-    /// the label that tells most of them apart (see `conflictingPairs`).
+    /// the label that tells most of them apart (see `conflictingPairs`). Policies of different
+    /// priorities never conflict, so policies are first put in priority order (no hashing), and
+    /// only a priority that two or more share has its keys compared.
     package func potentialConflicts() -> [PolicyProblem] {
-        var buckets: [DesiredKey: [Int: [ConflictCandidate]]] = [:]
-        for (order, policy) in policies.enumerated() {
-            for (key, value) in policy.values {
-                buckets[key, default: [:]][policy.priority, default: []].append(ConflictCandidate(order: order, policy: policy, value: value))
-            }
-        }
+        let byPriority = policies.indices.sorted { (policies[$0].priority, $0) < (policies[$1].priority, $1) }
         var problems: [PolicyProblem] = []
-        for (key, byPriority) in buckets {
-            for (priority, entries) in byPriority where entries.count > 1 {
+        var start = 0
+        while start < byPriority.count {
+            let priority = policies[byPriority[start]].priority
+            var end = start + 1
+            while end < byPriority.count, policies[byPriority[end]].priority == priority { end += 1 }
+            defer { start = end }
+            guard end - start > 1 else { continue }
+            var buckets: [DesiredKey: [ConflictCandidate]] = [:]
+            for order in byPriority[start..<end] {
+                let policy = policies[order]
+                for (key, value) in policy.values {
+                    buckets[key, default: []].append(ConflictCandidate(order: order, policy: policy, value: value))
+                }
+            }
+            for (key, entries) in buckets where entries.count > 1 {
                 guard Set(entries.map(\.value.value)).count > 1 else { continue }
                 for (a, b) in Self.conflictingPairs(entries, labels: Set(entries.flatMap { $0.policy.matchLabels.keys })) {
                     problems.append(PolicyProblem(b.value.source,

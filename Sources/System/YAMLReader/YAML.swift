@@ -219,9 +219,24 @@ private struct Composer {
         var items: [YAMLNode] = []
         var pairs: [(key: YAMLNode, value: YAMLNode)] = []
         var pendingKey: YAMLNode?
+        /// The scalar keys so far, once the mapping has `indexFrom` pairs (before, they are
+        /// looked for among the pairs: a policy's mappings are small, and a set costs a hash and
+        /// an allocation each; a large mapping stays linear).
         var keys: Set<String> = []
+        var indexed = false
+        static let indexFrom = 16
         /// Scalar keys met a second time, with where the first such repeat stands.
         var repeats: (names: Set<String>, mark: YAMLMark)?
+
+        /// Whether `name` was a scalar key of this mapping before.
+        func isRepeated(_ name: String) -> Bool {
+            if !indexed {
+                guard pairs.count >= Self.indexFrom else { return pairs.contains { $0.key.scalar?.string == name } }
+                keys = Set(pairs.compactMap { $0.key.scalar?.string })
+                indexed = true
+            }
+            return !keys.insert(name).inserted
+        }
 
         init(isMapping: Bool, tag: String, anchor: String?, mark: YAMLMark) {
             self.isMapping = isMapping
@@ -301,7 +316,7 @@ private struct Composer {
             open.pendingKey = nil
             return nil
         }
-        if case .scalar(let scalar) = node, !open.keys.insert(scalar.string).inserted {
+        if case .scalar(let scalar) = node, open.isRepeated(scalar.string) {
             if open.repeats == nil { open.repeats = ([], scalar.mark) }
             open.repeats?.names.insert(scalar.string)
         }

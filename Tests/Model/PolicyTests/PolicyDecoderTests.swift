@@ -65,6 +65,18 @@ struct PolicyDecoderTests {
         #expect(policy.values[.setting(SettingPath.edr.address)] == nil)
     }
 
+    @Test("Policy names are lower-case letters, digits, '-' and '.', at most 253, starting with a letter or digit; anything else is refused by name")
+    func names() {
+        for name in ["a", "0", "edr-base.prod", String(repeating: "a", count: 253)] {
+            #expect(PolicyDecoder.isValidName(name), "\(name)")
+        }
+        for name in ["", "-a", ".a", "A", "edr_base", "edr base", "é", "e\u{301}", "ａ", String(repeating: "a", count: 254)] {
+            #expect(!PolicyDecoder.isValidName(name), "\(name)")
+        }
+        let refused = decode(policy("Edr", spec: "  edr:\n    enabled: true\n"))
+        #expect(refused.policies.isEmpty && refused.problems.contains { $0.description.contains("metadata.name 'Edr' is not a valid name") }, "\(refused.problems)")
+    }
+
     @Test("Every problem of a file is reported in one run, each at its line and column")
     func everyProblemAtOnce() {
         let text = policy("bad", spec: """

@@ -49,6 +49,14 @@ struct YAMLReaderTests {
         #expect(error?.repeatedKeys == ["x", "y"])
         #expect(error?.mark == YAMLMark(line: 4, column: 3))
         #expect(YAML.documents(in: "a:\n  x: 1\nb:\n  x: 1\n").error == nil)
+        // Large mappings are indexed from their 16th key on: repeats before, across and after that point.
+        let keys = (1...40).map { "k\($0)" }
+        let large = { (extra: [String]) in YAML.documents(in: (keys + extra).map { "\($0): 1" }.joined(separator: "\n") + "\n").error }
+        #expect(large([]) == nil)
+        #expect(large(["k3", "k20", "k40"])?.repeatedKeys == ["k20", "k3", "k40"])
+        #expect(large(["k3", "k20", "k40"])?.mark == YAMLMark(line: 41, column: 1))
+        let early = YAML.documents(in: "k1: 1\nk2: 1\nk1: 1\n" + keys.dropFirst(2).map { "\($0): 1" }.joined(separator: "\n") + "\nk2: 2\n").error
+        #expect(early?.repeatedKeys == ["k1", "k2"] && early?.mark == YAMLMark(line: 3, column: 1), "\(String(describing: early))")
     }
 
     @Test("Malformed text gives libyaml's problem and place; documents before it are kept")
