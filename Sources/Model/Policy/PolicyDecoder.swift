@@ -303,7 +303,8 @@ package struct PolicyDecoder {
 
         var priority = 0
         var matchLabels: [String: String] = [:]
-        var values: [DesiredKey: Sourced<DesiredValue>] = [:]
+        // Room for a typical policy's settings at once, rather than growing through four sizes.
+        var values = [DesiredKey: Sourced<DesiredValue>](minimumCapacity: 12)
         var modes: [DesiredKey: Sourced<FieldMode>] = [:]
         var exceptions: [PolicyException] = []
         var policyMode = FieldMode.enforce

@@ -88,9 +88,9 @@ enum ScalarType: Equatable {
             sign = first == "-" ? "-" : ""
             digits = digits.dropFirst()
         }
-        guard let first = digits.first, first.isASCII, first.isNumber else { return nil }
-        let allDigits = digits.allSatisfy { $0.isASCII && $0.isNumber }
-        if allDigits, digits.count > 1, first == "0", let decimal = Int(digits, radix: 10) {
+        guard let first = digits.utf8.first, isDigit(first) else { return nil }
+        let allDigits = digits.utf8.allSatisfy(isDigit)
+        if allDigits, digits.count > 1, first == UInt8(ascii: "0"), let decimal = Int(digits, radix: 10) {
             // 1.1: octal when every digit is below 8; 1.2: decimal.
             let octal = Int(digits.dropFirst(), radix: 8)
             return (octal.map { "\(sign)\($0) (octal)" } ?? "the string \"\(text)\"", "\(sign)\(decimal)", "\(sign)\(decimal)")
@@ -135,13 +135,15 @@ enum ScalarType: Equatable {
             negative = sign == "-"
             digits = digits.dropFirst()
         }
-        guard let first = digits.first, first.isASCII, first.isNumber else { return nil }
+        // By bytes: an ASCII digit is one byte, and any other byte is no digit (nor is a
+        // digit with a combining mark, which no branch below reads as a number either).
+        guard let first = digits.utf8.first, isDigit(first) else { return nil }
         let value: Int?
         if digits.hasPrefix("0x") {
             value = negative ? nil : Int(digits.dropFirst(2), radix: 16)
         } else if digits.hasPrefix("0o") {
             value = negative ? nil : Int(digits.dropFirst(2), radix: 8)
-        } else if digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+        } else if digits.utf8.allSatisfy(isDigit) {
             value = Int(digits, radix: 10)
         } else {
             value = nil
@@ -161,12 +163,18 @@ enum ScalarType: Equatable {
         return value
     }
 
+    private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
+
     private static func isFloat(_ text: String) -> Bool {
         switch text {
         case ".inf", ".Inf", ".INF", "-.inf", "-.Inf", "-.INF", "+.inf", "+.Inf", "+.INF", ".nan", ".NaN", ".NAN": return true
         default:
-            guard let first = text.first, first.isNumber || first == "-" || first == "+" || first == "." else { return false }
-            return text.allSatisfy { $0.isASCII && ($0.isNumber || "+-.eE".contains($0)) } && Double(text) != nil
+            // ASCII digits, signs, dots and exponents only, compared by bytes (each is one byte,
+            // and a byte of anything else refuses the text, as comparing Characters would).
+            let bytes = text.utf8
+            func isFloatByte(_ byte: UInt8) -> Bool { isDigit(byte) || "+-.eE".utf8.contains(byte) }
+            guard let first = bytes.first, isDigit(first) || "+-.".utf8.contains(first) else { return false }
+            return bytes.allSatisfy(isFloatByte) && Double(text) != nil
         }
     }
 }

@@ -367,3 +367,36 @@ private struct SplitMix {
         return Int((z ^ (z >> 31)) % UInt64(bound))
     }
 }
+
+@Suite("Plain scalars typed by bytes")
+struct ScalarTypeTests {
+    private func node(_ text: String) throws -> YAMLNode {
+        guard case .mapping(let mapping)? = YAML.documents(in: "v: \(text)\n").documents.first, let value = mapping.pairs.first?.value else {
+            throw YAMLError(kind: .composer, problem: "no value in 'v: \(text)'", mark: YAMLMark(line: 1, column: 1), context: nil)
+        }
+        return value
+    }
+
+    @Test("Numbers, floats and text that only looks numeric are typed as YAML 1.2's core schema types them")
+    func types() throws {
+        let cases: [(String, ScalarType)] = [
+            ("443", .integer(443)), ("-1", .integer(-1)), ("+7", .integer(7)), ("0443", .integer(443)), ("0x1F", .integer(31)), ("0o17", .integer(15)),
+            ("1.5", .float), ("1e3", .float), ("-.inf", .float), (".NaN", .float), ("true", .boolean(true)), ("~", .null),
+            ("10.0.0.1", .string("10.0.0.1")), ("1.2.3", .string("1.2.3")), ("12a", .string("12a")), ("-x", .string("-x")),
+            ("\u{663}", .string("\u{663}")), ("1\u{301}", .string("1\u{301}")), ("\u{FF11}", .string("\u{FF11}")),
+        ]
+        for (text, expected) in cases {
+            #expect(ScalarType(try node(text)) == expected, "\(text)")
+        }
+    }
+
+    @Test("What YAML 1.1 reads otherwise is found, by bytes; addresses and floats are not")
+    func yaml11() throws {
+        for text in ["010", "1_000", "-1_000", "0b101", "1:30", "yes", "off"] {
+            #expect(ScalarType.yaml11Difference(try node(text)) != nil, "\(text)")
+        }
+        for text in ["10.0.0.1", "443", "0", "1.5", "-1", "ndr-5.example.internal", "1\u{301}0", "\u{663}"] {
+            #expect(ScalarType.yaml11Difference(try node(text)) == nil, "\(text)")
+        }
+    }
+}
