@@ -64,8 +64,11 @@ let package = Package(
                                                "-Xlinker", "--export-dynamic-symbol=libssh2_init"])]),
         module("COpenSSLShims", in: "System", ["COpenSSL", "CLazyLibrary"]),
         // Loading a C library on first use (lazy_library.h), for the loader.c files scripts/c-forwarders writes.
+        // The version script is for release builds, which export every symbol (--export-dynamic);
+        // a debug build exports none of its own, and the fuzz build must keep exporting ASan's.
         .target(name: "CLazyLibrary", path: "Sources/System/CLazyLibrary", exclude: ["exports.map"],
-                linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/System/CLazyLibrary/exports.map"])]),
+                linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/System/CLazyLibrary/exports.map"],
+                                              .when(configuration: .release))]),
         // SQLite and libyaml, loaded when a process first opens a store or reads YAML.
         module("CSQLiteShims", in: "System", ["CSQLite", "CLazyLibrary"]),
         module("CYAMLShims", in: "System", ["CYAML", "CLazyLibrary"]),

@@ -72,7 +72,8 @@ enum ScalarType: Equatable {
         guard let lead = text.utf8.first, "yYnNoO0123456789+-".utf8.contains(lead) else { return nil }
         // A plain decimal without a leading zero (`443`) reads alike in both.
         if Self.unsignedDecimal(text) != nil && (text.utf8.count == 1 || lead != UInt8(ascii: "0")) { return nil }
-        // No spelling below holds a dot (1.1 and 1.2 read floats and addresses alike).
+        // None of the spellings below holds a dot, so a dotted scalar (an address, a float) is
+        // none of them. (1.1's floats with '_' or ':', such as 1_000.5, are not looked for.)
         if text.utf8.contains(UInt8(ascii: ".")) { return nil }
         switch text {
         case "y", "Y", "yes", "Yes", "YES", "on", "On", "ON":

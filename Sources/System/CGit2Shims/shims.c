@@ -23,7 +23,7 @@ static tether_libgit2_opts_function libgit2_opts(void) {
  * remote reached without that call would find no CA at all: its TLS fails, never passes. With
  * libgit2 on OpenSSL these functions are simply never called. docs/architecture.md, "What an
  * endpoint pays". */
-static int deferring;
+static int deferring; /* set while tether_git_init runs; read from any thread */
 static char *deferred_file, *deferred_path;
 static int chosen; /* a CA bundle was set explicitly: the defaults are not loaded over it */
 static pthread_mutex_t certificates_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -45,7 +45,7 @@ static tether_parse_function real_parse(const char *name, tether_parse_function 
 
 /// While libgit2 starts, notes `path` in `*deferred` instead; otherwise mbedTLS's own `name`.
 static int parse_or_defer(const char *name, tether_parse_function *cache, char **deferred, void *chain, const char *path) {
-    if (deferring) {
+    if (__atomic_load_n(&deferring, __ATOMIC_ACQUIRE)) {
         free(*deferred);
         *deferred = path != NULL ? strdup(path) : NULL;
         return 0;
@@ -65,38 +65,36 @@ int mbedtls_x509_crt_parse_path(void *chain, const char *path) {
 }
 
 /* git_libgit2_init also starts libssh2 (libssh2_init), and libssh2 starts OpenSSL's libcrypto
- * there: its configuration file and engines, 0.24 ms and 1.6 MiB in every process that opens a
- * repository, though only ssh remotes use them. Put off the same way: during tether_git_init
- * the call is only noted. libssh2 makes it itself when the first session is made
- * (libssh2_session_init_ex starts the library if it has not been started, through its own
- * PLT, so the call comes here, and goes on to libssh2). libssh2_exit does nothing for a library
- * never started. */
+ * there: its engines and every cipher and digest, 0.24 ms and 1.6 MiB in every process that
+ * opens a repository, though only ssh remotes use them. Put off the same way: during
+ * tether_git_init the call only returns. libssh2 makes it itself when the first session is made
+ * (libssh2_session_init_ex starts the library if it has not been started, through its own PLT,
+ * so the call comes here, and goes on to libssh2); libssh2_exit does nothing for a library never
+ * started. Any other caller (libcurl's curl_global_init) goes straight on to libssh2's own,
+ * found in the libssh2 its caller already loaded: nothing is loaded to find it. */
 typedef int (*tether_ssh_init_function)(int flags);
 static tether_ssh_init_function real_ssh_init;
-static int ssh_started;
 
 int libssh2_init(int flags) {
-    if (deferring) return 0;
+    if (__atomic_load_n(&deferring, __ATOMIC_ACQUIRE)) return 0;
     tether_ssh_init_function real = __atomic_load_n(&real_ssh_init, __ATOMIC_ACQUIRE);
     if (real == NULL) {
-        void *library = tether_git_library();
-        real = library != NULL ? (tether_ssh_init_function)dlsym(library, "libssh2_init") : NULL;
+        void *library = dlopen("libssh2.so.1", RTLD_NOW | RTLD_NOLOAD);
+        if (library == NULL) return -1;
+        /* The handle's own scope: libssh2 and its libraries, not this executable. */
+        real = (tether_ssh_init_function)dlsym(library, "libssh2_init");
+        dlclose(library); /* its caller keeps it loaded */
         if (real == NULL) return -1;
         __atomic_store_n(&real_ssh_init, real, __ATOMIC_RELEASE);
     }
-    __atomic_store_n(&ssh_started, 1, __ATOMIC_RELEASE);
     return real(flags);
-}
-
-int tether_git_ssh_started(void) {
-    return __atomic_load_n(&ssh_started, __ATOMIC_ACQUIRE);
 }
 
 int tether_git_init(void) {
     tether_git_require();
-    deferring = 1;
+    __atomic_store_n(&deferring, 1, __ATOMIC_RELEASE);
     int result = git_libgit2_init();
-    deferring = 0;
+    __atomic_store_n(&deferring, 0, __ATOMIC_RELEASE);
     return result;
 }
 

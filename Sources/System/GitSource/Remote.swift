@@ -98,10 +98,6 @@ extension GitRepository {
         return (file, loaded != 0)
     }
 
-    /// Whether libssh2 (and with it OpenSSL's libcrypto) has been started: libgit2's start puts
-    /// that off until the first ssh session (`tether_git_init`).
-    package static var sshStarted: Bool { tether_git_ssh_started() != 0 }
-
     /// The CA bundle given to `trustCertificates(inFile:)`, if any (a fetch in a child process needs it too).
     package static var trustedCertificateFile: String? { trusted.withLock { $0 } }
     private static let trusted = Mutex<String?>(nil)

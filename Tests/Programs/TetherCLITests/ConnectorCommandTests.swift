@@ -88,6 +88,19 @@ struct ConnectorCommandTests {
                 "\(failed.stdout)")
     }
 
+    @Test("A sync loads libcurl, which starts libssh2 through Tether's libssh2_init, and no libgit2: libssh2's own start is found where libcurl loaded it")
+    func syncLoadsNoGit() throws {
+        let (platform, env) = try platformAndDevice()
+        #expect(env.run("apply").code == 0)
+        let traced = try withExtendedLifetime(platform) {
+            try runProgram("/usr/bin/env", ["LD_DEBUG=files", tetherExecutable, "agent", "sync", "edr", "--state-dir", env.state.path])
+        }
+        #expect(traced.status == 0, "\(traced.output.suffix(800))")
+        #expect(traced.output.contains("EDR (KATAEDR)          ok: synced"), "\(traced.output.suffix(800))")
+        #expect(traced.output.contains("file=libcurl.so.4") && traced.output.contains("file=libssh2.so.1"), "LD_DEBUG=files shows libcurl and libssh2 loaded")
+        #expect(!traced.output.contains("file=libgit2"), "a sync loaded libgit2")
+    }
+
     @Test("apply → sync connects (exit 0) → the drift report's health section shows EDR connected; a wrong port fails (exit 1)")
     func syncStatusHealth() throws {
         let (platform, env) = try platformAndDevice()

@@ -174,8 +174,6 @@ struct FetchTests {
                            "--state-dir", env.state.path, "--format", "json"])
         #expect(good.code == 2, "\(good.stderr)")
         #expect(good.json["revision"] as? String == env.revision)
-        // libgit2's start put libssh2's off; the first ssh session started it (tether_git_init).
-        #expect(GitRepository.sshStarted)
 
         try env.state.write("wrong", "nope\n")
         let wrong = tether(["plan", "--repo", url, "--git-user", "tether", "--git-password-file", env.state.url.appendingPathComponent("wrong").path,

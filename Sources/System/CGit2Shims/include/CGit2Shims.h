@@ -31,10 +31,6 @@ int tether_git_set_owner_validation(int enabled);
 /// start (with OpenSSL's) until the first ssh session.
 int tether_git_init(void);
 
-/// Whether libssh2 has been started (libssh2_init), which tether_git_init puts off until the
-/// first ssh session: 1 or 0.
-int tether_git_ssh_started(void);
-
 /// Reads the CA bundle git_libgit2_init would have read, once, unless a bundle was set with
 /// tether_git_set_ssl_cert_locations: call it before the first http(s) remote. 0 or -1.
 int tether_git_load_default_certificates(void);
