@@ -303,8 +303,7 @@ package struct PolicyDecoder {
 
         var priority = 0
         var matchLabels: [String: String] = [:]
-        // Room for a typical policy's settings at once, rather than growing through four sizes.
-        var values = [DesiredKey: Sourced<DesiredValue>](minimumCapacity: 12)
+        var values: [DesiredKey: Sourced<DesiredValue>] = [:]
         var modes: [DesiredKey: Sourced<FieldMode>] = [:]
         var exceptions: [PolicyException] = []
         var policyMode = FieldMode.enforce
