@@ -100,7 +100,7 @@ package final class Controller: @unchecked Sendable {
         notifications = configuration.notify.map { NotificationInbox(settings: $0, now: clock()) }
         metrics.intervalSeconds = configuration.interval
         if notifications != nil { metrics.notifyLink(up: false) }
-        lastVerified = ControllerStatus.read(configuration.statusFile)?.lastVerified.map {
+        lastVerified = ControllerStatus.lastVerified(in: configuration.statusFile).map {
             ($0.revision, $0.committedAt, $0.verifiedAt, $0.signer)
         }
     }

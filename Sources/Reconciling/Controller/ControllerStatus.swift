@@ -127,6 +127,22 @@ package struct ControllerStatus: Decodable, Sendable {
 
     /// The last status written to `file`; nil when there is none or it cannot be read.
     package static func read(_ file: URL) -> ControllerStatus? {
+        read(ControllerStatus.self, from: file)
+    }
+
+    /// The last verification `file` records, the one thing a controller carries over from the
+    /// run before; nothing else is decoded (a controller reads it at every start, and every
+    /// type decoded costs the runtime lookups at first use: docs/architecture.md, "What an
+    /// endpoint pays").
+    package static func lastVerified(in file: URL) -> Verification? {
+        read(CarriedOver.self, from: file)?.lastVerified
+    }
+
+    private struct CarriedOver: Decodable {
+        let lastVerified: Verification?
+    }
+
+    private static func read<Document: Decodable>(_ type: Document.Type, from file: URL) -> Document? {
         guard let data = try? Data(contentsOf: file) else { return nil }
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
@@ -136,7 +152,7 @@ package struct ControllerStatus: Decodable, Sendable {
             }
             return date
         }
-        return try? decoder.decode(ControllerStatus.self, from: data)
+        return try? decoder.decode(type, from: data)
     }
 }
 

@@ -43,5 +43,15 @@ struct ControllerStatusTests {
         let read = try #require(ControllerStatus.read(file))
         #expect(read.lastCycle.message == "in sync \u{1b}[31m \"quoted\"" && read.lastCycle.durationSeconds == 0.004123 && read.cycles == 12)
         #expect(read.lastVerified?.signer == nil && read.lastVerified?.revision.count == 40 && read.problems?.count == 1)
+
+        // What a controller carries over from the run before: the last verification alone.
+        let carried = try #require(ControllerStatus.lastVerified(in: file))
+        #expect(carried.revision == "0123456789abcdef0123456789abcdef01234567" && carried.committedAt == Date(timeIntervalSince1970: 1_764_990_000)
+                && carried.verifiedAt == Date(timeIntervalSince1970: 1_765_000_000) && carried.signer == nil)
+        try status(verified: false).write(to: file)
+        #expect(ControllerStatus.lastVerified(in: file) == nil)
+        try Data("{\"lastVerified\": {\"revision\": 1}}".utf8).write(to: file)
+        #expect(ControllerStatus.lastVerified(in: file) == nil && ControllerStatus.read(file) == nil)
+        #expect(ControllerStatus.lastVerified(in: folder.appending(path: "missing.json")) == nil)
     }
 }
