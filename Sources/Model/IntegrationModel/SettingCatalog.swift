@@ -321,12 +321,11 @@ package enum HostName {
         var buffer = [UInt8](repeating: 0, count: 16)
         if inet_pton(AF_INET, text, &buffer) == 1 || inet_pton(AF_INET6, text, &buffer) == 1 { return true }
         let dot = UInt8(ascii: "."), hyphen = UInt8(ascii: "-")
-        func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
         // Anything of digits and dots that is not a valid IPv4 address is a typo, not a host name.
-        if bytes.allSatisfy({ isDigit($0) || $0 == dot }) { return false }
+        if bytes.allSatisfy({ $0.isASCIIDigit || $0 == dot }) { return false }
         return bytes.split(separator: dot, omittingEmptySubsequences: false).allSatisfy { label in
             !label.isEmpty && label.count <= 63 && label.first != hyphen && label.last != hyphen
-                && label.allSatisfy { isDigit($0) || $0 == hyphen || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0 | 0x20) }
+                && label.allSatisfy { $0.isASCIIDigit || $0 == hyphen || $0.isASCIILetter }
         }
     }
 }

@@ -76,11 +76,6 @@ package struct PolicyDecoder {
         return nil
     }
 
-    /// An ASCII letter or digit: no YAML indicator, quote, space or line break.
-    private static func isWordByte(_ byte: UInt8) -> Bool {
-        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
-    }
-
     /// Checks what the YAML parser would otherwise recurse into or expand, before parsing.
     static func preflight(_ text: String, file: String) -> PolicyProblem? {
         var flowDepth = 0
@@ -120,7 +115,7 @@ package struct PolicyDecoder {
             column += 1
             // Most bytes are letters and digits, which change no state below but these two (the
             // next line break resets both within comments and block scalars too).
-            if question == nil, closed == nil, isWordByte(byte) {
+            if question == nil, closed == nil, byte.isASCIILetter || byte.isASCIIDigit {
                 keyCanStart = false
                 previous = byte
                 continue
@@ -731,7 +726,7 @@ package struct PolicyDecoder {
             while value.last == space { value = value.dropLast() }
             let last = value.reversed().prefix { $0 != space }
             guard let indicator = last.last, indicator == UInt8(ascii: "|") || indicator == UInt8(ascii: ">"),
-                  last.dropLast().allSatisfy({ $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { continue }
+                  last.dropLast().allSatisfy({ $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0.isASCIIDigit }) else { continue }
             let before = value.dropLast(last.count)
             if before.isEmpty || before.suffix(2).elementsEqual([UInt8(ascii: ":"), space]) || before.suffix(2).elementsEqual([UInt8(ascii: "-"), space]) { parent = indent }
         }
@@ -744,12 +739,8 @@ package struct PolicyDecoder {
         // mark's included) refuses the name, as comparing Characters would, without breaking
         // graphemes.
         let bytes = name.utf8
-        guard let first = bytes.first, bytes.count <= 253, isLowercaseOrDigit(first) else { return false }
-        return bytes.allSatisfy { isLowercaseOrDigit($0) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }
-    }
-
-    private static func isLowercaseOrDigit(_ byte: UInt8) -> Bool {
-        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+        guard let first = bytes.first, bytes.count <= 253, first.isASCIILowercase || first.isASCIIDigit else { return false }
+        return bytes.allSatisfy { $0.isASCIILowercase || $0.isASCIIDigit || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }
     }
 }
 

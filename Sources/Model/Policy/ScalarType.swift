@@ -89,8 +89,8 @@ enum ScalarType: Equatable {
             sign = first == "-" ? "-" : ""
             digits = digits.dropFirst()
         }
-        guard let first = digits.utf8.first, isDigit(first) else { return nil }
-        let allDigits = digits.utf8.allSatisfy(isDigit)
+        guard let first = digits.utf8.first, first.isASCIIDigit else { return nil }
+        let allDigits = digits.utf8.allSatisfy(\.isASCIIDigit)
         if allDigits, digits.count > 1, first == UInt8(ascii: "0"), let decimal = Int(digits, radix: 10) {
             // 1.1: octal when every digit is below 8; 1.2: decimal.
             let octal = Int(digits.dropFirst(), radix: 8)
@@ -138,13 +138,13 @@ enum ScalarType: Equatable {
         }
         // By bytes: an ASCII digit is one byte, and any other byte is no digit (nor is a
         // digit with a combining mark, which no branch below reads as a number either).
-        guard let first = digits.utf8.first, isDigit(first) else { return nil }
+        guard let first = digits.utf8.first, first.isASCIIDigit else { return nil }
         let value: Int?
         if digits.hasPrefix("0x") {
             value = negative ? nil : Int(digits.dropFirst(2), radix: 16)
         } else if digits.hasPrefix("0o") {
             value = negative ? nil : Int(digits.dropFirst(2), radix: 8)
-        } else if digits.utf8.allSatisfy(isDigit) {
+        } else if digits.utf8.allSatisfy(\.isASCIIDigit) {
             value = Int(digits, radix: 10)
         } else {
             value = nil
@@ -158,13 +158,11 @@ enum ScalarType: Equatable {
         guard (1...18).contains(bytes.count) else { return nil }
         var value = 0
         for byte in bytes {
-            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+            guard byte.isASCIIDigit else { return nil }
             value = value * 10 + Int(byte - UInt8(ascii: "0"))
         }
         return value
     }
-
-    private static func isDigit(_ byte: UInt8) -> Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) }
 
     private static func isFloat(_ text: String) -> Bool {
         switch text {
@@ -173,9 +171,8 @@ enum ScalarType: Equatable {
             // ASCII digits, signs, dots and exponents only, compared by bytes (each is one byte,
             // and a byte of anything else refuses the text, as comparing Characters would).
             let bytes = text.utf8
-            func isFloatByte(_ byte: UInt8) -> Bool { isDigit(byte) || "+-.eE".utf8.contains(byte) }
-            guard let first = bytes.first, isDigit(first) || "+-.".utf8.contains(first) else { return false }
-            return bytes.allSatisfy(isFloatByte) && Double(text) != nil
+            guard let first = bytes.first, first.isASCIIDigit || "+-.".utf8.contains(first) else { return false }
+            return bytes.allSatisfy { $0.isASCIIDigit || "+-.eE".utf8.contains($0) } && Double(text) != nil
         }
     }
 }

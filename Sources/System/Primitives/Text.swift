@@ -122,3 +122,14 @@ extension StringProtocol {
     /// Whether `text` occurs, compared by UTF-8 bytes (see `firstRange(ofText:)`).
     package func containsText(_ text: some StringProtocol) -> Bool { firstRange(ofText: text) != nil }
 }
+
+/// ASCII classes of a UTF-8 byte, for text read by bytes: each of these characters is one
+/// byte, and no byte of a longer character falls in any of them.
+extension UInt8 {
+    /// `0` to `9`.
+    @inlinable package var isASCIIDigit: Bool { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self) }
+    /// `a` to `z`.
+    @inlinable package var isASCIILowercase: Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(self) }
+    /// `a` to `z` or `A` to `Z`.
+    @inlinable package var isASCIILetter: Bool { (self | 0x20).isASCIILowercase }
+}
