@@ -69,14 +69,12 @@ package struct Tether: ParsableCommand {
 
     /// The command `arguments` name, parsed and validated.
     ///
-    /// `tether run` starts on every endpoint, often (cron, `--once`), so its arguments are first
-    /// parsed by `RunCommand` alone: parsed from the root, swift-argument-parser builds the run
-    /// command's argument set seven times (it asks whether the subcommand takes all remaining
-    /// input, more than once), against two. Anything that is not a valid run command (an error,
-    /// `--help`, a completion request) is parsed again from the root, so messages and usage name
-    /// `tether run` exactly as before. docs/architecture.md, "What an endpoint pays", has the figures.
+    /// `tether run` starts on every endpoint, often (cron, `--once`), so its plain arguments are
+    /// read without the parser's reflection (`RunCommand.parseDirectly`). Anything else (an
+    /// error, `--help`, a completion request) is parsed from the root, so messages and usage
+    /// name `tether run` exactly as before.
     static func parse(_ arguments: [String]) throws -> ParsableCommand {
-        if arguments.first == "run", let command = try? RunCommand.parseAsRoot(Array(arguments.dropFirst())), command is RunCommand {
+        if arguments.first == "run", let command = RunCommand.parseDirectly(Array(arguments.dropFirst())) {
             return command
         }
         return try parseAsRoot(arguments)
