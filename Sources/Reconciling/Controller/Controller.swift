@@ -92,6 +92,8 @@ package final class Controller: @unchecked Sendable {
     /// message (replayed) is not taken.
     private var publicationTaken: [String: Date] = [:]
     private var lastResult: CycleResult?
+    /// The revision last kept in the state directory by this process.
+    private var keptCommit: String?
 
     package init(configuration: ControllerConfiguration, logger: Logger, clock: @escaping () -> Date = Date.init) {
         self.configuration = configuration
@@ -148,7 +150,10 @@ package final class Controller: @unchecked Sendable {
         // 1. The source: a notified commit from the published bundles (--bundle-url), vouched
         // for first; else, with a probe URL, ask a web server whether the refs moved (no git
         // connection on 304); else ask the remote for its refs; fetch only when the pinned ref moved.
-        let repository: GitRepository
+        // A controller starting with a local repository whose ref still names the revision kept
+        // at its last apply reads that revision from the state directory instead, and opens the
+        // repository only if something needs it (docs/architecture.md, "What an endpoint pays").
+        var repository: GitRepository?
         let mirrors = configuration.stateDirectory.appending(path: "mirrors")
         var probed: HeadProbe.Answer?
         var bundled: GitRepository?
@@ -163,19 +168,23 @@ package final class Controller: @unchecked Sendable {
             metrics.probed(answer)
             if case .failed(let reason) = answer { logger.info("the probe was not answered usefully (\(reason)); asking git") }
         }
+        let kept = bundled == nil && notice == nil && !driver.isPrepared ? keptRevision() : nil
+        func openRepository() throws -> GitRepository {
+            let fetchStart = clock()
+            let opened = try PolicyRevision.open(configuration.source, mirrorDirectory: mirrors,
+                                                 credentials: configuration.credentials, timeout: configuration.fetchTimeout)
+            fetchDuration += clock().timeIntervalSince(fetchStart)
+            update = opened.update
+            if update?.rebuilt == true { logger.warning("the mirror was missing or damaged and was made anew") }
+            return opened.repository
+        }
         if let bundled {
             repository = bundled
         } else if case .notModified = probed, driver.isPrepared, let mirror = PolicyRevision.openMirror(configuration.source, mirrorDirectory: mirrors) {
             repository = mirror
-        } else {
+        } else if kept == nil {
             do {
-                let fetchStart = clock()
-                let opened = try PolicyRevision.open(configuration.source, mirrorDirectory: mirrors,
-                                                     credentials: configuration.credentials, timeout: configuration.fetchTimeout)
-                fetchDuration = clock().timeIntervalSince(fetchStart)
-                repository = opened.repository
-                update = opened.update
-                if update?.rebuilt == true { logger.warning("the mirror was missing or damaged and was made anew") }
+                repository = try openRepository()
             } catch {
                 return finish(.failed, .fetchFailed, "\(error)")
             }
@@ -191,19 +200,38 @@ package final class Controller: @unchecked Sendable {
 
         // 3. The revision, through the one driver: vouched for (signatures before any file is read,
         // then ancestry), read, decoded — or taken from the last cycle when neither it, the last
-        // applied revision nor the allowed signers moved — and compared with the agent.
+        // applied revision nor the allowed signers moved, or from the kept revision when it is
+        // the one the agent holds — and compared with the agent.
         var head: GitCommit?
         do {
-            let resolved = try repository.resolve(configuration.source.ref)
-            head = resolved
-            // The tag the next probe asks against, if its answer listed what was fetched.
-            if let probed, update != nil { probe.fetched(resolved.id, under: probed) }
-            if let notice, !noticeSettled, notice.revision.commit != resolved.id { refuse(notice, against: resolved, in: repository) }
-            var pinned = configuration.source
-            pinned.ref = resolved.id
-            let labels = try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
-            let reconciliation = try driver.compare(pinned, repository: repository, session: session, labels: labels, host: host,
+            func labels() throws -> [String: String] {
+                try DeviceLabels.load(stateDirectory: configuration.stateDirectory.path, overrides: configuration.labelOverrides)
+            }
+            let resolved: GitCommit
+            let reconciliation: Reconciliation
+            let source = configuration.source
+            if let kept, let fromKept = try driver.compare(kept: kept, open: { try PolicyRevision.open(source, mirrorDirectory: mirrors, credentials: .none).repository },
+                                                           session: session, labels: try labels(), host: host,
+                                                           warnExpiryDays: configuration.warnExpiryDays, prune: configuration.prune) {
+                (resolved, reconciliation) = (kept.commit, fromKept)
+                head = resolved
+            } else {
+                let opened: GitRepository
+                do {
+                    opened = try repository ?? openRepository()
+                } catch {
+                    return finish(.failed, .fetchFailed, "\(error)")
+                }
+                resolved = try opened.resolve(configuration.source.ref)
+                head = resolved
+                // The tag the next probe asks against, if its answer listed what was fetched.
+                if let probed, update != nil { probe.fetched(resolved.id, under: probed) }
+                if let notice, !noticeSettled, notice.revision.commit != resolved.id { refuse(notice, against: resolved, in: opened) }
+                var pinned = configuration.source
+                pinned.ref = resolved.id
+                reconciliation = try driver.compare(pinned, repository: opened, session: session, labels: try labels(), host: host,
                                                     warnExpiryDays: configuration.warnExpiryDays, prune: configuration.prune)
+            }
             if configuration.verify != .off { lastVerified = (resolved.id, Date(timeIntervalSince1970: Double(resolved.committedAt)), clock(), reconciliation.signer) }
 
             // 4. Reconcile: apply (unless suspended) and report.
@@ -233,6 +261,7 @@ package final class Controller: @unchecked Sendable {
                 reason = .driftReported
                 message = "\(report.findings.filter { $0.kind.isProblem }.count) findings reported (observed or not correctable)"
             }
+            keep(resolved.id)
             return finish(.ready, reason, message, revision: resolved.id, report: report)
         } catch let refused as RevisionRefused {
             switch refused.reason {
@@ -248,6 +277,31 @@ package final class Controller: @unchecked Sendable {
             return finish(.stalled, .invalidPolicies, problems.description, revision: head?.id)
         } catch {
             return finish(.failed, .error, "\(error)", revision: head?.id)
+        }
+    }
+
+    /// Where the revision the agent holds is kept between runs (`KeptRevision`).
+    private var keptFile: String { configuration.stateDirectory.appending(path: KeptRevision.fileName).path }
+
+    /// The kept revision, when the source is a local repository whose ref names its commit now
+    /// (read from the ref files, without libgit2); nil otherwise.
+    private func keptRevision() -> KeptRevision? {
+        let source = configuration.source
+        guard !GitRepository.isRemote(source.repository), let commit = RefFiles.objectID(source.ref, repositoryAt: source.repository),
+              let kept = KeptRevision.read(from: keptFile), kept.commit.id == commit, kept.path == source.path else { return nil }
+        return kept
+    }
+
+    /// Keeps the revision the agent now holds, read from git, for the next controller to start
+    /// without git; once per revision. (A kept revision stays true of its commit: an older one
+    /// left behind by a revision too large to keep is never used while the agent holds another.)
+    private func keep(_ revision: String) {
+        guard keptCommit != revision else { return }
+        keptCommit = revision
+        do {
+            try driver.revisionToKeep(revision)?.write(to: keptFile)
+        } catch {
+            logger.warning("the revision could not be kept for the next start (it will read git): \(error)")
         }
     }
 

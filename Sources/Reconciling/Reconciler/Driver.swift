@@ -34,11 +34,45 @@ package final class Driver {
                          warnExpiryDays: Int, prune: Bool) throws -> Reconciliation {
         let applied = try session.backend.appliedState()
         let vouched = try vouch(spec, repository: repository, lastApplied: applied.revision)
+        return try compare(vouched, applied: applied, session: session, labels: labels, host: host, warnExpiryDays: warnExpiryDays, prune: prune)
+    }
+
+    /// The revision `kept` holds, compared with the agent of `session` without git, when it can
+    /// stand for the revision the ref names (whose commit the caller found it to be): nothing is
+    /// prepared yet, the agent's applied revision is that commit, and the gate is as when it was
+    /// kept. Nil otherwise: the caller opens the repository and calls `compare`. `open` opens
+    /// the repository if a file or check needs it later.
+    package func compare(kept: KeptRevision, open: @escaping () throws -> GitRepository, session: AgentSession, labels: [String: String],
+                         host: String, warnExpiryDays: Int, prune: Bool) throws -> Reconciliation? {
+        let applied = try session.backend.appliedState()
+        let signers = gate.allowedSigners.flatMap { FileStamp(path: $0) }
+        guard prepared == nil, applied.revision == kept.commit.id, kept.gate == gateWords(signers) else { return nil }
+        let revision = PolicyRevision(kept: kept, open: open)
+        try revision.requireValid()
+        let vouched = VouchedRevision(revision: revision, signer: kept.signer, notes: [])
+        prepared = PreparedRevision(commit: kept.commit.id, lastApplied: applied.revision, signers: signers, vouched: vouched, fromGit: false)
+        return try compare(vouched, applied: applied, session: session, labels: labels, host: host, warnExpiryDays: warnExpiryDays, prune: prune)
+    }
+
+    private func compare(_ vouched: VouchedRevision, applied: AppliedState, session: AgentSession, labels: [String: String], host: String,
+                         warnExpiryDays: Int, prune: Bool) throws -> Reconciliation {
         let revision = vouched.revision
         warnOnce(revision: revision, labels: labels, lastAppliedLabels: { try? session.history.lastAppliedLabels() })
         let desired = try prepared!.desired(labels: labels, revision: revision, stateDirectory: session.stateDirectory)
         return try Reconciliation(revision: revision, gate: gate, labels: labels, host: host, session: session, desired: desired,
                                   applied: applied, signer: vouched.signer, notes: vouched.notes, warnExpiryDays: warnExpiryDays, prune: prune)
+    }
+
+    /// The revision read from git and vouched for, to keep in the state directory once the agent
+    /// holds it (`revision`, its commit); nil when it came from there, or is too large to keep.
+    package func revisionToKeep(_ revision: String) throws -> KeptRevision? {
+        guard let prepared, prepared.fromGit, prepared.commit == revision else { return nil }
+        return try prepared.vouched.revision.kept(gate: gateWords(prepared.signers), signer: prepared.vouched.signer)
+    }
+
+    /// The gate in words a kept revision carries: verification, the allowed-signers file and its stamp.
+    private func gateWords(_ signers: FileStamp?) -> String {
+        "verify \(gate.verify.rawValue), allowed signers \(gate.allowedSigners ?? "none") \(signers?.fingerprint ?? "absent"), ancestry \(gate.checksAncestry)"
     }
 
     /// The revision `spec` names compared offline with `snapshot` (the device decides about ancestry).
@@ -80,7 +114,7 @@ package final class Driver {
         var pinned = spec
         pinned.ref = head.id  // the commit resolved once: what is kept is what was vouched for
         let vouched = try Pipeline.revision(pinned, repository: repository, gate: gate, lastApplied: lastApplied)
-        prepared = PreparedRevision(commit: head.id, lastApplied: lastApplied, signers: signers, vouched: vouched)
+        prepared = PreparedRevision(commit: head.id, lastApplied: lastApplied, signers: signers, vouched: vouched, fromGit: true)
         return vouched
     }
 
@@ -135,6 +169,13 @@ package struct FileStamp: Equatable {
         self.link = link
         target = Facts(path, following: true)
     }
+
+    /// The stamp as text, equal for equal stamps: to compare with one kept on disk.
+    package var fingerprint: String {
+        [link, target].map { facts in
+            facts.map { "\($0.device):\($0.inode):\($0.size):\($0.modified.map(String.init).joined(separator: ".")):\($0.changed.map(String.init).joined(separator: "."))" } ?? "-"
+        }.joined(separator: "/")
+    }
 }
 
 /// A revision the driver vouched for and read, and its desired state for the labels last
@@ -147,11 +188,15 @@ final class PreparedRevision {
     let vouched: VouchedRevision
     private var resolved: (labels: [String: String], files: [String: FileStamp?], desired: ResolvedDesiredState)?
 
-    init(commit: String, lastApplied: String?, signers: FileStamp?, vouched: VouchedRevision) {
+    /// Read from git (else from the state directory's kept revision).
+    let fromGit: Bool
+
+    init(commit: String, lastApplied: String?, signers: FileStamp?, vouched: VouchedRevision, fromGit: Bool) {
         self.commit = commit
         self.lastApplied = lastApplied
         self.signers = signers
         self.vouched = vouched
+        self.fromGit = fromGit
     }
 
     /// The desired state for `labels`: the one resolved last time when the labels and every

@@ -37,15 +37,25 @@ package struct SourceSpec: Sendable {
     }
 }
 
-/// One revision's policies, read from git objects (never from a working tree).
+/// One revision's policies, read from git objects (never from a working tree), or from the
+/// state directory's kept revision (`KeptRevision`).
 package final class PolicyRevision {
     package let spec: SourceSpec
     package let commit: GitCommit
     package let policySet: PolicySet
     /// How many policy files were read.
     package let fileCount: Int
-    /// The repository the revision was read from (the mirror, for a remote).
-    package let repository: GitRepository
+    /// Where its files come from.
+    private enum Files {
+        case repository(GitRepository)
+        /// A kept revision's files; the repository is opened only for a file it lacks (or a
+        /// check that reads commits).
+        case kept([String: [UInt8]], open: () throws -> GitRepository)
+    }
+    private var files: Files
+
+    /// Whether a file is a policy file.
+    package static func isPolicyFile(_ path: String) -> Bool { path.hasSuffix(".yaml") || path.hasSuffix(".yml") }
 
     /// Opens the repository (mirroring it into `mirrorDirectory` when it is a URL), resolves
     /// the ref and decodes every `.yaml`/`.yml` file under the path. Throws `SourceError`;
@@ -70,13 +80,12 @@ package final class PolicyRevision {
     /// `GitCommit.index` reads the files staged in the index instead (`validate --staged`).
     package init(spec: SourceSpec, repository: GitRepository, commit: GitCommit) throws {
         self.spec = spec
-        self.repository = repository
+        self.files = .repository(repository)
         self.commit = commit
         let files: [GitFile]
-        let isPolicy = { (path: String) in path.hasSuffix(".yaml") || path.hasSuffix(".yml") }
         do {
-            files = commit == .index ? try repository.stagedFiles(under: spec.path, include: isPolicy)
-                                     : try repository.files(in: commit, under: spec.path, include: isPolicy)
+            files = commit == .index ? try repository.stagedFiles(under: spec.path, include: Self.isPolicyFile)
+                                     : try repository.files(in: commit, under: spec.path, include: Self.isPolicyFile)
         } catch let error as GitError {
             throw SourceError(message: error.message)
         }
@@ -88,6 +97,50 @@ package final class PolicyRevision {
         policySet = PolicySet(decoding: files.map { ($0.path, $0.contents) })
     }
 
+    /// The revision `kept` holds, decoded again; `open` opens its repository if a file the kept
+    /// revision lacks, or a check of its commits, needs it.
+    package init(kept: KeptRevision, open: @escaping () throws -> GitRepository) {
+        spec = SourceSpec(repository: kept.repository, ref: kept.commit.id, path: kept.path)
+        commit = kept.commit
+        fileCount = kept.policyFiles.count
+        policySet = PolicySet(decoding: kept.policyFiles.map { ($0.path, $0.contents) })
+        files = .kept(Dictionary(kept.otherFiles.map { ($0.path, $0.contents) }, uniquingKeysWith: { first, _ in first }), open: open)
+    }
+
+    /// The repository the revision was read from (the mirror, for a remote), opened now if the
+    /// revision came from the state directory.
+    package func repository() throws -> GitRepository {
+        switch files {
+        case .repository(let repository):
+            return repository
+        case .kept(_, let open):
+            let repository = try open()
+            files = .repository(repository)
+            return repository
+        }
+    }
+
+    /// This revision as the state directory keeps it: its policy files and the server
+    /// certificates its policies name, read again from git. Nil when they are more than
+    /// `KeptRevision.largest` bytes, or for the staged files.
+    package func kept(gate: String, signer: String?) throws -> KeptRevision? {
+        guard commit != .index, case .repository(let repository) = files else { return nil }
+        do {
+            let policyFiles = try repository.files(in: commit, under: spec.path, include: Self.isPolicyFile)
+            var named: Set<String> = []
+            for policy in policySet.policies {
+                for sourced in policy.values.values {
+                    if case .serverCertificate(let path) = sourced.value { named.insert(path) }
+                }
+            }
+            let otherFiles = try named.sorted().compactMap { path in try repository.file(in: commit, at: path).map { KeptRevision.File(path: path, contents: $0.contents) } }
+            return KeptRevision(commit: commit, repository: spec.repository, path: spec.path, gate: gate, signer: signer,
+                                policyFiles: policyFiles.map { KeptRevision.File(path: $0.path, contents: $0.contents) }, otherFiles: otherFiles)
+        } catch let error as GitError {
+            throw SourceError(message: error.message)
+        }
+    }
+
     /// Throws `PolicyProblems` when any policy file has a problem.
     package func requireValid() throws {
         if !policySet.problems.isEmpty { throw PolicyProblems(policySet.problems) }
@@ -95,7 +148,9 @@ package final class PolicyRevision {
 
     /// Reads a file of this revision; nil when there is none at `path`.
     package func file(at path: String) throws -> [UInt8]? {
+        if case .kept(let kept, _) = files, let contents = kept[path] { return contents }
         do {
+            let repository = try repository()
             if commit == .index { return try repository.stagedFile(at: path)?.contents }
             return try repository.file(in: commit, at: path)?.contents
         } catch let error as GitError {

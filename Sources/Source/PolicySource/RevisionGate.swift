@@ -130,8 +130,12 @@ package struct RevisionGate: Sendable {
     /// Both checks, for a revision already read: what every apply's write transaction checks
     /// again against the revision the agent holds then.
     package func recheck(_ revision: PolicyRevision, lastApplied: String?) throws -> [String] {
-        _ = try verifySignatures(repository: revision.repository, head: revision.commit, lastApplied: lastApplied)
-        return try checkAncestry(repository: revision.repository, head: revision.commit, policies: revision.policySet, lastApplied: lastApplied)
+        // Nothing to read from git (a kept revision's repository stays closed): no verification,
+        // and the revision is the last applied one, or none was.
+        guard verify != .off || (checksAncestry && lastApplied != nil && lastApplied != revision.commit.id) else { return [] }
+        let repository = try revision.repository()
+        _ = try verifySignatures(repository: repository, head: revision.commit, lastApplied: lastApplied)
+        return try checkAncestry(repository: repository, head: revision.commit, policies: revision.policySet, lastApplied: lastApplied)
     }
 }
 
@@ -156,6 +160,12 @@ package struct RevisionRefused: Error, CustomStringConvertible, Sendable {
 
 /// A revision whose commits were vouched for before its files were read.
 package struct VouchedRevision {
+    package init(revision: PolicyRevision, signer: String?, notes: [String]) {
+        self.revision = revision
+        self.signer = signer
+        self.notes = notes
+    }
+
     package let revision: PolicyRevision
     /// The principal that signed the head, when verification is on.
     package let signer: String?

@@ -63,6 +63,12 @@ package struct GitCommit: Sendable, Equatable {
     /// When it was committed, in seconds since 1970 (UTC).
     package let committedAt: Int64
 
+    package init(id: String, summary: String, committedAt: Int64) {
+        self.id = id
+        self.summary = summary
+        self.committedAt = committedAt
+    }
+
     /// Stands for the index (what the next commit will hold) where a commit is expected.
     package static let index = GitCommit(id: "(staged)", summary: "the files staged in the index", committedAt: 0)
 }

@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Primitives
+
+/// What a ref names, read from a repository's own files (HEAD, loose refs, `packed-refs`) on
+/// POSIX calls, without loading libgit2: a cycle whose ref still names the revision it applied
+/// last needs nothing more from git (docs/architecture.md, "What an endpoint pays").
+///
+/// It answers only where git's answer is certain, and nil everywhere else, so that the caller
+/// asks libgit2: a work tree whose `.git` is a file, a folder inside a repository, reftable, a
+/// repository another user owns, an expression (`main~1`, `v1.*`), a name that could be an
+/// abbreviated commit id, a ref file that is not a plain SHA-1 id.
+package enum RefFiles {
+    /// The object id that `ref` (nil or empty: HEAD) names in the repository at `path`, found
+    /// as `GitRepository.resolve` finds it but not peeled: an annotated tag's own id, not its
+    /// commit's.
+    package static func objectID(_ ref: String?, repositoryAt path: String) -> String? {
+        guard let folder = gitFolder(path) else { return nil }
+        let wanted = (ref?.isEmpty == false) ? ref! : "HEAD"
+        guard isPlainName(wanted) else { return nil }
+        let packed = PackedRefs(folder)
+        // `resolve` tries the name, then refs/heads, refs/tags and origin's remote-tracking
+        // branch; revparse reads a plain name as git's rev-parse does (gitrevisions(7)).
+        var candidates: [String]
+        if wanted == "HEAD" || wanted.hasPrefix("refs/") {
+            candidates = [wanted]
+        } else {
+            // A file of that name at the top (FETCH_HEAD, or something odd) is left to libgit2.
+            guard !PlainFiles.exists(folder + "/" + wanted) else { return nil }
+            candidates = ["refs/\(wanted)", "refs/tags/\(wanted)", "refs/heads/\(wanted)", "refs/remotes/\(wanted)", "refs/remotes/\(wanted)/HEAD"]
+        }
+        candidates += ["refs/remotes/origin/\(wanted)"]
+        for candidate in candidates {
+            switch lookUp(candidate, in: folder, packed: packed, depth: 0) {
+            case .found(let id): return id
+            case .missing: continue
+            case .unsure: return nil
+            }
+        }
+        return nil
+    }
+
+    private enum Answer { case found(String), missing, unsure }
+
+    /// The git folder of a repository opened at `path` exactly (a work tree's `.git` folder, or
+    /// the repository itself when bare), owned by this user; nil for anything else.
+    private static func gitFolder(_ path: String) -> String? {
+        let base = path.hasSuffix("/") && path.count > 1 ? String(path.dropLast()) : path
+        var folder: String
+        if isOwnedFolder(base + "/.git") {
+            folder = base + "/.git"
+        } else if PlainFiles.exists(base + "/.git") {
+            return nil
+        } else {
+            folder = base
+        }
+        guard isOwnedFolder(base), isOwnedFolder(folder + "/refs"), isOwnedFolder(folder + "/objects"), PlainFiles.exists(folder + "/HEAD"),
+              !PlainFiles.exists(folder + "/reftable"), !PlainFiles.exists(folder + "/commondir") else { return nil }
+        return folder
+    }
+
+    /// A folder (not a link to one) owned by the effective user.
+    private static func isOwnedFolder(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR && info.st_uid == geteuid()
+    }
+
+    /// A ref name with nothing revparse would read as more than a name, that cannot be taken
+    /// for an abbreviated commit id and stays inside the git folder.
+    private static func isPlainName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty, bytes.count <= 255, bytes.first != UInt8(ascii: "/"), bytes.first != UInt8(ascii: "-"), bytes.last != UInt8(ascii: "/"),
+              bytes.last != UInt8(ascii: "."), !name.hasSuffix(".lock"), !name.contains(".."), !name.contains("//"), !name.contains("/.") else { return false }
+        let isAllowed = { (byte: UInt8) in
+            byte.isASCIILetter || byte.isASCIIDigit || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: ".")
+        }
+        guard bytes.allSatisfy(isAllowed) else { return false }
+        let isHexDigit = { (byte: UInt8) in byte.isASCIIDigit || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte) }
+        return !(bytes.count >= 4 && bytes.allSatisfy(isHexDigit))
+    }
+
+    /// A ref as a loose file, else in packed-refs; symbolic refs are followed as libgit2 does
+    /// (up to five levels).
+    private static func lookUp(_ name: String, in folder: String, packed: PackedRefs, depth: Int) -> Answer {
+        guard depth <= 5 else { return .unsure }
+        let file = folder + "/" + name
+        var info = stat()
+        if lstat(file, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFREG, info.st_size <= 4096, let bytes = PlainFiles.contents(file) else {
+                // A folder of that name (refs/heads/team/…) is no ref; anything else is odd.
+                return info.st_mode & S_IFMT == S_IFDIR ? packedAnswer(name, packed) : .unsure
+            }
+            var text = bytes[...]
+            while let last = text.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: "\r") { text.removeLast() }
+            if text.starts(with: Array("ref: ".utf8)) {
+                let target = String(decoding: text.dropFirst(5), as: UTF8.self)
+                guard target.hasPrefix("refs/"), isPlainName(target) else { return .unsure }
+                switch lookUp(target, in: folder, packed: packed, depth: depth + 1) {
+                case .found(let id): return .found(id)
+                case .missing, .unsure: return .unsure  // HEAD of an unborn branch: libgit2 says why
+                }
+            }
+            return objectID(text).map { .found($0) } ?? .unsure
+        }
+        return packedAnswer(name, packed)
+    }
+
+    private static func packedAnswer(_ name: String, _ packed: PackedRefs) -> Answer {
+        switch packed {
+        case .unreadable: return .unsure
+        case .refs(let refs): return refs[name].map { .found($0) } ?? .missing
+        }
+    }
+
+    /// 40 lowercase hexadecimal digits (a SHA-1 id), or nil.
+    private static func objectID<Bytes: Collection>(_ bytes: Bytes) -> String? where Bytes.Element == UInt8 {
+        guard bytes.count == 40, bytes.allSatisfy({ $0.isASCIIDigit || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The refs of a `packed-refs` file (none when there is no file).
+    private enum PackedRefs {
+        case refs([String: String])
+        case unreadable
+
+        init(_ folder: String) {
+            let path = folder + "/packed-refs"
+            guard PlainFiles.exists(path) else {
+                self = .refs([:])
+                return
+            }
+            guard let bytes = PlainFiles.contents(path) else {
+                self = .unreadable
+                return
+            }
+            var refs: [String: String] = [:]
+            for line in bytes.split(separator: UInt8(ascii: "\n")) {
+                guard let first = line.first, first != UInt8(ascii: "#"), first != UInt8(ascii: "^") else { continue }
+                guard line.count > 41, line[line.startIndex + 40] == UInt8(ascii: " "),
+                      let id = RefFiles.objectID(line.prefix(40)) else {
+                    self = .unreadable
+                    return
+                }
+                refs[String(decoding: line.dropFirst(41), as: UTF8.self)] = id
+            }
+            self = .refs(refs)
+        }
+    }
+}
