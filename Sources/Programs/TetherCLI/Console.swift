@@ -21,8 +21,8 @@ package final class Console: @unchecked Sendable {
 
     /// The process's standard output and error.
     package static let standard = Console(
-        isTerminal: isatty(STDOUT_FILENO) == 1 && (ProcessInfo.processInfo.environment["NO_COLOR"] ?? "").isEmpty
-            && ProcessInfo.processInfo.environment["TERM"] != "dumb",
+        isTerminal: isatty(STDOUT_FILENO) == 1 && (ProcessEnvironment.value("NO_COLOR") ?? "").isEmpty
+            && ProcessEnvironment.value("TERM") != "dumb",
         out: { writeAll($0, to: STDOUT_FILENO) },
         error: { writeAll($0, to: STDERR_FILENO) })
 

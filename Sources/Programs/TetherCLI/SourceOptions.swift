@@ -90,10 +90,11 @@ struct CredentialOptions: ParsableArguments {
         if let gitCAFile {
             do { try GitRepository.trustCertificates(inFile: gitCAFile) } catch { throw CommandError("error: \(error)") }
         }
-        let environment = ProcessInfo.processInfo.environment
-        let password = try gitPasswordFile.map(secret) ?? environment["TETHER_GIT_TOKEN"] ?? environment["TETHER_GIT_PASSWORD"]
+        let token = ProcessEnvironment.value("TETHER_GIT_TOKEN")
+        let environmentPassword = ProcessEnvironment.value("TETHER_GIT_PASSWORD")
+        let password = try gitPasswordFile.map(secret) ?? token ?? environmentPassword
         let source = gitPasswordFile.map { "--git-password-file \($0)" }
-            ?? (environment["TETHER_GIT_TOKEN"] != nil ? "$TETHER_GIT_TOKEN" : environment["TETHER_GIT_PASSWORD"] != nil ? "$TETHER_GIT_PASSWORD" : nil)
+            ?? (token != nil ? "$TETHER_GIT_TOKEN" : environmentPassword != nil ? "$TETHER_GIT_PASSWORD" : nil)
         return RemoteCredentials(username: gitUser, password: password, sshPrivateKey: sshKey,
                                  sshPassphrase: try sshPassphraseFile.map(secret), knownHosts: knownHosts, passwordSource: source)
     }
@@ -114,7 +115,7 @@ struct DeviceOptions: ParsableArguments {
     }
 
     var stateDirectory: String {
-        stateDir ?? ProcessInfo.processInfo.environment["TETHER_STATE_DIR"] ?? "/var/lib/tether"
+        stateDir ?? ProcessEnvironment.value("TETHER_STATE_DIR") ?? "/var/lib/tether"
     }
 
     var stateDirectoryURL: URL { URL(fileURLWithPath: stateDirectory, isDirectory: true) }

@@ -15,8 +15,8 @@ package final class ServiceNotifier {
     private let length: socklen_t
 
     /// Nil when not started by a service manager (no `$NOTIFY_SOCKET`) or the socket cannot be made.
-    package init?(environment: [String: String] = ProcessInfo.processInfo.environment) {
-        guard let path = environment["NOTIFY_SOCKET"], !path.isEmpty else { return nil }
+    package init?(socketPath: String? = ProcessEnvironment.value("NOTIFY_SOCKET")) {
+        guard let path = socketPath, !path.isEmpty else { return nil }
         var bytes = Array(path.utf8)
         if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }  // the abstract namespace
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
