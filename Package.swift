@@ -10,8 +10,14 @@ import PackageDescription
 
 /// A library target in `Sources/LAYER/NAME`.
 func module(_ name: String, in layer: String, _ dependencies: [Target.Dependency] = []) -> Target {
-    .target(name: name, dependencies: dependencies, path: "Sources/\(layer)/\(name)")
+    .target(name: name, dependencies: dependencies, path: "Sources/\(layer)/\(name)", swiftSettings: swiftSettings)
 }
+
+/// Generic types are instantiated through their metadata accessors, not by demangling their
+/// names: a name's generic requirements cost the runtime a scan of every protocol conformance
+/// in the binary, at each type's first use (docs/architecture.md, "What an endpoint pays").
+/// Every configuration, so that the tests run the code that ships.
+let swiftSettings: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors"])]
 
 /// A C library found with pkg-config, its module map in `Sources/System/NAME`.
 func systemLibrary(_ name: String, pkgConfig: String, apt: String) -> Target {
@@ -20,7 +26,7 @@ func systemLibrary(_ name: String, pkgConfig: String, apt: String) -> Target {
 
 /// A program in `Sources/LAYER/NAME`.
 func program(_ name: String, in layer: String, _ dependencies: [Target.Dependency]) -> Target {
-    .executableTarget(name: name, dependencies: dependencies, path: "Sources/\(layer)/\(name)")
+    .executableTarget(name: name, dependencies: dependencies, path: "Sources/\(layer)/\(name)", swiftSettings: swiftSettings)
 }
 
 /// The tests of a module of `layer`, in `Tests/LAYER/NAMETests`.
