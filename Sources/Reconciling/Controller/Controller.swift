@@ -168,7 +168,7 @@ package final class Controller: @unchecked Sendable {
             metrics.probed(answer)
             if case .failed(let reason) = answer { logger.info("the probe was not answered usefully (\(reason)); asking git") }
         }
-        let kept = bundled == nil && notice == nil && !driver.isPrepared ? keptRevision() : nil
+        let kept = bundled == nil && notice == nil && lastResult == nil ? keptRevision() : nil
         func openRepository() throws -> GitRepository {
             let fetchStart = clock()
             let opened = try PolicyRevision.open(configuration.source, mirrorDirectory: mirrors,
@@ -211,7 +211,7 @@ package final class Controller: @unchecked Sendable {
             let reconciliation: Reconciliation
             let source = configuration.source
             if let kept, let fromKept = try driver.compare(kept: kept, open: { try PolicyRevision.open(source, mirrorDirectory: mirrors, credentials: .none).repository },
-                                                           session: session, labels: try labels(), host: host,
+                                                           session: session, labels: labels, host: host,
                                                            warnExpiryDays: configuration.warnExpiryDays, prune: configuration.prune) {
                 (resolved, reconciliation) = (kept.commit, fromKept)
                 head = resolved
@@ -283,12 +283,15 @@ package final class Controller: @unchecked Sendable {
     /// Where the revision the agent holds is kept between runs (`KeptRevision`).
     private var keptFile: String { configuration.stateDirectory.appending(path: KeptRevision.fileName).path }
 
-    /// The kept revision, when the source is a local repository whose ref names its commit now
-    /// (read from the ref files, without libgit2); nil otherwise.
+    /// The kept revision, for the first cycle of a controller whose source is a local
+    /// repository whose ref names the kept commit now, and which holds that commit (read from
+    /// the repository's files, without libgit2); nil otherwise. Later cycles read git, so a
+    /// repository damaged meanwhile fails them as before.
     private func keptRevision() -> KeptRevision? {
         let source = configuration.source
         guard !GitRepository.isRemote(source.repository), let commit = RefFiles.objectID(source.ref, repositoryAt: source.repository),
-              let kept = KeptRevision.read(from: keptFile), kept.commit.id == commit, kept.path == source.path else { return nil }
+              let kept = KeptRevision.read(from: keptFile), kept.commit.id == commit, Array(kept.path.utf8) == Array(source.path.utf8),
+              RefFiles.holdsObject(commit, repositoryAt: source.repository) else { return nil }
         return kept
     }
 
@@ -296,7 +299,8 @@ package final class Controller: @unchecked Sendable {
     /// without git; once per revision. (A kept revision stays true of its commit: an older one
     /// left behind by a revision too large to keep is never used while the agent holds another.)
     private func keep(_ revision: String) {
-        guard keptCommit != revision else { return }
+        // Only a local repository's revision is read back (a remote's cycle asks the remote anyway).
+        guard keptCommit != revision, !GitRepository.isRemote(configuration.source.repository) else { return }
         keptCommit = revision
         do {
             try driver.revisionToKeep(revision)?.write(to: keptFile)

@@ -41,17 +41,19 @@ package final class Driver {
     /// stand for the revision the ref names (whose commit the caller found it to be): nothing is
     /// prepared yet, the agent's applied revision is that commit, and the gate is as when it was
     /// kept. Nil otherwise: the caller opens the repository and calls `compare`. `open` opens
-    /// the repository if a file or check needs it later.
-    package func compare(kept: KeptRevision, open: @escaping () throws -> GitRepository, session: AgentSession, labels: [String: String],
+    /// the repository if a file or check needs it later; `labels` are read only when the kept
+    /// revision is used.
+    package func compare(kept: KeptRevision, open: @escaping () throws -> GitRepository, session: AgentSession, labels: () throws -> [String: String],
                          host: String, warnExpiryDays: Int, prune: Bool) throws -> Reconciliation? {
         let applied = try session.backend.appliedState()
         let signers = gate.allowedSigners.flatMap { FileStamp(path: $0) }
-        guard prepared == nil, applied.revision == kept.commit.id, kept.gate == gateWords(signers) else { return nil }
+        // Compared by bytes: Swift's strings compare by Unicode equivalence, paths do not.
+        guard prepared == nil, applied.revision == kept.commit.id, Array(kept.gate.utf8) == Array(gateWords(signers).utf8) else { return nil }
         let revision = PolicyRevision(kept: kept, open: open)
         try revision.requireValid()
         let vouched = VouchedRevision(revision: revision, signer: kept.signer, notes: [])
         prepared = PreparedRevision(commit: kept.commit.id, lastApplied: applied.revision, signers: signers, vouched: vouched, fromGit: false)
-        return try compare(vouched, applied: applied, session: session, labels: labels, host: host, warnExpiryDays: warnExpiryDays, prune: prune)
+        return try compare(vouched, applied: applied, session: session, labels: try labels(), host: host, warnExpiryDays: warnExpiryDays, prune: prune)
     }
 
     private func compare(_ vouched: VouchedRevision, applied: AppliedState, session: AgentSession, labels: [String: String], host: String,

@@ -62,11 +62,12 @@ package struct KeptRevision: Equatable, Sendable {
     /// The revision kept in `file`; nil when there is none or it is damaged (cut short, changed,
     /// of another format): the caller reads git instead.
     package static func read(from file: String) -> KeptRevision? {
-        var info = stat()
-        guard lstat(file, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_size <= largest * 2 + 65536 else { return nil }
-        let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+        // Not a link, and never waiting on a FIFO put in its place.
+        let descriptor = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
+        var info = stat()
+        guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_size <= largest * 2 + 65536 else { return nil }
         var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
         var done = 0
         while done < bytes.count {

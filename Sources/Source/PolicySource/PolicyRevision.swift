@@ -50,7 +50,8 @@ package final class PolicyRevision {
         case repository(GitRepository)
         /// A kept revision's files; the repository is opened only for a file it lacks (or a
         /// check that reads commits).
-        case kept([String: [UInt8]], open: () throws -> GitRepository)
+        /// (Paths by their bytes: Swift's strings compare by Unicode equivalence, git's paths do not.)
+        case kept([[UInt8]: [UInt8]], open: () throws -> GitRepository)
     }
     private var files: Files
 
@@ -104,7 +105,7 @@ package final class PolicyRevision {
         commit = kept.commit
         fileCount = kept.policyFiles.count
         policySet = PolicySet(decoding: kept.policyFiles.map { ($0.path, $0.contents) })
-        files = .kept(Dictionary(kept.otherFiles.map { ($0.path, $0.contents) }, uniquingKeysWith: { first, _ in first }), open: open)
+        files = .kept(Dictionary(kept.otherFiles.map { (Array($0.path.utf8), $0.contents) }, uniquingKeysWith: { first, _ in first }), open: open)
     }
 
     /// The repository the revision was read from (the mirror, for a remote), opened now if the
@@ -127,13 +128,13 @@ package final class PolicyRevision {
         guard commit != .index, case .repository(let repository) = files else { return nil }
         do {
             let policyFiles = try repository.files(in: commit, under: spec.path, include: Self.isPolicyFile)
-            var named: Set<String> = []
+            var named: Set<[UInt8]> = []
             for policy in policySet.policies {
                 for sourced in policy.values.values {
-                    if case .serverCertificate(let path) = sourced.value { named.insert(path) }
+                    if case .serverCertificate(let path) = sourced.value { named.insert(Array(path.utf8)) }
                 }
             }
-            let otherFiles = try named.sorted().compactMap { path in try repository.file(in: commit, at: path).map { KeptRevision.File(path: path, contents: $0.contents) } }
+            let otherFiles = try named.map { String(decoding: $0, as: UTF8.self) }.sorted().compactMap { path in try repository.file(in: commit, at: path).map { KeptRevision.File(path: path, contents: $0.contents) } }
             return KeptRevision(commit: commit, repository: spec.repository, path: spec.path, gate: gate, signer: signer,
                                 policyFiles: policyFiles.map { KeptRevision.File(path: $0.path, contents: $0.contents) }, otherFiles: otherFiles)
         } catch let error as GitError {
@@ -148,7 +149,7 @@ package final class PolicyRevision {
 
     /// Reads a file of this revision; nil when there is none at `path`.
     package func file(at path: String) throws -> [UInt8]? {
-        if case .kept(let kept, _) = files, let contents = kept[path] { return contents }
+        if case .kept(let kept, _) = files, let contents = kept[Array(path.utf8)] { return contents }
         do {
             let repository = try repository()
             if commit == .index { return try repository.stagedFile(at: path)?.contents }

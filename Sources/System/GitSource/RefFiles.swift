@@ -20,9 +20,10 @@ package enum RefFiles {
         let wanted = (ref?.isEmpty == false) ? ref! : "HEAD"
         guard isPlainName(wanted) else { return nil }
         let packed = PackedRefs(folder)
-        // `resolve` tries the name, then refs/heads, refs/tags and origin's remote-tracking
-        // branch; revparse reads a plain name as git's rev-parse does (gitrevisions(7)).
-        var candidates: [String]
+        // `resolve` hands the name to revparse first, which reads it as git's rev-parse does
+        // (gitrevisions(7)); when none of those refs exists, its later candidates
+        // (refs/heads/NAME read the same way, …, origin's branch) are left to libgit2.
+        let candidates: [String]
         if wanted == "HEAD" || wanted.hasPrefix("refs/") {
             candidates = [wanted]
         } else {
@@ -30,7 +31,6 @@ package enum RefFiles {
             guard !PlainFiles.exists(folder + "/" + wanted) else { return nil }
             candidates = ["refs/\(wanted)", "refs/tags/\(wanted)", "refs/heads/\(wanted)", "refs/remotes/\(wanted)", "refs/remotes/\(wanted)/HEAD"]
         }
-        candidates += ["refs/remotes/origin/\(wanted)"]
         for candidate in candidates {
             switch lookUp(candidate, in: folder, packed: packed, depth: 0) {
             case .found(let id): return id
@@ -39,6 +39,55 @@ package enum RefFiles {
             }
         }
         return nil
+    }
+
+    /// Whether the repository at `path` holds the object `id` (40 hexadecimal digits): a loose
+    /// object, or one listed in a pack's index (version 2). False when it holds none, or the
+    /// files cannot say (a repository borrowing objects from another, an unreadable index).
+    package static func holdsObject(_ id: String, repositoryAt path: String) -> Bool {
+        guard let folder = gitFolder(path), let binary = objectBytes(id) else { return false }
+        let objects = folder + "/objects"
+        guard !PlainFiles.exists(objects + "/info/alternates") else { return false }
+        if PlainFiles.exists(objects + "/" + id.prefix(2) + "/" + id.dropFirst(2)) { return true }
+        return PlainFiles.entries(objects + "/pack").contains { name in
+            name.hasSuffix(".idx") && PackIndex.lists(binary, in: objects + "/pack/" + name)
+        }
+    }
+
+    /// The 20 bytes of a SHA-1 id written in hexadecimal.
+    private static func objectBytes(_ id: String) -> [UInt8]? {
+        guard objectID(Array(id.utf8)) != nil else { return nil }
+        let digits = Array(id.utf8).map { $0 <= UInt8(ascii: "9") ? $0 - UInt8(ascii: "0") : $0 - UInt8(ascii: "a") + 10 }
+        return (0..<20).map { digits[2 * $0] << 4 | digits[2 * $0 + 1] }
+    }
+
+    /// A pack index, version 2 (gitformat-pack(5)): a header, 256 counts by first byte, then
+    /// the sorted ids, looked up by reading only what a binary search needs.
+    private enum PackIndex {
+        static func lists(_ id: [UInt8], in path: String) -> Bool {
+            let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+            guard descriptor >= 0 else { return false }
+            defer { close(descriptor) }
+            func read(_ count: Int, at offset: Int) -> [UInt8]? {
+                var bytes = [UInt8](repeating: 0, count: count)
+                let done = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, off_t(offset)) }
+                return done == count ? bytes : nil
+            }
+            func count(_ bytes: [UInt8], at index: Int) -> Int {
+                bytes[index * 4..<index * 4 + 4].reduce(0) { $0 << 8 | Int($1) }
+            }
+            guard let header = read(8, at: 0), header == [0xFF, 0x74, 0x4F, 0x63, 0, 0, 0, 2], let fanout = read(1024, at: 8) else { return false }
+            var low = id[0] == 0 ? 0 : count(fanout, at: Int(id[0]) - 1)
+            var high = count(fanout, at: Int(id[0]))
+            guard low <= high, high <= count(fanout, at: 255) else { return false }
+            while low < high {
+                let middle = (low + high) / 2
+                guard let name = read(20, at: 8 + 1024 + middle * 20) else { return false }
+                if name == id { return true }
+                if name.lexicographicallyPrecedes(id) { low = middle + 1 } else { high = middle }
+            }
+            return false
+        }
     }
 
     private enum Answer { case found(String), missing, unsure }
@@ -71,7 +120,7 @@ package enum RefFiles {
     private static func isPlainName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
         guard !bytes.isEmpty, bytes.count <= 255, bytes.first != UInt8(ascii: "/"), bytes.first != UInt8(ascii: "-"), bytes.last != UInt8(ascii: "/"),
-              bytes.last != UInt8(ascii: "."), !name.hasSuffix(".lock"), !name.contains(".."), !name.contains("//"), !name.contains("/.") else { return false }
+              bytes.last != UInt8(ascii: "."), !name.hasSuffix(".lock"), !name.containsText(".."), !name.containsText("//"), !name.containsText("/.") else { return false }
         let isAllowed = { (byte: UInt8) in
             byte.isASCIILetter || byte.isASCIIDigit || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
                 || byte == UInt8(ascii: ".")
@@ -110,7 +159,7 @@ package enum RefFiles {
     private static func packedAnswer(_ name: String, _ packed: PackedRefs) -> Answer {
         switch packed {
         case .unreadable: return .unsure
-        case .refs(let refs): return refs[name].map { .found($0) } ?? .missing
+        case .refs(let refs): return refs[Array(name.utf8)].map { .found($0) } ?? .missing
         }
     }
 
@@ -120,9 +169,10 @@ package enum RefFiles {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// The refs of a `packed-refs` file (none when there is no file).
+    /// The refs of a `packed-refs` file (none when there is no file), by the bytes of their
+    /// names: git compares bytes, Swift's strings compare by Unicode equivalence.
     private enum PackedRefs {
-        case refs([String: String])
+        case refs([[UInt8]: String])
         case unreadable
 
         init(_ folder: String) {
@@ -135,7 +185,7 @@ package enum RefFiles {
                 self = .unreadable
                 return
             }
-            var refs: [String: String] = [:]
+            var refs: [[UInt8]: String] = [:]
             for line in bytes.split(separator: UInt8(ascii: "\n")) {
                 guard let first = line.first, first != UInt8(ascii: "#"), first != UInt8(ascii: "^") else { continue }
                 guard line.count > 41, line[line.startIndex + 40] == UInt8(ascii: " "),
@@ -143,7 +193,7 @@ package enum RefFiles {
                     self = .unreadable
                     return
                 }
-                refs[String(decoding: line.dropFirst(41), as: UTF8.self)] = id
+                refs[Array(line.dropFirst(41))] = id
             }
             self = .refs(refs)
         }

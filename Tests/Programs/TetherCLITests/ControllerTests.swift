@@ -126,6 +126,8 @@ struct FetchTests {
         let run = tether(["run", "--once", "--repo", daemon.url("policies.git"), "--ref", "main", "--state-dir", env.state.path])
         #expect(run.code == 0, "\(run.stderr)")
         #expect(env.agentCommand("get-settings", "edr").stdout.contains("Port=4443"))
+        #expect(!FileManager.default.fileExists(atPath: env.state.url.appendingPathComponent(KeptRevision.fileName).path),
+                "a remote's revision is not kept: its cycles ask the remote anyway")
     }
 
     @Test("plan and validate of a remote with no state directory make none: the mirror goes into a temporary folder, removed at exit")

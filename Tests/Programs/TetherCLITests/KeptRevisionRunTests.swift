@@ -69,6 +69,15 @@ struct KeptRevisionRunTests {
         let verified = try Self.traced(env, ["--verify", "head", "--allowed-signers", signers])
         #expect(verified.status == 1 && Self.loadsGit(verified) && verified.output.contains("is not signed: refused"), "\(verified.output.suffix(600))")
 
+        // Another repository whose ref file names the kept commit but holds no objects: git is read, and says so.
+        let refsOnly = try TemporaryDirectory("tether-refs-only")
+        try runProgram("git", ["init", "-q", "-b", "main", refsOnly.path])
+        let current = try #require(KeptRevision.read(from: kept)).commit.id
+        try "\(current)\n".write(toFile: refsOnly.path + "/.git/refs/heads/main", atomically: true, encoding: .utf8)
+        let hollow = try runProgram("/usr/bin/env", ["LD_DEBUG=files", tetherExecutable, "run", "--once", "--no-sensors", "--repo", refsOnly.path,
+                                                     "--state-dir", env.state.path])
+        #expect(hollow.status == 1 && Self.loadsGit(hollow), "\(hollow.output.suffix(600))")
+
         // A damaged kept revision is not used; git is read and the cycle is Ready.
         var bytes = try Data(contentsOf: URL(fileURLWithPath: kept))
         bytes[bytes.count / 2] ^= 0x20

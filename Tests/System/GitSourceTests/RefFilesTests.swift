@@ -29,7 +29,7 @@ struct RefFilesTests {
         let tag = try Self.revParse(repo, "refs/tags/v1.0")
         #expect(tag != first, "an annotated tag is an object of its own")
         let expected: [(String?, String)] = [(nil, second), ("", second), ("HEAD", second), ("main", second), ("refs/heads/main", second),
-                                            ("feature/x", first), ("light", first), ("v1.0", tag), ("upstream", first)]
+                                            ("feature/x", first), ("light", first), ("v1.0", tag)]
         for packed in [false, true] {
             if packed { try repo.git("pack-refs", "--all") }
             for (ref, id) in expected {
@@ -52,7 +52,8 @@ struct RefFilesTests {
     func leavesTheRestToLibgit2() throws {
         let (repo, first, _) = try Self.repository()
         for expression in ["main~1", "main^", "HEAD@{1}", "v1.*", "main:policies", first.prefix(7).description, "cafe", "../main",
-                           "refs/heads/../../x", "-main", "main.lock", "nosuch", "refs/heads/nosuch", "main\u{1b}[31m"] {
+                           "refs/heads/../../x", "-main", "main.lock", "nosuch", "refs/heads/nosuch", "main\u{1b}[31m",
+                           "upstream"] {
             #expect(RefFiles.objectID(expression, repositoryAt: repo.path) == nil, "\(expression)")
         }
         // A folder inside the work tree (libgit2 searches upward), and a work tree whose .git is a file.
@@ -76,6 +77,40 @@ struct RefFilesTests {
         try repo.git("pack-refs", "--all")
         try "# pack-refs with: peeled\nnot a line\n".write(toFile: repo.path + "/.git/packed-refs", atomically: true, encoding: .utf8)
         #expect(RefFiles.objectID("light", repositoryAt: repo.path) == nil)
+    }
+
+    @Test("Packed refs are names of bytes: a look-alike by Unicode equivalence is another ref, as in git")
+    func packedNamesAreBytes() throws {
+        let (repo, first, _) = try Self.repository()
+        try repo.git("pack-refs", "--all")
+        // KELVIN SIGN K (U+212A) is canonically equivalent to K: Swift's == says equal, git does not.
+        let packed = repo.path + "/.git/packed-refs"
+        try (try String(contentsOfFile: packed, encoding: .utf8) + "\(first) refs/tags/\u{212A}8s\n").write(toFile: packed, atomically: true, encoding: .utf8)
+        #expect(RefFiles.objectID("K8s", repositoryAt: repo.path) == nil)
+        try repo.git("tag", "K8s", first)
+        #expect(RefFiles.objectID("K8s", repositoryAt: repo.path) == first)
+    }
+
+    @Test("Whether the repository holds a commit: loose, packed, neither; never through another repository's objects")
+    func holdsObject() throws {
+        let (repo, first, second) = try Self.repository()
+        #expect(RefFiles.holdsObject(second, repositoryAt: repo.path))
+        try repo.git("gc", "-q", "--prune=now")
+        #expect(!FileManager.default.fileExists(atPath: repo.path + "/.git/objects/" + first.prefix(2) + "/" + first.dropFirst(2)), "packed by gc")
+        #expect(RefFiles.holdsObject(first, repositoryAt: repo.path) && RefFiles.holdsObject(second, repositoryAt: repo.path))
+        for absent in [String(repeating: "0", count: 40), String(repeating: "f", count: 40), String(first.dropLast()) + (first.last == "0" ? "1" : "0")] {
+            #expect(!RefFiles.holdsObject(absent, repositoryAt: repo.path), "\(absent)")
+        }
+        #expect(!RefFiles.holdsObject("not an id", repositoryAt: repo.path))
+        // A ref file naming a commit the repository does not hold (a copy of the refs alone).
+        let copy = try TemporaryDirectory("tether-refs-only")
+        try runProgram("git", ["init", "-q", "-b", "main", copy.path])
+        try "\(second)\n".write(toFile: copy.path + "/.git/refs/heads/main", atomically: true, encoding: .utf8)
+        #expect(RefFiles.objectID(nil, repositoryAt: copy.path) == second)
+        #expect(!RefFiles.holdsObject(second, repositoryAt: copy.path))
+        // Objects borrowed from another repository are left to libgit2.
+        try (repo.path + "/.git/objects\n").write(toFile: copy.path + "/.git/objects/info/alternates", atomically: true, encoding: .utf8)
+        #expect(!RefFiles.holdsObject(second, repositoryAt: copy.path))
     }
 
     @Test("A repository another user owns is left to libgit2 (and its safe.directory rule)")
