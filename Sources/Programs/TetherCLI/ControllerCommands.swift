@@ -171,6 +171,7 @@ struct RunCommand: ParsableCommand {
             fetchTimeout: fetchTimeout, runConnectors: !noConnectors && !once)
         configuration.prune = prune
         configuration.runSensors = !noSensors
+        configuration.metricsRead = metricsAddress != nil || textfile != nil
         configuration.probeURL = probeURL
         if let probeURL, probeURL.hasPrefix("http://") {
             logger.warning("--probe-url \(probeURL) is plain HTTP: anyone on the path can answer 304 and hold updates back for up to \(10) cycles; prefer https")

@@ -40,6 +40,9 @@ package struct ControllerConfiguration: Sendable {
     package var bundleURL: String?
     /// Whether released settings are reset to the vendor default.
     package var prune = false
+    /// Whether anything reads the metrics (`/metrics`, a textfile): without a reader, a cycle
+    /// does not read the connectors' store for its telemetry counts.
+    package var metricsRead = true
     /// The agent governed: the embedded one (with its connectors) or the vendor's.
     package var agent = AgentChoice()
 

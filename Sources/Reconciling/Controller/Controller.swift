@@ -134,7 +134,7 @@ package final class Controller: @unchecked Sendable {
                                      findings: byIntegration.values.reduce(0, +), findingsByIntegration: byIntegration, findingsByKind: byKind,
                                      steps: report?.steps.count ?? 0)
             if condition == .failed { driver.forget() }
-            if let runtime = try? self.session?.connectors() { metrics.recordTelemetry(from: runtime) }
+            if configuration.metricsRead, let runtime = try? self.session?.connectors() { metrics.recordTelemetry(from: runtime) }
             if let report { onReport?(report) }
             if let notice, condition == .ready, revision == notice.revision.commit {
                 metrics.notifiedApplied(after: clock().timeIntervalSince(notice.arrivedAt))
