@@ -25,7 +25,8 @@ struct RunConfiguration {
         let kind: Kind
 
         var flag: String { "--" + name }
-        var variable: String { "TETHER_" + name.uppercased().replacingAll("-", with: "_") }
+        /// `TETHER_` and the name in capitals with `_` for `-` (names are ASCII).
+        var variable: String { "TETHER_" + String(String.UnicodeScalarView(name.uppercased().unicodeScalars.map { $0 == "-" ? "_" : $0 })) }
     }
 
     /// Where an effective value came from.
