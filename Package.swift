@@ -123,7 +123,7 @@ let package = Package(
         module("WireFormat", in: "Endpoint", ["IntegrationModel"]),
         // Its BPF programs (bpf/*.bpf.c) are compiled by the build and embedded (Plugins/BPFPrograms).
         .target(name: "Sensors", dependencies: ["Primitives", "CSensorShims", "IntegrationModel", "WireFormat", "X509"],
-                path: "Sources/Endpoint/Sensors", exclude: ["bpf"], plugins: ["BPFPrograms"]),
+                path: "Sources/Endpoint/Sensors", exclude: ["bpf"], swiftSettings: swiftSettings, plugins: ["BPFPrograms"]),
         .plugin(name: "BPFPrograms", capability: .buildTool(), path: "Plugins/BPFPrograms"),
         module("ConnectorCore", in: "Endpoint", ["ChildProcess", "Firewall", "Primitives", "AgentInterface", "EmbeddedAgent", "IntegrationModel", "Sensors", "SQLiteDB", "X509", "HTTPTransport", "WireFormat"]),
 

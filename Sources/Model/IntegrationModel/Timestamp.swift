@@ -8,9 +8,14 @@ package enum Timestamp {
 
     /// `2026-11-29T13:07:47Z`: what `Date.ISO8601FormatStyle()` writes (TimestampTests holds
     /// the two to the same text), worked out from the seconds since 1970 without its calendar
-    /// and time zone, whose first use costs a starting process a tenth of a millisecond.
+    /// and time zone, whose first use costs a starting process a tenth of a millisecond. Dates
+    /// before the Gregorian calendar (1582-10-15, where Foundation's turns Julian) or after
+    /// 9999, and times that are no number (a platform's command may carry anything), go to
+    /// Foundation.
     package static func string(_ date: Date) -> String {
-        let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
+        let interval = date.timeIntervalSince1970
+        guard interval.isFinite, (-12_219_292_800 ..< 253_402_300_800).contains(interval) else { return date.formatted(style) }
+        let seconds = Int64(interval.rounded(.down))
         let (days, second) = (seconds.floorDivided(by: 86_400), seconds.floorModulo(86_400))
         // Days since 1970 to a civil date (H. Hinnant's algorithm, proleptic Gregorian).
         let shifted = days + 719_468
