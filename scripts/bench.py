@@ -79,22 +79,38 @@ def make_repository(count, kind="mixed"):
     return path
 
 
+def run_once(command):
+    """Wall seconds, CPU seconds (children included), peak RSS (MiB) and exit code of one run."""
+    with open(os.path.join(WORK, "stderr.log"), "w+b") as log:  # a file, not a pipe: a long run must not block on it
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        if code not in (0, 2):
+            log.seek(0)
+            sys.exit(f"bench: {' '.join(command)} failed:\n{log.read().decode()[-2000:]}")
+        return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, code
+
+
+def measure_in_turn(commands, runs):
+    """For each command: median wall seconds, median CPU seconds, the largest peak RSS (MiB) and
+    the exit codes over `runs` runs. The commands run in turn within each round, so that the
+    machine's drift while they are measured touches them alike (goals compare their ratios)."""
+    samples = [([], [], [], set()) for _ in commands]
+    for _ in range(runs):
+        for command, (walls, cpus, peaks, codes) in zip(commands, samples):
+            wall, cpu, peak, code = run_once(command)
+            walls.append(wall)
+            cpus.append(cpu)
+            peaks.append(peak)
+            codes.add(code)
+    return [(statistics.median(walls), statistics.median(cpus), max(peaks), codes) for walls, cpus, peaks, codes in samples]
+
+
 def measure(command, runs):
     """Median wall seconds, median CPU seconds and the largest peak RSS (MiB) over `runs` runs."""
-    walls, cpus, peaks, codes = [], [], [], set()
-    for _ in range(runs):
-        with open(os.path.join(WORK, "stderr.log"), "w+b") as log:  # a file, not a pipe: a long run must not block on it
-            start = time.perf_counter()
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-            _, status, usage = os.wait4(process.pid, 0)
-            walls.append(time.perf_counter() - start)
-            cpus.append(usage.ru_utime + usage.ru_stime)
-            peaks.append(usage.ru_maxrss / 1024)
-            codes.add(os.waitstatus_to_exitcode(status))
-            if codes - {0, 2}:
-                log.seek(0)
-                sys.exit(f"bench: {' '.join(command)} failed:\n{log.read().decode()[-2000:]}")
-    return statistics.median(walls), statistics.median(cpus), max(peaks), codes
+    return measure_in_turn([command], runs)[0]
 
 
 FLOOR_SOURCE = """// The floor: the smallest static Swift program that uses Foundation, built as tether is.
@@ -141,10 +157,8 @@ def endpoint_costs(tether, runs):
     once = [binaries["tether"], "run", "--once", "--no-sensors", "--repo", example, "--state-dir", state, "--log-format", "json"]
     measure(once, 1)  # the first run applies; the runs measured change nothing
     sys.stderr.write("bench: measuring start-up and a no-change run…\n")
-    startup_runs = max(runs, 40)
-    _, floor_cpu, floor_peak, _ = measure([floor], startup_runs)
-    _, version_cpu, version_peak, _ = measure([binaries["tether"], "--version"], startup_runs)
-    _, once_cpu, once_peak, _ = measure(once, max(runs, 15))
+    measured = measure_in_turn([[floor], [binaries["tether"], "--version"], once], max(runs, 40))
+    (_, floor_cpu, floor_peak, _), (_, version_cpu, version_peak, _), (_, once_cpu, once_peak, _) = measured
     return {
         "floor": floor, "floor_size": os.path.getsize(floor), "floor_cpu": floor_cpu, "floor_peak": floor_peak,
         "tether_size": os.path.getsize(binaries["tether"]), "fetch_size": os.path.getsize(binaries["tether-fetch"]),
