@@ -150,17 +150,22 @@ extension RunCommand {
                 attached = String(name[name.index(after: equals)...])
                 name = name[..<equals]
             }
-            guard let setter = setters[String(name)] else { return nil }
-            if case .flag(let set) = setter {
-                guard attached == nil, given.insert(String(name)).inserted else { return nil }
-                set(&command)
-                continue
+            let key = String(name)
+            guard let setter = setters[key] else { return nil }
+            // The option's value: attached, or the next argument; neither empty nor option-like.
+            func value() -> String? {
+                guard let text = attached ?? remaining.popFirst(), !text.isEmpty, !text.hasPrefix("-") else { return nil }
+                return text
             }
-            guard let text = attached ?? remaining.popFirst(), !text.isEmpty, !text.hasPrefix("-") else { return nil }
             switch setter {
-            case .flag: return nil
-            case .list(let append): append(&command, text)
-            case .value(let set): guard given.insert(String(name)).inserted, set(&command, text) else { return nil }
+            case .flag(let set):
+                guard attached == nil, given.insert(key).inserted else { return nil }
+                set(&command)
+            case .list(let append):
+                guard let text = value() else { return nil }
+                append(&command, text)
+            case .value(let set):
+                guard let text = value(), given.insert(key).inserted, set(&command, text) else { return nil }
             }
         }
         // The checks swift-argument-parser makes, in its order: each option group's, then the command's.
