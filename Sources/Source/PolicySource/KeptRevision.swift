@@ -67,15 +67,9 @@ package struct KeptRevision: Equatable, Sendable {
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
         var info = stat()
-        guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_size <= largest * 2 + 65536 else { return nil }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-        var done = 0
-        while done < bytes.count {
-            let count = bytes.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress! + done, $0.count - done) }
-            guard count > 0 else { return nil }
-            done += count
-        }
-        guard bytes.starts(with: header) else { return nil }
+        let limit = largest * 2 + 65536
+        guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG, let bytes = readAll(descriptor, limit: limit), bytes.count <= limit,
+              bytes.starts(with: header) else { return nil }
         var reader = Reader(bytes: bytes, position: header.count)
         do {
             let commit = GitCommit(id: try reader.text(), summary: try reader.text(), committedAt: try reader.number())
@@ -123,14 +117,9 @@ package struct KeptRevision: Equatable, Sendable {
         let temporary = "\(file).\(getpid()).tmp"
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard descriptor >= 0 else { throw SourceError(message: "cannot write \(temporary): \(String(cString: strerror(errno)))") }
-        var done = 0
-        while done < bytes.count {
-            let count = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress! + done, $0.count - done) }
-            guard count > 0 else { break }
-            done += count
-        }
+        let written = writeAll(bytes, to: descriptor)
         close(descriptor)
-        guard done == bytes.count, rename(temporary, file) == 0 else {
+        guard written, rename(temporary, file) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary)
             throw SourceError(message: "cannot write \(file): \(reason)")

@@ -4,6 +4,7 @@ import Glibc
 #endif
 import FoundationEssentials
 import GitSource
+import IntegrationModel
 import Policy
 import X509
 
@@ -128,13 +129,8 @@ package final class PolicyRevision {
         guard commit != .index, case .repository(let repository) = files else { return nil }
         do {
             let policyFiles = try repository.files(in: commit, under: spec.path, include: Self.isPolicyFile)
-            var named: Set<[UInt8]> = []
-            for policy in policySet.policies {
-                for sourced in policy.values.values {
-                    if case .serverCertificate(let path) = sourced.value { named.insert(Array(path.utf8)) }
-                }
-            }
-            let otherFiles = try named.map { String(decoding: $0, as: UTF8.self) }.sorted().compactMap { path in try repository.file(in: commit, at: path).map { KeptRevision.File(path: path, contents: $0.contents) } }
+            let named = Set(certificateReferences.map { Array($0.path.utf8) }).map { String(decoding: $0, as: UTF8.self) }.sorted()
+            let otherFiles = try named.compactMap { path in try repository.file(in: commit, at: path).map { KeptRevision.File(path: path, contents: $0.contents) } }
             return KeptRevision(commit: commit, repository: spec.repository, path: spec.path, gate: gate, signer: signer,
                                 policyFiles: policyFiles.map { KeptRevision.File(path: $0.path, contents: $0.contents) }, otherFiles: otherFiles)
         } catch let error as GitError {
@@ -165,16 +161,24 @@ package final class PolicyRevision {
     package func validate() -> [PolicyProblem] {
         var problems = policySet.problems + policySet.potentialConflicts()
         var checked: [String: String?] = [:]
-        for policy in policySet.policies {
-            for (key, sourced) in policy.values {
-                guard case .serverCertificate(let path) = sourced.value else { continue }
-                if checked[path] == nil { checked[path] = certificateProblem(path) }
-                if let problem = checked[path] ?? nil {
-                    problems.append(PolicyProblem(sourced.source, "\(key): \(problem)"))
-                }
+        for (key, sourced, path) in certificateReferences {
+            if checked[path] == nil { checked[path] = certificateProblem(path) }
+            if let problem = checked[path] ?? nil {
+                problems.append(PolicyProblem(sourced.source, "\(key): \(problem)"))
             }
         }
         return PolicyProblems(problems).problems
+    }
+
+    /// Every server certificate the policies name: the key, where it is written, and its path
+    /// in this revision.
+    private var certificateReferences: [(key: DesiredKey, sourced: Sourced<DesiredValue>, path: String)] {
+        policySet.policies.flatMap { policy in
+            policy.values.compactMap { key, sourced in
+                guard case .serverCertificate(let path) = sourced.value else { return nil }
+                return (key, sourced, path)
+            }
+        }
     }
 
     /// Reads and parses a server certificate of this revision.

@@ -110,7 +110,7 @@ package struct RevisionGate: Sendable {
     /// unless this is `tether rollback` or a policy of the (already verified) revision says
     /// `spec.allowRollback: true`. Returns the notes a report must carry when going back.
     package func checkAncestry(repository: GitRepository, head: GitCommit, policies: PolicySet, lastApplied: String?) throws -> [String] {
-        guard checksAncestry, let last = lastApplied, last != head.id else { return [] }
+        guard readsAncestry(of: head, lastApplied: lastApplied), let last = lastApplied else { return [] }
         let from = "from \(last.prefix(12)) to \(head.id.prefix(12))"
         if repository.contains(commit: last), repository.isDescendant(head, of: last) { return [] }
         if rollbackRequested { return ["Rolled back \(from)."] }
@@ -127,12 +127,16 @@ package struct RevisionGate: Sendable {
             """)
     }
 
+    /// Whether anti-rollback looks at commits: it is on, and a revision other than `head` was applied last.
+    private func readsAncestry(of head: GitCommit, lastApplied: String?) -> Bool {
+        checksAncestry && lastApplied != nil && lastApplied != head.id
+    }
+
     /// Both checks, for a revision already read: what every apply's write transaction checks
     /// again against the revision the agent holds then.
     package func recheck(_ revision: PolicyRevision, lastApplied: String?) throws -> [String] {
-        // Nothing to read from git (a kept revision's repository stays closed): no verification,
-        // and the revision is the last applied one, or none was.
-        guard verify != .off || (checksAncestry && lastApplied != nil && lastApplied != revision.commit.id) else { return [] }
+        // Nothing to read from git (a kept revision's repository stays closed) when neither check reads commits.
+        guard verify != .off || readsAncestry(of: revision.commit, lastApplied: lastApplied) else { return [] }
         let repository = try revision.repository()
         _ = try verifySignatures(repository: repository, head: revision.commit, lastApplied: lastApplied)
         return try checkAncestry(repository: repository, head: revision.commit, policies: revision.policySet, lastApplied: lastApplied)

@@ -126,8 +126,7 @@ package enum RefFiles {
                 || byte == UInt8(ascii: ".")
         }
         guard bytes.allSatisfy(isAllowed) else { return false }
-        let isHexDigit = { (byte: UInt8) in byte.isASCIIDigit || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte) }
-        return !(bytes.count >= 4 && bytes.allSatisfy(isHexDigit))
+        return !(bytes.count >= 4 && bytes.allSatisfy(\.isLowercaseHexDigit))
     }
 
     /// A ref as a loose file, else in packed-refs; symbolic refs are followed as libgit2 does
@@ -165,7 +164,7 @@ package enum RefFiles {
 
     /// 40 lowercase hexadecimal digits (a SHA-1 id), or nil.
     private static func objectID<Bytes: Collection>(_ bytes: Bytes) -> String? where Bytes.Element == UInt8 {
-        guard bytes.count == 40, bytes.allSatisfy({ $0.isASCIIDigit || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }) else { return nil }
+        guard bytes.count == 40, bytes.allSatisfy(\.isLowercaseHexDigit) else { return nil }
         return String(decoding: bytes, as: UTF8.self)
     }
 

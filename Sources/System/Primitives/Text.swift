@@ -132,4 +132,6 @@ extension UInt8 {
     @inlinable package var isASCIILowercase: Bool { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(self) }
     /// `a` to `z` or `A` to `Z`.
     @inlinable package var isASCIILetter: Bool { (self | 0x20).isASCIILowercase }
+    /// `0` to `9` or `a` to `f`, as git writes object ids.
+    @inlinable package var isLowercaseHexDigit: Bool { isASCIIDigit || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(self) }
 }
